@@ -1,0 +1,54 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+# Everything is installed into .venv from the committed lock files.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+UV_VERSION := 0.13.9
+
+DEMO_ARGS ?=
+
+.PHONY: demo test lint typecheck unit bench lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.runtime: $(BIN)/python requirements.lock pyproject.toml
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements-dev.lock
+	touch $@
+
+## demo: simulate -> ingest -> build -> check -> report on the embedded DuckDB engine
+demo: $(VENV)/.runtime
+	$(BIN)/productlens demo $(DEMO_ARGS)
+
+## test: lint, format check, type check and the whole test suite
+test: $(VENV)/.dev lint typecheck unit
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/sqlfluff lint --disable-progress-bar src/productlens/models
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev
+	$(BIN)/pytest -n 2
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench
+
+## lock: re-resolve the pinned dependency sets after editing pyproject.toml
+lock: $(BIN)/python
+	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock
+	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml --extra dev -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo

@@ -1,0 +1,260 @@
+"""Data tests declared beside the models: each is a query returning failing rows.
+
+Zero rows passes. The kinds are a dispatch table (one function per kind builds the
+query with SQLGlot), so adding a kind is adding a row. Results go to `ops.test_results`;
+an error-severity failure raises `DataTestFailure` naming the test, the count of failing
+rows and a sample of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlglot
+from sqlglot import exp
+
+from productlens.engines import Engine
+from productlens.errors import DataTestFailure, ModelError
+from productlens.modeling import Model, ModelGraph
+
+Severity = Literal["error", "warn"]
+SAMPLE_ROWS = 5
+
+TEST_RESULTS_DDL = """
+CREATE TABLE IF NOT EXISTS ops.test_results (
+    run_id VARCHAR NOT NULL,
+    test_name VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    n_failing BIGINT,
+    sample_json VARCHAR,
+    checked_at TIMESTAMP NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class DataTest:
+    """One declared test, compiled to a query that returns the failing rows."""
+
+    name: str
+    model: str
+    severity: Severity
+    query: exp.Query
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    test: DataTest
+    n_failing: int
+    sample: list[dict[str, Any]]
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        if self.n_failing == 0:
+            return "pass"
+        return "fail" if self.test.severity == "error" else "warn"
+
+
+def _table(model: Model) -> exp.Table:
+    return exp.table_(model.name, db=model.layer)
+
+
+def _col(name: str) -> exp.Column:
+    return exp.column(name)
+
+
+def _resolve(target: str, models: ModelGraph) -> exp.Table:
+    schema, dot, name = target.rpartition(".")
+    if dot:
+        return exp.table_(name, db=schema)
+    if target not in models.models:
+        raise ModelError(f"relationships test points at unknown model {target!r}")
+    return _table(models[target])
+
+
+def _unique(model: Model, column: str | None, args: dict[str, Any], _g: ModelGraph) -> exp.Query:
+    columns = [column] if column else list(args["columns"])
+    cols = [_col(c) for c in columns]
+    return (
+        exp.select(*cols, exp.Count(this=exp.Star()).as_("n_rows"))
+        .from_(_table(model))
+        .where(exp.and_(*[c.is_(exp.null()).not_() for c in cols]))
+        .group_by(*cols)
+        .having(exp.Count(this=exp.Star()) > 1)
+    )
+
+
+def _not_null(model: Model, column: str | None, _a: dict[str, Any], _g: ModelGraph) -> exp.Query:
+    return exp.select("*").from_(_table(model)).where(_col(_need(column)).is_(exp.null()))
+
+
+def _accepted_values(
+    model: Model, column: str | None, args: dict[str, Any], _g: ModelGraph
+) -> exp.Query:
+    values = [exp.convert(v) for v in args["values"]]
+    col = _col(_need(column))
+    return (
+        exp.select("*")
+        .from_(_table(model))
+        .where(exp.and_(col.is_(exp.null()).not_(), exp.not_(col.isin(*values))))
+    )
+
+
+def _relationships(
+    model: Model, column: str | None, args: dict[str, Any], graph: ModelGraph
+) -> exp.Query:
+    parent = _resolve(str(args["to"]), graph)
+    child_col = exp.column(_need(column), table="child")
+    parent_col = exp.column(str(args["field"]), table="parent")
+    return (
+        exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("child")))
+        .from_(_table(model).as_("child"))
+        .join(parent.as_("parent"), on=child_col.eq(parent_col), join_type="left")
+        .where(exp.and_(child_col.is_(exp.null()).not_(), parent_col.is_(exp.null())))
+    )
+
+
+def _expression(model: Model, column: str | None, args: dict[str, Any], _g: ModelGraph) -> exp.Query:
+    condition = sqlglot.parse_one(str(args["expression"]), read="duckdb")
+    return exp.select("*").from_(_table(model)).where(exp.not_(exp.paren(condition)))
+
+
+def _need(column: str | None) -> str:
+    if column is None:
+        raise ModelError("this test must be declared under a column")
+    return column
+
+
+TestBuilder = Callable[[Model, str | None, dict[str, Any], ModelGraph], exp.Query]
+
+TEST_KINDS: dict[str, TestBuilder] = {
+    "unique": _unique,
+    "not_null": _not_null,
+    "accepted_values": _accepted_values,
+    "relationships": _relationships,
+    "expression": _expression,
+}
+
+# Shorthands: `- expression: "a >= b"` and `- unique: [a, b]` at model level.
+_OPTIONS = ("severity", "name")
+_SHORTHAND_ARG = {"expression": "expression", "unique": "columns", "accepted_values": "values"}
+
+
+def compile_tests(models: ModelGraph, selected: list[Model] | None = None) -> list[DataTest]:
+    """Every test declared for the given models (default: all), compiled."""
+    tests: list[DataTest] = []
+    for model in selected if selected is not None else list(models):
+        if model.spec is None:
+            continue
+        declared = [(col, decl) for col, decls in model.spec.columns.items() for decl in decls]
+        declared += [(None, decl) for decl in model.spec.tests]
+        for column, decl in declared:
+            tests.append(_compile(model, column, decl, models))
+    return tests
+
+
+def _compile(model: Model, column: str | None, decl: Any, graph: ModelGraph) -> DataTest:
+    kind, args = (decl, {}) if isinstance(decl, str) else _unpack(decl, model)
+    if kind not in TEST_KINDS:
+        raise ModelError(
+            f"unknown test kind {kind!r}; known: {', '.join(TEST_KINDS)}", model=model.name
+        )
+    severity = args.pop("severity", "error")
+    if severity not in ("error", "warn"):
+        raise ModelError(f"severity must be error or warn, not {severity!r}", model=model.name)
+    custom_name = args.pop("name", None)
+    try:
+        query = TEST_KINDS[kind](model, column, args, graph)
+    except KeyError as exc:
+        raise ModelError(f"test {kind} needs the argument {exc}", model=model.name) from None
+    name = custom_name or "__".join(
+        [kind, model.name, *([column] if column else []), *_name_hint(kind, args)]
+    )
+    return DataTest(name=name, model=model.table, severity=severity, query=query)
+
+
+def _unpack(decl: dict[str, Any], model: Model) -> tuple[str, dict[str, Any]]:
+    """`{kind: args}` plus optional `severity` and `name` keys beside it."""
+    kinds = [key for key in decl if key not in _OPTIONS]
+    if len(kinds) != 1:
+        raise ModelError(f"a test is one kind with its arguments, got {decl}", model=model.name)
+    kind = kinds[0]
+    args = decl[kind]
+    if not isinstance(args, dict):
+        args = {_SHORTHAND_ARG.get(kind, "value"): args}
+    return kind, {**args, **{k: v for k, v in decl.items() if k in _OPTIONS}}
+
+
+def _name_hint(kind: str, args: dict[str, Any]) -> list[str]:
+    if kind == "relationships":
+        return [str(args["to"]).replace(".", "_")]
+    if kind == "unique" and "columns" in args:
+        return ["_".join(args["columns"])]
+    if kind == "expression":
+        text = "".join(ch if ch.isalnum() else "_" for ch in str(args["expression"]))
+        return ["_".join(part for part in text.split("_") if part)[:40]]
+    return []
+
+
+def run_tests(engine: Engine, tests: list[DataTest], run_id: str) -> list[TestOutcome]:
+    """Run each test, record it in `ops.test_results`, and return the outcomes."""
+    engine.execute(TEST_RESULTS_DDL)
+    outcomes = []
+    for test in tests:
+        outcomes.append(_run_one(engine, test))
+    checked_at = datetime.now(UTC).replace(tzinfo=None)
+    with engine.transaction():
+        for o in outcomes:
+            engine.execute(
+                "INSERT INTO ops.test_results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    o.test.name,
+                    o.test.model,
+                    o.test.severity,
+                    o.status,
+                    o.n_failing,
+                    json.dumps(o.sample, default=str) if o.sample else o.error,
+                    checked_at,
+                ],
+            )
+    return outcomes
+
+
+def _run_one(engine: Engine, test: DataTest) -> TestOutcome:
+    failing = test.query.subquery("failing")
+    count_sql = exp.select(exp.Count(this=exp.Star())).from_(failing).sql(engine.dialect)
+    try:
+        n = int(engine.fetch_all(count_sql)[0][0])
+        sample: list[dict[str, Any]] = []
+        if n:
+            sample_sql = test.query.limit(SAMPLE_ROWS).sql(engine.dialect)
+            sample = engine.fetch_arrow(sample_sql).to_pylist()
+    except Exception as exc:  # noqa: BLE001 - a broken test is reported, not fatal
+        return TestOutcome(test, 0, [], error=str(exc))
+    return TestOutcome(test, n, sample)
+
+
+def raise_for_failures(outcomes: list[TestOutcome]) -> None:
+    """Raise `DataTestFailure` if any error-severity test failed or could not run."""
+    bad = [o for o in outcomes if o.status in ("fail", "error")]
+    if not bad:
+        return
+    first = bad[0]
+    detail = (
+        f"could not run: {first.error}"
+        if first.error
+        else f"{first.n_failing} failing rows, e.g. {json.dumps(first.sample[:2], default=str)}"
+    )
+    more = f" (and {len(bad) - 1} more failing tests)" if len(bad) > 1 else ""
+    raise DataTestFailure(f"data test {first.test.name} failed: {detail}{more}")
+

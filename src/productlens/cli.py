@@ -1,0 +1,270 @@
+"""The `productlens` command line: parses options, calls the library, prints.
+
+Errors are one line on stderr (`error [stage]: reason`) and a non-zero exit; `--debug`
+shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from productlens import __version__, modeling
+from productlens.config import Project, load_project
+from productlens.engines import open_engine
+from productlens.errors import ProductLensError
+from productlens.pipeline import Runner, print_summary, run_demo, world_params
+from productlens.simulate import generate
+
+app = typer.Typer(
+    name="productlens",
+    help="Product analytics and experimentation on an embedded warehouse.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class State:
+    project_dir: Path | None = None
+    warehouse: Path | None = None
+    debug: bool = False
+
+    def project(self) -> Project:
+        return load_project(self.project_dir, self.warehouse)
+
+
+def _state(ctx: typer.Context) -> State:
+    state = ctx.find_root().obj
+    return state if isinstance(state, State) else State()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"productlens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    project: Annotated[
+        Path | None,
+        typer.Option("--project", "-p", help="Project folder (holds productlens.toml). Default: the current folder."),
+    ] = None,
+    warehouse: Annotated[
+        Path | None,
+        typer.Option(help="The DuckDB warehouse file. Default: warehouse.duckdb in the project folder."),
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """productlens: simulate or ingest events, build a layered warehouse, check it, report it."""
+    ctx.obj = State(project_dir=project, warehouse=warehouse, debug=debug)
+
+
+Scenario = Literal["ecommerce", "saas"]
+Format = Literal["parquet", "csv", "jsonl"]
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    scenario: Annotated[Scenario | None, typer.Option(help="Which world to simulate.")] = None,
+    users: Annotated[int | None, typer.Option(min=1, help="Users to simulate.")] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="Days to simulate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed; same seed, same world.")] = None,
+) -> None:
+    """Run everything on the embedded engine: simulate -> ingest -> build -> check -> report.
+
+    The demo starts from a fresh warehouse each time (it refuses to touch a warehouse it
+    did not make) and ends with a summary and an HTML report.
+    """
+    project = _state(ctx).project()
+    params = world_params(project, scenario=scenario, users=users, days=days, seed=seed)
+    if scenario:
+        project.config.simulate.scenario = scenario
+    summary = run_demo(project, params, console)
+    print_summary(console, summary, title="productlens demo")
+
+
+@app.command(name="generate")
+def generate_cmd(
+    ctx: typer.Context,
+    scenario: Annotated[Scenario | None, typer.Option(help="Which world to simulate.")] = None,
+    users: Annotated[int | None, typer.Option(min=1, help="Users to simulate.")] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="Days to simulate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed; same seed, same files.")] = None,
+    fmt: Annotated[Format | None, typer.Option("--format", help="File format to write.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder. Default: [simulate] out, 'data'.")] = None,
+) -> None:
+    """Simulate a synthetic world and write its raw tables plus truth.json."""
+    project = _state(ctx).project()
+    params = world_params(project, scenario=scenario, users=users, days=days, seed=seed)
+    target = out or project.data_dir
+    result = generate(params, target, fmt=fmt or project.config.simulate.format)
+    for table, n in result.rows.items():
+        console.print(f"{table:<10} {n:>12,} rows  {target / table}")
+    console.print(f"truth      {target / 'truth.json'}")
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders or globs to load.")],
+    table: Annotated[
+        str | None, typer.Option(help="Target raw table (default: inferred from the folder or file name).")
+    ] = None,
+) -> None:
+    """Load Parquet, CSV or JSON Lines files into the raw layer (a file loaded before is skipped)."""
+    with _runner(ctx) as runner:
+        runner.ingest(paths, table=table)
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(help="Models to build: NAME, NAME+ (and downstream), +NAME (and upstream)."),
+    ] = None,
+) -> None:
+    """Build the warehouse models (staging -> core -> marts) in dependency order."""
+    with _runner(ctx) as runner:
+        runner.build(select)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    select: Annotated[list[str] | None, typer.Option(help="Only the tests of these models.")] = None,
+) -> None:
+    """Run the data tests declared beside the models; error-level failures fail the run."""
+    with _runner(ctx) as runner:
+        runner.check(select)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(help="Folder for report.html and the PNG charts.")] = None,
+) -> None:
+    """Write the self-contained HTML report and a PNG per chart."""
+    with _runner(ctx) as runner:
+        runner.report(out)
+
+
+@app.command()
+def models(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the models: layer, grain, upstream tables, rows and last build time."""
+    project = _state(ctx).project()
+    graph = modeling.discover(project.config, project.model_dirs)
+    built: dict[str, tuple[int | None, object]] = {}
+    if project.warehouse_path.exists():
+        engine = open_engine(project, read_only=True)
+        try:
+            if engine.table_exists("ops.run_log"):
+                rows = engine.fetch_all(
+                    "SELECT object, arg_max(n_rows, finished_at), max(finished_at) "
+                    "FROM ops.run_log WHERE stage = 'build' AND status = 'success' GROUP BY object"
+                )
+                built = {r[0]: (r[1], r[2]) for r in rows}
+        finally:
+            engine.close()
+    items = [
+        {
+            "name": m.name,
+            "layer": m.layer,
+            "grain": m.grain,
+            "upstreams": list(m.upstreams),
+            "rows": built.get(m.table, (None, None))[0],
+            "last_built": str(built[m.table][1]) if m.table in built else None,
+        }
+        for m in graph
+    ]
+    if as_json:
+        console.print_json(json.dumps(items))
+        return
+    table = Table(show_edge=False)
+    for column in ("model", "grain", "upstreams", "rows", "last built"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for item in items:
+        table.add_row(
+            f"{item['layer']}.{item['name']}",
+            str(item["grain"]),
+            ", ".join(item["upstreams"]),  # type: ignore[arg-type]
+            f"{item['rows']:,}" if item["rows"] is not None else "-",
+            str(item["last_built"] or "-"),
+        )
+    console.print(table)
+
+
+class _RunnerContext:
+    """Opens the engine, yields a Runner with progress, then closes and summarises."""
+
+    def __init__(self, ctx: typer.Context) -> None:
+        self.project = _state(ctx).project()
+
+    def __enter__(self) -> Runner:
+        self.engine = open_engine(self.project)
+        self.runner = Runner(self.project, self.engine, console)
+        self._progress = self.runner.progress()
+        self._progress.__enter__()
+        return self.runner
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._progress.__exit__(*exc)  # type: ignore[arg-type]
+            summary = self.runner.finish()
+        finally:
+            self.engine.close()
+        if exc[0] is None:
+            print_summary(console, summary)
+
+
+def _runner(ctx: typer.Context) -> _RunnerContext:
+    return _RunnerContext(ctx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except ProductLensError as exc:
+        if debug:
+            err_console.print_exception()
+        err_console.print(f"[red]error[/] {escape(f'[{exc.stage}]')}: {escape(str(exc))}", highlight=False)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err_console.print("[yellow]interrupted[/]: the warehouse keeps its last good tables")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The project file, `productlens.toml`, as pydantic models.
+
+Every key has a default, so a project needs no file at all. An unknown key or a bad
+value is a `ConfigError` naming the file and the dotted key. Relative paths in the file
+are relative to the project folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from productlens.errors import ConfigError
+
+PROJECT_FILE = "productlens.toml"
+
+ECOMMERCE_FUNNEL = ("page_view", "product_view", "add_to_cart", "checkout_start", "purchase")
+SAAS_FUNNEL = ("login", "create_project", "export", "invite", "upgrade")
+DEFAULT_FUNNELS: dict[str, tuple[str, ...]] = {"ecommerce": ECOMMERCE_FUNNEL, "saas": SAAS_FUNNEL}
+
+Scenario = Literal["ecommerce", "saas"]
+FileFormat = Literal["parquet", "csv", "jsonl"]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class WarehouseConfig(Section):
+    """Where the warehouse lives and how the engine may use the machine."""
+
+    engine: Literal["duckdb"] = "duckdb"
+    path: Path = Path("warehouse.duckdb")
+    memory_limit: str = Field(default="8GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+    threads: PositiveInt | None = None
+
+
+class SimulateConfig(Section):
+    """Parameters of the synthetic world (see `productlens generate --help`)."""
+
+    scenario: Scenario = "ecommerce"
+    users: PositiveInt = 10_000
+    days: PositiveInt = 90
+    seed: int = 42
+    start_date: str = Field(default="2026-01-05", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    format: FileFormat = "parquet"
+    out: Path = Path("data")
+
+
+class MetricsConfig(Section):
+    """Vocabulary and windows the marts read from configuration."""
+
+    funnel_steps: list[str] | None = Field(default=None, min_length=2)
+    week_start: Literal["monday", "sunday"] = "monday"
+
+    @field_validator("funnel_steps")
+    @classmethod
+    def _distinct_steps(cls, steps: list[str] | None) -> list[str] | None:
+        if steps is not None and len(set(steps)) != len(steps):
+            raise ValueError("funnel steps must be distinct")
+        return steps
+
+
+class ModelsConfig(Section):
+    """Where a project's own SQL models live, in addition to the shipped ones."""
+
+    paths: list[Path] = Field(default_factory=lambda: [Path("models")])
+
+
+class ReportConfig(Section):
+    """Where the HTML report and PNG charts are written."""
+
+    out: Path = Path("reports")
+
+
+class ProjectConfig(Section):
+    """The whole project file."""
+
+    warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    def funnel_steps(self) -> tuple[str, ...]:
+        """The funnel steps in order: configured, else the scenario's default."""
+        if self.metrics.funnel_steps:
+            return tuple(self.metrics.funnel_steps)
+        return DEFAULT_FUNNELS[self.simulate.scenario]
+
+
+class Project:
+    """A project folder with its validated configuration; resolves every path in it."""
+
+    def __init__(self, root: Path, config: ProjectConfig, warehouse: Path | None = None) -> None:
+        self.root = root
+        self.config = config
+        self._warehouse = warehouse
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self._warehouse or self.resolve(self.config.warehouse.path)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolve(self.config.simulate.out)
+
+    @property
+    def report_dir(self) -> Path:
+        return self.resolve(self.config.report.out)
+
+    @property
+    def model_dirs(self) -> list[Path]:
+        return [self.resolve(p) for p in self.config.models.paths]
+
+    @property
+    def run_results_path(self) -> Path:
+        return self.root / "run_results.json"
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.root / path
+
+
+def load_project(root: Path | None = None, warehouse: Path | None = None) -> Project:
+    """Read and validate `productlens.toml` in `root` (defaults when there is none)."""
+    root = (root or Path.cwd()).resolve()
+    if root.exists() and not root.is_dir():
+        raise ConfigError("the project path is not a folder", path=root)
+    file = root / PROJECT_FILE
+    data: dict[str, object] = {}
+    if file.is_file():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    try:
+        config = ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{file}: {describe_validation_error(exc)}") from None
+    if warehouse is not None and not warehouse.is_absolute():
+        warehouse = Path.cwd() / warehouse
+    return Project(root, config, warehouse)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the dotted key: `warehouse.threads: ...`."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append(f"{key}: {reason}")
+    return "; ".join(problems)

@@ -1,0 +1,68 @@
+"""One exception root with a child per stage.
+
+Every error carries the context a person needs to act on it (stage, model, file, row,
+engine) and renders as a single line; the CLI prints that line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ProductLensError(Exception):
+    """Root of every error productlens raises on purpose."""
+
+    stage: ClassVar[str] = "productlens"
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, **context: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = {k: v for k, v in context.items() if v is not None}
+
+    def __str__(self) -> str:
+        where = ", ".join(f"{k}={v}" for k, v in self.context.items())
+        return f"{self.message} ({where})" if where else self.message
+
+
+class ConfigError(ProductLensError):
+    """The project file or a command-line option is invalid."""
+
+    stage = "config"
+    exit_code = 2
+
+
+class EngineError(ProductLensError):
+    """The warehouse engine could not be reached or refused a statement."""
+
+    stage = "engine"
+
+
+class SimulateError(ProductLensError):
+    """The synthetic world could not be generated."""
+
+    stage = "simulate"
+
+
+class IngestError(ProductLensError):
+    """Input files could not be read or loaded into the raw layer."""
+
+    stage = "ingest"
+
+
+class ModelError(ProductLensError):
+    """A SQL model could not be discovered, ordered or built."""
+
+    stage = "build"
+
+
+class DataTestFailure(ProductLensError):
+    """One or more error-severity data tests found failing rows."""
+
+    stage = "check"
+
+
+class ReportError(ProductLensError):
+    """The report could not be rendered."""
+
+    stage = "report"

@@ -1,0 +1,1 @@
+"""Product metrics as parameterised queries built with SQLGlot (never string-pasted)."""

@@ -1,0 +1,382 @@
+"""SQL models: discovery, dependency order, transpilation and atomic materialization.
+
+A model is one SELECT in one `.sql` file under `models/<layer>/`; the file name is the
+table name and the folder is its schema (staging, core, marts). Where the shape of the
+query depends on configuration (a funnel with N steps), a model is a `.py` file whose
+`model(ctx)` returns a SQLGlot expression: values from configuration become literals
+through SQLGlot, never pasted text. Models read other models
+by bare name (`from stg_events`) and raw or ops tables by qualified name
+(`from raw.events`). SQLGlot parses each model, finds the tables it reads, qualifies bare
+model names with their layer, and transpiles for the engine's dialect.
+
+Each build writes `<layer>.<name>__building` and then, in one transaction, drops the old
+table and renames the new one into place: a failed or killed build leaves the previous
+table intact, and leftovers are dropped before the next build.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import importlib.resources
+import importlib.util
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlglot
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlglot import exp
+
+from productlens.config import ProjectConfig, describe_validation_error
+from productlens.engines import Engine
+from productlens.errors import ModelError
+from productlens.runlog import RunLog
+
+MODEL_LAYERS = ("staging", "core", "marts")
+SOURCE_SCHEMAS = ("raw", "ops")
+BUILDING_SUFFIX = "__building"
+SOURCE_DIALECT = "duckdb"
+
+# A data test as written in YAML: "unique", or {"relationships": {"to": ..., "field": ...}}.
+TestDecl = str | dict[str, Any]
+
+
+class ModelSpec(BaseModel):
+    """What a model declares beside its SQL: grain, description and data tests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    grain: str
+    description: str = ""
+    columns: dict[str, list[TestDecl]] = Field(default_factory=dict)
+    tests: list[TestDecl] = Field(default_factory=list)
+
+
+class SpecFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelSpec]
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What a Python model may read from configuration."""
+
+    scenario: str
+    funnel_steps: tuple[str, ...]
+    week_start: str
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> ModelContext:
+        return cls(
+            scenario=config.simulate.scenario,
+            funnel_steps=config.funnel_steps(),
+            week_start=config.metrics.week_start,
+        )
+
+
+MODEL_SUFFIXES = (".sql", ".py")
+
+
+@dataclass
+class Model:
+    """One SQL model, parsed, with the tables it reads."""
+
+    name: str
+    layer: str
+    path: str
+    sql: str
+    expression: exp.Expression
+    upstreams: tuple[str, ...] = ()
+    spec: ModelSpec | None = None
+
+    @property
+    def table(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    @property
+    def grain(self) -> str:
+        return self.spec.grain if self.spec else ""
+
+    def compile(self, dialect: str) -> str:
+        """The model's SELECT, bare names qualified, in the engine's dialect."""
+        return self.expression.sql(dialect=dialect, pretty=True)
+
+
+@dataclass
+class ModelGraph:
+    """Every model of a project in build order, by name."""
+
+    models: dict[str, Model]
+    order: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Model]:
+        return (self.models[name] for name in self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, name: str) -> Model:
+        return self.models[name]
+
+    def descendants(self, name: str) -> set[str]:
+        children: dict[str, set[str]] = {n: set() for n in self.models}
+        for model in self.models.values():
+            for up in model.upstreams:
+                up_name = up.split(".", 1)[1]
+                if up_name in children and up.split(".", 1)[0] in MODEL_LAYERS:
+                    children[up_name].add(model.name)
+        found: set[str] = set()
+        stack = [name]
+        while stack:
+            for child in children[stack.pop()]:
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        return found
+
+    def ancestors(self, name: str) -> set[str]:
+        found: set[str] = set()
+        stack = [name]
+        while stack:
+            for up in self.models[stack.pop()].upstreams:
+                schema, up_name = up.split(".", 1)
+                if schema in MODEL_LAYERS and up_name not in found:
+                    found.add(up_name)
+                    stack.append(up_name)
+        return found
+
+    def select(self, selectors: Iterable[str] | None) -> list[Model]:
+        """Models matching dbt-style selectors (`name`, `name+`, `+name`), in build order."""
+        selectors = list(selectors or [])
+        if not selectors:
+            return list(self)
+        chosen: set[str] = set()
+        for selector in selectors:
+            name = selector.strip("+")
+            if name not in self.models:
+                raise ModelError(f"no model named {name!r}", selector=selector)
+            chosen.add(name)
+            if selector.endswith("+"):
+                chosen |= self.descendants(name)
+            if selector.startswith("+"):
+                chosen |= self.ancestors(name)
+        return [m for m in self if m.name in chosen]
+
+
+def shipped_models_dir() -> Path:
+    """The models folder inside the installed package."""
+    return Path(str(importlib.resources.files("productlens") / "models"))
+
+
+def discover(config: ProjectConfig, extra_dirs: Iterable[Path] = ()) -> ModelGraph:
+    """Find, parse and order the shipped models plus a project's own.
+
+    A project model with the same name as a shipped one replaces it.
+    """
+    context = ModelContext.from_config(config)
+    files: dict[str, tuple[str, Path]] = {}
+    specs: dict[str, ModelSpec] = {}
+    for root in [shipped_models_dir(), *[d for d in extra_dirs if d.is_dir()]]:
+        candidates = [p for p in root.rglob("*") if p.suffix in MODEL_SUFFIXES]
+        for path in sorted(p for p in candidates if not p.name.startswith("_")):
+            layer = path.relative_to(root).parts[0]
+            if layer not in MODEL_LAYERS:
+                raise ModelError(
+                    f"a model must live in one of the folders {', '.join(MODEL_LAYERS)}",
+                    file=path,
+                )
+            files[path.stem] = (layer, path)
+        for path in sorted([*root.rglob("*.yml"), *root.rglob("*.yaml")]):
+            for spec in _read_specs(path):
+                specs[spec.name] = spec
+
+    unknown_specs = sorted(set(specs) - set(files))
+    if unknown_specs:
+        raise ModelError(f"tests are declared for models that do not exist: {unknown_specs}")
+
+    layers = {name: layer for name, (layer, _) in files.items()}
+    models = {
+        name: _parse(name, layer, path, layers, specs.get(name), context)
+        for name, (layer, path) in files.items()
+    }
+    return ModelGraph(models=models, order=_order(models))
+
+
+def _read_specs(path: Path) -> list[ModelSpec]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {"models": []}
+        return SpecFile.model_validate(data).models
+    except yaml.YAMLError as exc:
+        raise ModelError(f"not valid YAML: {exc}", file=path) from None
+    except ValidationError as exc:
+        raise ModelError(describe_validation_error(exc), file=path) from None
+
+
+def _load_sql(path: Path) -> exp.Query:
+    sql = path.read_text(encoding="utf-8")
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=SOURCE_DIALECT) if s is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise ModelError(f"SQL does not parse: {exc.errors[0]['description']}", file=path) from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        raise ModelError("a model file must hold exactly one SELECT", file=path)
+    return statements[0]
+
+
+def _load_python(path: Path, context: ModelContext) -> exp.Query:
+    spec = importlib.util.spec_from_file_location(f"productlens_model_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ModelError("cannot import the Python model", file=path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ModelError(f"cannot import the Python model: {exc}", file=path) from exc
+    if not callable(getattr(module, "model", None)):
+        raise ModelError("a Python model must define model(ctx)", file=path)
+    try:
+        query = module.model(context)
+    except Exception as exc:
+        raise ModelError(f"the Python model failed: {exc}", file=path) from exc
+    if not isinstance(query, exp.Query):
+        raise ModelError("model(ctx) must return a SQLGlot query expression", file=path)
+    return query
+
+
+def _parse(
+    name: str,
+    layer: str,
+    path: Path,
+    layers: dict[str, str],
+    spec: ModelSpec | None,
+    context: ModelContext,
+) -> Model:
+    tree = _load_python(path, context) if path.suffix == ".py" else _load_sql(path)
+    sql = tree.sql(dialect=SOURCE_DIALECT, pretty=True)
+    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    upstreams: set[str] = set()
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            continue  # table functions are not dependencies
+        if table.db:
+            if table.db not in (*MODEL_LAYERS, *SOURCE_SCHEMAS):
+                raise ModelError(f"reads {table.db}.{table.name}: unknown schema", file=path)
+            upstreams.add(f"{table.db}.{table.name}")
+        elif table.name in cte_names:
+            continue
+        elif table.name in layers:
+            table.set("db", exp.to_identifier(layers[table.name]))
+            upstreams.add(f"{layers[table.name]}.{table.name}")
+        else:
+            raise ModelError(
+                f"reads {table.name!r}, which is neither a model nor a CTE "
+                "(write raw and ops tables with their schema, e.g. raw.events)",
+                model=name,
+                file=path,
+            )
+    if f"{layer}.{name}" in upstreams:
+        raise ModelError("a model cannot read itself", model=name, file=path)
+    return Model(name, layer, str(path), sql, tree, tuple(sorted(upstreams)), spec)
+
+
+def _order(models: dict[str, Model]) -> list[str]:
+    graph = {
+        name: {
+            up.split(".", 1)[1]
+            for up in model.upstreams
+            if up.split(".", 1)[0] in MODEL_LAYERS and up.split(".", 1)[1] in models
+        }
+        for name, model in models.items()
+    }
+    sorter = graphlib.TopologicalSorter(graph)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        raise ModelError(f"models depend on each other in a cycle: {' -> '.join(exc.args[1])}")
+    # Deterministic order: among models ready together, layer order then name.
+    rank = {layer: i for i, layer in enumerate(MODEL_LAYERS)}
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=lambda n: (rank[models[n].layer], n))
+        order.extend(ready)
+        sorter.done(*ready)
+    return order
+
+
+@dataclass
+class BuildResult:
+    """Outcome of one build: per model, rows or the error, and what was skipped."""
+
+    built: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def drop_leftovers(engine: Engine) -> list[str]:
+    """Drop half-built tables a killed build left behind; returns their names."""
+    dropped = []
+    for layer in MODEL_LAYERS:
+        for table in engine.list_tables(layer):
+            if table.endswith(BUILDING_SUFFIX):
+                engine.execute(f"DROP TABLE IF EXISTS {layer}.{table}")
+                dropped.append(f"{layer}.{table}")
+    return dropped
+
+
+def materialize(engine: Engine, model: Model) -> int:
+    """Build one model under a temporary name and swap it in; returns its row count."""
+    final = model.table
+    building = f"{model.table}{BUILDING_SUFFIX}"
+    engine.execute(f"DROP TABLE IF EXISTS {building}")
+    try:
+        engine.execute(f"CREATE TABLE {building} AS\n{model.compile(engine.dialect)}")
+        with engine.transaction():
+            engine.execute(f"DROP TABLE IF EXISTS {final}")
+            engine.execute(f"ALTER TABLE {building} RENAME TO {model.name}")
+    except BaseException:
+        engine.execute(f"DROP TABLE IF EXISTS {building}")
+        raise
+    return int(engine.fetch_all(f"SELECT count(*) FROM {final}")[0][0])
+
+
+def build(
+    engine: Engine,
+    models: ModelGraph,
+    runlog: RunLog,
+    *,
+    select: Iterable[str] | None = None,
+    on_model: Callable[[Model, str], None] | None = None,
+) -> BuildResult:
+    """Build the selected models in order. A failed model skips its descendants; the
+    others still build. `on_model(model, event)` reports `start`/`done`/`failed`/`skipped`.
+    """
+    drop_leftovers(engine)
+    result = BuildResult()
+    blocked: set[str] = set()
+    for model in models.select(select):
+        notify = on_model or (lambda _m, _e: None)
+        if model.name in blocked:
+            result.skipped.append(model.name)
+            notify(model, "skipped")
+            continue
+        notify(model, "start")
+        try:
+            with runlog.step("build", model.table) as record:
+                record.rows = materialize(engine, model)
+        except Exception as exc:  # noqa: BLE001 - one failed model must not stop the others
+            result.failed[model.name] = str(exc)
+        if model.name in result.failed:
+            blocked |= models.descendants(model.name)
+            notify(model, "failed")
+            continue
+        result.built[model.name] = record.rows or 0
+        notify(model, "done")
+    return result

@@ -1,0 +1,27 @@
+-- One row per event of a known user, with its calendar date and the user's signup date.
+with events as (
+    select * from stg_events
+),
+
+users as (
+    select * from stg_users
+),
+
+final as (
+    select
+        events.event_id,
+        events.user_id,
+        events.session_id,
+        events.event_type,
+        events.event_ts,
+        cast(events.event_ts as date) as event_date,
+        events.device,
+        events.country,
+        events.product_id,
+        events.amount,
+        cast(users.signup_ts as date) as signup_date
+    from events
+    inner join users on events.user_id = users.user_id
+)
+
+select * from final

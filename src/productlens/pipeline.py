@@ -1,0 +1,284 @@
+"""Runs the stages in order, shows progress, records each in the run log, and summarises.
+
+simulate -> ingest -> build -> check -> report. Each stage reads only what the stage
+before it wrote, through the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from productlens import checks, modeling
+from productlens.config import Project
+from productlens.engines import LAYERS, Engine, open_engine
+from productlens.errors import ConfigError, ModelError
+from productlens.ingest import IngestResult, expand, ingest_paths
+from productlens.report import ReportResult, write_report
+from productlens.runlog import RunLog
+from productlens.simulate import GenerateResult, WorldParams, generate
+
+DEMO_MARKER = "ops.demo_world"
+
+
+@dataclass
+class StageSummary:
+    name: str
+    seconds: float
+    detail: str
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the closing screen and for tests."""
+
+    run_id: str
+    stages: list[StageSummary] = field(default_factory=list)
+    layer_rows: dict[str, int] = field(default_factory=dict)
+    report: ReportResult | None = None
+    outcomes: list[checks.TestOutcome] = field(default_factory=list)
+
+
+class Runner:
+    """One run against one warehouse: the stages as methods, sharing progress and log."""
+
+    def __init__(self, project: Project, engine: Engine, console: Console) -> None:
+        self.project = project
+        self.engine = engine
+        self.console = console
+        self.runlog = RunLog(engine)
+        self.summary = RunSummary(run_id=self.runlog.run_id)
+        self._progress: Progress | None = None
+
+    @contextmanager
+    def progress(self) -> Iterator[Progress]:
+        progress = Progress(
+            TextColumn("[bold]{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._progress = progress
+        with progress:
+            yield progress
+        self._progress = None
+
+    def _say(self, text: str) -> None:
+        """A line above the progress bars (or on its own when there are none)."""
+        self.console.print(text, highlight=False)
+
+    @contextmanager
+    def _stage(self, name: str, total: int | None) -> Iterator[Callable[..., Any]]:
+        """Record a stage in the run log and give it a progress bar."""
+        progress = self._progress
+        task = progress.add_task(name, total=total) if progress else None
+
+        def advance(steps: int = 1, *, total: int | None = None, description: str = "") -> None:
+            if progress is not None and task is not None:
+                if total is not None:
+                    progress.update(task, total=total)
+                progress.update(task, advance=steps, description=description or name)
+
+        started = time.perf_counter()
+        with self.runlog.step(name) as record:
+            yield advance
+            record.rows = int(record.meta.get("rows", 0) or 0)
+        if progress is not None and task is not None:
+            done = progress.tasks[task].total or 1
+            progress.update(task, completed=done, description=name)
+        detail = str(record.meta.get("detail", ""))
+        self.summary.stages.append(StageSummary(name, time.perf_counter() - started, detail))
+
+    # --- stages ------------------------------------------------------------------------
+
+    def simulate(self, params: WorldParams, out: Path, fmt: str = "parquet") -> GenerateResult:
+        with self._stage("simulate", params.n_blocks) as advance:
+            result = generate(params, out, fmt=fmt, on_block=lambda _d, _t: advance())
+            self._last_meta(rows=sum(result.rows.values()), detail=_rows_text(result.rows))
+        return result
+
+    def ingest(self, paths: Sequence[Path | str], table: str | None = None) -> IngestResult:
+        files = expand(paths)
+        with self._stage("ingest", len(files)) as advance:
+            result = ingest_paths(self.engine, files, table=table, on_file=lambda _p, _r: advance())
+            skipped = f", {len(result.skipped_files)} files already loaded" if result.skipped_files else ""
+            self._last_meta(rows=result.total_rows, detail=_rows_text(result.rows) + skipped)
+        return result
+
+    def build(self, select: Sequence[str] | None = None) -> modeling.BuildResult:
+        graph = modeling.discover(self.project.config, self.project.model_dirs)
+        chosen = graph.select(select)
+        with self._stage("build", len(chosen)) as advance:
+            started: dict[str, float] = {}
+
+            def on_model(model: modeling.Model, event: str) -> None:
+                if event == "start":
+                    started[model.name] = time.perf_counter()
+                    advance(0, description=f"build {model.name}")
+                    if not self.console.is_terminal:
+                        self._say(f"  building {model.table}")
+                    return
+                took = time.perf_counter() - started.get(model.name, time.perf_counter())
+                if event == "done":
+                    rows = self.runlog.records[-1].rows or 0
+                    self._say(f"  [green]ok[/]      {model.table:<36} {rows:>12,} rows  {took:6.2f}s")
+                elif event == "failed":
+                    self._say(f"  [red]failed[/]  {model.table}")
+                else:
+                    self._say(f"  [yellow]skipped[/] {model.table} (an upstream model failed)")
+                advance()
+
+            result = modeling.build(self.engine, graph, self.runlog, select=select, on_model=on_model)
+            self._last_meta(
+                rows=sum(result.built.values()),
+                detail=f"{len(result.built)} models built"
+                + (f", {len(result.failed)} failed" if result.failed else ""),
+            )
+            if result.failed:
+                name, error = next(iter(result.failed.items()))
+                raise ModelError(
+                    f"{len(result.failed)} model(s) failed, first {name}: {error}"
+                    + (f"; skipped {', '.join(result.skipped)}" if result.skipped else "")
+                )
+        return result
+
+    def check(self, select: Sequence[str] | None = None) -> list[checks.TestOutcome]:
+        graph = modeling.discover(self.project.config, self.project.model_dirs)
+        tests = checks.compile_tests(graph, graph.select(select) if select else None)
+        with self._stage("check", len(tests)) as advance:
+            outcomes = checks.run_tests(self.engine, tests, self.runlog.run_id)
+            advance(len(tests))
+            self.summary.outcomes = outcomes
+            passed = sum(o.status == "pass" for o in outcomes)
+            warned = sum(o.status == "warn" for o in outcomes)
+            failed = len(outcomes) - passed - warned
+            self._last_meta(rows=len(outcomes), detail=f"{passed} passed, {warned} warned, {failed} failed")
+            for o in outcomes:
+                if o.status != "pass":
+                    colour = "yellow" if o.status == "warn" else "red"
+                    self._say(f"  [{colour}]{o.status}[/] {o.test.name}: {o.n_failing} rows {o.error or ''}")
+            checks.raise_for_failures(outcomes)
+        return outcomes
+
+    def report(self, out_dir: Path | None = None) -> ReportResult:
+        with self._stage("report", 1) as advance:
+            result = write_report(
+                self.engine, out_dir or self.project.report_dir, warehouse=str(self.project.warehouse_path)
+            )
+            advance()
+            self._last_meta(rows=1 + len(result.pngs), detail=str(result.html))
+        self.summary.report = result
+        return result
+
+    # --- bookkeeping -------------------------------------------------------------------
+
+    def _last_meta(self, **meta: object) -> None:
+        """Attach rows and a one-line detail to the stage being recorded."""
+        stage_records = [r for r in self.runlog.records if r.object is None]
+        stage_records[-1].meta.update(meta)
+
+    def finish(self) -> RunSummary:
+        """Count rows per layer and write run_results.json."""
+        for layer in LAYERS[:4]:
+            total = 0
+            for table in self.engine.list_tables(layer):
+                total += int(self.engine.fetch_all(f"SELECT count(*) FROM {layer}.{table}")[0][0])
+            self.summary.layer_rows[layer] = total
+        self.runlog.write_json(self.project.run_results_path)
+        return self.summary
+
+
+def _rows_text(rows: dict[str, int]) -> str:
+    return ", ".join(f"{table} {n:,}" for table, n in sorted(rows.items())) or "nothing new"
+
+
+def print_summary(console: Console, summary: RunSummary, title: str = "productlens run") -> None:
+    """The one-screen summary: seconds per stage, rows per layer, where the report is."""
+    stages = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    stages.add_column("stage")
+    stages.add_column("seconds", justify="right")
+    stages.add_column("result")
+    for stage in summary.stages:
+        stages.add_row(stage.name, f"{stage.seconds:.2f}", stage.detail)
+    stages.add_row("[bold]total", f"[bold]{sum(s.seconds for s in summary.stages):.2f}", "")
+    console.print()
+    console.print(stages)
+    if summary.layer_rows:
+        layers = Table(show_edge=False, pad_edge=False, title="rows per layer", title_justify="left")
+        for layer in summary.layer_rows:
+            layers.add_column(layer, justify="right")
+        layers.add_row(*[f"{n:,}" for n in summary.layer_rows.values()])
+        console.print()
+        console.print(layers)
+    if summary.report:
+        console.print(f"\nreport: [bold]{summary.report.html}[/]")
+        console.print(f"charts: {', '.join(str(p.name) for p in summary.report.pngs)}")
+    console.print(f"run id: {summary.run_id}")
+
+
+def prepare_demo_warehouse(project: Project) -> None:
+    """The demo always starts from a fresh warehouse, but never deletes one it did not make."""
+    path = project.warehouse_path
+    if not path.exists():
+        return
+    engine = open_engine(project)
+    try:
+        made_by_demo = engine.table_exists(DEMO_MARKER) or not any(
+            engine.list_tables(layer) for layer in LAYERS
+        )
+    finally:
+        engine.close()
+    if not made_by_demo:
+        raise ConfigError(
+            "this warehouse holds data the demo did not make; run the demo in another "
+            "folder (--project) or with another --warehouse",
+            path=path,
+        )
+    path.unlink()
+    path.with_suffix(path.suffix + ".wal").unlink(missing_ok=True)
+
+
+def run_demo(project: Project, params: WorldParams, console: Console) -> RunSummary:
+    """simulate -> ingest -> build -> check -> report on a fresh warehouse."""
+    prepare_demo_warehouse(project)
+    engine = open_engine(project)
+    try:
+        engine.execute(f"CREATE TABLE {DEMO_MARKER} (params VARCHAR, created_at TIMESTAMP)")
+        engine.execute(
+            f"INSERT INTO {DEMO_MARKER} VALUES (?, current_timestamp)",
+            [json.dumps(params.to_dict())],
+        )
+        runner = Runner(project, engine, console)
+        try:
+            with runner.progress():
+                generated = runner.simulate(params, project.data_dir)
+                runner.ingest([project.data_dir / t for t in generated.files])
+                runner.build()
+                runner.check()
+                runner.report()
+        finally:
+            summary = runner.finish()
+    finally:
+        engine.close()
+    return summary
+
+
+def world_params(project: Project, **overrides: Any) -> WorldParams:
+    """World parameters from the project file, with command-line overrides."""
+    sim = project.config.simulate
+    params = WorldParams(
+        scenario=sim.scenario, users=sim.users, days=sim.days, seed=sim.seed, start_date=sim.start_date
+    )
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return replace(params, **given) if given else params

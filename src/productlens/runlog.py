@@ -1,0 +1,132 @@
+"""The run log: one row per stage and per built object, in `ops.run_log`.
+
+A row is written when work starts (status `running`) and updated when it ends, so a run
+killed mid-way leaves evidence; the next run marks such rows `interrupted`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from productlens import __version__
+from productlens.engines import Engine
+
+RUN_LOG_DDL = """
+CREATE TABLE IF NOT EXISTS ops.run_log (
+    run_id VARCHAR NOT NULL,
+    stage VARCHAR NOT NULL,
+    object VARCHAR,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    n_rows BIGINT,
+    status VARCHAR NOT NULL,
+    error VARCHAR
+)
+"""
+
+
+@dataclass
+class StepRecord:
+    """What one stage or one object build did."""
+
+    stage: str
+    object: str | None
+    started_at: datetime
+    finished_at: datetime | None = None
+    rows: int | None = None
+    status: str = "running"
+    error: str | None = None
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        end = self.finished_at or datetime.now(UTC)
+        return (end - self.started_at).total_seconds()
+
+
+class RunLog:
+    """Records the steps of one run in the warehouse and, at the end, in JSON."""
+
+    def __init__(self, engine: Engine, run_id: str | None = None) -> None:
+        self.engine = engine
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.records: list[StepRecord] = []
+        engine.execute(RUN_LOG_DDL)
+        # The warehouse file lock means no other run can be live: leftovers were killed.
+        engine.execute(
+            "UPDATE ops.run_log SET status = 'interrupted' WHERE status = 'running' AND run_id <> ?",
+            [self.run_id],
+        )
+
+    @contextmanager
+    def step(self, stage: str, obj: str | None = None) -> Iterator[StepRecord]:
+        """Record the work inside the block; the block sets `record.rows`."""
+        record = StepRecord(stage=stage, object=obj, started_at=_now())
+        self.records.append(record)
+        self.engine.execute(
+            "INSERT INTO ops.run_log (run_id, stage, object, started_at, status) "
+            "VALUES (?, ?, ?, ?, 'running')",
+            [self.run_id, stage, obj, _naive(record.started_at)],
+        )
+        try:
+            yield record
+        except BaseException as exc:
+            record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            record.error = str(exc) or type(exc).__name__
+            self._finish(record)
+            raise
+        record.status = "success"
+        self._finish(record)
+
+    def _finish(self, record: StepRecord) -> None:
+        record.finished_at = _now()
+        self.engine.execute(
+            "UPDATE ops.run_log SET finished_at = ?, n_rows = ?, status = ?, error = ? "
+            "WHERE run_id = ? AND stage = ? AND object IS NOT DISTINCT FROM ? "
+            "AND status = 'running'",
+            [
+                _naive(record.finished_at),
+                record.rows,
+                record.status,
+                record.error,
+                self.run_id,
+                record.stage,
+                record.object,
+            ],
+        )
+
+    def write_json(self, path: Path) -> None:
+        """Write `run_results.json` (dbt-style) for the steps recorded so far."""
+        results = []
+        for record in self.records:
+            item = asdict(record)
+            item["started_at"] = record.started_at.isoformat()
+            item["finished_at"] = record.finished_at.isoformat() if record.finished_at else None
+            item["seconds"] = round(record.seconds, 4)
+            results.append(item)
+        payload = {
+            "run_id": self.run_id,
+            "productlens_version": __version__,
+            "engine": self.engine.name,
+            "generated_at": _now().isoformat(),
+            "results": results,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _naive(ts: datetime) -> datetime:
+    """Warehouse timestamps are UTC without a zone (the raw data contract's convention)."""
+    return ts.astimezone(UTC).replace(tzinfo=None)
