@@ -123,7 +123,9 @@ def _relationships(
     )
 
 
-def _expression(model: Model, column: str | None, args: dict[str, Any], _g: ModelGraph) -> exp.Query:
+def _expression(
+    model: Model, column: str | None, args: dict[str, Any], _g: ModelGraph
+) -> exp.Query:
     condition = sqlglot.parse_one(str(args["expression"]), read="duckdb")
     return exp.select("*").from_(_table(model)).where(exp.not_(exp.paren(condition)))
 
@@ -155,7 +157,9 @@ def compile_tests(models: ModelGraph, selected: list[Model] | None = None) -> li
     for model in selected if selected is not None else list(models):
         if model.spec is None:
             continue
-        declared = [(col, decl) for col, decls in model.spec.columns.items() for decl in decls]
+        declared: list[tuple[str | None, Any]] = [
+            (col, decl) for col, decls in model.spec.columns.items() for decl in decls
+        ]
         declared += [(None, decl) for decl in model.spec.tests]
         for column, decl in declared:
             tests.append(_compile(model, column, decl, models))
@@ -257,4 +261,3 @@ def raise_for_failures(outcomes: list[TestOutcome]) -> None:
     )
     more = f" (and {len(bad) - 1} more failing tests)" if len(bad) > 1 else ""
     raise DataTestFailure(f"data test {first.test.name} failed: {detail}{more}")
-

@@ -64,11 +64,17 @@ def root(
     ctx: typer.Context,
     project: Annotated[
         Path | None,
-        typer.Option("--project", "-p", help="Project folder (holds productlens.toml). Default: the current folder."),
+        typer.Option(
+            "--project",
+            "-p",
+            help="Project folder (holds productlens.toml). Default: the current folder.",
+        ),
     ] = None,
     warehouse: Annotated[
         Path | None,
-        typer.Option(help="The DuckDB warehouse file. Default: warehouse.duckdb in the project folder."),
+        typer.Option(
+            help="The DuckDB warehouse file. Default: warehouse.duckdb in the project folder."
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
     version: Annotated[
@@ -112,7 +118,9 @@ def generate_cmd(
     days: Annotated[int | None, typer.Option(min=1, help="Days to simulate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed; same seed, same files.")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", help="File format to write.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder. Default: [simulate] out, 'data'.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder. Default: [simulate] out, 'data'.")
+    ] = None,
 ) -> None:
     """Simulate a synthetic world and write its raw tables plus truth.json."""
     project = _state(ctx).project()
@@ -129,10 +137,11 @@ def ingest(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files, folders or globs to load.")],
     table: Annotated[
-        str | None, typer.Option(help="Target raw table (default: inferred from the folder or file name).")
+        str | None,
+        typer.Option(help="Target raw table (default: inferred from the folder or file name)."),
     ] = None,
 ) -> None:
-    """Load Parquet, CSV or JSON Lines files into the raw layer (a file loaded before is skipped)."""
+    """Load Parquet, CSV or JSON Lines files into the raw layer; a file loaded before is skipped."""
     with _runner(ctx) as runner:
         runner.ingest(paths, table=table)
 
@@ -153,7 +162,9 @@ def build(
 @app.command()
 def check(
     ctx: typer.Context,
-    select: Annotated[list[str] | None, typer.Option(help="Only the tests of these models.")] = None,
+    select: Annotated[
+        list[str] | None, typer.Option(help="Only the tests of these models.")
+    ] = None,
 ) -> None:
     """Run the data tests declared beside the models; error-level failures fail the run."""
     with _runner(ctx) as runner:
@@ -163,7 +174,9 @@ def check(
 @app.command()
 def report(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option(help="Folder for report.html and the PNG charts.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for report.html and the PNG charts.")
+    ] = None,
 ) -> None:
     """Write the self-contained HTML report and a PNG per chart."""
     with _runner(ctx) as runner:
@@ -253,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     except ProductLensError as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(f"[red]error[/] {escape(f'[{exc.stage}]')}: {escape(str(exc))}", highlight=False)
+        err_console.print(
+            f"[red]error[/] {escape(f'[{exc.stage}]')}: {escape(str(exc))}", highlight=False
+        )
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)

@@ -37,7 +37,9 @@ class WarehouseConfig(Section):
 
     engine: Literal["duckdb"] = "duckdb"
     path: Path = Path("warehouse.duckdb")
-    memory_limit: str = Field(default="8GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+    memory_limit: str = Field(
+        default="8GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
+    )
     threads: PositiveInt | None = None
 
 

@@ -89,7 +89,7 @@ class Model:
     layer: str
     path: str
     sql: str
-    expression: exp.Expression
+    expression: exp.Query
     upstreams: tuple[str, ...] = ()
     spec: ModelSpec | None = None
 
@@ -172,15 +172,17 @@ def shipped_models_dir() -> Path:
     return Path(str(importlib.resources.files("productlens") / "models"))
 
 
-def discover(config: ProjectConfig, extra_dirs: Iterable[Path] = ()) -> ModelGraph:
-    """Find, parse and order the shipped models plus a project's own.
-
-    A project model with the same name as a shipped one replaces it.
+def discover(
+    config: ProjectConfig, extra_dirs: Iterable[Path] = (), *, shipped: bool = True
+) -> ModelGraph:
+    """Find, parse and order the shipped models (unless `shipped` is false) plus a
+    project's own. A project model with the same name as a shipped one replaces it.
     """
     context = ModelContext.from_config(config)
     files: dict[str, tuple[str, Path]] = {}
     specs: dict[str, ModelSpec] = {}
-    for root in [shipped_models_dir(), *[d for d in extra_dirs if d.is_dir()]]:
+    roots = [shipped_models_dir()] if shipped else []
+    for root in [*roots, *[d for d in extra_dirs if d.is_dir()]]:
         candidates = [p for p in root.rglob("*") if p.suffix in MODEL_SUFFIXES]
         for path in sorted(p for p in candidates if not p.name.startswith("_")):
             layer = path.relative_to(root).parts[0]
@@ -296,7 +298,8 @@ def _order(models: dict[str, Model]) -> list[str]:
     try:
         sorter.prepare()
     except graphlib.CycleError as exc:
-        raise ModelError(f"models depend on each other in a cycle: {' -> '.join(exc.args[1])}")
+        cycle = " -> ".join(exc.args[1])
+        raise ModelError(f"models depend on each other in a cycle: {cycle}") from None
     # Deterministic order: among models ready together, layer order then name.
     rank = {layer: i for i, layer in enumerate(MODEL_LAYERS)}
     order: list[str] = []

@@ -112,7 +112,11 @@ class Runner:
         files = expand(paths)
         with self._stage("ingest", len(files)) as advance:
             result = ingest_paths(self.engine, files, table=table, on_file=lambda _p, _r: advance())
-            skipped = f", {len(result.skipped_files)} files already loaded" if result.skipped_files else ""
+            skipped = (
+                f", {len(result.skipped_files)} files already loaded"
+                if result.skipped_files
+                else ""
+            )
             self._last_meta(rows=result.total_rows, detail=_rows_text(result.rows) + skipped)
         return result
 
@@ -132,14 +136,18 @@ class Runner:
                 took = time.perf_counter() - started.get(model.name, time.perf_counter())
                 if event == "done":
                     rows = self.runlog.records[-1].rows or 0
-                    self._say(f"  [green]ok[/]      {model.table:<36} {rows:>12,} rows  {took:6.2f}s")
+                    self._say(
+                        f"  [green]ok[/]      {model.table:<36} {rows:>12,} rows  {took:6.2f}s"
+                    )
                 elif event == "failed":
                     self._say(f"  [red]failed[/]  {model.table}")
                 else:
                     self._say(f"  [yellow]skipped[/] {model.table} (an upstream model failed)")
                 advance()
 
-            result = modeling.build(self.engine, graph, self.runlog, select=select, on_model=on_model)
+            result = modeling.build(
+                self.engine, graph, self.runlog, select=select, on_model=on_model
+            )
             self._last_meta(
                 rows=sum(result.built.values()),
                 detail=f"{len(result.built)} models built"
@@ -163,18 +171,23 @@ class Runner:
             passed = sum(o.status == "pass" for o in outcomes)
             warned = sum(o.status == "warn" for o in outcomes)
             failed = len(outcomes) - passed - warned
-            self._last_meta(rows=len(outcomes), detail=f"{passed} passed, {warned} warned, {failed} failed")
+            self._last_meta(
+                rows=len(outcomes), detail=f"{passed} passed, {warned} warned, {failed} failed"
+            )
             for o in outcomes:
                 if o.status != "pass":
                     colour = "yellow" if o.status == "warn" else "red"
-                    self._say(f"  [{colour}]{o.status}[/] {o.test.name}: {o.n_failing} rows {o.error or ''}")
+                    problem = o.error or f"{o.n_failing} failing rows"
+                    self._say(f"  [{colour}]{o.status}[/] {o.test.name}: {problem}")
             checks.raise_for_failures(outcomes)
         return outcomes
 
     def report(self, out_dir: Path | None = None) -> ReportResult:
         with self._stage("report", 1) as advance:
             result = write_report(
-                self.engine, out_dir or self.project.report_dir, warehouse=str(self.project.warehouse_path)
+                self.engine,
+                out_dir or self.project.report_dir,
+                warehouse=str(self.project.warehouse_path),
             )
             advance()
             self._last_meta(rows=1 + len(result.pngs), detail=str(result.html))
@@ -215,7 +228,9 @@ def print_summary(console: Console, summary: RunSummary, title: str = "productle
     console.print()
     console.print(stages)
     if summary.layer_rows:
-        layers = Table(show_edge=False, pad_edge=False, title="rows per layer", title_justify="left")
+        layers = Table(
+            show_edge=False, pad_edge=False, title="rows per layer", title_justify="left"
+        )
         for layer in summary.layer_rows:
             layers.add_column(layer, justify="right")
         layers.add_row(*[f"{n:,}" for n in summary.layer_rows.values()])
@@ -278,7 +293,11 @@ def world_params(project: Project, **overrides: Any) -> WorldParams:
     """World parameters from the project file, with command-line overrides."""
     sim = project.config.simulate
     params = WorldParams(
-        scenario=sim.scenario, users=sim.users, days=sim.days, seed=sim.seed, start_date=sim.start_date
+        scenario=sim.scenario,
+        users=sim.users,
+        days=sim.days,
+        seed=sim.seed,
+        start_date=sim.start_date,
     )
     given = {k: v for k, v in overrides.items() if v is not None}
     return replace(params, **given) if given else params

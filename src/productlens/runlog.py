@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from productlens import __version__
 from productlens.engines import Engine
@@ -42,7 +43,7 @@ class StepRecord:
     rows: int | None = None
     status: str = "running"
     error: str | None = None
-    meta: dict[str, object] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -60,7 +61,8 @@ class RunLog:
         engine.execute(RUN_LOG_DDL)
         # The warehouse file lock means no other run can be live: leftovers were killed.
         engine.execute(
-            "UPDATE ops.run_log SET status = 'interrupted' WHERE status = 'running' AND run_id <> ?",
+            "UPDATE ops.run_log SET status = 'interrupted' "
+            "WHERE status = 'running' AND run_id <> ?",
             [self.run_id],
         )
 

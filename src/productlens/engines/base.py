@@ -57,4 +57,3 @@ def split_name(name: str) -> tuple[str, str]:
     if not dot or not schema or not table:
         raise ValueError(f"expected a qualified name schema.table, got {name!r}")
     return schema, table
-

@@ -59,23 +59,17 @@ class DuckDBEngine:
                 self.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
-        try:
+        with _translated_errors(self.name):
             self._con.execute(sql, params)
-        except duckdb.Error as exc:
-            raise EngineError(_first_line(exc), engine=self.name) from exc
 
     def fetch_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        try:
+        with _translated_errors(self.name):
             result: pa.Table = self._con.sql(sql, params=params).to_arrow_table()
-        except duckdb.Error as exc:
-            raise EngineError(_first_line(exc), engine=self.name) from exc
         return result
 
     def fetch_all(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        try:
+        with _translated_errors(self.name):
             rows: list[tuple[Any, ...]] = self._con.execute(sql, params).fetchall()
-        except duckdb.Error as exc:
-            raise EngineError(_first_line(exc), engine=self.name) from exc
         return rows
 
     def load_arrow(self, table: str, data: pa.Table) -> int:
@@ -129,6 +123,18 @@ class DuckDBEngine:
 
     def _count(self, table: str) -> int:
         return int(self.fetch_all(f"SELECT count(*) FROM {table}")[0][0])
+
+
+@contextmanager
+def _translated_errors(engine: str) -> Iterator[None]:
+    """DuckDB errors as EngineError; an interrupted query (Ctrl-C) as KeyboardInterrupt,
+    so that it stops the whole run instead of failing one model."""
+    try:
+        yield
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
+    except duckdb.Error as exc:
+        raise EngineError(_first_line(exc), engine=engine) from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -159,8 +159,9 @@ def _load_file(engine: Engine, contract: Contract, path: Path) -> int | None:
     now = datetime.now(UTC).replace(tzinfo=None)
     row_number = "file_row_number + 1" if path.suffix == ".parquet" else "row_number() OVER ()"
     select = [
-        f"CAST({c.name} AS {c.type}) AS {c.name}" if c.name in present else f"NULL::{c.type}"
-        f" AS {c.name}"
+        f"CAST({c.name} AS {c.type}) AS {c.name}"
+        if c.name in present
+        else f"NULL::{c.type} AS {c.name}"
         for c in contract.columns
     ]
     select += [

@@ -56,7 +56,9 @@ def daily_funnel_query(steps: Sequence[str], source: str = "fct_events") -> exp.
 
     step_names = exp.select("*").from_(
         exp.Values(
-            expressions=[exp.tuple_(exp.convert(k), exp.convert(s)) for k, s in enumerate(steps, 1)],
+            expressions=[
+                exp.tuple_(exp.convert(k), exp.convert(s)) for k, s in enumerate(steps, 1)
+            ],
             alias=exp.TableAlias(
                 this=exp.to_identifier("step_names"),
                 columns=[exp.to_identifier("step_no"), exp.to_identifier("step_name")],

@@ -26,7 +26,7 @@ class ReportResult:
 
 
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
+    return "-" if value is None else f"{value:.1%}"
 
 
 def write_report(engine: Engine, out_dir: Path, *, warehouse: str = "") -> ReportResult:

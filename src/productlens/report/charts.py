@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # no display: render to files only
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 plt.rcParams.update(
     {
@@ -63,13 +65,11 @@ def funnel_bars(steps: Sequence[str], users: Sequence[int], out_dir: Path) -> Ch
     return _save(fig, "funnel", "Funnel", out_dir)
 
 
-def conversion_trend(
-    days: Sequence[object], rates: Sequence[float | None], out_dir: Path
-) -> Chart:
+def conversion_trend(days: Sequence[date], rates: Sequence[float | None], out_dir: Path) -> Chart:
     """Daily conversion from the first step to the last, as a line."""
     fig, ax = plt.subplots(figsize=(7.5, 3.0))
     values = [r if r is not None else float("nan") for r in rates]
-    ax.plot(list(days), values, color=PALETTE[1], linewidth=1.6)
+    ax.plot(np.array(days, dtype="datetime64[D]"), values, color=PALETTE[1], linewidth=1.6)
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_ylim(bottom=0)
     ax.set_title("Daily conversion, first step to last", loc="left")

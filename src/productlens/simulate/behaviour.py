@@ -55,39 +55,47 @@ def _segment_positions(counts: np.ndarray) -> np.ndarray:
     """For segments of the given lengths, each element's position within its segment."""
     total = int(counts.sum())
     starts = np.cumsum(counts) - counts
-    return np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
+    positions: np.ndarray = np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
+    return positions
 
 
 def _segment_cumsum(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Cumulative sum restarting at every segment."""
     running = np.cumsum(values)
-    before = np.repeat(running[np.cumsum(counts) - counts] - values[np.cumsum(counts) - counts], counts)
-    return running - before
+    first = np.cumsum(counts) - counts
+    result: np.ndarray = running - np.repeat(running[first] - values[first], counts)
+    return result
 
 
 def _timestamps(us: np.ndarray) -> pa.Array:
     return pa.array(us.astype("datetime64[us]"), pa.timestamp("us"))
 
 
-def generate_block(params: WorldParams, block: int) -> Block:
-    """Simulate the users of one block and everything they do."""
-    rng = block_rng(params, block)
+@dataclass(frozen=True)
+class _Users:
+    """A block's users as code arrays (indexes into each mix's keys)."""
+
+    ids: pa.Array
+    signup_us: np.ndarray
+    country: np.ndarray
+    device: np.ndarray
+    segment: np.ndarray
+    table: pa.Table
+
+
+def _users(params: WorldParams, rng: np.random.Generator, block: int) -> _Users:
     first_user = block * params.users_per_block
     n = min(params.users_per_block, params.users - first_user)
     start_us = int((np.datetime64(params.start, "us") - EPOCH).astype(np.int64))
-    end_us = start_us + params.days * US_PER_DAY
-
-    # --- users -----------------------------------------------------------------------
-    user_no = np.arange(first_user, first_user + n, dtype=np.int64)
     signup_us = start_us + (rng.random(n) * params.days * US_PER_DAY).astype(np.int64)
     country, countries = _pick(rng, params.countries, n)
     device, devices = _pick(rng, params.devices, n)
     channel, channels = _pick(rng, params.channels, n)
     segment, segments = _pick(rng, params.segments, n)
-    user_ids = _ids("u", user_no)
-    users = pa.table(
+    ids = _ids("u", np.arange(first_user, first_user + n, dtype=np.int64))
+    table = pa.table(
         {
-            "user_id": user_ids,
+            "user_id": ids,
             "signup_ts": _timestamps(signup_us),
             "country": _dictionary(country, countries),
             "device": _dictionary(device, devices),
@@ -96,33 +104,57 @@ def generate_block(params: WorldParams, block: int) -> Block:
             "segment": _dictionary(segment, segments),
         }
     )
+    return _Users(ids, signup_us, country, device, segment, table)
 
-    # --- sessions: first at signup, then returns with a per-user mean gap ---------------
+
+def _sessions(
+    params: WorldParams, rng: np.random.Generator, users: _Users
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Session owners, start times and browsing counts. The first session is at signup;
+    returning users come back after exponential gaps around a per-user mean."""
+    n = users.signup_us.size
     returner = rng.random(n) < params.p_return
     extra = np.minimum(rng.geometric(params.churn_per_session, n), params.max_sessions_per_user - 1)
     n_sessions = 1 + np.where(returner, extra, 0)
     gap_days = params.median_gap_days * np.exp(0.8 * rng.standard_normal(n))
     browse_mean = params.mean_browse_events * rng.gamma(2.0, 0.5, n)
-    s_user = np.repeat(np.arange(n), n_sessions)
-    gaps = (rng.exponential(1.0, s_user.size) * gap_days[s_user] * US_PER_DAY).astype(np.int64)
+    owner = np.repeat(np.arange(n), n_sessions)
+    gaps = (rng.exponential(1.0, owner.size) * gap_days[owner] * US_PER_DAY).astype(np.int64)
     gaps[_segment_positions(n_sessions) == 0] = 0
-    s_ts = signup_us[s_user] + _segment_cumsum(gaps, n_sessions)
-    keep = s_ts < end_us
-    s_user, s_ts = s_user[keep], s_ts[keep]
-    n_s = s_user.size
+    start_us = users.signup_us[owner] + _segment_cumsum(gaps, n_sessions)
+    end_us = int((np.datetime64(params.end, "us") - EPOCH).astype(np.int64))
+    keep = start_us < end_us
+    owner, start_us = owner[keep], start_us[keep]
+    return owner, start_us, rng.poisson(browse_mean[owner])
 
-    # --- funnel depth per session ------------------------------------------------------
-    steps = params.funnel_steps
-    rate_table = np.array([params.step_rates[d] for d in devices])  # device x step
-    rates = rate_table[device[s_user]]
-    browse = rng.poisson(browse_mean[s_user])
+
+def _funnel_depth(
+    params: WorldParams,
+    rng: np.random.Generator,
+    users: _Users,
+    owner: np.ndarray,
+    browse: np.ndarray,
+) -> np.ndarray:
+    """How many funnel steps each session reaches (at least the first)."""
+    devices, countries = list(params.devices), list(params.countries)
+    rates = np.array([params.step_rates[d] for d in devices])[users.device[owner]]
     boost = np.minimum(1.0 + params.browse_lift_per_event * browse, params.browse_lift_cap)
     country_factor = np.array([params.country_conversion.get(c, 1.0) for c in countries])
-    rates[:, 2:] *= (country_factor[country[s_user]] * boost)[:, None]
-    passed = rng.random((n_s, len(steps) - 1)) < np.minimum(rates[:, 1:], 0.98)
-    depth = 1 + np.cumprod(passed, axis=1).sum(axis=1)
+    rates[:, 2:] *= (country_factor[users.country[owner]] * boost)[:, None]
+    passed = rng.random((owner.size, rates.shape[1] - 1)) < np.minimum(rates[:, 1:], 0.98)
+    depth: np.ndarray = 1 + np.cumprod(passed, axis=1).sum(axis=1)
+    return depth
 
-    # --- events: the funnel steps reached, then browsing views in between ---------------
+
+def generate_block(params: WorldParams, block: int) -> Block:
+    """Simulate the users of one block and everything they do."""
+    rng = block_rng(params, block)
+    users = _users(params, rng, block)
+    owner, s_ts, browse = _sessions(params, rng, users)
+    depth = _funnel_depth(params, rng, users, owner, browse)
+    n_s = owner.size
+
+    # Funnel steps reached, a gap apart; then browsing views spread over the session.
     e_session = np.repeat(np.arange(n_s), depth)
     e_step = _segment_positions(depth)
     step_gap = rng.exponential(params.mean_step_gap_seconds * US_PER_SECOND, e_session.size)
@@ -133,33 +165,34 @@ def generate_block(params: WorldParams, block: int) -> Block:
     b_ts = s_ts[b_session] + (rng.random(b_session.size) * span[b_session]).astype(np.int64)
     b_ts = np.maximum(b_ts, s_ts[b_session] + 1)  # browsing follows the landing event
 
+    steps = params.funnel_steps
     vocabulary = [*steps, BROWSE_EVENT[params.scenario]]
     session = np.concatenate([e_session, b_session])
     ts = np.concatenate([e_ts, b_ts])
     etype = np.concatenate([e_step, np.full(b_session.size, len(steps))]).astype(np.int32)
     order = np.lexsort((etype, ts))  # time order; ties broken by funnel step
     session, ts, etype = session[order], ts[order], etype[order]
-    user = s_user[session]
+    user = owner[session]
 
-    is_purchase = etype == len(steps) - 1
-    median, sigma = np.array([params.order_value[s] for s in segments]).T
-    seg = segment[user]
+    # Purchase amounts: heavy-tailed, by segment.
+    median, sigma = np.array([params.order_value[s] for s in params.segments]).T
+    seg = users.segment[user]
     value = median[seg] * np.exp(sigma[seg] * rng.standard_normal(ts.size))
-    amount = np.where(is_purchase, np.round(value, 2), np.nan)
+    amount = np.where(etype == len(steps) - 1, np.round(value, 2), np.nan)
 
     n_e = ts.size
     events = pa.table(
         {
             "event_id": _ids(f"e{block}_", np.arange(n_e)),
-            "user_id": user_ids.take(pa.array(user)),
+            "user_id": users.ids.take(pa.array(user)),
             "session_id": _ids(f"s{block}_", session),
             "event_type": _dictionary(etype, vocabulary),
             "event_ts": _timestamps(ts),
-            "device": _dictionary(device[user], devices),
-            "country": _dictionary(country[user], countries),
+            "device": _dictionary(users.device[user], list(params.devices)),
+            "country": _dictionary(users.country[user], list(params.countries)),
             "product_id": pa.nulls(n_e, pa.string()),
             "amount": pa.array(amount, pa.float64(), from_pandas=True),
             "properties": pa.nulls(n_e, pa.string()),
         }
     )
-    return Block(block, users, events)
+    return Block(block, users.table, events)

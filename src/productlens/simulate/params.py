@@ -30,7 +30,9 @@ class WorldParams:
     )
     devices: dict[str, float] = field(default_factory=lambda: _mix(web=0.55, mobile=0.45))
     channels: dict[str, float] = field(
-        default_factory=lambda: _mix(organic=0.35, paid_search=0.25, social=0.2, email=0.1, referral=0.1)
+        default_factory=lambda: _mix(
+            organic=0.35, paid_search=0.25, social=0.2, email=0.1, referral=0.1
+        )
     )
     segments: dict[str, float] = field(
         default_factory=lambda: _mix(Premium=0.15, Regular=0.55, Budget=0.30)

@@ -1,0 +1,67 @@
+"""Shared fixtures: throwaway projects, a CLI runner, and small warehouses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from productlens.config import load_project
+from productlens.engines import DuckDBEngine
+
+SMALL_WORLD = ["--users", "400", "--days", "14", "--seed", "7"]
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> CliResult:
+    """Run `python -m productlens ARGS` as a real subprocess, without a terminal."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "productlens", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1"},
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[DuckDBEngine]:
+    eng = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small demo run shared by the read-only end-to-end tests."""
+    root = tmp_path_factory.mktemp("demo")
+    result = run_cli("--project", str(root), "demo", *SMALL_WORLD)
+    assert result.returncode == 0, result.stderr + result.stdout
+    (root / "demo_stdout.txt").write_text(result.stdout)
+    return root
+
+
+def open_readonly(root: Path) -> DuckDBEngine:
+    project = load_project(root)
+    return DuckDBEngine(project.warehouse_path, read_only=True)

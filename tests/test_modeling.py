@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from productlens import modeling
+from productlens.config import ProjectConfig
+from productlens.engines import DuckDBEngine
+from productlens.errors import ModelError
+from productlens.runlog import RunLog
+
+
+def write_models(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+SMALL = {
+    "staging/stg_a.sql": "select id, v from raw.a",
+    "core/fct_a.sql": "with src as (select * from stg_a) select id, v * 2 as v2 from src",
+    "marts/a_summary.sql": "select count(*) as n_rows, sum(v2) as total from fct_a",
+    "marts/_marts.yml": "models:\n  - name: a_summary\n    grain: one row\n",
+}
+
+
+def graph_for(root: Path) -> modeling.ModelGraph:
+    return modeling.discover(ProjectConfig(), [root], shipped=False)
+
+
+@pytest.fixture
+def source(engine: DuckDBEngine) -> DuckDBEngine:
+    engine.execute("CREATE TABLE raw.a AS SELECT * FROM (VALUES (1, 10), (2, 20)) t(id, v)")
+    return engine
+
+
+def test_dependencies_come_from_the_sql(tmp_path: Path) -> None:
+    graph = graph_for(write_models(tmp_path, SMALL))
+    assert graph["stg_a"].upstreams == ("raw.a",)
+    assert graph["fct_a"].upstreams == ("staging.stg_a",)  # the CTE name is not a dependency
+    assert graph["a_summary"].upstreams == ("core.fct_a",)
+    assert graph.order == ["stg_a", "fct_a", "a_summary"]
+    assert graph["a_summary"].grain == "one row"
+    assert "core.fct_a" in graph["a_summary"].compile("duckdb").replace('"', "")
+
+
+def test_build_materializes_in_order_and_logs(source: DuckDBEngine, tmp_path: Path) -> None:
+    graph = graph_for(write_models(tmp_path, SMALL))
+    runlog = RunLog(source)
+    result = modeling.build(source, graph, runlog)
+    assert result.ok
+    assert result.built == {"stg_a": 2, "fct_a": 2, "a_summary": 1}
+    assert source.fetch_all("SELECT n_rows, total FROM marts.a_summary") == [(2, 60)]
+    logged = source.fetch_all(
+        "SELECT object, status, n_rows FROM ops.run_log WHERE run_id = ? ORDER BY started_at",
+        [runlog.run_id],
+    )
+    assert logged == [
+        ("staging.stg_a", "success", 2),
+        ("core.fct_a", "success", 2),
+        ("marts.a_summary", "success", 1),
+    ]
+
+
+def test_failed_model_keeps_previous_table_and_skips_descendants(
+    source: DuckDBEngine, tmp_path: Path
+) -> None:
+    root = write_models(tmp_path, SMALL)
+    modeling.build(source, graph_for(root), RunLog(source))
+    # Break fct_a: division by a string fails at run time, after parsing.
+    (root / "core/fct_a.sql").write_text("select id, v * 'x' as v2 from stg_a")
+    result = modeling.build(source, graph_for(root), RunLog(source))
+    assert set(result.failed) == {"fct_a"}
+    assert result.skipped == ["a_summary"]
+    assert result.built == {"stg_a": 2}
+    assert source.fetch_all("SELECT sum(v2) FROM core.fct_a") == [(60,)]  # old table intact
+    assert not [t for t in source.list_tables("core") if t.endswith("__building")]
+    statuses = source.fetch_all(
+        "SELECT status FROM ops.run_log WHERE object = 'core.fct_a' ORDER BY started_at"
+    )
+    assert statuses == [("success",), ("error",)]
+
+
+def test_leftover_half_built_tables_are_dropped(source: DuckDBEngine, tmp_path: Path) -> None:
+    source.execute("CREATE TABLE core.fct_a__building AS SELECT 1 AS half")
+    modeling.build(source, graph_for(write_models(tmp_path, SMALL)), RunLog(source))
+    assert "fct_a__building" not in source.list_tables("core")
+
+
+def test_stale_running_rows_are_marked_interrupted(source: DuckDBEngine) -> None:
+    first = RunLog(source)
+    source.execute(
+        "INSERT INTO ops.run_log (run_id, stage, object, started_at, status) "
+        "VALUES (?, 'build', 'x', now(), 'running')",
+        [first.run_id],
+    )
+    RunLog(source)
+    assert source.fetch_all("SELECT status FROM ops.run_log WHERE object = 'x'") == [
+        ("interrupted",)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        (["fct_a"], ["fct_a"]),
+        (["fct_a+"], ["fct_a", "a_summary"]),
+        (["+fct_a"], ["stg_a", "fct_a"]),
+        (["stg_a", "a_summary"], ["stg_a", "a_summary"]),
+    ],
+)
+def test_selectors(tmp_path: Path, selector: list[str], expected: list[str]) -> None:
+    graph = graph_for(write_models(tmp_path, SMALL))
+    assert [m.name for m in graph.select(selector)] == expected
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"marts/x.sql": "select * from nowhere"}, "neither a model nor a CTE"),
+        ({"marts/x.sql": "select from where"}, "does not parse"),
+        ({"marts/x.sql": "select 1; select 2"}, "exactly one SELECT"),
+        ({"marts/x.sql": "select * from secret.t"}, "unknown schema"),
+        ({"other/x.sql": "select 1"}, "must live in one of the folders"),
+        ({"marts/x.sql": "select * from y", "marts/y.sql": "select * from x"}, "cycle"),
+        ({"marts/x.sql": "select 1", "marts/_m.yml": "models:\n  - name: z\n    grain: g\n"}, "z"),
+        ({"marts/x.sql": "select 1", "marts/_m.yml": "models:\n  - name: x\n"}, "grain"),
+        ({"marts/x.py": "X = 1\n"}, r"must define model\(ctx\)"),
+        ({"marts/x.py": "def model(ctx):\n    return 'select 1'\n"}, "SQLGlot query"),
+    ],
+)
+def test_bad_models_are_clear_errors(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        graph_for(write_models(tmp_path, files))
+
+
+def test_python_model_reads_configuration(source: DuckDBEngine, tmp_path: Path) -> None:
+    root = write_models(
+        tmp_path,
+        {
+            "marts/steps.py": (
+                "from sqlglot import exp\n"
+                "def model(ctx):\n"
+                "    rows = [exp.tuple_(exp.convert(s)) for s in ctx.funnel_steps]\n"
+                "    return exp.select('*').from_(exp.Values(expressions=rows, alias='t'))\n"
+            )
+        },
+    )
+    config = ProjectConfig.model_validate({"metrics": {"funnel_steps": ["open", "it's paid"]}})
+    graph = modeling.discover(config, [root], shipped=False)
+    modeling.build(source, graph, RunLog(source))
+    assert source.fetch_all("SELECT * FROM marts.steps") == [("open",), ("it's paid",)]
+
+
+def test_project_models_extend_and_replace_shipped(tmp_path: Path) -> None:
+    root = write_models(
+        tmp_path,
+        {
+            "marts/my_metric.sql": "select count(*) as n_rows from fct_events",
+            "staging/stg_users.sql": "select user_id, signup_ts from raw.users",
+        },
+    )
+    graph = modeling.discover(ProjectConfig(), [root])
+    assert graph["my_metric"].upstreams == ("core.fct_events",)
+    assert graph["stg_users"].path == str(root / "staging/stg_users.sql")
+    assert graph.order.index("my_metric") > graph.order.index("fct_events")
+
+
+def test_every_shipped_model_states_its_grain() -> None:
+    graph = modeling.discover(ProjectConfig())
+    assert len(graph) >= 4
+    assert all(model.grain for model in graph), [m.name for m in graph if not m.grain]
