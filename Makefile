@@ -26,7 +26,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
 
 ## demo: simulate -> ingest -> build -> check -> report on the embedded DuckDB engine
 demo: $(VENV)/.runtime
-	$(BIN)/productlens demo $(DEMO_ARGS)
+	$(BIN)/productlens --project demo demo $(DEMO_ARGS)
 
 ## test: lint, format check, type check and the whole test suite
 test: $(VENV)/.dev lint typecheck unit

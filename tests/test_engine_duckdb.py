@@ -14,7 +14,9 @@ from productlens.errors import EngineError
 
 def test_is_an_engine_with_every_layer(engine: DuckDBEngine) -> None:
     assert isinstance(engine, Engine)
-    schemas = {r[0] for r in engine.fetch_all("SELECT schema_name FROM information_schema.schemata")}
+    schemas = {
+        r[0] for r in engine.fetch_all("SELECT schema_name FROM information_schema.schemata")
+    }
     assert set(LAYERS) <= schemas
 
 
@@ -38,9 +40,14 @@ def test_load_files(engine: DuckDBEngine, tmp_path: Path) -> None:
 
 def test_transaction_rolls_back_on_error(engine: DuckDBEngine) -> None:
     engine.execute("CREATE TABLE ops.t (a INTEGER)")
-    with pytest.raises(EngineError), engine.transaction():
-        engine.execute("INSERT INTO ops.t VALUES (1)")
-        engine.execute("INSERT INTO ops.t VALUES ('not a number')")
+
+    def insert_twice() -> None:
+        with engine.transaction():
+            engine.execute("INSERT INTO ops.t VALUES (1)")
+            engine.execute("INSERT INTO ops.t VALUES ('not a number')")
+
+    with pytest.raises(EngineError):
+        insert_twice()
     assert engine.fetch_all("SELECT count(*) FROM ops.t") == [(0,)]
 
 

@@ -10,20 +10,22 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from productlens import __version__, modeling
+from productlens import __version__
 from productlens.config import Project, load_project
-from productlens.engines import open_engine
 from productlens.errors import ProductLensError
-from productlens.pipeline import Runner, print_summary, run_demo, world_params
-from productlens.simulate import generate
+
+if TYPE_CHECKING:
+    from productlens.pipeline import Runner
+
+# The engine, SQLGlot, Arrow and matplotlib are imported inside the commands that use
+# them, so that `--help` and `--version` answer at once.
 
 app = typer.Typer(
     name="productlens",
@@ -36,6 +38,7 @@ app = typer.Typer(
 
 console = Console()
 err_console = Console(stderr=True)
+INTERRUPTED = 130  # the shell's exit code for a process stopped by Ctrl-C
 
 
 @dataclass
@@ -102,6 +105,8 @@ def demo(
     The demo starts from a fresh warehouse each time (it refuses to touch a warehouse it
     did not make) and ends with a summary and an HTML report.
     """
+    from productlens.pipeline import print_summary, run_demo, world_params
+
     project = _state(ctx).project()
     params = world_params(project, scenario=scenario, users=users, days=days, seed=seed)
     if scenario:
@@ -123,6 +128,9 @@ def generate_cmd(
     ] = None,
 ) -> None:
     """Simulate a synthetic world and write its raw tables plus truth.json."""
+    from productlens.pipeline import world_params
+    from productlens.simulate import generate
+
     project = _state(ctx).project()
     params = world_params(project, scenario=scenario, users=users, days=days, seed=seed)
     target = out or project.data_dir
@@ -189,6 +197,9 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the models: layer, grain, upstream tables, rows and last build time."""
+    from productlens import modeling
+    from productlens.engines import open_engine
+
     project = _state(ctx).project()
     graph = modeling.discover(project.config, project.model_dirs)
     built: dict[str, tuple[int | None, object]] = {}
@@ -238,6 +249,9 @@ class _RunnerContext:
         self.project = _state(ctx).project()
 
     def __enter__(self) -> Runner:
+        from productlens.engines import open_engine
+        from productlens.pipeline import Runner
+
         self.engine = open_engine(self.project)
         self.runner = Runner(self.project, self.engine, console)
         self._progress = self.runner.progress()
@@ -251,6 +265,8 @@ class _RunnerContext:
         finally:
             self.engine.close()
         if exc[0] is None:
+            from productlens.pipeline import print_summary
+
             print_summary(console, summary)
 
 
@@ -262,23 +278,28 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode Typer returns an exit code for `typer.Exit` and for
+        # Ctrl-C (130) instead of calling sys.exit, and lets other errors through.
+        result = app(args=argv, standalone_mode=False)
     except ProductLensError as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(
-            f"[red]error[/] {escape(f'[{exc.stage}]')}: {escape(str(exc))}", highlight=False
-        )
+        message = f"[red]error[/] {escape(f'[{exc.stage}]')}: {escape(str(exc))}"
+        err_console.print(message, highlight=False)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.TyperException as exc:  # usage errors: bad options or arguments
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {escape(exc.format_message())}", highlight=False)
         return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except typer.Abort:
+        return 1
+    code = result if isinstance(result, int) else 0
+    if code == INTERRUPTED:
         err_console.print("[yellow]interrupted[/]: the warehouse keeps its last good tables")
-        return 130
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,9 +23,11 @@ from productlens.config import Project
 from productlens.engines import LAYERS, Engine, open_engine
 from productlens.errors import ConfigError, ModelError
 from productlens.ingest import IngestResult, expand, ingest_paths
-from productlens.report import ReportResult, write_report
 from productlens.runlog import RunLog
 from productlens.simulate import GenerateResult, WorldParams, generate
+
+if TYPE_CHECKING:
+    from productlens.report import ReportResult
 
 DEMO_MARKER = "ops.demo_world"
 
@@ -183,6 +185,8 @@ class Runner:
         return outcomes
 
     def report(self, out_dir: Path | None = None) -> ReportResult:
+        from productlens.report import write_report  # matplotlib: only when reporting
+
         with self._stage("report", 1) as advance:
             result = write_report(
                 self.engine,

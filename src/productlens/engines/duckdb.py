@@ -135,6 +135,11 @@ def _translated_errors(engine: str) -> Iterator[None]:
         raise KeyboardInterrupt from None
     except duckdb.Error as exc:
         raise EngineError(_first_line(exc), engine=engine) from exc
+    except RuntimeError as exc:
+        # DuckDB 2.0's Python client reports a Ctrl-C during a query this way.
+        if str(exc) == "Query interrupted":
+            raise KeyboardInterrupt from None
+        raise
 
 
 def _first_line(exc: BaseException) -> str:

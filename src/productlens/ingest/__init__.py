@@ -40,7 +40,7 @@ READERS = {
     ".parquet": "read_parquet({path}, file_row_number = true)",
     ".csv": "read_csv({path}, header = true)",
     ".jsonl": "read_json({path}, format = 'newline_delimited')",
-    ".json": "read_json({path}, format = 'newline_delimited')",
+    ".ndjson": "read_json({path}, format = 'newline_delimited')",
 }
 
 

@@ -166,11 +166,15 @@ def generate_block(params: WorldParams, block: int) -> Block:
     b_ts = np.maximum(b_ts, s_ts[b_session] + 1)  # browsing follows the landing event
 
     steps = params.funnel_steps
-    vocabulary = [*steps, BROWSE_EVENT[params.scenario]]
+    browse_event = BROWSE_EVENT[params.scenario]
+    vocabulary = list(dict.fromkeys([*steps, browse_event]))  # a dictionary holds no repeats
     session = np.concatenate([e_session, b_session])
     ts = np.concatenate([e_ts, b_ts])
-    etype = np.concatenate([e_step, np.full(b_session.size, len(steps))]).astype(np.int32)
-    order = np.lexsort((etype, ts))  # time order; ties broken by funnel step
+    b_type = np.full(b_session.size, vocabulary.index(browse_event))
+    etype = np.concatenate([e_step, b_type]).astype(np.int32)
+    # Time order; ties broken by funnel step, then by source, for a stable total order.
+    source = np.concatenate([np.zeros(e_session.size, np.int8), np.ones(b_session.size, np.int8)])
+    order = np.lexsort((source, etype, ts))
     session, ts, etype = session[order], ts[order], etype[order]
     user = owner[session]
 

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from productlens import checks, modeling
+from productlens.config import ProjectConfig
+from productlens.engines import DuckDBEngine
+from productlens.errors import DataTestFailure, ModelError
+from productlens.runlog import RunLog
+
+MODELS = {
+    "staging/stg_p.sql": "select * from raw.p",
+    "staging/stg_c.sql": "select * from raw.c",
+}
+
+
+def setup(engine: DuckDBEngine, tmp_path: Path, spec: str) -> modeling.ModelGraph:
+    engine.execute("CREATE TABLE raw.p AS SELECT * FROM (VALUES (1, 'a'), (2, 'b')) t(id, kind)")
+    engine.execute(
+        "CREATE TABLE raw.c AS SELECT * FROM (VALUES (10, 1, 5), (11, 2, 7), (12, 3, -1), "
+        "(12, NULL, 2)) t(cid, pid, qty)"
+    )
+    for rel, text in {**MODELS, "staging/_s.yml": spec}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    graph = modeling.discover(ProjectConfig(), [tmp_path], shipped=False)
+    assert modeling.build(engine, graph, RunLog(engine)).ok
+    return graph
+
+
+# One row per case: the declaration under model stg_c, and how many rows must fail.
+CASES = [
+    ("columns: {cid: [unique]}", 1),
+    ("columns: {pid: [not_null]}", 1),
+    ("columns: {cid: [not_null]}", 0),
+    ("columns: {pid: [{relationships: {to: stg_p, field: id}}]}", 1),
+    ("columns: {pid: [{relationships: {to: raw.p, field: id}}]}", 1),
+    ("columns: {qty: [{accepted_values: [5, 7, 2]}]}", 1),
+    ("columns: {qty: [{accepted_values: {values: [5, 7, 2, -1]}}]}", 0),
+    ("tests: [{expression: 'qty >= 0'}]", 1),
+    ("tests: [{unique: [cid, pid]}]", 0),
+]
+
+
+@pytest.mark.parametrize(("decl", "n_failing"), CASES)
+def test_test_kinds(engine: DuckDBEngine, tmp_path: Path, decl: str, n_failing: int) -> None:
+    graph = setup(engine, tmp_path, f"models:\n  - name: stg_c\n    grain: g\n    {decl}\n")
+    tests = checks.compile_tests(graph)
+    assert len(tests) == 1
+    outcome = checks.run_tests(engine, tests, "r1")[0]
+    assert outcome.error is None
+    assert outcome.n_failing == n_failing
+    assert outcome.status == ("pass" if n_failing == 0 else "fail")
+
+
+def test_failure_names_test_count_and_sample(engine: DuckDBEngine, tmp_path: Path) -> None:
+    spec = (
+        "models:\n  - name: stg_c\n    grain: g\n"
+        "    tests:\n      - expression: 'qty >= 0'\n        name: qty_not_negative\n"
+    )
+    graph = setup(engine, tmp_path, spec)
+    outcomes = checks.run_tests(engine, checks.compile_tests(graph), "r1")
+    with pytest.raises(DataTestFailure) as info:
+        checks.raise_for_failures(outcomes)
+    message = str(info.value)
+    assert "qty_not_negative" in message
+    assert "1 failing rows" in message
+    assert '"qty": -1' in message
+    stored = engine.fetch_all(
+        "SELECT test_name, status, n_failing, sample_json FROM ops.test_results"
+    )
+    assert stored[0][:3] == ("qty_not_negative", "fail", 1)
+    assert json.loads(stored[0][3]) == [{"cid": 12, "pid": 3, "qty": -1}]
+
+
+def test_warn_severity_does_not_fail(engine: DuckDBEngine, tmp_path: Path) -> None:
+    spec = (
+        "models:\n  - name: stg_c\n    grain: g\n"
+        "    tests:\n      - expression: 'qty >= 0'\n        severity: warn\n"
+    )
+    outcomes = checks.run_tests(engine, checks.compile_tests(setup(engine, tmp_path, spec)), "r")
+    assert [o.status for o in outcomes] == ["warn"]
+    checks.raise_for_failures(outcomes)  # does not raise
+
+
+def test_a_broken_test_is_reported_not_crashed(engine: DuckDBEngine, tmp_path: Path) -> None:
+    spec = "models:\n  - name: stg_c\n    grain: g\n    columns: {nope: [not_null]}\n"
+    outcomes = checks.run_tests(engine, checks.compile_tests(setup(engine, tmp_path, spec)), "r")
+    assert outcomes[0].status == "error"
+    assert "nope" in (outcomes[0].error or "")
+    with pytest.raises(DataTestFailure, match="could not run"):
+        checks.raise_for_failures(outcomes)
+
+
+@pytest.mark.parametrize(
+    ("decl", "message"),
+    [
+        ("tests: [bogus]", "unknown test kind"),
+        ("tests: [not_null]", "must be declared under a column"),
+        ("tests: [{expression: 'a', severity: fatal}]", "severity"),
+        ("columns: {pid: [{relationships: {to: stg_p}}]}", "needs the argument"),
+    ],
+)
+def test_bad_declarations(engine: DuckDBEngine, tmp_path: Path, decl: str, message: str) -> None:
+    graph = setup(engine, tmp_path, f"models:\n  - name: stg_c\n    grain: g\n    {decl}\n")
+    with pytest.raises(ModelError, match=message):
+        checks.compile_tests(graph)
