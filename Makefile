@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 
 DEMO_ARGS ?=
 
-.PHONY: demo test lint typecheck unit bench lock clean
+.PHONY: demo test lint typecheck unit lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,11 @@ demo: $(VENV)/.runtime
 ## test: lint, format check, type check and the whole test suite
 test: $(VENV)/.dev lint typecheck unit
 
+PY_DIRS := src tests $(wildcard bench)
+
 lint: $(VENV)/.dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/sqlfluff lint --disable-progress-bar src/productlens/models
 
 typecheck: $(VENV)/.dev
@@ -41,9 +43,6 @@ typecheck: $(VENV)/.dev
 
 unit: $(VENV)/.dev
 	$(BIN)/pytest -n 2
-
-bench: $(VENV)/.dev
-	$(BIN)/python -m bench
 
 ## lock: re-resolve the pinned dependency sets after editing pyproject.toml
 lock: $(BIN)/python
