@@ -1,18 +1,26 @@
-"""The synthetic world: generate it block by block and write the raw tables plus a truth
-manifest (`truth.json`) holding every parameter and realised count.
+"""The synthetic world: generate it block by block (in parallel) and write every raw table
+of the contract plus a truth manifest (`truth.json`) with every parameter, planted
+effect, realised count and, in dirty mode, fault count.
+
+Layout: `events/event_date=YYYY-MM-DD/part-BBBBB.<ext>`, the other per-user tables as
+`<table>/part-BBBBB.<ext>`, and the global tables as `<table>/part-00000.<ext>`.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -20,13 +28,26 @@ import pyarrow.parquet as pq
 from productlens import __version__
 from productlens.errors import SimulateError
 from productlens.simulate.behaviour import generate_block
-from productlens.simulate.params import WorldParams
+from productlens.simulate.catalog import World, build_world
+from productlens.simulate.dirty import dirty_events, dirty_orders
+from productlens.simulate.inventory import inventory_table
+from productlens.simulate.params import ExperimentSpec, WorldParams, preset
 
-__all__ = ["GenerateResult", "WorldParams", "generate"]
+__all__ = ["ExperimentSpec", "GenerateResult", "WorldParams", "generate", "preset"]
 
 TRUTH_FILE = "truth.json"
-TABLES = ("users", "events")
+BLOCK_TABLES = (
+    "users",
+    "user_changes",
+    "events",
+    "orders",
+    "order_items",
+    "subscriptions",
+    "assignments",
+)
+GLOBAL_TABLES = ("products", "campaigns", "experiments", "inventory")
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}
+DIRTY_STREAM = 2_000_003
 
 
 @dataclass
@@ -35,21 +56,46 @@ class GenerateResult:
 
     out: Path
     rows: dict[str, int] = field(default_factory=dict)
-    files: dict[str, list[Path]] = field(default_factory=dict)
+    tables: dict[str, Path] = field(default_factory=dict)
     truth: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _BlockSummary:
+    rows: dict[str, int]
+    event_types: dict[str, int]
+    sales: np.ndarray
+    experiment_sums: dict[str, dict[str, float]]
+    faults: dict[str, dict[str, int]]
+    late_events: int
 
 
 def _plain(table: pa.Table) -> pa.Table:
     """Dictionary columns as plain strings (for text formats)."""
     columns = [
-        col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col for col in table.columns
+        col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+        for col in table.columns
     ]
     return pa.table(columns, names=table.column_names)
 
 
-def _write(table: pa.Table, path: Path, fmt: str) -> None:
+def write_table(table: pa.Table, path: Path, fmt: str, statistics: list[str] | None = None) -> None:
+    """Write one file in the given format; Parquet min/max statistics for the named
+    columns only when given (they cost a third of the write time on wide tables)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
-        pq.write_table(table, path, compression="zstd", row_group_size=1 << 20)
+        # Dictionary-encode only what is already dictionary-typed: trying it on unique ids,
+        # times and amounts costs time and then falls back to plain anyway.
+        encode = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
+        pq.write_table(
+            table,
+            path,
+            compression="zstd",
+            compression_level=1,
+            use_dictionary=encode or False,
+            write_statistics=statistics if statistics is not None else True,
+            row_group_size=1 << 20,
+        )
     elif fmt == "csv":
         pacsv.write_csv(_plain(table), path)
     else:
@@ -59,16 +105,92 @@ def _write(table: pa.Table, path: Path, fmt: str) -> None:
         con.close()
 
 
+def _compact(table: pa.Table) -> pa.Table:
+    """Shrink large dictionaries to the values a slice uses, so that each partition file
+    carries its own small dictionary rather than the whole block's."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_dictionary(column.type) and len(column.chunk(0).dictionary) > 256:
+            chunk = column.combine_chunks()
+            indices = chunk.indices.fill_null(0).to_numpy()
+            valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+            present = np.zeros(len(chunk.dictionary), bool)
+            present[indices] = True  # O(rows + dictionary), no sort
+            remap = np.cumsum(present, dtype=np.int32) - 1
+            column = pa.DictionaryArray.from_arrays(
+                pa.array(remap[indices], mask=~valid),
+                chunk.dictionary.take(pa.array(np.flatnonzero(present))),
+            )
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+# Worker state: set once per process, so each task only carries a block number.
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(params: WorldParams, world: World, scratch: Path, fmt: str) -> None:
+    _STATE.update(params=params, world=world, scratch=scratch, fmt=fmt)
+
+
+def _run_block(block: int) -> _BlockSummary:
+    params: WorldParams = _STATE["params"]
+    world: World = _STATE["world"]
+    scratch: Path = _STATE["scratch"]
+    fmt: str = _STATE["fmt"]
+    result = generate_block(params, world, block)
+    tables = result.tables
+    day = result.event_day
+    faults: dict[str, dict[str, int]] = {}
+    late = 0
+    if params.dirty:
+        rng = np.random.default_rng([params.seed, DIRTY_STREAM, block])
+        tables["events"], day, faults["events"], late = dirty_events(tables["events"], day, rng)
+        tables["orders"], faults["orders"] = dirty_orders(tables["orders"], rng)
+
+    ext = EXTENSIONS[fmt]
+    name = f"part-{block:05d}.{ext}"
+    for table_name in BLOCK_TABLES:
+        if table_name != "events":
+            write_table(tables[table_name], scratch / table_name / name, fmt)
+    events = tables["events"]
+    if np.any(day[1:] < day[:-1]):  # late arrivals moved rows to later partitions
+        order = np.argsort(day, kind="stable")
+        events, day = events.take(pa.array(order)), day[order]
+    days, starts = np.unique(day, return_index=True)
+    bounds = [*starts[1:], day.size]
+    first = np.datetime64(params.start_date)
+    for d, lo, hi in zip(days, starts, bounds, strict=True):
+        folder = scratch / "events" / f"event_date={first + int(d)}"
+        write_table(_compact(events.slice(lo, hi - lo)), folder / name, fmt, ["event_ts"])
+
+    counts = events.column("event_type").value_counts().to_pylist()
+    return _BlockSummary(
+        rows={t: tables[t].num_rows for t in BLOCK_TABLES},
+        event_types={str(c["values"]): int(c["counts"]) for c in counts},
+        sales=result.sales,
+        experiment_sums=result.experiment_sums,
+        faults=faults,
+        late_events=late,
+    )
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
 def generate(
     params: WorldParams,
     out: Path,
     *,
     fmt: str = "parquet",
+    workers: int | None = None,
     on_block: Callable[[int, int], None] | None = None,
 ) -> GenerateResult:
-    """Simulate the world described by `params` into `out/<table>/part-NNNNN.<ext>`.
+    """Simulate the world described by `params` into `out`.
 
-    Files are written to a scratch folder first and moved into place at the end, so an
+    Blocks run in `workers` processes; the files are the same whatever that number.
+    Files are written to a scratch folder and moved into place at the end, so an
     interrupted run never leaves a mix of old and new files.
     """
     if fmt not in EXTENSIONS:
@@ -76,36 +198,115 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / ".generating"
     shutil.rmtree(scratch, ignore_errors=True)
-    for table in TABLES:
-        (scratch / table).mkdir(parents=True)
+    scratch.mkdir()
+    world = build_world(params)
+    workers = min(workers or default_workers(), params.n_blocks)
+
+    summaries: list[_BlockSummary] = []
+    blocks = range(params.n_blocks)
+    if workers <= 1:
+        _init_worker(params, world, scratch, fmt)
+        for block in blocks:
+            summaries.append(_run_block(block))
+            if on_block:
+                on_block(block + 1, params.n_blocks)
+    else:
+        # A fork server with the heavy modules preloaded starts workers in milliseconds,
+        # without forking this (possibly multi-threaded) process itself.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["productlens.simulate"])
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(params, world, scratch, fmt),
+        ) as pool:
+            for summary in pool.map(_run_block, blocks):
+                summaries.append(summary)
+                if on_block:
+                    on_block(len(summaries), params.n_blocks)
 
     rows: Counter[str] = Counter()
     event_types: Counter[str] = Counter()
-    for block in range(params.n_blocks):
-        result = generate_block(params, block)
-        for table, data in (("users", result.users), ("events", result.events)):
-            name = f"part-{block:05d}.{EXTENSIONS[fmt]}"
-            _write(data, scratch / table / name, fmt)
-            rows[table] += data.num_rows
-        counts = result.events.column("event_type").value_counts().to_pylist()
-        event_types.update({c["values"]: c["counts"] for c in counts})
-        if on_block:
-            on_block(block + 1, params.n_blocks)
+    for s in summaries:
+        rows.update(s.rows)
+        event_types.update(s.event_types)
+    sales = np.sum([s.sales for s in summaries], axis=0)
+    global_tables = {
+        "products": world.products,
+        "campaigns": world.campaigns,
+        "experiments": world.experiments,
+        "inventory": inventory_table(params, world, sales),
+    }
+    for name, table in global_tables.items():
+        write_table(table, scratch / name / f"part-00000.{EXTENSIONS[fmt]}", fmt)
+        rows[name] = table.num_rows
 
-    files: dict[str, list[Path]] = {}
-    for table in TABLES:
-        target = out / table
+    tables: dict[str, Path] = {}
+    for name in (*BLOCK_TABLES, *GLOBAL_TABLES):
+        target = out / name
         shutil.rmtree(target, ignore_errors=True)
-        (scratch / table).rename(target)
-        files[table] = sorted(target.iterdir())
+        (scratch / name).rename(target)
+        tables[name] = target
     shutil.rmtree(scratch, ignore_errors=True)
 
     truth = {
         "productlens_version": __version__,
         "format": fmt,
         "params": params.to_dict(),
-        "rows": dict(rows),
+        "rows": dict(sorted(rows.items())),
         "event_types": dict(sorted(event_types.items())),
+        "experiments": _experiment_truth(params, summaries),
+        "campaigns": world.truth["campaigns"],
+        "dirty": _dirty_truth(params, summaries),
     }
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
-    return GenerateResult(out=out, rows=dict(rows), files=files, truth=truth)
+    return GenerateResult(out=out, rows=dict(rows), tables=tables, truth=truth)
+
+
+def _experiment_truth(params: WorldParams, summaries: list[_BlockSummary]) -> dict[str, Any]:
+    """Per experiment: the planted lift and the true effect among exposed users, from
+    both potential outcomes of every exposed user."""
+    result: dict[str, Any] = {}
+    for e in params.experiments:
+        total: Counter[str] = Counter()
+        for s in summaries:
+            total.update(s.experiment_sums[e.experiment_id])
+        n = total["n_exposed"]
+        entry: dict[str, Any] = {
+            "planted_relative_lift": e.relative_lift,
+            "lifted_step": params.funnel_steps[e.lifted_step],
+            "exposure_event": params.funnel_steps[e.exposure_step],
+            "srm_lost_share": e.srm_lost_share,
+            "n_exposed": int(n),
+            "n_treated": int(total["n_treated"]),
+        }
+        if n:
+            control = total["converted_control"] / n
+            treatment = total["converted_treatment"] / n
+            entry.update(
+                conversion_if_all_control=round(control, 6),
+                conversion_if_all_treated=round(treatment, 6),
+                true_absolute_lift=round(treatment - control, 6),
+                true_relative_lift=round(treatment / control - 1, 6) if control else None,
+            )
+            if "revenue_control" in total:
+                entry.update(
+                    revenue_per_user_if_all_control=round(total["revenue_control"] / n, 4),
+                    revenue_per_user_if_all_treated=round(total["revenue_treatment"] / n, 4),
+                )
+        result[e.experiment_id] = entry
+    return result
+
+
+def _dirty_truth(params: WorldParams, summaries: list[_BlockSummary]) -> dict[str, Any]:
+    if not params.dirty:
+        return {}
+    faults: dict[str, Counter[str]] = {}
+    for s in summaries:
+        for table, counts in s.faults.items():
+            faults.setdefault(table, Counter()).update(counts)
+    return {
+        "faults": {table: dict(sorted(c.items())) for table, c in faults.items()},
+        "late_arriving_events": sum(s.late_events for s in summaries),
+    }

@@ -1,202 +1,719 @@
-"""Users, sessions and funnel events for one block of users, fully vectorised.
+"""Everything one block of users does, fully vectorised (no loop per user or event).
 
-A block draws from its own random stream (`seed`, block number), so the output does not
-depend on how many blocks are made at once or in which process.
+A block draws from its own random stream (`seed`, block number), so its output does not
+depend on how many blocks are made at once or in which process. The order of the draws
+below is part of the output: change it and every file changes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from productlens.simulate.catalog import US_PER_DAY, US_PER_SECOND, World, timestamps, variant_hash
 from productlens.simulate.params import WorldParams
 
-US_PER_SECOND = 1_000_000
-US_PER_DAY = 86_400 * US_PER_SECOND
-EPOCH = np.datetime64("1970-01-01T00:00:00", "us")
+N_STEPS = 5
+EXTRA_STEP0_EVENT = {"ecommerce": "page_view", "saas": "view_project"}
+DIURNAL = np.array(  # relative activity per hour of day (UTC)
+    [0.3, 0.2, 0.15, 0.12, 0.12, 0.2, 0.4, 0.7, 0.9, 1.0, 1.0, 1.05,
+     1.1, 1.05, 1.0, 1.0, 1.05, 1.1, 1.2, 1.3, 1.25, 1.0, 0.7, 0.45]
+)  # fmt: skip
+STATUSES = ["completed", "cancelled", "refunded"]
 
-# Event-type vocabulary per scenario for browsing events between funnel steps.
-BROWSE_EVENT = {"ecommerce": "product_view", "saas": "view_project"}
 
-
-@dataclass(frozen=True)
+@dataclass
 class Block:
-    """One block's tables, ready to write."""
+    """One block's tables plus what the main process aggregates across blocks."""
 
     index: int
-    users: pa.Table
-    events: pa.Table
+    tables: dict[str, pa.Table]
+    event_day: np.ndarray  # partition day of each event row (relative to the start)
+    sales: np.ndarray  # units sold per (product, day), for inventory
+    experiment_sums: dict[str, dict[str, float]] = field(default_factory=dict)
+    faults: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+# --- small vectorised helpers -----------------------------------------------------------
 
 
 def block_rng(params: WorldParams, block: int) -> np.random.Generator:
     return np.random.default_rng([params.seed, block])
 
 
-def _pick(rng: np.random.Generator, mix: dict[str, float], n: int) -> tuple[np.ndarray, list[str]]:
-    keys = list(mix)
+def _pick(rng: np.random.Generator, mix: dict[str, float], n: int) -> np.ndarray:
     cumulative = np.cumsum(list(mix.values()))
-    codes = np.searchsorted(cumulative / cumulative[-1], rng.random(n), side="right")
-    return codes.astype(np.int32), keys
+    codes: np.ndarray = np.searchsorted(cumulative / cumulative[-1], rng.random(n), side="right")
+    return codes.astype(np.int32)
 
 
 def _dictionary(codes: np.ndarray, keys: list[str]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(keys, pa.string()))
 
 
+HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
 def _ids(prefix: str, numbers: np.ndarray) -> pa.Array:
-    text = pc.cast(pa.array(numbers, pa.int64()), pa.string())
-    return pc.binary_join_element_wise(prefix, text, "")
+    """`prefix` + the number in hexadecimal, zero-padded to one width, built directly as
+    Arrow buffers with shifts and masks (several times faster than formatting strings)."""
+    n = numbers.size
+    head = np.frombuffer(prefix.encode(), np.uint8)
+    digits = max(1, (int(numbers.max()).bit_length() + 3) // 4) if n else 1
+    width = head.size + digits
+    buf = np.empty((n, width), np.uint8)
+    buf[:, : head.size] = head
+    value = numbers.astype(np.uint64)
+    for i in range(digits):
+        buf[:, width - 1 - i] = HEX_DIGITS[(value >> np.uint64(4 * i)) & np.uint64(15)]
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
 
 
-def _segment_positions(counts: np.ndarray) -> np.ndarray:
-    """For segments of the given lengths, each element's position within its segment."""
-    total = int(counts.sum())
+def _keyed(index: np.ndarray, values: pa.Array) -> pa.DictionaryArray:
+    """values[index] as a dictionary column (no string copies); null where index < 0."""
+    indices = pa.array(np.maximum(index, 0).astype(np.int32), pa.int32(), mask=index < 0)
+    return pa.DictionaryArray.from_arrays(indices, values)
+
+
+def _take(values: pa.Array, index: np.ndarray) -> pa.Array:
+    """values[index], null where the index is negative."""
+    return values.take(pa.array(np.maximum(index, 0), pa.int64(), mask=index < 0))
+
+
+def _positions(counts: np.ndarray) -> np.ndarray:
+    """For groups of the given sizes laid end to end, each element's place in its group."""
     starts = np.cumsum(counts) - counts
-    positions: np.ndarray = np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
-    return positions
+    result: np.ndarray = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(starts, counts)
+    return result
 
 
-def _segment_cumsum(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Cumulative sum restarting at every segment."""
+def _group_cumsum(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Cumulative sum restarting at every group (groups of the given sizes, none empty)."""
     running = np.cumsum(values)
     first = np.cumsum(counts) - counts
     result: np.ndarray = running - np.repeat(running[first] - values[first], counts)
     return result
 
 
-def _timestamps(us: np.ndarray) -> pa.Array:
-    return pa.array(us.astype("datetime64[us]"), pa.timestamp("us"))
+def _first_per_group(group: np.ndarray, mask: np.ndarray, n_groups: int) -> np.ndarray:
+    """Index of the first element with mask set in each group (group sorted); -1 if none."""
+    hits = np.flatnonzero(mask)
+    first = np.full(n_groups, -1, np.int64)
+    owners, at = np.unique(group[hits], return_index=True)
+    first[owners] = hits[at]
+    return first
 
 
-@dataclass(frozen=True)
-class _Users:
-    """A block's users as code arrays (indexes into each mix's keys)."""
+def _diurnal_warp(day_fraction: np.ndarray) -> np.ndarray:
+    """Map a uniform time of day onto the diurnal profile, keeping order."""
+    cdf = np.r_[0.0, np.cumsum(DIURNAL)] / DIURNAL.sum()
+    result: np.ndarray = np.interp(day_fraction, cdf, np.arange(25) / 24)
+    return result
 
+
+# --- users ------------------------------------------------------------------------------
+
+
+@dataclass
+class Users:
+    no: np.ndarray
     ids: pa.Array
     signup_us: np.ndarray
     country: np.ndarray
     device: np.ndarray
     segment: np.ndarray
-    table: pa.Table
+    campaign: np.ndarray  # campaign index, -1 for organic
+    quality: np.ndarray  # purchase-propensity multiplier
 
 
-def _users(params: WorldParams, rng: np.random.Generator, block: int) -> _Users:
-    first_user = block * params.users_per_block
-    n = min(params.users_per_block, params.users - first_user)
-    start_us = int((np.datetime64(params.start, "us") - EPOCH).astype(np.int64))
-    signup_us = start_us + (rng.random(n) * params.days * US_PER_DAY).astype(np.int64)
-    country, countries = _pick(rng, params.countries, n)
-    device, devices = _pick(rng, params.devices, n)
-    channel, channels = _pick(rng, params.channels, n)
-    segment, segments = _pick(rng, params.segments, n)
-    ids = _ids("u", np.arange(first_user, first_user + n, dtype=np.int64))
-    table = pa.table(
+def _users(params: WorldParams, world: World, rng: np.random.Generator, block: int) -> Users:
+    first = block * params.users_per_block
+    n = min(params.users_per_block, params.users - first)
+    no = np.arange(first, first + n, dtype=np.int64)
+
+    # Source: a campaign (in proportion to spend / CPA) or an organic channel.
+    cumulative = np.cumsum(world.campaign_p)
+    u = rng.random(n)
+    campaign = np.searchsorted(cumulative, u, side="right")
+    campaign = np.where(campaign < cumulative.size, campaign, -1).astype(np.int64)
+    paid = campaign >= 0
+
+    # Organic signups follow the trend and the week; campaign signups its flight dates.
+    days = np.arange(params.days)
+    weekday0 = params.start.weekday()
+    weights = (1 + params.signup_trend * days / max(params.days - 1, 1)) * np.array(
+        [params.weekday_factors[(weekday0 + d) % 7] for d in days]
+    )
+    day = np.searchsorted(np.cumsum(weights) / weights.sum(), rng.random(n), side="right")
+    tod = _diurnal_warp(rng.random(n))
+    organic_us = world.start_us + ((day + tod) * US_PER_DAY).astype(np.int64)
+    c = np.maximum(campaign, 0)
+    flight = (world.campaign_end_us[c] - world.campaign_start_us[c]) if c.size else c
+    paid_us = (
+        world.campaign_start_us[c] + (rng.random(n) * flight).astype(np.int64) if c.size else c
+    )
+    signup_us = np.where(paid, paid_us, organic_us)
+
+    country = _pick(rng, params.countries, n)
+    device = _pick(rng, params.devices, n)
+    segment = _pick(rng, params.segments, n)
+    quality = np.where(paid, world.campaign_quality[c] if c.size else 1.0, 1.0)
+    return Users(no, _ids("u", no), signup_us, country, device, segment, campaign, quality)
+
+
+def _users_table(
+    params: WorldParams, world: World, users: Users, rng: np.random.Generator
+) -> pa.Table:
+    organic = list(params.organic_channels)
+    organic_code = _pick(rng, params.organic_channels, users.no.size)
+    channels = organic + sorted(set(world.campaign_channel))
+    channel_code = np.array([channels.index(c) for c in world.campaign_channel] or [0], np.int32)
+    paid = users.campaign >= 0
+    channel = np.where(paid, channel_code[np.maximum(users.campaign, 0)], organic_code)
+    return pa.table(
         {
-            "user_id": ids,
-            "signup_ts": _timestamps(signup_us),
-            "country": _dictionary(country, countries),
-            "device": _dictionary(device, devices),
-            "acquisition_channel": _dictionary(channel, channels),
-            "campaign_id": pa.nulls(n, pa.string()),
-            "segment": _dictionary(segment, segments),
+            "user_id": users.ids,
+            "signup_ts": timestamps(users.signup_us),
+            "country": _dictionary(users.country, list(params.countries)),
+            "device": _dictionary(users.device, list(params.devices)),
+            "acquisition_channel": _dictionary(channel.astype(np.int32), channels),
+            "campaign_id": _take(pa.array(world.campaign_ids, pa.string()), users.campaign),
+            "segment": _dictionary(users.segment, list(params.segments)),
         }
     )
-    return _Users(ids, signup_us, country, device, segment, table)
+
+
+def _user_changes(
+    params: WorldParams, world: World, users: Users, rng: np.random.Generator
+) -> pa.Table:
+    """Segment moves (one or two) and rarer country moves; each row is the user's full
+    state after the change, so SCD Type 2 history can be rebuilt from it."""
+    n = users.no.size
+    n_seg = np.where(rng.random(n) < params.p_segment_change, 1 + (rng.random(n) < 0.3), 0)
+    n_cty = (rng.random(n) < params.p_country_change).astype(np.int64)
+    counts = 1 + n_seg + n_cty  # row 0 of each user is the signup state (dropped below)
+    owner = np.repeat(np.arange(n), counts)
+    place = _positions(counts)
+    initial = place == 0
+    is_country = ~initial & (place > n_seg[owner])
+    remaining = np.maximum(world.end_us - users.signup_us[owner], 1)
+    at = np.where(
+        initial,
+        users.signup_us[owner],
+        users.signup_us[owner] + (rng.random(owner.size) * remaining).astype(np.int64),
+    )
+    order = np.lexsort((at, ~initial, owner))
+    owner, at, initial, is_country = owner[order], at[order], initial[order], is_country[order]
+
+    # Each change moves one attribute away from its current value by a random shift.
+    n_segments, n_countries = len(params.segments), len(params.countries)
+    seg_shift = np.where(~initial & ~is_country, rng.integers(1, n_segments, owner.size), 0)
+    cty_shift = np.where(is_country, rng.integers(1, n_countries, owner.size), 0)
+    seg = (users.segment[owner] + _group_cumsum(seg_shift, counts)) % n_segments
+    cty = (users.country[owner] + _group_cumsum(cty_shift, counts)) % n_countries
+    keep = ~initial
+    return pa.table(
+        {
+            "user_id": users.ids.take(pa.array(owner[keep])),
+            "changed_at": timestamps(at[keep]),
+            "segment": _dictionary(seg[keep].astype(np.int32), list(params.segments)),
+            "country": _dictionary(cty[keep].astype(np.int32), list(params.countries)),
+        }
+    )
+
+
+# --- sessions and the funnel ------------------------------------------------------------
+
+
+@dataclass
+class Sessions:
+    owner: np.ndarray  # user index within the block, sorted, times ascending per user
+    start_us: np.ndarray
+    counts: np.ndarray  # events per step (sessions x 5)
+    reached: np.ndarray  # bool (sessions x 5)
+    treated: dict[str, np.ndarray]  # experiment id -> treated user flag
+    exposure: dict[str, np.ndarray]  # experiment id -> exposure session index per user (-1)
 
 
 def _sessions(
-    params: WorldParams, rng: np.random.Generator, users: _Users
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Session owners, start times and browsing counts. The first session is at signup;
-    returning users come back after exponential gaps around a per-user mean."""
-    n = users.signup_us.size
+    params: WorldParams, world: World, users: Users, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    n = users.no.size
     returner = rng.random(n) < params.p_return
     extra = np.minimum(rng.geometric(params.churn_per_session, n), params.max_sessions_per_user - 1)
     n_sessions = 1 + np.where(returner, extra, 0)
     gap_days = params.median_gap_days * np.exp(0.8 * rng.standard_normal(n))
-    browse_mean = params.mean_browse_events * rng.gamma(2.0, 0.5, n)
     owner = np.repeat(np.arange(n), n_sessions)
-    gaps = (rng.exponential(1.0, owner.size) * gap_days[owner] * US_PER_DAY).astype(np.int64)
-    gaps[_segment_positions(n_sessions) == 0] = 0
-    start_us = users.signup_us[owner] + _segment_cumsum(gaps, n_sessions)
-    end_us = int((np.datetime64(params.end, "us") - EPOCH).astype(np.int64))
-    keep = start_us < end_us
+    gaps = rng.exponential(1.0, owner.size) * gap_days[owner]
+    first = _positions(n_sessions) == 0
+    gaps[first] = 0.0
+    # Returning sessions start on a later day at a time of day that follows the profile.
+    offset_days = _group_cumsum(gaps, n_sessions)
+    signup_day = (users.signup_us[owner] - world.start_us) / US_PER_DAY
+    at_day = signup_day + offset_days
+    day = np.floor(at_day)
+    warped = day + _diurnal_warp(at_day - day)
+    start_us = np.where(
+        first, users.signup_us[owner], world.start_us + (warped * US_PER_DAY).astype(np.int64)
+    )
+    # The week: thin returning sessions on quieter weekdays.
+    weekday = (params.start.weekday() + day.astype(np.int64)) % 7
+    factors = np.array(params.weekday_factors)
+    keep = first | (rng.random(owner.size) < factors[weekday] / factors.max())
+    keep &= start_us < world.end_us
     owner, start_us = owner[keep], start_us[keep]
-    return owner, start_us, rng.poisson(browse_mean[owner])
+    order = np.lexsort((start_us, owner))  # the warp can reorder sessions within a day
+    return owner[order], start_us[order]
 
 
-def _funnel_depth(
+def _funnel(
     params: WorldParams,
-    rng: np.random.Generator,
-    users: _Users,
+    world: World,
+    users: Users,
     owner: np.ndarray,
-    browse: np.ndarray,
-) -> np.ndarray:
-    """How many funnel steps each session reaches (at least the first)."""
+    start_us: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[Sessions, dict[str, dict[str, np.ndarray]]]:
+    """Decide how far each session gets, step by step, with the experiments' effects.
+
+    Each transition uses one uniform number per session for both arms of an experiment
+    (common random numbers), so each exposed user's outcome under both arms is known:
+    the truth manifest reports the true effect, not just the planted parameter.
+    """
+    n_s, n_u = owner.size, users.no.size
     devices, countries = list(params.devices), list(params.countries)
     rates = np.array([params.step_rates[d] for d in devices])[users.device[owner]]
-    boost = np.minimum(1.0 + params.browse_lift_per_event * browse, params.browse_lift_cap)
+    engagement_mean = params.mean_step1_events * rng.gamma(2.0, 0.5, n_u)
+    n_step1 = np.maximum(1, rng.poisson(engagement_mean[owner]))
+    boost = np.minimum(1.0 + params.engagement_lift_per_event * n_step1, params.engagement_lift_cap)
     country_factor = np.array([params.country_conversion.get(c, 1.0) for c in countries])
-    rates[:, 2:] *= (country_factor[users.country[owner]] * boost)[:, None]
-    passed = rng.random((owner.size, rates.shape[1] - 1)) < np.minimum(rates[:, 1:], 0.98)
-    depth: np.ndarray = 1 + np.cumprod(passed, axis=1).sum(axis=1)
-    return depth
+    rates[:, 2:] *= (country_factor[users.country[owner]] * boost * users.quality[owner])[:, None]
+    uniforms = rng.random((n_s, N_STEPS))
+
+    specs = params.experiments
+    treated = {
+        e.experiment_id: _variant(users.no, e_index, e.weights) == 1
+        for e_index, e in enumerate(specs)
+    }
+    exposure: dict[str, np.ndarray] = {}
+    outcomes: dict[str, dict[str, np.ndarray]] = {}
+    reached = np.zeros((n_s, N_STEPS), bool)
+    reached[:, 0] = True
+    for k in range(1, N_STEPS):
+        p = np.minimum(rates[:, k], 0.98)
+        lifted = [e for e in specs if e.lifted_step == k]
+        multiplier = np.ones(n_s)
+        for e in lifted:
+            exposed_from = exposure[e.experiment_id]
+            on = (
+                treated[e.experiment_id][owner]
+                & (exposed_from[owner] >= 0)
+                & (np.arange(n_s) >= exposed_from[owner])
+            )
+            multiplier = np.where(on, multiplier * (1 + e.relative_lift), multiplier)
+            control = reached[:, k - 1] & (uniforms[:, k] < p)
+            treat = reached[:, k - 1] & (
+                uniforms[:, k] < np.minimum(p * (1 + e.relative_lift), 0.99)
+            )
+            after = (exposed_from[owner] >= 0) & (np.arange(n_s) >= exposed_from[owner])
+            outcomes[e.experiment_id] = {
+                "control": np.where(after, control, False),
+                "treatment": np.where(after, treat, False),
+            }
+        reached[:, k] = reached[:, k - 1] & (uniforms[:, k] < np.minimum(p * multiplier, 0.99))
+        for e in specs:
+            if e.exposure_step == k:
+                window_start = world.start_us + e.start_day * US_PER_DAY
+                window_end = window_start + e.duration_days * US_PER_DAY
+                in_window = (start_us >= window_start) & (start_us < window_end)
+                exposure[e.experiment_id] = _first_per_group(owner, reached[:, k] & in_window, n_u)
+
+    counts = reached.astype(np.int64)
+    counts[:, 1] *= n_step1
+    if params.scenario == "ecommerce":
+        counts[:, 2] *= np.minimum(1 + rng.poisson(params.mean_extra_items, n_s), n_step1)
+    else:
+        counts[:, 2] *= 1 + rng.poisson(params.mean_extra_items, n_s)
+    counts[:, 3] += reached[:, 3] & (rng.random(n_s) < params.p_repeat_step)
+    return Sessions(owner, start_us, counts, reached, treated, exposure), outcomes
 
 
-def generate_block(params: WorldParams, block: int) -> Block:
-    """Simulate the users of one block and everything they do."""
-    rng = block_rng(params, block)
-    users = _users(params, rng, block)
-    owner, s_ts, browse = _sessions(params, rng, users)
-    depth = _funnel_depth(params, rng, users, owner, browse)
-    n_s = owner.size
+def _variant(user_no: np.ndarray, salt: int, weights: dict[str, float]) -> np.ndarray:
+    """Variant index per user from a hash of (user, experiment); 1 is the first non-control."""
+    cumulative = np.cumsum(list(weights.values()))
+    codes: np.ndarray = np.searchsorted(
+        cumulative / cumulative[-1], variant_hash(user_no, salt + 1), side="right"
+    )
+    return codes
 
-    # Funnel steps reached, a gap apart; then browsing views spread over the session.
-    e_session = np.repeat(np.arange(n_s), depth)
-    e_step = _segment_positions(depth)
-    step_gap = rng.exponential(params.mean_step_gap_seconds * US_PER_SECOND, e_session.size)
-    step_gap[e_step == 0] = 0
-    e_ts = s_ts[e_session] + _segment_cumsum(step_gap.astype(np.int64), depth)
-    span = np.maximum(e_ts[np.cumsum(depth) - 1] - s_ts, 60 * US_PER_SECOND)
-    b_session = np.repeat(np.arange(n_s), browse)
-    b_ts = s_ts[b_session] + (rng.random(b_session.size) * span[b_session]).astype(np.int64)
-    b_ts = np.maximum(b_ts, s_ts[b_session] + 1)  # browsing follows the landing event
 
-    steps = params.funnel_steps
-    browse_event = BROWSE_EVENT[params.scenario]
-    vocabulary = list(dict.fromkeys([*steps, browse_event]))  # a dictionary holds no repeats
-    session = np.concatenate([e_session, b_session])
-    ts = np.concatenate([e_ts, b_ts])
-    b_type = np.full(b_session.size, vocabulary.index(browse_event))
-    etype = np.concatenate([e_step, b_type]).astype(np.int32)
-    # Time order; ties broken by funnel step, then by source, for a stable total order.
-    source = np.concatenate([np.zeros(e_session.size, np.int8), np.ones(b_session.size, np.int8)])
-    order = np.lexsort((source, etype, ts))
-    session, ts, etype = session[order], ts[order], etype[order]
-    user = owner[session]
+# --- events -----------------------------------------------------------------------------
 
-    # Purchase amounts: heavy-tailed, by segment.
-    median, sigma = np.array([params.order_value[s] for s in params.segments]).T
-    seg = users.segment[user]
-    value = median[seg] * np.exp(sigma[seg] * rng.standard_normal(ts.size))
-    amount = np.where(etype == len(steps) - 1, np.round(value, 2), np.nan)
 
-    n_e = ts.size
-    events = pa.table(
+@dataclass
+class Events:
+    session: np.ndarray
+    step: np.ndarray  # 0..4, or 5 for the extra landing-type events
+    ts: np.ndarray
+    product: np.ndarray  # product index or -1
+    place: np.ndarray  # position among the session's events of the same step
+
+
+def _events(
+    params: WorldParams, world: World, users: Users, s: Sessions, rng: np.random.Generator
+) -> Events:
+    """Every event of every session: the funnel steps reached, a gap apart, plus extra
+    landing-type events (step code 5) at random moments within the session."""
+    n_s = s.owner.size
+    n_extra = rng.poisson(params.mean_extra_step0_events, n_s)
+    counts = np.column_stack([s.counts, n_extra])  # sessions x 6, laid out row-major
+    width = counts.shape[1]
+    flat = counts.ravel()
+    row = np.repeat(np.arange(flat.size, dtype=np.int64), flat)
+    session, step = row // width, (row % width).astype(np.int8)
+    place = _positions(flat)
+    extra = step == N_STEPS
+
+    # Funnel events advance the clock; extra events do not (they are placed afterwards).
+    gaps = rng.exponential(params.mean_step_gap_seconds * US_PER_SECOND, session.size)
+    gaps[extra] = 0.0
+    per_session = counts.sum(axis=1)
+    gaps[_positions(per_session) == 0] = 0.0
+    ts = s.start_us[session] + _group_cumsum(gaps.astype(np.int64), per_session)
+    span = np.maximum(ts[np.cumsum(per_session) - 1] - s.start_us, 60 * US_PER_SECOND)
+    ts[extra] += 1 + (rng.random(int(extra.sum())) * span[session[extra]]).astype(np.int64)
+
+    # Products: each step-1 event views one (by the segment's taste); step-2 events put
+    # the session's first viewed products in the cart.
+    product = np.full(session.size, -1, np.int64)
+    if params.scenario == "ecommerce":
+        views = np.flatnonzero(step == 1)
+        segment = users.segment[s.owner[session[views]]]
+        draws = rng.random(views.size)
+        for code, name in enumerate(params.segments):
+            mine = segment == code
+            product[views[mine]] = np.searchsorted(
+                world.popularity_cdf[name], draws[mine], side="right"
+            )
+        product = np.minimum(product, len(world.product_ids) - 1)
+        group_start = np.cumsum(flat) - flat
+        carts = np.flatnonzero(step == 2)
+        first_view = group_start[session[carts] * width + 1]
+        product[carts] = product[first_view + place[carts]]
+
+    # Clock noise: a few events arrive with a clock up to 90 s behind.
+    skewed = rng.integers(0, ts.size, rng.binomial(ts.size, params.p_out_of_order))
+    ts[skewed] -= (rng.random(skewed.size) * 90 * US_PER_SECOND).astype(np.int64)
+
+    order = _sort_events(ts - world.start_us, s.owner[session])
+    return Events(session[order], step[order], ts[order], product[order], place[order])
+
+
+def _sort_events(offset_us: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Order events by day, then user, then time: the date partitions come out as
+    contiguous slices, each in user and time order (which compresses well). One stable
+    sort on a packed key where it fits in 63 bits; ties keep their generated order."""
+    day = offset_us // US_PER_DAY
+    within = offset_us - day * US_PER_DAY
+    day = day - day.min() if day.size else day
+    n_owner = int(owner.max()) + 1 if owner.size else 1
+    n_day = int(day.max()) + 1 if day.size else 1
+    if n_day * n_owner * US_PER_DAY < 2**62:
+        key = (day * n_owner + owner) * US_PER_DAY + within
+        order: np.ndarray = np.argsort(key, kind="stable")
+    else:
+        order = np.lexsort((within, owner, day))
+    return order
+
+
+# --- orders, subscriptions, assignments -------------------------------------------------
+
+
+def _orders(
+    params: WorldParams,
+    world: World,
+    users: Users,
+    s: Sessions,
+    ev: Events,
+    rng: np.random.Generator,
+    block: int,
+) -> tuple[pa.Table, pa.Table, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Orders and their items from purchase events: same user, time and amount.
+
+    Returns (orders, items, purchase event rows, their amounts, cart value per session,
+    units sold per product and day).
+    """
+    n_s = s.owner.size
+    carts = np.flatnonzero(ev.step == 2)
+    cart_session = ev.session[carts]
+    quantity = 1 + rng.poisson(params.mean_extra_quantity, carts.size)
+    unit_price = (
+        world.price_at(ev.product[carts], s.start_us[cart_session]) if carts.size else np.zeros(0)
+    )
+    line_value = quantity * unit_price
+    cart_value = np.bincount(cart_session, weights=line_value, minlength=n_s)
+
+    purchases = np.flatnonzero(ev.step == 4)
+    sales = np.zeros((len(world.product_ids), params.days), np.int64)
+    if params.scenario != "ecommerce":
+        empty = np.zeros(0, np.int64)
+        return _empty_orders(), _empty_items(), empty, np.zeros(0), cart_value, sales
+    p_session = ev.session[purchases]
+    order_no = np.full(n_s, -1, np.int64)
+    order_no[p_session] = np.arange(p_session.size)
+    amount = np.round(cart_value[p_session], 2)
+    status = _pick(
+        rng,
         {
-            "event_id": _ids(f"e{block}_", np.arange(n_e)),
-            "user_id": users.ids.take(pa.array(user)),
-            "session_id": _ids(f"s{block}_", session),
-            "event_type": _dictionary(etype, vocabulary),
-            "event_ts": _timestamps(ts),
-            "device": _dictionary(users.device[user], list(params.devices)),
-            "country": _dictionary(users.country[user], list(params.countries)),
-            "product_id": pa.nulls(n_e, pa.string()),
-            "amount": pa.array(amount, pa.float64(), from_pandas=True),
-            "properties": pa.nulls(n_e, pa.string()),
+            "completed": 1 - params.p_cancelled - params.p_refunded,
+            "cancelled": params.p_cancelled,
+            "refunded": params.p_refunded,
+        },
+        p_session.size,
+    )
+    order_ids = _ids(f"o{block}_", np.arange(p_session.size))
+    user = s.owner[p_session]
+    orders = pa.table(
+        {
+            "order_id": order_ids,
+            "user_id": _keyed(user, users.ids),
+            "order_ts": timestamps(ev.ts[purchases]),
+            "status": _dictionary(status, STATUSES),
+            "total_amount": amount,
+            "campaign_id": _take(pa.array(world.campaign_ids, pa.string()), users.campaign[user]),
         }
     )
-    return Block(block, users.table, events)
+    bought = order_no[cart_session] >= 0
+    item_order = order_no[cart_session[bought]]
+    items = pa.table(
+        {
+            "order_id": _keyed(item_order, order_ids),
+            "line_no": pa.array(ev.place[carts][bought] + 1, pa.int32()),
+            "product_id": pa.array(world.product_ids, pa.string()).take(
+                pa.array(ev.product[carts][bought])
+            ),
+            "quantity": pa.array(quantity[bought], pa.int32()),
+            "unit_price": unit_price[bought],
+        }
+    )
+    # Units sold per product and day, for inventory (cancelled orders never ship).
+    shipped = status[item_order] != STATUSES.index("cancelled")
+    day = (s.start_us[cart_session[bought]] - world.start_us) // US_PER_DAY
+    cell = ev.product[carts][bought] * params.days + np.clip(day, 0, params.days - 1)
+    sales += (
+        np.bincount(cell[shipped], weights=quantity[bought][shipped], minlength=sales.size)
+        .astype(np.int64)
+        .reshape(sales.shape)
+    )
+    return orders, items, purchases, amount, cart_value, sales
+
+
+def _empty_orders() -> pa.Table:
+    return pa.table(
+        {
+            "order_id": pa.array([], pa.string()),
+            "user_id": pa.array([], pa.string()),
+            "order_ts": pa.array([], pa.timestamp("us")),
+            "status": pa.array([], pa.string()),
+            "total_amount": pa.array([], pa.float64()),
+            "campaign_id": pa.array([], pa.string()),
+        }
+    )
+
+
+def _empty_items() -> pa.Table:
+    return pa.table(
+        {
+            "order_id": pa.array([], pa.string()),
+            "line_no": pa.array([], pa.int32()),
+            "product_id": pa.array([], pa.string()),
+            "quantity": pa.array([], pa.int32()),
+            "unit_price": pa.array([], pa.float64()),
+        }
+    )
+
+
+def _subscriptions(
+    params: WorldParams,
+    world: World,
+    users: Users,
+    s: Sessions,
+    ev: Events,
+    rng: np.random.Generator,
+    block: int,
+) -> pa.Table:
+    """Subscriptions from trigger events (purchase or upgrade): the k-th trigger moves a
+    user to plan k (then adds seats where plans are per seat); after the last one, a
+    chance of one downgrade and of cancelling, which ends the paid period."""
+    trig = np.flatnonzero(ev.step == params.subscription_trigger_step)
+    trig = trig[rng.random(trig.size) < params.p_subscribe_on_trigger]
+    user, at = s.owner[ev.session[trig]], ev.ts[trig]
+    annual = rng.random(users.no.size) < params.p_annual
+    n_plans = len(params.plans)
+    rank = _positions(np.bincount(user, minlength=users.no.size))
+    level = np.minimum(rank, n_plans - 1)
+    seats = 1 + np.maximum(rank - (n_plans - 1), 0) if params.seat_based else np.ones_like(rank)
+    keep = params.seat_based | (rank < n_plans)
+    user, at, level, seats = user[keep], at[keep], level[keep], seats[keep]
+
+    last = np.r_[user[1:] != user[:-1], True] if user.size else np.zeros(0, bool)
+    down = last & (level > 0) & (rng.random(user.size) < params.p_downgrade)
+    down_at = at + (rng.exponential(45.0, user.size) * US_PER_DAY).astype(np.int64)
+    down &= down_at < world.end_us
+    user = np.concatenate([user, user[down]])
+    at = np.concatenate([at, down_at[down]])
+    level = np.concatenate([level, level[down] - 1])
+    seats = np.concatenate([seats, seats[down]])
+    order = np.lexsort((at, user))
+    user, at, level, seats = user[order], at[order], level[order], seats[order]
+
+    n = user.size
+    last = np.r_[user[1:] != user[:-1], True] if n else np.zeros(0, bool)
+    period = np.where(annual[user], 365, 30) * US_PER_DAY
+    cancel_at = at + (rng.exponential(params.mean_days_to_cancel, n) * US_PER_DAY).astype(np.int64)
+    cancelled = last & (cancel_at < world.end_us)
+    periods = -(-(cancel_at - at) // period)
+    next_start = np.r_[at[1:], 0] if n else at
+    ended = np.where(last, at + periods * period, next_start)
+    monthly = np.array([p.monthly_price for p in params.plans])[level] * seats
+    amount = np.round(np.where(annual[user], monthly * 12 * 0.8, monthly), 2)
+    return pa.table(
+        {
+            "subscription_id": _ids(f"sub{block}_", np.arange(n)),
+            "user_id": users.ids.take(pa.array(user)),
+            "plan": _dictionary(level.astype(np.int32), [p.name for p in params.plans]),
+            "billing_period": _dictionary(annual[user].astype(np.int32), ["monthly", "annual"]),
+            "amount": amount,
+            "started_at": timestamps(at),
+            "cancelled_at": pa.array(
+                cancel_at.astype("datetime64[us]"), pa.timestamp("us"), mask=~cancelled
+            ),
+            "ended_at": pa.array(
+                ended.astype("datetime64[us]"), pa.timestamp("us"), mask=~(cancelled | ~last)
+            ),
+        }
+    )
+
+
+def _assignments(
+    params: WorldParams,
+    users: Users,
+    s: Sessions,
+    ev: Events,
+    outcomes: dict[str, dict[str, np.ndarray]],
+    cart_value: np.ndarray,
+) -> tuple[pa.Table, dict[str, dict[str, float]]]:
+    """Exposed users per experiment, and sums of both potential outcomes for the truth."""
+    n_u, n_s = users.no.size, s.owner.size
+    tables, sums = [], {}
+    for e_index, e in enumerate(params.experiments):
+        exposure_session = s.exposure[e.experiment_id]
+        exposed = np.flatnonzero(exposure_session >= 0)
+        mask = ev.step == e.exposure_step
+        first_ts = np.full(n_s, np.iinfo(np.int64).max)
+        np.minimum.at(first_ts, ev.session[mask], ev.ts[mask])
+        assigned_ts = first_ts[exposure_session[exposed]]
+        variant = _variant(users.no[exposed], e_index, e.weights)
+        lost = (variant == 1) & (variant_hash(users.no[exposed], 7919 + e_index) < e.srm_lost_share)
+        names = pa.array(list(e.weights), pa.string())
+        tables.append(
+            pa.table(
+                {
+                    "experiment_id": pa.array([e.experiment_id] * int((~lost).sum()), pa.string()),
+                    "user_id": users.ids.take(pa.array(exposed[~lost])),
+                    "variant": names.take(pa.array(variant[~lost])),
+                    "assigned_ts": timestamps(assigned_ts[~lost]),
+                }
+            )
+        )
+        # Potential outcomes per exposed user within the outcome window.
+        window_end = np.full(n_u, -1, np.int64)
+        window_end[exposed] = assigned_ts + e.outcome_window_days * US_PER_DAY
+        in_window = s.start_us < window_end[s.owner]
+        entry = {"n_exposed": float(exposed.size), "n_treated": float((variant == 1).sum())}
+        for arm in ("control", "treatment"):
+            hit = outcomes[e.experiment_id][arm] & in_window
+            converted = np.bincount(s.owner[hit], minlength=n_u) > 0
+            entry[f"converted_{arm}"] = float(converted[exposed].sum())
+            if e.lifted_step == N_STEPS - 1:
+                revenue = np.bincount(s.owner[hit], weights=cart_value[hit], minlength=n_u)
+                entry[f"revenue_{arm}"] = float(np.round(revenue[exposed], 2).sum())
+        sums[e.experiment_id] = entry
+    table = pa.concat_tables(tables) if tables else pa.table({})
+    return table, sums
+
+
+def _events_table(
+    params: WorldParams,
+    world: World,
+    users: Users,
+    s: Sessions,
+    ev: Events,
+    block: int,
+    purchases: np.ndarray,
+    amounts: np.ndarray,
+    orders: pa.Table,
+) -> pa.Table:
+    n = ev.ts.size
+    vocabulary = list(dict.fromkeys([*params.funnel_steps, EXTRA_STEP0_EVENT[params.scenario]]))
+    code = np.array(
+        [*range(N_STEPS), vocabulary.index(EXTRA_STEP0_EVENT[params.scenario])], np.int32
+    )
+    user = s.owner[ev.session]
+    amount = np.full(n, np.nan)
+    amount[purchases] = amounts
+    properties = pa.nulls(n, pa.string())
+    if purchases.size:
+        order_json = pc.binary_join_element_wise(
+            '{"order_id": "', orders.column("order_id"), '"}', ""
+        )
+        index = np.full(n, -1, np.int64)
+        index[purchases] = np.arange(purchases.size)
+        properties = _take(order_json, index)
+    products = pa.array(world.product_ids, pa.string())
+    return pa.table(
+        {
+            "event_id": _ids(f"e{block}_", np.arange(n)),
+            "user_id": _keyed(user, users.ids),
+            "session_id": _ids(f"s{block}_", ev.session),
+            "event_type": _dictionary(code[ev.step], vocabulary),
+            "event_ts": timestamps(ev.ts),
+            "device": _dictionary(users.device[user], list(params.devices)),
+            "country": _dictionary(users.country[user], list(params.countries)),
+            "product_id": _keyed(ev.product, products),
+            "amount": pa.array(amount, pa.float64(), from_pandas=True),
+            "properties": properties,
+        }
+    )
+
+
+def generate_block(params: WorldParams, world: World, block: int) -> Block:
+    """Simulate the users of one block and everything they do."""
+    rng = block_rng(params, block)
+    users = _users(params, world, rng, block)
+    users_table = _users_table(params, world, users, rng)
+    changes = _user_changes(params, world, users, rng)
+    owner, start_us = _sessions(params, world, users, rng)
+    sessions, outcomes = _funnel(params, world, users, owner, start_us, rng)
+    ev = _events(params, world, users, sessions, rng)
+    orders, items, purchases, amounts, cart_value, sales = _orders(
+        params, world, users, sessions, ev, rng, block
+    )
+    subscriptions = _subscriptions(params, world, users, sessions, ev, rng, block)
+    assignments, experiment_sums = _assignments(params, users, sessions, ev, outcomes, cart_value)
+    events = _events_table(params, world, users, sessions, ev, block, purchases, amounts, orders)
+    tables = {
+        "users": users_table,
+        "user_changes": changes,
+        "events": events,
+        "orders": orders,
+        "order_items": items,
+        "subscriptions": subscriptions,
+        "assignments": assignments,
+    }
+    event_day = (ev.ts - world.start_us) // US_PER_DAY
+    return Block(block, tables, event_day, sales, experiment_sums)
