@@ -126,18 +126,62 @@ def generate_cmd(
     out: Annotated[
         Path | None, typer.Option(help="Output folder. Default: [simulate] out, 'data'.")
     ] = None,
+    dirty: Annotated[
+        bool | None,
+        typer.Option(
+            "--dirty/--clean",
+            help="Plant the faults of real exports (duplicates, null keys, bad and future "
+            "timestamps, negative amounts, unknown products, late events), counted in "
+            "truth.json.",
+        ),
+    ] = None,
+    srm: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.5,
+            help="Plant a sample-ratio mismatch: lose this share of the first experiment's "
+            "treatment exposures (e.g. 0.05).",
+        ),
+    ] = 0.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes to generate with (default: one per core)."),
+    ] = None,
 ) -> None:
-    """Simulate a synthetic world and write its raw tables plus truth.json."""
+    """Simulate a synthetic world and write every raw table plus truth.json.
+
+    Events are Parquet (or CSV/JSON Lines) partitioned by date under OUT/events; the
+    same seed and parameters give byte-identical files whatever the number of workers.
+    """
+    from rich.progress import Progress
+
     from productlens.pipeline import world_params
     from productlens.simulate import generate
 
     project = _state(ctx).project()
-    params = world_params(project, scenario=scenario, users=users, days=days, seed=seed)
+    params = world_params(
+        project, srm=srm, scenario=scenario, users=users, days=days, seed=seed, dirty=dirty
+    )
     target = out or project.data_dir
-    result = generate(params, target, fmt=fmt or project.config.simulate.format)
-    for table, n in result.rows.items():
-        console.print(f"{table:<10} {n:>12,} rows  {target / table}")
-    console.print(f"truth      {target / 'truth.json'}")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("generate", total=params.n_blocks)
+        result = generate(
+            params,
+            target,
+            fmt=fmt or project.config.simulate.format,
+            workers=workers or project.config.simulate.workers,
+            on_block=lambda done, _total: progress.update(task, completed=done),
+        )
+    table = Table(
+        show_edge=False, title=f"{params.scenario} world in {target}", title_justify="left"
+    )
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in result.rows.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+    console.print(f"truth: {target / 'truth.json'}")
 
 
 @app.command()

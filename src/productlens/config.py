@@ -53,6 +53,8 @@ class SimulateConfig(Section):
     start_date: str = Field(default="2026-01-05", pattern=r"^\d{4}-\d{2}-\d{2}$")
     format: FileFormat = "parquet"
     out: Path = Path("data")
+    dirty: bool = False
+    workers: PositiveInt | None = None
 
 
 class MetricsConfig(Section):

@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from productlens.engines import LAYERS, Engine, open_engine
 from productlens.errors import ConfigError, ModelError
 from productlens.ingest import IngestResult, expand, ingest_paths
 from productlens.runlog import RunLog
-from productlens.simulate import GenerateResult, WorldParams, generate
+from productlens.simulate import GenerateResult, WorldParams, generate, preset
 
 if TYPE_CHECKING:
     from productlens.report import ReportResult
@@ -106,8 +106,18 @@ class Runner:
 
     def simulate(self, params: WorldParams, out: Path, fmt: str = "parquet") -> GenerateResult:
         with self._stage("simulate", params.n_blocks) as advance:
-            result = generate(params, out, fmt=fmt, on_block=lambda _d, _t: advance())
-            self._last_meta(rows=sum(result.rows.values()), detail=_rows_text(result.rows))
+            result = generate(
+                params,
+                out,
+                fmt=fmt,
+                workers=self.project.config.simulate.workers,
+                on_block=lambda _d, _t: advance(),
+            )
+            self._last_meta(
+                rows=sum(result.rows.values()),
+                detail=f"{result.rows['users']:,} users, {result.rows['events']:,} events, "
+                f"{len(result.rows)} tables",
+            )
         return result
 
     def ingest(self, paths: Sequence[Path | str], table: str | None = None) -> IngestResult:
@@ -282,7 +292,7 @@ def run_demo(project: Project, params: WorldParams, console: Console) -> RunSumm
         try:
             with runner.progress():
                 generated = runner.simulate(params, project.data_dir)
-                runner.ingest([project.data_dir / t for t in generated.files])
+                runner.ingest(list(generated.tables.values()))
                 runner.build()
                 runner.check()
                 runner.report()
@@ -293,15 +303,18 @@ def run_demo(project: Project, params: WorldParams, console: Console) -> RunSumm
     return summary
 
 
-def world_params(project: Project, **overrides: Any) -> WorldParams:
-    """World parameters from the project file, with command-line overrides."""
+def world_params(project: Project, *, srm: float = 0.0, **overrides: Any) -> WorldParams:
+    """World parameters: the scenario's defaults, then the project file, then the
+    command line; `srm` plants a sample-ratio mismatch in the first experiment."""
     sim = project.config.simulate
-    params = WorldParams(
-        scenario=sim.scenario,
-        users=sim.users,
-        days=sim.days,
-        seed=sim.seed,
-        start_date=sim.start_date,
-    )
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return replace(params, **given) if given else params
+    settings: dict[str, Any] = {
+        "scenario": sim.scenario,
+        "users": sim.users,
+        "days": sim.days,
+        "seed": sim.seed,
+        "start_date": sim.start_date,
+        "dirty": sim.dirty,
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    params = preset(settings.pop("scenario"), **settings)
+    return params.with_srm(srm) if srm else params

@@ -82,8 +82,9 @@ def expand(paths: Iterable[Path | str]) -> list[Path]:
 
 
 def infer_table(path: Path) -> str:
-    """`data/events/part-0.parquet` or `events.csv` -> `events`."""
-    for candidate in (path.parent.name, path.stem):
+    """`data/events/event_date=2026-01-05/part-0.parquet`, `data/users/part-0.parquet` or
+    `events.csv` -> the table; the nearest folder named after a table wins."""
+    for candidate in (*(p.name for p in path.parents), path.stem):
         if candidate in CONTRACTS:
             return candidate
     raise IngestError(

@@ -109,7 +109,8 @@ def _compact(table: pa.Table) -> pa.Table:
     """Shrink large dictionaries to the values a slice uses, so that each partition file
     carries its own small dictionary rather than the whole block's."""
     columns = []
-    for column in table.columns:
+    for original in table.columns:
+        column = original
         if pa.types.is_dictionary(column.type) and len(column.chunk(0).dictionary) > 256:
             chunk = column.combine_chunks()
             indices = chunk.indices.fill_null(0).to_numpy()
@@ -189,9 +190,10 @@ def generate(
 ) -> GenerateResult:
     """Simulate the world described by `params` into `out`.
 
-    Blocks run in `workers` processes; the files are the same whatever that number.
-    Files are written to a scratch folder and moved into place at the end, so an
-    interrupted run never leaves a mix of old and new files.
+    Blocks run in `workers` processes; the files are the same whatever that number. (As
+    with any multiprocessing code, a script calling this with workers > 1 needs the
+    `if __name__ == "__main__":` guard.) Files are written to a scratch folder and moved
+    into place at the end, so an interrupted run never leaves a mix of old and new files.
     """
     if fmt not in EXTENSIONS:
         raise SimulateError(f"unknown format {fmt!r}; choose one of {', '.join(EXTENSIONS)}")

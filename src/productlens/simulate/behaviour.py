@@ -257,9 +257,12 @@ def _sessions(
     at_day = signup_day + offset_days
     day = np.floor(at_day)
     warped = day + _diurnal_warp(at_day - day)
-    start_us = np.where(
-        first, users.signup_us[owner], world.start_us + (warped * US_PER_DAY).astype(np.int64)
+    # The warp can pull a same-day return before the signup: keep returns after it.
+    returning_us = np.maximum(
+        world.start_us + (warped * US_PER_DAY).astype(np.int64),
+        users.signup_us[owner] + 30 * 60 * US_PER_SECOND,
     )
+    start_us = np.where(first, users.signup_us[owner], returning_us)
     # The week: thin returning sessions on quieter weekdays.
     weekday = (params.start.weekday() + day.astype(np.int64)) % 7
     factors = np.array(params.weekday_factors)
@@ -288,10 +291,13 @@ def _funnel(
     devices, countries = list(params.devices), list(params.countries)
     rates = np.array([params.step_rates[d] for d in devices])[users.device[owner]]
     engagement_mean = params.mean_step1_events * rng.gamma(2.0, 0.5, n_u)
+    sigma = params.propensity_sigma
+    propensity = np.exp(sigma * rng.standard_normal(n_u) - sigma**2 / 2)  # mean 1
     n_step1 = np.maximum(1, rng.poisson(engagement_mean[owner]))
     boost = np.minimum(1.0 + params.engagement_lift_per_event * n_step1, params.engagement_lift_cap)
     country_factor = np.array([params.country_conversion.get(c, 1.0) for c in countries])
-    rates[:, 2:] *= (country_factor[users.country[owner]] * boost * users.quality[owner])[:, None]
+    user_factor = country_factor[users.country] * users.quality * propensity
+    rates[:, 2:] *= (user_factor[owner] * boost)[:, None]
     uniforms = rng.random((n_s, N_STEPS))
 
     specs = params.experiments

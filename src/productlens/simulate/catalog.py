@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +41,8 @@ CAMPAIGN_CHANNELS: dict[str, tuple[float, float]] = {
 }
 
 
-def to_us(moment: np.datetime64 | object) -> int:
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch of a naive UTC datetime."""
     return int((np.datetime64(moment, "us") - EPOCH).astype(np.int64))
 
 

@@ -89,8 +89,8 @@ class WorldParams:
     # Funnel: probability of each step given the one before it, by device (step 0 is 1).
     step_rates: dict[str, tuple[float, ...]] = field(
         default_factory=lambda: {
-            "web": (1.0, 0.85, 0.16, 0.50, 0.70),
-            "mobile": (1.0, 0.78, 0.11, 0.42, 0.60),
+            "web": (1.0, 0.85, 0.16, 0.38, 0.60),
+            "mobile": (1.0, 0.78, 0.11, 0.32, 0.50),
         }
     )
     # Multiplies the rates of steps 2 and later by country.
@@ -102,6 +102,9 @@ class WorldParams:
     mean_step1_events: float = 6.0
     engagement_lift_per_event: float = 0.03
     engagement_lift_cap: float = 1.6
+    # Users differ in intent: a per-user log-normal factor on steps 2 and later, which
+    # persists across sessions (what makes a pre-period covariate useful for CUPED).
+    propensity_sigma: float = 0.6
     mean_extra_step0_events: float = 6.0  # extra landing-type events in a session
     p_repeat_step: float = 0.1  # a reached step 3 event is repeated
     p_out_of_order: float = 0.005  # an event's clock runs up to 90 s behind
@@ -180,8 +183,8 @@ PLANS: dict[str, tuple[Plan, ...]] = {
 
 def default_experiments(params: WorldParams) -> tuple[ExperimentSpec, ...]:
     """Two tests per scenario: one with a real effect, one with a tiny or no effect.
-    They start a third of the way in, so every exposed user can have a pre-period."""
-    start = max(1, params.days // 3)
+    They start halfway through, so many exposed users have a pre-period (for CUPED)."""
+    start = max(1, params.days // 2)
     duration = max(1, params.days - start)
     if params.scenario == "saas":
         return (
