@@ -14,12 +14,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from productlens.errors import ConfigError
+from productlens.vocabulary import DEFAULT_FUNNELS, ECOMMERCE_FUNNEL, SAAS_FUNNEL
+
+__all__ = ["DEFAULT_FUNNELS", "ECOMMERCE_FUNNEL", "SAAS_FUNNEL", "ProjectConfig", "load_project"]
 
 PROJECT_FILE = "productlens.toml"
 
-ECOMMERCE_FUNNEL = ("page_view", "product_view", "add_to_cart", "checkout_start", "purchase")
-SAAS_FUNNEL = ("login", "create_project", "export", "invite", "upgrade")
-DEFAULT_FUNNELS: dict[str, tuple[str, ...]] = {"ecommerce": ECOMMERCE_FUNNEL, "saas": SAAS_FUNNEL}
 
 Scenario = Literal["ecommerce", "saas"]
 FileFormat = Literal["parquet", "csv", "jsonl"]

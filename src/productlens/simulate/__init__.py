@@ -12,14 +12,14 @@ import json
 import multiprocessing
 import os
 import shutil
-from collections import Counter
+import threading
+from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -99,6 +99,8 @@ def write_table(table: pa.Table, path: Path, fmt: str, statistics: list[str] | N
     elif fmt == "csv":
         pacsv.write_csv(_plain(table), path)
     else:
+        import duckdb  # noqa: PLC0415 - JSON Lines only; keeps worker start-up light
+
         con = duckdb.connect()
         con.register("rows", _plain(table))
         con.execute(f"COPY rows TO '{path}' (FORMAT json)")
@@ -130,8 +132,10 @@ def _compact(table: pa.Table) -> pa.Table:
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(params: WorldParams, world: World, scratch: Path, fmt: str) -> None:
-    _STATE.update(params=params, world=world, scratch=scratch, fmt=fmt)
+def _init_worker(params: WorldParams, world: World | None, scratch: Path, fmt: str) -> None:
+    """Set a process's state; a helper rebuilds the world itself (deterministic and
+    quick), so nothing large crosses the pipe while it starts."""
+    _STATE.update(params=params, world=world or build_world(params), scratch=scratch, fmt=fmt)
 
 
 def _run_block(block: int) -> _BlockSummary:
@@ -176,6 +180,80 @@ def _run_block(block: int) -> _BlockSummary:
     )
 
 
+def _run_blocks(
+    params: WorldParams,
+    world: World,
+    scratch: Path,
+    fmt: str,
+    workers: int,
+    on_block: Callable[[int, int], None] | None,
+) -> list[_BlockSummary]:
+    """Run every block; return their summaries in block order.
+
+    This process works too: `workers - 1` helper processes take blocks from the front of
+    the queue while this one takes them from the back, so the helpers' start-up costs
+    nothing and no core idles.
+    """
+    _init_worker(params, world, scratch, fmt)
+    pending = deque(range(params.n_blocks))
+    done: dict[int, _BlockSummary] = {}
+
+    def finished(block: int, summary: _BlockSummary) -> None:
+        done[block] = summary
+        if on_block:
+            on_block(len(done), params.n_blocks)
+
+    if workers <= 1:
+        while pending:
+            block = pending.popleft()
+            finished(block, _run_block(block))
+        return [done[b] for b in range(params.n_blocks)]
+
+    # Spawned helpers import in parallel while this process already works (a fork server
+    # would block here until its imports finish; a plain fork would copy this possibly
+    # multi-threaded process). Each helper gets its next block as soon as it finishes one.
+    context = multiprocessing.get_context("spawn")
+    lock = threading.Lock()
+    futures: dict[int, Future[_BlockSummary]] = {}
+    with ProcessPoolExecutor(
+        workers - 1,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(params, None, scratch, fmt),
+    ) as pool:
+
+        def feed(previous: Future[_BlockSummary] | None = None) -> None:
+            with lock:
+                if previous is not None and previous.exception() is None:
+                    finished(owner[previous], previous.result())
+                if not pending:
+                    return
+                block = pending.popleft()
+                futures[block] = pool.submit(_run_block, block)
+                owner[futures[block]] = block
+            futures[block].add_done_callback(feed)
+
+        owner: dict[Future[_BlockSummary], int] = {}
+        try:
+            for _ in range(workers - 1):
+                feed()
+            while True:
+                with lock:
+                    if not pending:
+                        break
+                    block = pending.pop()
+                summary = _run_block(block)
+                with lock:
+                    finished(block, summary)
+            for future in list(futures.values()):
+                future.result()  # re-raises a helper's error here
+        except BaseException:
+            with lock:
+                pending.clear()  # stop feeding helpers; let the pool wind down
+            raise
+    return [done[b] for b in range(params.n_blocks)]
+
+
 def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -204,29 +282,7 @@ def generate(
     world = build_world(params)
     workers = min(workers or default_workers(), params.n_blocks)
 
-    summaries: list[_BlockSummary] = []
-    blocks = range(params.n_blocks)
-    if workers <= 1:
-        _init_worker(params, world, scratch, fmt)
-        for block in blocks:
-            summaries.append(_run_block(block))
-            if on_block:
-                on_block(block + 1, params.n_blocks)
-    else:
-        # A fork server with the heavy modules preloaded starts workers in milliseconds,
-        # without forking this (possibly multi-threaded) process itself.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["productlens.simulate"])
-        with ProcessPoolExecutor(
-            workers,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(params, world, scratch, fmt),
-        ) as pool:
-            for summary in pool.map(_run_block, blocks):
-                summaries.append(summary)
-                if on_block:
-                    on_block(len(summaries), params.n_blocks)
+    summaries = _run_blocks(params, world, scratch, fmt, workers, on_block)
 
     rows: Counter[str] = Counter()
     event_types: Counter[str] = Counter()

@@ -55,20 +55,28 @@ def _dictionary(codes: np.ndarray, keys: list[str]) -> pa.Array:
 
 
 HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+# Two hex characters as one little-endian 16-bit word (the first character in the low
+# byte), explicitly little-endian so the bytes are the same on every machine.
+HEX_PAIRS = (
+    HEX_DIGITS[np.arange(256) >> 4].astype("<u2")
+    | (HEX_DIGITS[np.arange(256) & 15].astype("<u2") << 8)
+).astype("<u2")
 
 
 def _ids(prefix: str, numbers: np.ndarray) -> pa.Array:
     """`prefix` + the number in hexadecimal, zero-padded to one width, built directly as
-    Arrow buffers with shifts and masks (several times faster than formatting strings)."""
+    Arrow buffers two digits at a time (several times faster than formatting strings)."""
     n = numbers.size
     head = np.frombuffer(prefix.encode(), np.uint8)
-    digits = max(1, (int(numbers.max()).bit_length() + 3) // 4) if n else 1
-    width = head.size + digits
+    n_pairs = max(1, (int(numbers.max()).bit_length() + 7) // 8) if n else 1
+    pairs = np.empty((n, n_pairs), "<u2")
+    value = numbers.astype(np.uint64)
+    for i in range(n_pairs):
+        pairs[:, n_pairs - 1 - i] = HEX_PAIRS[(value >> np.uint64(8 * i)) & np.uint64(255)]
+    width = head.size + 2 * n_pairs
     buf = np.empty((n, width), np.uint8)
     buf[:, : head.size] = head
-    value = numbers.astype(np.uint64)
-    for i in range(digits):
-        buf[:, width - 1 - i] = HEX_DIGITS[(value >> np.uint64(4 * i)) & np.uint64(15)]
+    buf[:, head.size :] = pairs.view(np.uint8)
     offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
 
@@ -415,24 +423,17 @@ def _events(
     skewed = rng.integers(0, ts.size, rng.binomial(ts.size, params.p_out_of_order))
     ts[skewed] -= (rng.random(skewed.size) * 90 * US_PER_SECOND).astype(np.int64)
 
-    order = _sort_events(ts - world.start_us, s.owner[session])
+    order = _sort_events(ts - world.start_us)
     return Events(session[order], step[order], ts[order], product[order], place[order])
 
 
-def _sort_events(offset_us: np.ndarray, owner: np.ndarray) -> np.ndarray:
-    """Order events by day, then user, then time: the date partitions come out as
-    contiguous slices, each in user and time order (which compresses well). One stable
-    sort on a packed key where it fits in 63 bits; ties keep their generated order."""
+def _sort_events(offset_us: np.ndarray) -> np.ndarray:
+    """Group events by day, keeping their generated order (user, session, step) within a
+    day: a stable radix sort on the day number, O(n). Date partitions come out as
+    contiguous slices; rows inside a file are by user and session, not strictly by time."""
     day = offset_us // US_PER_DAY
-    within = offset_us - day * US_PER_DAY
-    day = day - day.min() if day.size else day
-    n_owner = int(owner.max()) + 1 if owner.size else 1
-    n_day = int(day.max()) + 1 if day.size else 1
-    if n_day * n_owner * US_PER_DAY < 2**62:
-        key = (day * n_owner + owner) * US_PER_DAY + within
-        order: np.ndarray = np.argsort(key, kind="stable")
-    else:
-        order = np.lexsort((within, owner, day))
+    small = (day - day.min()).astype(np.int16) if day.size else day.astype(np.int16)
+    order: np.ndarray = np.argsort(small, kind="stable")
     return order
 
 
@@ -558,6 +559,8 @@ def _subscriptions(
     trig = np.flatnonzero(ev.step == params.subscription_trigger_step)
     trig = trig[rng.random(trig.size) < params.p_subscribe_on_trigger]
     user, at = s.owner[ev.session[trig]], ev.ts[trig]
+    by_user = np.lexsort((at, user))  # events are grouped by day; rank triggers per user
+    user, at = user[by_user], at[by_user]
     annual = rng.random(users.no.size) < params.p_annual
     n_plans = len(params.plans)
     rank = _positions(np.bincount(user, minlength=users.no.size))

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from productlens.config import DEFAULT_FUNNELS
+from productlens.vocabulary import DEFAULT_FUNNELS
 
 
 def _mix(**weights: float) -> dict[str, float]:

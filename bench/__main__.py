@@ -1,0 +1,80 @@
+"""`python -m bench [generate] [--sizes 1M,10M,100M]`: run benchmarks, print tables, and
+write the figures to bench/results/<name>.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import generation
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_EVENTS_PER_SECOND = 2_000_000
+TARGET_PEAK_RSS = 1.5 * 2**30
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper()
+    scale = {"K": 10**3, "M": 10**6, "G": 10**9}.get(text[-1], 1)
+    return int(float(text.rstrip("KMG")) * scale)
+
+
+def bench_generation(sizes: list[int], console: Console) -> list[dict[str, object]]:
+    table = Table(title="generation: events per second and peak memory (process tree)")
+    for column in ("events", "tool", "seconds", "events/s", "peak RSS", "vs plain NumPy", "target"):
+        table.add_column(column, justify="right" if column != "tool" else "left")
+    rows: list[dict[str, object]] = []
+    for size in sizes:
+        ours = generation.measure("productlens", size)
+        plain = generation.measure("plain-numpy", size) if size <= 10**7 else None
+        rate = ours["events"] / ours["seconds"]
+        meets = rate >= TARGET_EVENTS_PER_SECOND and ours["peak_rss"] <= TARGET_PEAK_RSS
+        ratio = f"{rate / (plain['events'] / plain['seconds']):.2f}x" if plain else "-"
+        table.add_row(
+            f"{ours['events']:,.0f}",
+            "productlens",
+            f"{ours['seconds']:.2f}",
+            f"{rate / 1e6:.2f}M",
+            f"{ours['peak_rss'] / 2**30:.2f} GiB",
+            ratio,
+            "met" if meets else "missed",
+        )
+        if plain:
+            table.add_row(
+                f"{plain['events']:,.0f}",
+                "plain NumPy (1 process)",
+                f"{plain['seconds']:.2f}",
+                f"{plain['events'] / plain['seconds'] / 1e6:.2f}M",
+                f"{plain['peak_rss'] / 2**30:.2f} GiB",
+                "1.00x",
+                "",
+            )
+        rows.append({"size": size, "productlens": ours, "plain_numpy": plain})
+        console.print(f"done: {size:,} events")
+    console.print(table)
+    console.print(
+        f"targets: at least {TARGET_EVENTS_PER_SECOND / 1e6:.0f}M events/s at 10M events, "
+        f"peak RSS under {TARGET_PEAK_RSS / 2**30:.1f} GiB at 100M"
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("which", nargs="?", default="generate", choices=["generate"])
+    parser.add_argument("--sizes", default="1M,10M,100M", help="comma-separated event counts")
+    args = parser.parse_args()
+    console = Console()
+    rows = bench_generation([parse_size(s) for s in args.sizes.split(",")], console)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (RESULTS / f"generation-{stamp}.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Generation speed and memory: productlens's simulator against a plain NumPy funnel
+generator writing zstd Parquet (the reference in PERFORMANCE.md: about 0.8M events/s).
+
+Each size runs in a fresh process so that peak memory is that run's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.procmem import PeakMemory
+
+EVENTS_PER_USER = 137.0  # the default world's events per user (10k users -> ~1.37M)
+
+
+def plain_numpy_baseline(n_events: int, out: Path, chunk: int = 5_000_000) -> None:
+    """A straightforward funnel generator: random users, types, times and amounts."""
+    rng = np.random.default_rng(0)
+    types = pa.array(["page_view", "product_view", "add_to_cart", "checkout_start", "purchase"])
+    written = 0
+    part = 0
+    while written < n_events:
+        n = min(chunk, n_events - written)
+        kind = rng.choice(5, n, p=[0.45, 0.35, 0.1, 0.06, 0.04])
+        table = pa.table(
+            {
+                "event_id": np.arange(written, written + n),
+                "user_id": rng.integers(0, max(n_events // 137, 1), n),
+                "event_type": pa.DictionaryArray.from_arrays(pa.array(kind, pa.int32()), types),
+                "ts": pa.array(
+                    (np.datetime64("2026-01-05") + rng.integers(0, 90 * 86400 * 10**6, n).astype(
+                        "timedelta64[us]"
+                    )),
+                    pa.timestamp("us"),
+                ),
+                "device": np.where(rng.random(n) < 0.55, "web", "mobile"),
+                "amount": np.where(kind == 4, np.round(rng.lognormal(4, 0.8, n), 2), np.nan),
+            }
+        )
+        pq.write_table(table, out / f"part-{part:04d}.parquet", compression="zstd")
+        written += n
+        part += 1
+
+
+def run_one(kind: str, n_events: int, out: Path) -> dict[str, float]:
+    """Run one generation in this process; return events, seconds, peak RSS."""
+    from productlens.simulate import generate, preset
+
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        if kind == "productlens":
+            users = max(1, round(n_events / EVENTS_PER_USER))
+            result = generate(preset(users=users), out)
+            events = result.rows["events"]
+        else:
+            plain_numpy_baseline(n_events, out)
+            events = n_events
+        seconds = time.perf_counter() - started
+    return {"events": events, "seconds": seconds, "peak_rss": memory.peak}
+
+
+def measure(kind: str, n_events: int) -> dict[str, float]:
+    """Run `run_one` in a fresh interpreter and read back its figures."""
+    scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
+    try:
+        code = (
+            "import json, sys; from pathlib import Path; from bench.generation import run_one; "
+            f"print(json.dumps(run_one({kind!r}, {n_events}, Path({str(scratch)!r}))))"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
