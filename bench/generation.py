@@ -38,9 +38,10 @@ def plain_numpy_baseline(n_events: int, out: Path, chunk: int = 5_000_000) -> No
                 "user_id": rng.integers(0, max(n_events // 137, 1), n),
                 "event_type": pa.DictionaryArray.from_arrays(pa.array(kind, pa.int32()), types),
                 "ts": pa.array(
-                    (np.datetime64("2026-01-05") + rng.integers(0, 90 * 86400 * 10**6, n).astype(
-                        "timedelta64[us]"
-                    )),
+                    (
+                        np.datetime64("2026-01-05")
+                        + rng.integers(0, 90 * 86400 * 10**6, n).astype("timedelta64[us]")
+                    ),
                     pa.timestamp("us"),
                 ),
                 "device": np.where(rng.random(n) < 0.55, "web", "mobile"),
