@@ -187,15 +187,126 @@ def generate_cmd(
 @app.command()
 def ingest(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Files, folders or globs to load.")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files, folders or globs to load.")
+    ] = None,
     table: Annotated[
         str | None,
         typer.Option(help="Target raw table (default: inferred from the folder or file name)."),
     ] = None,
+    maps: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Map a source column onto a contract column, SOURCE=TARGET (repeatable); "
+            "adds to [ingest.tables.TABLE].columns in productlens.toml.",
+        ),
+    ] = None,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="Re-try the quarantined rows with the current mapping and settings; rows "
+            "that now pass are loaded and leave the quarantine.",
+        ),
+    ] = False,
 ) -> None:
-    """Load Parquet, CSV or JSON Lines files into the raw layer; a file loaded before is skipped."""
+    """Load Parquet, CSV or JSON Lines files into the raw layer, validated in SQL.
+
+    Rows that break the contract go to the quarantine with their reasons; a file loaded
+    before is skipped; each table's batch is all or nothing.
+    """
+    from productlens.errors import IngestError
+    from productlens.ingest import parse_mappings
+
+    mapping = parse_mappings(maps or [])
+    if not paths and not replay:
+        raise IngestError("name files or folders to load, or pass --replay")
     with _runner(ctx) as runner:
-        runner.ingest(paths, table=table)
+        if paths:
+            runner.ingest(paths, table=table, mapping=mapping)
+        if replay:
+            runner.replay(table=table, mapping=mapping)
+
+
+@app.command()
+def quarantine(
+    ctx: typer.Context,
+    reason: Annotated[str | None, typer.Option(help="Only rows held for this reason.")] = None,
+    table: Annotated[str | None, typer.Option(help="Only rows for this raw table.")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="Sample rows to show.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show what ingestion held back and why: counts by table and reason, and sample rows."""
+    from productlens.engines import open_engine
+    from productlens.ingest.contracts import REASONS
+
+    project = _state(ctx).project()
+    engine = open_engine(project, read_only=True)
+    try:
+        if not engine.table_exists("raw.quarantine"):
+            counts, sample = [], []
+        else:
+            where = ["released_at IS NULL"]
+            params: list[object] = []
+            if reason:
+                where.append("list_contains(reasons, ?)")
+                params.append(reason)
+            if table:
+                where.append("target_table = ?")
+                params.append(table)
+            clause = " AND ".join(where)
+            counts = engine.fetch_all(
+                "SELECT target_table, r AS reason, count(*) FROM (SELECT target_table, "
+                f"unnest(reasons) AS r FROM raw.quarantine WHERE {clause}) GROUP BY ALL "
+                "ORDER BY 1, 3 DESC",
+                params,
+            )
+            if reason:
+                counts = [c for c in counts if c[1] == reason]
+            sample = engine.fetch_all(
+                "SELECT target_table, source_file, row_number, array_to_string(reasons, ', '), "
+                f"raw_values FROM raw.quarantine WHERE {clause} ORDER BY ingested_at, "
+                "source_file, row_number LIMIT ?",
+                [*params, limit],
+            )
+    finally:
+        engine.close()
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {
+                    "counts": [{"table": t, "reason": r, "rows": n} for t, r, n in counts],
+                    "sample": [
+                        {
+                            "table": t,
+                            "file": f,
+                            "row": n,
+                            "reasons": rs.split(", "),
+                            "raw": json.loads(v),
+                        }
+                        for t, f, n, rs, v in sample
+                    ],
+                }
+            )
+        )
+        return
+    if not counts:
+        console.print("the quarantine is empty")
+        return
+    summary = Table(title="quarantined rows", title_justify="left", show_edge=False)
+    for column in ("table", "reason", "rows", "meaning"):
+        summary.add_column(column, justify="right" if column == "rows" else "left")
+    for t, r, n in counts:
+        summary.add_row(t, r, f"{n:,}", REASONS.get(r, ""))
+    console.print(summary)
+    rows = Table(title="sample", title_justify="left", show_edge=False)
+    for column in ("table", "file", "row", "reasons", "values"):
+        rows.add_column(column, overflow="fold")
+    for t, f, n, rs, v in sample:
+        rows.add_row(t, Path(f).name, str(n), rs, v if len(v) < 160 else v[:157] + "...")
+    console.print()
+    console.print(rows)
 
 
 @app.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -71,6 +72,42 @@ class MetricsConfig(Section):
         return steps
 
 
+class TableIngestConfig(Section):
+    """How one raw table's source files map onto the contract."""
+
+    columns: dict[str, str] = Field(default_factory=dict)  # source column -> contract column
+    timestamp_format: str | None = None  # strptime format, e.g. "%d/%m/%Y %H:%M"
+    timezone: str = "UTC"  # the zone naive source times are in; stored as UTC
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone!r}") from None
+        return zone
+
+
+ReferenceMode = Literal["warn", "quarantine"]
+
+
+class IngestConfig(Section):
+    """Validation settings and per-table mappings for `productlens ingest`."""
+
+    future_tolerance_hours: float = Field(default=24.0, ge=0)
+    # What to do with a row whose id refers to a row not loaded yet, by referenced table.
+    unknown_references: dict[str, ReferenceMode] = Field(
+        default_factory=lambda: {  # type: ignore[arg-type]
+            "users": "warn",
+            "products": "quarantine",
+            "orders": "quarantine",
+            "experiments": "quarantine",
+        }
+    )
+    tables: dict[str, TableIngestConfig] = Field(default_factory=dict)
+
+
 class ModelsConfig(Section):
     """Where a project's own SQL models live, in addition to the shipped ones."""
 
@@ -90,6 +127,7 @@ class ProjectConfig(Section):
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     def funnel_steps(self) -> tuple[str, ...]:

@@ -22,7 +22,8 @@ from productlens import checks, modeling
 from productlens.config import Project
 from productlens.engines import LAYERS, Engine, open_engine
 from productlens.errors import ConfigError, ModelError
-from productlens.ingest import IngestResult, expand, ingest_paths
+from productlens.ingest import BatchResult, IngestResult, expand, infer_table, ingest_paths
+from productlens.ingest import replay as replay_quarantine
 from productlens.runlog import RunLog
 from productlens.simulate import GenerateResult, WorldParams, generate, preset
 
@@ -120,16 +121,50 @@ class Runner:
             )
         return result
 
-    def ingest(self, paths: Sequence[Path | str], table: str | None = None) -> IngestResult:
+    def ingest(
+        self,
+        paths: Sequence[Path | str],
+        table: str | None = None,
+        mapping: dict[str, str] | None = None,
+    ) -> IngestResult:
         files = expand(paths)
-        with self._stage("ingest", len(files)) as advance:
-            result = ingest_paths(self.engine, files, table=table, on_file=lambda _p, _r: advance())
-            skipped = (
-                f", {len(result.skipped_files)} files already loaded"
-                if result.skipped_files
-                else ""
+        tables = {table} if table else {infer_table(p) for p in files}
+        with self._stage("ingest", len(tables)) as advance:
+
+            def on_batch(batch: BatchResult) -> None:
+                advance()
+                self._say(_batch_line(batch))
+
+            result = ingest_paths(
+                self.engine,
+                files,
+                table=table,
+                config=self.project.config.ingest,
+                mapping=mapping,
+                on_batch=on_batch,
             )
-            self._last_meta(rows=result.total_rows, detail=_rows_text(result.rows) + skipped)
+            skipped = len(result.skipped_files)
+            detail = f"{result.total_rows:,} rows loaded, {result.quarantined:,} quarantined"
+            if skipped:
+                detail += f", {skipped} files already loaded"
+            self._last_meta(rows=result.total_rows, detail=detail)
+        return result
+
+    def replay(
+        self, table: str | None = None, mapping: dict[str, str] | None = None
+    ) -> IngestResult:
+        with self._stage("replay", None) as advance:
+            result = replay_quarantine(
+                self.engine, config=self.project.config.ingest, mapping=mapping, table=table
+            )
+            for batch in result.batches:
+                advance()
+                self._say(_batch_line(batch))
+            held = sum(b.rows_quarantined for b in result.batches)
+            self._last_meta(
+                rows=result.total_rows,
+                detail=f"{result.total_rows:,} rows released and loaded, {held:,} still held",
+            )
         return result
 
     def build(self, select: Sequence[str] | None = None) -> modeling.BuildResult:
@@ -224,6 +259,16 @@ class Runner:
             self.summary.layer_rows[layer] = total
         self.runlog.write_json(self.project.run_results_path)
         return self.summary
+
+
+def _batch_line(batch: BatchResult) -> str:
+    held = f", [yellow]{batch.rows_quarantined:,} quarantined[/]" if batch.rows_quarantined else ""
+    dup = f", {batch.rows_duplicate:,} already loaded" if batch.rows_duplicate else ""
+    warned = f", {batch.rows_warned:,} with warnings" if batch.rows_warned else ""
+    return (
+        f"  [green]{batch.kind}[/] raw.{batch.table:<14} {batch.rows_loaded:>12,} rows loaded"
+        f"{held}{dup}{warned}"
+    )
 
 
 def _rows_text(rows: dict[str, int]) -> str:

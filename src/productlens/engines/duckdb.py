@@ -46,7 +46,8 @@ class DuckDBEngine:
             raise EngineError(f"cannot open the warehouse: {_first_line(exc)}", path=path) from None
         except duckdb.Error as exc:
             raise EngineError(f"cannot open the warehouse: {_first_line(exc)}", path=path) from None
-        settings = [f"SET memory_limit = '{memory_limit}'"]
+        # Times are UTC everywhere: timestamps with a zone are read in UTC.
+        settings = [f"SET memory_limit = '{memory_limit}'", "SET TimeZone = 'UTC'"]
         if threads:
             settings.append(f"SET threads = {int(threads)}")
         if not read_only:

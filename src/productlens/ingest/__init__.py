@@ -1,8 +1,11 @@
-"""Loading files into the raw layer.
+"""Loading files into the raw layer: validated in SQL, nothing lost, safe to repeat.
 
-Each file is one batch: its rows and its `raw.ingest_log` entry are written in one
-transaction, so a batch is all or nothing. A file whose checksum is already logged is
-skipped, so loading the same file twice changes nothing.
+One run makes one batch per table (per file format): all new files of that table are
+validated together, in one set-based query, and written in one transaction: the rows
+that pass go to `raw.<table>`, the rows that do not go to `raw.quarantine` with their
+original values and reasons, and the batch is logged in `ops.ingest_log`. Rows read =
+rows loaded + rows quarantined + exact copies of rows already loaded, or the batch fails.
+A file whose checksum was loaded before is skipped, so loading twice changes nothing.
 """
 
 from __future__ import annotations
@@ -10,58 +13,138 @@ from __future__ import annotations
 import glob
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from productlens import __version__
+from productlens.config import IngestConfig, TableIngestConfig
 from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
-from productlens.ingest.contracts import CONTRACTS, Contract
+from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS, LOAD_ORDER, Contract
+from productlens.ingest.validate import (
+    Rules,
+    Source,
+    checked_query,
+    ident,
+    literal,
+    resolve_mapping,
+)
 
-__all__ = ["CONTRACTS", "IngestResult", "ensure_raw_tables", "ingest_paths"]
+__all__ = ["CONTRACTS", "BatchResult", "IngestResult", "ensure_raw_tables", "ingest_paths"]
 
-INGEST_LOG_DDL = """
-CREATE TABLE IF NOT EXISTS raw.ingest_log (
+QUARANTINE_DDL = """
+CREATE TABLE IF NOT EXISTS raw.quarantine (
     batch_id VARCHAR NOT NULL,
     source_file VARCHAR NOT NULL,
-    checksum VARCHAR NOT NULL,
+    row_number BIGINT NOT NULL,
     target_table VARCHAR NOT NULL,
+    raw_values VARCHAR NOT NULL,
+    reasons VARCHAR[] NOT NULL,
+    ingested_at TIMESTAMP NOT NULL,
+    productlens_version VARCHAR NOT NULL,
+    released_at TIMESTAMP,
+    released_batch_id VARCHAR
+)
+"""
+INGEST_LOG_DDL = """
+CREATE TABLE IF NOT EXISTS ops.ingest_log (
+    batch_id VARCHAR NOT NULL,
+    target_table VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    n_files BIGINT NOT NULL,
     rows_read BIGINT NOT NULL,
     rows_loaded BIGINT NOT NULL,
     rows_quarantined BIGINT NOT NULL,
-    ingested_at TIMESTAMP NOT NULL,
+    rows_duplicate BIGINT NOT NULL,
+    rows_warned BIGINT NOT NULL,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP NOT NULL,
     productlens_version VARCHAR NOT NULL
+)
+"""
+FILES_DDL = """
+CREATE TABLE IF NOT EXISTS ops.ingested_files (
+    checksum VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    target_table VARCHAR NOT NULL,
+    batch_id VARCHAR NOT NULL,
+    ingested_at TIMESTAMP NOT NULL
 )
 """
 
 READERS = {
-    ".parquet": "read_parquet({path}, file_row_number = true)",
-    ".csv": "read_csv({path}, header = true)",
-    ".jsonl": "read_json({path}, format = 'newline_delimited')",
-    ".ndjson": "read_json({path}, format = 'newline_delimited')",
+    ".parquet": "read_parquet({paths}, filename = true, file_row_number = true, "
+    "union_by_name = true, hive_partitioning = false)",
+    # Every CSV field as text (types are checked row by row), and ragged lines kept as
+    # rows rather than dropped: validation decides what loads.
+    ".csv": "read_csv({paths}, header = true, all_varchar = true, null_padding = true, "
+    "strict_mode = false, filename = true, union_by_name = true)",
+    ".jsonl": "read_json({paths}, format = 'newline_delimited', filename = true, "
+    "union_by_name = true)",
+    ".ndjson": "read_json({paths}, format = 'newline_delimited', filename = true, "
+    "union_by_name = true)",
 }
+ROW_NUMBER = {
+    ".parquet": "src.file_row_number + 1",
+    # Text readers keep file order; the row is the data row, not counting the header.
+    ".csv": "row_number() OVER (PARTITION BY src.filename)",
+    ".jsonl": "row_number() OVER (PARTITION BY src.filename)",
+    ".ndjson": "row_number() OVER (PARTITION BY src.filename)",
+}
+READER_COLUMNS = ("filename", "file_row_number")
+
+
+@dataclass
+class BatchResult:
+    """What one batch did."""
+
+    batch_id: str
+    table: str
+    kind: str  # "files" or "replay"
+    files: list[Path] = field(default_factory=list)
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_duplicate: int = 0
+    rows_warned: int = 0
 
 
 @dataclass
 class IngestResult:
-    """Per table: rows loaded; plus the files loaded and skipped as already loaded."""
+    """Everything one ingest run did."""
 
-    rows: dict[str, int] = field(default_factory=dict)
-    loaded_files: list[Path] = field(default_factory=list)
+    batches: list[BatchResult] = field(default_factory=list)
     skipped_files: list[Path] = field(default_factory=list)
 
     @property
+    def rows(self) -> dict[str, int]:
+        loaded: dict[str, int] = {}
+        for b in self.batches:
+            if b.rows_loaded:
+                loaded[b.table] = loaded.get(b.table, 0) + b.rows_loaded
+        return loaded
+
+    @property
+    def loaded_files(self) -> list[Path]:
+        return [f for b in self.batches for f in b.files]
+
+    @property
     def total_rows(self) -> int:
-        return sum(self.rows.values())
+        return sum(b.rows_loaded for b in self.batches)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(b.rows_quarantined for b in self.batches)
 
 
 def ensure_raw_tables(engine: Engine) -> None:
-    """Create every raw table of the contract, and the ingest log, if missing."""
+    """Create every raw table of the contract, the quarantine and the logs, if missing."""
     for contract in CONTRACTS.values():
         engine.execute(contract.ddl())
-    engine.execute(INGEST_LOG_DDL)
+    for ddl in (QUARANTINE_DDL, INGEST_LOG_DDL, FILES_DDL):
+        engine.execute(ddl)
 
 
 def expand(paths: Iterable[Path | str]) -> list[Path]:
@@ -94,97 +177,307 @@ def infer_table(path: Path) -> str:
     )
 
 
+def parse_mappings(pairs: Iterable[str]) -> dict[str, str]:
+    """`["customer_id=user_id", ...]` -> {"customer_id": "user_id", ...}."""
+    mapping = {}
+    for pair in pairs:
+        src, eq, dst = pair.partition("=")
+        if not eq or not src.strip() or not dst.strip():
+            raise IngestError(f"a mapping is SOURCE=TARGET, got {pair!r}")
+        mapping[src.strip()] = dst.strip()
+    return mapping
+
+
+def _settings(config: IngestConfig, table: str, extra: Mapping[str, str]) -> TableIngestConfig:
+    base = config.tables.get(table, TableIngestConfig())
+    columns = {**base.columns, **extra}
+    for target in columns.values():
+        if target not in CONTRACTS[table].column_names:
+            raise IngestError(
+                f"cannot map onto {target!r}: raw.{table} has the columns "
+                f"{', '.join(CONTRACTS[table].column_names)}"
+            )
+    return base.model_copy(update={"columns": columns})
+
+
 def ingest_paths(
     engine: Engine,
     paths: Iterable[Path | str],
     *,
     table: str | None = None,
-    on_file: Callable[[Path, int], None] | None = None,
+    config: IngestConfig | None = None,
+    mapping: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
 ) -> IngestResult:
-    """Load files into their raw tables, one transaction per file."""
+    """Load files into their raw tables: one validated, all-or-nothing batch per table."""
+    config = config or IngestConfig()
     if table is not None and table not in CONTRACTS:
         raise IngestError(f"unknown table {table!r}; the raw tables are {', '.join(CONTRACTS)}")
+    for t in config.tables:
+        if t not in CONTRACTS:
+            raise IngestError(f"[ingest.tables.{t}]: no such raw table")
     ensure_raw_tables(engine)
-    result = IngestResult()
-    for path in expand(paths):
+    files = expand(paths)
+    for path in files:
         if path.suffix not in READERS:
             raise IngestError(
                 f"unsupported file type {path.suffix!r} (use {', '.join(READERS)})", file=path
             )
-        target = table or infer_table(path)
-        rows = _load_file(engine, CONTRACTS[target], path)
-        if rows is None:
-            result.skipped_files.append(path)
-        else:
-            result.loaded_files.append(path)
-            result.rows[target] = result.rows.get(target, 0) + rows
-        if on_file:
-            on_file(path, rows or 0)
+    by_table: dict[tuple[str, str], list[Path]] = {}
+    for path in files:
+        by_table.setdefault((table or infer_table(path), path.suffix), []).append(path)
+
+    result = IngestResult()
+    moment = now or datetime.now(UTC)
+    for name in LOAD_ORDER:
+        for (target, suffix), group in sorted(by_table.items()):
+            if target != name:
+                continue
+            settings = _settings(config, target, mapping or {})
+            checksums = {p: _checksum(p) for p in group}
+            seen = _loaded_checksums(engine, target)
+            new = [p for p in group if checksums[p] not in seen]
+            result.skipped_files += [p for p in group if checksums[p] in seen]
+            if not new:
+                continue
+            batch = _load_files(
+                engine, CONTRACTS[target], new, suffix, checksums, settings, config, moment
+            )
+            result.batches.append(batch)
+            if on_batch:
+                on_batch(batch)
     return result
 
 
 def _checksum(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    try:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise IngestError(f"cannot read the file: {exc.strerror}", file=path) from None
     return digest.hexdigest()
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _load_file(engine: Engine, contract: Contract, path: Path) -> int | None:
-    """Load one file as one batch; None if this exact file was loaded before."""
-    checksum = _checksum(path)
-    seen = engine.fetch_all(
-        "SELECT count(*) FROM raw.ingest_log WHERE checksum = ? AND target_table = ?",
-        [checksum, contract.table],
+def _loaded_checksums(engine: Engine, table: str) -> set[str]:
+    rows = engine.fetch_all(
+        "SELECT checksum FROM ops.ingested_files WHERE target_table = ?", [table]
     )
-    if seen[0][0]:
-        return None
-    reader = READERS[path.suffix].format(path=_sql_string(str(path.resolve())))
+    return {r[0] for r in rows}
+
+
+def _describe(engine: Engine, relation: str, files: list[Path]) -> dict[str, str]:
     try:
-        present = {row[0] for row in engine.fetch_all(f"DESCRIBE SELECT * FROM {reader}")}
+        rows = engine.fetch_all(f"DESCRIBE SELECT * FROM {relation}")
     except EngineError as exc:
-        raise IngestError(f"cannot read the file: {exc.message}", file=path) from None
-    missing = [c.name for c in contract.columns if c.required and c.name not in present]
+        where = files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
+        raise IngestError(f"cannot read the file: {exc.message}", file=where) from None
+    return {r[0]: r[1] for r in rows if r[0] not in READER_COLUMNS}
+
+
+def _load_files(
+    engine: Engine,
+    contract: Contract,
+    files: list[Path],
+    suffix: str,
+    checksums: Mapping[Path, str],
+    settings: TableIngestConfig,
+    config: IngestConfig,
+    now: datetime,
+) -> BatchResult:
+    paths = "[" + ", ".join(literal(str(p.resolve())) for p in files) + "]"
+    relation = READERS[suffix].format(paths=paths)
+    columns = _describe(engine, relation, files)
+    chosen = resolve_mapping(contract, columns, settings.columns)
+    missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
     if missing:
+        unused = [c for c in columns if c not in chosen.values()]
+        hint = f"; the files have {', '.join(unused)}" if unused else ""
         raise IngestError(
-            f"required columns missing for table {contract.table}: {', '.join(missing)} "
-            "(map your column names with --map SOURCE=TARGET)",
-            file=path,
+            f"required columns missing for raw.{contract.table}: {', '.join(missing)}{hint} "
+            "(map them with --map SOURCE=TARGET or [ingest.tables."
+            f"{contract.table}].columns in productlens.toml)",
+            file=files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)",
         )
-    batch_id = uuid.uuid4().hex[:16]
-    now = datetime.now(UTC).replace(tzinfo=None)
-    row_number = "file_row_number + 1" if path.suffix == ".parquet" else "row_number() OVER ()"
-    select = [
-        f"CAST({c.name} AS {c.type}) AS {c.name}"
-        if c.name in present
-        else f"NULL::{c.type} AS {c.name}"
-        for c in contract.columns
-    ]
-    select += [
-        f"{_sql_string(batch_id)} AS _batch_id",
-        f"{_sql_string(str(path))} AS _source_file",
-        f"{row_number} AS _row_number",
-        f"TIMESTAMP '{now.isoformat(sep=' ')}' AS _ingested_at",
-    ]
-    with engine.transaction():
-        try:
+    source = Source(relation, columns, "src.filename", ROW_NUMBER[suffix])
+    batch = BatchResult(uuid.uuid4().hex[:16], contract.table, "files", list(files))
+    registry = [(checksums[p], str(p.resolve())) for p in files]
+    _run_batch(engine, contract, source, settings, config, now, batch, registry)
+    return batch
+
+
+def _rules(engine: Engine, contract: Contract, config: IngestConfig, now: datetime) -> Rules:
+    referenced = {c.references.split(".")[0] for c in contract.columns if c.references}
+    present = {
+        t: bool(engine.fetch_all(f"SELECT count(*) > 0 FROM raw.{ident(t)}")[0][0])
+        for t in referenced
+    }
+    existing = bool(engine.fetch_all(f"SELECT count(*) > 0 FROM raw.{ident(contract.table)}")[0][0])
+    return Rules(now, config.future_tolerance_hours, config.unknown_references, existing, present)
+
+
+def _run_batch(
+    engine: Engine,
+    contract: Contract,
+    source: Source,
+    settings: TableIngestConfig,
+    config: IngestConfig,
+    now: datetime,
+    batch: BatchResult,
+    registry: list[tuple[str, str]],
+    replay: bool = False,
+) -> None:
+    """Validate and write one batch in one transaction, checking conservation."""
+    rules = _rules(engine, contract, config, now)
+    query = checked_query(contract, source, settings, rules, settings.columns)
+    stamp = now.astimezone(UTC).replace(tzinfo=None)
+    started = datetime.now(UTC).replace(tzinfo=None)
+    cols = ", ".join(ident(c.name) for c in contract.columns)
+    lineage = ", ".join(name for name, _ in LINEAGE_COLUMNS)
+    bid = literal(batch.batch_id)
+    try:
+        with engine.transaction():
+            engine.execute(f"CREATE OR REPLACE TEMP TABLE __checked AS {query}")
+            read, bad, duplicate, warned = engine.fetch_all(
+                "SELECT count(*), count(*) FILTER (WHERE len(__reasons) > 0), "
+                "count(*) FILTER (WHERE len(__reasons) = 0 AND __existing), "
+                "count(*) FILTER (WHERE len(__reasons) = 0 AND len(__warnings) > 0) "
+                "FROM __checked"
+            )[0]
             engine.execute(
-                f"INSERT INTO raw.{contract.table} BY NAME SELECT {', '.join(select)} FROM {reader}"
+                f"INSERT INTO raw.{ident(contract.table)} ({cols}, {lineage}) "
+                f"SELECT {cols}, {bid}, __file, __row, ? FROM __checked "
+                "WHERE len(__reasons) = 0 AND NOT __existing",
+                [stamp],
             )
-        except EngineError as exc:
-            raise IngestError(
-                f"cannot load into raw.{contract.table}: {exc.message}", file=path
-            ) from None
-        loaded = engine.fetch_all(
-            f"SELECT count(*) FROM raw.{contract.table} WHERE _batch_id = ?", [batch_id]
-        )[0][0]
-        engine.execute(
-            "INSERT INTO raw.ingest_log VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            [batch_id, str(path), checksum, contract.table, loaded, loaded, now, __version__],
+            loaded = engine.fetch_all(
+                f"SELECT count(*) FROM raw.{ident(contract.table)} WHERE _batch_id = ?",
+                [batch.batch_id],
+            )[0][0]
+            if replay:
+                engine.execute(
+                    "UPDATE raw.quarantine SET released_at = ?, released_batch_id = ? "
+                    "FROM (SELECT __file, __row FROM __checked WHERE len(__reasons) = 0 "
+                    "AND NOT __existing) ok WHERE raw.quarantine.target_table = ? AND "
+                    "raw.quarantine.released_at IS NULL AND raw.quarantine.source_file = ok.__file "
+                    "AND raw.quarantine.row_number = ok.__row",
+                    [stamp, batch.batch_id, contract.table],
+                )
+                held = read - loaded - duplicate
+            else:
+                engine.execute(
+                    "INSERT INTO raw.quarantine (batch_id, source_file, row_number, target_table, "
+                    "raw_values, reasons, ingested_at, productlens_version) "
+                    f"SELECT {bid}, __file, __row, ?, __raw, __reasons, ?, ? FROM __checked "
+                    "WHERE len(__reasons) > 0",
+                    [contract.table, stamp, __version__],
+                )
+                held = engine.fetch_all(
+                    "SELECT count(*) FROM raw.quarantine WHERE batch_id = ?", [batch.batch_id]
+                )[0][0]
+                if held != bad:
+                    raise IngestError("quarantine count does not match", table=contract.table)
+            if read != loaded + held + duplicate:
+                raise IngestError(
+                    f"rows read ({read}) != loaded ({loaded}) + quarantined ({held}) + "
+                    f"duplicates ({duplicate}); nothing was written",
+                    table=contract.table,
+                )
+            for checksum, path in registry:
+                engine.execute(
+                    "INSERT INTO ops.ingested_files VALUES (?, ?, ?, ?, ?)",
+                    [checksum, path, contract.table, batch.batch_id, stamp],
+                )
+            engine.execute(
+                "INSERT INTO ops.ingest_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    batch.batch_id,
+                    contract.table,
+                    batch.kind,
+                    len(batch.files),
+                    read,
+                    loaded,
+                    held,
+                    duplicate,
+                    warned,
+                    started,
+                    datetime.now(UTC).replace(tzinfo=None),
+                    __version__,
+                ],
+            )
+    except EngineError as exc:
+        raise IngestError(
+            f"cannot load into raw.{contract.table}: {exc.message}; nothing was written",
+            file=source.relation if batch.kind == "replay" else _files_text(batch.files),
+        ) from None
+    finally:
+        engine.execute("DROP TABLE IF EXISTS __checked")
+    batch.rows_read, batch.rows_loaded = int(read), int(loaded)
+    batch.rows_quarantined, batch.rows_duplicate, batch.rows_warned = (
+        int(held),
+        int(duplicate),
+        int(warned),
+    )
+
+
+def _files_text(files: list[Path]) -> str:
+    return str(files[0]) if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
+
+
+def replay(
+    engine: Engine,
+    *,
+    config: IngestConfig | None = None,
+    mapping: Mapping[str, str] | None = None,
+    table: str | None = None,
+    now: datetime | None = None,
+) -> IngestResult:
+    """Re-try quarantined rows with the current settings; rows that now pass are loaded
+    and leave the quarantine (they are marked released, with the batch that loaded them)."""
+    config = config or IngestConfig()
+    ensure_raw_tables(engine)
+    result = IngestResult()
+    moment = now or datetime.now(UTC)
+    waiting = {
+        r[0]
+        for r in engine.fetch_all(
+            "SELECT DISTINCT target_table FROM raw.quarantine WHERE released_at IS NULL"
         )
-    return int(loaded)
+    }
+    for name in LOAD_ORDER:
+        if name not in waiting or (table and name != table):
+            continue
+        keys = [
+            r[0]
+            for r in engine.fetch_all(
+                "SELECT DISTINCT unnest(json_keys(raw_values)) AS k FROM raw.quarantine "
+                "WHERE target_table = ? AND released_at IS NULL ORDER BY k",
+                [name],
+            )
+        ]
+        extract = ", ".join(
+            f"json_extract_string(q.raw_values, {literal('$.' + _json_path(k))}) AS {ident(k)}"
+            for k in keys
+        )
+        relation = (
+            f"(SELECT q.source_file AS __qfile, q.row_number AS __qrow, q.raw_values AS __qraw, "
+            f"{extract} FROM raw.quarantine q WHERE q.target_table = {literal(name)} "
+            "AND q.released_at IS NULL)"
+        )
+        source = Source(
+            relation, dict.fromkeys(keys, "VARCHAR"), "src.__qfile", "src.__qrow", "src.__qraw"
+        )
+        settings = _settings(config, name, mapping or {})
+        batch = BatchResult(uuid.uuid4().hex[:16], name, "replay")
+        _run_batch(
+            engine, CONTRACTS[name], source, settings, config, moment, batch, [], replay=True
+        )
+        result.batches.append(batch)
+    return result
+
+
+def _json_path(key: str) -> str:
+    """A JSON path step for any key: quoted so dots and spaces are taken literally."""
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -151,7 +151,10 @@ def _run_block(block: int) -> _BlockSummary:
     if params.dirty:
         rng = np.random.default_rng([params.seed, DIRTY_STREAM, block])
         tables["events"], day, faults["events"], late = dirty_events(tables["events"], day, rng)
-        tables["orders"], faults["orders"] = dirty_orders(tables["orders"], rng)
+        tables["orders"], faults["orders"], orphaned = dirty_orders(
+            tables["orders"], tables["order_items"], rng
+        )
+        faults["order_items"] = {"unknown_order": orphaned}
 
     ext = EXTENSIONS[fmt]
     name = f"part-{block:05d}.{ext}"

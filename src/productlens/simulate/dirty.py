@@ -105,10 +105,21 @@ def dirty_events(
     return out, day_out, counts, int(late.sum())
 
 
-def dirty_orders(table: pa.Table, rng: np.random.Generator) -> tuple[pa.Table, dict[str, int]]:
-    """Plant null keys, negative totals and duplicate rows in an orders table."""
+def dirty_orders(
+    table: pa.Table, items: pa.Table, rng: np.random.Generator
+) -> tuple[pa.Table, dict[str, int], int]:
+    """Plant null keys, negative totals and duplicate rows in an orders table. Returns
+    also how many order items belong to an order that will be quarantined (their order
+    never loads, so they are held as `unknown_order`)."""
     n = table.num_rows
     masks = _pick_disjoint(rng, n, ORDER_FAULT_RATES, {})
+    lost = table.column("order_id").filter(pa.array(masks["null_key"] | masks["negative_amount"]))
+    orphaned = int(
+        pc.sum(
+            pc.is_in(items.column("order_id"), value_set=lost.combine_chunks().cast(pa.string()))
+        ).as_py()
+        or 0
+    )
     columns = dict(zip(table.column_names, table.columns, strict=True))
     columns["order_id"] = _null_where(table.column("order_id"), masks["null_key"])
     total = table.column("total_amount")
@@ -116,4 +127,4 @@ def dirty_orders(table: pa.Table, rng: np.random.Generator) -> tuple[pa.Table, d
         pa.array(masks["negative_amount"]), pc.negate(total), total
     )
     out, _ = _duplicate(pa.table(columns), None, masks["duplicate"])
-    return out, {fault: int(mask.sum()) for fault, mask in masks.items()}
+    return out, {fault: int(mask.sum()) for fault, mask in masks.items()}, orphaned
