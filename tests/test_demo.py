@@ -7,14 +7,15 @@ from pathlib import Path
 
 import duckdb
 
+from productlens.ingest.contracts import CONTRACTS
 from tests.conftest import SMALL_WORLD, open_readonly, run_cli
 
 EXPECTED_TABLES = {
-    "raw": {"events", "users", "ingest_log"},
+    "raw": set(CONTRACTS) | {"quarantine"},
     "staging": {"stg_events", "stg_users"},
     "core": {"fct_events"},
     "marts": {"funnel_daily_metrics"},
-    "ops": {"run_log", "test_results"},
+    "ops": {"run_log", "test_results", "ingest_log", "ingested_files"},
 }
 
 
