@@ -78,6 +78,7 @@ class TableIngestConfig(Section):
     columns: dict[str, str] = Field(default_factory=dict)  # source column -> contract column
     timestamp_format: str | None = None  # strptime format, e.g. "%d/%m/%Y %H:%M"
     timezone: str = "UTC"  # the zone naive source times are in; stored as UTC
+    delimiter: str = Field(default=",", min_length=1, max_length=1)  # CSV only
 
     @field_validator("timezone")
     @classmethod

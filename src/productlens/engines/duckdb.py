@@ -47,7 +47,14 @@ class DuckDBEngine:
         except duckdb.Error as exc:
             raise EngineError(f"cannot open the warehouse: {_first_line(exc)}", path=path) from None
         # Times are UTC everywhere: timestamps with a zone are read in UTC.
-        settings = [f"SET memory_limit = '{memory_limit}'", "SET TimeZone = 'UTC'"]
+        # Row order in a table carries no meaning here; letting DuckDB drop it makes bulk
+        # inserts markedly faster.
+        settings = [
+            f"SET memory_limit = '{memory_limit}'",
+            "SET TimeZone = 'UTC'",
+            "SET preserve_insertion_order = false",
+            "SET enable_progress_bar = false",
+        ]
         if threads:
             settings.append(f"SET threads = {int(threads)}")
         if not read_only:

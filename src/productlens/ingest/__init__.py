@@ -10,6 +10,7 @@ A file whose checksum was loaded before is skipped, so loading twice changes not
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
 import uuid
@@ -26,10 +27,11 @@ from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS, LOAD_ORDER,
 from productlens.ingest.validate import (
     Rules,
     Source,
-    checked_query,
     ident,
     literal,
+    raw_json,
     resolve_mapping,
+    validation,
 )
 
 __all__ = ["CONTRACTS", "BatchResult", "IngestResult", "ensure_raw_tables", "ingest_paths"]
@@ -77,15 +79,17 @@ CREATE TABLE IF NOT EXISTS ops.ingested_files (
 READERS = {
     ".parquet": "read_parquet({paths}, filename = true, file_row_number = true, "
     "union_by_name = true, hive_partitioning = false)",
-    # Every CSV field as text (types are checked row by row), and ragged lines kept as
-    # rows rather than dropped: validation decides what loads.
-    ".csv": "read_csv({paths}, header = true, all_varchar = true, null_padding = true, "
-    "strict_mode = false, filename = true, union_by_name = true)",
+    # CSV: see _csv_relation (the dialect and columns are given, never sniffed).
+    ".csv": "",
+    # JSON Lines: the schema is read from every line, so a key first seen late is kept.
     ".jsonl": "read_json({paths}, format = 'newline_delimited', filename = true, "
-    "union_by_name = true)",
+    "union_by_name = true, sample_size = -1)",
     ".ndjson": "read_json({paths}, format = 'newline_delimited', filename = true, "
-    "union_by_name = true)",
+    "union_by_name = true, sample_size = -1)",
 }
+# A CSV line with more fields than its header keeps the surplus in these columns (and is
+# quarantined as malformed) instead of losing it.
+CSV_OVERFLOW = tuple(f"__extra_{i}" for i in range(1, 9))
 ROW_NUMBER = {
     ".parquet": "src.file_row_number + 1",
     # Text readers keep file order; the row is the data row, not counting the header.
@@ -287,8 +291,11 @@ def _load_files(
     config: IngestConfig,
     now: datetime,
 ) -> BatchResult:
-    paths = "[" + ", ".join(literal(str(p.resolve())) for p in files) + "]"
-    relation = READERS[suffix].format(paths=paths)
+    if suffix == ".csv":
+        relation = _csv_relation(files, settings.delimiter)
+    else:
+        paths = "[" + ", ".join(literal(str(p.resolve())) for p in files) + "]"
+        relation = READERS[suffix].format(paths=paths)
     columns = _describe(engine, relation, files)
     chosen = resolve_mapping(contract, columns, settings.columns)
     missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
@@ -306,6 +313,39 @@ def _load_files(
     registry = [(checksums[p], str(p.resolve())) for p in files]
     _run_batch(engine, contract, source, settings, config, now, batch, registry)
     return batch
+
+
+def _csv_header(path: Path, delimiter: str) -> list[str]:
+    """The header fields of a CSV file (one row, read with the csv module)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh, delimiter=delimiter), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise IngestError(f"cannot read the CSV header: {exc}", file=path) from None
+    names = [h.strip() for h in header]
+    if not names or any(not n for n in names) or len(set(names)) != len(names):
+        raise IngestError(f"the first line must name every column once, got {header!r}", file=path)
+    return names
+
+
+def _csv_relation(files: list[Path], delimiter: str) -> str:
+    """A CSV reader with the dialect and columns stated, never sniffed (the sniffer can
+    guess wrong and silently read fewer rows). Files are grouped by header and the
+    groups combined by column name."""
+    groups: dict[tuple[str, ...], list[Path]] = {}
+    for path in files:
+        groups.setdefault(tuple(_csv_header(path, delimiter)), []).append(path)
+    parts = []
+    for header, paths in groups.items():
+        columns = ", ".join(f"{literal(n)}: 'VARCHAR'" for n in (*header, *CSV_OVERFLOW))
+        listed = "[" + ", ".join(literal(str(p.resolve())) for p in paths) + "]"
+        parts.append(
+            f"SELECT * FROM read_csv({listed}, header = true, auto_detect = false, "
+            f"delim = {literal(delimiter)}, quote = '\"', escape = '\"', "
+            f"columns = {{{columns}}}, null_padding = true, strict_mode = false, "
+            "filename = true)"
+        )
+    return "(" + " UNION ALL BY NAME ".join(parts) + ")"
 
 
 def _rules(engine: Engine, contract: Contract, config: IngestConfig, now: datetime) -> Rules:
@@ -329,67 +369,72 @@ def _run_batch(
     registry: list[tuple[str, str]],
     replay: bool = False,
 ) -> None:
-    """Validate and write one batch in one transaction, checking conservation."""
+    """Validate and write one batch in one transaction, checking conservation.
+
+    The checks run once, keeping only the flagged rows (quarantined, warned, or exact
+    copies of loaded rows) in a small temporary table; every other row is inserted by an
+    anti-join against it, so no check is evaluated twice.
+    """
     rules = _rules(engine, contract, config, now)
-    query = checked_query(contract, source, settings, rules, settings.columns)
+    v = validation(contract, source, settings, rules, settings.columns)
     stamp = now.astimezone(UTC).replace(tzinfo=None)
     started = datetime.now(UTC).replace(tzinfo=None)
     cols = ", ".join(ident(c.name) for c in contract.columns)
     lineage = ", ".join(name for name, _ in LINEAGE_COLUMNS)
     bid = literal(batch.batch_id)
+    table = f"raw.{ident(contract.table)}"
     try:
         with engine.transaction():
-            engine.execute(f"CREATE OR REPLACE TEMP TABLE __checked AS {query}")
-            read, bad, duplicate, warned = engine.fetch_all(
-                "SELECT count(*), count(*) FILTER (WHERE len(__reasons) > 0), "
+            engine.execute(
+                f"CREATE OR REPLACE TEMP TABLE __flagged AS WITH {v.ctes} "
+                f"SELECT t.__file, t.__row, {raw_json(source)} AS __raw, "
+                f"{v.reasons} AS __reasons, {v.warnings} AS __warnings, "
+                f"{v.existing} AS __existing {v.from_sql} WHERE {v.flagged}"
+            )
+            read = engine.fetch_all(f"SELECT count(*) FROM {source.relation}")[0][0]
+            bad, duplicate, warned = engine.fetch_all(
+                "SELECT count(*) FILTER (WHERE len(__reasons) > 0), "
                 "count(*) FILTER (WHERE len(__reasons) = 0 AND __existing), "
                 "count(*) FILTER (WHERE len(__reasons) = 0 AND len(__warnings) > 0) "
-                "FROM __checked"
+                "FROM __flagged"
             )[0]
             engine.execute(
-                f"INSERT INTO raw.{ident(contract.table)} ({cols}, {lineage}) "
-                f"SELECT {cols}, {bid}, __file, __row, ? FROM __checked "
-                "WHERE len(__reasons) = 0 AND NOT __existing",
+                f"INSERT INTO {table} ({cols}, {lineage}) WITH {v.ctes} "
+                f"SELECT {', '.join(v.typed_columns)}, {bid}, t.__file, t.__row, ? "
+                "FROM typed t ANTI JOIN (SELECT __file, __row FROM __flagged WHERE "
+                "len(__reasons) > 0 OR __existing) f ON f.__file = t.__file AND f.__row = t.__row",
                 [stamp],
             )
             loaded = engine.fetch_all(
-                f"SELECT count(*) FROM raw.{ident(contract.table)} WHERE _batch_id = ?",
-                [batch.batch_id],
+                f"SELECT count(*) FROM {table} WHERE _batch_id = ?", [batch.batch_id]
             )[0][0]
             if replay:
                 engine.execute(
                     "UPDATE raw.quarantine SET released_at = ?, released_batch_id = ? "
-                    "FROM (SELECT __file, __row FROM __checked WHERE len(__reasons) = 0 "
-                    "AND NOT __existing) ok WHERE raw.quarantine.target_table = ? AND "
-                    "raw.quarantine.released_at IS NULL AND raw.quarantine.source_file = ok.__file "
-                    "AND raw.quarantine.row_number = ok.__row",
-                    [stamp, batch.batch_id, contract.table],
+                    f"FROM (SELECT _source_file AS f, _row_number AS r FROM {table} "
+                    "WHERE _batch_id = ?) ok WHERE raw.quarantine.target_table = ? AND "
+                    "raw.quarantine.released_at IS NULL AND raw.quarantine.source_file = ok.f "
+                    "AND raw.quarantine.row_number = ok.r",
+                    [stamp, batch.batch_id, batch.batch_id, contract.table],
                 )
                 held = read - loaded - duplicate
             else:
                 engine.execute(
                     "INSERT INTO raw.quarantine (batch_id, source_file, row_number, target_table, "
                     "raw_values, reasons, ingested_at, productlens_version) "
-                    f"SELECT {bid}, __file, __row, ?, __raw, __reasons, ?, ? FROM __checked "
+                    f"SELECT {bid}, __file, __row, ?, __raw, __reasons, ?, ? FROM __flagged "
                     "WHERE len(__reasons) > 0",
                     [contract.table, stamp, __version__],
                 )
-                held = engine.fetch_all(
-                    "SELECT count(*) FROM raw.quarantine WHERE batch_id = ?", [batch.batch_id]
-                )[0][0]
-                if held != bad:
-                    raise IngestError("quarantine count does not match", table=contract.table)
+                held = bad
             if read != loaded + held + duplicate:
                 raise IngestError(
                     f"rows read ({read}) != loaded ({loaded}) + quarantined ({held}) + "
                     f"duplicates ({duplicate}); nothing was written",
                     table=contract.table,
                 )
-            for checksum, path in registry:
-                engine.execute(
-                    "INSERT INTO ops.ingested_files VALUES (?, ?, ?, ?, ?)",
-                    [checksum, path, contract.table, batch.batch_id, stamp],
-                )
+            if registry:
+                _register(engine, registry, contract.table, batch.batch_id, stamp)
             engine.execute(
                 "INSERT INTO ops.ingest_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -410,16 +455,24 @@ def _run_batch(
     except EngineError as exc:
         raise IngestError(
             f"cannot load into raw.{contract.table}: {exc.message}; nothing was written",
-            file=source.relation if batch.kind == "replay" else _files_text(batch.files),
+            file=_files_text(batch.files) if batch.files else "the quarantine",
         ) from None
     finally:
-        engine.execute("DROP TABLE IF EXISTS __checked")
+        engine.execute("DROP TABLE IF EXISTS __flagged")
     batch.rows_read, batch.rows_loaded = int(read), int(loaded)
-    batch.rows_quarantined, batch.rows_duplicate, batch.rows_warned = (
-        int(held),
-        int(duplicate),
-        int(warned),
+    batch.rows_quarantined = int(held)
+    batch.rows_duplicate, batch.rows_warned = int(duplicate), int(warned)
+
+
+def _register(
+    engine: Engine, registry: list[tuple[str, str]], table: str, batch_id: str, stamp: datetime
+) -> None:
+    """Record the batch's files by checksum, in one statement."""
+    values = ", ".join(
+        f"({literal(checksum)}, {literal(path)}, {literal(table)}, {literal(batch_id)}, ?)"
+        for checksum, path in registry
     )
+    engine.execute(f"INSERT INTO ops.ingested_files VALUES {values}", [stamp] * len(registry))
 
 
 def _files_text(files: list[Path]) -> str:

@@ -221,6 +221,7 @@ LOAD_ORDER = (
 
 # Reason codes a quarantined row can carry.
 REASONS = {
+    "malformed_line": "a CSV line has more fields than its header",
     "null_key": "a key or id column is empty",
     "missing_value": "a required column is empty",
     "bad_type": "a value cannot be read as the contract's type",

@@ -17,6 +17,7 @@ from productlens.config import TableIngestConfig
 from productlens.ingest.contracts import Column, Contract, reference_reason
 
 TIME_TYPES = ("TIMESTAMP", "DATE")
+OVERFLOW_PREFIX = "__extra_"  # surplus CSV fields (see ingest.CSV_OVERFLOW)
 # Columns whose emptiness is a missing key (rather than a missing value).
 ID_SUFFIX = "_id"
 
@@ -75,8 +76,8 @@ def _typed(column: Column, source: str | None, settings: TableIngestConfig) -> s
     if column.type == "VARCHAR":
         return f"CAST({value} AS VARCHAR)"
     if column.type in TIME_TYPES:
-        text = f"CAST({value} AS VARCHAR)"
         if settings.timestamp_format:
+            text = f"CAST({value} AS VARCHAR)"
             parsed = f"try_strptime({text}, {literal(settings.timestamp_format)})"
         else:
             parsed = f"TRY_CAST({value} AS TIMESTAMP)"
@@ -86,127 +87,170 @@ def _typed(column: Column, source: str | None, settings: TableIngestConfig) -> s
     return f"TRY_CAST({value} AS {column.type})"
 
 
-def _present(source: str | None) -> str:
-    """SQL true where the source value is there (not NULL, not blank)."""
+def _present(source: str | None, source_type: str | None) -> str:
+    """SQL true where the source value is there (not NULL; for text, not blank)."""
     if source is None:
         return "FALSE"
-    return f"nullif(trim(CAST(src.{ident(source)} AS VARCHAR)), '') IS NOT NULL"
+    value = f"src.{ident(source)}"
+    if source_type == "VARCHAR":
+        return f"nullif(trim({value}), '') IS NOT NULL"
+    return f"{value} IS NOT NULL"
 
 
-def checked_query(
+@dataclass(frozen=True)
+class Validation:
+    """The pieces of one batch's validation, to be composed by the loader."""
+
+    ctes: str  # WITH ... (src, typed, duplicate keys)
+    from_sql: str  # FROM typed t LEFT JOIN ...
+    flagged: str  # SQL true for rows that are not simply loaded
+    reasons: str  # list of reason codes (only evaluated for flagged rows)
+    warnings: str  # list of warning codes
+    existing: str  # SQL true for an exact copy of a loaded row
+    typed_columns: list[str]  # contract columns, typed, as t.__c_<name> AS <name>
+
+
+def validation(
     contract: Contract,
     source: Source,
     settings: TableIngestConfig,
     rules: Rules,
     mapping: Mapping[str, str],
-) -> str:
-    """SELECT over every source row: contract columns (typed), `__file`, `__row`,
-    `__raw` (JSON of the original values), `__reasons` (list of reason codes),
-    `__warnings` (list), and `__existing` (true for an exact copy of a loaded row)."""
+) -> Validation:
+    """Build the set-based checks for one batch of source rows.
+
+    Rows come out of `typed` with the contract columns typed as `__c_<name>`, presence
+    flags `__has_<name>`, `__file`, `__row` and the original columns (for the JSON of a
+    quarantined row). Duplicate keys are found with a hash pre-filter, so only the few
+    candidate keys are compared exactly and ranked.
+    """
     chosen = resolve_mapping(contract, source.columns, mapping)
+
+    def c_(name: str) -> str:
+        return ident("__c_" + name)
+
     typed_cols = [
-        f"{_typed(c, chosen.get(c.name), settings)} AS {ident(c.name)}" for c in contract.columns
+        f"{_typed(c, chosen.get(c.name), settings)} AS {c_(c.name)}" for c in contract.columns
     ]
     present_cols = [
-        f"{_present(chosen.get(c.name))} AS {ident('__has_' + c.name)}" for c in contract.columns
+        f"{_present(chosen.get(c.name), source.columns.get(chosen.get(c.name, ''), None))} "
+        f"AS {ident('__has_' + c.name)}"
+        for c in contract.columns
     ]
-    raw_json = source.raw_json_expr or (
-        "to_json(struct_pack("
-        + ", ".join(f"{ident(name)} := src.{ident(name)}" for name in source.columns)
-        + "))"
+    key = [c_(k) for k in contract.key]
+    key_list = ", ".join(key)
+    not_null = " AND ".join(f"{k} IS NOT NULL" for k in key)
+    ctes = ",\n".join(
+        [
+            f"src AS (SELECT * FROM {source.relation})",
+            "typed AS (SELECT src.*, "
+            + ", ".join(
+                [
+                    *typed_cols,
+                    *present_cols,
+                    f"{source.file_expr} AS __file",
+                    f"{source.row_expr} AS __row",
+                ]
+            )
+            + " FROM src)",
+            f"dup_hash AS (SELECT hash({key_list}) AS h FROM typed WHERE {not_null} "
+            "GROUP BY 1 HAVING count(*) > 1)",
+            f"dup_rank AS (SELECT __file, __row, row_number() OVER (PARTITION BY {key_list} "
+            f"ORDER BY __file, __row) AS __seen FROM typed WHERE {not_null} AND "
+            f"hash({key_list}) IN (SELECT h FROM dup_hash))",
+        ]
     )
-    key = [ident(k) for k in contract.key]
-    key_not_null = " AND ".join(f"t.{k} IS NOT NULL" for k in key)
-    ctes = [
-        f"src AS (SELECT * FROM {source.relation})",
-        "typed AS (SELECT "
-        + ", ".join(
-            [
-                *typed_cols,
-                *present_cols,
-                f"{source.file_expr} AS __file",
-                f"{source.row_expr} AS __row",
-                f"{raw_json} AS __raw",
-            ]
-        )
-        + " FROM src)",
-        # Keys seen more than once in this batch: only those rows get ranked.
-        f"dup_keys AS (SELECT {', '.join(key)} FROM typed t WHERE {key_not_null} "
-        f"GROUP BY ALL HAVING count(*) > 1)",
-        f"dup_rank AS (SELECT t.__file, t.__row, row_number() OVER (PARTITION BY "
-        f"{', '.join('t.' + k for k in key)} ORDER BY t.__file, t.__row) AS __seen "
-        f"FROM typed t SEMI JOIN dup_keys d USING ({', '.join(key)}))",
-    ]
     joins = ["LEFT JOIN dup_rank r ON r.__file = t.__file AND r.__row = t.__row"]
-    reasons: list[str] = []
-    warnings: list[str] = []
+    conditions, warnings = _column_checks(contract, chosen, rules, joins)
+    overflow = [name for name in source.columns if name.startswith(OVERFLOW_PREFIX)]
+    if overflow:
+        surplus = " OR ".join(f"t.{ident(name)} IS NOT NULL" for name in overflow)
+        conditions.append((f"({surplus})", "malformed_line"))
+    conditions.append(("coalesce(r.__seen, 1) > 1", "duplicate"))
 
+    existing = "FALSE"
+    if rules.existing_rows:
+        on = " AND ".join(f"e.{ident(k)} = t.{c_(k)}" for k in contract.key)
+        cols = ", ".join(ident(c.name) for c in contract.columns)
+        joins.append(f"LEFT JOIN (SELECT {cols} FROM raw.{ident(contract.table)}) e ON {on}")
+        same = " AND ".join(
+            f"e.{ident(c.name)} IS NOT DISTINCT FROM t.{c_(c.name)}" for c in contract.columns
+        )
+        first = ident(contract.key[0])
+        existing = f"(e.{first} IS NOT NULL AND {same})"
+        conditions.append((f"(e.{first} IS NOT NULL AND NOT ({same}))", "conflicting_duplicate"))
+
+    flagged_parts = [cond for cond, _ in conditions + warnings] + [existing]
+    flagged = " OR ".join(f"coalesce({cond}, FALSE)" for cond in flagged_parts)
+    return Validation(
+        ctes=ctes,
+        from_sql="FROM typed t\n" + "\n".join(joins),
+        flagged=flagged,
+        reasons=_code_list(conditions),
+        warnings=_code_list(warnings),
+        existing=existing,
+        typed_columns=[f"t.{c_(c.name)} AS {ident(c.name)}" for c in contract.columns],
+    )
+
+
+def _code_list(pairs: list[tuple[str, str]]) -> str:
+    """SQL for the sorted list of codes whose condition holds."""
+    if not pairs:
+        return "CAST([] AS VARCHAR[])"
+    items = ", ".join(
+        f"CASE WHEN coalesce({cond}, FALSE) THEN '{code}' END" for cond, code in pairs
+    )
+    return f"list_sort(list_distinct(list_filter([{items}], lambda x: x IS NOT NULL)))"
+
+
+def _column_checks(
+    contract: Contract, chosen: Mapping[str, str], rules: Rules, joins: list[str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(condition, reason) pairs that quarantine a row, and those that only warn; adds
+    the reference joins it needs to `joins`."""
+    conditions: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
     for c in contract.columns:
-        col, has = f"t.{ident(c.name)}", f"t.{ident('__has_' + c.name)}"
+        col, has = f"t.{ident('__c_' + c.name)}", f"t.{ident('__has_' + c.name)}"
         if c.required:
             empty = (
                 "null_key"
                 if c.name in contract.key or c.name.endswith(ID_SUFFIX)
                 else "missing_value"
             )
-            reasons.append(f"CASE WHEN NOT {has} THEN '{empty}' END")
+            conditions.append((f"NOT {has}", empty))
         bad = "bad_timestamp" if c.type in TIME_TYPES else "bad_type"
-        reasons.append(f"CASE WHEN {has} AND {col} IS NULL THEN '{bad}' END")
+        if c.name in chosen:
+            conditions.append((f"({has} AND {col} IS NULL)", bad))
         if c.type == "TIMESTAMP" and not c.scheduled:
-            limit = exp.Literal.string(
-                rules.now.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
-            ).sql("duckdb")
-            reasons.append(
-                f"CASE WHEN {col} > TIMESTAMP {limit} + INTERVAL "
-                f"({rules.future_tolerance_hours * 3600:.0f}) SECOND THEN 'future_timestamp' END"
+            limit = literal(rules.now.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds"))
+            seconds = f"{rules.future_tolerance_hours * 3600:.0f}"
+            conditions.append(
+                (f"{col} > TIMESTAMP {limit} + INTERVAL ({seconds}) SECOND", "future_timestamp")
             )
         if c.non_negative:
-            reasons.append(f"CASE WHEN {col} < 0 THEN 'negative_amount' END")
+            conditions.append((f"{col} < 0", "negative_amount"))
         if c.accepted:
             values = ", ".join(literal(v) for v in c.accepted)
-            reasons.append(f"CASE WHEN {col} NOT IN ({values}) THEN 'bad_value' END")
+            conditions.append((f"{col} NOT IN ({values})", "bad_value"))
         if c.references:
             ref_table, ref_col = c.references.split(".", 1)
             alias = ident("ref_" + c.name)
-            reason = reference_reason(c.references)
             if rules.references_present.get(ref_table, False):
                 known = f"SELECT DISTINCT {ident(ref_col)} AS v FROM raw.{ident(ref_table)}"
                 joins.append(f"LEFT JOIN ({known}) {alias} ON {alias}.v = {col}")
-                missing = f"{col} IS NOT NULL AND {alias}.v IS NULL"
+                missing = f"({col} IS NOT NULL AND {alias}.v IS NULL)"
             else:
                 missing = f"{col} IS NOT NULL"  # nothing loaded yet: every reference misses
-            target = (
-                reasons
-                if rules.reference_modes.get(ref_table, "quarantine") == "quarantine"
-                else warnings
-            )
-            target.append(f"CASE WHEN {missing} THEN '{reason}' END")
-    reasons.append("CASE WHEN r.__seen > 1 THEN 'duplicate' END")
+            mode = rules.reference_modes.get(ref_table, "quarantine")
+            target = conditions if mode == "quarantine" else warnings
+            target.append((missing, reference_reason(c.references)))
+    return conditions, warnings
 
-    existing = "FALSE"
-    if rules.existing_rows:
-        on = " AND ".join(f"e.{k} = t.{k}" for k in key)
-        joins.append(
-            f"LEFT JOIN (SELECT {', '.join(ident(c.name) for c in contract.columns)} "
-            f"FROM raw.{ident(contract.table)}) e ON {on}"
-        )
-        same = " AND ".join(
-            f"e.{ident(c.name)} IS NOT DISTINCT FROM t.{ident(c.name)}" for c in contract.columns
-        )
-        first_key = key[0]
-        existing = f"(e.{first_key} IS NOT NULL AND {same})"
-        reasons.append(
-            f"CASE WHEN e.{first_key} IS NOT NULL AND NOT ({same}) THEN 'conflicting_duplicate' END"
-        )
 
-    columns = ", ".join(f"t.{ident(c.name)}" for c in contract.columns)
-    return (
-        "WITH "
-        + ",\n".join(ctes)
-        + f"\nSELECT {columns}, t.__file, t.__row, t.__raw, "
-        + f"list_sort(list_distinct(list_filter([{', '.join(reasons)}], lambda x: x IS NOT NULL))) "
-        + "AS __reasons, "
-        + f"list_filter([{', '.join(warnings) or 'NULL'}], lambda x: x IS NOT NULL) AS __warnings, "
-        + f"{existing} AS __existing\nFROM typed t\n"
-        + "\n".join(joins)
-    )
+def raw_json(source: Source) -> str:
+    """SQL for a row's original values as JSON text."""
+    if source.raw_json_expr:
+        return source.raw_json_expr.replace("src.", "t.")
+    fields = ", ".join(f"{ident(name)} := t.{ident(name)}" for name in source.columns)
+    return f"to_json(struct_pack({fields}))"
