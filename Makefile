@@ -44,10 +44,10 @@ typecheck: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/pytest -n 2
 
-## bench: performance benchmarks, printed as tables (BENCH_ARGS="--sizes 1M,10M")
+## bench: performance benchmarks, printed as tables (BENCH_ARGS="ingest --sizes 1M")
 BENCH_ARGS ?=
 bench: $(VENV)/.dev
-	$(BIN)/python -m bench generate $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## lock: re-resolve the pinned dependency sets after editing pyproject.toml
 lock: $(BIN)/python

@@ -1,0 +1,70 @@
+"""Ingest speed and memory: productlens's validated load of a simulated world's events
+(Parquet) into DuckDB, next to a plain DuckDB INSERT ... SELECT of the same files with no
+validation at all (the floor any validated load sits on). PERFORMANCE.md's reference:
+PostgreSQL's COPY loaded the same 10M events in about 31 s here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.procmem import PeakMemory
+
+EVENTS_PER_USER = 137.0
+
+
+def run_one(kind: str, data: str, warehouse: str) -> dict[str, float]:
+    """Load `data`'s events into a new warehouse; return rows, seconds, peak RSS."""
+    from productlens.engines import DuckDBEngine
+    from productlens.ingest import ingest_paths
+
+    engine = DuckDBEngine(Path(warehouse), memory_limit="8GB")
+    if kind == "productlens":
+        ingest_paths(engine, [Path(data) / "users", Path(data) / "products"])
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        if kind == "productlens":
+            result = ingest_paths(engine, [Path(data) / "events"])
+            rows = result.batches[0].rows_read
+        else:
+            source = f"read_parquet('{data}/events/*/*.parquet')"
+            engine.execute(f"CREATE TABLE raw.plain AS SELECT * FROM {source} LIMIT 0")
+            engine.execute(f"INSERT INTO raw.plain SELECT * FROM {source}")
+            rows = engine.fetch_all("SELECT count(*) FROM raw.plain")[0][0]
+        seconds = time.perf_counter() - started
+    engine.close()
+    return {"rows": rows, "seconds": seconds, "peak_rss": memory.peak}
+
+
+def measure(kind: str, data: Path) -> dict[str, float]:
+    scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
+    try:
+        code = (
+            "import json; from bench.ingestion import run_one; "
+            f"print(json.dumps(run_one({kind!r}, {str(data)!r}, {str(scratch / 'w.duckdb')!r})))"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def world(n_events: int) -> Path:
+    """A simulated world with about `n_events` events, in a temporary folder."""
+    from productlens.simulate import generate, preset
+
+    out = Path(tempfile.mkdtemp(prefix="productlens-bench-world-"))
+    generate(preset(users=max(1, round(n_events / EVENTS_PER_USER))), out)
+    return out
