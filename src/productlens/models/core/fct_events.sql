@@ -1,16 +1,17 @@
--- One row per event of a known user, with its calendar date and the user's signup date.
+-- One row per event of a known user, joined to the user's version valid at the event.
 with events as (
     select * from stg_events
 ),
 
 users as (
-    select * from stg_users
+    select * from dim_users
 ),
 
 final as (
     select
         events.event_id,
         events.user_id,
+        users.user_sk,
         events.session_id,
         events.event_type,
         events.event_ts,
@@ -21,7 +22,11 @@ final as (
         events.amount,
         cast(users.signup_ts as date) as signup_date
     from events
-    inner join users on events.user_id = users.user_id
+    inner join users
+        on
+            events.user_id = users.user_id
+            and events.event_ts >= users.valid_from
+            and events.event_ts < users.valid_to
 )
 
 select * from final

@@ -1,10 +1,9 @@
--- One row per event: keys trimmed, vocabulary normalised; if an event was loaded more
--- than once, the earliest load wins.
+-- One row per event: keys trimmed, vocabulary normalised.
 with source as (
     select * from raw.events
 ),
 
-normalised as (
+final as (
     select
         trim(event_id) as event_id,
         trim(user_id) as user_id,
@@ -15,29 +14,8 @@ normalised as (
         upper(trim(country)) as country,
         nullif(trim(product_id), '') as product_id,
         amount,
-        properties,
-        row_number() over (
-            partition by trim(event_id)
-            order by _ingested_at, _source_file, _row_number
-        ) as load_order
-    from source
-    where event_id is not null
-),
-
-final as (
-    select
-        event_id,
-        user_id,
-        session_id,
-        event_type,
-        event_ts,
-        device,
-        country,
-        product_id,
-        amount,
         properties
-    from normalised
-    where load_order = 1
+    from source
 )
 
 select * from final

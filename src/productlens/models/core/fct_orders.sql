@@ -1,0 +1,30 @@
+-- One row per order of a known user, with the user's version valid at the order.
+with orders as (
+    select * from stg_orders
+),
+
+users as (
+    select * from dim_users
+),
+
+final as (
+    select
+        orders.order_id,
+        orders.user_id,
+        users.user_sk,
+        orders.order_ts,
+        cast(orders.order_ts as date) as order_date,
+        orders.status,
+        orders.total_amount,
+        orders.status <> 'cancelled' as is_kept,
+        orders.campaign_id,
+        users.segment
+    from orders
+    inner join users
+        on
+            orders.user_id = users.user_id
+            and orders.order_ts >= users.valid_from
+            and orders.order_ts < users.valid_to
+)
+
+select * from final
