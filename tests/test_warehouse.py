@@ -55,8 +55,24 @@ e4,u2,s3,page_view,2026-03-03 10:00:00,mobile,GB
 e5,u1,s4,page_view,2026-03-06 10:59:00,web,US
 e6,u2,s5,page_view,2026-03-12 08:00:00,mobile,GB
 e7,u1,s6,page_view,2026-03-20 20:00:00,web,US
+e8,u2,s7,page_view,2026-05-20 10:00:00,mobile,GB
+""",
+    # u1 upgrades in April then cancels (paid until 5 May); u2 downgrades in April.
+    "subscriptions": """subscription_id,user_id,plan,billing_period,amount,started_at,cancelled_at,ended_at
+s1,u1,starter,monthly,10,2026-03-03 10:00:00,,2026-04-05 00:00:00
+s2,u1,pro,monthly,30,2026-04-05 00:00:00,2026-04-25 00:00:00,2026-05-05 00:00:00
+s3,u2,pro,annual,240,2026-03-05 00:00:00,,2026-04-15 00:00:00
+s4,u2,starter,annual,120,2026-04-15 00:00:00,,
+""",
+    "experiments": """experiment_id,name,hypothesis,variants,start_ts,end_ts,exposure_event,primary_metric,outcome_window_days
+x1,Checkout,h,"{""control"": 0.5, ""treatment"": 0.5}",2026-03-01 00:00:00,2026-04-01 00:00:00,checkout_start,purchase,7
+""",
+    "assignments": """experiment_id,user_id,variant,assigned_ts
+x1,u1,treatment,2026-03-03 09:59:00
+x1,u2,control,2026-03-03 10:00:00
 """,
 }
+N_DAYS = 80  # 2 March to 20 May
 
 
 def build_world(engine: DuckDBEngine, folder: Path, config: ProjectConfig) -> modeling.ModelGraph:
@@ -89,7 +105,7 @@ def test_every_data_test_passes_on_the_fixture(warehouse: DuckDBEngine) -> None:
 
 def test_dim_date_calendar(warehouse: DuckDBEngine) -> None:
     assert rows(warehouse, "SELECT min(date_day), max(date_day), count(*) FROM core.dim_date") == [
-        (date(2026, 3, 2), date(2026, 3, 20), 19)
+        (date(2026, 3, 2), date(2026, 5, 20), N_DAYS)
     ]
     assert rows(
         warehouse,
@@ -157,7 +173,7 @@ def test_daily_sales(warehouse: DuckDBEngine) -> None:
         (date(2026, 3, 6), 1, 1, 2, 112.0, 0.0, 112.0, 85.0, 27.0),  # o3 was cancelled
         (date(2026, 3, 7), 1, 0, 2, 24.0, 24.0, 0.0, 10.0, 14.0),  # o4 was refunded
     ]
-    assert rows(warehouse, "SELECT count(*) FROM marts.daily_sales") == [(19,)]
+    assert rows(warehouse, "SELECT count(*) FROM marts.daily_sales") == [(N_DAYS,)]
     # Reconciliation: order revenue equals the sum of items equals daily sales.
     assert rows(
         warehouse,
@@ -175,7 +191,7 @@ def brute_force_active(activity: dict[str, list[date]], day: date, window: int) 
 def test_active_users_daily(warehouse: DuckDBEngine) -> None:
     activity = {
         "u1": [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 6), date(2026, 3, 20)],
-        "u2": [date(2026, 3, 3), date(2026, 3, 12)],
+        "u2": [date(2026, 3, 3), date(2026, 3, 12), date(2026, 5, 20)],
     }
     got = {
         r[0]: r[1:]
@@ -183,7 +199,7 @@ def test_active_users_daily(warehouse: DuckDBEngine) -> None:
             warehouse, "SELECT activity_date, dau, wau, mau FROM marts.active_users_daily"
         )
     }
-    assert len(got) == 19
+    assert len(got) == N_DAYS
     for day, (dau, wau, mau) in got.items():
         assert dau == brute_force_active(activity, day, 1), day
         assert wau == brute_force_active(activity, day, 7), day
@@ -192,6 +208,67 @@ def test_active_users_daily(warehouse: DuckDBEngine) -> None:
     assert got[date(2026, 3, 3)] == (2, 2, 2)
     assert got[date(2026, 3, 10)] == (0, 1, 2)
     assert got[date(2026, 3, 19)] == (0, 0, 2)
+
+
+def test_arr_monthly(warehouse: DuckDBEngine) -> None:
+    # March: u1 starter 10/month (120 ARR), u2 pro annual 240: both new.
+    # April: u1 upgrades to 30/month (+240), u2 downgrades to 120 (-120).
+    # May: u1's cancellation takes effect on 5 May (-360).
+    assert rows(
+        warehouse,
+        "SELECT month_start_date, gross_arr, new_arr, reactivation_arr, expansion_arr, "
+        "contraction_arr, cancelled_arr, net_new_arr, n_paying_users FROM marts.arr_monthly "
+        "ORDER BY 1",
+    ) == [
+        (date(2026, 3, 1), 360.0, 360.0, 0.0, 0.0, 0.0, 0.0, 360.0, 2),
+        (date(2026, 4, 1), 480.0, 0.0, 0.0, 240.0, -120.0, 0.0, 120.0, 2),
+        (date(2026, 5, 1), 120.0, 0.0, 0.0, 0.0, 0.0, -360.0, -360.0, 1),
+    ]
+
+
+def test_user_revenue(warehouse: DuckDBEngine) -> None:
+    # Kept orders: u1 o1 (20) and o2 (112); u2 o4, refunded, so no net revenue.
+    assert rows(
+        warehouse,
+        "SELECT user_id, n_orders, net_revenue, revenue_rank, revenue_share, "
+        "cumulative_revenue_share FROM marts.user_revenue ORDER BY revenue_rank",
+    ) == [("u1", 2, 132.0, 1, 1.0, 1.0), ("u2", 1, 0.0, 2, 0.0, 1.0)]
+
+
+def test_event_counts_daily(warehouse: DuckDBEngine) -> None:
+    assert rows(
+        warehouse,
+        "SELECT event_type, n_events, n_users FROM marts.event_counts_daily "
+        "WHERE event_date = '2026-03-03' ORDER BY 1",
+    ) == [("page_view", 2, 2), ("purchase", 1, 1)]
+
+
+def test_retention_cohorts(warehouse: DuckDBEngine) -> None:
+    # Both signed up in the week of 2 March (and in March). u1 is back in the week of
+    # 16 March; u2 in the week of 9 March and of 18 May (week 11, month 2).
+    assert rows(
+        warehouse,
+        "SELECT cohort_grain, cohort_start_date, period_number, cohort_size, n_active_users, "
+        "retention_rate FROM marts.retention_cohorts ORDER BY 1 DESC, 2, 3",
+    ) == [
+        ("week", date(2026, 3, 2), 0, 2, 2, 1.0),
+        ("week", date(2026, 3, 2), 1, 2, 1, 0.5),
+        ("week", date(2026, 3, 2), 2, 2, 1, 0.5),
+        ("week", date(2026, 3, 2), 11, 2, 1, 0.5),
+        ("month", date(2026, 3, 1), 0, 2, 2, 1.0),
+        ("month", date(2026, 3, 1), 2, 2, 1, 0.5),
+    ]
+
+
+def test_experiment_exposures(warehouse: DuckDBEngine) -> None:
+    assert rows(
+        warehouse,
+        "SELECT experiment_id, user_id, variant, first_exposure_ts, has_multiple_variants, "
+        "outcome_window_days FROM marts.experiment_exposures ORDER BY 2",
+    ) == [
+        ("x1", "u1", "treatment", datetime(2026, 3, 3, 9, 59), False, 7),
+        ("x1", "u2", "control", datetime(2026, 3, 3, 10, 0), False, 7),
+    ]
 
 
 # --- SCD Type 2 on a simulated world ------------------------------------------------------
@@ -255,3 +332,33 @@ def test_each_fact_row_joins_exactly_one_version(
     assert rows(simulated, "SELECT count(*) FROM core.fct_events") == rows(
         simulated, "SELECT count(*) FROM staging.stg_events"
     )
+
+
+def test_the_saas_scenario_builds_with_non_trivial_marts(tmp_path: Path) -> None:
+    generate(preset("saas", users=2500, days=75, seed=13), tmp_path / "data", workers=1)
+    engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="2GB")
+    try:
+        ingest_paths(engine, [tmp_path / "data"], now=NOW)
+        config = ProjectConfig.model_validate({"simulate": {"scenario": "saas"}})
+        graph = modeling.discover(config)
+        built = modeling.build(engine, graph, RunLog(engine))
+        assert built.ok, built.failed
+        outcomes = checks.run_tests(engine, checks.compile_tests(graph), "r")
+        assert [o.test.name for o in outcomes if o.status in ("fail", "error")] == []
+        dau, wau, mau = rows(
+            engine, "SELECT avg(dau), avg(wau), avg(mau) FROM marts.active_users_daily"
+        )[0]
+        assert 0 < dau < wau < mau
+        arr = rows(engine, "SELECT gross_arr, expansion_arr FROM marts.arr_monthly ORDER BY 1")
+        assert arr[-1][0] > arr[0][0] > 0  # ARR grows as users upgrade
+        assert sum(r[1] for r in arr) > 0
+        counts = dict(
+            rows(
+                engine, "SELECT event_type, sum(n_events) FROM marts.event_counts_daily GROUP BY 1"
+            )
+        )
+        assert counts["create_project"] > counts["export"] > 0
+        steps = rows(engine, "SELECT DISTINCT step_name FROM marts.funnel_daily_metrics")
+        assert {s[0] for s in steps} == {"login", "create_project", "export", "invite", "upgrade"}
+    finally:
+        engine.close()
