@@ -56,6 +56,15 @@ e5,u1,s4,page_view,2026-03-06 10:59:00,web,US
 e6,u2,s5,page_view,2026-03-12 08:00:00,mobile,GB
 e7,u1,s6,page_view,2026-03-20 20:00:00,web,US
 e8,u2,s7,page_view,2026-05-20 10:00:00,mobile,GB
+e9,u2,,page_view,2026-03-12 08:10:00,mobile,GB
+e10,u2,,page_view,2026-03-12 08:50:00,mobile,GB
+e11,u2,,product_view,2026-03-12 09:05:00,mobile,GB
+""",
+    "inventory": """snapshot_date,product_id,on_hand
+2026-03-02,p1,50
+2026-03-20,p1,40
+2026-03-02,p2,10
+2026-03-20,p2,8
 """,
     # u1 upgrades in April then cancels (paid until 5 May); u2 downgrades in April.
     "subscriptions": """subscription_id,user_id,plan,billing_period,amount,started_at,cancelled_at,ended_at
@@ -271,6 +280,68 @@ def test_experiment_exposures(warehouse: DuckDBEngine) -> None:
     ]
 
 
+def test_sessions_follow_ids_or_the_inactivity_rule(warehouse: DuckDBEngine) -> None:
+    assert rows(warehouse, "SELECT count(*) FROM core.fct_sessions WHERE NOT is_derived") == [(7,)]
+    # u2's events without a session id: 08:10, then 40 minutes of quiet (a new session),
+    # then 15 minutes (the same one).
+    assert rows(
+        warehouse,
+        "SELECT session_id, session_start_ts, n_events, duration_seconds FROM core.fct_sessions "
+        "WHERE is_derived ORDER BY 1",
+    ) == [
+        ("u2#1", datetime(2026, 3, 12, 8, 10), 1, 0.0),
+        ("u2#2", datetime(2026, 3, 12, 8, 50), 2, 900.0),
+    ]
+
+
+def test_experiment_outcomes(warehouse: DuckDBEngine) -> None:
+    # u1, exposed 3 March 09:59: e2 (at the exposure), e3 (purchase) and e5 fall in the
+    # 7-day window, e1 in the pre-window; o1 and o2 are completed in the window.
+    # u2, exposed 3 March 10:00: only e4; its orders were cancelled or refunded.
+    assert rows(
+        warehouse,
+        "SELECT user_id, variant, is_converted, revenue, n_events, pre_is_converted, "
+        "pre_revenue, pre_n_events FROM marts.experiment_outcomes ORDER BY 1",
+    ) == [
+        ("u1", "treatment", True, 132.0, 3, False, 0.0, 1),
+        ("u2", "control", False, 0.0, 1, False, 0.0, 0),
+    ]
+
+
+def test_product_metrics(warehouse: DuckDBEngine) -> None:
+    # p1: o1 (2 units), o2 (1), o4 (2, refunded but shipped); p2: o2 only (o3 cancelled).
+    got = rows(
+        warehouse,
+        "SELECT product_id, current_price, n_units, revenue, cost_amount, margin, margin_pct, "
+        "avg_on_hand, inventory_turnover, days_of_cover FROM marts.product_metrics ORDER BY 1",
+    )
+    assert got == [
+        (
+            "p1",
+            12.0,
+            5,
+            56.0,
+            23.0,
+            33.0,
+            pytest.approx(33 / 56),
+            45.0,
+            pytest.approx(5 / 45),
+            640.0,
+        ),
+        ("p2", 100.0, 1, 100.0, 80.0, 20.0, 0.2, 9.0, pytest.approx(1 / 9), 640.0),
+    ]
+
+
+def test_campaign_attribution(warehouse: DuckDBEngine) -> None:
+    # c1 acquired u2, whose orders were cancelled or refunded: nothing earned yet.
+    assert rows(
+        warehouse,
+        "SELECT campaign_id, spend, first_touch_signups, first_touch_customers, "
+        "first_touch_revenue, last_touch_orders, roas, roi, cost_per_signup, cac "
+        "FROM marts.campaign_attribution",
+    ) == [("c1", 500.0, 1, 0, 0.0, 0, 0.0, -1.0, 500.0, None)]
+
+
 # --- SCD Type 2 on a simulated world ------------------------------------------------------
 
 
@@ -362,3 +433,22 @@ def test_the_saas_scenario_builds_with_non_trivial_marts(tmp_path: Path) -> None
         assert {s[0] for s in steps} == {"login", "create_project", "export", "invite", "upgrade"}
     finally:
         engine.close()
+
+
+def test_campaign_attribution_reconciles_on_a_simulated_world(simulated: DuckDBEngine) -> None:
+    attributed, acquired = rows(
+        simulated,
+        "SELECT (SELECT sum(first_touch_signups) FROM marts.campaign_attribution), "
+        "(SELECT count(*) FROM staging.stg_users WHERE campaign_id IS NOT NULL)",
+    )[0]
+    assert attributed == acquired > 0
+    spread = rows(
+        simulated, "SELECT max(roas) / min(roas) FROM marts.campaign_attribution WHERE roas > 0"
+    )
+    assert spread[0][0] > 1.5  # campaigns differ in return
+    funnel_vs_active = rows(
+        simulated,
+        "SELECT count(*) FROM marts.funnel_daily_metrics f JOIN marts.active_users_daily a "
+        "ON a.activity_date = f.event_date WHERE f.step_no = 1 AND f.n_users > a.dau",
+    )
+    assert funnel_vs_active == [(0,)]  # step-1 users never exceed active users

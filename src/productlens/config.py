@@ -63,6 +63,7 @@ class MetricsConfig(Section):
 
     funnel_steps: list[str] | None = Field(default=None, min_length=2)
     week_start: Literal["monday", "sunday"] = "monday"
+    session_timeout_minutes: PositiveInt = 30  # for events without a session id
 
     @field_validator("funnel_steps")
     @classmethod

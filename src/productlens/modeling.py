@@ -68,6 +68,7 @@ class ModelContext:
     scenario: str
     funnel_steps: tuple[str, ...]
     week_start: str
+    session_timeout_minutes: int = 30
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> ModelContext:
@@ -75,6 +76,7 @@ class ModelContext:
             scenario=config.simulate.scenario,
             funnel_steps=config.funnel_steps(),
             week_start=config.metrics.week_start,
+            session_timeout_minutes=config.metrics.session_timeout_minutes,
         )
 
 
