@@ -87,6 +87,7 @@ select * from final
 
 
 def model(ctx: ModelContext) -> exp.Query:
-    query = sqlglot.parse_one(TEMPLATE.format(timeout=int(ctx.session_timeout_minutes)), read="duckdb")
+    timeout = int(ctx.session_timeout_minutes)  # an int from validated configuration
+    query = sqlglot.parse_one(TEMPLATE.format(timeout=timeout), read="duckdb")
     assert isinstance(query, exp.Query)
     return query
