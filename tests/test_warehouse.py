@@ -3,6 +3,7 @@ hand, and the SCD Type 2 invariants on a simulated world."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -340,6 +341,79 @@ def test_campaign_attribution(warehouse: DuckDBEngine) -> None:
         "first_touch_revenue, last_touch_orders, roas, roi, cost_per_signup, cac "
         "FROM marts.campaign_attribution",
     ) == [("c1", 500.0, 1, 0, 0.0, 0, 0.0, -1.0, 500.0, None)]
+
+
+def test_customer_metrics(warehouse: DuckDBEngine) -> None:
+    # As of 20 May. u1: o1 (20, margin 12) and o2 (112, margin 27); Regular at the first
+    # order, Premium now. u2 never completed an order.
+    got = rows(
+        warehouse,
+        "SELECT user_id, segment, segment_at_first_order, n_orders, revenue, margin, aov, "
+        "days_to_first_purchase, recency_days, historical_clv, predicted_clv_12m, "
+        "recency_score, frequency_score, monetary_score, churn_risk "
+        "FROM marts.customer_metrics ORDER BY 1",
+    )
+    predicted = 66 * 2 * 365 / 80 * math.exp(-75 / 90)
+    assert got == [
+        ("u1", "Premium", "Regular", 2, 132.0, 39.0, 66.0, 1, 75, 132.0,
+         pytest.approx(predicted), 1, 1, 1, "at_risk"),
+        ("u2", "Budget", None, 0, 0.0, 0.0, None, None, None, 0.0, 0.0,
+         None, None, None, "never_bought"),
+    ]  # fmt: skip
+
+
+def test_user_lifecycle(warehouse: DuckDBEngine) -> None:
+    # u1 active in the weeks of 2 and 16 March; u2 in those of 2 and 9 March and 18 May.
+    assert rows(
+        warehouse,
+        "SELECT week_start_date, status, n_users FROM marts.user_lifecycle ORDER BY 1, 2",
+    ) == [
+        (date(2026, 3, 2), "new", 2),
+        (date(2026, 3, 9), "dormant", 1),
+        (date(2026, 3, 9), "returning", 1),
+        (date(2026, 3, 16), "dormant", 1),
+        (date(2026, 3, 16), "resurrecting", 1),
+        (date(2026, 3, 23), "dormant", 1),
+        (date(2026, 5, 18), "resurrecting", 1),
+    ]
+
+
+def test_device_metrics(warehouse: DuckDBEngine) -> None:
+    # Web (u1): four days with a page view, never a product view. Mobile (u2): three days
+    # with a page view; on 12 March a product view follows it.
+    got = rows(
+        warehouse,
+        "SELECT device, step_no, n_user_days, conversion_from_start, conversion_from_previous "
+        "FROM marts.device_metrics WHERE step_no <= 3 ORDER BY 1, 2",
+    )
+    assert got == [
+        ("mobile", 1, 3, 1.0, None),
+        ("mobile", 2, 1, pytest.approx(1 / 3), pytest.approx(1 / 3)),
+        ("mobile", 3, 0, 0.0, 0.0),
+        ("web", 1, 4, 1.0, None),
+        ("web", 2, 0, 0.0, 0.0),
+        ("web", 3, 0, 0.0, None),
+    ]
+
+
+def test_core_facts_join_the_version_valid_at_their_time(warehouse: DuckDBEngine) -> None:
+    assert rows(
+        warehouse,
+        "SELECT product_id, snapshot_date, on_hand, stock_value_at_cost "
+        "FROM core.fct_inventory_daily ORDER BY 1, 2",
+    ) == [
+        ("p1", date(2026, 3, 2), 50, 200.0),  # cost 4 until 4 March
+        ("p1", date(2026, 3, 20), 40, 200.0),  # cost 5 after
+        ("p2", date(2026, 3, 2), 10, 800.0),
+        ("p2", date(2026, 3, 20), 8, 640.0),
+    ]
+    assert rows(
+        warehouse,
+        "SELECT subscription_id, arr, is_cancelled FROM core.fct_subscriptions ORDER BY 1",
+    ) == [("s1", 120.0, False), ("s2", 360.0, True), ("s3", 240.0, False), ("s4", 120.0, False)]
+    assert rows(
+        warehouse, "SELECT user_id, variant, segment FROM core.fct_assignments ORDER BY 1"
+    ) == [("u1", "treatment", "Regular"), ("u2", "control", "Budget")]
 
 
 # --- SCD Type 2 on a simulated world ------------------------------------------------------

@@ -13,46 +13,49 @@ from collections.abc import Sequence
 from sqlglot import exp
 
 
-def _step_cte(k: int, step: str) -> exp.Select:
-    """Users' earliest time at step k per day, chained to step k-1."""
-    events = exp.column  # short alias: every column here is qualified by e or p
+def _step_cte(k: int, step: str, keys: Sequence[str]) -> exp.Select:
+    """Users' earliest time at step k per day (and per extra key), chained to step k-1."""
+    col = exp.column  # every column here is qualified by e or p
     query = exp.select(
-        events("user_id", "e"),
-        events("event_date", "e"),
-        exp.Min(this=events("event_ts", "e")).as_("reached_ts"),
+        col("user_id", "e"),
+        *[col(key, "e") for key in keys],
+        exp.Min(this=col("event_ts", "e")).as_("reached_ts"),
     ).from_(exp.to_table("funnel_events").as_("e"))
     if k > 1:
-        prev = f"step_{k - 1}"
         query = query.join(
-            exp.to_table(prev).as_("p"),
+            exp.to_table(f"step_{k - 1}").as_("p"),
             on=exp.and_(
-                events("user_id", "e").eq(events("user_id", "p")),
-                events("event_date", "e").eq(events("event_date", "p")),
-                events("event_ts", "e") >= events("reached_ts", "p"),
+                col("user_id", "e").eq(col("user_id", "p")),
+                *[col(key, "e").eq(col(key, "p")) for key in keys],
+                col("event_ts", "e") >= col("reached_ts", "p"),
             ),
         )
-    return query.where(events("event_type", "e").eq(exp.convert(step))).group_by(
-        events("user_id", "e"), events("event_date", "e")
+    return query.where(col("event_type", "e").eq(exp.convert(step))).group_by(
+        col("user_id", "e"), *[col(key, "e") for key in keys]
     )
 
 
-def daily_funnel_query(steps: Sequence[str], source: str = "fct_events") -> exp.Query:
-    """One row per day per step: users reaching the step that day, and conversion rates.
+def daily_funnel_query(
+    steps: Sequence[str], source: str = "fct_events", by: Sequence[str] = ()
+) -> exp.Query:
+    """One row per day (and per value of each `by` column) per step: users reaching the
+    step that day, and conversion rates.
 
-    Columns: event_date, step_no, step_name, n_users, n_users_first_step,
+    Columns: event_date, *by, step_no, step_name, n_users, n_users_first_step,
     conversion_from_start, conversion_from_previous.
     """
     if len(steps) < 2:
         raise ValueError("a funnel needs at least two steps")
+    keys = ["event_date", *by]
     query = exp.select("*").from_("final")
     query = query.with_(
         "funnel_events",
-        as_=exp.select("user_id", "event_date", "event_ts", "event_type")
+        as_=exp.select("user_id", *keys, "event_ts", "event_type")
         .from_(source)
         .where(exp.column("event_type").isin(*[exp.convert(s) for s in steps])),
     )
     for k, step in enumerate(steps, start=1):
-        query = query.with_(f"step_{k}", as_=_step_cte(k, step))
+        query = query.with_(f"step_{k}", as_=_step_cte(k, step, keys))
 
     step_names = exp.select("*").from_(
         exp.Values(
@@ -69,33 +72,33 @@ def daily_funnel_query(steps: Sequence[str], source: str = "fct_events") -> exp.
     reached = exp.union(
         *[
             exp.select(
-                "event_date",
+                *keys,
                 exp.convert(k).as_("step_no"),
                 exp.Count(this=exp.Star()).as_("n_users"),
             )
             .from_(f"step_{k}")
-            .group_by("event_date")
+            .group_by(*keys)
             for k in range(1, len(steps) + 1)
         ],
         distinct=False,
     )
     query = query.with_("reached", as_=reached)
-    query = query.with_("days", as_=exp.select("event_date").from_("step_1").distinct())
+    query = query.with_("groups", as_=exp.select(*keys).from_("step_1").distinct())
 
     n_users = exp.func("coalesce", exp.column("n_users", "r"), exp.convert(0))
     grid = (
         exp.select(
-            exp.column("event_date", "d"),
+            *[exp.column(key, "g") for key in keys],
             exp.column("step_no", "s"),
             exp.column("step_name", "s"),
             n_users.as_("n_users"),
         )
-        .from_(exp.to_table("days").as_("d"))
+        .from_(exp.to_table("groups").as_("g"))
         .join(exp.to_table("steps").as_("s"), join_type="cross")
         .join(
             exp.to_table("reached").as_("r"),
             on=exp.and_(
-                exp.column("event_date", "r").eq(exp.column("event_date", "d")),
+                *[exp.column(key, "r").eq(exp.column(key, "g")) for key in keys],
                 exp.column("step_no", "r").eq(exp.column("step_no", "s")),
             ),
             join_type="left",
@@ -103,23 +106,51 @@ def daily_funnel_query(steps: Sequence[str], source: str = "fct_events") -> exp.
     )
     query = query.with_("grid", as_=grid)
     final = exp.select(
-        "event_date",
+        *keys,
         "step_no",
         "step_name",
         "n_users",
-        _window("first_value", "n_users").as_("n_users_first_step"),
-        _ratio(exp.column("n_users"), _window("first_value", "n_users")).as_(
+        _window("first_value", "n_users", keys).as_("n_users_first_step"),
+        _ratio(exp.column("n_users"), _window("first_value", "n_users", keys)).as_(
             "conversion_from_start"
         ),
-        _ratio(exp.column("n_users"), _window("lag", "n_users")).as_("conversion_from_previous"),
+        _ratio(exp.column("n_users"), _window("lag", "n_users", keys)).as_(
+            "conversion_from_previous"
+        ),
     ).from_("grid")
     return query.with_("final", as_=final)
 
 
-def _window(func: str, column: str) -> exp.Window:
+def funnel_totals_query(steps: Sequence[str], by: str, source: str = "fct_events") -> exp.Query:
+    """User-days reaching each step over the whole period, per value of `by` (e.g.
+    device), with conversion from the first step and from the previous one."""
+    daily = daily_funnel_query(steps, source, by=(by,)).subquery("daily")
+    totals = (
+        exp.select(
+            by,
+            "step_no",
+            exp.func("min", exp.column("step_name")).as_("step_name"),
+            exp.Sum(this=exp.column("n_users")).as_("n_user_days"),
+        )
+        .from_(daily)
+        .group_by(by, "step_no")
+        .subquery("totals")
+    )
+    n = exp.column("n_user_days")
+    return exp.select(
+        by,
+        "step_no",
+        "step_name",
+        "n_user_days",
+        _ratio(n, _window("first_value", "n_user_days", [by])).as_("conversion_from_start"),
+        _ratio(n, _window("lag", "n_user_days", [by])).as_("conversion_from_previous"),
+    ).from_(totals)
+
+
+def _window(func: str, column: str, keys: Sequence[str]) -> exp.Window:
     return exp.Window(
         this=exp.func(func, exp.column(column)),
-        partition_by=[exp.column("event_date")],
+        partition_by=[exp.column(key) for key in keys],
         order=exp.Order(expressions=[exp.Ordered(this=exp.column("step_no"))]),
     )
 
