@@ -42,6 +42,9 @@ CASES = [
     ("columns: {qty: [{accepted_values: {values: [5, 7, 2, -1]}}]}", 0),
     ("tests: [{expression: 'qty >= 0'}]", 1),
     ("tests: [{unique: [cid, pid]}]", 0),
+    # A query test: model names resolve to their layer; raw tables by schema.
+    ("tests: [{query: 'select * from stg_c c anti join stg_p p on c.pid = p.id'}]", 2),
+    ("tests: [{query: 'select * from raw.c where qty > 100'}]", 0),
 ]
 
 

@@ -113,6 +113,16 @@ def test_every_data_test_passes_on_the_fixture(warehouse: DuckDBEngine) -> None:
     assert [o.test.name for o in outcomes if o.status != "pass"] == []
 
 
+def test_reconciliation_catches_an_order_that_disagrees_with_its_items(
+    warehouse: DuckDBEngine,
+) -> None:
+    warehouse.execute("UPDATE core.fct_orders SET total_amount = 21 WHERE order_id = 'o1'")
+    graph = modeling.discover(ProjectConfig())
+    outcomes = checks.run_tests(warehouse, checks.compile_tests(graph), "r")
+    failed = [o.test.name for o in outcomes if o.status == "fail"]
+    assert failed == ["daily_sales_reconciles_with_orders_and_items"]
+
+
 def test_dim_date_calendar(warehouse: DuckDBEngine) -> None:
     assert rows(warehouse, "SELECT min(date_day), max(date_day), count(*) FROM core.dim_date") == [
         (date(2026, 3, 2), date(2026, 5, 20), N_DAYS)

@@ -130,6 +130,22 @@ def _expression(
     return exp.select("*").from_(_table(model)).where(exp.not_(exp.paren(condition)))
 
 
+def _query(model: Model, column: str | None, args: dict[str, Any], graph: ModelGraph) -> exp.Query:
+    """Any SELECT returning the failing rows (a reconciliation across models); bare model
+    names are qualified with their layer, as in models."""
+    try:
+        query = sqlglot.parse_one(str(args["query"]), read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        raise ModelError(f"test query does not parse: {exc}", model=model.name) from None
+    if not isinstance(query, exp.Query):
+        raise ModelError("a test query must be a SELECT", model=model.name)
+    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+    for table in query.find_all(exp.Table):
+        if not table.db and table.name in graph.models and table.name not in ctes:
+            table.set("db", exp.to_identifier(graph[table.name].layer))
+    return query
+
+
 def _need(column: str | None) -> str:
     if column is None:
         raise ModelError("this test must be declared under a column")
@@ -144,11 +160,17 @@ TEST_KINDS: dict[str, TestBuilder] = {
     "accepted_values": _accepted_values,
     "relationships": _relationships,
     "expression": _expression,
+    "query": _query,
 }
 
 # Shorthands: `- expression: "a >= b"` and `- unique: [a, b]` at model level.
 _OPTIONS = ("severity", "name")
-_SHORTHAND_ARG = {"expression": "expression", "unique": "columns", "accepted_values": "values"}
+_SHORTHAND_ARG = {
+    "expression": "expression",
+    "unique": "columns",
+    "accepted_values": "values",
+    "query": "query",
+}
 
 
 def compile_tests(models: ModelGraph, selected: list[Model] | None = None) -> list[DataTest]:
@@ -203,8 +225,8 @@ def _name_hint(kind: str, args: dict[str, Any]) -> list[str]:
         return [str(args["to"]).replace(".", "_")]
     if kind == "unique" and "columns" in args:
         return ["_".join(args["columns"])]
-    if kind == "expression":
-        text = "".join(ch if ch.isalnum() else "_" for ch in str(args["expression"]))
+    if kind in ("expression", "query"):
+        text = "".join(ch if ch.isalnum() else "_" for ch in str(args[kind]))
         return ["_".join(part for part in text.split("_") if part)[:40]]
     return []
 
