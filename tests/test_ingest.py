@@ -341,7 +341,10 @@ def test_fuzzed_rows_are_all_accounted_for(
         lines = []
         for row in rows:
             buffer = io.StringIO()
-            csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else v for v in row])
+            # Every field quoted: a bare carriage return is a line break to a CSV reader
+            # (old Mac files), so unquoted it would be a second row, not a wrong count.
+            writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+            writer.writerow(["" if v is None else v for v in row])
             lines.append(buffer.getvalue().rstrip("\n"))
         path.write_text("\n".join([",".join(header), *lines]) + "\n")
         expected = sum(1 for line in lines if line)  # a blank line holds no row

@@ -22,7 +22,7 @@ import importlib.util
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlglot
 import yaml
@@ -51,6 +51,7 @@ class ModelSpec(BaseModel):
     name: str
     grain: str
     description: str = ""
+    materialized: Literal["table", "view"] = "table"
     columns: dict[str, list[TestDecl]] = Field(default_factory=dict)
     tests: list[TestDecl] = Field(default_factory=list)
 
@@ -336,15 +337,38 @@ def drop_leftovers(engine: Engine) -> list[str]:
     return dropped
 
 
+def _drop_existing(engine: Engine, model: Model) -> None:
+    """Drop whatever holds the model's name now (a table or a view)."""
+    kind = engine.fetch_all(
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_schema = ? AND table_name = ?",
+        [model.layer, model.name],
+    )
+    if kind:
+        noun = "VIEW" if kind[0][0] == "VIEW" else "TABLE"
+        engine.execute(f"DROP {noun} {model.table}")
+
+
 def materialize(engine: Engine, model: Model) -> int:
-    """Build one model under a temporary name and swap it in; returns its row count."""
+    """Build one model and swap it in atomically; returns its row count.
+
+    A table is built under a temporary name and renamed into place, so a failed or
+    killed build leaves the previous table. A view (for light staging models) is
+    replaced inside one transaction.
+    """
     final = model.table
+    sql = model.compile(engine.dialect)
+    if model.spec is not None and model.spec.materialized == "view":
+        with engine.transaction():
+            _drop_existing(engine, model)
+            engine.execute(f"CREATE VIEW {final} AS\n{sql}")
+        return int(engine.fetch_all(f"SELECT count(*) FROM {final}")[0][0])
     building = f"{model.table}{BUILDING_SUFFIX}"
     engine.execute(f"DROP TABLE IF EXISTS {building}")
     try:
-        engine.execute(f"CREATE TABLE {building} AS\n{model.compile(engine.dialect)}")
+        engine.execute(f"CREATE TABLE {building} AS\n{sql}")
         with engine.transaction():
-            engine.execute(f"DROP TABLE IF EXISTS {final}")
+            _drop_existing(engine, model)
             engine.execute(f"ALTER TABLE {building} RENAME TO {model.name}")
     except BaseException:
         engine.execute(f"DROP TABLE IF EXISTS {building}")

@@ -315,35 +315,41 @@ def _load_files(
     return batch
 
 
-def _csv_header(path: Path, delimiter: str) -> list[str]:
-    """The header fields of a CSV file (one row, read with the csv module)."""
+def _csv_header(path: Path, delimiter: str) -> tuple[list[str], str]:
+    """The header fields of a CSV file (one row, read with the csv module) and its line
+    ending, taken from the first line."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             header = next(csv.reader(fh, delimiter=delimiter), [])
+        with path.open("rb") as fh:
+            first_line = fh.readline()
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise IngestError(f"cannot read the CSV header: {exc}", file=path) from None
     names = [h.strip() for h in header]
     if not names or any(not n for n in names) or len(set(names)) != len(names):
         raise IngestError(f"the first line must name every column once, got {header!r}", file=path)
-    return names
+    return names, ("\\r\\n" if first_line.endswith(b"\r\n") else "\\n")
 
 
 def _csv_relation(files: list[Path], delimiter: str) -> str:
-    """A CSV reader with the dialect and columns stated, never sniffed (the sniffer can
-    guess wrong and silently read fewer rows). Files are grouped by header and the
-    groups combined by column name."""
-    groups: dict[tuple[str, ...], list[Path]] = {}
+    """A CSV reader with the dialect, line ending and columns stated, never sniffed (the
+    sniffer can guess wrong and silently read fewer rows; a guessed line ending split
+    quoted fields holding a bare carriage return). Files are grouped by header and the
+    groups combined by column name. The serial reader is what DuckDB needs for quoted
+    newlines."""
+    groups: dict[tuple[tuple[str, ...], str], list[Path]] = {}
     for path in files:
-        groups.setdefault(tuple(_csv_header(path, delimiter)), []).append(path)
+        header, newline = _csv_header(path, delimiter)
+        groups.setdefault((tuple(header), newline), []).append(path)
     parts = []
-    for header, paths in groups.items():
-        columns = ", ".join(f"{literal(n)}: 'VARCHAR'" for n in (*header, *CSV_OVERFLOW))
+    for (names, newline), paths in groups.items():
+        columns = ", ".join(f"{literal(n)}: 'VARCHAR'" for n in (*names, *CSV_OVERFLOW))
         listed = "[" + ", ".join(literal(str(p.resolve())) for p in paths) + "]"
         parts.append(
             f"SELECT * FROM read_csv({listed}, header = true, auto_detect = false, "
             f"delim = {literal(delimiter)}, quote = '\"', escape = '\"', "
-            f"columns = {{{columns}}}, null_padding = true, strict_mode = false, "
-            "filename = true)"
+            f"new_line = '{newline}', columns = {{{columns}}}, null_padding = true, "
+            "strict_mode = false, parallel = false, filename = true)"
         )
     return "(" + " UNION ALL BY NAME ".join(parts) + ")"
 

@@ -12,32 +12,49 @@ products as (
     select * from dim_products
 ),
 
-final as (
+-- Materialised so the planner joins versions on product id first, then filters by time;
+-- flattened, it picked a range join of every order with every version (100x slower).
+lines as materialized (
     select
         items.order_id,
         items.line_no,
+        items.product_id,
+        items.quantity,
+        items.unit_price,
         orders.user_id,
         orders.order_ts,
         orders.order_date,
         orders.status,
-        orders.is_kept,
-        items.product_id,
+        orders.is_kept
+    from items
+    inner join orders on items.order_id = orders.order_id
+),
+
+final as (
+    select
+        lines.order_id,
+        lines.line_no,
+        lines.user_id,
+        lines.order_ts,
+        lines.order_date,
+        lines.status,
+        lines.is_kept,
+        lines.product_id,
         products.product_sk,
         products.category,
         products.brand,
-        items.quantity,
-        items.unit_price,
+        lines.quantity,
+        lines.unit_price,
         products.cost as unit_cost,
-        items.quantity * items.unit_price as revenue,
-        items.quantity * products.cost as cost_amount,
-        items.quantity * (items.unit_price - products.cost) as margin
-    from items
-    inner join orders on items.order_id = orders.order_id
+        lines.quantity * lines.unit_price as revenue,
+        lines.quantity * products.cost as cost_amount,
+        lines.quantity * (lines.unit_price - products.cost) as margin
+    from lines
     inner join products
         on
-            items.product_id = products.product_id
-            and orders.order_ts >= products.valid_from
-            and orders.order_ts < products.valid_to
+            lines.product_id = products.product_id
+            and lines.order_ts >= products.valid_from
+            and lines.order_ts < products.valid_to
 )
 
 select * from final
