@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import generation, ingestion
+from bench import generation, ingestion, pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_EVENTS_PER_SECOND = 2_000_000
@@ -109,6 +109,50 @@ def bench_ingestion(sizes: list[int], console: Console) -> list[dict[str, object
     return rows
 
 
+PIPELINE_TARGETS = {10**7: 30.0, 10**8: 360.0}
+PIPELINE_MEMORY = 8 * 2**30
+
+
+def bench_pipeline(sizes: list[int], console: Console) -> list[dict[str, object]]:
+    table = Table(title="ingest + build + checks: seconds per stage and peak memory")
+    for column in ("events", "ingest", "build", "check", "total", "peak RSS", "target"):
+        table.add_column(column, justify="right")
+    rows: list[dict[str, object]] = []
+    for size in sizes:
+        data = ingestion.world(size)
+        try:
+            result = pipeline.measure(data)
+        finally:
+            import shutil
+
+            shutil.rmtree(data, ignore_errors=True)
+        stages = result["stages"]
+        assert isinstance(stages, dict)
+        total = float(result["seconds"])  # type: ignore[arg-type]
+        peak = float(result["peak_rss"])  # type: ignore[arg-type]
+        limit = PIPELINE_TARGETS.get(size)
+        verdict = (
+            ""
+            if limit is None
+            else ("met" if total <= limit and peak <= PIPELINE_MEMORY else "missed")
+        )
+        table.add_row(
+            f"{size:,}",
+            f"{stages['ingest']:.1f}s",
+            f"{stages['build']:.1f}s",
+            f"{stages['check']:.1f}s",
+            f"{total:.1f}s",
+            f"{peak / 2**30:.2f} GiB",
+            verdict,
+        )
+        slow = ", ".join(f"{name} {secs:.1f}s" for name, secs in result["slowest_models"])  # type: ignore[union-attr]
+        console.print(f"done: {size:,} events; slowest models: {slow}")
+        rows.append({"size": size, **result})
+    console.print(table)
+    console.print("targets: under 30 s at 10M events; under 6 min and 8 GiB at 100M")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("which", nargs="?", default="all", choices=["all", "generate", "ingest"])
@@ -120,6 +164,7 @@ def main() -> None:
     runs = {
         "generate": (bench_generation, "1M,10M,100M"),
         "ingest": (bench_ingestion, "1M,10M"),
+        "pipeline": (bench_pipeline, "10M"),
     }
     for name, (run, default_sizes) in runs.items():
         if args.which not in ("all", name):
