@@ -155,7 +155,9 @@ def bench_pipeline(sizes: list[int], console: Console) -> list[dict[str, object]
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("which", nargs="?", default="all", choices=["all", "generate", "ingest"])
+    parser.add_argument(
+        "which", nargs="?", default="all", choices=["all", "generate", "ingest", "pipeline"]
+    )
     parser.add_argument("--sizes", default=None, help="comma-separated event counts")
     args = parser.parse_args()
     console = Console()
