@@ -316,10 +316,25 @@ def build(
         list[str] | None,
         typer.Option(help="Models to build: NAME, NAME+ (and downstream), +NAME (and upstream)."),
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Rebuild only rows from this date (YYYY-MM-DD) minus each model's lookback "
+            "in date-partitioned models; the others rebuild whole. Same tables as a full build."
+        ),
+    ] = None,
 ) -> None:
     """Build the warehouse models (staging -> core -> marts) in dependency order."""
+    from datetime import date
+
+    from productlens.errors import ConfigError
+
+    try:
+        since_date = date.fromisoformat(since) if since else None
+    except ValueError:
+        raise ConfigError(f"--since must be a date like 2026-03-01, got {since!r}") from None
     with _runner(ctx) as runner:
-        runner.build(select)
+        runner.build(select, since=since_date)
 
 
 @app.command()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,7 +168,9 @@ class Runner:
             )
         return result
 
-    def build(self, select: Sequence[str] | None = None) -> modeling.BuildResult:
+    def build(
+        self, select: Sequence[str] | None = None, since: date | None = None
+    ) -> modeling.BuildResult:
         graph = modeling.discover(self.project.config, self.project.model_dirs)
         chosen = graph.select(select)
         with self._stage("build", len(chosen)) as advance:
@@ -193,7 +196,7 @@ class Runner:
                 advance()
 
             result = modeling.build(
-                self.engine, graph, self.runlog, select=select, on_model=on_model
+                self.engine, graph, self.runlog, select=select, since=since, on_model=on_model
             )
             self._last_meta(
                 rows=sum(result.built.values()),
