@@ -6,10 +6,7 @@ Each size runs in a fresh process so that peak memory is that run's alone.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.isolated import run_isolated
 from bench.procmem import PeakMemory
 
 EVENTS_PER_USER = 137.0  # the default world's events per user (10k users -> ~1.37M)
@@ -53,7 +51,7 @@ def plain_numpy_baseline(n_events: int, out: Path, chunk: int = 5_000_000) -> No
         part += 1
 
 
-def run_one(kind: str, n_events: int, out: Path) -> dict[str, float]:
+def run_one(kind: str, n_events: int, out: str) -> dict[str, float]:
     """Run one generation in this process; return events, seconds, peak RSS."""
     from productlens.simulate import generate, preset
 
@@ -61,10 +59,10 @@ def run_one(kind: str, n_events: int, out: Path) -> dict[str, float]:
         started = time.perf_counter()
         if kind == "productlens":
             users = max(1, round(n_events / EVENTS_PER_USER))
-            result = generate(preset(users=users), out)
+            result = generate(preset(users=users), Path(out))
             events = result.rows["events"]
         else:
-            plain_numpy_baseline(n_events, out)
+            plain_numpy_baseline(n_events, Path(out))
             events = n_events
         seconds = time.perf_counter() - started
     return {"events": events, "seconds": seconds, "peak_rss": memory.peak}
@@ -74,17 +72,8 @@ def measure(kind: str, n_events: int) -> dict[str, float]:
     """Run `run_one` in a fresh interpreter and read back its figures."""
     scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
     try:
-        code = (
-            "import json, sys; from pathlib import Path; from bench.generation import run_one; "
-            f"print(json.dumps(run_one({kind!r}, {n_events}, Path({str(scratch)!r}))))"
+        return run_isolated(
+            "bench.generation.run_one", kind=kind, n_events=n_events, out=str(scratch)
         )
-        proc = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -6,14 +6,12 @@ PostgreSQL's COPY loaded the same 10M events in about 31 s here.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.isolated import run_isolated
 from bench.procmem import PeakMemory
 
 EVENTS_PER_USER = 137.0
@@ -45,18 +43,12 @@ def run_one(kind: str, data: str, warehouse: str) -> dict[str, float]:
 def measure(kind: str, data: Path) -> dict[str, float]:
     scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
     try:
-        code = (
-            "import json; from bench.ingestion import run_one; "
-            f"print(json.dumps(run_one({kind!r}, {str(data)!r}, {str(scratch / 'w.duckdb')!r})))"
+        return run_isolated(
+            "bench.ingestion.run_one",
+            kind=kind,
+            data=str(data),
+            warehouse=str(scratch / "w.duckdb"),
         )
-        proc = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

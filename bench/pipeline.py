@@ -5,14 +5,12 @@ it spills to disk beyond it)."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.isolated import run_isolated
 from bench.procmem import PeakMemory
 
 
@@ -52,17 +50,6 @@ def measure(data: Path) -> dict[str, object]:
     scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
     try:
         (scratch / "productlens.toml").write_text('[warehouse]\nmemory_limit = "8GB"\n')
-        code = (
-            "import json; from bench.pipeline import run_one; "
-            f"print(json.dumps(run_one({str(data)!r}, {str(scratch)!r})))"
-        )
-        proc = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+        return run_isolated("bench.pipeline.run_one", data=str(data), project=str(scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

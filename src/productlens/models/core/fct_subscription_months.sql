@@ -1,7 +1,7 @@
 -- One row per subscription per calendar month in which it is active at the month's end
 -- (or at the end of the data, for the last month): its annual recurring revenue then.
 with subscriptions as (
-    select * from stg_subscriptions
+    select * from fct_subscriptions
 ),
 
 days as (
@@ -30,10 +30,7 @@ final as (
         measured.month_start_date,
         subscriptions.plan,
         subscriptions.billing_period,
-        case
-            when subscriptions.billing_period = 'annual' then subscriptions.amount
-            else subscriptions.amount * 12
-        end as arr
+        subscriptions.arr
     from subscriptions
     inner join measured
         on
