@@ -17,6 +17,9 @@ def run_isolated(function: str, **kwargs: str | int) -> dict[str, Any]:
     module, name = function.rsplit(".", 1)
     code = f"import json; from {module} import {name}; print(json.dumps({name}(**{kwargs!r})))"
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT
     )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"{function} failed (exit {proc.returncode}):\n{tail}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
