@@ -22,7 +22,7 @@ def run_one(kind: str, data: str, warehouse: str) -> dict[str, float]:
     from productlens.engines import DuckDBEngine
     from productlens.ingest import ingest_paths
 
-    engine = DuckDBEngine(Path(warehouse), memory_limit="8GB")
+    engine = DuckDBEngine(Path(warehouse))
     if kind == "productlens":
         ingest_paths(engine, [Path(data) / "users", Path(data) / "products"])
     with PeakMemory() as memory:

@@ -49,7 +49,6 @@ def run_one(data: str, project: str) -> dict[str, object]:
 def measure(data: Path) -> dict[str, object]:
     scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
     try:
-        (scratch / "productlens.toml").write_text('[warehouse]\nmemory_limit = "8GB"\n')
         return run_isolated("bench.pipeline.run_one", data=str(data), project=str(scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -25,7 +25,7 @@ class DuckDBEngine:
         self,
         path: Path,
         *,
-        memory_limit: str = "8GB",
+        memory_limit: str = "6GB",
         threads: int | None = None,
         read_only: bool = False,
     ) -> None:
