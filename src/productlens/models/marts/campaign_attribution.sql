@@ -14,17 +14,8 @@ orders as (
     select * from fct_orders
 ),
 
-items as (
-    select * from fct_order_items
-),
-
 order_margin as (
-    select
-        order_id,
-        sum(margin) as margin
-    from items
-    where status = 'completed'
-    group by order_id
+    select * from int_order_margins
 ),
 
 first_touch as (

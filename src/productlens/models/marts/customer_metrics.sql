@@ -11,8 +11,8 @@ orders as (
     select * from fct_orders
 ),
 
-items as (
-    select * from fct_order_items
+order_margin as (
+    select * from int_order_margins
 ),
 
 days as (
@@ -21,15 +21,6 @@ days as (
 
 horizon as (
     select max(date_day) as as_of_date from days
-),
-
-order_margin as (
-    select
-        order_id,
-        sum(margin) as margin
-    from items
-    where status = 'completed'
-    group by order_id
 ),
 
 completed as (
