@@ -388,6 +388,24 @@ def test_user_lifecycle(warehouse: DuckDBEngine) -> None:
     ]
 
 
+def test_funnel_daily_metrics(warehouse: DuckDBEngine) -> None:
+    # 3 March: both users viewed a page, neither a product. 12 March: u2's page view at
+    # 08:00 is followed by a product view at 09:05.
+    assert rows(
+        warehouse,
+        "SELECT event_date, step_no, n_users, conversion_from_start FROM "
+        "marts.funnel_daily_metrics WHERE event_date IN ('2026-03-03', '2026-03-12') "
+        "AND step_no <= 3 ORDER BY 1, 2",
+    ) == [
+        (date(2026, 3, 3), 1, 2, 1.0),
+        (date(2026, 3, 3), 2, 0, 0.0),
+        (date(2026, 3, 3), 3, 0, 0.0),
+        (date(2026, 3, 12), 1, 1, 1.0),
+        (date(2026, 3, 12), 2, 1, 1.0),
+        (date(2026, 3, 12), 3, 0, 0.0),
+    ]
+
+
 def test_device_metrics(warehouse: DuckDBEngine) -> None:
     # Web (u1): four days with a page view, never a product view. Mobile (u2): three days
     # with a page view; on 12 March a product view follows it.
