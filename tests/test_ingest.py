@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from productlens.config import IngestConfig, TableIngestConfig
@@ -321,6 +321,9 @@ def _ingest_fuzzed(folder: Path, path: Path) -> tuple[BatchResult | None, DuckDB
 
 
 @settings(max_examples=40, deadline=None)
+@example(rows=[["0"], [None, None, None, "00", "00", None]], extra_columns=[], fmt="csv")
+@example(rows=[['"'], [""]], extra_columns=[], fmt="csv")
+@example(rows=[["0\r0"]], extra_columns=[], fmt="csv")
 @given(
     rows=st.lists(st.lists(cell, min_size=0, max_size=7), min_size=1, max_size=12),
     extra_columns=st.lists(st.sampled_from(["junk", "user_id", "event_ts"]), max_size=2),
@@ -360,6 +363,8 @@ def test_fuzzed_rows_are_all_accounted_for(
 
 
 @settings(max_examples=30, deadline=None)
+@example(text='"0\n0', fmt="csv")  # a header with a quoted newline: a one-line error
+@example(text="a,b\n1,2,3\n", fmt="csv")  # a surplus field
 @given(
     text=st.text(alphabet=st.sampled_from(list('ab,;"\n\r\t {}:[]0-9')), max_size=200),
     fmt=st.sampled_from(["csv", "jsonl"]),

@@ -301,7 +301,7 @@ def _load_files(
     missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
     if missing:
         unused = [c for c in columns if c not in chosen.values()]
-        hint = f"; the files have {', '.join(unused)}" if unused else ""
+        hint = f"; the files have {', '.join(_printable(c) for c in unused)}" if unused else ""
         raise IngestError(
             f"required columns missing for raw.{contract.table}: {', '.join(missing)}{hint} "
             "(map them with --map SOURCE=TARGET or [ingest.tables."
@@ -313,6 +313,11 @@ def _load_files(
     registry = [(checksums[p], str(p.resolve())) for p in files]
     _run_batch(engine, contract, source, settings, config, now, batch, registry)
     return batch
+
+
+def _printable(name: str) -> str:
+    """A column name as it can be shown on one line (control characters escaped)."""
+    return name.encode("unicode_escape").decode("ascii") if not name.isprintable() else name
 
 
 def _csv_header(path: Path, delimiter: str) -> tuple[list[str], str]:
