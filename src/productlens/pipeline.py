@@ -274,10 +274,6 @@ def _batch_line(batch: BatchResult) -> str:
     )
 
 
-def _rows_text(rows: dict[str, int]) -> str:
-    return ", ".join(f"{table} {n:,}" for table, n in sorted(rows.items())) or "nothing new"
-
-
 def print_summary(console: Console, summary: RunSummary, title: str = "productlens run") -> None:
     """The one-screen summary: seconds per stage, rows per layer, where the report is."""
     stages = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)

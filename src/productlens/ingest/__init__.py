@@ -531,7 +531,7 @@ def replay(
             "AND q.released_at IS NULL)"
         )
         source = Source(
-            relation, dict.fromkeys(keys, "VARCHAR"), "src.__qfile", "src.__qrow", "src.__qraw"
+            relation, dict.fromkeys(keys, "VARCHAR"), "src.__qfile", "src.__qrow", "__qraw"
         )
         settings = _settings(config, name, mapping or {})
         batch = BatchResult(uuid.uuid4().hex[:16], name, "replay")

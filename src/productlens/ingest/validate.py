@@ -40,7 +40,7 @@ class Source:
     columns: Mapping[str, str]  # source column -> its type
     file_expr: str  # SQL giving each row's source file
     row_expr: str  # SQL giving each row's row number in that file (1-based)
-    raw_json_expr: str | None = None  # SQL giving the original values; default: the row
+    raw_json_column: str | None = None  # a column already holding the original values
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ def _column_checks(
 
 def raw_json(source: Source) -> str:
     """SQL for a row's original values as JSON text."""
-    if source.raw_json_expr:
-        return source.raw_json_expr.replace("src.", "t.")
+    if source.raw_json_column:
+        return f"t.{ident(source.raw_json_column)}"
     fields = ", ".join(f"{ident(name)} := t.{ident(name)}" for name in source.columns)
     return f"to_json(struct_pack({fields}))"
