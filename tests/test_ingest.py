@@ -88,6 +88,39 @@ def test_lineage_points_at_file_and_row(engine: DuckDBEngine, world: Path) -> No
     assert [r[1:] for r in rows] == [(1, 200, 200), (1, 200, 200), (1, 100, 100)]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_row_numbers_point_at_the_line_in_large_text_files(tmp_path: Path, fmt: str) -> None:
+    """Every loaded and quarantined row names its data row in the file, even when the
+    engine reads large files with several threads (two files in one batch)."""
+    engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="2GB", threads=2)
+    bad = {17, 123_457, 199_999}
+    n = 200_000
+    for part in ("a", "b"):
+        folder = tmp_path / part / "users"
+        folder.mkdir(parents=True)
+        values = [("never" if i in bad else "2026-01-05 10:00:00") for i in range(1, n + 1)]
+        if fmt == "csv":
+            lines = [f"{part}{i},{v}" for i, v in enumerate(values, start=1)]
+            (folder / "users.csv").write_text("user_id,signup_ts\n" + "\n".join(lines) + "\n")
+        else:
+            lines = [
+                json.dumps({"user_id": f"{part}{i}", "signup_ts": v})
+                for i, v in enumerate(values, start=1)
+            ]
+            (folder / "users.jsonl").write_text("\n".join(lines) + "\n")
+    ingest_paths(engine, [tmp_path / "a", tmp_path / "b"], now=NOW)
+    wrong = engine.fetch_all(
+        "SELECT count(*) FROM raw.users WHERE CAST(substr(user_id, 2) AS INTEGER) <> _row_number"
+    )
+    assert wrong == [(0,)]
+    held = engine.fetch_all(
+        "SELECT json_extract_string(raw_values, '$.user_id'), row_number FROM raw.quarantine "
+        "ORDER BY 1"
+    )
+    assert held == sorted((f"{p}{i}", i) for p in ("a", "b") for i in bad)
+    engine.close()
+
+
 def test_dirty_world_quarantine_equals_the_manifest(
     engine: DuckDBEngine, dirty_world: Path
 ) -> None:

@@ -76,28 +76,21 @@ CREATE TABLE IF NOT EXISTS ops.ingested_files (
 )
 """
 
-READERS = {
-    ".parquet": "read_parquet({paths}, filename = true, file_row_number = true, "
-    "union_by_name = true, hive_partitioning = false)",
-    # CSV: see _csv_relation (the dialect and columns are given, never sniffed).
-    ".csv": "",
-    # JSON Lines: the schema is read from every line, so a key first seen late is kept.
-    ".jsonl": "read_json({paths}, format = 'newline_delimited', filename = true, "
-    "union_by_name = true, sample_size = -1)",
-    ".ndjson": "read_json({paths}, format = 'newline_delimited', filename = true, "
-    "union_by_name = true, sample_size = -1)",
-}
+SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
+PARQUET_READER = (
+    "read_parquet({paths}, filename = true, file_row_number = true, "
+    "union_by_name = true, hive_partitioning = false)"
+)
 # A CSV line with more fields than its header keeps the surplus in these columns (and is
 # quarantined as malformed) instead of losing it.
 CSV_OVERFLOW = tuple(f"__extra_{i}" for i in range(1, 9))
 ROW_NUMBER = {
     ".parquet": "src.file_row_number + 1",
-    # Text readers keep file order; the row is the data row, not counting the header.
-    ".csv": "row_number() OVER (PARTITION BY src.filename)",
-    ".jsonl": "row_number() OVER (PARTITION BY src.filename)",
-    ".ndjson": "row_number() OVER (PARTITION BY src.filename)",
+    ".csv": "src.__line",  # the data row, not counting the header
+    ".jsonl": "src.__line",
+    ".ndjson": "src.__line",
 }
-READER_COLUMNS = ("filename", "file_row_number")
+READER_COLUMNS = ("filename", "file_row_number", "__line")
 
 
 @dataclass
@@ -157,7 +150,7 @@ def expand(paths: Iterable[Path | str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix in READERS and p.is_file())
+            found += sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
         elif path.is_file():
             found.append(path)
         else:
@@ -224,9 +217,9 @@ def ingest_paths(
     ensure_raw_tables(engine)
     files = expand(paths)
     for path in files:
-        if path.suffix not in READERS:
+        if path.suffix not in SUFFIXES:
             raise IngestError(
-                f"unsupported file type {path.suffix!r} (use {', '.join(READERS)})", file=path
+                f"unsupported file type {path.suffix!r} (use {', '.join(SUFFIXES)})", file=path
             )
     by_table: dict[tuple[str, str], list[Path]] = {}
     for path in files:
@@ -291,11 +284,11 @@ def _load_files(
     config: IngestConfig,
     now: datetime,
 ) -> BatchResult:
-    if suffix == ".csv":
-        relation = _csv_relation(files, settings.delimiter)
+    if suffix != ".parquet":
+        relation = _text_relation(files, suffix, settings.delimiter)
     else:
         paths = "[" + ", ".join(literal(str(p.resolve())) for p in files) + "]"
-        relation = READERS[suffix].format(paths=paths)
+        relation = PARQUET_READER.format(paths=paths)
     columns = _describe(engine, relation, files)
     chosen = resolve_mapping(contract, columns, settings.columns)
     missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
@@ -311,7 +304,15 @@ def _load_files(
     source = Source(relation, columns, "src.filename", ROW_NUMBER[suffix])
     batch = BatchResult(uuid.uuid4().hex[:16], contract.table, "files", list(files))
     registry = [(checksums[p], str(p.resolve())) for p in files]
-    _run_batch(engine, contract, source, settings, config, now, batch, registry)
+    if suffix == ".parquet":
+        _run_batch(engine, contract, source, settings, config, now, batch, registry)
+        return batch
+    # Text rows are numbered in scan order: keep that order through the batch.
+    engine.execute("SET preserve_insertion_order = true")
+    try:
+        _run_batch(engine, contract, source, settings, config, now, batch, registry)
+    finally:
+        engine.execute("SET preserve_insertion_order = false")
     return batch
 
 
@@ -336,26 +337,35 @@ def _csv_header(path: Path, delimiter: str) -> tuple[list[str], str]:
     return names, ("\\r\\n" if first_line.endswith(b"\r\n") else "\\n")
 
 
-def _csv_relation(files: list[Path], delimiter: str) -> str:
-    """A CSV reader with the dialect, line ending and columns stated, never sniffed (the
+def _text_relation(files: list[Path], suffix: str, delimiter: str) -> str:
+    """CSV or JSON Lines files as one relation, each file read and numbered on its own
+    (`__line`, the data row in file order): the readers have no row-number column, and
+    numbering across files in one window scrambled the order on large files.
+
+    CSV is read with the dialect, line ending and columns stated, never sniffed (the
     sniffer can guess wrong and silently read fewer rows; a guessed line ending split
-    quoted fields holding a bare carriage return). Files are grouped by header and the
-    groups combined by column name. The serial reader is what DuckDB needs for quoted
-    newlines."""
-    groups: dict[tuple[tuple[str, ...], str], list[Path]] = {}
-    for path in files:
-        header, newline = _csv_header(path, delimiter)
-        groups.setdefault((tuple(header), newline), []).append(path)
+    quoted fields holding a bare carriage return), serially (what DuckDB needs for
+    quoted newlines). JSON Lines schemas are read from every line, so a key first seen
+    late is kept.
+    """
     parts = []
-    for (names, newline), paths in groups.items():
-        columns = ", ".join(f"{literal(n)}: 'VARCHAR'" for n in (*names, *CSV_OVERFLOW))
-        listed = "[" + ", ".join(literal(str(p.resolve())) for p in paths) + "]"
-        parts.append(
-            f"SELECT * FROM read_csv({listed}, header = true, auto_detect = false, "
-            f"delim = {literal(delimiter)}, quote = '\"', escape = '\"', "
-            f"new_line = '{newline}', columns = {{{columns}}}, null_padding = true, "
-            "strict_mode = false, parallel = false, filename = true)"
-        )
+    for path in files:
+        source = literal(str(path.resolve()))
+        if suffix == ".csv":
+            names, newline = _csv_header(path, delimiter)
+            columns = ", ".join(f"{literal(n)}: 'VARCHAR'" for n in (*names, *CSV_OVERFLOW))
+            reader = (
+                f"read_csv({source}, header = true, auto_detect = false, "
+                f"delim = {literal(delimiter)}, quote = '\"', escape = '\"', "
+                f"new_line = '{newline}', columns = {{{columns}}}, null_padding = true, "
+                "strict_mode = false, parallel = false, filename = true)"
+            )
+        else:
+            reader = (
+                f"read_json({source}, format = 'newline_delimited', filename = true, "
+                "sample_size = -1)"
+            )
+        parts.append(f"SELECT *, row_number() OVER () AS __line FROM {reader}")
     return "(" + " UNION ALL BY NAME ".join(parts) + ")"
 
 
