@@ -22,6 +22,8 @@ class Engine(Protocol):
 
     dialect: str
     name: str
+    # Where the engine keeps the raw layer's files, or None if it keeps raw tables.
+    raw_root: Path | None
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         """Run one statement for its effect."""

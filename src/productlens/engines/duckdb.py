@@ -30,6 +30,8 @@ class DuckDBEngine:
         read_only: bool = False,
     ) -> None:
         self.path = path
+        # The raw layer's files live beside the warehouse file (see ingest.store).
+        self.raw_root: Path | None = path.with_suffix(".raw")
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():
@@ -54,6 +56,8 @@ class DuckDBEngine:
             "SET TimeZone = 'UTC'",
             "SET preserve_insertion_order = false",
             "SET enable_progress_bar = false",
+            # Raw files are listed relative to the warehouse's folder.
+            f"SET file_search_path = '{_sql_text(str(path.resolve().parent))}'",
         ]
         if threads:
             settings.append(f"SET threads = {int(threads)}")
@@ -148,6 +152,10 @@ def _translated_errors(engine: str) -> Iterator[None]:
         if str(exc) == "Query interrupted":
             raise KeyboardInterrupt from None
         raise
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
 
 
 def _first_line(exc: BaseException) -> str:

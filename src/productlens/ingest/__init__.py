@@ -1,9 +1,10 @@
 """Loading files into the raw layer: validated in SQL, nothing lost, safe to repeat.
 
 One run makes one batch per table (per file format): all new files of that table are
-validated together, in one set-based query, and written in one transaction: the rows
-that pass go to `raw.<table>`, the rows that do not go to `raw.quarantine` with their
-original values and reasons, and the batch is logged in `ops.ingest_log`. Rows read =
+validated together, set-based, and committed in one transaction: the rows that pass
+join `raw.<table>` (Parquet files owned by the warehouse, see `store`), the rows that do
+not go to `raw.quarantine` with their original values and reasons, and the batch is
+logged in `ops.ingest_log`. Rows read =
 rows loaded + rows quarantined + exact copies of rows already loaded, or the batch fails.
 A file whose checksum was loaded before is skipped, so loading twice changes nothing.
 """
@@ -19,19 +20,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from productlens import __version__
 from productlens.config import IngestConfig, TableIngestConfig
 from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
-from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS, LOAD_ORDER, Contract
+from productlens.ingest.batch import BatchResult, Plan, run_batch
+from productlens.ingest.contracts import CONTRACTS, LOAD_ORDER, Contract
+from productlens.ingest.store import RawStore, inspect_parquet
 from productlens.ingest.validate import (
-    Rules,
     Source,
     ident,
     literal,
-    raw_json,
     resolve_mapping,
-    validation,
 )
 
 __all__ = ["CONTRACTS", "BatchResult", "IngestResult", "ensure_raw_tables", "ingest_paths"]
@@ -94,21 +93,6 @@ READER_COLUMNS = ("filename", "file_row_number", "__line")
 
 
 @dataclass
-class BatchResult:
-    """What one batch did."""
-
-    batch_id: str
-    table: str
-    kind: str  # "files" or "replay"
-    files: list[Path] = field(default_factory=list)
-    rows_read: int = 0
-    rows_loaded: int = 0
-    rows_quarantined: int = 0
-    rows_duplicate: int = 0
-    rows_warned: int = 0
-
-
-@dataclass
 class IngestResult:
     """Everything one ingest run did."""
 
@@ -136,12 +120,14 @@ class IngestResult:
         return sum(b.rows_quarantined for b in self.batches)
 
 
-def ensure_raw_tables(engine: Engine) -> None:
-    """Create every raw table of the contract, the quarantine and the logs, if missing."""
-    for contract in CONTRACTS.values():
-        engine.execute(contract.ddl())
+def ensure_raw_tables(engine: Engine) -> RawStore:
+    """Create the raw layer (a view per contract table), the quarantine and the logs,
+    if missing; returns the raw layer's file store."""
     for ddl in (QUARANTINE_DDL, INGEST_LOG_DDL, FILES_DDL):
         engine.execute(ddl)
+    store = RawStore(engine)
+    store.ensure()
+    return store
 
 
 def expand(paths: Iterable[Path | str]) -> list[Path]:
@@ -214,7 +200,8 @@ def ingest_paths(
     for t in config.tables:
         if t not in CONTRACTS:
             raise IngestError(f"[ingest.tables.{t}]: no such raw table")
-    ensure_raw_tables(engine)
+    store = ensure_raw_tables(engine)
+    store.sweep()
     files = expand(paths)
     for path in files:
         if path.suffix not in SUFFIXES:
@@ -239,7 +226,7 @@ def ingest_paths(
             if not new:
                 continue
             batch = _load_files(
-                engine, CONTRACTS[target], new, suffix, checksums, settings, config, moment
+                engine, store, CONTRACTS[target], new, suffix, checksums, settings, config, moment
             )
             result.batches.append(batch)
             if on_batch:
@@ -276,6 +263,7 @@ def _describe(engine: Engine, relation: str, files: list[Path]) -> dict[str, str
 
 def _load_files(
     engine: Engine,
+    store: RawStore,
     contract: Contract,
     files: list[Path],
     suffix: str,
@@ -284,11 +272,13 @@ def _load_files(
     config: IngestConfig,
     now: datetime,
 ) -> BatchResult:
+    names = {p: str(p.resolve()) for p in files}  # how the readers name each file
+    footers = []
     if suffix != ".parquet":
         relation = _text_relation(files, suffix, settings.delimiter)
     else:
-        paths = "[" + ", ".join(literal(str(p.resolve())) for p in files) + "]"
-        relation = PARQUET_READER.format(paths=paths)
+        footers = inspect_parquet(engine, files, contract)
+        relation = _parquet_source(list(names.values()), {}).relation
     columns = _describe(engine, relation, files)
     chosen = resolve_mapping(contract, columns, settings.columns)
     missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
@@ -301,19 +291,45 @@ def _load_files(
             f"{contract.table}].columns in productlens.toml)",
             file=files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)",
         )
-    source = Source(relation, columns, "src.filename", ROW_NUMBER[suffix])
-    batch = BatchResult(uuid.uuid4().hex[:16], contract.table, "files", list(files))
-    registry = [(checksums[p], str(p.resolve())) for p in files]
     if suffix == ".parquet":
-        _run_batch(engine, contract, source, settings, config, now, batch, registry)
+        source = _parquet_source(list(names.values()), columns)
+    else:
+        source = Source(relation, columns, "src.filename", ROW_NUMBER[suffix])
+    batch = BatchResult(uuid.uuid4().hex[:16], contract.table, "files", list(files))
+    # A file is copied as it is only if reading it needs no mapping, parsing or casting.
+    as_is = (
+        not settings.timestamp_format
+        and settings.timezone == "UTC"
+        and all(src == dst for dst, src in chosen.items())
+    )
+    plan = Plan(
+        read=sum(f.rows for f in footers) if footers else None,
+        copyable={names[f.path]: f.rows for f in footers if as_is and f.exact},
+        names=list(names.values()),
+        subset=lambda subset: _parquet_source(subset, columns),
+        registry=[(checksums[p], names[p]) for p in files],
+    )
+    if suffix == ".parquet":
+        run_batch(engine, store, contract, source, settings, config, now, batch, plan)
         return batch
     # Text rows are numbered in scan order: keep that order through the batch.
     engine.execute("SET preserve_insertion_order = true")
     try:
-        _run_batch(engine, contract, source, settings, config, now, batch, registry)
+        run_batch(engine, store, contract, source, settings, config, now, batch, plan)
     finally:
         engine.execute("SET preserve_insertion_order = false")
     return batch
+
+
+def _parquet_source(names: list[str], columns: Mapping[str, str]) -> Source:
+    """Parquet files (absolute paths) as a source of rows."""
+    paths = "[" + ", ".join(literal(n) for n in names) + "]"
+    return Source(
+        PARQUET_READER.format(paths=paths),
+        columns,
+        "src.filename",
+        ROW_NUMBER[".parquet"],
+    )
 
 
 def _printable(name: str) -> str:
@@ -369,137 +385,6 @@ def _text_relation(files: list[Path], suffix: str, delimiter: str) -> str:
     return "(" + " UNION ALL BY NAME ".join(parts) + ")"
 
 
-def _rules(engine: Engine, contract: Contract, config: IngestConfig, now: datetime) -> Rules:
-    referenced = {c.references.split(".")[0] for c in contract.columns if c.references}
-    present = {
-        t: bool(engine.fetch_all(f"SELECT count(*) > 0 FROM raw.{ident(t)}")[0][0])
-        for t in referenced
-    }
-    existing = bool(engine.fetch_all(f"SELECT count(*) > 0 FROM raw.{ident(contract.table)}")[0][0])
-    return Rules(now, config.future_tolerance_hours, config.unknown_references, existing, present)
-
-
-def _run_batch(
-    engine: Engine,
-    contract: Contract,
-    source: Source,
-    settings: TableIngestConfig,
-    config: IngestConfig,
-    now: datetime,
-    batch: BatchResult,
-    registry: list[tuple[str, str]],
-    replay: bool = False,
-) -> None:
-    """Validate and write one batch in one transaction, checking conservation.
-
-    The checks run once, keeping only the flagged rows (quarantined, warned, or exact
-    copies of loaded rows) in a small temporary table; every other row is inserted by an
-    anti-join against it, so no check is evaluated twice.
-    """
-    rules = _rules(engine, contract, config, now)
-    v = validation(contract, source, settings, rules, settings.columns)
-    stamp = now.astimezone(UTC).replace(tzinfo=None)
-    started = datetime.now(UTC).replace(tzinfo=None)
-    cols = ", ".join(ident(c.name) for c in contract.columns)
-    lineage = ", ".join(name for name, _ in LINEAGE_COLUMNS)
-    bid = literal(batch.batch_id)
-    table = f"raw.{ident(contract.table)}"
-    try:
-        with engine.transaction():
-            engine.execute(
-                f"CREATE OR REPLACE TEMP TABLE __flagged AS WITH {v.ctes} "
-                f"SELECT t.__file, t.__row, {raw_json(source)} AS __raw, "
-                f"{v.reasons} AS __reasons, {v.warnings} AS __warnings, "
-                f"{v.existing} AS __existing {v.from_sql} WHERE {v.flagged}"
-            )
-            read = engine.fetch_all(f"SELECT count(*) FROM {source.relation}")[0][0]
-            bad, duplicate, warned = engine.fetch_all(
-                "SELECT count(*) FILTER (WHERE len(__reasons) > 0), "
-                "count(*) FILTER (WHERE len(__reasons) = 0 AND __existing), "
-                "count(*) FILTER (WHERE len(__reasons) = 0 AND len(__warnings) > 0) "
-                "FROM __flagged"
-            )[0]
-            engine.execute(
-                f"INSERT INTO {table} ({cols}, {lineage}) WITH {v.ctes} "
-                f"SELECT {', '.join(v.typed_columns)}, {bid}, t.__file, t.__row, ? "
-                "FROM typed t ANTI JOIN (SELECT __file, __row FROM __flagged WHERE "
-                "len(__reasons) > 0 OR __existing) f ON f.__file = t.__file AND f.__row = t.__row",
-                [stamp],
-            )
-            loaded = engine.fetch_all(
-                f"SELECT count(*) FROM {table} WHERE _batch_id = ?", [batch.batch_id]
-            )[0][0]
-            if replay:
-                engine.execute(
-                    "UPDATE raw.quarantine SET released_at = ?, released_batch_id = ? "
-                    f"FROM (SELECT _source_file AS f, _row_number AS r FROM {table} "
-                    "WHERE _batch_id = ?) ok WHERE raw.quarantine.target_table = ? AND "
-                    "raw.quarantine.released_at IS NULL AND raw.quarantine.source_file = ok.f "
-                    "AND raw.quarantine.row_number = ok.r",
-                    [stamp, batch.batch_id, batch.batch_id, contract.table],
-                )
-                held = read - loaded - duplicate
-            else:
-                engine.execute(
-                    "INSERT INTO raw.quarantine (batch_id, source_file, row_number, target_table, "
-                    "raw_values, reasons, ingested_at, productlens_version) "
-                    f"SELECT {bid}, __file, __row, ?, __raw, __reasons, ?, ? FROM __flagged "
-                    "WHERE len(__reasons) > 0",
-                    [contract.table, stamp, __version__],
-                )
-                held = bad
-            if read != loaded + held + duplicate:
-                raise IngestError(
-                    f"rows read ({read}) != loaded ({loaded}) + quarantined ({held}) + "
-                    f"duplicates ({duplicate}); nothing was written",
-                    table=contract.table,
-                )
-            if registry:
-                _register(engine, registry, contract.table, batch.batch_id, stamp)
-            engine.execute(
-                "INSERT INTO ops.ingest_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    batch.batch_id,
-                    contract.table,
-                    batch.kind,
-                    len(batch.files),
-                    read,
-                    loaded,
-                    held,
-                    duplicate,
-                    warned,
-                    started,
-                    datetime.now(UTC).replace(tzinfo=None),
-                    __version__,
-                ],
-            )
-    except EngineError as exc:
-        raise IngestError(
-            f"cannot load into raw.{contract.table}: {exc.message}; nothing was written",
-            file=_files_text(batch.files) if batch.files else "the quarantine",
-        ) from None
-    finally:
-        engine.execute("DROP TABLE IF EXISTS __flagged")
-    batch.rows_read, batch.rows_loaded = int(read), int(loaded)
-    batch.rows_quarantined = int(held)
-    batch.rows_duplicate, batch.rows_warned = int(duplicate), int(warned)
-
-
-def _register(
-    engine: Engine, registry: list[tuple[str, str]], table: str, batch_id: str, stamp: datetime
-) -> None:
-    """Record the batch's files by checksum, in one statement."""
-    values = ", ".join(
-        f"({literal(checksum)}, {literal(path)}, {literal(table)}, {literal(batch_id)}, ?)"
-        for checksum, path in registry
-    )
-    engine.execute(f"INSERT INTO ops.ingested_files VALUES {values}", [stamp] * len(registry))
-
-
-def _files_text(files: list[Path]) -> str:
-    return str(files[0]) if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
-
-
 def replay(
     engine: Engine,
     *,
@@ -511,7 +396,8 @@ def replay(
     """Re-try quarantined rows with the current settings; rows that now pass are loaded
     and leave the quarantine (they are marked released, with the batch that loaded them)."""
     config = config or IngestConfig()
-    ensure_raw_tables(engine)
+    store = ensure_raw_tables(engine)
+    store.sweep()
     result = IngestResult()
     moment = now or datetime.now(UTC)
     waiting = {
@@ -545,9 +431,10 @@ def replay(
         )
         settings = _settings(config, name, mapping or {})
         batch = BatchResult(uuid.uuid4().hex[:16], name, "replay")
-        _run_batch(
-            engine, CONTRACTS[name], source, settings, config, moment, batch, [], replay=True
-        )
+        run_batch(
+            engine, store, CONTRACTS[name], source, settings, config, moment, batch, Plan(),
+            replay=True,
+        )  # fmt: skip
         result.batches.append(batch)
     return result
 

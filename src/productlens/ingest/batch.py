@@ -1,0 +1,330 @@
+"""One ingest batch: check every row set-based, write what loads into the raw layer's
+files, and commit the batch in one transaction, checking conservation.
+
+The checks run once and keep only the flagged rows (quarantined, warned, or exact copies
+of loaded rows) in a small temporary table. A copyable source file without a held row is
+copied byte for byte (the copies start in the background while the checks run); every
+other row that loads is written, typed, by one anti-join against the flagged rows, so no
+check is evaluated twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from productlens import __version__
+from productlens.config import IngestConfig, TableIngestConfig
+from productlens.engines import Engine
+from productlens.errors import EngineError, IngestError
+from productlens.ingest.contracts import Contract
+from productlens.ingest.store import RawFile, RawStore, seal
+from productlens.ingest.validate import Rules, Source, literal, raw_json, validation
+
+# Rows that do not load: quarantined, or exact copies of rows already loaded.
+HELD = "(SELECT __file, __row FROM __flagged WHERE len(__reasons) > 0 OR __existing)"
+
+
+@dataclass
+class BatchResult:
+    """What one batch did."""
+
+    batch_id: str
+    table: str
+    kind: str  # "files" or "replay"
+    files: list[Path] = field(default_factory=list)
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_duplicate: int = 0
+    rows_warned: int = 0
+
+
+@dataclass
+class Plan:
+    """What is known about a batch's source before it is checked."""
+
+    read: int | None = None  # rows in the source, when the files' footers tell
+    # source files (as the reader names them) that may be copied as they are -> rows
+    copyable: dict[str, int] = field(default_factory=dict)
+    # every source file of the batch, as the reader names them
+    names: list[str] = field(default_factory=list)
+    # the source restricted to some of its files (to rewrite or quote only those)
+    subset: Callable[[list[str]], Source] | None = None
+    # (checksum, path) of the source files, recorded so they are not loaded twice
+    registry: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Counts:
+    read: int = 0
+    bad: int = 0
+    duplicate: int = 0
+    warned: int = 0
+    held_files: set[str] = field(default_factory=set)
+
+
+def run_batch(
+    engine: Engine,
+    store: RawStore,
+    contract: Contract,
+    source: Source,
+    settings: TableIngestConfig,
+    config: IngestConfig,
+    now: datetime,
+    batch: BatchResult,
+    plan: Plan,
+    replay: bool = False,
+) -> None:
+    """Check, write and commit one batch; on any failure nothing of it remains."""
+    rules = _rules(store, contract, config, now)
+    stamp = now.astimezone(UTC).replace(tzinfo=None)
+    started = datetime.now(UTC).replace(tzinfo=None)
+    copies = {
+        name: store.table_dir(contract.table) / f"{batch.batch_id}-{i:05d}.parquet"
+        for i, name in enumerate(sorted(plan.copyable))
+    }
+    written: list[RawFile] = []
+    pool = ThreadPoolExecutor(max_workers=1)
+    copying = pool.submit(_copy_all, store, copies)
+    try:
+        counts = _check(engine, contract, source, settings, rules, plan)
+        copying.result()
+        written += _keep_clean(store, copies, plan, counts.held_files)
+        rewritten = _rewrite(
+            engine, store, contract, source, settings, rules, plan, batch, counts.held_files
+        )
+        written += [rewritten] if rewritten else []
+        loaded = sum(f.rows for f in written)
+        with engine.transaction():
+            held = _commit(
+                engine, store, contract, source, settings, rules, plan, batch, counts,
+                written, stamp, replay,
+            )  # fmt: skip
+            if counts.read != loaded + held + counts.duplicate:
+                raise IngestError(
+                    f"rows read ({counts.read}) != loaded ({loaded}) + quarantined "
+                    f"({held}) + duplicates ({counts.duplicate}); nothing was written",
+                    table=contract.table,
+                )
+            _log(engine, batch, counts, loaded, held, started)
+    except EngineError as exc:
+        pool.shutdown(wait=True, cancel_futures=True)
+        store.discard([*copies.values(), *(f.path for f in written)])
+        where = _files_text(batch.files) if batch.files else "the quarantine"
+        raise IngestError(
+            f"cannot load into raw.{contract.table}: {exc.message}; nothing was written",
+            file=where,
+        ) from None
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        store.discard([*copies.values(), *(f.path for f in written)])
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        engine.execute("DROP TABLE IF EXISTS __flagged")
+        engine.execute("DROP TABLE IF EXISTS __dup_hashes")
+    batch.rows_read, batch.rows_loaded = counts.read, loaded
+    batch.rows_quarantined = held
+    batch.rows_duplicate, batch.rows_warned = counts.duplicate, counts.warned
+
+
+def _rules(store: RawStore, contract: Contract, config: IngestConfig, now: datetime) -> Rules:
+    referenced = {c.references.split(".")[0] for c in contract.columns if c.references}
+    present = {t: store.has_rows(t) for t in referenced}
+    existing = store.has_rows(contract.table)
+    return Rules(now, config.future_tolerance_hours, config.unknown_references, existing, present)
+
+
+def _copy_all(store: RawStore, copies: Mapping[str, Path]) -> None:
+    """Copy every copyable source file, byte for byte (in the background, while the
+    checks run: the copying is mostly the kernel's work)."""
+    for name, target in copies.items():
+        store.copy_in(Path(name), target)
+
+
+def _keep_clean(
+    store: RawStore, copies: Mapping[str, Path], plan: Plan, held_files: set[str]
+) -> list[RawFile]:
+    """The copies of files without a held-back row; the others are removed again."""
+    written = []
+    for name, target in copies.items():
+        if name in held_files:
+            store.discard([target])
+        else:
+            written.append(RawFile(target, name, plan.copyable[name], copied=True))
+    return written
+
+
+def _check(
+    engine: Engine,
+    contract: Contract,
+    source: Source,
+    settings: TableIngestConfig,
+    rules: Rules,
+    plan: Plan,
+) -> _Counts:
+    """Find the flagged rows (into __flagged) and count them."""
+    v = validation(contract, source, settings, rules, settings.columns)
+    hashes, missing_keys = engine.fetch_all(v.key_scan)[0]
+    twice = len(hashes) > 0
+    if twice:
+        engine.execute(
+            "CREATE OR REPLACE TEMP TABLE __dup_hashes AS SELECT unnest(CAST(? AS UBIGINT[])) AS h",
+            [hashes],
+        )
+    engine.execute(
+        "CREATE OR REPLACE TEMP TABLE __flagged AS "
+        + v.flagged("__dup_hashes" if twice else None, keys_complete=missing_keys == 0)
+    )
+    if twice:
+        for statement in v.merge_duplicates("__flagged"):
+            engine.execute(statement)
+    counts = _Counts()
+    if plan.read is not None:
+        counts.read = plan.read
+    else:
+        counts.read = int(engine.fetch_all(f"SELECT count(*) FROM {source.relation}")[0][0])
+    bad, duplicate, warned = engine.fetch_all(
+        "SELECT count(*) FILTER (WHERE len(__reasons) > 0), "
+        "count(*) FILTER (WHERE len(__reasons) = 0 AND __existing), "
+        "count(*) FILTER (WHERE len(__reasons) = 0 AND len(__warnings) > 0) "
+        "FROM __flagged"
+    )[0]
+    counts.bad, counts.duplicate, counts.warned = int(bad), int(duplicate), int(warned)
+    counts.held_files = {r[0] for r in engine.fetch_all(f"SELECT DISTINCT __file FROM {HELD}")}
+    return counts
+
+
+def _rewrite(
+    engine: Engine,
+    store: RawStore,
+    contract: Contract,
+    source: Source,
+    settings: TableIngestConfig,
+    rules: Rules,
+    plan: Plan,
+    batch: BatchResult,
+    held_files: set[str],
+) -> RawFile | None:
+    """Write every loading row that was not copied, typed, into one file; None if there
+    is no such row."""
+    if plan.copyable:
+        rest = [n for n in plan.names if n not in plan.copyable or n in held_files]
+        if not rest or plan.subset is None:
+            return None
+        source = plan.subset(rest)
+    v = validation(contract, source, settings, rules, settings.columns)
+    target = store.table_dir(contract.table) / f"{batch.batch_id}-rows.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    engine.execute(
+        f"COPY (SELECT {', '.join(v.typed_columns)}, t.__file AS _source_file, "
+        f"CAST(t.__row AS BIGINT) AS _row_number FROM ({v.typed}) t ANTI JOIN {HELD} f "
+        "ON f.__file = t.__file AND f.__row = t.__row) "
+        f"TO {literal(str(target))} (FORMAT parquet)"
+    )
+    rows = int(engine.fetch_all(f"SELECT count(*) FROM read_parquet({literal(str(target))})")[0][0])
+    if rows == 0:
+        store.discard([target])
+        return None
+    seal(target)
+    return RawFile(target, None, rows, copied=False)
+
+
+def _commit(
+    engine: Engine,
+    store: RawStore,
+    contract: Contract,
+    source: Source,
+    settings: TableIngestConfig,
+    rules: Rules,
+    plan: Plan,
+    batch: BatchResult,
+    counts: _Counts,
+    written: list[RawFile],
+    stamp: datetime,
+    replay: bool,
+) -> int:
+    """Record the batch (inside the caller's transaction); returns the rows held back."""
+    if replay:
+        if written:
+            paths = ", ".join(literal(str(f.path)) for f in written)
+            engine.execute(
+                "UPDATE raw.quarantine SET released_at = ?, released_batch_id = ? "
+                f"FROM (SELECT _source_file AS f, _row_number AS r FROM read_parquet([{paths}])) "
+                "ok WHERE raw.quarantine.target_table = ? AND raw.quarantine.released_at IS NULL "
+                "AND raw.quarantine.source_file = ok.f AND raw.quarantine.row_number = ok.r",
+                [stamp, batch.batch_id, contract.table],
+            )
+        held = counts.read - sum(f.rows for f in written) - counts.duplicate
+    else:
+        if counts.bad:
+            # The original values, read again only from the files that hold such rows.
+            bad_files = [
+                r[0]
+                for r in engine.fetch_all(
+                    "SELECT DISTINCT __file FROM __flagged WHERE len(__reasons) > 0"
+                )
+            ]
+            quoted = plan.subset(bad_files) if plan.subset and plan.copyable else source
+            v = validation(contract, quoted, settings, rules, settings.columns)
+            engine.execute(
+                "INSERT INTO raw.quarantine (batch_id, source_file, row_number, target_table, "
+                "raw_values, reasons, ingested_at, productlens_version) "
+                f"SELECT {literal(batch.batch_id)}, f.__file, f.__row, ?, {raw_json(quoted)}, "
+                f"f.__reasons, ?, ? FROM ({v.typed}) t JOIN __flagged f "
+                "ON f.__file = t.__file AND f.__row = t.__row WHERE len(f.__reasons) > 0",
+                [contract.table, stamp, __version__],
+            )
+        held = counts.bad
+    store.register(contract.table, batch.batch_id, written, stamp)
+    if written:
+        store.refresh_view(contract.table)
+    if plan.registry:
+        files = pa.table(
+            {
+                "checksum": [c for c, _ in plan.registry],
+                "source_file": [p for _, p in plan.registry],
+                "target_table": [contract.table] * len(plan.registry),
+                "batch_id": [batch.batch_id] * len(plan.registry),
+                "ingested_at": pa.array([stamp] * len(plan.registry), pa.timestamp("us")),
+            }
+        )
+        engine.load_arrow("ops.ingested_files", files)
+    return held
+
+
+def _log(
+    engine: Engine,
+    batch: BatchResult,
+    counts: _Counts,
+    loaded: int,
+    held: int,
+    started: datetime,
+) -> None:
+    engine.execute(
+        "INSERT INTO ops.ingest_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            batch.batch_id,
+            batch.table,
+            batch.kind,
+            len(batch.files),
+            counts.read,
+            loaded,
+            held,
+            counts.duplicate,
+            counts.warned,
+            started,
+            datetime.now(UTC).replace(tzinfo=None),
+            __version__,
+        ],
+    )
+
+
+def _files_text(files: list[Path]) -> str:
+    return str(files[0]) if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
