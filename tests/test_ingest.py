@@ -454,10 +454,15 @@ def test_kill_during_a_large_batch_then_rerun_equals_a_clean_run(tmp_path: Path)
         env={**os.environ, "COLUMNS": "160"},
     )
     assert proc.stdout is not None
+    events_files = killed_project / "warehouse.raw" / "events"
     for line in proc.stdout:
-        if "raw.assignments" in line:  # events, the largest batch, is being written now
-            time.sleep(0.3)
-            assert proc.poll() is None, "ingest finished before it could be killed"
+        if "raw.assignments" in line:  # events, the largest batch, comes next
+            # Kill it once it has started writing the raw layer's files, before it commits.
+            deadline = time.monotonic() + 30
+            while not (events_files.is_dir() and any(events_files.iterdir())):
+                assert proc.poll() is None, "ingest finished before it could be killed"
+                assert time.monotonic() < deadline, "the events batch never started writing"
+                time.sleep(0.005)
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
@@ -465,8 +470,19 @@ def test_kill_during_a_large_batch_then_rerun_equals_a_clean_run(tmp_path: Path)
     partial = raw_fingerprint(killed_project / "warehouse.duckdb")
     assert partial["events"] == (0, 0)  # the interrupted batch left nothing
     assert partial["users"] == raw_fingerprint(tmp_path / "clean" / "warehouse.duckdb")["users"]
+    assert any(events_files.iterdir())  # files written, never listed
     rerun = run_cli("--project", str(killed_project), "ingest", str(data))
     assert rerun.returncode == 0, rerun.stderr
+    on_disk = {p.name for p in events_files.iterdir()}
+    engine = DuckDBEngine(killed_project / "warehouse.duckdb", read_only=True)
+    listed = {
+        r[0]
+        for r in engine.fetch_all(
+            "SELECT file_name FROM ops.raw_files WHERE target_table = 'events'"
+        )
+    }
+    engine.close()
+    assert on_disk == listed  # what the crash left was swept
     assert raw_fingerprint(killed_project / "warehouse.duckdb") == raw_fingerprint(
         tmp_path / "clean" / "warehouse.duckdb"
     )
