@@ -56,6 +56,9 @@ class DuckDBEngine:
             "SET TimeZone = 'UTC'",
             "SET preserve_insertion_order = false",
             "SET enable_progress_bar = false",
+            # The raw layer is Parquet files read by many queries in a row: keep their
+            # footers (DuckDB re-reads a footer whose file has changed).
+            "SET parquet_metadata_cache = true",
             # Raw files are listed relative to the warehouse's folder.
             f"SET file_search_path = '{_sql_text(str(path.resolve().parent))}'",
         ]

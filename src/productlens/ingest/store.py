@@ -72,6 +72,8 @@ class ParquetFile:
     path: Path
     rows: int
     exact: bool  # its columns are the contract's, with the contract's types
+    # (name, DuckDB type) in file order; empty for a file with nested columns
+    columns: tuple[tuple[str, str], ...]
 
 
 def inspect_parquet(engine: Engine, files: Sequence[Path], contract: Contract) -> list[ParquetFile]:
@@ -81,8 +83,9 @@ def inspect_parquet(engine: Engine, files: Sequence[Path], contract: Contract) -
     listed = "[" + ", ".join(_quote(str(f.resolve())) for f in files) + "]"
     try:
         rows = engine.fetch_all(
-            "SELECT m.file_name, m.num_rows, s.columns FROM parquet_file_metadata("
-            f"{listed}) m LEFT JOIN (SELECT file_name, list((name, duckdb_type)) AS columns "
+            "SELECT m.file_name, m.num_rows, s.columns, s.nested FROM parquet_file_metadata("
+            f"{listed}) m LEFT JOIN (SELECT file_name, list((name, duckdb_type) ORDER BY "
+            "column_id) AS columns, bool_or(num_children > 0) AS nested "
             f"FROM parquet_schema({listed}) WHERE column_id > 0 GROUP BY file_name) s "
             "USING (file_name)"
         )
@@ -94,11 +97,13 @@ def inspect_parquet(engine: Engine, files: Sequence[Path], contract: Contract) -
                 raise IngestError(f"cannot read the file: {bad}", file=f) from None
         raise IngestError(f"cannot read the files: {exc.message}", file=files[0]) from None
     wanted = sorted((c.name, c.type) for c in contract.columns)
-    found = {r[0]: (int(r[1]), sorted(r[2] or [])) for r in rows}
-    return [
-        ParquetFile(f, found[str(f.resolve())][0], found[str(f.resolve())][1] == wanted)
-        for f in files
-    ]
+    found = {r[0]: (int(r[1]), tuple(tuple(c) for c in r[2] or []), bool(r[3])) for r in rows}
+    result = []
+    for f in files:
+        n, columns, nested = found[str(f.resolve())]
+        flat = () if nested else columns  # nested columns list their children too
+        result.append(ParquetFile(f, n, not nested and sorted(columns) == wanted, flat))
+    return result
 
 
 class RawStore:

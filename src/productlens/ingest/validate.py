@@ -146,6 +146,7 @@ class Validation:
     key_scan: str
     typed_columns: list[str]  # contract columns, typed, as t.__c_<name> AS <name>
     key_columns: list[str]  # the typed key columns (__c_<name>)
+    key_types: list[str]  # their contract types
     _checks: tuple[
         list[tuple[str, str]], list[tuple[str, str]], list[str], str, list[tuple[str, str]]
     ]
@@ -172,7 +173,12 @@ class Validation:
         # No coalesce here: a NULL condition is not true either way, and a function
         # around each condition would stop DuckDB from skipping the costly ones.
         where = " OR ".join(f"({cond})" for cond in parts)
-        key_out = ", ".join(f"t.{k} AS __key_{i}" for i, k in enumerate(self.key_columns))
+        if dup_hashes_table is not None:
+            key_out = ", ".join(f"t.{k} AS __key_{i}" for i, k in enumerate(self.key_columns))
+        else:  # no candidates: leave the key unread (DuckDB reads whatever is selected)
+            key_out = ", ".join(
+                f"CAST(NULL AS {t}) AS __key_{i}" for i, t in enumerate(self.key_types)
+            )
         return (
             f"SELECT t.__file, t.__row, {_code_list(conditions)} AS __reasons, "
             f"{_code_list(warnings)} AS __warnings, {existing} AS __existing, "
@@ -279,6 +285,7 @@ def validation(
         key_scan=key_scan,
         typed_columns=[f"t.{c_(c.name)} AS {ident(c.name)}" for c in contract.columns],
         key_columns=key,
+        key_types=[next(c.type for c in contract.columns if c.name == k) for k in contract.key],
         _checks=(conditions, warnings, joins, existing, key_missing),
     )
 
