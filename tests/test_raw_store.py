@@ -225,3 +225,12 @@ def test_only_committed_files_are_in_the_views(engine: DuckDBEngine, world: Path
     assert users == 300
     ids = pc.count_distinct(pq.read_table(stray).column("user_id")).as_py()
     assert ids > 0  # the stray file holds rows, and the view ignores them
+
+
+def test_a_file_named_twice_loads_once(engine: DuckDBEngine, world: Path) -> None:
+    one = sorted((world / "users").glob("*.parquet"))[0]
+    result = ingest_paths(engine, [world / "users", one], now=NOW)
+    assert result.quarantined == 0
+    assert engine.fetch_all("SELECT count(*), count(DISTINCT user_id) FROM raw.users") == [
+        (300, 300)
+    ]

@@ -132,7 +132,8 @@ def ensure_raw_tables(engine: Engine) -> RawStore:
 
 
 def expand(paths: Iterable[Path | str]) -> list[Path]:
-    """Files named directly, found under folders, or matched by globs, in a stable order."""
+    """Files named directly, found under folders, or matched by globs, in a stable order;
+    a file named twice (say, by a folder and by name) counts once."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -145,7 +146,10 @@ def expand(paths: Iterable[Path | str]) -> list[Path]:
             if not matches:
                 raise IngestError("no such file or folder", file=raw)
             found += [m for m in matches if m.is_file()]
-    return found
+    first: dict[Path, Path] = {}
+    for path in found:
+        first.setdefault(path.resolve(), path)
+    return list(first.values())
 
 
 def infer_table(path: Path) -> str:
@@ -313,7 +317,7 @@ def _load_files(
         read=sum(f.rows for f in footers) if footers else None,
         copyable={names[f.path]: f.rows for f in footers if as_is and f.exact},
         names=list(names.values()),
-        subset=lambda subset: _parquet_source(subset, columns),
+        subset=(lambda subset: _parquet_source(subset, columns)) if footers else None,
         registry=[(checksums[p], names[p]) for p in files],
     )
     if suffix == ".parquet":

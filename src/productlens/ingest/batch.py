@@ -10,6 +10,7 @@ check is evaluated twice.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -91,7 +92,8 @@ def run_batch(
     }
     written: list[RawFile] = []
     pool = ThreadPoolExecutor(max_workers=1)
-    copying = pool.submit(_copy_all, store, copies)
+    stop = threading.Event()
+    copying = pool.submit(_copy_all, store, copies, stop)
     try:
         counts = _check(engine, contract, source, settings, rules, plan)
         copying.result()
@@ -114,6 +116,7 @@ def run_batch(
                 )
             _log(engine, batch, counts, loaded, held, started)
     except EngineError as exc:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         store.discard([*copies.values(), *(f.path for f in written)])
         where = _files_text(batch.files) if batch.files else "the quarantine"
@@ -122,10 +125,12 @@ def run_batch(
             file=where,
         ) from None
     except BaseException:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         store.discard([*copies.values(), *(f.path for f in written)])
         raise
     finally:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         engine.execute("DROP TABLE IF EXISTS __flagged")
         engine.execute("DROP TABLE IF EXISTS __dup_hashes")
@@ -141,10 +146,12 @@ def _rules(store: RawStore, contract: Contract, config: IngestConfig, now: datet
     return Rules(now, config.future_tolerance_hours, config.unknown_references, existing, present)
 
 
-def _copy_all(store: RawStore, copies: Mapping[str, Path]) -> None:
+def _copy_all(store: RawStore, copies: Mapping[str, Path], stop: threading.Event) -> None:
     """Copy every copyable source file, byte for byte (in the background, while the
-    checks run: the copying is mostly the kernel's work)."""
+    checks run: the copying is mostly the kernel's work), until told to stop."""
     for name, target in copies.items():
+        if stop.is_set():
+            return
         store.copy_in(Path(name), target)
 
 
@@ -271,7 +278,7 @@ def _commit(
                     "SELECT DISTINCT __file FROM __flagged WHERE len(__reasons) > 0"
                 )
             ]
-            quoted = plan.subset(bad_files) if plan.subset and plan.copyable else source
+            quoted = plan.subset(bad_files) if plan.subset else source
             v = validation(contract, quoted, settings, rules, settings.columns)
             engine.execute(
                 "INSERT INTO raw.quarantine (batch_id, source_file, row_number, target_table, "
