@@ -178,7 +178,7 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default=None, help="comma-separated event counts")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=max(Console().width, 120))  # the tables need the room
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)
     runs = {
