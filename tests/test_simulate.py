@@ -511,3 +511,33 @@ def test_dirty_mode_counts_equal_the_manifest(tmp_path: Path) -> None:
     assert one(con, "SELECT count(*) - count(DISTINCT orders) FROM orders") == (
         order_faults["duplicate"],
     )
+
+
+def test_assignments_stay_inside_the_experiment_window(tmp_path: Path) -> None:
+    """Exposure is decided per session, but the exposure event can land after the window
+    (a session running past the end) or before it (a clock running behind). With this
+    seed and block size two such exposures occur; they must not be logged, and the truth
+    must count exactly the users that were."""
+    generate(preset(users=40_000, days=90, seed=2024, users_per_block=20_000), tmp_path)
+    db = world_db(tmp_path)
+    outside = one(
+        db,
+        "SELECT count(*) FROM assignments a JOIN experiments x USING (experiment_id) "
+        "WHERE a.assigned_ts < x.start_ts OR a.assigned_ts >= x.end_ts OR NOT EXISTS ("
+        "SELECT 1 FROM events e WHERE e.user_id = a.user_id AND e.event_ts = a.assigned_ts "
+        "AND e.event_type = x.exposure_event)",
+    )
+    assert outside == (0,)
+    late_sessions = one(
+        db,
+        "SELECT count(*) FROM events e JOIN experiments x ON e.event_type = x.exposure_event "
+        "WHERE e.event_ts >= x.end_ts AND e.event_ts < x.end_ts + INTERVAL 10 MINUTE",
+    )
+    assert late_sessions[0] > 0  # exposure events just after the end do exist
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    logged = dict(
+        db.execute("SELECT experiment_id, count(*) FROM assignments GROUP BY 1").fetchall()
+    )
+    for experiment, entry in truth["experiments"].items():
+        if entry["srm_lost_share"] == 0:
+            assert entry["n_exposed"] == logged[experiment], experiment

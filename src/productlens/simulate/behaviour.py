@@ -610,6 +610,7 @@ def _subscriptions(
 
 def _assignments(
     params: WorldParams,
+    world: World,
     users: Users,
     s: Sessions,
     ev: Events,
@@ -626,6 +627,15 @@ def _assignments(
         first_ts = np.full(n_s, np.iinfo(np.int64).max)
         np.minimum.at(first_ts, ev.session[mask], ev.ts[mask])
         assigned_ts = first_ts[exposure_session[exposed]]
+        # Exposure is decided by the session's start, but the exposure event itself can
+        # fall outside the window: a session running past the end, or a clock running
+        # behind at the start. Like a real platform, the experiment only logs exposures
+        # inside its window, and the truth covers exactly the users it logged.
+        window_start = world.start_us + e.start_day * US_PER_DAY
+        inside = (assigned_ts >= window_start) & (
+            assigned_ts < window_start + e.duration_days * US_PER_DAY
+        )
+        exposed, assigned_ts = exposed[inside], assigned_ts[inside]
         variant = _variant(users.no[exposed], e_index, e.weights)
         lost = (variant == 1) & (variant_hash(users.no[exposed], 7919 + e_index) < e.srm_lost_share)
         names = pa.array(list(e.weights), pa.string())
@@ -713,7 +723,9 @@ def generate_block(params: WorldParams, world: World, block: int) -> Block:
         params, world, users, sessions, ev, rng, block
     )
     subscriptions = _subscriptions(params, world, users, sessions, ev, rng, block)
-    assignments, experiment_sums = _assignments(params, users, sessions, ev, outcomes, cart_value)
+    assignments, experiment_sums = _assignments(
+        params, world, users, sessions, ev, outcomes, cart_value
+    )
     events = _events_table(params, world, users, sessions, ev, block, purchases, amounts, orders)
     tables = {
         "users": users_table,
