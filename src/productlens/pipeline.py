@@ -258,14 +258,16 @@ class Runner:
         """Count rows per layer and write run_results.json."""
         for layer in LAYERS[:4]:
             total = 0
-            for table in self.engine.list_tables(layer):
-                if layer == "raw":
-                    continue  # the quarantine: not part of the raw layer's rows
-                total += int(self.engine.fetch_all(f"SELECT count(*) FROM {layer}.{table}")[0][0])
-            if layer == "raw" and self.engine.table_exists("ops.raw_files"):
-                # The raw tables are views over the raw layer's files, listed with rows.
-                listed = self.engine.fetch_all("SELECT sum(row_count) FROM ops.raw_files")
-                total = int(listed[0][0] or 0)
+            if layer == "raw":
+                # Views over the raw layer's files, listed with their rows (the quarantine,
+                # the one table here, is not part of the layer's rows).
+                if self.engine.table_exists("ops.raw_files"):
+                    listed = self.engine.fetch_all("SELECT sum(row_count) FROM ops.raw_files")
+                    total = int(listed[0][0] or 0)
+            else:
+                for table in self.engine.list_tables(layer):
+                    count = self.engine.fetch_all(f"SELECT count(*) FROM {layer}.{table}")
+                    total += int(count[0][0])
             self.summary.layer_rows[layer] = total
         self.runlog.write_json(self.project.run_results_path)
         return self.summary
@@ -317,6 +319,7 @@ def prepare_demo_warehouse(project: Project) -> None:
         made_by_demo = engine.table_exists(DEMO_MARKER) or not any(
             engine.list_tables(layer) for layer in LAYERS
         )
+        raw_files = engine.raw_root  # the raw layer's files (see ingest.store)
     finally:
         engine.close()
     if not made_by_demo:
@@ -327,8 +330,7 @@ def prepare_demo_warehouse(project: Project) -> None:
         )
     path.unlink()
     path.with_suffix(path.suffix + ".wal").unlink(missing_ok=True)
-    raw_files = path.with_suffix(".raw")  # the raw layer's files (see ingest.store)
-    if raw_files.is_dir():
+    if raw_files is not None and raw_files.is_dir():
         shutil.rmtree(raw_files)
 
 

@@ -4,9 +4,9 @@ One run makes one batch per table (per file format): all new files of that table
 validated together, set-based, and committed in one transaction: the rows that pass
 join `raw.<table>` (Parquet files owned by the warehouse, see `store`), the rows that do
 not go to `raw.quarantine` with their original values and reasons, and the batch is
-logged in `ops.ingest_log`. Rows read =
-rows loaded + rows quarantined + exact copies of rows already loaded, or the batch fails.
-A file whose checksum was loaded before is skipped, so loading twice changes nothing.
+logged in `ops.ingest_log`. Rows read = rows loaded + rows quarantined + exact copies
+of rows already loaded, or the batch fails. A file whose checksum was loaded before is
+skipped, so loading twice changes nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from productlens.config import IngestConfig, TableIngestConfig
 from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
-from productlens.ingest.batch import BatchResult, Plan, run_batch
+from productlens.ingest.batch import BatchResult, Plan, files_text, run_batch
 from productlens.ingest.contracts import CONTRACTS, LOAD_ORDER, Contract
 from productlens.ingest.store import RawStore, inspect_parquet
 from productlens.ingest.validate import (
@@ -264,7 +264,7 @@ def _describe(engine: Engine, relation: str, files: list[Path]) -> dict[str, str
     try:
         rows = engine.fetch_all(f"DESCRIBE SELECT * FROM {relation}")
     except EngineError as exc:
-        where = files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
+        where = files_text(files)
         raise IngestError(f"cannot read the file: {exc.message}", file=where) from None
     return {r[0]: r[1] for r in rows if r[0] not in READER_COLUMNS}
 
@@ -286,7 +286,7 @@ def _load_files(
         relation = _text_relation(files, suffix, settings.delimiter)
     else:
         footers = inspect_parquet(engine, files, contract)
-        relation = _parquet_source(list(names.values()), {}).relation
+        relation = _parquet_relation(list(names.values()))
     if footers and footers[0].columns and all(f.columns == footers[0].columns for f in footers):
         columns = dict(footers[0].columns)  # what DESCRIBE would say, without reading again
     else:
@@ -300,12 +300,9 @@ def _load_files(
             f"required columns missing for raw.{contract.table}: {', '.join(missing)}{hint} "
             "(map them with --map SOURCE=TARGET or [ingest.tables."
             f"{contract.table}].columns in productlens.toml)",
-            file=files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)",
+            file=files_text(files),
         )
-    if suffix == ".parquet":
-        source = _parquet_source(list(names.values()), columns)
-    else:
-        source = Source(relation, columns, "src.filename", ROW_NUMBER[suffix])
+    source = Source(relation, columns, "src.filename", ROW_NUMBER[suffix])
     batch = BatchResult(uuid.uuid4().hex[:16], contract.table, "files", list(files))
     # A file is copied as it is only if reading it needs no mapping, parsing or casting.
     as_is = (
@@ -332,15 +329,14 @@ def _load_files(
     return batch
 
 
+def _parquet_relation(names: list[str]) -> str:
+    """Parquet files (absolute paths) as one relation."""
+    return PARQUET_READER.format(paths="[" + ", ".join(literal(n) for n in names) + "]")
+
+
 def _parquet_source(names: list[str], columns: Mapping[str, str]) -> Source:
     """Parquet files (absolute paths) as a source of rows."""
-    paths = "[" + ", ".join(literal(n) for n in names) + "]"
-    return Source(
-        PARQUET_READER.format(paths=paths),
-        columns,
-        "src.filename",
-        ROW_NUMBER[".parquet"],
-    )
+    return Source(_parquet_relation(names), columns, "src.filename", ROW_NUMBER[".parquet"])
 
 
 def _printable(name: str) -> str:

@@ -119,7 +119,7 @@ def run_batch(
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         store.discard([*copies.values(), *(f.path for f in written)])
-        where = _files_text(batch.files) if batch.files else "the quarantine"
+        where = files_text(batch.files) if batch.files else "the quarantine"
         raise IngestError(
             f"cannot load into raw.{contract.table}: {exc.message}; nothing was written",
             file=where,
@@ -333,5 +333,6 @@ def _log(
     )
 
 
-def _files_text(files: list[Path]) -> str:
+def files_text(files: list[Path]) -> str:
+    """One file, or the first and how many more, for messages."""
     return str(files[0]) if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"

@@ -36,11 +36,6 @@ class Contract:
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
-    def ddl(self) -> str:
-        cols = [f"{c.name} {c.type}" for c in self.columns]
-        cols += [f"{name} {type_}" for name, type_ in LINEAGE_COLUMNS]
-        return f"CREATE TABLE IF NOT EXISTS raw.{self.table} (\n  " + ",\n  ".join(cols) + "\n)"
-
 
 LINEAGE_COLUMNS = (
     ("_batch_id", "VARCHAR"),

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
 from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS, Contract
+from productlens.ingest.validate import literal
 
 MANIFEST_DDL = """
 CREATE TABLE IF NOT EXISTS ops.raw_files (
@@ -50,8 +51,6 @@ CREATE TABLE IF NOT EXISTS ops.raw_files (
     ingested_at TIMESTAMP NOT NULL
 )
 """
-# Rewritten files carry these per row; copied files get them from the file list.
-ROW_LINEAGE = (("_source_file", "VARCHAR"), ("_row_number", "BIGINT"))
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def inspect_parquet(engine: Engine, files: Sequence[Path], contract: Contract) -
     """Read the footers of source Parquet files (in one query): each file's rows, and
     whether DuckDB reads it as exactly the contract's columns and types, so that it can
     be copied as it is."""
-    listed = "[" + ", ".join(_quote(str(f.resolve())) for f in files) + "]"
+    listed = "[" + ", ".join(literal(str(f.resolve())) for f in files) + "]"
     try:
         rows = engine.fetch_all(
             "SELECT m.file_name, m.num_rows, s.columns, s.nested FROM parquet_file_metadata("
@@ -110,7 +109,7 @@ class RawStore:
     """The files behind the raw layer of one warehouse."""
 
     def __init__(self, engine: Engine) -> None:
-        root = getattr(engine, "raw_root", None)
+        root = engine.raw_root
         if root is None:
             raise IngestError(f"the {engine.name} engine keeps no raw files")
         self.engine = engine
@@ -201,7 +200,7 @@ class RawStore:
             cols = [f"CAST(NULL AS {c.type}) AS {c.name}" for c in contract.columns]
             cols += [f"CAST(NULL AS {t}) AS {name}" for name, t in LINEAGE_COLUMNS]
             return f"SELECT {', '.join(cols)} WHERE false"
-        paths = ", ".join(_quote(path) for path, _ in files)
+        paths = ", ".join(literal(path) for path, _ in files)
         rewritten = any(not copied for _, copied in files)
         any_copied = any(copied for _, copied in files)
         cols = [f"CAST(r.{c.name} AS {c.type}) AS {c.name}" for c in contract.columns]
@@ -221,7 +220,7 @@ class RawStore:
         return (
             f"SELECT {', '.join(cols)} FROM read_parquet([{paths}], filename = true, "
             "file_row_number = true, union_by_name = true, hive_partitioning = false) r "
-            f"JOIN ops.raw_files m ON m.target_table = {_quote(table)} "
+            f"JOIN ops.raw_files m ON m.target_table = {literal(table)} "
             "AND m.file_name = parse_filename(r.filename)"
         )
 
@@ -269,7 +268,3 @@ def _copy(source: Path, target: Path) -> None:
 def seal(path: Path) -> None:
     """Make a raw file read-only: the raw layer is never edited in place."""
     os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

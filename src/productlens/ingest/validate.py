@@ -212,8 +212,8 @@ def validation(
     """Build the set-based checks for one batch of source rows.
 
     Rows come out of `typed` with the contract columns typed as `__c_<name>`, `__file`,
-    `__row` and the original columns (for the JSON of a
-    quarantined row). Duplicate keys are found by `key_scan` (see KEY_HASH).
+    `__row` and the original columns (for the JSON of a quarantined row). Duplicate keys
+    are found by `key_scan` (see KEY_HASH).
     """
     chosen = resolve_mapping(contract, source.columns, mapping)
 
