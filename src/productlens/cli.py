@@ -165,13 +165,13 @@ def generate_cmd(
     )
     target = out or project.data_dir
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("generate", total=params.n_blocks)
+        task = progress.add_task("generate", total=params.n_blocks + params.days)
         result = generate(
             params,
             target,
             fmt=fmt or project.config.simulate.format,
             workers=workers or project.config.simulate.workers,
-            on_block=lambda done, _total: progress.update(task, completed=done),
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     table = Table(
         show_edge=False, title=f"{params.scenario} world in {target}", title_justify="left"

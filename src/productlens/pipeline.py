@@ -108,13 +108,13 @@ class Runner:
     # --- stages ------------------------------------------------------------------------
 
     def simulate(self, params: WorldParams, out: Path, fmt: str = "parquet") -> GenerateResult:
-        with self._stage("simulate", params.n_blocks) as advance:
+        with self._stage("simulate", params.n_blocks + params.days) as advance:
             result = generate(
                 params,
                 out,
                 fmt=fmt,
                 workers=self.project.config.simulate.workers,
-                on_block=lambda _d, _t: advance(),
+                on_progress=lambda _done, total: advance(total=total),
             )
             self._last_meta(
                 rows=sum(result.rows.values()),
