@@ -262,6 +262,34 @@ def test_unknown_user_warns_by_default_and_can_quarantine(
     assert quarantine_counts(engine) == {("events", "unknown_user"): 1}
 
 
+def test_unknown_references_are_found_among_loaded_rows(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    (tmp_path / "users.csv").write_text("user_id,signup_ts\nu1,2026-01-05 09:00:00\n")
+    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
+    header = "event_id,user_id,event_type,event_ts\n"
+    (tmp_path / "a" / "events").mkdir(parents=True)
+    (tmp_path / "a" / "events" / "e.csv").write_text(
+        header + "e1,u1,login,2026-01-05 10:00:00\ne2,ghost,login,2026-01-05 10:01:00\n"
+        "e3,u1,login,2026-01-05 10:02:00\ne4,ghost,login,2026-01-05 10:03:00\n"
+    )
+    warned = ingest_paths(engine, [tmp_path / "a"], now=NOW)
+    assert (warned.batches[0].rows_loaded, warned.batches[0].rows_warned) == (4, 2)
+    (tmp_path / "b" / "events").mkdir(parents=True)
+    (tmp_path / "b" / "events" / "e.csv").write_text(
+        header + "e5,u1,login,2026-01-05 11:00:00\ne6,phantom,login,2026-01-05 11:01:00\n"
+    )
+    strict = IngestConfig(unknown_references={"users": "quarantine"})
+    result = ingest_paths(engine, [tmp_path / "b"], config=strict, now=NOW)
+    assert (result.batches[0].rows_loaded, result.batches[0].rows_quarantined) == (1, 1)
+    held = engine.fetch_all("SELECT row_number, reasons FROM raw.quarantine")
+    assert held == [(2, ["unknown_user"])]
+    (tmp_path / "c" / "events").mkdir(parents=True)
+    (tmp_path / "c" / "events" / "e.csv").write_text(header + "e7,u1,login,2026-01-05 12:00:00\n")
+    clean = ingest_paths(engine, [tmp_path / "c"], config=strict, now=NOW)
+    assert (clean.batches[0].rows_loaded, clean.batches[0].rows_warned) == (1, 0)
+
+
 ORDER_HEADER = "order_id,user_id,order_ts,status,total_amount\n"
 
 

@@ -25,7 +25,14 @@ from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
 from productlens.ingest.contracts import Contract
 from productlens.ingest.store import RawFile, RawStore, seal
-from productlens.ingest.validate import Rules, Source, literal, raw_json, validation
+from productlens.ingest.validate import (
+    Rules,
+    Source,
+    literal,
+    raw_json,
+    unknown_table,
+    validation,
+)
 
 # Rows that do not load: quarantined, or exact copies of rows already loaded.
 HELD = "(SELECT __file, __row FROM __flagged WHERE len(__reasons) > 0 OR __existing)"
@@ -132,11 +139,16 @@ def run_batch(
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
-        engine.execute("DROP TABLE IF EXISTS __flagged")
-        engine.execute("DROP TABLE IF EXISTS __dup_hashes")
+        for temporary in ("__flagged", "__dup_hashes", *_unknown_tables(contract)):
+            engine.execute(f"DROP TABLE IF EXISTS {temporary}")
     batch.rows_read, batch.rows_loaded = counts.read, loaded
     batch.rows_quarantined = held
     batch.rows_duplicate, batch.rows_warned = counts.duplicate, counts.warned
+
+
+def _unknown_tables(contract: Contract) -> list[str]:
+    """The temporary tables a batch's reference scans may leave (see validate.Reference)."""
+    return [unknown_table(c.name) for c in contract.columns if c.references]
 
 
 def _rules(store: RawStore, contract: Contract, config: IngestConfig, now: datetime) -> Rules:
@@ -185,9 +197,18 @@ def _check(
             "CREATE OR REPLACE TEMP TABLE __dup_hashes AS SELECT unnest(CAST(? AS UBIGINT[])) AS h",
             [hashes],
         )
+    all_known = set()
+    for table, scan in v.reference_scans:
+        engine.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {scan}")
+        if engine.fetch_all(f"SELECT count(*) FROM {table}")[0][0] == 0:
+            all_known.add(table)
     engine.execute(
         "CREATE OR REPLACE TEMP TABLE __flagged AS "
-        + v.flagged("__dup_hashes" if twice else None, keys_complete=missing_keys == 0)
+        + v.flagged(
+            "__dup_hashes" if twice else None,
+            keys_complete=missing_keys == 0,
+            all_known=frozenset(all_known),
+        )
     )
     if twice:
         for statement in v.merge_duplicates("__flagged"):

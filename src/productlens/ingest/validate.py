@@ -132,6 +132,35 @@ def _missing(source: str | None, source_type: str | None) -> str:
 KEY_HASH = "hash({keys})"
 
 
+def unknown_table(column: str) -> str:
+    """The temporary table of a batch's values of `column` that its referenced table
+    lacks (see Reference)."""
+    return ident("__unknown_" + column)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference check against a table that holds rows. Rather than joining every row
+    of the batch to the referenced table, the distinct values of the batch that the
+    table lacks are found first (a small aggregate over one column), and the check pass
+    looks rows up in those alone; when there are none, the check is left out."""
+
+    unknown_table: str  # temporary table of the unknown values (column v)
+    condition: str  # SQL true for a row whose value is among them
+    reason: str
+    quarantine: bool  # False: warn only
+
+
+@dataclass(frozen=True)
+class _Checks:
+    conditions: list[tuple[str, str]]  # (SQL, reason): quarantine the row
+    warnings: list[tuple[str, str]]  # (SQL, reason): load the row, count a warning
+    joins: list[str]
+    existing: str  # SQL true for an exact copy of a loaded row
+    key_missing: list[tuple[str, str]]  # the key columns' missing-value checks
+    references: list[Reference]
+
+
 @dataclass(frozen=True)
 class Validation:
     """The pieces of one batch's validation, for the loader to run in turn.
@@ -147,21 +176,33 @@ class Validation:
     typed_columns: list[str]  # contract columns, typed, as t.__c_<name> AS <name>
     key_columns: list[str]  # the typed key columns (__c_<name>)
     key_types: list[str]  # their contract types
-    _checks: tuple[
-        list[tuple[str, str]], list[tuple[str, str]], list[str], str, list[tuple[str, str]]
-    ]
+    # (temporary table, SELECT): per reference to a loaded table, the distinct values
+    # of the batch that the referenced table lacks. See Reference.
+    reference_scans: list[tuple[str, str]]
+    _checks: _Checks
 
-    def flagged(self, dup_hashes_table: str | None, keys_complete: bool = False) -> str:
+    def flagged(
+        self,
+        dup_hashes_table: str | None,
+        keys_complete: bool = False,
+        all_known: frozenset[str] = frozenset(),
+    ) -> str:
         """SELECT the rows not simply loaded: __file, __row, __reasons, __warnings,
         __existing, plus __candidate and the key (__key_<i>) of the rows whose key hash
         is in `dup_hashes_table` (None: no hash was seen twice). `merge_duplicates` then
         finds the true duplicates among the candidates. With `keys_complete` (the key
         scan found no key value missing) the key columns are not checked again, which
-        spares reading them at all. The original values are left out: carrying every
-        column through the checks would cost more than the checks."""
-        conditions, warnings, joins, existing, key_missing = self._checks
+        spares reading them at all. `all_known`: the reference scans' tables that came
+        out empty; their checks are left out. The original values are left out: carrying
+        every column through the checks would cost more than the checks."""
+        checks = self._checks
+        conditions, warnings = list(checks.conditions), list(checks.warnings)
         if not keys_complete:
-            conditions = key_missing + conditions
+            conditions = checks.key_missing + conditions
+        for ref in checks.references:
+            if ref.unknown_table not in all_known:
+                (conditions if ref.quarantine else warnings).append((ref.condition, ref.reason))
+        joins, existing = checks.joins, checks.existing
         parts = [cond for cond, _ in conditions + warnings] + [existing]
         candidate = "FALSE"
         if dup_hashes_table is not None:
@@ -239,7 +280,9 @@ def validation(
     types = {c.name: source.columns.get(chosen.get(c.name, ""), None) for c in contract.columns}
     fallible = {c.name for c in contract.columns if _can_fail(c, types[c.name], settings)}
     missing = {c.name: _missing(chosen.get(c.name), types[c.name]) for c in contract.columns}
-    conditions, warnings = _column_checks(contract, fallible, missing, rules, joins)
+    conditions, warnings, references, scans = _column_checks(
+        contract, source, chosen, settings, fallible, missing, rules
+    )
     key_missing = [p for p in conditions if p[0] in {missing[k] for k in contract.key}]
     conditions = [p for p in conditions if p not in key_missing]
     # Only the key columns are read (see KEY_HASH). A row with a key value missing or
@@ -286,7 +329,8 @@ def validation(
         typed_columns=[f"t.{c_(c.name)} AS {ident(c.name)}" for c in contract.columns],
         key_columns=key,
         key_types=[next(c.type for c in contract.columns if c.name == k) for k in contract.key],
-        _checks=(conditions, warnings, joins, existing, key_missing),
+        reference_scans=scans,
+        _checks=_Checks(conditions, warnings, joins, existing, key_missing, references),
     )
 
 
@@ -302,17 +346,21 @@ def _code_list(pairs: list[tuple[str, str]]) -> str:
 
 def _column_checks(
     contract: Contract,
+    source: Source,
+    chosen: Mapping[str, str],
+    settings: TableIngestConfig,
     fallible: set[str],
     missing: Mapping[str, str],
     rules: Rules,
-    joins: list[str],
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(condition, reason) pairs that quarantine a row, and those that only warn; adds
-    the reference joins it needs to `joins`. `fallible`: the columns whose source values
-    may fail to read as the contract type; `missing`: SQL true where a column's source
-    value is missing."""
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[Reference], list[tuple[str, str]]]:
+    """(condition, reason) pairs that quarantine a row and those that only warn, the
+    reference checks against loaded tables, and the scans those need (see Reference).
+    `fallible`: the columns whose source values may fail to read as the contract type;
+    `missing`: SQL true where a column's source value is missing."""
     conditions: list[tuple[str, str]] = []
     warnings: list[tuple[str, str]] = []
+    references: list[Reference] = []
+    scans: list[tuple[str, str]] = []
     for c in contract.columns:
         col = f"t.{ident('__c_' + c.name)}"
         if c.required:
@@ -338,17 +386,26 @@ def _column_checks(
             conditions.append((f"{col} NOT IN ({values})", "bad_value"))
         if c.references:
             ref_table, ref_col = c.references.split(".", 1)
-            alias = ident("ref_" + c.name)
-            if rules.references_present.get(ref_table, False):
-                known = f"SELECT DISTINCT {ident(ref_col)} AS v FROM raw.{ident(ref_table)}"
-                joins.append(f"LEFT JOIN ({known}) {alias} ON {alias}.v = {col}")
-                unknown = f"({col} IS NOT NULL AND {alias}.v IS NULL)"
-            else:
-                unknown = f"{col} IS NOT NULL"  # nothing loaded yet: every reference misses
-            mode = rules.reference_modes.get(ref_table, "quarantine")
-            target = conditions if mode == "quarantine" else warnings
-            target.append((unknown, reference_reason(c.references)))
-    return conditions, warnings
+            reason = reference_reason(c.references)
+            quarantine = rules.reference_modes.get(ref_table, "quarantine") == "quarantine"
+            if not rules.references_present.get(ref_table, False):
+                # Nothing loaded yet: every reference misses.
+                target = conditions if quarantine else warnings
+                target.append((f"{col} IS NOT NULL", reason))
+                continue
+            table = unknown_table(c.name)
+            value = _typed(c, chosen.get(c.name), settings)
+            scans.append(
+                (
+                    table,
+                    f"SELECT DISTINCT v FROM (SELECT {value} AS v FROM {source.relation} src) d "
+                    f"WHERE v IS NOT NULL AND NOT EXISTS (SELECT 1 FROM raw.{ident(ref_table)} "
+                    f"k WHERE k.{ident(ref_col)} = d.v)",
+                )
+            )
+            condition = f"({col} IN (SELECT v FROM {table}))"
+            references.append(Reference(table, condition, reason, quarantine))
+    return conditions, warnings, references, scans
 
 
 def raw_json(source: Source) -> str:
