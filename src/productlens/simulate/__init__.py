@@ -293,22 +293,23 @@ def _run_tasks(
 ) -> list[Done]:
     """Run `run` on every task; return the results in task order.
 
-    This process works too: the pool's `helpers` processes take tasks from the front of the queue
-    while this one takes them from the back, so the helpers' start-up costs nothing and
-    no core idles. Each helper gets its next task as soon as it finishes one.
+    This process works too: the pool's `helpers` processes take tasks from the front of
+    the queue while this one takes them from the back, so the helpers' start-up costs
+    nothing and no core idles. Each helper gets its next task as soon as it finishes one.
     """
+    if pool is None:
+        results = []
+        for task in tasks:
+            results.append(run(task))
+            finished()
+        return results
+
     pending = deque(range(len(tasks)))
     done: dict[int, Done] = {}
 
     def record(index: int, result: Done) -> None:
         done[index] = result
         finished()
-
-    if pool is None:
-        while pending:
-            index = pending.popleft()
-            record(index, run(tasks[index]))
-        return [done[i] for i in range(len(tasks))]
 
     lock = threading.Lock()
     futures: dict[int, Future[Done]] = {}
@@ -345,7 +346,7 @@ def _run_tasks(
     return [done[i] for i in range(len(tasks))]
 
 
-def _run_blocks(
+def _run_steps(
     params: WorldParams,
     world: World,
     scratch: Path,
@@ -420,7 +421,7 @@ def generate(
     world = build_world(params)
     workers = min(workers or default_workers(), params.n_blocks)
 
-    summaries = _run_blocks(params, world, scratch, fmt, workers, on_progress)
+    summaries = _run_steps(params, world, scratch, fmt, workers, on_progress)
 
     rows: Counter[str] = Counter()
     event_types: Counter[str] = Counter()
