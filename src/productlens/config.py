@@ -75,11 +75,34 @@ class MetricsConfig(Section):
         return steps
 
 
+TimeFormats = str | list[str]
+# Time formats besides strptime patterns (see ingest.casts).
+TIME_FORMAT_NAMES = ("iso", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns")
+
+
+def _check_formats(value: TimeFormats) -> TimeFormats:
+    for fmt in [value] if isinstance(value, str) else value:
+        if fmt not in TIME_FORMAT_NAMES and "%" not in fmt:
+            raise ValueError(
+                f"unknown time format {fmt!r}: use a strptime pattern (with %) or one of "
+                f"{', '.join(TIME_FORMAT_NAMES)}"
+            )
+    if isinstance(value, list) and not value:
+        raise ValueError("a list of time formats needs at least one format")
+    return value
+
+
 class TableIngestConfig(Section):
     """How one raw table's source files map onto the contract."""
 
     columns: dict[str, str] = Field(default_factory=dict)  # source column -> contract column
-    timestamp_format: str | None = None  # strptime format, e.g. "%d/%m/%Y %H:%M"
+    # contract column -> SQL expression over source columns (see ingest.mapping)
+    expressions: dict[str, str] = Field(default_factory=dict)
+    where: str | None = None  # keep only the source rows for which this expression is true
+    # Time formats tried in order, for every time column ("iso", "epoch_ms", "%d/%m/%Y", ...),
+    timestamp_format: TimeFormats | None = None
+    # ... or per contract column.
+    formats: dict[str, TimeFormats] = Field(default_factory=dict)
     timezone: str = "UTC"  # the zone naive source times are in; stored as UTC
     delimiter: str = Field(default=",", min_length=1, max_length=1)  # CSV only
 
@@ -92,24 +115,50 @@ class TableIngestConfig(Section):
             raise ValueError(f"unknown time zone {zone!r}") from None
         return zone
 
+    @field_validator("timestamp_format")
+    @classmethod
+    def _known_format(cls, value: TimeFormats | None) -> TimeFormats | None:
+        return None if value is None else _check_formats(value)
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: dict[str, TimeFormats]) -> dict[str, TimeFormats]:
+        for formats in value.values():
+            _check_formats(formats)
+        return value
+
 
 ReferenceMode = Literal["warn", "quarantine"]
+# What a row whose id refers to a row not loaded yet does, by referenced table.
+DEFAULT_REFERENCE_MODES: dict[str, ReferenceMode] = {
+    "users": "warn",
+    "products": "quarantine",
+    "orders": "quarantine",
+    "experiments": "quarantine",
+}
 
 
 class IngestConfig(Section):
     """Validation settings and per-table mappings for `productlens ingest`."""
 
     future_tolerance_hours: float = Field(default=24.0, ge=0)
-    # What to do with a row whose id refers to a row not loaded yet, by referenced table.
+    # A partial table is merged with the defaults; a key that is not a referenced table
+    # (a typo such as `user`) is an error.
     unknown_references: dict[str, ReferenceMode] = Field(
-        default_factory=lambda: {  # type: ignore[arg-type]
-            "users": "warn",
-            "products": "quarantine",
-            "orders": "quarantine",
-            "experiments": "quarantine",
-        }
+        default_factory=lambda: dict(DEFAULT_REFERENCE_MODES)
     )
     tables: dict[str, TableIngestConfig] = Field(default_factory=dict)
+
+    @field_validator("unknown_references")
+    @classmethod
+    def _merge_reference_modes(cls, value: dict[str, ReferenceMode]) -> dict[str, ReferenceMode]:
+        unknown = [k for k in value if k not in DEFAULT_REFERENCE_MODES]
+        if unknown:
+            raise ValueError(
+                f"unknown referenced table {', '.join(map(repr, unknown))}: the tables other "
+                f"tables refer to are {', '.join(DEFAULT_REFERENCE_MODES)}"
+            )
+        return {**DEFAULT_REFERENCE_MODES, **value}
 
 
 class ModelsConfig(Section):

@@ -17,7 +17,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,13 +26,9 @@ from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
 from productlens.ingest.batch import BatchResult, Plan, files_text, run_batch
 from productlens.ingest.contracts import CONTRACTS, LOAD_ORDER, Contract
+from productlens.ingest.mapping import Resolution, fold, resolve
 from productlens.ingest.store import RawStore, inspect_parquet
-from productlens.ingest.validate import (
-    Source,
-    ident,
-    literal,
-    resolve_mapping,
-)
+from productlens.ingest.validate import Source, ident, literal
 
 __all__ = ["CONTRACTS", "BatchResult", "IngestResult", "ensure_raw_tables", "ingest_paths"]
 
@@ -291,10 +287,11 @@ def _load_files(
         columns = dict(footers[0].columns)  # what DESCRIBE would say, without reading again
     else:
         columns = _describe(engine, relation, files)
-    chosen = resolve_mapping(contract, columns, settings.columns)
+    resolution = _resolve(engine, contract, relation, columns, settings, files)
+    chosen = resolution.values
     missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
     if missing:
-        unused = [c for c in columns if c not in chosen.values()]
+        unused = resolution.unmapped
         hint = f"; the files have {', '.join(_printable(c) for c in unused)}" if unused else ""
         raise IngestError(
             f"required columns missing for raw.{contract.table}: {', '.join(missing)}{hint} "
@@ -302,30 +299,39 @@ def _load_files(
             f"{contract.table}].columns in productlens.toml)",
             file=files_text(files),
         )
-    source = Source(relation, columns, "src.filename", ROW_NUMBER[suffix])
+    source = _source(relation, columns, ROW_NUMBER[suffix], resolution)
     batch = BatchResult(uuid.uuid4().hex[:16], contract.table, "files", list(files))
+    batch.notes += _notes(contract, resolution)
     # A file is copied as it is only if reading it needs no mapping, parsing or casting.
     as_is = (
         not settings.timestamp_format
+        and not settings.formats
         and settings.timezone == "UTC"
-        and all(src == dst for dst, src in chosen.items())
+        and resolution.where is None
+        and not resolution.unmapped
+        and all(m.column == dst for dst, m in chosen.items())
     )
+    total = None
+    if resolution.where is not None:  # rows the filter leaves out are counted, not lost
+        total = int(engine.fetch_all(f"SELECT count(*) FROM {relation}")[0][0])
     plan = Plan(
-        read=sum(f.rows for f in footers) if footers else None,
+        read=sum(f.rows for f in footers) if footers and total is None else None,
         copyable={names[f.path]: f.rows for f in footers if as_is and f.exact},
         names=list(names.values()),
-        subset=(lambda subset: _parquet_source(subset, columns)) if footers else None,
+        subset=(lambda subset: _parquet_source(subset, columns, resolution)) if footers else None,
         registry=[(checksums[p], names[p]) for p in files],
     )
     if suffix == ".parquet":
         run_batch(engine, store, contract, source, settings, config, now, batch, plan)
-        return batch
-    # Text rows are numbered in scan order: keep that order through the batch.
-    engine.execute("SET preserve_insertion_order = true")
-    try:
-        run_batch(engine, store, contract, source, settings, config, now, batch, plan)
-    finally:
-        engine.execute("SET preserve_insertion_order = false")
+    else:
+        # Text rows are numbered in scan order: keep that order through the batch.
+        engine.execute("SET preserve_insertion_order = true")
+        try:
+            run_batch(engine, store, contract, source, settings, config, now, batch, plan)
+        finally:
+            engine.execute("SET preserve_insertion_order = false")
+    if total is not None:
+        batch.rows_filtered = total - batch.rows_read
     return batch
 
 
@@ -334,9 +340,73 @@ def _parquet_relation(names: list[str]) -> str:
     return PARQUET_READER.format(paths="[" + ", ".join(literal(n) for n in names) + "]")
 
 
-def _parquet_source(names: list[str], columns: Mapping[str, str]) -> Source:
+def _parquet_source(names: list[str], columns: Mapping[str, str], resolution: Resolution) -> Source:
     """Parquet files (absolute paths) as a source of rows."""
-    return Source(_parquet_relation(names), columns, "src.filename", ROW_NUMBER[".parquet"])
+    return _source(_parquet_relation(names), columns, ROW_NUMBER[".parquet"], resolution)
+
+
+def _source(
+    relation: str, columns: Mapping[str, str], row_expr: str, resolution: Resolution
+) -> Source:
+    """A reader's relation as a source of rows, filtered by the table's `where`."""
+    if resolution.where is not None:
+        relation = f"(SELECT * FROM {relation} src WHERE {resolution.where})"
+    return Source(relation, columns, "src.filename", row_expr, values=resolution.values)
+
+
+def _resolve(
+    engine: Engine,
+    contract: Contract,
+    relation: str,
+    columns: Mapping[str, str],
+    settings: TableIngestConfig,
+    files: list[Path],
+) -> Resolution:
+    """Where each contract column comes from, with every expression's type (asked of the
+    engine, which also checks that the expression runs on these files); columns nothing
+    maps are folded into `properties` where the table has one and it is not mapped."""
+    resolution = resolve(
+        contract.column_names,
+        columns,
+        settings.columns,
+        settings.expressions,
+        settings.where,
+        contract.table,
+        internal=frozenset(READER_COLUMNS) | frozenset(CSV_OVERFLOW),
+    )
+    values = dict(resolution.values)
+    if resolution.unmapped and "properties" in contract.column_names and "properties" not in values:
+        values["properties"] = fold(resolution.unmapped, columns)
+        resolution = replace(resolution, folded=tuple(resolution.unmapped))
+    typed_later = {k: m for k, m in values.items() if not m.type}
+    if typed_later:
+        select = ", ".join(f"{m.sql} AS {ident(k)}" for k, m in typed_later.items())
+        where = f" WHERE {resolution.where}" if resolution.where else ""
+        try:
+            described = engine.fetch_all(f"DESCRIBE SELECT {select} FROM {relation} src{where}")
+        except EngineError as exc:
+            exprs = "; ".join(f"{k} = {m.expression!r}" for k, m in typed_later.items())
+            raise IngestError(
+                f"[ingest.tables.{contract.table}] expressions do not run on these files "
+                f"({exc.message}): {exprs}",
+                file=files_text(files),
+            ) from None
+        for name, kind, *_ in described:
+            values[name] = replace(values[name], type=kind)
+    return replace(resolution, values=values)
+
+
+def _notes(contract: Contract, resolution: Resolution) -> list[str]:
+    """What a user should know about columns the contract does not name."""
+    if not resolution.unmapped:
+        return []
+    names = ", ".join(_printable(c) for c in resolution.unmapped)
+    if resolution.folded:
+        return [f"columns not in the contract kept as keys of properties: {names}"]
+    return [
+        f"columns not in the contract and not mapped, not loaded into raw.{contract.table}: "
+        f"{names} (map them with expressions in [ingest.tables.{contract.table}])"
+    ]
 
 
 def _printable(name: str) -> str:

@@ -51,6 +51,8 @@ class BatchResult:
     rows_quarantined: int = 0
     rows_duplicate: int = 0
     rows_warned: int = 0
+    rows_filtered: int = 0  # left out by the table's `where` (not counted as read)
+    notes: list[str] = field(default_factory=list)  # what the user should know, in words
 
 
 @dataclass

@@ -14,7 +14,11 @@ from datetime import datetime
 from sqlglot import exp
 
 from productlens.config import TableIngestConfig
+from productlens.ingest.casts import can_fail, literal, typed
 from productlens.ingest.contracts import Column, Contract, reference_reason
+from productlens.ingest.mapping import Mapped, resolve
+
+__all__ = ["Source", "ident", "literal", "validation"]
 
 TIME_TYPES = ("TIMESTAMP", "DATE")
 OVERFLOW_PREFIX = "__extra_"  # surplus CSV fields (see ingest.CSV_OVERFLOW)
@@ -27,12 +31,6 @@ def ident(name: str) -> str:
     return exp.to_identifier(name, quoted=True).sql("duckdb")
 
 
-def literal(value: str) -> str:
-    """A safely quoted string literal. (Doubling single quotes is all a standard SQL
-    string needs; this runs once per file of a batch, where SQLGlot was too slow.)"""
-    return "'" + value.replace("'", "''") + "'"
-
-
 @dataclass(frozen=True)
 class Source:
     """A relation of source rows: what to read, its columns, and where each row came from."""
@@ -42,6 +40,8 @@ class Source:
     file_expr: str  # SQL giving each row's source file
     row_expr: str  # SQL giving each row's row number in that file (1-based)
     raw_json_column: str | None = None  # a column already holding the original values
+    # contract column -> where its value comes from (None: same-named or renamed columns)
+    values: Mapping[str, Mapped] | None = None
 
 
 @dataclass(frozen=True)
@@ -57,59 +57,65 @@ class Rules:
 
 def resolve_mapping(
     contract: Contract, source_columns: Mapping[str, str], mapping: Mapping[str, str]
-) -> dict[str, str]:
-    """Contract column -> source column: explicit mapping first, then same name."""
-    chosen: dict[str, str] = {}
-    for src, dst in mapping.items():
-        if src in source_columns and dst in contract.column_names:
-            chosen[dst] = src
-    for column in contract.columns:
-        if column.name not in chosen and column.name in source_columns:
-            chosen[column.name] = column.name
-    return chosen
+) -> dict[str, Mapped]:
+    """Contract column -> its source (renames only: source column -> contract column,
+    then same-named columns). Expressions are resolved by `mapping.resolve`."""
+    return resolve(contract.column_names, source_columns, mapping, {}, None, contract.table).values
 
 
-def _typed(column: Column, source: str | None, settings: TableIngestConfig) -> str:
-    """The contract-typed value of one column, NULL where it cannot be read."""
-    if source is None:
+def source_values(
+    contract: Contract, source: Source, mapping: Mapping[str, str]
+) -> Mapping[str, Mapped]:
+    """Where each contract column comes from in `source`."""
+    if source.values is not None:
+        return source.values
+    return resolve_mapping(contract, source.columns, mapping)
+
+
+def value_column(name: str) -> str:
+    """The column of the typed subquery holding a contract column's source value."""
+    return ident("__v_" + name)
+
+
+def formats_for(settings: TableIngestConfig, column: str) -> tuple[str, ...]:
+    """The time formats tried for one column, in order (empty: ISO-8601)."""
+    chosen = settings.formats.get(column, settings.timestamp_format)
+    if chosen is None:
+        return ()
+    return (chosen,) if isinstance(chosen, str) else tuple(chosen)
+
+
+def _typed(column: Column, mapped: Mapped | None, settings: TableIngestConfig) -> str:
+    """The contract-typed value of one column, NULL where it cannot be read exactly."""
+    if mapped is None:
         return f"CAST(NULL AS {column.type})"
-    value = f"src.{ident(source)}"
-    if column.type == "VARCHAR":
-        return f"CAST({value} AS VARCHAR)"
-    if column.type in TIME_TYPES:
-        if settings.timestamp_format:
-            text = f"CAST({value} AS VARCHAR)"
-            parsed = f"try_strptime({text}, {literal(settings.timestamp_format)})"
-        else:
-            parsed = f"TRY_CAST({value} AS TIMESTAMP)"
-        if settings.timezone != "UTC":
-            parsed = f"timezone('UTC', timezone({literal(settings.timezone)}, {parsed}))"
-        return f"CAST({parsed} AS {column.type})" if column.type == "DATE" else parsed
-    return f"TRY_CAST({value} AS {column.type})"
+    return typed(
+        mapped.sql, mapped.type, column.type, formats_for(settings, column.name), settings.timezone
+    )
 
 
-def _can_fail(column: Column, source_type: str | None, settings: TableIngestConfig) -> bool:
+def _can_fail(column: Column, mapped: Mapped | None, settings: TableIngestConfig) -> bool:
     """Whether reading a source value as the column's type can fail (so it needs the
     bad_type / bad_timestamp check at all)."""
-    if source_type is None or column.type == "VARCHAR":
+    if mapped is None:
         return False
-    if column.type in TIME_TYPES and settings.timestamp_format:
+    if column.type in TIME_TYPES and formats_for(settings, column.name):
         return True
-    return source_type != column.type
+    return can_fail(mapped.type, column.type)
 
 
-def _missing_tests(source: str | None, source_type: str | None) -> list[str]:
-    """SQL tests, any of which is true where the source value is missing (NULL; for
-    text, also blank).
+def _missing_tests(name: str, source_type: str | None) -> list[str]:
+    """SQL tests, any of which is true where the source value of contract column `name`
+    is missing (NULL; for text, also blank).
 
     Text that starts with a printable ASCII character other than a space cannot be
     blank, so `trim` (the costly part) only runs on the rest. That only holds where
     DuckDB evaluates lazily: OR/AND in a WHERE clause, or CASE branches. In a SELECT
     list an OR would trim every value.
     """
-    if source is None:
+    if source_type is None:
         return ["TRUE"]
-    value = f"t.{ident(source)}"
+    value = f"t.{value_column(name)}"
     if source_type == "VARCHAR":
         return [
             f"{value} IS NULL",
@@ -118,9 +124,9 @@ def _missing_tests(source: str | None, source_type: str | None) -> list[str]:
     return [f"{value} IS NULL"]
 
 
-def _missing(source: str | None, source_type: str | None) -> str:
+def _missing(name: str, source_type: str | None) -> str:
     """SQL true where the source value is missing, for a WHERE clause (see above)."""
-    return "(" + " OR ".join(_missing_tests(source, source_type)) + ")"
+    return "(" + " OR ".join(_missing_tests(name, source_type)) + ")"
 
 
 # Duplicate keys are found in two steps. The key scan sorts 64-bit key hashes and keeps
@@ -256,7 +262,7 @@ def validation(
     `__row` and the original columns (for the JSON of a quarantined row). Duplicate keys
     are found by `key_scan` (see KEY_HASH).
     """
-    chosen = resolve_mapping(contract, source.columns, mapping)
+    chosen = source_values(contract, source, mapping)
 
     def c_(name: str) -> str:
         return ident("__c_" + name)
@@ -270,6 +276,7 @@ def validation(
         + ", ".join(
             [
                 *typed_cols,
+                *(f"{m.sql} AS {value_column(name)}" for name, m in chosen.items()),
                 f"{source.file_expr} AS __file",
                 f"{source.row_expr} AS __row",
             ]
@@ -277,9 +284,9 @@ def validation(
         + f" FROM {source.relation} src"
     )
     joins: list[str] = []
-    types = {c.name: source.columns.get(chosen.get(c.name, ""), None) for c in contract.columns}
-    fallible = {c.name for c in contract.columns if _can_fail(c, types[c.name], settings)}
-    missing = {c.name: _missing(chosen.get(c.name), types[c.name]) for c in contract.columns}
+    types = {c.name: (chosen[c.name].type if c.name in chosen else None) for c in contract.columns}
+    fallible = {c.name for c in contract.columns if _can_fail(c, chosen.get(c.name), settings)}
+    missing = {c.name: _missing(c.name, types[c.name]) for c in contract.columns}
     conditions, warnings, references, scans = _column_checks(
         contract, source, chosen, settings, fallible, missing, rules
     )
@@ -289,21 +296,20 @@ def validation(
     # unreadable gets no hash; the missing ones are counted.
     key_cols = ", ".join(
         f"{_typed(c, chosen.get(c.name), settings)} AS {c_(c.name)}"
+        + (f", {chosen[c.name].sql} AS {value_column(c.name)}" if c.name in chosen else "")
         for c in contract.columns
         if c.name in contract.key
     )
     # CASE, not OR: in a SELECT list only CASE spares the costly tests (see _missing).
     no_hash = " ".join(
-        f"WHEN {test} THEN NULL"
-        for k in contract.key
-        for test in _missing_tests(chosen.get(k), types[k])
+        f"WHEN {test} THEN NULL" for k in contract.key for test in _missing_tests(k, types[k])
     )
     unreadable = " ".join(f"WHEN t.{k} IS NULL THEN NULL" for k in key)
     key_scan = (
         "SELECT coalesce(list(DISTINCT h) FILTER (WHERE h IS NOT NULL), []) AS dup_hashes, "
         "count(*) FILTER (WHERE h IS NULL) AS missing_keys FROM (SELECT h, "
         f"lead(h) OVER (ORDER BY h) AS next_h FROM (SELECT CASE {no_hash} {unreadable} "
-        f"ELSE {KEY_HASH.format(keys=', '.join(key))} END AS h FROM (SELECT src.*, {key_cols} "
+        f"ELSE {KEY_HASH.format(keys=', '.join(key))} END AS h FROM (SELECT {key_cols} "
         f"FROM {source.relation} src) t)) WHERE h = next_h OR h IS NULL"
     )
     overflow = [name for name in source.columns if name.startswith(OVERFLOW_PREFIX)]
@@ -347,7 +353,7 @@ def _code_list(pairs: list[tuple[str, str]]) -> str:
 def _column_checks(
     contract: Contract,
     source: Source,
-    chosen: Mapping[str, str],
+    chosen: Mapping[str, Mapped],
     settings: TableIngestConfig,
     fallible: set[str],
     missing: Mapping[str, str],
