@@ -439,3 +439,32 @@ def test_unmapped_columns_are_kept_in_properties_or_named(
     result = ingest_paths(engine, [users], now=NOW)
     assert "favourite_colour" in result.batches[0].notes[0]
     assert "not loaded" in result.batches[0].notes[0]
+
+
+def test_nested_parquet_columns_are_stored_as_json(engine: DuckDBEngine, tmp_path: Path) -> None:
+    """Struct, list and map columns feeding a text column become JSON that round-trips,
+    not DuckDB's struct notation."""
+    folder = tmp_path / "events"
+    folder.mkdir()
+    props = [{"price": 9.99, "tags": ["x", "y"], "n": 3}, {"price": None, "tags": [], "n": 0}]
+    pq.write_table(
+        pa.table(
+            {
+                "event_id": ["e1", "e2"],
+                "user_id": ["u1", "u1"],
+                "event_type": ["view", "view"],
+                "event_ts": pa.array([datetime(2026, 1, 5)] * 2, pa.timestamp("us")),
+                "properties": props,
+                "device": pa.array(
+                    [[("os", "ios")], [("os", "android")]], pa.map_(pa.string(), pa.string())
+                ),
+                "country": pa.array([["de", "at"], None], pa.list_(pa.string())),
+            }
+        ),
+        folder / "e.parquet",
+    )
+    ingest_paths(engine, [folder], now=NOW)
+    rows = engine.fetch_all("SELECT properties, device, country FROM raw.events ORDER BY event_id")
+    assert [json.loads(r[0]) for r in rows] == props
+    assert [json.loads(r[1]) for r in rows] == [{"os": "ios"}, {"os": "android"}]
+    assert [r[2] for r in rows] == ['["de","at"]', None]

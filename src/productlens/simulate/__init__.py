@@ -108,10 +108,12 @@ def write_table(table: pa.Table, path: Path, fmt: str, statistics: list[str] | N
         pacsv.write_csv(_plain(table), path)
     else:
         import duckdb  # noqa: PLC0415 - JSON Lines only; keeps worker start-up light
+        from sqlglot import exp  # noqa: PLC0415 - same reason
 
         con = duckdb.connect()
         con.register("rows", _plain(table))
-        con.execute(f"COPY rows TO '{path}' (FORMAT json)")
+        target = exp.Literal.string(str(path)).sql("duckdb")  # a path may hold quotes
+        con.execute(f"COPY rows TO {target} (FORMAT json)")
         con.close()
 
 
