@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -277,9 +278,12 @@ def _batch_line(batch: BatchResult) -> str:
     held = f", [yellow]{batch.rows_quarantined:,} quarantined[/]" if batch.rows_quarantined else ""
     dup = f", {batch.rows_duplicate:,} already loaded" if batch.rows_duplicate else ""
     warned = f", {batch.rows_warned:,} with warnings" if batch.rows_warned else ""
+    filtered = f", {batch.rows_filtered:,} left out by `where`" if batch.rows_filtered else ""
+    # Notes name source columns, which may hold anything: escaped, not read as markup.
+    notes = "".join(f"\n    [yellow]note:[/] {escape(n)}" for n in batch.notes)
     return (
         f"  [green]{batch.kind}[/] raw.{batch.table:<14} {batch.rows_loaded:>12,} rows loaded"
-        f"{held}{dup}{warned}"
+        f"{held}{dup}{warned}{filtered}{notes}"
     )
 
 
