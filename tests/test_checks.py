@@ -45,6 +45,14 @@ CASES = [
     # A query test: model names resolve to their layer; raw tables by schema.
     ("tests: [{query: 'select * from stg_c c anti join stg_p p on c.pid = p.id'}]", 2),
     ("tests: [{query: 'select * from raw.c where qty > 100'}]", 0),
+    # Reconciliation: one row (the two counts) when the row counts differ.
+    ("tests: [{same_rows_as: raw.c}]", 0),
+    ("tests: [{same_rows_as: stg_p}]", 1),
+    ("tests: [{same_rows_as: {to: stg_p}, severity: warn}]", 1),
+    # A null key is fine only where the dimension lacks the natural key.
+    ("columns: {pid: [{null_only_if_unknown: {key: cid, to: stg_p, field: id}}]}", 0),
+    ("columns: {pid: [{null_only_if_unknown: {key: qty, to: stg_p, field: id}}]}", 1),
+    ("columns: {pid: [{null_only_if_unknown: {key: cid, to: raw.c}}]}", 1),
 ]
 
 
@@ -56,7 +64,8 @@ def test_test_kinds(engine: DuckDBEngine, tmp_path: Path, decl: str, n_failing: 
     outcome = checks.run_tests(engine, tests, "r1")[0]
     assert outcome.error is None
     assert outcome.n_failing == n_failing
-    assert outcome.status == ("pass" if n_failing == 0 else "fail")
+    failed = {"error": "fail", "warn": "warn"}[tests[0].severity]
+    assert outcome.status == ("pass" if n_failing == 0 else failed)
 
 
 def test_failure_names_test_count_and_sample(engine: DuckDBEngine, tmp_path: Path) -> None:

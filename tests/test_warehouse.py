@@ -18,7 +18,9 @@ from productlens.simulate import generate, preset
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
-# 2026-03-02 is a Monday.
+# 2026-03-02 is a Monday. u9 is unknown to the users table (loaded with a warning, as by
+# default): its event, order, subscription and assignment stay in the facts with a null
+# user key, and it counts as a user first seen on 20 March.
 FIXTURE = {
     "users": """user_id,signup_ts,country,device,acquisition_channel,campaign_id,segment
 u1,2026-03-02 09:00:00,US,web,organic,,Regular
@@ -40,6 +42,7 @@ o1,u1,2026-03-03 10:00:00,completed,20,
 o2,u1,2026-03-06 11:00:00,completed,112,
 o3,u2,2026-03-06 12:00:00,cancelled,100,c1
 o4,u2,2026-03-07 09:00:00,refunded,24,c1
+o5,u9,2026-03-20 21:05:00,completed,12,
 """,
     "order_items": """order_id,line_no,product_id,quantity,unit_price
 o1,1,p1,2,10
@@ -47,6 +50,7 @@ o2,1,p1,1,12
 o2,2,p2,1,100
 o3,1,p2,1,100
 o4,1,p1,2,12
+o5,1,p1,1,12
 """,
     "events": """event_id,user_id,session_id,event_type,event_ts,device,country
 e1,u1,s1,page_view,2026-03-02 09:00:00,web,US
@@ -60,6 +64,7 @@ e8,u2,s7,page_view,2026-05-20 10:00:00,mobile,GB
 e9,u2,,page_view,2026-03-12 08:10:00,mobile,GB
 e10,u2,,page_view,2026-03-12 08:50:00,mobile,GB
 e11,u2,,product_view,2026-03-12 09:05:00,mobile,GB
+e12,u9,s8,page_view,2026-03-20 21:00:00,web,US
 """,
     "inventory": """snapshot_date,product_id,on_hand
 2026-03-02,p1,50
@@ -73,6 +78,7 @@ s1,u1,starter,monthly,10,2026-03-03 10:00:00,,2026-04-05 00:00:00
 s2,u1,pro,monthly,30,2026-04-05 00:00:00,2026-04-25 00:00:00,2026-05-05 00:00:00
 s3,u2,pro,annual,240,2026-03-05 00:00:00,,2026-04-15 00:00:00
 s4,u2,starter,annual,120,2026-04-15 00:00:00,,
+s5,u9,starter,monthly,10,2026-05-01 00:00:00,,
 """,
     "experiments": """experiment_id,name,hypothesis,variants,start_ts,end_ts,exposure_event,primary_metric,outcome_window_days
 x1,Checkout,h,"{""control"": 0.5, ""treatment"": 0.5}",2026-03-01 00:00:00,2026-04-01 00:00:00,checkout_start,purchase,7
@@ -80,6 +86,7 @@ x1,Checkout,h,"{""control"": 0.5, ""treatment"": 0.5}",2026-03-01 00:00:00,2026-
     "assignments": """experiment_id,user_id,variant,assigned_ts
 x1,u1,treatment,2026-03-03 09:59:00
 x1,u2,control,2026-03-03 10:00:00
+x1,u9,control,2026-03-20 20:30:00
 """,
 }
 N_DAYS = 80  # 2 March to 20 May
@@ -164,6 +171,7 @@ def test_dim_users_is_scd_type_2(warehouse: DuckDBEngine) -> None:
         ("o2", "Premium"),
         ("o3", "Budget"),
         ("o4", "Budget"),
+        ("o5", None),  # u9 is unknown: no version, no segment
     ]
 
 
@@ -178,6 +186,7 @@ def test_margin_uses_the_cost_valid_at_order_time(warehouse: DuckDBEngine) -> No
         ("o2", 2, 80.0, 100.0, 80.0, 20.0),
         ("o3", 1, 80.0, 100.0, 80.0, 20.0),
         ("o4", 1, 5.0, 24.0, 10.0, 14.0),
+        ("o5", 1, 5.0, 12.0, 5.0, 7.0),
     ]
 
 
@@ -192,6 +201,7 @@ def test_daily_sales(warehouse: DuckDBEngine) -> None:
         (date(2026, 3, 3), 1, 0, 2, 20.0, 0.0, 20.0, 8.0, 12.0),
         (date(2026, 3, 6), 1, 1, 2, 112.0, 0.0, 112.0, 85.0, 27.0),  # o3 was cancelled
         (date(2026, 3, 7), 1, 0, 2, 24.0, 24.0, 0.0, 10.0, 14.0),  # o4 was refunded
+        (date(2026, 3, 20), 1, 0, 1, 12.0, 0.0, 12.0, 5.0, 7.0),  # u9's order counts
     ]
     assert rows(warehouse, "SELECT count(*) FROM marts.daily_sales") == [(N_DAYS,)]
     # Reconciliation: order revenue equals the sum of items equals daily sales.
@@ -200,7 +210,7 @@ def test_daily_sales(warehouse: DuckDBEngine) -> None:
         "SELECT (SELECT sum(total_amount) FROM core.fct_orders WHERE is_kept), "
         "(SELECT sum(revenue) FROM core.fct_order_items WHERE is_kept), "
         "(SELECT sum(gross_revenue) FROM marts.daily_sales)",
-    ) == [(156.0, 156.0, 156.0)]
+    ) == [(168.0, 168.0, 168.0)]
 
 
 def brute_force_active(activity: dict[str, list[date]], day: date, window: int) -> int:
@@ -212,6 +222,7 @@ def test_active_users_daily(warehouse: DuckDBEngine) -> None:
     activity = {
         "u1": [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 6), date(2026, 3, 20)],
         "u2": [date(2026, 3, 3), date(2026, 3, 12), date(2026, 5, 20)],
+        "u9": [date(2026, 3, 20)],
     }
     got = {
         r[0]: r[1:]
@@ -228,12 +239,13 @@ def test_active_users_daily(warehouse: DuckDBEngine) -> None:
     assert got[date(2026, 3, 3)] == (2, 2, 2)
     assert got[date(2026, 3, 10)] == (0, 1, 2)
     assert got[date(2026, 3, 19)] == (0, 0, 2)
+    assert got[date(2026, 3, 20)] == (2, 2, 3)  # u1 and the unknown u9
 
 
 def test_arr_monthly(warehouse: DuckDBEngine) -> None:
     # March: u1 starter 10/month (120 ARR), u2 pro annual 240: both new.
     # April: u1 upgrades to 30/month (+240), u2 downgrades to 120 (-120).
-    # May: u1's cancellation takes effect on 5 May (-360).
+    # May: u1's cancellation takes effect on 5 May (-360); the unknown u9 starts (+120).
     assert rows(
         warehouse,
         "SELECT month_start_date, gross_arr, new_arr, reactivation_arr, expansion_arr, "
@@ -242,17 +254,21 @@ def test_arr_monthly(warehouse: DuckDBEngine) -> None:
     ) == [
         (date(2026, 3, 1), 360.0, 360.0, 0.0, 0.0, 0.0, 0.0, 360.0, 2),
         (date(2026, 4, 1), 480.0, 0.0, 0.0, 240.0, -120.0, 0.0, 120.0, 2),
-        (date(2026, 5, 1), 120.0, 0.0, 0.0, 0.0, 0.0, -360.0, -360.0, 1),
+        (date(2026, 5, 1), 240.0, 120.0, 0.0, 0.0, 0.0, -360.0, -240.0, 2),
     ]
 
 
 def test_user_revenue(warehouse: DuckDBEngine) -> None:
-    # Kept orders: u1 o1 (20) and o2 (112); u2 o4, refunded, so no net revenue.
+    # Kept orders: u1 o1 (20) and o2 (112); u9 o5 (12); u2 o4, refunded, so no net revenue.
     assert rows(
         warehouse,
         "SELECT user_id, n_orders, net_revenue, revenue_rank, revenue_share, "
         "cumulative_revenue_share FROM marts.user_revenue ORDER BY revenue_rank",
-    ) == [("u1", 2, 132.0, 1, 1.0, 1.0), ("u2", 1, 0.0, 2, 0.0, 1.0)]
+    ) == [
+        ("u1", 2, 132.0, 1, pytest.approx(132 / 144), pytest.approx(132 / 144)),
+        ("u9", 1, 12.0, 2, pytest.approx(12 / 144), pytest.approx(1.0)),
+        ("u2", 1, 0.0, 3, 0.0, pytest.approx(1.0)),
+    ]
 
 
 def test_event_counts_daily(warehouse: DuckDBEngine) -> None:
@@ -261,11 +277,17 @@ def test_event_counts_daily(warehouse: DuckDBEngine) -> None:
         "SELECT event_type, n_events, n_users FROM marts.event_counts_daily "
         "WHERE event_date = '2026-03-03' ORDER BY 1",
     ) == [("page_view", 2, 2), ("purchase", 1, 1)]
+    assert rows(
+        warehouse,
+        "SELECT event_type, n_events, n_users FROM marts.event_counts_daily "
+        "WHERE event_date = '2026-03-20'",
+    ) == [("page_view", 2, 2)]  # u1 and the unknown u9
 
 
 def test_retention_cohorts(warehouse: DuckDBEngine) -> None:
     # Both signed up in the week of 2 March (and in March). u1 is back in the week of
-    # 16 March; u2 in the week of 9 March and of 18 May (week 11, month 2).
+    # 16 March; u2 in the week of 9 March and of 18 May (week 11, month 2). u9, unknown
+    # to the users table, joins the cohort of the day it was first seen (20 March).
     assert rows(
         warehouse,
         "SELECT cohort_grain, cohort_start_date, period_number, cohort_size, n_active_users, "
@@ -275,8 +297,9 @@ def test_retention_cohorts(warehouse: DuckDBEngine) -> None:
         ("week", date(2026, 3, 2), 1, 2, 1, 0.5),
         ("week", date(2026, 3, 2), 2, 2, 1, 0.5),
         ("week", date(2026, 3, 2), 11, 2, 1, 0.5),
-        ("month", date(2026, 3, 1), 0, 2, 2, 1.0),
-        ("month", date(2026, 3, 1), 2, 2, 1, 0.5),
+        ("week", date(2026, 3, 16), 0, 1, 1, 1.0),
+        ("month", date(2026, 3, 1), 0, 3, 3, 1.0),
+        ("month", date(2026, 3, 1), 2, 3, 1, pytest.approx(1 / 3)),
     ]
 
 
@@ -288,11 +311,12 @@ def test_experiment_exposures(warehouse: DuckDBEngine) -> None:
     ) == [
         ("x1", "u1", "treatment", datetime(2026, 3, 3, 9, 59), False, 7),
         ("x1", "u2", "control", datetime(2026, 3, 3, 10, 0), False, 7),
+        ("x1", "u9", "control", datetime(2026, 3, 20, 20, 30), False, 7),
     ]
 
 
 def test_sessions_follow_ids_or_the_inactivity_rule(warehouse: DuckDBEngine) -> None:
-    assert rows(warehouse, "SELECT count(*) FROM core.fct_sessions WHERE NOT is_derived") == [(7,)]
+    assert rows(warehouse, "SELECT count(*) FROM core.fct_sessions WHERE NOT is_derived") == [(8,)]
     # u2's events without a session id: 08:10, then 40 minutes of quiet (a new session),
     # then 15 minutes (the same one).
     assert rows(
@@ -316,11 +340,13 @@ def test_experiment_outcomes(warehouse: DuckDBEngine) -> None:
     ) == [
         ("u1", "treatment", True, 132.0, 3, False, 0.0, 1),
         ("u2", "control", False, 0.0, 1, False, 0.0, 0),
+        ("u9", "control", False, 12.0, 1, False, 0.0, 0),  # e12 and o5 in its window
     ]
 
 
 def test_product_metrics(warehouse: DuckDBEngine) -> None:
-    # p1: o1 (2 units), o2 (1), o4 (2, refunded but shipped); p2: o2 only (o3 cancelled).
+    # p1: o1 (2 units), o2 (1), o4 (2, refunded but shipped), o5 (1, u9's, at cost 5);
+    # p2: o2 only (o3 cancelled).
     got = rows(
         warehouse,
         "SELECT product_id, current_price, n_units, revenue, cost_amount, margin, margin_pct, "
@@ -330,14 +356,14 @@ def test_product_metrics(warehouse: DuckDBEngine) -> None:
         (
             "p1",
             12.0,
-            5,
-            56.0,
-            23.0,
-            33.0,
-            pytest.approx(33 / 56),
+            6,
+            68.0,
+            28.0,
+            40.0,
+            pytest.approx(40 / 68),
             45.0,
-            pytest.approx(5 / 45),
-            640.0,
+            pytest.approx(6 / 45),
+            pytest.approx(40 / (6 / 80)),
         ),
         ("p2", 100.0, 1, 100.0, 80.0, 20.0, 0.2, 9.0, pytest.approx(1 / 9), 640.0),
     ]
@@ -373,7 +399,8 @@ def test_customer_metrics(warehouse: DuckDBEngine) -> None:
 
 
 def test_user_lifecycle(warehouse: DuckDBEngine) -> None:
-    # u1 active in the weeks of 2 and 16 March; u2 in those of 2 and 9 March and 18 May.
+    # u1 active in the weeks of 2 and 16 March; u2 in those of 2 and 9 March and 18 May;
+    # u9 (unknown, so new in the week it was first seen) in that of 16 March.
     assert rows(
         warehouse,
         "SELECT week_start_date, status, n_users FROM marts.user_lifecycle ORDER BY 1, 2",
@@ -382,8 +409,9 @@ def test_user_lifecycle(warehouse: DuckDBEngine) -> None:
         (date(2026, 3, 9), "dormant", 1),
         (date(2026, 3, 9), "returning", 1),
         (date(2026, 3, 16), "dormant", 1),
+        (date(2026, 3, 16), "new", 1),
         (date(2026, 3, 16), "resurrecting", 1),
-        (date(2026, 3, 23), "dormant", 1),
+        (date(2026, 3, 23), "dormant", 2),
         (date(2026, 5, 18), "resurrecting", 1),
     ]
 
@@ -407,8 +435,8 @@ def test_funnel_daily_metrics(warehouse: DuckDBEngine) -> None:
 
 
 def test_device_metrics(warehouse: DuckDBEngine) -> None:
-    # Web (u1): four days with a page view, never a product view. Mobile (u2): three days
-    # with a page view; on 12 March a product view follows it.
+    # Web (u1, u9): five user-days with a page view, never a product view. Mobile (u2):
+    # three days with a page view; on 12 March a product view follows it.
     got = rows(
         warehouse,
         "SELECT device, step_no, n_user_days, conversion_from_start, conversion_from_previous "
@@ -418,7 +446,7 @@ def test_device_metrics(warehouse: DuckDBEngine) -> None:
         ("mobile", 1, 3, 1.0, None),
         ("mobile", 2, 1, pytest.approx(1 / 3), pytest.approx(1 / 3)),
         ("mobile", 3, 0, 0.0, 0.0),
-        ("web", 1, 4, 1.0, None),
+        ("web", 1, 5, 1.0, None),
         ("web", 2, 0, 0.0, 0.0),
         ("web", 3, 0, 0.0, None),
     ]
@@ -438,10 +466,36 @@ def test_core_facts_join_the_version_valid_at_their_time(warehouse: DuckDBEngine
     assert rows(
         warehouse,
         "SELECT subscription_id, arr, is_cancelled FROM core.fct_subscriptions ORDER BY 1",
-    ) == [("s1", 120.0, False), ("s2", 360.0, True), ("s3", 240.0, False), ("s4", 120.0, False)]
+    ) == [
+        ("s1", 120.0, False),
+        ("s2", 360.0, True),
+        ("s3", 240.0, False),
+        ("s4", 120.0, False),
+        ("s5", 120.0, False),
+    ]
     assert rows(
         warehouse, "SELECT user_id, variant, segment FROM core.fct_assignments ORDER BY 1"
-    ) == [("u1", "treatment", "Regular"), ("u2", "control", "Budget")]
+    ) == [("u1", "treatment", "Regular"), ("u2", "control", "Budget"), ("u9", "control", None)]
+
+
+@pytest.mark.parametrize(
+    ("fact", "staged"),
+    [
+        ("fct_events", "stg_events"),
+        ("fct_orders", "stg_orders"),
+        ("fct_subscriptions", "stg_subscriptions"),
+        ("fct_assignments", "stg_assignments"),
+    ],
+)
+def test_facts_keep_rows_of_unknown_users_with_a_null_user_key(
+    warehouse: DuckDBEngine, fact: str, staged: str
+) -> None:
+    assert rows(warehouse, f"SELECT count(*) FROM core.{fact}") == rows(
+        warehouse, f"SELECT count(*) FROM staging.{staged}"
+    )
+    assert rows(
+        warehouse, f"SELECT user_id, count(*) FROM core.{fact} WHERE user_sk IS NULL GROUP BY 1"
+    ) == [("u9", 1)]
 
 
 # --- SCD Type 2 on a simulated world ------------------------------------------------------

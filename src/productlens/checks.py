@@ -77,7 +77,7 @@ def _resolve(target: str, models: ModelGraph) -> exp.Table:
     if dot:
         return exp.table_(name, db=schema)
     if target not in models.models:
-        raise ModelError(f"relationships test points at unknown model {target!r}")
+        raise ModelError(f"a test points at unknown model {target!r}")
     return _table(models[target])
 
 
@@ -123,6 +123,41 @@ def _relationships(
     )
 
 
+def _null_only_if_unknown(
+    model: Model, column: str | None, args: dict[str, Any], graph: ModelGraph
+) -> exp.Query:
+    """A dimension key left null by a fact's left join must mean the dimension does not
+    know the row's natural key (`key`), not that the join missed a member it has."""
+    dimension = _resolve(str(args["to"]), graph)
+    key = str(args["key"])
+    known = exp.select(exp.column(str(args.get("field", key)))).from_(dimension)
+    return (
+        exp.select("*")
+        .from_(_table(model))
+        .where(exp.and_(_col(_need(column)).is_(exp.null()), _col(key).isin(query=known)))
+    )
+
+
+def _same_rows_as(
+    model: Model, _c: str | None, args: dict[str, Any], graph: ModelGraph
+) -> exp.Query:
+    """Reconciliation across layers: the model holds exactly as many rows as the table it
+    is built from (`to`), so a join or filter that drops (or doubles) rows fails. Both
+    counts are count(*): table metadata on DuckDB, no scan of the fact."""
+    counts = exp.select(
+        exp.select(exp.Count(this=exp.Star())).from_(_table(model)).subquery().as_("n_rows"),
+        exp.select(exp.Count(this=exp.Star()))
+        .from_(_resolve(str(args["to"]), graph))
+        .subquery()
+        .as_("n_upstream"),
+    )
+    return (
+        exp.select("*")
+        .from_(counts.subquery("counts"))
+        .where(exp.column("n_rows").neq(exp.column("n_upstream")))
+    )
+
+
 def _expression(
     model: Model, column: str | None, args: dict[str, Any], _g: ModelGraph
 ) -> exp.Query:
@@ -159,6 +194,8 @@ TEST_KINDS: dict[str, TestBuilder] = {
     "not_null": _not_null,
     "accepted_values": _accepted_values,
     "relationships": _relationships,
+    "null_only_if_unknown": _null_only_if_unknown,
+    "same_rows_as": _same_rows_as,
     "expression": _expression,
     "query": _query,
 }
@@ -170,6 +207,7 @@ _SHORTHAND_ARG = {
     "unique": "columns",
     "accepted_values": "values",
     "query": "query",
+    "same_rows_as": "to",
 }
 
 
@@ -221,7 +259,7 @@ def _unpack(decl: dict[str, Any], model: Model) -> tuple[str, dict[str, Any]]:
 
 
 def _name_hint(kind: str, args: dict[str, Any]) -> list[str]:
-    if kind == "relationships":
+    if kind in ("relationships", "null_only_if_unknown", "same_rows_as"):
         return [str(args["to"]).replace(".", "_")]
     if kind == "unique" and "columns" in args:
         return ["_".join(args["columns"])]

@@ -1,4 +1,5 @@
--- One row per user per experiment assignment, with the user's version when assigned.
+-- One row per staged experiment assignment, with the user's version when assigned (a
+-- null user_sk, segment and country when the users table does not know the user).
 with assignments as (
     select * from stg_assignments
 ),
@@ -17,7 +18,7 @@ final as (
         users.segment,
         users.country
     from assignments
-    inner join users
+    left join users
         on
             assignments.user_id = users.user_id
             and assignments.assigned_ts >= users.valid_from

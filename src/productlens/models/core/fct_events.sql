@@ -1,4 +1,6 @@
--- One row per event of a known user, joined to the user's version valid at the event.
+-- One row per staged event, joined to the user's version valid at the event. An event of
+-- a user the users table does not know keeps its row with a null user_sk (and no user
+-- attributes): facts never lose rows to a dimension.
 with events as (
     select * from stg_events
 ),
@@ -22,7 +24,7 @@ final as (
         events.amount,
         cast(users.signup_ts as date) as signup_date
     from events
-    inner join users
+    left join users
         on
             events.user_id = users.user_id
             and events.event_ts >= users.valid_from

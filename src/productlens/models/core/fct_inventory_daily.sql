@@ -1,5 +1,6 @@
--- One row per product per snapshot day: units on hand, their value at the cost valid
--- that day, and the units shipped that day.
+-- One row per staged product snapshot day: units on hand, their value at the cost valid
+-- that day, and the units shipped that day (a null product_sk and value for a product
+-- the warehouse does not know).
 with inventory as (
     select * from stg_inventory
 ),
@@ -31,7 +32,7 @@ final as (
         inventory.on_hand * products.cost as stock_value_at_cost,
         coalesce(shipped.n_units_shipped, 0) as n_units_shipped
     from inventory
-    inner join products
+    left join products
         on
             inventory.product_id = products.product_id
             and cast(inventory.snapshot_date as timestamp) + interval 1 day > products.valid_from

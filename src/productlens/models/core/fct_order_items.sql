@@ -1,5 +1,6 @@
--- One row per order line, priced and costed with the product version valid at the order:
--- revenue, cost and margin in the order's currency.
+-- One row per staged order line, priced and costed with the product version valid at the
+-- order: revenue, cost and margin in the order's currency. A line of a product (or an
+-- order) the warehouse does not know keeps its row with a null product_sk and cost.
 with items as (
     select * from stg_order_items
 ),
@@ -27,7 +28,7 @@ lines as materialized (
         orders.status,
         orders.is_kept
     from items
-    inner join orders on items.order_id = orders.order_id
+    left join orders on items.order_id = orders.order_id
 ),
 
 final as (
@@ -50,7 +51,7 @@ final as (
         lines.quantity * products.cost as cost_amount,
         lines.quantity * (lines.unit_price - products.cost) as margin
     from lines
-    inner join products
+    left join products
         on
             lines.product_id = products.product_id
             and lines.order_ts >= products.valid_from

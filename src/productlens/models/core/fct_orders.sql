@@ -1,4 +1,5 @@
--- One row per order of a known user, with the user's version valid at the order.
+-- One row per staged order, with the user's version valid at the order (a null user_sk
+-- and segment when the users table does not know the user).
 with orders as (
     select * from stg_orders
 ),
@@ -20,7 +21,7 @@ final as (
         orders.campaign_id,
         users.segment
     from orders
-    inner join users
+    left join users
         on
             orders.user_id = users.user_id
             and orders.order_ts >= users.valid_from

@@ -1,5 +1,6 @@
--- One row per subscription period, with its annual recurring revenue and the user's
--- version when it started.
+-- One row per staged subscription period, with its annual recurring revenue and the
+-- user's version when it started (a null user_sk when the users table does not know
+-- the user).
 with subscriptions as (
     select * from stg_subscriptions
 ),
@@ -25,7 +26,7 @@ final as (
         subscriptions.ended_at,
         subscriptions.cancelled_at is not null as is_cancelled
     from subscriptions
-    inner join users
+    left join users
         on
             subscriptions.user_id = users.user_id
             and subscriptions.started_at >= users.valid_from

@@ -1,6 +1,8 @@
 -- One row per cohort grain (week, month) per signup cohort per period since signup: the
 -- cohort's size, how many of its users were active in that period, and the rate. Weeks
--- start on the configured week start (dim_date).
+-- start on the configured week start (dim_date). A user the users table does not know (an
+-- events-only project, or events loaded with an unknown-user warning) belongs to the
+-- cohort of the day it was first seen.
 with users as (
     select * from stg_users
 ),
@@ -13,7 +15,7 @@ days as (
     select * from dim_date
 ),
 
-signups as (
+known_signups as (
     select
         users.user_id,
         days.week_start_date as signup_week,
@@ -29,6 +31,31 @@ activity as (
         days.month_start_date as active_month
     from events
     inner join days on events.event_date = days.date_day
+),
+
+first_seen as (
+    select
+        user_id,
+        min(active_week) as signup_week,
+        min(active_month) as signup_month
+    from activity
+    group by user_id
+),
+
+signups as (
+    select
+        user_id,
+        signup_week,
+        signup_month
+    from known_signups
+    union all
+    select
+        first_seen.user_id,
+        first_seen.signup_week,
+        first_seen.signup_month
+    from first_seen
+    left join users on first_seen.user_id = users.user_id
+    where users.user_id is null
 ),
 
 weekly as (

@@ -1,6 +1,7 @@
 -- One row per week per lifecycle status (weeks start on the configured day): new users
 -- (active in their signup week), returning (active this week and last), resurrecting
 -- (active this week, not last, but before), and dormant (active last week, not this).
+-- A user the users table does not know counts as signed up in the week it was first seen.
 with users as (
     select * from stg_users
 ),
@@ -17,7 +18,7 @@ weeks as (
     select distinct week_start_date from days
 ),
 
-signups as (
+known_signups as (
     select
         users.user_id,
         days.week_start_date as signup_week
@@ -31,6 +32,21 @@ active_weeks as (
         days.week_start_date as active_week
     from events
     inner join days on events.event_date = days.date_day
+),
+
+signups as (
+    select
+        user_id,
+        signup_week
+    from known_signups
+    union all
+    select
+        active_weeks.user_id,
+        min(active_weeks.active_week) as signup_week
+    from active_weeks
+    left join users on active_weeks.user_id = users.user_id
+    where users.user_id is null
+    group by active_weeks.user_id
 ),
 
 sequenced as (
