@@ -12,6 +12,7 @@ import pytest
 from productlens import checks, modeling
 from productlens.config import ProjectConfig
 from productlens.engines import DuckDBEngine
+from productlens.errors import DataTestFailure
 from productlens.ingest import ingest_paths
 from productlens.runlog import RunLog
 from productlens.simulate import generate, preset
@@ -92,12 +93,19 @@ x1,u9,control,2026-03-20 20:30:00
 N_DAYS = 80  # 2 March to 20 May
 
 
-def build_world(engine: DuckDBEngine, folder: Path, config: ProjectConfig) -> modeling.ModelGraph:
+def build_world(
+    engine: DuckDBEngine,
+    folder: Path,
+    config: ProjectConfig,
+    *,
+    extra_rows: dict[str, str] | None = None,
+    model_dirs: tuple[Path, ...] = (),
+) -> modeling.ModelGraph:
     for table, text in FIXTURE.items():
-        (folder / f"{table}.csv").write_text(text)
+        (folder / f"{table}.csv").write_text(text + (extra_rows or {}).get(table, ""))
     result = ingest_paths(engine, [folder], config=config.ingest, now=NOW)
     assert result.quarantined == 0
-    graph = modeling.discover(config)
+    graph = modeling.discover(config, model_dirs)
     built = modeling.build(engine, graph, RunLog(engine))
     assert built.ok, built.failed
     return graph
@@ -117,7 +125,15 @@ def test_every_data_test_passes_on_the_fixture(warehouse: DuckDBEngine) -> None:
     graph = modeling.discover(ProjectConfig())
     outcomes = checks.run_tests(warehouse, checks.compile_tests(graph), "r")
     assert len(outcomes) > 40
-    assert [o.test.name for o in outcomes if o.status != "pass"] == []
+    assert [o.test.name for o in outcomes if o.status in ("fail", "error")] == []
+    # The unknown user u9 is no failure, but each of its facts says so (one row each).
+    warned = {o.test.name: o.n_failing for o in outcomes if o.status == "warn"}
+    assert warned == {
+        "events_of_unknown_users": 1,
+        "orders_of_unknown_users": 1,
+        "subscriptions_of_unknown_users": 1,
+        "assignments_of_unknown_users": 1,
+    }
 
 
 def test_reconciliation_catches_an_order_that_disagrees_with_its_items(
@@ -496,6 +512,105 @@ def test_facts_keep_rows_of_unknown_users_with_a_null_user_key(
     assert rows(
         warehouse, f"SELECT user_id, count(*) FROM core.{fact} WHERE user_sk IS NULL GROUP BY 1"
     ) == [("u9", 1)]
+
+
+# --- Reconciliation: a layer that drops rows fails the check ------------------------------
+
+# Unknown products load with a warning here, so that the product facts have a row to lose:
+# p9 has a line on the cancelled o3 (outside every revenue sum) and a stock count.
+UNKNOWN_PRODUCTS_LOAD = ProjectConfig.model_validate(
+    {
+        "ingest": {
+            "unknown_references": {
+                "users": "warn",
+                "products": "warn",
+                "orders": "quarantine",
+                "experiments": "quarantine",
+            }
+        }
+    }
+)
+P9_ROWS = {"order_items": "o3,2,p9,1,3\n", "inventory": "2026-03-20,p9,5\n"}
+DROP_ONE_ROW = ("select * from final", "select * from final qualify row_number() over () > 1")
+
+# One row per case: the model, the edit that breaks it, and the test that must fail.
+BROKEN_MODELS = [
+    *[
+        (f"stg_{table}", DROP_ONE_ROW, f"same_rows_as__stg_{table}__raw_{table}")
+        for table in (
+            "events", "orders", "order_items", "subscriptions", "assignments", "inventory",
+            "users", "products",
+        )
+    ],
+    ("fct_events", ("left join users", "inner join users"), "same_rows_as__fct_events__stg_events"),
+    ("fct_orders", ("left join users", "inner join users"), "same_rows_as__fct_orders__stg_orders"),
+    (
+        "fct_subscriptions",
+        ("left join users", "inner join users"),
+        "same_rows_as__fct_subscriptions__stg_subscriptions",
+    ),
+    (
+        "fct_assignments",
+        ("left join users", "inner join users"),
+        "same_rows_as__fct_assignments__stg_assignments",
+    ),
+    (
+        "fct_order_items",
+        ("left join products", "inner join products"),
+        "same_rows_as__fct_order_items__stg_order_items",
+    ),
+    (
+        "fct_inventory_daily",
+        ("left join products", "inner join products"),
+        "same_rows_as__fct_inventory_daily__stg_inventory",
+    ),
+    (
+        "dim_users",
+        ("on ordered.user_id = users.user_id", "on ordered.user_id = users.user_id and users.user_id <> 'u2'"),
+        "dim_users_hold_every_user",
+    ),
+    ("fct_sessions", ("where session_id is null", "where false"), "sessions_hold_every_event"),
+    ("event_counts_daily", DROP_ONE_ROW, "event_counts_hold_every_event"),
+]  # fmt: skip
+
+
+def test_every_error_test_passes_with_unknown_products(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    graph = build_world(engine, tmp_path, UNKNOWN_PRODUCTS_LOAD, extra_rows=P9_ROWS)
+    outcomes = checks.run_tests(engine, checks.compile_tests(graph), "r")
+    assert [o.test.name for o in outcomes if o.status in ("fail", "error")] == []
+    warned = {o.test.name: o.n_failing for o in outcomes if o.status == "warn"}
+    assert warned["order_items_of_unknown_products"] == 1
+    assert warned["inventory_of_unknown_products"] == 1
+    assert rows(
+        engine,
+        "SELECT (SELECT count(*) FROM core.fct_order_items WHERE product_sk IS NULL), "
+        "(SELECT count(*) FROM core.fct_inventory_daily WHERE product_sk IS NULL)",
+    ) == [(1, 1)]
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "failing"), BROKEN_MODELS, ids=[c[0] for c in BROKEN_MODELS]
+)
+def test_a_model_that_drops_rows_fails_its_reconciliation(
+    engine: DuckDBEngine, tmp_path: Path, name: str, edit: tuple[str, str], failing: str
+) -> None:
+    shipped = modeling.discover(ProjectConfig())[name]
+    source = Path(shipped.path).read_text()
+    assert source.count(edit[0]) == 1, "the edit must hit the model's text exactly once"
+    override = tmp_path / "models" / shipped.layer / Path(shipped.path).name
+    override.parent.mkdir(parents=True)
+    override.write_text(source.replace(*edit))
+    data = tmp_path / "data"
+    data.mkdir()
+    graph = build_world(
+        engine, data, UNKNOWN_PRODUCTS_LOAD, extra_rows=P9_ROWS, model_dirs=(tmp_path / "models",)
+    )
+    outcomes = checks.run_tests(engine, checks.compile_tests(graph), "r")
+    assert failing in {o.test.name for o in outcomes if o.status == "fail"}
+    with pytest.raises(DataTestFailure):
+        checks.raise_for_failures(outcomes)
 
 
 # --- SCD Type 2 on a simulated world ------------------------------------------------------
