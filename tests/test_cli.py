@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import typer
 
+from productlens import modeling
 from productlens.cli import app
+from productlens.config import ProjectConfig
 from tests.conftest import run_cli
+from tests.test_warehouse import FIXTURE
 
 COMMAND = typer.main.get_command(app)
 COMMANDS = sorted(COMMAND.commands)  # type: ignore[attr-defined]
@@ -80,3 +83,38 @@ def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("productlens ")
+
+
+@pytest.mark.parametrize("since", ["yesterday", "2026-13-01", "2026-02-30", "03/01/2026", ""])
+def test_build_since_garbage_is_a_one_line_error(project_dir: Path, since: str) -> None:
+    result = run_cli("--project", str(project_dir), "build", "--since", since)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error [config]: --since must be a date like 2026-03-01, got {since!r}"
+    )
+    assert not (project_dir / "warehouse.duckdb").exists()  # refused before anything ran
+
+
+def test_check_exits_non_zero_when_an_error_level_test_fails(project_dir: Path) -> None:
+    data = project_dir / "data"
+    data.mkdir()
+    for table, text in FIXTURE.items():
+        (data / f"{table}.csv").write_text(text)
+    for step in [("ingest", str(data)), ("build",), ("check",)]:
+        result = run_cli("--project", str(project_dir), *step)
+        assert result.returncode == 0, (step, result.stdout, result.stderr)
+    # Plant a fault: a project model that inner-joins the users again, losing u9's event.
+    shipped = Path(modeling.discover(ProjectConfig())["fct_events"].path).read_text()
+    (project_dir / "models" / "core").mkdir(parents=True)
+    (project_dir / "models" / "core" / "fct_events.sql").write_text(
+        shipped.replace("left join users", "inner join users")
+    )
+    assert run_cli("--project", str(project_dir), "build").returncode == 0
+    result = run_cli("--project", str(project_dir), "check")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        "error [check]: data test same_rows_as__fct_events__stg_events failed: 1 failing rows"
+    )
+    assert '"n_rows": 11, "n_upstream": 12' in result.stderr

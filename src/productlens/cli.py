@@ -330,7 +330,7 @@ def build(
     from productlens.errors import ConfigError
 
     try:
-        since_date = date.fromisoformat(since) if since else None
+        since_date = date.fromisoformat(since) if since is not None else None
     except ValueError:
         raise ConfigError(f"--since must be a date like 2026-03-01, got {since!r}") from None
     with _runner(ctx) as runner:
