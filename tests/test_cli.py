@@ -10,7 +10,8 @@ import typer
 from productlens import modeling
 from productlens.cli import app
 from productlens.config import ProjectConfig
-from tests.conftest import run_cli
+from productlens.engines import DuckDBEngine
+from tests.conftest import open_readonly, run_cli
 from tests.test_warehouse import FIXTURE
 
 COMMAND = typer.main.get_command(app)
@@ -118,3 +119,29 @@ def test_check_exits_non_zero_when_an_error_level_test_fails(project_dir: Path) 
         "error [check]: data test same_rows_as__fct_events__stg_events failed: 1 failing rows"
     )
     assert '"n_rows": 11, "n_upstream": 12' in result.stderr
+
+
+def test_a_project_folder_with_quotes_in_its_path_works(tmp_path: Path) -> None:
+    root = tmp_path / """it's a "project"; drop schema raw --"""
+    root.mkdir()
+    small = ["--users", "150", "--days", "7", "--seed", "3"]
+    for step in [("generate", *small), ("ingest", str(root / "data")), ("build",), ("check",)]:
+        result = run_cli("--project", str(root), *step)
+        assert result.returncode == 0, (step, result.stdout, result.stderr)
+    engine = open_readonly(root)
+    try:
+        counts = engine.fetch_all(
+            "SELECT (SELECT count(*) FROM raw.events), (SELECT count(*) FROM core.fct_events)"
+        )
+        setting = engine.fetch_all("SELECT current_setting('file_search_path')")
+    finally:
+        engine.close()
+    assert counts[0][0] == counts[0][1] > 0
+    assert setting == [(str(root.resolve()),)]
+    # The spill folder is the one beside the warehouse, path and quotes intact.
+    writer = DuckDBEngine(root / "warehouse.duckdb", memory_limit="1GB")
+    try:
+        temp = writer.fetch_all("SELECT current_setting('temp_directory')")
+    finally:
+        writer.close()
+    assert temp == [(str(root / "warehouse.tmp"),)]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from productlens import modeling
+from productlens import checks, modeling
 from productlens.config import ProjectConfig
 from productlens.engines import DuckDBEngine
 from productlens.errors import ModelError
@@ -135,6 +135,47 @@ def test_selectors(tmp_path: Path, selector: list[str], expected: list[str]) -> 
 def test_bad_models_are_clear_errors(tmp_path: Path, files: dict[str, str], message: str) -> None:
     with pytest.raises(ModelError, match=message):
         graph_for(write_models(tmp_path, files))
+
+
+@pytest.mark.parametrize(
+    "file_name",
+    [
+        "bad name;drop.sql",
+        "x'; drop table raw.a; --.sql",
+        'say "hi".sql',
+        "Upper.sql",
+        "1st.sql",
+        "dash-ed.py",
+        "caf\u00e9.sql",
+        "a" * 54 + ".sql",
+    ],
+)
+def test_model_names_are_validated_at_discovery(tmp_path: Path, file_name: str) -> None:
+    write_models(tmp_path, {f"marts/{file_name}": "select 1 as n"})
+    with pytest.raises(ModelError, match="not a valid model name") as info:
+        graph_for(tmp_path)
+    assert file_name in str(info.value)
+
+
+def test_a_model_named_as_a_keyword_builds_and_is_tested(
+    source: DuckDBEngine, tmp_path: Path
+) -> None:
+    root = write_models(
+        tmp_path,
+        {
+            "marts/order.sql": "select id from raw.a",
+            "marts/_m.yml": "models:\n  - name: order\n    grain: g\n"
+            "    columns: {id: [unique, not_null]}\n",
+        },
+    )
+    graph = graph_for(root)
+    for _ in range(2):  # the second build replaces the first
+        assert modeling.build(source, graph, RunLog(source)).built == {"order": 2}
+    outcomes = checks.run_tests(source, checks.compile_tests(graph), "r")
+    assert [(o.test.name, o.status) for o in outcomes] == [
+        ("unique__order__id", "pass"),
+        ("not_null__order__id", "pass"),
+    ]
 
 
 def test_python_model_reads_configuration(source: DuckDBEngine, tmp_path: Path) -> None:

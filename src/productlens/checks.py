@@ -64,18 +64,19 @@ class TestOutcome:
         return "fail" if self.test.severity == "error" else "warn"
 
 
+# Names from models and their YAML become quoted identifiers, never SQL text of their own.
 def _table(model: Model) -> exp.Table:
-    return exp.table_(model.name, db=model.layer)
+    return exp.table_(model.name, db=model.layer, quoted=True)
 
 
 def _col(name: str) -> exp.Column:
-    return exp.column(name)
+    return exp.column(name, quoted=True)
 
 
 def _resolve(target: str, models: ModelGraph) -> exp.Table:
     schema, dot, name = target.rpartition(".")
     if dot:
-        return exp.table_(name, db=schema)
+        return exp.table_(name, db=schema, quoted=True)
     if target not in models.models:
         raise ModelError(f"a test points at unknown model {target!r}")
     return _table(models[target])
@@ -113,8 +114,8 @@ def _relationships(
     model: Model, column: str | None, args: dict[str, Any], graph: ModelGraph
 ) -> exp.Query:
     parent = _resolve(str(args["to"]), graph)
-    child_col = exp.column(_need(column), table="child")
-    parent_col = exp.column(str(args["field"]), table="parent")
+    child_col = exp.column(_need(column), table="child", quoted=True)
+    parent_col = exp.column(str(args["field"]), table="parent", quoted=True)
     return (
         exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("child")))
         .from_(_table(model).as_("child"))
@@ -130,7 +131,7 @@ def _null_only_if_unknown(
     know the row's natural key (`key`), not that the join missed a member it has."""
     dimension = _resolve(str(args["to"]), graph)
     key = str(args["key"])
-    known = exp.select(exp.column(str(args.get("field", key)))).from_(dimension)
+    known = exp.select(_col(str(args.get("field", key)))).from_(dimension)
     return (
         exp.select("*")
         .from_(_table(model))

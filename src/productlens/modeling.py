@@ -19,6 +19,7 @@ from __future__ import annotations
 import graphlib
 import importlib.resources
 import importlib.util
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -39,6 +40,10 @@ MODEL_LAYERS = ("staging", "core", "marts")
 SOURCE_SCHEMAS = ("raw", "ops")
 BUILDING_SUFFIX = "__building"
 SOURCE_DIALECT = "duckdb"
+# A model's file name is its table name: lowercase snake_case, starting with a letter, and
+# short enough that `<name>__building` stays within PostgreSQL's 63-byte identifiers.
+MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
+MAX_MODEL_NAME = 63 - len(BUILDING_SUFFIX)
 
 # A data test as written in YAML: "unique", or {"relationships": {"to": ..., "field": ...}}.
 TestDecl = str | dict[str, Any]
@@ -112,6 +117,10 @@ class Model:
     def table(self) -> str:
         return f"{self.layer}.{self.name}"
 
+    def quoted(self, dialect: str, suffix: str = "") -> str:
+        """`layer.name` (plus a suffix) as quoted SQL identifiers for the dialect."""
+        return table_sql(self.layer, self.name + suffix, dialect)
+
     @property
     def grain(self) -> str:
         return self.spec.grain if self.spec else ""
@@ -182,6 +191,23 @@ class ModelGraph:
         return [m for m in self if m.name in chosen]
 
 
+def table_sql(schema: str, name: str, dialect: str) -> str:
+    """A schema-qualified table name as quoted identifiers: a name from a file or the
+    catalog never becomes SQL text of its own (a keyword like `order` works too)."""
+    return exp.table_(name, db=schema, quoted=True).sql(dialect=dialect)
+
+
+def _check_name(path: Path) -> None:
+    name = path.stem
+    if not MODEL_NAME.fullmatch(name) or len(name) > MAX_MODEL_NAME:
+        raise ModelError(
+            f"{path.name!r} is not a valid model name: the file name is the table name, so "
+            f"it must be lowercase letters, digits and underscores, start with a letter, "
+            f"and be at most {MAX_MODEL_NAME} characters",
+            file=path,
+        )
+
+
 def shipped_models_dir() -> Path:
     """The models folder inside the installed package."""
     return Path(str(importlib.resources.files("productlens") / "models"))
@@ -206,6 +232,7 @@ def discover(
                     f"a model must live in one of the folders {', '.join(MODEL_LAYERS)}",
                     file=path,
                 )
+            _check_name(path)
             files[path.stem] = (layer, path)
         for path in sorted([*root.rglob("*.yml"), *root.rglob("*.yaml")]):
             for spec in _read_specs(path):
@@ -344,7 +371,7 @@ def drop_leftovers(engine: Engine) -> list[str]:
     for layer in MODEL_LAYERS:
         for table in engine.list_tables(layer):
             if table.endswith(BUILDING_SUFFIX):
-                engine.execute(f"DROP TABLE IF EXISTS {layer}.{table}")
+                engine.execute(f"DROP TABLE IF EXISTS {table_sql(layer, table, engine.dialect)}")
                 dropped.append(f"{layer}.{table}")
     return dropped
 
@@ -358,7 +385,7 @@ def _drop_existing(engine: Engine, model: Model) -> None:
     )
     if kind:
         noun = "VIEW" if kind[0][0] == "VIEW" else "TABLE"
-        engine.execute(f"DROP {noun} {model.table}")
+        engine.execute(f"DROP {noun} {model.quoted(engine.dialect)}")
 
 
 def materialize(engine: Engine, model: Model) -> int:
@@ -368,20 +395,21 @@ def materialize(engine: Engine, model: Model) -> int:
     killed build leaves the previous table. A view (for light staging models) is
     replaced inside one transaction.
     """
-    final = model.table
+    final = model.quoted(engine.dialect)
     sql = model.compile(engine.dialect)
     if model.spec is not None and model.spec.materialized == "view":
         with engine.transaction():
             _drop_existing(engine, model)
             engine.execute(f"CREATE VIEW {final} AS\n{sql}")
         return int(engine.fetch_all(f"SELECT count(*) FROM {final}")[0][0])
-    building = f"{model.table}{BUILDING_SUFFIX}"
+    building = model.quoted(engine.dialect, BUILDING_SUFFIX)
+    new_name = exp.to_identifier(model.name, quoted=True).sql(dialect=engine.dialect)
     engine.execute(f"DROP TABLE IF EXISTS {building}")
     try:
         engine.execute(f"CREATE TABLE {building} AS\n{sql}")
         with engine.transaction():
             _drop_existing(engine, model)
-            engine.execute(f"ALTER TABLE {building} RENAME TO {model.name}")
+            engine.execute(f"ALTER TABLE {building} RENAME TO {new_name}")
     except BaseException:
         engine.execute(f"DROP TABLE IF EXISTS {building}")
         raise
@@ -400,13 +428,14 @@ def refresh_since(engine: Engine, model: Model, since: date) -> int:
     start = exp.Literal.string((since - timedelta(days=spec.lookback_days)).isoformat())
     column = exp.to_identifier(spec.date_column, quoted=True).sql(engine.dialect)
     cutoff = f"CAST({start.sql(engine.dialect)} AS DATE)"
+    table = model.quoted(engine.dialect)
     with engine.transaction():
-        engine.execute(f"DELETE FROM {model.table} WHERE {column} >= {cutoff}")
+        engine.execute(f"DELETE FROM {table} WHERE {column} >= {cutoff}")
         engine.execute(
-            f"INSERT INTO {model.table} SELECT * FROM (\n{model.compile(engine.dialect)}\n) "
+            f"INSERT INTO {table} SELECT * FROM (\n{model.compile(engine.dialect)}\n) "
             f"AS incremental WHERE {column} >= {cutoff}"
         )
-    return int(engine.fetch_all(f"SELECT count(*) FROM {model.table}")[0][0])
+    return int(engine.fetch_all(f"SELECT count(*) FROM {table}")[0][0])
 
 
 def build(

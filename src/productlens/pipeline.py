@@ -267,7 +267,8 @@ class Runner:
                     total = int(listed[0][0] or 0)
             else:
                 for table in self.engine.list_tables(layer):
-                    count = self.engine.fetch_all(f"SELECT count(*) FROM {layer}.{table}")
+                    name = modeling.table_sql(layer, table, self.engine.dialect)
+                    count = self.engine.fetch_all(f"SELECT count(*) FROM {name}")
                     total += int(count[0][0])
             self.summary.layer_rows[layer] = total
         self.runlog.write_json(self.project.run_results_path)

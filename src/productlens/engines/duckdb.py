@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from sqlglot import exp
 
 from productlens.engines.base import LAYERS, split_name
 from productlens.errors import EngineError
@@ -66,7 +67,8 @@ class DuckDBEngine:
             settings.append(f"SET threads = {int(threads)}")
         if not read_only:
             # Spill next to the warehouse rather than in the system temp folder.
-            settings.append(f"SET temp_directory = '{path.with_suffix('.tmp')}'")
+            spill = exp.Literal.string(str(path.with_suffix(".tmp"))).sql(dialect="duckdb")
+            settings.append(f"SET temp_directory = {spill}")
         for statement in settings:
             self.execute(statement)
         if not read_only:
