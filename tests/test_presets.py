@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from productlens.config import IngestConfig, TableIngestConfig
+from productlens.config import IngestConfig, TableIngestConfig, load_project
 from productlens.engines import DuckDBEngine
 from productlens.errors import IngestError
-from productlens.ingest import presets
+from productlens.ingest import ingest_paths, presets
 from tests.conftest import open_readonly, run_cli
 
 EXPORTS = Path(__file__).parent / "exports"
@@ -185,9 +185,7 @@ def test_a_preset_loads_its_vendors_export_exactly(project_dir: Path, vendor: st
 
 @pytest.mark.slow
 @pytest.mark.parametrize("vendor", VENDORS)
-def test_the_warehouse_builds_and_checks_on_a_preset_export(
-    project_dir: Path, vendor: str
-) -> None:
+def test_the_warehouse_builds_and_checks_on_a_preset_export(project_dir: Path, vendor: str) -> None:
     ingest(project_dir, vendor, "--preset", vendor)
     for command in ("build", "check"):
         result = run_cli("--project", str(project_dir), command)
@@ -195,8 +193,8 @@ def test_the_warehouse_builds_and_checks_on_a_preset_export(
     engine = open_readonly(project_dir)
     try:
         counts = engine.fetch_all(
-            "SELECT (SELECT count(*) FROM raw.events), (SELECT count(*) FROM staging.stg_events), "
-            "(SELECT count(*) FROM core.fct_events)"
+            "SELECT (SELECT count(*) FROM raw.events), "
+            "(SELECT count(*) FROM staging.stg_events), (SELECT count(*) FROM core.fct_events)"
         )
     finally:
         engine.close()
@@ -239,8 +237,7 @@ def test_an_override_adds_what_the_preset_leaves_out_and_a_rename_beats_its_expr
     """Mixpanel has no standard revenue property: a project maps its own; a `--map`
     rename onto a column the preset computes replaces the preset's expression."""
     (project_dir / "productlens.toml").write_text(
-        "[ingest.tables.events.expressions]\n"
-        "amount = 'properties.\"Amount\"'\n"
+        "[ingest.tables.events.expressions]\namount = 'properties.\"Amount\"'\n"
     )
     ingest(project_dir, "mixpanel", "--preset", "mixpanel", "--map", "event=session_id")
     engine = open_readonly(project_dir)
@@ -286,8 +283,6 @@ def test_presets_are_listed_and_printed_as_project_file_fragments(tmp_path: Path
     assert printed.stdout == presets.text("ga4")
     # What is printed can be pasted into productlens.toml as it is.
     (tmp_path / "productlens.toml").write_text(printed.stdout)
-    from productlens.config import load_project
-
     config = load_project(tmp_path).config.ingest
     assert config.tables["events"] == presets.load("ga4")["events"]
 
@@ -328,14 +323,9 @@ def test_an_optional_column_a_file_lacks_reads_null_and_others_must_exist(
             "event_ts": "t",
         },
     }
+    plain = IngestConfig(tables={"events": TableIngestConfig(**settings)})
     with pytest.raises(IngestError, match="no column 'anonymousId'"):
-        from productlens.ingest import ingest_paths
-
-        ingest_paths(
-            engine, [folder], config=IngestConfig(tables={"events": TableIngestConfig(**settings)})
-        )
-    from productlens.ingest import ingest_paths
-
+        ingest_paths(engine, [folder], config=plain)
     config = IngestConfig(
         tables={"events": TableIngestConfig(**settings, optional_columns=["anonymousId"])}
     )

@@ -24,8 +24,7 @@ from productlens import checks, modeling
 from productlens.config import Project
 from productlens.engines import LAYERS, Engine, open_engine
 from productlens.errors import ConfigError, ModelError
-from productlens.ingest import BatchResult, IngestResult, expand, infer_table, ingest_paths
-from productlens.ingest import presets
+from productlens.ingest import BatchResult, IngestResult, expand, infer_table, ingest_paths, presets
 from productlens.ingest import replay as replay_quarantine
 from productlens.runlog import RunLog
 from productlens.simulate import GenerateResult, WorldParams, generate, preset
