@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from productlens.config import IngestConfig, TableIngestConfig, load_project
@@ -331,3 +334,37 @@ def test_an_optional_column_a_file_lacks_reads_null_and_others_must_exist(
     )
     ingest_paths(engine, [folder], config=config)
     assert engine.fetch_all("SELECT event_id, user_id FROM raw.events") == [("e1", "u1")]
+
+
+def test_posthog_parquet_with_properties_as_json_text(project_dir: Path, tmp_path: Path) -> None:
+    """PostHog's Parquet export stores `properties` as a JSON-encoded string and the time
+    as a UTC timestamp: the same preset reads the nested paths out of the text, and the
+    properties are kept as the exact text."""
+    lines = [json.loads(line) for line in sample("posthog").read_text().splitlines()]
+    texts = [json.dumps(line["properties"]) for line in lines]
+    times = [datetime.fromisoformat(line["timestamp"]) for line in lines]
+    table = pa.table(
+        {
+            "uuid": [line["uuid"] for line in lines],
+            "event": [line["event"] for line in lines],
+            "distinct_id": [line["distinct_id"] for line in lines],
+            "person_id": [line["person_id"] for line in lines],
+            "properties": pa.array(texts, pa.string()),
+            "timestamp": pa.array(times, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    path = tmp_path / "posthog-export" / "part-0.parquet"
+    path.parent.mkdir()
+    pq.write_table(table, path)
+    result = run_cli("--project", str(project_dir), "ingest", str(path), "--preset", "posthog")
+    assert result.returncode == 0, result.stderr + result.stdout
+    engine = open_readonly(project_dir)
+    try:
+        rows = engine.fetch_all(ROWS)
+        props = engine.fetch_all("SELECT properties FROM raw.events ORDER BY _row_number")
+        quarantined = engine.fetch_all("SELECT count(*) FROM raw.quarantine")
+    finally:
+        engine.close()
+    assert rows == EXPECTED["posthog"]
+    assert props == [(t,) for t in texts]
+    assert quarantined == [(0,)]
