@@ -210,6 +210,14 @@ def ingest(
             "that now pass are loaded and leave the quarantine.",
         ),
     ] = False,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Map another tool's export with a shipped preset (segment, ga4, amplitude, "
+            "mixpanel, posthog; see `productlens presets`); [ingest.tables.TABLE] keys in "
+            "productlens.toml override it.",
+        ),
+    ] = None,
 ) -> None:
     """Load Parquet, CSV or JSON Lines files into the raw layer, validated in SQL.
 
@@ -224,9 +232,33 @@ def ingest(
         raise IngestError("name files or folders to load, or pass --replay")
     with _runner(ctx) as runner:
         if paths:
-            runner.ingest(paths, table=table, mapping=mapping)
+            runner.ingest(paths, table=table, mapping=mapping, preset=preset)
         if replay:
-            runner.replay(table=table, mapping=mapping)
+            runner.replay(table=table, mapping=mapping, preset=preset)
+
+
+@app.command()
+def presets(
+    name: Annotated[
+        str | None, typer.Argument(help="A preset to print in full, to read or copy.")
+    ] = None,
+) -> None:
+    """List the shipped mappings for other tools' exports, or print one.
+
+    A preset is a fragment of productlens.toml: copy it into yours to change it, or keep
+    `[ingest] preset = NAME` and override single keys in [ingest.tables.TABLE].
+    """
+    from productlens.ingest import presets as shipped
+
+    if name is not None:
+        print(shipped.text(name), end="")
+        return
+    table = Table(show_edge=False)
+    table.add_column("preset")
+    table.add_column("loads")
+    for preset in shipped.names():
+        table.add_row(preset, shipped.summary(preset))
+    console.print(table)
 
 
 @app.command()

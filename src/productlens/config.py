@@ -99,6 +99,9 @@ class TableIngestConfig(Section):
     # contract column -> SQL expression over source columns (see ingest.mapping)
     expressions: dict[str, str] = Field(default_factory=dict)
     where: str | None = None  # keep only the source rows for which this expression is true
+    # Source columns an expression may reference that a file may lack (a JSON export
+    # leaves out keys that are null on every line): they read NULL where absent.
+    optional_columns: list[str] = Field(default_factory=list)
     # Time formats tried in order, for every time column ("iso", "epoch_ms", "%d/%m/%Y", ...),
     timestamp_format: TimeFormats | None = None
     # ... or per contract column.
@@ -141,6 +144,9 @@ DEFAULT_REFERENCE_MODES: dict[str, ReferenceMode] = {
 class IngestConfig(Section):
     """Validation settings and per-table mappings for `productlens ingest`."""
 
+    # A shipped mapping for another tool's export (see `productlens presets`), applied
+    # first; the keys of [ingest.tables.TABLE] here override it key by key.
+    preset: str | None = None
     future_tolerance_hours: float = Field(default=24.0, ge=0)
     # A partial table is merged with the defaults; a key that is not a referenced table
     # (a typo such as `user`) is an error.

@@ -25,7 +25,7 @@ from productlens import checks, modeling
 from productlens.config import Project
 from productlens.engines import LAYERS, Engine, open_engine
 from productlens.errors import ConfigError, ModelError
-from productlens.ingest import BatchResult, IngestResult, expand, infer_table, ingest_paths
+from productlens.ingest import BatchResult, IngestResult, expand, infer_table, ingest_paths, presets
 from productlens.ingest import replay as replay_quarantine
 from productlens.runlog import RunLog
 from productlens.simulate import GenerateResult, WorldParams, generate, preset
@@ -129,9 +129,12 @@ class Runner:
         paths: Sequence[Path | str],
         table: str | None = None,
         mapping: dict[str, str] | None = None,
+        preset: str | None = None,
     ) -> IngestResult:
         files = expand(paths)
-        tables = {table} if table else {infer_table(p) for p in files}
+        chosen = preset or self.project.config.ingest.preset
+        default = presets.default_table(chosen) if chosen else None
+        tables = {table} if table else {infer_table(p, default) for p in files}
         with self._stage("ingest", len(tables)) as advance:
 
             def on_batch(batch: BatchResult) -> None:
@@ -145,6 +148,7 @@ class Runner:
                 config=self.project.config.ingest,
                 mapping=mapping,
                 on_batch=on_batch,
+                preset=preset,
             )
             skipped = len(result.skipped_files)
             detail = f"{result.total_rows:,} rows loaded, {result.quarantined:,} quarantined"
@@ -154,11 +158,18 @@ class Runner:
         return result
 
     def replay(
-        self, table: str | None = None, mapping: dict[str, str] | None = None
+        self,
+        table: str | None = None,
+        mapping: dict[str, str] | None = None,
+        preset: str | None = None,
     ) -> IngestResult:
         with self._stage("replay", None) as advance:
             result = replay_quarantine(
-                self.engine, config=self.project.config.ingest, mapping=mapping, table=table
+                self.engine,
+                config=self.project.config.ingest,
+                mapping=mapping,
+                table=table,
+                preset=preset,
             )
             for batch in result.batches:
                 advance()

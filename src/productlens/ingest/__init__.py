@@ -24,6 +24,7 @@ from pathlib import Path
 from productlens.config import IngestConfig, TableIngestConfig
 from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
+from productlens.ingest import presets
 from productlens.ingest.batch import BatchResult, Plan, files_text, run_batch
 from productlens.ingest.contracts import CONTRACTS, LOAD_ORDER, Contract
 from productlens.ingest.mapping import Resolution, fold, resolve
@@ -148,12 +149,15 @@ def expand(paths: Iterable[Path | str]) -> list[Path]:
     return list(first.values())
 
 
-def infer_table(path: Path) -> str:
+def infer_table(path: Path, default: str | None = None) -> str:
     """`data/events/event_date=2026-01-05/part-0.parquet`, `data/users/part-0.parquet` or
-    `events.csv` -> the table; the nearest folder named after a table wins."""
+    `events.csv` -> the table; the nearest folder named after a table wins, else
+    `default` (a preset's table: vendor exports are not named after raw tables)."""
     for candidate in (*(p.name for p in path.parents), path.stem):
         if candidate in CONTRACTS:
             return candidate
+    if default is not None:
+        return default
     raise IngestError(
         f"cannot tell which table this file is for; name its folder or file after one of "
         f"{', '.join(CONTRACTS)} or pass --table",
@@ -193,9 +197,12 @@ def ingest_paths(
     mapping: Mapping[str, str] | None = None,
     now: datetime | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
+    preset: str | None = None,
 ) -> IngestResult:
-    """Load files into their raw tables: one validated, all-or-nothing batch per table."""
-    config = config or IngestConfig()
+    """Load files into their raw tables: one validated, all-or-nothing batch per table.
+    A `preset` (else `config.preset`) maps another tool's export (see `presets`)."""
+    config = presets.apply(config or IngestConfig(), preset, mapping)
+    default = presets.default_table(config.preset) if config.preset else None
     if table is not None and table not in CONTRACTS:
         raise IngestError(f"unknown table {table!r}; the raw tables are {', '.join(CONTRACTS)}")
     for t in config.tables:
@@ -211,7 +218,7 @@ def ingest_paths(
             )
     by_table: dict[tuple[str, str], list[Path]] = {}
     for path in files:
-        by_table.setdefault((table or infer_table(path), path.suffix), []).append(path)
+        by_table.setdefault((table or infer_table(path, default), path.suffix), []).append(path)
 
     result = IngestResult()
     moment = now or datetime.now(UTC)
@@ -373,6 +380,7 @@ def _resolve(
         settings.where,
         contract.table,
         internal=frozenset(READER_COLUMNS) | frozenset(CSV_OVERFLOW),
+        optional=frozenset(settings.optional_columns),
     )
     values = dict(resolution.values)
     if resolution.unmapped and "properties" in contract.column_names and "properties" not in values:
@@ -469,10 +477,11 @@ def replay(
     mapping: Mapping[str, str] | None = None,
     table: str | None = None,
     now: datetime | None = None,
+    preset: str | None = None,
 ) -> IngestResult:
     """Re-try quarantined rows with the current settings; rows that now pass are loaded
     and leave the quarantine (they are marked released, with the batch that loaded them)."""
-    config = config or IngestConfig()
+    config = presets.apply(config or IngestConfig(), preset, mapping)
     store = ensure_raw_tables(engine)
     store.sweep()
     result = IngestResult()

@@ -128,6 +128,16 @@ def _source_name(
     )
 
 
+def _present(names: list[exp.Identifier], columns: Mapping[str, str]) -> bool:
+    """Whether a dotted path starts at a column the file has."""
+    parts = [n.name for n in names]
+    lower = {c.lower() for c in columns}
+    return any(
+        ".".join(parts[:cut]) in columns or ".".join(parts[:cut]).lower() in lower
+        for cut in range(len(parts), 0, -1)
+    )
+
+
 def _nested(value: exp.Expression, source_type: str, path: list[str], what: str) -> exp.Expression:
     """`value.path...` for a struct or map column, or a JSON path for JSON text."""
     if source_type.startswith(("STRUCT", "MAP")):
@@ -144,10 +154,14 @@ def _nested(value: exp.Expression, source_type: str, path: list[str], what: str)
 
 
 def render(
-    tree: exp.Expression, columns: Mapping[str, str], what: str, text: str
+    tree: exp.Expression,
+    columns: Mapping[str, str],
+    what: str,
+    text: str,
+    optional: frozenset[str] = frozenset(),
 ) -> tuple[str, set[str]]:
     """SQL for a checked expression over the source relation `src`, and the source
-    columns it reads."""
+    columns it reads. A reference to an `optional` column the file lacks reads NULL."""
     used: set[str] = set()
 
     def resolve(node: exp.Expression) -> exp.Expression:
@@ -156,6 +170,8 @@ def render(
         names = _path(node)
         if names is None:
             return node
+        if names[0].name in optional and not _present(names, columns):
+            return exp.Null()
         name, rest = _source_name(names, columns, what, text)
         used.add(name)
         value: exp.Expression = exp.column(name, table="src", quoted=True)
@@ -183,10 +199,12 @@ def resolve(
     where: str | None,
     table: str,
     internal: frozenset[str] = frozenset(),
+    optional: frozenset[str] = frozenset(),
 ) -> Resolution:
     """Contract column -> where its value comes from. An expression wins over a rename,
     a rename over a same-named column. Expression types are left empty ("") for the
-    caller to fill in by asking the engine (`with_types`)."""
+    caller to fill in by asking the engine (`with_types`). Expressions may reference the
+    `optional` source columns a file lacks (they read NULL there)."""
     values: dict[str, Mapped] = {}
     used: set[str] = set()
     for target, text in expressions.items():
@@ -196,7 +214,7 @@ def resolve(
                 f"{what}: raw.{table} has no column {target!r} (it has "
                 f"{', '.join(contract_columns)})"
             )
-        sql, reads = render(parse_expression(text, what), columns, what, text)
+        sql, reads = render(parse_expression(text, what), columns, what, text, optional)
         values[target] = Mapped(sql, "", frozenset(reads), text)
         used |= reads
     for src, dst in renames.items():
@@ -212,7 +230,7 @@ def resolve(
     where_sql = None
     if where:
         what = f"[ingest.tables.{table}] where"
-        where_sql, reads = render(parse_expression(where, what), columns, what, where)
+        where_sql, reads = render(parse_expression(where, what), columns, what, where, optional)
         used |= reads
     unmapped = [c for c in columns if c not in used and c not in internal]
     return Resolution(values, unmapped, where_sql)
