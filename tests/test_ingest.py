@@ -90,8 +90,9 @@ def test_lineage_points_at_file_and_row(engine: DuckDBEngine, world: Path) -> No
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_row_numbers_point_at_the_line_in_large_text_files(tmp_path: Path, fmt: str) -> None:
-    """Every loaded and quarantined row names its data row in the file, even when the
-    engine reads large files with several threads (two files in one batch)."""
+    """Every loaded and quarantined row names its line in the file (a CSV header is line
+    1), even when the engine reads large files with several threads (two files in one
+    batch)."""
     engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="2GB", threads=2)
     bad = {17, 123_457, 199_999}
     n = 200_000
@@ -109,15 +110,18 @@ def test_row_numbers_point_at_the_line_in_large_text_files(tmp_path: Path, fmt: 
             ]
             (folder / "users.jsonl").write_text("\n".join(lines) + "\n")
     ingest_paths(engine, [tmp_path / "a", tmp_path / "b"], now=NOW)
+    header = 1 if fmt == "csv" else 0
     wrong = engine.fetch_all(
-        "SELECT count(*) FROM raw.users WHERE CAST(substr(user_id, 2) AS INTEGER) <> _row_number"
+        "SELECT count(*) FROM raw.users "
+        "WHERE CAST(substr(user_id, 2) AS INTEGER) + ? <> _row_number",
+        [header],
     )
     assert wrong == [(0,)]
     held = engine.fetch_all(
         "SELECT json_extract_string(raw_values, '$.user_id'), row_number FROM raw.quarantine "
         "ORDER BY 1"
     )
-    assert held == sorted((f"{p}{i}", i) for p in ("a", "b") for i in bad)
+    assert held == sorted((f"{p}{i}", i + header) for p in ("a", "b") for i in bad)
     engine.close()
 
 
@@ -283,7 +287,7 @@ def test_unknown_references_are_found_among_loaded_rows(
     result = ingest_paths(engine, [tmp_path / "b"], config=strict, now=NOW)
     assert (result.batches[0].rows_loaded, result.batches[0].rows_quarantined) == (1, 1)
     held = engine.fetch_all("SELECT row_number, reasons FROM raw.quarantine")
-    assert held == [(2, ["unknown_user"])]
+    assert held == [(3, ["unknown_user"])]  # line 3 of the file
     (tmp_path / "c" / "events").mkdir(parents=True)
     (tmp_path / "c" / "events" / "e.csv").write_text(header + "e7,u1,login,2026-01-05 12:00:00\n")
     clean = ingest_paths(engine, [tmp_path / "c"], config=strict, now=NOW)
@@ -302,7 +306,7 @@ ORDER_HEADER = "order_id,user_id,order_ts,status,total_amount\n"
         (",u,2026-01-05,completed,1", "null_key"),
         ("o1,u,2026-01-05,,1", "missing_value"),
         ("o1,u,2099-01-05,completed,1", "future_timestamp"),
-        ("o1,u,2026-01-05,completed", "missing_value"),  # a short line
+        ("o1,u,2026-01-05,completed", "malformed_line"),  # a short line
         ("o1,u,5th of May,completed,1", "bad_timestamp"),
     ],
 )
@@ -313,7 +317,7 @@ def test_each_reason(engine: DuckDBEngine, tmp_path: Path, line: str, reason: st
     held = engine.fetch_all("SELECT reasons, source_file, row_number FROM raw.quarantine")
     assert reason in held[0][0]
     assert held[0][1].endswith("orders.csv")
-    assert held[0][2] == 1
+    assert held[0][2] == 2  # the line in the file: the header is line 1
 
 
 def test_missing_required_columns_are_named(engine: DuckDBEngine, tmp_path: Path) -> None:

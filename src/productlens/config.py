@@ -7,6 +7,7 @@ are relative to the project folder.
 
 from __future__ import annotations
 
+import codecs
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -108,6 +109,7 @@ class TableIngestConfig(Section):
     formats: dict[str, TimeFormats] = Field(default_factory=dict)
     timezone: str = "UTC"  # the zone naive source times are in; stored as UTC
     delimiter: str = Field(default=",", min_length=1, max_length=1)  # CSV only
+    encoding: str = "utf-8"  # of CSV, TSV and JSON Lines files, e.g. "latin-1", "utf-16"
 
     @field_validator("timezone")
     @classmethod
@@ -129,6 +131,17 @@ class TableIngestConfig(Section):
         for formats in value.values():
             _check_formats(formats)
         return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            info = codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r}") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{encoding!r} is not a text encoding")
+        return encoding
 
 
 ReferenceMode = Literal["warn", "quarantine"]

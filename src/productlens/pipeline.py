@@ -131,7 +131,12 @@ class Runner:
         mapping: dict[str, str] | None = None,
         preset: str | None = None,
     ) -> IngestResult:
-        files = expand(paths)
+        expanded = expand(paths)
+        files = expanded.files
+        if expanded.ignored:
+            names = ", ".join(str(p) for p in expanded.ignored[:5])
+            more = f" and {len(expanded.ignored) - 5} more" if len(expanded.ignored) > 5 else ""
+            self._say(f"passed over (not a supported data file): {names}{more}")
         chosen = preset or self.project.config.ingest.preset
         default = presets.default_table(chosen) if chosen else None
         tables = {table} if table else {infer_table(p, default) for p in files}

@@ -11,8 +11,6 @@ skipped, so loading twice changes nothing.
 
 from __future__ import annotations
 
-import csv
-import glob
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -28,10 +26,25 @@ from productlens.ingest import presets
 from productlens.ingest.batch import BatchResult, Plan, files_text, run_batch
 from productlens.ingest.contracts import CONTRACTS, LOAD_ORDER, Contract
 from productlens.ingest.mapping import Resolution, fold, resolve
-from productlens.ingest.store import RawStore, inspect_parquet
+from productlens.ingest.readers import (
+    Reading,
+    base_name,
+    expand,
+    file_kind,
+    parquet_source,
+    read_files,
+)
+from productlens.ingest.store import RawStore
 from productlens.ingest.validate import Source, ident, literal
 
-__all__ = ["CONTRACTS", "BatchResult", "IngestResult", "ensure_raw_tables", "ingest_paths"]
+__all__ = [
+    "CONTRACTS",
+    "BatchResult",
+    "IngestResult",
+    "ensure_raw_tables",
+    "expand",
+    "ingest_paths",
+]
 
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS raw.quarantine (
@@ -73,22 +86,6 @@ CREATE TABLE IF NOT EXISTS ops.ingested_files (
 )
 """
 
-SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
-PARQUET_READER = (
-    "read_parquet({paths}, filename = true, file_row_number = true, "
-    "union_by_name = true, hive_partitioning = false)"
-)
-# A CSV line with more fields than its header keeps the surplus in these columns (and is
-# quarantined as malformed) instead of losing it.
-CSV_OVERFLOW = tuple(f"__extra_{i}" for i in range(1, 9))
-ROW_NUMBER = {
-    ".parquet": "src.file_row_number + 1",
-    ".csv": "src.__line",  # the data row, not counting the header
-    ".jsonl": "src.__line",
-    ".ndjson": "src.__line",
-}
-READER_COLUMNS = ("filename", "file_row_number", "__line")
-
 
 @dataclass
 class IngestResult:
@@ -96,6 +93,7 @@ class IngestResult:
 
     batches: list[BatchResult] = field(default_factory=list)
     skipped_files: list[Path] = field(default_factory=list)
+    ignored_files: list[Path] = field(default_factory=list)  # files of other types in folders
 
     @property
     def rows(self) -> dict[str, int]:
@@ -128,32 +126,11 @@ def ensure_raw_tables(engine: Engine) -> RawStore:
     return store
 
 
-def expand(paths: Iterable[Path | str]) -> list[Path]:
-    """Files named directly, found under folders, or matched by globs, in a stable order;
-    a file named twice (say, by a folder and by name) counts once."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
-        elif path.is_file():
-            found.append(path)
-        else:
-            matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
-            if not matches:
-                raise IngestError("no such file or folder", file=raw)
-            found += [m for m in matches if m.is_file()]
-    first: dict[Path, Path] = {}
-    for path in found:
-        first.setdefault(path.resolve(), path)
-    return list(first.values())
-
-
 def infer_table(path: Path, default: str | None = None) -> str:
     """`data/events/event_date=2026-01-05/part-0.parquet`, `data/users/part-0.parquet` or
     `events.csv` -> the table; the nearest folder named after a table wins, else
     `default` (a preset's table: vendor exports are not named after raw tables)."""
-    for candidate in (*(p.name for p in path.parents), path.stem):
+    for candidate in (*(p.name for p in path.parents), base_name(path)):
         if candidate in CONTRACTS:
             return candidate
     if default is not None:
@@ -210,38 +187,45 @@ def ingest_paths(
             raise IngestError(f"[ingest.tables.{t}]: no such raw table")
     store = ensure_raw_tables(engine)
     store.sweep()
-    files = expand(paths)
-    for path in files:
-        if path.suffix not in SUFFIXES:
-            raise IngestError(
-                f"unsupported file type {path.suffix!r} (use {', '.join(SUFFIXES)})", file=path
-            )
+    expanded = expand(paths)
+    files = expanded.files
     by_table: dict[tuple[str, str], list[Path]] = {}
     for path in files:
-        by_table.setdefault((table or infer_table(path, default), path.suffix), []).append(path)
+        kind = file_kind(path)
+        assert kind is not None  # expand refuses the rest
+        by_table.setdefault((table or infer_table(path, default), kind.format), []).append(path)
 
-    result = IngestResult()
+    result = IngestResult(ignored_files=expanded.ignored)
     moment = now or datetime.now(UTC)
     # Hashing releases the GIL: two threads halve the time for many files.
     with ThreadPoolExecutor(max_workers=2) as pool:
         all_checksums = dict(zip(files, pool.map(_checksum, files), strict=True))
-    for name in LOAD_ORDER:
-        for (target, suffix), group in sorted(by_table.items()):
-            if target != name:
-                continue
-            settings = _settings(config, target, mapping or {})
-            checksums = {p: all_checksums[p] for p in group}
-            seen = _loaded_checksums(engine, target)
-            new = [p for p in group if checksums[p] not in seen]
-            result.skipped_files += [p for p in group if checksums[p] in seen]
-            if not new:
-                continue
+    # Every new file is read (text) or inspected (Parquet) before any batch commits, so a
+    # file that cannot be read is named while nothing is written yet.
+    readings: list[tuple[str, list[Path], Reading, TableIngestConfig]] = []
+    try:
+        for name in LOAD_ORDER:
+            for (target, fmt), group in sorted(by_table.items()):
+                if target != name:
+                    continue
+                settings = _settings(config, target, mapping or {})
+                seen = _loaded_checksums(engine, target)
+                new = [p for p in group if all_checksums[p] not in seen]
+                result.skipped_files += [p for p in group if all_checksums[p] in seen]
+                if new:
+                    reading = read_files(engine, new, fmt, settings, CONTRACTS[target])
+                    readings.append((target, new, reading, settings))
+        for target, new, reading, settings in readings:
+            checksums = {p: all_checksums[p] for p in new}
             batch = _load_files(
-                engine, store, CONTRACTS[target], new, suffix, checksums, settings, config, moment
+                engine, store, CONTRACTS[target], new, reading, checksums, settings, config, moment
             )
             result.batches.append(batch)
             if on_batch:
                 on_batch(batch)
+    finally:
+        for _, _, reading, _ in readings:
+            reading.close(engine)
     return result
 
 
@@ -263,37 +247,21 @@ def _loaded_checksums(engine: Engine, table: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _describe(engine: Engine, relation: str, files: list[Path]) -> dict[str, str]:
-    try:
-        rows = engine.fetch_all(f"DESCRIBE SELECT * FROM {relation}")
-    except EngineError as exc:
-        where = files_text(files)
-        raise IngestError(f"cannot read the file: {exc.message}", file=where) from None
-    return {r[0]: r[1] for r in rows if r[0] not in READER_COLUMNS}
-
-
 def _load_files(
     engine: Engine,
     store: RawStore,
     contract: Contract,
     files: list[Path],
-    suffix: str,
+    reading: Reading,
     checksums: Mapping[Path, str],
     settings: TableIngestConfig,
     config: IngestConfig,
     now: datetime,
 ) -> BatchResult:
     names = {p: str(p.resolve()) for p in files}  # how the readers name each file
-    footers = []
-    if suffix != ".parquet":
-        relation = _text_relation(files, suffix, settings.delimiter)
-    else:
-        footers = inspect_parquet(engine, files, contract)
-        relation = _parquet_relation(list(names.values()))
-    if footers and footers[0].columns and all(f.columns == footers[0].columns for f in footers):
-        columns = dict(footers[0].columns)  # what DESCRIBE would say, without reading again
-    else:
-        columns = _describe(engine, relation, files)
+    footers = reading.footers
+    columns = dict(reading.source.columns)
+    relation = reading.source.relation
     resolution = _resolve(engine, contract, relation, columns, settings, files)
     chosen = resolution.values
     missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
@@ -306,7 +274,7 @@ def _load_files(
             f"{contract.table}].columns in productlens.toml)",
             file=files_text(files),
         )
-    source = _source(relation, columns, ROW_NUMBER[suffix], resolution)
+    source = _source(reading.source, resolution)
     batch = BatchResult(uuid.uuid4().hex[:16], contract.table, "files", list(files))
     batch.notes += _notes(contract, resolution)
     # A file is copied as it is only if reading it needs no mapping, parsing or casting.
@@ -325,40 +293,27 @@ def _load_files(
         read=sum(f.rows for f in footers) if footers and total is None else None,
         copyable={names[f.path]: f.rows for f in footers if as_is and f.exact},
         names=list(names.values()),
-        subset=(lambda subset: _parquet_source(subset, columns, resolution)) if footers else None,
+        subset=(lambda subset: _source(parquet_source(subset, columns), resolution))
+        if footers
+        else None,
         registry=[(checksums[p], names[p]) for p in files],
     )
-    if suffix == ".parquet":
-        run_batch(engine, store, contract, source, settings, config, now, batch, plan)
-    else:
-        # Text rows are numbered in scan order: keep that order through the batch.
-        engine.execute("SET preserve_insertion_order = true")
-        try:
-            run_batch(engine, store, contract, source, settings, config, now, batch, plan)
-        finally:
-            engine.execute("SET preserve_insertion_order = false")
+    run_batch(engine, store, contract, source, settings, config, now, batch, plan)
     if total is not None:
         batch.rows_filtered = total - batch.rows_read
     return batch
 
 
-def _parquet_relation(names: list[str]) -> str:
-    """Parquet files (absolute paths) as one relation."""
-    return PARQUET_READER.format(paths="[" + ", ".join(literal(n) for n in names) + "]")
-
-
-def _parquet_source(names: list[str], columns: Mapping[str, str], resolution: Resolution) -> Source:
-    """Parquet files (absolute paths) as a source of rows."""
-    return _source(_parquet_relation(names), columns, ROW_NUMBER[".parquet"], resolution)
-
-
-def _source(
-    relation: str, columns: Mapping[str, str], row_expr: str, resolution: Resolution
-) -> Source:
-    """A reader's relation as a source of rows, filtered by the table's `where`."""
+def _source(source: Source, resolution: Resolution) -> Source:
+    """A reader's source of rows with the mapping, filtered by the table's `where` (a line
+    that could not be read stays, to be quarantined)."""
+    relation = source.relation
     if resolution.where is not None:
-        relation = f"(SELECT * FROM {relation} src WHERE {resolution.where})"
-    return Source(relation, columns, "src.filename", row_expr, values=resolution.values)
+        keep = f"({resolution.where}) IS TRUE"
+        if source.malformed:
+            keep += f" OR src.{ident(source.malformed)} IS NOT NULL"
+        relation = f"(SELECT * FROM {relation} src WHERE {keep})"
+    return replace(source, relation=relation, values=resolution.values)
 
 
 def _resolve(
@@ -379,7 +334,6 @@ def _resolve(
         settings.expressions,
         settings.where,
         contract.table,
-        internal=frozenset(READER_COLUMNS) | frozenset(CSV_OVERFLOW),
         optional=frozenset(settings.optional_columns),
     )
     values = dict(resolution.values)
@@ -422,54 +376,6 @@ def _printable(name: str) -> str:
     return name.encode("unicode_escape").decode("ascii") if not name.isprintable() else name
 
 
-def _csv_header(path: Path, delimiter: str) -> tuple[list[str], str]:
-    """The header fields of a CSV file (one row, read with the csv module) and its line
-    ending, taken from the first line."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh, delimiter=delimiter), [])
-        with path.open("rb") as fh:
-            first_line = fh.readline()
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise IngestError(f"cannot read the CSV header: {exc}", file=path) from None
-    names = [h.strip() for h in header]
-    if not names or any(not n for n in names) or len(set(names)) != len(names):
-        raise IngestError(f"the first line must name every column once, got {header!r}", file=path)
-    return names, ("\\r\\n" if first_line.endswith(b"\r\n") else "\\n")
-
-
-def _text_relation(files: list[Path], suffix: str, delimiter: str) -> str:
-    """CSV or JSON Lines files as one relation, each file read and numbered on its own
-    (`__line`, the data row in file order): the readers have no row-number column, and
-    numbering across files in one window scrambled the order on large files.
-
-    CSV is read with the dialect, line ending and columns stated, never sniffed (the
-    sniffer can guess wrong and silently read fewer rows; a guessed line ending split
-    quoted fields holding a bare carriage return), serially (what DuckDB needs for
-    quoted newlines). JSON Lines schemas are read from every line, so a key first seen
-    late is kept.
-    """
-    parts = []
-    for path in files:
-        source = literal(str(path.resolve()))
-        if suffix == ".csv":
-            names, newline = _csv_header(path, delimiter)
-            columns = ", ".join(f"{literal(n)}: 'VARCHAR'" for n in (*names, *CSV_OVERFLOW))
-            reader = (
-                f"read_csv({source}, header = true, auto_detect = false, "
-                f"delim = {literal(delimiter)}, quote = '\"', escape = '\"', "
-                f"new_line = '{newline}', columns = {{{columns}}}, null_padding = true, "
-                "strict_mode = false, parallel = false, filename = true)"
-            )
-        else:
-            reader = (
-                f"read_json({source}, format = 'newline_delimited', filename = true, "
-                "sample_size = -1)"
-            )
-        parts.append(f"SELECT *, row_number() OVER () AS __line FROM {reader}")
-    return "(" + " UNION ALL BY NAME ".join(parts) + ")"
-
-
 def replay(
     engine: Engine,
     *,
@@ -499,7 +405,8 @@ def replay(
             r[0]
             for r in engine.fetch_all(
                 "SELECT DISTINCT unnest(json_keys(raw_values)) AS k FROM raw.quarantine "
-                "WHERE target_table = ? AND released_at IS NULL ORDER BY k",
+                "WHERE target_table = ? AND released_at IS NULL "
+                "AND json_type(raw_values) = 'OBJECT' ORDER BY k",
                 [name],
             )
         ]
@@ -509,11 +416,18 @@ def replay(
         )
         relation = (
             f"(SELECT q.source_file AS __qfile, q.row_number AS __qrow, q.raw_values AS __qraw, "
-            f"{extract} FROM raw.quarantine q WHERE q.target_table = {literal(name)} "
-            "AND q.released_at IS NULL)"
+            # a malformed line is held as its text (a JSON string), and stays malformed
+            "CASE WHEN json_type(q.raw_values) = 'VARCHAR' THEN q.raw_values ->> '$' END "
+            f"AS __qbad{', ' if extract else ''}{extract} FROM raw.quarantine q "
+            f"WHERE q.target_table = {literal(name)} AND q.released_at IS NULL)"
         )
         source = Source(
-            relation, dict.fromkeys(keys, "VARCHAR"), "src.__qfile", "src.__qrow", "__qraw"
+            relation,
+            dict.fromkeys(keys, "VARCHAR"),
+            "src.__qfile",
+            "src.__qrow",
+            "__qraw",
+            malformed="__qbad",
         )
         settings = _settings(config, name, mapping or {})
         batch = BatchResult(uuid.uuid4().hex[:16], name, "replay")

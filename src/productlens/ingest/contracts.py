@@ -216,7 +216,8 @@ LOAD_ORDER = (
 
 # Reason codes a quarantined row can carry.
 REASONS = {
-    "malformed_line": "a CSV line has more fields than its header",
+    "malformed_line": "a line cannot be read as a row (broken quoting, too many or too few "
+    "fields, not a JSON object); its text is kept",
     "null_key": "a key or id column is empty",
     "missing_value": "a required column is empty",
     "bad_type": "a value cannot be read as the contract's type",

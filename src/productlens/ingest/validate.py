@@ -21,7 +21,6 @@ from productlens.ingest.mapping import Mapped, resolve
 __all__ = ["Source", "ident", "literal", "validation"]
 
 TIME_TYPES = ("TIMESTAMP", "DATE")
-OVERFLOW_PREFIX = "__extra_"  # surplus CSV fields (see ingest.CSV_OVERFLOW)
 # Columns whose emptiness is a missing key (rather than a missing value).
 ID_SUFFIX = "_id"
 
@@ -42,6 +41,9 @@ class Source:
     raw_json_column: str | None = None  # a column already holding the original values
     # contract column -> where its value comes from (None: same-named or renamed columns)
     values: Mapping[str, Mapped] | None = None
+    # a column holding the text of a line that could not be read as a row (NULL for the
+    # rows that could): such a row is quarantined as malformed_line with that text
+    malformed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ class _Checks:
     existing: str  # SQL true for an exact copy of a loaded row
     key_missing: list[tuple[str, str]]  # the key columns' missing-value checks
     references: list[Reference]
+    malformed: str | None = None  # SQL true for a line that could not be read as a row
 
 
 @dataclass(frozen=True)
@@ -226,8 +229,11 @@ class Validation:
             key_out = ", ".join(
                 f"CAST(NULL AS {t}) AS __key_{i}" for i, t in enumerate(self.key_types)
             )
+        reasons = _code_list(conditions)
+        if checks.malformed:  # a line that could not be read has no other fault to list
+            reasons = f"CASE WHEN {checks.malformed} THEN ['malformed_line'] ELSE {reasons} END"
         return (
-            f"SELECT t.__file, t.__row, {_code_list(conditions)} AS __reasons, "
+            f"SELECT t.__file, t.__row, {reasons} AS __reasons, "
             f"{_code_list(warnings)} AS __warnings, {existing} AS __existing, "
             f"coalesce({candidate}, FALSE) AS __candidate, {key_out} "
             f"FROM ({self.typed}) t\n" + "\n".join(joins) + f"\nWHERE {where}"
@@ -312,10 +318,10 @@ def validation(
         f"ELSE {KEY_HASH.format(keys=', '.join(key))} END AS h FROM (SELECT {key_cols} "
         f"FROM {source.relation} src) t)) WHERE h = next_h OR h IS NULL"
     )
-    overflow = [name for name in source.columns if name.startswith(OVERFLOW_PREFIX)]
-    if overflow:
-        surplus = " OR ".join(f"t.{ident(name)} IS NOT NULL" for name in overflow)
-        conditions.append((f"({surplus})", "malformed_line"))
+    malformed = None
+    if source.malformed:
+        malformed = f"t.{ident(source.malformed)} IS NOT NULL"
+        conditions.append((f"({malformed})", "malformed_line"))
 
     existing = "FALSE"
     if rules.existing_rows:
@@ -336,7 +342,7 @@ def validation(
         key_columns=key,
         key_types=[next(c.type for c in contract.columns if c.name == k) for k in contract.key],
         reference_scans=scans,
-        _checks=_Checks(conditions, warnings, joins, existing, key_missing, references),
+        _checks=_Checks(conditions, warnings, joins, existing, key_missing, references, malformed),
     )
 
 
@@ -419,4 +425,8 @@ def raw_json(source: Source) -> str:
     if source.raw_json_column:
         return f"t.{ident(source.raw_json_column)}"
     fields = ", ".join(f"{ident(name)} := t.{ident(name)}" for name in source.columns)
-    return f"to_json(struct_pack({fields}))"
+    values = f"to_json(struct_pack({fields}))"
+    if source.malformed:  # the line's text, as a JSON string
+        bad = f"t.{ident(source.malformed)}"
+        return f"CASE WHEN {bad} IS NOT NULL THEN CAST(to_json({bad}) AS VARCHAR) ELSE {values} END"
+    return values

@@ -1,0 +1,603 @@
+"""Reading source files as one relation of source rows, exactly as the files say.
+
+Parquet files are read in place (`read_parquet`). CSV, TSV and JSON Lines files (plain, or
+compressed as `.gz` or `.zst`; UTF-8 or a declared encoding) are read up front, line by
+line, into a temporary table, with every value as the text the file holds:
+
+- Rows are numbered by the physical line they start on (the first line of a file is 1, so a
+  CSV file's first data row is line 2); blank lines hold no row but are counted.
+- A CSV record is a line, or several lines while a quote is open. It parses when it is
+  fields separated by the delimiter, each either unquoted (no quote, no line break) or
+  quoted (doubled quotes inside), and has as many fields as the header. Values are never
+  altered: `""` is an empty text, an empty unquoted field is missing (NULL). A record of
+  several lines that does not parse is read again line by line, so one unterminated quote
+  costs its own line only.
+- A JSON Lines line parses when it is one JSON object. Strings are read unquoted, integers
+  keep their digits however long, `true`/`false` stay words, `null` is missing, objects and
+  arrays are kept as JSON text. Other numbers are read as a double and written back in the
+  shortest form that reads as the same double (`1.50` -> `1.5`, `1E2` -> `100.0`): DuckDB's
+  JSON reader keeps no other number text.
+- A line that does not parse is kept as a row whose `malformed` column holds its text; the
+  checks quarantine it as `malformed_line` with that text.
+
+The reader's own columns (source file, line, malformed text) get names no source column
+has, so a source column named `filename` or `__line` is data like any other.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import glob
+import tempfile
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from productlens.config import TableIngestConfig
+from productlens.engines import Engine
+from productlens.errors import EngineError, IngestError
+from productlens.ingest.contracts import Contract
+from productlens.ingest.store import ParquetFile, inspect_parquet
+from productlens.ingest.validate import Source, ident, literal
+
+# File name endings (in any case) -> format; a text format may be compressed besides.
+FORMATS = {
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
+DELIMITERS = {"tsv": "\t"}  # formats whose delimiter is fixed (CSV's is configured)
+# The reader's own columns, renamed with more leading underscores until no source column
+# has the name.
+FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN = "_pl_file", "_pl_line", "_pl_malformed"
+CHUNK = 1 << 24  # bytes decoded at a time when a file is converted to plain UTF-8
+BOM = "\ufeff"
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """How a file is read: its format and its compression (None: plain)."""
+
+    format: str
+    compression: str | None = None
+
+
+def file_kind(path: Path) -> FileKind | None:
+    """The format of a file by its name (`a.CSV`, `b.jsonl.gz`), None if unsupported."""
+    name = path.name.lower()
+    compression = None
+    for ending, codec in COMPRESSIONS.items():
+        if name.endswith(ending):
+            name, compression = name.removesuffix(ending), codec
+    fmt = FORMATS.get(Path(name).suffix)
+    if fmt is None or (fmt == "parquet" and compression):
+        return None
+    return FileKind(fmt, compression)
+
+
+def base_name(path: Path) -> str:
+    """A file's name without its format and compression endings (`users.csv.gz` -> users)."""
+    name = path.name
+    for ending in COMPRESSIONS:
+        if name.lower().endswith(ending):
+            name = name[: -len(ending)]
+    stem, dot, suffix = name.rpartition(".")
+    return stem if dot and f".{suffix.lower()}" in FORMATS else name
+
+
+@dataclass
+class Expanded:
+    """The files to load, and the files in folders that were passed over."""
+
+    files: list[Path] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+
+
+def expand(paths: Iterable[Path | str]) -> Expanded:
+    """Files named directly, found under folders, or matched by globs, in a stable order;
+    a file named twice (say, by a folder and by name) counts once. A file named directly
+    must be of a supported type; in a folder, other files (the simulator's truth.json, a
+    README, _SUCCESS or .DS_Store) are passed over and listed, never silently."""
+    result = Expanded()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for p in sorted(q for q in path.rglob("*") if q.is_file()):
+                (result.files if file_kind(p) else result.ignored).append(p)
+        elif path.is_file():
+            result.files.append(path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
+            if not matches:
+                raise IngestError("no such file or folder", file=raw)
+            result.files += [m for m in matches if m.is_file()]
+    for p in result.files:
+        if not file_kind(p):
+            raise IngestError(
+                f"unsupported file type (supported: {', '.join(FORMATS)}, the text formats "
+                f"also compressed as {', '.join(COMPRESSIONS)}; in any case)",
+                file=p,
+            )
+    first: dict[Path, Path] = {}
+    for path in result.files:
+        first.setdefault(path.resolve(), path)
+    result.files = list(first.values())
+    return result
+
+
+@dataclass
+class Reading:
+    """Files of one format read for one table: the source rows, and what to clean up."""
+
+    source: Source
+    footers: list[ParquetFile] = field(default_factory=list)
+    temporary: list[str] = field(default_factory=list)  # temp tables to drop when done
+
+    def close(self, engine: Engine) -> None:
+        for table in self.temporary:
+            engine.execute(f"DROP TABLE IF EXISTS {table}")
+        self.temporary.clear()
+
+
+def read_files(
+    engine: Engine,
+    files: Sequence[Path],
+    fmt: str,
+    settings: TableIngestConfig,
+    contract: Contract,
+) -> Reading:
+    """Read (text) or inspect (Parquet) every file of one batch; a file that cannot be read
+    is named in an IngestError."""
+    if fmt == "parquet":
+        return _parquet_reading(engine, files, contract)
+    reading = Reading(Source("", {}, "", ""))
+    try:
+        reading.source = _text_source(
+            engine, files, fmt, settings, contract.table, reading.temporary
+        )
+    except EngineError as exc:
+        reading.close(engine)
+        raise IngestError(f"cannot read the file: {exc.message}", file=_files_text(files)) from None
+    except BaseException:
+        reading.close(engine)
+        raise
+    return reading
+
+
+# --- Parquet ------------------------------------------------------------------------------
+
+
+def _parquet_reading(engine: Engine, files: Sequence[Path], contract: Contract) -> Reading:
+    footers = inspect_parquet(engine, files, contract)
+    names = [str(p.resolve()) for p in files]
+    if footers and footers[0].columns and all(f.columns == footers[0].columns for f in footers):
+        columns = dict(footers[0].columns)  # what DESCRIBE would say, without reading again
+    else:  # described without the reader's columns, which could meet the files' own
+        listed = "[" + ", ".join(literal(n) for n in names) + "]"
+        relation = f"read_parquet({listed}, union_by_name = true, hive_partitioning = false)"
+        columns = _describe(engine, relation, files)
+    return Reading(parquet_source(names, columns), footers)
+
+
+def parquet_relation(names: Sequence[str], columns: Iterable[str]) -> str:
+    """Parquet files (absolute paths) as one relation with the file and the row number
+    (1-based) in reader columns named apart from `columns`."""
+    file_col, line_col = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN))
+    listed = "[" + ", ".join(literal(n) for n in names) + "]"
+    if "file_row_number" not in {c.lower() for c in columns}:
+        return (
+            f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS {ident(line_col)} "
+            f"FROM read_parquet({listed}, filename = {literal(file_col)}, "
+            "file_row_number = true, union_by_name = true, hive_partitioning = false))"
+        )
+    # The files have a column of that name: number each file's rows in scan order.
+    parts = [
+        f"SELECT *, row_number() OVER () AS {ident(line_col)} FROM read_parquet("
+        f"{literal(n)}, filename = {literal(file_col)}, hive_partitioning = false)"
+        for n in names
+    ]
+    return "(" + " UNION ALL BY NAME ".join(parts) + ")"
+
+
+def parquet_source(names: Sequence[str], columns: Mapping[str, str]) -> Source:
+    """Parquet files (absolute paths) as a source of rows."""
+    file_col, line_col = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN))
+    return Source(
+        parquet_relation(names, columns), columns, f"src.{ident(file_col)}",
+        f"src.{ident(line_col)}",
+    )  # fmt: skip
+
+
+def _describe(engine: Engine, relation: str, files: Sequence[Path]) -> dict[str, str]:
+    try:
+        rows = engine.fetch_all(f"DESCRIBE SELECT * FROM {relation}")
+    except EngineError as exc:
+        raise IngestError(f"cannot read the file: {exc.message}", file=_files_text(files)) from None
+    return {r[0]: r[1] for r in rows}
+
+
+# --- text files ---------------------------------------------------------------------------
+
+
+def _text_source(
+    engine: Engine,
+    files: Sequence[Path],
+    fmt: str,
+    settings: TableIngestConfig,
+    table: str,
+    temporary: list[str],
+) -> Source:
+    tag = uuid.uuid4().hex[:8]
+    lines = f"__pl_lines_{tag}"
+    rows = f"__pl_rows_{tag}"
+    temporary += [lines, rows]
+    engine.execute(f"CREATE TEMP TABLE {lines} (f VARCHAR, n BIGINT, text VARCHAR)")
+    with tempfile.TemporaryDirectory(prefix="productlens-") as tmp:
+        for i, path in enumerate(files):
+            plain = _plain(path, settings.encoding, table, Path(tmp) / f"{i}.txt")
+            try:
+                engine.execute(
+                    f"INSERT INTO {lines} SELECT {literal(str(path.resolve()))}, "
+                    "generate_subscripts(l, 1), unnest(l) FROM (SELECT string_split("
+                    f"content, chr(10)) AS l FROM read_text({literal(str(plain))}))"
+                )
+            except EngineError as exc:
+                raise IngestError(_unreadable(exc.message, settings, table), file=path) from None
+            if plain != path:
+                plain.unlink()
+    # A byte order mark before the first line is no part of it.
+    engine.execute(
+        f"UPDATE {lines} SET text = substr(text, 2) WHERE n = 1 AND starts_with(text, chr(65279))"
+    )
+    if fmt == "jsonl":
+        columns = _json_rows(engine, lines, rows, files)
+    else:
+        delimiter = DELIMITERS.get(fmt, settings.delimiter)
+        columns = _csv_rows(engine, lines, rows, files, delimiter)
+    engine.execute(f"DROP TABLE {lines}")
+    file_col, line_col, bad_col = _internal_names(
+        columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN)
+    )
+    return Source(
+        rows,
+        dict.fromkeys(columns, "VARCHAR"),
+        f"src.{ident(file_col)}",
+        f"src.{ident(line_col)}",
+        malformed=bad_col,
+    )
+
+
+def _unreadable(message: str, settings: TableIngestConfig, table: str) -> str:
+    if "UTF-8" in message:
+        return (
+            f"cannot read the file as {settings.encoding}: it holds bytes that are no text in "
+            f"that encoding ({_declare(table)})"
+        )
+    return f"cannot read the file: {message}"
+
+
+def _declare(table: str) -> str:
+    return f'declare the encoding with [ingest.tables.{table}] encoding = "..."'
+
+
+def _plain(path: Path, encoding: str, table: str, target: Path) -> Path:
+    """The file itself if DuckDB can read it as text as it is (plain UTF-8); otherwise a
+    plain UTF-8 copy of it, decompressed and decoded in chunks."""
+    kind = file_kind(path) or FileKind("csv")
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    if kind.compression is None and utf8:
+        return path
+    # utf-16 and utf-32 read their byte order mark; for UTF-8 it is dropped later
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    done = 0
+    try:
+        with (
+            pa.input_stream(str(path), compression=kind.compression) as src,
+            target.open("w", encoding="utf-8", newline="") as out,
+        ):
+            while True:
+                chunk = src.read(CHUNK)
+                out.write(decoder.decode(chunk, final=not chunk))
+                done += len(chunk)
+                if not chunk:
+                    break
+    except UnicodeDecodeError as exc:
+        raise IngestError(
+            f"cannot read the file as {encoding}: byte {done + exc.start + 1} is no text in "
+            f"that encoding ({_declare(table)})",
+            file=path,
+        ) from None
+    except (OSError, pa.ArrowException) as exc:
+        what = f"{kind.compression} data" if kind.compression else "the file"
+        raise IngestError(f"cannot read {what}: {exc}", file=path) from None
+    return target
+
+
+def _internal_names(columns: Iterable[str], names: Sequence[str]) -> list[str]:
+    """The reader's column names, each with leading underscores added until no source
+    column (in any case) has it."""
+    taken = {c.lower() for c in columns}
+    result = []
+    for base in names:
+        name = base
+        while name.lower() in taken:
+            name = "_" + name
+        result.append(name)
+    return result
+
+
+def _strip_cr(value: str) -> str:
+    """SQL: a line without the carriage return of a CRLF line ending."""
+    return f"CASE WHEN suffix({value}, chr(13)) THEN {value}[:-2] ELSE {value} END"
+
+
+# Exact number text in JSON: DuckDB reads a non-integer number as a double (1.50 -> 1.5).
+# On lines that may hold one (a quick test, never missing one), every non-integer number
+# outside strings is first turned into a string marked with chr(1), so its text survives;
+# the mark is taken off again after reading. A line already holding chr(1) to chr(3) or
+# the escape \u0001 is read unmarked (its other numbers as doubles): the marks would be
+# ambiguous there.
+MAY_HOLD_FLOAT = r'"\s*:\s*-?[0-9]+[.eE]|[\[,]\s*-?[0-9]+[.eE]'
+STRING_OR_FLOAT = r'("(?:[^"\\]|\\.)*")|(-?[0-9]+(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+))'
+UNSAFE_TO_MARK = r"[\x01-\x03]|\\u0001"
+MARKED_IN_JSON = r'"\\u0001([^"]*)"'
+
+
+def _marked(text: str) -> str:
+    """SQL: a JSON text with every non-integer number outside strings as a marked string."""
+    # strings come out followed by chr(2) chr(3) (dropped again), numbers between them
+    spaced = (
+        f"regexp_replace({text}, {literal(STRING_OR_FLOAT)}, "
+        "'\\1' || chr(2) || '\\2' || chr(3), 'g')"
+    )
+    return (
+        f"replace(replace(replace({spaced}, chr(2) || chr(3), ''), chr(2), '\"\\u0001'), "
+        "chr(3), '\"')"
+    )
+
+
+def _unmarked(value: str) -> str:
+    """SQL: a value read from a marked line, with its numbers' text restored."""
+    return (
+        f"CASE WHEN starts_with({value}, chr(1)) THEN substr({value}, 2) "
+        f"WHEN contains({value}, '\\u0001') THEN regexp_replace({value}, "
+        f"{literal(MARKED_IN_JSON)}, '\\1', 'g') ELSE {value} END"
+    )
+
+
+def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> list[str]:
+    """JSON Lines: one row per non-blank line; the keys of all objects are the columns."""
+    # Read twice rather than kept twice: once for the keys, once for the values.
+    checked = (
+        "SELECT f, n, text, CASE WHEN json_valid(text) THEN json_type(text) = 'OBJECT' ELSE "
+        f"FALSE END AS ok FROM (SELECT f, n, {_strip_cr('text')} AS text FROM {lines}) "
+        "WHERE trim(text) <> ''"
+    )
+    keys = [
+        r[0]
+        for r in engine.fetch_all(
+            f"SELECT k FROM (SELECT DISTINCT unnest(json_keys(text)) AS k FROM ({checked}) "
+            "WHERE ok) ORDER BY k"
+        )
+    ]
+    _check_names(keys, files)
+    file_col, line_col, bad_col = _internal_names(
+        keys, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN)
+    )
+    # Every key as VARCHAR: strings unquoted, other values as JSON text.
+    shape = "{" + ", ".join(f'{_json_text(k)}: "VARCHAR"' for k in keys) + "}"
+    values = f"json_transform(coalesce(marked, text), {literal(shape)})" if keys else "NULL"
+    picked = ", ".join(
+        f"CASE WHEN marked IS NULL THEN v[{literal(k)}] ELSE {_unmarked(f'v[{literal(k)}]')} "
+        f"END AS {ident(k)}"
+        for k in keys
+    )
+    marked = (
+        f"CASE WHEN ok AND regexp_matches(text, {literal(MAY_HOLD_FLOAT)}) AND NOT "
+        f"regexp_matches(text, {literal(UNSAFE_TO_MARK)}) THEN {_marked('text')} END"
+    )
+    engine.execute(
+        f"CREATE TEMP TABLE {rows} AS SELECT f AS {ident(file_col)}, n AS "
+        f"{ident(line_col)}, CASE WHEN NOT ok THEN text END AS {ident(bad_col)}"
+        + (f", {picked}" if keys else "")
+        + f" FROM (SELECT f, n, ok, text, marked, CASE WHEN ok THEN {values} END AS v FROM "
+        f"(SELECT f, n, ok, text, {marked} AS marked FROM ({checked})))"
+    )
+    return keys
+
+
+def _json_text(key: str) -> str:
+    """A JSON string for a key (for the structure json_transform reads)."""
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _check_names(names: Sequence[str], files: Sequence[Path]) -> None:
+    """Column names must not be empty and must differ in more than case: DuckDB's names
+    ignore it."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if not name:
+            raise IngestError(
+                'a key is empty (""), which cannot name a column', file=_files_text(files)
+            )
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise IngestError(
+                f"the columns {other!r} and {name!r} differ only in case, which SQL cannot "
+                "tell apart; rename one",
+                file=_files_text(files),
+            )
+
+
+def _csv_rows(
+    engine: Engine, lines: str, rows: str, files: Sequence[Path], delimiter: str
+) -> list[str]:
+    """CSV: the header (line 1) names the columns; every record after it is one row."""
+    headers = {
+        r[0]: _csv_header(Path(r[0]), r[1], delimiter)
+        for r in engine.fetch_all(f"SELECT f, text FROM {lines} WHERE n = 1")
+    }
+    for path in files:
+        if str(path.resolve()) not in headers:
+            raise IngestError("the file is empty: the first line must name the columns", file=path)
+    columns = list(dict.fromkeys(c for names in headers.values() for c in names))
+    _check_names(columns, files)
+    internal = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN))
+    file_col, line_col, bad_col = (ident(c) for c in internal)
+    records = f"{lines}_records"
+    kind = _csv_records(engine, lines, records)
+    cols = ", ".join(f"{ident(c)} VARCHAR" for c in columns)
+    engine.execute(
+        f"CREATE TEMP TABLE {rows} ({file_col} VARCHAR, {line_col} BIGINT, "
+        f"{bad_col} VARCHAR, {cols})"
+    )
+    try:
+        by_header: dict[tuple[str, ...], list[str]] = {}
+        for name, header in headers.items():
+            by_header.setdefault(tuple(header), []).append(name)
+        for shared, names in by_header.items():
+            _parse_records(engine, rows, records, shared, delimiter, internal, names)
+        _split_broken_records(engine, lines, rows, records, headers, delimiter, internal)
+    finally:
+        engine.execute(f"DROP {kind} IF EXISTS {records}")
+    return columns
+
+
+def _csv_records(engine: Engine, lines: str, records: str) -> str:
+    """The records after the header: a line, or several lines while a quote is open (an odd
+    number of quotes so far). Blank records hold no row; the line ending's carriage return
+    is no part of the record. Returns what `records` is: TABLE or VIEW."""
+    odd = "(length(text) - length(replace(text, '\"', ''))) % 2"
+    any_odd = engine.fetch_all(f"SELECT bool_or({odd} = 1) FROM {lines} WHERE n > 1")[0][0]
+    if any_odd:
+        grouped = (
+            "SELECT f, min(n) AS n, count(*) AS k, string_agg(text, chr(10) ORDER BY n) AS text "
+            "FROM (SELECT f, n, text, sum(CASE WHEN (opened - odd) % 2 = 0 THEN 1 ELSE 0 END) "
+            "OVER (PARTITION BY f ORDER BY n ROWS UNBOUNDED PRECEDING) AS rec FROM (SELECT f, "
+            "n, text, odd, sum(odd) OVER (PARTITION BY f ORDER BY n ROWS UNBOUNDED PRECEDING) "
+            f"AS opened FROM (SELECT f, n, text, {odd} AS odd FROM {lines} WHERE n > 1))) "
+            "GROUP BY f, rec"
+        )
+    else:  # one line, one record: no copy needed
+        grouped = f"SELECT f, n, 1 AS k, text FROM {lines} WHERE n > 1"
+    kind = "TABLE" if any_odd else "VIEW"
+    engine.execute(
+        f"CREATE TEMP {kind} {records} AS SELECT f, n, k, {_strip_cr('text')} AS text "
+        f"FROM ({grouped}) WHERE text <> '' AND text <> chr(13)"
+    )
+    return kind
+
+
+def _split_broken_records(
+    engine: Engine,
+    lines: str,
+    rows: str,
+    records: str,
+    headers: Mapping[str, list[str]],
+    delimiter: str,
+    internal: Sequence[str],
+) -> None:
+    """A record of several lines that does not parse is read again line by line: an
+    unterminated quote then costs its own line, not every line after it."""
+    file_col, line_col, bad_col = (ident(c) for c in internal)
+    broken = engine.fetch_all(
+        f"SELECT r.{file_col}, r.{line_col}, k.k FROM {rows} r JOIN {records} k "
+        f"ON k.f = r.{file_col} AND k.n = r.{line_col} WHERE k.k > 1 AND r.{bad_col} IS NOT NULL"
+    )
+    if not broken:
+        return
+    spans = f"{records}_spans"
+    engine.execute(f"CREATE TEMP TABLE {spans} (f VARCHAR, n BIGINT, k BIGINT)")
+    try:
+        engine.execute(
+            f"INSERT INTO {spans} SELECT * FROM (VALUES "
+            + ", ".join(f"({literal(f)}, {int(n)}, {int(k)})" for f, n, k in broken)
+            + ")"
+        )
+        engine.execute(
+            f"DELETE FROM {rows} USING {spans} s WHERE {rows}.{file_col} = s.f "
+            f"AND {rows}.{line_col} = s.n"
+        )
+        engine.execute(f"DELETE FROM {records}")
+        engine.execute(
+            f"INSERT INTO {records} SELECT l.f, l.n, 1, {_strip_cr('l.text')} FROM {lines} l "
+            f"JOIN {spans} s ON l.f = s.f AND l.n BETWEEN s.n AND s.n + s.k - 1 "
+            "WHERE l.text <> '' AND l.text <> chr(13)"
+        )
+    finally:
+        engine.execute(f"DROP TABLE IF EXISTS {spans}")
+    for (name,) in engine.fetch_all(f"SELECT DISTINCT f FROM {records}"):
+        _parse_records(engine, rows, records, headers[name], delimiter, internal, [name])
+
+
+def _parse_records(
+    engine: Engine,
+    rows: str,
+    records: str,
+    header: Sequence[str],
+    delimiter: str,
+    internal: Sequence[str],
+    files: Sequence[str],
+) -> None:
+    """Parse the records of `files` (which share `header`) into `rows`: each field
+    unquoted, or the record's text in the malformed column if it does not parse."""
+    file_col, line_col, bad_col = (ident(c) for c in internal)
+    pattern = _record_pattern(len(header), delimiter)
+    groups = "[" + ", ".join(f"'c{i}'" for i in range(len(header))) + ", 'end']"
+    fields = ", ".join(
+        f"CASE WHEN ok THEN {_unquoted(f'p.c{i}')} END AS {ident(c)}" for i, c in enumerate(header)
+    )
+    listed = ", ".join(literal(n) for n in files)
+    engine.execute(
+        f"INSERT INTO {rows} BY NAME SELECT f AS {file_col}, n AS {line_col}, "
+        f"CASE WHEN NOT ok THEN text END AS {bad_col}, {fields} FROM (SELECT f, n, text, p, "
+        "p.end = chr(1) AS ok FROM (SELECT f, n, text, regexp_extract(text || chr(1), "
+        f"{literal(pattern)}, {groups}) AS p FROM {records} WHERE f IN ({listed})))"
+    )
+
+
+def _record_pattern(n_fields: int, delimiter: str) -> str:
+    """RE2: a whole record of `n_fields` fields, then the sentinel chr(1) as group `end`:
+    a record parses exactly when the group holds it."""
+    d = _re2_char(delimiter)
+    field_re = f'("(?:[^"]|"")*"|[^"{d}\\n]*)'
+    return "^" + d.join([field_re] * n_fields) + "(\\x01)$"
+
+
+def _re2_char(char: str) -> str:
+    """One character as an RE2 escape (safe inside and outside a class)."""
+    return f"\\x{{{ord(char):x}}}"
+
+
+def _unquoted(value: str) -> str:
+    """SQL: a field's value: quoted -> the text inside, doubled quotes halved; an empty
+    unquoted field -> NULL; anything else as it is."""
+    return (
+        f"CASE WHEN {value} = '' THEN NULL WHEN starts_with({value}, '\"') THEN "
+        f"replace({value}[2:-2], '\"\"', '\"') ELSE {value} END"
+    )
+
+
+def _csv_header(path: Path, line: str, delimiter: str) -> list[str]:
+    """The column names on a CSV file's first line."""
+    line = line.removeprefix(BOM).removesuffix("\r")
+    try:
+        header = next(csv.reader([line], delimiter=delimiter, strict=True), [])
+    except csv.Error as exc:
+        raise IngestError(f"cannot read the header (line 1): {exc}", file=path) from None
+    names = [h.strip() for h in header]
+    if not names or any(not n for n in names) or len(set(names)) != len(names):
+        raise IngestError(f"the first line must name every column once, got {header!r}", file=path)
+    return names
+
+
+def _files_text(files: Sequence[Path]) -> str:
+    """One file, or the first and how many more, for messages."""
+    return str(files[0]) if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
