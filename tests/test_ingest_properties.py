@@ -23,7 +23,7 @@ from productlens.ingest import ingest_paths
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 COLUMNS = ["event_id", "user_id", "event_type", "event_ts", "device", "amount", "properties"]
-FORMATS = ["csv", "parquet"]  # JSON Lines joins when its reader keeps values as text
+FORMATS = ["csv", "jsonl", "parquet"]
 
 # Text a user's export may hold: any printable character, quotes and separators included,
 # not blank and without surrounding blanks (blank is "missing"; readers keep the rest).
@@ -138,6 +138,9 @@ def write(folder: Path, rows: list[Row], fmt: str) -> Path:
         for row in rows:
             writer.writerow(["" if row.values[c] is None else row.values[c] for c in COLUMNS])
         path.write_text(buffer.getvalue(), encoding="utf-8")
+    elif fmt == "jsonl":
+        lines = [json.dumps({c: row.values[c] for c in COLUMNS}) + "\n" for row in rows]
+        path.write_text("".join(lines), encoding="utf-8")
     else:
         table = pa.table({c: pa.array([r.values[c] for r in rows], pa.string()) for c in COLUMNS})
         pq.write_table(table, path)
@@ -156,9 +159,10 @@ def check(tmp: Path, rows: list[Row], fmt: str) -> None:
     finally:
         engine.close()
     got = [(*r[:6], None if r[6] is None else json.loads(r[6]), r[7]) for r in loaded]
-    want = [(*r.expected, i) for i, r in enumerate(rows, start=1) if r.expected is not None]
+    first = 2 if fmt == "csv" else 1  # a row's line in the file: a CSV header is line 1
+    want = [(*r.expected, i) for i, r in enumerate(rows, start=first) if r.expected is not None]
     assert got == want
-    assert held == [(i, [r.reason]) for i, r in enumerate(rows, start=1) if r.reason]
+    assert held == [(i, [r.reason]) for i, r in enumerate(rows, start=first) if r.reason]
     batch = result.batches[0]
     assert batch.rows_read == len(rows) == batch.rows_loaded + batch.rows_quarantined
 

@@ -19,8 +19,7 @@ from productlens.errors import IngestError
 from productlens.ingest import ingest_paths
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
-# JSON Lines joins these cases when its reader keeps values as text (the readers work).
-FORMATS = ["csv", "parquet"]
+FORMATS = ["csv", "jsonl", "parquet"]
 
 
 def write_rows(folder: Path, table: str, rows: list[dict[str, Any]], fmt: str) -> Path:
@@ -45,16 +44,19 @@ def write_rows(folder: Path, table: str, rows: list[dict[str, Any]], fmt: str) -
 def load(
     engine: DuckDBEngine, path: Path, **settings: Any
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Ingest one file with settings for its table; (loaded rows, quarantined rows)."""
+    """Ingest one file with settings for its table; (loaded rows, quarantined rows), each
+    row numbered by its data row (a CSV file's line, less the header's)."""
     table = path.parent.name
     config = IngestConfig(tables={table: TableIngestConfig(**settings)}) if settings else None
     ingest_paths(engine, [path], config=config, now=NOW)
+    header = 1 if path.suffix == ".csv" else 0
     quarantined = engine.fetch_all(
-        "SELECT row_number, reasons FROM raw.quarantine ORDER BY row_number"
+        "SELECT row_number - ?, reasons FROM raw.quarantine ORDER BY row_number", [header]
     )
     loaded = engine.fetch_all(
-        f"SELECT * EXCLUDE (_batch_id, _source_file, _ingested_at) FROM raw.{table} "
-        "ORDER BY _row_number"
+        f"SELECT * EXCLUDE (_batch_id, _source_file, _ingested_at) REPLACE (_row_number - ? "
+        f"AS _row_number) FROM raw.{table} ORDER BY _row_number",
+        [header],
     )
     return loaded, quarantined
 
