@@ -387,3 +387,17 @@ def test_the_cli_lists_what_it_passed_over(tmp_path: Path) -> None:
     result = run_cli("--project", str(tmp_path), "ingest", str(tmp_path / "data"))
     assert result.returncode == 0, result.stderr
     assert "README.md" in result.stdout
+
+
+def test_a_row_filter_never_hides_a_malformed_line(engine: DuckDBEngine, tmp_path: Path) -> None:
+    lines = [
+        '{"user_id": "a", "signup_ts": "2026-01-05", "kind": "keep"}',
+        '{"user_id": "b", "signup_ts": "2026-01-05", "kind": "drop"}',
+        '{"user_id": "c", "signup_ts": ',
+    ]
+    (tmp_path / "users.jsonl").write_text("\n".join(lines) + "\n")
+    config = IngestConfig(tables={"users": TableIngestConfig(where="kind = 'keep'")})
+    result = ingest_paths(engine, [tmp_path / "users.jsonl"], config=config, now=NOW)
+    batch = result.batches[0]
+    assert (batch.rows_loaded, batch.rows_quarantined, batch.rows_filtered) == (1, 1, 1)
+    assert held(engine) == [(3, ["malformed_line"], lines[2])]
