@@ -401,3 +401,17 @@ def test_a_row_filter_never_hides_a_malformed_line(engine: DuckDBEngine, tmp_pat
     batch = result.batches[0]
     assert (batch.rows_loaded, batch.rows_quarantined, batch.rows_filtered) == (1, 1, 1)
     assert held(engine) == [(3, ["malformed_line"], lines[2])]
+
+
+@pytest.mark.parametrize(
+    ("name", "decoy"), [("a[1].csv", "a1.csv"), ("a*.csv", "ab.csv"), ("it's?.csv", "it'sx.csv")]
+)
+def test_file_names_are_names_not_patterns(
+    engine: DuckDBEngine, tmp_path: Path, name: str, decoy: str
+) -> None:
+    folder = tmp_path / "users"
+    folder.mkdir()
+    (folder / name).write_text(USERS + "a1,2026-01-05,x\n")
+    (folder / decoy).write_text(USERS + "other,2026-01-05,x\n")  # what a pattern would match
+    ingest_paths(engine, [folder / name], now=NOW)
+    assert loaded(engine, "users", "user_id") == [("a1",)]

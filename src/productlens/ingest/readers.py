@@ -59,6 +59,7 @@ DELIMITERS = {"tsv": "\t"}  # formats whose delimiter is fixed (CSV's is configu
 FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN = "_pl_file", "_pl_line", "_pl_malformed"
 CHUNK = 1 << 24  # bytes decoded at a time when a file is converted to plain UTF-8
 BOM = "\ufeff"
+GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,8 @@ def _plain(path: Path, encoding: str, table: str, target: Path) -> Path:
     plain UTF-8 copy of it, decompressed and decoded in chunks."""
     kind = file_kind(path) or FileKind("csv")
     utf8 = codecs.lookup(encoding).name == "utf-8"
-    if kind.compression is None and utf8:
+    # DuckDB would take *, ? and [ in a name as a pattern: such a file is copied first
+    if kind.compression is None and utf8 and not GLOB_CHARS.intersection(str(path)):
         return path
     # utf-16 and utf-32 read their byte order mark; for UTF-8 it is dropped later
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
