@@ -154,8 +154,11 @@ def parse_mappings(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def _settings(config: IngestConfig, table: str, extra: Mapping[str, str]) -> TableIngestConfig:
+    """A table's settings with this run's `--map` renames onto its columns (a run may load
+    several tables; a rename applies to those that have its target)."""
     base = config.tables.get(table, TableIngestConfig())
-    columns = {**base.columns, **extra}
+    names = CONTRACTS[table].column_names
+    columns = {**base.columns, **{s: d for s, d in extra.items() if d in names}}
     for target in columns.values():
         if target not in CONTRACTS[table].column_names:
             raise IngestError(
@@ -195,6 +198,7 @@ def ingest_paths(
         assert kind is not None  # expand refuses the rest
         by_table.setdefault((table or infer_table(path, default), kind.format), []).append(path)
 
+    _check_map_targets(mapping or {}, {t for t, _ in by_table} or {table or "events"})
     result = IngestResult(ignored_files=expanded.ignored)
     moment = now or datetime.now(UTC)
     # Hashing releases the GIL: two threads halve the time for many files.
@@ -215,6 +219,7 @@ def ingest_paths(
                 if new:
                     reading = read_files(engine, new, fmt, settings, CONTRACTS[target])
                     readings.append((target, new, reading, settings))
+                    _check_map_sources(mapping or {}, CONTRACTS[target], reading, new)
         for target, new, reading, settings in readings:
             checksums = {p: all_checksums[p] for p in new}
             batch = _load_files(
@@ -227,6 +232,30 @@ def ingest_paths(
         for _, _, reading, _ in readings:
             reading.close(engine)
     return result
+
+
+def _check_map_targets(mapping: Mapping[str, str], tables: set[str]) -> None:
+    """Every `--map` target is a column of a table this run loads."""
+    for src, dst in mapping.items():
+        if not any(dst in CONTRACTS[t].column_names for t in tables):
+            listed = "; ".join(
+                f"raw.{t}: {', '.join(CONTRACTS[t].column_names)}" for t in sorted(tables)
+            )
+            raise IngestError(f"cannot map onto {dst!r} (--map {src}={dst}): {listed}")
+
+
+def _check_map_sources(
+    mapping: Mapping[str, str], contract: Contract, reading: Reading, files: list[Path]
+) -> None:
+    """A `--map` source the files lack is a typo, not a rename to skip in silence."""
+    columns = reading.source.columns
+    for src, dst in mapping.items():
+        if dst in contract.column_names and src not in columns:
+            raise IngestError(
+                f"--map {src}={dst}: no column {src!r} in the file (it has "
+                f"{', '.join(_printable(c) for c in columns) or 'no columns'})",
+                file=files_text(files),
+            )
 
 
 def _checksum(path: Path) -> str:

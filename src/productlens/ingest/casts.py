@@ -42,6 +42,8 @@ NAIVE_TIMES = ("TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "DATE
 # as every reader trims them; nothing else is).
 INTEGER_TEXT = r"\s*[+-]?\d+\s*"
 NUMBER_TEXT = r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*"
+# Seconds with a non-zero digit finer than a microsecond (`10:00:00.1234567`).
+FINER = r":\d\d[.,]\d{6}\d*[1-9]"
 
 
 @lru_cache(maxsize=4096)
@@ -109,10 +111,37 @@ def _utc(tstz: str) -> str:
 
 
 def _local(naive: str, zone: str) -> str:
-    """A naive timestamp in `zone` as naive UTC."""
+    """A naive timestamp in `zone` as naive UTC; NULL for a wall-clock time the zone skips
+    (02:30 as the clocks jump from 02:00 to 03:00) or passes twice (02:30 as they fall back
+    from 03:00 to 02:00): either instant would be a guess."""
     if zone == "UTC":
         return naive
-    return _utc(f"timezone({literal(zone)}, {naive})")
+    tz = literal(zone)
+    guess = f"timezone({tz}, {naive})"  # DuckDB's instant for it (TIMESTAMPTZ)
+
+    def offset(instant: str) -> str:  # the zone's UTC offset at an instant, in microseconds
+        return f"(epoch_us(timezone({tz}, {instant})) - epoch_us({instant}))"
+
+    # The wall-clock time read with the offset in force half a day before and half a day
+    # after: a candidate holds if the zone shows that wall-clock time at it. One distinct
+    # candidate that holds is the instant; none (a gap) or two (an overlap) is no instant.
+    wall = f"epoch_us({naive})"
+    before = f"({wall} - {offset(f'({guess} - INTERVAL 12 HOUR)')})"
+    after = f"({wall} - {offset(f'({guess} + INTERVAL 12 HOUR)')})"
+
+    def holds(candidate: str) -> str:
+        return f"({offset(_from_utc(candidate))} = {wall} - {candidate})"
+
+    return (
+        f"CASE WHEN {holds(before)} AND {holds(after)} AND {before} <> {after} THEN NULL "
+        f"WHEN {holds(before)} THEN make_timestamp({before}) "
+        f"WHEN {holds(after)} THEN make_timestamp({after}) END"
+    )
+
+
+def _from_utc(micros: str) -> str:
+    """Microseconds since the epoch as a TIMESTAMPTZ."""
+    return f"timezone('UTC', make_timestamp({micros}))"
 
 
 def _starts_with_digit(text: str) -> str:
@@ -124,8 +153,10 @@ def _iso(text: str, zone: str) -> str:
     """ISO-8601 (and DuckDB's usual forms): an offset or zone name in the text wins;
     a naive time is in `zone`."""
     aware = _utc(f"TRY_CAST({text} AS TIMESTAMPTZ)")
+    # DuckDB keeps microseconds and cuts finer digits: such a time is refused, not cut.
+    readable = f"{_starts_with_digit(text)} AND NOT regexp_matches({text}, {literal(FINER)})"
     if zone == "UTC":
-        return f"CASE WHEN {_starts_with_digit(text)} THEN {aware} END"
+        return f"CASE WHEN {readable} THEN {aware} END"
     # Text that still reads as a time with " UTC" appended names no zone of its own;
     # nor does a date without a time.
     naive = (
@@ -134,8 +165,7 @@ def _iso(text: str, zone: str) -> str:
     )
     local = _local(f"TRY_CAST({text} AS TIMESTAMP)", zone)
     return (
-        f"CASE WHEN NOT {_starts_with_digit(text)} THEN NULL "
-        f"WHEN {naive} THEN {local} ELSE {aware} END"
+        f"CASE WHEN NOT ({readable}) THEN NULL WHEN {naive} THEN {local} ELSE {aware} END"
     )
 
 

@@ -340,14 +340,16 @@ def _strip_cr(value: str) -> str:
     return f"CASE WHEN suffix({value}, chr(13)) THEN {value}[:-2] ELSE {value} END"
 
 
-# Exact number text in JSON: DuckDB reads a non-integer number as a double (1.50 -> 1.5).
-# On lines that may hold one (a quick test, never missing one), every non-integer number
-# outside strings is first turned into a string marked with chr(1), so its text survives;
+# Exact number text in JSON: DuckDB reads a non-integer number as a double (1.50 -> 1.5),
+# and -0 as 0. On lines that may hold one (a quick test, never missing one), every such
+# number outside strings is first turned into a string marked with chr(1), so its text survives;
 # the mark is taken off again after reading. A line already holding chr(1) to chr(3) or
 # the escape \u0001 is read unmarked (its other numbers as doubles): the marks would be
 # ambiguous there.
-MAY_HOLD_FLOAT = r'"\s*:\s*-?[0-9]+[.eE]|[\[,]\s*-?[0-9]+[.eE]'
-STRING_OR_FLOAT = r'("(?:[^"\\]|\\.)*")|(-?[0-9]+(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+))'
+MAY_HOLD_FLOAT = r'"\s*:\s*-?[0-9]+[.eE]|[\[,]\s*-?[0-9]+[.eE]|[:\[,]\s*-0\b'
+STRING_OR_FLOAT = (
+    r'("(?:[^"\\]|\\.)*")|(-?[0-9]+(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)|-0\b)'
+)
 UNSAFE_TO_MARK = r"[\x01-\x03]|\\u0001"
 MARKED_IN_JSON = r'"\\u0001([^"]*)"'
 
@@ -376,12 +378,15 @@ def _unmarked(value: str) -> str:
 
 def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> list[str]:
     """JSON Lines: one row per non-blank line; the keys of all objects are the columns."""
-    # Read twice rather than kept twice: once for the keys, once for the values.
+    # Read twice rather than kept twice: once for the keys, once for the values. An object
+    # with a key twice is no row: keeping either value would drop the other in silence.
     checked = (
-        "SELECT f, n, text, CASE WHEN json_valid(text) THEN json_type(text) = 'OBJECT' ELSE "
+        "SELECT f, n, text, CASE WHEN json_valid(text) THEN json_type(text) = 'OBJECT' AND "
+        "len(json_keys(text)) = len(list_distinct(json_keys(text))) ELSE "
         f"FALSE END AS ok FROM (SELECT f, n, {_strip_cr('text')} AS text FROM {lines}) "
         "WHERE trim(text) <> ''"
     )
+    _check_some_object(engine, checked)
     keys = [
         r[0]
         for r in engine.fetch_all(
@@ -413,6 +418,23 @@ def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> 
         f"(SELECT f, n, ok, text, {marked} AS marked FROM ({checked})))"
     )
     return keys
+
+
+def _check_some_object(engine: Engine, checked: str) -> None:
+    """A file none of whose lines is a JSON object is no JSON Lines file (a JSON array or
+    a pretty-printed document, say): named as such, not quarantined line by line."""
+    rows = engine.fetch_all(
+        f"SELECT f, arg_min(text, n), min(n) FROM ({checked}) GROUP BY f HAVING NOT bool_or(ok) "
+        "ORDER BY f LIMIT 1"
+    )
+    if rows:
+        name, text, number = rows[0]
+        shown = text if len(text) <= 60 else text[:60] + "..."
+        raise IngestError(
+            f"not JSON Lines: no line is one JSON object (line {number}: {shown!r}); a JSON "
+            "Lines file holds one object per line",
+            file=name,
+        )
 
 
 def _json_text(key: str) -> str:
