@@ -42,7 +42,9 @@ JSON_LINES = [
     # an id written as -0 keeps its sign, as every other number keeps its text
     pytest.param(line("e2").replace('"e2"', "-0"), ("-0", None), id="minus-zero-id"),
     pytest.param(line("e2", ',"device":-0'), ("e2", "-0"), id="minus-zero-value"),
-    pytest.param(line("e2", ',"device":[-0, -0.0,-0 ]'), ("e2", "[-0,-0.0,-0]"), id="minus-zero-list"),
+    pytest.param(
+        line("e2", ',"device":[-0, -0.0,-0 ]'), ("e2", "[-0,-0.0,-0]"), id="minus-zero-list"
+    ),
 ]
 
 
@@ -69,7 +71,9 @@ def test_json_lines_values_are_exact_or_held(
 @pytest.mark.parametrize(
     "text",
     [
-        pytest.param(json.dumps([json.loads(line("e1")), json.loads(line("e2"))], indent=2), id="array"),
+        pytest.param(
+            json.dumps([json.loads(line("e1")), json.loads(line("e2"))], indent=2), id="array"
+        ),
         pytest.param(json.dumps(json.loads(line("e1")), indent=2), id="pretty-object"),
         pytest.param(line("e1") + " " + line("e2"), id="two-objects-one-line"),
     ],

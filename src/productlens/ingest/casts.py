@@ -164,9 +164,7 @@ def _iso(text: str, zone: str) -> str:
         f"OR NOT contains({text}, ':'))"
     )
     local = _local(f"TRY_CAST({text} AS TIMESTAMP)", zone)
-    return (
-        f"CASE WHEN NOT ({readable}) THEN NULL WHEN {naive} THEN {local} ELSE {aware} END"
-    )
+    return f"CASE WHEN NOT ({readable}) THEN NULL WHEN {naive} THEN {local} ELSE {aware} END"
 
 
 def _epoch(value: str, source_type: str, fmt: str) -> str:
