@@ -389,6 +389,8 @@ def _ingest_fuzzed(folder: Path, path: Path) -> tuple[BatchResult | None, DuckDB
 @example(rows=[["0"], [None, None, None, "00", "00", None]], extra_columns=[], fmt="csv")
 @example(rows=[['"'], [""]], extra_columns=[], fmt="csv")
 @example(rows=[["0\r0"]], extra_columns=[], fmt="csv")
+# A record quoted well over two lines, with too few fields: one malformed row, not two.
+@example(rows=[["\n"]], extra_columns=[], fmt="csv")
 @given(
     rows=st.lists(st.lists(cell, min_size=0, max_size=7), min_size=1, max_size=12),
     extra_columns=st.lists(st.sampled_from(["junk", "user_id", "event_ts"]), max_size=2),
@@ -500,8 +502,8 @@ def test_kill_during_a_large_batch_then_rerun_equals_a_clean_run(tmp_path: Path)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     partial = raw_fingerprint(killed_project / "warehouse.duckdb")
-    assert partial["events"] == (0, 0)  # the interrupted batch left nothing
-    assert partial["users"] == raw_fingerprint(tmp_path / "clean" / "warehouse.duckdb")["users"]
+    # The interrupted command left nothing, not even the batches it had finished.
+    assert partial == dict.fromkeys(CONTRACTS, (0, 0))
     assert any(events_files.iterdir())  # files written, never listed
     rerun = run_cli("--project", str(killed_project), "ingest", str(data))
     assert rerun.returncode == 0, rerun.stderr

@@ -207,7 +207,17 @@ def ingest(
         typer.Option(
             "--replay",
             help="Re-try the quarantined rows with the current mapping and settings; rows "
-            "that now pass are loaded and leave the quarantine.",
+            "that now pass are loaded and leave the quarantine; rows that now fail for "
+            "other reasons get those reasons.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Load the named files even if loaded before, replacing the rows of their "
+            "earlier loads (same content or same path): those leave the raw table, their "
+            "quarantined rows are marked superseded, and ops.superseded_files records it.",
         ),
     ] = False,
     preset: Annotated[
@@ -222,7 +232,8 @@ def ingest(
     """Load Parquet, CSV or JSON Lines files into the raw layer, validated in SQL.
 
     Rows that break the contract go to the quarantine with their reasons; a file loaded
-    before is skipped; each table's batch is all or nothing.
+    before is skipped (unless --force). The command is all or nothing: every file of
+    every table commits together, or nothing does.
     """
     from productlens.errors import IngestError
     from productlens.ingest import parse_mappings
@@ -230,9 +241,11 @@ def ingest(
     mapping = parse_mappings(maps or [])
     if not paths and not replay:
         raise IngestError("name files or folders to load, or pass --replay")
+    if force and not paths:
+        raise IngestError("--force loads the named files again: name them")
     with _runner(ctx) as runner:
         if paths:
-            runner.ingest(paths, table=table, mapping=mapping, preset=preset)
+            runner.ingest(paths, table=table, mapping=mapping, preset=preset, force=force)
         if replay:
             runner.replay(table=table, mapping=mapping, preset=preset)
 
@@ -261,82 +274,91 @@ def presets(
     console.print(table)
 
 
+@dataclass(frozen=True)
+class _ListingKind:
+    """How `quarantine` shows one kind of listed rows."""
+
+    title: str
+    code: str  # the JSON name of one code
+    detail: str  # the JSON and column name of the last column
+    empty: str
+
+
+_LISTINGS = {
+    False: _ListingKind("quarantined rows", "reason", "raw", "the quarantine is empty"),
+    True: _ListingKind(
+        "rows loaded with warnings", "warning", "batch", "no row was loaded with a warning"
+    ),
+}
+
+
 @app.command()
 def quarantine(
     ctx: typer.Context,
-    reason: Annotated[str | None, typer.Option(help="Only rows held for this reason.")] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Only rows held for this reason (with --warnings: this warning)."),
+    ] = None,
     table: Annotated[str | None, typer.Option(help="Only rows for this raw table.")] = None,
     limit: Annotated[int, typer.Option(min=0, help="Sample rows to show.")] = 10,
+    warnings: Annotated[
+        bool,
+        typer.Option(
+            "--warnings",
+            help="List the rows loaded with warnings (say, an unknown user in warn mode) "
+            "instead: file, row, warnings and batch.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Show what ingestion held back and why: counts by table and reason, and sample rows."""
     from productlens.engines import open_engine
+    from productlens.ingest import held
     from productlens.ingest.contracts import REASONS
 
+    kind = _LISTINGS[warnings]
     project = _state(ctx).project()
     engine = open_engine(project, read_only=True)
     try:
-        if not engine.table_exists("raw.quarantine"):
-            counts, sample = [], []
-        else:
-            where = ["released_at IS NULL"]
-            params: list[object] = []
-            if reason:
-                where.append("list_contains(reasons, ?)")
-                params.append(reason)
-            if table:
-                where.append("target_table = ?")
-                params.append(table)
-            clause = " AND ".join(where)
-            counts = engine.fetch_all(
-                "SELECT target_table, r AS reason, count(*) FROM (SELECT target_table, "
-                f"unnest(reasons) AS r FROM raw.quarantine WHERE {clause}) GROUP BY ALL "
-                "ORDER BY 1, 3 DESC",
-                params,
-            )
-            if reason:
-                counts = [c for c in counts if c[1] == reason]
-            sample = engine.fetch_all(
-                "SELECT target_table, source_file, row_number, array_to_string(reasons, ', '), "
-                f"raw_values FROM raw.quarantine WHERE {clause} ORDER BY ingested_at, "
-                "source_file, row_number LIMIT ?",
-                [*params, limit],
-            )
+        listing = (held.warned if warnings else held.quarantined)(
+            engine, reason=reason, table=table, limit=limit
+        )
     finally:
         engine.close()
     if as_json:
+        detail = (lambda v: v) if warnings else json.loads
         console.print_json(
             json.dumps(
                 {
-                    "counts": [{"table": t, "reason": r, "rows": n} for t, r, n in counts],
+                    "counts": [{"table": t, kind.code: c, "rows": n} for t, c, n in listing.counts],
                     "sample": [
                         {
                             "table": t,
                             "file": f,
                             "row": n,
-                            "reasons": rs.split(", "),
-                            "raw": json.loads(v),
+                            kind.code + "s": cs,
+                            kind.detail: detail(d),
                         }
-                        for t, f, n, rs, v in sample
+                        for t, f, n, cs, d in listing.sample
                     ],
                 }
             )
         )
         return
-    if not counts:
-        console.print("the quarantine is empty")
+    if not listing.counts:
+        console.print(kind.empty)
         return
-    summary = Table(title="quarantined rows", title_justify="left", show_edge=False)
-    for column in ("table", "reason", "rows", "meaning"):
+    summary = Table(title=kind.title, title_justify="left", show_edge=False)
+    for column in ("table", kind.code, "rows", "meaning"):
         summary.add_column(column, justify="right" if column == "rows" else "left")
-    for t, r, n in counts:
-        summary.add_row(t, r, f"{n:,}", REASONS.get(r, ""))
+    for t, c, n in listing.counts:
+        summary.add_row(t, c, f"{n:,}", REASONS.get(c, ""))
     console.print(summary)
     rows = Table(title="sample", title_justify="left", show_edge=False)
-    for column in ("table", "file", "row", "reasons", "values"):
+    for column in ("table", "file", "row", kind.code + "s", "values" if not warnings else "batch"):
         rows.add_column(column, overflow="fold")
-    for t, f, n, rs, v in sample:
-        rows.add_row(t, Path(f).name, str(n), rs, v if len(v) < 160 else v[:157] + "...")
+    for t, f, n, cs, d in listing.sample:
+        rows.add_row(t, Path(f).name, str(n), ", ".join(cs), d if len(d) < 160 else d[:157] + "...")
     console.print()
     console.print(rows)
 

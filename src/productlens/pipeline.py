@@ -130,6 +130,7 @@ class Runner:
         table: str | None = None,
         mapping: dict[str, str] | None = None,
         preset: str | None = None,
+        force: bool = False,
     ) -> IngestResult:
         expanded = expand(paths)
         files = expanded.files
@@ -154,6 +155,7 @@ class Runner:
                 mapping=mapping,
                 on_batch=on_batch,
                 preset=preset,
+                force=force,
             )
             skipped = len(result.skipped_files)
             detail = f"{result.total_rows:,} rows loaded, {result.quarantined:,} quarantined"
@@ -277,10 +279,16 @@ class Runner:
             total = 0
             if layer == "raw":
                 # Views over the raw layer's files, listed with their rows (the quarantine,
-                # the one table here, is not part of the layer's rows).
+                # the one table here, is not part of the layer's rows), less the rows that
+                # forced loads replaced (still in the files, left out of the views).
                 if self.engine.table_exists("ops.raw_files"):
                     listed = self.engine.fetch_all("SELECT sum(row_count) FROM ops.raw_files")
                     total = int(listed[0][0] or 0)
+                if self.engine.table_exists("ops.superseded_files"):
+                    gone = self.engine.fetch_all(
+                        "SELECT sum(rows_loaded) FROM ops.superseded_files"
+                    )
+                    total -= int(gone[0][0] or 0)
             else:
                 for table in self.engine.list_tables(layer):
                     name = modeling.table_sql(layer, table, self.engine.dialect)

@@ -1,12 +1,17 @@
 """Loading files into the raw layer: validated in SQL, nothing lost, safe to repeat.
 
 One run makes one batch per table (per file format): all new files of that table are
-validated together, set-based, and committed in one transaction: the rows that pass
-join `raw.<table>` (Parquet files owned by the warehouse, see `store`), the rows that do
-not go to `raw.quarantine` with their original values and reasons, and the batch is
-logged in `ops.ingest_log`. Rows read = rows loaded + rows quarantined + exact copies
-of rows already loaded, or the batch fails. A file whose checksum was loaded before is
-skipped, so loading twice changes nothing.
+validated together, set-based: the rows that pass join `raw.<table>` (Parquet files owned
+by the warehouse, see `store`), the rows that do not go to `raw.quarantine` with their
+original values and reasons, and the batch is logged in `ops.ingest_log`. Rows read =
+rows loaded + rows quarantined + exact copies of rows already loaded, or the batch fails.
+
+One command is one unit: every file is read and described before anything is written,
+then all batches run inside one transaction (later tables see the rows of earlier ones,
+for their reference checks) and commit together; on any failure nothing is committed
+and every raw file written is removed. A file whose checksum was loaded before is
+skipped, so loading twice changes nothing, unless it is forced (`force=True`): then it
+replaces the rows its earlier loads gave (see `store.RawStore.supersede`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from productlens.errors import EngineError, IngestError
 from productlens.ingest import presets
 from productlens.ingest.batch import BatchResult, Plan, files_text, run_batch
 from productlens.ingest.contracts import CONTRACTS, LOAD_ORDER, Contract
+from productlens.ingest.held import STILL_HELD
 from productlens.ingest.mapping import Resolution, fold, resolve
 from productlens.ingest.readers import (
     Reading,
@@ -58,6 +64,28 @@ CREATE TABLE IF NOT EXISTS raw.quarantine (
     productlens_version VARCHAR NOT NULL,
     released_at TIMESTAMP,
     released_batch_id VARCHAR
+)
+"""
+# Added after the first release; ALTERed into older warehouses. A replay that finds a row
+# failing for other reasons replaces `reasons` and keeps the earlier ones in
+# `reason_history`; a forced load marks the rows of the loads it replaces superseded.
+HISTORY = "STRUCT(reasons VARCHAR[], replaced_at TIMESTAMP, replaced_batch_id VARCHAR)[]"
+QUARANTINE_COLUMNS = (
+    ("superseded_at", "TIMESTAMP"),
+    ("superseded_batch_id", "VARCHAR"),
+    # The empty list cast from text: with `DEFAULT []` (a function call) DuckDB 2.0 could
+    # not replay its write-ahead log after a crash (it tried to install core_functions).
+    ("reason_history", f"{HISTORY} DEFAULT CAST('[]' AS {HISTORY})"),
+)
+# Rows loaded with warnings (say, an unknown user in `warn` mode): where they came from.
+WARNED_DDL = """
+CREATE TABLE IF NOT EXISTS ops.warned_rows (
+    batch_id VARCHAR NOT NULL,
+    target_table VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    row_number BIGINT NOT NULL,
+    warnings VARCHAR[] NOT NULL,
+    ingested_at TIMESTAMP NOT NULL
 )
 """
 INGEST_LOG_DDL = """
@@ -119,8 +147,10 @@ class IngestResult:
 def ensure_raw_tables(engine: Engine) -> RawStore:
     """Create the raw layer (a view per contract table), the quarantine and the logs,
     if missing; returns the raw layer's file store."""
-    for ddl in (QUARANTINE_DDL, INGEST_LOG_DDL, FILES_DDL):
+    for ddl in (QUARANTINE_DDL, INGEST_LOG_DDL, FILES_DDL, WARNED_DDL):
         engine.execute(ddl)
+    for name, type_ in QUARANTINE_COLUMNS:
+        engine.execute(f"ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS {name} {type_}")
     store = RawStore(engine)
     store.ensure()
     return store
@@ -178,9 +208,12 @@ def ingest_paths(
     now: datetime | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
     preset: str | None = None,
+    force: bool = False,
 ) -> IngestResult:
-    """Load files into their raw tables: one validated, all-or-nothing batch per table.
-    A `preset` (else `config.preset`) maps another tool's export (see `presets`)."""
+    """Load files into their raw tables: one validated batch per table (and format), all
+    committed together or none. A `preset` (else `config.preset`) maps another tool's
+    export (see `presets`). `force`: load files even if loaded before, replacing the rows
+    of their earlier loads (same checksum or same path, same table)."""
     config = presets.apply(config or IngestConfig(), preset, mapping)
     default = presets.default_table(config.preset) if config.preset else None
     if table is not None and table not in CONTRACTS:
@@ -203,33 +236,13 @@ def ingest_paths(
     moment = now or datetime.now(UTC)
     # Hashing releases the GIL: two threads halve the time for many files.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        all_checksums = dict(zip(files, pool.map(_checksum, files), strict=True))
-    # Every new file is read (text) or inspected (Parquet) before any batch commits, so a
-    # file that cannot be read is named while nothing is written yet.
-    readings: list[tuple[str, list[Path], Reading, TableIngestConfig]] = []
+        checksums = dict(zip(files, pool.map(_checksum, files), strict=True))
+    readings: list[Reading] = []
     try:
-        for name in LOAD_ORDER:
-            for (target, fmt), group in sorted(by_table.items()):
-                if target != name:
-                    continue
-                settings = _settings(config, target, mapping or {})
-                seen = _loaded_checksums(engine, target)
-                new = [p for p in group if all_checksums[p] not in seen]
-                result.skipped_files += [p for p in group if all_checksums[p] in seen]
-                if new:
-                    reading = read_files(engine, new, fmt, settings, CONTRACTS[target])
-                    readings.append((target, new, reading, settings))
-                    _check_map_sources(mapping or {}, CONTRACTS[target], reading, new)
-        for target, new, reading, settings in readings:
-            checksums = {p: all_checksums[p] for p in new}
-            batch = _load_files(
-                engine, store, CONTRACTS[target], new, reading, checksums, settings, config, moment
-            )
-            result.batches.append(batch)
-            if on_batch:
-                on_batch(batch)
+        jobs = _plan(engine, by_table, checksums, config, mapping or {}, force, result, readings)
+        _run_all(engine, store, jobs, config, moment, result, on_batch)
     finally:
-        for _, _, reading, _ in readings:
+        for reading in readings:
             reading.close(engine)
     return result
 
@@ -258,6 +271,112 @@ def _check_map_sources(
             )
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One batch to run: a table's new files of one format, read and described."""
+
+    contract: Contract
+    kind: str  # "files" or "replay"
+    files: list[Path]
+    source: Source
+    settings: TableIngestConfig
+    plan: Plan
+    # (batch, source file) of the earlier loads a forced load replaces
+    replaces: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the user should know, in words
+    total: int | None = None  # rows before the table's `where`, when it has one
+
+
+def _plan(
+    engine: Engine,
+    by_table: Mapping[tuple[str, str], list[Path]],
+    checksums: Mapping[Path, str],
+    config: IngestConfig,
+    mapping: Mapping[str, str],
+    force: bool,
+    result: IngestResult,
+    readings: list[Reading],
+) -> list[_Job]:
+    """The batches of one command in load order, every new file read (text) or inspected
+    (Parquet) and described before anything is written, so a file that cannot be read is
+    named before any commit. Files loaded before are skipped (recorded in `result`)
+    unless forced. Each reading is added to `readings`, for the caller to close."""
+    loaded = _loaded_checksums(engine)
+    jobs = []
+    for name in LOAD_ORDER:
+        for (target, fmt), group in sorted(by_table.items()):
+            if target != name:
+                continue
+            settings = _settings(config, target, mapping)
+            seen = loaded.setdefault(target, set())
+            new = list(group) if force else [p for p in group if checksums[p] not in seen]
+            result.skipped_files += [p for p in group if p not in new]
+            seen.update(checksums[p] for p in new)
+            if not new:
+                continue
+            contract = CONTRACTS[target]
+            reading = read_files(engine, new, fmt, settings, contract)
+            readings.append(reading)
+            _check_map_sources(mapping, contract, reading, new)
+            job = _prepare(engine, contract, new, reading, checksums, settings)
+            if force:
+                job = replace(job, replaces=_earlier_loads(engine, target, job.plan.registry))
+            jobs.append(job)
+    return jobs
+
+
+def _run_all(
+    engine: Engine,
+    store: RawStore,
+    jobs: list[_Job],
+    config: IngestConfig,
+    now: datetime,
+    result: IngestResult,
+    on_batch: Callable[[BatchResult], None] | None,
+) -> None:
+    """Run the batches in one transaction: all commit, or none and their files go."""
+    if not jobs:
+        return
+    stamp = now.astimezone(UTC).replace(tzinfo=None)
+    written: list[Path] = []
+    try:
+        with engine.transaction():
+            for job in jobs:
+                batch = BatchResult(uuid.uuid4().hex[:16], job.contract.table, job.kind, job.files)
+                _supersede(store, job, batch, stamp)
+                batch.notes += job.notes
+                run_batch(
+                    engine, store, job.contract, job.source, job.settings, config, now, batch,
+                    job.plan, replay=job.kind == "replay",
+                )  # fmt: skip
+                if job.total is not None:  # rows the filter left out are counted, not lost
+                    batch.rows_filtered = job.total - batch.rows_read
+                written += batch.written
+                result.batches.append(batch)
+                if on_batch:
+                    on_batch(batch)
+    except BaseException:
+        store.discard(written)
+        raise
+
+
+def _supersede(store: RawStore, job: _Job, batch: BatchResult, stamp: datetime) -> None:
+    """Take the rows of the loads a forced batch replaces out of the raw layer first."""
+    table = job.contract.table
+    try:
+        pairs, rows, held = store.supersede(table, job.replaces, batch.batch_id, stamp)
+    except EngineError as exc:
+        raise IngestError(
+            f"cannot replace the earlier rows of raw.{table}: {exc.message}; nothing was loaded",
+            file=files_text(job.files),
+        ) from None
+    if pairs:
+        batch.notes.append(
+            f"replaces {pairs} earlier load(s) of these files: {rows} rows left raw.{table}, "
+            f"{held} quarantined rows marked superseded (see ops.superseded_files)"
+        )
+
+
 def _checksum(path: Path) -> str:
     digest = hashlib.sha256()
     try:
@@ -269,24 +388,41 @@ def _checksum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _loaded_checksums(engine: Engine, table: str) -> set[str]:
+def _loaded_checksums(engine: Engine) -> dict[str, set[str]]:
+    """Per table, the checksums of the files loaded into it."""
+    loaded: dict[str, set[str]] = {}
+    for table, checksum in engine.fetch_all(
+        "SELECT DISTINCT target_table, checksum FROM ops.ingested_files"
+    ):
+        loaded.setdefault(table, set()).add(checksum)
+    return loaded
+
+
+def _earlier_loads(
+    engine: Engine, table: str, registry: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """(batch, source file) of the loads into `table`, not yet replaced, of a file with
+    one of these (checksum, path)s: the same bytes under any name, or the same path."""
     rows = engine.fetch_all(
-        "SELECT checksum FROM ops.ingested_files WHERE target_table = ?", [table]
+        "SELECT DISTINCT i.batch_id, i.source_file FROM ops.ingested_files i "
+        "WHERE i.target_table = ? AND (list_contains(?, i.checksum) "
+        "OR list_contains(?, i.source_file)) AND NOT EXISTS (SELECT 1 FROM "
+        "ops.superseded_files s WHERE s.target_table = i.target_table "
+        "AND s.batch_id = i.batch_id AND s.source_file = i.source_file) ORDER BY 1, 2",
+        [table, [c for c, _ in registry], [p for _, p in registry]],
     )
-    return {r[0] for r in rows}
+    return [(r[0], r[1]) for r in rows]
 
 
-def _load_files(
+def _prepare(
     engine: Engine,
-    store: RawStore,
     contract: Contract,
     files: list[Path],
     reading: Reading,
     checksums: Mapping[Path, str],
     settings: TableIngestConfig,
-    config: IngestConfig,
-    now: datetime,
-) -> BatchResult:
+) -> _Job:
+    """Map one batch's read files onto the contract: its source of rows, and its plan."""
     names = {p: str(p.resolve()) for p in files}  # how the readers name each file
     footers = reading.footers
     columns = dict(reading.source.columns)
@@ -304,8 +440,6 @@ def _load_files(
             file=files_text(files),
         )
     source = _source(reading.source, resolution)
-    batch = BatchResult(uuid.uuid4().hex[:16], contract.table, "files", list(files))
-    batch.notes += _notes(contract, resolution)
     # A file is copied as it is only if reading it needs no mapping, parsing or casting.
     as_is = (
         not settings.timestamp_format
@@ -327,10 +461,8 @@ def _load_files(
         else None,
         registry=[(checksums[p], names[p]) for p in files],
     )
-    run_batch(engine, store, contract, source, settings, config, now, batch, plan)
-    if total is not None:
-        batch.rows_filtered = total - batch.rows_read
-    return batch
+    notes = _notes(contract, resolution)
+    return _Job(contract, "files", files, source, settings, plan, notes=notes, total=total)
 
 
 def _source(source: Source, resolution: Resolution) -> Source:
@@ -413,20 +545,23 @@ def replay(
     table: str | None = None,
     now: datetime | None = None,
     preset: str | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
 ) -> IngestResult:
-    """Re-try quarantined rows with the current settings; rows that now pass are loaded
-    and leave the quarantine (they are marked released, with the batch that loaded them)."""
+    """Re-try quarantined rows with the current settings, all tables in one transaction;
+    rows that now pass are loaded and leave the quarantine (they are marked released,
+    with the batch that loaded them); rows that now fail for other reasons get those
+    reasons (the earlier ones kept in `reason_history`)."""
     config = presets.apply(config or IngestConfig(), preset, mapping)
     store = ensure_raw_tables(engine)
     store.sweep()
     result = IngestResult()
-    moment = now or datetime.now(UTC)
     waiting = {
         r[0]
         for r in engine.fetch_all(
-            "SELECT DISTINCT target_table FROM raw.quarantine WHERE released_at IS NULL"
+            f"SELECT DISTINCT target_table FROM raw.quarantine WHERE {STILL_HELD}"
         )
     }
+    jobs = []
     for name in LOAD_ORDER:
         if name not in waiting or (table and name != table):
             continue
@@ -434,7 +569,7 @@ def replay(
             r[0]
             for r in engine.fetch_all(
                 "SELECT DISTINCT unnest(json_keys(raw_values)) AS k FROM raw.quarantine "
-                "WHERE target_table = ? AND released_at IS NULL "
+                f"WHERE target_table = ? AND {STILL_HELD} "
                 "AND json_type(raw_values) = 'OBJECT' ORDER BY k",
                 [name],
             )
@@ -448,7 +583,7 @@ def replay(
             # a malformed line is held as its text (a JSON string), and stays malformed
             "CASE WHEN json_type(q.raw_values) = 'VARCHAR' THEN q.raw_values ->> '$' END "
             f"AS __qbad{', ' if extract else ''}{extract} FROM raw.quarantine q "
-            f"WHERE q.target_table = {literal(name)} AND q.released_at IS NULL)"
+            f"WHERE q.target_table = {literal(name)} AND {STILL_HELD})"
         )
         source = Source(
             relation,
@@ -459,12 +594,8 @@ def replay(
             malformed="__qbad",
         )
         settings = _settings(config, name, mapping or {})
-        batch = BatchResult(uuid.uuid4().hex[:16], name, "replay")
-        run_batch(
-            engine, store, CONTRACTS[name], source, settings, config, moment, batch, Plan(),
-            replay=True,
-        )  # fmt: skip
-        result.batches.append(batch)
+        jobs.append(_Job(CONTRACTS[name], "replay", [], source, settings, Plan()))
+    _run_all(engine, store, jobs, config, now or datetime.now(UTC), result, on_batch)
     return result
 
 

@@ -1,5 +1,6 @@
 """One ingest batch: check every row set-based, write what loads into the raw layer's
-files, and commit the batch in one transaction, checking conservation.
+files, and record the batch, checking conservation, inside the transaction of the command
+it belongs to (see `ingest.ingest_paths`: a command commits all its batches or none).
 
 The checks run once and keep only the flagged rows (quarantined, warned, or exact copies
 of loaded rows) in a small temporary table. A copyable source file without a held row is
@@ -36,6 +37,12 @@ from productlens.ingest.validate import (
 
 # Rows that do not load: quarantined, or exact copies of rows already loaded.
 HELD = "(SELECT __file, __row FROM __flagged WHERE len(__reasons) > 0 OR __existing)"
+# Quarantined rows of one table (the parameter) still waiting: neither released by a
+# replay nor superseded by a forced load.
+WAITING = (
+    "raw.quarantine.target_table = ? AND raw.quarantine.released_at IS NULL "
+    "AND raw.quarantine.superseded_at IS NULL"
+)
 
 
 @dataclass
@@ -53,6 +60,7 @@ class BatchResult:
     rows_warned: int = 0
     rows_filtered: int = 0  # left out by the table's `where` (not counted as read)
     notes: list[str] = field(default_factory=list)  # what the user should know, in words
+    written: list[Path] = field(default_factory=list)  # the raw layer's files it wrote
 
 
 @dataclass
@@ -91,7 +99,8 @@ def run_batch(
     plan: Plan,
     replay: bool = False,
 ) -> None:
-    """Check, write and commit one batch; on any failure nothing of it remains."""
+    """Check, write and record one batch, inside the caller's transaction; on any
+    failure the files it wrote are removed again (the caller rolls back the rest)."""
     rules = _rules(store, contract, config, now)
     stamp = now.astimezone(UTC).replace(tzinfo=None)
     started = datetime.now(UTC).replace(tzinfo=None)
@@ -112,25 +121,24 @@ def run_batch(
         )
         written += [rewritten] if rewritten else []
         loaded = sum(f.rows for f in written)
-        with engine.transaction():
-            held = _commit(
-                engine, store, contract, source, settings, rules, plan, batch, counts,
-                written, stamp, replay,
-            )  # fmt: skip
-            if counts.read != loaded + held + counts.duplicate:
-                raise IngestError(
-                    f"rows read ({counts.read}) != loaded ({loaded}) + quarantined "
-                    f"({held}) + duplicates ({counts.duplicate}); nothing was written",
-                    table=contract.table,
-                )
-            _log(engine, batch, counts, loaded, held, started)
+        held = _commit(
+            engine, store, contract, source, settings, rules, plan, batch, counts,
+            written, stamp, replay,
+        )  # fmt: skip
+        if counts.read != loaded + held + counts.duplicate:
+            raise IngestError(
+                f"rows read ({counts.read}) != loaded ({loaded}) + quarantined "
+                f"({held}) + duplicates ({counts.duplicate}); nothing was loaded",
+                table=contract.table,
+            )
+        _log(engine, batch, counts, loaded, held, started)
     except EngineError as exc:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         store.discard([*copies.values(), *(f.path for f in written)])
         where = files_text(batch.files) if batch.files else "the quarantine"
         raise IngestError(
-            f"cannot load into raw.{contract.table}: {exc.message}; nothing was written",
+            f"cannot load into raw.{contract.table}: {exc.message}; nothing was loaded",
             file=where,
         ) from None
     except BaseException:
@@ -141,11 +149,14 @@ def run_batch(
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
-        for temporary in ("__flagged", "__dup_hashes", *_unknown_tables(contract)):
-            engine.execute(f"DROP TABLE IF EXISTS {temporary}")
+    # Only now: after a failure the transaction may be aborted, and its rollback drops
+    # the temporary tables anyway.
+    for temporary in ("__flagged", "__dup_hashes", *_unknown_tables(contract)):
+        engine.execute(f"DROP TABLE IF EXISTS {temporary}")
     batch.rows_read, batch.rows_loaded = counts.read, loaded
     batch.rows_quarantined = held
     batch.rows_duplicate, batch.rows_warned = counts.duplicate, counts.warned
+    batch.written = [f.path for f in written]
 
 
 def _unknown_tables(contract: Contract) -> list[str]:
@@ -223,7 +234,7 @@ def _check(
     bad, duplicate, warned = engine.fetch_all(
         "SELECT count(*) FILTER (WHERE len(__reasons) > 0), "
         "count(*) FILTER (WHERE len(__reasons) = 0 AND __existing), "
-        "count(*) FILTER (WHERE len(__reasons) = 0 AND len(__warnings) > 0) "
+        "count(*) FILTER (WHERE len(__reasons) = 0 AND len(__warnings) > 0 AND NOT __existing) "
         "FROM __flagged"
     )[0]
     counts.bad, counts.duplicate, counts.warned = int(bad), int(duplicate), int(warned)
@@ -287,10 +298,12 @@ def _commit(
             engine.execute(
                 "UPDATE raw.quarantine SET released_at = ?, released_batch_id = ? "
                 f"FROM (SELECT _source_file AS f, _row_number AS r FROM read_parquet([{paths}])) "
-                "ok WHERE raw.quarantine.target_table = ? AND raw.quarantine.released_at IS NULL "
-                "AND raw.quarantine.source_file = ok.f AND raw.quarantine.row_number = ok.r",
+                f"ok WHERE {WAITING} AND raw.quarantine.source_file = ok.f "
+                "AND raw.quarantine.row_number = ok.r",
                 [stamp, batch.batch_id, contract.table],
             )
+        if counts.bad:
+            _new_reasons(engine, contract, batch, stamp)
         held = counts.read - sum(f.rows for f in written) - counts.duplicate
     else:
         if counts.bad:
@@ -312,6 +325,12 @@ def _commit(
                 [contract.table, stamp, __version__],
             )
         held = counts.bad
+    if counts.warned:
+        engine.execute(
+            "INSERT INTO ops.warned_rows SELECT ?, ?, __file, __row, __warnings, ? FROM __flagged "
+            "WHERE len(__reasons) = 0 AND len(__warnings) > 0 AND NOT __existing",
+            [batch.batch_id, contract.table, stamp],
+        )
     store.register(contract.table, batch.batch_id, written, stamp)
     if written:
         store.refresh_view(contract.table)
@@ -327,6 +346,20 @@ def _commit(
         )
         engine.load_arrow("ops.ingested_files", files)
     return held
+
+
+def _new_reasons(engine: Engine, contract: Contract, batch: BatchResult, stamp: datetime) -> None:
+    """Give replayed rows that still fail, for other reasons now, their new reasons; the
+    reasons they had are kept in `reason_history`, with when and by which replay."""
+    engine.execute(
+        "UPDATE raw.quarantine SET reasons = f.__reasons, reason_history = list_append("
+        "raw.quarantine.reason_history, struct_pack(reasons := raw.quarantine.reasons, "
+        "replaced_at := CAST(? AS TIMESTAMP), replaced_batch_id := ?)) FROM __flagged f "
+        f"WHERE {WAITING} AND raw.quarantine.source_file = f.__file "
+        "AND raw.quarantine.row_number = f.__row AND len(f.__reasons) > 0 "
+        "AND raw.quarantine.reasons <> f.__reasons",
+        [stamp, batch.batch_id, contract.table],
+    )
 
 
 def _log(

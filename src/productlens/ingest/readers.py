@@ -528,12 +528,17 @@ def _split_broken_records(
     delimiter: str,
     internal: Sequence[str],
 ) -> None:
-    """A record of several lines that does not parse is read again line by line: an
-    unterminated quote then costs its own line, not every line after it."""
+    """A record of several lines whose quotes do not pair up is read again line by line:
+    an unterminated quote then costs its own line, not every line after it. (A record
+    quoted well but with the wrong number of fields stays one malformed record.)"""
     file_col, line_col, bad_col = (ident(c) for c in internal)
+    d = _re2_char(delimiter)
+    field_re = f'("(?:[^"]|"")*"|[^"{d}\\n]*)'
+    quoted_well = literal(f"{field_re}({d}{field_re})*")
     broken = engine.fetch_all(
         f"SELECT r.{file_col}, r.{line_col}, k.k FROM {rows} r JOIN {records} k "
-        f"ON k.f = r.{file_col} AND k.n = r.{line_col} WHERE k.k > 1 AND r.{bad_col} IS NOT NULL"
+        f"ON k.f = r.{file_col} AND k.n = r.{line_col} WHERE k.k > 1 AND r.{bad_col} IS NOT NULL "
+        f"AND NOT regexp_full_match(k.text, {quoted_well})"
     )
     if not broken:
         return

@@ -12,8 +12,14 @@ this machine, before any check), so the raw layer keeps files instead:
 
 `ops.raw_files` lists the files that belong to the raw layer; `raw.<table>` is a view over
 exactly those files, adding the lineage columns from the list. Files are written before
-the batch's transaction and listed inside it, so a crash leaves at most unlisted files,
-which the next ingest removes (`sweep`). Files are made read-only once written.
+the command's transaction commits and listed inside it, so a crash leaves at most
+unlisted files, which the next ingest removes (`sweep`). Files are made read-only once
+written.
+
+Files are never edited, so a file loaded again with `ingest --force` replaces its
+earlier rows by listing them in `ops.superseded_files`, one row per (batch, source file):
+the view leaves those rows out (a rewritten file can hold rows of several source files,
+so the exclusion is per pair, not per file).
 
 Paths in the list and the views are relative to the warehouse's folder (the engine sets
 DuckDB's `file_search_path` there), so a project folder can be moved or copied whole.
@@ -51,6 +57,17 @@ CREATE TABLE IF NOT EXISTS ops.raw_files (
     ingested_at TIMESTAMP NOT NULL
 )
 """
+SUPERSEDED_DDL = """
+CREATE TABLE IF NOT EXISTS ops.superseded_files (
+    target_table VARCHAR NOT NULL,
+    batch_id VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    rows_loaded BIGINT NOT NULL,
+    rows_quarantined BIGINT NOT NULL,
+    superseded_by VARCHAR NOT NULL,
+    superseded_at TIMESTAMP NOT NULL
+)
+"""
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,17 @@ class RawFile:
     source: str | None
     rows: int
     copied: bool
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """One file in ops.raw_files: its path (relative), whether it is a copy, its batch,
+    and the source file it copies (None for a rewritten file)."""
+
+    path: str
+    copied: bool
+    batch: str
+    source: str | None
 
 
 @dataclass(frozen=True)
@@ -119,6 +147,7 @@ class RawStore:
     def ensure(self) -> None:
         """Create the file list, and a view for every contract table that has none yet."""
         self.engine.execute(MANIFEST_DDL)
+        self.engine.execute(SUPERSEDED_DDL)
         kinds = dict(
             self.engine.fetch_all(
                 "SELECT table_name, table_type FROM information_schema.tables "
@@ -152,14 +181,22 @@ class RawStore:
             ) from None
         seal(target)
 
-    def listed(self, table: str) -> list[tuple[str, bool]]:
-        """(relative path, copied) of the files of one table, oldest first."""
+    def listed(self, table: str) -> list[_Listed]:
+        """The files of one table, oldest first."""
         rows = self.engine.fetch_all(
-            "SELECT path, copied FROM ops.raw_files WHERE target_table = ? "
-            "ORDER BY ingested_at, file_name",
+            "SELECT path, copied, batch_id, source_file FROM ops.raw_files "
+            "WHERE target_table = ? ORDER BY ingested_at, file_name",
             [table],
         )
-        return [(r[0], bool(r[1])) for r in rows]
+        return [_Listed(r[0], bool(r[1]), r[2], r[3]) for r in rows]
+
+    def superseded(self, table: str) -> set[tuple[str, str]]:
+        """The (batch, source file) pairs of one table whose rows a forced load replaced."""
+        rows = self.engine.fetch_all(
+            "SELECT batch_id, source_file FROM ops.superseded_files WHERE target_table = ?",
+            [table],
+        )
+        return {(r[0], r[1]) for r in rows}
 
     def has_rows(self, table: str) -> bool:
         rows = self.engine.fetch_all(
@@ -195,14 +232,28 @@ class RawStore:
 
     def view_sql(self, table: str) -> str:
         contract = CONTRACTS[table]
-        files = self.listed(table)
-        if not files:
+        gone = self.superseded(table)
+        gone_batches = {batch for batch, _ in gone}
+        # A copied file holds one source file: superseded, it leaves the list. A rewritten
+        # file of a batch with a superseded pair is read with its rows filtered per pair.
+        files = [f for f in self.listed(table) if not (f.copied and (f.batch, f.source) in gone)]
+        plain = [f for f in files if f.copied or f.batch not in gone_batches]
+        filtered = [f for f in files if not f.copied and f.batch in gone_batches]
+        parts = [self._select(table, plain, False)] if plain else []
+        parts += [self._select(table, filtered, True)] if filtered else []
+        if not parts:
             cols = [f"CAST(NULL AS {c.type}) AS {c.name}" for c in contract.columns]
             cols += [f"CAST(NULL AS {t}) AS {name}" for name, t in LINEAGE_COLUMNS]
             return f"SELECT {', '.join(cols)} WHERE false"
-        paths = ", ".join(literal(path) for path, _ in files)
-        rewritten = any(not copied for _, copied in files)
-        any_copied = any(copied for _, copied in files)
+        return " UNION ALL ".join(parts)
+
+    def _select(self, table: str, files: list[_Listed], exclude_superseded: bool) -> str:
+        """The rows of some listed files with their lineage; with `exclude_superseded`,
+        without the rows of superseded (batch, source file) pairs."""
+        contract = CONTRACTS[table]
+        paths = ", ".join(literal(f.path) for f in files)
+        rewritten = any(not f.copied for f in files)
+        any_copied = any(f.copied for f in files)
         cols = [f"CAST(r.{c.name} AS {c.type}) AS {c.name}" for c in contract.columns]
         source = "coalesce(r._source_file, m.source_file)" if rewritten else "m.source_file"
         if rewritten and any_copied:
@@ -217,11 +268,91 @@ class RawStore:
             f"CAST({row} AS BIGINT) AS _row_number",
             "m.ingested_at AS _ingested_at",
         ]
+        where = (
+            " WHERE NOT EXISTS (SELECT 1 FROM ops.superseded_files s WHERE s.target_table = "
+            f"{literal(table)} AND s.batch_id = m.batch_id AND s.source_file = {source})"
+            if exclude_superseded
+            else ""
+        )
         return (
             f"SELECT {', '.join(cols)} FROM read_parquet([{paths}], filename = true, "
             "file_row_number = true, union_by_name = true, hive_partitioning = false) r "
             f"JOIN ops.raw_files m ON m.target_table = {literal(table)} "
-            "AND m.file_name = parse_filename(r.filename)"
+            f"AND m.file_name = parse_filename(r.filename){where}"
+        )
+
+    def supersede(
+        self, table: str, loads: Sequence[tuple[str, str]], by: str, stamp: datetime
+    ) -> tuple[int, int, int]:
+        """Take the rows of earlier loads, (batch, source file) pairs, out of raw.<table>
+        (inside the command's transaction, before the forced batch is checked): their
+        loaded rows leave the view, and their quarantined rows are marked superseded.
+        Rows of those loads that a replay released go too (they carry the replay's
+        batch). The fate of each pair is recorded in ops.superseded_files. Returns the
+        pairs replaced, their rows loaded and their rows still held."""
+        if not loads:
+            return 0, 0, 0
+        values = ", ".join(f"({literal(b)}, {literal(f)})" for b, f in loads)
+        pairs = f"(VALUES {values}) l(batch_id, source_file)"
+        t = literal(table)
+        self.engine.execute(
+            "CREATE OR REPLACE TEMP TABLE __superseding AS "
+            f"SELECT batch_id, source_file FROM {pairs} UNION "
+            f"SELECT q.released_batch_id, q.source_file FROM raw.quarantine q JOIN {pairs} "
+            "ON q.batch_id = l.batch_id AND q.source_file = l.source_file "
+            f"WHERE q.target_table = {t} AND q.released_batch_id IS NOT NULL "
+            "AND q.superseded_at IS NULL"
+        )
+        try:
+            self._record_superseded(table, by, stamp)
+            self.engine.execute(
+                "UPDATE raw.quarantine SET superseded_at = ?, superseded_batch_id = ? "
+                f"FROM {pairs} WHERE raw.quarantine.target_table = ? "
+                "AND raw.quarantine.superseded_at IS NULL AND raw.quarantine.batch_id = l.batch_id "
+                "AND raw.quarantine.source_file = l.source_file",
+                [stamp, by, table],
+            )
+        finally:
+            self.engine.execute("DROP TABLE IF EXISTS __superseding")
+        self.refresh_view(table)
+        pairs, rows, held = self.engine.fetch_all(
+            "SELECT count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
+            "FROM ops.superseded_files WHERE superseded_by = ?",
+            [by],
+        )[0]
+        return int(pairs), int(rows), int(held)
+
+    def _record_superseded(self, table: str, by: str, stamp: datetime) -> None:
+        """One row per pair in __superseding: its rows loaded (counted in the listed
+        files of its batch, the copied ones from the list) and still held."""
+        rewritten = [
+            r[0]
+            for r in self.engine.fetch_all(
+                "SELECT path FROM ops.raw_files WHERE target_table = ? AND NOT copied "
+                "AND batch_id IN (SELECT batch_id FROM __superseding)",
+                [table],
+            )
+        ]
+        counted = (
+            "SELECT m.batch_id, r._source_file AS source_file, count(*) AS n FROM read_parquet(["
+            + ", ".join(literal(p) for p in rewritten)
+            + "], filename = true) r JOIN ops.raw_files m ON m.target_table = ? "
+            "AND m.file_name = parse_filename(r.filename) GROUP BY ALL UNION ALL "
+            if rewritten
+            else ""
+        )
+        counted += (
+            "SELECT batch_id, source_file, row_count FROM ops.raw_files "
+            "WHERE target_table = ? AND copied"
+        )
+        self.engine.execute(
+            "INSERT INTO ops.superseded_files SELECT ?, s.batch_id, s.source_file, "
+            "coalesce((SELECT sum(c.n) FROM (" + counted + ") c(batch_id, source_file, n) "
+            "WHERE c.batch_id = s.batch_id AND c.source_file = s.source_file), 0), "
+            "(SELECT count(*) FROM raw.quarantine q WHERE q.target_table = ? "
+            "AND q.batch_id = s.batch_id AND q.source_file = s.source_file "
+            "AND q.released_at IS NULL AND q.superseded_at IS NULL), ?, ? FROM __superseding s",
+            [table, *([table] if rewritten else []), table, table, by, stamp],
         )
 
     def sweep(self) -> list[Path]:

@@ -1,0 +1,90 @@
+"""What ingestion held back, and what it loaded with warnings: counts by table and code,
+and sample rows, for `productlens quarantine`.
+
+Held rows are the quarantine's rows still waiting (neither released by a replay nor
+superseded by a forced load). Warned rows are the rows loaded with a warning (listed in
+`ops.warned_rows`), leaving out those of loads a forced load replaced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from productlens.engines import Engine
+
+# The quarantine's rows still held: neither released by a replay nor superseded by a
+# forced load. (In a warehouse from before forced loads: not released.)
+STILL_HELD = "released_at IS NULL AND superseded_at IS NULL"
+NOT_RELEASED = "released_at IS NULL"
+LIVE_WARNINGS = (
+    "NOT EXISTS (SELECT 1 FROM ops.superseded_files s WHERE s.target_table = w.target_table "
+    "AND s.batch_id = w.batch_id AND s.source_file = w.source_file)"
+)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Counts per (table, code) and sample rows: (table, file, row, codes, detail), the
+    detail being a held row's original values (JSON text) or a warned row's batch."""
+
+    counts: list[tuple[str, str, int]]
+    sample: list[tuple[str, str, int, list[str], str]]
+
+
+def quarantined(
+    engine: Engine, *, reason: str | None = None, table: str | None = None, limit: int = 10
+) -> Listing:
+    """The rows held in the quarantine, optionally for one reason or table."""
+    if not engine.table_exists("raw.quarantine"):
+        return Listing([], [])
+    # A warehouse without ops.warned_rows predates forced loads: nothing is superseded.
+    held = STILL_HELD if engine.table_exists("ops.warned_rows") else NOT_RELEASED
+    return _listing(engine, "raw.quarantine w", "reasons", "raw_values", held, reason, table, limit)
+
+
+def warned(
+    engine: Engine, *, reason: str | None = None, table: str | None = None, limit: int = 10
+) -> Listing:
+    """The rows loaded with warnings, optionally for one warning code or table."""
+    if not engine.table_exists("ops.warned_rows"):
+        return Listing([], [])
+    return _listing(
+        engine, "ops.warned_rows w", "warnings", "batch_id", LIVE_WARNINGS, reason, table, limit
+    )
+
+
+def _listing(
+    engine: Engine,
+    relation: str,
+    codes: str,
+    detail: str,
+    live: str,
+    code: str | None,
+    table: str | None,
+    limit: int,
+) -> Listing:
+    where = [live]
+    params: list[object] = []
+    if code:
+        where.append(f"list_contains(w.{codes}, ?)")
+        params.append(code)
+    if table:
+        where.append("w.target_table = ?")
+        params.append(table)
+    clause = " AND ".join(where)
+    counts = engine.fetch_all(
+        f"SELECT target_table, c, count(*) FROM (SELECT w.target_table, unnest(w.{codes}) AS c "
+        f"FROM {relation} WHERE {clause}) WHERE c = coalesce(?, c) GROUP BY ALL "
+        "ORDER BY 1, 3 DESC, 2",
+        [*params, code],
+    )
+    sample = engine.fetch_all(
+        f"SELECT w.target_table, w.source_file, w.row_number, w.{codes}, w.{detail} "
+        f"FROM {relation} WHERE {clause} ORDER BY w.ingested_at, w.source_file, w.row_number "
+        "LIMIT ?",
+        [*params, limit],
+    )
+    return Listing(
+        [(t, c, int(n)) for t, c, n in counts],
+        [(t, f, int(n), list(cs), str(d)) for t, f, n, cs, d in sample],
+    )
