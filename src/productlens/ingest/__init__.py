@@ -88,6 +88,7 @@ ROW_NUMBER = {
     ".ndjson": "src.__line",
 }
 READER_COLUMNS = ("filename", "file_row_number", "__line")
+WHERE_COLUMN = "__where"  # the row filter's value, when its type is asked
 
 
 @dataclass
@@ -294,6 +295,7 @@ def _load_files(
         columns = dict(footers[0].columns)  # what DESCRIBE would say, without reading again
     else:
         columns = _describe(engine, relation, files)
+    _check_names(columns, files)
     resolution = _resolve(engine, contract, relation, columns, settings, files)
     chosen = resolution.values
     missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
@@ -328,18 +330,36 @@ def _load_files(
         subset=(lambda subset: _parquet_source(subset, columns, resolution)) if footers else None,
         registry=[(checksums[p], names[p]) for p in files],
     )
-    if suffix == ".parquet":
-        run_batch(engine, store, contract, source, settings, config, now, batch, plan)
-    else:
-        # Text rows are numbered in scan order: keep that order through the batch.
-        engine.execute("SET preserve_insertion_order = true")
-        try:
+    try:
+        if suffix == ".parquet":
             run_batch(engine, store, contract, source, settings, config, now, batch, plan)
-        finally:
-            engine.execute("SET preserve_insertion_order = false")
+        else:
+            # Text rows are numbered in scan order: keep that order through the batch.
+            engine.execute("SET preserve_insertion_order = true")
+            try:
+                run_batch(engine, store, contract, source, settings, config, now, batch, plan)
+            finally:
+                engine.execute("SET preserve_insertion_order = false")
+    except IngestError:
+        _blame(engine, contract.table, relation, resolution, settings, files)
+        raise
     if total is not None:
         batch.rows_filtered = total - batch.rows_read
     return batch
+
+
+def _check_names(columns: Mapping[str, str], files: list[Path]) -> None:
+    """Refuse columns whose names differ only in case: DuckDB's names are not case
+    sensitive, so `src."Event_Type"` would read the column `event_type`."""
+    seen: dict[str, str] = {}
+    for name in columns:
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise IngestError(
+                f"the columns {_printable(other)!r} and {_printable(name)!r} differ only in "
+                "case, which the engine cannot tell apart: rename one of them",
+                file=files_text(files),
+            )
 
 
 def _parquet_relation(names: list[str]) -> str:
@@ -387,21 +407,70 @@ def _resolve(
         values["properties"] = fold(resolution.unmapped, columns)
         resolution = replace(resolution, folded=tuple(resolution.unmapped))
     typed_later = {k: m for k, m in values.items() if not m.type}
-    if typed_later:
-        select = ", ".join(f"{m.sql} AS {ident(k)}" for k, m in typed_later.items())
-        where = f" WHERE {resolution.where}" if resolution.where else ""
+    # The filter is typed with the expressions (one DESCRIBE): it must be a condition.
+    # `where = "1"` or a text column would otherwise be cast to a boolean and keep or
+    # drop rows by DuckDB's casting rules.
+    asked = {ident(k): m.sql for k, m in typed_later.items()}
+    if resolution.where is not None:
+        asked[ident(WHERE_COLUMN)] = resolution.where
+    if asked:
+        select = ", ".join(f"{sql} AS {name}" for name, sql in asked.items())
         try:
-            described = engine.fetch_all(f"DESCRIBE SELECT {select} FROM {relation} src{where}")
+            described = engine.fetch_all(f"DESCRIBE SELECT {select} FROM {relation} src")
         except EngineError as exc:
-            exprs = "; ".join(f"{k} = {m.expression!r}" for k, m in typed_later.items())
+            exprs = [f"{k} = {m.expression!r}" for k, m in typed_later.items()]
+            if settings.where is not None:
+                exprs.append(f"where = {settings.where!r}")
             raise IngestError(
                 f"[ingest.tables.{contract.table}] expressions do not run on these files "
-                f"({exc.message}): {exprs}",
+                f"({exc.message}): {'; '.join(exprs)}",
                 file=files_text(files),
             ) from None
         for name, kind, *_ in described:
+            if name == WHERE_COLUMN:
+                if kind != "BOOLEAN":
+                    raise IngestError(
+                        f"[ingest.tables.{contract.table}] where: a condition (true or false "
+                        f"for each row) expected, got {kind}: {settings.where!r}",
+                        file=files_text(files),
+                    )
+                continue
             values[name] = replace(values[name], type=kind)
     return replace(resolution, values=values)
+
+
+def _blame(
+    engine: Engine,
+    table: str,
+    relation: str,
+    resolution: Resolution,
+    settings: TableIngestConfig,
+    files: list[Path],
+) -> None:
+    """After a failed batch, raise an error naming the configured expression (or row
+    filter) that fails on these files, if one does: an expression can fail on a value
+    (a text that is not JSON, a cast), not only on its types. Each is tried alone, once
+    the files themselves read."""
+    try:
+        engine.fetch_all(f"SELECT count(*) FROM {relation} src")
+    except EngineError:
+        return  # the files fail on their own: the batch's error says so
+    where = f" WHERE {resolution.where}" if resolution.where else ""
+    tried = [
+        (f"[ingest.tables.{table}.expressions] {name}", m.expression, f"count({m.sql})")
+        for name, m in resolution.values.items()
+        if m.expression is not None
+    ]
+    if settings.where is not None:
+        tried.insert(0, (f"[ingest.tables.{table}] where", settings.where, "count(*)"))
+    for what, text, count in tried:
+        try:
+            engine.fetch_all(f"SELECT {count} FROM {relation} src{where}")
+        except EngineError as exc:
+            raise IngestError(
+                f"{what}: fails on these files ({exc.message}): {text!r}; nothing was written",
+                file=files_text(files),
+            ) from None
 
 
 def _notes(contract: Contract, resolution: Resolution) -> list[str]:

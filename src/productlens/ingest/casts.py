@@ -4,8 +4,10 @@ NULL where the value cannot be read as it was written (the caller turns that NUL
 
 - Times: an explicit offset or zone in the text (`Z`, `+05:30`, `-0800`,
   `America/New_York`) always wins; the configured zone applies to naive times only; the
-  same text gives the same instant whatever the file format. Epoch numbers are read only
-  when a format says so (`epoch_s`, `epoch_ms`, `epoch_us`, `epoch_ns`), as UTC.
+  same text gives the same instant whatever the file format. A naive time the zone skips
+  or repeats when summer time starts or ends names no single instant, so it is not read.
+  Epoch numbers are read only when a format says so (`epoch_s`, `epoch_ms`, `epoch_us`,
+  `epoch_ns`), as UTC.
   DuckDB's special words (`epoch`, `infinity`) are not times.
 - Dates: a date, or a time at exactly midnight; `2026-01-05 10:00` is not a date.
 - Integers: digits only (`1.5` is not 2, `0x10` is not 16); a float source must hold a
@@ -109,10 +111,26 @@ def _utc(tstz: str) -> str:
 
 
 def _local(naive: str, zone: str) -> str:
-    """A naive timestamp in `zone` as naive UTC."""
+    """A naive timestamp in `zone` as naive UTC; NULL for a local time that does not
+    exist (skipped when clocks go forward) or names two instants (repeated when they go
+    back), where DuckDB would pick one without a word."""
     if zone == "UTC":
         return naive
-    return _utc(f"timezone({literal(zone)}, {naive})")
+
+    def local(utc: str) -> str:  # naive UTC -> naive local time in `zone`
+        return f"timezone({literal(zone)}, timezone('UTC', {utc}))"
+
+    # The zone's offset a day before and a day after `naive` read as UTC (its instant
+    # lies between). Equal offsets (the usual case) give the instant at once; around a
+    # change of offset, each is tried, and exactly one must read back as `naive`.
+    shifted = (f"({naive} {sign} INTERVAL 1 DAY)" for sign in ("-", "+"))
+    before, after = (f"({naive} - ({local(t)} - {t}))" for t in shifted)
+    ok_before, ok_after = (f"{local(c)} = {naive}" for c in (before, after))
+    return (
+        f"CASE WHEN {before} = {after} THEN {before} "
+        f"WHEN {ok_before} AND {ok_after} THEN NULL "
+        f"WHEN {ok_before} THEN {before} WHEN {ok_after} THEN {after} END"
+    )
 
 
 def _starts_with_digit(text: str) -> str:
@@ -237,7 +255,8 @@ def can_fail(source_type: str, target: str, formats: Sequence[str] = (), zone: s
     if target == "DOUBLE":
         return True  # NaN and infinities are refused even from DOUBLE columns
     if target == "TIMESTAMP" and source_type in SAFE_TIMES:
-        return False
+        # A naive time in a zone with summer time may not exist, or exist twice.
+        return zone != "UTC" and source_type in NAIVE_TIMES
     if target == "DATE" and source_type == "DATE":
         return False
     return not (target == source_type and target in INTEGER_TYPES)
