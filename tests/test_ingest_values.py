@@ -634,7 +634,9 @@ BERLIN = {"timezone": "Europe/Berlin"}
         ("users", "signup_ts", pa.array([1767607200], pa.int64()), {"timestamp_format": "epoch_s"},
          "2026-01-05 10:00:00"),
         ("users", "signup_ts", pa.array([1767607200.1]), {"timestamp_format": "epoch_s"},
-         "2026-01-05 10:00:00.1"),  # a float is read to its own precision
+         "2026-01-05 10:00:00.1"),
+        ("users", "signup_ts", pa.array([1767607200.1234567]), {"timestamp_format": "epoch_s"},
+         "2026-01-05 10:00:00.123457"),  # a float, coarser than that, is rounded
         ("users", "signup_ts", pa.array([1767607200250.5]), {"timestamp_format": "epoch_ms"},
          "2026-01-05 10:00:00.2505"),
         ("users", "signup_ts", pa.array([float("nan")]), {"timestamp_format": "epoch_s"},
