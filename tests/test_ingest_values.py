@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,52 @@ def test_words_and_unknown_zones_are_not_times(
     assert held == [(2, ["bad_timestamp"])]
 
 
+# Berlin's clocks go forward on 2026-03-29 at 02:00 and back on 2026-10-25 at 03:00.
+DST_TIMES = [
+    ("2026-03-29 01:59:59", "2026-03-29 00:59:59"),
+    ("2026-03-29 02:30:00", None),  # skipped: no such local time
+    ("2026-03-29 03:00:00", "2026-03-29 01:00:00"),
+    ("2026-10-25 01:59:59", "2026-10-24 23:59:59"),
+    ("2026-10-25 02:30:00", None),  # repeated: two instants, no way to tell which
+    ("2026-10-25 02:30:00+02:00", "2026-10-25 00:30:00"),  # the offset says which
+    ("2026-10-25 02:30:00+01:00", "2026-10-25 01:30:00"),
+    ("2026-10-25 03:00:00", "2026-10-25 02:00:00"),
+]
+
+
+@pytest.mark.parametrize("source", ["csv", "parquet", "strptime", "typed"])
+def test_local_times_that_do_not_exist_or_exist_twice_are_bad_timestamps(
+    engine: DuckDBEngine, tmp_path: Path, source: str
+) -> None:
+    """With a zone configured, a naive time skipped or repeated at a change of summer
+    time names no single instant: quarantined, not moved by an hour."""
+    cases = (
+        DST_TIMES
+        if source in ("csv", "parquet")
+        else [(t, want) for t, want in DST_TIMES if "+" not in t]
+    )
+    rows = [{"user_id": f"u{i}", "signup_ts": t} for i, (t, _) in enumerate(cases)]
+    settings: dict[str, Any] = {"timezone": "Europe/Berlin"}
+    if source == "typed":  # a Parquet TIMESTAMP column holding naive local times
+        folder = tmp_path / "users"
+        folder.mkdir()
+        times = [datetime.fromisoformat(t) for t, _ in cases]
+        pq.write_table(
+            pa.table({"user_id": [r["user_id"] for r in rows], "signup_ts": times}),
+            folder / "u.parquet",
+        )
+        path = folder / "u.parquet"
+    else:
+        path = write_rows(tmp_path, "users", rows, "csv" if source == "strptime" else source)
+        if source == "strptime":
+            settings["timestamp_format"] = "%Y-%m-%d %H:%M:%S"
+    loaded, held = load(engine, path, **settings)
+    assert [(r[0], str(r[1])) for r in loaded] == [
+        (f"u{i}", want) for i, (_, want) in enumerate(cases) if want is not None
+    ]
+    assert held == [(i + 1, ["bad_timestamp"]) for i, (_, want) in enumerate(cases) if want is None]
+
+
 @pytest.mark.parametrize(
     ("formats", "text", "expected"),
     [
@@ -118,6 +165,10 @@ def test_words_and_unknown_zones_are_not_times(
         (["%d/%m/%Y %H:%M %z"], "05/01/2026 10:00 +0100", "2026-01-05 09:00:00"),
         (["iso", "epoch_ms"], "2026-01-05T10:00:00+01:00", "2026-01-05 09:00:00"),
         (["iso", "epoch_ms"], "1767607200000", "2026-01-05 10:00:00"),
+        ("epoch_s", "1767607200.2500001", None),  # a tenth of a microsecond: not rounded
+        (["%d/%m/%Y", "%m/%d/%Y"], "05/01/2026", "2026-01-05 00:00:00"),  # the first wins
+        (["%m/%d/%Y", "%d/%m/%Y"], "05/01/2026", "2026-05-01 00:00:00"),
+        (["%m/%d/%Y", "%d/%m/%Y"], "13/01/2026", "2026-01-13 00:00:00"),
     ],
 )
 def test_epochs_and_several_formats(
@@ -285,6 +336,10 @@ def test_time_formats_are_checked(fmt: str | list[str]) -> None:
         TableIngestConfig(timestamp_format="epoch_minutes")
     with pytest.raises(ValueError, match="unknown time format"):
         TableIngestConfig(formats={"event_ts": ["iso", "Y-m-d"]})
+    with pytest.raises(ValueError, match="at least one format"):
+        TableIngestConfig(timestamp_format=[])
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        TableIngestConfig(timezone="Mars/Olympus")
 
 
 # --- mappings ---------------------------------------------------------------------------
@@ -333,7 +388,10 @@ def test_expressions_filter_and_nested_paths_load_a_segment_export(
     assert engine.fetch_all("SELECT count(*) FROM raw.quarantine") == [(0,)]
     # `properties` is mapped (same name), so the columns nothing maps are named, not lost
     # in silence.
-    assert any("traits" in n for n in batch.notes)
+    assert batch.notes == [
+        "columns not in the contract and not mapped, not loaded into raw.events: traits "
+        "(map them with expressions in [ingest.tables.events])"
+    ]  # the columns the expressions and the filter read are used
     props = engine.fetch_all("SELECT properties FROM raw.events ORDER BY event_id")
     assert json.loads(props[0][0]) == {"revenue": 19.99, "tags": ["x", "y"]}
 
@@ -384,10 +442,29 @@ def test_one_source_column_feeds_several_targets(engine: DuckDBEngine, tmp_path:
     ("expression", "message"),
     [
         ("(SELECT 1)", "not allowed"),
+        ("a || (SELECT 'x')", "not allowed"),
+        ("a IN (SELECT a FROM raw.users)", "not allowed"),
         ("read_csv('/etc/passwd')", "not allowed"),
+        ("read_text('/etc/passwd')", "not allowed"),
+        ("try(read_text('/etc/passwd'))", "not allowed"),
         ("getenv('HOME')", "not allowed"),
+        ("getvariable('x')", "not allowed"),
+        ("current_setting('home_directory')", "not allowed"),
+        ("list_transform([a], x -> x)", "not allowed"),
+        ("COLUMNS(*)", "not allowed"),
+        ("* EXCLUDE (t)", "not allowed"),
+        ("row_number() OVER ()", "not allowed"),
+        ("sum(a)", "not allowed"),  # an aggregate would collapse the rows
+        ("max(a)", "not allowed"),
+        ("string_agg(a, ',')", "not allowed"),
+        ("unnest([a, a])", "not allowed"),  # would multiply them
+        ("$1", "not allowed"),
         ("a; DROP TABLE raw.events", "one expression"),
+        ("a; ATTACH 'x.db'", "one expression"),
+        ("__extra_1", "no column '__extra_1' in the file \\(it has a, t\\)"),
+        ("filename", "no column 'filename'"),
         ("nope", "no column 'nope'"),
+        ('"A"', "no column 'A'"),  # a quoted name is matched as written
         ("coalesce(", "not a valid expression"),
     ],
 )
@@ -470,3 +547,234 @@ def test_nested_parquet_columns_are_stored_as_json(engine: DuckDBEngine, tmp_pat
     assert [json.loads(r[0]) for r in rows] == props
     assert [json.loads(r[1]) for r in rows] == [{"os": "ios"}, {"os": "android"}]
     assert [r[2] for r in rows] == ['["de","at"]', None]
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("1", "where: a condition .* expected, got INTEGER"),
+        ("'1'", "where: a condition .* expected, got VARCHAR"),
+        ("b", "where: a condition .* expected, got VARCHAR"),
+        ("nope = 'x'", "where: no column 'nope'"),
+        ("count(*) > 0", "where: 'COUNT\\(\\*\\)' is not allowed"),
+        ("a IN (SELECT user_id FROM raw.users)", "where: 'Subquery' is not allowed"),
+        ("CAST(b AS INTEGER) = 1", "where: fails on these files .*'x'"),
+    ],
+)
+def test_a_where_that_is_not_a_condition_is_refused_with_the_key_named(
+    engine: DuckDBEngine, tmp_path: Path, where: str, message: str
+) -> None:
+    """A filter must be a condition: `1` or a text column is not read as true or false
+    by casting rules, and one failing on a value names itself."""
+    rows = [{"a": "u1", "t": "2026-01-05", "b": "x"}, {"a": "u2", "t": "2026-01-05", "b": "1"}]
+    path = write_rows(tmp_path, "users", rows, "csv")
+    settings = TableIngestConfig(columns={"a": "user_id", "t": "signup_ts"}, where=where)
+    with pytest.raises(IngestError, match=message) as info:
+        ingest_paths(engine, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
+    assert "[ingest.tables.users] where" in str(info.value)
+    assert engine.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("a.k", "Malformed JSON"),  # a path into text that is not JSON
+        ("CAST(CAST(a AS INTEGER) AS VARCHAR)", "Could not convert string 'x1'"),
+    ],
+)
+def test_an_expression_that_fails_on_a_value_is_named(
+    engine: DuckDBEngine, tmp_path: Path, expression: str, message: str
+) -> None:
+    rows = [{"a": "7", "t": "2026-01-05"}, {"a": "x1", "t": "2026-01-05"}]
+    path = write_rows(tmp_path, "users", rows, "csv")
+    settings = TableIngestConfig(expressions={"user_id": expression, "signup_ts": "t"})
+    with pytest.raises(IngestError, match=message) as info:
+        ingest_paths(engine, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
+    assert str(info.value).startswith("[ingest.tables.users.expressions] user_id: fails")
+    assert engine.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
+
+
+def test_columns_whose_names_differ_only_in_case_are_refused(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    """DuckDB names are not case sensitive: `Event_Type` would have been read from
+    `event_type` and stored in properties as its value."""
+    folder = tmp_path / "events"
+    folder.mkdir()
+    pq.write_table(
+        pa.table(
+            {"event_id": ["e1"], "user_id": ["u1"], "event_type": ["view"],
+             "event_ts": ["2026-01-05 10:00:00"], "Event_Type": ["CLICK"]}
+        ),
+        folder / "e.parquet",
+    )  # fmt: skip
+    with pytest.raises(IngestError, match="'event_type' and 'Event_Type' differ only in case"):
+        ingest_paths(engine, [folder], now=NOW)
+    assert engine.fetch_all("SELECT count(*) FROM raw.events") == [(0,)]
+
+
+# One row per table, every value text; a case replaces one column with a typed one.
+BASE_ROWS: dict[str, dict[str, Any]] = {
+    "users": {"user_id": "u1", "signup_ts": "2026-01-05"},
+    "orders": {"order_id": "o1", "user_id": "u1", "order_ts": "2026-01-05",
+               "status": "completed", "total_amount": "1"},
+    "inventory": {"snapshot_date": "2026-01-05", "product_id": "p1", "on_hand": "1"},
+    "campaigns": {"campaign_id": "c1", "start_date": "2026-01-05", "spend": "1"},
+}  # fmt: skip
+BERLIN = {"timezone": "Europe/Berlin"}
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "values", "settings", "expected"),
+    [
+        ("inventory", "on_hand", pa.array([3], pa.int64()), {}, "3"),
+        ("inventory", "on_hand", pa.array([True]), {}, "bad_type"),  # a flag is not a count
+        ("orders", "total_amount", pa.array([5], pa.int64()), {}, "5.0"),
+        ("orders", "total_amount", pa.array([Decimal("2.50")], pa.decimal128(5, 2)), {}, "2.5"),
+        ("orders", "total_amount", pa.array([True]), {}, "bad_type"),
+        ("users", "signup_ts", pa.array([1767607200], pa.int64()), {}, "bad_timestamp"),
+        ("users", "signup_ts", pa.array([1767607200], pa.int64()), {"timestamp_format": "epoch_s"},
+         "2026-01-05 10:00:00"),
+        ("users", "signup_ts", pa.array([1767607200.1]), {"timestamp_format": "epoch_s"},
+         "2026-01-05 10:00:00.1"),
+        ("users", "signup_ts", pa.array([1767607200.1234567]), {"timestamp_format": "epoch_s"},
+         "2026-01-05 10:00:00.123457"),  # a float, coarser than that, is rounded
+        ("users", "signup_ts", pa.array([1767607200250.5]), {"timestamp_format": "epoch_ms"},
+         "2026-01-05 10:00:00.2505"),
+        ("users", "signup_ts", pa.array([float("nan")]), {"timestamp_format": "epoch_s"},
+         "bad_timestamp"),
+        ("users", "signup_ts", pa.array([1767607200_000_001_000], pa.timestamp("ns")), {},
+         "2026-01-05 10:00:00.000001"),
+        ("users", "signup_ts", pa.array([1767607200_000_000_001], pa.timestamp("ns")), {},
+         "bad_timestamp"),  # finer than the warehouse keeps
+        ("users", "signup_ts", pa.array([datetime(2026, 1, 5, 10)], pa.timestamp("us", "UTC")),
+         BERLIN, "2026-01-05 10:00:00"),  # an instant: no zone applies
+        ("users", "signup_ts", pa.array([datetime(2026, 1, 5, 10)], pa.timestamp("us")),
+         BERLIN, "2026-01-05 09:00:00"),  # naive: in the configured zone
+        ("users", "signup_ts", pa.array([datetime(2026, 1, 5, 10)], pa.timestamp("ms")),
+         BERLIN, "2026-01-05 09:00:00"),
+        ("users", "signup_ts", pa.array(["05/01/2026 10:00 +0100"]),
+         {"timestamp_format": "%d/%m/%Y %H:%M %z", **BERLIN}, "2026-01-05 09:00:00"),
+        ("users", "signup_ts", pa.array(["05/01/2026 10:00 -0100"]),
+         {"timestamp_format": "%d/%m/%Y %H:%M %z", **BERLIN}, "2026-01-05 11:00:00"),
+        ("users", "signup_ts", pa.array(["05/01/2026 10:00"]),
+         {"timestamp_format": "%d/%m/%Y %H:%M", **BERLIN}, "2026-01-05 09:00:00"),
+        ("campaigns", "start_date", pa.array(["05/01/2026"]),
+         {"formats": {"start_date": "%d/%m/%Y"}}, "2026-01-05"),
+        ("campaigns", "start_date", pa.array([datetime(2026, 1, 5)], pa.timestamp("us")), {},
+         "2026-01-05"),
+        ("campaigns", "start_date", pa.array([datetime(2026, 1, 5, 10)], pa.timestamp("us")), {},
+         "bad_timestamp"),
+    ],
+)  # fmt: skip
+def test_typed_and_formatted_source_values(
+    engine: DuckDBEngine,
+    tmp_path: Path,
+    table: str,
+    column: str,
+    values: pa.Array,
+    settings: dict[str, Any],
+    expected: str,
+) -> None:
+    """Each source type reads as its value, or is quarantined with the expected reason."""
+    folder = tmp_path / table
+    folder.mkdir()
+    data = {k: pa.array([v]) for k, v in BASE_ROWS[table].items()} | {column: values}
+    pq.write_table(pa.table(data), folder / "t.parquet")
+    config = IngestConfig(
+        unknown_references={"products": "warn"},
+        tables={table: TableIngestConfig(**settings)} if settings else {},
+    )
+    ingest_paths(engine, [folder], config=config, now=NOW)
+    loaded = engine.fetch_all(f"SELECT CAST({column} AS VARCHAR) FROM raw.{table}")
+    held = engine.fetch_all("SELECT reasons FROM raw.quarantine")
+    if expected.startswith("bad_"):
+        assert (loaded, held) == ([], [([expected],)])
+    else:
+        assert (loaded, held) == ([(expected,)], [])
+
+
+def test_a_flattened_column_wins_over_a_path_and_json_keys_are_quoted(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    """`ctx.d` names the column `ctx.d` when there is one (the longest name wins); JSON
+    keys with quotes or dots are keys, not paths."""
+    folder = tmp_path / "users"
+    folder.mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "ctx": pa.array([{"d": "nested"}], pa.struct([("d", pa.string())])),
+                "ctx.d": ["flat"],
+                "j": ['{"x\\"y": "quoted", "k.j": "dotted", "k": {"j": "path"}}'],
+                "t": ["2026-01-05"],
+            }
+        ),
+        folder / "u.parquet",
+    )
+    settings = TableIngestConfig(
+        expressions={
+            "user_id": "ctx.d",
+            "country": '"ctx".d',
+            "device": 'j."x""y"',
+            "segment": 'j."k.j"',
+            "campaign_id": "j.k.j",
+            "signup_ts": "t",
+        }
+    )
+    ingest_paths(engine, [folder], config=IngestConfig(tables={"users": settings}), now=NOW)
+    assert engine.fetch_all(
+        "SELECT user_id, country, device, segment, campaign_id FROM raw.users"
+    ) == [("flat", "flat", "quoted", "dotted", "path")]
+
+
+def test_an_expression_wins_over_a_rename_and_names_a_contract_column(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    path = write_rows(tmp_path, "users", [{"a": "u1", "t": "2026-01-05"}], "csv")
+    settings = TableIngestConfig(
+        columns={"a": "user_id", "t": "signup_ts"}, expressions={"user_id": "upper(a)"}
+    )
+    ingest_paths(engine, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
+    assert engine.fetch_all("SELECT user_id FROM raw.users") == [("U1",)]
+    path = write_rows(tmp_path / "other", "users", [{"a": "u2", "t": "2026-01-05"}], "csv")
+    wrong = TableIngestConfig(expressions={"user_ID": "a", "signup_ts": "t"})
+    with pytest.raises(IngestError, match=r"expressions\] user_ID: raw\.users has no column"):
+        ingest_paths(engine, [path], config=IngestConfig(tables={"users": wrong}), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"where": "category = 'c'"}, [("p0", "2026-01-05 10:00:00")]),
+        ({"timezone": "Europe/Berlin"},
+         [("p0", "2026-01-05 09:00:00"), ("p1", "2026-01-05 09:00:00")]),
+        ({"expressions": {"name": "upper(name)"}},
+         [("p0", "2026-01-05 10:00:00"), ("p1", "2026-01-05 10:00:00")]),
+    ],
+)  # fmt: skip
+def test_a_contract_exact_parquet_file_is_not_copied_past_its_settings(
+    engine: DuckDBEngine, tmp_path: Path, settings: dict[str, Any], expected: list[Any]
+) -> None:
+    """A file that could be copied byte for byte is read row by row when a filter, a
+    zone or an expression applies to it."""
+    folder = tmp_path / "products"
+    folder.mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "product_id": ["p0", "p1"],
+                "name": ["x", "y"],
+                "category": ["c", "d"],
+                "brand": ["b", "b"],
+                "price": [1.0, 2.0],
+                "cost": [0.5, 0.5],
+                "updated_at": pa.array([datetime(2026, 1, 5, 10)] * 2, pa.timestamp("us")),
+            }
+        ),
+        folder / "p.parquet",
+    )
+    loaded, held = load(engine, folder / "p.parquet", **settings)
+    assert ([(r[0], str(r[6])) for r in loaded], held) == (expected, [])
+    if "expressions" in settings:
+        assert [r[1] for r in loaded] == ["X", "Y"]

@@ -35,6 +35,7 @@ from productlens.ingest.mapping import Resolution, fold, resolve
 from productlens.ingest.readers import (
     Reading,
     base_name,
+    check_names,
     expand,
     file_kind,
     parquet_source,
@@ -113,6 +114,9 @@ CREATE TABLE IF NOT EXISTS ops.ingested_files (
     ingested_at TIMESTAMP NOT NULL
 )
 """
+
+
+WHERE_COLUMN = "__where"  # the row filter's value, when its type is asked
 
 
 @dataclass
@@ -285,6 +289,9 @@ class _Job:
     replaces: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the user should know, in words
     total: int | None = None  # rows before the table's `where`, when it has one
+    # the reader's relation and the mapping, to name a failing expression (see _blame)
+    reader_relation: str | None = None
+    resolution: Resolution | None = None
 
 
 def _plan(
@@ -339,9 +346,11 @@ def _run_all(
         return
     stamp = now.astimezone(UTC).replace(tzinfo=None)
     written: list[Path] = []
+    failed: list[_Job] = []  # the batch running when an error struck
     try:
         with engine.transaction():
             for job in jobs:
+                failed[:] = [job]
                 batch = BatchResult(uuid.uuid4().hex[:16], job.contract.table, job.kind, job.files)
                 _supersede(store, job, batch, stamp)
                 batch.notes += job.notes
@@ -355,6 +364,12 @@ def _run_all(
                 result.batches.append(batch)
                 if on_batch:
                     on_batch(batch)
+            failed.clear()
+    except IngestError:
+        store.discard(written)
+        if failed:  # after the rollback: name the setting that fails, if one does
+            _blame(engine, failed[0])
+        raise
     except BaseException:
         store.discard(written)
         raise
@@ -427,6 +442,7 @@ def _prepare(
     footers = reading.footers
     columns = dict(reading.source.columns)
     relation = reading.source.relation
+    check_names(list(columns), files)  # Parquet columns too (text readers check their own)
     resolution = _resolve(engine, contract, relation, columns, settings, files)
     chosen = resolution.values
     missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
@@ -462,7 +478,10 @@ def _prepare(
         registry=[(checksums[p], names[p]) for p in files],
     )
     notes = _notes(contract, resolution)
-    return _Job(contract, "files", files, source, settings, plan, notes=notes, total=total)
+    return _Job(
+        contract, "files", files, source, settings, plan, notes=notes, total=total,
+        reader_relation=relation, resolution=resolution,
+    )  # fmt: skip
 
 
 def _source(source: Source, resolution: Resolution) -> Source:
@@ -502,21 +521,66 @@ def _resolve(
         values["properties"] = fold(resolution.unmapped, columns)
         resolution = replace(resolution, folded=tuple(resolution.unmapped))
     typed_later = {k: m for k, m in values.items() if not m.type}
-    if typed_later:
-        select = ", ".join(f"{m.sql} AS {ident(k)}" for k, m in typed_later.items())
-        where = f" WHERE {resolution.where}" if resolution.where else ""
+    # The filter is typed with the expressions (one DESCRIBE): it must be a condition.
+    # `where = "1"` or a text column would otherwise be cast to a boolean and keep or
+    # drop rows by DuckDB's casting rules.
+    asked = {ident(k): m.sql for k, m in typed_later.items()}
+    if resolution.where is not None:
+        asked[ident(WHERE_COLUMN)] = resolution.where
+    if asked:
+        select = ", ".join(f"{sql} AS {name}" for name, sql in asked.items())
         try:
-            described = engine.fetch_all(f"DESCRIBE SELECT {select} FROM {relation} src{where}")
+            described = engine.fetch_all(f"DESCRIBE SELECT {select} FROM {relation} src")
         except EngineError as exc:
-            exprs = "; ".join(f"{k} = {m.expression!r}" for k, m in typed_later.items())
+            exprs = [f"{k} = {m.expression!r}" for k, m in typed_later.items()]
+            if settings.where is not None:
+                exprs.append(f"where = {settings.where!r}")
             raise IngestError(
                 f"[ingest.tables.{contract.table}] expressions do not run on these files "
-                f"({exc.message}): {exprs}",
+                f"({exc.message}): {'; '.join(exprs)}",
                 file=files_text(files),
             ) from None
         for name, kind, *_ in described:
+            if name == WHERE_COLUMN:
+                if kind != "BOOLEAN":
+                    raise IngestError(
+                        f"[ingest.tables.{contract.table}] where: a condition (true or false "
+                        f"for each row) expected, got {kind}: {settings.where!r}",
+                        file=files_text(files),
+                    )
+                continue
             values[name] = replace(values[name], type=kind)
     return replace(resolution, values=values)
+
+
+def _blame(engine: Engine, job: _Job) -> None:
+    """After a failed batch (and its rollback), raise an error naming the configured
+    expression (or row filter) that fails on these files, if one does: an expression can
+    fail on a value (a text that is not JSON, a cast), not only on its types. Each is
+    tried alone, once the files themselves read."""
+    if job.reader_relation is None or job.resolution is None:
+        return
+    relation, resolution, table = job.reader_relation, job.resolution, job.contract.table
+    try:
+        engine.fetch_all(f"SELECT count(*) FROM {relation} src")
+    except EngineError:
+        return  # the files fail on their own: the batch's error says so
+    where = f" WHERE {resolution.where}" if resolution.where else ""
+    tried = [
+        (f"[ingest.tables.{table}.expressions] {name}", m.expression, f"count({m.sql})")
+        for name, m in resolution.values.items()
+        if m.expression is not None
+    ]
+    if job.settings.where is not None:
+        tried.insert(0, (f"[ingest.tables.{table}] where", job.settings.where, "count(*)"))
+    for what, text, count in tried:
+        try:
+            engine.fetch_all(f"SELECT {count} FROM {relation} src{where}")
+        except EngineError as exc:
+            raise IngestError(
+                f"{what}: fails on these files ({exc.message}): {text!r}; nothing was written",
+                file=files_text(job.files),
+            ) from None
 
 
 def _notes(contract: Contract, resolution: Resolution) -> list[str]:

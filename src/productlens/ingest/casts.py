@@ -4,8 +4,10 @@ NULL where the value cannot be read as it was written (the caller turns that NUL
 
 - Times: an explicit offset or zone in the text (`Z`, `+05:30`, `-0800`,
   `America/New_York`) always wins; the configured zone applies to naive times only; the
-  same text gives the same instant whatever the file format. Epoch numbers are read only
-  when a format says so (`epoch_s`, `epoch_ms`, `epoch_us`, `epoch_ns`), as UTC.
+  same text gives the same instant whatever the file format. A naive time the zone skips
+  or repeats when summer time starts or ends names no single instant, so it is not read.
+  Epoch numbers are read only when a format says so (`epoch_s`, `epoch_ms`, `epoch_us`,
+  `epoch_ns`), as UTC.
   DuckDB's special words (`epoch`, `infinity`) are not times.
 - Dates: a date, or a time at exactly midnight; `2026-01-05 10:00` is not a date.
 - Integers: digits only (`1.5` is not 2, `0x10` is not 16); a float source must hold a
@@ -111,37 +113,26 @@ def _utc(tstz: str) -> str:
 
 
 def _local(naive: str, zone: str) -> str:
-    """A naive timestamp in `zone` as naive UTC; NULL for a wall-clock time the zone skips
-    (02:30 as the clocks jump from 02:00 to 03:00) or passes twice (02:30 as they fall back
-    from 03:00 to 02:00): either instant would be a guess."""
+    """A naive timestamp in `zone` as naive UTC; NULL for a local time that does not
+    exist (skipped when clocks go forward) or names two instants (repeated when they go
+    back), where DuckDB would pick one without a word."""
     if zone == "UTC":
         return naive
-    tz = literal(zone)
-    guess = f"timezone({tz}, {naive})"  # DuckDB's instant for it (TIMESTAMPTZ)
 
-    def offset(instant: str) -> str:  # the zone's UTC offset at an instant, in microseconds
-        return f"(epoch_us(timezone({tz}, {instant})) - epoch_us({instant}))"
+    def local(utc: str) -> str:  # naive UTC -> naive local time in `zone`
+        return f"timezone({literal(zone)}, timezone('UTC', {utc}))"
 
-    # The wall-clock time read with the offset in force half a day before and half a day
-    # after: a candidate holds if the zone shows that wall-clock time at it. One distinct
-    # candidate that holds is the instant; none (a gap) or two (an overlap) is no instant.
-    wall = f"epoch_us({naive})"
-    before = f"({wall} - {offset(f'({guess} - INTERVAL 12 HOUR)')})"
-    after = f"({wall} - {offset(f'({guess} + INTERVAL 12 HOUR)')})"
-
-    def holds(candidate: str) -> str:
-        return f"({offset(_from_utc(candidate))} = {wall} - {candidate})"
-
+    # The zone's offset a day before and a day after `naive` read as UTC (its instant
+    # lies between). Equal offsets (the usual case) give the instant at once; around a
+    # change of offset, each is tried, and exactly one must read back as `naive`.
+    shifted = (f"({naive} {sign} INTERVAL 1 DAY)" for sign in ("-", "+"))
+    before, after = (f"({naive} - ({local(t)} - {t}))" for t in shifted)
+    ok_before, ok_after = (f"{local(c)} = {naive}" for c in (before, after))
     return (
-        f"CASE WHEN {holds(before)} AND {holds(after)} AND {before} <> {after} THEN NULL "
-        f"WHEN {holds(before)} THEN make_timestamp({before}) "
-        f"WHEN {holds(after)} THEN make_timestamp({after}) END"
+        f"CASE WHEN {before} = {after} THEN {before} "
+        f"WHEN {ok_before} AND {ok_after} THEN NULL "
+        f"WHEN {ok_before} THEN {before} WHEN {ok_after} THEN {after} END"
     )
-
-
-def _from_utc(micros: str) -> str:
-    """Microseconds since the epoch as a TIMESTAMPTZ."""
-    return f"timezone('UTC', make_timestamp({micros}))"
 
 
 def _starts_with_digit(text: str) -> str:
@@ -265,7 +256,8 @@ def can_fail(source_type: str, target: str, formats: Sequence[str] = (), zone: s
     if target == "DOUBLE":
         return True  # NaN and infinities are refused even from DOUBLE columns
     if target == "TIMESTAMP" and source_type in SAFE_TIMES:
-        return False
+        # A naive time in a zone with summer time may not exist, or exist twice.
+        return zone != "UTC" and source_type in NAIVE_TIMES
     if target == "DATE" and source_type == "DATE":
         return False
     return not (target == source_type and target in INTEGER_TYPES)

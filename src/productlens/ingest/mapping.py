@@ -207,6 +207,9 @@ def resolve(
     `optional` source columns a file lacks (they read NULL there)."""
     values: dict[str, Mapped] = {}
     used: set[str] = set()
+    # Reader internals (file name, row number, surplus CSV fields) are not source columns:
+    # an expression cannot read them, and no message names them.
+    visible = {c: t for c, t in columns.items() if c not in internal}
     for target, text in expressions.items():
         what = f"[ingest.tables.{table}.expressions] {target}"
         if target not in contract_columns:
@@ -214,7 +217,7 @@ def resolve(
                 f"{what}: raw.{table} has no column {target!r} (it has "
                 f"{', '.join(contract_columns)})"
             )
-        sql, reads = render(parse_expression(text, what), columns, what, text, optional)
+        sql, reads = render(parse_expression(text, what), visible, what, text, optional)
         values[target] = Mapped(sql, "", frozenset(reads), text)
         used |= reads
     for src, dst in renames.items():
@@ -230,7 +233,7 @@ def resolve(
     where_sql = None
     if where:
         what = f"[ingest.tables.{table}] where"
-        where_sql, reads = render(parse_expression(where, what), columns, what, where, optional)
+        where_sql, reads = render(parse_expression(where, what), visible, what, where, optional)
         used |= reads
     unmapped = [c for c in columns if c not in used and c not in internal]
     return Resolution(values, unmapped, where_sql)

@@ -394,7 +394,7 @@ def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> 
             "WHERE ok) ORDER BY k"
         )
     ]
-    _check_names(keys, files)
+    check_names(keys, files)
     file_col, line_col, bad_col = _internal_names(
         keys, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN)
     )
@@ -442,7 +442,7 @@ def _json_text(key: str) -> str:
     return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _check_names(names: Sequence[str], files: Sequence[Path]) -> None:
+def check_names(names: Sequence[str], files: Sequence[Path]) -> None:
     """Column names must not be empty and must differ in more than case: DuckDB's names
     ignore it."""
     seen: dict[str, str] = {}
@@ -472,7 +472,7 @@ def _csv_rows(
         if str(path.resolve()) not in headers:
             raise IngestError("the file is empty: the first line must name the columns", file=path)
     columns = list(dict.fromkeys(c for names in headers.values() for c in names))
-    _check_names(columns, files)
+    check_names(columns, files)
     internal = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN))
     file_col, line_col, bad_col = (ident(c) for c in internal)
     records = f"{lines}_records"

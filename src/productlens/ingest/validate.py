@@ -103,7 +103,7 @@ def _can_fail(column: Column, mapped: Mapped | None, settings: TableIngestConfig
         return False
     if column.type in TIME_TYPES and formats_for(settings, column.name):
         return True
-    return can_fail(mapped.type, column.type)
+    return can_fail(mapped.type, column.type, zone=settings.timezone)
 
 
 def _missing_tests(name: str, source_type: str | None) -> list[str]:
