@@ -91,7 +91,18 @@ def test_an_explicit_offset_wins_and_the_zone_applies_to_naive_times_only(
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize(
-    "text", ["epoch", "infinity", "-infinity", "2026-01-05 10:00:00 Mars/Olympus", "now"]
+    "text",
+    [
+        "epoch",
+        "infinity",
+        "-infinity",
+        "2026-01-05 10:00:00 Mars/Olympus",
+        "now",
+        "2026-01-05T10:00:00+25:00",
+        "2026-01-05T10:00:00-1500",
+        "2026-01-05T10:00:00+05:75",
+        "2026-01-05T10:00:00.5+99",
+    ],
 )
 def test_words_and_unknown_zones_are_not_times(
     engine: DuckDBEngine, tmp_path: Path, fmt: str, text: str

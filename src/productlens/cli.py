@@ -199,7 +199,7 @@ def ingest(
         typer.Option(
             "--map",
             help="Map a source column onto a contract column, SOURCE=TARGET (repeatable); "
-            "adds to [ingest.tables.TABLE].columns in productlens.toml.",
+            "adds to \\[ingest.tables.TABLE].columns in productlens.toml.",
         ),
     ] = None,
     replay: Annotated[
@@ -224,7 +224,7 @@ def ingest(
         str | None,
         typer.Option(
             help="Map another tool's export with a shipped preset (segment, ga4, amplitude, "
-            "mixpanel, posthog; see `productlens presets`); [ingest.tables.TABLE] keys in "
+            "mixpanel, posthog; see `productlens presets`); \\[ingest.tables.TABLE] keys in "
             "productlens.toml override it.",
         ),
     ] = None,
@@ -259,7 +259,8 @@ def presets(
     """List the shipped mappings for other tools' exports, or print one.
 
     A preset is a fragment of productlens.toml: copy it into yours to change it, or keep
-    `[ingest] preset = NAME` and override single keys in [ingest.tables.TABLE].
+    `preset = NAME` in the project file's ingest section and override single keys in its
+    ingest.tables.TABLE section.
     """
     from productlens.ingest import presets as shipped
 

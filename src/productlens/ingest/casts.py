@@ -140,12 +140,20 @@ def _starts_with_digit(text: str) -> str:
     return f"regexp_matches({text}, '^\\s*\\d')"
 
 
+# An offset no zone has (beyond +-14 hours) or with 60 minutes or more: DuckDB would add it
+# all the same (`+25:00` moves the time back a day).
+NO_OFFSET = r":\d{2}(\.\d+)?\s*[+-]((1[5-9]|[2-9]\d)(:?\d{2})?|\d{2}:?[6-9]\d)\s*$"
+
+
 def _iso(text: str, zone: str) -> str:
     """ISO-8601 (and DuckDB's usual forms): an offset or zone name in the text wins;
     a naive time is in `zone`."""
     aware = _utc(f"TRY_CAST({text} AS TIMESTAMPTZ)")
     # DuckDB keeps microseconds and cuts finer digits: such a time is refused, not cut.
-    readable = f"{_starts_with_digit(text)} AND NOT regexp_matches({text}, {literal(FINER)})"
+    readable = (
+        f"{_starts_with_digit(text)} AND NOT regexp_matches({text}, {literal(FINER)}) "
+        f"AND NOT regexp_matches({text}, {literal(NO_OFFSET)})"
+    )
     if zone == "UTC":
         return f"CASE WHEN {readable} THEN {aware} END"
     # Text that still reads as a time with " UTC" appended names no zone of its own;
