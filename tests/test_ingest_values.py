@@ -396,6 +396,9 @@ def test_expressions_filter_and_nested_paths_load_a_segment_export(
     ]
     batch = result.batches[0]
     assert (batch.rows_read, batch.rows_loaded, batch.rows_filtered) == (2, 2, 1)
+    assert engine.fetch_all("SELECT rows_read, rows_loaded, rows_filtered FROM ops.ingest_log") == [
+        (2, 2, 1)
+    ]
     assert engine.fetch_all("SELECT count(*) FROM raw.quarantine") == [(0,)]
     # `properties` is mapped (same name), so the columns nothing maps are named, not lost
     # in silence.

@@ -102,9 +102,14 @@ CREATE TABLE IF NOT EXISTS ops.ingest_log (
     rows_warned BIGINT NOT NULL,
     started_at TIMESTAMP NOT NULL,
     finished_at TIMESTAMP NOT NULL,
-    productlens_version VARCHAR NOT NULL
+    productlens_version VARCHAR NOT NULL,
+    rows_filtered BIGINT NOT NULL DEFAULT 0  -- left out by the table's `where`, not read
 )
 """
+# Warehouses made before rows_filtered existed get the column (0: they had no `where`).
+INGEST_LOG_UPGRADE = (
+    "ALTER TABLE ops.ingest_log ADD COLUMN IF NOT EXISTS rows_filtered BIGINT DEFAULT 0"
+)
 FILES_DDL = """
 CREATE TABLE IF NOT EXISTS ops.ingested_files (
     checksum VARCHAR NOT NULL,
@@ -151,7 +156,7 @@ class IngestResult:
 def ensure_raw_tables(engine: Engine) -> RawStore:
     """Create the raw layer (a view per contract table), the quarantine and the logs,
     if missing; returns the raw layer's file store."""
-    for ddl in (QUARANTINE_DDL, INGEST_LOG_DDL, FILES_DDL, WARNED_DDL):
+    for ddl in (QUARANTINE_DDL, INGEST_LOG_DDL, INGEST_LOG_UPGRADE, FILES_DDL, WARNED_DDL):
         engine.execute(ddl)
     for name, type_ in QUARANTINE_COLUMNS:
         engine.execute(f"ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS {name} {type_}")
@@ -360,6 +365,10 @@ def _run_all(
                 )  # fmt: skip
                 if job.total is not None:  # rows the filter left out are counted, not lost
                     batch.rows_filtered = job.total - batch.rows_read
+                    engine.execute(
+                        "UPDATE ops.ingest_log SET rows_filtered = ? WHERE batch_id = ?",
+                        [batch.rows_filtered, batch.batch_id],
+                    )
                 written += batch.written
                 result.batches.append(batch)
                 if on_batch:

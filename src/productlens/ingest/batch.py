@@ -371,7 +371,9 @@ def _log(
     started: datetime,
 ) -> None:
     engine.execute(
-        "INSERT INTO ops.ingest_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ops.ingest_log (batch_id, target_table, kind, n_files, rows_read, "
+        "rows_loaded, rows_quarantined, rows_duplicate, rows_warned, started_at, finished_at, "
+        "productlens_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             batch.batch_id,
             batch.table,
