@@ -792,3 +792,22 @@ def test_a_contract_exact_parquet_file_is_not_copied_past_its_settings(
     assert ([(r[0], str(r[6])) for r in loaded], held) == (expected, [])
     if "expressions" in settings:
         assert [r[1] for r in loaded] == ["X", "Y"]
+
+
+def test_json_lines_keys_folded_into_properties_keep_their_json_types(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    """Unmapped JSON Lines keys are kept as the line held them: numbers as numbers,
+    objects as objects, not as their text."""
+    folder = tmp_path / "events"
+    folder.mkdir()
+    line = {
+        "event_id": "e1", "user_id": "u1", "event_type": "view",
+        "event_ts": "2026-01-05T10:00:00Z", "ctx": {"a": 1, "b": [True, None]}, "n": 1.5,
+        "flag": False, "label": "1", "gone": None,
+    }  # fmt: skip
+    (folder / "e.jsonl").write_text(json.dumps(line) + "\n")
+    ingest_paths(engine, [folder], now=NOW)
+    (props,) = engine.fetch_all("SELECT properties FROM raw.events")[0]
+    assert json.loads(props) == {"ctx": {"a": 1, "b": [True, None]}, "n": 1.5, "flag": False,
+                                 "label": "1"}  # fmt: skip

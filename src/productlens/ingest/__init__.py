@@ -452,7 +452,9 @@ def _prepare(
     columns = dict(reading.source.columns)
     relation = reading.source.relation
     check_names(list(columns), files)  # Parquet columns too (text readers check their own)
-    resolution = _resolve(engine, contract, relation, columns, settings, files)
+    resolution = _resolve(
+        engine, contract, relation, columns, settings, files, reading.source.json_column
+    )
     chosen = resolution.values
     missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
     if missing:
@@ -512,6 +514,7 @@ def _resolve(
     columns: Mapping[str, str],
     settings: TableIngestConfig,
     files: list[Path],
+    json_column: str | None = None,
 ) -> Resolution:
     """Where each contract column comes from, with every expression's type (asked of the
     engine, which also checks that the expression runs on these files); columns nothing
@@ -527,7 +530,7 @@ def _resolve(
     )
     values = dict(resolution.values)
     if resolution.unmapped and "properties" in contract.column_names and "properties" not in values:
-        values["properties"] = fold(resolution.unmapped, columns)
+        values["properties"] = fold(resolution.unmapped, columns, json_column)
         resolution = replace(resolution, folded=tuple(resolution.unmapped))
     typed_later = {k: m for k, m in values.items() if not m.type}
     # The filter is typed with the expressions (one DESCRIBE): it must be a condition.

@@ -145,12 +145,16 @@ def _nested(value: exp.Expression, source_type: str, path: list[str], what: str)
             value = exp.Bracket(this=value, expressions=[exp.Literal.string(key)])
         return value
     if source_type in ("VARCHAR", "JSON") or is_nested(source_type):
-        json_path = "$" + "".join(f'."{k.replace(chr(34), chr(92) + chr(34))}"' for k in path)
         return exp.Anonymous(
             this="json_extract_string",
-            expressions=[value, exp.Literal.string(json_path)],
+            expressions=[value, exp.Literal.string(_json_path(path))],
         )
     raise IngestError(f"{what}: cannot take {'.'.join(path)!r} of a {source_type} column")
+
+
+def _json_path(keys: list[str]) -> str:
+    """A JSON path taking each key literally (quoted: dots and spaces are no steps)."""
+    return "$" + "".join(f'."{k.replace(chr(34), chr(92) + chr(34))}"' for k in keys)
 
 
 def render(
@@ -243,11 +247,22 @@ def _column(name: str) -> str:
     return exp.column(name, table="src", quoted=True).sql("duckdb")
 
 
-def fold(names: list[str], columns: Mapping[str, str]) -> Mapped:
+def fold(names: list[str], columns: Mapping[str, str], json_column: str | None = None) -> Mapped:
     """A JSON object of the given source columns, for `properties`: each value as JSON
-    (text as a string, numbers as numbers, nested values as they are); a NULL value
-    leaves its key out, and a row with no value at all has no properties."""
-    pairs = ", ".join(f"{exp.Literal.string(n).sql('duckdb')}, {_column(n)}" for n in names)
+    (text as a string, numbers as numbers, nested values as they are; from JSON Lines,
+    each key's value as the line held it); a NULL value leaves its key out, and a row
+    with no value at all has no properties."""
+    if json_column is not None:
+        line = _column(json_column)
+        values = [
+            f"json_extract({line}, {exp.Literal.string(_json_path([n])).sql('duckdb')})"
+            for n in names
+        ]
+    else:
+        values = [_column(n) for n in names]
+    pairs = ", ".join(
+        f"{exp.Literal.string(n).sql('duckdb')}, {v}" for n, v in zip(names, values, strict=True)
+    )
     # json_merge_patch onto {} drops the keys whose value is null (RFC 7396).
     obj = f"json_merge_patch('{{}}', json_object({pairs}))"
     return Mapped(f"nullif(CAST({obj} AS VARCHAR), '{{}}')", "VARCHAR", frozenset(names))

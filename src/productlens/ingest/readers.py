@@ -57,6 +57,8 @@ DELIMITERS = {"tsv": "\t"}  # formats whose delimiter is fixed (CSV's is configu
 # The reader's own columns, renamed with more leading underscores until no source column
 # has the name.
 FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN = "_pl_file", "_pl_line", "_pl_malformed"
+# JSON Lines: each row's line as it was read, for keys kept whole as JSON (see mapping.fold)
+JSON_COLUMN = "_pl_json"
 CHUNK = 1 << 24  # bytes decoded at a time when a file is converted to plain UTF-8
 BOM = "\ufeff"
 GLOB_CHARS = frozenset("*?[")
@@ -263,8 +265,8 @@ def _text_source(
         delimiter = DELIMITERS.get(fmt, settings.delimiter)
         columns = _csv_rows(engine, lines, rows, files, delimiter)
     engine.execute(f"DROP TABLE {lines}")
-    file_col, line_col, bad_col = _internal_names(
-        columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN)
+    file_col, line_col, bad_col, json_col = _internal_names(
+        columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN, JSON_COLUMN)
     )
     return Source(
         rows,
@@ -272,6 +274,7 @@ def _text_source(
         f"src.{ident(file_col)}",
         f"src.{ident(line_col)}",
         malformed=bad_col,
+        json_column=json_col if fmt == "jsonl" else None,
     )
 
 
@@ -395,8 +398,8 @@ def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> 
         )
     ]
     check_names(keys, files)
-    file_col, line_col, bad_col = _internal_names(
-        keys, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN)
+    file_col, line_col, bad_col, json_col = _internal_names(
+        keys, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN, JSON_COLUMN)
     )
     # Every key as VARCHAR: strings unquoted, other values as JSON text.
     shape = "{" + ", ".join(f'{_json_text(k)}: "VARCHAR"' for k in keys) + "}"
@@ -412,7 +415,8 @@ def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> 
     )
     engine.execute(
         f"CREATE TEMP TABLE {rows} AS SELECT f AS {ident(file_col)}, n AS "
-        f"{ident(line_col)}, CASE WHEN NOT ok THEN text END AS {ident(bad_col)}"
+        f"{ident(line_col)}, CASE WHEN NOT ok THEN text END AS {ident(bad_col)}, "
+        f"CASE WHEN ok THEN text END AS {ident(json_col)}"
         + (f", {picked}" if keys else "")
         + f" FROM (SELECT f, n, ok, text, marked, CASE WHEN ok THEN {values} END AS v FROM "
         f"(SELECT f, n, ok, text, {marked} AS marked FROM ({checked})))"

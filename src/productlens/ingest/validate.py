@@ -44,6 +44,8 @@ class Source:
     # a column holding the text of a line that could not be read as a row (NULL for the
     # rows that could): such a row is quarantined as malformed_line with that text
     malformed: str | None = None
+    # a column holding each row's original JSON object (JSON Lines), or None
+    json_column: str | None = None
 
 
 @dataclass(frozen=True)
