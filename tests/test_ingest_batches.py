@@ -609,3 +609,49 @@ def test_rewritten_raw_files_are_sealed_read_only() -> None:
     assert as_other_user('test -r "$1"', raw) == 0  # it can be read ...
     assert as_other_user('printf x >> "$1"', raw) != 0  # ... but not written
     assert raw.read_bytes() == before
+
+
+# --- found breaking it: a forced load of a referenced table ------------------------------
+
+
+def test_force_of_users_names_the_rows_of_other_tables_it_leaves_without_their_user(
+    tmp_path: Path,
+) -> None:
+    """Forcing users.csv with a user fewer takes u2 out of raw.users; the events that
+    passed their reference check against u2 stay loaded (raw files are never edited),
+    so the forced load must say how many rows of which table now miss their user
+    instead of leaving the warehouse inconsistent in silence."""
+    users = tmp_path / "users.csv"
+    users.write_text(USERS)
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "event_id,user_id,event_type,event_ts\n"
+        "e1,u1,login,2026-01-05 12:00:00\ne2,u2,login,2026-01-06 12:00:00\n"
+        "e3,u2,logout,2026-01-06 13:00:00\n"
+    )
+    first = run_cli("--project", str(tmp_path), "ingest", str(users), str(events))
+    assert first.returncode == 0, first.stderr
+    users.write_text("user_id,signup_ts,segment\nu1,2026-01-05 10:00:00,Budget\n")
+    forced = run_cli("--project", str(tmp_path), "ingest", str(users), "--force")
+    assert forced.returncode == 0, forced.stderr
+    engine = DuckDBEngine(tmp_path / "warehouse.duckdb", read_only=True)
+    try:
+        orphans = engine.fetch_all(
+            "SELECT count(*) FROM raw.events e WHERE NOT EXISTS "
+            "(SELECT 1 FROM raw.users u WHERE u.user_id = e.user_id)"
+        )
+    finally:
+        engine.close()
+    assert orphans == [(2,)]
+    said = " ".join(forced.stdout.split())
+    assert "2 rows of raw.events reference users no longer in raw.users" in said
+
+
+def test_force_of_an_unchanged_referenced_table_says_nothing_of_other_tables(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    (tmp_path / "users.csv").write_text(USERS)
+    (tmp_path / "events.csv").write_text(EVENTS)
+    ingest_paths(engine, [tmp_path], now=NOW)
+    result = ingest_paths(engine, [tmp_path / "users.csv"], force=True, now=NOW)
+    assert [n for n in result.batches[0].notes if "no longer" in n] == []

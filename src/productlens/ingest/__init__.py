@@ -357,12 +357,14 @@ def _run_all(
             for job in jobs:
                 failed[:] = [job]
                 batch = BatchResult(uuid.uuid4().hex[:16], job.contract.table, job.kind, job.files)
+                keys = _keep_keys(engine, job)
                 _supersede(store, job, batch, stamp)
                 batch.notes += job.notes
                 run_batch(
                     engine, store, job.contract, job.source, job.settings, config, now, batch,
                     job.plan, replay=job.kind == "replay",
                 )  # fmt: skip
+                batch.notes += _orphaned(engine, job.contract.table, keys)
                 if job.total is not None:  # rows the filter left out are counted, not lost
                     batch.rows_filtered = job.total - batch.rows_read
                     engine.execute(
@@ -399,6 +401,58 @@ def _supersede(store: RawStore, job: _Job, batch: BatchResult, stamp: datetime) 
             f"replaces {pairs} earlier load(s) of these files: {rows} rows left raw.{table}, "
             f"{held} quarantined rows marked superseded (see ops.superseded_files)"
         )
+
+
+def _referencing(table: str) -> dict[str, list[tuple[str, str]]]:
+    """The key columns of `table` that other tables reference -> (table, column) of each
+    reference."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for other, contract in CONTRACTS.items():
+        for c in contract.columns:
+            if c.references and c.references.split(".", 1)[0] == table:
+                found.setdefault(c.references.split(".", 1)[1], []).append((other, c.name))
+    return found
+
+
+def _keep_keys(engine: Engine, job: _Job) -> dict[str, str]:
+    """Before a forced load replaces rows of a table others reference: the referenced keys
+    it holds, in a temporary table per key column (column -> temporary table)."""
+    if not job.replaces:
+        return {}
+    kept = {}
+    for column in _referencing(job.contract.table):
+        name = f"__keys_before_{column}"
+        engine.execute(
+            f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS SELECT DISTINCT {ident(column)} AS k "
+            f"FROM raw.{ident(job.contract.table)} WHERE {ident(column)} IS NOT NULL"
+        )
+        kept[column] = name
+    return kept
+
+
+def _orphaned(engine: Engine, table: str, kept: Mapping[str, str]) -> list[str]:
+    """After a forced load: the rows of other tables that reference a key the load took
+    out of raw.<table>. They passed their reference check when they were loaded and raw
+    files are never edited, so they stay; the user is told how many, and where."""
+    notes = []
+    for column, name in kept.items():
+        now_in = f"SELECT {ident(column)} FROM raw.{ident(table)}"
+        gone = f"(SELECT k FROM {ident(name)} EXCEPT {now_in})"
+        if engine.fetch_all(f"SELECT count(*) FROM {gone}")[0][0]:
+            for other, ref in _referencing(table)[column]:
+                n = int(
+                    engine.fetch_all(
+                        f"SELECT count(*) FROM raw.{ident(other)} WHERE {ident(ref)} IN {gone}"
+                    )[0][0]
+                )
+                if n:
+                    notes.append(
+                        f"{n} rows of raw.{other} reference {table} no longer in raw.{table} "
+                        f"(by {ref}; they passed their reference check when loaded): load "
+                        f"them again with --force, or see `productlens check`"
+                    )
+        engine.execute(f"DROP TABLE IF EXISTS {ident(name)}")
+    return notes
 
 
 def _checksum(path: Path) -> str:
