@@ -22,7 +22,7 @@ import pytest
 
 from productlens.config import IngestConfig, TableIngestConfig
 from productlens.engines import DuckDBEngine
-from productlens.errors import IngestError
+from productlens.errors import EngineError, IngestError
 from productlens.ingest import BatchResult, ingest_paths, replay
 from productlens.ingest.contracts import CONTRACTS
 from tests.conftest import run_cli
@@ -655,3 +655,152 @@ def test_force_of_an_unchanged_referenced_table_says_nothing_of_other_tables(
     ingest_paths(engine, [tmp_path], now=NOW)
     result = ingest_paths(engine, [tmp_path / "users.csv"], force=True, now=NOW)
     assert [n for n in result.batches[0].notes if "no longer" in n] == []
+
+
+# --- tests that kill mutations that survived the suite ---------------------------------
+
+
+def files_under(root: Path | None) -> list[Path]:
+    assert root is not None
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, EngineError])
+def test_a_batch_failing_after_it_wrote_its_files_removes_them(
+    engine: DuckDBEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type
+) -> None:
+    """A Ctrl-C or an engine error when the batch's files (one copied, one rewritten)
+    are written but not yet logged: the batch itself removes them, not only the next
+    ingest's sweep."""
+    folder = tmp_path / "users"
+    folder.mkdir()
+    write_users(folder / "a.parquet", "parquet")  # copied byte for byte
+    (folder / "b.csv").write_text("user_id,signup_ts\nb1,2026-01-06 10:00:00\n")  # rewritten
+
+    def fail(*args: object) -> None:
+        raise error("struck") if error is EngineError else error()
+
+    monkeypatch.setattr("productlens.ingest.batch._log", fail)
+    with pytest.raises(IngestError if error is EngineError else KeyboardInterrupt):
+        ingest_paths(engine, [folder], now=NOW)
+    assert files_under(engine.raw_root) == []
+    assert set(raw_counts(engine).values()) == {0}
+
+
+def test_exact_copies_of_warned_rows_are_not_recorded_as_loaded_with_warnings(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    """A row that is an exact copy of one loaded before does not load, so it is not a
+    row loaded with a warning either."""
+    (tmp_path / "users.csv").write_text(USERS)
+    first = tmp_path / "events.csv"
+    first.write_text("event_id,user_id,event_type,event_ts\ne1,ghost,login,2026-01-05 10:00:00\n")
+    ingest_paths(engine, [tmp_path / "users.csv", first], now=NOW)
+    again = tmp_path / "events_again.csv"
+    again.write_text(first.read_text() + "e2,phantom,login,2026-01-05 10:01:00\n")
+    result = ingest_paths(engine, [again], table="events", now=NOW)
+    assert (result.batches[0].rows_duplicate, result.batches[0].rows_warned) == (1, 1)
+    assert engine.fetch_all(
+        "SELECT source_file, row_number FROM ops.warned_rows ORDER BY ALL"
+    ) == sorted([(str(first.resolve()), 2), (str(again.resolve()), 3)])
+
+
+def test_a_replayed_row_failing_for_the_same_reason_keeps_no_history(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    (tmp_path / "users.csv").write_text("user_id,signup_ts\nu1,never\n")
+    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
+    replay(engine, now=NOW)
+    assert engine.fetch_all("SELECT reasons, reason_history FROM raw.quarantine") == [
+        (["bad_timestamp"], [])
+    ]
+
+
+def two_formats_file(tmp_path: Path) -> Path:
+    """users.csv: line 2 loads, lines 3 and 4 only with a day-first format, line 5 never."""
+    path = tmp_path / "users.csv"
+    path.write_text(
+        "user_id,signup_ts\nu1,2026-01-05 10:00:00\nu2,05/01/2026 11:00\n"
+        "u3,06/01/2026 11:00\nu4,never\n"
+    )
+    return path
+
+
+DAY_FIRST = IngestConfig(tables={"users": TableIngestConfig(timestamp_format="%d/%m/%Y %H:%M")})
+
+
+def test_a_replay_after_a_force_releases_only_the_forced_loads_rows(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    path = two_formats_file(tmp_path)
+    ingest_paths(engine, [path], now=NOW)
+    ingest_paths(engine, [path], force=True, now=NOW)
+    old, new = batch_of(engine, path)
+    released = replay(engine, config=DAY_FIRST, now=NOW)
+    assert released.rows == {"users": 2}
+    fates = engine.fetch_all(
+        "SELECT batch_id, row_number, released_at IS NOT NULL, superseded_at IS NOT NULL "
+        "FROM raw.quarantine ORDER BY batch_id = ?, row_number",
+        [new],
+    )
+    assert fates == [
+        (old, 3, False, True),  # superseded rows stay as they were: not released
+        (old, 4, False, True),
+        (old, 5, False, True),
+        (new, 3, True, False),
+        (new, 4, True, False),
+        (new, 5, False, False),
+    ]
+    assert engine.fetch_all("SELECT count(*), count(DISTINCT user_id) FROM raw.users") == [(3, 3)]
+
+
+def test_a_force_after_a_replay_counts_only_still_held_rows_as_quarantined(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    path = two_formats_file(tmp_path)
+    ingest_paths(engine, [path], now=NOW)
+    replayed = replay(engine, config=DAY_FIRST, now=NOW)
+    forced = ingest_paths(engine, [path], force=True, now=NOW)
+    first = batch_of(engine, path)[0]
+    assert superseded(engine) == sorted(
+        [
+            (first, str(path.resolve()), 1, 1, forced.batches[0].batch_id),  # u4 still held
+            (replayed.batches[0].batch_id, str(path.resolve()), 2, 0, forced.batches[0].batch_id),
+        ]
+    )
+    assert engine.fetch_all("SELECT user_id FROM raw.users") == [("u1",)]
+
+
+def test_force_of_a_changed_file_at_the_same_path_replaces_its_rows(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text(USERS)
+    ingest_paths(engine, [path], now=NOW)
+    path.write_text("user_id,signup_ts,segment\nu1,2026-01-05 10:00:00,Premium\n")
+    ingest_paths(engine, [path], force=True, now=NOW)
+    assert engine.fetch_all("SELECT user_id, segment FROM raw.users") == [("u1", "Premium")]
+
+
+def test_a_third_force_supersedes_each_earlier_load_once(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text(USERS)
+    for force in (False, True, True):
+        ingest_paths(engine, [path], force=force, now=NOW)
+    first, second, third = batch_of(engine, path)
+    assert superseded(engine) == sorted(
+        [(first, str(path.resolve()), 2, 0, second), (second, str(path.resolve()), 2, 0, third)]
+    )
+
+
+def test_a_force_loading_no_row_still_takes_the_earlier_rows_out(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text(USERS)
+    ingest_paths(engine, [path], now=NOW)
+    result = ingest_paths(engine, [path], config=DAY_FIRST, force=True, now=NOW)
+    assert (result.batches[0].rows_loaded, result.batches[0].rows_quarantined) == (0, 2)
+    assert raw_counts(engine)["users"] == 0
