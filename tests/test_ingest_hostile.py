@@ -165,3 +165,27 @@ def test_a_map_applies_to_the_tables_that_have_its_target(
     assert engine.fetch_all("SELECT user_id FROM raw.events") == [("u1",)]
     with pytest.raises(IngestError, match="cannot map onto 'nosuch'"):
         ingest_paths(engine, [tmp_path], now=NOW, mapping={"uid": "nosuch"})
+
+
+# --- files that cannot be read get a message that says why, naming the file ----------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"\n\n", "the file is empty"),
+        (b"user_id,signup_ts\rA,2026-01-05\rB,2026-01-06\r", "bare carriage return"),
+        ("user_id,signup_ts\nA,2026-01-05\n".encode("utf-16-le"), "UTF-16 or UTF-32"),
+    ],
+    ids=["empty", "blank-lines", "bare-cr", "utf16-without-bom"],
+)
+def test_unreadable_csv_files_say_why(
+    engine: DuckDBEngine, tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "users.csv"
+    path.write_bytes(content)
+    with pytest.raises(IngestError, match=message) as info:
+        ingest_paths(engine, [path], now=NOW)
+    assert "users.csv" in str(info.value)
+    assert engine.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]

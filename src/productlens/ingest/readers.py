@@ -621,6 +621,21 @@ def _unquoted(value: str) -> str:
 def _csv_header(path: Path, line: str, delimiter: str) -> list[str]:
     """The column names on a CSV file's first line."""
     line = line.removeprefix(BOM).removesuffix("\r")
+    if not line.strip():
+        raise IngestError("the file is empty: the first line must name the columns", file=path)
+    if "\x00" in line:
+        raise IngestError(
+            "the first line holds NUL bytes: the file is probably UTF-16 or UTF-32 without a "
+            'byte order mark; declare its encoding (encoding = "utf-16-le", say, under '
+            "[ingest.tables.TABLE])",
+            file=path,
+        )
+    if "\r" in line:
+        raise IngestError(
+            "the lines end in a bare carriage return (an old Mac export): convert them to "
+            "\\n or \\r\\n line endings",
+            file=path,
+        )
     try:
         header = next(csv.reader([line], delimiter=delimiter, strict=True), [])
     except csv.Error as exc:
