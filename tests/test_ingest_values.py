@@ -462,6 +462,8 @@ def test_one_source_column_feeds_several_targets(engine: DuckDBEngine, tmp_path:
         ("read_text('/etc/passwd')", "not allowed"),
         ("try(read_text('/etc/passwd'))", "not allowed"),
         ("getenv('HOME')", "not allowed"),
+        ("lpad(a, 1000000000, 'x')", "not allowed"),  # one value asking for a gigabyte
+        ("printf('%999999999d', 1)", "not allowed"),
         ("getvariable('x')", "not allowed"),
         ("current_setting('home_directory')", "not allowed"),
         ("list_transform([a], x -> x)", "not allowed"),

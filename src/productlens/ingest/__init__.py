@@ -31,7 +31,7 @@ from productlens.ingest import presets
 from productlens.ingest.batch import BatchResult, Plan, files_text, run_batch
 from productlens.ingest.contracts import CONTRACTS, LOAD_ORDER, Contract
 from productlens.ingest.held import STILL_HELD
-from productlens.ingest.mapping import Resolution, fold, resolve
+from productlens.ingest.mapping import Resolution, fold, json_path, resolve
 from productlens.ingest.readers import (
     Reading,
     base_name,
@@ -705,7 +705,7 @@ def replay(
             )
         ]
         extract = ", ".join(
-            f"json_extract_string(q.raw_values, {literal('$.' + _json_path(k))}) AS {ident(k)}"
+            f"json_extract_string(q.raw_values, {literal(json_path([k]))}) AS {ident(k)}"
             for k in keys
         )
         relation = (
@@ -727,8 +727,3 @@ def replay(
         jobs.append(_Job(CONTRACTS[name], "replay", [], source, settings, Plan()))
     _run_all(engine, store, jobs, config, now or datetime.now(UTC), result, on_batch)
     return result
-
-
-def _json_path(key: str) -> str:
-    """A JSON path step for any key: quoted so dots and spaces are taken literally."""
-    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -12,7 +12,7 @@ check is evaluated twice.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -391,6 +391,6 @@ def _log(
     )
 
 
-def files_text(files: list[Path]) -> str:
+def files_text(files: Sequence[Path]) -> str:
     """One file, or the first and how many more, for messages."""
     return str(files[0]) if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"

@@ -256,7 +256,7 @@ def typed(
     raise ValueError(f"no rule to read a contract column of type {target}")
 
 
-def can_fail(source_type: str, target: str, formats: Sequence[str] = (), zone: str = "UTC") -> bool:
+def can_fail(source_type: str, target: str, zone: str = "UTC") -> bool:
     """Whether reading a source value as `target` can give NULL for a present value (so
     the row needs the bad_type / bad_timestamp check)."""
     if target == "VARCHAR":

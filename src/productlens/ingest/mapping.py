@@ -41,15 +41,17 @@ ALLOWED_FUNCTIONS: tuple[type[exp.Expression], ...] = (
     exp.Replace, exp.SplitPart, exp.RegexpReplace, exp.RegexpExtract, exp.RegexpLike,
     exp.StrToTime, exp.UnixToTime, exp.JSONExtract, exp.JSONExtractScalar, exp.Abs,
     exp.Round, exp.Floor, exp.Ceil, exp.Greatest, exp.Least, exp.StrPosition,
-    exp.Pad, exp.ToChar, exp.TimeToStr, exp.Upper, exp.Initcap,
+    exp.ToChar, exp.TimeToStr, exp.Initcap,
 )  # fmt: skip
 # ... and by name, for functions SQLGlot does not model.
 ALLOWED_NAMES = frozenset(
     {"hash", "md5_number", "sha1", "sha256", "to_json", "json_extract_path_text",
      "string_split", "list_extract", "array_extract", "epoch_us", "epoch_ns", "try_strptime",
-     "make_timestamp", "lower", "upper", "lpad", "rpad", "ltrim", "rtrim", "printf",
-     "format", "json_value", "json_type", "struct_extract", "element_at", "try"}
+     "make_timestamp", "ltrim", "rtrim", "json_value", "json_type", "struct_extract",
+     "element_at", "try"}
 )  # fmt: skip
+# Not allowed on purpose: padding and formatting functions (lpad, rpad, printf, format)
+# take a width, and one value could ask for gigabytes.
 
 
 @dataclass(frozen=True)
@@ -147,14 +149,19 @@ def _nested(value: exp.Expression, source_type: str, path: list[str], what: str)
     if source_type in ("VARCHAR", "JSON") or is_nested(source_type):
         return exp.Anonymous(
             this="json_extract_string",
-            expressions=[value, exp.Literal.string(_json_path(path))],
+            expressions=[value, exp.Literal.string(json_path(path))],
         )
     raise IngestError(f"{what}: cannot take {'.'.join(path)!r} of a {source_type} column")
 
 
-def _json_path(keys: list[str]) -> str:
+def json_key(key: str) -> str:
+    """A key as a JSON string (for JSON paths and the structures json_transform reads)."""
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def json_path(keys: list[str]) -> str:
     """A JSON path taking each key literally (quoted: dots and spaces are no steps)."""
-    return "$" + "".join(f'."{k.replace(chr(34), chr(92) + chr(34))}"' for k in keys)
+    return "$" + "".join("." + json_key(k) for k in keys)
 
 
 def render(
@@ -255,7 +262,7 @@ def fold(names: list[str], columns: Mapping[str, str], json_column: str | None =
     if json_column is not None:
         line = _column(json_column)
         values = [
-            f"json_extract({line}, {exp.Literal.string(_json_path([n])).sql('duckdb')})"
+            f"json_extract({line}, {exp.Literal.string(json_path([n])).sql('duckdb')})"
             for n in names
         ]
     else:

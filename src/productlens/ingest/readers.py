@@ -13,10 +13,10 @@ line, into a temporary table, with every value as the text the file holds:
   several lines that does not parse is read again line by line, so one unterminated quote
   costs its own line only.
 - A JSON Lines line parses when it is one JSON object. Strings are read unquoted, integers
-  keep their digits however long, `true`/`false` stay words, `null` is missing, objects and
-  arrays are kept as JSON text. Other numbers are read as a double and written back in the
-  shortest form that reads as the same double (`1.50` -> `1.5`, `1E2` -> `100.0`): DuckDB's
-  JSON reader keeps no other number text.
+  keep their digits however long, other numbers keep their text too (`1.50`, `1E2`, `-0`;
+  see MAY_HOLD_FLOAT), `true`/`false` stay words, `null` is missing, objects and arrays are
+  kept as JSON text. Each row also keeps its line, so keys folded into `properties` keep
+  their JSON types (see mapping.fold).
 - A line that does not parse is kept as a row whose `malformed` column holds its text; the
   checks quarantine it as `malformed_line` with that text.
 
@@ -40,7 +40,9 @@ import pyarrow as pa
 from productlens.config import TableIngestConfig
 from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
+from productlens.ingest.batch import files_text
 from productlens.ingest.contracts import Contract
+from productlens.ingest.mapping import json_key
 from productlens.ingest.store import ParquetFile, inspect_parquet
 from productlens.ingest.validate import Source, ident, literal
 
@@ -167,7 +169,7 @@ def read_files(
         )
     except EngineError as exc:
         reading.close(engine)
-        raise IngestError(f"cannot read the file: {exc.message}", file=_files_text(files)) from None
+        raise IngestError(f"cannot read the file: {exc.message}", file=files_text(files)) from None
     except BaseException:
         reading.close(engine)
         raise
@@ -222,7 +224,7 @@ def _describe(engine: Engine, relation: str, files: Sequence[Path]) -> dict[str,
     try:
         rows = engine.fetch_all(f"DESCRIBE SELECT * FROM {relation}")
     except EngineError as exc:
-        raise IngestError(f"cannot read the file: {exc.message}", file=_files_text(files)) from None
+        raise IngestError(f"cannot read the file: {exc.message}", file=files_text(files)) from None
     return {r[0]: r[1] for r in rows}
 
 
@@ -402,7 +404,7 @@ def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> 
         keys, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN, JSON_COLUMN)
     )
     # Every key as VARCHAR: strings unquoted, other values as JSON text.
-    shape = "{" + ", ".join(f'{_json_text(k)}: "VARCHAR"' for k in keys) + "}"
+    shape = "{" + ", ".join(f'{json_key(k)}: "VARCHAR"' for k in keys) + "}"
     values = f"json_transform(coalesce(marked, text), {literal(shape)})" if keys else "NULL"
     picked = ", ".join(
         f"CASE WHEN marked IS NULL THEN v[{literal(k)}] ELSE {_unmarked(f'v[{literal(k)}]')} "
@@ -441,11 +443,6 @@ def _check_some_object(engine: Engine, checked: str) -> None:
         )
 
 
-def _json_text(key: str) -> str:
-    """A JSON string for a key (for the structure json_transform reads)."""
-    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def check_names(names: Sequence[str], files: Sequence[Path]) -> None:
     """Column names must not be empty and must differ in more than case: DuckDB's names
     ignore it."""
@@ -453,14 +450,14 @@ def check_names(names: Sequence[str], files: Sequence[Path]) -> None:
     for name in names:
         if not name:
             raise IngestError(
-                'a key is empty (""), which cannot name a column', file=_files_text(files)
+                'a key is empty (""), which cannot name a column', file=files_text(files)
             )
         other = seen.setdefault(name.lower(), name)
         if other != name:
             raise IngestError(
                 f"the columns {other!r} and {name!r} differ only in case, which SQL cannot "
                 "tell apart; rename one",
-                file=_files_text(files),
+                file=files_text(files),
             )
 
 
@@ -644,8 +641,3 @@ def _csv_header(path: Path, line: str, delimiter: str) -> list[str]:
     if not names or any(not n for n in names) or len(set(names)) != len(names):
         raise IngestError(f"the first line must name every column once, got {header!r}", file=path)
     return names
-
-
-def _files_text(files: Sequence[Path]) -> str:
-    """One file, or the first and how many more, for messages."""
-    return str(files[0]) if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"

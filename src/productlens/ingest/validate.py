@@ -59,21 +59,14 @@ class Rules:
     references_present: Mapping[str, bool] = field(default_factory=dict)
 
 
-def resolve_mapping(
-    contract: Contract, source_columns: Mapping[str, str], mapping: Mapping[str, str]
-) -> dict[str, Mapped]:
-    """Contract column -> its source (renames only: source column -> contract column,
-    then same-named columns). Expressions are resolved by `mapping.resolve`."""
-    return resolve(contract.column_names, source_columns, mapping, {}, None, contract.table).values
-
-
 def source_values(
     contract: Contract, source: Source, mapping: Mapping[str, str]
 ) -> Mapping[str, Mapped]:
-    """Where each contract column comes from in `source`."""
+    """Where each contract column comes from in `source`: its resolved values, else (a
+    source built without them) the renames in `mapping`, then same-named columns."""
     if source.values is not None:
         return source.values
-    return resolve_mapping(contract, source.columns, mapping)
+    return resolve(contract.column_names, source.columns, mapping, {}, None, contract.table).values
 
 
 def value_column(name: str) -> str:

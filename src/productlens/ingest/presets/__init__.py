@@ -44,8 +44,8 @@ def text(name: str) -> str:
 
 def summary(name: str) -> str:
     """A preset's first comment line: what it loads."""
-    first = text(name).splitlines()[0] if text(name) else ""
-    return first.removeprefix("#").strip()
+    lines = text(name).splitlines()
+    return lines[0].removeprefix("#").strip() if lines else ""
 
 
 @cache
