@@ -467,6 +467,15 @@ def models(
     console.print(table)
 
 
+def _register_metrics() -> None:
+    from productlens.metrics.cli import register
+
+    register(app)
+
+
+_register_metrics()
+
+
 class _RunnerContext:
     """Opens the engine, yields a Runner with progress, then closes and summarises."""
 

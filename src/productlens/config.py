@@ -66,7 +66,18 @@ class MetricsConfig(Section):
 
     funnel_steps: list[str] | None = Field(default=None, min_length=2)
     week_start: Literal["monday", "sunday"] = "monday"
+    # The zone whose calendar days, weeks and months the metrics queries count in.
+    timezone: str = "UTC"
     session_timeout_minutes: PositiveInt = 30  # for events without a session id
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name)") from None
+        return name
 
     @field_validator("funnel_steps")
     @classmethod

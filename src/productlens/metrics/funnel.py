@@ -1,16 +1,117 @@
-"""Ordered funnels, exact on ties.
+"""Funnels with PostHog's semantics, exact on ties, as set-based SQL.
 
-A user reaches step k on a day when they did step k at or after the moment they reached
-step k-1 that day (greedy earliest chain: the earliest qualifying event is always the
-best one to continue from). Equal timestamps count as in order, unlike ClickHouse's
-`windowFunnel`, which can break a valid chain on ties.
+The rules (ordered, strict and unordered funnels, attempts, windows, exclusions,
+breakdown attribution, trends) are written out in `docs/funnels.md`; the brute-force
+reference in `tests/funnel_reference.py` implements the same text in plain Python and
+the tests hold the SQL to it.
+
+`daily_funnel_query` and `funnel_totals_query` are the per-day funnels the marts used
+before `funnel()`; they go once the marts read `funnel()`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlglot import exp
+
+from productlens.metrics.scope import Scope
+
+if TYPE_CHECKING:
+    from productlens.engines import Engine
+
+Order = Literal["ordered", "strict", "unordered"]
+CountBy = Literal["user", "session"]
+Per = Literal["day", "week"]
+DEFAULT_WINDOW = timedelta(days=14)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """An event that spoils an attempt between step `from_step` and `to_step` (0-based)."""
+
+    event: str
+    from_step: int
+    to_step: int
+
+    @classmethod
+    def parse(cls, text: str) -> Exclusion:
+        """`EVENT:FROM:TO`; the event name may itself contain colons."""
+        from productlens.metrics.scope import MetricsInputError
+
+        event, _, rest = text.rpartition(":")
+        event, _, first = event.rpartition(":")
+        if not event or not first.isdigit() or not rest.isdigit():
+            raise MetricsInputError(f"--exclude {text!r}: expected EVENT:FROM:TO (step numbers)")
+        return cls(event, int(first), int(rest))
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One row of a funnel: units that reached the step, and how long they took."""
+
+    event: str
+    count: int
+    conversion_from_previous: float | None
+    conversion_from_start: float | None
+    drop_off: int
+    avg_time_s: float | None
+    median_time_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class TrendPeriod:
+    """The funnel of the units that entered in one period (local calendar)."""
+
+    period: str  # the period's first local day, YYYY-MM-DD
+    complete: bool  # False while the conversion window of the period has not closed
+    steps: tuple[StepResult, ...]
+
+
+@dataclass(frozen=True)
+class FunnelResult:
+    """A funnel's steps, per breakdown value (when asked) and per period (when asked)."""
+
+    steps: tuple[StepResult, ...]
+    breakdown: dict[str, tuple[StepResult, ...]] = field(default_factory=dict)
+    trend: tuple[TrendPeriod, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"steps": [s.to_dict() for s in self.steps]}
+        if self.breakdown:
+            out["breakdown"] = {
+                value: {"steps": [s.to_dict() for s in steps]}
+                for value, steps in self.breakdown.items()
+            }
+        if self.trend:
+            out["trend"] = [
+                {"period": p.period, "complete": p.complete, "steps": [s.to_dict() for s in p.steps]}
+                for p in self.trend
+            ]
+        return out
+
+
+def funnel(
+    engine: Engine,
+    steps: Sequence[str],
+    *,
+    scope: Scope | None = None,
+    window: timedelta = DEFAULT_WINDOW,
+    order: Order = "ordered",
+    by: str | None = None,
+    attribution: str = "first_touch",
+    exclude: Sequence[Exclusion] = (),
+    per: Per | None = None,
+    count_by: CountBy = "user",
+) -> FunnelResult:
+    """The funnel through `steps` over the scope's events (see the module docstring)."""
+    raise NotImplementedError
 
 
 def _step_cte(k: int, step: str, keys: Sequence[str]) -> exp.Select:

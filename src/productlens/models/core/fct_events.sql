@@ -22,6 +22,7 @@ final as (
         events.country,
         events.product_id,
         events.amount,
+        events.properties,
         cast(users.signup_ts as date) as signup_date
     from events
     left join users

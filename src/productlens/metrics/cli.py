@@ -1,0 +1,133 @@
+"""What the metrics commands share: the time and filter options, opening the warehouse
+read-only, and printing a result as a readable table or as exact JSON.
+
+Each metrics command lives in its own module (`metrics/cli_<name>.py`) and registers
+itself on the app with `command(app)`; `productlens.cli` imports them. Only Typer and Rich
+are imported here, so `--help` stays fast; the engine and SQLGlot load inside commands.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from productlens.config import Project
+    from productlens.engines import Engine
+    from productlens.metrics.scope import Scope
+
+console = Console()
+
+FromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="First day (YYYY-MM-DD) or instant (ISO 8601), inclusive; local time in "
+        "[metrics] timezone unless it has an offset.",
+    ),
+]
+ToOpt = Annotated[
+    str | None,
+    typer.Option("--to", help="Last day or instant, inclusive (same forms as --from)."),
+]
+WhereOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        help="KEY=VALUE[,VALUE...]: only events whose column or property KEY has one of "
+        "the values. Repeat for several filters (all must hold).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exact JSON instead of a table.")]
+
+
+def project_of(ctx: typer.Context) -> Project:
+    from productlens.cli import _state
+
+    return _state(ctx).project()
+
+
+def scope_of(
+    project: Project,
+    date_from: str | None,
+    date_to: str | None,
+    where: Sequence[str] | None,
+) -> Scope:
+    """The scope of a metrics command: the project's zone and week start, the range and
+    filters from the command line."""
+    from productlens.metrics.scope import Scope
+
+    settings = project.config.metrics
+    return Scope.parse(
+        timezone=settings.timezone,
+        week_start=settings.week_start,
+        date_from=date_from,
+        date_to=date_to,
+        where=where or (),
+    )
+
+
+@contextmanager
+def warehouse(project: Project) -> Iterator[Engine]:
+    """The project's warehouse, opened read-only (metrics never write)."""
+    from productlens.engines import open_engine
+
+    engine = open_engine(project, read_only=True)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def emit(data: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], None]) -> None:
+    """Print `data` as JSON (exact numbers) or through `render` as tables."""
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        render(data)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    """A Rich table; numbers right-aligned and formatted (ints with separators, floats to
+    four significant places, shares as percentages when the column name ends in %)."""
+    out = Table(title=title, show_edge=False, title_justify="left")
+    numeric = [bool(rows) and all(_is_number(r[i]) for r in rows) for i in range(len(columns))]
+    for name, is_number in zip(columns, numeric, strict=True):
+        out.add_column(name, justify="right" if is_number else "left")
+    for row in rows:
+        out.add_row(*[fmt(v, pct=c.endswith("%")) for c, v in zip(columns, row, strict=True)])
+    return out
+
+
+def fmt(value: Any, *, pct: bool = False) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.1%}" if pct else f"{value:,.4g}"
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+# Command name -> module defining `command`, in the order `--help` lists them.
+COMMANDS: dict[str, str] = {}
+
+
+def register(app: typer.Typer) -> None:
+    """Add every metrics command to the app."""
+    import importlib
+
+    for name, module in COMMANDS.items():
+        app.command(name=name)(importlib.import_module(module).command)

@@ -1,0 +1,275 @@
+"""What every metrics query shares: the events it reads, in which zone, over which range.
+
+A `Scope` is parsed once from the command line or the Python API and turned into SQLGlot
+expressions; no value from outside is pasted into SQL text. Time rules:
+
+- `event_ts` in the warehouse is UTC. Days, weeks and months are calendar periods in the
+  scope's zone (`[metrics] timezone`), weeks starting on `week_start`.
+- `--from` / `--to` are inclusive. A date means the whole local day; an ISO-8601 instant
+  without an offset is local time in the scope's zone. Bounds are turned into UTC instants
+  in Python (zoneinfo), so the range filter is a plain comparison on `event_ts`.
+- `--where KEY=VALUE[,VALUE...]` compares an event column or a key of `properties` as
+  text (a number is its text: `0` is "0"); several values mean any of them; several
+  filters must all hold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlglot import exp
+
+from productlens.errors import ConfigError
+
+Grain = Literal["day", "week", "month"]
+WeekStart = Literal["monday", "sunday"]
+GRAINS: tuple[Grain, ...] = ("day", "week", "month")
+
+# Columns of core.fct_events a filter or a breakdown may name; any other key is looked up
+# in the event's `properties` JSON.
+EVENT_COLUMNS = (
+    "event_id",
+    "user_id",
+    "session_id",
+    "event_type",
+    "device",
+    "country",
+    "product_id",
+    "amount",
+)
+EVENTS_TABLE = "core.fct_events"
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(mo|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "mo": 30 * 86400}
+
+
+class MetricsInputError(ConfigError):
+    """An option of a metrics query that cannot be understood."""
+
+    stage = "metrics"
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Events whose `key` (a column or a property) equals one of `values`, as text."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The events a metrics query reads: zone, week start, UTC range, filters."""
+
+    timezone: str = "UTC"
+    week_start: WeekStart = "monday"
+    start: datetime | None = None  # inclusive, naive UTC
+    end: datetime | None = None  # exclusive, naive UTC
+    where: tuple[Filter, ...] = ()
+    source: str = EVENTS_TABLE
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        timezone: str = "UTC",
+        week_start: WeekStart = "monday",
+        date_from: str | None = None,
+        date_to: str | None = None,
+        where: Iterable[str] = (),
+        source: str = EVENTS_TABLE,
+    ) -> Scope:
+        """A scope from command-line text: bounds as dates or ISO instants, filters as
+        KEY=VALUE[,VALUE...]."""
+        zone = zone_info(timezone)
+        start = parse_bound(date_from, zone, end=False) if date_from else None
+        end = parse_bound(date_to, zone, end=True) if date_to else None
+        if start is not None and end is not None and end <= start:
+            raise MetricsInputError(f"--to {date_to} is before --from {date_from}")
+        return cls(timezone, week_start, start, end, parse_where(where), source)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return zone_info(self.timezone)
+
+    def local(self, instant: datetime) -> datetime:
+        """A naive UTC instant as naive local time in the scope's zone."""
+        return instant.replace(tzinfo=UTC).astimezone(self.zone).replace(tzinfo=None)
+
+
+def zone_info(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise MetricsInputError(f"unknown time zone {name!r} (use an IANA name)") from None
+
+
+def parse_bound(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
+    """An inclusive --from/--to bound as a naive UTC instant; for `end`, the first
+    instant after the bound (a date's next local midnight, an instant plus 1 µs)."""
+    value = text.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            day = date.fromisoformat(value)
+            local = datetime.combine(day + timedelta(days=1) if end else day, datetime.min.time())
+            moment = local.replace(tzinfo=zone)
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=zone)
+            if end:
+                moment += timedelta(microseconds=1)
+    except ValueError:
+        flag = "--to" if end else "--from"
+        raise MetricsInputError(
+            f"{flag} {text!r} is neither a date (YYYY-MM-DD) nor an ISO-8601 instant"
+        ) from None
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def parse_where(texts: Iterable[str]) -> tuple[Filter, ...]:
+    """`KEY=VALUE[,VALUE...]` filters; a value may not be empty."""
+    filters = []
+    for text in texts:
+        key, sep, values = text.partition("=")
+        if not sep or not key.strip():
+            raise MetricsInputError(f"--where {text!r}: expected KEY=VALUE[,VALUE...]")
+        filters.append(Filter(key.strip(), tuple(values.split(","))))
+    return tuple(filters)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`N<unit>` with units s, m, h, d, w, mo (a month is 30 days)."""
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise MetricsInputError(
+            f"window {text!r}: expected a positive N followed by s, m, h, d, w or mo (e.g. 7d)"
+        )
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def event_value(key: str, table: str | None = None) -> exp.Expression:
+    """An event column or, for any other key, the property of that name, as text."""
+    if key in EVENT_COLUMNS:
+        return exp.cast(exp.column(key, table), "varchar")
+    from productlens.ingest.mapping import json_path
+
+    return exp.func(
+        "json_extract_string",
+        exp.column("properties", table),
+        exp.Literal.string(json_path([key])),
+        dialect="duckdb",
+    )
+
+
+def where_condition(filters: Sequence[Filter], table: str | None = None) -> exp.Expression | None:
+    """All filters as one condition, or None without filters."""
+    conditions = [
+        event_value(f.key, table).isin(*[exp.Literal.string(v) for v in f.values])
+        for f in filters
+    ]
+    return exp.and_(*conditions) if conditions else None
+
+
+def range_condition(scope: Scope, column: str = "event_ts") -> exp.Expression | None:
+    conditions: list[exp.Expression] = []
+    if scope.start is not None:
+        conditions.append(exp.column(column) >= timestamp_literal(scope.start))
+    if scope.end is not None:
+        conditions.append(exp.column(column) < timestamp_literal(scope.end))
+    return exp.and_(*conditions) if conditions else None
+
+
+def timestamp_literal(value: datetime) -> exp.Expression:
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "timestamp")
+
+
+def date_literal(value: date) -> exp.Expression:
+    return exp.cast(exp.Literal.string(value.isoformat()), "date")
+
+
+def local_ts(scope: Scope, column: exp.Expression | None = None) -> exp.Expression:
+    """The local wall-clock time of a UTC timestamp column in the scope's zone."""
+    ts = column if column is not None else exp.column("event_ts")
+    if scope.timezone == "UTC":
+        return ts
+    return exp.ConvertTimezone(
+        source_tz=exp.Literal.string("UTC"),
+        target_tz=exp.Literal.string(scope.timezone),
+        timestamp=ts,
+    )
+
+
+def period_start(scope: Scope, grain: Grain, local: exp.Expression) -> exp.Expression:
+    """The first local day of the period (day, week, month) a local time falls in."""
+    day = exp.cast(local, "date")
+    if grain == "day":
+        return day
+    if grain == "month":
+        return exp.cast(exp.func("date_trunc", exp.Literal.string("month"), day), "date")
+    if scope.week_start == "monday":
+        return exp.cast(exp.func("date_trunc", exp.Literal.string("week"), day), "date")
+    # Sunday weeks: the Monday-week of the next day, moved back one day.
+    shifted = exp.cast(exp.func("date_trunc", exp.Literal.string("week"), _add_days(day, 1)), "date")
+    return _add_days(shifted, -1)
+
+
+def _add_days(day: exp.Expression, days: int) -> exp.Expression:
+    return exp.cast(
+        exp.DateAdd(this=day, expression=exp.convert(days), unit=exp.var("DAY")), "date"
+    )
+
+
+def period_floor(scope: Scope, grain: Grain, moment: date) -> date:
+    """The same as `period_start`, in Python, for a local date."""
+    if grain == "day":
+        return moment
+    if grain == "month":
+        return moment.replace(day=1)
+    offset = moment.weekday() if scope.week_start == "monday" else (moment.weekday() + 1) % 7
+    return moment - timedelta(days=offset)
+
+
+def period_add(grain: Grain, start: date, n: int) -> date:
+    """The start of the period `n` periods after the one starting at `start`."""
+    if grain == "day":
+        return start + timedelta(days=n)
+    if grain == "week":
+        return start + timedelta(days=7 * n)
+    months = start.year * 12 + start.month - 1 + n
+    return date(months // 12, months % 12 + 1, 1)
+
+
+@dataclass(frozen=True)
+class EventsSpec:
+    """Which events a query reads, and the extra columns it needs computed."""
+
+    event_types: tuple[str, ...] | None = None  # None: every event
+    columns: tuple[str, ...] = ("user_id", "event_ts", "event_type")
+    extra: dict[str, exp.Expression] = field(default_factory=dict)
+
+
+def scoped_events(scope: Scope, spec: EventsSpec) -> exp.Select:
+    """SELECT the spec's columns from the scope's events: in range, filtered, and (when
+    given) only the named event types."""
+    query = exp.select(
+        *[exp.column(c) for c in spec.columns],
+        *[value.as_(name) for name, value in spec.extra.items()],
+    ).from_(exp.to_table(scope.source))
+    conditions = [
+        c
+        for c in (
+            range_condition(scope),
+            where_condition(scope.where),
+            exp.column("event_type").isin(*[exp.Literal.string(t) for t in spec.event_types])
+            if spec.event_types is not None
+            else None,
+        )
+        if c is not None
+    ]
+    return query.where(exp.and_(*conditions)) if conditions else query
