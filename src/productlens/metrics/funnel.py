@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlglot import exp
 
-from productlens.metrics.scope import Scope
+from productlens.metrics.scope import MetricsInputError, Scope
 
 if TYPE_CHECKING:
     from productlens.engines import Engine
@@ -40,8 +40,6 @@ class Exclusion:
     @classmethod
     def parse(cls, text: str) -> Exclusion:
         """`EVENT:FROM:TO`; the event name may itself contain colons."""
-        from productlens.metrics.scope import MetricsInputError
-
         event, _, rest = text.rpartition(":")
         event, _, first = event.rpartition(":")
         if not event or not first.isdigit() or not rest.isdigit():
@@ -91,7 +89,11 @@ class FunnelResult:
             }
         if self.trend:
             out["trend"] = [
-                {"period": p.period, "complete": p.complete, "steps": [s.to_dict() for s in p.steps]}
+                {
+                    "period": p.period,
+                    "complete": p.complete,
+                    "steps": [s.to_dict() for s in p.steps],
+                }
                 for p in self.trend
             ]
         return out

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlglot import exp
 
 from productlens.errors import ConfigError
+from productlens.ingest.mapping import json_path
 
 Grain = Literal["day", "week", "month"]
 WeekStart = Literal["monday", "sunday"]
@@ -157,8 +158,6 @@ def event_value(key: str, table: str | None = None) -> exp.Expression:
     """An event column or, for any other key, the property of that name, as text."""
     if key in EVENT_COLUMNS:
         return exp.cast(exp.column(key, table), "varchar")
-    from productlens.ingest.mapping import json_path
-
     return exp.func(
         "json_extract_string",
         exp.column("properties", table),
@@ -170,8 +169,7 @@ def event_value(key: str, table: str | None = None) -> exp.Expression:
 def where_condition(filters: Sequence[Filter], table: str | None = None) -> exp.Expression | None:
     """All filters as one condition, or None without filters."""
     conditions = [
-        event_value(f.key, table).isin(*[exp.Literal.string(v) for v in f.values])
-        for f in filters
+        event_value(f.key, table).isin(*[exp.Literal.string(v) for v in f.values]) for f in filters
     ]
     return exp.and_(*conditions) if conditions else None
 
@@ -215,7 +213,8 @@ def period_start(scope: Scope, grain: Grain, local: exp.Expression) -> exp.Expre
     if scope.week_start == "monday":
         return exp.cast(exp.func("date_trunc", exp.Literal.string("week"), day), "date")
     # Sunday weeks: the Monday-week of the next day, moved back one day.
-    shifted = exp.cast(exp.func("date_trunc", exp.Literal.string("week"), _add_days(day, 1)), "date")
+    next_day = _add_days(day, 1)
+    shifted = exp.cast(exp.func("date_trunc", exp.Literal.string("week"), next_day), "date")
     return _add_days(shifted, -1)
 
 
