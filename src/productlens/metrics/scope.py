@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from typing import Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlglot import exp
@@ -158,15 +158,18 @@ def event_value(key: str, table: str | None = None) -> exp.Expression:
     """An event column or, for any other key, the property of that name, as text."""
     if key in EVENT_COLUMNS:
         return exp.cast(exp.column(key, table), "varchar")
-    return exp.func(
+    # Built through DuckDB's function table so SQLGlot knows it as JSONExtractScalar and
+    # can write it for PostgreSQL and Spark.
+    value = exp.func(
         "json_extract_string",
         exp.column("properties", table),
         exp.Literal.string(json_path([key])),
         dialect="duckdb",
     )
+    return cast(exp.Expression, value)
 
 
-def where_condition(filters: Sequence[Filter], table: str | None = None) -> exp.Expression | None:
+def where_condition(filters: Sequence[Filter], table: str | None = None) -> exp.Condition | None:
     """All filters as one condition, or None without filters."""
     conditions = [
         event_value(f.key, table).isin(*[exp.Literal.string(v) for v in f.values]) for f in filters
@@ -174,7 +177,7 @@ def where_condition(filters: Sequence[Filter], table: str | None = None) -> exp.
     return exp.and_(*conditions) if conditions else None
 
 
-def range_condition(scope: Scope, column: str = "event_ts") -> exp.Expression | None:
+def range_condition(scope: Scope, column: str = "event_ts") -> exp.Condition | None:
     conditions: list[exp.Expression] = []
     if scope.start is not None:
         conditions.append(exp.column(column) >= timestamp_literal(scope.start))
