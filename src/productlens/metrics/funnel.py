@@ -113,7 +113,86 @@ def funnel(
     count_by: CountBy = "user",
 ) -> FunnelResult:
     """The funnel through `steps` over the scope's events (see the module docstring)."""
-    raise NotImplementedError
+    from productlens.metrics.funnel_sql import ExclusionSpec, FunnelSpec, funnel_query
+
+    scope = scope or Scope()
+    spec = FunnelSpec(
+        steps=tuple(_check_steps(steps)),
+        window_s=_check_window(window),
+        order=order,
+        exclusions=tuple(
+            ExclusionSpec(e.event, e.from_step, e.to_step)
+            for e in _check_exclusions(exclude, steps)
+        ),
+        per=per,
+        count_by=count_by,
+        by=by,
+        attribution=attribution,
+    )
+    query = funnel_query(scope, spec)
+    rows = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
+    return FunnelResult(steps=_steps(spec.steps, [r for r in rows]))
+
+
+def _check_steps(steps: Sequence[str]) -> Sequence[str]:
+    if len(steps) < 2:
+        raise MetricsInputError("a funnel needs at least two steps")
+    if any(not s for s in steps):
+        raise MetricsInputError("a funnel step needs an event name")
+    return steps
+
+
+def _check_window(window: timedelta) -> int:
+    seconds = window.total_seconds()
+    if seconds <= 0 or seconds != int(seconds):
+        raise MetricsInputError(
+            f"the window must be a positive whole number of seconds, not {window}"
+        )
+    return int(seconds)
+
+
+def _check_exclusions(exclude: Sequence[Exclusion], steps: Sequence[str]) -> Sequence[Exclusion]:
+    for e in exclude:
+        if not 0 <= e.from_step < e.to_step < len(steps):
+            raise MetricsInputError(
+                f"--exclude {e.event}:{e.from_step}:{e.to_step}: steps run from 0 to "
+                f"{len(steps) - 1} and FROM must come before TO"
+            )
+        if e.event in steps:
+            raise MetricsInputError(
+                f"--exclude {e.event!r}: a funnel step cannot also be an excluded event"
+            )
+    return exclude
+
+
+def _steps(names: Sequence[str], rows: Sequence[dict[str, Any]]) -> tuple[StepResult, ...]:
+    """Step results from the query's rows (step, n_units, avg_time_s, median_time_s)."""
+    by_step = {int(r["step"]): r for r in rows}
+    counts = [int(by_step[k]["n_units"] or 0) if k in by_step else 0 for k in range(len(names))]
+    out = []
+    for k, name in enumerate(names):
+        row = by_step.get(k, {})
+        previous = counts[k - 1] if k else counts[0]
+        out.append(
+            StepResult(
+                event=name,
+                count=counts[k],
+                conversion_from_previous=_share(counts[k], previous),
+                conversion_from_start=_share(counts[k], counts[0]),
+                drop_off=previous - counts[k],
+                avg_time_s=_float(row.get("avg_time_s")),
+                median_time_s=_float(row.get("median_time_s")),
+            )
+        )
+    return tuple(out)
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _step_cte(k: int, step: str, keys: Sequence[str]) -> exp.Select:
