@@ -98,8 +98,9 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     four significant places, shares as percentages when the column name ends in %)."""
     out = Table(title=title, show_edge=False, title_justify="left")
     numeric = [bool(rows) and all(_is_number(r[i]) for r in rows) for i in range(len(columns))]
-    for name, is_number in zip(columns, numeric, strict=True):
-        out.add_column(name, justify="right" if is_number else "left")
+    for i, (name, is_number) in enumerate(zip(columns, numeric, strict=True)):
+        # The first column names the row: never wrapped.
+        out.add_column(name, justify="right" if is_number else "left", no_wrap=i == 0)
     for row in rows:
         out.add_row(*[fmt(v, pct=c.endswith("%")) for c, v in zip(columns, row, strict=True)])
     return out
@@ -117,12 +118,24 @@ def fmt(value: Any, *, pct: bool = False) -> str:
     return str(value)
 
 
+def duration(seconds: float | None) -> str | None:
+    """Seconds in the largest unit that keeps the number readable: 42 s, 3.5 min, 2.1 h."""
+    if seconds is None:
+        return None
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
 def _is_number(value: Any) -> bool:
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 # Command name -> module defining `command`, in the order `--help` lists them.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "funnel": "productlens.metrics.cli_funnel",
+}
 
 
 def register(app: typer.Typer) -> None:

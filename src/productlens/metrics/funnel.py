@@ -12,13 +12,20 @@ before `funnel()`; they go once the marts read `funnel()`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlglot import exp
 
-from productlens.metrics.scope import MetricsInputError, Scope
+from productlens.metrics.funnel_sql import ExclusionSpec, FunnelSpec, funnel_query
+from productlens.metrics.scope import (
+    EventsSpec,
+    MetricsInputError,
+    Scope,
+    period_add,
+    scoped_events,
+)
 
 if TYPE_CHECKING:
     from productlens.engines import Engine
@@ -113,8 +120,6 @@ def funnel(
     count_by: CountBy = "user",
 ) -> FunnelResult:
     """The funnel through `steps` over the scope's events (see the module docstring)."""
-    from productlens.metrics.funnel_sql import ExclusionSpec, FunnelSpec, funnel_query
-
     scope = scope or Scope()
     spec = FunnelSpec(
         steps=tuple(_check_steps(steps)),
@@ -129,9 +134,61 @@ def funnel(
         by=by,
         attribution=attribution,
     )
+    if attribution not in ("first_touch", "last_touch"):
+        _check_attribution(attribution, len(spec.steps))
+    rows = _run(engine, scope, replace(spec, per=None))
+    breakdown: dict[str, tuple[StepResult, ...]] = {}
+    trend: tuple[TrendPeriod, ...] = ()
+    if by is not None:
+        buckets = sorted({r["bucket"] for r in rows if r["bucket"] is not None})
+        breakdown = {b: _steps(spec.steps, [r for r in rows if r["bucket"] == b]) for b in buckets}
+        rows = [r for r in rows if r["bucket"] is None]
+    if per is not None:
+        # Per period of entry a user counts once per period they entered in; the totals
+        # above count each user once.
+        period_rows = _run(engine, scope, replace(spec, by=None))
+        trend = _trend(engine, scope, spec.steps, per, window, period_rows)
+    return FunnelResult(steps=_steps(spec.steps, rows), breakdown=breakdown, trend=trend)
+
+
+def _run(engine: Engine, scope: Scope, spec: FunnelSpec) -> list[dict[str, Any]]:
     query = funnel_query(scope, spec)
-    rows = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
-    return FunnelResult(steps=_steps(spec.steps, [r for r in rows]))
+    rows: list[dict[str, Any]] = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
+    return rows
+
+
+def _check_attribution(attribution: str, n_steps: int) -> None:
+    kind, _, number = attribution.partition(":")
+    if kind != "step" or not number.isdigit() or int(number) >= n_steps:
+        raise MetricsInputError(
+            f"--attribution {attribution!r}: use first_touch, last_touch or step:N with N "
+            f"from 0 to {n_steps - 1}"
+        )
+
+
+def _trend(
+    engine: Engine,
+    scope: Scope,
+    steps: Sequence[str],
+    per: Per,
+    window: timedelta,
+    rows: Sequence[dict[str, Any]],
+) -> tuple[TrendPeriod, ...]:
+    """Per period of entry; a period is complete once its last attempt's window has
+    closed before the last event in scope."""
+    last = engine.fetch_all(
+        scoped_events(scope, EventsSpec(columns=()))
+        .select(exp.Max(this=exp.column("event_ts")), append=False)
+        .sql(dialect=engine.dialect)
+    )[0][0]
+    out = []
+    for start in sorted({r["period"] for r in rows}):
+        end_local = datetime.combine(period_add(per, start, 1), datetime.min.time())
+        end_utc = end_local.replace(tzinfo=scope.zone).astimezone(UTC).replace(tzinfo=None)
+        complete = last is not None and end_utc + window <= last
+        period_rows = [r for r in rows if r["period"] == start]
+        out.append(TrendPeriod(start.isoformat(), complete, _steps(steps, period_rows)))
+    return tuple(out)
 
 
 def _check_steps(steps: Sequence[str]) -> Sequence[str]:
@@ -169,6 +226,7 @@ def _steps(names: Sequence[str], rows: Sequence[dict[str, Any]]) -> tuple[StepRe
     """Step results from the query's rows (step, n_units, avg_time_s, median_time_s)."""
     by_step = {int(r["step"]): r for r in rows}
     counts = [int(by_step[k]["n_units"] or 0) if k in by_step else 0 for k in range(len(names))]
+    # A breakdown bucket or period with no unit at some step has no row for it.
     out = []
     for k, name in enumerate(names):
         row = by_step.get(k, {})

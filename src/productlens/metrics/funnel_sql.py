@@ -33,6 +33,7 @@ from productlens.metrics.scope import (
     EventsSpec,
     Grain,
     Scope,
+    event_value,
     local_ts,
     period_start,
     scoped_events,
@@ -77,9 +78,10 @@ class FunnelSpec:
 def funnel_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
     """One row per (bucket, period, step): units reaching the step, and the mean and
     median seconds they took from the previous step."""
-    if spec.order != "ordered":
-        raise NotImplementedError(f"{spec.order} funnels")
-    text = _ordered_text(spec)
+    attempts = {"ordered": _ordered_ctes, "strict": _strict_ctes, "unordered": _unordered_ctes}
+    ctes = attempts[spec.order](spec, scope)
+    ctes += _result_ctes(spec)
+    text = "with " + ",\n".join(ctes) + "\nselect * from final"
     query = sqlglot.parse_one(text, read="duckdb")
     values: dict[str, Any] = {f"name{i}": name for i, name in enumerate(spec.names)}
     values["window"] = spec.window_s
@@ -91,13 +93,16 @@ def funnel_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
 def _events(scope: Scope, spec: FunnelSpec) -> exp.Select:
     extra: dict[str, exp.Expression] = {"uid": exp.column("user_id")}
     if spec.count_by == "session":
-        extra["sid"] = exp.func("coalesce", exp.column("session_id"), exp.Literal.string(""))
-    if spec.per is not None:
-        extra["period"] = period_start(scope, spec.per, local_ts(scope))
+        extra["sid"] = exp.Coalesce(
+            this=exp.column("session_id"), expressions=[exp.Literal.string("")]
+        )
+    if spec.by is not None:
+        extra["bv"] = event_value(spec.by)
     return scoped_events(
         scope,
         EventsSpec(
-            event_types=spec.names,
+            # Strict funnels are broken by any event, so they read every event.
+            event_types=None if spec.order == "strict" else spec.names,
             columns=("event_id", "event_ts", "event_type"),
             extra=extra,
         ),
@@ -113,11 +118,23 @@ def _with_first(query: exp.Query, name: str, cte: exp.Query) -> exp.Query:
     return query
 
 
-def _ordered_text(spec: FunnelSpec) -> str:
-    u = list(spec.units)
-    ulist = ", ".join(u)
-    n = len(spec.steps)
-    ni = [spec.name_index(s) for s in spec.steps]
+def _sql(expression: exp.Expression) -> str:
+    """An expression SQLGlot built (values quoted by it) as DuckDB text for a template."""
+    return expression.sql(dialect="duckdb")
+
+
+def _period(spec: FunnelSpec, scope: Scope, column: str) -> str:
+    """`, <period of column> as period` for trends, else nothing."""
+    if spec.per is None:
+        return ""
+    value = period_start(scope, spec.per, local_ts(scope, exp.column(column)))
+    return f", {_sql(value)} as period"
+
+
+def _lookup_ctes(spec: FunnelSpec) -> list[str]:
+    """`inst` and `look`: per unit and instant, occurrences of each name and each name's
+    next instant after it."""
+    ulist = ", ".join(spec.units)
     names = range(len(spec.names))
     counts = ", ".join(
         f"sum(case when event_type = :name{i} then 1 else 0 end) as c{i}" for i in names
@@ -127,10 +144,22 @@ def _ordered_text(spec: FunnelSpec) -> str:
         f"rows between 1 following and unbounded following) as nx{i}"
         for i in names
     )
-    deadline = "a.t0 + interval (:window) second"
+    return [
+        f"inst as (select {ulist}, event_ts as ts, {counts} from ev group by {ulist}, event_ts)",
+        f"look as (select *, {nexts} from inst)",
+    ]
+
+
+def _ordered_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
+    """`ax`: one row per attempt (keys, t0..t(n-1), reach, spoiled), ordered funnels."""
+    u = list(spec.units)
+    ulist = ", ".join(u)
+    n = len(spec.steps)
+    ni = [spec.name_index(s) for s in spec.steps]
 
     def step_time(k: int, row: str, prev_t: str, prev_f: str) -> str:
-        """t_k from the `look` row `row` at t_{k-1}."""
+        """t_k from the `look` row `row` at t_{k-1}: this instant if it holds an occurrence
+        the chain has not used, else the name's next instant."""
         used = " + ".join(
             f"case when {prev_f} <= {j} then 1 else 0 end"
             for j in range(k)
@@ -141,7 +170,7 @@ def _ordered_text(spec: FunnelSpec) -> str:
     def step_first(k: int, t_k: str, prev_t: str, prev_f: str) -> str:
         return f"case when {t_k} = {prev_t} then {prev_f} else {k} end"
 
-    # Exclusions: the next instant of the excluded event after the FROM step, looked up at
+    # Exclusions: the excluded event's next instant after the FROM step, looked up at
     # t_FROM (on the attempt's own row for FROM = 0, along the chain otherwise).
     excl = list(enumerate(spec.exclusions))
     att_excl = "".join(
@@ -149,10 +178,10 @@ def _ordered_text(spec: FunnelSpec) -> str:
     )
     t1 = step_time(1, "look", "ts", "0")
     ctes = [
-        f"inst as (select {ulist}, event_ts as ts, {counts} from ev group by {ulist}, event_ts)",
-        f"look as (select *, {nexts} from inst)",
+        *_lookup_ctes(spec),
         f"att as (select {ulist}, ts as t0, {t1} as t1, "
-        f"{step_first(1, t1, 'ts', '0')} as f1{att_excl} from look where c{ni[0]} > 0)",
+        f"{step_first(1, t1, 'ts', '0')} as f1{att_excl}{_period(spec, scope, 'ts')} "
+        f"from look where c{ni[0]} > 0)",
         f"s1 as (select distinct {ulist}, t1, f1 from att where t1 is not null)",
     ]
     on = " and ".join(f"l.{c} = s.{c}" for c in u)
@@ -166,58 +195,129 @@ def _ordered_text(spec: FunnelSpec) -> str:
             f"{step_first(k, t_k, f's.t{k - 1}', f's.f{k - 1}')} as f{k}{chain_excl} "
             f"from s{k - 1} as s left join look as l on {on} and l.ts = s.t{k - 1})"
         )
-    times = [f"c.t{k}" for k in range(1, n)]
-    reach = " ".join(f"when {times[k - 1]} <= {deadline} then {k}" for k in range(n - 1, 0, -1))
-    spoils = []
-    for j, e in excl:
-        xf = f"a.xf{j}" if e.from_step == 0 else f"c.xf{j}"
-        spoils.append(
-            f"coalesce(case when reach >= {e.to_step} then {xf} < t{e.to_step} "
-            f"when reach >= {e.from_step} then {xf} <= deadline end, false)"
-        )
-    join_on = " and ".join(f"c.{col} = a.{col}" for col in u)
-    chain_cols = ", ".join(f"c.t{k}" if k > 1 else "a.t1" for k in range(1, n))
-    ctes.append(
-        f"ax0 as (select {', '.join('a.' + c for c in u)}, a.t0, {chain_cols}, "
-        f"{deadline} as deadline, case {reach} else 0 end as reach"
-        + "".join(f", {'a' if e.from_step == 0 else 'c'}.xf{j}" for j, e in excl)
-        + f" from att as a left join s{n - 1} as c on {join_on} "
-        f"and c.t1 = a.t1 and c.f1 = a.f1)"
-        if n > 2
-        else f"ax0 as (select {', '.join('a.' + c for c in u)}, a.t0, a.t1, "
-        f"{deadline} as deadline, case {reach.replace('c.t1', 'a.t1')} else 0 end as reach"
-        + "".join(f", a.xf{j}" for j, _ in excl)
-        + " from att as a)"
-    )
-    spoiled = " or ".join(s.replace("a.xf", "xf").replace("c.xf", "xf") for s in spoils)
-    ctes.append(f"ax as (select *, {spoiled or 'false'} as spoiled from ax0)")
+    chain = "a" if n == 2 else "c"
+    cols = [f"a.{c}" for c in u] + ["a.t0", "a.t1"] + [f"c.t{k}" for k in range(2, n)]
+    cols += [f"{'a' if e.from_step == 0 else 'c'}.xf{j}" for j, e in excl]
+    if spec.per is not None:
+        cols.append("a.period")
+    source = "att as a"
+    if n > 2:
+        join_on = " and ".join(f"c.{col} = a.{col}" for col in u)
+        source += f" left join s{n - 1} as c on {join_on} and c.t1 = a.t1 and c.f1 = a.f1"
+    del chain
+    ctes.append(f"ax0 as (select {', '.join(cols)} from {source})")
+    return ctes + _judge_ctes(spec)
+
+
+def _judge_ctes(spec: FunnelSpec) -> list[str]:
+    """`ax` from `ax0` (keys, t0..t(n-1) of the greedy chain, xf*: each exclusion's next
+    instant after its FROM step): reach within the window, and spoiled."""
+    n = len(spec.steps)
+    deadline = "t0 + interval (:window) second"
+    reach = " ".join(f"when t{k} <= {deadline} then {k}" for k in range(n - 1, 0, -1))
+    spoils = [
+        f"coalesce(case when reach >= {e.to_step} then xf{j} < t{e.to_step} "
+        f"when reach >= {e.from_step} then xf{j} <= {deadline} end, false)"
+        for j, e in enumerate(spec.exclusions)
+    ]
+    return [
+        f"ax1 as (select *, case {reach} else 0 end as reach from ax0)",
+        f"ax as (select *, {' or '.join(spoils) or 'false'} as spoiled from ax1)",
+    ]
+
+
+def _strict_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
+    raise NotImplementedError("strict funnels")
+
+
+def _unordered_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
+    raise NotImplementedError("unordered funnels")
+
+
+def _result_ctes(spec: FunnelSpec) -> list[str]:
+    """From `ax` (one row per attempt) to `final`: per unit (and period) the furthest step
+    and the reporting attempt's times; the unit's bucket; counts, mean and median times
+    per bucket, period and step."""
+    n = len(spec.steps)
+    keys = [*spec.units, *(["period"] if spec.per else [])]
+    klist = ", ".join(keys)
     tm = " ".join(f"when {k} then t{k}" for k in range(n))
     all_t = ", ".join(f"t{k}" for k in range(n))
-    ctes += [
-        f"best as (select {ulist}, max(reach) as m from ax group by {ulist})",
+    # The reporting attempt: the earliest to reach the furthest step, then the latest
+    # start (unordered: the earliest window).
+    order = "t0" if spec.order == "unordered" else "tm, t0 desc"
+    ctes = [
+        f"best as (select {klist}, max(reach) as m from ax group by {klist})",
         f"cand as (select ax.*, b.m, case b.m {tm} end as tm from ax inner join best as b "
-        f"using ({ulist}) where ax.reach = b.m and not ax.spoiled)",
-        f"ranked as (select *, row_number() over (partition by {ulist} order by tm, t0 desc) "
+        f"using ({klist}) where ax.reach = b.m and not ax.spoiled)",
+        f"ranked as (select *, row_number() over (partition by {klist} order by {order}) "
         f"as rn from cand where m > 0)",
-        f"units as (select {ulist}, m, {all_t} from ranked where rn = 1 "
-        f"union all select distinct {ulist}, 0 as m, "
+        f"units0 as (select {klist}, m, {all_t} from ranked where rn = 1 "
+        f"union all select distinct {klist}, 0 as m, "
         + ", ".join(["cast(null as timestamp)"] * n)
         + " from cand where m = 0)",
     ]
-    # The period of an attempt is that of its start event. (Trends: later.)
+    ctes += _bucket_ctes(spec)
+    # With a breakdown, the totals come too (bucket null): times do not add up.
+    groupings = [["bucket"], []] if spec.by is not None else [[]]
     parts = []
-    for k in range(n):
-        secs = (
-            f"case when m >= {k} then date_diff('microsecond', t{k - 1}, t{k}) / 1000000.0 end"
-            if k
-            else "cast(null as double)"
-        )
-        parts.append(
-            f"select {k} as step, sum(case when m >= {k} then 1 else 0 end) as n_units, "
-            f"avg({secs}) as avg_time_s, median({secs}) as median_time_s from units"
-        )
+    for grouping in groupings:
+        group = [*grouping, *(["period"] if spec.per else [])]
+        bucket = "" if spec.by is None else "bucket, " if grouping else "null as bucket, "
+        period = "period, " if spec.per else ""
+        group_by = f" group by {', '.join(group)}" if group else ""
+        for k in range(n):
+            secs = (
+                f"case when m >= {k} then date_diff('microsecond', t{k - 1}, t{k}) / 1000000.0 end"
+                if k
+                else "cast(null as double)"
+            )
+            parts.append(
+                f"select {bucket}{period}{k} as step, "
+                f"sum(case when m >= {k} then 1 else 0 end) as n_units, "
+                f"avg({secs}) as avg_time_s, median({secs}) as median_time_s "
+                f"from units{group_by}"
+            )
     ctes.append("final as (" + " union all ".join(parts) + ")")
-    return "with " + ",\n".join(ctes) + "\nselect * from final order by step"
+    return ctes
+
+
+def _bucket_ctes(spec: FunnelSpec) -> list[str]:
+    """`units`: `units0` with the unit's breakdown bucket ("" when missing)."""
+    if spec.by is None:
+        return ["units as (select * from units0)"]
+    u = list(spec.units)
+    ulist = ", ".join(u)
+    on = " and ".join(f"b.{c} = x.{c}" for c in u)
+    if spec.attribution in ("first_touch", "last_touch"):
+        direction = "" if spec.attribution == "first_touch" else " desc"
+        steps = ", ".join(f":name{spec.name_index(s)}" for s in dict.fromkeys(spec.steps))
+        return [
+            f"touch as (select {ulist}, bv, row_number() over (partition by {ulist} "
+            f"order by event_ts{direction}, event_id{direction}) as rn from ev "
+            f"where bv is not null and event_type in ({steps}))",
+            f"units as (select x.*, coalesce(b.bv, '') as bucket from units0 as x "
+            f"left join touch as b on {on} and b.rn = 1)",
+        ]
+    step = int(spec.attribution.split(":", 1)[1])
+    name = spec.steps[step]
+    # The occurrence that filled step N: at t_N, after those the chain used there before.
+    used = " + ".join(
+        [
+            f"case when x.t{j} = x.t{step} then 1 else 0 end"
+            for j in range(step)
+            if spec.steps[j] == name
+        ]
+        or ["0"]
+    )
+    return [
+        f"occ as (select {ulist}, event_ts, bv, row_number() over (partition by {ulist}, "
+        f"event_ts order by event_id) as rn from ev "
+        f"where event_type = :name{spec.name_index(name)})",
+        f"units as (select x.*, coalesce(b.bv, '') as bucket from units0 as x "
+        f"left join occ as b on {on} and x.m >= {step} and b.event_ts = x.t{step} "
+        f"and b.rn = {used} + 1)",
+    ]
 
 
 def explain(query: exp.Query, dialect: str = "duckdb") -> str:
@@ -225,4 +325,4 @@ def explain(query: exp.Query, dialect: str = "duckdb") -> str:
     return query.sql(dialect=dialect, pretty=True)
 
 
-__all__: Sequence[str] = ("ExclusionSpec", "FunnelSpec", "funnel_query", "explain")
+__all__: Sequence[str] = ("ExclusionSpec", "FunnelSpec", "explain", "funnel_query")
