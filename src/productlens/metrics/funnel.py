@@ -134,6 +134,8 @@ def funnel(
         by=by,
         attribution=attribution,
     )
+    if order == "unordered" and exclude:
+        raise MetricsInputError("exclusions are not supported for unordered funnels yet")
     if attribution not in ("first_touch", "last_touch"):
         _check_attribution(attribution, len(spec.steps))
     rows = _run(engine, scope, replace(spec, per=None))

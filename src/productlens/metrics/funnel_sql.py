@@ -227,11 +227,143 @@ def _judge_ctes(spec: FunnelSpec) -> list[str]:
 
 
 def _strict_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
-    raise NotImplementedError("strict funnels")
+    """`ax0` for strict funnels: every valid chain, step by step. A chain's next step is
+    at its instant (an occurrence not used yet) or at the unit's very next instant (rank
+    + 1 among all the unit's events). Chains in the same state (start, instant, first step
+    at the instant) share their future; only the one with the earliest times is kept."""
+    u = list(spec.units)
+    ulist = ", ".join(u)
+    n = len(spec.steps)
+    ni = [spec.name_index(s) for s in spec.steps]
+    names = range(len(spec.names))
+    excl = list(enumerate(spec.exclusions))
+    counts = ", ".join(
+        f"sum(case when event_type = :name{i} then 1 else 0 end) as c{i}" for i in names
+    )
+    nexts = "".join(
+        f", min(case when c{spec.name_index(e.event)} > 0 then ts end) over (partition by "
+        f"{ulist} order by ts rows between 1 following and unbounded following) as nx{j}"
+        for j, e in excl
+    )
+    ctes = [
+        f"inst as (select {ulist}, event_ts as ts, {counts} from ev group by {ulist}, event_ts)",
+        f"look as (select *, row_number() over (partition by {ulist} order by ts) as rk{nexts} "
+        f"from inst)",
+    ]
+
+    def columns(k: int, prev: str, row: str, first: str) -> str:
+        """The state's columns after step k, from the previous state `prev` and the
+        `look` row `row` of step k's instant."""
+        times = [f"{prev}.t{j}" for j in range(k)] + [f"{row}.ts"]
+        times += ["cast(null as timestamp)"] * (n - k - 1)
+        xfs = [
+            f"{row}.nx{j}"
+            if e.from_step == k
+            else f"{prev}.xf{j}"
+            if e.from_step < k
+            else "cast(null as timestamp)"
+            for j, e in excl
+        ]
+        return ", ".join(
+            [*(f"{prev}.{c}" for c in u), f"{row}.rk as r", f"{first} as f"]
+            + [f"{t} as t{j}" for j, t in enumerate(times)]
+            + [f"{x} as xf{j}" for j, x in enumerate(xfs)]
+        )
+
+    start_cols = ", ".join(
+        [*u, "rk as r", "0 as f", "ts as t0"]
+        + [f"cast(null as timestamp) as t{j}" for j in range(1, n)]
+        + [
+            f"nx{j} as xf{j}" if e.from_step == 0 else f"cast(null as timestamp) as xf{j}"
+            for j, e in excl
+        ]
+    )
+    ctes.append(f"st0 as (select {start_cols} from look where c{ni[0]} > 0)")
+    on = " and ".join(f"l.{c} = p.{c}" for c in u)
+    for k in range(1, n):
+        used = " + ".join(
+            [
+                f"case when p.f <= {j} then 1 else 0 end"
+                for j in range(k)
+                if spec.steps[j] == spec.steps[k]
+            ]
+            or ["0"]
+        )
+        deadline = "l.ts <= p.t0 + interval (:window) second"
+        same = (
+            f"select {columns(k, 'p', 'l', 'p.f')} from st{k - 1} as p inner join look as l "
+            f"on {on} and l.rk = p.r where l.c{ni[k]} > {used} and {deadline}"
+        )
+        after = (
+            f"select {columns(k, 'p', 'l', str(k))} from st{k - 1} as p inner join look as l "
+            f"on {on} and l.rk = p.r + 1 where l.c{ni[k]} > 0 and {deadline}"
+        )
+        order = ", ".join(f"t{j}" for j in range(1, k + 1))
+        ctes += [
+            f"raw{k} as ({same} union all {after})",
+            f"st{k} as (select * from (select *, row_number() over (partition by {ulist}, t0, r, f "
+            f"order by {order}) as dn from raw{k}) as d where dn = 1)",
+        ]
+    out = ", ".join([*u, *(f"t{j}" for j in range(n)), *(f"xf{j}" for j, _ in excl)])
+    union = " union all ".join(f"select {out} from st{k}" for k in range(n))
+    ctes.append(f"ax0 as ({union})")
+    return ctes + _judge_ctes(spec)
 
 
 def _unordered_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
-    raise NotImplementedError("unordered funnels")
+    """`ax` for unordered funnels: one row per window [t, t + W] starting at an instant
+    holding a step event; a name that r steps share fills up to r of them."""
+    u = list(spec.units)
+    ulist = ", ".join(u)
+    repeats = {name: spec.steps.count(name) for name in spec.steps}
+    counts = ", ".join(
+        f"sum(case when event_type = :name{spec.name_index(name)} then 1 else 0 end) as c{i}"
+        for i, name in enumerate(repeats)
+    )
+    sums = ", ".join(
+        f"sum(c{i}) over (partition by {ulist} order by ts range between current row and "
+        f"interval (:window) second following) as w{i}"
+        for i in range(len(repeats))
+    )
+    filled = " + ".join(f"least(w{i}, {r})" for i, r in enumerate(repeats.values()))
+    nulls = "".join(f", cast(null as timestamp) as t{k}" for k in range(1, len(spec.steps)))
+    return [
+        f"inst as (select {ulist}, event_ts as ts, {counts} from ev group by {ulist}, event_ts)",
+        f"win as (select {ulist}, ts as t0, {sums} from inst)",
+        f"ax as (select {ulist}, t0{nulls}, {filled} - 1 as reach, false as spoiled"
+        f"{_period(spec, scope, 't0')} from win)",
+    ]
+
+
+def _unordered_times(spec: FunnelSpec) -> list[str]:
+    """`units0` for unordered funnels: in each unit's reporting window, each name's
+    earliest occurrences (as many as the steps it fills), their times sorted."""
+    n = len(spec.steps)
+    keys = [*spec.units, *(["period"] if spec.per else [])]
+    klist = ", ".join(keys)
+    on = " and ".join(f"e.{c} = p.{c}" for c in spec.units)
+    names = ", ".join(f":name{spec.name_index(s)}" for s in dict.fromkeys(spec.steps))
+    limit = " ".join(
+        f"when :name{spec.name_index(name)} then {spec.steps.count(name)}"
+        for name in dict.fromkeys(spec.steps)
+    )
+    bv = ", e.bv" if spec.by is not None else ""
+    pivot = ", ".join(f"max(case when k = {k} then event_ts end) as t{k}" for k in range(n))
+    return [
+        f"occ as (select {', '.join('p.' + c for c in keys)}, e.event_type, e.event_ts, "
+        f"e.event_id{bv}, row_number() over (partition by {', '.join('p.' + c for c in keys)}, "
+        f"e.event_type order by e.event_ts, e.event_id) as nr from picked as p inner join ev "
+        f"as e on {on} and e.event_ts >= p.t0 and e.event_ts <= p.t0 + interval (:window) "
+        f"second where p.m > 0 and e.event_type in ({names}))",
+        f"occm as (select * from occ where nr <= case event_type {limit} end)",
+        f"sorted as (select {klist}, event_ts, row_number() over (partition by {klist} "
+        f"order by event_ts, event_id) - 1 as k from occm)",
+        f"timed as (select {klist}, {pivot} from sorted group by {klist})",
+        f"units0 as (select p.{', p.'.join(keys)}, p.m, "
+        + ", ".join(f"t.t{k}" for k in range(n))
+        + f" from picked as p left join timed as t using ({klist}) where p.m > 0 "
+        f"union all select * from picked where m = 0)",
+    ]
 
 
 def _result_ctes(spec: FunnelSpec) -> list[str]:
@@ -252,11 +384,15 @@ def _result_ctes(spec: FunnelSpec) -> list[str]:
         f"using ({klist}) where ax.reach = b.m and not ax.spoiled)",
         f"ranked as (select *, row_number() over (partition by {klist} order by {order}) "
         f"as rn from cand where m > 0)",
-        f"units0 as (select {klist}, m, {all_t} from ranked where rn = 1 "
+        f"picked as (select {klist}, m, {all_t} from ranked where rn = 1 "
         f"union all select distinct {klist}, 0 as m, "
         + ", ".join(["cast(null as timestamp)"] * n)
         + " from cand where m = 0)",
     ]
+    if spec.order == "unordered":
+        ctes += _unordered_times(spec)
+    else:
+        ctes.append("units0 as (select * from picked)")
     ctes += _bucket_ctes(spec)
     # With a breakdown, the totals come too (bucket null): times do not add up.
     groupings = [["bucket"], []] if spec.by is not None else [[]]
@@ -301,6 +437,17 @@ def _bucket_ctes(spec: FunnelSpec) -> list[str]:
         ]
     step = int(spec.attribution.split(":", 1)[1])
     name = spec.steps[step]
+    if spec.order == "unordered":
+        # The step's occurrence: its name's r-th earliest in the window, r = which repeat
+        # of the name the step is.
+        nth = spec.steps[: step + 1].count(name)
+        keys = [*u, *(["period"] if spec.per else [])]
+        on_k = " and ".join(f"b.{c} = x.{c}" for c in keys)
+        return [
+            f"units as (select x.*, coalesce(b.bv, '') as bucket from units0 as x "
+            f"left join occm as b on {on_k} and b.event_type = :name{spec.name_index(name)} "
+            f"and b.nr = {nth})"
+        ]
     # The occurrence that filled step N: at t_N, after those the chain used there before.
     used = " + ".join(
         [
