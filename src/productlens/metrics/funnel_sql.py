@@ -79,7 +79,10 @@ def funnel_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
     """One row per (bucket, period, step): units reaching the step, and the mean and
     median seconds they took from the previous step."""
     attempts = {"ordered": _ordered_ctes, "strict": _strict_ctes, "unordered": _unordered_ctes}
-    ctes = attempts[spec.order](spec, scope)
+    if spec.order == "ordered" and not spec.exclusions and spec.steps[0] != spec.steps[1]:
+        ctes = _ordered_fast_ctes(spec, scope)
+    else:
+        ctes = attempts[spec.order](spec, scope)
     ctes += _result_ctes(spec)
     text = "with " + ",\n".join(ctes) + "\nselect * from final"
     query = sqlglot.parse_one(text, read="duckdb")
@@ -148,6 +151,75 @@ def _lookup_ctes(spec: FunnelSpec) -> list[str]:
         f"inst as (select {ulist}, event_ts as ts, {counts} from ev group by {ulist}, event_ts)",
         f"look as (select *, {nexts} from inst)",
     ]
+
+
+def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
+    """`ax` for ordered funnels without exclusions whose first two steps differ: only the
+    attempts that can matter, found without sorting the step-0 events.
+
+    Attempts sharing a step-1 instant share the rest of their chain, and the latest start
+    among them has the most time left, so it reaches furthest and reports the times. For
+    each step-1 instant those starts are: a step-0 event at the same instant (f1 = 0),
+    and the latest step-0 event after the previous step-1 instant and before this one
+    (f1 = 1). The intervals between step-1 instants do not overlap, so the join of the
+    step-0 events to them yields at most one row per step-0 event. Later steps are
+    looked up the same way among their own (few) instants."""
+    u = list(spec.units)
+    ulist = ", ".join(u)
+    n = len(spec.steps)
+    ni = [spec.name_index(s) for s in spec.steps]
+    window = "interval (:window) second"
+    keys = [*u, *(["period"] if spec.per else [])]
+    su = " and ".join(f"s.{c} = p.{c}" for c in u)
+    ctes = [
+        f"s0 as (select {ulist}, event_ts as t0{_period(spec, scope, 'event_ts')} from ev "
+        f"where event_type = :name{ni[0]})",
+    ]
+    for i in sorted(set(ni[1:])):
+        ctes.append(
+            f"i{i} as (select {ulist}, event_ts as ts, count(*) as c from ev "
+            f"where event_type = :name{i} group by {ulist}, event_ts)"
+        )
+    period = ", s.period" if spec.per else ""
+    ctes += [
+        f"p1 as (select *, lag(ts) over (partition by {ulist} order by ts) as prev from i{ni[1]})",
+        f"g1 as (select {', '.join('p.' + c for c in u)}{period}, max(s.t0) as t0, p.ts as t1, "
+        f"1 as f1 from p1 as p inner join s0 as s on {su} and s.t0 < p.ts "
+        f"and s.t0 >= p.ts - {window} and (p.prev is null or s.t0 > p.prev) "
+        f"group by {', '.join('p.' + c for c in u)}{period}, p.ts "
+        f"union all select distinct {', '.join('p.' + c for c in u)}{period}, p.ts as t0, "
+        f"p.ts as t1, 0 as f1 from p1 as p inner join s0 as s on {su} and s.t0 = p.ts)",
+    ]
+    for k in range(2, n):
+        used = " + ".join(
+            [
+                f"case when g.f{k - 1} <= {j} then 1 else 0 end"
+                for j in range(k)
+                if spec.steps[j] == spec.steps[k]
+            ]
+            or ["0"]
+        )
+        prev_cols = [*keys, "t0", *(f"t{j}" for j in range(1, k)), *(f"f{j}" for j in range(1, k))]
+        gcols = ", ".join(f"g.{c}" for c in prev_cols)
+        on = " and ".join(f"x.{c} = g.{c}" for c in u)
+        ctes += [
+            f"h{k} as (select {gcols}, min(x.ts) as t{k} from g{k - 1} as g left join "
+            f"i{ni[k]} as x on {on} and x.ts >= g.t{k - 1} and x.ts <= g.t0 + {window} "
+            f"and (x.ts > g.t{k - 1} or x.c > {used}) group by {gcols})",
+            f"g{k} as (select *, case when t{k} = t{k - 1} then f{k - 1} else {k} end as f{k} "
+            f"from h{k})",
+        ]
+    times = ", ".join(f"t{k}" for k in range(1, n))
+    reach = " ".join(f"when t{k} is not null then {k}" for k in range(n - 1, 0, -1))
+    nulls = ", ".join(["cast(null as timestamp)"] * (n - 1))
+    ctes += [
+        f"ax as (select {', '.join(keys)}, t0, {times}, case {reach} else 0 end as reach, "
+        f"false as spoiled from g{n - 1} "
+        # Units that start the funnel whether or not any attempt goes further.
+        f"union all select {', '.join(keys)}, max(t0) as t0, {nulls}, 0 as reach, "
+        f"false as spoiled from s0 group by {', '.join(keys)})",
+    ]
+    return ctes
 
 
 def _ordered_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
