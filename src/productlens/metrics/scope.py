@@ -222,9 +222,10 @@ def period_start(scope: Scope, grain: Grain, local: exp.Expression) -> exp.Expre
 
 
 def _add_days(day: exp.Expression, days: int) -> exp.Expression:
-    return exp.cast(
-        exp.DateAdd(this=day, expression=exp.convert(days), unit=exp.var("DAY")), "date"
-    )
+    # A negative count is written as a subtraction: SQLGlot mangles a negative interval
+    # for PostgreSQL.
+    shift = exp.DateAdd if days >= 0 else exp.DateSub
+    return exp.cast(shift(this=day, expression=exp.convert(abs(days)), unit=exp.var("DAY")), "date")
 
 
 def period_floor(scope: Scope, grain: Grain, moment: date) -> date:
