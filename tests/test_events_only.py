@@ -137,19 +137,22 @@ def test_funnels_match_a_brute_force_count(events_only: tuple[Path, list[Event]]
     steps = [str(name) for _, name in sorted(named)]
     assert steps == list(preset().funnel_steps)
     expected = reference([(u, k, t) for u, k, t, _ in events], steps)
+    # By day of entry, with the marts' one-day window.
     got = marts(root, "SELECT event_date, step_no, n_users FROM marts.funnel_daily_metrics")
     assert {(d, s): n for d, s, n in got if n} == dict(expected)
     assert {s for _, s in expected} == set(range(1, len(steps) + 1))  # every step reached
-    # By device, over the whole period (user-days).
+    # By device over the whole period: each user in the device of their first funnel event.
+    first_device: dict[str, tuple[datetime, str]] = {}
+    for user, kind, ts, device in events:
+        if kind in steps and (user not in first_device or ts < first_device[user][0]):
+            first_device[user] = (ts, device)
     for device in {e[3] for e in events}:
-        by_device = reference([(u, k, t) for u, k, t, d in events if d == device], steps)
-        totals: Counter[int] = Counter()
-        for (_, step), n in by_device.items():
-            totals[step] += n
+        rows = [(u, k, t) for u, k, t, _ in events if first_device.get(u, (t, ""))[1] == device]
+        totals = reference(rows, steps, per_day=False)
         got = marts(
-            root, "SELECT step_no, n_user_days FROM marts.device_metrics WHERE device = ?", [device]
+            root, "SELECT step_no, n_users FROM marts.device_metrics WHERE device = ?", [device]
         )
-        assert {s: n for s, n in got if n} == dict(totals), device
+        assert {s: n for s, n in got if n} == {s: n for (_, s), n in totals.items()}, device
 
 
 def week_start(day: date) -> date:

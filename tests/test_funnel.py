@@ -1,4 +1,5 @@
-"""The ordered daily funnel against a hand-checked edge set and a brute-force reference."""
+"""The funnel marts' query (ordered funnel by day of entry, one-day window) against a
+hand-checked edge set and a brute-force reference that enumerates attempts literally."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from productlens.engines import DuckDBEngine
-from productlens.metrics.funnel import daily_funnel_query
+from productlens.metrics.funnel import funnel_mart_query
 
 D1, D2 = date(2026, 3, 2), date(2026, 3, 3)
 
@@ -36,12 +37,14 @@ EDGE_EVENTS = [
 def load_events(engine: DuckDBEngine, rows: list[tuple[str, str, datetime]]) -> None:
     engine.execute(
         "CREATE OR REPLACE TABLE core.fct_events "
-        "(user_id VARCHAR, event_type VARCHAR, event_ts TIMESTAMP, event_date DATE)"
+        "(event_id VARCHAR, user_id VARCHAR, event_type VARCHAR, event_ts TIMESTAMP, "
+        "event_date DATE)"
     )
     engine.load_arrow(
         "core.fct_events",
         pa.table(
             {
+                "event_id": [f"e{i:06d}" for i in range(len(rows))],
                 "user_id": [r[0] for r in rows],
                 "event_type": [r[1] for r in rows],
                 "event_ts": pa.array([r[2] for r in rows], pa.timestamp("us")),
@@ -52,8 +55,11 @@ def load_events(engine: DuckDBEngine, rows: list[tuple[str, str, datetime]]) -> 
 
 
 def funnel(engine: DuckDBEngine, steps: list[str]) -> list[tuple[object, ...]]:
-    sql = daily_funnel_query(steps, source="core.fct_events").sql("duckdb")
-    return engine.fetch_all(f"SELECT * FROM ({sql}) ORDER BY event_date, step_no")
+    sql = funnel_mart_query(steps, window=timedelta(days=1), per="day").sql("duckdb")
+    return engine.fetch_all(
+        "SELECT period, step_no, step_name, n_users, n_users_first_step, conversion_from_start, "
+        f"conversion_from_previous FROM ({sql}) ORDER BY period, step_no"
+    )
 
 
 def test_hand_checked_edge_cases(engine: DuckDBEngine) -> None:
@@ -70,23 +76,37 @@ def test_hand_checked_edge_cases(engine: DuckDBEngine) -> None:
 
 
 def reference(
-    rows: list[tuple[str, str, datetime]], steps: list[str]
-) -> dict[tuple[date, int], int]:
-    """Greedy earliest chain per user-day, by brute force."""
-    by_user_day: dict[tuple[str, date], list[tuple[datetime, str]]] = defaultdict(list)
-    for user, kind, ts in rows:
-        by_user_day[(user, ts.date())].append((ts, kind))
-    counts: dict[tuple[date, int], int] = defaultdict(int)
-    for (_, day), events in by_user_day.items():
-        reached_ts: datetime | None = None
-        for k, step in enumerate(steps, start=1):
-            times = [
-                t for t, kind in events if kind == step and (reached_ts is None or t >= reached_ts)
-            ]
-            if not times:
-                break
-            reached_ts = min(times)
-            counts[(day, k)] += 1
+    rows: list[tuple[str, str, datetime]],
+    steps: list[str],
+    window: timedelta = timedelta(days=1),
+    *,
+    per_day: bool = True,
+) -> dict[tuple[date | None, int], int]:
+    """Users per (day of entry, 1-based step), by brute force: every step-0 event starts
+    an attempt whose step k is the earliest unused occurrence at or after step k-1, within
+    the window; per day, a user counts up to the furthest step of the attempts starting
+    that day (over the whole period without `per_day`)."""
+    by_user: dict[str, list[tuple[datetime, str, int]]] = defaultdict(list)
+    for i, (user, kind, ts) in enumerate(rows):
+        by_user[user].append((ts, kind, i))
+    counts: dict[tuple[date | None, int], int] = defaultdict(int)
+    for events in by_user.values():
+        furthest: dict[date | None, int] = {}
+        for start in (e for e in events if e[1] == steps[0]):
+            used, reached = {start[2]}, [start[0]]
+            for step in steps[1:]:
+                later = [
+                    e for e in events if e[1] == step and e[0] >= reached[-1] and e[2] not in used
+                ]
+                if not later or min(later)[0] > start[0] + window:
+                    break
+                used.add(min(later)[2])
+                reached.append(min(later)[0])
+            day = start[0].date() if per_day else None
+            furthest[day] = max(furthest.get(day, 0), len(reached))
+        for day, n in furthest.items():
+            for k in range(1, n + 1):
+                counts[(day, k)] += 1
     return counts
 
 

@@ -453,18 +453,19 @@ def test_funnel_daily_metrics(warehouse: DuckDBEngine) -> None:
 
 
 def test_device_metrics(warehouse: DuckDBEngine) -> None:
-    # Web (u1, u9): five user-days with a page view, never a product view. Mobile (u2):
-    # three days with a page view; on 12 March a product view follows it.
+    # Each user counts once, in the device of their first funnel event. Web: u1 and u9,
+    # page views only. Mobile: u2, whose page view on 12 March is followed by a product
+    # view within the day.
     got = rows(
         warehouse,
-        "SELECT device, step_no, n_user_days, conversion_from_start, conversion_from_previous "
+        "SELECT device, step_no, n_users, conversion_from_start, conversion_from_previous "
         "FROM marts.device_metrics WHERE step_no <= 3 ORDER BY 1, 2",
     )
     assert got == [
-        ("mobile", 1, 3, 1.0, None),
-        ("mobile", 2, 1, pytest.approx(1 / 3), pytest.approx(1 / 3)),
+        ("mobile", 1, 1, 1.0, None),
+        ("mobile", 2, 1, 1.0, 1.0),
         ("mobile", 3, 0, 0.0, 0.0),
-        ("web", 1, 5, 1.0, None),
+        ("web", 1, 2, 1.0, None),
         ("web", 2, 0, 0.0, 0.0),
         ("web", 3, 0, 0.0, None),
     ]

@@ -68,6 +68,9 @@ class MetricsConfig(Section):
     week_start: Literal["monday", "sunday"] = "monday"
     # The zone whose calendar days, weeks and months the metrics queries count in.
     timezone: str = "UTC"
+    # The conversion window of the funnel marts (funnel_daily_metrics, device_metrics),
+    # N s|m|h|d|w|mo from the first step.
+    funnel_window: str = Field(default="1d", pattern=r"^\s*[1-9]\d*\s*(mo|s|m|h|d|w)\s*$")
     session_timeout_minutes: PositiveInt = 30  # for events without a session id
 
     @field_validator("timezone")

@@ -34,6 +34,7 @@ from sqlglot import exp
 from productlens.config import ProjectConfig, describe_validation_error
 from productlens.engines import Engine
 from productlens.errors import ModelError
+from productlens.metrics.scope import Scope
 from productlens.runlog import RunLog
 
 MODEL_LAYERS = ("staging", "core", "marts")
@@ -87,6 +88,12 @@ class ModelContext:
     funnel_steps: tuple[str, ...]
     week_start: str
     session_timeout_minutes: int = 30
+    timezone: str = "UTC"
+    funnel_window: str = "1d"
+
+    def scope(self) -> Scope:
+        """The metrics scope of the marts: every event, in the configured zone and week."""
+        return Scope(timezone=self.timezone, week_start=self.week_start)  # type: ignore[arg-type]
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> ModelContext:
@@ -95,6 +102,8 @@ class ModelContext:
             funnel_steps=config.funnel_steps(),
             week_start=config.metrics.week_start,
             session_timeout_minutes=config.metrics.session_timeout_minutes,
+            timezone=config.metrics.timezone,
+            funnel_window=config.metrics.funnel_window,
         )
 
 

@@ -5,8 +5,8 @@ breakdown attribution, trends) are written out in `docs/funnels.md`; the brute-f
 reference in `tests/funnel_reference.py` implements the same text in plain Python and
 the tests hold the SQL to it.
 
-`daily_funnel_query` and `funnel_totals_query` are the per-day funnels the marts used
-before `funnel()`; they go once the marts read `funnel()`.
+`funnel_mart_query` is the same query shaped as a table, for the marts
+`funnel_daily_metrics` and `device_metrics`.
 """
 
 from __future__ import annotations
@@ -255,145 +255,67 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _step_cte(k: int, step: str, keys: Sequence[str]) -> exp.Select:
-    """Users' earliest time at step k per day (and per extra key), chained to step k-1."""
-    col = exp.column  # every column here is qualified by e or p
-    query = exp.select(
-        col("user_id", "e"),
-        *[col(key, "e") for key in keys],
-        exp.Min(this=col("event_ts", "e")).as_("reached_ts"),
-    ).from_(exp.to_table("funnel_events").as_("e"))
-    if k > 1:
-        query = query.join(
-            exp.to_table(f"step_{k - 1}").as_("p"),
-            on=exp.and_(
-                col("user_id", "e").eq(col("user_id", "p")),
-                *[col(key, "e").eq(col(key, "p")) for key in keys],
-                col("event_ts", "e") >= col("reached_ts", "p"),
-            ),
-        )
-    return query.where(col("event_type", "e").eq(exp.convert(step))).group_by(
-        col("user_id", "e"), *[col(key, "e") for key in keys]
-    )
-
-
-def daily_funnel_query(
-    steps: Sequence[str], source: str = "fct_events", by: Sequence[str] = ()
+def funnel_mart_query(
+    steps: Sequence[str],
+    *,
+    window: timedelta,
+    scope: Scope | None = None,
+    per: Per | None = None,
+    by: str | None = None,
 ) -> exp.Query:
-    """One row per day (and per value of each `by` column) per step: users reaching the
-    step that day, and conversion rates.
-
-    Columns: event_date, *by, step_no, step_name, n_users, n_users_first_step,
-    conversion_from_start, conversion_from_previous.
-    """
-    if len(steps) < 2:
-        raise ValueError("a funnel needs at least two steps")
-    keys = ["event_date", *by]
-    query = exp.select("*").from_("final")
-    query = query.with_(
-        "funnel_events",
-        as_=exp.select("user_id", *keys, "event_ts", "event_type")
-        .from_(source)
-        .where(exp.column("event_type").isin(*[exp.convert(s) for s in steps])),
+    """The ordered funnel as a table for the marts: one row per (period of entry, when
+    `per`) (value of `by`, first touch, when given) and step (1-based `step_no`), with
+    users, conversion from the first and the previous step, and mean and median seconds
+    from the previous step. The same query as `funnel()`."""
+    spec = FunnelSpec(
+        steps=tuple(_check_steps(steps)),
+        window_s=_check_window(window),
+        order="ordered",
+        exclusions=(),
+        per=per,
+        count_by="user",
+        by=by,
+        attribution="first_touch",
     )
-    for k, step in enumerate(steps, start=1):
-        query = query.with_(f"step_{k}", as_=_step_cte(k, step, keys))
-
-    step_names = exp.select("*").from_(
+    rows = funnel_query(scope or Scope(), spec).subquery("f")
+    keys = [*(["period"] if per else []), *(["bucket"] if by else [])]
+    if by is not None:
+        rows = exp.select("*").from_(rows).where(exp.column("bucket").is_(exp.null()).not_())
+        rows = rows.subquery("f")
+    names = exp.select("*").from_(
         exp.Values(
-            expressions=[
-                exp.tuple_(exp.convert(k), exp.convert(s)) for k, s in enumerate(steps, 1)
-            ],
+            expressions=[exp.tuple_(exp.convert(k), exp.convert(s)) for k, s in enumerate(steps)],
             alias=exp.TableAlias(
                 this=exp.to_identifier("step_names"),
-                columns=[exp.to_identifier("step_no"), exp.to_identifier("step_name")],
+                columns=[exp.to_identifier("step"), exp.to_identifier("step_name")],
             ),
         )
     )
-    query = query.with_("steps", as_=step_names)
-    reached = exp.union(
-        *[
-            exp.select(
-                *keys,
-                exp.convert(k).as_("step_no"),
-                exp.Count(this=exp.Star()).as_("n_users"),
-            )
-            .from_(f"step_{k}")
-            .group_by(*keys)
-            for k in range(1, len(steps) + 1)
-        ],
-        distinct=False,
-    )
-    query = query.with_("reached", as_=reached)
-    query = query.with_("groups", as_=exp.select(*keys).from_("step_1").distinct())
-
-    n_users = exp.func("coalesce", exp.column("n_users", "r"), exp.convert(0))
-    grid = (
+    n = exp.column("n_units", "f")
+    first = _window("first_value", "n_units", keys)
+    previous = _window("lag", "n_units", keys)
+    return (
         exp.select(
-            *[exp.column(key, "g") for key in keys],
-            exp.column("step_no", "s"),
+            *[exp.column(k, "f") for k in keys],
+            (exp.column("step", "f") + 1).as_("step_no"),
             exp.column("step_name", "s"),
-            n_users.as_("n_users"),
+            n.as_("n_users"),
+            first.as_("n_users_first_step"),
+            _ratio(n, first).as_("conversion_from_start"),
+            _ratio(n, previous).as_("conversion_from_previous"),
+            exp.column("avg_time_s", "f"),
+            exp.column("median_time_s", "f"),
         )
-        .from_(exp.to_table("groups").as_("g"))
-        .join(exp.to_table("steps").as_("s"), join_type="cross")
-        .join(
-            exp.to_table("reached").as_("r"),
-            on=exp.and_(
-                *[exp.column(key, "r").eq(exp.column(key, "g")) for key in keys],
-                exp.column("step_no", "r").eq(exp.column("step_no", "s")),
-            ),
-            join_type="left",
-        )
+        .from_(rows)
+        .join(names.subquery("s"), on=exp.column("step", "s").eq(exp.column("step", "f")))
     )
-    query = query.with_("grid", as_=grid)
-    final = exp.select(
-        *keys,
-        "step_no",
-        "step_name",
-        "n_users",
-        _window("first_value", "n_users", keys).as_("n_users_first_step"),
-        _ratio(exp.column("n_users"), _window("first_value", "n_users", keys)).as_(
-            "conversion_from_start"
-        ),
-        _ratio(exp.column("n_users"), _window("lag", "n_users", keys)).as_(
-            "conversion_from_previous"
-        ),
-    ).from_("grid")
-    return query.with_("final", as_=final)
-
-
-def funnel_totals_query(steps: Sequence[str], by: str, source: str = "fct_events") -> exp.Query:
-    """User-days reaching each step over the whole period, per value of `by` (e.g.
-    device), with conversion from the first step and from the previous one."""
-    daily = daily_funnel_query(steps, source, by=(by,)).subquery("daily")
-    totals = (
-        exp.select(
-            by,
-            "step_no",
-            exp.func("min", exp.column("step_name")).as_("step_name"),
-            exp.Sum(this=exp.column("n_users")).as_("n_user_days"),
-        )
-        .from_(daily)
-        .group_by(by, "step_no")
-        .subquery("totals")
-    )
-    n = exp.column("n_user_days")
-    return exp.select(
-        by,
-        "step_no",
-        "step_name",
-        "n_user_days",
-        _ratio(n, _window("first_value", "n_user_days", [by])).as_("conversion_from_start"),
-        _ratio(n, _window("lag", "n_user_days", [by])).as_("conversion_from_previous"),
-    ).from_(totals)
 
 
 def _window(func: str, column: str, keys: Sequence[str]) -> exp.Window:
     return exp.Window(
-        this=exp.func(func, exp.column(column)),
-        partition_by=[exp.column(key) for key in keys],
-        order=exp.Order(expressions=[exp.Ordered(this=exp.column("step_no"))]),
+        this=exp.func(func, exp.column(column, "f")),
+        partition_by=[exp.column(key, "f") for key in keys],
+        order=exp.Order(expressions=[exp.Ordered(this=exp.column("step", "f"))]),
     )
 
 

@@ -1,14 +1,30 @@
-"""device_metrics: the funnel by device over the whole period: user-days reaching each
-step (ordered, exact on ties) and conversion from the first and the previous step.
-The steps come from configuration; see `productlens.metrics.funnel`."""
+"""device_metrics: the ordered funnel by device over the whole period.
+
+Each user counts once, in the device of their first funnel event (first touch), with
+the window `[metrics] funnel_window`. It is `productlens funnel --by device` over the
+configured steps (`productlens.metrics.funnel`).
+"""
 
 from __future__ import annotations
 
 from sqlglot import exp
 
-from productlens.metrics.funnel import funnel_totals_query
+from productlens.metrics.funnel import funnel_mart_query
+from productlens.metrics.scope import parse_duration
 from productlens.modeling import ModelContext
 
 
 def model(ctx: ModelContext) -> exp.Query:
-    return funnel_totals_query(ctx.funnel_steps, by="device", source="fct_events")
+    query = funnel_mart_query(
+        ctx.funnel_steps, window=parse_duration(ctx.funnel_window), scope=ctx.scope(), by="device"
+    )
+    return exp.select(
+        exp.column("bucket").as_("device"),
+        exp.column("step_no"),
+        exp.column("step_name"),
+        exp.column("n_users"),
+        exp.column("conversion_from_start"),
+        exp.column("conversion_from_previous"),
+        exp.column("avg_time_s"),
+        exp.column("median_time_s"),
+    ).from_(query.subquery("funnel"))

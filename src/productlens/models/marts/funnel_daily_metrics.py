@@ -1,16 +1,37 @@
-"""funnel_daily_metrics: users at each funnel step per day, and conversion rates.
+"""funnel_daily_metrics: the ordered funnel by day of entry.
 
-The steps come from configuration (`[metrics] funnel_steps`, else the scenario's), so
-the query is built in code; see `productlens.metrics.funnel`.
+Users who started the funnel on a day (in `[metrics] timezone`) and how many of them
+reached each step within `[metrics] funnel_window` of the step-1 event, with conversion
+and time to convert. It is `productlens funnel --per day` over the configured steps: one
+funnel definition in the project (`productlens.metrics.funnel`).
 """
 
 from __future__ import annotations
 
 from sqlglot import exp
 
-from productlens.metrics.funnel import daily_funnel_query
+from productlens.metrics.funnel import funnel_mart_query
+from productlens.metrics.scope import parse_duration
 from productlens.modeling import ModelContext
 
 
 def model(ctx: ModelContext) -> exp.Query:
-    return daily_funnel_query(ctx.funnel_steps, source="fct_events")
+    query = funnel_mart_query(
+        ctx.funnel_steps, window=parse_duration(ctx.funnel_window), scope=ctx.scope(), per="day"
+    )
+    return exp.select(
+        exp.column("period").as_("event_date"),
+        *[exp.column(c) for c in COLUMNS],
+    ).from_(query.subquery("funnel"))
+
+
+COLUMNS = (
+    "step_no",
+    "step_name",
+    "n_users",
+    "n_users_first_step",
+    "conversion_from_start",
+    "conversion_from_previous",
+    "avg_time_s",
+    "median_time_s",
+)
