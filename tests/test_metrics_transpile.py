@@ -93,7 +93,8 @@ def test_scope_bounds_are_utc_instants_of_local_days() -> None:
     scope = SCOPES["zoned"]
     # 2026-03-01 00:00 in Los Angeles (PST, -8) is 08:00 UTC; --to 2026-03-31T12:00 is
     # PDT (-7) and inclusive: the first instant after it is 19:00:00.000001 UTC.
-    assert scope.start is not None and scope.end is not None
+    assert scope.start is not None
+    assert scope.end is not None
     assert scope.start.isoformat() == "2026-03-01T08:00:00"
     assert scope.end.isoformat() == "2026-03-31T19:00:00.000001"
     assert date(2026, 3, 1) == scope.local(scope.start).date()

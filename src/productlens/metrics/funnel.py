@@ -277,11 +277,11 @@ def funnel_mart_query(
         by=by,
         attribution="first_touch",
     )
-    rows = funnel_query(scope or Scope(), spec).subquery("f")
+    query = funnel_query(scope or Scope(), spec)
     keys = [*(["period"] if per else []), *(["bucket"] if by else [])]
-    if by is not None:
-        rows = exp.select("*").from_(rows).where(exp.column("bucket").is_(exp.null()).not_())
-        rows = rows.subquery("f")
+    if by is not None:  # the buckets only, not the totals
+        query = exp.select("*").from_(query.subquery("q")).where("bucket IS NOT NULL")
+    rows = query.subquery("f")
     names = exp.select("*").from_(
         exp.Values(
             expressions=[exp.tuple_(exp.convert(k), exp.convert(s)) for k, s in enumerate(steps)],
