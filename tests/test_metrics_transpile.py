@@ -47,6 +47,7 @@ def funnel_shapes() -> dict[str, FunnelSpec]:
         "ordered_excluded": replace(base, exclusions=excluded),
         "strict": replace(base, order="strict", exclusions=excluded),
         "unordered": replace(base, order="unordered", steps=("a", "b", "a")),
+        "unordered_excluded": replace(base, order="unordered", exclusions=excluded),
         "per_week_by_last": replace(base, per="week", by="plan", attribution="last_touch"),
         "session_step_attr": replace(base, count_by="session", by="device", attribution="step:2"),
         "unordered_step_attr": replace(

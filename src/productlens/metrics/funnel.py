@@ -134,8 +134,14 @@ def funnel(
         by=by,
         attribution=attribution,
     )
-    if order == "unordered" and exclude:
-        raise MetricsInputError("exclusions are not supported for unordered funnels yet")
+    if order == "unordered":
+        for e in exclude:
+            for step in (e.from_step, e.to_step):
+                if steps[:step].count(steps[step]):
+                    raise MetricsInputError(
+                        f"--exclude {e.event}:{e.from_step}:{e.to_step}: in an unordered funnel "
+                        f"FROM and TO must be the first step with their event name"
+                    )
     if attribution not in ("first_touch", "last_touch"):
         _check_attribution(attribution, len(spec.steps))
     rows = _run(engine, scope, replace(spec, per=None))

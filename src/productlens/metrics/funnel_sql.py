@@ -399,12 +399,66 @@ def _unordered_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     )
     filled = " + ".join(f"least(w{i}, {r})" for i, r in enumerate(repeats.values()))
     nulls = "".join(f", cast(null as timestamp) as t{k}" for k in range(1, len(spec.steps)))
-    return [
+    ctes = [
         f"inst as (select {ulist}, event_ts as ts, {counts} from ev group by {ulist}, event_ts)",
-        f"win as (select {ulist}, ts as t0, {sums} from inst)",
-        f"ax as (select {ulist}, t0{nulls}, {filled} - 1 as reach, false as spoiled"
-        f"{_period(spec, scope, 't0')} from win)",
     ]
+    spoiled = "false"
+    if spec.exclusions:
+        # A window is spoiled by an excluded event after the first occurrence of the FROM
+        # step's name in it and before that of the TO step's name (or, without one, up to
+        # the window's end).
+        index = {name: i for i, name in enumerate(repeats)}
+        exclusion_counts = "".join(
+            f", sum(case when event_type = :name{spec.name_index(e.event)} then 1 else 0 end)"
+            f" as x{j}"
+            for j, e in enumerate(spec.exclusions)
+        )
+        ctes[0] = ctes[0].replace(" from ev group by", f"{exclusion_counts} from ev group by")
+        nexts = ", ".join(
+            f"min(case when {col} > 0 then ts end) over (partition by {ulist} order by ts "
+            f"rows between 1 following and unbounded following) as n{col}"
+            for col in [
+                *(f"c{i}" for i in range(len(repeats))),
+                *(f"x{j}" for j in range(len(spec.exclusions))),
+            ]
+        )
+        ctes.append(f"look as (select *, {nexts} from inst)")
+        source = "look"
+        firsts = []
+        for j, e in enumerate(spec.exclusions):
+            for end, step in (("from", e.from_step), ("to", e.to_step)):
+                col = f"c{index[spec.steps[step]]}"
+                firsts.append(f"case when w.{col} > 0 then w.ts else w.n{col} end as {end}{j}")
+        ctes.append(f"bounds as (select w.*, {', '.join(firsts)} from {source} as w)")
+        joins = []
+        checks = []
+        deadline = "b.ts + interval (:window) second"
+        for j, _ in enumerate(spec.exclusions):
+            on = " and ".join(f"l{j}.{c} = b.{c}" for c in u)
+            joins.append(f" left join look as l{j} on {on} and l{j}.ts = b.from{j}")
+            checks.append(
+                f"coalesce(b.from{j} <= {deadline} and case when b.to{j} <= {deadline} "
+                f"then l{j}.nx{j} < b.to{j} else l{j}.nx{j} <= {deadline} end, false)"
+            )
+        cols = ", ".join(
+            [
+                *(f"b.{c}" for c in u),
+                "b.ts",
+                *(f"b.c{i}" for i in range(len(repeats))),
+                f"{' or '.join(checks)} as spoiled",
+            ]
+        )
+        ctes.append(f"judged as (select {cols} from bounds as b{''.join(joins)})")
+        spoiled = "spoiled"
+        base = "judged"
+    else:
+        base = "inst"
+    ctes += [
+        f"win as (select {ulist}, ts as t0, {spoiled} as spoiled, {sums} from {base})",
+        f"ax as (select {ulist}, t0{nulls}, {filled} - 1 as reach, spoiled"
+        f"{_period(spec, scope, 't0')} from win where {filled} > 0)",
+    ]
+    return ctes
 
 
 def _unordered_times(spec: FunnelSpec) -> list[str]:
