@@ -183,12 +183,16 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     period = ", s.period" if spec.per else ""
     ctes += [
         f"p1 as (select *, lag(ts) over (partition by {ulist} order by ts) as prev from i{ni[1]})",
-        f"g1 as (select {', '.join('p.' + c for c in u)}{period}, max(s.t0) as t0, p.ts as t1, "
-        f"1 as f1 from p1 as p inner join s0 as s on {su} and s.t0 < p.ts "
-        f"and s.t0 >= p.ts - {window} and (p.prev is null or s.t0 > p.prev) "
-        f"group by {', '.join('p.' + c for c in u)}{period}, p.ts "
-        f"union all select distinct {', '.join('p.' + c for c in u)}{period}, p.ts as t0, "
-        f"p.ts as t1, 0 as f1 from p1 as p inner join s0 as s on {su} and s.t0 = p.ts)",
+        # One join finds both kinds of start for each step-1 instant.
+        f"j1 as (select {', '.join('p.' + c for c in u)}{period}, p.ts as t1, "
+        f"max(case when s.t0 < p.ts then s.t0 end) as before, "
+        f"max(case when s.t0 = p.ts then 1 else 0 end) as same from p1 as p inner join s0 as s "
+        f"on {su} and s.t0 <= p.ts and s.t0 >= p.ts - {window} "
+        f"and (p.prev is null or s.t0 > p.prev) group by {', '.join('p.' + c for c in u)}"
+        f"{period}, p.ts)",
+        f"g1 as (select {', '.join(keys)}, before as t0, t1, 1 as f1 from j1 "
+        f"where before is not null union all select {', '.join(keys)}, t1 as t0, t1, 0 as f1 "
+        f"from j1 where same = 1)",
     ]
     for k in range(2, n):
         used = " + ".join(
