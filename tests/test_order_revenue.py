@@ -62,7 +62,8 @@ def test_order_revenue_is_defined_once(world: DuckDBEngine) -> None:
 
 
 def test_every_data_test_passes_with_pending_and_zero_orders(world: DuckDBEngine) -> None:
-    outcomes = checks.run_tests(world, checks.compile_tests(modeling.discover(ProjectConfig())), "r")
+    tests = checks.compile_tests(modeling.discover(ProjectConfig()))
+    outcomes = checks.run_tests(world, tests, "r")
     assert [o.test.name for o in outcomes if o.status in ("fail", "error")] == []
 
 

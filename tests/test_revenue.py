@@ -51,8 +51,7 @@ def predicted(aov: float, n: int, signup_day: int, recency: int) -> float:
 
 
 PREDICTED = {
-    "Premium": (predicted(66, 2, 2, 75) + predicted(30, 1, 4, 0) + predicted(200, 1, 4, 71))
-    / 3,
+    "Premium": (predicted(66, 2, 2, 75) + predicted(30, 1, 4, 0) + predicted(200, 1, 4, 71)) / 3,
     "Regular": (predicted(50, 1, 4, 0) + predicted(15, 2, 4, 19)) / 2,
     "Budget": predicted(0, 1, 4, 30) / 2,
 }
@@ -178,8 +177,21 @@ def test_cli_table(project: Path) -> None:
     assert ["ARR", "┃", "2026-03-01"] in lines
     assert ["new", "│", "360"] in lines
     assert ["close", "│", "360"] in lines
-    assert ["3", "│", "3", "│", "344", "│", "1", "│", "58.1%", "│", "1", "│", "58.1%", "│"] == [
-        *next(line for line in lines if line and line[0] == "3")[:14]
+    assert [*next(line for line in lines if line and line[0] == "3")[:14]] == [
+        "3",
+        "│",
+        "3",
+        "│",
+        "344",
+        "│",
+        "1",
+        "│",
+        "58.1%",
+        "│",
+        "1",
+        "│",
+        "58.1%",
+        "│",
     ]
     assert "note: CLV by segment: users' current segment" in result.stdout
 
@@ -220,7 +232,7 @@ DUCKDB_TYPES = {
 
 def load(engine: DuckDBEngine, name: str, columns: dict[str, pa.Array]) -> None:
     """Replace table `name` (schema.table) with `columns`."""
-    engine.execute(f"CREATE SCHEMA IF NOT EXISTS {name.split('.')[0]}")
+    engine.execute(f"CREATE SCHEMA IF NOT EXISTS {name.split('.', maxsplit=1)[0]}")
     body = ", ".join(f"{c} {DUCKDB_TYPES[a.type]}" for c, a in columns.items())
     engine.execute(f"CREATE OR REPLACE TABLE {name} ({body})")
     engine.load_arrow(name, pa.table(columns))
@@ -284,9 +296,10 @@ ORDERS = st.lists(
     max_size=300,
 )
 BOUND = st.none() | st.integers(0, 100)
+FIXTURE_HEALTH = HealthCheck.function_scoped_fixture  # the engine is emptied per example
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[FIXTURE_HEALTH])
 @given(orders=ORDERS, start=BOUND, end=BOUND)
 @example(orders=[(1, 0.0, "completed", 0)], start=None, end=None)  # one $0 buyer: no shares
 @example(orders=[(u, 10.0, "completed", u) for u in range(20)], start=None, end=None)
@@ -313,9 +326,10 @@ def test_concentration_matches_brute_force(
         assert -1e-12 <= got.gini <= (got.n_buyers - 1) / got.n_buyers + 1e-12
 
 
-def load_customers(engine: DuckDBEngine, days: list[int | None], hours: list[int]) -> None:
-    """customer_metrics' columns the time-to-first-purchase query reads; None = a user who
-    never bought."""
+def load_customers(engine: DuckDBEngine, rows: list[tuple[int | None, int]]) -> None:
+    """customer_metrics' columns the time-to-first-purchase query reads, from (days to the
+    first purchase or None for a user who never bought, hour of the first purchase)."""
+    days = [d for d, _ in rows]
     load(
         engine,
         "marts.customer_metrics",
@@ -323,7 +337,7 @@ def load_customers(engine: DuckDBEngine, days: list[int | None], hours: list[int
             "n_orders": pa.array([0 if d is None else 1 for d in days], pa.int64()),
             "days_to_first_purchase": pa.array(days, pa.int32()),
             "first_order_ts": pa.array(
-                [None if d is None else T0 + timedelta(hours=h) for d, h in zip(days, hours, strict=True)],
+                [None if d is None else T0 + timedelta(hours=h) for d, h in rows],
                 pa.timestamp("us"),
             ),
             "segment": pa.array(["s"] * len(days), pa.string()),
@@ -334,7 +348,7 @@ def load_customers(engine: DuckDBEngine, days: list[int | None], hours: list[int
     )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[FIXTURE_HEALTH])
 @given(
     rows=st.lists(st.tuples(st.none() | st.integers(-2, 30), st.integers(0, 100)), max_size=60),
     start=BOUND,
@@ -343,8 +357,7 @@ def load_customers(engine: DuckDBEngine, days: list[int | None], hours: list[int
 def test_time_to_first_purchase_matches_statistics(
     engine: DuckDBEngine, rows: list[tuple[int | None, int]], start: int | None
 ) -> None:
-    days, hours = [d for d, _ in rows], [h for _, h in rows]
-    load_customers(engine, days, hours)
+    load_customers(engine, rows)
     scope = Scope(start=None if start is None else T0 + timedelta(hours=start))
     got = revenue(engine, scope).time_to_first_purchase
     kept = [d for d, h in rows if d is not None and (start is None or h >= start)]
@@ -376,7 +389,8 @@ def test_every_query_transpiles(name: str, dialect: str) -> None:
 
 def test_arr_months_follow_local_dates() -> None:
     # --to 30 April in Los Angeles ends at 07:00 UTC on 1 May: still April's bridge.
-    scope = Scope.parse(timezone="America/Los_Angeles", date_from="2026-03-01", date_to="2026-04-30")
+    zone = "America/Los_Angeles"
+    scope = Scope.parse(timezone=zone, date_from="2026-03-01", date_to="2026-04-30")
     sql = QUERIES["arr_bridge"](scope).sql(dialect="duckdb")
     assert "month_start_date >= CAST('2026-03-01' AS DATE)" in sql
     assert "month_start_date <= CAST('2026-04-30' AS DATE)" in sql

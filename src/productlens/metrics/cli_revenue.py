@@ -83,7 +83,7 @@ def _render(data: dict[str, Any]) -> None:
         console.print(table("ARR bridge", ["ARR", *[m["month"] for m in months]], rows))
     if data["concentration"] is not None:
         conc = data["concentration"]
-        row = [_money(conc[k]) if k == "net_revenue" else conc[k] for _, k in _CONCENTRATION_COLUMNS]
+        row = [_money(conc[k]) if "revenue" in k else conc[k] for _, k in _CONCENTRATION_COLUMNS]
         names = [name for name, _ in _CONCENTRATION_COLUMNS]
         console.print(table("Net revenue concentration", names, [row]))
     if data["clv_by_segment"] is not None:

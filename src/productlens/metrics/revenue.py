@@ -4,8 +4,8 @@ Revenue is net revenue as `core.int_order_revenue` defines it for the whole ware
 the amount of completed orders (refunded, pending and cancelled orders count 0).
 
 - ARR bridge: `marts.arr_monthly`, the months from the one holding --from to the one
-  holding --to (local dates; the mart measures ARR at each month's end): opening ARR + new + expansion + contraction + churned +
-  reactivation = closing ARR.
+  holding --to (local dates; the mart measures ARR at each month's end): opening ARR +
+  new + expansion + contraction + churned + reactivation = closing ARR.
 - Concentration: net revenue per buyer (a user with at least one completed order, $0
   orders included) over the orders placed in the range; the share the top 1% and top 10%
   of buyers hold (the top ceil(n/100) and ceil(n/10) buyers; ties cannot change a sum of
@@ -107,9 +107,7 @@ class RevenueResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "arr_bridge": None
-            if self.arr_bridge is None
-            else [asdict(m) for m in self.arr_bridge],
+            "arr_bridge": None if self.arr_bridge is None else [asdict(m) for m in self.arr_bridge],
             "concentration": None if self.concentration is None else asdict(self.concentration),
             "clv_by_segment": None
             if self.clv_by_segment is None
@@ -349,7 +347,7 @@ def revenue(engine: Engine, scope: Scope | None = None) -> RevenueResult:
 
     arr: tuple[ArrMonth, ...] | None = None
     if not engine.table_exists(ARR_TABLE):
-        notes.append(f"ARR bridge: no marts.arr_monthly in the warehouse (run build).")
+        notes.append("ARR bridge: no marts.arr_monthly in the warehouse (run build).")
     else:
         arr = arr_bridge(engine, scope) or None
         if arr is None:
@@ -357,7 +355,7 @@ def revenue(engine: Engine, scope: Scope | None = None) -> RevenueResult:
 
     conc: Concentration | None = None
     if not engine.table_exists(ORDER_REVENUE_TABLE):
-        notes.append(f"Concentration: no core.int_order_revenue in the warehouse (run build).")
+        notes.append("Concentration: no core.int_order_revenue in the warehouse (run build).")
     else:
         conc = concentration(engine, scope)
         if conc.n_buyers == 0:
@@ -367,7 +365,7 @@ def revenue(engine: Engine, scope: Scope | None = None) -> RevenueResult:
     clv: tuple[SegmentValue, ...] | None = None
     first: FirstPurchase | None = None
     if not engine.table_exists(CUSTOMERS_TABLE):
-        notes.append(f"CLV and time to first purchase: no marts.customer_metrics (run build).")
+        notes.append("CLV and time to first purchase: no marts.customer_metrics (run build).")
     else:
         segments = clv_by_segment(engine, scope)
         if any(s.n_buyers for s in segments):

@@ -1,7 +1,8 @@
 -- One row per campaign. First touch: the users it acquired (signups), their completed
 -- orders and net revenue (int_order_revenue's definition) over the data's period. Last
--- touch: the completed orders attributed to it at order time. ROAS = first-touch revenue / spend; ROI = (first-touch margin - spend) / spend;
--- cost per signup; CAC = spend / acquired users who bought.
+-- touch: the completed orders attributed to it at order time. ROAS = first-touch revenue
+-- / spend; ROI = (first-touch margin - spend) / spend; cost per signup; CAC = spend /
+-- acquired users who bought.
 with campaigns as (
     select * from dim_campaigns
 ),

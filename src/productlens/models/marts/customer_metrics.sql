@@ -107,14 +107,17 @@ at_or_below as (
 ranked as (
     select
         *,
-        case when n_orders > 0 then
-            cast(ceil(5.0 * n_recency_at_or_below / n_buyers) as integer)
+        case
+            when n_orders > 0
+                then cast(ceil(5.0 * n_recency_at_or_below / n_buyers) as integer)
         end as recency_score,
-        case when n_orders > 0 then
-            cast(ceil(5.0 * n_frequency_at_or_below / n_buyers) as integer)
+        case
+            when n_orders > 0
+                then cast(ceil(5.0 * n_frequency_at_or_below / n_buyers) as integer)
         end as frequency_score,
-        case when n_orders > 0 then
-            cast(ceil(5.0 * n_monetary_at_or_below / n_buyers) as integer)
+        case
+            when n_orders > 0
+                then cast(ceil(5.0 * n_monetary_at_or_below / n_buyers) as integer)
         end as monetary_score
     from at_or_below
 ),

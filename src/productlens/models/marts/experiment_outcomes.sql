@@ -1,7 +1,7 @@
 -- One row per user per experiment: the outcome window after first exposure (converted =
 -- the experiment's primary metric event happened; net revenue as int_order_revenue
--- defines it, i.e. of completed orders; events as engagement intensity), and the same measures over an equally long pre-exposure window
--- as covariates for CUPED.
+-- defines it, i.e. of completed orders; events as engagement intensity), and the same
+-- measures over an equally long pre-exposure window as covariates for CUPED.
 with exposures as (
     select * from experiment_exposures
 ),
