@@ -394,3 +394,43 @@ def test_arr_months_follow_local_dates() -> None:
     sql = QUERIES["arr_bridge"](scope).sql(dialect="duckdb")
     assert "month_start_date >= CAST('2026-03-01' AS DATE)" in sql
     assert "month_start_date <= CAST('2026-04-30' AS DATE)" in sql
+
+
+def test_an_orders_only_project_checks_clean_and_has_revenue(tmp_path: Path) -> None:
+    # No items, products or events; a $0 order (u3's only one) and a pending one (u2's).
+    # Buyers: u1 20 + 0, u3 0: n = 2, total 20, Gini over 0, 20 = 2 x 40 / (2 x 20) - 3/2.
+    # Signup (2 March) to first purchase: u1 1 day, u3 5 days.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "orders.csv").write_text(
+        "order_id,user_id,order_ts,status,total_amount,campaign_id\n"
+        "o1,u1,2026-03-03 10:00:00,completed,20,\n"
+        "o2,u1,2026-03-06 11:00:00,completed,0,\n"
+        "o3,u2,2026-03-06 12:00:00,pending,100,\n"
+        "o4,u3,2026-03-07 09:00:00,completed,0,\n"
+    )
+    (data / "users.csv").write_text(
+        "user_id,signup_ts,country,device,acquisition_channel,campaign_id,segment\n"
+        + "".join(f"u{i},2026-03-02 09:00:00,US,web,organic,,Regular\n" for i in (1, 2, 3))
+    )
+    for step in (("ingest", str(data)), ("build",), ("check",)):
+        result = run_cli("--project", str(tmp_path), *step)
+        assert result.returncode == 0, (step, result.stdout, result.stderr)
+    result = run_cli("--project", str(tmp_path), "revenue", "--json")
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert got["arr_bridge"] is None
+    assert got["concentration"] == {
+        "n_buyers": 2,
+        "n_paying": 1,
+        "net_revenue": 20.0,
+        "top_1pct_buyers": 1,
+        "top_1pct_share": 1.0,
+        "top_10pct_buyers": 1,
+        "top_10pct_share": 1.0,
+        "gini": 0.5,
+    }
+    segment = got["clv_by_segment"]["segments"][0]
+    assert (segment["n_users"], segment["n_buyers"], segment["net_revenue"]) == (3, 2, 20.0)
+    assert got["time_to_first_purchase"] == {"n_buyers": 2, "mean_days": 3.0, "median_days": 3.0}
+    assert got["notes"][0] == "ARR bridge: no subscription months in the range (no subscriptions)."
