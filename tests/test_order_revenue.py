@@ -153,7 +153,7 @@ ALTERED = [
     (
         "customer_metrics",  # the old, arbitrary tie split
         (
-            "cast(ceil(5.0 * n_recency_at_or_below / n_buyers) as integer)",
+            "cast(ceil(cast(5 * n_recency_at_or_below as double) / n_buyers) as integer)",
             "ntile(5) over (partition by n_orders > 0 order by recency_days desc)",
         ),
         "recency_score_follows_recency",

@@ -103,21 +103,23 @@ at_or_below as (
     from scored
 ),
 
--- 5.0 x count is exact, so one division decides the quintile without rounding doubt.
+-- 5 x count is an exact integer and one division in double precision cannot round a
+-- non-integer quotient onto an integer (it is at least 1/n_buyers away), so ceil decides
+-- the quintile exactly (a decimal division, Spark's for 5.0, rounds at 6 places).
 ranked as (
     select
         *,
         case
             when n_orders > 0
-                then cast(ceil(5.0 * n_recency_at_or_below / n_buyers) as integer)
+                then cast(ceil(cast(5 * n_recency_at_or_below as double) / n_buyers) as integer)
         end as recency_score,
         case
             when n_orders > 0
-                then cast(ceil(5.0 * n_frequency_at_or_below / n_buyers) as integer)
+                then cast(ceil(cast(5 * n_frequency_at_or_below as double) / n_buyers) as integer)
         end as frequency_score,
         case
             when n_orders > 0
-                then cast(ceil(5.0 * n_monetary_at_or_below / n_buyers) as integer)
+                then cast(ceil(cast(5 * n_monetary_at_or_below as double) / n_buyers) as integer)
         end as monetary_score
     from at_or_below
 ),
