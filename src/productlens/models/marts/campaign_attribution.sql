@@ -1,21 +1,29 @@
--- One row per campaign. First touch: the users it acquired (signups), their kept orders
--- and revenue over the data's period. Last touch: the orders attributed to it at order
--- time. ROAS = first-touch revenue / spend; ROI = (first-touch margin - spend) / spend;
--- cost per signup; CAC = spend / acquired users who bought.
+-- One row per campaign. First touch: the users it acquired (signups), their completed
+-- orders and net revenue (int_order_revenue's definition) over the data's period. Last
+-- touch: the completed orders attributed to it at order time. ROAS = first-touch revenue
+-- / spend; ROI = (first-touch margin - spend) / spend; cost per signup; CAC = spend /
+-- acquired users who bought.
 with campaigns as (
     select * from dim_campaigns
 ),
 
 users as (
-    select * from stg_users
+    select * from dim_users
+),
+
+order_revenue as (
+    select * from int_order_revenue
 ),
 
 orders as (
-    select * from fct_orders
-),
-
-order_margin as (
-    select * from int_order_margins
+    select
+        order_id,
+        user_id,
+        campaign_id,
+        net_revenue,
+        net_margin
+    from order_revenue
+    where is_recognized
 ),
 
 first_touch as (
@@ -24,12 +32,11 @@ first_touch as (
         count(distinct users.user_id) as n_signups,
         count(distinct orders.user_id) as n_customers,
         count(orders.order_id) as n_orders,
-        coalesce(sum(orders.total_amount), 0) as revenue,
-        coalesce(sum(order_margin.margin), 0) as margin
+        coalesce(sum(orders.net_revenue), 0) as revenue,
+        coalesce(sum(orders.net_margin), 0) as margin
     from users
-    left join orders on users.user_id = orders.user_id and orders.status = 'completed'
-    left join order_margin on orders.order_id = order_margin.order_id
-    where users.campaign_id is not null
+    left join orders on users.user_id = orders.user_id
+    where users.is_current and users.campaign_id is not null
     group by users.campaign_id
 ),
 
@@ -37,9 +44,9 @@ last_touch as (
     select
         campaign_id,
         count(*) as n_orders,
-        sum(total_amount) as revenue
+        sum(net_revenue) as revenue
     from orders
-    where campaign_id is not null and status = 'completed'
+    where campaign_id is not null
     group by campaign_id
 ),
 

@@ -1,18 +1,19 @@
 -- One row per user: orders, AOV, first and last order, days from signup to first purchase,
--- historical CLV (revenue and margin to date), a simple predicted 12-month CLV, RFM
+-- historical CLV (net revenue and margin to date), a simple predicted 12-month CLV, RFM
 -- scores (1-5, 5 best), a churn-risk band, and the segment now and at the first order.
+-- Orders and revenue are those int_order_revenue counts in net revenue (completed).
 -- Predicted CLV = AOV x orders per year of tenure x a retention factor exp(-recency/90):
 -- a transparent heuristic, not a fitted model.
+-- RFM scores are cumulative-distribution quintiles among buyers: score = ceil(5 x the
+-- share of buyers whose value is no better than the user's). Equal values get equal
+-- scores, the best value always scores 5, a better value never scores lower; a value
+-- shared by many buyers scores by its top (if 80% bought once, once scores 4).
 with users as (
     select * from dim_users
 ),
 
-orders as (
-    select * from fct_orders
-),
-
-order_margin as (
-    select * from int_order_margins
+order_revenue as (
+    select * from int_order_revenue
 ),
 
 days as (
@@ -25,24 +26,23 @@ horizon as (
 
 completed as (
     select
-        orders.user_id,
-        orders.order_id,
-        orders.order_ts,
-        orders.order_date,
-        orders.total_amount,
-        orders.segment,
-        coalesce(order_margin.margin, 0) as margin,
-        row_number() over (partition by orders.user_id order by orders.order_ts) as order_no
-    from orders
-    left join order_margin on orders.order_id = order_margin.order_id
-    where orders.status = 'completed'
+        user_id,
+        order_id,
+        order_ts,
+        order_date,
+        net_revenue,
+        segment,
+        coalesce(net_margin, 0) as margin,
+        row_number() over (partition by user_id order by order_ts, order_id) as order_no
+    from order_revenue
+    where is_recognized
 ),
 
 per_user as (
     select
         user_id,
         count(*) as n_orders,
-        sum(total_amount) as revenue,
+        sum(net_revenue) as revenue,
         sum(margin) as margin,
         min(order_ts) as first_order_ts,
         max(order_ts) as last_order_ts,
@@ -81,19 +81,47 @@ scored as (
     left join per_user on current_users.user_id = per_user.user_id
 ),
 
+-- Per buyer, how many buyers are no better (peers included: the default RANGE frame
+-- counts ties together, which is what makes the scores tie-stable). Revenue is compared
+-- in cents so that sums of the same amounts in another order tie.
+at_or_below as (
+    select
+        *,
+        count(*) over (partition by n_orders > 0) as n_buyers,
+        count(*) over (
+            partition by n_orders > 0 order by recency_days desc
+            range between unbounded preceding and current row
+        ) as n_recency_at_or_below,
+        count(*) over (
+            partition by n_orders > 0 order by n_orders asc
+            range between unbounded preceding and current row
+        ) as n_frequency_at_or_below,
+        count(*) over (
+            partition by n_orders > 0 order by round(revenue, 2) asc
+            range between unbounded preceding and current row
+        ) as n_monetary_at_or_below
+    from scored
+),
+
+-- 5 x count is an exact integer and one division in double precision cannot round a
+-- non-integer quotient onto an integer (it is at least 1/n_buyers away), so ceil decides
+-- the quintile exactly (a decimal division, Spark's for 5.0, rounds at 6 places).
 ranked as (
     select
         *,
-        case when n_orders > 0 then ntile(5) over (
-            partition by n_orders > 0 order by recency_days desc
-        ) end as recency_score,
-        case when n_orders > 0 then ntile(5) over (
-            partition by n_orders > 0 order by n_orders asc
-        ) end as frequency_score,
-        case when n_orders > 0 then ntile(5) over (
-            partition by n_orders > 0 order by revenue asc
-        ) end as monetary_score
-    from scored
+        case
+            when n_orders > 0
+                then cast(ceil(cast(5 * n_recency_at_or_below as double) / n_buyers) as integer)
+        end as recency_score,
+        case
+            when n_orders > 0
+                then cast(ceil(cast(5 * n_frequency_at_or_below as double) / n_buyers) as integer)
+        end as frequency_score,
+        case
+            when n_orders > 0
+                then cast(ceil(cast(5 * n_monetary_at_or_below as double) / n_buyers) as integer)
+        end as monetary_score
+    from at_or_below
 ),
 
 final as (

@@ -1,7 +1,7 @@
 -- One row per user per experiment: the outcome window after first exposure (converted =
--- the experiment's primary metric event happened; revenue from kept orders; events as
--- engagement intensity), and the same measures over an equally long pre-exposure window
--- as covariates for CUPED.
+-- the experiment's primary metric event happened; net revenue as int_order_revenue
+-- defines it, i.e. of completed orders; events as engagement intensity), and the same
+-- measures over an equally long pre-exposure window as covariates for CUPED.
 with exposures as (
     select * from experiment_exposures
 ),
@@ -15,7 +15,7 @@ events as (
 ),
 
 orders as (
-    select * from fct_orders
+    select * from int_order_revenue
 ),
 
 windows as (
@@ -59,10 +59,10 @@ order_stats as (
     select
         windows.experiment_id,
         windows.user_id,
-        coalesce(sum(orders.total_amount) filter (
+        coalesce(sum(orders.net_revenue) filter (
             where orders.order_ts >= windows.first_exposure_ts
         ), 0) as revenue,
-        coalesce(sum(orders.total_amount) filter (
+        coalesce(sum(orders.net_revenue) filter (
             where orders.order_ts < windows.first_exposure_ts
         ), 0) as pre_revenue
     from windows
@@ -71,7 +71,7 @@ order_stats as (
             windows.user_id = orders.user_id
             and windows.pre_start_ts <= orders.order_ts
             and windows.window_end_ts > orders.order_ts
-            and orders.status = 'completed'
+            and orders.is_recognized
     group by windows.experiment_id, windows.user_id
 ),
 

@@ -1,6 +1,8 @@
--- One row per product (current catalog attributes): units, revenue, cost and margin of
--- kept orders over the data's period, margin %, average stock, inventory turnover
--- (units sold / average units on hand) and days of cover at the last snapshot.
+-- One row per product (current catalog attributes) over the data's period: units shipped
+-- (kept, i.e. not cancelled, orders), net revenue with its cost and margin (the lines of
+-- the orders int_order_revenue counts in net revenue: completed), margin %, average
+-- stock, inventory turnover (units shipped / average units on hand) and days of cover at
+-- the last snapshot.
 with products as (
     select * from dim_products
 ),
@@ -9,8 +11,12 @@ items as (
     select * from fct_order_items
 ),
 
+order_revenue as (
+    select * from int_order_revenue
+),
+
 inventory as (
-    select * from stg_inventory
+    select * from fct_inventory_daily
 ),
 
 days as (
@@ -23,14 +29,17 @@ period as (
 
 sales as (
     select
-        product_id,
-        sum(quantity) as n_units,
-        sum(revenue) as revenue,
-        sum(cost_amount) as cost_amount,
-        sum(margin) as margin
+        items.product_id,
+        sum(items.quantity) as n_units,
+        coalesce(sum(items.revenue) filter (where order_revenue.is_recognized), 0) as revenue,
+        coalesce(
+            sum(items.cost_amount) filter (where order_revenue.is_recognized), 0
+        ) as cost_amount,
+        coalesce(sum(items.margin) filter (where order_revenue.is_recognized), 0) as margin
     from items
-    where is_kept
-    group by product_id
+    inner join order_revenue on items.order_id = order_revenue.order_id
+    where items.is_kept
+    group by items.product_id
 ),
 
 stock as (

@@ -1,15 +1,16 @@
--- One row per user with a kept order: orders, revenue net of refunds, rank, and the
--- user's share (and cumulative share, by rank) of all revenue.
-with orders as (
-    select * from fct_orders
+-- One row per user with a kept order: kept orders, net revenue (int_order_revenue's
+-- definition: completed orders), rank, and the user's share (and cumulative share, by
+-- rank) of all net revenue.
+with order_revenue as (
+    select * from int_order_revenue
 ),
 
 per_user as (
     select
         user_id,
-        count(*) filter (where is_kept) as n_orders,
-        sum(case when status = 'completed' then total_amount else 0 end) as net_revenue
-    from orders
+        count(*) as n_orders,
+        sum(net_revenue) as net_revenue
+    from order_revenue
     where is_kept
     group by user_id
 ),
