@@ -135,6 +135,7 @@ def _is_number(value: Any) -> bool:
 # Command name -> module defining `command`, in the order `--help` lists them.
 COMMANDS: dict[str, str] = {
     "funnel": "productlens.metrics.cli_funnel",
+    "retention": "productlens.metrics.cli_retention",
     "revenue": "productlens.metrics.cli_revenue",
 }
 
