@@ -1,0 +1,523 @@
+"""Retention: hand-worked cases (one per rule), a brute-force reference in plain Python,
+property tests against it (ties, a DST zone, both week starts, every mode and filter),
+portability of every query shape, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlglot.errors import ErrorLevel
+
+from productlens.config import load_project
+from productlens.engines import DuckDBEngine
+from productlens.metrics.retention import (
+    RetentionSpec,
+    cohort_query,
+    last_event_query,
+    retention,
+)
+from productlens.metrics.scope import Filter, MetricsInputError, Scope
+from tests.conftest import run_cli
+
+
+@dataclass(frozen=True)
+class Ev:
+    user: str
+    type: str
+    ts: datetime  # naive UTC
+    device: str = "ios"
+    props: dict[str, str] = field(default_factory=dict)
+
+
+def ev(user: str, type_: str, ts: str, device: str = "ios", **props: str) -> Ev:
+    return Ev(user, type_, datetime.fromisoformat(ts), device, props)
+
+
+def load(engine: DuckDBEngine, events: list[Ev], users: dict[str, datetime | None]) -> None:
+    engine.execute("DROP TABLE IF EXISTS core.fct_events")
+    engine.execute(
+        "CREATE TABLE core.fct_events (user_id VARCHAR, event_type VARCHAR, "
+        "event_ts TIMESTAMP, device VARCHAR, properties VARCHAR)"
+    )
+    engine.load_arrow(
+        "core.fct_events",
+        pa.table(
+            {
+                "user_id": pa.array([e.user for e in events], pa.string()),
+                "event_type": pa.array([e.type for e in events], pa.string()),
+                "event_ts": pa.array([e.ts for e in events], pa.timestamp("us")),
+                "device": pa.array([e.device for e in events], pa.string()),
+                "properties": pa.array([json.dumps(e.props) for e in events], pa.string()),
+            }
+        ),
+    )
+    engine.execute("DROP TABLE IF EXISTS staging.stg_users")
+    engine.execute("CREATE TABLE staging.stg_users (user_id VARCHAR, signup_ts TIMESTAMP)")
+    engine.load_arrow(
+        "staging.stg_users",
+        pa.table(
+            {
+                "user_id": pa.array(list(users), pa.string()),
+                "signup_ts": pa.array(list(users.values()), pa.timestamp("us")),
+            }
+        ),
+    )
+
+
+# --- the brute-force reference: the module docstring of metrics/retention.py, in Python --
+
+
+def _value(e: Ev, key: str) -> str | None:
+    columns = {"user_id": e.user, "event_type": e.type, "device": e.device}
+    return columns[key] if key in columns else e.props.get(key)
+
+
+def _matches(e: Ev, filters: tuple[Filter, ...]) -> bool:
+    return all(_value(e, f.key) in f.values for f in filters)
+
+
+def _floor(day: date, grain: str, week_start: str) -> date:
+    if grain == "day":
+        return day
+    if grain == "month":
+        return day.replace(day=1)
+    offset = day.weekday() if week_start == "monday" else (day.weekday() + 1) % 7
+    return day - timedelta(days=offset)
+
+
+def _next(start: date, grain: str) -> date:
+    if grain == "day":
+        return start + timedelta(days=1)
+    if grain == "week":
+        return start + timedelta(days=7)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def reference(
+    events: list[Ev],
+    users: dict[str, datetime | None],
+    *,
+    start: str,
+    return_event: str | None,
+    zone: str = "UTC",
+    week_start: str = "monday",
+    date_from: date | None = None,
+    date_to: date | None = None,
+    where: tuple[Filter, ...] = (),
+    period: str = "week",
+    periods: int = 8,
+    mode: str = "recurring",
+    cumulative: bool = False,
+    start_where: tuple[Filter, ...] = (),
+    return_where: tuple[Filter, ...] = (),
+) -> list[dict[str, Any]]:
+    tz = ZoneInfo(zone)
+
+    def local_day(ts: datetime) -> date:
+        return ts.replace(tzinfo=UTC).astimezone(tz).date()
+
+    def period_of(ts: datetime) -> date:
+        return _floor(local_day(ts), period, week_start)
+
+    def in_range(e: Ev) -> bool:
+        day = local_day(e.ts)
+        return (date_from is None or day >= date_from) and (date_to is None or day <= date_to)
+
+    scoped = [e for e in events if in_range(e) and _matches(e, where)]
+    if date_to is not None:
+        last = _floor(date_to, period, week_start)
+    elif scoped:
+        last = period_of(max(e.ts for e in scoped))
+    else:
+        return []
+    starts = [last]
+    while len(starts) < periods:  # walk back one period at a time
+        day = starts[0] - timedelta(days=1)
+        starts.insert(0, _floor(day, period, week_start))
+
+    members: dict[date, set[str]] = {c: set() for c in starts}
+    if start == "signup":
+        first_seen: dict[str, datetime] = {}
+        for e in events:
+            first_seen[e.user] = min(e.ts, first_seen.get(e.user, e.ts))
+        cohort_ts = dict(first_seen)
+        cohort_ts.update({u: ts for u, ts in users.items() if ts is not None})
+        for user, ts in cohort_ts.items():
+            members.get(period_of(ts), set()).add(user)
+    elif mode == "first_time":
+        first: dict[str, datetime] = {}
+        for e in events:  # all history: no range
+            if e.type == start and _matches(e, where) and _matches(e, start_where):
+                first[e.user] = min(e.ts, first.get(e.user, e.ts))
+        for user, ts in first.items():
+            members.get(period_of(ts), set()).add(user)
+    else:
+        for e in scoped:
+            if e.type == start and _matches(e, start_where):
+                members.get(period_of(e.ts), set()).add(e.user)
+
+    returned: dict[str, set[date]] = {}
+    for e in scoped:
+        if (return_event is None or e.type == return_event) and _matches(e, return_where):
+            returned.setdefault(e.user, set()).add(period_of(e.ts))
+
+    out = []
+    for cohort in starts:
+        counts: list[int | None] = [len(members[cohort])]
+        p = cohort
+        for _ in range(1, periods):
+            p = _next(p, period)
+            if p > last:
+                counts.append(None)
+                continue
+            n = 0
+            for user in members[cohort]:
+                later = {r for r in returned.get(user, set()) if cohort < r <= last}
+                n += (bool(later) and max(later) >= p) if cumulative else (p in later)
+            counts.append(n)
+        out.append({"start": cohort.isoformat(), "size": len(members[cohort]), "counts": counts})
+    return out
+
+
+def run(
+    engine: DuckDBEngine,
+    *,
+    zone: str = "UTC",
+    week_start: str = "monday",
+    date_from: date | None = None,
+    date_to: date | None = None,
+    where: tuple[Filter, ...] = (),
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    scope = Scope.parse(
+        timezone=zone,
+        week_start=week_start,  # type: ignore[arg-type]
+        date_from=date_from.isoformat() if date_from else None,
+        date_to=date_to.isoformat() if date_to else None,
+    )
+    scope = Scope(scope.timezone, scope.week_start, scope.start, scope.end, where)
+    result: list[dict[str, Any]] = retention(engine, scope=scope, **kwargs).to_dict()["cohorts"]
+    return result
+
+
+# --- hand-worked cases: one per rule ------------------------------------------------------
+# Monday weeks of June 2020: W1 = 06-01, W2 = 06-08, W3 = 06-15, W4 = 06-22.
+BASE = [
+    ev("u1", "s", "2020-06-01 10:00", plan="free"),  # W1
+    ev("u1", "r", "2020-06-09 10:00"),  # W2
+    ev("u1", "r", "2020-06-24 10:00", "android", plan="late"),  # W4
+    ev("u2", "s", "2020-06-03 10:00", plan="pro"),  # W1
+    ev("u2", "s", "2020-06-10 10:00", "android", plan="free"),  # W2
+    ev("u2", "r", "2020-06-16 10:00"),  # W3
+    ev("u3", "s", "2020-06-15 10:00", plan="pro"),  # W3
+    ev("u3", "r", "2020-06-22 10:00"),  # W4
+    ev("u4", "r", "2020-06-02 10:00"),  # W1, never starts
+]
+# u1 signs up on Sunday 31 May (week of 25 May), u2 and u5 (never active) in W1; u3 and
+# u4 are unknown to the users table: first seen in W3 and W1.
+BASE_USERS: dict[str, datetime | None] = {
+    "u1": datetime(2020, 5, 31, 23, 30),
+    "u2": datetime(2020, 6, 2, 8),
+    "u5": datetime(2020, 6, 3),
+}
+# LA is UTC-7 in June: 06-08 03:00 UTC is Sunday 06-07 20:00 there, 06-15 05:00 UTC is
+# Sunday 06-14 22:00.
+ZONE = [ev("u6", "s", "2020-06-08 03:00"), ev("u6", "r", "2020-06-15 05:00")]
+# Months; in LA (UTC-7) m1's first return (05-31 18:00) and m2's return (06-30 17:00)
+# fall in their start month.
+MONTHS = [
+    ev("m1", "s", "2020-05-31 23:00"),
+    ev("m1", "r", "2020-06-01 01:00"),
+    ev("m1", "r", "2020-07-15 12:00"),
+    ev("m2", "s", "2020-06-30 00:00"),
+    ev("m2", "r", "2020-07-01 00:00"),
+]
+ODD_START, ODD_RETURN, ODD_KEY, ODD_VALUE = "it's; DROP TABLE x; --", "select $1", "pl'an", "a'b;$"
+ODD = [
+    ev("w'1", ODD_START, "2020-06-01 10:00", **{ODD_KEY: ODD_VALUE}),
+    ev("w'1", ODD_RETURN, "2020-06-08 10:00"),
+    ev("w2", ODD_START, "2020-06-01 10:00", **{ODD_KEY: "other"}),
+    ev("w2", ODD_RETURN, "2020-06-08 10:00"),
+]
+TO = date(2020, 6, 28)
+SR = {"start": "s", "return_event": "r"}
+
+
+def plan(*values: str) -> tuple[Filter, ...]:
+    return (Filter("plan", values),)
+
+
+CASES: list[tuple[str, list[Ev], dict[str, Any], list[tuple[str, int, list[int | None]]]]] = [
+    # W1 {u1,u2}: u1 back in W2 and W4, u2 in W3. W2 {u2}: back in W3. W3 {u3}: W4.
+    # Columns past W4 (the week of --to) are not observed.
+    (
+        "recurring: a cohort per period with a start, column 0 the size",
+        BASE,
+        {**SR, "periods": 4, "date_to": TO},
+        [
+            ("2020-06-01", 2, [2, 1, 1, 1]),
+            ("2020-06-08", 1, [1, 1, 0, None]),
+            ("2020-06-15", 1, [1, 1, None, None]),
+            ("2020-06-22", 0, [0, None, None, None]),
+        ],
+    ),
+    # No --to: the last event (u1, 06-24) is in W4; the three cohorts W2..W4.
+    (
+        "without --to the cohorts end with the last event's period",
+        BASE,
+        {**SR, "periods": 3},
+        [
+            ("2020-06-08", 1, [1, 1, 0]),
+            ("2020-06-15", 1, [1, 1, None]),
+            ("2020-06-22", 0, [0, None, None]),
+        ],
+    ),
+    # --to Tuesday 06-16: events up to then; W3 is the last period.
+    (
+        "--to inside a period ends the data there",
+        BASE,
+        {**SR, "periods": 3, "date_to": date(2020, 6, 16)},
+        [
+            ("2020-06-01", 2, [2, 1, 1]),
+            ("2020-06-08", 1, [1, 1, None]),
+            ("2020-06-15", 1, [1, None, None]),
+        ],
+    ),
+    # u2's second start (W2) does not make a W2 cohort: its first start is in W1.
+    (
+        "first_time: the period of the first start event",
+        BASE,
+        {**SR, "periods": 4, "date_to": TO, "mode": "first_time"},
+        [
+            ("2020-06-01", 2, [2, 1, 1, 1]),
+            ("2020-06-08", 0, [0, 0, 0, None]),
+            ("2020-06-15", 1, [1, 1, None, None]),
+            ("2020-06-22", 0, [0, None, None, None]),
+        ],
+    ),
+    # --from 06-08: u1 and u2 started before it, so they are still W1's (all history).
+    (
+        "first_time looks at all history, not only the range",
+        BASE,
+        {**SR, "periods": 4, "date_to": TO, "date_from": date(2020, 6, 8), "mode": "first_time"},
+        [
+            ("2020-06-01", 2, [2, 1, 1, 1]),
+            ("2020-06-08", 0, [0, 0, 0, None]),
+            ("2020-06-15", 1, [1, 1, None, None]),
+            ("2020-06-22", 0, [0, None, None, None]),
+        ],
+    ),
+    # Recurring reads starts in range only: W1 is empty, u2's 06-10 start makes W2.
+    (
+        "recurring: --from limits the start events",
+        BASE,
+        {**SR, "periods": 4, "date_to": TO, "date_from": date(2020, 6, 8)},
+        [
+            ("2020-06-01", 0, [0, 0, 0, 0]),
+            ("2020-06-08", 1, [1, 1, 0, None]),
+            ("2020-06-15", 1, [1, 1, None, None]),
+            ("2020-06-22", 0, [0, None, None, None]),
+        ],
+    ),
+    # Any event returns: u2's W2 start counts as W1's return in column 1.
+    (
+        "no --return: any event is a return",
+        BASE,
+        {"start": "s", "return_event": None, "periods": 4, "date_to": TO},
+        [
+            ("2020-06-01", 2, [2, 2, 1, 1]),
+            ("2020-06-08", 1, [1, 1, 0, None]),
+            ("2020-06-15", 1, [1, 1, None, None]),
+            ("2020-06-22", 0, [0, None, None, None]),
+        ],
+    ),
+    # W1: u1's last return is W4 (columns 1-3), u2's W3 (columns 1-2).
+    (
+        "cumulative: counted in every period up to the last return",
+        BASE,
+        {**SR, "periods": 4, "date_to": TO, "cumulative": True},
+        [
+            ("2020-06-01", 2, [2, 2, 2, 1]),
+            ("2020-06-08", 1, [1, 1, 0, None]),
+            ("2020-06-15", 1, [1, 1, None, None]),
+            ("2020-06-22", 0, [0, None, None, None]),
+        ],
+    ),
+    # 05-25 {u1}: active W1, W2, W4. W1 {u2, u5, u4 (first seen 06-02)}: u2 in W2, W3.
+    # W3 {u3 (first seen 06-15)}: active W4.
+    (
+        "signup cohorts; unknown users join the period they were first seen",
+        BASE,
+        {"start": "signup", "return_event": None, "periods": 5, "date_to": TO},
+        [
+            ("2020-05-25", 1, [1, 1, 1, 0, 1]),
+            ("2020-06-01", 3, [3, 1, 1, 0, None]),
+            ("2020-06-08", 0, [0, 0, 0, None, None]),
+            ("2020-06-15", 1, [1, 1, None, None, None]),
+            ("2020-06-22", 0, [0, None, None, None, None]),
+        ],
+    ),
+    # device=ios drops u2's W2 start and u1's W4 return.
+    (
+        "--where filters start and return events",
+        BASE,
+        {**SR, "periods": 4, "date_to": TO, "where": (Filter("device", ("ios",)),)},
+        [
+            ("2020-06-01", 2, [2, 1, 1, 0]),
+            ("2020-06-08", 0, [0, 0, 0, None]),
+            ("2020-06-15", 1, [1, 1, None, None]),
+            ("2020-06-22", 0, [0, None, None, None]),
+        ],
+    ),
+    # plan=pro starts: u2 in W1 (back in W3), u3 in W3 (back in W4).
+    (
+        "--start-where filters start events only",
+        BASE,
+        {**SR, "periods": 4, "date_to": TO, "start_where": plan("pro")},
+        [
+            ("2020-06-01", 1, [1, 0, 1, 0]),
+            ("2020-06-08", 0, [0, 0, 0, None]),
+            ("2020-06-15", 1, [1, 1, None, None]),
+            ("2020-06-22", 0, [0, None, None, None]),
+        ],
+    ),
+    # First plan=free start: u1 in W1; u2 in W2 (its earlier pro start is ignored).
+    (
+        "first_time ignores earlier start events that do not match",
+        BASE,
+        {**SR, "periods": 4, "date_to": TO, "start_where": plan("free"), "mode": "first_time"},
+        [
+            ("2020-06-01", 1, [1, 1, 0, 1]),
+            ("2020-06-08", 1, [1, 1, 0, None]),
+            ("2020-06-15", 0, [0, 0, None, None]),
+            ("2020-06-22", 0, [0, None, None, None]),
+        ],
+    ),
+    # Only u1's W4 return has plan=late; the sizes stay.
+    (
+        "--return-where filters return events only",
+        BASE,
+        {**SR, "periods": 4, "date_to": TO, "return_where": plan("late")},
+        [
+            ("2020-06-01", 2, [2, 0, 0, 1]),
+            ("2020-06-08", 1, [1, 0, 0, None]),
+            ("2020-06-15", 1, [1, 0, None, None]),
+            ("2020-06-22", 0, [0, None, None, None]),
+        ],
+    ),
+    (
+        "weeks in the zone: LA Monday weeks",
+        ZONE,
+        {**SR, "periods": 2, "date_to": date(2020, 6, 14), "zone": "America/Los_Angeles"},
+        [("2020-06-01", 1, [1, 1]), ("2020-06-08", 0, [0, None])],
+    ),
+    (
+        "weeks in the zone: LA Sunday weeks",
+        ZONE,
+        {
+            **SR,
+            "periods": 2,
+            "date_to": date(2020, 6, 14),
+            "zone": "America/Los_Angeles",
+            "week_start": "sunday",
+        },
+        [("2020-06-07", 1, [1, 1]), ("2020-06-14", 0, [0, None])],
+    ),
+    (
+        "weeks in the zone: the same events in UTC",
+        ZONE,
+        {**SR, "periods": 2, "date_to": date(2020, 6, 15)},
+        [("2020-06-08", 1, [1, 1]), ("2020-06-15", 0, [0, None])],
+    ),
+    (
+        "months",
+        MONTHS,
+        {**SR, "periods": 3, "date_to": date(2020, 7, 31), "period": "month"},
+        [
+            ("2020-05-01", 1, [1, 1, 1]),
+            ("2020-06-01", 1, [1, 1, None]),
+            ("2020-07-01", 0, [0, None, None]),
+        ],
+    ),
+    (
+        "months in LA: a return in the start's local month is not a later period",
+        MONTHS,
+        {
+            **SR,
+            "periods": 3,
+            "date_to": date(2020, 7, 31),
+            "period": "month",
+            "zone": "America/Los_Angeles",
+        },
+        [
+            ("2020-05-01", 1, [1, 0, 1]),
+            ("2020-06-01", 1, [1, 0, None]),
+            ("2020-07-01", 0, [0, None, None]),
+        ],
+    ),
+    # Days: m1 starts 05-31, returns 06-01 (column 1); m2 starts 06-30 and returns 07-01.
+    (
+        "days",
+        MONTHS,
+        {**SR, "periods": 2, "date_to": date(2020, 6, 1), "period": "day"},
+        [("2020-05-31", 1, [1, 1]), ("2020-06-01", 0, [0, None])],
+    ),
+    # Names and values with quotes, semicolons, $ and SQL are data.
+    (
+        "odd names and values",
+        ODD,
+        {
+            "start": ODD_START,
+            "return_event": ODD_RETURN,
+            "periods": 2,
+            "date_to": date(2020, 6, 14),
+            "start_where": (Filter(ODD_KEY, (ODD_VALUE,)),),
+        },
+        [("2020-06-01", 1, [1, 1]), ("2020-06-08", 0, [0, None])],
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule", "events", "kwargs", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_hand_worked(
+    engine: DuckDBEngine,
+    rule: str,
+    events: list[Ev],
+    kwargs: dict[str, Any],
+    expected: list[tuple[str, int, list[int | None]]],
+) -> None:
+    load(engine, events, BASE_USERS if events is BASE else {})
+    want = [{"start": s, "size": n, "counts": c} for s, n, c in expected]
+    users = BASE_USERS if events is BASE else {}
+    assert reference(events, users, **kwargs) == want  # the reference agrees by hand too
+    assert run(engine, **kwargs) == want
+
+
+def test_no_events_no_cohorts(engine: DuckDBEngine) -> None:
+    load(engine, [], {})
+    assert run(engine, **SR) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"start": "signup", "return_event": None, "start_where": plan("pro")},
+        {"start": "s", "return_event": "r", "period": "year"},
+        {"start": "s", "return_event": "r", "mode": "always"},
+        {"start": "s", "return_event": "r", "periods": 0},
+        {"start": "", "return_event": "r"},
+    ],
+)
+def test_bad_options_are_refused(engine: DuckDBEngine, kwargs: dict[str, Any]) -> None:
+    load(engine, BASE, {})
+    with pytest.raises(MetricsInputError):
+        run(engine, **kwargs)
