@@ -521,3 +521,69 @@ def test_bad_options_are_refused(engine: DuckDBEngine, kwargs: dict[str, Any]) -
     load(engine, BASE, {})
     with pytest.raises(MetricsInputError):
         run(engine, **kwargs)
+
+
+# --- property tests against the reference --------------------------------------------------
+USERS = ["u1", "o'brien", "select", "$u"]
+TYPES = ["s", "r", "x; --", "$r"]
+DEVICES = ["ios", "and'roid"]
+PLANS = ["free", "pro;$", "d\"q"]
+# Around the spring and autumn DST changes in Los Angeles (14 March, 7 November 2021).
+BASES = [datetime(2021, 2, 20), datetime(2021, 10, 20)]
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> tuple[list[Ev], dict[str, datetime | None], dict[str, Any]]:
+    base = draw(st.sampled_from(BASES))
+    # A few instants shared by many events: ties in time, and events either side of
+    # local midnights.
+    instants = draw(
+        st.lists(st.integers(0, 50 * 24 * 4), min_size=1, max_size=8).map(
+            lambda qs: [base + timedelta(minutes=15 * q) for q in qs]
+        )
+    )
+    event = st.builds(
+        lambda u, t, ts, d, p: Ev(u, t, ts, d, {} if p is None else {"plan": p}),
+        st.sampled_from(USERS),
+        st.sampled_from(TYPES),
+        st.sampled_from(instants),
+        st.sampled_from(DEVICES),
+        st.none() | st.sampled_from(PLANS),
+    )
+    events = draw(st.lists(event, max_size=25))
+    users = draw(
+        st.dictionaries(
+            st.sampled_from(USERS), st.none() | st.sampled_from(instants), max_size=len(USERS)
+        )
+    )
+    start = draw(st.sampled_from([*TYPES, "signup"]))
+    day = st.none() | st.integers(0, 50).map(lambda d: (base + timedelta(days=d)).date())
+    date_from, date_to = draw(day), draw(day)
+    if date_from is not None and date_to is not None and date_to < date_from:
+        date_from, date_to = date_to, date_from
+    kwargs: dict[str, Any] = {
+        "start": start,
+        "return_event": draw(st.none() | st.sampled_from(TYPES)),
+        "zone": draw(st.sampled_from(["UTC", "America/Los_Angeles"])),
+        "week_start": draw(st.sampled_from(["monday", "sunday"])),
+        "period": draw(st.sampled_from(["day", "week", "month"])),
+        "periods": draw(st.integers(1, 6)),
+        "mode": draw(st.sampled_from(["recurring", "first_time"])),
+        "cumulative": draw(st.booleans()),
+        "date_from": date_from,
+        "date_to": date_to,
+        "where": draw(st.sampled_from([(), (Filter("device", ("ios",)),)])),
+        "start_where": () if start == "signup" else draw(st.sampled_from([(), plan("pro;$")])),
+        "return_where": draw(st.sampled_from([(), plan("free", 'd"q')])),
+    }
+    return events, users, kwargs
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(worlds())
+def test_agrees_with_the_reference(
+    engine: DuckDBEngine, world: tuple[list[Ev], dict[str, datetime | None], dict[str, Any]]
+) -> None:
+    events, users, kwargs = world
+    load(engine, events, users)
+    assert run(engine, **kwargs) == reference(events, users, **kwargs)
