@@ -72,6 +72,15 @@ class MetricsConfig(Section):
     # N s|m|h|d|w|mo from the first step.
     funnel_window: str = Field(default="1d", pattern=r"^\s*[1-9]\d*\s*(mo|s|m|h|d|w)\s*$")
     session_timeout_minutes: PositiveInt = 30  # for events without a session id
+    # The retention_cohorts mart (see productlens.metrics.retention): cohorts by this
+    # event or "signup", returns of this event or (unset) any event, one set of rows per
+    # grain.
+    retention_start: str = Field(default="signup", min_length=1)
+    retention_return: str | None = Field(default=None, min_length=1)
+    retention_mode: Literal["recurring", "first_time"] = "recurring"
+    retention_grains: list[Literal["day", "week", "month"]] = Field(
+        default=["week", "month"], min_length=1
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -81,6 +90,13 @@ class MetricsConfig(Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {name!r} (use an IANA name)") from None
         return name
+
+    @field_validator("retention_grains")
+    @classmethod
+    def _distinct_grains(cls, grains: list[str]) -> list[str]:
+        if len(set(grains)) != len(grains):
+            raise ValueError("retention grains must be distinct")
+        return grains
 
     @field_validator("funnel_steps")
     @classmethod

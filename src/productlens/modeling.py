@@ -90,6 +90,10 @@ class ModelContext:
     session_timeout_minutes: int = 30
     timezone: str = "UTC"
     funnel_window: str = "1d"
+    retention_start: str = "signup"
+    retention_return: str | None = None  # None: any event
+    retention_mode: str = "recurring"
+    retention_grains: tuple[str, ...] = ("week", "month")
 
     def scope(self) -> Scope:
         """The metrics scope of the marts: every event, in the configured zone and week."""
@@ -104,6 +108,10 @@ class ModelContext:
             session_timeout_minutes=config.metrics.session_timeout_minutes,
             timezone=config.metrics.timezone,
             funnel_window=config.metrics.funnel_window,
+            retention_start=config.metrics.retention_start,
+            retention_return=config.metrics.retention_return,
+            retention_mode=config.metrics.retention_mode,
+            retention_grains=tuple(config.metrics.retention_grains),
         )
 
 
