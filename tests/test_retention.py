@@ -4,6 +4,7 @@ portability of every query shape, and the CLI."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -20,12 +21,13 @@ from sqlglot.errors import ErrorLevel
 from productlens.config import load_project
 from productlens.engines import DuckDBEngine
 from productlens.metrics.retention import (
+    Mode,
     RetentionSpec,
     cohort_query,
     last_event_query,
     retention,
 )
-from productlens.metrics.scope import Filter, MetricsInputError, Scope
+from productlens.metrics.scope import Filter, Grain, MetricsInputError, Scope
 from tests.conftest import run_cli
 
 
@@ -145,25 +147,8 @@ def reference(
         starts.insert(0, _floor(day, period, week_start))
 
     members: dict[date, set[str]] = {c: set() for c in starts}
-    if start == "signup":
-        first_seen: dict[str, datetime] = {}
-        for e in events:
-            first_seen[e.user] = min(e.ts, first_seen.get(e.user, e.ts))
-        cohort_ts = dict(first_seen)
-        cohort_ts.update({u: ts for u, ts in users.items() if ts is not None})
-        for user, ts in cohort_ts.items():
-            members.get(period_of(ts), set()).add(user)
-    elif mode == "first_time":
-        first: dict[str, datetime] = {}
-        for e in events:  # all history: no range
-            if e.type == start and _matches(e, where) and _matches(e, start_where):
-                first[e.user] = min(e.ts, first.get(e.user, e.ts))
-        for user, ts in first.items():
-            members.get(period_of(ts), set()).add(user)
-    else:
-        for e in scoped:
-            if e.type == start and _matches(e, start_where):
-                members.get(period_of(e.ts), set()).add(e.user)
+    for user, ts in _cohort_times(events, scoped, users, start, mode, where, start_where):
+        members.get(period_of(ts), set()).add(user)
 
     returned: dict[str, set[date]] = {}
     for e in scoped:
@@ -186,6 +171,31 @@ def reference(
             counts.append(n)
         out.append({"start": cohort.isoformat(), "size": len(members[cohort]), "counts": counts})
     return out
+
+
+def _cohort_times(
+    events: list[Ev],
+    scoped: list[Ev],
+    users: dict[str, datetime | None],
+    start: str,
+    mode: str,
+    where: tuple[Filter, ...],
+    start_where: tuple[Filter, ...],
+) -> list[tuple[str, datetime]]:
+    """(user, time) pairs that put the user in the cohort of that time's period."""
+    if start == "signup":
+        first_seen: dict[str, datetime] = {}
+        for e in events:  # all history, unfiltered
+            first_seen[e.user] = min(e.ts, first_seen.get(e.user, e.ts))
+        first_seen.update({u: ts for u, ts in users.items() if ts is not None})
+        return list(first_seen.items())
+    if mode == "first_time":
+        first: dict[str, datetime] = {}
+        for e in events:  # all history: no range
+            if e.type == start and _matches(e, where) and _matches(e, start_where):
+                first[e.user] = min(e.ts, first.get(e.user, e.ts))
+        return list(first.items())
+    return [(e.user, e.ts) for e in scoped if e.type == start and _matches(e, start_where)]
 
 
 def run(
@@ -249,7 +259,7 @@ ODD = [
     ev("w2", ODD_RETURN, "2020-06-08 10:00"),
 ]
 TO = date(2020, 6, 28)
-SR = {"start": "s", "return_event": "r"}
+SR: dict[str, Any] = {"start": "s", "return_event": "r"}
 
 
 def plan(*values: str) -> tuple[Filter, ...]:
@@ -594,28 +604,25 @@ def test_agrees_with_the_reference(
 # --- portability: every query shape compiles for PostgreSQL and Spark ---------------------
 # Each start kind and mode in each grain, with and without cumulative; the return and
 # filter variants rotate through them (the SQL differs only by the presence of each).
-RETURNS = [(None, ()), ("r", ()), (None, plan("free")), ("r", plan("a"))]
+RETURNS: list[tuple[str | None, tuple[Filter, ...]]] = [
+    (None, ()),
+    ("r", ()),
+    (None, plan("free")),
+    ("r", plan("a")),
+]
+GRAINS: tuple[Grain, ...] = ("day", "week", "month")
+STARTS: tuple[tuple[str, Mode, tuple[Filter, ...]], ...] = (
+    ("s", "recurring", plan("pro")),
+    ("s", "first_time", plan("pro")),
+    ("s", "recurring", ()),
+    ("signup", "recurring", ()),
+)
 SHAPES = [
-    RetentionSpec(
-        start,
-        *RETURNS[i % len(RETURNS)][:1],
-        grain,
-        mode,
-        cumulative,
-        start_where,
-        RETURNS[i % len(RETURNS)][1],
+    RetentionSpec(start, ret, grain, mode, cumulative, start_where, return_where)
+    for i, ((start, mode, start_where), grain, cumulative) in enumerate(
+        itertools.product(STARTS, GRAINS, (False, True))
     )
-    for i, (start, mode, start_where, grain, cumulative) in enumerate(
-        (start, mode, start_where, grain, cumulative)
-        for start, mode, start_where in (
-            ("s", "recurring", plan("pro")),
-            ("s", "first_time", plan("pro")),
-            ("s", "recurring", ()),
-            ("signup", "recurring", ()),
-        )
-        for grain in ("day", "week", "month")
-        for cumulative in (False, True)
-    )
+    for ret, return_where in [RETURNS[i % len(RETURNS)]]
 ]
 SCOPES = [
     Scope(),

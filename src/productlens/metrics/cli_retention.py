@@ -90,15 +90,16 @@ def command(
             start_where=parse_where(start_where or ()),
             return_where=parse_where(return_where or ()),
         )
-    emit(result.to_dict(), as_json, _render)
+    title = f"{period} cohorts: {start} -> {return_event or 'any event'}"
+    emit(result.to_dict(), as_json, lambda data: _render(title, data))
 
 
-def _render(data: dict[str, Any]) -> None:
+def _render(title: str, data: dict[str, Any]) -> None:
     cohorts = data["cohorts"]
     if not cohorts:
         console.print("No events in scope.")
         return
-    out = Table(show_edge=False)
+    out = Table(title=title, show_edge=False, title_justify="left")
     out.add_column("cohort")
     out.add_column("size", justify="right")
     for k in range(len(cohorts[0]["counts"])):

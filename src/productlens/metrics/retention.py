@@ -382,7 +382,7 @@ def _return_condition(spec: RetentionSpec) -> exp.Condition | None:
     return _and(named, where_condition(spec.return_where))
 
 
-def _flag(condition: exp.Condition | None) -> exp.Expression:
+def _flag(condition: exp.Condition | None) -> exp.Expr:
     """1 when some event of the group meets the condition (always, without one), else 0."""
     if condition is None:
         return exp.convert(1)
@@ -390,7 +390,7 @@ def _flag(condition: exp.Condition | None) -> exp.Expression:
     return exp.Max(this=case)
 
 
-def _and(*conditions: exp.Expression | None) -> exp.Condition | None:
+def _and(*conditions: exp.Expr | None) -> exp.Condition | None:
     present = [c for c in conditions if c is not None]
     return exp.and_(*present) if present else None
 
