@@ -15,12 +15,12 @@ from typing import cast
 from sqlglot import exp
 
 from productlens.metrics.retention import Mode, RetentionSpec, cohort_query
-from productlens.metrics.scope import Grain, Scope, WeekStart
+from productlens.metrics.scope import Grain
 from productlens.modeling import ModelContext
 
 
 def model(ctx: ModelContext) -> exp.Query:
-    scope = Scope(timezone=ctx.timezone, week_start=cast(WeekStart, ctx.week_start))
+    scope = ctx.scope()
     parts = []
     for grain in ctx.retention_grains:
         spec = RetentionSpec(
