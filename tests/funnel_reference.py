@@ -79,10 +79,8 @@ def us(moment: datetime) -> int:
 
 def event_text(event: Event, key: str) -> str | None:
     """An event's column or property as text; numbers as their text, null/missing None."""
-    if key in COLUMNS:
-        value = event.row.get(key)
-    else:
-        value = (event.row.get("properties") or {}).get(key)
+    source = event.row if key in COLUMNS else (event.row.get("properties") or {})
+    value = source.get(key)
     if value is None:
         return None
     if isinstance(value, bool):
@@ -234,17 +232,18 @@ def unordered_attempts(
         # ordered rule on the matched times, t_FROM < x < t_TO; when TO's occurrence
         # comes before FROM's the interval is empty (nothing is after FROM and before TO,
         # the issue's words).
+        filled = tuple(by_step)
         spoiled = _spoiled_between(
             exclusions,
             events,
-            lambda k: by_step[k].ts if by_step[k] is not None else None,  # type: ignore[union-attr]
+            lambda k, filled=filled: None if filled[k] is None else filled[k].ts,  # type: ignore[misc]
             start + window,
         )
         attempts.append(
             Attempt(
                 start,
                 len(matched) - 1,
-                tuple(by_step),
+                filled,
                 tuple(ts for ts, _ in matched),
                 spoiled,
                 (us(start),),  # the earliest window achieving the maximum
@@ -374,7 +373,7 @@ def reference_funnel(
     exclusions = [(e[0], e[1], e[2]) for e in exclude]
     units: dict[tuple[str, ...], list[Event]] = defaultdict(list)
     for row in events:
-        unit = (
+        unit: tuple[str, ...] = (
             (row["user_id"],)
             if count_by == "user"
             else (row["user_id"], row.get("session_id") or "")  # NULL session: key ""

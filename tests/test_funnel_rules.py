@@ -90,9 +90,7 @@ def sql_funnel(
 ) -> dict[str, Any]:
     load_fct_events(engine, events)
     scope = Scope(timezone=timezone, week_start=week_start)  # type: ignore[arg-type]
-    result = funnel(
-        engine, steps, scope=scope, exclude=[Exclusion(*e) for e in exclude], **options
-    )
+    result = funnel(engine, steps, scope=scope, exclude=[Exclusion(*e) for e in exclude], **options)
     return result.to_dict()
 
 
@@ -642,7 +640,7 @@ CASES = [
 
 # Names and values that are SQL, quotes, `;` and `$`: only data.
 HOSTILE = ["it's", 'a"b; DROP TABLE core.fct_events; --', "$1 $$x$$", "select"]
-HOSTILE_KEY = "we'ird \"key\"; $k"
+HOSTILE_KEY = 'we\'ird "key"; $k'
 CASES.append(
     # u1 does the four steps a minute apart, u2 only the first. The breakdown property
     # (first_touch) is a hostile value on u1's first event; u2 has none. u3's hostile
@@ -650,16 +648,20 @@ CASES.append(
     Case(
         "hostile_names_and_values_are_data",
         [
-            ("u1", HOSTILE[0], 0, {HOSTILE_KEY: "O'Reilly; $x \"select\""}),
-            ("u1", HOSTILE[1], 1), ("u1", HOSTILE[2], 2), ("u1", HOSTILE[3], 3),
-            ("u2", HOSTILE[0], 0), ("u2", "x", 1),
-            ("u3", HOSTILE[0], 0), ("u3", "x'; --", 1),
-        ],  # fmt: skip
+            ("u1", HOSTILE[0], 0, {HOSTILE_KEY: 'O\'Reilly; $x "select"'}),
+            ("u1", HOSTILE[1], 1),
+            ("u1", HOSTILE[2], 2),
+            ("u1", HOSTILE[3], 3),
+            ("u2", HOSTILE[0], 0),
+            ("u2", "x", 1),
+            ("u3", HOSTILE[0], 0),
+            ("u3", "x'; --", 1),
+        ],
         HOSTILE,
         {
             "steps": rows(HOSTILE, [2, 1, 1, 1], {1: [MIN], 2: [MIN], 3: [MIN]}),
             "breakdown": {
-                "O'Reilly; $x \"select\"": {
+                'O\'Reilly; $x "select"': {
                     "steps": rows(HOSTILE, [1, 1, 1, 1], {1: [MIN], 2: [MIN], 3: [MIN]})
                 },
                 "": {"steps": rows(HOSTILE, [1, 0, 0, 0])},
