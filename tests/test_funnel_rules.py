@@ -534,6 +534,18 @@ CASES = [
         },
         {"by": "product_id", "attribution": "step:0"},
     ),
+    # step:0 when the unit reaches only step 0: it did reach step 0, so the value is on
+    # its step-0 event. u1 b0 product "p": bucket "p", 0.
+    Case(
+        "breakdown_step_0_when_only_step_0_reached",
+        [("u1", "b", 0, {"product_id": "p"})],
+        ["b", "c"],
+        {
+            "steps": rows(["b", "c"], [1, 0]),
+            "breakdown": {"p": {"steps": rows(["b", "c"], [1, 0])}},
+        },
+        {"by": "product_id", "attribution": "step:0"},
+    ),
     # Trend per day (UTC), window 1h, by the day of each attempt's start.
     # Day 1 (03-02): u1 a 10:00 b 10:30 (30 min); u2 a 23:50 b 00:10 next day: the b
     # after the period still counts for the period of entry (20 min).
