@@ -317,11 +317,14 @@ def attribute(
         n = int(attribution.removeprefix("step:"))
         if not 0 <= n < len(steps):
             raise ValueError(f"attribution {attribution}: no step {n}")
-        # A step the unit did not reach has no occurrence (""). Reading (unordered): step
-        # N's occurrence is the one matched to step index N in the reporting window, even
-        # when fewer than N + 1 steps are filled (steps a,b,c with only c: step:2 is c's).
+        # "" when the unit did not reach N (m < N), in every order. Reading (unordered):
+        # step N's occurrence is the one matched to step index N in the reporting window;
+        # with m >= N that step may still be unfilled (steps a,b,c, window holds a and c:
+        # m = 1, step 1 has no occurrence): "" too.
         filled = result.report.by_step[n]
-        return "" if filled is None else event_text(filled, by) or ""
+        if result.m < n or filled is None:
+            return ""
+        return event_text(filled, by) or ""
     touched = sorted((e for e in unit_events if e.event_type in steps), key=lambda e: e.key)
     if attribution == "last_touch":
         touched.reverse()

@@ -546,6 +546,30 @@ CASES = [
         },
         {"by": "product_id", "attribution": "step:0"},
     ),
+    # Unordered step:1 by device: the occurrence matched to step index 1 (b) in the
+    # reporting window; "" when the unit did not reach row 1 or b is not in it.
+    # u1 c0 "web" a1 "ios": a and c fill 2 steps (1 min) but not b: "". u2 b0 "tv" alone:
+    # row 0 only, did not reach 1: "". u3 b0 "tv" a1: 2 steps, b filled: "tv" (1 min).
+    # u4 a0 c1 b2 "ios": 3 steps: "ios" (1, 1 min).
+    Case(
+        "breakdown_step_n_unordered",
+        [
+            ("u1", "c", 0, {"device": "web"}), ("u1", "a", 1, {"device": "ios"}),
+            ("u2", "b", 0, {"device": "tv"}),
+            ("u3", "b", 0, {"device": "tv"}), ("u3", "a", 1),
+            ("u4", "a", 0), ("u4", "c", 1), ("u4", "b", 2, {"device": "ios"}),
+        ],
+        ABC,
+        {
+            "steps": rows(ABC, [4, 3, 1], {1: [MIN] * 3, 2: [MIN]}),
+            "breakdown": {
+                "": {"steps": rows(ABC, [2, 1, 0], {1: [MIN]})},
+                "tv": {"steps": rows(ABC, [1, 1, 0], {1: [MIN]})},
+                "ios": {"steps": rows(ABC, [1, 1, 1], {1: [MIN], 2: [MIN]})},
+            },
+        },
+        {"order": "unordered", "by": "device", "attribution": "step:1"},
+    ),
     # Trend per day (UTC), window 1h, by the day of each attempt's start.
     # Day 1 (03-02): u1 a 10:00 b 10:30 (30 min); u2 a 23:50 b 00:10 next day: the b
     # after the period still counts for the period of entry (20 min).
