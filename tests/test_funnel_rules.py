@@ -597,6 +597,29 @@ CASES = [
         },
         {"per": "day", "window": timedelta(hours=1)},
     ),
+    # Strict trend per day (UTC), window 1h. u1 a0 b1 on 03-02 (1 min), a on 03-03 00:00
+    # alone; u2 a0: 0. The last event (u3 x) is 03-03 01:00: day 03-02 closes at exactly
+    # 03-03 00:00 + 1h, not after it: complete; day 03-03 closes 03-04 01:00: not.
+    Case(
+        "strict_trend_per_day",
+        [
+            ("u1", "a", 0), ("u1", "b", 1), ("u1", "a", DAY), ("u2", "a", 0),
+            ("u3", "x", DAY + 60),
+        ],
+        ["a", "b"],
+        {
+            "steps": rows(["a", "b"], [2, 1], {1: [MIN]}),
+            "trend": [
+                {
+                    "period": "2026-03-02",
+                    "complete": True,
+                    "steps": rows(["a", "b"], [2, 1], {1: [MIN]}),
+                },
+                {"period": "2026-03-03", "complete": False, "steps": rows(["a", "b"], [1, 0])},
+            ],
+        },
+        {"order": "strict", "per": "day", "window": timedelta(hours=1)},
+    ),
     # Trend per week in America/Los_Angeles with Sunday weeks, across the DST change
     # (Sunday 2026-03-08 02:00). Window 1d. u1 a 03-08 07:30 UTC = Sat 03-07 23:30 PST:
     # week of Sun 03-01; b 30 min later. u2 a 03-08 08:30 UTC = Sun 03-08 00:30 PST: week
