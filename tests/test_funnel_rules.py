@@ -411,6 +411,13 @@ CASES = [
         },
         {"exclude": [("x", 0, 1)]},
     ),
+    # Nobody does step 0 (u1 only b): zero counts, like the all-excluded case.
+    Case(
+        "no_unit_enters_gives_zero_counts",
+        [("u1", "b", 0), ("u1", "x", 1)],
+        ["a", "b"],
+        {"steps": rows(["a", "b"], [0, 0])},
+    ),
     # Median of an even count is the midpoint; written out in full. Conversion times
     # 10, 20, 40, 100 s: mean 42.5, median (20 + 40) / 2 = 30. u5 never converts.
     Case(
@@ -619,6 +626,30 @@ CASES = [
             ],
         },
         {"order": "strict", "per": "day", "window": timedelta(hours=1)},
+    ),
+    # Trend per day with x:0:1: u1 enters on 03-02 (a0 x1 b2) and is removed; u2 enters
+    # on 03-03 (a b a minute apart). Reading (as "every user excluded gives zero counts"
+    # for the total): 03-02 had an entry, so its row is there, with zero counts. Last
+    # event 03-03 00:01: both windows (14d) still open.
+    Case(
+        "trend_period_whose_units_are_all_excluded",
+        [
+            ("u1", "a", 0), ("u1", "x", 1), ("u1", "b", 2),
+            ("u2", "a", DAY), ("u2", "b", DAY + 1),
+        ],
+        ["a", "b"],
+        {
+            "steps": rows(["a", "b"], [1, 1], {1: [MIN]}),
+            "trend": [
+                {"period": "2026-03-02", "complete": False, "steps": rows(["a", "b"], [0, 0])},
+                {
+                    "period": "2026-03-03",
+                    "complete": False,
+                    "steps": rows(["a", "b"], [1, 1], {1: [MIN]}),
+                },
+            ],
+        },
+        {"per": "day", "exclude": [("x", 0, 1)]},
     ),
     # Trend per week in America/Los_Angeles with Sunday weeks, across the DST change
     # (Sunday 2026-03-08 02:00). Window 1d. u1 a 03-08 07:30 UTC = Sat 03-07 23:30 PST:
