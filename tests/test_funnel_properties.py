@@ -126,6 +126,16 @@ ONE_MINUTE = timedelta(minutes=1)
         {"count_by": "session", "by": "plan", "attribution": "step:1"},
     )
 )
+# step:2 of a unit whose row is 1 is "" even when step 2's name is in its window.
+@example(
+    inputs=(
+        [("u1", "c", 0, {**S1, "device": "web"}), ("u1", "b", 1, S1)],
+        ["a", "b", "c"],
+        {"by": "device", "attribution": "step:2"},
+    )
+)
+# An exclusion to a repeated step name (TO = the second "a").
+@example(inputs=([("u1", "a", 0, S1), ("u1", "x", 1, S1)], ["a", "a"], {"exclude": [("x", 0, 1)]}))
 # A period whose only unit is excluded, next to one that is not.
 @example(
     inputs=(

@@ -382,6 +382,20 @@ CASES = [
         {"steps": rows(ABC, [1, 1, 1], {1: [MIN], 2: [MIN]})},
         {"order": "unordered", "exclude": [("x", 0, 2)], "window": timedelta(minutes=10)},
     ),
+    # Unordered exclusion to a repeated name, steps a,b,a with x:1:2, window 10m: step 2
+    # is the second "a" matched in the window (by step index). u1 a0 b1 x2 a3: FROM b1,
+    # TO a3: x2 between: its only full window is spoiled: removed. u2 a0 b1 a3 x4: x after
+    # a3: kept, sorted times 0, 1, 3: 1 min, 2 min.
+    Case(
+        "unordered_exclusion_to_repeated_name",
+        [
+            ("u1", "a", 0), ("u1", "b", 1), ("u1", "x", 2), ("u1", "a", 3),
+            ("u2", "a", 0), ("u2", "b", 1), ("u2", "a", 3), ("u2", "x", 4),
+        ],
+        ["a", "b", "a"],
+        {"steps": rows(["a", "b", "a"], [1, 1, 1], {1: [MIN], 2: [2 * MIN]})},
+        {"order": "unordered", "exclude": [("x", 1, 2)], "window": timedelta(minutes=10)},
+    ),
     # Every unit excluded: the steps are still there with zero counts, rates and times null.
     Case(
         "all_excluded_gives_zero_counts",
@@ -576,6 +590,24 @@ CASES = [
             },
         },
         {"order": "unordered", "by": "device", "attribution": "step:1"},
+    ),
+    # Unordered step:2: u1 c0 "web" b1 fills 2 steps (row 1, 1 min): step 2's c is in
+    # its window, but the unit did not reach row 2: "". u2 a0 b1 c2 "ios": "ios".
+    Case(
+        "breakdown_step_n_unordered_not_reached",
+        [
+            ("u1", "c", 0, {"device": "web"}), ("u1", "b", 1),
+            ("u2", "a", 0), ("u2", "b", 1), ("u2", "c", 2, {"device": "ios"}),
+        ],
+        ABC,
+        {
+            "steps": rows(ABC, [2, 2, 1], {1: [MIN, MIN], 2: [MIN]}),
+            "breakdown": {
+                "": {"steps": rows(ABC, [1, 1, 0], {1: [MIN]})},
+                "ios": {"steps": rows(ABC, [1, 1, 1], {1: [MIN], 2: [MIN]})},
+            },
+        },
+        {"order": "unordered", "by": "device", "attribution": "step:2"},
     ),
     # Trend per day (UTC), window 1h, by the day of each attempt's start.
     # Day 1 (03-02): u1 a 10:00 b 10:30 (30 min); u2 a 23:50 b 00:10 next day: the b
