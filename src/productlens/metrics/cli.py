@@ -136,6 +136,9 @@ def _is_number(value: Any) -> bool:
 COMMANDS: dict[str, str] = {
     "funnel": "productlens.metrics.cli_funnel",
     "revenue": "productlens.metrics.cli_revenue",
+    "activity": "productlens.metrics.cli_activity",
+    "lifecycle": "productlens.metrics.cli_lifecycle",
+    "paths": "productlens.metrics.cli_paths",
 }
 
 
