@@ -10,6 +10,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel
 
 from productlens.engines import DuckDBEngine
 
@@ -68,3 +71,13 @@ def text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def assert_portable(query: exp.Query) -> None:
+    """The query compiles for PostgreSQL and Spark (SQLGlot raises on what it cannot
+    write) and leaves no function the target does not know (passed through as-is)."""
+    for dialect in ("postgres", "spark"):
+        text = query.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE)
+        reparsed = sqlglot.parse_one(text, read=dialect)
+        unknown = sorted({node.name for node in reparsed.find_all(exp.Anonymous)})
+        assert unknown == [], f"{dialect} does not know {unknown}"

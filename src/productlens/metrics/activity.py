@@ -176,8 +176,8 @@ def _activity_ctes(
 ) -> exp.Select:
     """`activity` (distinct segment, user, local day; the scope's events plus the trailing
     windows' lookback), `bounds` and `days` (the spine) on `query`."""
-    segment = (
-        exp.func("coalesce", event_value(by), exp.Literal.string(NO_SEGMENT))
+    segment: exp.Expression = (
+        exp.Coalesce(this=event_value(by), expressions=[exp.Literal.string(NO_SEGMENT)])
         if by is not None
         else exp.Literal.string(NO_SEGMENT)
     )
@@ -365,4 +365,4 @@ def active_days_query(scope: Scope, by: str | None = None) -> exp.Select:
 
 
 def _zero_if_null(value: exp.Expression) -> exp.Expression:
-    return exp.func("coalesce", value, exp.convert(0))
+    return exp.Coalesce(this=value, expressions=[exp.convert(0)])

@@ -21,8 +21,16 @@ SPINE_DIGITS = 5
 
 def add_days(day: exp.Expression, days: int | exp.Expression) -> exp.Expression:
     """`day` plus `days` days, as a date."""
-    amount = days if isinstance(days, exp.Expression) else exp.convert(days)
-    return exp.cast(exp.DateAdd(this=day, expression=amount, unit=exp.var("DAY")), "date")
+    return shift_date(day, days, "DAY")
+
+
+def shift_date(day: exp.Expression, n: int | exp.Expression, unit: str) -> exp.Expression:
+    """`day` moved by `n` units (DAY, MONTH), as a date. A negative count is written as
+    a subtraction (SQLGlot mangles a negative interval for PostgreSQL)."""
+    if isinstance(n, exp.Expression):
+        return exp.cast(exp.DateAdd(this=day, expression=n, unit=exp.var(unit)), "date")
+    shift = exp.DateAdd if n >= 0 else exp.DateSub
+    return exp.cast(shift(this=day, expression=exp.convert(abs(n)), unit=exp.var(unit)), "date")
 
 
 def local_day(scope: Scope) -> exp.Expression:

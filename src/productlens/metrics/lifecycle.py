@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
-from productlens.metrics.calendar import add_days, report_days, with_spine
+from productlens.metrics.calendar import add_days, report_days, shift_date, with_spine
 from productlens.metrics.scope import (
     EventsSpec,
     Grain,
@@ -87,9 +87,7 @@ def lifecycle(
 def add_periods(grain: Grain, start: exp.Expression, n: int) -> exp.Expression:
     """The first day of the period `n` periods after the one starting at `start`."""
     if grain == "month":
-        return exp.cast(
-            exp.DateAdd(this=start, expression=exp.convert(n), unit=exp.var("MONTH")), "date"
-        )
+        return shift_date(start, n, "MONTH")
     return add_days(start, n * (7 if grain == "week" else 1))
 
 
@@ -124,8 +122,13 @@ def lifecycle_query(
             else exp.Min(this=period.copy())
         )
         hi = date_literal(last) if last is not None else exp.Max(this=period.copy())
+        # The count makes this an aggregate: one row even when no one is active and
+        # both bounds are literals (a range of empty periods).
         bounds = exp.select(
-            lo.as_("report_lo"), hi.as_("report_hi"), lo.copy().as_("spine_lo")
+            lo.as_("report_lo"),
+            hi.as_("report_hi"),
+            lo.copy().as_("spine_lo"),
+            exp.Count(this=exp.Star()).as_("n_active"),
         ).from_("active")
     else:
         lo, hi = exp.Min(this=exp.column("date_day")), exp.Max(this=exp.column("date_day"))

@@ -124,13 +124,13 @@ def paths_query(
     seen = exp.Sum(
         this=exp.Case(ifs=[exp.If(this=is_anchor, true=exp.convert(1))], default=exp.convert(0))
     )
-    shift = "lead" if direction == "from" else "lag"
+    shift = exp.Lead if direction == "from" else exp.Lag
     names = [f"step_{k}" for k in range(1, steps + 1)]
     sequenced = exp.select(
         "event_type",
         window(seen, running=True).as_("n_seen"),
         *[
-            window(exp.func(shift, exp.column("event_type"), exp.convert(k))).as_(name)
+            window(shift(this=exp.column("event_type"), offset=exp.convert(k))).as_(name)
             for k, name in enumerate(names, start=1)
         ],
     ).from_(events.subquery("e"))
