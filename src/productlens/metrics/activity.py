@@ -6,8 +6,9 @@ active.
 - DAU counts users active on the day; WAU and MAU count distinct users active in the
   trailing 7 and 30 calendar days ending with it (the day included). Stickiness is
   DAU / MAU (None when MAU is 0).
-- `--from` / `--to` choose the days reported; the trailing windows of the first days read
-  the 29 days before, so WAU and MAU are complete from the first day on.
+- `--from` / `--to` choose the days reported (an instant picks the local day it falls
+  in); the trailing windows of the first days read the 29 days before, so WAU and MAU are
+  complete from the first day on. Events after `--to` are not read.
 - Active days per week and per month: for each period the reported days touch, the number
   of users active on exactly 1, 2, ... 7 (31) of its days within the range
   (`days_in_range` says how many of its days are in it).

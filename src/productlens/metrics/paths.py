@@ -121,6 +121,11 @@ def paths_query(
         )
 
     is_anchor = exp.column("event_type").eq(anchor)
+    # Only the events of users who did the anchor event enter the sort.
+    anchor_users = exp.select("user_id").from_("scoped").where(is_anchor.copy())
+    anchor_events = (
+        exp.select("*").from_("scoped").where(exp.column("user_id").isin(query=anchor_users))
+    )
     seen = exp.Sum(
         this=exp.Case(ifs=[exp.If(this=is_anchor, true=exp.convert(1))], default=exp.convert(0))
     )
@@ -133,7 +138,7 @@ def paths_query(
             window(shift(this=exp.column("event_type"), offset=exp.convert(k))).as_(name)
             for k, name in enumerate(names, start=1)
         ],
-    ).from_(events.subquery("e"))
+    ).from_("anchor_events")
     anchored = (
         exp.select(*names)
         .from_(sequenced.subquery("s"))
@@ -163,6 +168,8 @@ def paths_query(
     return (
         exp.select("*")
         .from_("final")
+        .with_("scoped", as_=events)
+        .with_("anchor_events", as_=anchor_events)
         .with_("anchored", as_=anchored)
         .with_("counted", as_=counted)
         .with_("final", as_=final)
