@@ -137,6 +137,9 @@ COMMANDS: dict[str, str] = {
     "funnel": "productlens.metrics.cli_funnel",
     "retention": "productlens.metrics.cli_retention",
     "revenue": "productlens.metrics.cli_revenue",
+    "activity": "productlens.metrics.cli_activity",
+    "lifecycle": "productlens.metrics.cli_lifecycle",
+    "paths": "productlens.metrics.cli_paths",
 }
 
 
