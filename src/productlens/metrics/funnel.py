@@ -148,7 +148,14 @@ def funnel(
     breakdown: dict[str, tuple[StepResult, ...]] = {}
     trend: tuple[TrendPeriod, ...] = ()
     if by is not None:
-        buckets = sorted({r["bucket"] for r in rows if r["bucket"] is not None})
+        # A bucket holding only users removed by exclusions is not listed.
+        buckets = sorted(
+            {
+                r["bucket"]
+                for r in rows
+                if r["bucket"] is not None and r["step"] == 0 and r["n_units"]
+            }
+        )
         breakdown = {b: _steps(spec.steps, [r for r in rows if r["bucket"] == b]) for b in buckets}
         rows = [r for r in rows if r["bucket"] is None]
     if per is not None:

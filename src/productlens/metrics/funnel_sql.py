@@ -220,7 +220,7 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
         f"ax as (select {', '.join(keys)}, t0, {times}, case {reach} else 0 end as reach, "
         f"false as spoiled from g{n - 1} "
         # Units that start the funnel whether or not any attempt goes further.
-        f"union all select {', '.join(keys)}, max(t0) as t0, {nulls}, 0 as reach, "
+        f"union all select {', '.join(keys)}, min(t0) as t0, {nulls}, 0 as reach, "
         f"false as spoiled from s0 group by {', '.join(keys)})",
     ]
     return ctes
@@ -344,8 +344,10 @@ def _strict_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
             [*(f"{prev}.{c}" for c in u), f"{row}.rk as r", f"{first} as f"]
             + [f"{t} as t{j}" for j, t in enumerate(times)]
             + [f"{x} as xf{j}" for j, x in enumerate(xfs)]
+            + [f"{prev}.{c}" for c in period]
         )
 
+    period = ["period"] if spec.per else []
     start_cols = ", ".join(
         [*u, "rk as r", "0 as f", "ts as t0"]
         + [f"cast(null as timestamp) as t{j}" for j in range(1, n)]
@@ -354,7 +356,9 @@ def _strict_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
             for j, e in excl
         ]
     )
-    ctes.append(f"st0 as (select {start_cols} from look where c{ni[0]} > 0)")
+    ctes.append(
+        f"st0 as (select {start_cols}{_period(spec, scope, 'ts')} from look where c{ni[0]} > 0)"
+    )
     on = " and ".join(f"l.{c} = p.{c}" for c in u)
     for k in range(1, n):
         used = " + ".join(
@@ -380,7 +384,7 @@ def _strict_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
             f"st{k} as (select * from (select *, row_number() over (partition by {ulist}, t0, r, f "
             f"order by {order}) as dn from raw{k}) as d where dn = 1)",
         ]
-    out = ", ".join([*u, *(f"t{j}" for j in range(n)), *(f"xf{j}" for j, _ in excl)])
+    out = ", ".join([*u, *(f"t{j}" for j in range(n)), *(f"xf{j}" for j, _ in excl), *period])
     union = " union all ".join(f"select {out} from st{k}" for k in range(n))
     ctes.append(f"ax0 as ({union})")
     return ctes + _judge_ctes(spec)
@@ -484,7 +488,7 @@ def _unordered_times(spec: FunnelSpec) -> list[str]:
         f"e.event_id{bv}, row_number() over (partition by {', '.join('p.' + c for c in keys)}, "
         f"e.event_type order by e.event_ts, e.event_id) as nr from picked as p inner join ev "
         f"as e on {on} and e.event_ts >= p.t0 and e.event_ts <= p.t0 + interval (:window) "
-        f"second where p.m > 0 and e.event_type in ({names}))",
+        f"second where p.m >= 0 and e.event_type in ({names}))",
         f"occm as (select * from occ where nr <= case event_type {limit} end)",
         f"sorted as (select {klist}, event_ts, row_number() over (partition by {klist} "
         f"order by event_ts, event_id) - 1 as k from occm)",
@@ -492,7 +496,7 @@ def _unordered_times(spec: FunnelSpec) -> list[str]:
         f"units0 as (select p.{', p.'.join(keys)}, p.m, "
         + ", ".join(f"t.t{k}" for k in range(n))
         + f" from picked as p left join timed as t using ({klist}) where p.m > 0 "
-        f"union all select * from picked where m = 0)",
+        f"union all select * from picked where m <= 0)",
     ]
 
 
@@ -514,10 +518,18 @@ def _result_ctes(spec: FunnelSpec) -> list[str]:
         f"using ({klist}) where ax.reach = b.m and not ax.spoiled)",
         f"ranked as (select *, row_number() over (partition by {klist} order by {order}) "
         f"as rn from cand where m > 0)",
+        # A unit that stops at step 0 reports its earliest start; a unit whose every
+        # attempt to its furthest step is spoiled stays with m = -1: in no step, but its
+        # period and bucket are still listed.
         f"picked as (select {klist}, m, {all_t} from ranked where rn = 1 "
-        f"union all select distinct {klist}, 0 as m, "
+        f"union all select {klist}, 0 as m, min(t0) as t0"
+        + "".join(f", cast(null as timestamp) as t{k}" for k in range(1, n))
+        + f" from cand where m = 0 group by {klist} "
+        f"union all select {klist}, -1 as m, "
         + ", ".join(["cast(null as timestamp)"] * n)
-        + " from cand where m = 0)",
+        + f" from best as b where not exists (select 1 from cand as c where "
+        + " and ".join(f"c.{k} = b.{k}" for k in keys)
+        + "))",
     ]
     if spec.order == "unordered":
         ctes += _unordered_times(spec)
@@ -575,8 +587,8 @@ def _bucket_ctes(spec: FunnelSpec) -> list[str]:
         on_k = " and ".join(f"b.{c} = x.{c}" for c in keys)
         return [
             f"units as (select x.*, coalesce(b.bv, '') as bucket from units0 as x "
-            f"left join occm as b on {on_k} and b.event_type = :name{spec.name_index(name)} "
-            f"and b.nr = {nth})"
+            f"left join occm as b on {on_k} and x.m >= {step} "
+            f"and b.event_type = :name{spec.name_index(name)} and b.nr = {nth})"
         ]
     # The occurrence that filled step N: at t_N, after those the chain used there before.
     used = " + ".join(
