@@ -545,16 +545,18 @@ def _result_ctes(spec: FunnelSpec) -> list[str]:
         period = "period, " if spec.per else ""
         group_by = f" group by {', '.join(group)}" if group else ""
         for k in range(n):
-            secs = (
-                f"case when m >= {k} then date_diff('microsecond', t{k - 1}, t{k}) / 1000000.0 end"
+            # Whole microseconds: their sum is exact, so the mean does not depend on the
+            # order in which parallel threads add up (a sum of doubles would).
+            micros = (
+                f"case when m >= {k} then date_diff('microsecond', t{k - 1}, t{k}) end"
                 if k
-                else "cast(null as double)"
+                else "cast(null as bigint)"
             )
             parts.append(
                 f"select {bucket}{period}{k} as step, "
                 f"sum(case when m >= {k} then 1 else 0 end) as n_units, "
-                f"avg({secs}) as avg_time_s, median({secs}) as median_time_s "
-                f"from units{group_by}"
+                f"avg({micros}) / 1000000.0 as avg_time_s, "
+                f"median({micros}) / 1000000.0 as median_time_s from units{group_by}"
             )
     ctes.append("final as (" + " union all ".join(parts) + ")")
     return ctes
