@@ -1,5 +1,5 @@
-"""`python -m bench [generate] [--sizes 1M,10M,100M]`: run benchmarks, print tables, and
-write the figures to bench/results/<name>.json."""
+"""`python -m bench [generate|ingest|pipeline|funnel] [--sizes 1M,10M,100M]`: run benchmarks,
+print tables, and write the figures to bench/results/<name>.json."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import argparse
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from bench import generation, ingestion, pipeline
+from bench import funnel, generation, ingestion, pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_EVENTS_PER_SECOND = 2_000_000
@@ -179,10 +180,96 @@ def bench_pipeline(sizes: list[int], console: Console) -> list[dict[str, object]
     return rows
 
 
+FUNNEL_TARGETS = {10**7: 0.5, 5 * 10**7: 1.0}  # productlens / windowFunnel, at most
+METRIC_TARGET_SECONDS = 1.0  # retention and DAU/WAU/MAU at 10M
+
+
+def bench_funnel(sizes: list[int], console: Console) -> list[dict[str, object]]:
+    funnel.ensure_chdb(console.print)
+    rows: list[dict[str, object]] = []
+    for size in sizes:
+        data = ingestion.world(size)
+        try:
+            result = funnel.measure(data)
+        finally:
+            import shutil
+
+            shutil.rmtree(data, ignore_errors=True)
+        rows.append({"size": size, **result})
+        _print_funnel(size, result, console)
+    return rows
+
+
+def _print_funnel(size: int, result: dict[str, Any], console: Console) -> None:
+    seconds: dict[str, list[float]] = result["seconds"]
+    reference: list[int] = result["reference"]
+    counts: dict[str, list[int]] = result["counts"]
+    base = _median(seconds.get("clickhouse", []))
+    title = (
+        f"funnel {', '.join(funnel.STEPS)} (ordered, {funnel.WINDOW.days}-day window) "
+        f"on {result['events']:,} events; exact reference: {reference} "
+        f"({result['reference_seconds']:.1f} s in plain Python)"
+    )
+    table = Table(title=title)
+    for column in ("query", "seconds", "ratio", "users per step", "counts", "target"):
+        table.add_column(column, justify="left" if column in ("query", "counts") else "right")
+    limit = FUNNEL_TARGETS.get(size)
+    for name, runs in seconds.items():
+        if not runs:
+            table.add_row(name, "-", "-", "-", result["errors"].get(name, "failed"), "")
+            continue
+        median = _median(runs)
+        got = counts.get(name)
+        verdict = ""
+        ratio = f"{median / base:.2f}x windowFunnel" if base else "-"
+        if name == "productlens" and limit is not None and base:
+            verdict = "met" if median <= limit * base and got == reference else "missed"
+        elif got is None:  # retention, DAU/WAU/MAU: against their target
+            ratio = f"{median / METRIC_TARGET_SECONDS:.2f}x the 1 s target"
+            if size == 10**7:
+                verdict = "met" if median < METRIC_TARGET_SECONDS else "missed"
+        table.add_row(
+            name,
+            f"{median:.2f} ({min(runs):.2f}-{max(runs):.2f})",
+            ratio,
+            str(got) if got is not None else "-",
+            _agreement(name, got, reference),
+            verdict,
+        )
+    console.print(table)
+    console.print(
+        f"seconds: median of {funnel.REPEATS} alternating runs (fastest-slowest); targets: "
+        "productlens at most 0.5x windowFunnel at 10M and at most 1x at 50M, with counts "
+        f"equal to the exact reference; retention and DAU/WAU/MAU under "
+        f"{METRIC_TARGET_SECONDS:.0f} s at 10M"
+    )
+
+
+def _agreement(name: str, got: list[int] | None, reference: list[int]) -> str:
+    if got is None:
+        return ""
+    if got == reference:
+        return "= reference"
+    off = ", ".join(
+        f"step {i + 1}: {g - r:+d}"
+        for i, (g, r) in enumerate(zip(got, reference, strict=True))
+        if g != r
+    )
+    note = " (windowFunnel is wrong on ties)" if name == "clickhouse" else ""
+    return f"DIFFERS from reference: {off}{note}"
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "which", nargs="?", default="all", choices=["all", "generate", "ingest", "pipeline"]
+        "which",
+        nargs="?",
+        default="all",
+        choices=["all", "generate", "ingest", "pipeline", "funnel"],
     )
     parser.add_argument("--sizes", default=None, help="comma-separated event counts")
     args = parser.parse_args()
@@ -193,6 +280,7 @@ def main() -> None:
         "generate": (bench_generation, "1M,10M,100M"),
         "ingest": (bench_ingestion, "1M,10M"),
         "pipeline": (bench_pipeline, "10M"),
+        "funnel": (bench_funnel, "10M,50M"),
     }
     for name, (run, default_sizes) in runs.items():
         if args.which not in ("all", name):

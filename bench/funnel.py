@@ -1,0 +1,266 @@
+"""Funnel, retention and activity speed on one simulated world, side by side in one run.
+
+A 4-step ordered funnel (product_view, add_to_cart, checkout_start, purchase) with a 7-day
+window, timed with:
+- productlens: `productlens.metrics.funnel.funnel` on the warehouse's `core.fct_events`;
+- ClickHouse's `windowFunnel` through chdb (installed by the bench only, pinned), on the
+  same events exported to zstd Parquet;
+- the best plain-SQL formulation on DuckDB: one self-join per step, each attempt (step-1
+  event) taking the earliest next step within its window.
+
+Counts are checked against an exact reference in plain Python (one pass over each user's
+funnel events), never against ClickHouse: `windowFunnel` is wrong on equal timestamps.
+Retention (weekly cohorts) and DAU/WAU/MAU are timed at the same time: through
+`productlens.metrics.retention` / `.activity` once they exist, else the marts' own SQL
+(`retention_cohorts`, `active_users_daily`) run against `core.fct_events`.
+
+Each query runs REPEATS times, alternating, and the median is reported with the spread.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+STEPS = ("product_view", "add_to_cart", "checkout_start", "purchase")
+WINDOW = timedelta(days=7)
+CHDB_VERSION = "4.4.0"
+REPEATS = 3
+
+
+# --- the exact reference ---------------------------------------------------------------
+
+
+def reference_counts(
+    users: Sequence[Any], steps: Sequence[int], micros: Sequence[int], window_us: int, n: int
+) -> list[int]:
+    """Users reaching each step of an ordered funnel with distinct step names.
+
+    Rows are one user's funnel events after another, in time order, ties in step order
+    (events of different steps at the same instant count in step order). `latest[k]` is
+    the latest step-1 time of an attempt that has reached step k so far: the latest start
+    leaves the most window, so step k+1 at time t continues some attempt exactly when
+    t - latest[k] <= window. The user's result is the furthest step any attempt reaches.
+    """
+    counts = [0] * n
+    latest: list[int | None] = [None] * n
+    furthest = -1
+    current: Any = object()
+    for user, k, t in zip(users, steps, micros, strict=True):
+        if user != current:
+            for i in range(furthest + 1):
+                counts[i] += 1
+            latest, furthest, current = [None] * n, -1, user
+        if k == 0:
+            latest[0] = t
+            furthest = max(furthest, 0)
+            continue
+        start = latest[k - 1]
+        if start is not None and t - start <= window_us:
+            before = latest[k]
+            latest[k] = start if before is None else max(before, start)
+            furthest = max(furthest, k)
+    for i in range(furthest + 1):
+        counts[i] += 1
+    return counts
+
+
+def reference_query(table: str, steps: Sequence[str]) -> str:
+    """The funnel events sorted for `reference_counts` (user, time, step)."""
+    names = ", ".join(_quote(s) for s in steps)
+    index = " ".join(f"when {_quote(s)} then {i}" for i, s in enumerate(steps))
+    return (
+        f"select user_id, case event_type {index} end as step, "
+        f"epoch_us(event_ts) as us from {table} where event_type in ({names}) "
+        "order by user_id, event_ts, step"
+    )
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --- the alternatives ------------------------------------------------------------------
+
+
+def self_join_sql(table: str, steps: Sequence[str], window: timedelta) -> str:
+    """The best plain-SQL ordered funnel on DuckDB: each step-1 event starts an attempt,
+    each later step is the earliest event at or after the previous step within the
+    attempt's window (greedy earliest is optimal for distinct step names), and a user
+    counts at step k if any attempt reaches it. One range self-join per step."""
+    names = ", ".join(_quote(s) for s in steps)
+    seconds = int(window.total_seconds())
+    ctes = [
+        f"e as (select user_id, event_type, event_ts as ts from {table} "
+        f"where event_type in ({names}))",
+        f"s0 as (select distinct user_id, ts as t0 from e where event_type = {_quote(steps[0])})",
+    ]
+    prev_t = "t0"
+    for k in range(1, len(steps)):
+        keep = ", ".join(f"s.t{j}" for j in range(k))
+        ctes.append(
+            f"s{k} as (select s.user_id, {keep}, min(e.ts) as t{k} from s{k - 1} as s "
+            f"join e on e.user_id = s.user_id and e.event_type = {_quote(steps[k])} "
+            f"and e.ts >= s.{prev_t} and e.ts <= s.t0 + interval {seconds} second "
+            f"group by s.user_id, {keep})"
+        )
+        prev_t = f"t{k}"
+    counts = ", ".join(
+        f"(select count(distinct user_id) from s{k}) as n{k}" for k in range(len(steps))
+    )
+    return "with " + ",\n".join(ctes) + f"\nselect {counts}"
+
+
+def window_funnel_sql(parquet: Path, steps: Sequence[str], window: timedelta) -> str:
+    """ClickHouse's windowFunnel: the furthest level per user, then users per level."""
+    conds = ", ".join(f"event_type = {_quote(s)}" for s in steps)
+    names = ", ".join(_quote(s) for s in steps)
+    window_us = int(window.total_seconds()) * 10**6
+    levels = ", ".join(f"countIf(level >= {k + 1})" for k in range(len(steps)))
+    return (
+        f"select {levels} from (select user_id, windowFunnel({window_us})("
+        f"toUInt64(toUnixTimestamp64Micro(event_ts)), {conds}) as level "
+        f"from file({_quote(str(parquet))}, Parquet) where event_type in ({names}) "
+        "group by user_id)"
+    )
+
+
+def ensure_chdb(say: Callable[[str], None]) -> Any:
+    """chdb at the pinned version, installed into this interpreter's environment on
+    first use (it is the bench's comparison, not a productlens dependency)."""
+    try:
+        if importlib.metadata.version("chdb") == CHDB_VERSION:
+            return importlib.import_module("chdb")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    say(
+        f"installing chdb=={CHDB_VERSION} into {sys.prefix} for the ClickHouse comparison "
+        "(bench only; not a productlens dependency)"
+    )
+    uv = Path(sys.executable).with_name("uv")
+    command = (
+        [str(uv), "pip", "install", "--python", sys.executable]
+        if uv.exists()
+        else [sys.executable, "-m", "pip", "install"]
+    )
+    subprocess.run([*command, f"chdb=={CHDB_VERSION}"], check=True)
+    importlib.invalidate_caches()
+    return importlib.import_module("chdb")
+
+
+# --- one run ---------------------------------------------------------------------------
+
+
+def run_one(data: str, project: str) -> dict[str, object]:
+    """Build a warehouse from `data` in `project`, then time every query; return figures."""
+    from rich.console import Console
+
+    from productlens.config import load_project
+    from productlens.engines import open_engine
+    from productlens.pipeline import Runner
+
+    chdb = importlib.import_module("chdb")  # installed by the parent (ensure_chdb)
+    project_obj = load_project(Path(project))
+    engine = open_engine(project_obj)
+    runner = Runner(project_obj, engine, Console(quiet=True))
+    runner.ingest([data])
+    runner.build(["+fct_events", "+dim_date", "+stg_users"])
+    engine.execute("SET enable_progress_bar = false")
+    events = int(engine.fetch_all("select count(*) from core.fct_events")[0][0])
+    parquet = Path(project) / "events.parquet"
+    engine.execute(
+        "COPY (select user_id, event_type, event_ts from core.fct_events) "
+        f"TO {_quote(str(parquet))} (FORMAT parquet, COMPRESSION zstd)"
+    )
+
+    started = time.perf_counter()
+    table = engine.fetch_arrow(reference_query("core.fct_events", STEPS))
+    reference = reference_counts(
+        table["user_id"].to_pylist(),
+        table["step"].to_pylist(),
+        table["us"].to_pylist(),
+        int(WINDOW.total_seconds()) * 10**6,
+        len(STEPS),
+    )
+    reference_seconds = time.perf_counter() - started
+    del table
+
+    queries: dict[str, Callable[[], list[int]]] = {
+        "productlens": lambda: _productlens_funnel(engine),
+        "clickhouse": lambda: [
+            int(v)
+            for v in chdb.query(window_funnel_sql(parquet, STEPS, WINDOW), "CSV")
+            .data()
+            .strip()
+            .split(",")
+        ],
+        "duckdb_self_join": lambda: [
+            int(v) for v in engine.fetch_all(self_join_sql("core.fct_events", STEPS, WINDOW))[0]
+        ],
+    }
+    queries.update(_other_metrics(engine, project_obj))
+    times: dict[str, list[float]] = {name: [] for name in queries}
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for _ in range(REPEATS):  # alternating, so drift hits every tool alike
+        for name, query in queries.items():
+            if name in errors:
+                continue
+            began = time.perf_counter()
+            try:
+                results[name] = query()
+            except NotImplementedError as exc:
+                errors[name] = f"not implemented yet ({exc})"
+                continue
+            times[name].append(time.perf_counter() - began)
+    engine.close()
+    return {
+        "events": events,
+        "reference": reference,
+        "reference_seconds": reference_seconds,
+        "seconds": times,
+        "counts": {k: v for k, v in results.items() if isinstance(v, list)},
+        "errors": errors,
+    }
+
+
+def _productlens_funnel(engine: Any) -> list[int]:
+    from productlens.metrics.funnel import funnel
+
+    return [s.count for s in funnel(engine, STEPS, window=WINDOW).steps]
+
+
+def _other_metrics(engine: Any, project: Any) -> dict[str, Callable[[], Any]]:
+    """Retention and DAU/WAU/MAU: the marts' SQL on core.fct_events (until the metrics
+    modules for them land, which would replace these)."""
+    from productlens import modeling
+
+    graph = modeling.discover(project.config, project.model_dirs)
+    out: dict[str, Callable[[], Any]] = {}
+    for label, model in (
+        ("retention_weekly (retention_cohorts SQL)", "retention_cohorts"),
+        ("dau_wau_mau (active_users_daily SQL)", "active_users_daily"),
+    ):
+        sql = graph[model].compile(engine.dialect)
+        out[label] = lambda sql=sql: engine.fetch_arrow(sql).num_rows
+    return out
+
+
+def measure(data: Path) -> dict[str, object]:
+    """One run in a fresh process and warehouse."""
+    from bench.isolated import run_isolated
+
+    scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
+    try:
+        return run_isolated("bench.funnel.run_one", data=str(data), project=str(scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
