@@ -127,11 +127,11 @@ def _ingest_verdict(size: int, rate: float) -> str:
     return "met" if rate >= TARGET_INGEST_ROWS_PER_SECOND else "missed"
 
 
-def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
 
 
-def _spread(runs: list[dict[str, float]]) -> str:
+def _spread(runs: list[dict[str, Any]]) -> str:
     seconds = sorted(r["seconds"] for r in runs)
     return f"{_median_run(runs)['seconds']:.2f} ({seconds[0]:.2f}-{seconds[-1]:.2f})"
 
@@ -140,43 +140,76 @@ PIPELINE_TARGETS = {10**7: 30.0, 10**8: 360.0}
 PIPELINE_MEMORY = 8 * 2**30
 
 
-def bench_pipeline(sizes: list[int], console: Console) -> list[dict[str, object]]:
+def bench_pipeline(
+    sizes: list[int], console: Console, variants: list[str] | None = None, repeats: int = 1
+) -> list[dict[str, object]]:
+    """Each size once as shipped; with `variants` (layouts of core.fct_events, see
+    bench/pipeline.py), each variant `repeats` times, alternating, medians compared with
+    the first variant's."""
     table = Table(title="ingest + build + checks: seconds per stage and peak memory")
-    for column in ("events", "ingest", "build", "check", "total", "peak RSS", "target"):
-        table.add_column(column, justify="right")
+    for column in (
+        "events",
+        "fct_events layout",
+        "ingest",
+        "build",
+        "(fct_events)",
+        "check",
+        "total",
+        "vs first",
+        "peak RSS",
+        "target",
+    ):
+        table.add_column(column, justify="left" if column == "fct_events layout" else "right")
+    names: list[str | None] = list(variants) if variants else [None]
     rows: list[dict[str, object]] = []
     for size in sizes:
         data = ingestion.world(size)
+        runs: dict[str | None, list[dict[str, Any]]] = {name: [] for name in names}
         try:
-            result = pipeline.measure(data)
+            for _ in range(repeats):  # alternating, so drift hits every variant alike
+                for name in names:
+                    runs[name].append(pipeline.measure(data, name))
         finally:
             import shutil
 
             shutil.rmtree(data, ignore_errors=True)
-        stages = result["stages"]
-        assert isinstance(stages, dict)
-        total = float(result["seconds"])  # type: ignore[arg-type]
-        peak = float(result["peak_rss"])  # type: ignore[arg-type]
-        limit = PIPELINE_TARGETS.get(size)
-        verdict = (
-            ""
-            if limit is None
-            else ("met" if total <= limit and peak <= PIPELINE_MEMORY else "missed")
-        )
-        table.add_row(
-            f"{size:,}",
-            f"{stages['ingest']:.1f}s",
-            f"{stages['build']:.1f}s",
-            f"{stages['check']:.1f}s",
-            f"{total:.1f}s",
-            f"{peak / 2**30:.2f} GiB",
-            verdict,
-        )
-        slow = ", ".join(f"{name} {secs:.1f}s" for name, secs in result["slowest_models"])  # type: ignore[union-attr]
-        console.print(f"done: {size:,} events; slowest models: {slow}")
-        rows.append({"size": size, **result})
+        first = _median_run(runs[names[0]])["seconds"]
+        for name in names:
+            result = _median_run(runs[name])
+            stages = result["stages"]
+            total = float(result["seconds"])
+            peak = float(result["peak_rss"])
+            fct = dict(result["slowest_models"]).get("core.fct_events", 0.0)
+            limit = PIPELINE_TARGETS.get(size)
+            verdict = (
+                ""
+                if limit is None
+                else ("met" if total <= limit and peak <= PIPELINE_MEMORY else "missed")
+            )
+            table.add_row(
+                f"{size:,}",
+                name or "as shipped",
+                f"{stages['ingest']:.1f}s",
+                f"{stages['build']:.1f}s",
+                f"{fct:.1f}s",
+                f"{stages['check']:.1f}s",
+                _spread(runs[name]) if repeats > 1 else f"{total:.1f}s",
+                f"{total / first:.2f}x",
+                f"{peak / 2**30:.2f} GiB",
+                verdict,
+            )
+            slow = ", ".join(f"{n} {secs:.1f}s" for n, secs in result["slowest_models"])
+            console.print(f"done: {size:,} events, {name or 'as shipped'}; slowest models: {slow}")
+            rows.append({"size": size, "variant": name, "runs": runs[name], **result})
     console.print(table)
-    console.print("targets: under 30 s at 10M events; under 6 min and 8 GiB at 100M")
+    console.print(
+        "targets: under 30 s at 10M events; under 6 min and 8 GiB at 100M"
+        + (
+            f"; stages: the median run's; total: median of {repeats} (fastest-slowest)"
+            if repeats > 1
+            else ""
+        )
+    )
     return rows
 
 
@@ -184,13 +217,15 @@ FUNNEL_TARGETS = {10**7: 0.5, 5 * 10**7: 1.0}  # productlens / windowFunnel, at 
 METRIC_TARGET_SECONDS = 1.0  # retention and DAU/WAU/MAU at 10M
 
 
-def bench_funnel(sizes: list[int], console: Console) -> list[dict[str, object]]:
+def bench_funnel(
+    sizes: list[int], console: Console, layouts: bool = False
+) -> list[dict[str, object]]:
     funnel.ensure_chdb(console.print)
     rows: list[dict[str, object]] = []
     for size in sizes:
         data = ingestion.world(size)
         try:
-            result = funnel.measure(data)
+            result = funnel.measure(data, layouts)
         finally:
             import shutil
 
@@ -237,6 +272,11 @@ def _print_funnel(size: int, result: dict[str, Any], console: Console) -> None:
             verdict,
         )
     console.print(table)
+    if "sorted copy seconds" in result:
+        console.print(
+            f"sorting a copy of fct_events by (user_id, event_ts) took "
+            f"{result['sorted copy seconds']:.1f} s (a build would pay it once)"
+        )
     console.print(
         f"seconds: median of {funnel.REPEATS} alternating runs (fastest-slowest); targets: "
         "productlens at most 0.5x windowFunnel at 10M and at most 1x at 50M, with counts "
@@ -272,6 +312,14 @@ def main() -> None:
         choices=["all", "generate", "ingest", "pipeline", "funnel"],
     )
     parser.add_argument("--sizes", default=None, help="comma-separated event counts")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="pipeline: layouts of core.fct_events to compare in one run, comma-separated "
+        f"(first is the baseline): {', '.join(pipeline.VARIANTS)}; funnel: 'sorted' also "
+        "times the funnels on a copy of fct_events sorted by (user_id, event_ts)",
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="pipeline: runs per variant")
     args = parser.parse_args()
     console = Console(width=max(Console().width, 120))  # the tables need the room
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -279,8 +327,19 @@ def main() -> None:
     runs = {
         "generate": (bench_generation, "1M,10M,100M"),
         "ingest": (bench_ingestion, "1M,10M"),
-        "pipeline": (bench_pipeline, "10M"),
-        "funnel": (bench_funnel, "10M,50M"),
+        "pipeline": (
+            lambda sizes, console: bench_pipeline(
+                sizes,
+                console,
+                args.variants.split(",") if args.variants else None,
+                args.repeats or (3 if args.variants else 1),
+            ),
+            "10M",
+        ),
+        "funnel": (
+            lambda sizes, console: bench_funnel(sizes, console, args.variants == "sorted"),
+            "10M,50M",
+        ),
     }
     for name, (run, default_sizes) in runs.items():
         if args.which not in ("all", name):

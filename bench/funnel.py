@@ -19,6 +19,7 @@ Each query runs REPEATS times, alternating, and the median is reported with the 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import shutil
@@ -160,8 +161,10 @@ def ensure_chdb(say: Callable[[str], None]) -> Any:
 # --- one run ---------------------------------------------------------------------------
 
 
-def run_one(data: str, project: str) -> dict[str, object]:
-    """Build a warehouse from `data` in `project`, then time every query; return figures."""
+def run_one(data: str, project: str, layouts: int = 0) -> dict[str, object]:
+    """Build a warehouse from `data` in `project`, then time every query; return figures.
+    With `layouts`, the funnels also run on a copy of fct_events stored sorted by
+    (user_id, event_ts), swapped in under the same name."""
     from rich.console import Console
 
     from productlens.config import load_project
@@ -207,6 +210,16 @@ def run_one(data: str, project: str) -> dict[str, object]:
             int(v) for v in engine.fetch_all(self_join_sql("core.fct_events", STEPS, WINDOW))[0]
         ],
     }
+    extra: dict[str, float] = {}
+    if layouts:
+        began = time.perf_counter()
+        engine.execute(
+            "CREATE TABLE core.fct_events_by_user AS "
+            "SELECT * FROM core.fct_events ORDER BY user_id, event_ts"
+        )
+        extra["sorted copy seconds"] = time.perf_counter() - began
+        for name in ("productlens", "duckdb_self_join"):
+            queries[f"{name} ({SORTED})"] = functools.partial(_on_sorted, engine, queries[name])
     queries.update(_other_metrics(engine, project_obj))
     times: dict[str, list[float]] = {name: [] for name in queries}
     results: dict[str, Any] = {}
@@ -230,7 +243,23 @@ def run_one(data: str, project: str) -> dict[str, object]:
         "seconds": times,
         "counts": {k: v for k, v in results.items() if isinstance(v, list)},
         "errors": errors,
+        **extra,
     }
+
+
+SORTED = "on fct_events sorted by user, time"
+
+
+def _on_sorted(engine: Any, query: Callable[[], list[int]]) -> list[int]:
+    """Run `query` with the sorted copy of fct_events under its name."""
+    swap = [("fct_events", "fct_events_shipped"), ("fct_events_by_user", "fct_events")]
+    for old, new in swap:
+        engine.execute(f"ALTER TABLE core.{old} RENAME TO {new}")
+    try:
+        return query()
+    finally:
+        for new, old in reversed(swap):
+            engine.execute(f"ALTER TABLE core.{old} RENAME TO {new}")
 
 
 def _productlens_funnel(engine: Any) -> list[int]:
@@ -250,17 +279,22 @@ def _other_metrics(engine: Any, project: Any) -> dict[str, Callable[[], Any]]:
         ("retention_weekly (retention_cohorts SQL)", "retention_cohorts"),
         ("dau_wau_mau (active_users_daily SQL)", "active_users_daily"),
     ):
-        sql = graph[model].compile(engine.dialect)
-        out[label] = lambda sql=sql: engine.fetch_arrow(sql).num_rows
+        out[label] = functools.partial(_row_count, engine, graph[model].compile(engine.dialect))
     return out
 
 
-def measure(data: Path) -> dict[str, object]:
+def _row_count(engine: Any, sql: str) -> int:
+    return int(engine.fetch_arrow(sql).num_rows)
+
+
+def measure(data: Path, layouts: bool = False) -> dict[str, object]:
     """One run in a fresh process and warehouse."""
     from bench.isolated import run_isolated
 
     scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
     try:
-        return run_isolated("bench.funnel.run_one", data=str(data), project=str(scratch))
+        return run_isolated(
+            "bench.funnel.run_one", data=str(data), project=str(scratch), layouts=int(layouts)
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -1,17 +1,116 @@
 """Ingest + build + checks on a simulated world: seconds per stage, the slowest models,
 and the peak memory of the run. Targets (PERFORMANCE.md): under 30 s at 10M events;
 under 6 minutes at 100M with peak memory under 8 GB (DuckDB's memory limit is set, and
-it spills to disk beyond it)."""
+it spills to disk beyond it).
+
+`--variants` compares layouts of the events fact (`core.fct_events`) in one run: each
+variant is written into the bench project's own models folder, where a model of the same
+name replaces the shipped one (SQL and YAML), and the runs alternate.
+"""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from bench.isolated import run_isolated
 from bench.procmem import PeakMemory
+
+# The events fact as it was before the layout work (a table in staging's order): the
+# baseline every variant is measured against in the same run.
+TABLE_SQL = """\
+with events as (
+    select * from stg_events
+),
+
+users as (
+    select * from dim_users
+),
+
+final as (
+    select
+        events.event_id,
+        events.user_id,
+        users.user_sk,
+        events.session_id,
+        events.event_type,
+        events.event_ts,
+        cast(events.event_ts as date) as event_date,
+        events.device,
+        events.country,
+        events.product_id,
+        events.amount,
+        events.properties,
+        cast(users.signup_ts as date) as signup_date
+    from events
+    left join users
+        on
+            events.user_id = users.user_id
+            and events.event_ts >= users.valid_from
+            and events.event_ts < users.valid_to
+)
+
+select * from final
+"""
+
+Spec = dict[str, Any]
+Variant = Callable[[Spec], tuple[str, Spec]]
+
+
+def _table(spec: Spec) -> tuple[str, Spec]:
+    return TABLE_SQL, spec
+
+
+def _view(spec: Spec) -> tuple[str, Spec]:
+    """Not copied at all: every reader joins staging to dim_users again."""
+    spec = {k: v for k, v in spec.items() if k != "incremental"}
+    return TABLE_SQL, {**spec, "materialized": "view"}
+
+
+def _sorted(spec: Spec) -> tuple[str, Spec]:
+    """Stored in (user_id, event_ts) order, for per-user window functions."""
+    return TABLE_SQL.replace(
+        "select * from final", "select * from final order by user_id, event_ts"
+    ), spec
+
+
+def _by_date(spec: Spec) -> tuple[str, Spec]:
+    """Stored in event_date order (DuckDB has no partitions; zone maps prune by date)."""
+    return TABLE_SQL.replace("select * from final", "select * from final order by event_date"), spec
+
+
+def _shipped(spec: Spec) -> tuple[str, Spec]:
+    from productlens.modeling import shipped_models_dir
+
+    return (shipped_models_dir() / "core" / "fct_events.sql").read_text(), spec
+
+
+VARIANTS: dict[str, Variant] = {
+    "table": _table,
+    "view": _view,
+    "sorted": _sorted,
+    "by_date": _by_date,
+    "shipped": _shipped,
+}
+
+
+def write_variant(name: str, project: Path) -> None:
+    """Put variant `name` of fct_events into `project`'s models folder."""
+    from productlens.modeling import shipped_models_dir
+
+    core = yaml.safe_load((shipped_models_dir() / "core" / "_core.yml").read_text())
+    spec = next(m for m in core["models"] if m["name"] == "fct_events")
+    sql, spec = VARIANTS[name](spec)
+    folder = project / "models" / "core"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fct_events.sql").write_text(sql)
+    (folder / "_bench_variant.yml").write_text(yaml.safe_dump({"models": [spec]}))
 
 
 def run_one(data: str, project: str) -> dict[str, object]:
@@ -46,9 +145,11 @@ def run_one(data: str, project: str) -> dict[str, object]:
     }
 
 
-def measure(data: Path) -> dict[str, object]:
+def measure(data: Path, variant: str | None = None) -> dict[str, object]:
     scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
     try:
+        if variant is not None:
+            write_variant(variant, scratch)
         return run_isolated("bench.pipeline.run_one", data=str(data), project=str(scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
