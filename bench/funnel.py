@@ -269,18 +269,43 @@ def _productlens_funnel(engine: Any) -> list[int]:
 
 
 def _other_metrics(engine: Any, project: Any) -> dict[str, Callable[[], Any]]:
-    """Retention and DAU/WAU/MAU: the marts' SQL on core.fct_events (until the metrics
-    modules for them land, which would replace these)."""
+    """Retention (weekly signup cohorts, any event) and DAU/WAU/MAU: through
+    `productlens.metrics.retention` / `.activity` where they exist, else the marts' SQL
+    on core.fct_events."""
     from productlens import modeling
+    from productlens.metrics.scope import Scope
 
     graph = modeling.discover(project.config, project.model_dirs)
     out: dict[str, Callable[[], Any]] = {}
-    for label, model in (
-        ("retention_weekly (retention_cohorts SQL)", "retention_cohorts"),
-        ("dau_wau_mau (active_users_daily SQL)", "active_users_daily"),
-    ):
-        out[label] = functools.partial(_row_count, engine, graph[model].compile(engine.dialect))
+    retention = _metric("retention", "retention")
+    if retention is not None:
+        out["retention (metrics.retention, 26 weekly signup cohorts)"] = functools.partial(
+            retention,
+            engine,
+            start="signup",
+            return_event=None,
+            scope=Scope(),
+            period="week",
+            periods=26,
+        )
+    else:
+        sql = graph["retention_cohorts"].compile(engine.dialect)
+        out["retention (retention_cohorts SQL)"] = functools.partial(_row_count, engine, sql)
+    activity = _metric("activity", "activity")
+    if activity is not None:
+        out["dau_wau_mau (metrics.activity)"] = functools.partial(activity, engine, Scope())
+    else:
+        sql = graph["active_users_daily"].compile(engine.dialect)
+        out["dau_wau_mau (active_users_daily SQL)"] = functools.partial(_row_count, engine, sql)
     return out
+
+
+def _metric(module: str, name: str) -> Any:
+    """`productlens.metrics.<module>.<name>`, or None while it has not landed."""
+    try:
+        return getattr(importlib.import_module(f"productlens.metrics.{module}"), name)
+    except (ImportError, AttributeError):
+        return None
 
 
 def _row_count(engine: Any, sql: str) -> int:
