@@ -7,10 +7,10 @@ import itertools
 from datetime import timedelta
 
 import pyarrow as pa
+from bench.funnel import reference_counts, reference_query, self_join_sql
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.funnel import reference_counts, reference_query, self_join_sql
 from productlens.engines import DuckDBEngine
 
 STEPS = ("a", "b", "c")
