@@ -527,7 +527,7 @@ def _result_ctes(spec: FunnelSpec) -> list[str]:
         + f" from cand where m = 0 group by {klist} "
         f"union all select {klist}, -1 as m, "
         + ", ".join(["cast(null as timestamp)"] * n)
-        + f" from best as b where not exists (select 1 from cand as c where "
+        + " from best as b where not exists (select 1 from cand as c where "
         + " and ".join(f"c.{k} = b.{k}" for k in keys)
         + "))",
     ]
