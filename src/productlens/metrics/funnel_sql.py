@@ -181,15 +181,21 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
             f"where event_type = :name{i} group by {ulist}, event_ts)"
         )
     period = ", s.period" if spec.per else ""
+    # The latest start of each step-1 instant, found with a join: the intervals between
+    # step-1 instants do not overlap, so each step-0 event meets at most one. (A sort of
+    # both together with running maxima was slower on DuckDB, whose framed window
+    # aggregates cost about a microsecond per row; but this join compares each step-0
+    # event with every step-1 instant of its user, which grows with both.)
     ctes += [
         f"p1 as (select *, lag(ts) over (partition by {ulist} order by ts) as prev from i{ni[1]})",
-        # One join finds both kinds of start for each step-1 instant.
         f"j1 as (select {', '.join('p.' + c for c in u)}{period}, p.ts as t1, "
         f"max(case when s.t0 < p.ts then s.t0 end) as before, "
-        f"max(case when s.t0 = p.ts then 1 else 0 end) as same from p1 as p inner join s0 as s "
-        f"on {su} and s.t0 <= p.ts and s.t0 >= p.ts - {window} "
-        f"and (p.prev is null or s.t0 > p.prev) group by {', '.join('p.' + c for c in u)}"
-        f"{period}, p.ts)",
+        f"max(case when s.t0 = p.ts then 1 else 0 end) as same from p1 as p "
+        f"inner join s0 as s on {su} and s.t0 <= p.ts and s.t0 >= p.ts - {window} "
+        f"and (p.prev is null or s.t0 > p.prev) group by "
+        f"{', '.join('p.' + c for c in u)}{period}, p.ts)",
+    ]
+    ctes += [
         f"g1 as (select {', '.join(keys)}, before as t0, t1, 1 as f1 from j1 "
         f"where before is not null union all select {', '.join(keys)}, t1 as t0, t1, 0 as f1 "
         f"from j1 where same = 1)",
@@ -570,14 +576,27 @@ def _bucket_ctes(spec: FunnelSpec) -> list[str]:
     ulist = ", ".join(u)
     on = " and ".join(f"b.{c} = x.{c}" for c in u)
     if spec.attribution in ("first_touch", "last_touch"):
-        direction = "" if spec.attribution == "first_touch" else " desc"
+        # The earliest (latest) event with a value, by time then event id: found with
+        # aggregates and equality joins rather than a sort of the unit's events.
+        pick = "min" if spec.attribution == "first_touch" else "max"
         steps = ", ".join(f":name{spec.name_index(s)}" for s in dict.fromkeys(spec.steps))
+        valued = f"bv is not null and event_type in ({steps})"
+        on_e = " and ".join(f"e.{c} = t.{c}" for c in u)
         return [
-            f"touch as (select {ulist}, bv, row_number() over (partition by {ulist} "
-            f"order by event_ts{direction}, event_id{direction}) as rn from ev "
-            f"where bv is not null and event_type in ({steps}))",
+            f"touched as (select {ulist}, event_ts, event_id, bv from ev where {valued})",
+            f"touch_ts as (select {ulist}, {pick}(event_ts) as event_ts from touched "
+            f"group by {ulist})",
+            f"touch_id as (select {', '.join('e.' + c for c in u)}, e.event_ts, "
+            f"{pick}(e.event_id) as event_id from touched as e inner join touch_ts as t on "
+            f"{on_e} and e.event_ts = t.event_ts group by {', '.join('e.' + c for c in u)}, "
+            f"e.event_ts)",
+            # An event id is unique after ingestion; min() keeps one row per unit anyway.
+            f"touch as (select {', '.join('e.' + c for c in u)}, min(e.bv) as bv "
+            f"from touched as e inner join touch_id as t on {on_e} and e.event_ts = t.event_ts "
+            f"and e.event_id = t.event_id "
+            f"group by {', '.join('e.' + c for c in u)})",
             f"units as (select x.*, coalesce(b.bv, '') as bucket from units0 as x "
-            f"left join touch as b on {on} and b.rn = 1)",
+            f"left join touch as b on {on})",
         ]
     step = int(spec.attribution.split(":", 1)[1])
     name = spec.steps[step]
