@@ -136,3 +136,23 @@ def test_range_and_filters_select_the_events(engine: DuckDBEngine) -> None:
     scope = Scope.parse(where=["device=web", "plan=0"])
     query = scoped_events(scope, EventsSpec(columns=("event_type",)))
     assert engine.fetch_all(query.sql("duckdb")) == [("c",)]
+
+
+@pytest.mark.parametrize(
+    ("value", "pct", "shown"),
+    [
+        (None, False, "-"),
+        (1234567, False, "1,234,567"),
+        (12345.678, False, "12,346"),
+        (-2500000.4, False, "-2,500,000"),
+        (999.96, False, "1,000"),
+        (41.3125, False, "41.31"),
+        (0.000123456, False, "0.0001235"),
+        (0.4903, True, "49.0%"),
+        (True, False, "true"),
+    ],
+)
+def test_table_cells_are_readable(value: object, pct: bool, shown: str) -> None:
+    from productlens.metrics.cli import fmt
+
+    assert fmt(value, pct=pct) == shown

@@ -107,6 +107,8 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 
 def fmt(value: Any, *, pct: bool = False) -> str:
+    """A value as a table cell: ints with separators, shares as percentages, floats to
+    four significant digits (whole units from 1,000 up)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -114,7 +116,10 @@ def fmt(value: Any, *, pct: bool = False) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.1%}" if pct else f"{value:,.4g}"
+        if pct:
+            return f"{value:.1%}"
+        # Four significant digits, but never in e-notation for amounts people read.
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.4g}"
     return str(value)
 
 
