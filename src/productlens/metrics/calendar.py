@@ -13,7 +13,13 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from sqlglot import exp
 
-from productlens.metrics.scope import Scope, date_literal, local_ts, period_start
+from productlens.metrics.scope import (
+    MetricsInputError,
+    Scope,
+    date_literal,
+    local_ts,
+    period_start,
+)
 
 # 10^5 days (273 years) is more than any calendar a query reports.
 SPINE_DIGITS = 5
@@ -63,7 +69,13 @@ def with_lookback(scope: Scope, days: int) -> Scope:
     first, _ = report_days(scope)
     if first is None:
         return scope
-    return dataclasses.replace(scope, start=local_midnight_utc(scope, first - timedelta(days)))
+    try:
+        lookback = local_midnight_utc(scope, first - timedelta(days))
+    except OverflowError:
+        raise MetricsInputError(
+            f"--from {first}: the {days} days before it are outside the dates this tool can handle"
+        ) from None
+    return dataclasses.replace(scope, start=lookback)
 
 
 def bounds_select(scope: Scope, activity: str, day_column: str) -> exp.Select:

@@ -58,9 +58,10 @@ def scope_of(
     date_from: str | None,
     date_to: str | None,
     where: Sequence[str] | None,
+    flags: tuple[str, str] = ("--from", "--to"),
 ) -> Scope:
     """The scope of a metrics command: the project's zone and week start, the range and
-    filters from the command line."""
+    filters from the command line (`flags`: the range options' names, for errors)."""
     from productlens.metrics.scope import Scope
 
     settings = project.config.metrics
@@ -70,6 +71,7 @@ def scope_of(
         date_from=date_from,
         date_to=date_to,
         where=where or (),
+        flags=flags,
     )
 
 

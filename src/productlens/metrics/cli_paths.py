@@ -55,7 +55,7 @@ def command(
     from productlens.metrics.paths import paths
 
     project = project_of(ctx)
-    scope = scope_of(project, date_from, date_to, where)
+    scope = scope_of(project, date_from, date_to, where, flags=("--since", "--until"))
     with warehouse(project) as engine:
         result = paths(engine, start=start, end=end, scope=scope, steps=steps, top=top)
     emit(result.to_dict(), as_json, _render)

@@ -137,7 +137,12 @@ def retention(
     last = last_period(engine, scope, period)
     if last is None:
         return RetentionResult(())
-    first = period_add(period, last, -(periods - 1))
+    try:
+        first = period_add(period, last, -(periods - 1))
+    except (ValueError, OverflowError):
+        raise MetricsInputError(
+            f"--periods {periods}: the first {period} would start before year 1"
+        ) from None
     query = cohort_query(scope, spec, first_cohort=first, last_period=last, users=users)
     rows = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
     return shape(rows, spec, first=first, periods=periods)

@@ -84,14 +84,15 @@ class Scope:
         date_to: str | None = None,
         where: Iterable[str] = (),
         source: str = EVENTS_TABLE,
+        flags: tuple[str, str] = ("--from", "--to"),
     ) -> Scope:
         """A scope from command-line text: bounds as dates or ISO instants, filters as
-        KEY=VALUE[,VALUE...]."""
+        KEY=VALUE[,VALUE...]. `flags` names the two range options in errors."""
         zone = zone_info(timezone)
-        start = parse_bound(date_from, zone, end=False) if date_from else None
-        end = parse_bound(date_to, zone, end=True) if date_to else None
+        start = parse_bound(date_from, zone, end=False, flag=flags[0]) if date_from else None
+        end = parse_bound(date_to, zone, end=True, flag=flags[1]) if date_to else None
         if start is not None and end is not None and end <= start:
-            raise MetricsInputError(f"--to {date_to} is before --from {date_from}")
+            raise MetricsInputError(f"{flags[1]} {date_to} is before {flags[0]} {date_from}")
         return cls(timezone, week_start, start, end, parse_where(where), source)
 
     @property
@@ -110,7 +111,7 @@ def zone_info(name: str) -> ZoneInfo:
         raise MetricsInputError(f"unknown time zone {name!r} (use an IANA name)") from None
 
 
-def parse_bound(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
+def parse_bound(text: str, zone: ZoneInfo, *, end: bool, flag: str | None = None) -> datetime:
     """An inclusive --from/--to bound as a naive UTC instant; for `end`, the first
     instant after the bound (a date's next local midnight, an instant plus 1 µs)."""
     value = text.strip()
@@ -125,12 +126,19 @@ def parse_bound(text: str, zone: ZoneInfo, *, end: bool) -> datetime:
                 moment = moment.replace(tzinfo=zone)
             if end:
                 moment += timedelta(microseconds=1)
+        return moment.astimezone(UTC).replace(tzinfo=None)
     except ValueError:
-        flag = "--to" if end else "--from"
         raise MetricsInputError(
-            f"{flag} {text!r} is neither a date (YYYY-MM-DD) nor an ISO-8601 instant"
+            f"{_flag(flag, end)} {text!r} is neither a date (YYYY-MM-DD) nor an ISO-8601 instant"
         ) from None
-    return moment.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise MetricsInputError(
+            f"{_flag(flag, end)} {text!r} is outside the dates this tool can handle"
+        ) from None
+
+
+def _flag(flag: str | None, end: bool) -> str:
+    return flag or ("--to" if end else "--from")
 
 
 def parse_where(texts: Iterable[str]) -> tuple[Filter, ...]:
