@@ -1,0 +1,36 @@
+"""Hand-worked cases that pin behaviour the other metrics tests left loose (each was
+found by breaking the code on purpose and seeing every other test still pass). Times are
+minutes after T0 = Monday 2026-03-02 00:00 UTC, as in tests/test_funnel_rules.py."""
+
+from __future__ import annotations
+
+from productlens.engines import DuckDBEngine
+from tests.test_funnel_rules import MIN, make_events, rounded, rows, sql_funnel
+from tests.funnel_reference import reference_funnel
+
+ABC = ["a", "b", "c"]
+
+
+def test_a_start_at_a_step1_instant_does_not_reach_for_the_next_one(engine: DuckDBEngine) -> None:
+    # Steps a, b, c. u1 a0 b0 b5 c6: from a0, b is the b at the same instant (0 s), then
+    # c at 6 (6 min); the b at 5 is not step 1 of a0's attempt. u2 the same with the rows
+    # listed backwards, u3 with the c at the b's instant 5 (still 0 s, then 5 min).
+    events = make_events(
+        [
+            ("u1", "a", 0), ("u1", "b", 0), ("u1", "b", 5), ("u1", "c", 6),
+            ("u2", "c", 6), ("u2", "b", 5), ("u2", "b", 0), ("u2", "a", 0),
+            ("u3", "a", 0), ("u3", "b", 0), ("u3", "b", 5), ("u3", "c", 5),
+        ]
+    )
+    expected = {"steps": rows(ABC, [3, 3, 3], {1: [0.0, 0.0, 0.0], 2: [6 * MIN, 6 * MIN, 5 * MIN]})}
+    assert rounded(reference_funnel(events, ABC)) == rounded(expected)
+    assert rounded(sql_funnel(engine, events, ABC)) == rounded(expected)
+    # The same start also reaches c through the b at 5, with the same times after step 1:
+    # a tie in the ranking of attempts that only a wrong attempt would create. 300 users
+    # of u1's shape, so that no arbitrary order of ties can pass by chance.
+    many = make_events(
+        [(f"v{i:03d}", kind, when) for i in range(300) for kind, when in
+         (("a", 0), ("b", 0), ("b", 5), ("c", 6))]
+    )
+    expected = {"steps": rows(ABC, [300] * 3, {1: [0.0] * 300, 2: [6 * MIN] * 300})}
+    assert rounded(sql_funnel(engine, many, ABC)) == rounded(expected)
