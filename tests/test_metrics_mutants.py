@@ -4,8 +4,10 @@ minutes after T0 = Monday 2026-03-02 00:00 UTC, as in tests/test_funnel_rules.py
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from productlens.engines import DuckDBEngine
-from tests.test_funnel_rules import MIN, make_events, rounded, rows, sql_funnel
+from tests.test_funnel_rules import MIN, T0, make_events, rounded, rows, sql_funnel
 from tests.funnel_reference import reference_funnel
 
 ABC = ["a", "b", "c"]
@@ -34,3 +36,23 @@ def test_a_start_at_a_step1_instant_does_not_reach_for_the_next_one(engine: Duck
     )
     expected = {"steps": rows(ABC, [300] * 3, {1: [0.0] * 300, 2: [6 * MIN] * 300})}
     assert rounded(sql_funnel(engine, many, ABC)) == rounded(expected)
+
+
+def test_a_later_step_exactly_at_the_window_end_converts(engine: DuckDBEngine) -> None:
+    # Steps a, b, c, window 10 min (inclusive). u1 a0 b5 c10: c at exactly 0 + 10: step
+    # 2, 5 min after b. u2 a0 b5 c at 10 min + 1 µs: past the window, step 1 (5 min).
+    # The same for ordered (the fast path), ordered with a never-seen exclusion (the
+    # general path) and strict funnels.
+    past = T0 + timedelta(minutes=10, microseconds=1)
+    events = make_events(
+        [
+            ("u1", "a", 0), ("u1", "b", 5), ("u1", "c", 10),
+            ("u2", "a", 0), ("u2", "b", 5), ("u2", "c", past),
+        ]
+    )
+    expected = {"steps": rows(ABC, [2, 2, 1], {1: [5 * MIN, 5 * MIN], 2: [5 * MIN]})}
+    window = timedelta(minutes=10)
+    for options in ({}, {"exclude": [("zzz", 0, 2)]}, {"order": "strict"}):
+        assert rounded(sql_funnel(engine, events, ABC, window=window, **options)) == rounded(
+            expected
+        ), options
