@@ -56,3 +56,20 @@ def test_a_later_step_exactly_at_the_window_end_converts(engine: DuckDBEngine) -
         assert rounded(sql_funnel(engine, events, ABC, window=window, **options)) == rounded(
             expected
         ), options
+
+
+def test_a_repeated_later_step_needs_its_own_occurrence(engine: DuckDBEngine) -> None:
+    # Steps a, b, a (first two differ: the fast ordered path). u1 a0 b0 a5: the a at 0 is
+    # step 0, so step 2 is the a at 5 (b after 0 s, a 5 min later). u2 a0 b0: one a only:
+    # step 1. u3 a0 a0 b0: two a at 0, step 2 is the other one (0 s, 0 s).
+    aba = ["a", "b", "a"]
+    events = make_events(
+        [
+            ("u1", "a", 0), ("u1", "b", 0), ("u1", "a", 5),
+            ("u2", "a", 0), ("u2", "b", 0),
+            ("u3", "a", 0), ("u3", "a", 0), ("u3", "b", 0),
+        ]
+    )
+    expected = {"steps": rows(aba, [3, 3, 2], {1: [0.0] * 3, 2: [5 * MIN, 0.0]})}
+    assert rounded(reference_funnel(events, aba)) == rounded(expected)
+    assert rounded(sql_funnel(engine, events, aba)) == rounded(expected)
