@@ -4,11 +4,15 @@ minutes after T0 = Monday 2026-03-02 00:00 UTC, as in tests/test_funnel_rules.py
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+import pyarrow as pa
 
 from productlens.engines import DuckDBEngine
 from tests.test_funnel_rules import MIN, T0, make_events, rounded, rows, sql_funnel
+from productlens.metrics.scope import EventsSpec, Scope, scoped_events
 from tests.funnel_reference import reference_funnel
+from tests.test_metrics_scope import load
 
 ABC = ["a", "b", "c"]
 
@@ -19,9 +23,18 @@ def test_a_start_at_a_step1_instant_does_not_reach_for_the_next_one(engine: Duck
     # listed backwards, u3 with the c at the b's instant 5 (still 0 s, then 5 min).
     events = make_events(
         [
-            ("u1", "a", 0), ("u1", "b", 0), ("u1", "b", 5), ("u1", "c", 6),
-            ("u2", "c", 6), ("u2", "b", 5), ("u2", "b", 0), ("u2", "a", 0),
-            ("u3", "a", 0), ("u3", "b", 0), ("u3", "b", 5), ("u3", "c", 5),
+            ("u1", "a", 0),
+            ("u1", "b", 0),
+            ("u1", "b", 5),
+            ("u1", "c", 6),
+            ("u2", "c", 6),
+            ("u2", "b", 5),
+            ("u2", "b", 0),
+            ("u2", "a", 0),
+            ("u3", "a", 0),
+            ("u3", "b", 0),
+            ("u3", "b", 5),
+            ("u3", "c", 5),
         ]
     )
     expected = {"steps": rows(ABC, [3, 3, 3], {1: [0.0, 0.0, 0.0], 2: [6 * MIN, 6 * MIN, 5 * MIN]})}
@@ -31,8 +44,11 @@ def test_a_start_at_a_step1_instant_does_not_reach_for_the_next_one(engine: Duck
     # a tie in the ranking of attempts that only a wrong attempt would create. 300 users
     # of u1's shape, so that no arbitrary order of ties can pass by chance.
     many = make_events(
-        [(f"v{i:03d}", kind, when) for i in range(300) for kind, when in
-         (("a", 0), ("b", 0), ("b", 5), ("c", 6))]
+        [
+            (f"v{i:03d}", kind, when)
+            for i in range(300)
+            for kind, when in (("a", 0), ("b", 0), ("b", 5), ("c", 6))
+        ]
     )
     expected = {"steps": rows(ABC, [300] * 3, {1: [0.0] * 300, 2: [6 * MIN] * 300})}
     assert rounded(sql_funnel(engine, many, ABC)) == rounded(expected)
@@ -46,8 +62,12 @@ def test_a_later_step_exactly_at_the_window_end_converts(engine: DuckDBEngine) -
     past = T0 + timedelta(minutes=10, microseconds=1)
     events = make_events(
         [
-            ("u1", "a", 0), ("u1", "b", 5), ("u1", "c", 10),
-            ("u2", "a", 0), ("u2", "b", 5), ("u2", "c", past),
+            ("u1", "a", 0),
+            ("u1", "b", 5),
+            ("u1", "c", 10),
+            ("u2", "a", 0),
+            ("u2", "b", 5),
+            ("u2", "c", past),
         ]
     )
     expected = {"steps": rows(ABC, [2, 2, 1], {1: [5 * MIN, 5 * MIN], 2: [5 * MIN]})}
@@ -65,11 +85,48 @@ def test_a_repeated_later_step_needs_its_own_occurrence(engine: DuckDBEngine) ->
     aba = ["a", "b", "a"]
     events = make_events(
         [
-            ("u1", "a", 0), ("u1", "b", 0), ("u1", "a", 5),
-            ("u2", "a", 0), ("u2", "b", 0),
-            ("u3", "a", 0), ("u3", "a", 0), ("u3", "b", 0),
+            ("u1", "a", 0),
+            ("u1", "b", 0),
+            ("u1", "a", 5),
+            ("u2", "a", 0),
+            ("u2", "b", 0),
+            ("u3", "a", 0),
+            ("u3", "a", 0),
+            ("u3", "b", 0),
         ]
     )
     expected = {"steps": rows(aba, [3, 3, 2], {1: [0.0] * 3, 2: [5 * MIN, 0.0]})}
     assert rounded(reference_funnel(events, aba)) == rounded(expected)
     assert rounded(sql_funnel(engine, events, aba)) == rounded(expected)
+
+
+def test_the_range_ends_are_exact_to_the_microsecond(engine: DuckDBEngine) -> None:
+    # --from/--to 2026-03-08 in Los Angeles (the day DST starts): [08:00 UTC, 07:00 UTC
+    # next day). a is the first instant (in), b the last microsecond (in), c the next
+    # local midnight (out), z a microsecond before the start (out). No filters, so only
+    # the range decides.
+    us = timedelta(microseconds=1)
+    start, end = datetime(2026, 3, 8, 8), datetime(2026, 3, 9, 7)
+    load(
+        engine,
+        pa.table(
+            {
+                "event_ts": pa.array([start, end - us, end, start - us], pa.timestamp("us")),
+                "event_type": ["a", "b", "c", "z"],
+                "device": [None] * 4,
+                "properties": [None] * 4,
+            }
+        ),
+    )
+    spec = EventsSpec(columns=("event_type",))
+
+    def kinds(scope: Scope) -> list[str]:
+        return sorted(r[0] for r in engine.fetch_all(scoped_events(scope, spec).sql("duckdb")))
+
+    zone = "America/Los_Angeles"
+    assert kinds(Scope.parse(timezone=zone, date_from="2026-03-08", date_to="2026-03-08")) == [
+        "a", "b",
+    ]  # fmt: skip
+    # An instant --to is inclusive: b, at exactly that instant, is in; c is out.
+    last = (end - us).isoformat() + "+00:00"
+    assert kinds(Scope.parse(timezone=zone, date_to=last)) == ["a", "b", "z"]
