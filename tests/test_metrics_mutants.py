@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 
 from productlens.engines import DuckDBEngine
-from tests.test_funnel_rules import MIN, T0, make_events, rounded, rows, sql_funnel
 from productlens.metrics.scope import EventsSpec, Scope, scoped_events
 from tests.funnel_reference import reference_funnel
+from tests.test_funnel_rules import MIN, T0, make_events, rounded, rows, sql_funnel
 from tests.test_metrics_scope import load
 
 ABC = ["a", "b", "c"]
