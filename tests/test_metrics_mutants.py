@@ -130,3 +130,17 @@ def test_the_range_ends_are_exact_to_the_microsecond(engine: DuckDBEngine) -> No
     # An instant --to is inclusive: b, at exactly that instant, is in; c is out.
     last = (end - us).isoformat() + "+00:00"
     assert kinds(Scope.parse(timezone=zone, date_to=last)) == ["a", "b", "z"]
+
+
+def test_attempts_sharing_a_step1_instant_keep_their_own_chain(engine: DuckDBEngine) -> None:
+    # Steps a, b, a. u1 a0 a5 b5: the attempt from a5 takes b5 at its own instant, so its
+    # step 2 needs another a after 5: none, step 1. The attempt from a0 reaches b5 later
+    # and may use a5 as step 2: 5 min, then 0 s. Reported: a0's attempt. The same with a
+    # never-seen exclusion (the general ordered path, which shares chains by (t1, f1)).
+    aba = ["a", "b", "a"]
+    events = make_events([("u1", "a", 0), ("u1", "a", 5), ("u1", "b", 5)])
+    expected = {"steps": rows(aba, [1, 1, 1], {1: [5 * MIN], 2: [0.0]})}
+    assert rounded(reference_funnel(events, aba)) == rounded(expected)
+    for options in ({}, {"exclude": [("zzz", 0, 2)]}):
+        got = sql_funnel(engine, events, aba, **options)
+        assert rounded(got) == rounded(expected), options
