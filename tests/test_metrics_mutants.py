@@ -4,15 +4,18 @@ minutes after T0 = Monday 2026-03-02 00:00 UTC, as in tests/test_funnel_rules.py
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pyarrow as pa
 
 from productlens.engines import DuckDBEngine
+from productlens.metrics.retention import RetentionSpec, cohort_query
 from productlens.metrics.scope import EventsSpec, Scope, scoped_events
 from tests.funnel_reference import reference_funnel
 from tests.test_funnel_rules import MIN, T0, make_events, rounded, rows, sql_funnel
 from tests.test_metrics_scope import load
+from tests.test_retention import ev
+from tests.test_retention import load as load_retention
 
 ABC = ["a", "b", "c"]
 
@@ -144,3 +147,22 @@ def test_attempts_sharing_a_step1_instant_keep_their_own_chain(engine: DuckDBEng
     for options in ({}, {"exclude": [("zzz", 0, 2)]}):
         got = sql_funnel(engine, events, aba, **options)
         assert rounded(got) == rounded(expected), options
+
+
+def test_cohort_query_has_one_period_0_row_per_cohort(engine: DuckDBEngine) -> None:
+    # Daily retention, start "a", return any event. u1 a and b on 03-02, b on 03-03;
+    # u2 a on 03-02 only. Cohort 03-02 has 2 users; period 0 holds that size (a return
+    # in the start's own period is not a return), period 1 has u1. The long form (what
+    # the retention_cohorts mart stores) has exactly these two rows.
+    load_retention(
+        engine,
+        [
+            ev("u1", "a", "2026-03-02T10:00"), ev("u1", "b", "2026-03-02T11:00"),
+            ev("u1", "b", "2026-03-03T10:00"), ev("u2", "a", "2026-03-02T09:00"),
+        ],
+        {"u1": None, "u2": None},
+    )  # fmt: skip
+    query = cohort_query(Scope(), RetentionSpec(start="a", period="day"))
+    got = sorted(engine.fetch_all(query.sql(dialect="duckdb")))
+    day = date(2026, 3, 2)
+    assert got == [(day, 0, 2, 2), (day, 1, 2, 1)]
