@@ -166,3 +166,41 @@ def test_cohort_query_has_one_period_0_row_per_cohort(engine: DuckDBEngine) -> N
     got = sorted(engine.fetch_all(query.sql(dialect="duckdb")))
     day = date(2026, 3, 2)
     assert got == [(day, 0, 2, 2), (day, 1, 2, 1)]
+
+
+def test_touch_attribution_breaks_ties_by_event_id(engine: DuckDBEngine) -> None:
+    # Steps a, b; u1 a and b both at minute 0 with devices "ios" (id e2) and "web" (id
+    # e1): first touch is the smallest id at the earliest instant, "web"; last touch the
+    # largest id at the latest instant, "ios". One unit, 2 steps, 0 s.
+    ab = ["a", "b"]
+    events = make_events(
+        [
+            ("u1", "a", 0, {"device": "ios", "event_id": "e2"}),
+            ("u1", "b", 0, {"device": "web", "event_id": "e1"}),
+        ]
+    )
+    steps = rows(ab, [1, 1], {1: [0.0]})
+    for attribution, bucket in (("first_touch", "web"), ("last_touch", "ios")):
+        expected = {"steps": steps, "breakdown": {bucket: {"steps": steps}}}
+        options = {"by": "device", "attribution": attribution}
+        assert rounded(reference_funnel(events, ab, **options)) == rounded(expected)
+        assert rounded(sql_funnel(engine, events, ab, **options)) == rounded(expected)
+
+
+def test_unordered_step_0_attribution_of_a_unit_at_step_0(engine: DuckDBEngine) -> None:
+    # Unordered a, b by device, step:0. u1 a0 "ios" alone: reaches step 0 only, and its
+    # step-0 occurrence is that a: bucket "ios". u2 a0 "tv" b1: 2 steps (1 min), "tv".
+    ab = ["a", "b"]
+    events = make_events(
+        [("u1", "a", 0, {"device": "ios"}), ("u2", "a", 0, {"device": "tv"}), ("u2", "b", 1)]
+    )
+    options = {"order": "unordered", "by": "device", "attribution": "step:0"}
+    expected = {
+        "steps": rows(ab, [2, 1], {1: [MIN]}),
+        "breakdown": {
+            "ios": {"steps": rows(ab, [1, 0])},
+            "tv": {"steps": rows(ab, [1, 1], {1: [MIN]})},
+        },
+    }
+    assert rounded(reference_funnel(events, ab, **options)) == rounded(expected)
+    assert rounded(sql_funnel(engine, events, ab, **options)) == rounded(expected)
