@@ -204,3 +204,16 @@ def test_unordered_step_0_attribution_of_a_unit_at_step_0(engine: DuckDBEngine) 
     }
     assert rounded(reference_funnel(events, ab, **options)) == rounded(expected)
     assert rounded(sql_funnel(engine, events, ab, **options)) == rounded(expected)
+
+
+def test_strict_chains_in_one_state_keep_the_earliest_times(engine: DuckDBEngine) -> None:
+    # Strict a, x, x, b. u1 a0 x0 x1 x1 b2: two chains reach b2 from a0, (x0, x1) and
+    # (x1, x1); the earliest times are kept: step 1 after 0 s, step 2 after 1 min, step 3
+    # after 1 min.
+    axxb = ["a", "x", "x", "b"]
+    events = make_events(
+        [("u1", "a", 0), ("u1", "x", 0), ("u1", "x", 1), ("u1", "x", 1), ("u1", "b", 2)]
+    )
+    expected = {"steps": rows(axxb, [1, 1, 1, 1], {1: [0.0], 2: [MIN], 3: [MIN]})}
+    assert rounded(reference_funnel(events, axxb, order="strict")) == rounded(expected)
+    assert rounded(sql_funnel(engine, events, axxb, order="strict")) == rounded(expected)
