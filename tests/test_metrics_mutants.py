@@ -12,6 +12,9 @@ from productlens.engines import DuckDBEngine
 from productlens.metrics.retention import RetentionSpec, cohort_query
 from productlens.metrics.scope import EventsSpec, Scope, scoped_events
 from tests.funnel_reference import reference_funnel
+from tests.test_activity import day_events
+from tests.test_activity import load as load_activity
+from tests.test_activity import run as run_activity
 from tests.test_funnel_rules import MIN, T0, make_events, rounded, rows, sql_funnel
 from tests.test_metrics_scope import load
 from tests.test_retention import ev
@@ -217,3 +220,20 @@ def test_strict_chains_in_one_state_keep_the_earliest_times(engine: DuckDBEngine
     expected = {"steps": rows(axxb, [1, 1, 1, 1], {1: [0.0], 2: [MIN], 3: [MIN]})}
     assert rounded(reference_funnel(events, axxb, order="strict")) == rounded(expected)
     assert rounded(sql_funnel(engine, events, axxb, order="strict")) == rounded(expected)
+
+
+def test_activity_windows_continue_across_a_gap_of_exactly_their_length(
+    engine: DuckDBEngine,
+) -> None:
+    # u1 active on D (Monday 2 March), D + 7 and D + 37. On D + 7 the week D+1..D+7 holds
+    # only D + 7: WAU 1 (not 2: D's week ended the day before, and not 0). On D + 37 the
+    # 30 days D+8..D+37 hold only D + 37: MAU 1; on D + 36 they hold D + 7: MAU 1.
+    d = date(2026, 3, 2)
+    load_activity(engine, day_events("u1", d, d + timedelta(7), d + timedelta(37)))
+    days = {x["date"]: (x["dau"], x["wau"], x["mau"]) for x in run_activity(engine)["days"]}
+    assert days[(d + timedelta(6)).isoformat()] == (0, 1, 1)
+    assert days[(d + timedelta(7)).isoformat()] == (1, 1, 1)
+    assert days[(d + timedelta(8)).isoformat()] == (0, 1, 1)
+    assert days[(d + timedelta(36)).isoformat()] == (0, 0, 1)
+    assert days[(d + timedelta(37)).isoformat()] == (1, 1, 1)
+    assert len(days) == 38
