@@ -5,6 +5,7 @@ minutes after T0 = Monday 2026-03-02 00:00 UTC, as in tests/test_funnel_rules.py
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 
@@ -12,8 +13,8 @@ from productlens.engines import DuckDBEngine
 from productlens.metrics.retention import RetentionSpec, cohort_query
 from productlens.metrics.scope import EventsSpec, Scope, scoped_events
 from tests.funnel_reference import reference_funnel
+from tests.metrics_events import load as load_activity
 from tests.test_activity import day_events
-from tests.test_activity import load as load_activity
 from tests.test_activity import run as run_activity
 from tests.test_funnel_rules import MIN, T0, make_events, rounded, rows, sql_funnel
 from tests.test_metrics_scope import load
@@ -78,7 +79,8 @@ def test_a_later_step_exactly_at_the_window_end_converts(engine: DuckDBEngine) -
     )
     expected = {"steps": rows(ABC, [2, 2, 1], {1: [5 * MIN, 5 * MIN], 2: [5 * MIN]})}
     window = timedelta(minutes=10)
-    for options in ({}, {"exclude": [("zzz", 0, 2)]}, {"order": "strict"}):
+    cases: list[dict[str, Any]] = [{}, {"exclude": [("zzz", 0, 2)]}, {"order": "strict"}]
+    for options in cases:
         assert rounded(sql_funnel(engine, events, ABC, window=window, **options)) == rounded(
             expected
         ), options
@@ -147,7 +149,8 @@ def test_attempts_sharing_a_step1_instant_keep_their_own_chain(engine: DuckDBEng
     events = make_events([("u1", "a", 0), ("u1", "a", 5), ("u1", "b", 5)])
     expected = {"steps": rows(aba, [1, 1, 1], {1: [5 * MIN], 2: [0.0]})}
     assert rounded(reference_funnel(events, aba)) == rounded(expected)
-    for options in ({}, {"exclude": [("zzz", 0, 2)]}):
+    cases: list[dict[str, Any]] = [{}, {"exclude": [("zzz", 0, 2)]}]
+    for options in cases:
         got = sql_funnel(engine, events, aba, **options)
         assert rounded(got) == rounded(expected), options
 
@@ -185,7 +188,7 @@ def test_touch_attribution_breaks_ties_by_event_id(engine: DuckDBEngine) -> None
     steps = rows(ab, [1, 1], {1: [0.0]})
     for attribution, bucket in (("first_touch", "web"), ("last_touch", "ios")):
         expected = {"steps": steps, "breakdown": {bucket: {"steps": steps}}}
-        options = {"by": "device", "attribution": attribution}
+        options: dict[str, Any] = {"by": "device", "attribution": attribution}
         assert rounded(reference_funnel(events, ab, **options)) == rounded(expected)
         assert rounded(sql_funnel(engine, events, ab, **options)) == rounded(expected)
 
@@ -197,7 +200,7 @@ def test_unordered_step_0_attribution_of_a_unit_at_step_0(engine: DuckDBEngine) 
     events = make_events(
         [("u1", "a", 0, {"device": "ios"}), ("u2", "a", 0, {"device": "tv"}), ("u2", "b", 1)]
     )
-    options = {"order": "unordered", "by": "device", "attribution": "step:0"}
+    options: dict[str, Any] = {"order": "unordered", "by": "device", "attribution": "step:0"}
     expected = {
         "steps": rows(ab, [2, 1], {1: [MIN]}),
         "breakdown": {
