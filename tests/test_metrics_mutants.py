@@ -240,3 +240,20 @@ def test_activity_windows_continue_across_a_gap_of_exactly_their_length(
     assert days[(d + timedelta(36)).isoformat()] == (0, 0, 1)
     assert days[(d + timedelta(37)).isoformat()] == (1, 1, 1)
     assert len(days) == 38
+
+
+def test_unordered_times_use_each_names_earliest_occurrences(engine: DuckDBEngine) -> None:
+    # Unordered a, b, window 10 min. u1 a0 b1 b2: the window from 0 holds a0 and b's
+    # earliest occurrence b1: step 1 after 1 min (not b2's 2 min). u2 b0 a3 a5: b0 then
+    # a3: 3 min.
+    ab = ["a", "b"]
+    events = make_events(
+        [
+            ("u1", "a", 0), ("u1", "b", 1), ("u1", "b", 2),
+            ("u2", "b", 0), ("u2", "a", 3), ("u2", "a", 5),
+        ]
+    )  # fmt: skip
+    options: dict[str, Any] = {"order": "unordered", "window": timedelta(minutes=10)}
+    expected = {"steps": rows(ab, [2, 2], {1: [MIN, 3 * MIN]})}
+    assert rounded(reference_funnel(events, ab, **options)) == rounded(expected)
+    assert rounded(sql_funnel(engine, events, ab, **options)) == rounded(expected)
