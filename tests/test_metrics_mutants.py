@@ -8,10 +8,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from productlens.engines import DuckDBEngine
 from productlens.metrics.retention import RetentionSpec, cohort_query
-from productlens.metrics.scope import EventsSpec, Scope, scoped_events
+from productlens.metrics.scope import EventsSpec, MetricsInputError, Scope, scoped_events
 from tests.funnel_reference import reference_funnel
 from tests.metrics_events import load as load_activity
 from tests.test_activity import day_events
@@ -257,3 +258,10 @@ def test_unordered_times_use_each_names_earliest_occurrences(engine: DuckDBEngin
     expected = {"steps": rows(ab, [2, 2], {1: [MIN, 3 * MIN]})}
     assert rounded(reference_funnel(events, ab, **options)) == rounded(expected)
     assert rounded(sql_funnel(engine, events, ab, **options)) == rounded(expected)
+
+
+def test_a_zero_window_is_refused(engine: DuckDBEngine) -> None:
+    # The window must be positive: 0 s would silently convert nobody past step 0.
+    events = make_events([("u1", "a", 0), ("u1", "b", 0)])
+    with pytest.raises(MetricsInputError, match="positive"):
+        sql_funnel(engine, events, ["a", "b"], window=timedelta(0))
