@@ -22,67 +22,40 @@ import yaml
 from bench.isolated import run_isolated
 from bench.procmem import PeakMemory
 
-# The events fact as it was before the layout work (a table in staging's order): the
-# baseline every variant is measured against in the same run.
-TABLE_SQL = """\
-with events as (
-    select * from stg_events
-),
 
-users as (
-    select * from dim_users
-),
+def _table_sql() -> str:
+    """The shipped events fact: the baseline every variant is measured against."""
+    from productlens.modeling import shipped_models_dir
 
-final as (
-    select
-        events.event_id,
-        events.user_id,
-        users.user_sk,
-        events.session_id,
-        events.event_type,
-        events.event_ts,
-        cast(events.event_ts as date) as event_date,
-        events.device,
-        events.country,
-        events.product_id,
-        events.amount,
-        events.properties,
-        cast(users.signup_ts as date) as signup_date
-    from events
-    left join users
-        on
-            events.user_id = users.user_id
-            and events.event_ts >= users.valid_from
-            and events.event_ts < users.valid_to
-)
+    return (shipped_models_dir() / "core" / "fct_events.sql").read_text()
 
-select * from final
-"""
 
 Spec = dict[str, Any]
 Variant = Callable[[Spec], tuple[str, Spec]]
 
 
 def _table(spec: Spec) -> tuple[str, Spec]:
-    return TABLE_SQL, spec
+    return _table_sql(), spec
 
 
 def _view(spec: Spec) -> tuple[str, Spec]:
     """Not copied at all: every reader joins staging to dim_users again."""
     spec = {k: v for k, v in spec.items() if k != "incremental"}
-    return TABLE_SQL, {**spec, "materialized": "view"}
+    return _table_sql(), {**spec, "materialized": "view"}
 
 
 def _sorted(spec: Spec) -> tuple[str, Spec]:
     """Stored in (user_id, event_ts) order, for per-user window functions."""
-    return TABLE_SQL.replace(
+    return _table_sql().replace(
         "select * from final", "select * from final order by user_id, event_ts"
     ), spec
 
 
 def _by_date(spec: Spec) -> tuple[str, Spec]:
     """Stored in event_date order (DuckDB has no partitions; zone maps prune by date)."""
-    return TABLE_SQL.replace("select * from final", "select * from final order by event_date"), spec
+    return _table_sql().replace(
+        "select * from final", "select * from final order by event_date"
+    ), spec
 
 
 def _shipped(spec: Spec) -> tuple[str, Spec]:

@@ -11,7 +11,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
-from productlens.metrics.funnel_sql import ExclusionSpec, FunnelSpec, funnel_query
+from productlens.metrics.funnel_sql import Exclusion, FunnelSpec, funnel_query
 from productlens.metrics.scope import Scope
 
 DIALECTS = ("postgres", "spark")
@@ -40,7 +40,7 @@ def funnel_shapes() -> dict[str, FunnelSpec]:
     )
     from dataclasses import replace
 
-    excluded = (ExclusionSpec("x", 0, 2), ExclusionSpec("y", 1, 2))
+    excluded = (Exclusion("x", 0, 2), Exclusion("y", 1, 2))
     return {
         "ordered": base,
         "ordered_repeat": replace(base, steps=("a", "a", "b", "a")),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlglot import exp
 
-from productlens.metrics.funnel_sql import ExclusionSpec, FunnelSpec, funnel_query
+from productlens.metrics.funnel_sql import Exclusion, FunnelSpec, Order, funnel_query
 from productlens.metrics.scope import (
     EventsSpec,
     MetricsInputError,
@@ -30,28 +30,18 @@ from productlens.metrics.scope import (
 if TYPE_CHECKING:
     from productlens.engines import Engine
 
-Order = Literal["ordered", "strict", "unordered"]
+__all__ = [
+    "Exclusion",
+    "FunnelResult",
+    "StepResult",
+    "TrendPeriod",
+    "funnel",
+    "funnel_mart_query",
+]
+
 CountBy = Literal["user", "session"]
 Per = Literal["day", "week"]
 DEFAULT_WINDOW = timedelta(days=14)
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    """An event that spoils an attempt between step `from_step` and `to_step` (0-based)."""
-
-    event: str
-    from_step: int
-    to_step: int
-
-    @classmethod
-    def parse(cls, text: str) -> Exclusion:
-        """`EVENT:FROM:TO`; the event name may itself contain colons."""
-        event, _, rest = text.rpartition(":")
-        event, _, first = event.rpartition(":")
-        if not event or not first.isdigit() or not rest.isdigit():
-            raise MetricsInputError(f"--exclude {text!r}: expected EVENT:FROM:TO (step numbers)")
-        return cls(event, int(first), int(rest))
 
 
 @dataclass(frozen=True)
@@ -125,10 +115,7 @@ def funnel(
         steps=tuple(_check_steps(steps)),
         window_s=_check_window(window),
         order=order,
-        exclusions=tuple(
-            ExclusionSpec(e.event, e.from_step, e.to_step)
-            for e in _check_exclusions(exclude, steps)
-        ),
+        exclusions=tuple(_check_exclusions(exclude, steps)),
         per=per,
         count_by=count_by,
         by=by,

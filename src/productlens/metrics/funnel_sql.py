@@ -22,7 +22,6 @@ rules):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +31,7 @@ from sqlglot import exp
 from productlens.metrics.scope import (
     EventsSpec,
     Grain,
+    MetricsInputError,
     Scope,
     event_value,
     local_ts,
@@ -43,10 +43,21 @@ Order = Literal["ordered", "strict", "unordered"]
 
 
 @dataclass(frozen=True)
-class ExclusionSpec:
+class Exclusion:
+    """An event that spoils an attempt between step `from_step` and `to_step` (0-based)."""
+
     event: str
     from_step: int
     to_step: int
+
+    @classmethod
+    def parse(cls, text: str) -> Exclusion:
+        """`EVENT:FROM:TO`; the event name may itself contain colons."""
+        event, _, rest = text.rpartition(":")
+        event, _, first = event.rpartition(":")
+        if not event or not first.isdigit() or not rest.isdigit():
+            raise MetricsInputError(f"--exclude {text!r}: expected EVENT:FROM:TO (step numbers)")
+        return cls(event, int(first), int(rest))
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ class FunnelSpec:
     steps: tuple[str, ...]
     window_s: int
     order: Order
-    exclusions: tuple[ExclusionSpec, ...]
+    exclusions: tuple[Exclusion, ...]
     per: Grain | None
     count_by: Literal["user", "session"]
     by: str | None
@@ -277,7 +288,6 @@ def _ordered_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
             f"{step_first(k, t_k, f's.t{k - 1}', f's.f{k - 1}')} as f{k}{chain_excl} "
             f"from s{k - 1} as s left join look as l on {on} and l.ts = s.t{k - 1})"
         )
-    chain = "a" if n == 2 else "c"
     cols = [f"a.{c}" for c in u] + ["a.t0", "a.t1"] + [f"c.t{k}" for k in range(2, n)]
     cols += [f"{'a' if e.from_step == 0 else 'c'}.xf{j}" for j, e in excl]
     if spec.per is not None:
@@ -286,7 +296,6 @@ def _ordered_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     if n > 2:
         join_on = " and ".join(f"c.{col} = a.{col}" for col in u)
         source += f" left join s{n - 1} as c on {join_on} and c.t1 = a.t1 and c.f1 = a.f1"
-    del chain
     ctes.append(f"ax0 as (select {', '.join(cols)} from {source})")
     return ctes + _judge_ctes(spec)
 
@@ -628,11 +637,3 @@ def _bucket_ctes(spec: FunnelSpec) -> list[str]:
         f"left join occ as b on {on} and x.m >= {step} and b.event_ts = x.t{step} "
         f"and b.rn = {used} + 1)",
     ]
-
-
-def explain(query: exp.Query, dialect: str = "duckdb") -> str:
-    """The query's text, for debugging and the transpile tests."""
-    return query.sql(dialect=dialect, pretty=True)
-
-
-__all__: Sequence[str] = ("ExclusionSpec", "FunnelSpec", "explain", "funnel_query")
