@@ -1,0 +1,1 @@
+"""Experiment readouts: sufficient statistics from the warehouse, inference in pure Python."""
