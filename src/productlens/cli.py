@@ -476,6 +476,15 @@ def _register_metrics() -> None:
 _register_metrics()
 
 
+def _register_stats() -> None:
+    from productlens.experiments.cli_stats import command
+
+    app.command(name="stats")(command)
+
+
+_register_stats()
+
+
 class _RunnerContext:
     """Opens the engine, yields a Runner with progress, then closes and summarises."""
 

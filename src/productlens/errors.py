@@ -66,3 +66,10 @@ class ReportError(ProductLensError):
     """The report could not be rendered."""
 
     stage = "report"
+
+
+class StatsInputError(ProductLensError):
+    """Summary statistics given to `productlens stats` are malformed (names the field)."""
+
+    stage = "stats"
+    exit_code = 2
