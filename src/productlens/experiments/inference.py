@@ -258,15 +258,19 @@ def _bayesian(e: Estimate, alpha: float, _: float, prior: Prior | None) -> Infer
         None if pm is None else pm * e.control_mean,
         None if ps is None else ps * scale,
     )
+    # The chance to win and the losses come from the absolute lift's posterior: the same
+    # event as relative lift > 0, but its normal approximation is the better one (the
+    # relative lift's distribution is skewed). Losses are shown relative to the control
+    # mean, as GrowthBook shows risk.
     return Inference(
         method=Method.BAYESIAN,
         alpha=alpha,
         ci_absolute=_pair(abs_.lower, abs_.upper),
         ci_relative=_pair(rel.lower, rel.upper),
-        significant=float(rel.lower) > 0 or float(rel.upper) < 0,
-        chance_to_win=float(rel.chance_to_win),
-        expected_loss_treatment=float(rel.loss_treatment),
-        expected_loss_control=float(rel.loss_control),
+        significant=float(abs_.lower) > 0 or float(abs_.upper) < 0,
+        chance_to_win=float(abs_.chance_to_win),
+        expected_loss_treatment=float(abs_.loss_treatment) / scale,
+        expected_loss_control=float(abs_.loss_control) / scale,
         prior=prior,
     )
 
