@@ -1,0 +1,161 @@
+"""Degenerate inputs return an error code and a neutral result, never an exception."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from productlens.experiments import ErrorCode, VariantStats, analyze
+from productlens.experiments.srm import srm_test
+
+GOOD = VariantStats("c", 1000, 100.0, 100.0, 0.5)
+RATIO_GOOD = VariantStats("c", 1000, 5000.0, 60000.0, 0.5, 1500.0, 3000.0, 9000.0)
+COVARIATES = {"covariate_sum": 50.0, "covariate_sum_squares": 50.0, "covariate_cross_sum": 20.0}
+
+# (case, metric type, control, treatment, cuped, expected code)
+CASES = [
+    (
+        "empty treatment",
+        "proportion",
+        GOOD,
+        VariantStats("t", 0, 0.0, 0.0),
+        False,
+        ErrorCode.EMPTY_ARM,
+    ),
+    ("empty control", "mean", VariantStats("c", 0, 0.0, 0.0), GOOD, False, ErrorCode.EMPTY_ARM),
+    ("one user", "mean", GOOD, VariantStats("t", 1, 3.0, 9.0), False, ErrorCode.TOO_FEW_USERS),
+    ("negative n", "mean", GOOD, VariantStats("t", -5, 3.0, 9.0), False, ErrorCode.INVALID_INPUT),
+    ("nan sum", "mean", GOOD, VariantStats("t", 10, math.nan, 9.0), False, ErrorCode.INVALID_INPUT),
+    (
+        "more conversions than users",
+        "proportion",
+        GOOD,
+        VariantStats("t", 10, 11.0, 11.0),
+        False,
+        ErrorCode.INVALID_INPUT,
+    ),
+    (
+        "zero variance both arms",
+        "mean",
+        VariantStats("c", 50, 100.0, 200.0),
+        VariantStats("t", 50, 100.0, 200.0),
+        False,
+        ErrorCode.ZERO_VARIANCE,
+    ),
+    (
+        "nobody converts",
+        "proportion",
+        VariantStats("c", 500, 0.0, 0.0),
+        VariantStats("t", 500, 0.0, 0.0),
+        False,
+        ErrorCode.ZERO_CONTROL_MEAN,
+    ),
+    (
+        "zero control mean",
+        "mean",
+        VariantStats("c", 50, 0.0, 10.0),
+        VariantStats("t", 50, 5.0, 10.0),
+        False,
+        ErrorCode.ZERO_CONTROL_MEAN,
+    ),
+    (
+        "ratio without denominator",
+        "ratio",
+        GOOD,
+        VariantStats("t", 100, 5.0, 9.0),
+        False,
+        ErrorCode.MISSING_FIELDS,
+    ),
+    (
+        "ratio with zero denominator",
+        "ratio",
+        RATIO_GOOD,
+        VariantStats("t", 100, 0.0, 0.0, None, 0.0, 0.0, 0.0),
+        False,
+        ErrorCode.ZERO_DENOMINATOR,
+    ),
+    (
+        "cuped without covariate",
+        "mean",
+        VariantStats("c", 100, 50.0, 80.0),
+        VariantStats("t", 100, 55.0, 90.0),
+        True,
+        ErrorCode.MISSING_COVARIATE,
+    ),
+    ("cuped on a ratio", "ratio", RATIO_GOOD, RATIO_GOOD, True, ErrorCode.CUPED_RATIO_UNSUPPORTED),
+    (
+        "cuped, constant covariate",
+        "mean",
+        VariantStats("c", 100, 50.0, 80.0, None, None, None, None, 100.0, 100.0, 50.0),
+        VariantStats("t", 100, 55.0, 90.0, None, None, None, None, 100.0, 100.0, 55.0),
+        True,
+        ErrorCode.ZERO_COVARIATE_VARIANCE,
+    ),
+    (
+        "cuped, empty arm",
+        "mean",
+        VariantStats("c", 0, 0.0, 0.0, **COVARIATES),  # type: ignore[arg-type]
+        VariantStats("t", 100, 55.0, 90.0, **COVARIATES),
+        True,
+        ErrorCode.EMPTY_ARM,
+    ),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(
+    ("metric", "control", "treatment", "cuped", "code"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+@pytest.mark.parametrize("method", ["frequentist", "bayesian", "sequential"])
+def test_degenerate_input_gives_error_code_and_neutral_result(
+    metric: str,
+    control: VariantStats,
+    treatment: VariantStats,
+    cuped: bool,
+    code: ErrorCode,
+    method: str,
+) -> None:
+    readout = analyze([control, treatment], metric, method, cuped=cuped)
+    cmp = readout.comparisons[0]
+    assert cmp.estimate.error is code
+    assert cmp.inference.error is code
+    assert (cmp.estimate.absolute, cmp.estimate.relative) == (0.0, 0.0)
+    assert cmp.inference.ci_absolute == (0.0, 0.0)
+    assert cmp.inference.ci_relative == (0.0, 0.0)
+    assert not cmp.inference.significant
+    if method == "bayesian":
+        assert cmp.inference.chance_to_win == 0.5
+    else:
+        assert cmp.inference.p_value == 1.0
+    # Still plain JSON: no NaN or infinity sneaks into the output.
+    json.dumps(readout.to_dict(), allow_nan=False)
+
+
+def test_one_bad_treatment_does_not_spoil_the_others() -> None:
+    readout = analyze(
+        [GOOD, VariantStats("empty", 0, 0.0, 0.0), VariantStats("t", 1000, 130.0, 130.0)],
+        "proportion",
+    )
+    bad, good = readout.comparisons
+    assert bad.estimate.error is ErrorCode.EMPTY_ARM
+    assert good.estimate.ok
+    assert good.inference.p_value is not None
+    assert good.inference.p_value < 0.05
+
+
+def test_srm_of_no_users_is_not_a_mismatch() -> None:
+    result = srm_test([0, 0], [0.5, 0.5])
+    assert (result.p_value, result.mismatch) == (1.0, False)
+
+
+def test_srm_assumes_an_equal_split_without_weights() -> None:
+    result = srm_test([5000, 4000], [None, None])
+    assert result.weights_assumed
+    assert result.mismatch
+
+
+def test_srm_users_in_a_zero_weight_variant_are_a_mismatch() -> None:
+    assert srm_test([5000, 5000, 10], [0.5, 0.5, 0.0]).mismatch
