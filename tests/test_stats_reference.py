@@ -382,3 +382,20 @@ def test_sequential_interval_is_wider_than_fixed_horizon() -> None:
     seq = analyze([a, b], "mean", "sequential").comparisons[0].inference
     assert seq.ci_absolute[0] < fixed.ci_absolute[0]
     assert seq.ci_absolute[1] > fixed.ci_absolute[1]
+
+
+def test_business_impact_scales_the_lift_and_its_interval_to_a_month() -> None:
+    c, t = VariantStats("c", 10_000, 1000, 1000), VariantStats("t", 10_000, 1100, 1100)
+    cmp = analyze([c, t], "proportion", monthly_users=250_000).comparisons[0]
+    assert cmp.impact is not None
+    assert cmp.impact.incremental == pytest.approx(0.01 * 250_000, rel=1e-12)
+    lo, hi = cmp.inference.ci_absolute
+    assert (cmp.impact.lower, cmp.impact.upper) == pytest.approx((lo * 250_000, hi * 250_000))
+    assert cmp.impact.baseline == pytest.approx(25_000)
+    assert cmp.impact.lower < cmp.impact.incremental < cmp.impact.upper
+
+
+def test_days_needed_at_daily_traffic() -> None:
+    plan = sample_size(0.04, 0.05, daily_users=2_000)
+    assert plan.days == math.ceil(2 * plan.n_per_arm_exact / 2_000)
+    assert plan.n_per_arm > 100_000  # a 5% relative lift on 4% needs a lot of users
