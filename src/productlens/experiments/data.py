@@ -28,13 +28,19 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlglot
 from sqlglot import exp
+from statsmodels.discrete.discrete_model import Logit
+from statsmodels.tools.sm_exceptions import (
+    ConvergenceWarning,
+    PerfectSeparationError,
+    PerfectSeparationWarning,
+)
 
 from productlens.errors import ConfigError
 from productlens.experiments.metric_defs import MetricDef
@@ -47,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DIMENSIONS",
+    "Coefficient",
     "CumulativeStats",
     "Experiment",
     "Guards",
@@ -54,6 +61,7 @@ __all__ = [
     "RegressionResult",
     "Variant",
     "cumulative_stats",
+    "find_experiment",
     "fit_logit",
     "guards",
     "list_experiments",
@@ -151,7 +159,7 @@ def _fill(template: str, **values: Any) -> exp.Query:
     the columns named `__NAME` (SQLGlot's own :name placeholders clash with DuckDB's
     `alias: expression` syntax)."""
 
-    def put(node: exp.Expression) -> exp.Expression:
+    def put(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Column) and node.name.startswith("__"):
             return exp.convert(values[node.name[2:]])
         return node
@@ -455,7 +463,9 @@ def stats_query(
     column: exp.Expression = (
         exp.column(DIMENSIONS[dimension], table="users", quoted=True) if dimension else _null()
     )
-    query = _fill(_UNITS, experiment_id=experiment_id, dimension=column, top_n=top_n)
+    query = _fill(_UNITS, experiment_id=experiment_id, dimension=column, top_n=top_n).assert_is(
+        exp.Select
+    )
     union = _long_select(metrics[0])
     for metric in metrics[1:]:
         union = exp.union(union, _long_select(metric), distinct=False)
@@ -463,9 +473,12 @@ def stats_query(
     ctes["long_values"].set("this", union)
     if not by_day:
         body = _with_aggregates(_fill(_BY_BUCKET).assert_is(exp.Select))
-        return query.select(*body.expressions, append=False).from_(
-            "capped"
-        ).group_by(*body.args["group"].expressions).assert_is(exp.Query)
+        return (
+            query.select(*body.expressions, append=False)
+            .from_("capped")
+            .group_by(*body.args["group"].expressions)
+            .assert_is(exp.Query)
+        )
     daily = _with_aggregates(_fill(_DAILY).assert_is(exp.Select))
     cumulative = _fill(_CUMULATIVE).assert_is(exp.Select)
     window = (
@@ -489,9 +502,12 @@ def stats_query(
     query = query.with_("daily", as_=daily, copy=False)
     for cte in cumulative.ctes:
         query = query.with_(cte.alias, as_=cte.this, copy=False)
-    return query.select(*cumulative.expressions, append=False).from_("filled").order_by(
-        "metric", "variant", "exposure_date"
-    ).assert_is(exp.Query)
+    return (
+        query.select(*cumulative.expressions, append=False)
+        .from_("filled")
+        .order_by("metric", "variant", "exposure_date")
+        .assert_is(exp.Query)
+    )
 
 
 def _variant_stats(
@@ -605,3 +621,149 @@ def cumulative_stats(
             )
         )
     return out
+
+
+# --- regression (the one user-level pull) ---------------------------------------------------
+
+_REGRESSION = """
+with outcomes as (
+    select * from marts.experiment_outcomes where experiment_id = __experiment_id
+),
+
+users as (
+    select * from core.dim_users
+)
+
+select
+    outcomes.variant,
+    case when outcomes.is_converted then 1 else 0 end as is_converted,
+    outcomes.n_events,
+    case when outcomes.pre_is_converted then 1 else 0 end as pre_is_converted,
+    outcomes.pre_n_events,
+    users.device
+from outcomes
+left join users
+    on
+        outcomes.user_id = users.user_id
+        and users.valid_from <= outcomes.first_exposure_ts
+        and outcomes.first_exposure_ts < users.valid_to
+order by outcomes.user_id
+"""
+
+# Numeric covariates of the regression besides the treatment indicators and the device.
+REGRESSION_COVARIATES = ("n_events", "pre_is_converted", "pre_n_events")
+UNKNOWN_DEVICE = "(unknown)"
+
+
+def regression_query(experiment_id: str) -> exp.Query:
+    """Per exposed user: variant, conversion (0/1), engagement intensity (events in the
+    outcome window), pre-exposure conversion and events, device at first exposure."""
+    return _fill(_REGRESSION, experiment_id=experiment_id)
+
+
+@dataclass(frozen=True)
+class Coefficient:
+    """One term of the logistic regression, on the log-odds scale and as an odds ratio."""
+
+    name: str
+    coefficient: float
+    std_error: float
+    p_value: float
+    odds_ratio: float
+    odds_ratio_low: float
+    odds_ratio_high: float
+
+
+@dataclass(frozen=True)
+class RegressionResult:
+    """Logit of conversion; `error` names why there is no fit (then no coefficients)."""
+
+    n: int
+    coefficients: tuple[Coefficient, ...] = ()
+    error: str | None = None
+    terms: tuple[str, ...] = field(default=())
+
+    def coefficient(self, name: str) -> Coefficient:
+        return next(c for c in self.coefficients if c.name == name)
+
+
+def regression(engine: Engine, experiment: Experiment, alpha: float = 0.05) -> RegressionResult:
+    """Fit the logistic regression of conversion for one experiment."""
+    table = engine.fetch_arrow(regression_query(experiment.experiment_id).sql(engine.dialect))
+    return fit_logit(table, [v.name for v in experiment.variants], alpha)
+
+
+def _design(table: pa.Table, variants: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """y and X (intercept, one indicator per non-control variant, the covariates, one
+    indicator per device but the most common) as arrays, and the column names."""
+    variant = np.asarray(table.column("variant").to_pylist(), dtype=object)
+    device = np.asarray(
+        [UNKNOWN_DEVICE if d is None else d for d in table.column("device").to_pylist()],
+        dtype=object,
+    )
+    columns: list[np.ndarray] = [np.ones(table.num_rows)]
+    names = ["intercept"]
+    for name in variants[1:]:
+        columns.append((variant == name).astype(float))
+        names.append(f"variant[{name}]")
+    for name in REGRESSION_COVARIATES:
+        columns.append(table.column(name).to_numpy(zero_copy_only=False).astype(float))
+        names.append(name)
+    levels, counts = np.unique(device.astype(str), return_counts=True)
+    reference = levels[np.argmax(counts)] if levels.size else None
+    for level in levels:
+        if level != reference:
+            columns.append((device == level).astype(float))
+            names.append(f"device[{level}]")
+    y = table.column("is_converted").to_numpy(zero_copy_only=False).astype(float)
+    return y, np.column_stack(columns), names
+
+
+def fit_logit(table: pa.Table, variants: Sequence[str], alpha: float = 0.05) -> RegressionResult:
+    """statsmodels Logit of is_converted on the design above. A degenerate input returns
+    an error code instead of raising: too_few_users, one_class, one_variant,
+    perfect_separation, singular, no_convergence."""
+    y, x, names = _design(table, variants)
+    n = int(y.size)
+    if n <= x.shape[1]:
+        return RegressionResult(n, error="too_few_users", terms=tuple(names))
+    if np.all(y == y[0]):
+        return RegressionResult(n, error="one_class", terms=tuple(names))
+    treatment = x[:, 1 : len(variants)]
+    if treatment.shape[1] == 0 or np.any(treatment.min(axis=0) == treatment.max(axis=0)):
+        return RegressionResult(n, error="one_variant", terms=tuple(names))
+    # A covariate without variation (no pre-period at all) has no coefficient: drop it
+    # rather than fail the whole fit; the treatment terms are checked above.
+    keep = np.r_[True, np.ptp(x[:, 1:], axis=0) > 0]
+    x, names = x[:, keep], [n_ for n_, k in zip(names, keep, strict=True) if k]
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        return RegressionResult(n, error="singular", terms=tuple(names))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerfectSeparationWarning)
+        warnings.simplefilter("error", ConvergenceWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow on the way to separation
+        try:
+            fit = Logit(y, x).fit(disp=0, maxiter=100)
+        except (PerfectSeparationError, PerfectSeparationWarning):
+            return RegressionResult(n, error="perfect_separation", terms=tuple(names))
+        except ConvergenceWarning:
+            return RegressionResult(n, error="no_convergence", terms=tuple(names))
+        except np.linalg.LinAlgError:
+            return RegressionResult(n, error="singular", terms=tuple(names))
+    params, se, pvalues = fit.params, fit.bse, fit.pvalues
+    interval = fit.conf_int(alpha)
+    if not (np.all(np.isfinite(params)) and np.all(np.isfinite(se))):
+        return RegressionResult(n, error="no_convergence", terms=tuple(names))
+    coefficients = tuple(
+        Coefficient(
+            name=name,
+            coefficient=float(params[i]),
+            std_error=float(se[i]),
+            p_value=float(pvalues[i]),
+            odds_ratio=float(np.exp(params[i])),
+            odds_ratio_low=float(np.exp(interval[i, 0])),
+            odds_ratio_high=float(np.exp(interval[i, 1])),
+        )
+        for i, name in enumerate(names)
+    )
+    return RegressionResult(n, coefficients, terms=tuple(names))

@@ -93,7 +93,7 @@ def parse_value(text: str) -> exp.Expression:
                 raise ValueError(f"{text!r}: only numbers may be literals, not {node.sql()}")
         elif not isinstance(node, _OPERATORS + _FUNCTIONS):
             raise ValueError(f"{text!r}: {node.key!r} is not allowed in a metric expression")
-    return _numeric(tree)
+    return _numeric(tree.assert_is(exp.Expression))
 
 
 BOOLEAN_COLUMNS = frozenset({"is_converted", "pre_is_converted"})
