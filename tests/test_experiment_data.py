@@ -18,11 +18,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import sqlglot
 import statsmodels.formula.api as smf
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel
 
 from productlens.engines import DuckDBEngine
 from productlens.errors import ConfigError
 from productlens.experiments.data import (
+    _EXPERIMENTS,
+    _GUARDS,
+    _fill,
     cumulative_stats,
     find_experiment,
     fit_logit,
@@ -30,6 +36,8 @@ from productlens.experiments.data import (
     list_experiments,
     metric_stats,
     regression,
+    regression_query,
+    stats_query,
 )
 from productlens.experiments.metric_defs import MetricDef
 from productlens.experiments.stats import VariantStats
@@ -479,3 +487,39 @@ def test_variants_json_shapes(tmp_path: Path) -> None:
         "c": [("x", None), ("y", None)],
     }
     engine.close()
+
+
+# --- portability -------------------------------------------------------------------------------
+
+
+def _shapes() -> dict[str, exp.Query]:
+    return {
+        "overall": stats_query("x1", METRICS),
+        "by_country": stats_query("x1", METRICS, dimension="country", top_n=3),
+        "cumulative": stats_query("x1", METRICS, by_day=True),
+        "uncapped_only": stats_query("x1", METRICS[:2], dimension="device"),
+        "regression": regression_query("x1"),
+        "experiments": _fill(_EXPERIMENTS),
+        "guards": _fill(_GUARDS, experiment_id="x1"),
+    }
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "spark"])
+@pytest.mark.parametrize("shape", sorted(_shapes()))
+def test_every_query_shape_compiles_for(shape: str, dialect: str) -> None:
+    text = _shapes()[shape].sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE)
+    reparsed = sqlglot.parse_one(text, read=dialect)
+    unknown = sorted({node.name for node in reparsed.find_all(exp.Anonymous)})
+    assert unknown == [], f"{dialect} does not know {unknown}"
+    # No percentile function: Spark would approximate it (PERCENTILE_APPROX).
+    assert "PERCENTILE" not in text.upper()
+
+
+def test_an_experiment_id_from_outside_stays_a_literal() -> None:
+    hostile = "x'); drop table marts.experiment_outcomes; --"
+    for query in (stats_query(hostile, METRICS), regression_query(hostile)):
+        for dialect in ("duckdb", "postgres", "spark"):
+            reparsed = sqlglot.parse_one(query.sql(dialect=dialect), read=dialect)
+            assert isinstance(reparsed, exp.Select)
+            literals = {lit.this for lit in reparsed.find_all(exp.Literal) if lit.is_string}
+            assert hostile in literals
