@@ -664,17 +664,17 @@ def _assignments(
         # (an outcome only the other arm would have had has no event, hence no time; the
         # sessions from the exposure session on are the candidates, see _funnel).
         never = np.iinfo(np.int64).max
-        window_start = np.full(n_u, never)
-        window_start[exposed] = assigned_ts
-        window_end = np.full(n_u, -1, np.int64)
-        window_end[exposed] = assigned_ts + e.outcome_window_days * US_PER_DAY
+        outcome_start = np.full(n_u, never)
+        outcome_start[exposed] = assigned_ts
+        outcome_end = np.full(n_u, -1, np.int64)
+        outcome_end[exposed] = assigned_ts + e.outcome_window_days * US_PER_DAY
         lifted = ev.step == e.lifted_step
         lifted_ts = np.full(n_s, never)
         np.minimum.at(lifted_ts, ev.session[lifted], ev.ts[lifted])
         in_window = np.where(
             lifted_ts < never,
-            (lifted_ts >= window_start[s.owner]) & (lifted_ts < window_end[s.owner]),
-            s.start_us < window_end[s.owner],
+            (lifted_ts >= outcome_start[s.owner]) & (lifted_ts < outcome_end[s.owner]),
+            s.start_us < outcome_end[s.owner],
         )
         entry = {"n_exposed": float(exposed.size), "n_treated": float((variant == 1).sum())}
         # The users the experiment logged in each arm, for the per-arm levels the
