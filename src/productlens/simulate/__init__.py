@@ -465,7 +465,10 @@ def generate(
 
 def _experiment_truth(params: WorldParams, summaries: list[_BlockSummary]) -> dict[str, Any]:
     """Per experiment: the planted lift and the true effect among exposed users, from
-    both potential outcomes of every exposed user."""
+    both potential outcomes of every exposed user, by the warehouse's definitions
+    (experiment_outcomes: the primary metric's event in the outcome window; net revenue
+    of completed orders). `n_exposed` counts users an SRM lost too; `observed_arms`
+    only the users the experiment logged."""
     result: dict[str, Any] = {}
     for e in params.experiments:
         total: Counter[str] = Counter()
