@@ -28,6 +28,8 @@ from productlens.errors import ConfigError
 from productlens.experiments.data import (
     _EXPERIMENTS,
     _GUARDS,
+    Experiment,
+    Variant,
     _fill,
     cumulative_stats,
     find_experiment,
@@ -523,3 +525,43 @@ def test_an_experiment_id_from_outside_stays_a_literal() -> None:
             assert isinstance(reparsed, exp.Select)
             literals = {lit.this for lit in reparsed.find_all(exp.Literal) if lit.is_string}
             assert hostile in literals
+
+
+@pytest.mark.parametrize(
+    ("percentile", "cap"),
+    [(0.9, 9.0), (0.91, 10.0), (0.5, 5.0), (0.51, 6.0), (0.1, 1.0), (0.09, 1.0)],
+)
+def test_cap_on_distinct_values_is_the_rank_ceil_p_n(
+    tmp_path: Path, percentile: float, cap: float
+) -> None:
+    """Ten users with revenue 1..10: the cap is the ceil(p * 10)-th value, exactly."""
+    engine = DuckDBEngine(tmp_path / "w.duckdb", threads=1)
+    for schema in ("core", "marts"):
+        engine.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    engine.execute(
+        "CREATE TABLE marts.experiment_outcomes AS SELECT 'x1' AS experiment_id, "
+        "'u' || i AS user_id, CASE WHEN i % 2 = 0 THEN 'control' ELSE 'treatment' END "
+        "AS variant, TIMESTAMP '2026-03-01' AS first_exposure_ts, i::DOUBLE AS revenue "
+        "FROM range(1, 11) AS t(i)"
+    )
+    engine.execute(
+        "CREATE TABLE core.dim_users (user_id VARCHAR, valid_from TIMESTAMP, "
+        "valid_to TIMESTAMP, device VARCHAR)"
+    )
+    experiment = Experiment(
+        "x1",
+        None,
+        None,
+        None,
+        7,
+        None,
+        None,
+        (Variant("control", 0.5, 5), Variant("treatment", 0.5, 5)),
+    )
+    metric = MetricDef("r", "mean", "revenue", cap_percentile=percentile)
+    [result] = metric_stats(engine, experiment, [metric])
+    assert result.cap == cap
+    assert result.capped is not None
+    capped_total = sum(s.sum for s in result.capped)
+    assert capped_total == sum(min(i, cap) for i in range(1, 11))
+    engine.close()
