@@ -436,7 +436,7 @@ def _long_select(metric: MetricDef) -> exp.Query:
     )
 
 
-def _with_aggregates(select: exp.Select, source: str | None = None) -> exp.Select:
+def _with_aggregates(select: exp.Select) -> exp.Select:
     for name, aggregate in STAT_AGGREGATES.items():
         select = select.select(
             exp.alias_(sqlglot.parse_one(aggregate, read="duckdb"), name, quoted=False),
