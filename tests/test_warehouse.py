@@ -352,15 +352,16 @@ def test_sessions_follow_ids_or_the_inactivity_rule(warehouse: DuckDBEngine) -> 
 def test_experiment_outcomes(warehouse: DuckDBEngine) -> None:
     # u1, exposed 3 March 09:59: e2 (at the exposure), e3 (purchase) and e5 fall in the
     # 7-day window, e1 in the pre-window; o1 and o2 are completed in the window.
-    # u2, exposed 3 March 10:00: only e4; its orders were cancelled or refunded.
+    # u2, exposed 3 March 10:00: only e4; its orders were cancelled or refunded, so
+    # they count neither as revenue nor as orders.
     assert rows(
         warehouse,
-        "SELECT user_id, variant, is_converted, revenue, n_events, pre_is_converted, "
+        "SELECT user_id, variant, is_converted, revenue, n_orders, n_events, pre_is_converted, "
         "pre_revenue, pre_n_events FROM marts.experiment_outcomes ORDER BY 1",
     ) == [
-        ("u1", "treatment", True, 132.0, 3, False, 0.0, 1),
-        ("u2", "control", False, 0.0, 1, False, 0.0, 0),
-        ("u9", "control", False, 12.0, 1, False, 0.0, 0),  # e12 and o5 in its window
+        ("u1", "treatment", True, 132.0, 2, 3, False, 0.0, 1),
+        ("u2", "control", False, 0.0, 0, 1, False, 0.0, 0),
+        ("u9", "control", False, 12.0, 1, 1, False, 0.0, 0),  # e12 and o5 in its window
     ]
 
 

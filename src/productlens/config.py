@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from productlens.errors import ConfigError
+from productlens.experiments.metric_defs import DEFAULT_METRICS, MetricDef, MetricType, parse_value
 from productlens.vocabulary import DEFAULT_FUNNELS, ECOMMERCE_FUNNEL, SAAS_FUNNEL
 
 __all__ = ["DEFAULT_FUNNELS", "ECOMMERCE_FUNNEL", "SAAS_FUNNEL", "ProjectConfig", "load_project"]
@@ -222,6 +230,40 @@ class ReportConfig(Section):
     out: Path = Path("reports")
 
 
+class ExperimentMetricConfig(Section):
+    """`[experiments.metrics.NAME]`: one metric of the experiment readout (see
+    productlens.experiments.metric_defs for what the value expressions may contain)."""
+
+    type: MetricType
+    numerator: str = Field(min_length=1)
+    denominator: str | None = Field(default=None, min_length=1)  # ratio metrics only
+    covariate: str | None = Field(default=None, min_length=1)  # pre-exposure, for CUPED
+    window_days: PositiveInt | None = None  # None: the experiment's outcome window
+    cap_percentile: float | None = Field(default=None, gt=0, lt=1)  # e.g. 0.99; off
+
+    @field_validator("numerator", "denominator", "covariate")
+    @classmethod
+    def _allowed_expression(cls, text: str | None) -> str | None:
+        if text is not None:
+            parse_value(text)
+        return text
+
+    @model_validator(mode="after")
+    def _fits_the_type(self) -> ExperimentMetricConfig:
+        if (self.type == "ratio") != (self.denominator is not None):
+            raise ValueError("a ratio metric needs a denominator, and only a ratio metric has one")
+        if self.type == "proportion" and self.cap_percentile is not None:
+            raise ValueError("a proportion (0/1 per user) cannot be capped")
+        return self
+
+
+class ExperimentsConfig(Section):
+    """The experiment readout: its metrics (default: the scenario's) and dimensions."""
+
+    metrics: dict[str, ExperimentMetricConfig] = Field(default_factory=dict)
+    top_n: PositiveInt = 5  # dimension values shown before the "other" bucket
+
+
 class ProjectConfig(Section):
     """The whole project file."""
 
@@ -231,6 +273,16 @@ class ProjectConfig(Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
+
+    def experiment_metrics(self) -> tuple[MetricDef, ...]:
+        """The experiment metrics: declared, else the scenario's defaults."""
+        declared = self.experiments.metrics
+        if not declared:
+            return DEFAULT_METRICS[self.simulate.scenario]
+        return tuple(
+            MetricDef(name=name, **metric.model_dump()) for name, metric in declared.items()
+        )
 
     def funnel_steps(self) -> tuple[str, ...]:
         """The funnel steps in order: configured, else the scenario's default."""

@@ -465,7 +465,10 @@ def generate(
 
 def _experiment_truth(params: WorldParams, summaries: list[_BlockSummary]) -> dict[str, Any]:
     """Per experiment: the planted lift and the true effect among exposed users, from
-    both potential outcomes of every exposed user."""
+    both potential outcomes of every exposed user, by the warehouse's definitions
+    (experiment_outcomes: the primary metric's event in the outcome window; net revenue
+    of completed orders). `n_exposed` counts users an SRM lost too; `observed_arms`
+    only the users the experiment logged."""
     result: dict[str, Any] = {}
     for e in params.experiments:
         total: Counter[str] = Counter()
@@ -494,6 +497,17 @@ def _experiment_truth(params: WorldParams, summaries: list[_BlockSummary]) -> di
                     revenue_per_user_if_all_control=round(total["revenue_control"] / n, 4),
                     revenue_per_user_if_all_treated=round(total["revenue_treatment"] / n, 4),
                 )
+        # What the warehouse should observe in each arm: the logged users of that arm,
+        # each with the outcome of the arm they got (no sampling error between the two).
+        arms: dict[str, dict[str, float | int]] = {}
+        for arm in ("control", "treatment"):
+            n_arm = total[f"arm_n_{arm}"]
+            arms[arm] = {"n": int(n_arm)}
+            if n_arm:
+                arms[arm]["conversion"] = round(total[f"arm_converted_{arm}"] / n_arm, 6)
+                if f"arm_revenue_{arm}" in total:
+                    arms[arm]["revenue_per_user"] = round(total[f"arm_revenue_{arm}"] / n_arm, 4)
+        entry["observed_arms"] = arms
         result[e.experiment_id] = entry
     return result
 

@@ -448,11 +448,11 @@ def _orders(
     ev: Events,
     rng: np.random.Generator,
     block: int,
-) -> tuple[pa.Table, pa.Table, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[pa.Table, pa.Table, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Orders and their items from purchase events: same user, time and amount.
 
-    Returns (orders, items, purchase event rows, their amounts, cart value per session,
-    units sold per product and day).
+    Returns (orders, items, purchase event rows, their amounts, the net revenue a purchase
+    in each session books (None without orders), units sold per product and day).
     """
     n_s = s.owner.size
     carts = np.flatnonzero(ev.step == 2)
@@ -468,20 +468,23 @@ def _orders(
     sales = np.zeros((len(world.product_ids), params.days), np.int64)
     if params.scenario != "ecommerce":
         empty = np.zeros(0, np.int64)
-        return _empty_orders(), _empty_items(), empty, np.zeros(0), cart_value, sales
+        return _empty_orders(), _empty_items(), empty, np.zeros(0), None, sales
     p_session = ev.session[purchases]
     order_no = np.full(n_s, -1, np.int64)
     order_no[p_session] = np.arange(p_session.size)
     amount = np.round(cart_value[p_session], 2)
-    status = _pick(
+    # The status a purchase in each session gets, drawn for every session: the truth
+    # needs it for the purchases only the other arm of an experiment would have made.
+    session_status = _pick(
         rng,
         {
             "completed": 1 - params.p_cancelled - params.p_refunded,
             "cancelled": params.p_cancelled,
             "refunded": params.p_refunded,
         },
-        p_session.size,
+        n_s,
     )
+    status = session_status[p_session]
     order_ids = _ids(f"o{block}_", np.arange(p_session.size))
     user = s.owner[p_session]
     orders = pa.table(
@@ -516,7 +519,10 @@ def _orders(
         .astype(np.int64)
         .reshape(sales.shape)
     )
-    return orders, items, purchases, amount, cart_value, sales
+    # Net revenue as the warehouse defines it (int_order_revenue): completed orders only.
+    completed = session_status == STATUSES.index("completed")
+    net_value = np.where(completed, np.round(cart_value, 2), 0.0)
+    return orders, items, purchases, amount, net_value, sales
 
 
 def _empty_orders() -> pa.Table:
@@ -615,9 +621,12 @@ def _assignments(
     s: Sessions,
     ev: Events,
     outcomes: dict[str, dict[str, np.ndarray]],
-    cart_value: np.ndarray,
+    net_value: np.ndarray | None,
 ) -> tuple[pa.Table, dict[str, dict[str, float]]]:
-    """Exposed users per experiment, and sums of both potential outcomes for the truth."""
+    """Exposed users per experiment, and sums of both potential outcomes for the truth,
+    measured as the warehouse measures them: conversion = the lifted step's event in the
+    outcome window, revenue = net revenue of completed orders (None: no orders, no
+    revenue truth)."""
     n_u, n_s = users.no.size, s.owner.size
     tables, sums = [], {}
     for e_index, e in enumerate(params.experiments):
@@ -649,18 +658,41 @@ def _assignments(
                 }
             )
         )
-        # Potential outcomes per exposed user within the outcome window.
-        window_end = np.full(n_u, -1, np.int64)
-        window_end[exposed] = assigned_ts + e.outcome_window_days * US_PER_DAY
-        in_window = s.start_us < window_end[s.owner]
+        # Potential outcomes per exposed user within the outcome window, timed as the
+        # warehouse times them: by the lifted step's event where the session has one (its
+        # clock may run behind, even to before the exposure), else by the session start
+        # (an outcome only the other arm would have had has no event, hence no time; the
+        # sessions from the exposure session on are the candidates, see _funnel).
+        never = np.iinfo(np.int64).max
+        outcome_start = np.full(n_u, never)
+        outcome_start[exposed] = assigned_ts
+        outcome_end = np.full(n_u, -1, np.int64)
+        outcome_end[exposed] = assigned_ts + e.outcome_window_days * US_PER_DAY
+        lifted = ev.step == e.lifted_step
+        lifted_ts = np.full(n_s, never)
+        np.minimum.at(lifted_ts, ev.session[lifted], ev.ts[lifted])
+        in_window = np.where(
+            lifted_ts < never,
+            (lifted_ts >= outcome_start[s.owner]) & (lifted_ts < outcome_end[s.owner]),
+            s.start_us < outcome_end[s.owner],
+        )
         entry = {"n_exposed": float(exposed.size), "n_treated": float((variant == 1).sum())}
+        # The users the experiment logged in each arm, for the per-arm levels the
+        # warehouse observes (each user's own potential outcome).
+        logged = ~lost
+        arm_users = {"control": exposed[logged & (variant == 0)]}
+        arm_users["treatment"] = exposed[logged & (variant == 1)]
         for arm in ("control", "treatment"):
             hit = outcomes[e.experiment_id][arm] & in_window
             converted = np.bincount(s.owner[hit], minlength=n_u) > 0
             entry[f"converted_{arm}"] = float(converted[exposed].sum())
-            if e.lifted_step == N_STEPS - 1:
-                revenue = np.bincount(s.owner[hit], weights=cart_value[hit], minlength=n_u)
-                entry[f"revenue_{arm}"] = float(np.round(revenue[exposed], 2).sum())
+            entry[f"arm_n_{arm}"] = float(arm_users[arm].size)
+            entry[f"arm_converted_{arm}"] = float(converted[arm_users[arm]].sum())
+            if e.lifted_step == N_STEPS - 1 and net_value is not None:
+                # Per session, rounded like an order's amount; summed like the mart.
+                revenue = np.bincount(s.owner[hit], weights=net_value[hit], minlength=n_u)
+                entry[f"revenue_{arm}"] = float(revenue[exposed].sum())
+                entry[f"arm_revenue_{arm}"] = float(revenue[arm_users[arm]].sum())
         sums[e.experiment_id] = entry
     table = pa.concat_tables(tables) if tables else pa.table({})
     return table, sums
@@ -719,12 +751,12 @@ def generate_block(params: WorldParams, world: World, block: int) -> Block:
     owner, start_us = _sessions(params, world, users, rng)
     sessions, outcomes = _funnel(params, world, users, owner, start_us, rng)
     ev = _events(params, world, users, sessions, rng)
-    orders, items, purchases, amounts, cart_value, sales = _orders(
+    orders, items, purchases, amounts, net_value, sales = _orders(
         params, world, users, sessions, ev, rng, block
     )
     subscriptions = _subscriptions(params, world, users, sessions, ev, rng, block)
     assignments, experiment_sums = _assignments(
-        params, world, users, sessions, ev, outcomes, cart_value
+        params, world, users, sessions, ev, outcomes, net_value
     )
     events = _events_table(params, world, users, sessions, ev, block, purchases, amounts, orders)
     tables = {

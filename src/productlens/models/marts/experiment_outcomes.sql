@@ -1,6 +1,7 @@
 -- One row per user per experiment: the outcome window after first exposure (converted =
 -- the experiment's primary metric event happened; net revenue as int_order_revenue
--- defines it, i.e. of completed orders; events as engagement intensity), and the same
+-- defines it, i.e. of completed orders, and their number (the denominator of revenue per
+-- order); events as engagement intensity), and the same
 -- measures over an equally long pre-exposure window as covariates for CUPED.
 with exposures as (
     select * from experiment_exposures
@@ -62,6 +63,7 @@ order_stats as (
         coalesce(sum(orders.net_revenue) filter (
             where orders.order_ts >= windows.first_exposure_ts
         ), 0) as revenue,
+        count(*) filter (where orders.order_ts >= windows.first_exposure_ts) as n_orders,
         coalesce(sum(orders.net_revenue) filter (
             where orders.order_ts < windows.first_exposure_ts
         ), 0) as pre_revenue
@@ -85,6 +87,7 @@ final as (
         windows.window_end_ts,
         coalesce(event_stats.n_metric_events, 0) > 0 as is_converted,
         coalesce(order_stats.revenue, 0) as revenue,
+        coalesce(order_stats.n_orders, 0) as n_orders,
         coalesce(event_stats.n_events, 0) as n_events,
         coalesce(event_stats.pre_n_metric_events, 0) > 0 as pre_is_converted,
         coalesce(order_stats.pre_revenue, 0) as pre_revenue,
