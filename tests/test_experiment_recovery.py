@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from productlens.cli import main
 from productlens.config import load_project
 from productlens.engines import open_engine
 from productlens.experiments.analysis import ExperimentReadout, Settings, analyze_experiment
@@ -123,3 +124,54 @@ def test_flags_a_planted_sample_ratio_mismatch(tmp_path: Path) -> None:
     assert readout.decision.verdict == "investigate"
     clean = _read(tmp_path, "exp_pdp_redesign")
     assert not clean.srm.mismatch
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["analyze", "exp_nope"], "unknown experiment 'exp_nope'"),
+        (["analyze", "exp_checkout_redesign", "--method", "magic"], "--method 'magic'"),
+        (["analyze", "exp_checkout_redesign", "--metric", "nps"], "--metric 'nps'"),
+        (["analyze", "exp_checkout_redesign", "--by", "zodiac"], "--by 'zodiac'"),
+        (["analyze", "exp_checkout_redesign", "--alpha", "1.5"], "--alpha 1.5"),
+        (["plan", "--baseline", "0.04", "--mde", "0"], "MDE must be non-zero"),
+        (["plan", "--baseline", "1.2", "--mde", "0.05"], "(0, 1)"),
+        (["plan", "--baseline", "0.04", "--mde", "0.05", "--arms", "1"], "--arms 1"),
+        (["plan", "--baseline", "0.04", "--mde", "0.05", "--daily-users", "0"], "--daily-users"),
+    ],
+)
+def test_wrong_options_get_one_clear_line(
+    planted: tuple[Path, dict[str, Any]],
+    args: list[str],
+    words: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, _ = planted
+    code = main(["--project", str(root), "experiment", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert words in " ".join(err.split())  # Rich may wrap the line
+    assert "Traceback" not in err
+
+
+def test_list_and_plan(planted: tuple[Path, dict[str, Any]]) -> None:
+    root, truth = planted
+    listed = run_cli("--project", str(root), "experiment", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    experiments = {e["experiment_id"]: e for e in json.loads(listed.stdout)["experiments"]}
+    for experiment_id, expected in truth["experiments"].items():
+        variants = {v["name"]: v for v in experiments[experiment_id]["variants"]}
+        assert sum(v["n_users"] for v in variants.values()) == expected["n_exposed"]
+        assert variants["treatment"]["n_users"] == expected["n_treated"]
+        assert variants["control"]["weight"] == 0.5
+    plan = run_cli("experiment", "plan", "--baseline", "0.04", "--mde", "0.05",
+                   "--daily-users", "1000", "--json", cwd=root)
+    assert plan.returncode == 0, plan.stderr
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
+    data = json.loads(plan.stdout)
+    effect = proportion_effectsize(0.042, 0.04)
+    n = NormalIndPower().solve_power(effect_size=effect, alpha=0.05, power=0.8, ratio=1.0)
+    assert data["n_per_arm_exact"] == pytest.approx(n, rel=1e-9)
+    assert data["days"] == -(-2 * data["n_per_arm_exact"] // 1000)
