@@ -184,3 +184,15 @@ def test_the_strongest_treatment_decides() -> None:
     assert decision.verdict == "ship"
     assert any("b vs control" in reason and "gain" in reason for reason in decision.reasons)
     assert any("a vs control" in reason and "loss" in reason for reason in decision.reasons)
+
+
+def test_table_cells_are_text_not_markup() -> None:
+    from rich.console import Console
+
+    from productlens.metrics.cli import table
+
+    console = Console(width=200, record=True)
+    console.print(table("t", ["term", "odds ratio"], [("variant[treatment]", 1.5), ("[bold]x", 2.0)]))
+    text = console.export_text()
+    assert "variant[treatment]" in text
+    assert "[bold]x" in text
