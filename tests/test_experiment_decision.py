@@ -61,9 +61,7 @@ def readout(
     )
 
     def result(metric: MetricDef, stats: tuple[VariantStats, VariantStats]) -> MetricResult:
-        return MetricResult(
-            metric, analyze(stats, metric.type, settings.method, settings.alpha)
-        )
+        return MetricResult(metric, analyze(stats, metric.type, settings.method, settings.alpha))
 
     metrics = [result(CONVERSION, primary)]
     if guardrail is not None:
@@ -141,7 +139,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("readout_", "verdict", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("readout_", "verdict", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_decision(readout_: ExperimentReadout, verdict: str, words: str) -> None:
     decision = decide(readout_)
     assert decision.verdict == verdict, decision
@@ -192,7 +192,9 @@ def test_table_cells_are_text_not_markup() -> None:
     from productlens.metrics.cli import table
 
     console = Console(width=200, record=True)
-    console.print(table("t", ["term", "odds ratio"], [("variant[treatment]", 1.5), ("[bold]x", 2.0)]))
+    console.print(
+        table("t", ["term", "odds ratio"], [("variant[treatment]", 1.5), ("[bold]x", 2.0)])
+    )
     text = console.export_text()
     assert "variant[treatment]" in text
     assert "[bold]x" in text

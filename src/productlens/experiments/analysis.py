@@ -207,7 +207,9 @@ def analyze_experiment(
         for c in timeline_stats
         for point in _timeline_points(by_name[c.metric], c.day, c.variants, settings)
     )
-    regression = data.regression(engine, experiment, settings.alpha) if settings.regression else None
+    regression = None
+    if settings.regression:
+        regression = data.regression(engine, experiment, settings.alpha)
     readout = ExperimentReadout(
         experiment, settings, guards, srm, exposure_days, results, breakdown, timeline, regression
     )
@@ -310,7 +312,7 @@ def _interval(c: Comparison) -> str:
     return f"{_percent(c.estimate.relative)} ({level}% interval {_percent(lo)} to {_percent(hi)})"
 
 
-def decide(readout: ExperimentReadout) -> Decision:
+def decide(readout: ExperimentReadout) -> Decision:  # noqa: PLR0912 (one rule per branch)
     """The verdict and its reasons (rules in the module docstring)."""
     settings, notes = readout.settings, []
     n_users = readout.experiment.n_users

@@ -85,7 +85,9 @@ def analyze_command(
     ] = False,
     by: Annotated[
         str | None,
-        typer.Option("--by", help="A user dimension: device, country, segment, acquisition_channel."),
+        typer.Option(
+            "--by", help="A user dimension: device, country, segment, acquisition_channel."
+        ),
     ] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level.")] = 0.05,
     as_json: JsonOpt = False,
@@ -108,10 +110,11 @@ def analyze_command(
     known = {m.name: m for m in defined}
     for m in metric or ():
         if m not in known:
-            _fail(f"--metric {m!r}: not a metric of [experiments.metrics]; known: {', '.join(known)}")
+            names = ", ".join(known)
+            _fail(f"--metric {m!r}: not a metric of [experiments.metrics]; known: {names}")
     chosen = [known[m] for m in metric] if metric else list(defined)
     settings = Settings(
-        method=how,  # type: ignore[arg-type]
+        method=how,
         alpha=alpha,
         cuped=cuped,
         by=by,
@@ -172,7 +175,10 @@ def _render_readout(data: dict[str, Any]) -> None:
             console.print(f"Logistic regression: not fitted ({reg['error']})")
         else:
             rows = [
-                (c["name"], c["odds_ratio"], c["odds_ratio_low"], c["odds_ratio_high"], c["p_value"])
+                tuple(
+                    c[k]
+                    for k in ("name", "odds_ratio", "odds_ratio_low", "odds_ratio_high", "p_value")
+                )
                 for c in reg["coefficients"]
             ]
             console.print(
@@ -270,7 +276,8 @@ def plan_command(
 def _render_plan(data: dict[str, Any]) -> None:
     rows = [
         ("baseline", data["baseline"]),
-        ("minimum detectable effect", f"{data['absolute_mde']:+.6g} ({_pct(data['relative_mde'])})"),
+        ("minimum detectable effect", f"{data['absolute_mde']:+.6g}"),
+        ("relative to the baseline", _pct(data["relative_mde"])),
         ("alpha / power", f"{data['alpha']} / {data['power']}"),
         ("users per arm", data["n_per_arm"]),
     ]
