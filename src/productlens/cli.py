@@ -485,6 +485,15 @@ def _register_stats() -> None:
 _register_stats()
 
 
+def _register_experiment() -> None:
+    from productlens.experiments.cli_experiment import app as experiment_app
+
+    app.add_typer(experiment_app)
+
+
+_register_experiment()
+
+
 class _RunnerContext:
     """Opens the engine, yields a Runner with progress, then closes and summarises."""
 

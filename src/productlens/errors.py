@@ -73,3 +73,10 @@ class StatsInputError(ProductLensError):
 
     stage = "stats"
     exit_code = 2
+
+
+class ExperimentInputError(ProductLensError):
+    """An `experiment` command got an option it cannot use (names the option)."""
+
+    stage = "experiment"
+    exit_code = 2

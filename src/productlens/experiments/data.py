@@ -35,12 +35,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlglot
 from sqlglot import exp
-from statsmodels.discrete.discrete_model import Logit
-from statsmodels.tools.sm_exceptions import (
-    ConvergenceWarning,
-    PerfectSeparationError,
-    PerfectSeparationWarning,
-)
 
 from productlens.errors import ConfigError
 from productlens.experiments.metric_defs import MetricDef
@@ -738,6 +732,14 @@ def fit_logit(table: pa.Table, variants: Sequence[str], alpha: float = 0.05) -> 
     x, names = x[:, keep], [n_ for n_, k in zip(names, keep, strict=True) if k]
     if np.linalg.matrix_rank(x) < x.shape[1]:
         return RegressionResult(n, error="singular", terms=tuple(names))
+    # Imported here: statsmodels takes seconds to import, and only the regression needs it.
+    from statsmodels.discrete.discrete_model import Logit  # noqa: PLC0415
+    from statsmodels.tools.sm_exceptions import (  # noqa: PLC0415
+        ConvergenceWarning,
+        PerfectSeparationError,
+        PerfectSeparationWarning,
+    )
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", PerfectSeparationWarning)
         warnings.simplefilter("error", ConvergenceWarning)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ def fmt(value: Any, *, pct: bool = False) -> str:
             return f"{value:.1%}"
         # Four significant digits, but never in e-notation for amounts people read.
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.4g}"
-    return str(value)
+    # Text is data (an event named "[bold]" stays as it is), never Rich markup.
+    return escape(str(value))
 
 
 def duration(seconds: float | None) -> str | None:
