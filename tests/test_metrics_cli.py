@@ -65,7 +65,8 @@ def test_funnel_bad_options_say_what_is_wrong(demo_project: Path) -> None:
         ("--window", "7x"): "window '7x'",
         ("--order", "sideways"): "--order 'sideways'",
         ("--exclude", "x:2:1"): "FROM must come before TO",
-        ("--attribution", "step:9"): "--attribution 'step:9'",
+        # With --by: without it any --attribution is refused first (test_metrics_input_errors).
+        ("--by", "device", "--attribution", "step:9"): "--attribution 'step:9'",
         ("--from", "yesterday"): "--from 'yesterday'",
         ("--where", "device"): "--where 'device'",
     }

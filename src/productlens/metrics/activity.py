@@ -6,9 +6,10 @@ active.
 - DAU counts users active on the day; WAU and MAU count distinct users active in the
   trailing 7 and 30 calendar days ending with it (the day included). Stickiness is
   DAU / MAU (None when MAU is 0).
-- `--from` / `--to` choose the days reported (an instant picks the local day it falls
-  in); the trailing windows of the first days read the 29 days before, so WAU and MAU are
-  complete from the first day on. Events after `--to` are not read.
+- `--from` / `--to` choose the days reported (an instant picks the whole local day it
+  falls in: `Scope.whole_days`); the trailing windows of the first days read the 29 days
+  before, so WAU and MAU are complete from the first day on. Events after the last
+  reported day are not read.
 - Active days per week and per month: for each period the reported days touch, the number
   of users active on exactly 1, 2, ... 7 (31) of its days within the range
   (`days_in_range` says how many of its days are in it).
@@ -177,6 +178,7 @@ def _activity_ctes(
 ) -> exp.Select:
     """`activity` (distinct segment, user, local day; the scope's events plus the trailing
     windows' lookback), `bounds` and `days` (the spine) on `query`."""
+    scope = scope.whole_days()  # a day is reported whole, whatever instant bounds it
     segment: exp.Expression = (
         exp.Coalesce(this=event_value(by), expressions=[exp.Literal.string(NO_SEGMENT)])
         if by is not None

@@ -40,7 +40,9 @@ def command(
     """Daily, weekly and monthly active users (trailing 7 and 30 days), stickiness
     (DAU/MAU) and how many days a week and a month users are active."""
     from productlens.metrics.activity import activity
+    from productlens.metrics.scope import parse_by
 
+    by = parse_by(by)
     project = project_of(ctx)
     scope = scope_of(project, date_from, date_to, where)
     with warehouse(project) as engine:

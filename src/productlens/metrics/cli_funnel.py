@@ -39,9 +39,12 @@ def command(
         str | None, typer.Option(help="Break down by an event column or property.")
     ] = None,
     attribution: Annotated[
-        str,
-        typer.Option(help="Which value a user's breakdown takes: first_touch, last_touch, step:N."),
-    ] = "first_touch",
+        str | None,
+        typer.Option(
+            help="With --by, which value a user's breakdown takes: first_touch (default), "
+            "last_touch, step:N."
+        ),
+    ] = None,
     exclude: Annotated[
         list[str] | None,
         typer.Option(help="EVENT:FROM:TO: drop attempts with EVENT between steps FROM and TO."),
@@ -57,7 +60,7 @@ def command(
 ) -> None:
     """Funnel: how many users reach each step, conversion, drop-off and time to convert."""
     from productlens.metrics.funnel import Exclusion, funnel
-    from productlens.metrics.scope import MetricsInputError, parse_duration
+    from productlens.metrics.scope import MetricsInputError, parse_by, parse_duration
 
     choices = {
         "--order": (order, ("ordered", "strict", "unordered")),
@@ -68,6 +71,11 @@ def command(
         if value not in allowed:
             shown = ", ".join(a for a in allowed if a)
             raise MetricsInputError(f"{flag} {value!r}: use one of {shown}")
+    if attribution is not None and by is None:
+        raise MetricsInputError(
+            f"--attribution {attribution!r}: needs --by (it picks the value of --by)"
+        )
+    by = parse_by(by)
     project = project_of(ctx)
     scope = scope_of(project, date_from, date_to, where)
     names = [s.strip() for s in steps.split(",")]
@@ -79,7 +87,7 @@ def command(
             window=parse_duration(window),
             order=order,  # type: ignore[arg-type]
             by=by,
-            attribution=attribution,
+            attribution=attribution or "first_touch",
             exclude=[Exclusion.parse(x) for x in exclude or ()],
             per=per,  # type: ignore[arg-type]
             count_by=count_by,  # type: ignore[arg-type]

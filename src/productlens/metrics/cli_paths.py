@@ -43,7 +43,7 @@ def command(
     ctx: typer.Context,
     start: StartOpt = None,
     end: EndOpt = None,
-    steps: Annotated[int, typer.Option("--steps", help="Events after (before) it.")] = 3,
+    steps: Annotated[int, typer.Option("--steps", help="Events after (before) it: 1 to 20.")] = 3,
     top: Annotated[int, typer.Option("--top", help="How many paths to show.")] = 10,
     date_from: SinceOpt = None,
     date_to: UntilOpt = None,

@@ -43,7 +43,9 @@ def command(
         str, typer.Option("--period", help="Cohort and column period: day, week or month.")
     ] = "week",
     periods: Annotated[
-        int, typer.Option("--periods", min=1, help="N: cohorts shown, and columns 0..N-1.")
+        # No Typer `min`: its error is a usage box; `retention` refuses with one line.
+        int,
+        typer.Option("--periods", help="N (1 to 32): cohorts shown, and columns 0..N-1."),
     ] = 8,
     mode: Annotated[
         str,
@@ -87,8 +89,8 @@ def command(
             periods=periods,
             mode=cast("Mode", mode),
             cumulative=cumulative,
-            start_where=parse_where(start_where or ()),
-            return_where=parse_where(return_where or ()),
+            start_where=parse_where(start_where or (), flag="--start-where"),
+            return_where=parse_where(return_where or (), flag="--return-where"),
         )
     title = f"{period} cohorts: {start} -> {return_event or 'any event'}"
     emit(result.to_dict(), as_json, lambda data: _render(title, data))

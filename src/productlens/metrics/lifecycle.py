@@ -11,7 +11,8 @@
 
 Active means at least one event that passes `--where`, so with a filter "new" is the
 first matching event. `--from` / `--to` choose the periods reported (those the range
-touches); the statuses of the first one still look at all the history before it. The
+touches; an instant bound selects its whole local day); the statuses of the first one
+still look at all the history before it. The
 `user_lifecycle` mart reads `lifecycle_query` (weekly, UTC).
 """
 
@@ -97,6 +98,7 @@ def lifecycle_query(
     """One row per reported period and status: period_start, status, n_users (> 0); a
     period without any status has one row with a null status. `days_table` (a dim_date
     with `date_day`) gives the calendar reported instead of the range."""
+    scope = scope.whole_days()  # an instant bound selects its whole local day
     period = exp.column("period_start")
     history = dataclasses.replace(scope, start=None)  # "new" and "before" need it all
     events = scoped_events(

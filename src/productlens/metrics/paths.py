@@ -10,7 +10,9 @@
   instant follow each other in event-id order, so paths are deterministic on ties.
 - Each path: the users who took it and their share of every user who did the event;
   the `top` most common, ties broken by the path itself (a shorter path first, then
-  names in order).
+  names in order). A `top` beyond the number of paths lists them all.
+- `steps` is 1 to `MAX_STEPS` (20, PostHog's longest path): the query has one window
+  column per step, so the limit bounds its width; more is refused.
 
 Set-based: one window pass (`lead` / `lag` over each user's events), no self-joins.
 """
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
 Direction = Literal["from", "to"]
 DEFAULT_STEPS = 3
 DEFAULT_TOP = 10
+MAX_STEPS = 20
+# The largest LIMIT every engine takes (a BIGINT); no result has more paths than this.
+MAX_LIMIT = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -99,8 +104,12 @@ def paths_query(
 ) -> exp.Select:
     """The `top` paths: step_1 .. step_N (the 1st .. Nth event after, or before, the
     anchor; null once the path has ended), n_users, and n_total (every anchored user)."""
-    if steps < 1 or top < 1:
-        raise MetricsInputError(f"paths: --steps and --top must be at least 1 (got {steps}, {top})")
+    if not 1 <= steps <= MAX_STEPS:
+        raise MetricsInputError(
+            f"paths: --steps {steps}: must be at least 1 and at most {MAX_STEPS}"
+        )
+    if top < 1:
+        raise MetricsInputError(f"paths: --top {top}: must be at least 1")
     anchor = exp.Literal.string(event)
     events = scoped_events(
         scope, EventsSpec(columns=("user_id", "event_id", "event_ts", "event_type"))
@@ -163,7 +172,7 @@ def paths_query(
             exp.Ordered(this=exp.column("n_users"), desc=True),
             *[exp.Ordered(this=exp.column(n), nulls_first=True) for n in names],
         )
-        .limit(top)
+        .limit(min(top, MAX_LIMIT))
     )
     return (
         exp.select("*")

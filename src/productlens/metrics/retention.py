@@ -19,7 +19,10 @@ return event in period cohort + k.
 - `cumulative`: a user counts in every column from 1 up to their last return.
 - Cohorts: the `periods` (N) periods ending with the period containing the scope's end
   (`--to`), or else the period of the last event in scope; columns 0..N-1. The range
-  limits the events read, so in recurring mode a cohort before `--from` is empty.
+  limits the events read, so in recurring mode a cohort before `--from` is empty. An
+  instant bound selects its whole local day (`Scope.whole_days`), as a date would.
+- N is 1 to `MAX_PERIODS` (32: a cohort and the 31 periods after it, PostHog's own
+  maximum); more is refused before any query runs, since the table grows as N x N.
 - Columns for periods after the last period are `None` (not yet observed), so every
   cohort's counts list has N entries; a cohort nobody started in has size 0.
 
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
 Mode = Literal["recurring", "first_time"]
 MODES: tuple[Mode, ...] = ("recurring", "first_time")
 SIGNUP = "signup"  # the start that means "the user's signup", not an event
+MAX_PERIODS = 32  # PostHog: "during the next" at most 31 periods, plus the cohort's own
 USERS_TABLE = "staging.stg_users"
 
 
@@ -129,11 +133,15 @@ def retention(
     users: str = USERS_TABLE,
 ) -> RetentionResult:
     """The retention table of the `periods` cohorts ending with the scope's last period."""
-    if periods < 1:
-        raise MetricsInputError(f"--periods {periods}: need at least 1")
+    if not 1 <= periods <= MAX_PERIODS:
+        raise MetricsInputError(
+            f"--periods {periods}: use 1 to {MAX_PERIODS} (a cohort and up to "
+            f"{MAX_PERIODS - 1} periods after it, as in PostHog)"
+        )
     spec = RetentionSpec(
         start, return_event, period, mode, cumulative, tuple(start_where), tuple(return_where)
     )
+    scope = scope.whole_days()  # an instant bound selects its whole local day
     last = last_period(engine, scope, period)
     if last is None:
         return RetentionResult(())
@@ -211,6 +219,7 @@ def cohort_query(
     `last_period` and returns up to `last_period` when given; all otherwise.
     """
     grain = spec.period
+    scope = scope.whole_days()  # as `retention` (idempotent)
     is_start = _start_condition(spec)
     is_return = _return_condition(spec)
     # Events that can start (recurring mode) or return, pre-filtered before any grouping,

@@ -8,16 +8,20 @@ expressions; no value from outside is pasted into SQL text. Time rules:
 - `--from` / `--to` are inclusive. A date means the whole local day; an ISO-8601 instant
   without an offset is local time in the scope's zone. Bounds are turned into UTC instants
   in Python (zoneinfo), so the range filter is a plain comparison on `event_ts`.
+- An instant is exact for metrics over events or orders (funnel, paths, revenue). Metrics
+  that report local days (activity, lifecycle, retention) never report part of a day:
+  they read the scope through `whole_days`, which widens an instant bound to the whole
+  local day it falls in, as if that date had been given.
 - `--where KEY=VALUE[,VALUE...]` compares an event column or a key of `properties` as
   text (a number is its text: `0` is "0"); several values mean any of them; several
-  filters must all hold.
+  filters must all hold. The key and every value must be non-empty.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -103,6 +107,28 @@ class Scope:
         """A naive UTC instant as naive local time in the scope's zone."""
         return instant.replace(tzinfo=UTC).astimezone(self.zone).replace(tzinfo=None)
 
+    def whole_days(self) -> Scope:
+        """The scope widened to whole local days: the start to the local midnight that
+        begins its day, the end to the one after the last day it touches (a date bound
+        is unchanged; an instant selects the day it falls in)."""
+        start, end = self.start, self.end
+        try:
+            if start is not None:
+                start = self._midnight(self.local(start).date())
+            if end is not None:
+                last = self.local(end - timedelta(microseconds=1)).date()
+                end = self._midnight(last + timedelta(days=1))
+        except OverflowError:
+            raise MetricsInputError(
+                "--from/--to: a whole day of the range is outside the dates this tool can handle"
+            ) from None
+        return replace(self, start=start, end=end)
+
+    def _midnight(self, day: date) -> datetime:
+        """The naive UTC instant at which a local day starts."""
+        local = datetime.combine(day, datetime.min.time()).replace(tzinfo=self.zone)
+        return local.astimezone(UTC).replace(tzinfo=None)
+
 
 def zone_info(name: str) -> ZoneInfo:
     try:
@@ -141,15 +167,26 @@ def _flag(flag: str | None, end: bool) -> str:
     return flag or ("--to" if end else "--from")
 
 
-def parse_where(texts: Iterable[str]) -> tuple[Filter, ...]:
-    """`KEY=VALUE[,VALUE...]` filters; a value may not be empty."""
+def parse_where(texts: Iterable[str], flag: str = "--where") -> tuple[Filter, ...]:
+    """`KEY=VALUE[,VALUE...]` filters; neither the key nor a value may be empty (`KEY=`
+    would match nothing: a missing property is not ""). `flag` names the option in errors."""
     filters = []
     for text in texts:
-        key, sep, values = text.partition("=")
-        if not sep or not key.strip():
-            raise MetricsInputError(f"--where {text!r}: expected KEY=VALUE[,VALUE...]")
-        filters.append(Filter(key.strip(), tuple(values.split(","))))
+        key, sep, joined = text.partition("=")
+        values = tuple(joined.split(","))
+        if not sep or not key.strip() or "" in values:
+            raise MetricsInputError(
+                f"{flag} {text!r}: expected KEY=VALUE[,VALUE...] with no empty value"
+            )
+        filters.append(Filter(key.strip(), values))
     return tuple(filters)
+
+
+def parse_by(by: str | None) -> str | None:
+    """A `--by` breakdown key (a column or a property name), or None without one."""
+    if by is not None and not by.strip():
+        raise MetricsInputError("--by '': expected a column or property name")
+    return by
 
 
 def parse_duration(text: str) -> timedelta:
@@ -159,7 +196,12 @@ def parse_duration(text: str) -> timedelta:
         raise MetricsInputError(
             f"window {text!r}: expected a positive N followed by s, m, h, d, w or mo (e.g. 7d)"
         )
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except OverflowError:
+        raise MetricsInputError(
+            f"window {text!r}: too long (at most {timedelta.max.days:,} days)"
+        ) from None
 
 
 def event_value(key: str, table: str | None = None) -> exp.Expression:
