@@ -194,15 +194,15 @@ def activity_query(
     """One row per segment (`""` without `by`) per reported local day: activity_date,
     dau, wau, mau, stickiness. `days_table` (a dim_date with `date_day`) replaces the range
     and the active days as the calendar reported (the mart's spine)."""
-    final = exp.select(*DAILY_COLUMNS).from_("daily")
-    return _activity_ctes(scope, by, days_table).with_("final", as_=final)
+    final = exp.select(*DAILY_COLUMNS, copy=False).from_("daily", copy=False)
+    return _activity_ctes(scope, by, days_table).with_("final", as_=final, copy=False)
 
 
 def active_days_query(scope: Scope, by: str | None = None) -> exp.Select:
     """One row per segment, grain (week, month), period and number of active days:
     n_users, the users active on exactly that many days of the period within the range."""
-    final = exp.select(*SPREAD_COLUMNS).from_("spread")
-    return _activity_ctes(scope, by, None).with_("final", as_=final)
+    final = exp.select(*SPREAD_COLUMNS, copy=False).from_("spread", copy=False)
+    return _activity_ctes(scope, by, None).with_("final", as_=final, copy=False)
 
 
 def activity_and_active_days_query(scope: Scope, by: str | None = None) -> exp.Select:
@@ -217,7 +217,8 @@ def activity_and_active_days_query(scope: Scope, by: str | None = None) -> exp.S
         *DAILY_COLUMNS,
         null("bigint").as_("n_days"),
         null("bigint").as_("n_users"),
-    ).from_("daily")
+        copy=False,
+    ).from_("daily", copy=False)
     spread = exp.select(
         "grain",
         "segment",
@@ -226,9 +227,10 @@ def activity_and_active_days_query(scope: Scope, by: str | None = None) -> exp.S
         null("double").as_("stickiness"),
         "n_days",
         "n_users",
-    ).from_("spread")
+        copy=False,
+    ).from_("spread", copy=False)
     final = exp.union(daily, spread, distinct=False)
-    return _activity_ctes(scope, by, None).with_("final", as_=final)
+    return _activity_ctes(scope, by, None).with_("final", as_=final, copy=False)
 
 
 def _activity_ctes(scope: Scope, by: str | None, days_table: str | None) -> exp.Select:
@@ -248,32 +250,39 @@ def _activity_ctes(scope: Scope, by: str | None, days_table: str | None) -> exp.
         ),
     )
     numbered = exp.select(
-        "segment", "user_id", "day_n", _block(exp.column("day_n")).as_("block")
-    ).from_(events.subquery("e"))
+        "segment", "user_id", "day_n", _block(exp.column("day_n")).as_("block"), copy=False
+    ).from_(events.subquery("e"), copy=False)
     masks = (
         exp.select(
             "segment",
             "user_id",
             "block",
             exp.BitwiseOrAgg(this=_bit(exp.column("day_n"), exp.column("block"))).as_("bits"),
+            copy=False,
         )
-        .from_(numbered.subquery("n"))
-        .group_by("segment", "user_id", "block")
+        .from_(numbered.subquery("n"), copy=False)
+        .group_by("segment", "user_id", "block", copy=False)
     )
     # Each block's mask again as the next block's `prev`: a user idle in a block still
     # has a word there while the previous block's days are inside its windows.
     zero = exp.cast(exp.convert(0), "bigint")
     shifted = exp.union(
         exp.select(
-            "segment", "user_id", "block", exp.column("bits").as_("cur"), zero.as_("prev")
-        ).from_("masks"),
+            "segment",
+            "user_id",
+            "block",
+            exp.column("bits").as_("cur"),
+            zero.as_("prev"),
+            copy=False,
+        ).from_("masks", copy=False),
         exp.select(
             "segment",
             "user_id",
             (exp.column("block") + exp.convert(1)).as_("block"),
             zero.copy().as_("cur"),
             exp.column("bits").as_("prev"),
-        ).from_("masks"),
+            copy=False,
+        ).from_("masks", copy=False),
         distinct=False,
     )
     cur, prev = exp.Max(this=exp.column("cur")), exp.Max(this=exp.column("prev"))
@@ -284,26 +293,27 @@ def _activity_ctes(scope: Scope, by: str | None, days_table: str | None) -> exp.
             "block",
             # The previous block's days in bits 0..30, this block's in bits 31..61.
             (prev + cur * exp.convert(2**BLOCK)).as_("word"),
+            copy=False,
         )
-        .from_(shifted.subquery("s"))
-        .group_by("segment", "user_id", "block")
+        .from_(shifted.subquery("s"), copy=False)
+        .group_by("segment", "user_id", "block", copy=False)
     )
     query = (
-        exp.select("*")
-        .from_("final")
-        .with_("masks", as_=masks)
-        .with_("words", as_=words)
-        .with_("digits", as_=_digits())
-        .with_("positions", as_=_numbers(2, "k").where(_offset(2) < exp.convert(BLOCK)))
-        .with_("bounds", as_=_bounds(scope, days_table))
+        exp.select("*", copy=False)
+        .from_("final", copy=False)
+        .with_("masks", as_=masks, copy=False)
+        .with_("words", as_=words, copy=False)
+        .with_("digits", as_=_digits(), copy=False)
+        .with_("positions", as_=_numbers(2, "k").where(_offset(2) < exp.convert(BLOCK)), copy=False)
+        .with_("bounds", as_=_bounds(scope, days_table), copy=False)
     )
     span = exp.column("report_hi", "b") - exp.column("report_lo", "b")
     spine = (
         _numbers(SPINE_DIGITS, "day_n", start=exp.column("report_lo", "b"))
-        .join(exp.to_table("bounds").as_("b"), join_type="cross")
-        .where(_offset(SPINE_DIGITS) <= span)
+        .join(exp.to_table("bounds").as_("b"), join_type="cross", copy=False)
+        .where(_offset(SPINE_DIGITS) <= span, copy=False)
     )
-    query = query.with_("spine", as_=spine)
+    query = query.with_("spine", as_=spine, copy=False)
     return _with_spread(_with_daily(query, by), scope)
 
 
@@ -329,9 +339,10 @@ def _with_daily(query: exp.Select, by: str | None) -> exp.Select:
                 for name, days in TRAILING.items()
                 for k in range(BLOCK)
             ],
+            copy=False,
         )
-        .from_("words")
-        .group_by("segment", "block")
+        .from_("words", copy=False)
+        .group_by("segment", "block", copy=False)
     )
 
     def of_position(name: str) -> exp.Expression:
@@ -348,15 +359,16 @@ def _with_daily(query: exp.Select, by: str | None) -> exp.Select:
             exp.column("segment", "c"),
             (exp.column("block", "c") * exp.convert(BLOCK) + exp.column("k", "p")).as_("day_n"),
             *[of_position(name).as_(name) for name in TRAILING],
+            copy=False,
         )
-        .from_(exp.to_table("per_block").as_("c"))
-        .join(exp.to_table("positions").as_("p"), join_type="cross")
+        .from_(exp.to_table("per_block").as_("c"), copy=False)
+        .join(exp.to_table("positions").as_("p"), join_type="cross", copy=False)
     )
     # Without `by`, the one segment exists even when no one is active (a range of zeros).
     segments = (
-        exp.select("segment").from_("masks").distinct()
+        exp.select("segment", copy=False).from_("masks", copy=False).distinct(copy=False)
         if by is not None
-        else exp.select(exp.Literal.string(NO_SEGMENT).as_("segment"))
+        else exp.select(exp.Literal.string(NO_SEGMENT).as_("segment"), copy=False)
     )
 
     def measure(name: str) -> exp.Expression:
@@ -372,9 +384,10 @@ def _with_daily(query: exp.Select, by: str | None) -> exp.Select:
                 this=exp.cast(measure("dau"), "double"),
                 expression=exp.func("nullif", measure("mau"), exp.convert(0)),
             ).as_("stickiness"),
+            copy=False,
         )
-        .from_(exp.to_table("segments").as_("g"))
-        .join(exp.to_table("spine").as_("s"), join_type="cross")
+        .from_(exp.to_table("segments").as_("g"), copy=False)
+        .join(exp.to_table("spine").as_("s"), join_type="cross", copy=False)
         .join(
             exp.to_table("per_day").as_("d"),
             on=exp.and_(
@@ -382,13 +395,14 @@ def _with_daily(query: exp.Select, by: str | None) -> exp.Select:
                 exp.column("day_n", "d").eq(exp.column("day_n", "s")),
             ),
             join_type="left",
+            copy=False,
         )
     )
     return (
-        query.with_("per_block", as_=per_block)
-        .with_("per_day", as_=per_day)
-        .with_("segments", as_=segments)
-        .with_("daily", as_=daily)
+        query.with_("per_block", as_=per_block, copy=False)
+        .with_("per_day", as_=per_day, copy=False)
+        .with_("segments", as_=segments, copy=False)
+        .with_("daily", as_=daily, copy=False)
     )
 
 
@@ -403,15 +417,21 @@ def _with_spread(query: exp.Select, scope: Scope) -> exp.Select:
                 exp.Literal.string(grain).as_("grain"),
                 period_start(scope, grain, day.copy()).as_("period_start"),
                 "day_n",
-            ).from_("spine")
+                copy=False,
+            ).from_("spine", copy=False)
             for grain in PERIOD_DAYS
         ],
         distinct=False,
     )
     last_block = (
-        exp.select("grain", "period_start", _block(exp.Max(this=exp.column("day_n"))).as_("block"))
-        .from_("period_days")
-        .group_by("grain", "period_start")
+        exp.select(
+            "grain",
+            "period_start",
+            _block(exp.Max(this=exp.column("day_n"))).as_("block"),
+            copy=False,
+        )
+        .from_("period_days", copy=False)
+        .group_by("grain", "period_start", copy=False)
     )
     first_block = exp.column("block", "l") - exp.convert(1)
     period_masks = (
@@ -420,17 +440,22 @@ def _with_spread(query: exp.Select, scope: Scope) -> exp.Select:
             exp.column("period_start", "d"),
             exp.column("block", "l"),
             exp.BitwiseOrAgg(this=_bit(exp.column("day_n", "d"), first_block)).as_("period_bits"),
+            copy=False,
         )
-        .from_(exp.to_table("period_days").as_("d"))
+        .from_(exp.to_table("period_days").as_("d"), copy=False)
         .join(
             exp.to_table("last_block").as_("l"),
             on=exp.and_(
                 exp.column("grain", "l").eq(exp.column("grain", "d")),
                 exp.column("period_start", "l").eq(exp.column("period_start", "d")),
             ),
+            copy=False,
         )
         .group_by(
-            exp.column("grain", "d"), exp.column("period_start", "d"), exp.column("block", "l")
+            exp.column("grain", "d"),
+            exp.column("period_start", "d"),
+            exp.column("block", "l"),
+            copy=False,
         )
     )
     active = exp.BitwiseAnd(this=exp.column("word", "w"), expression=exp.column("period_bits", "m"))
@@ -440,13 +465,15 @@ def _with_spread(query: exp.Select, scope: Scope) -> exp.Select:
             exp.column("grain", "m"),
             exp.column("period_start", "m"),
             active.as_("x"),
+            copy=False,
         )
-        .from_(exp.to_table("words").as_("w"))
+        .from_(exp.to_table("words").as_("w"), copy=False)
         .join(
             exp.to_table("period_masks").as_("m"),
             on=exp.column("block", "m").eq(exp.column("block", "w")),
+            copy=False,
         )
-        .where(exp.NEQ(this=active.copy(), expression=exp.convert(0)))
+        .where(exp.NEQ(this=active.copy(), expression=exp.convert(0)), copy=False)
     )
     counted = _popcount(per_user, ("segment", "grain", "period_start"), "x")
     spread = (
@@ -456,15 +483,16 @@ def _with_spread(query: exp.Select, scope: Scope) -> exp.Select:
             "period_start",
             exp.column("x").as_("n_days"),
             exp.Count(this=exp.Star()).as_("n_users"),
+            copy=False,
         )
-        .from_(counted.subquery("c"))
-        .group_by("grain", "segment", "period_start", "x")
+        .from_(counted.subquery("c"), copy=False)
+        .group_by("grain", "segment", "period_start", "x", copy=False)
     )
     return (
-        query.with_("period_days", as_=period_days)
-        .with_("last_block", as_=last_block)
-        .with_("period_masks", as_=period_masks)
-        .with_("spread", as_=spread)
+        query.with_("period_days", as_=period_days, copy=False)
+        .with_("last_block", as_=last_block, copy=False)
+        .with_("period_masks", as_=period_masks, copy=False)
+        .with_("spread", as_=spread, copy=False)
     )
 
 
@@ -489,7 +517,9 @@ def _popcount(source: exp.Select, keep: tuple[str, ...], column: str) -> exp.Sel
     ]
     query = source
     for k, step in enumerate(steps):
-        query = exp.select(*keep, step.as_(column)).from_(query.subquery(f"p{k}"))
+        query = exp.select(*keep, step.as_(column), copy=False).from_(
+            query.subquery(f"p{k}"), copy=False
+        )
     return query
 
 
@@ -512,11 +542,12 @@ def _bit(day_n: exp.Expression, block: exp.Expression) -> exp.Expression:
 
 
 def _digits() -> exp.Select:
-    return exp.select("*").from_(
+    return exp.select("*", copy=False).from_(
         exp.Values(
             expressions=[exp.tuple_(exp.convert(d)) for d in range(10)],
             alias=exp.TableAlias(this=exp.to_identifier("t"), columns=[exp.to_identifier("n")]),
-        )
+        ),
+        copy=False,
     )
 
 
@@ -531,9 +562,11 @@ def _numbers(n_digits: int, name: str, start: exp.Expression | None = None) -> e
     """`start` + 0 .. 10^n_digits - 1 as `name` (a digits cross join: Spark has no
     generate_series)."""
     value = _offset(n_digits) if start is None else start + _offset(n_digits)
-    query = exp.select(value.as_(name)).from_(exp.to_table("digits").as_("d0"))
+    query = exp.select(value.as_(name), copy=False).from_(
+        exp.to_table("digits").as_("d0"), copy=False
+    )
     for k in range(1, n_digits):
-        query = query.join(exp.to_table("digits").as_(f"d{k}"), join_type="cross")
+        query = query.join(exp.to_table("digits").as_(f"d{k}"), join_type="cross", copy=False)
     return query
 
 
@@ -545,7 +578,8 @@ def _bounds(scope: Scope, days_table: str | None) -> exp.Select:
         return exp.select(
             _day_number(exp.Min(this=day)).as_("report_lo"),
             _day_number(exp.Max(this=day.copy())).as_("report_hi"),
-        ).from_(days_table)
+            copy=False,
+        ).from_(days_table, copy=False)
     first, last = report_days(scope)
     ends = (("report_lo", first, exp.Min, "block_lo"), ("report_hi", last, exp.Max, "block_hi"))
     columns = []
@@ -570,20 +604,22 @@ def _bounds(scope: Scope, days_table: str | None) -> exp.Select:
         day_n = exp.column("block", "m") * exp.convert(BLOCK) + k
         columns.append(pick(this=exp.Case(ifs=[exp.If(this=hit, true=day_n)])).as_(name))
     if first is not None and last is not None:
-        return exp.select(*columns)
+        return exp.select(*columns, copy=False)
     blocks = exp.select(
         exp.Min(this=exp.column("block")).as_("block_lo"),
         exp.Max(this=exp.column("block")).as_("block_hi"),
-    ).from_("masks")
+        copy=False,
+    ).from_("masks", copy=False)
     return (
-        exp.select(*columns)
-        .from_(blocks.subquery("e"))
-        .join(exp.to_table("masks").as_("m"), join_type="cross")
-        .join(exp.to_table("positions").as_("p"), join_type="cross")
+        exp.select(*columns, copy=False)
+        .from_(blocks.subquery("e"), copy=False)
+        .join(exp.to_table("masks").as_("m"), join_type="cross", copy=False)
+        .join(exp.to_table("positions").as_("p"), join_type="cross", copy=False)
         .where(
             exp.or_(
                 exp.column("block", "m").eq(exp.column("block_lo", "e")),
                 exp.column("block", "m").eq(exp.column("block_hi", "e")),
-            )
+            ),
+            copy=False,
         )
     )
