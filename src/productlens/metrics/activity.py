@@ -36,11 +36,18 @@ from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
-from productlens.metrics.calendar import add_days, local_day, report_days, with_lookback
+from productlens.metrics.calendar import (
+    add_days,
+    event_span,
+    local_day,
+    report_days,
+    with_lookback,
+)
 from productlens.metrics.scope import (
     EventsSpec,
     Grain,
     Scope,
+    Span,
     date_literal,
     event_value,
     period_floor,
@@ -117,13 +124,16 @@ class ActivityResult:
 def activity(engine: Engine, scope: Scope | None = None, by: str | None = None) -> ActivityResult:
     """DAU/WAU/MAU per day and active days per week and month (module docstring)."""
     scope = scope or Scope()
-    total = _series(engine, scope, None)[NO_SEGMENT]
-    breakdown = _series(engine, scope, by) if by is not None else None
+    span = event_span(engine, with_lookback(scope, LOOKBACK_DAYS))
+    total = _series(engine, scope, None, span)[NO_SEGMENT]
+    breakdown = _series(engine, scope, by, span) if by is not None else None
     return ActivityResult(total, breakdown)
 
 
-def _series(engine: Engine, scope: Scope, by: str | None) -> dict[str, ActivitySeries]:
-    query = activity_and_active_days_query(scope, by)
+def _series(
+    engine: Engine, scope: Scope, by: str | None, span: Span | None
+) -> dict[str, ActivitySeries]:
+    query = activity_and_active_days_query(scope, by, span)
     rows = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
     days: dict[str, list[ActivityDay]] = defaultdict(list)
     counts: dict[tuple[str, str, date], list[int]] = {}
@@ -189,23 +199,26 @@ POPCOUNT_STEPS: tuple[tuple[int, int, bool], ...] = (
 
 
 def activity_query(
-    scope: Scope, by: str | None = None, days_table: str | None = None
+    scope: Scope, by: str | None = None, days_table: str | None = None, span: Span | None = None
 ) -> exp.Select:
     """One row per segment (`""` without `by`) per reported local day: activity_date,
     dau, wau, mau, stickiness. `days_table` (a dim_date with `date_day`) replaces the range
-    and the active days as the calendar reported (the mart's spine)."""
+    and the active days as the calendar reported (the mart's spine). `span`: the events'
+    UTC span, for a cheaper local day (`local_ts`; the result does not depend on it)."""
     final = exp.select(*DAILY_COLUMNS, copy=False).from_("daily", copy=False)
-    return _activity_ctes(scope, by, days_table).with_("final", as_=final, copy=False)
+    return _activity_ctes(scope, by, days_table, span).with_("final", as_=final, copy=False)
 
 
-def active_days_query(scope: Scope, by: str | None = None) -> exp.Select:
+def active_days_query(scope: Scope, by: str | None = None, span: Span | None = None) -> exp.Select:
     """One row per segment, grain (week, month), period and number of active days:
     n_users, the users active on exactly that many days of the period within the range."""
     final = exp.select(*SPREAD_COLUMNS, copy=False).from_("spread", copy=False)
-    return _activity_ctes(scope, by, None).with_("final", as_=final, copy=False)
+    return _activity_ctes(scope, by, None, span).with_("final", as_=final, copy=False)
 
 
-def activity_and_active_days_query(scope: Scope, by: str | None = None) -> exp.Select:
+def activity_and_active_days_query(
+    scope: Scope, by: str | None = None, span: Span | None = None
+) -> exp.Select:
     """Both in one query, the events read once: `day` rows carry the daily measures,
     `week`/`month` rows the active-day counts (activity_date = the period's start)."""
 
@@ -230,10 +243,12 @@ def activity_and_active_days_query(scope: Scope, by: str | None = None) -> exp.S
         copy=False,
     ).from_("spread", copy=False)
     final = exp.union(daily, spread, distinct=False)
-    return _activity_ctes(scope, by, None).with_("final", as_=final, copy=False)
+    return _activity_ctes(scope, by, None, span).with_("final", as_=final, copy=False)
 
 
-def _activity_ctes(scope: Scope, by: str | None, days_table: str | None) -> exp.Select:
+def _activity_ctes(
+    scope: Scope, by: str | None, days_table: str | None, span: Span | None
+) -> exp.Select:
     """`select * from final` with the CTEs both outputs read: `masks` and `words` (a
     user's active days as bits, see the module docstring), `bounds`, the `spine` of
     reported day numbers, `daily` and `spread`."""
@@ -246,7 +261,7 @@ def _activity_ctes(scope: Scope, by: str | None, days_table: str | None) -> exp.
         with_lookback(scope, LOOKBACK_DAYS),
         EventsSpec(
             columns=("user_id",),
-            extra={"segment": segment, "day_n": _day_number(local_day(scope))},
+            extra={"segment": segment, "day_n": _day_number(local_day(scope, span))},
         ),
     )
     numbered = exp.select(
