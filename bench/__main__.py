@@ -326,8 +326,9 @@ def _print_metrics(size: int, result: dict[str, Any], console: Console) -> None:
     )
     table = Table(title=title)
     for column in ("metric", "query", "seconds", "vs productlens", "vs floor", "figures", "target"):
-        justify = "left" if column in ("metric", "query", "figures") else "right"
-        table.add_column(column, justify=justify)
+        table.add_column(
+            column, justify="left" if column in ("metric", "query", "figures") else "right"
+        )
     entries: list[dict[str, Any]] = result["rows"]
     floor = _median(next(r["seconds"] for r in entries if r["metric"] == "floor"))
     ours = {r["metric"]: _median(r["seconds"]) for r in entries if r["tool"] == "productlens"}

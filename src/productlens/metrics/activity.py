@@ -336,11 +336,11 @@ def _activity_ctes(
         .with_("positions", as_=_numbers(2, "k").where(_offset(2) < exp.convert(BLOCK)), copy=False)
         .with_("bounds", as_=_bounds(scope, days_table), copy=False)
     )
-    span = exp.column("report_hi", "b") - exp.column("report_lo", "b")
+    width = exp.column("report_hi", "b") - exp.column("report_lo", "b")
     spine = (
         _numbers(SPINE_DIGITS, "day_n", start=exp.column("report_lo", "b"))
         .join(exp.to_table("bounds").as_("b"), join_type="cross", copy=False)
-        .where(_offset(SPINE_DIGITS) <= span, copy=False)
+        .where(_offset(SPINE_DIGITS) <= width, copy=False)
     )
     query = query.with_("spine", as_=spine, copy=False)
     return _with_spread(_with_daily(query, by), scope)
