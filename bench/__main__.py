@@ -1,5 +1,6 @@
-"""`python -m bench [generate|ingest|pipeline|funnel] [--sizes 1M,10M,100M]`: run benchmarks,
-print tables, and write the figures to bench/results/<name>.json."""
+"""`python -m bench [generate|ingest|pipeline|funnel|metrics] [--sizes 1M,10M,100M]`: run
+benchmarks, print tables, and write the figures to bench/results/<name>-<stamp>.json (and
+the latest to bench/results/<name>.json)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import funnel, generation, ingestion, pipeline
+from bench import funnel, generation, ingestion, metrics, pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_EVENTS_PER_SECOND = 2_000_000
@@ -303,13 +304,70 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2] if values else 0.0
 
 
+def bench_metrics(sizes: list[int], console: Console) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for size in sizes:
+        data = ingestion.world(size)
+        try:
+            result = metrics.measure(data)
+        finally:
+            import shutil
+
+            shutil.rmtree(data, ignore_errors=True)
+        rows.append({"size": size, **result})
+        _print_metrics(size, result, console)
+    return rows
+
+
+def _print_metrics(size: int, result: dict[str, Any], console: Console) -> None:
+    title = (
+        f"activity and retention (signup -> any event, {metrics.RETENTION_PERIODS} cohorts) "
+        f"on {result['events']:,} events"
+    )
+    table = Table(title=title)
+    for column in ("metric", "query", "seconds", "vs productlens", "vs floor", "figures", "target"):
+        table.add_column(
+            column, justify="left" if column in ("metric", "query", "figures") else "right"
+        )
+    entries: list[dict[str, Any]] = result["rows"]
+    floor = _median(next(r["seconds"] for r in entries if r["metric"] == "floor"))
+    ours = {r["metric"]: _median(r["seconds"]) for r in entries if r["tool"] == "productlens"}
+    for row in entries:
+        median = _median(row["seconds"])
+        mine = row["tool"] == "productlens"
+        verdict = ""
+        if mine and size >= 10**7:
+            verdict = (
+                "met"
+                if median < METRIC_TARGET_SECONDS
+                else (f"missed by {median - METRIC_TARGET_SECONDS:.2f} s")
+            )
+        base = ours.get(row["metric"])
+        table.add_row(
+            row["metric"],
+            row["tool"],
+            f"{median:.2f} ({min(row['seconds']):.2f}-{max(row['seconds']):.2f})",
+            f"{median / base:.2f}x" if base and not mine else "",
+            f"{median / floor:.1f}x" if floor and row["metric"] != "floor" else "",
+            row["agreement"] or ("reference" if mine else ""),
+            verdict,
+        )
+    console.print(table)
+    console.print(
+        f"seconds: median of {metrics.REPEATS} alternating runs (fastest-slowest); target: "
+        f"productlens's retention and DAU/WAU/MAU under {METRIC_TARGET_SECONDS:.0f} s each at "
+        "10M events (UTC); 'vs productlens' > 1 means the other query is slower; figures: "
+        "each query's days and cohorts compared with productlens's"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "which",
         nargs="?",
         default="all",
-        choices=["all", "generate", "ingest", "pipeline", "funnel"],
+        choices=["all", "generate", "ingest", "pipeline", "funnel", "metrics"],
     )
     parser.add_argument("--sizes", default=None, help="comma-separated event counts")
     parser.add_argument(
@@ -340,13 +398,16 @@ def main() -> None:
             lambda sizes, console: bench_funnel(sizes, console, args.variants == "sorted"),
             "10M,50M",
         ),
+        "metrics": (bench_metrics, "10M"),
     }
     for name, (run, default_sizes) in runs.items():
         if args.which not in ("all", name):
             continue
         sizes = [parse_size(s) for s in (args.sizes or default_sizes).split(",")]
         rows = run(sizes, console)
-        (RESULTS / f"{name}-{stamp}.json").write_text(json.dumps(rows, indent=2) + "\n")
+        text = json.dumps(rows, indent=2) + "\n"
+        (RESULTS / f"{name}-{stamp}.json").write_text(text)
+        (RESULTS / f"{name}.json").write_text(text)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
 from productlens.metrics.scope import (
     MetricsInputError,
     Scope,
+    Span,
     date_literal,
     local_ts,
     period_start,
+    range_condition,
 )
+
+if TYPE_CHECKING:
+    from productlens.engines import Engine
 
 # 10^5 days (273 years) is more than any calendar a query reports.
 SPINE_DIGITS = 5
@@ -39,9 +45,30 @@ def shift_date(day: exp.Expression, n: int | exp.Expression, unit: str) -> exp.E
     return exp.cast(shift(this=day, expression=exp.convert(abs(n)), unit=exp.var(unit)), "date")
 
 
-def local_day(scope: Scope) -> exp.Expression:
-    """The event's calendar day in the scope's zone."""
-    return period_start(scope, "day", local_ts(scope))
+def local_day(scope: Scope, span: Span | None = None) -> exp.Expression:
+    """The event's calendar day in the scope's zone (`span`: see `local_ts`)."""
+    return period_start(scope, "day", local_ts(scope, span=span))
+
+
+def event_span(engine: Engine, scope: Scope) -> Span | None:
+    """The UTC instants [first, last + 1 µs) of the scope's range, the events' where the
+    range is open; None in UTC (nothing to convert) or without events. For `local_ts`."""
+    if scope.timezone == "UTC":
+        return None
+    start, end = scope.start, scope.end
+    if start is None or end is None:
+        ts = exp.column("event_ts")
+        query = exp.select(exp.Min(this=ts).as_("lo"), exp.Max(this=ts.copy()).as_("hi")).from_(
+            exp.to_table(scope.source)
+        )
+        condition = range_condition(scope)
+        query = query.where(condition) if condition is not None else query
+        row = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()[0]
+        if row["lo"] is None:
+            return None
+        start = start if start is not None else row["lo"]
+        end = end if end is not None else row["hi"] + timedelta(microseconds=1)
+    return (start, end)
 
 
 def report_days(scope: Scope) -> tuple[date | None, date | None]:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlglot import exp
 
+from productlens.metrics.calendar import event_span
 from productlens.metrics.scope import (
     GRAINS,
     EventsSpec,
@@ -46,6 +47,7 @@ from productlens.metrics.scope import (
     Grain,
     MetricsInputError,
     Scope,
+    Span,
     date_literal,
     local_ts,
     period_add,
@@ -151,7 +153,8 @@ def retention(
         raise MetricsInputError(
             f"--periods {periods}: the first {period} would start before year 1"
         ) from None
-    query = cohort_query(scope, spec, first_cohort=first, last_period=last, users=users)
+    span = event_span(engine, scope)
+    query = cohort_query(scope, spec, first_cohort=first, last_period=last, users=users, span=span)
     rows = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
     return shape(rows, spec, first=first, periods=periods)
 
@@ -209,6 +212,7 @@ def cohort_query(
     first_cohort: date | None = None,
     last_period: date | None = None,
     users: str = USERS_TABLE,
+    span: Span | None = None,
 ) -> exp.Query:
     """Retention in long form: one row per cohort and period number with a return, and a
     row for period 0 (holding the size) per non-empty cohort.
@@ -216,7 +220,8 @@ def cohort_query(
     Columns: cohort_start_date, period_number, cohort_size, n_users. `n_users` counts
     members who returned in that period, or with `spec.cumulative` members whose last
     return is in that period (`shape` adds them up). Cohorts from `first_cohort` to
-    `last_period` and returns up to `last_period` when given; all otherwise.
+    `last_period` and returns up to `last_period` when given; all otherwise. `span`: the
+    events' UTC span, for a cheaper local time (`local_ts`; the result does not depend on it).
     """
     grain = spec.period
     scope = scope.whole_days()  # as `retention` (idempotent)
@@ -225,7 +230,7 @@ def cohort_query(
     # Events that can start (recurring mode) or return, pre-filtered before any grouping,
     # reduced to one row per user and local period.
     wanted = is_return if spec.is_signup or spec.mode == "first_time" else _or(is_start, is_return)
-    period = period_start(scope, grain, local_ts(scope))
+    period = period_start(scope, grain, local_ts(scope, span=span))
     activity = (
         exp.select(
             exp.column("user_id"),
@@ -248,7 +253,7 @@ def cohort_query(
 
     in_bounds = _between(exp.column("cohort_start"), first_cohort, last_period)
     if spec.is_signup:
-        query = _signup_cohorts(query, scope, grain, users, in_bounds)
+        query = _signup_cohorts(query, scope, grain, users, in_bounds, span)
     elif spec.mode == "first_time":
         firsts = (
             exp.select(exp.column("user_id"), exp.Min(this=exp.column("event_ts")).as_("start_ts"))
@@ -257,7 +262,7 @@ def cohort_query(
             .group_by(exp.column("user_id"))
         )
         query = query.with_("starts", as_=firsts).with_(
-            "cohorts", as_=_cohorts_of_starts(scope, grain, in_bounds)
+            "cohorts", as_=_cohorts_of_starts(scope, grain, in_bounds, span)
         )
     else:
         cohorts = (
@@ -338,7 +343,12 @@ def cohort_query(
 
 
 def _signup_cohorts(
-    query: exp.Select, scope: Scope, grain: Grain, users: str, in_bounds: exp.Condition | None
+    query: exp.Select,
+    scope: Scope,
+    grain: Grain,
+    users: str,
+    in_bounds: exp.Condition | None,
+    span: Span | None,
 ) -> exp.Select:
     """Cohorts by signup time; a user without one joins the period it was first seen."""
     signups = (
@@ -366,12 +376,14 @@ def _signup_cohorts(
         query.with_("signups", as_=signups)
         .with_("first_seen", as_=first_seen)
         .with_("starts", as_=starts)
-        .with_("cohorts", as_=_cohorts_of_starts(scope, grain, in_bounds))
+        .with_("cohorts", as_=_cohorts_of_starts(scope, grain, in_bounds, span))
     )
 
 
-def _cohorts_of_starts(scope: Scope, grain: Grain, in_bounds: exp.Condition | None) -> exp.Select:
-    period = period_start(scope, grain, local_ts(scope, exp.column("start_ts")))
+def _cohorts_of_starts(
+    scope: Scope, grain: Grain, in_bounds: exp.Condition | None, span: Span | None
+) -> exp.Select:
+    period = period_start(scope, grain, local_ts(scope, exp.column("start_ts"), span))
     inner = exp.select(exp.column("user_id"), period.as_("cohort_start")).from_("starts")
     query = exp.select("user_id", "cohort_start").from_(inner.subquery("p"))
     return query.where(in_bounds) if in_bounds is not None else query

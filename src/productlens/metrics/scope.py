@@ -19,6 +19,7 @@ expressions; no value from outside is pasted into SQL text. Time rules:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -244,16 +245,81 @@ def date_literal(value: date) -> exp.Expression:
     return exp.cast(exp.Literal.string(value.isoformat()), "date")
 
 
-def local_ts(scope: Scope, column: exp.Expression | None = None) -> exp.Expression:
-    """The local wall-clock time of a UTC timestamp column in the scope's zone."""
+def local_ts(
+    scope: Scope, column: exp.Expression | None = None, span: Span | None = None
+) -> exp.Expression:
+    """The local wall-clock time of a UTC timestamp column in the scope's zone.
+
+    With `span` (naive UTC instants, end exclusive), an instant inside it gets the zone's
+    UTC offset from a CASE over the offset changes in the span (found with zoneinfo, the
+    same rules the range bounds use): an addition instead of a time-zone conversion per
+    row, several times faster on millions of events. Instants outside the span (or a
+    span with too many changes) are converted as without it, so the result never
+    depends on the span, only the speed does."""
     ts = column if column is not None else exp.column("event_ts")
     if scope.timezone == "UTC":
         return ts
-    return exp.ConvertTimezone(
+    converted = exp.ConvertTimezone(
         source_tz=exp.Literal.string("UTC"),
         target_tz=exp.Literal.string(scope.timezone),
         timestamp=ts,
     )
+    pieces = offset_pieces(scope.timezone, *span) if span is not None else None
+    if not pieces:
+        return converted
+    assert span is not None
+    ifs = [exp.If(this=ts.copy() < timestamp_literal(span[0]), true=converted.copy())]
+    for (_, offset), (end, _) in zip(pieces, [*pieces[1:], (span[1], 0)], strict=True):
+        shifted = exp.Add(
+            this=ts.copy(),
+            expression=exp.Interval(this=exp.Literal.string(str(offset)), unit=exp.var("SECOND")),
+        )
+        ifs.append(exp.If(this=ts.copy() < timestamp_literal(end), true=shifted))
+    return exp.Case(ifs=ifs, default=converted)
+
+
+Span = tuple[datetime, datetime]
+MAX_OFFSET_PIECES = 64  # beyond this many offset changes in a span, convert per row
+# Offsets are sampled daily: the closest two changes of any zone in tzdata since 1900
+# are four days apart (Africa/Freetown, 1939), so no change hides between two samples.
+_SCAN_STEP = timedelta(days=1)
+
+
+@functools.lru_cache(maxsize=64)
+def offset_pieces(
+    timezone: str, start: datetime, end: datetime
+) -> tuple[tuple[datetime, int], ...]:
+    """The zone's UTC offset (seconds) over [start, end) as (first instant, offset)
+    pieces, first piece at `start`; () when the span holds more than MAX_OFFSET_PIECES
+    or cannot be handled. Offsets are sampled every _SCAN_STEP and each change is found
+    to the microsecond by bisection."""
+    zone = zone_info(timezone)
+
+    def offset(instant: datetime) -> int:
+        delta = instant.replace(tzinfo=UTC).astimezone(zone).utcoffset()
+        return int(delta.total_seconds()) if delta is not None else 0
+
+    if end <= start:
+        return ()
+    try:
+        pieces = [(start, offset(start))]
+        moment = start
+        while moment < end:
+            step = min(moment + _SCAN_STEP, end)
+            current = pieces[-1][1]
+            if offset(step) != current:
+                lo, hi = moment, step  # the change is in (lo, hi]
+                while hi - lo > timedelta(microseconds=1):
+                    mid = lo + (hi - lo) / 2
+                    lo, hi = (mid, hi) if offset(mid) == current else (lo, mid)
+                if hi < end:
+                    pieces.append((hi, offset(hi)))
+                if len(pieces) > MAX_OFFSET_PIECES:
+                    return ()
+            moment = step
+    except (OverflowError, ValueError):
+        return ()
+    return tuple(pieces)
 
 
 def period_start(scope: Scope, grain: Grain, local: exp.Expression) -> exp.Expression:
