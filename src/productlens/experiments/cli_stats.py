@@ -39,9 +39,19 @@ def _positive(value: Any) -> str | None:
     return _number(value) or (None if value > 0 else "must be positive")
 
 
+# Counts are used as floats; beyond 2^53 a float no longer holds every whole number.
+MAX_COUNT = 2**53
+
+
 def _count(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    return None if ok else "must be a whole number >= 0"
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+    return None if ok else f"must be a whole number from 0 to {MAX_COUNT}"
+
+
+def _weight(value: Any) -> str | None:
+    if value is None:
+        return None
+    return _number(value) or (None if value >= 0 else "must be >= 0")
 
 
 def _text(value: Any) -> str | None:
@@ -81,7 +91,7 @@ VARIANT: dict[str, tuple[Check, bool]] = {
     "n": (_count, True),
     "sum": (_number, True),
     "sum_squares": (_number, True),
-    "weight": (_optional_number, False),
+    "weight": (_weight, False),
     "denominator_sum": (_optional_number, False),
     "denominator_sum_squares": (_optional_number, False),
     "cross_sum": (_optional_number, False),
@@ -109,7 +119,7 @@ def _check_object(obj: Mapping[str, Any], spec: dict[str, tuple[Check, bool]], w
 def parse(text: str) -> dict[str, Any]:
     """The validated input document (raises StatsInputError naming the bad field)."""
     try:
-        doc = json.loads(text)
+        doc = json.loads(text.removeprefix("\ufeff"))  # a byte order mark is not JSON
     except json.JSONDecodeError as exc:
         raise StatsInputError(f"input is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -126,7 +136,22 @@ def parse(text: str) -> dict[str, Any]:
         if variant["name"] in names:
             raise StatsInputError(f"variants[{i}].name {variant['name']!r} is not unique")
         names.add(variant["name"])
+    _check_weights(variants)
     return doc
+
+
+def _check_weights(variants: list[dict[str, Any]]) -> None:
+    """Weights for every variant or for none (the SRM test would silently assume an
+    equal split), and some traffic in total."""
+    given = [variant.get("weight") is not None for variant in variants]
+    if any(given) and not all(given):
+        i = given.index(False)
+        raise StatsInputError(
+            f"variants[{i}].weight: missing while other variants have one "
+            "(give every variant's weight, or none for an equal split)"
+        )
+    if all(given) and sum(variant["weight"] for variant in variants) <= 0:
+        raise StatsInputError("variants' weight must add up to more than 0")
 
 
 def readout_of(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -246,8 +246,8 @@ def _sequential(e: Estimate, alpha: float, tuning: float, _: Prior | None) -> In
 
 
 def _bayesian(e: Estimate, alpha: float, _: float, prior: Prior | None) -> Inference:
-    # The prior is on the relative lift; for the absolute lift it is scaled by the
-    # control mean (the same belief in the metric's own units).
+    # The prior is on the relative lift (over |control mean|); for the absolute lift it
+    # is scaled by |control mean| (the same belief in the metric's own units).
     scale = abs(e.control_mean)
     pm, ps = (None, None) if prior is None else (prior.mean, prior.stddev)
     rel = bayesian_posterior(e.relative, e.relative_se, alpha, pm, ps)
@@ -255,7 +255,7 @@ def _bayesian(e: Estimate, alpha: float, _: float, prior: Prior | None) -> Infer
         e.absolute,
         e.absolute_se,
         alpha,
-        None if pm is None else pm * e.control_mean,
+        None if pm is None else pm * scale,
         None if ps is None else ps * scale,
     )
     # The chance to win and the losses come from the absolute lift's posterior: the same

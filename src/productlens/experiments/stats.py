@@ -65,6 +65,7 @@ class ErrorCode(StrEnum):
     ZERO_CONTROL_MEAN = "zero_control_mean"  # relative lift undefined
     CUPED_RATIO_UNSUPPORTED = "cuped_ratio_unsupported"  # CUPED is for proportion/mean metrics
     ZERO_COVARIATE_VARIANCE = "zero_covariate_variance"  # CUPED theta undefined
+    OUT_OF_RANGE = "out_of_range"  # sums so large or small that floating point over/underflows
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,7 @@ def difference(
     `absolute` overrides the difference of means (CUPED passes its adjusted difference,
     whose per-user variances are then the arms' `variance`); `control_mean_covariance`
     is Cov(absolute, control mean), by default -Var(control mean) as for a plain
-    difference. Relative lift = absolute / control mean; by the delta method
+    difference. Relative lift = absolute / |control mean|; by the delta method
     Var = Var(abs)/c^2 + abs^2 Var(c)/c^4 - 2 abs Cov(abs, c)/c^3, which for a plain
     difference equals the familiar Var(t)/c^2 + t^2 Var(c)/c^4.
     """
@@ -271,7 +272,9 @@ def difference(
         c = np.asarray(control.mean)
         var_c = np.divide(control.variance, control.n)  # variance of the control mean
         cov = -var_c if control_mean_covariance is None else np.asarray(control_mean_covariance)
-        rel = abs_ / c
+        # Over |c|, so a relative lift has the sign of the change even when the control
+        # mean is negative (net revenue); d(a/|c|)/dc = -a/(c|c|), so rel_var is unchanged.
+        rel = abs_ / np.abs(c)
         rel_var = abs_var / c**2 + abs_**2 * var_c / c**4 - 2 * abs_ * cov / c**3
         if z_test:
             df = np.full_like(abs_var, np.inf, dtype=np.float64)
@@ -400,7 +403,13 @@ def _input_error(metric_type: MetricType, s: VariantStats) -> ErrorCode | None:
     numbers = [s.sum, s.sum_squares, *(getattr(s, f) for f in _RATIO_FIELDS)]
     if s.n < 0 or not all(v is None or math.isfinite(v) for v in numbers):
         return ErrorCode.INVALID_INPUT
-    if metric_type is MetricType.PROPORTION and not 0 <= s.sum <= s.n:
+    if metric_type is MetricType.PROPORTION and not (
+        0 <= s.sum <= s.n and _close(s.sum_squares, s.sum)
+    ):
+        return ErrorCode.INVALID_INPUT  # 0/1 outcomes: 0 <= sum <= n and sum of squares = sum
+    if s.n > 0 and _impossible_spread(s.n, s.sum, s.sum_squares):
+        return ErrorCode.INVALID_INPUT
+    if s.n > 0 and _impossible_spread(s.n, s.denominator_sum, s.denominator_sum_squares):
         return ErrorCode.INVALID_INPUT
     if metric_type is MetricType.RATIO and any(getattr(s, f) is None for f in _RATIO_FIELDS):
         return ErrorCode.MISSING_FIELDS
@@ -411,6 +420,19 @@ def _input_error(metric_type: MetricType, s: VariantStats) -> ErrorCode | None:
     if metric_type is MetricType.RATIO and s.denominator_sum == 0:
         return ErrorCode.ZERO_DENOMINATOR
     return None
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)
+
+
+def _impossible_spread(n: int, total: float | None, squares: float | None) -> bool:
+    """True when no data has these sums: a sum of squares below sum^2 / n (a negative
+    variance), beyond what floating-point rounding of the sums explains."""
+    if total is None or squares is None:
+        return False
+    floor = total * total / n
+    return squares < floor and not _close(squares, floor)
 
 
 def _moments(metric_type: MetricType, s: VariantStats) -> ArmMoments:
@@ -448,9 +470,21 @@ def estimate(
     if float(mc.mean) == 0:
         return neutral_estimate(kind, control, treatment, ErrorCode.ZERO_CONTROL_MEAN)
     d = difference(mc, mt, z_test=kind is MetricType.PROPORTION)
-    if not float(d.absolute_se) > 0:
-        return neutral_estimate(kind, control, treatment, ErrorCode.ZERO_VARIANCE)
+    error = _difference_error(d)
+    if error is not None:
+        return neutral_estimate(kind, control, treatment, error)
     return _from_difference(kind, control, treatment, d, _null_se(kind, control, treatment, d))
+
+
+def _difference_error(d: Difference) -> ErrorCode | None:
+    """Zero variance, or a lift or standard error that over/underflowed (never NaN out)."""
+    if float(d.absolute_se) == 0:
+        return ErrorCode.ZERO_VARIANCE
+    finite = (d.absolute, d.absolute_se, d.relative, d.relative_se)
+    # df is infinite for a z-test, but never NaN.
+    if not all(math.isfinite(float(x)) for x in finite) or math.isnan(float(d.df)):
+        return ErrorCode.OUT_OF_RANGE
+    return None
 
 
 def _null_se(kind: MetricType, c: VariantStats, t: VariantStats, d: Difference) -> float:
@@ -491,7 +525,9 @@ def _cuped_estimate(kind: MetricType, c: VariantStats, t: VariantStats) -> Estim
     covariates = [getattr(s, f) for s in (c, t) for f in _COVARIATE_FIELDS]
     if any(v is None for v in covariates):
         return neutral_estimate(kind, c, t, ErrorCode.MISSING_COVARIATE, cuped=True)
-    if not all(math.isfinite(v) for v in covariates):
+    if not all(math.isfinite(v) for v in covariates) or any(
+        _impossible_spread(s.n, s.covariate_sum, s.covariate_sum_squares) for s in (c, t)
+    ):
         return neutral_estimate(kind, c, t, ErrorCode.INVALID_INPUT, cuped=True)
     plain = estimate(c, t, kind)
     if plain.error is not None:
@@ -512,8 +548,9 @@ def _cuped_estimate(kind: MetricType, c: VariantStats, t: VariantStats) -> Estim
     d = difference(
         ac, at, z_test=kind is MetricType.PROPORTION, absolute=lift, control_mean_covariance=cov
     )
-    if not float(d.absolute_se) > 0:
-        return neutral_estimate(kind, c, t, ErrorCode.ZERO_VARIANCE, cuped=True)
+    error = _difference_error(d)
+    if error is not None:
+        return neutral_estimate(kind, c, t, error, cuped=True)
     # Both variances with n - 1 (for a proportion the plain estimate uses p(1 - p)), so
     # that theta = 0 reduces nothing.
     plain_var = c.variance / c.n + t.variance / t.n
