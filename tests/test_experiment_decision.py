@@ -198,3 +198,16 @@ def test_table_cells_are_text_not_markup() -> None:
     text = console.export_text()
     assert "variant[treatment]" in text
     assert "[bold]x" in text
+
+
+def test_a_variant_missing_from_the_configuration_is_a_mismatch() -> None:
+    from productlens.experiments.analysis import _weights
+
+    configured = (Variant("control", 0.5, 1_000), Variant("treatment", 0.5, 1_000))
+    stray = Variant("debug", None, 40)
+    experiment = Experiment("e", None, None, None, 7, None, None, (*configured, stray))
+    weights = _weights(experiment)
+    assert weights == [0.5, 0.5, 0.0]
+    assert srm_test([1_000, 1_000, 40], weights).mismatch
+    unconfigured = replace(experiment, variants=(replace(configured[0], weight=None), stray))
+    assert _weights(unconfigured) == [None, None]

@@ -184,7 +184,7 @@ def analyze_experiment(
     guards = data.guards(engine, experiment)
     srm = srm_test(
         [guards.users_per_variant[v.name] for v in experiment.variants],
-        [v.weight for v in experiment.variants],
+        _weights(experiment),
         settings.srm_threshold,
     )
     by_name = {m.name: m for m in metrics}
@@ -214,6 +214,16 @@ def analyze_experiment(
         experiment, settings, guards, srm, exposure_days, results, breakdown, timeline, regression
     )
     return ExperimentReadout(**{**readout.__dict__, "decision": decide(readout)})
+
+
+def _weights(experiment: Experiment) -> list[float | None]:
+    """The configured traffic shares; a variant the data shows but the configuration does
+    not name gets 0, so users in it are a mismatch rather than a reason to assume an
+    equal split. With no weights configured at all, an equal split is assumed."""
+    weights = [v.weight for v in experiment.variants]
+    if all(w is None for w in weights):
+        return weights
+    return [0.0 if w is None else w for w in weights]
 
 
 def _monthly_users(experiment: Experiment, exposure_days: int) -> float | None:
