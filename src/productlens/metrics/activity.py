@@ -124,7 +124,8 @@ class ActivityResult:
 
 def activity(engine: Engine, scope: Scope | None = None, by: str | None = None) -> ActivityResult:
     """DAU/WAU/MAU per day and active days per week and month (module docstring)."""
-    scope = scope or Scope()
+    # Whole days before the span too, so the offsets found cover every event read.
+    scope = (scope or Scope()).whole_days()
     span = event_span(engine, with_lookback(scope, LOOKBACK_DAYS))
     total = _series(engine, scope, None, span)[NO_SEGMENT]
     breakdown = _series(engine, scope, by, span) if by is not None else None
