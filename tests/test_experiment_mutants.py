@@ -8,12 +8,16 @@ tests only exercised at a value where the mutant and the original agree.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from productlens.experiments.analysis import Settings, decide
+from productlens.engines import DuckDBEngine
+from productlens.experiments.analysis import DAYS_PER_MONTH, Settings, analyze_experiment, decide
+from productlens.experiments.metric_defs import MetricDef
 from productlens.experiments.inference import Prior, infer
 from productlens.experiments.stats import VariantStats, estimate
+from tests.test_experiment_data import world  # noqa: F401 (a module-scoped fixture)
 from tests.test_experiment_decision import rate, readout
 
 RTOL = 1e-9
@@ -83,3 +87,26 @@ def test_proper_prior_with_a_non_zero_mean_is_the_conjugate_normal_posterior() -
         + prior.mean * est.control_mean / (prior.stddev * est.control_mean) ** 2
     ) / a_prec
     assert inf.chance_to_win == pytest.approx(sps.norm.cdf(a_mean * np.sqrt(a_prec)), rel=RTOL)
+
+
+def test_readout_scales_impact_by_exposure_days_and_cuped_skips_metrics_without_covariate(
+    world: tuple[DuckDBEngine, pd.DataFrame],  # noqa: F811
+) -> None:
+    engine, users = world
+    metrics = [
+        MetricDef("conversion", "proportion", "is_converted", covariate="pre_is_converted"),
+        MetricDef("revenue", "mean", "revenue"),  # no covariate: CUPED does not apply
+    ]
+    result = analyze_experiment(engine, "x1", metrics, Settings(cuped=True, regression=False))
+    days = pd.to_datetime(users.first_exposure_ts).dt.date
+    exposure_days = (days.max() - days.min()).days + 1  # both ends count
+    assert result.exposure_days == exposure_days
+    monthly = len(users) / exposure_days * DAYS_PER_MONTH
+    conversion, revenue = result.metrics
+    first = conversion.readout.comparisons[0]
+    assert first.impact is not None
+    assert first.impact.monthly_users == pytest.approx(monthly, rel=1e-12)
+    assert first.estimate.cuped and first.estimate.ok
+    # The metric without a covariate gets the plain estimate, not a missing_covariate error.
+    plain = revenue.readout.comparisons[0].estimate
+    assert plain.ok and not plain.cuped
