@@ -15,6 +15,7 @@ from scipy import stats as sps
 from productlens.engines import DuckDBEngine
 from productlens.experiments.analysis import DAYS_PER_MONTH, Settings, analyze_experiment, decide
 from productlens.experiments.metric_defs import MetricDef
+from productlens.experiments.readout import analyze
 from productlens.experiments.inference import Prior, infer
 from productlens.experiments.stats import VariantStats, estimate
 from tests.test_experiment_data import world  # noqa: F401 (a module-scoped fixture)
@@ -110,3 +111,29 @@ def test_readout_scales_impact_by_exposure_days_and_cuped_skips_metrics_without_
     # The metric without a covariate gets the plain estimate, not a missing_covariate error.
     plain = revenue.readout.comparisons[0].estimate
     assert plain.ok and not plain.cuped
+
+
+def test_a_p_value_between_alpha_over_two_and_alpha_is_significant() -> None:
+    # 1000 vs 1095 of 10,000: pooled z ~ 2.19, two-sided p ~ 0.028: significant at 0.05
+    # (a test of p < alpha / 2 would call it not significant).
+    c, t = VariantStats("c", 10_000, 1000, 1000), VariantStats("t", 10_000, 1095, 1095)
+    inf = analyze([c, t], "proportion").comparisons[0].inference
+    assert inf.p_value is not None
+    assert 0.025 < inf.p_value < 0.05
+    assert inf.significant
+
+
+def test_sequential_flags_a_significant_loss() -> None:
+    # 1200 -> 1000 of 10,000: the always-valid interval lies wholly below zero.
+    c, t = VariantStats("c", 10_000, 1200, 1200), VariantStats("t", 10_000, 1000, 1000)
+    inf = analyze([c, t], "proportion", "sequential").comparisons[0].inference
+    assert inf.ci_absolute[1] < 0
+    assert inf.significant
+
+
+def test_a_single_treatment_gets_adjusted_p_values_equal_to_its_own() -> None:
+    # Holm and BH over one comparison change nothing; they are still reported.
+    c, t = VariantStats("c", 10_000, 1000, 1000), VariantStats("t", 10_000, 1095, 1095)
+    cmp = analyze([c, t], "proportion").comparisons[0]
+    assert cmp.p_value_holm == cmp.inference.p_value
+    assert cmp.p_value_bh == cmp.inference.p_value
