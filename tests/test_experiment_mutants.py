@@ -137,3 +137,29 @@ def test_a_single_treatment_gets_adjusted_p_values_equal_to_its_own() -> None:
     cmp = analyze([c, t], "proportion").comparisons[0]
     assert cmp.p_value_holm == cmp.inference.p_value
     assert cmp.p_value_bh == cmp.inference.p_value
+
+
+def test_variant_stats_of_two_groups_add_up_to_the_pooled_sums() -> None:
+    # Strata and "other" buckets are exact sums: a + b is the statistics of a's and b's
+    # users together (every count and sum added); name and weight are a's; a sum missing
+    # on either side stays missing.
+    rng = np.random.default_rng(9)
+    # Whole numbers: the sums are exact whatever the order of addition.
+    y1, y2 = rng.integers(0, 9, 50).astype(float), rng.integers(0, 9, 70).astype(float)
+    d1, d2 = rng.integers(1, 4, 50).astype(float), rng.integers(1, 4, 70).astype(float)
+
+    def sums(name: str, y: np.ndarray, d: np.ndarray, weight: float) -> VariantStats:
+        return VariantStats(
+            name,
+            len(y),
+            float(y.sum()),
+            float((y * y).sum()),
+            weight,
+            denominator_sum=float(d.sum()),
+            denominator_sum_squares=float((d * d).sum()),
+            cross_sum=float((y * d).sum()),
+        )
+
+    total = sums("a", y1, d1, 0.5) + sums("b", y2, d2, 0.25)
+    assert total == sums("a", np.r_[y1, y2], np.r_[d1, d2], 0.5)
+    assert total.covariate_sum is None
