@@ -14,9 +14,9 @@ from scipy import stats as sps
 
 from productlens.engines import DuckDBEngine
 from productlens.experiments.analysis import DAYS_PER_MONTH, Settings, analyze_experiment, decide
+from productlens.experiments.inference import Prior, infer
 from productlens.experiments.metric_defs import MetricDef
 from productlens.experiments.readout import analyze
-from productlens.experiments.inference import Prior, infer
 from productlens.experiments.stats import VariantStats, estimate
 from tests.test_experiment_data import world  # noqa: F401 (a module-scoped fixture)
 from tests.test_experiment_decision import rate, readout
@@ -107,10 +107,12 @@ def test_readout_scales_impact_by_exposure_days_and_cuped_skips_metrics_without_
     first = conversion.readout.comparisons[0]
     assert first.impact is not None
     assert first.impact.monthly_users == pytest.approx(monthly, rel=1e-12)
-    assert first.estimate.cuped and first.estimate.ok
+    assert first.estimate.cuped
+    assert first.estimate.ok
     # The metric without a covariate gets the plain estimate, not a missing_covariate error.
     plain = revenue.readout.comparisons[0].estimate
-    assert plain.ok and not plain.cuped
+    assert plain.ok
+    assert not plain.cuped
 
 
 def test_a_p_value_between_alpha_over_two_and_alpha_is_significant() -> None:
