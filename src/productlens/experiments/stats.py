@@ -252,13 +252,16 @@ def difference(
     z_test: bool = False,
     absolute: Numbers | None = None,
     control_mean_covariance: Numbers | None = None,
+    control_mean_variance: Numbers | None = None,
 ) -> Difference:
     """Absolute and relative lift of treatment over control with delta-method SEs.
 
     `absolute` overrides the difference of means (CUPED passes its adjusted difference,
     whose per-user variances are then the arms' `variance`); `control_mean_covariance`
     is Cov(absolute, control mean), by default -Var(control mean) as for a plain
-    difference. Relative lift = absolute / |control mean|; by the delta method
+    difference; `control_mean_variance` is Var(control mean), by default the control's
+    `variance` / n (CUPED passes the unadjusted one: the relative lift divides by the
+    unadjusted control mean). Relative lift = absolute / |control mean|; by the delta method
     Var = Var(abs)/c^2 + abs^2 Var(c)/c^4 - 2 abs Cov(abs, c)/c^3, which for a plain
     difference equals the familiar Var(t)/c^2 + t^2 Var(c)/c^4.
     """
@@ -270,7 +273,11 @@ def difference(
         )
         abs_var = vc + vt
         c = np.asarray(control.mean)
-        var_c = np.divide(control.variance, control.n)  # variance of the control mean
+        var_c = (  # variance of the control mean
+            np.divide(control.variance, control.n)
+            if control_mean_variance is None
+            else np.asarray(control_mean_variance)
+        )
         cov = -var_c if control_mean_covariance is None else np.asarray(control_mean_covariance)
         # Over |c|, so a relative lift has the sign of the change even when the control
         # mean is negative (net revenue); d(a/|c|)/dc = -a/(c|c|), so rel_var is unchanged.
@@ -518,7 +525,8 @@ def _cuped_estimate(kind: MetricType, c: VariantStats, t: VariantStats) -> Estim
     The adjusted difference is (mean Yt - mean Yc) - theta (mean Xt - mean Xc); each arm's
     adjusted per-user variance is Var(Y) + theta^2 Var(X) - 2 theta Cov(Y, X) (theta is
     treated as known, as CUPED does). The relative lift divides by the unadjusted
-    control mean, with Cov(adjusted lift, control mean) = -(Var Yc - theta Cov_c) / n_c.
+    control mean, with Cov(adjusted lift, control mean) = -(Var Yc - theta Cov_c) / n_c
+    and Var(control mean) = Var Yc / n_c (unadjusted).
     """
     if kind is MetricType.RATIO:
         return neutral_estimate(kind, c, t, ErrorCode.CUPED_RATIO_UNSUPPORTED, cuped=True)
@@ -546,7 +554,12 @@ def _cuped_estimate(kind: MetricType, c: VariantStats, t: VariantStats) -> Estim
     lift = (t.mean - c.mean) - theta * (t.covariate_mean - c.covariate_mean)
     cov = -(c.variance - theta * c.covariate_covariance) / c.n
     d = difference(
-        ac, at, z_test=kind is MetricType.PROPORTION, absolute=lift, control_mean_covariance=cov
+        ac,
+        at,
+        z_test=kind is MetricType.PROPORTION,
+        absolute=lift,
+        control_mean_covariance=cov,
+        control_mean_variance=c.variance / c.n,
     )
     error = _difference_error(d)
     if error is not None:
