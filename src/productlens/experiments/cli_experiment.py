@@ -151,7 +151,7 @@ def _render_readout(data: dict[str, Any]) -> None:
     _render_metrics("Metrics", data["metrics"])
     family = data["multiple_comparisons"]
     if len(family) > 1:
-        rows = [
+        adjusted = [
             (f["metric"], f["variant"], f["p_value"], f["p_value_holm"], f["p_value_bh"])
             for f in family
         ]
@@ -159,7 +159,7 @@ def _render_readout(data: dict[str, Any]) -> None:
             table(
                 f"p-values adjusted across {len(family)} comparisons",
                 ["metric", "variant", "p", "Holm", "Benjamini-Hochberg"],
-                rows,
+                adjusted,
             )
         )
     if data["breakdown"]:
