@@ -211,3 +211,39 @@ def test_a_variant_missing_from_the_configuration_is_a_mismatch() -> None:
     assert srm_test([1_000, 1_000, 40], weights).mismatch
     unconfigured = replace(experiment, variants=(replace(configured[0], weight=None), stray))
     assert _weights(unconfigured) == [None, None]
+
+
+def test_p_values_are_adjusted_across_metrics_and_variants() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    r = readout(GAIN, REVENUE_FLAT)
+    family = r.adjusted_p_values()
+    assert [(f["metric"], f["variant"]) for f in family] == [
+        ("conversion", "treatment"),
+        ("revenue_per_user", "treatment"),
+    ]
+    p = [f["p_value"] for f in family]
+    assert p[0] < 0.001 < p[1]
+    for method, key in (("holm", "p_value_holm"), ("fdr_bh", "p_value_bh")):
+        expected = multipletests(p, method=method)[1]
+        assert [f[key] for f in family] == pytest.approx(list(expected), rel=1e-12)
+    assert r.to_dict()["multiple_comparisons"] == family
+
+
+def test_plan_finds_the_mde_for_a_sample(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from statsmodels.stats.power import NormalIndPower
+
+    from productlens.cli import main
+
+    code = main(["experiment", "plan", "--baseline", "0.04", "--n-per-arm", "10000", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    power = NormalIndPower().power(effect_size=data["effect_size"], nobs1=10000, alpha=0.05)
+    assert power == pytest.approx(0.8, abs=1e-9)
+    assert data["relative_mde"] > 0
+    assert main(["experiment", "plan", "--baseline", "0.04"]) == 2
+    assert (
+        main(["experiment", "plan", "--baseline", "0.04", "--mde", "0.1", "--n-per-arm", "9"]) == 2
+    )

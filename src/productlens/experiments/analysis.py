@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from productlens.experiments import data
 from productlens.experiments.data import Experiment, Guards, RegressionResult
 from productlens.experiments.inference import DEFAULT_TUNING_PARAMETER, Method, Prior
 from productlens.experiments.metric_defs import MetricDef
+from productlens.experiments.multiple import benjamini_hochberg, holm
 from productlens.experiments.readout import Comparison, Readout, analyze
 from productlens.experiments.srm import DEFAULT_SRM_THRESHOLD, SrmResult, srm_test
 from productlens.experiments.stats import VariantStats, json_value
@@ -138,6 +141,27 @@ class ExperimentReadout:
     regression: RegressionResult | None = None
     decision: Decision = field(default_factory=lambda: Decision("keep running", ()))
 
+    def adjusted_p_values(self) -> list[dict[str, Any]]:
+        """Holm and Benjamini-Hochberg p-values across every metric and variant of the
+        overall readout (one family), for methods that give p-values. The decision reads
+        the primary metric unadjusted (it is chosen before the test); the rest are
+        guardrails and exploration, which these adjusted values are for."""
+        rows = [
+            (m.metric.name, c.variant, c.inference.p_value)
+            for m in self.metrics
+            for c in m.readout.comparisons
+            if c.inference.p_value is not None and c.inference.error is None
+        ]
+        if not rows:
+            return []
+        p = np.asarray([r[2] for r in rows], dtype=np.float64)
+        return [
+            {"metric": m, "variant": v, "p_value": pv, "p_value_holm": h, "p_value_bh": b}
+            for (m, v, pv), h, b in zip(
+                rows, holm(p).tolist(), benjamini_hochberg(p).tolist(), strict=True
+            )
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         e = self.experiment
         return {
@@ -165,6 +189,7 @@ class ExperimentReadout:
                 "exposure_days": self.exposure_days,
             },
             "metrics": [m.to_dict() for m in self.metrics],
+            "multiple_comparisons": self.adjusted_p_values(),
             "breakdown": [m.to_dict() for m in self.breakdown],
             "timeline": [p.to_dict() for p in self.timeline],
             "regression": None if self.regression is None else _regression_dict(self.regression),

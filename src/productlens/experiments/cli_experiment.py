@@ -149,6 +149,19 @@ def _render_readout(data: dict[str, Any]) -> None:
         + f"; in more than one variant: {g['n_multiple_variants']:,}"
     )
     _render_metrics("Metrics", data["metrics"])
+    family = data["multiple_comparisons"]
+    if len(family) > 1:
+        adjusted = [
+            (f["metric"], f["variant"], f["p_value"], f["p_value_holm"], f["p_value_bh"])
+            for f in family
+        ]
+        console.print(
+            table(
+                f"p-values adjusted across {len(family)} comparisons",
+                ["metric", "variant", "p", "Holm", "Benjamini-Hochberg"],
+                adjusted,
+            )
+        )
     if data["breakdown"]:
         _render_metrics(f"By {data['settings']['by']}", data["breakdown"])
     impacts = [
@@ -230,8 +243,13 @@ def plan_command(
         float, typer.Option("--baseline", help="Control's rate (proportion) or mean.")
     ],
     mde: Annotated[
-        float, typer.Option("--mde", help="Smallest effect to detect, relative (0.05 = 5%).")
-    ],
+        float | None,
+        typer.Option("--mde", help="Smallest effect to detect, relative (0.05 = 5%)."),
+    ] = None,
+    n_per_arm: Annotated[
+        float | None,
+        typer.Option("--n-per-arm", help="Instead of --mde: the effect detectable with N per arm."),
+    ] = None,
     absolute: Annotated[
         bool, typer.Option("--absolute", help="--mde is an absolute difference.")
     ] = False,
@@ -248,8 +266,12 @@ def plan_command(
     arms: Annotated[int, typer.Option("--arms", help="Number of variants, control included.")] = 2,
     as_json: JsonOpt = False,
 ) -> None:
-    """Users per arm (and days at --daily-users) to detect --mde with --power."""
-    from productlens.experiments.power import sample_size
+    """Users per arm (and days at --daily-users) to detect --mde with --power; or, with
+    --n-per-arm, the smallest effect that many users per arm detect."""
+    from productlens.experiments.power import mde_for_sample, sample_size
+
+    if (mde is None) == (n_per_arm is None):
+        _fail("give exactly one of --mde (plan a sample size) or --n-per-arm (find the MDE)")
 
     if arms < 2:
         _fail(f"--arms {arms}: an experiment needs at least 2 variants")
@@ -258,6 +280,11 @@ def plan_command(
     if daily_users is not None and daily_users <= 0:
         _fail(f"--daily-users {daily_users}: expected a positive number")
     try:
+        if n_per_arm is not None:
+            plan = mde_for_sample(baseline, n_per_arm, alpha=alpha, power=power, stddev=stddev)
+            emit(plan.to_dict(), as_json, _render_plan)
+            return
+        assert mde is not None
         plan = sample_size(
             baseline,
             mde,
