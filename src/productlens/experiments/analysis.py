@@ -163,19 +163,8 @@ class ExperimentReadout:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        e = self.experiment
         return {
-            "experiment": {
-                "experiment_id": e.experiment_id,
-                "name": e.name,
-                "start": None if e.start_ts is None else e.start_ts.isoformat(),
-                "end": None if e.end_ts is None else e.end_ts.isoformat(),
-                "outcome_window_days": e.outcome_window_days,
-                "variants": [
-                    {"name": v.name, "weight": json_value(v.weight), "n_users": v.n_users}
-                    for v in e.variants
-                ],
-            },
+            "experiment": self.experiment.to_dict(),
             "settings": {
                 "method": self.settings.method.value,
                 "alpha": self.settings.alpha,

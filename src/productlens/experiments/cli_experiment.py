@@ -29,21 +29,7 @@ def list_command(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     with warehouse(project_of(ctx)) as engine:
         experiments = list_experiments(engine)
-    data = {
-        "experiments": [
-            {
-                "experiment_id": e.experiment_id,
-                "name": e.name,
-                "start": None if e.start_ts is None else e.start_ts.isoformat(),
-                "end": None if e.end_ts is None else e.end_ts.isoformat(),
-                "outcome_window_days": e.outcome_window_days,
-                "variants": [
-                    {"name": v.name, "weight": v.weight, "n_users": v.n_users} for v in e.variants
-                ],
-            }
-            for e in experiments
-        ]
-    }
+    data = {"experiments": [e.to_dict() for e in experiments]}
     emit(data, as_json, _render_list)
 
 

@@ -38,7 +38,7 @@ from sqlglot import exp
 
 from productlens.errors import ConfigError
 from productlens.experiments.metric_defs import MetricDef
-from productlens.experiments.stats import VariantStats
+from productlens.experiments.stats import VariantStats, json_value
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -104,6 +104,20 @@ class Experiment:
 
     def weight(self, variant: str) -> float | None:
         return next((v.weight for v in self.variants if v.name == variant), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values: id, name, dates, outcome window, variants with weights and users."""
+        return {
+            "experiment_id": self.experiment_id,
+            "name": self.name,
+            "start": None if self.start_ts is None else self.start_ts.isoformat(),
+            "end": None if self.end_ts is None else self.end_ts.isoformat(),
+            "outcome_window_days": self.outcome_window_days,
+            "variants": [
+                {"name": v.name, "weight": json_value(v.weight), "n_users": v.n_users}
+                for v in self.variants
+            ],
+        }
 
 
 @dataclass(frozen=True)
