@@ -161,17 +161,15 @@ def ensure_chdb(say: Callable[[str], None]) -> Any:
 # --- one run ---------------------------------------------------------------------------
 
 
-def run_one(data: str, project: str, layouts: int = 0) -> dict[str, object]:
-    """Build a warehouse from `data` in `project`, then time every query; return figures.
-    With `layouts`, the funnels also run on a copy of fct_events stored sorted by
-    (user_id, event_ts), swapped in under the same name."""
+def events_warehouse(data: str, project: str) -> tuple[Any, Any, int]:
+    """Ingest `data` into a warehouse in `project` and build the events fact and what the
+    metrics read beside it; the open engine, the project and the number of events."""
     from rich.console import Console
 
     from productlens.config import load_project
     from productlens.engines import open_engine
     from productlens.pipeline import Runner
 
-    chdb = importlib.import_module("chdb")  # installed by the parent (ensure_chdb)
     project_obj = load_project(Path(project))
     engine = open_engine(project_obj)
     runner = Runner(project_obj, engine, Console(quiet=True))
@@ -179,6 +177,15 @@ def run_one(data: str, project: str, layouts: int = 0) -> dict[str, object]:
     runner.build(["+fct_events", "+dim_date", "+stg_users"])
     engine.execute("SET enable_progress_bar = false")
     events = int(engine.fetch_all("select count(*) from core.fct_events")[0][0])
+    return engine, project_obj, events
+
+
+def run_one(data: str, project: str, layouts: int = 0) -> dict[str, object]:
+    """Build a warehouse from `data` in `project`, then time every query; return figures.
+    With `layouts`, the funnels also run on a copy of fct_events stored sorted by
+    (user_id, event_ts), swapped in under the same name."""
+    chdb = importlib.import_module("chdb")  # installed by the parent (ensure_chdb)
+    engine, project_obj, events = events_warehouse(data, project)
     parquet = Path(project) / "events.parquet"
     engine.execute(
         "COPY (select user_id, event_type, event_ts from core.fct_events) "

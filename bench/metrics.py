@@ -252,19 +252,9 @@ def agreement(reference: Any, got: Any) -> str:
 
 def run_one(data: str, project: str) -> dict[str, object]:
     """Build a warehouse from `data` in `project`, then time every query; return figures."""
-    from rich.console import Console
+    from bench.funnel import events_warehouse
 
-    from productlens.config import load_project
-    from productlens.engines import open_engine
-    from productlens.pipeline import Runner
-
-    project_obj = load_project(Path(project))
-    engine = open_engine(project_obj)
-    runner = Runner(project_obj, engine, Console(quiet=True))
-    runner.ingest([data])
-    runner.build(["+fct_events", "+dim_date", "+stg_users"])
-    engine.execute("SET enable_progress_bar = false")
-    events = int(engine.fetch_all("select count(*) from core.fct_events")[0][0])
+    engine, _, events = events_warehouse(data, project)
 
     # (metric, tool) -> the query; the first tool of each metric is productlens, the
     # one every other tool's figures are compared with.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -73,3 +74,15 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def open_readonly(root: Path) -> DuckDBEngine:
     project = load_project(root)
     return DuckDBEngine(project.warehouse_path, read_only=True)
+
+
+def run_stats(
+    stdin: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
+    """Run `productlens stats --json` in-process with `stdin`; exit code, stdout, stderr."""
+    from productlens.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main(["stats", "--json"])
+    out, err = capsys.readouterr()
+    return code, out, err

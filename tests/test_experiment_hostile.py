@@ -7,27 +7,19 @@ silent wrong decision) before its fix.
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import sys
 from typing import Any
 
 import pytest
 
-from productlens.cli import main
 from productlens.experiments import analyze
 from productlens.experiments.inference import Prior, infer
 from productlens.experiments.stats import ErrorCode, VariantStats, estimate
 
+from .conftest import run_stats
 
-def run(
-    stdin: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = main(["stats", "--json"])
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_stats
 
 
 def doc(*variants: dict[str, Any], **top: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 from scipy import stats as sps
 
-from productlens.cli import main
+from .conftest import run_stats
 
 EXAMPLE: dict[str, Any] = {
     "metric_type": "proportion",
@@ -25,14 +24,7 @@ EXAMPLE: dict[str, Any] = {
 }
 
 
-def run(
-    stdin: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    """Run the CLI's entry point in-process with `stdin`; exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = main(["stats", "--json"])
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_stats
 
 
 def test_stats_json_through_a_real_subprocess() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -227,7 +227,7 @@ def analyze_experiment(
     readout = ExperimentReadout(
         experiment, settings, guards, srm, exposure_days, results, breakdown, timeline, regression
     )
-    return ExperimentReadout(**{**readout.__dict__, "decision": decide(readout)})
+    return replace(readout, decision=decide(readout))
 
 
 def _weights(experiment: Experiment) -> list[float | None]:
