@@ -42,7 +42,7 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 unit: $(VENV)/.dev
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 ## bench: performance benchmarks, printed as tables (BENCH_ARGS="ingest --sizes 1M")
 BENCH_ARGS ?=

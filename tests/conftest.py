@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
 
 from productlens.config import load_project
 from productlens.engines import DuckDBEngine
+from tests import servers
 
 # Local runs explore new inputs each time; CI replays a fixed set, so a landing never
 # depends on what the fuzzer happened to draw. Inputs found locally are pinned with
@@ -86,3 +89,38 @@ def run_stats(
     code = main(["stats", "--json"])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# --- real servers, one per test process --------------------------------------------------
+# Spark tests carry `@pytest.mark.xdist_group("spark")`, and the suite runs with
+# `--dist loadgroup`, so one worker owns the one Spark session of a run.
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[servers.PostgresServer]:
+    """A throwaway PostgreSQL server for this test process."""
+    with servers.postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_dsn(pg_server: servers.PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the throwaway server, for one test."""
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_"
+    name += format(abs(hash(request.node.nodeid)) % 10**8, "d")
+    return pg_server.create_database(name)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The one local Spark session of this test process."""
+    session = servers.spark_session(tmp_path_factory.mktemp("spark-warehouse"))
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[servers.S3Server]:
+    """moto's S3 server on loopback for this test process."""
+    with servers.s3_server() as server:
+        yield server

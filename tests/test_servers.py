@@ -1,0 +1,54 @@
+"""The test servers themselves start, answer and keep UTC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests import servers
+
+
+def test_postgres_answers_in_utc(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn) as con:
+        row = con.execute("SELECT version(), current_setting('TimeZone')").fetchone()
+    assert row is not None
+    assert "PostgreSQL 15" in row[0]
+    assert row[1] == "UTC"
+
+
+def test_each_test_gets_its_own_database(pg_server: servers.PostgresServer) -> None:
+    first = pg_server.create_database("separate_a")
+    second = pg_server.create_database("separate_b")
+    with psycopg.connect(first, autocommit=True) as con:
+        con.execute("CREATE TABLE only_here (x int)")
+    with psycopg.connect(second) as con:
+        found = con.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'only_here'")
+        assert found.fetchone() == (0,)
+
+
+@pytest.mark.xdist_group("spark")
+def test_spark_session_is_pinned_to_utc(spark: Any) -> None:
+    rows = spark.sql(
+        "SELECT current_timezone() AS tz, "
+        "CAST(CAST('2024-03-10 10:00:00' AS TIMESTAMP) AS STRING) AS ts"
+    ).collect()
+    assert rows[0]["tz"] == "UTC"
+    assert rows[0]["ts"] == "2024-03-10 10:00:00"
+
+
+def test_s3_server_stores_objects(s3: servers.S3Server) -> None:
+    import boto3
+
+    s3.create_bucket("smoke")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        region_name=s3.region,
+    )
+    client.put_object(Bucket="smoke", Key="a/b.txt", Body=b"hello")
+    body = client.get_object(Bucket="smoke", Key="a/b.txt")["Body"].read()
+    assert body == b"hello"
