@@ -1,61 +1,121 @@
-"""The Engine protocol: the only way stages touch the warehouse.
+"""The Engine protocol: the only door to a warehouse database.
 
-Models are written once in DuckDB's dialect; an engine names its SQLGlot dialect so the
-model runner can transpile for it.
+Everything above this package builds SQL as SQLGlot expressions in DuckDB's dialect (the
+dialect models are written in) and hands them to an engine, which renders them for its
+own dialect. An engine knows no stage, no layer and no configuration: it is given a
+connection target by the composition root (`productlens.app`) and tables by name.
+
+Tables are named by `(schema, name)`; engines quote both, so a name from a file or the
+catalog never becomes SQL text of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from datetime import date
+from typing import Literal, Protocol, runtime_checkable
 
 import pyarrow as pa
+from sqlglot import exp
 
+# The warehouse's schemas, in build order. Stages use these names; engines never do.
 LAYERS = ("raw", "staging", "core", "marts", "ops")
+# Models are written in this dialect; an engine transpiles from it.
+SOURCE_DIALECT = "duckdb"
+
+TableKind = Literal["table", "view"]
 
 
 @runtime_checkable
 class Engine(Protocol):
-    """What every warehouse engine provides."""
+    """What every warehouse engine provides. Methods raise `EngineError` on failure."""
 
-    dialect: str
-    name: str
-    # Where the engine keeps the raw layer's files, or None if it keeps raw tables.
-    raw_root: Path | None
+    dialect: str  # SQLGlot's name for the engine's dialect
+    name: str  # duckdb, postgres, spark
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+    # --- statements -------------------------------------------------------------------
+
+    def render(self, expression: exp.Expression) -> str:
+        """The expression (DuckDB dialect) as SQL text for this engine."""
+
+    def execute(self, statement: exp.Expression) -> None:
         """Run one statement for its effect."""
 
-    def fetch_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        """Run one query and return its result as an Arrow table."""
+    def fetch_arrow(self, query: exp.Expression) -> pa.Table:
+        """Run one query; its result as an Arrow table (column names as the query gave)."""
 
-    def fetch_all(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run one query and return its rows as tuples (small results only)."""
+    def fetch_all(self, query: exp.Expression) -> list[tuple[object, ...]]:
+        """Run one query; its rows as tuples (small results only)."""
 
-    def load_arrow(self, table: str, data: pa.Table) -> int:
-        """Append an Arrow table to an existing table; returns rows written."""
+    # --- catalog ----------------------------------------------------------------------
 
-    def load_files(self, table: str, paths: Sequence[Path]) -> int:
-        """Append files (Parquet) to an existing table; returns rows written."""
+    def ensure_schema(self, schema: str) -> None:
+        """Create the schema (database, on Spark) if it does not exist."""
 
-    def table_exists(self, name: str) -> bool:
-        """Whether `schema.table` exists."""
+    def table_kind(self, schema: str, name: str) -> TableKind | None:
+        """Whether `schema.name` is a table, a view, or absent."""
 
     def list_tables(self, schema: str) -> list[str]:
-        """Tables in one schema, sorted."""
+        """Tables and views in one schema, sorted."""
+
+    def columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]]:
+        """A table's or view's columns in order, with SQLGlot types."""
+
+    def drop(self, schema: str, name: str) -> None:
+        """Drop the table or view `schema.name` if it exists."""
+
+    # --- writing ----------------------------------------------------------------------
+
+    def replace_table(
+        self, schema: str, name: str, query: exp.Query, *, partition_by: str | None = None
+    ) -> int:
+        """Build `schema.name` from the query and swap it in for whatever held the name
+        (table or view); returns its row count. A failed build leaves the previous table.
+        `partition_by` names a date column an incremental model overwrites by
+        (`overwrite_range`); engines without partitions ignore it."""
+
+    def replace_view(self, schema: str, name: str, query: exp.Query) -> None:
+        """Create or replace the view `schema.name` (replacing a table of that name)."""
+
+    def overwrite_range(
+        self, schema: str, name: str, column: str, start: date, query: exp.Query
+    ) -> int:
+        """Replace the table's rows with `column >= start` by the query's rows with
+        `column >= start`, atomically (a transaction, or a partition overwrite); returns the
+        table's row count."""
+
+    def create_table(
+        self, schema: str, name: str, columns: Sequence[tuple[str, exp.DataType]]
+    ) -> None:
+        """Create an empty table with these columns if it does not exist."""
+
+    def append_arrow(self, schema: str, name: str, data: pa.Table) -> int:
+        """Append rows to an existing table, columns matched by name; returns rows written."""
+
+    def temp_table(self, name: str, data: pa.Table) -> AbstractContextManager[exp.Table]:
+        """Make an Arrow table readable by queries as the returned table for the block."""
+
+    def parquet_relation(self, paths: Sequence[str]) -> exp.Expression:
+        """A relation (usable in FROM) over Parquet files, local paths or URLs. Engines
+        that cannot read files raise `EngineError`; rows are then loaded instead."""
 
     def transaction(self) -> AbstractContextManager[None]:
-        """Run the statements inside the block atomically."""
+        """Run the statements inside the block atomically where the engine can; engines
+        without transactions run them in order."""
 
     def close(self) -> None:
-        """Release the connection (and any file lock)."""
+        """Release the connection (and any lock or session)."""
+
+
+def table(schema: str, name: str) -> exp.Table:
+    """`schema.name` as a quoted SQLGlot table."""
+    return exp.table_(name, db=schema, quoted=True)
 
 
 def split_name(name: str) -> tuple[str, str]:
     """`schema.table` -> (schema, table); a bare name is rejected."""
-    schema, dot, table = name.partition(".")
-    if not dot or not schema or not table:
+    schema, dot, table_name = name.partition(".")
+    if not dot or not schema or not table_name:
         raise ValueError(f"expected a qualified name schema.table, got {name!r}")
-    return schema, table
+    return schema, table_name
