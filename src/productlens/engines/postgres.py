@@ -1,0 +1,551 @@
+"""The PostgreSQL engine: a server named by a libpq DSN, layers as schemas.
+
+One psycopg 3 connection in autocommit mode carries every statement, so that
+`transaction()`, `append_arrow` and the catalog all see the same session (temp tables
+included). Rows go in as a binary COPY encoded from Arrow by pgpq on that same
+connection (inside the caller's transaction when there is one) and come out through
+psycopg's C loaders, column by column into Arrow.
+
+Transactions nest: the outermost `transaction()` is BEGIN ... COMMIT, an inner one is a
+savepoint, so the atomic methods (`replace_table`, `overwrite_range`, `append_arrow`) keep
+their guarantee on their own and join a caller's transaction when called inside one. An
+error inside an inner block that the caller catches rolls back that block only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from productlens.engines.base import TableKind, table
+from productlens.errors import EngineError
+
+if TYPE_CHECKING:
+    import psycopg
+
+# Rows per Arrow batch handed to the COPY encoder: large enough to amortise a call, small
+# enough to keep one encoded buffer (~10 MB for events) in memory at a time.
+_COPY_BATCH_ROWS = 65_536
+# A table is swapped in under its name from this temporary one (see replace_table).
+_BUILDING_SUFFIX = "__building"
+
+# pg_class.relkind -> what the protocol calls it, and the DROP keyword for it.
+_KINDS: dict[str, TableKind] = {"r": "table", "p": "table", "v": "view"}
+_DROP_KIND = {"table": "TABLE", "view": "VIEW"}
+
+# PostgreSQL's type (pg_type.typname) -> the Arrow type its values are fetched and loaded
+# as. numeric takes its precision and scale from the column's modifier (see _arrow_type).
+_ARROW_BY_TYPNAME: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "int2": pa.int16(),
+    "int4": pa.int32(),
+    "int8": pa.int64(),
+    "float4": pa.float32(),
+    "float8": pa.float64(),
+    "text": pa.string(),
+    "varchar": pa.string(),
+    "bpchar": pa.string(),
+    "name": pa.string(),
+    "json": pa.string(),
+    "jsonb": pa.string(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "bytea": pa.binary(),
+}
+
+# Arrow type -> the column type a temp table gets for it (checked in this order).
+_SQL_BY_ARROW: tuple[tuple[Callable[[pa.DataType], bool], Callable[[pa.DataType], str]], ...] = (
+    (pa.types.is_boolean, lambda _: "BOOLEAN"),
+    (
+        lambda t: pa.types.is_int8(t) or pa.types.is_int16(t) or pa.types.is_uint8(t),
+        lambda _: "SMALLINT",
+    ),
+    (lambda t: pa.types.is_int32(t) or pa.types.is_uint16(t), lambda _: "INT"),
+    (lambda t: pa.types.is_int64(t) or pa.types.is_uint32(t), lambda _: "BIGINT"),
+    (pa.types.is_uint64, lambda _: "DECIMAL(20, 0)"),
+    (lambda t: pa.types.is_float16(t) or pa.types.is_float32(t), lambda _: "REAL"),
+    (pa.types.is_float64, lambda _: "DOUBLE"),
+    (pa.types.is_decimal, lambda t: f"DECIMAL({t.precision}, {t.scale})"),
+    (
+        lambda t: _is_text(t) or pa.types.is_null(t),
+        lambda _: "VARCHAR",
+    ),
+    (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t), lambda _: "BLOB"),
+    (pa.types.is_date, lambda _: "DATE"),
+    (lambda t: pa.types.is_timestamp(t) and t.tz is None, lambda _: "TIMESTAMP"),
+    (pa.types.is_timestamp, lambda _: "TIMESTAMPTZ"),
+)
+
+_MASK = "***"
+
+
+class PostgresEngine:
+    """A PostgreSQL database reached by a DSN (`host=... dbname=...` or a
+    `postgresql://` URL). Sessions run in UTC."""
+
+    dialect = "postgres"
+    name = "postgres"
+
+    def __init__(self, dsn: str, *, application_name: str = "productlens") -> None:
+        import psycopg  # noqa: PLC0415 - only this engine needs the driver
+        from psycopg.types.string import TextLoader  # noqa: PLC0415
+
+        self._psycopg = psycopg
+        where = _masked_dsn(dsn)
+        try:
+            self._con: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
+                dsn, autocommit=True, application_name=application_name
+            )
+        except psycopg.ProgrammingError:
+            # libpq's message may quote the DSN back, password and all.
+            raise EngineError(
+                "invalid PostgreSQL DSN: expected `key=value ...` or a postgresql:// URL",
+                engine=self.name,
+            ) from None
+        except psycopg.Error as exc:
+            reason = _hide(_first_line(exc), _password(dsn))
+            raise EngineError(
+                f"cannot connect to PostgreSQL: {reason}", engine=self.name, dsn=where
+            ) from None
+        # JSON is kept as the text the source wrote; psycopg would parse it into objects.
+        for json_type in ("json", "jsonb"):
+            self._con.adapters.register_loader(json_type, TextLoader)
+        self._run("SET TIME ZONE 'UTC'")
+
+    # --- statements -------------------------------------------------------------------
+
+    def render(self, expression: exp.Expression) -> str:
+        try:
+            return expression.sql(dialect=self.dialect)
+        except SqlglotError as exc:
+            raise EngineError(
+                f"cannot render for PostgreSQL: {_first_line(exc)}", engine=self.name
+            ) from exc
+
+    def execute(self, statement: exp.Expression) -> None:
+        self._run(self.render(statement))
+
+    def fetch_arrow(self, query: exp.Expression) -> pa.Table:
+        sql = self.render(query)
+        with self._errors(sql=sql):
+            cursor = self._con.execute(sql)
+            rows = cursor.fetchall()
+            description = cursor.description or []
+        names = [column.name for column in description]
+        values = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+        arrays = [
+            _to_arrow(column_values, self._arrow_type_of(column))
+            for column_values, column in zip(values, description, strict=True)
+        ]
+        return pa.Table.from_arrays(arrays, names=names)
+
+    def fetch_all(self, query: exp.Expression) -> list[tuple[object, ...]]:
+        sql = self.render(query)
+        with self._errors(sql=sql):
+            return list(self._con.execute(sql).fetchall())
+
+    # --- catalog ----------------------------------------------------------------------
+
+    def ensure_schema(self, schema: str) -> None:
+        self.execute(
+            exp.Create(this=exp.to_identifier(schema, quoted=True), kind="SCHEMA", exists=True)
+        )
+
+    def table_kind(self, schema: str, name: str) -> TableKind | None:
+        query = (
+            exp.select("relkind")
+            .from_("pg_catalog.pg_class")
+            .where(exp.column("oid").eq(self._regclass(schema, name)))
+        )
+        rows = self.fetch_all(query)
+        return _KINDS.get(str(rows[0][0])) if rows else None
+
+    def list_tables(self, schema: str) -> list[str]:
+        query = (
+            exp.select("c.relname")
+            .from_("pg_catalog.pg_class AS c")
+            .join("pg_catalog.pg_namespace AS n", on="n.oid = c.relnamespace")
+            .where(exp.column("nspname", "n").eq(exp.Literal.string(schema)))
+            .where(exp.column("relkind", "c").isin(*map(exp.Literal.string, _KINDS)))
+        )
+        return sorted(str(row[0]) for row in self.fetch_all(query))
+
+    def columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]]:
+        return [
+            (column, _sqlglot_type(typname, type_text))
+            for column, typname, _, type_text in self._catalog_columns(schema, name)
+        ]
+
+    def drop(self, schema: str, name: str) -> None:
+        kind = self.table_kind(schema, name)
+        if kind is not None:
+            self.execute(_drop(kind, schema, name))
+
+    # --- writing ----------------------------------------------------------------------
+
+    def replace_table(
+        self, schema: str, name: str, query: exp.Query, *, partition_by: str | None = None
+    ) -> int:
+        """Build under `<name>__building`, then drop the old table or view and rename, all
+        in one transaction: readers see the old table until the commit, and a failed build
+        rolls back leaving nothing behind. `partition_by` is ignored (no partitions)."""
+        building = name + _BUILDING_SUFFIX
+        with self.transaction(), self._errors(table=f"{schema}.{name}"):
+            self.drop(schema, building)  # a left-over of a crashed run, if any
+            create = exp.Create(this=table(schema, building), kind="TABLE", expression=query.copy())
+            rows = self._run(self.render(create), table=f"{schema}.{name}")
+            kind = self.table_kind(schema, name)
+            if kind is not None:
+                self.execute(_drop(kind, schema, name))
+            new_name = exp.Table(this=exp.to_identifier(name, quoted=True))
+            self.execute(
+                exp.Alter(
+                    this=table(schema, building),
+                    kind="TABLE",
+                    actions=[exp.AlterRename(this=new_name)],
+                )
+            )
+        return rows
+
+    def replace_view(self, schema: str, name: str, query: exp.Query) -> None:
+        with self.transaction():
+            kind = self.table_kind(schema, name)
+            if kind is not None:
+                self.execute(_drop(kind, schema, name))
+            create = exp.Create(this=table(schema, name), kind="VIEW", expression=query.copy())
+            self._run(self.render(create), table=f"{schema}.{name}")
+
+    def overwrite_range(
+        self, schema: str, name: str, column: str, start: date, query: exp.Query
+    ) -> int:
+        target = table(schema, name)
+        names = [col for col, _ in self.columns(schema, name)]
+        since = exp.column(column, quoted=True).__ge__(
+            exp.cast(exp.Literal.string(start.isoformat()), "DATE")
+        )
+        new_rows = (
+            exp.select(*(exp.column(col, quoted=True) for col in names))
+            .from_(query.copy().subquery("new_rows"))
+            .where(since.copy())
+        )
+        insert = exp.Insert(
+            this=exp.Schema(
+                this=target, expressions=[exp.to_identifier(c, quoted=True) for c in names]
+            ),
+            expression=new_rows,
+        )
+        with self.transaction():
+            self.execute(exp.delete(target.copy(), where=since))
+            self.execute(insert)
+            count = self.fetch_all(exp.select(exp.func("count", exp.Star())).from_(target.copy()))
+        return int(str(count[0][0]))
+
+    def create_table(
+        self, schema: str, name: str, columns: Sequence[tuple[str, exp.DataType]]
+    ) -> None:
+        definitions = [
+            exp.ColumnDef(this=exp.to_identifier(column, quoted=True), kind=kind.copy())
+            for column, kind in columns
+        ]
+        self.execute(
+            exp.Create(
+                this=exp.Schema(this=table(schema, name), expressions=definitions),
+                kind="TABLE",
+                exists=True,
+            )
+        )
+
+    def append_arrow(self, schema: str, name: str, data: pa.Table) -> int:
+        """A binary COPY of the rows, each column cast (safely: no overflow, no lost
+        digits) to its table column's type; JSON into jsonb is encoded as jsonb."""
+        from pgpq import ArrowToPostgresBinaryEncoder  # noqa: PLC0415 - optional extra
+        from pgpq.encoders import (  # noqa: PLC0415
+            LargeStringEncoderBuilder,
+            StringEncoderBuilder,
+            StringViewEncoderBuilder,
+        )
+        from pgpq.schema import Jsonb  # noqa: PLC0415
+
+        where = f"{schema}.{name}"
+        catalog = {
+            col: (typname, typmod)
+            for col, typname, typmod, _ in self._catalog_columns(schema, name)
+        }
+        if not catalog:
+            raise EngineError("no such table to append to", engine=self.name, table=where)
+        unknown = [col for col in data.column_names if col not in catalog]
+        if unknown or len(set(data.column_names)) != data.num_columns:
+            raise EngineError(
+                f"the rows' columns {data.column_names} do not match the table's {list(catalog)}",
+                engine=self.name,
+                table=where,
+            )
+        columns = [
+            _loadable(data.column(col), *catalog[col], column=col, table=where)
+            for col in data.column_names
+        ]
+        rows = pa.Table.from_arrays(columns, names=data.column_names)
+        jsonb_builders: dict[pa.DataType, Any] = {
+            pa.string(): StringEncoderBuilder,
+            pa.large_string(): LargeStringEncoderBuilder,
+            pa.string_view(): StringViewEncoderBuilder,
+        }
+        encoders = {
+            field.name: jsonb_builders[field.type].new_with_output(field, Jsonb())
+            for field in rows.schema
+            if catalog[field.name][0] == "jsonb"
+        }
+        encoder = (
+            ArrowToPostgresBinaryEncoder.new_with_encoders(rows.schema, encoders)
+            if encoders
+            else ArrowToPostgresBinaryEncoder(rows.schema)
+        )
+        copy = exp.Copy(
+            this=exp.Schema(
+                this=table(schema, name),
+                expressions=[exp.to_identifier(col, quoted=True) for col in rows.column_names],
+            ),
+            kind=True,
+            files=[exp.Var(this="STDIN")],
+            params=[
+                exp.CopyParameter(this=exp.Var(this="FORMAT"), expression=exp.Var(this="binary"))
+            ],
+        )
+        statement = copy.sql(dialect=self.dialect)
+        with (
+            self.transaction(),
+            self._errors(table=where),
+            self._con.cursor().copy(statement) as writer,
+        ):
+            writer.write(encoder.write_header())
+            for batch in rows.to_batches(max_chunksize=_COPY_BATCH_ROWS):
+                writer.write(encoder.write_batch(batch))
+            writer.write(encoder.finish())
+        return int(data.num_rows)
+
+    @contextmanager
+    def _temp_table(self, name: str, data: pa.Table) -> Iterator[exp.Table]:
+        relation = table("pg_temp", name)
+        definitions = [
+            exp.ColumnDef(
+                this=exp.to_identifier(field.name, quoted=True),
+                kind=exp.DataType.build(_sql_type_for(field.type, name), dialect="duckdb"),
+            )
+            for field in data.schema
+        ]
+        self.execute(
+            exp.Create(
+                this=exp.Schema(this=relation.copy(), expressions=definitions),
+                kind="TABLE",
+                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+            )
+        )
+        try:
+            self.append_arrow("pg_temp", name, data)
+            yield relation
+        finally:
+            self.execute(_drop("table", "pg_temp", name))
+
+    def temp_table(self, name: str, data: pa.Table) -> AbstractContextManager[exp.Table]:
+        """A TEMP table of this session loaded from the rows, dropped after the block."""
+        return self._temp_table(name, data)
+
+    def parquet_relation(self, paths: Sequence[str]) -> exp.Expression:
+        raise EngineError(
+            "PostgreSQL reads no Parquet files: load their rows with append_arrow",
+            engine=self.name,
+        )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._errors(), self._con.transaction():
+            yield
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """BEGIN ... COMMIT (a savepoint when nested); an exception rolls the block back."""
+        return self._transaction()
+
+    def close(self) -> None:
+        self._con.close()
+
+    # --- internals --------------------------------------------------------------------
+
+    def _run(self, sql: str, **context: str) -> int:
+        """Run one statement; its row count (-1 when it has none)."""
+        with self._errors(sql=sql, **context):
+            return int(self._con.execute(sql).rowcount)
+
+    @contextmanager
+    def _errors(self, **context: str) -> Iterator[None]:
+        """psycopg's errors as EngineError with PostgreSQL's first line; Ctrl-C is left
+        alone (psycopg has already cancelled the query on the server)."""
+        try:
+            yield
+        except self._psycopg.Error as exc:
+            if "table" in context:
+                context.pop("sql", None)
+            elif "sql" in context:
+                context["sql"] = _excerpt(context["sql"])
+            raise EngineError(_first_line(exc), engine=self.name, **context) from exc
+
+    def _regclass(self, schema: str, name: str) -> exp.Func:
+        # to_regclass resolves a quoted qualified name (pg_temp included) or gives NULL.
+        quoted = table(schema, name).sql(dialect=self.dialect)
+        return exp.func("to_regclass", exp.Literal.string(quoted))
+
+    def _catalog_columns(self, schema: str, name: str) -> list[tuple[str, str, int, str]]:
+        """(column, typname, typmod, format_type) of a relation, in order."""
+        query = (
+            exp.select(
+                "a.attname",
+                "t.typname",
+                "a.atttypmod",
+                exp.func("format_type", exp.column("atttypid", "a"), exp.column("atttypmod", "a")),
+            )
+            .from_("pg_catalog.pg_attribute AS a")
+            .join("pg_catalog.pg_type AS t", on="t.oid = a.atttypid")
+            .where(exp.column("attrelid", "a").eq(self._regclass(schema, name)))
+            .where("a.attnum > 0 AND NOT a.attisdropped")
+            .order_by("a.attnum")
+        )
+        return [(str(c), str(t), int(m), str(f)) for c, t, m, f in self.fetch_all(query)]  # type: ignore[call-overload]
+
+    def _arrow_type_of(self, column: psycopg.Column) -> pa.DataType | None:
+        info = self._con.adapters.types.get(column.type_code)
+        typname = info.name if info is not None else ""
+        if typname == "numeric":
+            precision, scale = column.precision, column.scale
+            return pa.decimal128(precision, scale or 0) if precision else None
+        return _ARROW_BY_TYPNAME.get(typname)
+
+
+def _loadable(
+    values: pa.ChunkedArray, typname: str, typmod: int, *, column: str, table: str
+) -> pa.ChunkedArray:
+    """A column cast to the Arrow type its table column loads from, refusing what would
+    change a value."""
+    target = _arrow_type(typname, typmod, values.type)
+    if target is None:
+        raise EngineError(
+            f"column {column!r}: cannot load Arrow {values.type} into PostgreSQL {typname}",
+            engine="postgres",
+            table=table,
+        )
+    if pa.types.is_string(target) and _is_text(values.type):
+        target = values.type  # the encoder takes these as they are
+    try:
+        # A zoned timestamp into a plain one keeps its UTC instant (naive means UTC here),
+        # and the reverse reads a naive one as UTC: Arrow stores both as UTC already.
+        loadable = values if values.type == target else values.cast(target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise EngineError(
+            f"column {column!r}: cannot store {values.type} as {typname} without changing "
+            f"values: {_first_line(exc)}",
+            engine="postgres",
+            table=table,
+        ) from None
+    if _is_text(target) and pc.any(pc.match_substring(loadable, "\x00")).as_py():
+        raise EngineError(
+            f"column {column!r}: text contains a NUL character, which PostgreSQL text cannot store",
+            engine="postgres",
+            table=table,
+        )
+    return loadable
+
+
+def _is_text(arrow: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(arrow)
+        or pa.types.is_large_string(arrow)
+        or pa.types.is_string_view(arrow)
+    )
+
+
+def _arrow_type(typname: str, typmod: int, source: pa.DataType) -> pa.DataType | None:
+    """The Arrow type a column of this PostgreSQL type is loaded from."""
+    if typname != "numeric":
+        return _ARROW_BY_TYPNAME.get(typname)
+    if typmod >= 4:  # numeric(p, s): typmod = ((p << 16) | s) + 4
+        precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
+        return pa.decimal128(precision, scale) if precision <= 38 else None
+    if pa.types.is_decimal(source):
+        return source
+    if pa.types.is_integer(source):
+        return pa.decimal128(20, 0)
+    return None  # a float into unconstrained numeric has no exact scale to take
+
+
+def _sqlglot_type(typname: str, type_text: str) -> exp.DataType:
+    """A catalog type as SQLGlot's (format_type's text, e.g. `numeric(12,2)`, `jsonb`)."""
+    try:
+        return exp.DataType.build(type_text, dialect="postgres")
+    except SqlglotError:
+        return exp.DataType.build(typname, dialect="postgres", udt=True)
+
+
+def _sql_type_for(arrow: pa.DataType, table_name: str) -> str:
+    for matches, sql in _SQL_BY_ARROW:
+        if matches(arrow):
+            return sql(arrow)
+    raise EngineError(
+        f"no PostgreSQL column type for Arrow {arrow}", engine="postgres", table=table_name
+    )
+
+
+def _to_arrow(values: Sequence[Any], arrow_type: pa.DataType | None) -> pa.Array:
+    # Arrow converts the whole column in C; the type comes from the result's description
+    # so that an empty or all-null column keeps it.
+    return pa.array(values, type=arrow_type) if arrow_type is not None else pa.array(values)
+
+
+def _drop(kind: TableKind, schema: str, name: str) -> exp.Drop:
+    return exp.Drop(tables=[table(schema, name)], kind=_DROP_KIND[kind], exists=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    text = str(primary or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _excerpt(sql: str, limit: int = 160) -> str:
+    flat = " ".join(sql.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _password(dsn: str) -> str | None:
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    try:
+        value = conninfo_to_dict(dsn).get("password")
+    except Exception:  # noqa: BLE001 - an unparsable DSN has no password we can find
+        return None
+    return str(value) if value else None
+
+
+def _hide(text: str, secret: str | None) -> str:
+    return text.replace(secret, _MASK) if secret else text
+
+
+def _masked_dsn(dsn: str) -> str:
+    """The DSN for messages: its password replaced by ***, or just `<unparsable>`."""
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001
+        return "<unparsable>"
+    shown = {key: (_MASK if key == "password" else str(value)) for key, value in parts.items()}
+    return " ".join(f"{key}={value}" for key, value in shown.items())
+
+
+__all__ = ["PostgresEngine"]
