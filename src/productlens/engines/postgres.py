@@ -298,16 +298,16 @@ class PostgresEngine:
             pa.large_string(): LargeStringEncoderBuilder,
             pa.string_view(): StringViewEncoderBuilder,
         }
+        # pgpq wants an encoder for every field once one is given.
         encoders = {
-            field.name: jsonb_builders[field.type].new_with_output(field, Jsonb())
+            field.name: (
+                jsonb_builders[field.type].new_with_output(field, Jsonb())
+                if catalog[field.name][0] == "jsonb"
+                else ArrowToPostgresBinaryEncoder.infer_encoder(field)
+            )
             for field in rows.schema
-            if catalog[field.name][0] == "jsonb"
         }
-        encoder = (
-            ArrowToPostgresBinaryEncoder.new_with_encoders(rows.schema, encoders)
-            if encoders
-            else ArrowToPostgresBinaryEncoder(rows.schema)
-        )
+        encoder = ArrowToPostgresBinaryEncoder.new_with_encoders(rows.schema, encoders)
         copy = exp.Copy(
             this=exp.Schema(
                 this=table(schema, name),
