@@ -320,22 +320,26 @@ def test_a_left_over_building_table_does_not_block_a_build(pg: PostgresEngine) -
     assert pg.list_tables("raw") == ["t"]
 
 
+def append_then_fail(pg: PostgresEngine) -> None:
+    with pg.transaction():
+        pg.append_arrow("raw", "log", pa.table({"x": pa.array([2], pa.int32())}))
+        pg.execute(q("SELECT * FROM raw.nope"))
+
+
 def test_nested_transaction_rolls_back_only_the_inner_block(pg: PostgresEngine) -> None:
     pg.create_table("raw", "log", [("x", exp.DataType.build("INT"))])
     insert = exp.insert(q("SELECT 1"), table("raw", "log"))
     with pg.transaction():
         pg.execute(insert)
-        with pytest.raises(EngineError), pg.transaction():
-            pg.append_arrow("raw", "log", pa.table({"x": pa.array([2], pa.int32())}))
-            pg.execute(q("SELECT * FROM raw.nope"))
+        with pytest.raises(EngineError):
+            append_then_fail(pg)
     assert pg.fetch_all(q("SELECT x FROM raw.log")) == [(1,)]
 
 
 def test_append_arrow_joins_the_callers_transaction(pg: PostgresEngine) -> None:
     pg.create_table("raw", "log", [("x", exp.DataType.build("INT"))])
-    with pytest.raises(EngineError), pg.transaction():
-        pg.append_arrow("raw", "log", pa.table({"x": pa.array([1, 2], pa.int32())}))
-        pg.execute(q("SELECT * FROM raw.nope"))
+    with pytest.raises(EngineError):
+        append_then_fail(pg)
     assert pg.fetch_all(q("SELECT count(*) FROM raw.log")) == [(0,)]
 
 
