@@ -87,7 +87,7 @@ EDGE_ROWS = pa.table(
             ],
             pa.decimal128(38, 10),
         ),
-        'it\'s "s"': ['it\'s "quoted"', "é ü 日本 🙂", "", None],
+        'it\'s "s"': ['it\'s "quoted"', "é ü 日本 🙂\nnext, line\r\n", "", None],
         "b": [True, False, True, None],
         "d": pa.array([date(1970, 1, 1), date(2024, 2, 29), date(9999, 12, 31), None]),
         "ts": pa.array(
@@ -120,6 +120,41 @@ def test_every_type_round_trips_exactly_with_nulls(pg: PostgresEngine) -> None:
     expected = EDGE_ROWS.sort_by("i")
     assert got.schema.types == expected.schema.types
     assert got.to_pylist() == expected.to_pylist()
+
+
+def test_the_csv_and_row_paths_of_fetch_arrow_agree(pg: PostgresEngine) -> None:
+    make_table(pg, "edge", TYPES)
+    pg.append_arrow("raw", "edge", EDGE_ROWS)
+    query = exp.select("*").from_(table("raw", "edge"))
+    assert pg.fetch_arrow(query).equals(pg._fetch_rows(pg.render(query)))
+
+
+def test_numeric_without_a_scale_takes_the_values_scale(pg: PostgresEngine) -> None:
+    make_table(pg, "edge", TYPES)
+    pg.append_arrow("raw", "edge", EDGE_ROWS)
+    # sum() of numeric(12, 2) is numeric without a declared scale on PostgreSQL.
+    query = q("SELECT sum(m) AS total, sum(w) AS wide FROM raw.edge")
+    got = pg.fetch_arrow(query)
+    assert got.schema.types == [pa.decimal128(38, 2), pa.decimal128(38, 10)]
+    assert got.to_pylist() == [
+        {
+            "total": Decimal("-9999999999.98"),
+            "wide": Decimal("1234567890123456789012345678.0123456788"),
+        }
+    ]
+    assert pg._fetch_rows(pg.render(query)).equals(got)
+
+
+def test_a_result_csv_cannot_carry_takes_the_row_path(pg: PostgresEngine) -> None:
+    got = pg.fetch_arrow(q("SELECT [1, 2] AS arr, CAST('1.5' AS DECIMAL(9, 3)) AS m"))
+    assert got.to_pylist() == [{"arr": [1, 2], "m": Decimal("1.500")}]
+    assert got.schema.field("m").type == pa.decimal128(9, 3)
+
+
+def test_a_value_arrow_cannot_hold_is_an_engine_error(pg: PostgresEngine, pg_dsn: str) -> None:
+    setup_sql(pg_dsn, "CREATE TABLE raw.old AS SELECT DATE '0044-03-15 BC' AS d")
+    with pytest.raises(EngineError, match="date"):
+        pg.fetch_arrow(exp.select("d").from_(table("raw", "old")))
 
 
 def test_append_matches_columns_by_name_and_leaves_the_rest_null(pg: PostgresEngine) -> None:

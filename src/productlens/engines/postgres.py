@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
@@ -134,7 +135,62 @@ class PostgresEngine:
         self._run(self.render(statement))
 
     def fetch_arrow(self, query: exp.Expression) -> pa.Table:
+        """The result as CSV from `COPY (query) TO STDOUT`, parsed by Arrow's C reader
+        with the result's own column types (about 4x faster than building Arrow from
+        Python rows); results with a type CSV cannot carry exactly take the row path."""
         sql = self.render(query)
+        if isinstance(query, exp.Query):
+            probe = exp.select("*").from_(query.copy().subquery("result")).limit(0)
+            with self._errors(sql=sql):
+                description = self._con.execute(self.render(probe)).description or []
+            types = [self._column_type(column) for column in description]
+            if all(arrow is not None or name == "numeric" for name, arrow in types):
+                names = [column.name for column in description]
+                try:
+                    return self._fetch_csv(query, names, types)
+                except pa.ArrowInvalid:
+                    pass  # a value Arrow's parser does not take (a BC date...): rows below
+        return self._fetch_rows(sql)
+
+    def _fetch_csv(
+        self, query: exp.Query, names: list[str], types: list[tuple[str, pa.DataType | None]]
+    ) -> pa.Table:
+        copy = exp.Copy(
+            this=exp.Subquery(this=query.copy()),
+            kind=False,
+            files=[exp.Var(this="STDOUT")],
+            params=[exp.CopyParameter(this=exp.Var(this="FORMAT"), expression=exp.Var(this="csv"))],
+        )
+        sql = self.render(copy)
+        with self._errors(sql=sql), self._con.cursor().copy(sql) as reader:
+            data = b"".join(bytes(chunk) for chunk in reader)
+        read_as = [arrow if arrow is not None else pa.string() for _, arrow in types]
+        if not data:
+            columns = [pa.chunked_array([], type=arrow) for arrow in read_as]
+        else:
+            keys = [f"c{index}" for index in range(len(names))]  # names may repeat
+            parsed = pacsv.read_csv(
+                pa.BufferReader(data),
+                read_options=pacsv.ReadOptions(column_names=keys),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict(zip(keys, read_as, strict=True)),
+                    # PostgreSQL writes NULL as an empty field, '' as a quoted one.
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                    true_values=["t"],
+                    false_values=["f"],
+                ),
+            )
+            columns = list(parsed.columns)
+        columns = [
+            _decimal_from_text(column) if arrow is None else column
+            for column, (_, arrow) in zip(columns, types, strict=True)
+        ]
+        return pa.Table.from_arrays(columns, names=names)
+
+    def _fetch_rows(self, sql: str) -> pa.Table:
         with self._errors(sql=sql):
             cursor = self._con.execute(sql)
             rows = cursor.fetchall()
@@ -142,7 +198,7 @@ class PostgresEngine:
         names = [column.name for column in description]
         values = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         arrays = [
-            _to_arrow(column_values, self._arrow_type_of(column))
+            _to_arrow(column_values, *self._column_type(column))
             for column_values, column in zip(values, description, strict=True)
         ]
         return pa.Table.from_arrays(arrays, names=names)
@@ -418,13 +474,17 @@ class PostgresEngine:
         )
         return [(str(c), str(t), int(m), str(f)) for c, t, m, f in self.fetch_all(query)]  # type: ignore[call-overload]
 
-    def _arrow_type_of(self, column: psycopg.Column) -> pa.DataType | None:
+    def _column_type(self, column: psycopg.Column) -> tuple[str, pa.DataType | None]:
+        """A result column's type name and Arrow type (None: unknown, or numeric without
+        a declared scale, whose scale is taken from the values)."""
         info = self._con.adapters.types.get(column.type_code)
         typname = info.name if info is not None else ""
+        if info is not None and column.type_code == info.array_oid:
+            typname = "_" + typname  # the registry answers an array's oid with its element
         if typname == "numeric":
             precision, scale = column.precision, column.scale
-            return pa.decimal128(precision, scale or 0) if precision else None
-        return _ARROW_BY_TYPNAME.get(typname)
+            return typname, (pa.decimal128(precision, scale or 0) if precision else None)
+        return typname, _ARROW_BY_TYPNAME.get(typname)
 
 
 def _loadable(
@@ -500,10 +560,37 @@ def _sql_type_for(arrow: pa.DataType, table_name: str) -> str:
     )
 
 
-def _to_arrow(values: Sequence[Any], arrow_type: pa.DataType | None) -> pa.Array:
+def _to_arrow(values: Sequence[Any], typname: str, arrow_type: pa.DataType | None) -> pa.Array:
     # Arrow converts the whole column in C; the type comes from the result's description
     # so that an empty or all-null column keeps it.
-    return pa.array(values, type=arrow_type) if arrow_type is not None else pa.array(values)
+    if arrow_type is not None:
+        return pa.array(values, type=arrow_type)
+    if typname == "numeric":
+        try:
+            as_text = pa.array(values).cast(pa.string())
+        except pa.ArrowInvalid as exc:  # NaN
+            raise EngineError(
+                f"numeric without an Arrow decimal: {exc}", engine="postgres"
+            ) from None
+        return _decimal_from_text(as_text)
+    return pa.array(values)
+
+
+def _decimal_from_text(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """numeric values without a declared scale (PostgreSQL's text, never an exponent) as
+    decimal128(38, s), s the largest scale among them; decimal256 when 38 digits do not
+    hold them."""
+    dot = pc.find_substring(text, ".")
+    digits = pc.if_else(pc.greater_equal(dot, 0), pc.subtract(pc.utf8_length(text), dot), 1)
+    scale = max(int(pc.max(digits).as_py() or 1) - 1, 0)
+    for decimal in (pa.decimal128(38, scale), pa.decimal256(76, scale)):
+        try:
+            return text.cast(decimal, safe=True)
+        except pa.ArrowInvalid:
+            continue
+    raise EngineError(
+        "a numeric value has no Arrow decimal (NaN, or more than 76 digits)", engine="postgres"
+    )
 
 
 def _drop(kind: TableKind, schema: str, name: str) -> exp.Drop:
