@@ -439,6 +439,36 @@ def test_ctrl_c_cancels_the_query_on_the_server(pg: PostgresEngine, pg_dsn: str)
     assert pg.fetch_all(q("SELECT 1")) == [(1,)]  # the session is still usable
 
 
+def test_exact_whatever_the_servers_defaults(pg_dsn: str) -> None:
+    dbname = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        for setting in (
+            "extra_float_digits = 0",
+            "DateStyle = 'SQL, DMY'",
+            "TimeZone = 'Asia/Tokyo'",
+        ):
+            con.execute(
+                psycopg.sql.SQL("ALTER DATABASE {} SET " + setting).format(
+                    psycopg.sql.Identifier(dbname)
+                )
+            )
+    engine = PostgresEngine(pg_dsn)
+    try:
+        query = q(
+            "SELECT CAST(1 AS DOUBLE) / 3 AS third, CAST('2024-02-03' AS DATE) AS day, "
+            "CAST('2024-02-03 04:05:06' AS TIMESTAMPTZ) AS at"
+        )
+        expected = {
+            "third": 1 / 3,
+            "day": date(2024, 2, 3),
+            "at": datetime(2024, 2, 3, 4, 5, 6, tzinfo=UTC),
+        }
+        assert engine.fetch_arrow(query).to_pylist() == [expected]
+        assert engine.fetch_all(query) == [tuple(expected.values())]
+    finally:
+        engine.close()
+
+
 def test_application_name_is_set(pg_dsn: str) -> None:
     engine = PostgresEngine(pg_dsn, application_name="productlens-test")
     try:

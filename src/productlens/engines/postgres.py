@@ -86,6 +86,7 @@ _SQL_BY_ARROW: tuple[tuple[Callable[[pa.DataType], bool], Callable[[pa.DataType]
 )
 
 _MASK = "***"
+_SESSION = ("SET TIME ZONE 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET extra_float_digits = 1")
 
 
 class PostgresEngine:
@@ -119,7 +120,10 @@ class PostgresEngine:
         # JSON is kept as the text the source wrote; psycopg would parse it into objects.
         for json_type in ("json", "jsonb"):
             self._con.adapters.register_loader(json_type, TextLoader)
-        self._run("SET TIME ZONE 'UTC'")
+        # Times are UTC; dates print as ISO (the CSV path parses them); floats print with
+        # the shortest text that reads back exactly, whatever the server's defaults.
+        for setting in _SESSION:
+            self._run(setting)
 
     # --- statements -------------------------------------------------------------------
 
