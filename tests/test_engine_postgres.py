@@ -439,6 +439,21 @@ def test_ctrl_c_cancels_the_query_on_the_server(pg: PostgresEngine, pg_dsn: str)
     assert pg.fetch_all(q("SELECT 1")) == [(1,)]  # the session is still usable
 
 
+def test_ctrl_c_during_a_load_cancels_it(pg: PostgresEngine, pg_dsn: str) -> None:
+    pg.create_table("raw", "log", [("x", exp.DataType.build("BIGINT"))])
+    with psycopg.connect(pg_dsn) as holder:
+        holder.execute("LOCK TABLE raw.log")  # the COPY waits on the server for this lock
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pg.append_arrow("raw", "log", pa.table({"x": pa.array([1, 2, 3], pa.int64())}))
+        finally:
+            timer.cancel()
+        holder.rollback()
+    assert pg.fetch_all(q("SELECT count(*) FROM raw.log")) == [(0,)]
+
+
 def test_exact_whatever_the_servers_defaults(pg_dsn: str) -> None:
     dbname = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
     with psycopg.connect(pg_dsn, autocommit=True) as con:
