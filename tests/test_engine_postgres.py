@@ -151,6 +151,16 @@ def test_a_result_csv_cannot_carry_takes_the_row_path(pg: PostgresEngine) -> Non
     assert got.schema.field("m").type == pa.decimal128(9, 3)
 
 
+def test_uuid_and_bytea_fetch_as_text_and_bytes(pg: PostgresEngine, pg_dsn: str) -> None:
+    setup_sql(
+        pg_dsn,
+        "CREATE TABLE raw.odd AS SELECT 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid AS u, "
+        "'\\x00ff0a'::bytea AS b",
+    )
+    got = pg.fetch_arrow(exp.select("u", "b").from_(table("raw", "odd")))
+    assert got.to_pylist() == [{"u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "b": b"\x00\xff\n"}]
+
+
 def test_a_value_arrow_cannot_hold_is_an_engine_error(pg: PostgresEngine, pg_dsn: str) -> None:
     setup_sql(pg_dsn, "CREATE TABLE raw.old AS SELECT DATE '0044-03-15 BC' AS d")
     with pytest.raises(EngineError, match="date"):

@@ -60,6 +60,7 @@ _ARROW_BY_TYPNAME: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us"),
     "timestamptz": pa.timestamp("us", tz="UTC"),
     "bytea": pa.binary(),
+    "uuid": pa.string(),
 }
 
 # Arrow type -> the column type a temp table gets for it (checked in this order).
@@ -118,8 +119,9 @@ class PostgresEngine:
                 f"cannot connect to PostgreSQL: {reason}", engine=self.name, dsn=where
             ) from None
         # JSON is kept as the text the source wrote; psycopg would parse it into objects.
-        for json_type in ("json", "jsonb"):
-            self._con.adapters.register_loader(json_type, TextLoader)
+        # uuid likewise as its text (Arrow has no uuid objects to take).
+        for text_type in ("json", "jsonb", "uuid"):
+            self._con.adapters.register_loader(text_type, TextLoader)
         # Times are UTC; dates print as ISO (the CSV path parses them); floats print with
         # the shortest text that reads back exactly, whatever the server's defaults.
         for setting in _SESSION:
@@ -148,7 +150,7 @@ class PostgresEngine:
             with self._errors(sql=sql):
                 description = self._con.execute(self.render(probe)).description or []
             types = [self._column_type(column) for column in description]
-            if all(arrow is not None or name == "numeric" for name, arrow in types):
+            if all(_csv_carries(name, arrow) for name, arrow in types):
                 names = [column.name for column in description]
                 try:
                     return self._fetch_csv(query, names, types)
@@ -175,7 +177,8 @@ class PostgresEngine:
             keys = [f"c{index}" for index in range(len(names))]  # names may repeat
             parsed = pacsv.read_csv(
                 pa.BufferReader(data),
-                read_options=pacsv.ReadOptions(column_names=keys),
+                # A block must hold a whole row (text may hold newlines): 16 MiB rows.
+                read_options=pacsv.ReadOptions(column_names=keys, block_size=1 << 24),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types=dict(zip(keys, read_as, strict=True)),
@@ -202,7 +205,7 @@ class PostgresEngine:
         names = [column.name for column in description]
         values = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         arrays = [
-            _to_arrow(column_values, *self._column_type(column))
+            _to_arrow(column_values, *self._column_type(column), column=column.name)
             for column_values, column in zip(values, description, strict=True)
         ]
         return pa.Table.from_arrays(arrays, names=names)
@@ -564,20 +567,30 @@ def _sql_type_for(arrow: pa.DataType, table_name: str) -> str:
     )
 
 
-def _to_arrow(values: Sequence[Any], typname: str, arrow_type: pa.DataType | None) -> pa.Array:
+def _to_arrow(
+    values: Sequence[Any], typname: str, arrow_type: pa.DataType | None, *, column: str
+) -> pa.Array | pa.ChunkedArray:
     # Arrow converts the whole column in C; the type comes from the result's description
     # so that an empty or all-null column keeps it.
-    if arrow_type is not None:
-        return pa.array(values, type=arrow_type)
-    if typname == "numeric":
-        try:
-            as_text = pa.array(values).cast(pa.string())
-        except pa.ArrowInvalid as exc:  # NaN
-            raise EngineError(
-                f"numeric without an Arrow decimal: {exc}", engine="postgres"
-            ) from None
-        return _decimal_from_text(as_text)
-    return pa.array(values)
+    try:
+        if arrow_type is not None:
+            return pa.array(values, type=arrow_type)
+        if typname == "numeric":
+            return _decimal_from_text(pa.array(values).cast(pa.string()))
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise EngineError(
+            f"column {column!r}: PostgreSQL {typname.lstrip('_')}"
+            f"{'[]' if typname.startswith('_') else ''} has no Arrow form here: "
+            f"{_first_line(exc)}",
+            engine="postgres",
+        ) from None
+
+
+def _csv_carries(typname: str, arrow: pa.DataType | None) -> bool:
+    """Whether a result column reads exactly from PostgreSQL's CSV text (bytea prints
+    as hex text; arrays and other types have no Arrow parse)."""
+    return typname != "bytea" and (arrow is not None or typname == "numeric")
 
 
 def _decimal_from_text(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
