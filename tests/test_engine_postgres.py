@@ -388,6 +388,12 @@ def test_append_arrow_joins_the_callers_transaction(pg: PostgresEngine) -> None:
     assert pg.fetch_all(q("SELECT count(*) FROM raw.log")) == [(0,)]
 
 
+def test_temp_table_holds_every_type_exactly(pg: PostgresEngine) -> None:
+    with pg.temp_table("edge", EDGE_ROWS) as relation:
+        got = pg.fetch_arrow(exp.select("*").from_(relation).order_by(exp.column("i")))
+    assert got.equals(EDGE_ROWS.sort_by("i"))
+
+
 def test_temp_table_is_gone_after_the_block(pg: PostgresEngine) -> None:
     data = pa.table(
         {"k": pa.array([1, 2], pa.int64()), "at": pa.array([None, 1], pa.timestamp("us"))}

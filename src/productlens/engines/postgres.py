@@ -3,8 +3,9 @@
 One psycopg 3 connection in autocommit mode carries every statement, so that
 `transaction()`, `append_arrow` and the catalog all see the same session (temp tables
 included). Rows go in as a binary COPY encoded from Arrow by pgpq on that same
-connection (inside the caller's transaction when there is one) and come out through
-psycopg's C loaders, column by column into Arrow.
+connection (inside the caller's transaction when there is one), and come out as a CSV
+COPY parsed by Arrow's C reader with the result's own column types (psycopg's row
+loaders for the few types CSV cannot carry). No Python loop touches a row either way.
 
 Transactions nest: the outermost `transaction()` is BEGIN ... COMMIT, an inner one is a
 savepoint, so the atomic methods (`replace_table`, `overwrite_range`, `append_arrow`) keep
@@ -76,10 +77,7 @@ _SQL_BY_ARROW: tuple[tuple[Callable[[pa.DataType], bool], Callable[[pa.DataType]
     (lambda t: pa.types.is_float16(t) or pa.types.is_float32(t), lambda _: "REAL"),
     (pa.types.is_float64, lambda _: "DOUBLE"),
     (pa.types.is_decimal, lambda t: f"DECIMAL({t.precision}, {t.scale})"),
-    (
-        lambda t: _is_text(t) or pa.types.is_null(t),
-        lambda _: "VARCHAR",
-    ),
+    (lambda t: _is_text(t) or pa.types.is_null(t), lambda _: "VARCHAR"),
     (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t), lambda _: "BLOB"),
     (pa.types.is_date, lambda _: "DATE"),
     (lambda t: pa.types.is_timestamp(t) and t.tz is None, lambda _: "TIMESTAMP"),
