@@ -438,6 +438,43 @@ def test_bad_dsn_and_unknown_database_are_clear(pg_server: servers.PostgresServe
     assert "hunter2secret" not in str(caught.value)
 
 
+def test_a_role_that_may_not_log_in_is_refused_clearly(
+    pg_server: servers.PostgresServer, pg_dsn: str
+) -> None:
+    setup_sql(pg_dsn, "CREATE ROLE visitor NOLOGIN PASSWORD 'hunter2secret'")
+    dsn = f"host=127.0.0.1 port={pg_server.port} user=visitor password=hunter2secret dbname=x"
+    with pytest.raises(EngineError, match='role "visitor" is not permitted to log in') as caught:
+        PostgresEngine(dsn)
+    assert "hunter2secret" not in str(caught.value)
+    assert "password=***" in str(caught.value)
+
+
+def test_a_lost_connection_is_an_engine_error(pg: PostgresEngine, pg_dsn: str) -> None:
+    pid = pg.fetch_all(q("SELECT pg_backend_pid()"))[0][0]
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    with pytest.raises(EngineError) as caught:
+        pg.fetch_all(q("SELECT 1"))
+    assert "\n" not in str(caught.value)
+    assert "engine=postgres" in str(caught.value)
+
+
+def test_names_with_quotes_and_long_names_work(pg: PostgresEngine) -> None:
+    schema, name = 'it\'s "raw"', 'a "quoted" tablé'
+    pg.ensure_schema(schema)
+    pg.replace_table(schema, name, q('SELECT 1 AS "it\'s"'))
+    pg.append_arrow(schema, name, pa.table({"it's": pa.array([2], pa.int32())}))
+    assert pg.list_tables(schema) == [name]
+    assert [col for col, _ in pg.columns(schema, name)] == ["it's"]
+    assert pg.replace_table(schema, name, exp.select("*").from_(table(schema, name))) == 2
+    longest = "n" * 63  # PostgreSQL's limit; the building name must not collide with it
+    assert pg.replace_table(schema, longest, q("SELECT 1 AS x")) == 1
+    assert pg.replace_table(schema, longest, q("SELECT 2 AS x")) == 1
+    assert pg.list_tables(schema) == [name, longest]
+    pg.drop(schema, name)
+    assert pg.list_tables(schema) == [longest]
+
+
 def test_ctrl_c_cancels_the_query_on_the_server(pg: PostgresEngine, pg_dsn: str) -> None:
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()

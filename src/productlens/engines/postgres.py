@@ -15,6 +15,7 @@ error inside an inner block that the caller catches rolls back that block only.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 _COPY_BATCH_ROWS = 65_536
 # A table is swapped in under its name from this temporary one (see replace_table).
 _BUILDING_SUFFIX = "__building"
+# PostgreSQL cuts identifiers to 63 bytes (NAMEDATALEN - 1) without an error.
+_MAX_IDENTIFIER_BYTES = 63
 
 # pg_class.relkind -> what the protocol calls it, and the DROP keyword for it.
 _KINDS: dict[str, TableKind] = {"r": "table", "p": "table", "v": "view"}
@@ -258,7 +261,7 @@ class PostgresEngine:
         """Build under `<name>__building`, then drop the old table or view and rename, all
         in one transaction: readers see the old table until the commit, and a failed build
         rolls back leaving nothing behind. `partition_by` is ignored (no partitions)."""
-        building = name + _BUILDING_SUFFIX
+        building = _building_name(name)
         with self.transaction(), self._errors(table=f"{schema}.{name}"):
             self.drop(schema, building)  # a left-over of a crashed run, if any
             create = exp.Create(this=table(schema, building), kind="TABLE", expression=query.copy())
@@ -583,6 +586,17 @@ def _to_arrow(
             f"{_first_line(exc)}",
             engine="postgres",
         ) from None
+
+
+def _building_name(name: str) -> str:
+    """`<name>__building`, or, when that would be cut to 63 bytes (and could become the
+    name itself), the name's head with the suffix and a hash of the whole name."""
+    building = name + _BUILDING_SUFFIX
+    if len(building.encode()) <= _MAX_IDENTIFIER_BYTES:
+        return building
+    tail = f"{_BUILDING_SUFFIX}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    head = name.encode()[: _MAX_IDENTIFIER_BYTES - len(tail)].decode(errors="ignore")
+    return head + tail
 
 
 def _csv_carries(typname: str, arrow: pa.DataType | None) -> bool:
