@@ -170,6 +170,7 @@ def test_a_value_arrow_cannot_hold_is_an_engine_error(pg: PostgresEngine, pg_dsn
 def test_append_matches_columns_by_name_and_leaves_the_rest_null(pg: PostgresEngine) -> None:
     make_table(pg, "part", TYPES)
     shuffled = EDGE_ROWS.select(["tz", "i", "m"])
+    assert pg.append_arrow("raw", "part", shuffled.slice(0, 0)) == 0  # an empty file
     pg.append_arrow("raw", "part", shuffled)
     got = read_back(pg, "part", ["i", "m", "tz", "f"]).sort_by("i")
     assert got.column("m").to_pylist() == shuffled.sort_by("i").column("m").to_pylist()
@@ -181,6 +182,23 @@ def setup_sql(dsn: str, sql: str) -> None:
     """PostgreSQL's own SQL, for set-ups the DuckDB dialect cannot say."""
     with psycopg.connect(dsn, autocommit=True) as con:
         con.execute(sql.encode())
+
+
+def test_string_layouts_from_parquet_readers_all_load(pg: PostgresEngine) -> None:
+    words = ["a", None, "it's", "a"]
+    data = pa.table(
+        {
+            "i": pa.chunked_array([[1, 2], [3, 4]], pa.int64()),  # two chunks
+            "s": pa.array(words).dictionary_encode(),
+            "l": pa.array(words, pa.large_string()),
+            "v": pa.array(words, pa.string_view()),
+        }
+    )
+    columns = {"i": TYPES["i"]} | {c: (pa.string(), "VARCHAR") for c in "slv"}
+    make_table(pg, "layouts", columns)
+    assert pg.append_arrow("raw", "layouts", data) == 4
+    got = read_back(pg, "layouts", ["i", "s", "l", "v"])
+    assert got.to_pydict() == {"i": [1, 2, 3, 4], "s": words, "l": words, "v": words}
 
 
 def test_jsonb_columns_load_json_text(pg: PostgresEngine, pg_dsn: str) -> None:

@@ -334,7 +334,6 @@ class PostgresEngine:
         from pgpq.encoders import (  # noqa: PLC0415
             LargeStringEncoderBuilder,
             StringEncoderBuilder,
-            StringViewEncoderBuilder,
         )
         from pgpq.schema import Jsonb  # noqa: PLC0415
 
@@ -360,7 +359,6 @@ class PostgresEngine:
         jsonb_builders: dict[pa.DataType, Any] = {
             pa.string(): StringEncoderBuilder,
             pa.large_string(): LargeStringEncoderBuilder,
-            pa.string_view(): StringViewEncoderBuilder,
         }
         # pgpq wants an encoder for every field once one is given.
         encoders = {
@@ -507,8 +505,8 @@ def _loadable(
             engine="postgres",
             table=table,
         )
-    if pa.types.is_string(target) and _is_text(values.type):
-        target = values.type  # the encoder takes these as they are
+    if pa.types.is_string(target) and pa.types.is_large_string(values.type):
+        target = values.type  # taken as it is (casting could overflow 32-bit offsets)
     try:
         # A zoned timestamp into a plain one keeps its UTC instant (naive means UTC here),
         # and the reverse reads a naive one as UTC: Arrow stores both as UTC already.
