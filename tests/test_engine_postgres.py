@@ -422,6 +422,20 @@ def test_temp_table_is_gone_after_the_block(pg: PostgresEngine) -> None:
         pg.fetch_all(exp.select("k").from_(relation))
 
 
+def fail_inside_a_temp_table(pg: PostgresEngine, data: pa.Table) -> None:
+    with pg.transaction(), pg.temp_table("rows", data):
+        pg.fetch_all(q("SELECT * FROM raw.nope"))
+
+
+def test_a_failing_block_with_a_temp_table_reports_its_own_error(pg: PostgresEngine) -> None:
+    data = pa.table({"k": [1]})
+    pg.temp_table("rows", data).__enter__()  # an earlier block that never closed
+    with pytest.raises(EngineError, match=r'relation "raw\.nope" does not exist'):
+        fail_inside_a_temp_table(pg, data)
+    with pg.temp_table("rows", data) as relation:  # the name is free again
+        assert pg.fetch_all(exp.select("k").from_(relation)) == [(1,)]
+
+
 def test_query_errors_carry_postgres_first_line_and_the_table(pg: PostgresEngine) -> None:
     pg.replace_table("raw", "t", q("SELECT 1 AS x"))
     with pytest.raises(EngineError) as caught:

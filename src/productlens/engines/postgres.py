@@ -403,6 +403,7 @@ class PostgresEngine:
             )
             for field in data.schema
         ]
+        self.execute(_drop("table", "pg_temp", name))  # one a failed block had to leave
         self.execute(
             exp.Create(
                 this=exp.Schema(this=relation.copy(), expressions=definitions),
@@ -414,7 +415,11 @@ class PostgresEngine:
             self.append_arrow("pg_temp", name, data)
             yield relation
         finally:
-            self.execute(_drop("table", "pg_temp", name))
+            # In a failed transaction no statement runs until its rollback: a DROP here
+            # would only hide the block's own error.
+            failed = self._psycopg.pq.TransactionStatus.INERROR
+            if self._con.info.transaction_status != failed:
+                self.execute(_drop("table", "pg_temp", name))
 
     def temp_table(self, name: str, data: pa.Table) -> AbstractContextManager[exp.Table]:
         """A TEMP table of this session loaded from the rows, dropped after the block."""
