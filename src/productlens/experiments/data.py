@@ -178,7 +178,7 @@ def _fill(template: str, **values: Any) -> exp.Query:
 
 
 def _run(engine: Engine, query: exp.Query) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
+    rows: list[dict[str, Any]] = engine.fetch_arrow(query).to_pylist()
     return rows
 
 
@@ -697,7 +697,7 @@ class RegressionResult:
 
 def regression(engine: Engine, experiment: Experiment, alpha: float = 0.05) -> RegressionResult:
     """Fit the logistic regression of conversion for one experiment."""
-    table = engine.fetch_arrow(regression_query(experiment.experiment_id).sql(engine.dialect))
+    table = engine.fetch_arrow(regression_query(experiment.experiment_id))
     return fit_logit(table, [v.name for v in experiment.variants], alpha)
 
 
