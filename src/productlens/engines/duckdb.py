@@ -281,6 +281,18 @@ class StringSession:
         self.engine.close()
 
 
+def write_json_lines(data: pa.Table, path: Path) -> None:
+    """Write an Arrow table as a JSON Lines file (one object per row), with DuckDB's
+    JSON writer in a throwaway in-memory database (PyArrow has no JSON writer)."""
+    con = duckdb.connect()
+    try:
+        con.register("rows", data)
+        target = exp.Literal.string(str(path)).sql("duckdb")  # a path may hold quotes
+        con.execute(f"COPY rows TO {target} (FORMAT json)")
+    finally:
+        con.close()
+
+
 @contextmanager
 def _translated_errors(engine: str) -> Iterator[None]:
     """DuckDB errors as EngineError; an interrupted query (Ctrl-C) as KeyboardInterrupt,
