@@ -8,11 +8,12 @@ or pyspark.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from productlens.config import Project
 from productlens.engines.base import LAYERS, Engine
@@ -28,6 +29,11 @@ EngineFactory = Callable[[Project, Mapping[str, str], bool], Engine]
 def raw_root(project: Project) -> Path:
     """The raw layer's Parquet lake: `<warehouse>.raw`, beside the warehouse file."""
     return project.warehouse_path.with_suffix(".raw")
+
+
+def warehouse_exists(project: Project) -> bool:
+    """Whether there is a warehouse to read: DuckDB's file; a server is assumed there."""
+    return project.engine != "duckdb" or project.warehouse_path.exists()
 
 
 def open_engine(
@@ -57,18 +63,6 @@ def ingest_target(engine: Engine, project: Project) -> Any:
     return StringSession(engine, raw_root(project))
 
 
-def describe_dsn(dsn: str) -> str:
-    """A DSN fit for messages: host, port and database, never user or password."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
-        return f"postgresql://{host}{port}{parts.path}"
-    fields = dict(p.split("=", 1) for p in dsn.split() if "=" in p)
-    kept = [f"{k}={fields[k]}" for k in ("host", "port", "dbname") if k in fields]
-    return " ".join(kept) or "(a DSN)"
-
-
 def _duckdb(project: Project, _environ: Mapping[str, str], read_only: bool) -> Engine:
     settings = project.config.warehouse
     path = project.warehouse_path
@@ -82,34 +76,55 @@ def _duckdb(project: Project, _environ: Mapping[str, str], read_only: bool) -> E
     )
 
 
-def _postgres(project: Project, environ: Mapping[str, str], _read_only: bool) -> Engine:
-    # Imported when chosen: psycopg is an extra a DuckDB user need not have.
-    from productlens.engines.postgres import (  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-        PostgresEngine,
-    )
-
+def postgres_dsn(project: Project, environ: Mapping[str, str]) -> str:
+    """The PostgreSQL DSN: the environment's, else the project file's."""
     dsn = environ.get(POSTGRES_DSN_ENV) or project.config.warehouse.postgres.dsn
     if not dsn:
         raise ConfigError(
             f"the postgres engine needs a server: set {POSTGRES_DSN_ENV} "
             "(or [warehouse.postgres] dsn in productlens.toml)"
         )
-    engine: Engine = PostgresEngine(dsn)
+    return dsn
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    master: str
+    warehouse_dir: str  # an absolute local folder or an object-store URL
+    conf: dict[str, str]
+
+
+def spark_settings(project: Project) -> SparkSettings:
+    """Spark's master, warehouse folder (a local one relative to the project) and conf."""
+    settings = project.config.warehouse.spark
+    folder = settings.warehouse_dir
+    if "://" not in folder:
+        folder = str(project.resolve(Path(folder)))
+    return SparkSettings(settings.master, folder, dict(settings.conf))
+
+
+def _engine_class(name: str, class_name: str) -> Any:
+    """An engine class, imported only when chosen: its driver (psycopg, pyspark) is an
+    extra that a DuckDB user need not have."""
+    try:
+        module = importlib.import_module(f"productlens.engines.{name}")
+    except ImportError as exc:
+        raise ConfigError(
+            f"the {name} engine is not available ({exc}); install productlens[{name}]"
+        ) from None
+    return getattr(module, class_name)
+
+
+def _postgres(project: Project, environ: Mapping[str, str], _read_only: bool) -> Engine:
+    dsn = postgres_dsn(project, environ)
+    engine: Engine = _engine_class("postgres", "PostgresEngine")(dsn)
     return engine
 
 
 def _spark(project: Project, _environ: Mapping[str, str], _read_only: bool) -> Engine:
-    # Imported when chosen: pyspark is an extra a DuckDB user need not have.
-    from productlens.engines.spark import (  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-        SparkEngine,
-    )
-
-    settings = project.config.warehouse.spark
-    folder = settings.warehouse_dir
-    if "://" not in folder:  # a local folder, relative to the project
-        folder = str(project.resolve(Path(folder)))
-    engine: Engine = SparkEngine.connect(
-        master=settings.master, warehouse_dir=folder, conf=dict(settings.conf)
+    settings = spark_settings(project)
+    engine: Engine = _engine_class("spark", "SparkEngine").connect(
+        master=settings.master, warehouse_dir=settings.warehouse_dir, conf=settings.conf
     )
     return engine
 

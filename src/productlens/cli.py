@@ -431,12 +431,12 @@ def models(
 ) -> None:
     """List the models: layer, grain, upstream tables, rows and last build time."""
     from productlens import modeling, ops
-    from productlens.app import open_engine
+    from productlens.app import open_engine, warehouse_exists
 
     project = _state(ctx).project()
     graph = modeling.discover(project.config, project.model_dirs)
     built: dict[str, tuple[int | None, object]] = {}
-    if project.warehouse_path.exists():
+    if warehouse_exists(project):
         engine = open_engine(project, read_only=True)
         try:
             if engine.table_kind(*ops.RUN_LOG):
