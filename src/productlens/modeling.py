@@ -9,9 +9,10 @@ by bare name (`from stg_events`) and raw or ops tables by qualified name
 (`from raw.events`). SQLGlot parses each model, finds the tables it reads, qualifies bare
 model names with their layer, and transpiles for the engine's dialect.
 
-Each build writes `<layer>.<name>__building` and then, in one transaction, drops the old
-table and renames the new one into place: a failed or killed build leaves the previous
-table intact, and leftovers are dropped before the next build.
+Each build hands the model's expression to the engine, which builds the table under
+another name and swaps it in atomically (`Engine.replace_table`): a failed or killed
+build leaves the previous table intact. Engines that build under `<name>__building`
+(DuckDB) may leave one behind when killed; it is dropped before the next build.
 """
 
 from __future__ import annotations
@@ -135,10 +136,6 @@ class Model:
     def table(self) -> str:
         return f"{self.layer}.{self.name}"
 
-    def quoted(self, dialect: str, suffix: str = "") -> str:
-        """`layer.name` (plus a suffix) as quoted SQL identifiers for the dialect."""
-        return table_sql(self.layer, self.name + suffix, dialect)
-
     @property
     def grain(self) -> str:
         return self.spec.grain if self.spec else ""
@@ -207,12 +204,6 @@ class ModelGraph:
             if selector.startswith("+"):
                 chosen |= self.ancestors(name)
         return [m for m in self if m.name in chosen]
-
-
-def table_sql(schema: str, name: str, dialect: str) -> str:
-    """A schema-qualified table name as quoted identifiers: a name from a file or the
-    catalog never becomes SQL text of its own (a keyword like `order` works too)."""
-    return exp.table_(name, db=schema, quoted=True).sql(dialect=dialect)
 
 
 def _check_name(path: Path) -> None:
