@@ -166,8 +166,8 @@ def events_warehouse(data: str, project: str) -> tuple[Any, Any, int]:
     metrics read beside it; the open engine, the project and the number of events."""
     from rich.console import Console
 
+    from productlens.app import open_engine
     from productlens.config import load_project
-    from productlens.engines import open_engine
     from productlens.pipeline import Runner
 
     project_obj = load_project(Path(project))
@@ -175,8 +175,7 @@ def events_warehouse(data: str, project: str) -> tuple[Any, Any, int]:
     runner = Runner(project_obj, engine, Console(quiet=True))
     runner.ingest([data])
     runner.build(["+fct_events", "+dim_date", "+stg_users"])
-    engine.execute("SET enable_progress_bar = false")
-    events = int(engine.fetch_all("select count(*) from core.fct_events")[0][0])
+    events = int(_rows(engine, "select count(*) from core.fct_events")[0][0])
     return engine, project_obj, events
 
 
@@ -187,13 +186,14 @@ def run_one(data: str, project: str, layouts: int = 0) -> dict[str, object]:
     chdb = importlib.import_module("chdb")  # installed by the parent (ensure_chdb)
     engine, project_obj, events = events_warehouse(data, project)
     parquet = Path(project) / "events.parquet"
-    engine.execute(
+    _run(
+        engine,
         "COPY (select user_id, event_type, event_ts from core.fct_events) "
-        f"TO {_quote(str(parquet))} (FORMAT parquet, COMPRESSION zstd)"
+        f"TO {_quote(str(parquet))} (FORMAT parquet, COMPRESSION zstd)",
     )
 
     started = time.perf_counter()
-    table = engine.fetch_arrow(reference_query("core.fct_events", STEPS))
+    table = engine.connection.sql(reference_query("core.fct_events", STEPS)).to_arrow_table()
     reference = reference_counts(
         table["user_id"].to_pylist(),
         table["step"].to_pylist(),
@@ -214,15 +214,16 @@ def run_one(data: str, project: str, layouts: int = 0) -> dict[str, object]:
             .split(",")
         ],
         "duckdb_self_join": lambda: [
-            int(v) for v in engine.fetch_all(self_join_sql("core.fct_events", STEPS, WINDOW))[0]
+            int(v) for v in _rows(engine, self_join_sql("core.fct_events", STEPS, WINDOW))[0]
         ],
     }
     extra: dict[str, float] = {}
     if layouts:
         began = time.perf_counter()
-        engine.execute(
+        _run(
+            engine,
             "CREATE TABLE core.fct_events_by_user AS "
-            "SELECT * FROM core.fct_events ORDER BY user_id, event_ts"
+            "SELECT * FROM core.fct_events ORDER BY user_id, event_ts",
         )
         extra["sorted copy seconds"] = time.perf_counter() - began
         for name in ("productlens", "duckdb_self_join"):
@@ -261,12 +262,12 @@ def _on_sorted(engine: Any, query: Callable[[], list[int]]) -> list[int]:
     """Run `query` with the sorted copy of fct_events under its name."""
     swap = [("fct_events", "fct_events_shipped"), ("fct_events_by_user", "fct_events")]
     for old, new in swap:
-        engine.execute(f"ALTER TABLE core.{old} RENAME TO {new}")
+        _run(engine, f"ALTER TABLE core.{old} RENAME TO {new}")
     try:
         return query()
     finally:
         for new, old in reversed(swap):
-            engine.execute(f"ALTER TABLE core.{old} RENAME TO {new}")
+            _run(engine, f"ALTER TABLE core.{old} RENAME TO {new}")
 
 
 def _productlens_funnel(engine: Any) -> list[int]:
@@ -296,13 +297,13 @@ def _other_metrics(engine: Any, project: Any) -> dict[str, Callable[[], Any]]:
             periods=26,
         )
     else:
-        sql = graph["retention_cohorts"].compile(engine.dialect)
+        sql = graph["retention_cohorts"].expression
         out["retention (retention_cohorts SQL)"] = functools.partial(_row_count, engine, sql)
     activity = _metric("activity", "activity")
     if activity is not None:
         out["dau_wau_mau (metrics.activity)"] = functools.partial(activity, engine, Scope())
     else:
-        sql = graph["active_users_daily"].compile(engine.dialect)
+        sql = graph["active_users_daily"].expression
         out["dau_wau_mau (active_users_daily SQL)"] = functools.partial(_row_count, engine, sql)
     return out
 
@@ -315,8 +316,18 @@ def _metric(module: str, name: str) -> Any:
         return None
 
 
-def _row_count(engine: Any, sql: str) -> int:
-    return int(engine.fetch_arrow(sql).num_rows)
+def _row_count(engine: Any, query: Any) -> int:
+    return int(engine.fetch_arrow(query).num_rows)
+
+
+def _run(engine: Any, sql: str) -> None:
+    """DuckDB SQL of the benchmark's own (baselines, set-up), on the engine's connection."""
+    engine.connection.execute(sql)
+
+
+def _rows(engine: Any, sql: str) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = engine.connection.execute(sql).fetchall()
+    return rows
 
 
 def measure(data: Path, layouts: bool = False) -> dict[str, object]:

@@ -215,19 +215,25 @@ def run_productlens_retention(engine: Any, period: str, timezone: str = "UTC") -
     return {c.start: {k: n for k, n in enumerate(c.counts) if n} for c in result.cohorts if c.size}
 
 
+def _fetch(engine: Any, sql: str) -> list[tuple[Any, ...]]:
+    """A baseline's DuckDB SQL, on the engine's connection."""
+    rows: list[tuple[Any, ...]] = engine.connection.execute(sql).fetchall()
+    return rows
+
+
 def run_plain_activity(engine: Any) -> dict[str, Any]:
     return {
-        "daily": _daily(engine.fetch_all(activity_sql())),
-        "spread": _spread(engine.fetch_all(active_days_sql())),
+        "daily": _daily(_fetch(engine, activity_sql())),
+        "spread": _spread(_fetch(engine, active_days_sql())),
     }
 
 
 def run_old_mart(engine: Any) -> dict[str, Any]:
-    return {"daily": _daily(engine.fetch_all(OLD_MART_SQL))}
+    return {"daily": _daily(_fetch(engine, OLD_MART_SQL))}
 
 
 def run_plain_retention(engine: Any, period: str) -> dict[str, Any]:
-    return _cohorts(engine.fetch_all(retention_sql(period, RETENTION_PERIODS)))
+    return _cohorts(_fetch(engine, retention_sql(period, RETENTION_PERIODS)))
 
 
 def agreement(reference: Any, got: Any) -> str:
@@ -259,7 +265,9 @@ def run_one(data: str, project: str) -> dict[str, object]:
     # (metric, tool) -> the query; the first tool of each metric is productlens, the
     # one every other tool's figures are compared with.
     queries: dict[tuple[str, str], Callable[[], Any]] = {
-        ("floor", "bare scan of user_id, event_ts"): lambda: engine.fetch_all(FLOOR_SQL),
+        ("floor", "bare scan of user_id, event_ts"): lambda: engine.connection.execute(
+            FLOOR_SQL
+        ).fetchall(),
         ("activity", "productlens"): functools.partial(run_productlens_activity, engine),
         ("activity", "plain SQL (distinct days, range join)"): functools.partial(
             run_plain_activity, engine

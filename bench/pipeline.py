@@ -90,8 +90,8 @@ def run_one(data: str, project: str) -> dict[str, object]:
     """Run the three stages in this process on `data`; return their figures."""
     from rich.console import Console
 
+    from productlens.app import open_engine
     from productlens.config import load_project
-    from productlens.engines import open_engine
     from productlens.pipeline import Runner
 
     project_obj = load_project(Path(project))

@@ -9,14 +9,19 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlglot
 from hypothesis import settings
+from sqlglot import exp
 
+from productlens.app import open_engine
 from productlens.config import load_project
-from productlens.engines import DuckDBEngine
+from productlens.engines import LAYERS, DuckDBEngine
+from productlens.engines.duckdb import StringSession
 from tests import servers
 
 # Local runs explore new inputs each time; CI replays a fixed set, so a landing never
@@ -57,9 +62,55 @@ def project_dir(tmp_path: Path) -> Path:
     return root
 
 
+def q(sql: str, *params: object) -> exp.Expr:
+    """A statement written in the source dialect (DuckDB's), for the engine; each `?`
+    becomes the next of `params` as a SQL literal (dates and timestamps typed)."""
+    parsed = sqlglot.parse_one(sql, read="duckdb")
+    assert parsed is not None
+    values = iter(params)
+
+    def literal(node: exp.Expr) -> exp.Expr:
+        if not isinstance(node, exp.Placeholder):
+            return node
+        value = next(values)
+        if isinstance(value, datetime):
+            return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
+        if isinstance(value, date):
+            return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
+        return exp.convert(value)
+
+    result = parsed.transform(literal)
+    assert next(values, None) is None, "more params than placeholders"
+    return result
+
+
+def warehouse_engine(
+    path: Path, memory_limit: str = "6GB", threads: int | None = None, read_only: bool = False
+) -> DuckDBEngine:
+    """A DuckDB warehouse as the app opens one: every layer's schema, raw files found
+    relative to the warehouse's folder."""
+    eng = DuckDBEngine(
+        path,
+        memory_limit=memory_limit,
+        threads=threads,
+        read_only=read_only,
+        search_path=path.parent,
+    )
+    if not read_only:
+        for layer in LAYERS:
+            eng.ensure_schema(layer)
+    return eng
+
+
+def ingestable(engine: DuckDBEngine) -> Any:
+    """COMPATIBILITY (until the `lake` branch's processor): the string API ingestion
+    still uses, over the engine's connection, with the raw files beside the warehouse."""
+    return StringSession(engine, engine.path.with_suffix(".raw"))
+
+
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[DuckDBEngine]:
-    eng = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
+    eng = warehouse_engine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
     yield eng
     eng.close()
 
@@ -75,8 +126,9 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def open_readonly(root: Path) -> DuckDBEngine:
-    project = load_project(root)
-    return DuckDBEngine(project.warehouse_path, read_only=True)
+    engine = open_engine(load_project(root), read_only=True)
+    assert isinstance(engine, DuckDBEngine)
+    return engine
 
 
 def run_stats(

@@ -15,6 +15,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from productlens.engines import DuckDBEngine
+from tests.conftest import q
 
 # Names and values that must stay data: quotes, semicolons, `$`, SQL keywords.
 HOSTILE = ["it's", 'say "hi"', "a;b", "$set", "DROP TABLE x; --", "select", "", "0"]
@@ -32,16 +33,19 @@ class Event:
 
 def load(engine: DuckDBEngine, events: Sequence[Event]) -> None:
     """Replace core.fct_events with `events` (event ids default to their position)."""
-    engine.execute("CREATE SCHEMA IF NOT EXISTS core")
+    engine.execute(q("CREATE SCHEMA IF NOT EXISTS core"))
     engine.execute(
-        "CREATE OR REPLACE TABLE core.fct_events (event_id VARCHAR, user_id VARCHAR, "
-        "event_type VARCHAR, event_ts TIMESTAMP, event_date DATE, device VARCHAR, "
-        "country VARCHAR, properties VARCHAR)"
+        q(
+            "CREATE OR REPLACE TABLE core.fct_events (event_id VARCHAR, user_id VARCHAR, "
+            "event_type VARCHAR, event_ts TIMESTAMP, event_date DATE, device VARCHAR, "
+            "country VARCHAR, properties VARCHAR)"
+        )
     )
     if not events:
         return
-    engine.load_arrow(
-        "core.fct_events",
+    engine.append_arrow(
+        "core",
+        "fct_events",
         pa.table(
             {
                 "event_id": [e.event_id or f"e{i:05d}" for i, e in enumerate(events)],

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from productlens.engines import DuckDBEngine
+from tests.conftest import q
 
 STEPS = ("a", "b", "c")
 WINDOW_S = 10
@@ -48,11 +49,14 @@ def brute_force(rows: list[tuple[str, str, int]]) -> list[int]:
 
 def load(engine: DuckDBEngine, rows: list[tuple[str, str, int]]) -> None:
     engine.execute(
-        "CREATE OR REPLACE TABLE core.fct_events "
-        "(user_id VARCHAR, event_type VARCHAR, event_ts TIMESTAMP)"
+        q(
+            "CREATE OR REPLACE TABLE core.fct_events "
+            "(user_id VARCHAR, event_type VARCHAR, event_ts TIMESTAMP)"
+        )
     )
-    engine.load_arrow(
-        "core.fct_events",
+    engine.append_arrow(
+        "core",
+        "fct_events",
         pa.table(
             {
                 "user_id": [r[0] for r in rows],
@@ -66,7 +70,7 @@ def load(engine: DuckDBEngine, rows: list[tuple[str, str, int]]) -> None:
 def bench_counts(engine: DuckDBEngine, rows: list[tuple[str, str, int]]) -> list[list[int]]:
     """The plain-Python reference and the self-join, on `rows` loaded as core.fct_events."""
     load(engine, rows)
-    table = engine.fetch_arrow(reference_query("core.fct_events", STEPS))
+    table = engine.fetch_arrow(q(reference_query("core.fct_events", STEPS)))
     reference = reference_counts(
         table["user_id"].to_pylist(),
         table["step"].to_pylist(),
@@ -74,9 +78,9 @@ def bench_counts(engine: DuckDBEngine, rows: list[tuple[str, str, int]]) -> list
         WINDOW_S * 10**6,
         len(STEPS),
     )
-    joined = engine.fetch_all(self_join_sql("core.fct_events", STEPS, timedelta(seconds=WINDOW_S)))[
-        0
-    ]
+    joined = engine.fetch_all(
+        q(self_join_sql("core.fct_events", STEPS, timedelta(seconds=WINDOW_S)))
+    )[0]
     return [reference, [int(v) for v in joined]]
 
 

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from productlens.engines import DuckDBEngine
+from tests.conftest import q
 
 START = datetime(2026, 2, 2)  # a Monday
 
@@ -19,19 +20,22 @@ def load(
     engine: DuckDBEngine, events: list[tuple[str, int]], signups: dict[str, int | None]
 ) -> None:
     """Events as (user, hour after START); signups as user -> hour (None: no time)."""
-    engine.execute("CREATE SCHEMA IF NOT EXISTS core")
-    engine.execute("CREATE SCHEMA IF NOT EXISTS staging")
+    engine.execute(q("CREATE SCHEMA IF NOT EXISTS core"))
+    engine.execute(q("CREATE SCHEMA IF NOT EXISTS staging"))
     engine.execute(
-        "CREATE OR REPLACE TABLE core.fct_events "
-        "(user_id VARCHAR, event_type VARCHAR, event_ts TIMESTAMP, event_date DATE, "
-        "properties VARCHAR)"
+        q(
+            "CREATE OR REPLACE TABLE core.fct_events "
+            "(user_id VARCHAR, event_type VARCHAR, event_ts TIMESTAMP, event_date DATE, "
+            "properties VARCHAR)"
+        )
     )
     engine.execute(
-        "CREATE OR REPLACE TABLE staging.stg_users (user_id VARCHAR, signup_ts TIMESTAMP)"
+        q("CREATE OR REPLACE TABLE staging.stg_users (user_id VARCHAR, signup_ts TIMESTAMP)")
     )
     times = [START + timedelta(hours=h) for _, h in events]
-    engine.load_arrow(
-        "core.fct_events",
+    engine.append_arrow(
+        "core",
+        "fct_events",
         pa.table(
             {
                 "user_id": [u for u, _ in events],
@@ -42,8 +46,9 @@ def load(
             }
         ),
     )
-    engine.load_arrow(
-        "staging.stg_users",
+    engine.append_arrow(
+        "staging",
+        "stg_users",
         pa.table(
             {
                 "user_id": list(signups),
@@ -60,8 +65,8 @@ def load(
     # The old mart's calendar: every day from the first to the last event.
     days = sorted({t.date() for t in times})
     span = [days[0] + timedelta(n) for n in range((days[-1] - days[0]).days + 1)] if days else []
-    engine.execute("CREATE OR REPLACE TABLE core.dim_date (date_day DATE)")
-    engine.load_arrow("core.dim_date", pa.table({"date_day": pa.array(span, pa.date32())}))
+    engine.execute(q("CREATE OR REPLACE TABLE core.dim_date (date_day DATE)"))
+    engine.append_arrow("core", "dim_date", pa.table({"date_day": pa.array(span, pa.date32())}))
 
 
 def check(engine: DuckDBEngine) -> None:

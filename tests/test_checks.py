@@ -10,6 +10,7 @@ from productlens.config import ProjectConfig
 from productlens.engines import DuckDBEngine
 from productlens.errors import DataTestFailure, ModelError
 from productlens.runlog import RunLog
+from tests.conftest import q
 
 MODELS = {
     "staging/stg_p.sql": "select * from raw.p",
@@ -18,10 +19,12 @@ MODELS = {
 
 
 def setup(engine: DuckDBEngine, tmp_path: Path, spec: str) -> modeling.ModelGraph:
-    engine.execute("CREATE TABLE raw.p AS SELECT * FROM (VALUES (1, 'a'), (2, 'b')) t(id, kind)")
+    engine.execute(q("CREATE TABLE raw.p AS SELECT * FROM (VALUES (1, 'a'), (2, 'b')) t(id, kind)"))
     engine.execute(
-        "CREATE TABLE raw.c AS SELECT * FROM (VALUES (10, 1, 5), (11, 2, 7), (12, 3, -1), "
-        "(12, NULL, 2)) t(cid, pid, qty)"
+        q(
+            "CREATE TABLE raw.c AS SELECT * FROM (VALUES (10, 1, 5), (11, 2, 7), (12, 3, -1), "
+            "(12, NULL, 2)) t(cid, pid, qty)"
+        )
     )
     for rel, text in {**MODELS, "staging/_s.yml": spec}.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +85,7 @@ def test_failure_names_test_count_and_sample(engine: DuckDBEngine, tmp_path: Pat
     assert "1 failing rows" in message
     assert '"qty": -1' in message
     stored = engine.fetch_all(
-        "SELECT test_name, status, n_failing, sample_json FROM ops.test_results"
+        q("SELECT test_name, status, n_failing, sample_json FROM ops.test_results")
     )
     assert stored[0][:3] == ("qty_not_negative", "fail", 1)
     assert json.loads(stored[0][3]) == [{"cid": 12, "pid": 3, "qty": -1}]

@@ -10,8 +10,7 @@ import typer
 from productlens import modeling
 from productlens.cli import app
 from productlens.config import ProjectConfig
-from productlens.engines import DuckDBEngine
-from tests.conftest import open_readonly, run_cli
+from tests.conftest import open_readonly, q, run_cli, warehouse_engine
 from tests.test_warehouse import FIXTURE
 
 COMMAND = typer.main.get_command(app)
@@ -131,17 +130,17 @@ def test_a_project_folder_with_quotes_in_its_path_works(tmp_path: Path) -> None:
     engine = open_readonly(root)
     try:
         counts = engine.fetch_all(
-            "SELECT (SELECT count(*) FROM raw.events), (SELECT count(*) FROM core.fct_events)"
+            q("SELECT (SELECT count(*) FROM raw.events), (SELECT count(*) FROM core.fct_events)")
         )
-        setting = engine.fetch_all("SELECT current_setting('file_search_path')")
+        setting = engine.fetch_all(q("SELECT current_setting('file_search_path')"))
     finally:
         engine.close()
     assert counts[0][0] == counts[0][1] > 0
     assert setting == [(str(root.resolve()),)]
     # The spill folder is the one beside the warehouse, path and quotes intact.
-    writer = DuckDBEngine(root / "warehouse.duckdb", memory_limit="1GB")
+    writer = warehouse_engine(root / "warehouse.duckdb", memory_limit="1GB")
     try:
-        temp = writer.fetch_all("SELECT current_setting('temp_directory')")
+        temp = writer.fetch_all(q("SELECT current_setting('temp_directory')"))
     finally:
         writer.close()
     assert temp == [(str(root / "warehouse.tmp"),)]

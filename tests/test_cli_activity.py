@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import open_readonly, run_cli
+from tests.conftest import open_readonly, q, run_cli
 from tests.metrics_events import Event
 from tests.test_activity import reference as activity_reference
 from tests.test_lifecycle import reference as lifecycle_reference
@@ -20,7 +20,7 @@ def demo_events(demo_project: Path) -> list[Event]:
     engine = open_readonly(demo_project)
     try:
         rows = engine.fetch_all(
-            "SELECT user_id, event_type, event_ts, event_id, device FROM core.fct_events"
+            q("SELECT user_id, event_type, event_ts, event_id, device FROM core.fct_events")
         )
     finally:
         engine.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from productlens.ingest.contracts import CONTRACTS
-from tests.conftest import SMALL_WORLD, open_readonly, run_cli
+from tests.conftest import SMALL_WORLD, open_readonly, q, run_cli
 
 EXPECTED_TABLES = {
     "raw": set(CONTRACTS) | {"quarantine"},
@@ -24,16 +24,18 @@ def test_demo_builds_every_layer(demo_project: Path) -> None:
     try:
         for layer, tables in EXPECTED_TABLES.items():
             present = engine.fetch_all(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
-                [layer],
+                q("SELECT table_name FROM information_schema.tables WHERE table_schema = ?", layer),
             )
             assert tables <= {r[0] for r in present}, layer
-        n_raw = engine.fetch_all("SELECT count(*) FROM raw.events")[0][0]
-        n_fct = engine.fetch_all("SELECT count(*) FROM core.fct_events")[0][0]
+        n_raw = engine.fetch_all(q("SELECT count(*) FROM raw.events"))[0][0]
+        n_fct = engine.fetch_all(q("SELECT count(*) FROM core.fct_events"))[0][0]
         assert n_raw > 1000
         assert n_fct == n_raw  # clean simulated data: nothing is dropped on the way
         leftovers = engine.fetch_all(
-            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE '%__building'"
+            q(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_name LIKE '%__building'"
+            )
         )
         assert leftovers == []
     finally:
@@ -44,20 +46,29 @@ def test_funnel_is_plausible(demo_project: Path) -> None:
     engine = open_readonly(demo_project)
     try:
         totals = engine.fetch_all(
-            "SELECT step_no, step_name, sum(n_users) FROM marts.funnel_daily_metrics "
-            "GROUP BY ALL ORDER BY step_no"
+            q(
+                "SELECT step_no, step_name, sum(n_users) FROM marts.funnel_daily_metrics "
+                "GROUP BY ALL ORDER BY step_no"
+            )
         )
-        days = engine.fetch_all("SELECT count(DISTINCT event_date) FROM marts.funnel_daily_metrics")
+        days = engine.fetch_all(
+            q("SELECT count(DISTINCT event_date) FROM marts.funnel_daily_metrics")
+        )
         daily_increase = engine.fetch_all(
-            "SELECT count(*) FROM marts.funnel_daily_metrics a JOIN marts.funnel_daily_metrics b "
-            "ON a.event_date = b.event_date AND b.step_no = a.step_no + 1 "
-            "WHERE b.n_users > a.n_users"
+            q(
+                "SELECT count(*) FROM marts.funnel_daily_metrics a "
+                "JOIN marts.funnel_daily_metrics b "
+                "ON a.event_date = b.event_date AND b.step_no = a.step_no + 1 "
+                "WHERE b.n_users > a.n_users"
+            )
         )
         # Step 1 users on a day never exceed the users active that day.
         active = engine.fetch_all(
-            "SELECT count(*) FROM marts.funnel_daily_metrics f JOIN ("
-            "  SELECT event_date, count(DISTINCT user_id) AS n FROM core.fct_events GROUP BY 1"
-            ") a USING (event_date) WHERE f.step_no = 1 AND f.n_users > a.n"
+            q(
+                "SELECT count(*) FROM marts.funnel_daily_metrics f JOIN ("
+                "  SELECT event_date, count(DISTINCT user_id) AS n FROM core.fct_events GROUP BY 1"
+                ") a USING (event_date) WHERE f.step_no = 1 AND f.n_users > a.n"
+            )
         )
     finally:
         engine.close()

@@ -7,53 +7,117 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from sqlglot import exp
 
+from productlens.app import open_engine
+from productlens.config import load_project
 from productlens.engines import LAYERS, DuckDBEngine, Engine
+from productlens.engines.base import table
 from productlens.errors import EngineError
+from tests.conftest import ingestable, q
+
+SCHEMAS = "SELECT schema_name FROM information_schema.schemata"
 
 
-def test_is_an_engine_with_every_layer(engine: DuckDBEngine) -> None:
-    assert isinstance(engine, Engine)
-    schemas = {
-        r[0] for r in engine.fetch_all("SELECT schema_name FROM information_schema.schemata")
-    }
-    assert set(LAYERS) <= schemas
+def test_is_an_engine_and_creates_no_schema_of_its_own(tmp_path: Path) -> None:
+    engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
+    try:
+        assert isinstance(engine, Engine)
+        schemas = {r[0] for r in engine.fetch_all(q(SCHEMAS))}
+        assert not set(LAYERS) & schemas  # layers are the app's business, not the engine's
+    finally:
+        engine.close()
 
 
-def test_load_arrow_and_fetch(engine: DuckDBEngine) -> None:
-    engine.execute("CREATE TABLE raw.t (a INTEGER, b VARCHAR)")
-    assert engine.load_arrow("raw.t", pa.table({"b": ["x", "y"], "a": [1, 2]})) == 2
-    assert engine.fetch_all("SELECT a, b FROM raw.t ORDER BY a") == [(1, "x"), (2, "y")]
-    assert engine.fetch_arrow("SELECT sum(a) AS s FROM raw.t").to_pylist() == [{"s": 3}]
-    assert engine.table_exists("raw.t")
-    assert not engine.table_exists("raw.nope")
-    assert engine.list_tables("raw") == ["t"]
+def test_the_app_opens_every_layer(tmp_path: Path) -> None:
+    engine = open_engine(load_project(tmp_path))
+    try:
+        assert set(LAYERS) <= {r[0] for r in engine.fetch_all(q(SCHEMAS))}
+    finally:
+        engine.close()
 
 
-def test_load_files(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_settings_are_applied(tmp_path: Path) -> None:
+    engine = DuckDBEngine(
+        tmp_path / "w.duckdb", memory_limit="1GB", threads=3, search_path=tmp_path / "it's"
+    )
+    try:
+        got = dict(
+            engine.fetch_all(
+                q(
+                    "SELECT name, value FROM duckdb_settings() WHERE name IN ('TimeZone', "
+                    "'threads', 'preserve_insertion_order', 'temp_directory', "
+                    "'file_search_path', 'memory_limit')"
+                )
+            )
+        )
+        assert got["TimeZone"] == "UTC"
+        assert got["threads"] == "3"
+        assert got["preserve_insertion_order"] == "false"
+        assert got["temp_directory"] == str(tmp_path / "w.tmp")
+        assert got["file_search_path"] == str((tmp_path / "it's").resolve())
+        assert got["memory_limit"].startswith(("953", "1.0", "1000"))  # 1GB as DuckDB shows it
+    finally:
+        engine.close()
+
+
+def test_relative_files_are_read_from_the_search_path(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"a": [1, 2, 3]}), tmp_path / "f.parquet")
-    engine.execute("CREATE TABLE raw.f (a INTEGER)")
-    assert engine.load_files("raw.f", [tmp_path / "f.parquet"]) == 3
+    engine = DuckDBEngine(tmp_path / "sub" / "w.duckdb", search_path=tmp_path)
+    try:
+        query = exp.select(exp.func("sum", exp.column("a"))).from_(
+            engine.parquet_relation(["f.parquet"])
+        )
+        assert engine.fetch_all(query) == [(6,)]
+    finally:
+        engine.close()
+
+
+def test_connection_is_the_engines_own(engine: DuckDBEngine) -> None:
+    """The ingestion processor shares the warehouse's connection: what it writes, the
+    engine reads (same transaction state, same settings)."""
+    engine.connection.execute("CREATE TABLE raw.shared AS SELECT 42 AS x")
+    assert engine.fetch_all(exp.select("x").from_(table("raw", "shared"))) == [(42,)]
+
+
+def test_string_session_keeps_the_old_api_for_ingestion(engine: DuckDBEngine) -> None:
+    """COMPATIBILITY (until the `lake` branch): ingestion's string calls still work."""
+    session = ingestable(engine)
+    session.execute("CREATE TABLE raw.t (a INTEGER, b VARCHAR)")
+    session.execute("CREATE VIEW raw.v AS SELECT * FROM raw.t")
+    assert session.load_arrow("raw.t", pa.table({"b": ["x", "y"], "a": [1, 2]})) == 2
+    assert session.fetch_all("SELECT a, b FROM raw.t WHERE a > ? ORDER BY a", [0]) == [
+        (1, "x"),
+        (2, "y"),
+    ]
+    assert session.fetch_arrow("SELECT sum(a) AS s FROM raw.t").to_pylist() == [{"s": 3}]
+    assert session.table_exists("raw.t")
+    assert session.table_exists("raw.v")
+    assert not session.table_exists("raw.nope")
+    assert session.list_tables("raw") == ["t"]  # base tables only, as before
+    assert session.raw_root == engine.path.with_suffix(".raw")
+    with pytest.raises(EngineError, match="engine=duckdb"):
+        session.execute("SELECT * FROM no_such_table")
 
 
 def test_transaction_rolls_back_on_error(engine: DuckDBEngine) -> None:
-    engine.execute("CREATE TABLE ops.t (a INTEGER)")
+    engine.create_table("ops", "t", [("a", exp.DataType.build("INTEGER"))])
 
     def insert_twice() -> None:
         with engine.transaction():
-            engine.execute("INSERT INTO ops.t VALUES (1)")
-            engine.execute("INSERT INTO ops.t VALUES ('not a number')")
+            engine.execute(q("INSERT INTO ops.t VALUES (1)"))
+            engine.execute(q("INSERT INTO ops.t VALUES ('not a number')"))
 
     with pytest.raises(EngineError):
         insert_twice()
-    assert engine.fetch_all("SELECT count(*) FROM ops.t") == [(0,)]
+    assert engine.fetch_all(q("SELECT count(*) FROM ops.t")) == [(0,)]
 
 
 def test_errors_carry_the_engine(engine: DuckDBEngine) -> None:
     with pytest.raises(EngineError, match="engine=duckdb"):
-        engine.execute("SELECT * FROM no_such_table")
+        engine.execute(q("SELECT * FROM no_such_table"))
 
 
 def test_second_writer_is_refused_clearly(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from productlens.experiments.data import (
 )
 from productlens.experiments.metric_defs import MetricDef
 from productlens.experiments.stats import VariantStats
+from tests.conftest import q, warehouse_engine
 
 START = datetime(2026, 3, 1)
 COUNTRIES = ["US", "GB", "DE", "FR", "IN", "BR", "JP"]
@@ -95,7 +96,7 @@ def _put(engine: DuckDBEngine, name: str, frame: pd.DataFrame | pa.Table, folder
     )
     path = folder / f"{name}.parquet"
     pq.write_table(table, path)
-    engine.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{path}')")
+    engine.execute(q(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{path}')"))
 
 
 @pytest.fixture(scope="module")
@@ -103,22 +104,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DuckDBEngi
     rng = np.random.default_rng(12)
     users = _users(rng, 3000)
     folder = tmp_path_factory.mktemp("x")
-    engine = DuckDBEngine(folder / "w.duckdb", threads=1)
+    engine = warehouse_engine(folder / "w.duckdb", threads=1)
     for schema in ("staging", "core", "marts"):
-        engine.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        engine.execute(q(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
     outcomes = users.drop(columns=["country", "device"]).assign(outcome_window_days=7)
     _put(engine, "marts.experiment_outcomes", outcomes, folder)
     engine.execute(
-        "CREATE TABLE marts.experiment_exposures AS SELECT experiment_id, user_id, variant, "
-        "first_exposure_ts, has_multiple_variants, outcome_window_days "
-        "FROM marts.experiment_outcomes"
+        q(
+            "CREATE TABLE marts.experiment_exposures AS SELECT experiment_id, user_id, variant, "
+            "first_exposure_ts, has_multiple_variants, outcome_window_days "
+            "FROM marts.experiment_outcomes"
+        )
     )
     engine.execute(
-        "CREATE TABLE staging.stg_experiments AS SELECT 'x1' AS experiment_id, 'Test' AS "
-        "experiment_name, 'h' AS hypothesis, '{\"control\": 0.5, \"treatment\": 0.5}' AS "
-        "variants, TIMESTAMP '2026-03-01' AS start_ts, TIMESTAMP '2026-03-11' AS end_ts, "
-        "'checkout_start' AS exposure_event, 'purchase' AS primary_metric, "
-        "7 AS outcome_window_days"
+        q(
+            "CREATE TABLE staging.stg_experiments AS SELECT 'x1' AS experiment_id, 'Test' AS "
+            "experiment_name, 'h' AS hypothesis, '{\"control\": 0.5, \"treatment\": 0.5}' AS "
+            "variants, TIMESTAMP '2026-03-01' AS start_ts, TIMESTAMP '2026-03-11' AS end_ts, "
+            "'checkout_start' AS exposure_event, 'purchase' AS primary_metric, "
+            "7 AS outcome_window_days"
+        )
     )
     # dim_users as SCD Type 2: every fifth user moved country halfway through the test
     # (the value at first exposure counts); the last 40 users are unknown to it.
@@ -455,12 +460,14 @@ def test_a_covariate_without_variation_is_left_out_not_fatal() -> None:
 
 def test_variants_json_shapes(tmp_path: Path) -> None:
     """Weights from a dict, from a list of objects, or none from a list of names."""
-    engine = DuckDBEngine(tmp_path / "w.duckdb", threads=1)
+    engine = warehouse_engine(tmp_path / "w.duckdb", threads=1)
     for schema in ("staging", "marts"):
-        engine.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        engine.execute(q(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
     engine.execute(
-        "CREATE TABLE marts.experiment_exposures (experiment_id VARCHAR, user_id VARCHAR, "
-        "variant VARCHAR, has_multiple_variants BOOLEAN)"
+        q(
+            "CREATE TABLE marts.experiment_exposures (experiment_id VARCHAR, user_id VARCHAR, "
+            "variant VARCHAR, has_multiple_variants BOOLEAN)"
+        )
     )
     shapes = {
         "a": {"b": 0.2, "a": 0.8},
@@ -535,18 +542,22 @@ def test_cap_on_distinct_values_is_the_rank_ceil_p_n(
     tmp_path: Path, percentile: float, cap: float
 ) -> None:
     """Ten users with revenue 1..10: the cap is the ceil(p * 10)-th value, exactly."""
-    engine = DuckDBEngine(tmp_path / "w.duckdb", threads=1)
+    engine = warehouse_engine(tmp_path / "w.duckdb", threads=1)
     for schema in ("core", "marts"):
-        engine.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        engine.execute(q(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
     engine.execute(
-        "CREATE TABLE marts.experiment_outcomes AS SELECT 'x1' AS experiment_id, "
-        "'u' || i AS user_id, CASE WHEN i % 2 = 0 THEN 'control' ELSE 'treatment' END "
-        "AS variant, TIMESTAMP '2026-03-01' AS first_exposure_ts, i::DOUBLE AS revenue "
-        "FROM range(1, 11) AS t(i)"
+        q(
+            "CREATE TABLE marts.experiment_outcomes AS SELECT 'x1' AS experiment_id, "
+            "'u' || i AS user_id, CASE WHEN i % 2 = 0 THEN 'control' ELSE 'treatment' END "
+            "AS variant, TIMESTAMP '2026-03-01' AS first_exposure_ts, i::DOUBLE AS revenue "
+            "FROM range(1, 11) AS t(i)"
+        )
     )
     engine.execute(
-        "CREATE TABLE core.dim_users (user_id VARCHAR, valid_from TIMESTAMP, "
-        "valid_to TIMESTAMP, device VARCHAR)"
+        q(
+            "CREATE TABLE core.dim_users (user_id VARCHAR, valid_from TIMESTAMP, "
+            "valid_to TIMESTAMP, device VARCHAR)"
+        )
     )
     experiment = Experiment(
         "x1",

@@ -12,6 +12,7 @@ import pytest
 
 from productlens.engines import DuckDBEngine
 from productlens.metrics.funnel import funnel_mart_query
+from tests.conftest import q
 
 D1, D2 = date(2026, 3, 2), date(2026, 3, 3)
 
@@ -36,12 +37,15 @@ EDGE_EVENTS = [
 
 def load_events(engine: DuckDBEngine, rows: list[tuple[str, str, datetime]]) -> None:
     engine.execute(
-        "CREATE OR REPLACE TABLE core.fct_events "
-        "(event_id VARCHAR, user_id VARCHAR, event_type VARCHAR, event_ts TIMESTAMP, "
-        "event_date DATE)"
+        q(
+            "CREATE OR REPLACE TABLE core.fct_events "
+            "(event_id VARCHAR, user_id VARCHAR, event_type VARCHAR, event_ts TIMESTAMP, "
+            "event_date DATE)"
+        )
     )
-    engine.load_arrow(
-        "core.fct_events",
+    engine.append_arrow(
+        "core",
+        "fct_events",
         pa.table(
             {
                 "event_id": [f"e{i:06d}" for i in range(len(rows))],
@@ -57,8 +61,11 @@ def load_events(engine: DuckDBEngine, rows: list[tuple[str, str, datetime]]) -> 
 def funnel(engine: DuckDBEngine, steps: list[str]) -> list[tuple[object, ...]]:
     sql = funnel_mart_query(steps, window=timedelta(days=1), per="day").sql("duckdb")
     return engine.fetch_all(
-        "SELECT period, step_no, step_name, n_users, n_users_first_step, conversion_from_start, "
-        f"conversion_from_previous FROM ({sql}) ORDER BY period, step_no"
+        q(
+            "SELECT period, step_no, step_name, n_users, n_users_first_step, "
+            "conversion_from_start, "
+            f"conversion_from_previous FROM ({sql}) ORDER BY period, step_no"
+        )
     )
 
 

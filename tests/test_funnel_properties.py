@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from productlens.engines import DuckDBEngine
 from productlens.metrics.scope import MetricsInputError
+from tests.conftest import warehouse_engine
 from tests.funnel_reference import reference_funnel
 from tests.test_funnel_rules import make_events, rounded, sql_funnel
 
@@ -76,7 +77,7 @@ def breakdowns(draw: st.DrawFn, n_steps: int) -> dict[str, Any]:
 def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBEngine]:
     """One engine for every example (hypothesis runs many inside one test)."""
     path = Path(tmp_path_factory.mktemp("funnel_properties")) / "w.duckdb"
-    eng = DuckDBEngine(path, memory_limit="1GB", threads=1)
+    eng = warehouse_engine(path, memory_limit="1GB", threads=1)
     yield eng
     eng.close()
 

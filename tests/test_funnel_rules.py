@@ -21,6 +21,7 @@ import pytest
 from productlens.engines import DuckDBEngine
 from productlens.metrics.funnel import Exclusion, funnel
 from productlens.metrics.scope import MetricsInputError, Scope, parse_duration
+from tests.conftest import q
 from tests.funnel_reference import reference_funnel
 
 T0 = datetime(2026, 3, 2)
@@ -57,11 +58,13 @@ def make_events(rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
 
 def load_fct_events(engine: DuckDBEngine, events: Sequence[dict[str, Any]]) -> None:
     """A core.fct_events with the real table's columns (properties as JSON text)."""
-    engine.execute("DROP TABLE IF EXISTS core.fct_events")
+    engine.execute(q("DROP TABLE IF EXISTS core.fct_events"))
     engine.execute(
-        "CREATE TABLE core.fct_events (event_id VARCHAR, user_id VARCHAR, session_id VARCHAR, "
-        "event_type VARCHAR, event_ts TIMESTAMP, event_date DATE, device VARCHAR, "
-        "country VARCHAR, product_id VARCHAR, amount DOUBLE, properties VARCHAR)"
+        q(
+            "CREATE TABLE core.fct_events (event_id VARCHAR, user_id VARCHAR, session_id VARCHAR, "
+            "event_type VARCHAR, event_ts TIMESTAMP, event_date DATE, device VARCHAR, "
+            "country VARCHAR, product_id VARCHAR, amount DOUBLE, properties VARCHAR)"
+        )
     )
     if not events:
         return
@@ -75,7 +78,7 @@ def load_fct_events(engine: DuckDBEngine, events: Sequence[dict[str, Any]]) -> N
         [json.dumps(e["properties"]) if e["properties"] is not None else None for e in events],
         pa.string(),
     )
-    engine.load_arrow("core.fct_events", pa.table(data))
+    engine.append_arrow("core", "fct_events", pa.table(data))
 
 
 def sql_funnel(

@@ -17,6 +17,7 @@ from productlens.engines import DuckDBEngine
 from productlens.ingest import ingest_paths
 from productlens.runlog import RunLog
 from productlens.simulate import generate, preset
+from tests.conftest import ingestable, q, warehouse_engine
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 START = date(2026, 1, 5)
@@ -27,12 +28,14 @@ LATE_DAY = CUTOFF - timedelta(days=3)  # within the 7-day lookback
 def snapshot(engine: DuckDBEngine) -> dict[str, list[tuple[object, ...]]]:
     """Every model's rows, sorted, floats rounded (sums may differ in the last bit)."""
     tables = engine.fetch_all(
-        "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_schema IN ('staging', 'core', 'marts')"
+        q(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema IN ('staging', 'core', 'marts')"
+        )
     )
     result = {}
     for schema, table in tables:
-        rows = engine.fetch_all(f"SELECT * FROM {schema}.{table}")
+        rows = engine.fetch_all(q(f"SELECT * FROM {schema}.{table}"))
         rounded = [tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows]
         result[f"{schema}.{table}"] = sorted(rounded, key=repr)
     return result
@@ -69,20 +72,20 @@ def test_since_equals_a_full_rebuild_with_late_events(
     tmp_path: Path, batches: tuple[list[Path], list[Path]]
 ) -> None:
     first, later = batches
-    incremental = DuckDBEngine(tmp_path / "incremental.duckdb", memory_limit="2GB")
-    full = DuckDBEngine(tmp_path / "full.duckdb", memory_limit="2GB")
+    incremental = warehouse_engine(tmp_path / "incremental.duckdb", memory_limit="2GB")
+    full = warehouse_engine(tmp_path / "full.duckdb", memory_limit="2GB")
     try:
-        ingest_paths(incremental, first, now=NOW)
+        ingest_paths(ingestable(incremental), first, now=NOW)
         build(incremental)
-        before = incremental.fetch_all("SELECT count(*) FROM core.fct_events")[0][0]
-        ingest_paths(incremental, later, now=NOW)
+        before = incremental.fetch_all(q("SELECT count(*) FROM core.fct_events"))[0][0]
+        ingest_paths(ingestable(incremental), later, now=NOW)
         build(incremental, since=CUTOFF)
-        assert incremental.fetch_all("SELECT count(*) FROM core.fct_events")[0][0] > before
+        assert incremental.fetch_all(q("SELECT count(*) FROM core.fct_events"))[0][0] > before
 
-        ingest_paths(full, [*first, *later], now=NOW)
+        ingest_paths(ingestable(full), [*first, *later], now=NOW)
         build(full)
         assert full.fetch_all(
-            "SELECT count(*) FROM core.fct_events WHERE event_id LIKE 'late_%'"
+            q("SELECT count(*) FROM core.fct_events WHERE event_id LIKE 'late_%'")
         ) == [(40,)]
         assert snapshot(incremental) == snapshot(full)
     finally:
@@ -94,17 +97,21 @@ def test_since_past_the_late_events_misses_them(
     tmp_path: Path, batches: tuple[list[Path], list[Path]]
 ) -> None:
     first, later = batches
-    engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="2GB")
+    engine = warehouse_engine(tmp_path / "w.duckdb", memory_limit="2GB")
     try:
-        ingest_paths(engine, first, now=NOW)
+        ingest_paths(ingestable(engine), first, now=NOW)
         build(engine)
-        ingest_paths(engine, later, now=NOW)
+        ingest_paths(ingestable(engine), later, now=NOW)
         build(engine, since=CUTOFF + timedelta(days=10))  # rewrites from CUTOFF + 3 only
-        late = engine.fetch_all("SELECT count(*) FROM core.fct_events WHERE event_id LIKE 'late_%'")
+        late = engine.fetch_all(
+            q("SELECT count(*) FROM core.fct_events WHERE event_id LIKE 'late_%'")
+        )
         assert late == [(0,)]
         full_days = engine.fetch_all(
-            "SELECT count(*) FROM core.fct_events WHERE event_date >= ?",
-            [CUTOFF + timedelta(days=3)],
+            q(
+                "SELECT count(*) FROM core.fct_events WHERE event_date >= ?",
+                CUTOFF + timedelta(days=3),
+            ),
         )
         assert full_days[0][0] > 0  # the rewritten window did load the new events
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL_WORLD, open_readonly, run_cli
+from tests.conftest import SMALL_WORLD, open_readonly, q, run_cli
 
 SLOW_MODEL = (
     "with events as (select count(*) as n_events from fct_events)\n"
@@ -60,7 +60,7 @@ def snapshot(root: Path) -> dict[str, list[tuple[object, ...]]]:
         tables = {}
         for layer in ("staging", "core", "marts"):
             for table in engine.list_tables(layer):
-                rows = engine.fetch_all(f"SELECT * FROM {layer}.{table}")
+                rows = engine.fetch_all(q(f"SELECT * FROM {layer}.{table}"))
                 tables[f"{layer}.{table}"] = sorted(rows, key=repr)
         return tables
     finally:
@@ -93,7 +93,7 @@ def test_sigkill_during_build_keeps_last_good_tables(tmp_path: Path) -> None:
     engine = open_readonly(root)
     try:
         statuses = engine.fetch_all(
-            "SELECT status, count(*) FROM ops.run_log WHERE stage = 'build' GROUP BY 1"
+            q("SELECT status, count(*) FROM ops.run_log WHERE stage = 'build' GROUP BY 1")
         )
     finally:
         engine.close()

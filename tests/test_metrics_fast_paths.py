@@ -16,6 +16,7 @@ from productlens.engines import DuckDBEngine
 from productlens.metrics.activity import BLOCK, EPOCH, activity_query
 from productlens.metrics.calendar import event_span
 from productlens.metrics.scope import Scope, local_ts, offset_pieces
+from tests.conftest import q
 from tests.metrics_events import Event, assert_portable, load
 from tests.test_activity import day_events, reference, run
 
@@ -108,10 +109,11 @@ def local_times(
     engine: DuckDBEngine, zone: str, instants: list[datetime], span: tuple[datetime, datetime]
 ) -> list[tuple[datetime, datetime]]:
     """Each instant's local time with the span and with a conversion per row."""
-    engine.execute("CREATE SCHEMA IF NOT EXISTS core")
-    engine.execute("CREATE OR REPLACE TABLE core.t (i INTEGER, event_ts TIMESTAMP)")
-    engine.load_arrow(
-        "core.t",
+    engine.execute(q("CREATE SCHEMA IF NOT EXISTS core"))
+    engine.execute(q("CREATE OR REPLACE TABLE core.t (i INTEGER, event_ts TIMESTAMP)"))
+    engine.append_arrow(
+        "core",
+        "t",
         pa.table({"i": range(len(instants)), "event_ts": pa.array(instants, pa.timestamp("us"))}),
     )
     scope = Scope(timezone=zone)
@@ -120,7 +122,7 @@ def local_times(
         .from_("core.t")
         .order_by("i")
     )
-    return [(row[0], row[1]) for row in engine.fetch_all(query.sql(dialect="duckdb"))]
+    return [(row[0], row[1]) for row in engine.fetch_all(query)]
 
 
 def python_local(instant: datetime, zone: str) -> datetime:

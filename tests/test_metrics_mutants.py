@@ -130,7 +130,7 @@ def test_the_range_ends_are_exact_to_the_microsecond(engine: DuckDBEngine) -> No
     spec = EventsSpec(columns=("event_type",))
 
     def kinds(scope: Scope) -> list[str]:
-        return sorted(r[0] for r in engine.fetch_all(scoped_events(scope, spec).sql("duckdb")))
+        return sorted(r[0] for r in engine.fetch_all(scoped_events(scope, spec)))
 
     zone = "America/Los_Angeles"
     assert kinds(Scope.parse(timezone=zone, date_from="2026-03-08", date_to="2026-03-08")) == [
@@ -170,7 +170,7 @@ def test_cohort_query_has_one_period_0_row_per_cohort(engine: DuckDBEngine) -> N
         {"u1": None, "u2": None},
     )  # fmt: skip
     query = cohort_query(Scope(), RetentionSpec(start="a", period="day"))
-    got = sorted(engine.fetch_all(query.sql(dialect="duckdb")))
+    got = sorted(engine.fetch_all(query))
     day = date(2026, 3, 2)
     assert got == [(day, 0, 2, 2), (day, 1, 2, 1)]
 

@@ -23,6 +23,7 @@ from productlens.metrics.scope import (
     period_start,
     scoped_events,
 )
+from tests.conftest import q
 
 LA = ZoneInfo("America/Los_Angeles")
 
@@ -30,10 +31,12 @@ LA = ZoneInfo("America/Los_Angeles")
 def load(engine: DuckDBEngine, data: pa.Table) -> None:
     """A core.fct_events holding these columns only."""
     engine.execute(
-        "CREATE OR REPLACE TABLE core.fct_events (event_ts TIMESTAMP, event_type VARCHAR, "
-        "device VARCHAR, properties VARCHAR)"
+        q(
+            "CREATE OR REPLACE TABLE core.fct_events (event_ts TIMESTAMP, event_type VARCHAR, "
+            "device VARCHAR, properties VARCHAR)"
+        )
     )
-    engine.load_arrow("core.fct_events", data)
+    engine.append_arrow("core", "fct_events", data)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +101,7 @@ def test_sql_periods_match_python_calendar(
     scope = Scope(timezone=zone, week_start=week_start)  # type: ignore[arg-type]
     extra = {g: period_start(scope, g, local_ts(scope)) for g in ("day", "week", "month")}
     query = scoped_events(scope, EventsSpec(columns=("event_ts",), extra=extra))
-    rows = engine.fetch_all(query.sql("duckdb") + " ORDER BY event_ts")
+    rows = engine.fetch_all(query.order_by("event_ts"))
     assert len(rows) == len(instants)
     for ts, day, week, month in rows:
         local = ts.replace(tzinfo=UTC).astimezone(ZoneInfo(zone)).date()
@@ -132,10 +135,10 @@ def test_range_and_filters_select_the_events(engine: DuckDBEngine) -> None:
     )  # fmt: skip
     query = scoped_events(scope, EventsSpec(columns=("event_type",)))
     # a: 23:59 the day before; d: the next local day; c passes (a number is its text).
-    assert sorted(r[0] for r in engine.fetch_all(query.sql("duckdb"))) == ["b", "c", "e"]
+    assert sorted(r[0] for r in engine.fetch_all(query)) == ["b", "c", "e"]
     scope = Scope.parse(where=["device=web", "plan=0"])
     query = scoped_events(scope, EventsSpec(columns=("event_type",)))
-    assert engine.fetch_all(query.sql("duckdb")) == [("c",)]
+    assert engine.fetch_all(query) == [("c",)]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from productlens.config import ProjectConfig
 from productlens.engines import DuckDBEngine
 from productlens.errors import ModelError
 from productlens.runlog import RunLog
+from tests.conftest import q
 
 
 def write_models(root: Path, files: dict[str, str]) -> Path:
@@ -33,7 +34,7 @@ def graph_for(root: Path) -> modeling.ModelGraph:
 
 @pytest.fixture
 def source(engine: DuckDBEngine) -> DuckDBEngine:
-    engine.execute("CREATE TABLE raw.a AS SELECT * FROM (VALUES (1, 10), (2, 20)) t(id, v)")
+    engine.execute(q("CREATE TABLE raw.a AS SELECT * FROM (VALUES (1, 10), (2, 20)) t(id, v)"))
     return engine
 
 
@@ -53,10 +54,12 @@ def test_build_materializes_in_order_and_logs(source: DuckDBEngine, tmp_path: Pa
     result = modeling.build(source, graph, runlog)
     assert result.ok
     assert result.built == {"stg_a": 2, "fct_a": 2, "a_summary": 1}
-    assert source.fetch_all("SELECT n_rows, total FROM marts.a_summary") == [(2, 60)]
+    assert source.fetch_all(q("SELECT n_rows, total FROM marts.a_summary")) == [(2, 60)]
     logged = source.fetch_all(
-        "SELECT object, status, n_rows FROM ops.run_log WHERE run_id = ? ORDER BY started_at",
-        [runlog.run_id],
+        q(
+            "SELECT object, status, n_rows FROM ops.run_log WHERE run_id = ? ORDER BY started_at",
+            runlog.run_id,
+        ),
     )
     assert logged == [
         ("staging.stg_a", "success", 2),
@@ -76,16 +79,16 @@ def test_failed_model_keeps_previous_table_and_skips_descendants(
     assert set(result.failed) == {"fct_a"}
     assert result.skipped == ["a_summary"]
     assert result.built == {"stg_a": 2}
-    assert source.fetch_all("SELECT sum(v2) FROM core.fct_a") == [(60,)]  # old table intact
+    assert source.fetch_all(q("SELECT sum(v2) FROM core.fct_a")) == [(60,)]  # old table intact
     assert not [t for t in source.list_tables("core") if t.endswith("__building")]
     statuses = source.fetch_all(
-        "SELECT status FROM ops.run_log WHERE object = 'core.fct_a' ORDER BY started_at"
+        q("SELECT status FROM ops.run_log WHERE object = 'core.fct_a' ORDER BY started_at")
     )
     assert statuses == [("success",), ("error",)]
 
 
 def test_leftover_half_built_tables_are_dropped(source: DuckDBEngine, tmp_path: Path) -> None:
-    source.execute("CREATE TABLE core.fct_a__building AS SELECT 1 AS half")
+    source.execute(q("CREATE TABLE core.fct_a__building AS SELECT 1 AS half"))
     modeling.build(source, graph_for(write_models(tmp_path, SMALL)), RunLog(source))
     assert "fct_a__building" not in source.list_tables("core")
 
@@ -93,12 +96,14 @@ def test_leftover_half_built_tables_are_dropped(source: DuckDBEngine, tmp_path: 
 def test_stale_running_rows_are_marked_interrupted(source: DuckDBEngine) -> None:
     first = RunLog(source)
     source.execute(
-        "INSERT INTO ops.run_log (run_id, stage, object, started_at, status) "
-        "VALUES (?, 'build', 'x', now(), 'running')",
-        [first.run_id],
+        q(
+            "INSERT INTO ops.run_log (run_id, stage, object, started_at, status) "
+            "VALUES (?, 'build', 'x', now(), 'running')",
+            first.run_id,
+        ),
     )
     RunLog(source)
-    assert source.fetch_all("SELECT status FROM ops.run_log WHERE object = 'x'") == [
+    assert source.fetch_all(q("SELECT status FROM ops.run_log WHERE object = 'x'")) == [
         ("interrupted",)
     ]
 
@@ -193,7 +198,7 @@ def test_python_model_reads_configuration(source: DuckDBEngine, tmp_path: Path) 
     config = ProjectConfig.model_validate({"metrics": {"funnel_steps": ["open", "it's paid"]}})
     graph = modeling.discover(config, [root], shipped=False)
     modeling.build(source, graph, RunLog(source))
-    assert source.fetch_all("SELECT * FROM marts.steps") == [("open",), ("it's paid",)]
+    assert source.fetch_all(q("SELECT * FROM marts.steps")) == [("open",), ("it's paid",)]
 
 
 def test_project_models_extend_and_replace_shipped(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from productlens.metrics.retention import (
     retention,
 )
 from productlens.metrics.scope import Filter, Grain, MetricsInputError, Scope
-from tests.conftest import run_cli
+from tests.conftest import q, run_cli, warehouse_engine
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,16 @@ def ev(user: str, type_: str, ts: str, device: str = "ios", **props: str) -> Ev:
 
 
 def load(engine: DuckDBEngine, events: list[Ev], users: dict[str, datetime | None]) -> None:
-    engine.execute("DROP TABLE IF EXISTS core.fct_events")
+    engine.execute(q("DROP TABLE IF EXISTS core.fct_events"))
     engine.execute(
-        "CREATE TABLE core.fct_events (user_id VARCHAR, event_type VARCHAR, "
-        "event_ts TIMESTAMP, device VARCHAR, properties VARCHAR)"
+        q(
+            "CREATE TABLE core.fct_events (user_id VARCHAR, event_type VARCHAR, "
+            "event_ts TIMESTAMP, device VARCHAR, properties VARCHAR)"
+        )
     )
-    engine.load_arrow(
-        "core.fct_events",
+    engine.append_arrow(
+        "core",
+        "fct_events",
         pa.table(
             {
                 "user_id": pa.array([e.user for e in events], pa.string()),
@@ -64,10 +67,11 @@ def load(engine: DuckDBEngine, events: list[Ev], users: dict[str, datetime | Non
             }
         ),
     )
-    engine.execute("DROP TABLE IF EXISTS staging.stg_users")
-    engine.execute("CREATE TABLE staging.stg_users (user_id VARCHAR, signup_ts TIMESTAMP)")
-    engine.load_arrow(
-        "staging.stg_users",
+    engine.execute(q("DROP TABLE IF EXISTS staging.stg_users"))
+    engine.execute(q("CREATE TABLE staging.stg_users (user_id VARCHAR, signup_ts TIMESTAMP)"))
+    engine.append_arrow(
+        "staging",
+        "stg_users",
         pa.table(
             {
                 "user_id": pa.array(list(users), pa.string()),
@@ -654,7 +658,7 @@ def test_every_query_shape_transpiles(dialect: str) -> None:
 
 # --- the command ----------------------------------------------------------------------------
 def test_cli_prints_the_table_and_exact_json(project_dir: Path) -> None:
-    warehouse = DuckDBEngine(load_project(project_dir).warehouse_path)
+    warehouse = warehouse_engine(load_project(project_dir).warehouse_path)
     load(warehouse, BASE, BASE_USERS)
     warehouse.close()
     args = ["--project", str(project_dir), "retention", "--start", "s", "--return", "r"]

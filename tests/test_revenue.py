@@ -22,7 +22,7 @@ from productlens.config import ProjectConfig, load_project
 from productlens.engines import DuckDBEngine
 from productlens.metrics.revenue import QUERIES, revenue
 from productlens.metrics.scope import Scope
-from tests.conftest import run_cli
+from tests.conftest import q, run_cli, warehouse_engine
 from tests.test_order_revenue import EXTRA
 from tests.test_warehouse import build_world
 
@@ -126,7 +126,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("revenue")
     data = root / "csv"
     data.mkdir()
-    engine = DuckDBEngine(load_project(root).warehouse_path)
+    engine = warehouse_engine(load_project(root).warehouse_path)
     try:
         build_world(engine, data, ProjectConfig(), extra_rows=EXTRA)
     finally:
@@ -135,7 +135,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_revenue_by_hand(project: Path) -> None:
-    engine = DuckDBEngine(load_project(project).warehouse_path, read_only=True)
+    engine = warehouse_engine(load_project(project).warehouse_path, read_only=True)
     try:
         got = revenue(engine).to_dict()
     finally:
@@ -232,10 +232,11 @@ DUCKDB_TYPES = {
 
 def load(engine: DuckDBEngine, name: str, columns: dict[str, pa.Array]) -> None:
     """Replace table `name` (schema.table) with `columns`."""
-    engine.execute(f"CREATE SCHEMA IF NOT EXISTS {name.split('.', maxsplit=1)[0]}")
+    engine.execute(q(f"CREATE SCHEMA IF NOT EXISTS {name.split('.', maxsplit=1)[0]}"))
     body = ", ".join(f"{c} {DUCKDB_TYPES[a.type]}" for c, a in columns.items())
-    engine.execute(f"CREATE OR REPLACE TABLE {name} ({body})")
-    engine.load_arrow(name, pa.table(columns))
+    engine.execute(q(f"CREATE OR REPLACE TABLE {name} ({body})"))
+    schema, table = name.split(".")
+    engine.append_arrow(schema, table, pa.table(columns))
 
 
 def load_orders(engine: DuckDBEngine, orders: list[tuple[int, float, str, int]]) -> None:

@@ -16,6 +16,7 @@ from productlens.errors import DataTestFailure
 from productlens.ingest import ingest_paths
 from productlens.runlog import RunLog
 from productlens.simulate import generate, preset
+from tests.conftest import ingestable, q, warehouse_engine
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -104,7 +105,7 @@ def build_world(
 ) -> modeling.ModelGraph:
     for table, text in FIXTURE.items():
         (folder / f"{table}.csv").write_text(text + (extra_rows or {}).get(table, ""))
-    result = ingest_paths(engine, [folder], config=config.ingest, now=NOW)
+    result = ingest_paths(ingestable(engine), [folder], config=config.ingest, now=NOW)
     assert result.quarantined == 0
     graph = modeling.discover(config, model_dirs)
     built = modeling.build(engine, graph, RunLog(engine))
@@ -119,7 +120,7 @@ def warehouse(engine: DuckDBEngine, tmp_path: Path) -> DuckDBEngine:
 
 
 def rows(engine: DuckDBEngine, sql: str) -> list[tuple[object, ...]]:
-    return engine.fetch_all(sql)
+    return engine.fetch_all(q(sql))
 
 
 def test_every_data_test_passes_on_the_fixture(warehouse: DuckDBEngine) -> None:
@@ -141,7 +142,7 @@ def test_every_data_test_passes_on_the_fixture(warehouse: DuckDBEngine) -> None:
 def test_reconciliation_catches_an_order_that_disagrees_with_its_items(
     warehouse: DuckDBEngine,
 ) -> None:
-    warehouse.execute("UPDATE core.fct_orders SET total_amount = 21 WHERE order_id = 'o1'")
+    warehouse.execute(q("UPDATE core.fct_orders SET total_amount = 21 WHERE order_id = 'o1'"))
     graph = modeling.discover(ProjectConfig())
     outcomes = checks.run_tests(warehouse, checks.compile_tests(graph), "r")
     failed = [o.test.name for o in outcomes if o.status == "fail"]
@@ -630,8 +631,8 @@ def test_a_model_that_drops_rows_fails_its_reconciliation(
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> DuckDBEngine:
     folder = tmp_path_factory.mktemp("sim")
     generate(preset(users=3000, days=60, seed=21), folder / "data", workers=1)
-    engine = DuckDBEngine(folder / "w.duckdb", memory_limit="2GB")
-    ingest_paths(engine, [folder / "data"], now=NOW)
+    engine = warehouse_engine(folder / "w.duckdb", memory_limit="2GB")
+    ingest_paths(ingestable(engine), [folder / "data"], now=NOW)
     built = modeling.build(engine, modeling.discover(ProjectConfig()), RunLog(engine))
     assert built.ok, built.failed
     return engine
@@ -688,9 +689,9 @@ def test_each_fact_row_joins_exactly_one_version(
 
 def test_the_saas_scenario_builds_with_non_trivial_marts(tmp_path: Path) -> None:
     generate(preset("saas", users=2500, days=75, seed=13), tmp_path / "data", workers=1)
-    engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="2GB")
+    engine = warehouse_engine(tmp_path / "w.duckdb", memory_limit="2GB")
     try:
-        ingest_paths(engine, [tmp_path / "data"], now=NOW)
+        ingest_paths(ingestable(engine), [tmp_path / "data"], now=NOW)
         config = ProjectConfig.model_validate({"simulate": {"scenario": "saas"}})
         graph = modeling.discover(config)
         built = modeling.build(engine, graph, RunLog(engine))

@@ -17,25 +17,13 @@ from typing import Any, Literal
 import sqlglot
 from sqlglot import exp
 
+from productlens import ops
 from productlens.engines import Engine
 from productlens.errors import DataTestFailure, ModelError
 from productlens.modeling import Model, ModelGraph
 
 Severity = Literal["error", "warn"]
 SAMPLE_ROWS = 5
-
-TEST_RESULTS_DDL = """
-CREATE TABLE IF NOT EXISTS ops.test_results (
-    run_id VARCHAR NOT NULL,
-    test_name VARCHAR NOT NULL,
-    model VARCHAR NOT NULL,
-    severity VARCHAR NOT NULL,
-    status VARCHAR NOT NULL,
-    n_failing BIGINT,
-    sample_json VARCHAR,
-    checked_at TIMESTAMP NOT NULL
-)
-"""
 
 
 @dataclass(frozen=True)
@@ -272,38 +260,35 @@ def _name_hint(kind: str, args: dict[str, Any]) -> list[str]:
 
 def run_tests(engine: Engine, tests: list[DataTest], run_id: str) -> list[TestOutcome]:
     """Run each test, record it in `ops.test_results`, and return the outcomes."""
-    engine.execute(TEST_RESULTS_DDL)
-    outcomes = []
-    for test in tests:
-        outcomes.append(_run_one(engine, test))
+    ops.ensure(engine, ops.TEST_RESULTS, ops.TEST_RESULTS_COLUMNS)
+    outcomes = [_run_one(engine, test) for test in tests]
     checked_at = datetime.now(UTC).replace(tzinfo=None)
-    with engine.transaction():
-        for o in outcomes:
-            engine.execute(
-                "INSERT INTO ops.test_results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    run_id,
-                    o.test.name,
-                    o.test.model,
-                    o.test.severity,
-                    o.status,
-                    o.n_failing,
-                    json.dumps(o.sample, default=str) if o.sample else o.error,
-                    checked_at,
-                ],
-            )
+    rows: list[list[ops.Value]] = [
+        [
+            run_id,
+            o.test.name,
+            o.test.model,
+            o.test.severity,
+            o.status,
+            o.n_failing,
+            json.dumps(o.sample, default=str) if o.sample else o.error,
+            checked_at,
+        ]
+        for o in outcomes
+    ]
+    if rows:
+        engine.execute(ops.insert_rows(ops.TEST_RESULTS, ops.TEST_RESULTS_COLUMNS, rows))
     return outcomes
 
 
 def _run_one(engine: Engine, test: DataTest) -> TestOutcome:
     failing = test.query.subquery("failing")
-    count_sql = exp.select(exp.Count(this=exp.Star())).from_(failing).sql(engine.dialect)
+    count = exp.select(exp.Count(this=exp.Star())).from_(failing)
     try:
-        n = int(engine.fetch_all(count_sql)[0][0])
+        n = int(engine.fetch_all(count)[0][0])
         sample: list[dict[str, Any]] = []
         if n:
-            sample_sql = test.query.limit(SAMPLE_ROWS).sql(engine.dialect)
-            sample = engine.fetch_arrow(sample_sql).to_pylist()
+            sample = engine.fetch_arrow(test.query.limit(SAMPLE_ROWS)).to_pylist()
     except Exception as exc:  # noqa: BLE001 - a broken test is reported, not fatal
         return TestOutcome(test, 0, [], error=str(exc))
     return TestOutcome(test, n, sample)

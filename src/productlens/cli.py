@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from productlens import __version__
-from productlens.config import Project, load_project
+from productlens.config import EngineName, Project, load_project
 from productlens.errors import ProductLensError
 
 if TYPE_CHECKING:
@@ -45,10 +45,11 @@ INTERRUPTED = 130  # the shell's exit code for a process stopped by Ctrl-C
 class State:
     project_dir: Path | None = None
     warehouse: Path | None = None
+    engine: EngineName | None = None
     debug: bool = False
 
     def project(self) -> Project:
-        return load_project(self.project_dir, self.warehouse)
+        return load_project(self.project_dir, self.warehouse, self.engine)
 
 
 def _state(ctx: typer.Context) -> State:
@@ -79,13 +80,20 @@ def root(
             help="The DuckDB warehouse file. Default: warehouse.duckdb in the project folder."
         ),
     ] = None,
+    engine: Annotated[
+        EngineName | None,
+        typer.Option(
+            help="The warehouse engine: duckdb, postgres or spark. Default: [warehouse] engine "
+            "in productlens.toml, else duckdb."
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     """productlens: simulate or ingest events, build a layered warehouse, check it, report it."""
-    ctx.obj = State(project_dir=project, warehouse=warehouse, debug=debug)
+    ctx.obj = State(project_dir=project, warehouse=warehouse, engine=engine, debug=debug)
 
 
 Scenario = Literal["ecommerce", "saas"]
@@ -313,7 +321,7 @@ def quarantine(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Show what ingestion held back and why: counts by table and reason, and sample rows."""
-    from productlens.engines import open_engine
+    from productlens.app import ingest_target, open_engine
     from productlens.ingest import held
     from productlens.ingest.contracts import REASONS
 
@@ -322,7 +330,7 @@ def quarantine(
     engine = open_engine(project, read_only=True)
     try:
         listing = (held.warned if warnings else held.quarantined)(
-            engine, reason=reason, table=table, limit=limit
+            ingest_target(engine, project), reason=reason, table=table, limit=limit
         )
     finally:
         engine.close()
@@ -422,20 +430,17 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the models: layer, grain, upstream tables, rows and last build time."""
-    from productlens import modeling
-    from productlens.engines import open_engine
+    from productlens import modeling, ops
+    from productlens.app import open_engine, warehouse_exists
 
     project = _state(ctx).project()
     graph = modeling.discover(project.config, project.model_dirs)
     built: dict[str, tuple[int | None, object]] = {}
-    if project.warehouse_path.exists():
+    if warehouse_exists(project):
         engine = open_engine(project, read_only=True)
         try:
-            if engine.table_exists("ops.run_log"):
-                rows = engine.fetch_all(
-                    "SELECT object, arg_max(n_rows, finished_at), max(finished_at) "
-                    "FROM ops.run_log WHERE stage = 'build' AND status = 'success' GROUP BY object"
-                )
+            if engine.table_kind(*ops.RUN_LOG):
+                rows = engine.fetch_all(ops.last_builds())
                 built = {r[0]: (r[1], r[2]) for r in rows}
         finally:
             engine.close()
@@ -501,7 +506,7 @@ class _RunnerContext:
         self.project = _state(ctx).project()
 
     def __enter__(self) -> Runner:
-        from productlens.engines import open_engine
+        from productlens.app import open_engine
         from productlens.pipeline import Runner
 
         self.engine = open_engine(self.project)

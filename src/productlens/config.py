@@ -42,10 +42,33 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-class WarehouseConfig(Section):
-    """Where the warehouse lives and how the engine may use the machine."""
+EngineName = Literal["duckdb", "postgres", "spark"]
+ENGINE_NAMES: tuple[EngineName, ...] = ("duckdb", "postgres", "spark")
 
-    engine: Literal["duckdb"] = "duckdb"
+
+class PostgresConfig(Section):
+    """`[warehouse.postgres]`: the server. The DSN is better kept out of the file:
+    `PRODUCTLENS_POSTGRES_DSN` overrides it."""
+
+    dsn: str | None = Field(default=None, repr=False)
+
+
+class SparkConfig(Section):
+    """`[warehouse.spark]`: where Spark runs and keeps its tables."""
+
+    # local[*], spark://host:7077, yarn, or a Spark Connect URL (sc://host:15002)
+    master: str = "local[*]"
+    # A local folder (relative to the project) or an object-store URL (s3://bucket/path)
+    warehouse_dir: str = "spark-warehouse"
+    conf: dict[str, str] = Field(default_factory=dict)  # extra Spark settings
+
+
+class WarehouseConfig(Section):
+    """Where the warehouse lives, which engine runs it, and how it may use the machine."""
+
+    engine: EngineName = "duckdb"
+    # The DuckDB file; the raw layer's Parquet lake is beside it (`<path>.raw`) whatever
+    # the engine.
     path: Path = Path("warehouse.duckdb")
     # DuckDB's buffer limit; the process needs some on top, so 6 GB keeps a 100M-event
     # build under 8 GB resident (DuckDB spills to disk beyond the limit).
@@ -53,6 +76,8 @@ class WarehouseConfig(Section):
         default="6GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
     )
     threads: PositiveInt | None = None
+    postgres: PostgresConfig = Field(default_factory=PostgresConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
 
 
 class SimulateConfig(Section):
@@ -294,10 +319,22 @@ class ProjectConfig(Section):
 class Project:
     """A project folder with its validated configuration; resolves every path in it."""
 
-    def __init__(self, root: Path, config: ProjectConfig, warehouse: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        config: ProjectConfig,
+        warehouse: Path | None = None,
+        engine: EngineName | None = None,
+    ) -> None:
         self.root = root
         self.config = config
         self._warehouse = warehouse
+        self._engine = engine
+
+    @property
+    def engine(self) -> EngineName:
+        """The warehouse engine: the command line's `--engine`, else the file's."""
+        return self._engine or self.config.warehouse.engine
 
     @property
     def warehouse_path(self) -> Path:
@@ -323,8 +360,11 @@ class Project:
         return path if path.is_absolute() else self.root / path
 
 
-def load_project(root: Path | None = None, warehouse: Path | None = None) -> Project:
-    """Read and validate `productlens.toml` in `root` (defaults when there is none)."""
+def load_project(
+    root: Path | None = None, warehouse: Path | None = None, engine: EngineName | None = None
+) -> Project:
+    """Read and validate `productlens.toml` in `root` (defaults when there is none);
+    `warehouse` and `engine` override the file's."""
     root = (root or Path.cwd()).resolve()
     if root.exists() and not root.is_dir():
         raise ConfigError("the project path is not a folder", path=root)
@@ -341,7 +381,7 @@ def load_project(root: Path | None = None, warehouse: Path | None = None) -> Pro
         raise ConfigError(f"{file}: {describe_validation_error(exc)}") from None
     if warehouse is not None and not warehouse.is_absolute():
         warehouse = Path.cwd() / warehouse
-    return Project(root, config, warehouse)
+    return Project(root, config, warehouse, engine)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -9,9 +9,10 @@ by bare name (`from stg_events`) and raw or ops tables by qualified name
 (`from raw.events`). SQLGlot parses each model, finds the tables it reads, qualifies bare
 model names with their layer, and transpiles for the engine's dialect.
 
-Each build writes `<layer>.<name>__building` and then, in one transaction, drops the old
-table and renames the new one into place: a failed or killed build leaves the previous
-table intact, and leftovers are dropped before the next build.
+Each build hands the model's expression to the engine, which builds the table under
+another name and swaps it in atomically (`Engine.replace_table`): a failed or killed
+build leaves the previous table intact. Engines that build under `<name>__building`
+(DuckDB) may leave one behind when killed; it is dropped before the next build.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sqlglot import exp
 
 from productlens.config import ProjectConfig, describe_validation_error
 from productlens.engines import Engine
+from productlens.engines.base import table as quoted_table
 from productlens.errors import ModelError
 from productlens.metrics.scope import Scope
 from productlens.runlog import RunLog
@@ -134,10 +136,6 @@ class Model:
     def table(self) -> str:
         return f"{self.layer}.{self.name}"
 
-    def quoted(self, dialect: str, suffix: str = "") -> str:
-        """`layer.name` (plus a suffix) as quoted SQL identifiers for the dialect."""
-        return table_sql(self.layer, self.name + suffix, dialect)
-
     @property
     def grain(self) -> str:
         return self.spec.grain if self.spec else ""
@@ -206,12 +204,6 @@ class ModelGraph:
             if selector.startswith("+"):
                 chosen |= self.ancestors(name)
         return [m for m in self if m.name in chosen]
-
-
-def table_sql(schema: str, name: str, dialect: str) -> str:
-    """A schema-qualified table name as quoted identifiers: a name from a file or the
-    catalog never becomes SQL text of its own (a keyword like `order` works too)."""
-    return exp.table_(name, db=schema, quoted=True).sql(dialect=dialect)
 
 
 def _check_name(path: Path) -> None:
@@ -386,73 +378,46 @@ def drop_leftovers(engine: Engine) -> list[str]:
     """Drop half-built tables a killed build left behind; returns their names."""
     dropped = []
     for layer in MODEL_LAYERS:
-        for table in engine.list_tables(layer):
-            if table.endswith(BUILDING_SUFFIX):
-                engine.execute(f"DROP TABLE IF EXISTS {table_sql(layer, table, engine.dialect)}")
-                dropped.append(f"{layer}.{table}")
+        for name in engine.list_tables(layer):
+            if name.endswith(BUILDING_SUFFIX):
+                engine.drop(layer, name)
+                dropped.append(f"{layer}.{name}")
     return dropped
-
-
-def _drop_existing(engine: Engine, model: Model) -> None:
-    """Drop whatever holds the model's name now (a table or a view)."""
-    kind = engine.fetch_all(
-        "SELECT table_type FROM information_schema.tables "
-        "WHERE table_schema = ? AND table_name = ?",
-        [model.layer, model.name],
-    )
-    if kind:
-        noun = "VIEW" if kind[0][0] == "VIEW" else "TABLE"
-        engine.execute(f"DROP {noun} {model.quoted(engine.dialect)}")
 
 
 def materialize(engine: Engine, model: Model) -> int:
     """Build one model and swap it in atomically; returns its row count.
 
-    A table is built under a temporary name and renamed into place, so a failed or
-    killed build leaves the previous table. A view (for light staging models) is
-    replaced inside one transaction.
+    A table is built whole and swapped in for the previous one (a failed build leaves
+    the previous table); an incremental model's table is partitioned by its date column.
+    A view (for light staging models) is replaced in one step.
     """
-    final = model.quoted(engine.dialect)
-    sql = model.compile(engine.dialect)
     if model.spec is not None and model.spec.materialized == "view":
-        with engine.transaction():
-            _drop_existing(engine, model)
-            engine.execute(f"CREATE VIEW {final} AS\n{sql}")
-        return int(engine.fetch_all(f"SELECT count(*) FROM {final}")[0][0])
-    building = model.quoted(engine.dialect, BUILDING_SUFFIX)
-    new_name = exp.to_identifier(model.name, quoted=True).sql(dialect=engine.dialect)
-    engine.execute(f"DROP TABLE IF EXISTS {building}")
-    try:
-        engine.execute(f"CREATE TABLE {building} AS\n{sql}")
-        with engine.transaction():
-            _drop_existing(engine, model)
-            engine.execute(f"ALTER TABLE {building} RENAME TO {new_name}")
-    except BaseException:
-        engine.execute(f"DROP TABLE IF EXISTS {building}")
-        raise
-    return int(engine.fetch_all(f"SELECT count(*) FROM {final}")[0][0])
+        engine.replace_view(model.layer, model.name, model.expression)
+        count = exp.select(exp.Count(this=exp.Star())).from_(quoted_table(model.layer, model.name))
+        return int(engine.fetch_all(count)[0][0])
+    incremental = model.spec.incremental if model.spec else None
+    return engine.replace_table(
+        model.layer,
+        model.name,
+        model.expression,
+        partition_by=incremental.date_column if incremental else None,
+    )
 
 
 def refresh_since(engine: Engine, model: Model, since: date) -> int:
-    """Rewrite an incremental model's rows from `since` minus its lookback, in one
-    transaction; returns the table's row count. The model's query still reads all its
-    upstream data, so windowed measures come out exactly as in a full rebuild."""
+    """Rewrite an incremental model's rows from `since` minus its lookback, atomically;
+    returns the table's row count. The model's query still reads all its upstream data,
+    so windowed measures come out exactly as in a full rebuild."""
     spec = model.spec.incremental if model.spec else None
     if spec is None:
         raise ModelError(
             "not an incremental model (declare incremental: in its YAML)", model=model.name
         )
-    start = exp.Literal.string((since - timedelta(days=spec.lookback_days)).isoformat())
-    column = exp.to_identifier(spec.date_column, quoted=True).sql(engine.dialect)
-    cutoff = f"CAST({start.sql(engine.dialect)} AS DATE)"
-    table = model.quoted(engine.dialect)
-    with engine.transaction():
-        engine.execute(f"DELETE FROM {table} WHERE {column} >= {cutoff}")
-        engine.execute(
-            f"INSERT INTO {table} SELECT * FROM (\n{model.compile(engine.dialect)}\n) "
-            f"AS incremental WHERE {column} >= {cutoff}"
-        )
-    return int(engine.fetch_all(f"SELECT count(*) FROM {table}")[0][0])
+    start = since - timedelta(days=spec.lookback_days)
+    return engine.overwrite_range(
+        model.layer, model.name, spec.date_column, start, model.expression
+    )
 
 
 def build(
@@ -482,7 +447,11 @@ def build(
         try:
             with runlog.step("build", model.table) as record:
                 incremental = model.spec.incremental if model.spec else None
-                if since is not None and incremental and engine.table_exists(model.table):
+                if (
+                    since is not None
+                    and incremental
+                    and engine.table_kind(model.layer, model.name) == "table"
+                ):
                     record.rows = refresh_since(engine, model, since)
                 else:
                     record.rows = materialize(engine, model)

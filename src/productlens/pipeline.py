@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlglot import exp
 
-from productlens import checks, modeling
+from productlens import checks, modeling, ops
+from productlens.app import ingest_target, open_engine, raw_root
 from productlens.config import Project
-from productlens.engines import LAYERS, Engine, open_engine
+from productlens.engines import LAYERS, Engine
+from productlens.engines.base import table as table_of
 from productlens.errors import ConfigError, ModelError
 from productlens.ingest import BatchResult, IngestResult, expand, infer_table, ingest_paths, presets
 from productlens.ingest import replay as replay_quarantine
@@ -32,8 +35,6 @@ from productlens.simulate import GenerateResult, WorldParams, generate, preset
 
 if TYPE_CHECKING:
     from productlens.report import ReportResult
-
-DEMO_MARKER = "ops.demo_world"
 
 
 @dataclass
@@ -148,7 +149,7 @@ class Runner:
                 self._say(_batch_line(batch))
 
             result = ingest_paths(
-                self.engine,
+                ingest_target(self.engine, self.project),
                 files,
                 table=table,
                 config=self.project.config.ingest,
@@ -172,7 +173,7 @@ class Runner:
     ) -> IngestResult:
         with self._stage("replay", None) as advance:
             result = replay_quarantine(
-                self.engine,
+                ingest_target(self.engine, self.project),
                 config=self.project.config.ingest,
                 mapping=mapping,
                 table=table,
@@ -281,22 +282,27 @@ class Runner:
                 # Views over the raw layer's files, listed with their rows (the quarantine,
                 # the one table here, is not part of the layer's rows), less the rows that
                 # forced loads replaced (still in the files, left out of the views).
-                if self.engine.table_exists("ops.raw_files"):
-                    listed = self.engine.fetch_all("SELECT sum(row_count) FROM ops.raw_files")
-                    total = int(listed[0][0] or 0)
-                if self.engine.table_exists("ops.superseded_files"):
-                    gone = self.engine.fetch_all(
-                        "SELECT sum(rows_loaded) FROM ops.superseded_files"
-                    )
-                    total -= int(gone[0][0] or 0)
+                listed = _column_sum(self.engine, ("ops", "raw_files"), "row_count")
+                total = listed - _column_sum(
+                    self.engine, ("ops", "superseded_files"), "rows_loaded"
+                )
             else:
-                for table in self.engine.list_tables(layer):
-                    name = modeling.table_sql(layer, table, self.engine.dialect)
-                    count = self.engine.fetch_all(f"SELECT count(*) FROM {name}")
-                    total += int(count[0][0])
+                for name in self.engine.list_tables(layer):
+                    if self.engine.table_kind(layer, name) != "table":
+                        continue  # a view's rows are its table's, counted there
+                    count = exp.select(exp.Count(this=exp.Star())).from_(table_of(layer, name))
+                    total += int(self.engine.fetch_all(count)[0][0])
             self.summary.layer_rows[layer] = total
         self.runlog.write_json(self.project.run_results_path)
         return self.summary
+
+
+def _column_sum(engine: Engine, name: tuple[str, str], column: str) -> int:
+    """The sum of one column of an ops table (0 when the table is absent or empty)."""
+    if engine.table_kind(*name) is None:
+        return 0
+    query = exp.select(exp.func("sum", exp.column(column, quoted=True))).from_(table_of(*name))
+    return int(engine.fetch_all(query)[0][0] or 0)
 
 
 def _batch_line(batch: BatchResult) -> str:
@@ -345,10 +351,9 @@ def prepare_demo_warehouse(project: Project) -> None:
         return
     engine = open_engine(project)
     try:
-        made_by_demo = engine.table_exists(DEMO_MARKER) or not any(
+        made_by_demo = engine.table_kind(*ops.DEMO_WORLD) is not None or not any(
             engine.list_tables(layer) for layer in LAYERS
         )
-        raw_files = engine.raw_root  # the raw layer's files (see ingest.store)
     finally:
         engine.close()
     if not made_by_demo:
@@ -359,7 +364,8 @@ def prepare_demo_warehouse(project: Project) -> None:
         )
     path.unlink()
     path.with_suffix(path.suffix + ".wal").unlink(missing_ok=True)
-    if raw_files is not None and raw_files.is_dir():
+    raw_files = raw_root(project)
+    if raw_files.is_dir():
         shutil.rmtree(raw_files)
 
 
@@ -368,10 +374,12 @@ def run_demo(project: Project, params: WorldParams, console: Console) -> RunSumm
     prepare_demo_warehouse(project)
     engine = open_engine(project)
     try:
-        engine.execute(f"CREATE TABLE {DEMO_MARKER} (params VARCHAR, created_at TIMESTAMP)")
+        ops.ensure(engine, ops.DEMO_WORLD, ops.DEMO_WORLD_COLUMNS)
+        made = datetime.now(UTC).replace(tzinfo=None)
         engine.execute(
-            f"INSERT INTO {DEMO_MARKER} VALUES (?, current_timestamp)",
-            [json.dumps(params.to_dict())],
+            ops.insert_rows(
+                ops.DEMO_WORLD, ops.DEMO_WORLD_COLUMNS, [[json.dumps(params.to_dict()), made]]
+            )
         )
         runner = Runner(project, engine, console)
         try:

@@ -15,21 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from productlens import __version__
-from productlens.engines import Engine
+from sqlglot import exp
 
-RUN_LOG_DDL = """
-CREATE TABLE IF NOT EXISTS ops.run_log (
-    run_id VARCHAR NOT NULL,
-    stage VARCHAR NOT NULL,
-    object VARCHAR,
-    started_at TIMESTAMP NOT NULL,
-    finished_at TIMESTAMP,
-    n_rows BIGINT,
-    status VARCHAR NOT NULL,
-    error VARCHAR
-)
-"""
+from productlens import __version__, ops
+from productlens.engines import Engine
 
 
 @dataclass
@@ -58,12 +47,14 @@ class RunLog:
         self.engine = engine
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.records: list[StepRecord] = []
-        engine.execute(RUN_LOG_DDL)
+        ops.ensure(engine, ops.RUN_LOG, ops.RUN_LOG_COLUMNS)
         # The warehouse file lock means no other run can be live: leftovers were killed.
         engine.execute(
-            "UPDATE ops.run_log SET status = 'interrupted' "
-            "WHERE status = 'running' AND run_id <> ?",
-            [self.run_id],
+            ops.update(
+                ops.RUN_LOG,
+                {"status": "interrupted"},
+                exp.and_(ops.same("status", "running"), ops.same("run_id", self.run_id).not_()),
+            )
         )
 
     @contextmanager
@@ -72,9 +63,11 @@ class RunLog:
         record = StepRecord(stage=stage, object=obj, started_at=_now())
         self.records.append(record)
         self.engine.execute(
-            "INSERT INTO ops.run_log (run_id, stage, object, started_at, status) "
-            "VALUES (?, ?, ?, ?, 'running')",
-            [self.run_id, stage, obj, _naive(record.started_at)],
+            ops.insert_rows(
+                ops.RUN_LOG,
+                ops.RUN_LOG_COLUMNS,
+                [[self.run_id, stage, obj, _naive(record.started_at), None, None, "running", None]],
+            )
         )
         try:
             yield record
@@ -89,18 +82,21 @@ class RunLog:
     def _finish(self, record: StepRecord) -> None:
         record.finished_at = _now()
         self.engine.execute(
-            "UPDATE ops.run_log SET finished_at = ?, n_rows = ?, status = ?, error = ? "
-            "WHERE run_id = ? AND stage = ? AND object IS NOT DISTINCT FROM ? "
-            "AND status = 'running'",
-            [
-                _naive(record.finished_at),
-                record.rows,
-                record.status,
-                record.error,
-                self.run_id,
-                record.stage,
-                record.object,
-            ],
+            ops.update(
+                ops.RUN_LOG,
+                {
+                    "finished_at": _naive(record.finished_at),
+                    "n_rows": record.rows,
+                    "status": record.status,
+                    "error": record.error,
+                },
+                exp.and_(
+                    ops.same("run_id", self.run_id),
+                    ops.same("stage", record.stage),
+                    ops.same("object", record.object),
+                    ops.same("status", "running"),
+                ),
+            )
         )
 
     def write_json(self, path: Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import date
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import pyarrow as pa
 from sqlglot import exp
@@ -35,18 +35,20 @@ class Engine(Protocol):
     name: str  # duckdb, postgres, spark
 
     # --- statements -------------------------------------------------------------------
+    # `exp.Expr`, not `exp.Expression`: in SQLGlot 30 `exp.Query` (what `exp.select`
+    # and `.union` are typed as) derives from `Expr` only.
 
-    def render(self, expression: exp.Expression) -> str:
+    def render(self, expression: exp.Expr) -> str:
         """The expression (DuckDB dialect) as SQL text for this engine."""
 
-    def execute(self, statement: exp.Expression) -> None:
+    def execute(self, statement: exp.Expr) -> None:
         """Run one statement for its effect."""
 
-    def fetch_arrow(self, query: exp.Expression) -> pa.Table:
+    def fetch_arrow(self, query: exp.Expr) -> pa.Table:
         """Run one query; its result as an Arrow table (column names as the query gave)."""
 
-    def fetch_all(self, query: exp.Expression) -> list[tuple[object, ...]]:
-        """Run one query; its rows as tuples (small results only)."""
+    def fetch_all(self, query: exp.Expr) -> list[tuple[Any, ...]]:
+        """Run one query; its rows as tuples of Python values (small results only)."""
 
     # --- catalog ----------------------------------------------------------------------
 

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 from sqlglot import exp
+from sqlglot.errors import ParseError
 
-from productlens.engines.base import LAYERS, split_name
+from productlens.engines.base import TableKind, table
 from productlens.errors import EngineError
+
+# A table is built under this name and renamed into place (a killed build leaves it; the
+# next build drops it, see modeling.drop_leftovers).
+BUILDING_SUFFIX = "__building"
+_KINDS: dict[str, TableKind] = {"BASE TABLE": "table", "LOCAL TEMPORARY": "table", "VIEW": "view"}
+_arrow_names = itertools.count()
 
 
 class DuckDBEngine:
     """A DuckDB warehouse file. Opening it takes DuckDB's file lock, so a second writer
-    is refused with a clear message instead of corrupting anything."""
+    is refused with a clear message instead of corrupting anything.
+
+    `search_path` is the folder relative file paths in queries are read from (DuckDB's
+    `file_search_path`); `connection` is the DuckDB connection itself, shared by the
+    embedded ingestion processor when the warehouse is DuckDB.
+    """
 
     dialect = "duckdb"
     name = "duckdb"
@@ -29,16 +43,15 @@ class DuckDBEngine:
         memory_limit: str = "6GB",
         threads: int | None = None,
         read_only: bool = False,
+        search_path: Path | None = None,
     ) -> None:
         self.path = path
-        # The raw layer's files live beside the warehouse file (see ingest.store).
-        self.raw_root: Path | None = path.with_suffix(".raw")
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():
             raise EngineError("no warehouse yet: run `productlens build` first", path=path)
         try:
-            self._con = duckdb.connect(str(path), read_only=read_only)
+            self.connection = duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise EngineError(
@@ -52,94 +65,232 @@ class DuckDBEngine:
         # Times are UTC everywhere: timestamps with a zone are read in UTC.
         # Row order in a table carries no meaning here; letting DuckDB drop it makes bulk
         # inserts markedly faster.
-        settings = [
-            f"SET memory_limit = '{memory_limit}'",
-            "SET TimeZone = 'UTC'",
-            "SET preserve_insertion_order = false",
-            "SET enable_progress_bar = false",
-            # The raw layer is Parquet files read by many queries in a row: keep their
-            # footers (DuckDB re-reads a footer whose file has changed).
-            "SET parquet_metadata_cache = true",
-            # Raw files are listed relative to the warehouse's folder.
-            f"SET file_search_path = '{_sql_text(str(path.resolve().parent))}'",
-        ]
+        settings: dict[str, str | int | bool] = {
+            "memory_limit": memory_limit,
+            "TimeZone": "UTC",
+            "preserve_insertion_order": False,
+            "enable_progress_bar": False,
+            # Parquet files read by many queries in a row: keep their footers (DuckDB
+            # re-reads a footer whose file has changed).
+            "parquet_metadata_cache": True,
+        }
+        if search_path is not None:
+            settings["file_search_path"] = str(search_path.resolve())
         if threads:
-            settings.append(f"SET threads = {int(threads)}")
+            settings["threads"] = int(threads)
         if not read_only:
             # Spill next to the warehouse rather than in the system temp folder.
-            spill = exp.Literal.string(str(path.with_suffix(".tmp"))).sql(dialect="duckdb")
-            settings.append(f"SET temp_directory = {spill}")
-        for statement in settings:
-            self.execute(statement)
-        if not read_only:
-            for layer in LAYERS:
-                self.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+            settings["temp_directory"] = str(path.with_suffix(".tmp"))
+        for key, value in settings.items():
+            self._run(f"SET {key} = {_value(value)}")
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
-        with _translated_errors(self.name):
-            self._con.execute(sql, params)
+    # --- statements -------------------------------------------------------------------
 
-    def fetch_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+    def render(self, expression: exp.Expr) -> str:
+        return expression.sql(dialect=self.dialect)
+
+    def execute(self, statement: exp.Expr) -> None:
+        self._run(self.render(statement))
+
+    def fetch_arrow(self, query: exp.Expr) -> pa.Table:
         with _translated_errors(self.name):
-            result: pa.Table = self._con.sql(sql, params=params).to_arrow_table()
+            result: pa.Table = self.connection.sql(self.render(query)).to_arrow_table()
         return result
 
-    def fetch_all(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        with _translated_errors(self.name):
-            rows: list[tuple[Any, ...]] = self._con.execute(sql, params).fetchall()
-        return rows
+    def fetch_all(self, query: exp.Expr) -> list[tuple[Any, ...]]:
+        return self._rows(self.render(query))
 
-    def load_arrow(self, table: str, data: pa.Table) -> int:
-        split_name(table)
-        view = "__productlens_arrow_input"
-        self._con.register(view, data)
-        try:
-            self.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
-        finally:
-            self._con.unregister(view)
-        return int(data.num_rows)
+    # --- catalog ----------------------------------------------------------------------
 
-    def load_files(self, table: str, paths: Sequence[Path]) -> int:
-        split_name(table)
-        if not paths:
-            return 0
-        files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
-        before = self._count(table)
-        self.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet([{files}])")
-        return self._count(table) - before
+    def ensure_schema(self, schema: str) -> None:
+        self.execute(exp.Create(kind="SCHEMA", exists=True, this=exp.Table(db=_ident(schema))))
 
-    def table_exists(self, name: str) -> bool:
-        schema, table = split_name(name)
-        rows = self.fetch_all(
-            "SELECT count(*) FROM information_schema.tables "
+    def table_kind(self, schema: str, name: str) -> TableKind | None:
+        rows = self._rows(
+            "SELECT table_type FROM information_schema.tables "
             "WHERE table_schema = ? AND table_name = ?",
-            [schema, table],
+            [schema, name],
         )
-        return bool(rows[0][0])
+        return _KINDS.get(rows[0][0], "table") if rows else None
 
     def list_tables(self, schema: str) -> list[str]:
-        rows = self.fetch_all(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = ? AND table_type = 'BASE TABLE' ORDER BY table_name",
+        rows = self._rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
+            "ORDER BY table_name",
             [schema],
         )
         return [r[0] for r in rows]
 
+    def columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]]:
+        rows = self._rows(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [schema, name],
+        )
+        return [(column, _data_type(kind)) for column, kind in rows]
+
+    def drop(self, schema: str, name: str) -> None:
+        kind = self.table_kind(schema, name)
+        if kind is not None:
+            self.execute(exp.Drop(kind=kind.upper(), exists=True, tables=[table(schema, name)]))
+
+    # --- writing ----------------------------------------------------------------------
+
+    def replace_table(
+        self, schema: str, name: str, query: exp.Query, *, partition_by: str | None = None
+    ) -> int:
+        # Built under another name outside the swap's transaction (a long CREATE inside
+        # one would hold it for the whole build), then swapped in one short transaction.
+        building = table(schema, name + BUILDING_SUFFIX)
+        self.execute(exp.Drop(kind="TABLE", exists=True, tables=[building]))
+        try:
+            self.execute(exp.Create(kind="TABLE", this=building, expression=query))
+            with self.transaction():
+                self.drop(schema, name)
+                self.execute(
+                    exp.Alter(
+                        kind="TABLE",
+                        this=building,
+                        actions=[exp.AlterRename(this=exp.Table(this=_ident(name)))],
+                    )
+                )
+        except BaseException:
+            self._run(f"DROP TABLE IF EXISTS {self.render(building)}")
+            raise
+        return self._count(schema, name)
+
+    def replace_view(self, schema: str, name: str, query: exp.Query) -> None:
+        with self.transaction():
+            self.drop(schema, name)
+            self.execute(exp.Create(kind="VIEW", this=table(schema, name), expression=query))
+
+    def overwrite_range(
+        self, schema: str, name: str, column: str, start: date, query: exp.Query
+    ) -> int:
+        target = table(schema, name)
+        cutoff = exp.column(column, quoted=True) >= exp.cast(
+            exp.Literal.string(start.isoformat()), exp.DataType.Type.DATE
+        )
+        fresh = exp.select("*").from_(query.subquery("incremental")).where(cutoff)
+        with self.transaction():
+            self.execute(exp.delete(target, where=cutoff))
+            self.execute(exp.Insert(this=target, expression=fresh, by_name=True))
+        return self._count(schema, name)
+
+    def create_table(
+        self, schema: str, name: str, columns: Sequence[tuple[str, exp.DataType]]
+    ) -> None:
+        definition = exp.Schema(
+            this=table(schema, name),
+            expressions=[exp.ColumnDef(this=_ident(c), kind=kind) for c, kind in columns],
+        )
+        self.execute(exp.Create(kind="TABLE", exists=True, this=definition))
+
+    def append_arrow(self, schema: str, name: str, data: pa.Table) -> int:
+        with self.temp_table(f"__productlens_arrow_{next(_arrow_names)}", data) as rows:
+            self.execute(
+                exp.Insert(
+                    this=table(schema, name), expression=exp.select("*").from_(rows), by_name=True
+                )
+            )
+        return int(data.num_rows)
+
+    @contextmanager
+    def temp_table(self, name: str, data: pa.Table) -> Iterator[exp.Table]:
+        # A registered Arrow table is read in place (no copy) by the queries of the block.
+        with _translated_errors(self.name):
+            self.connection.register(name, data)
+        try:
+            yield exp.Table(this=_ident(name))
+        finally:
+            self.connection.unregister(name)
+
+    def parquet_relation(self, paths: Sequence[str]) -> exp.Expression:
+        files = exp.Array(expressions=[exp.Literal.string(str(p)) for p in paths])
+        return exp.Table(this=exp.Anonymous(this="read_parquet", expressions=[files]))
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.execute("BEGIN TRANSACTION")
+        self._run("BEGIN TRANSACTION")
         try:
             yield
         except BaseException:
-            self._con.execute("ROLLBACK")
+            self.connection.execute("ROLLBACK")
             raise
-        self.execute("COMMIT")
+        self._run("COMMIT")
 
     def close(self) -> None:
-        self._con.close()
+        self.connection.close()
 
-    def _count(self, table: str) -> int:
-        return int(self.fetch_all(f"SELECT count(*) FROM {table}")[0][0])
+    # --- inside the engine ------------------------------------------------------------
+
+    def _run(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        with _translated_errors(self.name):
+            self.connection.execute(sql, params)
+
+    def _rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        with _translated_errors(self.name):
+            rows: list[tuple[Any, ...]] = self.connection.execute(sql, params).fetchall()
+        return rows
+
+    def _count(self, schema: str, name: str) -> int:
+        query = exp.select(exp.Count(this=exp.Star())).from_(table(schema, name))
+        return int(self.fetch_all(query)[0][0])
+
+
+class StringSession:
+    """COMPATIBILITY ONLY, to be removed when ingestion has its own processor (branch
+    `lake`): the old string API (`execute(sql, params)`, `raw_root`) over an engine's
+    connection, for `productlens.ingest` as it is on this branch. Nothing else uses it."""
+
+    dialect = "duckdb"
+    name = "duckdb"
+
+    def __init__(self, engine: DuckDBEngine, raw_root: Path) -> None:
+        self.engine = engine
+        self.raw_root: Path | None = raw_root
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        self.engine._run(sql, params)
+
+    def fetch_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        with _translated_errors(self.name):
+            result: pa.Table = self.engine.connection.sql(sql, params=params).to_arrow_table()
+        return result
+
+    def fetch_all(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.engine._rows(sql, params)
+
+    def load_arrow(self, name: str, data: pa.Table) -> int:
+        schema, _, table_name = name.partition(".")
+        return self.engine.append_arrow(schema, table_name, data)
+
+    def table_exists(self, name: str) -> bool:
+        schema, _, table_name = name.partition(".")
+        return self.engine.table_kind(schema, table_name) is not None
+
+    def list_tables(self, schema: str) -> list[str]:
+        # The old API listed base tables only.
+        tables = self.engine.list_tables(schema)
+        return [t for t in tables if self.engine.table_kind(schema, t) == "table"]
+
+    def transaction(self) -> Any:
+        return self.engine.transaction()
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def write_json_lines(data: pa.Table, path: Path) -> None:
+    """Write an Arrow table as a JSON Lines file (one object per row), with DuckDB's
+    JSON writer in a throwaway in-memory database (PyArrow has no JSON writer)."""
+    con = duckdb.connect()
+    try:
+        con.register("rows", data)
+        target = exp.Literal.string(str(path)).sql("duckdb")  # a path may hold quotes
+        con.execute(f"COPY rows TO {target} (FORMAT json)")
+    finally:
+        con.close()
 
 
 @contextmanager
@@ -159,8 +310,25 @@ def _translated_errors(engine: str) -> Iterator[None]:
         raise
 
 
-def _sql_text(value: str) -> str:
-    return value.replace("'", "''")
+def _ident(name: str) -> exp.Identifier:
+    return exp.to_identifier(name, quoted=True)
+
+
+def _value(value: str | int | bool) -> str:
+    """A setting's value as a DuckDB literal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return exp.Literal.string(value).sql(dialect="duckdb")
+
+
+def _data_type(kind: str) -> exp.DataType:
+    """A catalog type name as a SQLGlot type (UNKNOWN for one SQLGlot cannot read)."""
+    try:
+        return exp.DataType.build(kind, dialect="duckdb")
+    except ParseError:
+        return exp.DataType(this=exp.DataType.Type.UNKNOWN)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -178,7 +178,7 @@ def _fill(template: str, **values: Any) -> exp.Query:
 
 
 def _run(engine: Engine, query: exp.Query) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
+    rows: list[dict[str, Any]] = engine.fetch_arrow(query).to_pylist()
     return rows
 
 
@@ -444,6 +444,18 @@ def _long_select(metric: MetricDef) -> exp.Query:
     )
 
 
+def _running_sum(column: str) -> exp.Window:
+    """sum(column) per metric and variant, cumulated over exposure days."""
+    return exp.Window(
+        this=exp.Sum(this=exp.column(column)),
+        partition_by=[exp.column("metric"), exp.column("variant")],
+        order=exp.Order(expressions=[exp.Ordered(this=exp.column("exposure_date"))]),
+        spec=exp.WindowSpec(
+            kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"
+        ),
+    )
+
+
 def _with_aggregates(select: exp.Select) -> exp.Select:
     for name, aggregate in STAT_AGGREGATES.items():
         select = select.select(
@@ -489,10 +501,7 @@ def stats_query(
         )
     daily = _with_aggregates(_fill(_DAILY).assert_is(exp.Select))
     cumulative = _fill(_CUMULATIVE).assert_is(exp.Select)
-    window = (
-        "over (partition by metric, variant order by exposure_date "
-        "rows between unbounded preceding and current row)"
-    )
+
     filled = next(c for c in cumulative.find_all(exp.CTE) if c.alias == "filled")
     filled_select = filled.this.assert_is(exp.Select)
     for name in STAT_AGGREGATES:
@@ -504,9 +513,7 @@ def stats_query(
             ),
             copy=False,
         )
-        cumulative.select(
-            sqlglot.parse_one(f"sum({name}) {window} as {name}", read="duckdb"), copy=False
-        )
+        cumulative.select(exp.alias_(_running_sum(name), name), copy=False)
     query = query.with_("daily", as_=daily, copy=False)
     for cte in cumulative.ctes:
         query = query.with_(cte.alias, as_=cte.this, copy=False)
@@ -697,7 +704,7 @@ class RegressionResult:
 
 def regression(engine: Engine, experiment: Experiment, alpha: float = 0.05) -> RegressionResult:
     """Fit the logistic regression of conversion for one experiment."""
-    table = engine.fetch_arrow(regression_query(experiment.experiment_id).sql(engine.dialect))
+    table = engine.fetch_arrow(regression_query(experiment.experiment_id))
     return fit_logit(table, [v.name for v in experiment.variants], alpha)
 
 

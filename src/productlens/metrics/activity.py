@@ -136,7 +136,7 @@ def _series(
     engine: Engine, scope: Scope, by: str | None, span: Span | None
 ) -> dict[str, ActivitySeries]:
     query = activity_and_active_days_query(scope, by, span)
-    rows = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
+    rows = engine.fetch_arrow(query).to_pylist()
     days: dict[str, list[ActivityDay]] = defaultdict(list)
     counts: dict[tuple[str, str, date], list[int]] = {}
     for row in sorted(rows, key=lambda r: (r["segment"], r["grain"], r["activity_date"])):

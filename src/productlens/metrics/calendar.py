@@ -63,7 +63,7 @@ def event_span(engine: Engine, scope: Scope) -> Span | None:
         )
         condition = range_condition(scope)
         query = query.where(condition) if condition is not None else query
-        row = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()[0]
+        row = engine.fetch_arrow(query).to_pylist()[0]
         if row["lo"] is None:
             return None
         start = start if start is not None else row["lo"]

@@ -79,7 +79,7 @@ def scope_of(
 @contextmanager
 def warehouse(project: Project) -> Iterator[Engine]:
     """The project's warehouse, opened read-only (metrics never write)."""
-    from productlens.engines import open_engine
+    from productlens.app import open_engine
 
     engine = open_engine(project, read_only=True)
     try:

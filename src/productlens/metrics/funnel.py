@@ -159,7 +159,7 @@ def _run(engine: Engine, scope: Scope, spec: FunnelSpec) -> list[dict[str, Any]]
         # DuckDB would copy the funnel's events once for all the parts that read them;
         # scanning the table again is faster. (Spark has no such hint.)
         query.args["with_"].expressions[0].set("materialized", False)
-    rows: list[dict[str, Any]] = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
+    rows: list[dict[str, Any]] = engine.fetch_arrow(query).to_pylist()
     return rows
 
 
@@ -183,9 +183,9 @@ def _trend(
     """Per period of entry; a period is complete once its last attempt's window has
     closed before the last event in scope."""
     last = engine.fetch_all(
-        scoped_events(scope, EventsSpec(columns=()))
-        .select(exp.Max(this=exp.column("event_ts")), append=False)
-        .sql(dialect=engine.dialect)
+        scoped_events(scope, EventsSpec(columns=())).select(
+            exp.Max(this=exp.column("event_ts")), append=False
+        )
     )[0][0]
     out = []
     for start in sorted({r["period"] for r in rows}):

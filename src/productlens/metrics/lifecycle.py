@@ -71,7 +71,7 @@ def lifecycle(
 ) -> LifecycleResult:
     """New, returning, resurrecting and dormant users per period (module docstring)."""
     scope = scope or Scope()
-    rows = engine.fetch_arrow(lifecycle_query(scope, period).sql(dialect=engine.dialect))
+    rows = engine.fetch_arrow(lifecycle_query(scope, period))
     counts: dict[date, dict[str, int]] = {}
     for row in rows.to_pylist():
         slots = counts.setdefault(row["period_start"], dict.fromkeys(STATUSES, 0))

@@ -78,7 +78,7 @@ def paths(
     """The `top` paths of `steps` events after `start` or before `end` (module docstring)."""
     direction, event = _anchor(start, end)
     query = paths_query(event, direction, scope or Scope(), steps, top)
-    rows = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
+    rows = engine.fetch_arrow(query).to_pylist()
     users = int(rows[0]["n_total"]) if rows else 0
     out = []
     for row in rows:

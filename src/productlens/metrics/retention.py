@@ -155,7 +155,7 @@ def retention(
         ) from None
     span = event_span(engine, scope)
     query = cohort_query(scope, spec, first_cohort=first, last_period=last, users=users, span=span)
-    rows = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
+    rows = engine.fetch_arrow(query).to_pylist()
     return shape(rows, spec, first=first, periods=periods)
 
 
@@ -165,7 +165,7 @@ def last_period(engine: Engine, scope: Scope, grain: Grain) -> date | None:
     if scope.end is not None:
         moment = scope.local(scope.end - timedelta(microseconds=1))
     else:
-        found = engine.fetch_arrow(last_event_query(scope).sql(dialect=engine.dialect))
+        found = engine.fetch_arrow(last_event_query(scope))
         value = found.column(0)[0].as_py()
         if value is None:
             return None

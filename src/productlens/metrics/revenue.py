@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import sqlglot
 from sqlglot import exp
 
+from productlens.engines.base import split_name
 from productlens.metrics.scope import Scope, date_literal, range_condition
 
 if TYPE_CHECKING:
@@ -262,7 +263,7 @@ QUERIES = {
 
 
 def _fetch(engine: Engine, query: exp.Query) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = engine.fetch_arrow(query.sql(dialect=engine.dialect)).to_pylist()
+    rows: list[dict[str, Any]] = engine.fetch_arrow(query).to_pylist()
     return rows
 
 
@@ -346,7 +347,7 @@ def revenue(engine: Engine, scope: Scope | None = None) -> RevenueResult:
     notes: list[str] = []
 
     arr: tuple[ArrMonth, ...] | None = None
-    if not engine.table_exists(ARR_TABLE):
+    if engine.table_kind(*split_name(ARR_TABLE)) is None:
         notes.append("ARR bridge: no marts.arr_monthly in the warehouse (run build).")
     else:
         arr = arr_bridge(engine, scope) or None
@@ -354,7 +355,7 @@ def revenue(engine: Engine, scope: Scope | None = None) -> RevenueResult:
             notes.append("ARR bridge: no subscription months in the range (no subscriptions).")
 
     conc: Concentration | None = None
-    if not engine.table_exists(ORDER_REVENUE_TABLE):
+    if engine.table_kind(*split_name(ORDER_REVENUE_TABLE)) is None:
         notes.append("Concentration: no core.int_order_revenue in the warehouse (run build).")
     else:
         conc = concentration(engine, scope)
@@ -364,7 +365,7 @@ def revenue(engine: Engine, scope: Scope | None = None) -> RevenueResult:
 
     clv: tuple[SegmentValue, ...] | None = None
     first: FirstPurchase | None = None
-    if not engine.table_exists(CUSTOMERS_TABLE):
+    if engine.table_kind(*split_name(CUSTOMERS_TABLE)) is None:
         notes.append("CLV and time to first purchase: no marts.customer_metrics (run build).")
     else:
         segments = clv_by_segment(engine, scope)

@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlglot
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlglot import exp
 
 from productlens import __version__
 from productlens.engines import Engine
+from productlens.engines.base import SOURCE_DIALECT
 from productlens.errors import ReportError
 from productlens.report import charts
 
@@ -25,31 +28,43 @@ class ReportResult:
     pngs: list[Path]
 
 
+# The report's queries, fixed text (no values) in the source dialect, parsed once per run.
+STEPS = """
+SELECT step_no, step_name, sum(n_users) FROM marts.funnel_daily_metrics
+GROUP BY step_no, step_name ORDER BY step_no
+"""
+DAILY = """
+SELECT event_date,
+    max(CASE WHEN step_no = (SELECT max(step_no) FROM marts.funnel_daily_metrics)
+        THEN conversion_from_start END)
+FROM marts.funnel_daily_metrics GROUP BY event_date ORDER BY event_date
+"""
+TOTALS = """
+SELECT count(DISTINCT user_id), count(*), min(event_date), max(event_date) FROM core.fct_events
+"""
+
+
+def _query(sql: str) -> exp.Query:
+    parsed = sqlglot.parse_one(sql, read=SOURCE_DIALECT)
+    assert isinstance(parsed, exp.Query)
+    return parsed
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
 def write_report(engine: Engine, out_dir: Path, *, warehouse: str = "") -> ReportResult:
     """Render the report from the marts into `out_dir`."""
-    if not engine.table_exists("marts.funnel_daily_metrics"):
+    if engine.table_kind("marts", "funnel_daily_metrics") is None:
         raise ReportError("the marts are not built yet: run `productlens build` first")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    steps = engine.fetch_all(
-        "SELECT step_no, step_name, sum(n_users) FROM marts.funnel_daily_metrics "
-        "GROUP BY step_no, step_name ORDER BY step_no"
-    )
+    steps = engine.fetch_all(_query(STEPS))
     if not steps:
         raise ReportError("marts.funnel_daily_metrics is empty: nothing to report")
-    daily = engine.fetch_all(
-        "SELECT event_date, max(CASE WHEN step_no = (SELECT max(step_no) FROM "
-        "marts.funnel_daily_metrics) THEN conversion_from_start END) "
-        "FROM marts.funnel_daily_metrics GROUP BY event_date ORDER BY event_date"
-    )
-    n_users, n_events, first_day, last_day = engine.fetch_all(
-        "SELECT count(DISTINCT user_id), count(*), min(event_date), max(event_date) "
-        "FROM core.fct_events"
-    )[0]
+    daily = engine.fetch_all(_query(DAILY))
+    n_users, n_events, first_day, last_day = engine.fetch_all(_query(TOTALS))[0]
 
     names = [str(s[1]) for s in steps]
     users = [int(s[2]) for s in steps]

@@ -107,14 +107,11 @@ def write_table(table: pa.Table, path: Path, fmt: str, statistics: list[str] | N
     elif fmt == "csv":
         pacsv.write_csv(_plain(table), path)
     else:
-        import duckdb  # noqa: PLC0415 - JSON Lines only; keeps worker start-up light
-        from sqlglot import exp  # noqa: PLC0415 - same reason
+        # JSON Lines only; keeps worker start-up light. DuckDB writes it (only the engine
+        # package may import DuckDB).
+        from productlens.engines.duckdb import write_json_lines  # noqa: PLC0415
 
-        con = duckdb.connect()
-        con.register("rows", _plain(table))
-        target = exp.Literal.string(str(path)).sql("duckdb")  # a path may hold quotes
-        con.execute(f"COPY rows TO {target} (FORMAT json)")
-        con.close()
+        write_json_lines(_plain(table), path)
 
 
 SMALL_DICTIONARY = 256  # dictionaries up to this size are written as they are

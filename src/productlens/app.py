@@ -1,0 +1,132 @@
+"""The composition root: from a project and the environment, the engine and the paths.
+
+This is the one module that reads the warehouse settings and the environment; everything
+below it is given an `Engine` (which knows no project) and the paths it needs. Engines
+other than DuckDB are imported only when chosen, so a DuckDB user never imports psycopg
+or pyspark.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from productlens.config import Project
+from productlens.engines.base import LAYERS, Engine
+from productlens.engines.duckdb import DuckDBEngine, StringSession
+from productlens.errors import ConfigError
+
+POSTGRES_DSN_ENV = "PRODUCTLENS_POSTGRES_DSN"
+
+# How each engine is built: (project, environment, read_only) -> Engine.
+EngineFactory = Callable[[Project, Mapping[str, str], bool], Engine]
+
+
+def raw_root(project: Project) -> Path:
+    """The raw layer's Parquet lake: `<warehouse>.raw`, beside the warehouse file."""
+    return project.warehouse_path.with_suffix(".raw")
+
+
+def warehouse_exists(project: Project) -> bool:
+    """Whether there is a warehouse to read: DuckDB's file; a server is assumed there."""
+    return project.engine != "duckdb" or project.warehouse_path.exists()
+
+
+def open_engine(
+    project: Project, *, read_only: bool = False, environ: Mapping[str, str] | None = None
+) -> Engine:
+    """Open the project's warehouse engine; unless read-only, with every layer's schema."""
+    factory = ENGINES.get(project.engine)
+    if factory is None:  # the config's Literal makes this a programming error
+        raise ConfigError(f"unknown warehouse engine {project.engine!r}")
+    engine = factory(project, os.environ if environ is None else environ, read_only)
+    if not read_only:
+        try:
+            for layer in LAYERS:
+                engine.ensure_schema(layer)
+        except BaseException:
+            engine.close()
+            raise
+    return engine
+
+
+def ingest_target(engine: Engine, project: Project) -> Any:
+    """COMPATIBILITY ONLY (until ingestion's processor lands, branch `lake`): the DuckDB
+    warehouse's connection behind the old string API that `productlens.ingest` uses
+    (typed `Any` because ingest's signatures still say `Engine`)."""
+    if not isinstance(engine, DuckDBEngine):
+        raise ConfigError(f"ingestion into the {engine.name} engine is not available yet")
+    return StringSession(engine, raw_root(project))
+
+
+def _duckdb(project: Project, _environ: Mapping[str, str], read_only: bool) -> Engine:
+    settings = project.config.warehouse
+    path = project.warehouse_path
+    return DuckDBEngine(
+        path,
+        memory_limit=settings.memory_limit,
+        threads=settings.threads,
+        read_only=read_only,
+        # The raw layer's views list their files relative to the warehouse's folder.
+        search_path=path.parent,
+    )
+
+
+def postgres_dsn(project: Project, environ: Mapping[str, str]) -> str:
+    """The PostgreSQL DSN: the environment's, else the project file's."""
+    dsn = environ.get(POSTGRES_DSN_ENV) or project.config.warehouse.postgres.dsn
+    if not dsn:
+        raise ConfigError(
+            f"the postgres engine needs a server: set {POSTGRES_DSN_ENV} "
+            "(or [warehouse.postgres] dsn in productlens.toml)"
+        )
+    return dsn
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    master: str
+    warehouse_dir: str  # an absolute local folder or an object-store URL
+    conf: dict[str, str]
+
+
+def spark_settings(project: Project) -> SparkSettings:
+    """Spark's master, warehouse folder (a local one relative to the project) and conf."""
+    settings = project.config.warehouse.spark
+    folder = settings.warehouse_dir
+    if "://" not in folder:
+        folder = str(project.resolve(Path(folder)))
+    return SparkSettings(settings.master, folder, dict(settings.conf))
+
+
+def _engine_class(name: str, class_name: str) -> Any:
+    """An engine class, imported only when chosen: its driver (psycopg, pyspark) is an
+    extra that a DuckDB user need not have."""
+    try:
+        module = importlib.import_module(f"productlens.engines.{name}")
+    except ImportError as exc:
+        raise ConfigError(
+            f"the {name} engine is not available ({exc}); install productlens[{name}]"
+        ) from None
+    return getattr(module, class_name)
+
+
+def _postgres(project: Project, environ: Mapping[str, str], _read_only: bool) -> Engine:
+    dsn = postgres_dsn(project, environ)
+    engine: Engine = _engine_class("postgres", "PostgresEngine")(dsn)
+    return engine
+
+
+def _spark(project: Project, _environ: Mapping[str, str], _read_only: bool) -> Engine:
+    settings = spark_settings(project)
+    engine: Engine = _engine_class("spark", "SparkEngine").connect(
+        master=settings.master, warehouse_dir=settings.warehouse_dir, conf=settings.conf
+    )
+    return engine
+
+
+ENGINES: dict[str, EngineFactory] = {"duckdb": _duckdb, "postgres": _postgres, "spark": _spark}
