@@ -17,6 +17,7 @@ from hypothesis import settings
 
 from productlens.config import load_project
 from productlens.engines import DuckDBEngine
+from productlens.ingest.processor import LakeProcessor
 from tests import servers
 
 # Local runs explore new inputs each time; CI replays a fixed set, so a landing never
@@ -77,6 +78,34 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def open_readonly(root: Path) -> DuckDBEngine:
     project = load_project(root)
     return DuckDBEngine(project.warehouse_path, read_only=True)
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Iterator[LakeProcessor]:
+    """Ingestion's processor on a lake of its own (`w.duckdb` beside `w.raw/`)."""
+    processor = open_lake(tmp_path / "w.duckdb")
+    yield processor
+    processor.close()
+
+
+def open_lake(catalog: Path, *, memory_limit: str = "1GB", threads: int = 1) -> LakeProcessor:
+    """The lake whose catalog is `catalog` (a DuckDB warehouse file, or a lake's own),
+    its raw files beside it, as ingestion opens it."""
+    return LakeProcessor.open(
+        catalog, catalog.with_suffix(".raw"), memory_limit=memory_limit, threads=threads
+    )
+
+
+def open_project_lake(root: Path) -> LakeProcessor:
+    """A project's lake, after a command has finished with it."""
+    return open_lake(load_project(root).warehouse_path)
+
+
+def lake_of(engine: DuckDBEngine) -> LakeProcessor:
+    """Ingestion's processor sharing a DuckDB warehouse's connection (its file is the
+    lake's catalog, its raw files beside it)."""
+    connection = getattr(engine, "connection", None) or engine._con  # `connection`: boundary
+    return LakeProcessor.shared(connection, engine.path.with_suffix(".raw"))
 
 
 def run_stats(
