@@ -114,7 +114,7 @@ class LakeProcessor:
 
     def fetch_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         with _translated_errors():
-            result: pa.Table = self._con.execute(sql, params).to_arrow_table()
+            result: pa.Table = self._con.sql(sql, params=params).to_arrow_table()
         return result
 
     def register(self, name: str, data: pa.Table) -> None:
