@@ -54,16 +54,17 @@ _FILE_COLUMNS: dict[str, tuple[Callable[[], exp.Expr], Callable[[], exp.Expr]]] 
     ),
 }
 
-# The lake's catalog tables copied to the warehouse, with the columns whose nested type
-# (a list of structs) goes as JSON text, which every engine can hold.
-CATALOG: dict[tuple[str, str], tuple[str, ...]] = {
-    ("ops", "raw_files"): (),
-    ("ops", "superseded_files"): (),
-    ("ops", "ingest_log"): (),
-    ("ops", "ingested_files"): (),
-    ("ops", "warned_rows"): (),
-    ("raw", "quarantine"): ("reason_history",),
-}
+# The lake's catalog tables copied to the warehouse. Their nested columns (lists of
+# reasons, the reason history's list of structs) go as JSON text, which every engine holds
+# alike; the lake keeps them typed.
+CATALOG = (
+    ("ops", "raw_files"),
+    ("ops", "superseded_files"),
+    ("ops", "ingest_log"),
+    ("ops", "ingested_files"),
+    ("ops", "warned_rows"),
+    ("raw", "quarantine"),
+)
 LOADED = ("ops", "raw_loaded")  # files loaded into a warehouse that cannot read them
 LOADED_COLUMNS = (
     ("target_table", exp.DataType.build("VARCHAR")),
@@ -124,8 +125,8 @@ def publish_raw(
         else:
             _publish_rows(processor, engine, name, files, gone, result)
         result.tables.append(name)
-    for (schema, name), as_json in CATALOG.items():
-        _copy_catalog(processor, engine, schema, name, as_json)
+    for schema, name in CATALOG:
+        _copy_catalog(processor, engine, schema, name)
         result.catalog.append(f"{schema}.{name}")
     return result
 
@@ -258,30 +259,29 @@ def _publish_rows(
             engine.execute(exp.delete(target, where=matches))
 
 
-def _copy_catalog(
-    processor: LakeProcessor, engine: Engine, schema: str, name: str, as_json: Sequence[str]
-) -> None:
-    """Replace the warehouse's copy of one catalog table by the lake's rows."""
-    source = table(schema, name)
-    columns = [
-        r[0]
-        for r in processor.fetch_all(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-            [schema, name],
-        )
-    ]
+def _copy_catalog(processor: LakeProcessor, engine: Engine, schema: str, name: str) -> None:
+    """Replace the warehouse's copy of one catalog table by the lake's rows (nested
+    values as JSON text)."""
+    described = processor.fetch_all(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [schema, name],
+    )
     select = [
-        exp.alias_(
-            exp.cast(exp.func("to_json", exp.column(c, quoted=True)), "VARCHAR"), c, quoted=True
-        )
-        if c in as_json
-        else exp.column(c, quoted=True)
-        for c in columns
+        exp.alias_(_json(c), c, quoted=True) if _nested(t) else exp.column(c, quoted=True)
+        for c, t in described
     ]
-    data = processor.fetch_arrow(exp.select(*select).from_(source).sql("duckdb"))
+    data = processor.fetch_arrow(exp.select(*select).from_(table(schema, name)).sql("duckdb"))
     with engine.temp_table(f"lake_{schema}_{name}", data) as rows:
         engine.replace_table(schema, name, exp.select("*").from_(rows))
+
+
+def _nested(duckdb_type: str) -> bool:
+    return _type(duckdb_type).is_type(*exp.DataType.NESTED_TYPES)
+
+
+def _json(column: str) -> exp.Expr:
+    return exp.cast(exp.func("to_json", exp.column(column, quoted=True)), "VARCHAR")
 
 
 def _listed(processor: LakeProcessor, name: str) -> list[_File]:
