@@ -19,7 +19,7 @@ from productlens.engines import Engine
 from productlens.engines.base import table
 from productlens.engines.duckdb import DuckDBEngine
 from productlens.errors import EngineError
-from productlens.ingest import ingest_paths
+from productlens.ingest import held, ingest_paths
 from productlens.ingest.contracts import CONTRACTS
 from productlens.ingest.processor import LakeProcessor
 from productlens.lake import CATALOG, publish_raw
@@ -120,6 +120,28 @@ def test_shared_catalog_publishes_nothing(tmp_path: Path) -> None:
         assert engine.table_kind("ops", "raw_loaded") is None
     finally:
         engine.close()
+
+
+def test_the_processor_reads_a_read_only_warehouse(tmp_path: Path) -> None:
+    """`productlens quarantine` reads the lake through a read-only DuckDB warehouse."""
+    (tmp_path / "a.csv").write_text(EVENTS_A)
+    writer = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
+    ingest_paths(
+        LakeProcessor.shared(writer.connection, tmp_path / "w.raw"),
+        [tmp_path / "a.csv"],
+        table="events",
+        now=NOW,
+    )
+    writer.close()
+    reader = DuckDBEngine(tmp_path / "w.duckdb", read_only=True)
+    try:
+        lake = LakeProcessor.shared(reader.connection, tmp_path / "w.raw")
+        listing = held.quarantined(lake)
+        assert [(t, n) for t, _, n in listing.counts] != []
+        assert {row[2] for row in listing.sample} == {4}  # the bogus row: line 4 of a.csv
+        assert len(lake_rows(lake, "events")) == 2
+    finally:
+        reader.close()
 
 
 @pytest.mark.parametrize("strategy", ["views", "load"])

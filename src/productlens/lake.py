@@ -88,7 +88,7 @@ class PublishResult:
 
 
 @dataclass(frozen=True)
-class _File:
+class LakeFile:
     """One listed raw file: its absolute path, name, batch, source file (None for a
     rewritten file, whose rows name their own), whether it is a copy, and when it came."""
 
@@ -109,9 +109,11 @@ def publish_raw(
     if shares_catalog(processor, engine):
         return PublishResult("shared")
     ensure_raw_tables(processor)  # an empty lake publishes empty tables
-    chosen = (
-        strategy if strategy != "auto" else "views" if engine.dialect in _FILE_COLUMNS else "load"
-    )
+    chosen: Literal["views", "load"]
+    if strategy == "auto":
+        chosen = "views" if engine.dialect in _FILE_COLUMNS else "load"
+    else:
+        chosen = strategy
     if chosen == "views" and engine.dialect not in _FILE_COLUMNS:
         raise EngineError("this engine cannot read the lake's files", engine=engine.name)
     for schema in ("raw", "ops"):
@@ -140,7 +142,7 @@ def raw_relation(
     relation: exp.Expr,
     dialect: str,
     table_name: str,
-    files: Sequence[_File],
+    files: Sequence[LakeFile],
     gone: set[tuple[str, str]],
 ) -> exp.Select:
     """The rows of `files` (all copied, or all rewritten) of one raw table, read through
@@ -198,7 +200,7 @@ def raw_relation(
 
 
 def _publish_view(
-    engine: Engine, name: str, files: list[_File], gone: set[tuple[str, str]]
+    engine: Engine, name: str, files: list[LakeFile], gone: set[tuple[str, str]]
 ) -> None:
     files = [f for f in files if not (f.copied and (f.batch, f.source) in gone)]
     parts: list[exp.Select] = []
@@ -216,7 +218,7 @@ def _publish_rows(
     processor: LakeProcessor,
     engine: Engine,
     name: str,
-    files: list[_File],
+    files: list[LakeFile],
     gone: set[tuple[str, str]],
     result: PublishResult,
 ) -> None:
@@ -284,7 +286,7 @@ def _json(column: str) -> exp.Expr:
     return exp.cast(exp.func("to_json", exp.column(column, quoted=True)), "VARCHAR")
 
 
-def _listed(processor: LakeProcessor, name: str) -> list[_File]:
+def _listed(processor: LakeProcessor, name: str) -> list[LakeFile]:
     """The listed files of one raw table, oldest first, with absolute paths."""
     base = processor.raw_root.resolve().parent
     rows = processor.fetch_all(
@@ -292,7 +294,7 @@ def _listed(processor: LakeProcessor, name: str) -> list[_File]:
         "FROM ops.raw_files WHERE target_table = ? ORDER BY ingested_at, file_name",
         [name],
     )
-    return [_File(str(_absolute(base, r[0])), r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+    return [LakeFile(str(_absolute(base, r[0])), r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
 
 
 def _superseded(processor: LakeProcessor, name: str) -> set[tuple[str, str]]:

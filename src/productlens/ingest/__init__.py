@@ -156,6 +156,8 @@ class IngestResult:
 def ensure_raw_tables(lake: LakeProcessor) -> RawStore:
     """Create the raw layer (a view per contract table), the quarantine and the logs,
     if missing; returns the raw layer's file store."""
+    lake.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    lake.execute("CREATE SCHEMA IF NOT EXISTS ops")
     for ddl in (QUARANTINE_DDL, INGEST_LOG_DDL, INGEST_LOG_UPGRADE, FILES_DDL, WARNED_DDL):
         lake.execute(ddl)
     for name, type_ in QUARANTINE_COLUMNS:

@@ -25,10 +25,6 @@ from sqlglot import exp
 
 from productlens.errors import EngineError
 
-# The schemas the lake's catalog keeps its tables and views in.
-LAKE_SCHEMAS = ("raw", "ops")
-
-
 class LakeProcessor:
     """DuckDB running ingestion's SQL over the raw lake at `raw_root`. Paths listed in the
     lake's catalog are relative to `raw_root.parent` (DuckDB's file search path)."""
@@ -41,11 +37,10 @@ class LakeProcessor:
         self._owned = owned
         # Times are UTC everywhere; raw files are listed relative to the lake's folder.
         # Both are set on a shared connection too: the warehouse engine knows no raw
-        # layer, and the raw views in its file need the search path.
+        # layer, and the raw views in its file need the search path. (Nothing is created
+        # here: a read-only connection must work, say for `productlens quarantine`.)
         self.execute("SET TimeZone = 'UTC'")
         self.execute(f"SET file_search_path = {_text(str(raw_root.resolve().parent))}")
-        for schema in LAKE_SCHEMAS:
-            self.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
 
     @classmethod
     def shared(cls, connection: duckdb.DuckDBPyConnection, raw_root: Path) -> LakeProcessor:

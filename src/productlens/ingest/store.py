@@ -1,4 +1,4 @@
-"""The raw layer's storage: immutable Parquet files owned by the warehouse, with one view
+"""The raw layer's storage: immutable Parquet files owned by the lake, with one view
 per contract table over them.
 
 Loading into a native DuckDB table re-encodes every row (about 3.8 s per 10M events on
