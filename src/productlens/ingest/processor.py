@@ -25,6 +25,7 @@ from sqlglot import exp
 
 from productlens.errors import EngineError
 
+
 class LakeProcessor:
     """DuckDB running ingestion's SQL over the raw lake at `raw_root`. Paths listed in the
     lake's catalog are relative to `raw_root.parent` (DuckDB's file search path)."""
