@@ -3,6 +3,7 @@ the lake's rows, lineage included, whether it reads the files (views) or loads t
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import stat
@@ -315,3 +316,24 @@ def test_spark_reads_the_lake(lake: LakeProcessor, world: Path, tmp_path: Path, 
         for schema, name in CATALOG:
             engine.drop(schema, name)
         engine.close()
+
+
+def test_only_the_processor_imports_a_database_driver() -> None:
+    """Ingestion and the lake reach DuckDB through ingest.processor alone, and never a
+    warehouse's driver."""
+    src = Path(__file__).resolve().parents[1] / "src" / "productlens"
+    drivers = {"duckdb", "psycopg", "pyspark"}
+    found = {}
+    for path in [src / "lake.py", *sorted((src / "ingest").rglob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            used = {n.split(".")[0] for n in names} & drivers
+            if used:
+                found[path.relative_to(src).as_posix()] = used
+    assert found == {"ingest/processor.py": {"duckdb"}}
