@@ -24,10 +24,11 @@ EVENTS_PER_USER = 137.0
 
 def run_one(kind: str, data: str, warehouse: str) -> dict[str, float]:
     """Load `data`'s events into a new warehouse; return rows, seconds, peak RSS."""
-    from productlens.engines import DuckDBEngine
     from productlens.ingest import ingest_paths
+    from productlens.ingest.processor import LakeProcessor
 
-    engine = DuckDBEngine(Path(warehouse))
+    # Ingestion's processor on the warehouse file, as a DuckDB warehouse shares it.
+    engine = LakeProcessor.open(Path(warehouse), Path(warehouse).with_suffix(".raw"))
     if kind == "productlens":
         ingest_paths(engine, [Path(data) / "users", Path(data) / "products"])
     with PeakMemory() as memory:
@@ -37,6 +38,7 @@ def run_one(kind: str, data: str, warehouse: str) -> dict[str, float]:
             rows = result.batches[0].rows_read
         else:
             source = f"read_parquet('{data}/events/*/*.parquet')"
+            engine.execute("CREATE SCHEMA IF NOT EXISTS raw")
             engine.execute(f"CREATE TABLE raw.plain AS SELECT * FROM {source} LIMIT 0")
             engine.execute(f"INSERT INTO raw.plain SELECT * FROM {source}")
             rows = engine.fetch_all("SELECT count(*) FROM raw.plain")[0][0]
