@@ -150,7 +150,8 @@ def test_the_warehouse_sees_exactly_the_lakes_rows(
     lake: LakeProcessor, world: Path, tmp_path: Path, warehouse: DuckDBEngine, strategy: str
 ) -> None:
     fill(lake, world, tmp_path / "more")
-    result = publish_raw(lake, warehouse, strategy=strategy)  # type: ignore[arg-type]
+    # Small batches: a file goes to the warehouse in several appends.
+    result = publish_raw(lake, warehouse, strategy=strategy, batch_rows=50)  # type: ignore[arg-type]
     assert result.strategy == strategy
     assert sorted(result.tables) == sorted(CONTRACTS)
     kind = "view" if strategy == "views" else "table"
@@ -159,6 +160,8 @@ def test_the_warehouse_sees_exactly_the_lakes_rows(
     if strategy == "load":
         listed = lake.fetch_all("SELECT count(*) FROM ops.raw_files")[0][0]
         assert result.files_loaded == listed
+        biggest = lake.fetch_all("SELECT max(row_count) FROM ops.raw_files")[0][0]
+        assert biggest > 50  # so some file was loaded in several batches
         assert result.rows_deleted > 0  # the forced reloads' earlier rows
 
 

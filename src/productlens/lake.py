@@ -101,11 +101,15 @@ class LakeFile:
 
 
 def publish_raw(
-    processor: LakeProcessor, engine: Engine, *, strategy: Strategy = "auto"
+    processor: LakeProcessor,
+    engine: Engine,
+    *,
+    strategy: Strategy = "auto",
+    batch_rows: int = 1_000_000,
 ) -> PublishResult:
     """Make the lake's raw layer and its catalog visible in the warehouse `engine`.
     `strategy`: `views` over the files, `load` the rows, or `auto`: views where the
-    engine reads Parquet."""
+    engine reads Parquet. Loaded files go to the engine `batch_rows` rows at a time."""
     if shares_catalog(processor, engine):
         return PublishResult("shared")
     ensure_raw_tables(processor)  # an empty lake publishes empty tables
@@ -125,7 +129,7 @@ def publish_raw(
         if chosen == "views":
             _publish_view(engine, name, files, gone)
         else:
-            _publish_rows(processor, engine, name, files, gone, result)
+            _publish_rows(processor, engine, name, files, gone, result, batch_rows)
         result.tables.append(name)
     for schema, name in CATALOG:
         _copy_catalog(processor, engine, schema, name)
@@ -221,6 +225,7 @@ def _publish_rows(
     files: list[LakeFile],
     gone: set[tuple[str, str]],
     result: PublishResult,
+    batch_rows: int,
 ) -> None:
     """Load the files not loaded yet and delete the superseded rows, in one transaction:
     a publish stopped half way leaves the table as it was."""
@@ -241,18 +246,19 @@ def _publish_rows(
             # The processor reads the file as DuckDB: the same relation the views use.
             relation = exp.func("read_parquet", _text(f.path))
             query = raw_relation(relation, "duckdb", name, [f], set())
-            rows = processor.fetch_arrow(query.sql("duckdb"))
-            engine.append_arrow("raw", name, rows)
+            rows = 0
+            for batch in processor.fetch_batches(query.sql("duckdb"), rows=batch_rows):
+                rows += engine.append_arrow("raw", name, pa.Table.from_batches([batch]))
             loaded = pa.table(
                 {
                     "target_table": [name],
                     "file_name": [f.name],
-                    "row_count": pa.array([rows.num_rows], pa.int64()),
+                    "row_count": pa.array([rows], pa.int64()),
                 }
             )
             engine.append_arrow(*LOADED, loaded)
             result.files_loaded += 1
-            result.rows_loaded += rows.num_rows
+            result.rows_loaded += rows
         if pairs:
             target = table("raw", name)
             matches = _pair_in(exp.column("_batch_id"), exp.column("_source_file"), pairs)

@@ -113,6 +113,15 @@ class LakeProcessor:
             result: pa.Table = self._con.sql(sql, params=params).to_arrow_table()
         return result
 
+    def fetch_batches(
+        self, sql: str, params: Sequence[Any] | None = None, *, rows: int = 1_000_000
+    ) -> Iterator[pa.RecordBatch]:
+        """Run one query; its result in Arrow batches of about `rows` rows, read as they
+        are consumed (a large result is never held whole)."""
+        with _translated_errors():
+            reader = self._con.sql(sql, params=params).to_arrow_reader(rows)
+            yield from reader
+
     def register(self, name: str, data: pa.Table) -> None:
         """Make an Arrow table readable as `name` until `unregister`."""
         with _translated_errors():
