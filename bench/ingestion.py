@@ -24,25 +24,24 @@ EVENTS_PER_USER = 137.0
 
 def run_one(kind: str, data: str, warehouse: str) -> dict[str, float]:
     """Load `data`'s events into a new warehouse; return rows, seconds, peak RSS."""
-    from productlens.app import ingest_target, open_engine
-    from productlens.config import load_project
     from productlens.ingest import ingest_paths
+    from productlens.ingest.processor import LakeProcessor
 
-    project = load_project(Path(warehouse).parent, warehouse=Path(warehouse))
-    engine = open_engine(project)
-    target = ingest_target(engine, project)  # the string API, until the lake processor
+    # Ingestion's processor on the warehouse file, as a DuckDB warehouse shares it.
+    engine = LakeProcessor.open(Path(warehouse), Path(warehouse).with_suffix(".raw"))
     if kind == "productlens":
-        ingest_paths(target, [Path(data) / "users", Path(data) / "products"])
+        ingest_paths(engine, [Path(data) / "users", Path(data) / "products"])
     with PeakMemory() as memory:
         started = time.perf_counter()
         if kind == "productlens":
-            result = ingest_paths(target, [Path(data) / "events"])
+            result = ingest_paths(engine, [Path(data) / "events"])
             rows = result.batches[0].rows_read
         else:
             source = f"read_parquet('{data}/events/*/*.parquet')"
-            target.execute(f"CREATE TABLE raw.plain AS SELECT * FROM {source} LIMIT 0")
-            target.execute(f"INSERT INTO raw.plain SELECT * FROM {source}")
-            rows = target.fetch_all("SELECT count(*) FROM raw.plain")[0][0]
+            engine.execute("CREATE SCHEMA IF NOT EXISTS raw")
+            engine.execute(f"CREATE TABLE raw.plain AS SELECT * FROM {source} LIMIT 0")
+            engine.execute(f"INSERT INTO raw.plain SELECT * FROM {source}")
+            rows = engine.fetch_all("SELECT count(*) FROM raw.plain")[0][0]
         seconds = time.perf_counter() - started
     engine.close()
     return {"rows": rows, "seconds": seconds, "peak_rss": memory.peak}

@@ -21,7 +21,7 @@ from sqlglot import exp
 from productlens.app import open_engine
 from productlens.config import load_project
 from productlens.engines import LAYERS, DuckDBEngine
-from productlens.engines.duckdb import StringSession
+from productlens.ingest.processor import LakeProcessor
 from tests import servers
 
 # Local runs explore new inputs each time; CI replays a fixed set, so a landing never
@@ -102,12 +102,6 @@ def warehouse_engine(
     return eng
 
 
-def ingestable(engine: DuckDBEngine) -> Any:
-    """COMPATIBILITY (until the `lake` branch's processor): the string API ingestion
-    still uses, over the engine's connection, with the raw files beside the warehouse."""
-    return StringSession(engine, engine.path.with_suffix(".raw"))
-
-
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[DuckDBEngine]:
     eng = warehouse_engine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
@@ -129,6 +123,33 @@ def open_readonly(root: Path) -> DuckDBEngine:
     engine = open_engine(load_project(root), read_only=True)
     assert isinstance(engine, DuckDBEngine)
     return engine
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Iterator[LakeProcessor]:
+    """Ingestion's processor on a lake of its own (`w.duckdb` beside `w.raw/`)."""
+    processor = open_lake(tmp_path / "w.duckdb")
+    yield processor
+    processor.close()
+
+
+def open_lake(catalog: Path, *, memory_limit: str = "1GB", threads: int = 1) -> LakeProcessor:
+    """The lake whose catalog is `catalog` (a DuckDB warehouse file, or a lake's own),
+    its raw files beside it, as ingestion opens it."""
+    return LakeProcessor.open(
+        catalog, catalog.with_suffix(".raw"), memory_limit=memory_limit, threads=threads
+    )
+
+
+def open_project_lake(root: Path) -> LakeProcessor:
+    """A project's lake, after a command has finished with it."""
+    return open_lake(load_project(root).warehouse_path)
+
+
+def lake_of(engine: DuckDBEngine) -> LakeProcessor:
+    """Ingestion's processor sharing a DuckDB warehouse's connection (its file is the
+    lake's catalog, its raw files beside it)."""
+    return LakeProcessor.shared(engine.connection, engine.path.with_suffix(".raw"))
 
 
 def run_stats(

@@ -14,7 +14,7 @@ from productlens.config import load_project
 from productlens.engines import LAYERS, DuckDBEngine, Engine
 from productlens.engines.base import table
 from productlens.errors import EngineError
-from tests.conftest import ingestable, q
+from tests.conftest import q
 
 SCHEMAS = "SELECT schema_name FROM information_schema.schemata"
 
@@ -80,26 +80,6 @@ def test_connection_is_the_engines_own(engine: DuckDBEngine) -> None:
     engine reads (same transaction state, same settings)."""
     engine.connection.execute("CREATE TABLE raw.shared AS SELECT 42 AS x")
     assert engine.fetch_all(exp.select("x").from_(table("raw", "shared"))) == [(42,)]
-
-
-def test_string_session_keeps_the_old_api_for_ingestion(engine: DuckDBEngine) -> None:
-    """COMPATIBILITY (until the `lake` branch): ingestion's string calls still work."""
-    session = ingestable(engine)
-    session.execute("CREATE TABLE raw.t (a INTEGER, b VARCHAR)")
-    session.execute("CREATE VIEW raw.v AS SELECT * FROM raw.t")
-    assert session.load_arrow("raw.t", pa.table({"b": ["x", "y"], "a": [1, 2]})) == 2
-    assert session.fetch_all("SELECT a, b FROM raw.t WHERE a > ? ORDER BY a", [0]) == [
-        (1, "x"),
-        (2, "y"),
-    ]
-    assert session.fetch_arrow("SELECT sum(a) AS s FROM raw.t").to_pylist() == [{"s": 3}]
-    assert session.table_exists("raw.t")
-    assert session.table_exists("raw.v")
-    assert not session.table_exists("raw.nope")
-    assert session.list_tables("raw") == ["t"]  # base tables only, as before
-    assert session.raw_root == engine.path.with_suffix(".raw")
-    with pytest.raises(EngineError, match="engine=duckdb"):
-        session.execute("SELECT * FROM no_such_table")
 
 
 def test_transaction_rolls_back_on_error(engine: DuckDBEngine) -> None:

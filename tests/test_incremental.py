@@ -17,7 +17,7 @@ from productlens.engines import DuckDBEngine
 from productlens.ingest import ingest_paths
 from productlens.runlog import RunLog
 from productlens.simulate import generate, preset
-from tests.conftest import ingestable, q, warehouse_engine
+from tests.conftest import lake_of, q, warehouse_engine
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 START = date(2026, 1, 5)
@@ -75,14 +75,14 @@ def test_since_equals_a_full_rebuild_with_late_events(
     incremental = warehouse_engine(tmp_path / "incremental.duckdb", memory_limit="2GB")
     full = warehouse_engine(tmp_path / "full.duckdb", memory_limit="2GB")
     try:
-        ingest_paths(ingestable(incremental), first, now=NOW)
+        ingest_paths(lake_of(incremental), first, now=NOW)
         build(incremental)
         before = incremental.fetch_all(q("SELECT count(*) FROM core.fct_events"))[0][0]
-        ingest_paths(ingestable(incremental), later, now=NOW)
+        ingest_paths(lake_of(incremental), later, now=NOW)
         build(incremental, since=CUTOFF)
         assert incremental.fetch_all(q("SELECT count(*) FROM core.fct_events"))[0][0] > before
 
-        ingest_paths(ingestable(full), [*first, *later], now=NOW)
+        ingest_paths(lake_of(full), [*first, *later], now=NOW)
         build(full)
         assert full.fetch_all(
             q("SELECT count(*) FROM core.fct_events WHERE event_id LIKE 'late_%'")
@@ -99,9 +99,9 @@ def test_since_past_the_late_events_misses_them(
     first, later = batches
     engine = warehouse_engine(tmp_path / "w.duckdb", memory_limit="2GB")
     try:
-        ingest_paths(ingestable(engine), first, now=NOW)
+        ingest_paths(lake_of(engine), first, now=NOW)
         build(engine)
-        ingest_paths(ingestable(engine), later, now=NOW)
+        ingest_paths(lake_of(engine), later, now=NOW)
         build(engine, since=CUTOFF + timedelta(days=10))  # rewrites from CUTOFF + 3 only
         late = engine.fetch_all(
             q("SELECT count(*) FROM core.fct_events WHERE event_id LIKE 'late_%'")

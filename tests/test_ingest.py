@@ -21,26 +21,26 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from productlens.config import IngestConfig, TableIngestConfig
-from productlens.engines import DuckDBEngine
 from productlens.errors import IngestError
 from productlens.ingest import BatchResult, ingest_paths, replay
 from productlens.ingest.contracts import CONTRACTS
+from productlens.ingest.processor import LakeProcessor
 from productlens.simulate import generate, preset
-from tests.conftest import run_cli
+from tests.conftest import open_lake, run_cli
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
 
-def quarantine_counts(engine: DuckDBEngine) -> dict[tuple[str, str], int]:
-    rows = engine.fetch_all(
+def quarantine_counts(lake: LakeProcessor) -> dict[tuple[str, str], int]:
+    rows = lake.fetch_all(
         "SELECT target_table, r, count(*) FROM (SELECT target_table, unnest(reasons) AS r "
         "FROM raw.quarantine WHERE released_at IS NULL) GROUP BY ALL"
     )
     return {(t, r): n for t, r, n in rows}
 
 
-def assert_conserved(engine: DuckDBEngine) -> None:
-    broken = engine.fetch_all(
+def assert_conserved(lake: LakeProcessor) -> None:
+    broken = lake.fetch_all(
         "SELECT count(*) FROM ops.ingest_log WHERE kind = 'files' AND "
         "rows_read <> rows_loaded + rows_quarantined + rows_duplicate"
     )
@@ -61,27 +61,27 @@ def dirty_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_loads_every_table_once(engine: DuckDBEngine, world: Path) -> None:
+def test_loads_every_table_once(lake: LakeProcessor, world: Path) -> None:
     files = sorted(world.rglob("*.parquet"))
     truth = json.loads((world / "truth.json").read_text())
-    first = ingest_paths(engine, [world], now=NOW)
+    first = ingest_paths(lake, [world], now=NOW)
     assert len(first.loaded_files) == len(files)
     assert first.rows == {t: n for t, n in truth["rows"].items() if n}
     assert first.quarantined == 0
     for table, n in truth["rows"].items():
-        assert engine.fetch_all(f"SELECT count(*) FROM raw.{table}") == [(n,)], table
-    again = ingest_paths(engine, [world], now=NOW)
+        assert lake.fetch_all(f"SELECT count(*) FROM raw.{table}") == [(n,)], table
+    again = ingest_paths(lake, [world], now=NOW)
     assert again.rows == {}
     assert len(again.skipped_files) == len(files)
     total = sum(truth["rows"].values())
-    logged = engine.fetch_all("SELECT sum(rows_read), sum(rows_loaded) FROM ops.ingest_log")
+    logged = lake.fetch_all("SELECT sum(rows_read), sum(rows_loaded) FROM ops.ingest_log")
     assert logged == [(total, total)]
-    assert_conserved(engine)
+    assert_conserved(lake)
 
 
-def test_lineage_points_at_file_and_row(engine: DuckDBEngine, world: Path) -> None:
-    ingest_paths(engine, [world / "users"], now=NOW)
-    rows = engine.fetch_all(
+def test_lineage_points_at_file_and_row(lake: LakeProcessor, world: Path) -> None:
+    ingest_paths(lake, [world / "users"], now=NOW)
+    rows = lake.fetch_all(
         "SELECT _source_file, min(_row_number), max(_row_number), count(*) FROM raw.users "
         "GROUP BY 1 ORDER BY 1"
     )
@@ -91,9 +91,9 @@ def test_lineage_points_at_file_and_row(engine: DuckDBEngine, world: Path) -> No
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_row_numbers_point_at_the_line_in_large_text_files(tmp_path: Path, fmt: str) -> None:
     """Every loaded and quarantined row names its line in the file (a CSV header is line
-    1), even when the engine reads large files with several threads (two files in one
+    1), even when the lake reads large files with several threads (two files in one
     batch)."""
-    engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="2GB", threads=2)
+    lake = open_lake(tmp_path / "w.duckdb", memory_limit="2GB", threads=2)
     bad = {17, 123_457, 199_999}
     n = 200_000
     for part in ("a", "b"):
@@ -109,42 +109,40 @@ def test_row_numbers_point_at_the_line_in_large_text_files(tmp_path: Path, fmt: 
                 for i, v in enumerate(values, start=1)
             ]
             (folder / "users.jsonl").write_text("\n".join(lines) + "\n")
-    ingest_paths(engine, [tmp_path / "a", tmp_path / "b"], now=NOW)
+    ingest_paths(lake, [tmp_path / "a", tmp_path / "b"], now=NOW)
     header = 1 if fmt == "csv" else 0
-    wrong = engine.fetch_all(
+    wrong = lake.fetch_all(
         "SELECT count(*) FROM raw.users "
         "WHERE CAST(substr(user_id, 2) AS INTEGER) + ? <> _row_number",
         [header],
     )
     assert wrong == [(0,)]
-    held = engine.fetch_all(
+    held = lake.fetch_all(
         "SELECT json_extract_string(raw_values, '$.user_id'), row_number FROM raw.quarantine "
         "ORDER BY 1"
     )
     assert held == sorted((f"{p}{i}", i + header) for p in ("a", "b") for i in bad)
-    engine.close()
+    lake.close()
 
 
-def test_dirty_world_quarantine_equals_the_manifest(
-    engine: DuckDBEngine, dirty_world: Path
-) -> None:
+def test_dirty_world_quarantine_equals_the_manifest(lake: LakeProcessor, dirty_world: Path) -> None:
     truth = json.loads((dirty_world / "truth.json").read_text())
-    result = ingest_paths(engine, [dirty_world], now=NOW)
+    result = ingest_paths(lake, [dirty_world], now=NOW)
     expected = {
         (table, reason): n
         for table, faults in truth["dirty"]["faults"].items()
         for reason, n in faults.items()
         if n
     }
-    assert quarantine_counts(engine) == expected
+    assert quarantine_counts(lake) == expected
     # Clean rows all load: the rest of every table is there.
     for table, n in truth["rows"].items():
         held = sum(v for (t, _), v in expected.items() if t == table)
-        assert engine.fetch_all(f"SELECT count(*) FROM raw.{table}") == [(n - held,)], table
+        assert lake.fetch_all(f"SELECT count(*) FROM raw.{table}") == [(n - held,)], table
     assert result.quarantined == sum(expected.values())
-    assert_conserved(engine)
+    assert_conserved(lake)
     # Each held row keeps where it came from and its original values.
-    sample = engine.fetch_all(
+    sample = lake.fetch_all(
         "SELECT source_file, row_number, raw_values FROM raw.quarantine "
         "WHERE list_contains(reasons, 'bad_timestamp') LIMIT 1"
     )[0]
@@ -154,31 +152,29 @@ def test_dirty_world_quarantine_equals_the_manifest(
 
 
 def test_reingest_adds_nothing_even_under_another_name(
-    engine: DuckDBEngine, world: Path, tmp_path: Path
+    lake: LakeProcessor, world: Path, tmp_path: Path
 ) -> None:
-    ingest_paths(engine, [world / "users"], now=NOW)
+    ingest_paths(lake, [world / "users"], now=NOW)
     copy = tmp_path / "users" / "renamed.csv"
     copy.parent.mkdir()
     pacsv.write_csv(pq.read_table(world / "users" / "part-00000.parquet"), copy)
-    result = ingest_paths(engine, [copy], now=NOW)
+    result = ingest_paths(lake, [copy], now=NOW)
     assert result.rows == {}
     assert result.batches[0].rows_duplicate == 200  # exact copies, counted as such
-    assert engine.fetch_all("SELECT count(*) FROM raw.users") == [(500,)]
-    assert_conserved(engine)
+    assert lake.fetch_all("SELECT count(*) FROM raw.users") == [(500,)]
+    assert_conserved(lake)
 
 
-def test_changed_row_under_a_loaded_key_is_quarantined(
-    engine: DuckDBEngine, tmp_path: Path
-) -> None:
+def test_changed_row_under_a_loaded_key_is_quarantined(lake: LakeProcessor, tmp_path: Path) -> None:
     (tmp_path / "users.csv").write_text("user_id,signup_ts,segment\na,2026-01-01,Budget\n")
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
     (tmp_path / "more" / "users").mkdir(parents=True)
     (tmp_path / "more" / "users" / "b.csv").write_text(
         "user_id,signup_ts,segment\na,2026-01-01,Premium\nb,2026-01-02,Budget\n"
     )
-    ingest_paths(engine, [tmp_path / "more"], now=NOW)
-    assert quarantine_counts(engine) == {("users", "conflicting_duplicate"): 1}
-    assert engine.fetch_all("SELECT user_id, segment FROM raw.users ORDER BY 1") == [
+    ingest_paths(lake, [tmp_path / "more"], now=NOW)
+    assert quarantine_counts(lake) == {("users", "conflicting_duplicate"): 1}
+    assert lake.fetch_all("SELECT user_id, segment FROM raw.users ORDER BY 1") == [
         ("a", "Budget"),
         ("b", "Budget"),
     ]
@@ -211,50 +207,50 @@ def test_a_user_export_loads_via_map_and_project_file(tmp_path: Path) -> None:
         "--map", "when=event_ts",
     )  # fmt: skip
     assert events.returncode == 0, events.stderr
-    engine = DuckDBEngine(tmp_path / "warehouse.duckdb", read_only=True)
+    lake = open_lake(tmp_path / "warehouse.duckdb")
     try:
-        assert engine.fetch_all("SELECT user_id, signup_ts, segment FROM raw.users ORDER BY 1") == [
+        assert lake.fetch_all("SELECT user_id, signup_ts, segment FROM raw.users ORDER BY 1") == [
             ("c1", datetime(2026, 1, 5, 8, 30), "Premium"),  # CET is UTC+1
             ("c2", datetime(2026, 1, 6, 22, 15), "Budget"),
         ]
-        assert engine.fetch_all("SELECT event_id, event_ts FROM raw.events ORDER BY 1") == [
+        assert lake.fetch_all("SELECT event_id, event_ts FROM raw.events ORDER BY 1") == [
             ("k1", datetime(2026, 1, 5, 9, 0)),
             ("k2", datetime(2026, 7, 6, 22, 30)),  # CEST is UTC+2: the day changes
         ]
     finally:
-        engine.close()
+        lake.close()
 
 
 def test_replay_after_a_fix_releases_exactly_the_fixed_rows(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     (tmp_path / "users.csv").write_text(
         "user_id,signup_ts\nu1,2026-01-05 10:00:00\nu2,05/01/2026 11:00\nu3,06/01/2026 12:00\n"
         "u4,never\n"
     )
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
-    assert quarantine_counts(engine) == {("users", "bad_timestamp"): 3}
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
+    assert quarantine_counts(lake) == {("users", "bad_timestamp"): 3}
     fixed = IngestConfig(tables={"users": TableIngestConfig(timestamp_format="%d/%m/%Y %H:%M")})
-    result = replay(engine, config=fixed, now=NOW)
+    result = replay(lake, config=fixed, now=NOW)
     assert result.rows == {"users": 2}
-    assert quarantine_counts(engine) == {("users", "bad_timestamp"): 1}  # "never" stays
-    assert engine.fetch_all("SELECT user_id FROM raw.users ORDER BY 1") == [
+    assert quarantine_counts(lake) == {("users", "bad_timestamp"): 1}  # "never" stays
+    assert lake.fetch_all("SELECT user_id FROM raw.users ORDER BY 1") == [
         ("u1",),
         ("u2",),
         ("u3",),
     ]
-    released = engine.fetch_all("SELECT count(*) FROM raw.quarantine WHERE released_at IS NOT NULL")
+    released = lake.fetch_all("SELECT count(*) FROM raw.quarantine WHERE released_at IS NOT NULL")
     assert released == [(2,)]
-    assert replay(engine, config=fixed, now=NOW).rows == {}  # nothing more to release
+    assert replay(lake, config=fixed, now=NOW).rows == {}  # nothing more to release
 
 
 def test_unknown_user_warns_by_default_and_can_quarantine(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     (tmp_path / "events.csv").write_text(
         "event_id,user_id,event_type,event_ts\ne1,ghost,login,2026-01-05 10:00:00\n"
     )
-    warned = ingest_paths(engine, [tmp_path / "events.csv"], now=NOW)
+    warned = ingest_paths(lake, [tmp_path / "events.csv"], now=NOW)
     assert warned.rows == {"events": 1}
     assert warned.batches[0].rows_warned == 1
     (tmp_path / "strict" / "events").mkdir(parents=True)
@@ -262,35 +258,35 @@ def test_unknown_user_warns_by_default_and_can_quarantine(
         "event_id,user_id,event_type,event_ts\ne2,ghost,login,2026-01-05 10:00:00\n"
     )
     strict = IngestConfig(unknown_references={"users": "quarantine"})
-    ingest_paths(engine, [tmp_path / "strict"], config=strict, now=NOW)
-    assert quarantine_counts(engine) == {("events", "unknown_user"): 1}
+    ingest_paths(lake, [tmp_path / "strict"], config=strict, now=NOW)
+    assert quarantine_counts(lake) == {("events", "unknown_user"): 1}
 
 
 def test_unknown_references_are_found_among_loaded_rows(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     (tmp_path / "users.csv").write_text("user_id,signup_ts\nu1,2026-01-05 09:00:00\n")
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
     header = "event_id,user_id,event_type,event_ts\n"
     (tmp_path / "a" / "events").mkdir(parents=True)
     (tmp_path / "a" / "events" / "e.csv").write_text(
         header + "e1,u1,login,2026-01-05 10:00:00\ne2,ghost,login,2026-01-05 10:01:00\n"
         "e3,u1,login,2026-01-05 10:02:00\ne4,ghost,login,2026-01-05 10:03:00\n"
     )
-    warned = ingest_paths(engine, [tmp_path / "a"], now=NOW)
+    warned = ingest_paths(lake, [tmp_path / "a"], now=NOW)
     assert (warned.batches[0].rows_loaded, warned.batches[0].rows_warned) == (4, 2)
     (tmp_path / "b" / "events").mkdir(parents=True)
     (tmp_path / "b" / "events" / "e.csv").write_text(
         header + "e5,u1,login,2026-01-05 11:00:00\ne6,phantom,login,2026-01-05 11:01:00\n"
     )
     strict = IngestConfig(unknown_references={"users": "quarantine"})
-    result = ingest_paths(engine, [tmp_path / "b"], config=strict, now=NOW)
+    result = ingest_paths(lake, [tmp_path / "b"], config=strict, now=NOW)
     assert (result.batches[0].rows_loaded, result.batches[0].rows_quarantined) == (1, 1)
-    held = engine.fetch_all("SELECT row_number, reasons FROM raw.quarantine")
+    held = lake.fetch_all("SELECT row_number, reasons FROM raw.quarantine")
     assert held == [(3, ["unknown_user"])]  # line 3 of the file
     (tmp_path / "c" / "events").mkdir(parents=True)
     (tmp_path / "c" / "events" / "e.csv").write_text(header + "e7,u1,login,2026-01-05 12:00:00\n")
-    clean = ingest_paths(engine, [tmp_path / "c"], config=strict, now=NOW)
+    clean = ingest_paths(lake, [tmp_path / "c"], config=strict, now=NOW)
     assert (clean.batches[0].rows_loaded, clean.batches[0].rows_warned) == (1, 0)
 
 
@@ -310,26 +306,26 @@ ORDER_HEADER = "order_id,user_id,order_ts,status,total_amount\n"
         ("o1,u,5th of May,completed,1", "bad_timestamp"),
     ],
 )
-def test_each_reason(engine: DuckDBEngine, tmp_path: Path, line: str, reason: str) -> None:
+def test_each_reason(lake: LakeProcessor, tmp_path: Path, line: str, reason: str) -> None:
     (tmp_path / "orders.csv").write_text(ORDER_HEADER + line + "\n")
-    result = ingest_paths(engine, [tmp_path / "orders.csv"], now=NOW)
+    result = ingest_paths(lake, [tmp_path / "orders.csv"], now=NOW)
     assert result.quarantined == 1
-    held = engine.fetch_all("SELECT reasons, source_file, row_number FROM raw.quarantine")
+    held = lake.fetch_all("SELECT reasons, source_file, row_number FROM raw.quarantine")
     assert reason in held[0][0]
     assert held[0][1].endswith("orders.csv")
     assert held[0][2] == 2  # the line in the file: the header is line 1
 
 
-def test_missing_required_columns_are_named(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_missing_required_columns_are_named(lake: LakeProcessor, tmp_path: Path) -> None:
     pacsv.write_csv(pa.table({"customer": ["a"], "ts": ["2026-01-01"]}), tmp_path / "users.csv")
     with pytest.raises(IngestError) as info:
-        ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
+        ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
     message = str(info.value)
     assert "user_id, signup_ts" in message
     assert "customer, ts" in message  # what the file has instead
     assert "--map" in message
     assert "users.csv" in message
-    assert engine.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
+    assert lake.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
 
 
 @pytest.mark.parametrize(
@@ -342,19 +338,19 @@ def test_missing_required_columns_are_named(engine: DuckDBEngine, tmp_path: Path
     ],
 )
 def test_unusable_files(
-    engine: DuckDBEngine, tmp_path: Path, name: str, content: str | None, message: str
+    lake: LakeProcessor, tmp_path: Path, name: str, content: str | None, message: str
 ) -> None:
     if content is not None:
         (tmp_path / name).write_text(content)
     with pytest.raises(IngestError, match=message) as info:
-        ingest_paths(engine, [tmp_path / name], now=NOW)
+        ingest_paths(lake, [tmp_path / name], now=NOW)
     assert Path(name).name in str(info.value)
 
 
-def test_mapping_onto_an_unknown_column_is_refused(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_mapping_onto_an_unknown_column_is_refused(lake: LakeProcessor, tmp_path: Path) -> None:
     (tmp_path / "users.csv").write_text("user_id,signup_ts\na,2026-01-01\n")
     with pytest.raises(IngestError, match="cannot map onto 'signup'"):
-        ingest_paths(engine, [tmp_path / "users.csv"], mapping={"x": "signup"}, now=NOW)
+        ingest_paths(lake, [tmp_path / "users.csv"], mapping={"x": "signup"}, now=NOW)
 
 
 # --- fuzzing: malformed files never crash and never lose a row --------------------------
@@ -367,22 +363,22 @@ cell = st.one_of(
 HEADER = ["event_id", "user_id", "event_type", "event_ts", "amount"]
 
 
-def _ingest_fuzzed(folder: Path, path: Path) -> tuple[BatchResult | None, DuckDBEngine]:
-    engine = DuckDBEngine(folder / "w.duckdb", memory_limit="512MB", threads=1)
+def _ingest_fuzzed(folder: Path, path: Path) -> tuple[BatchResult | None, LakeProcessor]:
+    lake = open_lake(folder / "w.duckdb", memory_limit="512MB", threads=1)
     try:
-        result = ingest_paths(engine, [path], now=NOW)
+        result = ingest_paths(lake, [path], now=NOW)
     except IngestError as exc:
         message = str(exc)  # a clear, one-line reason naming the file; nothing written
         assert "\n" not in message
         assert path.name in message
-        assert engine.fetch_all("SELECT count(*) FROM raw.events") == [(0,)]
-        return None, engine
+        assert lake.fetch_all("SELECT count(*) FROM raw.events") == [(0,)]
+        return None, lake
     batch = result.batches[0]
     assert batch.rows_read == batch.rows_loaded + batch.rows_quarantined + batch.rows_duplicate
-    stored = engine.fetch_all("SELECT count(*) FROM raw.events")[0][0]
-    held = engine.fetch_all("SELECT count(*) FROM raw.quarantine")[0][0]
+    stored = lake.fetch_all("SELECT count(*) FROM raw.events")[0][0]
+    held = lake.fetch_all("SELECT count(*) FROM raw.quarantine")[0][0]
     assert (stored, held) == (batch.rows_loaded, batch.rows_quarantined)
-    return batch, engine
+    return batch, lake
 
 
 @settings(max_examples=40, deadline=None)
@@ -423,8 +419,8 @@ def test_fuzzed_rows_are_all_accounted_for(
             "\n".join(json.dumps(dict(zip(header, r, strict=False))) for r in rows) + "\n"
         )
         expected = len(rows)
-    batch, engine = _ingest_fuzzed(folder, path)
-    engine.close()
+    batch, lake = _ingest_fuzzed(folder, path)
+    lake.close()
     if batch is not None:
         assert batch.rows_read == expected
 
@@ -442,8 +438,8 @@ def test_arbitrary_text_never_crashes(
     folder = tmp_path_factory.mktemp("junk")
     path = folder / f"events.{fmt}"
     path.write_text(text)
-    _, engine = _ingest_fuzzed(folder, path)
-    engine.close()
+    _, lake = _ingest_fuzzed(folder, path)
+    lake.close()
 
 
 # --- atomicity ----------------------------------------------------------------------------
@@ -451,18 +447,18 @@ def test_arbitrary_text_never_crashes(
 
 def raw_fingerprint(warehouse: Path) -> dict[str, tuple[int, int]]:
     """Per raw table: rows and an order-independent hash of the contract columns."""
-    engine = DuckDBEngine(warehouse, read_only=True)
+    lake = open_lake(warehouse)
     try:
         result = {}
         for table, contract in CONTRACTS.items():
             cols = ", ".join(contract.column_names)
-            row = engine.fetch_all(
+            row = lake.fetch_all(
                 f"SELECT count(*), coalesce(sum(hash({cols})), 0) FROM raw.{table}"
             )[0]
             result[table] = (int(row[0]), int(row[1]))
         return result
     finally:
-        engine.close()
+        lake.close()
 
 
 @pytest.mark.slow
@@ -508,14 +504,12 @@ def test_kill_during_a_large_batch_then_rerun_equals_a_clean_run(tmp_path: Path)
     rerun = run_cli("--project", str(killed_project), "ingest", str(data))
     assert rerun.returncode == 0, rerun.stderr
     on_disk = {p.name for p in events_files.iterdir()}
-    engine = DuckDBEngine(killed_project / "warehouse.duckdb", read_only=True)
+    lake = open_lake(killed_project / "warehouse.duckdb")
     listed = {
         r[0]
-        for r in engine.fetch_all(
-            "SELECT file_name FROM ops.raw_files WHERE target_table = 'events'"
-        )
+        for r in lake.fetch_all("SELECT file_name FROM ops.raw_files WHERE target_table = 'events'")
     }
-    engine.close()
+    lake.close()
     assert on_disk == listed  # what the crash left was swept
     assert raw_fingerprint(killed_project / "warehouse.duckdb") == raw_fingerprint(
         tmp_path / "clean" / "warehouse.duckdb"

@@ -21,30 +21,30 @@ import pyarrow.parquet as pq
 import pytest
 
 from productlens.config import IngestConfig, TableIngestConfig
-from productlens.engines import DuckDBEngine
 from productlens.errors import EngineError, IngestError
 from productlens.ingest import BatchResult, ingest_paths, replay
 from productlens.ingest.contracts import CONTRACTS
-from tests.conftest import run_cli
+from productlens.ingest.processor import LakeProcessor
+from tests.conftest import open_lake, run_cli
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 USERS = "user_id,signup_ts,segment\nu1,2026-01-05 10:00:00,Budget\nu2,2026-01-06 11:00:00,Premium\n"
 EVENTS = "event_id,user_id,event_type,event_ts\ne1,u1,login,2026-01-05 12:00:00\n"
 
 
-def raw_counts(engine: DuckDBEngine) -> dict[str, int]:
-    return {t: engine.fetch_all(f"SELECT count(*) FROM raw.{t}")[0][0] for t in CONTRACTS}
+def raw_counts(lake: LakeProcessor) -> dict[str, int]:
+    return {t: lake.fetch_all(f"SELECT count(*) FROM raw.{t}")[0][0] for t in CONTRACTS}
 
 
 def nothing_committed(warehouse: Path) -> None:
     """No row in any raw table, the quarantine or the ingest logs."""
-    engine = DuckDBEngine(warehouse, read_only=True)
+    lake = open_lake(warehouse)
     try:
-        assert set(raw_counts(engine).values()) == {0}
+        assert set(raw_counts(lake).values()) == {0}
         for table in ("raw.quarantine", "ops.ingest_log", "ops.ingested_files", "ops.raw_files"):
-            assert engine.fetch_all(f"SELECT count(*) FROM {table}") == [(0,)], table
+            assert lake.fetch_all(f"SELECT count(*) FROM {table}") == [(0,)], table
     finally:
-        engine.close()
+        lake.close()
 
 
 def raw_files_on_disk(root: Path) -> list[Path]:
@@ -52,8 +52,8 @@ def raw_files_on_disk(root: Path) -> list[Path]:
     return sorted(p for p in raw.rglob("*") if p.is_file()) if raw.exists() else []
 
 
-def assert_conserved(engine: DuckDBEngine) -> None:
-    broken = engine.fetch_all(
+def assert_conserved(lake: LakeProcessor) -> None:
+    broken = lake.fetch_all(
         "SELECT count(*) FROM ops.ingest_log WHERE kind = 'files' AND "
         "rows_read <> rows_loaded + rows_quarantined + rows_duplicate"
     )
@@ -112,7 +112,7 @@ def test_a_file_failing_while_it_is_checked_commits_nothing(tmp_path: Path) -> N
 
 
 def test_a_later_batch_failing_discards_the_earlier_batches(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """A failure after the users batch was checked and written (here raised between
     batches) leaves no row and no raw file of the whole command."""
@@ -126,23 +126,23 @@ def test_a_later_batch_failing_discards_the_earlier_batches(
 
     with pytest.raises(IngestError, match="stop here"):
         ingest_paths(
-            engine,
+            lake,
             [tmp_path / "users.csv", tmp_path / "events.csv"],
             on_batch=fail_after_first,
             now=NOW,
         )
     assert seen == ["users"]
-    assert set(raw_counts(engine).values()) == {0}
-    assert engine.fetch_all("SELECT count(*) FROM ops.raw_files") == [(0,)]
-    assert engine.fetch_all("SELECT count(*) FROM ops.ingested_files") == [(0,)]
+    assert set(raw_counts(lake).values()) == {0}
+    assert lake.fetch_all("SELECT count(*) FROM ops.raw_files") == [(0,)]
+    assert lake.fetch_all("SELECT count(*) FROM ops.ingested_files") == [(0,)]
     assert raw_files_on_disk(tmp_path) == []
     # The same command then loads everything.
-    again = ingest_paths(engine, [tmp_path / "users.csv", tmp_path / "events.csv"], now=NOW)
+    again = ingest_paths(lake, [tmp_path / "users.csv", tmp_path / "events.csv"], now=NOW)
     assert again.rows == {"users": 2, "events": 1}
 
 
 def test_later_tables_see_rows_of_earlier_tables_of_the_same_command(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """Orders and events check their users against users loaded by the same command,
     inside its one transaction (the raw.users view refreshed there)."""
@@ -153,26 +153,26 @@ def test_later_tables_see_rows_of_earlier_tables_of_the_same_command(
     )
     (tmp_path / "events.csv").write_text(EVENTS)
     strict = IngestConfig(unknown_references={"users": "quarantine"})
-    result = ingest_paths(engine, [tmp_path], config=strict, now=NOW)
+    result = ingest_paths(lake, [tmp_path], config=strict, now=NOW)
     assert result.rows == {"users": 2, "orders": 1, "events": 1}
-    held = engine.fetch_all("SELECT target_table, row_number, reasons FROM raw.quarantine")
+    held = lake.fetch_all("SELECT target_table, row_number, reasons FROM raw.quarantine")
     assert held == [("orders", 3, ["unknown_user"])]  # the file's line 3
-    assert_conserved(engine)
+    assert_conserved(lake)
 
 
 KILL_BETWEEN_BATCHES = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from productlens.engines import DuckDBEngine
+    from productlens.ingest.processor import LakeProcessor
     from productlens.ingest import ingest_paths
 
     def die(batch):
         if batch.table == "users":  # users checked and written; events not yet
             os.kill(os.getpid(), signal.SIGKILL)
 
-    engine = DuckDBEngine(Path(sys.argv[1]))
-    ingest_paths(engine, [Path(p) for p in sys.argv[2:]], on_batch=die)
+    lake = LakeProcessor.open(Path(sys.argv[1]), Path(sys.argv[1]).with_suffix(".raw"))
+    ingest_paths(lake, [Path(p) for p in sys.argv[2:]], on_batch=die)
     """
 )
 
@@ -194,13 +194,13 @@ def test_a_crash_between_batches_leaves_nothing_visible(tmp_path: Path) -> None:
     nothing_committed(warehouse)  # ... but nothing of the command was committed
     rerun = run_cli("--project", str(tmp_path), "ingest", *files)
     assert rerun.returncode == 0, rerun.stderr
-    engine = DuckDBEngine(warehouse, read_only=True)
+    lake = open_lake(warehouse)
     try:
-        assert raw_counts(engine)["users"] == 2
-        assert raw_counts(engine)["events"] == 1
-        listed = {r[0] for r in engine.fetch_all("SELECT path FROM ops.raw_files")}
+        assert raw_counts(lake)["users"] == 2
+        assert raw_counts(lake)["events"] == 1
+        listed = {r[0] for r in lake.fetch_all("SELECT path FROM ops.raw_files")}
     finally:
-        engine.close()
+        lake.close()
     assert {p.relative_to(tmp_path).as_posix() for p in raw_files_on_disk(tmp_path)} == listed
     assert not set(left) & set(raw_files_on_disk(tmp_path))  # the crash's files were swept
 
@@ -208,15 +208,15 @@ def test_a_crash_between_batches_leaves_nothing_visible(tmp_path: Path) -> None:
 # --- item 5: --force ------------------------------------------------------------------------
 
 
-def superseded(engine: DuckDBEngine) -> list[tuple[object, ...]]:
-    return engine.fetch_all(
+def superseded(lake: LakeProcessor) -> list[tuple[object, ...]]:
+    return lake.fetch_all(
         "SELECT batch_id, source_file, rows_loaded, rows_quarantined, superseded_by "
         "FROM ops.superseded_files ORDER BY batch_id, source_file"
     )
 
 
-def batch_of(engine: DuckDBEngine, path: Path) -> list[str]:
-    rows = engine.fetch_all(
+def batch_of(lake: LakeProcessor, path: Path) -> list[str]:
+    rows = lake.fetch_all(
         "SELECT batch_id FROM ops.ingested_files WHERE source_file = ? ORDER BY ingested_at",
         [str(path.resolve())],
     )
@@ -252,41 +252,41 @@ def test_force_reloads_a_file_after_its_mapping_is_fixed(tmp_path: Path) -> None
     ]
     skipped = run_cli(*fixed)  # without --force the file counts as loaded
     assert skipped.returncode == 0, skipped.stderr
-    engine = DuckDBEngine(tmp_path / "warehouse.duckdb", read_only=True)
+    lake = open_lake(tmp_path / "warehouse.duckdb")
     try:
-        assert engine.fetch_all("SELECT user_id, segment FROM raw.users ORDER BY 1") == [
+        assert lake.fetch_all("SELECT user_id, segment FROM raw.users ORDER BY 1") == [
             ("c1", None),
             ("c2", None),
         ]
     finally:
-        engine.close()
+        lake.close()
 
     forced = run_cli(*fixed, "--force")
     assert forced.returncode == 0, forced.stderr
     assert layer_rows(forced.stdout)["raw"] == 2  # the replaced rows are not counted
-    engine = DuckDBEngine(tmp_path / "warehouse.duckdb", read_only=True)
+    lake = open_lake(tmp_path / "warehouse.duckdb")
     try:
-        old, new = batch_of(engine, export)
-        assert engine.fetch_all("SELECT user_id, segment, _batch_id FROM raw.users ORDER BY 1") == [
+        old, new = batch_of(lake, export)
+        assert lake.fetch_all("SELECT user_id, segment, _batch_id FROM raw.users ORDER BY 1") == [
             ("c1", "Budget", new),
             ("c2", "Premium", new),
         ]
         # The quarantine keeps the old row, marked as superseded by the new batch, and
         # holds the new one.
-        assert engine.fetch_all(
+        assert lake.fetch_all(
             "SELECT batch_id, row_number, reasons, superseded_batch_id IS NOT NULL, "
             "superseded_batch_id FROM raw.quarantine ORDER BY ingested_at, batch_id"
         ) == [(old, 4, ["bad_timestamp"], True, new), (new, 4, ["bad_timestamp"], False, None)]
-        assert superseded(engine) == [(old, str(export.resolve()), 2, 1, new)]
-        assert_conserved(engine)
-        log = engine.fetch_all(
+        assert superseded(lake) == [(old, str(export.resolve()), 2, 1, new)]
+        assert_conserved(lake)
+        log = lake.fetch_all(
             "SELECT rows_read, rows_loaded, rows_quarantined FROM ops.ingest_log "
             "WHERE batch_id = ?",
             [new],
         )
         assert log == [(3, 2, 1)]
     finally:
-        engine.close()
+        lake.close()
     quarantine = run_cli("--project", str(tmp_path), "quarantine", "--json")
     assert quarantine.returncode == 0, quarantine.stderr
     assert json.loads(quarantine.stdout)["counts"] == [
@@ -294,11 +294,11 @@ def test_force_reloads_a_file_after_its_mapping_is_fixed(tmp_path: Path) -> None
     ]
 
 
-def test_force_of_a_file_never_loaded_just_loads_it(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_force_of_a_file_never_loaded_just_loads_it(lake: LakeProcessor, tmp_path: Path) -> None:
     (tmp_path / "users.csv").write_text(USERS)
-    result = ingest_paths(engine, [tmp_path / "users.csv"], force=True, now=NOW)
+    result = ingest_paths(lake, [tmp_path / "users.csv"], force=True, now=NOW)
     assert result.rows == {"users": 2}
-    assert superseded(engine) == []
+    assert superseded(lake) == []
 
 
 def write_users(path: Path, fmt: str) -> None:
@@ -323,35 +323,35 @@ def write_users(path: Path, fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_force_of_an_identical_file_replaces_it_with_identical_rows(
-    engine: DuckDBEngine, tmp_path: Path, fmt: str
+    lake: LakeProcessor, tmp_path: Path, fmt: str
 ) -> None:
     path = tmp_path / f"users.{fmt}"
     write_users(path, fmt)
-    ingest_paths(engine, [path], now=NOW)
+    ingest_paths(lake, [path], now=NOW)
     cols = ", ".join(CONTRACTS["users"].column_names)
-    before = engine.fetch_all(f"SELECT {cols}, _source_file, _row_number FROM raw.users ORDER BY 1")
-    result = ingest_paths(engine, [path], force=True, now=NOW)
+    before = lake.fetch_all(f"SELECT {cols}, _source_file, _row_number FROM raw.users ORDER BY 1")
+    result = ingest_paths(lake, [path], force=True, now=NOW)
     assert result.rows == {"users": 3}
     assert result.batches[0].notes == [
         "replaces 1 earlier load(s) of these files: 3 rows left raw.users, 0 quarantined rows "
         "marked superseded (see ops.superseded_files)"
     ]
-    after = engine.fetch_all(f"SELECT {cols}, _source_file, _row_number FROM raw.users ORDER BY 1")
+    after = lake.fetch_all(f"SELECT {cols}, _source_file, _row_number FROM raw.users ORDER BY 1")
     assert after == before
-    old, new = batch_of(engine, path)
-    assert engine.fetch_all("SELECT DISTINCT _batch_id FROM raw.users") == [(new,)]
-    assert superseded(engine) == [(old, str(path.resolve()), 3, 0, new)]
-    assert engine.fetch_all(
+    old, new = batch_of(lake, path)
+    assert lake.fetch_all("SELECT DISTINCT _batch_id FROM raw.users") == [(new,)]
+    assert superseded(lake) == [(old, str(path.resolve()), 3, 0, new)]
+    assert lake.fetch_all(
         "SELECT rows_duplicate FROM ops.ingest_log WHERE batch_id = ?", [new]
     ) == [(0,)]
-    assert_conserved(engine)
+    assert_conserved(lake)
     # And a third time: the second load is superseded in turn; still three rows.
-    ingest_paths(engine, [path], force=True, now=NOW)
-    assert engine.fetch_all("SELECT count(*) FROM raw.users") == [(3,)]
+    ingest_paths(lake, [path], force=True, now=NOW)
+    assert lake.fetch_all("SELECT count(*) FROM raw.users") == [(3,)]
 
 
 def test_force_replaces_one_source_file_of_a_rewritten_batch_file(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """Two CSV files share one rewritten raw file; forcing one of them leaves the other's
     rows where they are (the raw file itself is never edited)."""
@@ -359,36 +359,35 @@ def test_force_replaces_one_source_file_of_a_rewritten_batch_file(
     folder.mkdir()
     (folder / "a.csv").write_text("user_id,signup_ts,plan\na1,2026-01-05 10:00:00,Budget\n")
     (folder / "b.csv").write_text("user_id,signup_ts,plan\nb1,2026-01-06 10:00:00,Premium\n")
-    ingest_paths(engine, [folder], now=NOW)
-    [(raw_file,)] = engine.fetch_all("SELECT path FROM ops.raw_files")
-    sealed = (engine.path.parent / raw_file).read_bytes()
+    ingest_paths(lake, [folder], now=NOW)
+    [(raw_file,)] = lake.fetch_all("SELECT path FROM ops.raw_files")
+    sealed = (lake.raw_root.parent / raw_file).read_bytes()
     fixed = IngestConfig(tables={"users": TableIngestConfig(columns={"plan": "segment"})})
-    ingest_paths(engine, [folder / "a.csv"], config=fixed, force=True, now=NOW)
-    assert engine.fetch_all("SELECT user_id, segment FROM raw.users ORDER BY 1") == [
+    ingest_paths(lake, [folder / "a.csv"], config=fixed, force=True, now=NOW)
+    assert lake.fetch_all("SELECT user_id, segment FROM raw.users ORDER BY 1") == [
         ("a1", "Budget"),
         ("b1", None),  # b.csv was not forced: as it was loaded
     ]
-    assert (engine.path.parent / raw_file).read_bytes() == sealed
-    assert [(r[1], r[2]) for r in superseded(engine)] == [(str((folder / "a.csv").resolve()), 1)]
+    assert (lake.raw_root.parent / raw_file).read_bytes() == sealed
+    assert [(r[1], r[2]) for r in superseded(lake)] == [(str((folder / "a.csv").resolve()), 1)]
 
 
-def test_force_also_replaces_rows_a_replay_released(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_force_also_replaces_rows_a_replay_released(lake: LakeProcessor, tmp_path: Path) -> None:
     (tmp_path / "users.csv").write_text(
         "user_id,signup_ts\nu1,2026-01-05 10:00:00\nu2,05/01/2026 11:00\n"
     )
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
     fixed = IngestConfig(tables={"users": TableIngestConfig(timestamp_format="%d/%m/%Y %H:%M")})
-    released = replay(engine, config=fixed, now=NOW)
+    released = replay(lake, config=fixed, now=NOW)
     assert released.rows == {"users": 1}
     # A loader's fix for both formats is not possible in one setting; the forced load
     # with the ISO default quarantines u2 again, and the replayed u2 leaves raw.users.
-    result = ingest_paths(engine, [tmp_path / "users.csv"], force=True, now=NOW)
+    result = ingest_paths(lake, [tmp_path / "users.csv"], force=True, now=NOW)
     assert (result.batches[0].rows_loaded, result.batches[0].rows_quarantined) == (1, 1)
-    assert engine.fetch_all("SELECT user_id FROM raw.users") == [("u1",)]
+    assert lake.fetch_all("SELECT user_id FROM raw.users") == [("u1",)]
     replay_batch = released.batches[0].batch_id
     fates = {
-        r[0]: r[1]
-        for r in engine.fetch_all("SELECT batch_id, rows_loaded FROM ops.superseded_files")
+        r[0]: r[1] for r in lake.fetch_all("SELECT batch_id, rows_loaded FROM ops.superseded_files")
     }
     assert fates[replay_batch] == 1
     assert sum(fates.values()) == 2
@@ -409,11 +408,11 @@ def test_a_replayed_row_gets_its_new_reasons_through_the_cli(tmp_path: Path) -> 
     )
     again = run_cli("--project", str(tmp_path), "ingest", "--replay")
     assert again.returncode == 0, again.stderr
-    engine = DuckDBEngine(tmp_path / "warehouse.duckdb", read_only=True)
+    lake = open_lake(tmp_path / "warehouse.duckdb")
     try:
-        assert engine.fetch_all("SELECT order_id FROM raw.orders") == [("o1",)]
-        replay_batch = engine.fetch_all("SELECT batch_id FROM ops.ingest_log WHERE kind = 'replay'")
-        held = engine.fetch_all(
+        assert lake.fetch_all("SELECT order_id FROM raw.orders") == [("o1",)]
+        replay_batch = lake.fetch_all("SELECT batch_id FROM ops.ingest_log WHERE kind = 'replay'")
+        held = lake.fetch_all(
             "SELECT row_number, reasons, released_at IS NULL, "
             "[(h.reasons, h.replaced_batch_id) FOR h IN reason_history] "
             "FROM raw.quarantine ORDER BY row_number"
@@ -423,7 +422,7 @@ def test_a_replayed_row_gets_its_new_reasons_through_the_cli(tmp_path: Path) -> 
             (3, ["future_timestamp"], True, [(["bad_timestamp"], replay_batch[0][0])]),
         ]
     finally:
-        engine.close()
+        lake.close()
     shown = run_cli("--project", str(tmp_path), "quarantine", "--json")
     assert json.loads(shown.stdout)["sample"][0]["reasons"] == ["future_timestamp"]
 
@@ -436,17 +435,15 @@ def test_rows_loaded_with_warnings_are_recorded_and_listed(tmp_path: Path) -> No
     (tmp_path / "users.csv").write_text("user_id,signup_ts\nu1,2026-01-01 00:00:00\n")
     loaded = run_cli("--project", str(tmp_path), "ingest", str(tmp_path))
     assert loaded.returncode == 0, loaded.stderr
-    engine = DuckDBEngine(tmp_path / "warehouse.duckdb", read_only=True)
+    lake = open_lake(tmp_path / "warehouse.duckdb")
     try:
-        batch = engine.fetch_all(
-            "SELECT batch_id FROM ops.ingest_log WHERE target_table = 'events'"
-        )
-        recorded = engine.fetch_all(
+        batch = lake.fetch_all("SELECT batch_id FROM ops.ingest_log WHERE target_table = 'events'")
+        recorded = lake.fetch_all(
             "SELECT target_table, source_file, row_number, warnings, batch_id "
             "FROM ops.warned_rows ORDER BY row_number"
         )
     finally:
-        engine.close()
+        lake.close()
     source = str((tmp_path / "events.csv").resolve())
     assert recorded == [
         ("events", source, 2, ["unknown_user"], batch[0][0]),  # lines 2 and 4 of the file
@@ -535,32 +532,32 @@ def test_replay_through_the_cli_releases_the_fixed_rows(tmp_path: Path) -> None:
     )
     replayed = run_cli("--project", str(tmp_path), "ingest", "--replay")
     assert replayed.returncode == 0, replayed.stderr
-    engine = DuckDBEngine(tmp_path / "warehouse.duckdb", read_only=True)
+    lake = open_lake(tmp_path / "warehouse.duckdb")
     try:
-        assert engine.fetch_all("SELECT user_id, signup_ts FROM raw.users ORDER BY 1") == [
+        assert lake.fetch_all("SELECT user_id, signup_ts FROM raw.users ORDER BY 1") == [
             ("u1", datetime(2026, 1, 5, 10)),
             ("u2", datetime(2026, 1, 5, 11)),
         ]
-        assert engine.fetch_all(
+        assert lake.fetch_all(
             "SELECT row_number, released_at IS NOT NULL FROM raw.quarantine ORDER BY 1"
         ) == [(3, True), (4, False)]
     finally:
-        engine.close()
+        lake.close()
     shown = json.loads(run_cli("--project", str(tmp_path), "quarantine", "--json").stdout)
     assert [r["row"] for r in shown["sample"]] == [4]
 
 
-def test_future_tolerance_bounds_exactly(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_future_tolerance_bounds_exactly(lake: LakeProcessor, tmp_path: Path) -> None:
     limit = (NOW + timedelta(hours=2)).replace(tzinfo=None)
     (tmp_path / "events.csv").write_text(
         "event_id,user_id,event_type,event_ts\n"
         f"e1,u1,login,{limit}\ne2,u1,login,{limit + timedelta(seconds=1)}\n"
     )
     ingest_paths(
-        engine, [tmp_path / "events.csv"], config=IngestConfig(future_tolerance_hours=2), now=NOW
+        lake, [tmp_path / "events.csv"], config=IngestConfig(future_tolerance_hours=2), now=NOW
     )
-    assert engine.fetch_all("SELECT event_id FROM raw.events") == [("e1",)]
-    assert engine.fetch_all("SELECT row_number, reasons FROM raw.quarantine") == [
+    assert lake.fetch_all("SELECT event_id FROM raw.events") == [("e1",)]
+    assert lake.fetch_all("SELECT row_number, reasons FROM raw.quarantine") == [
         (3, ["future_timestamp"])
     ]
 
@@ -594,11 +591,11 @@ def test_rewritten_raw_files_are_sealed_read_only() -> None:
     os.chmod(root, 0o755)  # so that the unprivileged writer below can reach the file
     (root / "users.csv").write_text(USERS)
     assert run_cli("--project", str(root), "ingest", str(root / "users.csv")).returncode == 0
-    engine = DuckDBEngine(root / "warehouse.duckdb", read_only=True)
+    lake = open_lake(root / "warehouse.duckdb")
     try:
-        paths = engine.fetch_all("SELECT path, copied FROM ops.raw_files")
+        paths = lake.fetch_all("SELECT path, copied FROM ops.raw_files")
     finally:
-        engine.close()
+        lake.close()
     [(relative, copied)] = paths
     raw = root / relative
     assert not copied
@@ -634,26 +631,26 @@ def test_force_of_users_names_the_rows_of_other_tables_it_leaves_without_their_u
     users.write_text("user_id,signup_ts,segment\nu1,2026-01-05 10:00:00,Budget\n")
     forced = run_cli("--project", str(tmp_path), "ingest", str(users), "--force")
     assert forced.returncode == 0, forced.stderr
-    engine = DuckDBEngine(tmp_path / "warehouse.duckdb", read_only=True)
+    lake = open_lake(tmp_path / "warehouse.duckdb")
     try:
-        orphans = engine.fetch_all(
+        orphans = lake.fetch_all(
             "SELECT count(*) FROM raw.events e WHERE NOT EXISTS "
             "(SELECT 1 FROM raw.users u WHERE u.user_id = e.user_id)"
         )
     finally:
-        engine.close()
+        lake.close()
     assert orphans == [(2,)]
     said = " ".join(forced.stdout.split())
     assert "2 rows of raw.events reference users no longer in raw.users" in said
 
 
 def test_force_of_an_unchanged_referenced_table_says_nothing_of_other_tables(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     (tmp_path / "users.csv").write_text(USERS)
     (tmp_path / "events.csv").write_text(EVENTS)
-    ingest_paths(engine, [tmp_path], now=NOW)
-    result = ingest_paths(engine, [tmp_path / "users.csv"], force=True, now=NOW)
+    ingest_paths(lake, [tmp_path], now=NOW)
+    result = ingest_paths(lake, [tmp_path / "users.csv"], force=True, now=NOW)
     assert [n for n in result.batches[0].notes if "no longer" in n] == []
 
 
@@ -667,9 +664,9 @@ def files_under(root: Path | None) -> list[Path]:
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, EngineError])
 def test_a_batch_failing_after_it_wrote_its_files_removes_them(
-    engine: DuckDBEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type
+    lake: LakeProcessor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type
 ) -> None:
-    """A Ctrl-C or an engine error when the batch's files (one copied, one rewritten)
+    """A Ctrl-C or an lake error when the batch's files (one copied, one rewritten)
     are written but not yet logged: the batch itself removes them, not only the next
     ingest's sweep."""
     folder = tmp_path / "users"
@@ -682,36 +679,36 @@ def test_a_batch_failing_after_it_wrote_its_files_removes_them(
 
     monkeypatch.setattr("productlens.ingest.batch._log", fail)
     with pytest.raises(IngestError if error is EngineError else KeyboardInterrupt):
-        ingest_paths(engine, [folder], now=NOW)
-    assert files_under(engine.raw_root) == []
-    assert set(raw_counts(engine).values()) == {0}
+        ingest_paths(lake, [folder], now=NOW)
+    assert files_under(lake.raw_root) == []
+    assert set(raw_counts(lake).values()) == {0}
 
 
 def test_exact_copies_of_warned_rows_are_not_recorded_as_loaded_with_warnings(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """A row that is an exact copy of one loaded before does not load, so it is not a
     row loaded with a warning either."""
     (tmp_path / "users.csv").write_text(USERS)
     first = tmp_path / "events.csv"
     first.write_text("event_id,user_id,event_type,event_ts\ne1,ghost,login,2026-01-05 10:00:00\n")
-    ingest_paths(engine, [tmp_path / "users.csv", first], now=NOW)
+    ingest_paths(lake, [tmp_path / "users.csv", first], now=NOW)
     again = tmp_path / "events_again.csv"
     again.write_text(first.read_text() + "e2,phantom,login,2026-01-05 10:01:00\n")
-    result = ingest_paths(engine, [again], table="events", now=NOW)
+    result = ingest_paths(lake, [again], table="events", now=NOW)
     assert (result.batches[0].rows_duplicate, result.batches[0].rows_warned) == (1, 1)
-    assert engine.fetch_all(
+    assert lake.fetch_all(
         "SELECT source_file, row_number FROM ops.warned_rows ORDER BY ALL"
     ) == sorted([(str(first.resolve()), 2), (str(again.resolve()), 3)])
 
 
 def test_a_replayed_row_failing_for_the_same_reason_keeps_no_history(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     (tmp_path / "users.csv").write_text("user_id,signup_ts\nu1,never\n")
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
-    replay(engine, now=NOW)
-    assert engine.fetch_all("SELECT reasons, reason_history FROM raw.quarantine") == [
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
+    replay(lake, now=NOW)
+    assert lake.fetch_all("SELECT reasons, reason_history FROM raw.quarantine") == [
         (["bad_timestamp"], [])
     ]
 
@@ -730,15 +727,15 @@ DAY_FIRST = IngestConfig(tables={"users": TableIngestConfig(timestamp_format="%d
 
 
 def test_a_replay_after_a_force_releases_only_the_forced_loads_rows(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     path = two_formats_file(tmp_path)
-    ingest_paths(engine, [path], now=NOW)
-    ingest_paths(engine, [path], force=True, now=NOW)
-    old, new = batch_of(engine, path)
-    released = replay(engine, config=DAY_FIRST, now=NOW)
+    ingest_paths(lake, [path], now=NOW)
+    ingest_paths(lake, [path], force=True, now=NOW)
+    old, new = batch_of(lake, path)
+    released = replay(lake, config=DAY_FIRST, now=NOW)
     assert released.rows == {"users": 2}
-    fates = engine.fetch_all(
+    fates = lake.fetch_all(
         "SELECT batch_id, row_number, released_at IS NOT NULL, superseded_at IS NOT NULL "
         "FROM raw.quarantine ORDER BY batch_id = ?, row_number",
         [new],
@@ -751,56 +748,56 @@ def test_a_replay_after_a_force_releases_only_the_forced_loads_rows(
         (new, 4, True, False),
         (new, 5, False, False),
     ]
-    assert engine.fetch_all("SELECT count(*), count(DISTINCT user_id) FROM raw.users") == [(3, 3)]
+    assert lake.fetch_all("SELECT count(*), count(DISTINCT user_id) FROM raw.users") == [(3, 3)]
 
 
 def test_a_force_after_a_replay_counts_only_still_held_rows_as_quarantined(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     path = two_formats_file(tmp_path)
-    ingest_paths(engine, [path], now=NOW)
-    replayed = replay(engine, config=DAY_FIRST, now=NOW)
-    forced = ingest_paths(engine, [path], force=True, now=NOW)
-    first = batch_of(engine, path)[0]
-    assert superseded(engine) == sorted(
+    ingest_paths(lake, [path], now=NOW)
+    replayed = replay(lake, config=DAY_FIRST, now=NOW)
+    forced = ingest_paths(lake, [path], force=True, now=NOW)
+    first = batch_of(lake, path)[0]
+    assert superseded(lake) == sorted(
         [
             (first, str(path.resolve()), 1, 1, forced.batches[0].batch_id),  # u4 still held
             (replayed.batches[0].batch_id, str(path.resolve()), 2, 0, forced.batches[0].batch_id),
         ]
     )
-    assert engine.fetch_all("SELECT user_id FROM raw.users") == [("u1",)]
+    assert lake.fetch_all("SELECT user_id FROM raw.users") == [("u1",)]
 
 
 def test_force_of_a_changed_file_at_the_same_path_replaces_its_rows(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     path = tmp_path / "users.csv"
     path.write_text(USERS)
-    ingest_paths(engine, [path], now=NOW)
+    ingest_paths(lake, [path], now=NOW)
     path.write_text("user_id,signup_ts,segment\nu1,2026-01-05 10:00:00,Premium\n")
-    ingest_paths(engine, [path], force=True, now=NOW)
-    assert engine.fetch_all("SELECT user_id, segment FROM raw.users") == [("u1", "Premium")]
+    ingest_paths(lake, [path], force=True, now=NOW)
+    assert lake.fetch_all("SELECT user_id, segment FROM raw.users") == [("u1", "Premium")]
 
 
 def test_a_third_force_supersedes_each_earlier_load_once(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     path = tmp_path / "users.csv"
     path.write_text(USERS)
     for force in (False, True, True):
-        ingest_paths(engine, [path], force=force, now=NOW)
-    first, second, third = batch_of(engine, path)
-    assert superseded(engine) == sorted(
+        ingest_paths(lake, [path], force=force, now=NOW)
+    first, second, third = batch_of(lake, path)
+    assert superseded(lake) == sorted(
         [(first, str(path.resolve()), 2, 0, second), (second, str(path.resolve()), 2, 0, third)]
     )
 
 
 def test_a_force_loading_no_row_still_takes_the_earlier_rows_out(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     path = tmp_path / "users.csv"
     path.write_text(USERS)
-    ingest_paths(engine, [path], now=NOW)
-    result = ingest_paths(engine, [path], config=DAY_FIRST, force=True, now=NOW)
+    ingest_paths(lake, [path], now=NOW)
+    result = ingest_paths(lake, [path], config=DAY_FIRST, force=True, now=NOW)
     assert (result.batches[0].rows_loaded, result.batches[0].rows_quarantined) == (0, 2)
-    assert raw_counts(engine)["users"] == 0
+    assert raw_counts(lake)["users"] == 0

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from productlens.config import IngestConfig, TableIngestConfig
-from productlens.engines import DuckDBEngine
 from productlens.errors import IngestError
 from productlens.ingest import ingest_paths
+from productlens.ingest.processor import LakeProcessor
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 EVENT = '"event_id":"{id}","user_id":"u1","event_type":"view","event_ts":"2026-01-05T10:00:00Z"'
@@ -23,10 +23,10 @@ def line(event_id: str, extra: str = "") -> str:
     return "{" + EVENT.format(id=event_id) + extra + "}"
 
 
-def held(engine: DuckDBEngine) -> list[tuple[int, list[str], object]]:
+def held(lake: LakeProcessor) -> list[tuple[int, list[str], object]]:
     return [
         (r[0], list(r[1]), json.loads(r[2]))
-        for r in engine.fetch_all(
+        for r in lake.fetch_all(
             "SELECT row_number, reasons, raw_values FROM raw.quarantine ORDER BY row_number"
         )
     ]
@@ -50,21 +50,21 @@ JSON_LINES = [
 
 @pytest.mark.parametrize(("middle", "expected"), JSON_LINES)
 def test_json_lines_values_are_exact_or_held(
-    engine: DuckDBEngine, tmp_path: Path, middle: str, expected: object
+    lake: LakeProcessor, tmp_path: Path, middle: str, expected: object
 ) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join([line("e1"), middle, line("e3")]) + "\n")
     if expected == "error":
         with pytest.raises(IngestError, match="differ only in case"):
-            ingest_paths(engine, [path], now=NOW)
+            ingest_paths(lake, [path], now=NOW)
         return
-    ingest_paths(engine, [path], now=NOW)
-    rows = engine.fetch_all("SELECT event_id, device FROM raw.events ORDER BY _row_number")
+    ingest_paths(lake, [path], now=NOW)
+    rows = lake.fetch_all("SELECT event_id, device FROM raw.events ORDER BY _row_number")
     if expected is None:
-        assert held(engine) == [(2, ["malformed_line"], middle)]
+        assert held(lake) == [(2, ["malformed_line"], middle)]
         assert rows == [("e1", None), ("e3", None)]
     else:
-        assert held(engine) == []
+        assert held(lake) == []
         assert rows == [("e1", None), expected, ("e3", None)]
 
 
@@ -79,15 +79,15 @@ def test_json_lines_values_are_exact_or_held(
     ],
 )
 def test_a_file_with_no_json_object_line_is_named_as_such(
-    engine: DuckDBEngine, tmp_path: Path, text: str
+    lake: LakeProcessor, tmp_path: Path, text: str
 ) -> None:
     """A JSON document saved as .jsonl is not reported as missing columns."""
     path = tmp_path / "events.jsonl"
     path.write_text(text)
     with pytest.raises(IngestError, match=r"no line is one JSON object \(line 1: ") as info:
-        ingest_paths(engine, [path], now=NOW)
+        ingest_paths(lake, [path], now=NOW)
     assert str(path) in str(info.value)
-    assert engine.fetch_all("SELECT count(*) FROM ops.ingest_log") == [(0,)]
+    assert lake.fetch_all("SELECT count(*) FROM ops.ingest_log") == [(0,)]
 
 
 # --- times ----------------------------------------------------------------------------------
@@ -121,16 +121,16 @@ TIMES = [
 
 @pytest.mark.parametrize(("text", "zone", "expected"), TIMES)
 def test_times_that_do_not_exist_are_ambiguous_or_too_fine_are_held(
-    engine: DuckDBEngine, tmp_path: Path, text: str, zone: str, expected: str | None
+    lake: LakeProcessor, tmp_path: Path, text: str, zone: str, expected: str | None
 ) -> None:
     path = tmp_path / "events.csv"
     path.write_text(f"event_id,user_id,event_type,event_ts\ne1,u1,view,{text}\n")
     config = IngestConfig(tables={"events": TableIngestConfig(timezone=zone)})
-    ingest_paths(engine, [path], now=NOW, config=config)
-    stored = engine.fetch_all("SELECT CAST(event_ts AS VARCHAR) FROM raw.events")
+    ingest_paths(lake, [path], now=NOW, config=config)
+    stored = lake.fetch_all("SELECT CAST(event_ts AS VARCHAR) FROM raw.events")
     if expected is None:
         assert stored == []
-        assert [r[:2] for r in held(engine)] == [(2, ["bad_timestamp"])]
+        assert [r[:2] for r in held(lake)] == [(2, ["bad_timestamp"])]
     else:
         assert stored == [(expected,)]
 
@@ -139,19 +139,19 @@ def test_times_that_do_not_exist_are_ambiguous_or_too_fine_are_held(
 
 
 def test_a_map_from_a_column_the_file_lacks_is_an_error(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """`--map devise=device` (a typo) used to load every row with no device, exit 0."""
     path = tmp_path / "events.csv"
     path.write_text("event_id,user_id,event_type,event_ts,dev\ne1,u1,view,2026-01-05,ios\n")
     with pytest.raises(IngestError, match=r"--map devise=device: no column 'devise'") as info:
-        ingest_paths(engine, [path], now=NOW, mapping={"devise": "device"})
+        ingest_paths(lake, [path], now=NOW, mapping={"devise": "device"})
     assert "dev" in str(info.value)
-    assert engine.fetch_all("SELECT count(*) FROM ops.ingest_log") == [(0,)]
+    assert lake.fetch_all("SELECT count(*) FROM ops.ingest_log") == [(0,)]
 
 
 def test_a_map_applies_to_the_tables_that_have_its_target(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """A folder of several tables with `--map uid=user_id` used to fail on the first table
     without a user_id column."""
@@ -160,11 +160,11 @@ def test_a_map_applies_to_the_tables_that_have_its_target(
         "event_id,uid,event_type,event_ts\ne1,u1,view,2026-01-05\n"
     )
     (tmp_path / "products.csv").write_text("product_id,price,updated_at\np1,2.5,2026-01-01\n")
-    result = ingest_paths(engine, [tmp_path], now=NOW, mapping={"uid": "user_id"})
+    result = ingest_paths(lake, [tmp_path], now=NOW, mapping={"uid": "user_id"})
     assert result.rows == {"users": 1, "events": 1, "products": 1}
-    assert engine.fetch_all("SELECT user_id FROM raw.events") == [("u1",)]
+    assert lake.fetch_all("SELECT user_id FROM raw.events") == [("u1",)]
     with pytest.raises(IngestError, match="cannot map onto 'nosuch'"):
-        ingest_paths(engine, [tmp_path], now=NOW, mapping={"uid": "nosuch"})
+        ingest_paths(lake, [tmp_path], now=NOW, mapping={"uid": "nosuch"})
 
 
 # --- files that cannot be read get a message that says why, naming the file ----------------
@@ -181,11 +181,11 @@ def test_a_map_applies_to_the_tables_that_have_its_target(
     ids=["empty", "blank-lines", "bare-cr", "utf16-without-bom"],
 )
 def test_unreadable_csv_files_say_why(
-    engine: DuckDBEngine, tmp_path: Path, content: bytes, message: str
+    lake: LakeProcessor, tmp_path: Path, content: bytes, message: str
 ) -> None:
     path = tmp_path / "users.csv"
     path.write_bytes(content)
     with pytest.raises(IngestError, match=message) as info:
-        ingest_paths(engine, [path], now=NOW)
+        ingest_paths(lake, [path], now=NOW)
     assert "users.csv" in str(info.value)
-    assert engine.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
+    assert lake.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]

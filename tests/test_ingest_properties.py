@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from productlens.engines import DuckDBEngine
 from productlens.ingest import ingest_paths
+from tests.conftest import open_lake
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 COLUMNS = ["event_id", "user_id", "event_type", "event_ts", "device", "amount", "properties"]
@@ -149,15 +149,15 @@ def write(folder: Path, rows: list[Row], fmt: str) -> Path:
 
 def check(tmp: Path, rows: list[Row], fmt: str) -> None:
     path = write(tmp / "events", rows, fmt)
-    engine = DuckDBEngine(tmp / "w.duckdb", memory_limit="512MB", threads=1)
+    lake = open_lake(tmp / "w.duckdb", memory_limit="512MB", threads=1)
     try:
-        result = ingest_paths(engine, [path], now=NOW)
-        loaded = engine.fetch_all(
+        result = ingest_paths(lake, [path], now=NOW)
+        loaded = lake.fetch_all(
             f"SELECT {', '.join(COLUMNS)}, _row_number FROM raw.events ORDER BY _row_number"
         )
-        held = engine.fetch_all("SELECT row_number, reasons FROM raw.quarantine ORDER BY 1")
+        held = lake.fetch_all("SELECT row_number, reasons FROM raw.quarantine ORDER BY 1")
     finally:
-        engine.close()
+        lake.close()
     got = [(*r[:6], None if r[6] is None else json.loads(r[6]), r[7]) for r in loaded]
     first = 2 if fmt == "csv" else 1  # a row's line in the file: a CSV header is line 1
     want = [(*r.expected, i) for i, r in enumerate(rows, start=first) if r.expected is not None]

@@ -14,42 +14,42 @@ import pyarrow.parquet as pq
 import pytest
 
 from productlens.config import IngestConfig, TableIngestConfig
-from productlens.engines import DuckDBEngine
 from productlens.errors import IngestError
 from productlens.ingest import ingest_paths, replay
+from productlens.ingest.processor import LakeProcessor
 from tests.conftest import run_cli
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 USERS = "user_id,signup_ts,segment\n"
 
 
-def held(engine: DuckDBEngine) -> list[tuple[int, list[str], object]]:
+def held(lake: LakeProcessor) -> list[tuple[int, list[str], object]]:
     """(row_number, reasons, raw_values read as JSON) of every quarantined row."""
     return [
         (r[0], list(r[1]), json.loads(r[2]))
-        for r in engine.fetch_all(
+        for r in lake.fetch_all(
             "SELECT row_number, reasons, raw_values FROM raw.quarantine ORDER BY row_number"
         )
     ]
 
 
-def loaded(engine: DuckDBEngine, table: str, columns: str) -> list[tuple[object, ...]]:
-    return engine.fetch_all(f"SELECT {columns} FROM raw.{table} ORDER BY _row_number")
+def loaded(lake: LakeProcessor, table: str, columns: str) -> list[tuple[object, ...]]:
+    return lake.fetch_all(f"SELECT {columns} FROM raw.{table} ORDER BY _row_number")
 
 
 # --- CSV: broken quoting, ragged lines -----------------------------------------------------
 
 
 def test_an_unterminated_quote_quarantines_its_line_only(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     lines = [f"u{i},2026-01-05 10:00:00,s{i}" for i in range(1, 10_001)]
     lines[1] = 'u2,2026-01-05 10:00:00,"s2'  # the quote never closes
     (tmp_path / "users.csv").write_text(USERS + "\n".join(lines) + "\n")
-    result = ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
+    result = ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
     assert (result.total_rows, result.quarantined) == (9_999, 1)
-    assert held(engine) == [(3, ["malformed_line"], lines[1])]
-    rows = loaded(engine, "users", "user_id, segment, _row_number")
+    assert held(lake) == [(3, ["malformed_line"], lines[1])]
+    rows = loaded(lake, "users", "user_id, segment, _row_number")
     expected = [(f"u{i}", f"s{i}", i + 1) for i in range(1, 10_001) if i != 2]
     assert rows == expected
 
@@ -66,20 +66,20 @@ def test_an_unterminated_quote_quarantines_its_line_only(
     ],
 )
 def test_a_line_that_does_not_parse_is_held_with_its_text(
-    engine: DuckDBEngine, tmp_path: Path, line: str
+    lake: LakeProcessor, tmp_path: Path, line: str
 ) -> None:
     text = USERS + "u1,2026-01-05,a\n" + line + "\nu3,2026-01-05,c\n"
     (tmp_path / "users.csv").write_text(text)
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
-    assert held(engine) == [(3, ["malformed_line"], line)]
-    assert loaded(engine, "users", "user_id, segment, _row_number") == [
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
+    assert held(lake) == [(3, ["malformed_line"], line)]
+    assert loaded(lake, "users", "user_id, segment, _row_number") == [
         ("u1", "a", 2),
         ("u3", "c", 4),
     ]
 
 
 def test_quoted_newlines_and_doubled_quotes_load_and_lines_stay_exact(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     text = (
         USERS
@@ -92,38 +92,38 @@ def test_quoted_newlines_and_doubled_quotes_load_and_lines_stay_exact(
         + "u6,2026-01-05, spaced \r\n"
     )
     (tmp_path / "users.csv").write_bytes(text.encode())
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
-    assert loaded(engine, "users", "user_id, segment, _row_number") == [
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
+    assert loaded(lake, "users", "user_id, segment, _row_number") == [
         ("u1", 'two\nlines "quoted", and a comma', 2),
         ("u2", "crlf\r\ninside", 4),
         ("u3", "", 7),
         ("u4", None, 8),
         ("u6", " spaced ", 10),
     ]
-    assert held(engine) == [(9, ["malformed_line"], 'u5,2026-01-05,"x"y')]
+    assert held(lake) == [(9, ["malformed_line"], 'u5,2026-01-05,"x"y')]
 
 
 def test_a_quote_opened_and_closed_lines_later_holds_only_the_broken_lines(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     text = USERS + 'u1,2026-01-05,"a\nu2,2026-01-05,b\nu3,2026-01-05,c"d\nu4,2026-01-05,e\n'
     (tmp_path / "users.csv").write_text(text)
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
-    assert [r[:2] for r in held(engine)] == [(2, ["malformed_line"]), (4, ["malformed_line"])]
-    assert loaded(engine, "users", "user_id, _row_number") == [("u2", 3), ("u4", 5)]
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
+    assert [r[:2] for r in held(lake)] == [(2, ["malformed_line"]), (4, ["malformed_line"])]
+    assert loaded(lake, "users", "user_id, _row_number") == [("u2", 3), ("u4", 5)]
 
 
 # --- JSON Lines: exact values, exact lines, one bad line held ------------------------------
 
 
 def test_json_values_keep_their_text_and_nested_values_stay_json(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     (tmp_path / "users.jsonl").write_text(
         '{"user_id": "u0", "signup_ts": "2026-01-05 10:00:00"}\n'
         '{"user_id": "u1", "signup_ts": "2026-01-05 10:00:00"}\n'
     )
-    ingest_paths(engine, [tmp_path / "users.jsonl"], now=NOW)
+    ingest_paths(lake, [tmp_path / "users.jsonl"], now=NOW)
     events = [
         {"event_id": 1, "properties": {"price": 9.99, "tags": ["x", "y"]}},
         {"event_id": "x2", "properties": [1, {"a": None}]},
@@ -136,21 +136,21 @@ def test_json_values_keep_their_text_and_nested_values_stay_json(
         for e in events
     ]
     (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
-    result = ingest_paths(engine, [tmp_path / "events.jsonl"], now=NOW)
+    result = ingest_paths(lake, [tmp_path / "events.jsonl"], now=NOW)
     assert result.quarantined == 0
-    rows = loaded(engine, "events", "event_id, properties")
+    rows = loaded(lake, "events", "event_id, properties")
     assert [r[0] for r in rows] == ["1", "x2", "123456789012345678901234567890", "7", "-5"]
     stored = [r[1] for r in rows]
     assert stored[3] is None
     assert stored[4] == "plain text"
     assert stored[2] == "true"
     for text, event in zip(stored[:2], events[:2], strict=True):
-        assert engine.fetch_all("SELECT json_valid(?)", [text]) == [(True,)]
+        assert lake.fetch_all("SELECT json_valid(?)", [text]) == [(True,)]
         assert json.loads(text) == event["properties"]
 
 
 def test_a_bad_json_line_is_held_with_its_text_and_lines_are_exact(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     lines = [
         '\ufeff{"user_id": "u1", "signup_ts": "2026-01-05"}',  # a byte order mark
@@ -161,10 +161,10 @@ def test_a_bad_json_line_is_held_with_its_text_and_lines_are_exact(
         '{"user_id": "u6", "signup_ts": "never"}',
     ]
     (tmp_path / "users.jsonl").write_bytes(("\r\n".join(lines) + "\r\n").encode())
-    result = ingest_paths(engine, [tmp_path / "users.jsonl"], now=NOW)
+    result = ingest_paths(lake, [tmp_path / "users.jsonl"], now=NOW)
     assert (result.total_rows, result.quarantined) == (2, 3)
-    assert loaded(engine, "users", "user_id, _row_number") == [("u1", 1), ("u5", 5)]
-    rows = held(engine)
+    assert loaded(lake, "users", "user_id, _row_number") == [("u1", 1), ("u5", 5)]
+    rows = held(lake)
     assert [r[:2] for r in rows] == [
         (3, ["malformed_line"]),
         (4, ["malformed_line"]),
@@ -176,7 +176,7 @@ def test_a_bad_json_line_is_held_with_its_text_and_lines_are_exact(
 # --- files: suffixes, compression, encodings ----------------------------------------------
 
 
-def test_a_folder_loads_every_supported_file(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_a_folder_loads_every_supported_file(lake: LakeProcessor, tmp_path: Path) -> None:
     folder = tmp_path / "users"
     folder.mkdir()
     (folder / "A.CSV").write_text(USERS + "a1,2026-01-05,x\n")
@@ -188,24 +188,24 @@ def test_a_folder_loads_every_supported_file(engine: DuckDBEngine, tmp_path: Pat
     (folder / "d.JSONL.zst").write_bytes(zst.getvalue().to_pybytes())
     (folder / "_SUCCESS").write_text("")
     (folder / ".DS_Store").write_bytes(b"\0\1")
-    result = ingest_paths(engine, [folder], now=NOW)
+    result = ingest_paths(lake, [folder], now=NOW)
     assert result.quarantined == 0
-    assert sorted(r[0] for r in loaded(engine, "users", "user_id")) == ["a1", "b1", "c1", "d1"]
-    assert loaded(engine, "users", "segment").count(("x,y",)) == 1
+    assert sorted(r[0] for r in loaded(lake, "users", "user_id")) == ["a1", "b1", "c1", "d1"]
+    assert loaded(lake, "users", "segment").count(("x,y",)) == 1
     assert sorted(p.name for p in result.ignored_files) == [".DS_Store", "_SUCCESS"]  # listed
 
 
 def test_other_files_in_a_folder_are_listed_and_a_named_one_is_refused(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     (tmp_path / "data" / "users").mkdir(parents=True)
     (tmp_path / "data" / "users" / "a.csv").write_text(USERS + "a1,2026-01-05,x\n")
     (tmp_path / "data" / "users" / "notes.xlsx").write_bytes(b"PK")
-    result = ingest_paths(engine, [tmp_path / "data"], now=NOW)
+    result = ingest_paths(lake, [tmp_path / "data"], now=NOW)
     assert [p.name for p in result.ignored_files] == ["notes.xlsx"]
     assert result.total_rows == 1
     with pytest.raises(IngestError, match=r"unsupported file type.*notes\.xlsx"):
-        ingest_paths(engine, [tmp_path / "data" / "users" / "notes.xlsx"], now=NOW)
+        ingest_paths(lake, [tmp_path / "data" / "users" / "notes.xlsx"], now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -216,23 +216,23 @@ def test_other_files_in_a_folder_are_listed_and_a_named_one_is_refused(
     ],
 )
 def test_a_file_that_cannot_be_read_is_named_before_anything_commits(
-    engine: DuckDBEngine, tmp_path: Path, name: str, content: bytes, reason: str
+    lake: LakeProcessor, tmp_path: Path, name: str, content: bytes, reason: str
 ) -> None:
     (tmp_path / "products.csv").write_text("product_id,price,updated_at\np1,2.5,2026-01-01\n")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / name).write_bytes(content)
     with pytest.raises(IngestError, match=reason) as info:
-        ingest_paths(engine, [tmp_path / "products.csv", tmp_path / "bad" / name], now=NOW)
+        ingest_paths(lake, [tmp_path / "products.csv", tmp_path / "bad" / name], now=NOW)
     assert name in str(info.value)
     # products load before users in one run, yet nothing was committed
-    assert engine.fetch_all("SELECT count(*) FROM raw.products") == [(0,)]
+    assert lake.fetch_all("SELECT count(*) FROM raw.products") == [(0,)]
 
 
 @pytest.mark.parametrize(
     ("encoding", "suffix"), [("latin-1", "csv"), ("utf-16", "csv"), ("utf-16", "jsonl")]
 )
 def test_a_declared_encoding_is_read(
-    engine: DuckDBEngine, tmp_path: Path, encoding: str, suffix: str
+    lake: LakeProcessor, tmp_path: Path, encoding: str, suffix: str
 ) -> None:
     if suffix == "csv":
         text = USERS + "a1,2026-01-05,Größe\n"
@@ -240,8 +240,8 @@ def test_a_declared_encoding_is_read(
         text = json.dumps({"user_id": "a1", "signup_ts": "2026-01-05", "segment": "Größe"})
     (tmp_path / f"users.{suffix}").write_bytes(text.encode(encoding))
     config = IngestConfig(tables={"users": TableIngestConfig(encoding=encoding)})
-    ingest_paths(engine, [tmp_path / f"users.{suffix}"], config=config, now=NOW)
-    assert loaded(engine, "users", "segment") == [("Größe",)]
+    ingest_paths(lake, [tmp_path / f"users.{suffix}"], config=config, now=NOW)
+    assert loaded(lake, "users", "segment") == [("Größe",)]
 
 
 def test_an_unknown_encoding_is_refused() -> None:
@@ -255,7 +255,7 @@ def test_an_unknown_encoding_is_refused() -> None:
 @pytest.mark.parametrize("column", ["filename", "file_row_number", "__line", "_pl_file"])
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_source_columns_named_like_reader_internals_are_data(
-    engine: DuckDBEngine, tmp_path: Path, column: str, fmt: str
+    lake: LakeProcessor, tmp_path: Path, column: str, fmt: str
 ) -> None:
     table = pa.table(
         {"user_id": ["a", "b"], "signup_ts": ["2026-01-05", "never"], column: ["s1", "s2"]}
@@ -267,16 +267,16 @@ def test_source_columns_named_like_reader_internals_are_data(
         path.write_text("\n".join(json.dumps(r) for r in table.to_pylist()) + "\n")
     else:
         pq.write_table(table, path)
-    ingest_paths(engine, [path], mapping={column: "segment"}, now=NOW)
+    ingest_paths(lake, [path], mapping={column: "segment"}, now=NOW)
     first = 2 if fmt == "csv" else 1
-    assert loaded(engine, "users", "user_id, segment, _row_number") == [("a", "s1", first)]
-    assert [(r[0], r[2]) for r in held(engine)] == [
+    assert loaded(lake, "users", "user_id, segment, _row_number") == [("a", "s1", first)]
+    assert [(r[0], r[2]) for r in held(lake)] == [
         (first + 1, {"user_id": "b", "signup_ts": "never", column: "s2"})
     ]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
-def test_hints_name_only_source_columns(engine: DuckDBEngine, tmp_path: Path, fmt: str) -> None:
+def test_hints_name_only_source_columns(lake: LakeProcessor, tmp_path: Path, fmt: str) -> None:
     path = tmp_path / f"users.{fmt}"
     if fmt == "csv":
         path.write_text("customer,ts\na,2026-01-05\n")
@@ -285,13 +285,13 @@ def test_hints_name_only_source_columns(engine: DuckDBEngine, tmp_path: Path, fm
     else:
         pq.write_table(pa.table({"customer": ["a"], "ts": ["2026-01-05"]}), path)
     with pytest.raises(IngestError) as info:
-        ingest_paths(engine, [path], now=NOW)
+        ingest_paths(lake, [path], now=NOW)
     assert "the files have customer, ts (map" in str(info.value)
 
 
-def test_nested_parquet_values_become_json_text(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_nested_parquet_values_become_json_text(lake: LakeProcessor, tmp_path: Path) -> None:
     (tmp_path / "users.csv").write_text(USERS + "u1,2026-01-05,x\n")
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
     props = [{"price": 9.99, "tags": ["x", "y"]}, {"price": None, "tags": []}]
     table = pa.table(
         {
@@ -303,21 +303,21 @@ def test_nested_parquet_values_become_json_text(engine: DuckDBEngine, tmp_path: 
         }
     )
     pq.write_table(table, tmp_path / "events.parquet")
-    ingest_paths(engine, [tmp_path / "events.parquet"], now=NOW)
-    stored = [r[0] for r in loaded(engine, "events", "properties")]
+    ingest_paths(lake, [tmp_path / "events.parquet"], now=NOW)
+    stored = [r[0] for r in loaded(lake, "events", "properties")]
     assert [json.loads(s) for s in stored] == props
 
 
 def test_a_replayed_malformed_line_stays_held_as_it_was(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     (tmp_path / "users.csv").write_text(USERS + 'u1,2026-01-05,"a"b\nu2,never,x\n')
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
-    before = held(engine)
-    result = replay(engine, now=NOW)
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
+    before = held(lake)
+    result = replay(lake, now=NOW)
     assert result.total_rows == 0
     assert (
-        held(engine)
+        held(lake)
         == before
         == [
             (2, ["malformed_line"], 'u1,2026-01-05,"a"b'),
@@ -335,23 +335,23 @@ def test_a_replayed_malformed_line_stays_held_as_it_was(
     ],
 )
 def test_json_numbers_keep_their_text(
-    engine: DuckDBEngine, tmp_path: Path, number: str, properties: str
+    lake: LakeProcessor, tmp_path: Path, number: str, properties: str
 ) -> None:
     (tmp_path / "users.csv").write_text(USERS + "u1,2026-01-05,x\n")
-    ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
+    ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
     line = (
         f'{{"event_id": {number}, "user_id": "u1", "event_type": "login", '
         f'"event_ts": "2026-01-05 10:00:00.5", "properties": {properties}, "amount": {number}}}'
     )
     (tmp_path / "events.jsonl").write_text(line + "\n")
-    ingest_paths(engine, [tmp_path / "events.jsonl"], now=NOW)
-    assert loaded(engine, "events", "event_id, properties, event_ts") == [
+    ingest_paths(lake, [tmp_path / "events.jsonl"], now=NOW)
+    assert loaded(lake, "events", "event_id, properties, event_ts") == [
         (number, properties, datetime(2026, 1, 5, 10, 0, 0, 500000))
     ]
 
 
 def test_reader_names_stay_apart_in_nested_parquet_files(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """Nested columns make the reader describe the files itself; the files' own
     `filename` and `file_row_number` columns still load as data."""
@@ -365,17 +365,17 @@ def test_reader_names_stay_apart_in_nested_parquet_files(
         }
     )
     pq.write_table(table, tmp_path / "users.parquet")
-    ingest_paths(engine, [tmp_path / "users.parquet"], mapping={"filename": "segment"}, now=NOW)
-    assert loaded(engine, "users", "user_id, segment, _row_number") == [
+    ingest_paths(lake, [tmp_path / "users.parquet"], mapping={"filename": "segment"}, now=NOW)
+    assert loaded(lake, "users", "user_id, segment, _row_number") == [
         ("a", "f1", 1),
         ("b", "f2", 2),
     ]
 
 
-def test_an_empty_json_key_is_named(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_an_empty_json_key_is_named(lake: LakeProcessor, tmp_path: Path) -> None:
     (tmp_path / "users.jsonl").write_text('{"user_id": "a", "signup_ts": "2026-01-05", "": 1}\n')
     with pytest.raises(IngestError, match="a key is empty") as info:
-        ingest_paths(engine, [tmp_path / "users.jsonl"], now=NOW)
+        ingest_paths(lake, [tmp_path / "users.jsonl"], now=NOW)
     assert "users.jsonl" in str(info.value)
 
 
@@ -389,7 +389,7 @@ def test_the_cli_lists_what_it_passed_over(tmp_path: Path) -> None:
     assert "README.md" in result.stdout
 
 
-def test_a_row_filter_never_hides_a_malformed_line(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_a_row_filter_never_hides_a_malformed_line(lake: LakeProcessor, tmp_path: Path) -> None:
     lines = [
         '{"user_id": "a", "signup_ts": "2026-01-05", "kind": "keep"}',
         '{"user_id": "b", "signup_ts": "2026-01-05", "kind": "drop"}',
@@ -397,21 +397,21 @@ def test_a_row_filter_never_hides_a_malformed_line(engine: DuckDBEngine, tmp_pat
     ]
     (tmp_path / "users.jsonl").write_text("\n".join(lines) + "\n")
     config = IngestConfig(tables={"users": TableIngestConfig(where="kind = 'keep'")})
-    result = ingest_paths(engine, [tmp_path / "users.jsonl"], config=config, now=NOW)
+    result = ingest_paths(lake, [tmp_path / "users.jsonl"], config=config, now=NOW)
     batch = result.batches[0]
     assert (batch.rows_loaded, batch.rows_quarantined, batch.rows_filtered) == (1, 1, 1)
-    assert held(engine) == [(3, ["malformed_line"], lines[2])]
+    assert held(lake) == [(3, ["malformed_line"], lines[2])]
 
 
 @pytest.mark.parametrize(
     ("name", "decoy"), [("a[1].csv", "a1.csv"), ("a*.csv", "ab.csv"), ("it's?.csv", "it'sx.csv")]
 )
 def test_file_names_are_names_not_patterns(
-    engine: DuckDBEngine, tmp_path: Path, name: str, decoy: str
+    lake: LakeProcessor, tmp_path: Path, name: str, decoy: str
 ) -> None:
     folder = tmp_path / "users"
     folder.mkdir()
     (folder / name).write_text(USERS + "a1,2026-01-05,x\n")
     (folder / decoy).write_text(USERS + "other,2026-01-05,x\n")  # what a pattern would match
-    ingest_paths(engine, [folder / name], now=NOW)
-    assert loaded(engine, "users", "user_id") == [("a1",)]
+    ingest_paths(lake, [folder / name], now=NOW)
+    assert loaded(lake, "users", "user_id") == [("a1",)]

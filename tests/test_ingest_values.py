@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from productlens.config import IngestConfig, ProjectConfig, TableIngestConfig
-from productlens.engines import DuckDBEngine
 from productlens.errors import IngestError
 from productlens.ingest import ingest_paths
+from productlens.ingest.processor import LakeProcessor
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 FORMATS = ["csv", "jsonl", "parquet"]
@@ -43,18 +43,18 @@ def write_rows(folder: Path, table: str, rows: list[dict[str, Any]], fmt: str) -
 
 
 def load(
-    engine: DuckDBEngine, path: Path, **settings: Any
+    lake: LakeProcessor, path: Path, **settings: Any
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Ingest one file with settings for its table; (loaded rows, quarantined rows), each
     row numbered by its data row (a CSV file's line, less the header's)."""
     table = path.parent.name
     config = IngestConfig(tables={table: TableIngestConfig(**settings)}) if settings else None
-    ingest_paths(engine, [path], config=config, now=NOW)
+    ingest_paths(lake, [path], config=config, now=NOW)
     header = 1 if path.suffix == ".csv" else 0
-    quarantined = engine.fetch_all(
+    quarantined = lake.fetch_all(
         "SELECT row_number - ?, reasons FROM raw.quarantine ORDER BY row_number", [header]
     )
-    loaded = engine.fetch_all(
+    loaded = lake.fetch_all(
         f"SELECT * EXCLUDE (_batch_id, _source_file, _ingested_at) REPLACE (_row_number - ? "
         f"AS _row_number) FROM raw.{table} ORDER BY _row_number",
         [header],
@@ -79,10 +79,10 @@ TIMES = [
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin"])
 def test_an_explicit_offset_wins_and_the_zone_applies_to_naive_times_only(
-    engine: DuckDBEngine, tmp_path: Path, fmt: str, zone: str
+    lake: LakeProcessor, tmp_path: Path, fmt: str, zone: str
 ) -> None:
     rows = [{"user_id": f"u{i}", "signup_ts": t} for i, (t, _, _) in enumerate(TIMES)]
-    loaded, held = load(engine, write_rows(tmp_path, "users", rows, fmt), timezone=zone)
+    loaded, held = load(lake, write_rows(tmp_path, "users", rows, fmt), timezone=zone)
     assert held == []
     got = {r[0]: str(r[1]) for r in loaded}
     want = {f"u{i}": (utc if zone == "UTC" else berlin) for i, (_, utc, berlin) in enumerate(TIMES)}
@@ -105,10 +105,10 @@ def test_an_explicit_offset_wins_and_the_zone_applies_to_naive_times_only(
     ],
 )
 def test_words_and_unknown_zones_are_not_times(
-    engine: DuckDBEngine, tmp_path: Path, fmt: str, text: str
+    lake: LakeProcessor, tmp_path: Path, fmt: str, text: str
 ) -> None:
     rows = [{"user_id": "a", "signup_ts": "2026-01-05"}, {"user_id": "b", "signup_ts": text}]
-    loaded, held = load(engine, write_rows(tmp_path, "users", rows, fmt))
+    loaded, held = load(lake, write_rows(tmp_path, "users", rows, fmt))
     assert [r[0] for r in loaded] == ["a"]
     assert held == [(2, ["bad_timestamp"])]
 
@@ -128,7 +128,7 @@ DST_TIMES = [
 
 @pytest.mark.parametrize("source", ["csv", "parquet", "strptime", "typed"])
 def test_local_times_that_do_not_exist_or_exist_twice_are_bad_timestamps(
-    engine: DuckDBEngine, tmp_path: Path, source: str
+    lake: LakeProcessor, tmp_path: Path, source: str
 ) -> None:
     """With a zone configured, a naive time skipped or repeated at a change of summer
     time names no single instant: quarantined, not moved by an hour."""
@@ -152,7 +152,7 @@ def test_local_times_that_do_not_exist_or_exist_twice_are_bad_timestamps(
         path = write_rows(tmp_path, "users", rows, "csv" if source == "strptime" else source)
         if source == "strptime":
             settings["timestamp_format"] = "%Y-%m-%d %H:%M:%S"
-    loaded, held = load(engine, path, **settings)
+    loaded, held = load(lake, path, **settings)
     assert [(r[0], str(r[1])) for r in loaded] == [
         (f"u{i}", want) for i, (_, want) in enumerate(cases) if want is not None
     ]
@@ -183,19 +183,17 @@ def test_local_times_that_do_not_exist_or_exist_twice_are_bad_timestamps(
     ],
 )
 def test_epochs_and_several_formats(
-    engine: DuckDBEngine, tmp_path: Path, formats: str | list[str], text: str, expected: str | None
+    lake: LakeProcessor, tmp_path: Path, formats: str | list[str], text: str, expected: str | None
 ) -> None:
     rows = [{"user_id": "a", "signup_ts": text}]
-    loaded, held = load(
-        engine, write_rows(tmp_path, "users", rows, "csv"), timestamp_format=formats
-    )
+    loaded, held = load(lake, write_rows(tmp_path, "users", rows, "csv"), timestamp_format=formats)
     if expected is None:
         assert (loaded, held) == ([], [(1, ["bad_timestamp"])])
     else:
         assert [str(r[1]).rstrip("0") for r in loaded] == [expected.rstrip("0")]
 
 
-def test_per_column_formats_and_typed_epoch_columns(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_per_column_formats_and_typed_epoch_columns(lake: LakeProcessor, tmp_path: Path) -> None:
     """GA4 writes microseconds as an INT64 column; another time column of the same table
     keeps its own format."""
     folder = tmp_path / "subscriptions"
@@ -215,7 +213,7 @@ def test_per_column_formats_and_typed_epoch_columns(engine: DuckDBEngine, tmp_pa
         folder / "s.parquet",
     )
     loaded, held = load(
-        engine,
+        lake,
         folder / "s.parquet",
         formats={"started_at": "epoch_us", "cancelled_at": ["%d/%m/%Y"]},
     )
@@ -235,29 +233,29 @@ def test_per_column_formats_and_typed_epoch_columns(engine: DuckDBEngine, tmp_pa
         ("epoch", False),
     ],
 )
-def test_dates_are_dates(engine: DuckDBEngine, tmp_path: Path, text: str, ok: bool) -> None:
+def test_dates_are_dates(lake: LakeProcessor, tmp_path: Path, text: str, ok: bool) -> None:
     rows = [{"campaign_id": "c1", "start_date": text, "spend": "10"}]
-    loaded, held = load(engine, write_rows(tmp_path, "campaigns", rows, "csv"))
+    loaded, held = load(lake, write_rows(tmp_path, "campaigns", rows, "csv"))
     assert (len(loaded), held) == ((1, []) if ok else (0, [(1, ["bad_timestamp"])]))
     if ok:
         assert str(loaded[0][3]) == "2026-01-05"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_non_finite_amounts_are_bad_type(engine: DuckDBEngine, tmp_path: Path, fmt: str) -> None:
+def test_non_finite_amounts_are_bad_type(lake: LakeProcessor, tmp_path: Path, fmt: str) -> None:
     amounts = ["9.5", "NaN", "inf", "-inf", "Infinity", "1e309", "1e308", "0x10", "1_000", ".5"]
     rows = [
         {"order_id": f"o{i}", "user_id": "u", "order_ts": "2026-01-05", "status": "completed",
          "total_amount": a}
         for i, a in enumerate(amounts)
     ]  # fmt: skip
-    loaded, held = load(engine, write_rows(tmp_path, "orders", rows, fmt))
+    loaded, held = load(lake, write_rows(tmp_path, "orders", rows, fmt))
     assert [(r[0], r[4]) for r in loaded] == [("o0", 9.5), ("o6", 1e308), ("o9", 0.5)]
     assert held == [(i, ["bad_type"]) for i in (2, 3, 4, 5, 6, 8, 9)]
 
 
 def test_non_finite_amounts_in_a_contract_exact_parquet_file(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """A file that would be copied byte for byte is checked all the same."""
     folder = tmp_path / "products"
@@ -277,7 +275,7 @@ def test_non_finite_amounts_in_a_contract_exact_parquet_file(
         ),
         folder / "p.parquet",
     )
-    loaded, held = load(engine, folder / "p.parquet")
+    loaded, held = load(lake, folder / "p.parquet")
     assert [r[0] for r in loaded] == ["p0"]
     assert held == [(2, ["bad_type"]), (3, ["bad_type"]), (4, ["bad_type"])]
 
@@ -288,21 +286,21 @@ def test_non_finite_amounts_in_a_contract_exact_parquet_file(
      ("1_000", None), ("1e2", None), ("99999999999", None)],
 )  # fmt: skip
 def test_integers_are_never_rounded(
-    engine: DuckDBEngine, tmp_path: Path, text: str, expected: int | None
+    lake: LakeProcessor, tmp_path: Path, text: str, expected: int | None
 ) -> None:
     rows = [{"snapshot_date": "2026-01-05", "product_id": "p", "on_hand": text}]
     config = IngestConfig(unknown_references={"products": "warn"})
     path = write_rows(tmp_path, "inventory", rows, "csv")
-    ingest_paths(engine, [path], config=config, now=NOW)
-    loaded = engine.fetch_all("SELECT on_hand FROM raw.inventory")
-    held = engine.fetch_all("SELECT reasons FROM raw.quarantine")
+    ingest_paths(lake, [path], config=config, now=NOW)
+    loaded = lake.fetch_all("SELECT on_hand FROM raw.inventory")
+    held = lake.fetch_all("SELECT reasons FROM raw.quarantine")
     assert (loaded, held) == (
         ([(expected,)], []) if expected is not None else ([], [(["bad_type"],)])
     )
 
 
 def test_whole_floats_read_as_integers_and_fractions_do_not(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     folder = tmp_path / "inventory"
     folder.mkdir()
@@ -317,12 +315,12 @@ def test_whole_floats_read_as_integers_and_fractions_do_not(
         folder / "i.parquet",
     )
     config = IngestConfig(unknown_references={"products": "warn"})
-    ingest_paths(engine, [folder / "i.parquet"], config=config, now=NOW)
-    assert engine.fetch_all("SELECT product_id, on_hand FROM raw.inventory ORDER BY 1") == [
+    ingest_paths(lake, [folder / "i.parquet"], config=config, now=NOW)
+    assert lake.fetch_all("SELECT product_id, on_hand FROM raw.inventory ORDER BY 1") == [
         ("p1", 2),
         ("p3", 0),
     ]
-    assert engine.fetch_all("SELECT row_number, reasons FROM raw.quarantine") == [(2, ["bad_type"])]
+    assert lake.fetch_all("SELECT row_number, reasons FROM raw.quarantine") == [(2, ["bad_type"])]
 
 
 # --- configuration ----------------------------------------------------------------------
@@ -380,14 +378,14 @@ SEGMENT_MAPPING: dict[str, Any] = {
 
 
 def test_expressions_filter_and_nested_paths_load_a_segment_export(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     path = tmp_path / "events" / "segment.jsonl"
     path.parent.mkdir()
     path.write_text("".join(json.dumps(r) + "\n" for r in SEGMENT_LINES))
     config = IngestConfig(tables={"events": TableIngestConfig(**SEGMENT_MAPPING)})
-    result = ingest_paths(engine, [path], config=config, now=NOW)
-    assert engine.fetch_all(
+    result = ingest_paths(lake, [path], config=config, now=NOW)
+    assert lake.fetch_all(
         "SELECT event_id, user_id, event_type, CAST(event_ts AS VARCHAR), device, amount, "
         "_row_number FROM raw.events ORDER BY event_id"
     ) == [
@@ -396,21 +394,21 @@ def test_expressions_filter_and_nested_paths_load_a_segment_export(
     ]
     batch = result.batches[0]
     assert (batch.rows_read, batch.rows_loaded, batch.rows_filtered) == (2, 2, 1)
-    assert engine.fetch_all("SELECT rows_read, rows_loaded, rows_filtered FROM ops.ingest_log") == [
+    assert lake.fetch_all("SELECT rows_read, rows_loaded, rows_filtered FROM ops.ingest_log") == [
         (2, 2, 1)
     ]
-    assert engine.fetch_all("SELECT count(*) FROM raw.quarantine") == [(0,)]
+    assert lake.fetch_all("SELECT count(*) FROM raw.quarantine") == [(0,)]
     # `properties` is mapped (same name), so the columns nothing maps are named, not lost
     # in silence.
     assert batch.notes == [
         "columns not in the contract and not mapped, not loaded into raw.events: traits "
         "(map them with expressions in [ingest.tables.events])"
     ]  # the columns the expressions and the filter read are used
-    props = engine.fetch_all("SELECT properties FROM raw.events ORDER BY event_id")
+    props = lake.fetch_all("SELECT properties FROM raw.events ORDER BY event_id")
     assert json.loads(props[0][0]) == {"revenue": 19.99, "tags": ["x", "y"]}
 
 
-def test_one_source_column_feeds_several_targets(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_one_source_column_feeds_several_targets(lake: LakeProcessor, tmp_path: Path) -> None:
     """GA4: no event id, epoch microseconds, the time feeding two targets."""
     folder = tmp_path / "events"
     folder.mkdir()
@@ -439,12 +437,12 @@ def test_one_source_column_feeds_several_targets(engine: DuckDBEngine, tmp_path:
         formats={"event_ts": "epoch_us"},
     )
     ingest_paths(
-        engine, [folder / "ga4.parquet"], config=IngestConfig(tables={"events": settings}), now=NOW
+        lake, [folder / "ga4.parquet"], config=IngestConfig(tables={"events": settings}), now=NOW
     )
     import hashlib
 
     expected_id = hashlib.md5(b"p11767607200250001page_view").hexdigest()
-    assert engine.fetch_all(
+    assert lake.fetch_all(
         "SELECT event_id, CAST(event_ts AS VARCHAR), device FROM raw.events ORDER BY event_ts"
     ) == [
         (expected_id, "2026-01-05 10:00:00.250001", "mobile"),
@@ -485,17 +483,17 @@ def test_one_source_column_feeds_several_targets(engine: DuckDBEngine, tmp_path:
     ],
 )
 def test_unsafe_or_wrong_expressions_are_refused_with_the_key_named(
-    engine: DuckDBEngine, tmp_path: Path, expression: str, message: str
+    lake: LakeProcessor, tmp_path: Path, expression: str, message: str
 ) -> None:
     path = write_rows(tmp_path, "users", [{"a": "u1", "t": "2026-01-05"}], "csv")
     settings = TableIngestConfig(expressions={"user_id": expression, "signup_ts": "t"})
     with pytest.raises(IngestError, match=message) as info:
-        ingest_paths(engine, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
+        ingest_paths(lake, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
     assert "[ingest.tables.users.expressions] user_id" in str(info.value)
-    assert engine.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
+    assert lake.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
 
 
-def test_quoted_names_are_only_names(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_quoted_names_are_only_names(lake: LakeProcessor, tmp_path: Path) -> None:
     """A source column named like SQL, or with quotes, is referenced by a quoted name."""
     folder = tmp_path / "users"
     folder.mkdir()
@@ -503,12 +501,12 @@ def test_quoted_names_are_only_names(engine: DuckDBEngine, tmp_path: Path) -> No
     settings = TableIngestConfig(
         expressions={"user_id": '"select"', "segment": '"a""b" || \'!\'', "signup_ts": "t"}
     )
-    ingest_paths(engine, [folder], config=IngestConfig(tables={"users": settings}), now=NOW)
-    assert engine.fetch_all("SELECT user_id, segment FROM raw.users") == [("u1", "x!")]
+    ingest_paths(lake, [folder], config=IngestConfig(tables={"users": settings}), now=NOW)
+    assert lake.fetch_all("SELECT user_id, segment FROM raw.users") == [("u1", "x!")]
 
 
 def test_unmapped_columns_are_kept_in_properties_or_named(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     events = tmp_path / "events"
     events.mkdir()
@@ -518,8 +516,8 @@ def test_unmapped_columns_are_kept_in_properties_or_named(
         "e2,u1,login,2026-01-05 10:01:00,,news\n"
         "e3,u1,login,2026-01-05 10:02:00,,\n"
     )
-    result = ingest_paths(engine, [events], now=NOW)
-    props = engine.fetch_all("SELECT event_id, properties FROM raw.events ORDER BY 1")
+    result = ingest_paths(lake, [events], now=NOW)
+    props = lake.fetch_all("SELECT event_id, properties FROM raw.events ORDER BY 1")
     assert [(e, json.loads(p) if p else None) for e, p in props] == [
         ("e1", {"plan": "pro"}),
         ("e2", {"utm_source": "news"}),
@@ -531,12 +529,12 @@ def test_unmapped_columns_are_kept_in_properties_or_named(
     users = tmp_path / "users"
     users.mkdir()
     (users / "u.csv").write_text("user_id,signup_ts,favourite_colour\nu1,2026-01-05,red\n")
-    result = ingest_paths(engine, [users], now=NOW)
+    result = ingest_paths(lake, [users], now=NOW)
     assert "favourite_colour" in result.batches[0].notes[0]
     assert "not loaded" in result.batches[0].notes[0]
 
 
-def test_nested_parquet_columns_are_stored_as_json(engine: DuckDBEngine, tmp_path: Path) -> None:
+def test_nested_parquet_columns_are_stored_as_json(lake: LakeProcessor, tmp_path: Path) -> None:
     """Struct, list and map columns feeding a text column become JSON that round-trips,
     not DuckDB's struct notation."""
     folder = tmp_path / "events"
@@ -558,8 +556,8 @@ def test_nested_parquet_columns_are_stored_as_json(engine: DuckDBEngine, tmp_pat
         ),
         folder / "e.parquet",
     )
-    ingest_paths(engine, [folder], now=NOW)
-    rows = engine.fetch_all("SELECT properties, device, country FROM raw.events ORDER BY event_id")
+    ingest_paths(lake, [folder], now=NOW)
+    rows = lake.fetch_all("SELECT properties, device, country FROM raw.events ORDER BY event_id")
     assert [json.loads(r[0]) for r in rows] == props
     assert [json.loads(r[1]) for r in rows] == [{"os": "ios"}, {"os": "android"}]
     assert [r[2] for r in rows] == ['["de","at"]', None]
@@ -578,7 +576,7 @@ def test_nested_parquet_columns_are_stored_as_json(engine: DuckDBEngine, tmp_pat
     ],
 )
 def test_a_where_that_is_not_a_condition_is_refused_with_the_key_named(
-    engine: DuckDBEngine, tmp_path: Path, where: str, message: str
+    lake: LakeProcessor, tmp_path: Path, where: str, message: str
 ) -> None:
     """A filter must be a condition: `1` or a text column is not read as true or false
     by casting rules, and one failing on a value names itself."""
@@ -586,9 +584,9 @@ def test_a_where_that_is_not_a_condition_is_refused_with_the_key_named(
     path = write_rows(tmp_path, "users", rows, "csv")
     settings = TableIngestConfig(columns={"a": "user_id", "t": "signup_ts"}, where=where)
     with pytest.raises(IngestError, match=message) as info:
-        ingest_paths(engine, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
+        ingest_paths(lake, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
     assert "[ingest.tables.users] where" in str(info.value)
-    assert engine.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
+    assert lake.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
 
 
 @pytest.mark.parametrize(
@@ -599,19 +597,19 @@ def test_a_where_that_is_not_a_condition_is_refused_with_the_key_named(
     ],
 )
 def test_an_expression_that_fails_on_a_value_is_named(
-    engine: DuckDBEngine, tmp_path: Path, expression: str, message: str
+    lake: LakeProcessor, tmp_path: Path, expression: str, message: str
 ) -> None:
     rows = [{"a": "7", "t": "2026-01-05"}, {"a": "x1", "t": "2026-01-05"}]
     path = write_rows(tmp_path, "users", rows, "csv")
     settings = TableIngestConfig(expressions={"user_id": expression, "signup_ts": "t"})
     with pytest.raises(IngestError, match=message) as info:
-        ingest_paths(engine, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
+        ingest_paths(lake, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
     assert str(info.value).startswith("[ingest.tables.users.expressions] user_id: fails")
-    assert engine.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
+    assert lake.fetch_all("SELECT count(*) FROM raw.users") == [(0,)]
 
 
 def test_columns_whose_names_differ_only_in_case_are_refused(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """DuckDB names are not case sensitive: `Event_Type` would have been read from
     `event_type` and stored in properties as its value."""
@@ -625,8 +623,8 @@ def test_columns_whose_names_differ_only_in_case_are_refused(
         folder / "e.parquet",
     )  # fmt: skip
     with pytest.raises(IngestError, match="'event_type' and 'Event_Type' differ only in case"):
-        ingest_paths(engine, [folder], now=NOW)
-    assert engine.fetch_all("SELECT count(*) FROM raw.events") == [(0,)]
+        ingest_paths(lake, [folder], now=NOW)
+    assert lake.fetch_all("SELECT count(*) FROM raw.events") == [(0,)]
 
 
 # One row per table, every value text; a case replaces one column with a typed one.
@@ -684,7 +682,7 @@ BERLIN = {"timezone": "Europe/Berlin"}
     ],
 )  # fmt: skip
 def test_typed_and_formatted_source_values(
-    engine: DuckDBEngine,
+    lake: LakeProcessor,
     tmp_path: Path,
     table: str,
     column: str,
@@ -701,9 +699,9 @@ def test_typed_and_formatted_source_values(
         unknown_references={"products": "warn"},
         tables={table: TableIngestConfig(**settings)} if settings else {},
     )
-    ingest_paths(engine, [folder], config=config, now=NOW)
-    loaded = engine.fetch_all(f"SELECT CAST({column} AS VARCHAR) FROM raw.{table}")
-    held = engine.fetch_all("SELECT reasons FROM raw.quarantine")
+    ingest_paths(lake, [folder], config=config, now=NOW)
+    loaded = lake.fetch_all(f"SELECT CAST({column} AS VARCHAR) FROM raw.{table}")
+    held = lake.fetch_all("SELECT reasons FROM raw.quarantine")
     if expected.startswith("bad_"):
         assert (loaded, held) == ([], [([expected],)])
     else:
@@ -711,7 +709,7 @@ def test_typed_and_formatted_source_values(
 
 
 def test_a_flattened_column_wins_over_a_path_and_json_keys_are_quoted(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """`ctx.d` names the column `ctx.d` when there is one (the longest name wins); JSON
     keys with quotes or dots are keys, not paths."""
@@ -738,25 +736,25 @@ def test_a_flattened_column_wins_over_a_path_and_json_keys_are_quoted(
             "signup_ts": "t",
         }
     )
-    ingest_paths(engine, [folder], config=IngestConfig(tables={"users": settings}), now=NOW)
-    assert engine.fetch_all(
+    ingest_paths(lake, [folder], config=IngestConfig(tables={"users": settings}), now=NOW)
+    assert lake.fetch_all(
         "SELECT user_id, country, device, segment, campaign_id FROM raw.users"
     ) == [("flat", "flat", "quoted", "dotted", "path")]
 
 
 def test_an_expression_wins_over_a_rename_and_names_a_contract_column(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     path = write_rows(tmp_path, "users", [{"a": "u1", "t": "2026-01-05"}], "csv")
     settings = TableIngestConfig(
         columns={"a": "user_id", "t": "signup_ts"}, expressions={"user_id": "upper(a)"}
     )
-    ingest_paths(engine, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
-    assert engine.fetch_all("SELECT user_id FROM raw.users") == [("U1",)]
+    ingest_paths(lake, [path], config=IngestConfig(tables={"users": settings}), now=NOW)
+    assert lake.fetch_all("SELECT user_id FROM raw.users") == [("U1",)]
     path = write_rows(tmp_path / "other", "users", [{"a": "u2", "t": "2026-01-05"}], "csv")
     wrong = TableIngestConfig(expressions={"user_ID": "a", "signup_ts": "t"})
     with pytest.raises(IngestError, match=r"expressions\] user_ID: raw\.users has no column"):
-        ingest_paths(engine, [path], config=IngestConfig(tables={"users": wrong}), now=NOW)
+        ingest_paths(lake, [path], config=IngestConfig(tables={"users": wrong}), now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -770,7 +768,7 @@ def test_an_expression_wins_over_a_rename_and_names_a_contract_column(
     ],
 )  # fmt: skip
 def test_a_contract_exact_parquet_file_is_not_copied_past_its_settings(
-    engine: DuckDBEngine, tmp_path: Path, settings: dict[str, Any], expected: list[Any]
+    lake: LakeProcessor, tmp_path: Path, settings: dict[str, Any], expected: list[Any]
 ) -> None:
     """A file that could be copied byte for byte is read row by row when a filter, a
     zone or an expression applies to it."""
@@ -790,14 +788,14 @@ def test_a_contract_exact_parquet_file_is_not_copied_past_its_settings(
         ),
         folder / "p.parquet",
     )
-    loaded, held = load(engine, folder / "p.parquet", **settings)
+    loaded, held = load(lake, folder / "p.parquet", **settings)
     assert ([(r[0], str(r[6])) for r in loaded], held) == (expected, [])
     if "expressions" in settings:
         assert [r[1] for r in loaded] == ["X", "Y"]
 
 
 def test_json_lines_keys_folded_into_properties_keep_their_json_types(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """Unmapped JSON Lines keys are kept as the line held them: numbers as numbers,
     objects as objects, not as their text."""
@@ -809,7 +807,7 @@ def test_json_lines_keys_folded_into_properties_keep_their_json_types(
         "flag": False, "label": "1", "gone": None,
     }  # fmt: skip
     (folder / "e.jsonl").write_text(json.dumps(line) + "\n")
-    ingest_paths(engine, [folder], now=NOW)
-    (props,) = engine.fetch_all("SELECT properties FROM raw.events")[0]
+    ingest_paths(lake, [folder], now=NOW)
+    (props,) = lake.fetch_all("SELECT properties FROM raw.events")[0]
     assert json.loads(props) == {"ctx": {"a": 1, "b": [True, None]}, "n": 1.5, "flag": False,
                                  "label": "1"}  # fmt: skip

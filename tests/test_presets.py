@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from productlens.config import IngestConfig, TableIngestConfig, load_project
-from productlens.engines import DuckDBEngine
 from productlens.errors import IngestError
 from productlens.ingest import ingest_paths, presets
-from tests.conftest import open_readonly, run_cli
+from productlens.ingest.processor import LakeProcessor
+from tests.conftest import open_project_lake, run_cli
 
 EXPORTS = Path(__file__).parent / "exports"
 VENDORS = ["segment", "ga4", "amplitude", "mixpanel", "posthog"]
@@ -166,18 +166,18 @@ def ingest(project: Path, vendor: str, *extra: str) -> None:
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_a_preset_loads_its_vendors_export_exactly(project_dir: Path, vendor: str) -> None:
     ingest(project_dir, vendor, "--preset", vendor)
-    engine = open_readonly(project_dir)
+    lake = open_project_lake(project_dir)
     try:
-        rows = engine.fetch_all(ROWS)
-        props = engine.fetch_all(
+        rows = lake.fetch_all(ROWS)
+        props = lake.fetch_all(
             "SELECT json_valid(properties), properties FROM raw.events ORDER BY _row_number"
         )
-        quarantined = engine.fetch_all("SELECT count(*) FROM raw.quarantine")
-        logged = engine.fetch_all(
+        quarantined = lake.fetch_all("SELECT count(*) FROM raw.quarantine")
+        logged = lake.fetch_all(
             "SELECT rows_read, rows_loaded, rows_quarantined FROM ops.ingest_log"
         )
     finally:
-        engine.close()
+        lake.close()
     assert rows == EXPECTED[vendor]
     assert quarantined == [(0,)]
     assert logged == [(len(rows), len(rows), 0)]
@@ -193,14 +193,14 @@ def test_the_warehouse_builds_and_checks_on_a_preset_export(project_dir: Path, v
     for command in ("build", "check"):
         result = run_cli("--project", str(project_dir), command)
         assert result.returncode == 0, result.stderr + result.stdout
-    engine = open_readonly(project_dir)
+    lake = open_project_lake(project_dir)
     try:
-        counts = engine.fetch_all(
+        counts = lake.fetch_all(
             "SELECT (SELECT count(*) FROM raw.events), "
             "(SELECT count(*) FROM staging.stg_events), (SELECT count(*) FROM core.fct_events)"
         )
     finally:
-        engine.close()
+        lake.close()
     n = len(EXPECTED[vendor])
     # Every loaded event reaches the core facts (events-only: no user is known).
     assert counts == [(n, n, n)]
@@ -217,14 +217,14 @@ def test_the_project_default_preset_and_its_overrides(project_dir: Path) -> None
         'device = "device_type"\n'
     )
     ingest(project_dir, "amplitude")
-    engine = open_readonly(project_dir)
+    lake = open_project_lake(project_dir)
     try:
-        rows = engine.fetch_all(
+        rows = lake.fetch_all(
             "SELECT event_id, user_id, CAST(event_ts AS VARCHAR), device FROM raw.events "
             "ORDER BY _row_number LIMIT 2"
         )
     finally:
-        engine.close()
+        lake.close()
     # Amplitude's naive times now read as Berlin time (UTC+1 in January).
     assert rows == [
         ("0bd8a1a4-c9a2-11f0-8de9-0242ac120002", AMP_IOS, "2026-01-05 08:00:00.123",
@@ -243,13 +243,13 @@ def test_an_override_adds_what_the_preset_leaves_out_and_a_rename_beats_its_expr
         "[ingest.tables.events.expressions]\namount = 'properties.\"Amount\"'\n"
     )
     ingest(project_dir, "mixpanel", "--preset", "mixpanel", "--map", "event=session_id")
-    engine = open_readonly(project_dir)
+    lake = open_project_lake(project_dir)
     try:
-        rows = engine.fetch_all(
+        rows = lake.fetch_all(
             "SELECT user_id, session_id, amount FROM raw.events ORDER BY _row_number LIMIT 2"
         )
     finally:
-        engine.close()
+        lake.close()
     assert rows == [("$device:18c4d0e0a4f1-0a9b", "Sign Up", None), ("u-42", "Purchase", 5.0)]
 
 
@@ -267,13 +267,13 @@ def test_an_unknown_preset_is_a_clear_error_naming_the_presets(project_dir: Path
 
 
 def _no_events(project: Path) -> bool:
-    engine = open_readonly(project)
+    lake = open_project_lake(project)
     try:
-        return not engine.table_exists("raw.events") or engine.fetch_all(
+        return not lake.table_exists("raw.events") or lake.fetch_all(
             "SELECT count(*) FROM raw.events"
         ) == [(0,)]
     finally:
-        engine.close()
+        lake.close()
 
 
 def test_presets_are_listed_and_printed_as_project_file_fragments(tmp_path: Path) -> None:
@@ -312,7 +312,7 @@ def test_merge_is_key_by_key() -> None:
 
 
 def test_an_optional_column_a_file_lacks_reads_null_and_others_must_exist(
-    engine: DuckDBEngine, tmp_path: Path
+    lake: LakeProcessor, tmp_path: Path
 ) -> None:
     """A Segment file of identified server calls has no anonymousId key at all."""
     folder = tmp_path / "events"
@@ -328,12 +328,12 @@ def test_an_optional_column_a_file_lacks_reads_null_and_others_must_exist(
     }
     plain = IngestConfig(tables={"events": TableIngestConfig(**settings)})
     with pytest.raises(IngestError, match="no column 'anonymousId'"):
-        ingest_paths(engine, [folder], config=plain)
+        ingest_paths(lake, [folder], config=plain)
     config = IngestConfig(
         tables={"events": TableIngestConfig(**settings, optional_columns=["anonymousId"])}
     )
-    ingest_paths(engine, [folder], config=config)
-    assert engine.fetch_all("SELECT event_id, user_id FROM raw.events") == [("e1", "u1")]
+    ingest_paths(lake, [folder], config=config)
+    assert lake.fetch_all("SELECT event_id, user_id FROM raw.events") == [("e1", "u1")]
 
 
 def test_posthog_parquet_with_properties_as_json_text(project_dir: Path, tmp_path: Path) -> None:
@@ -358,13 +358,13 @@ def test_posthog_parquet_with_properties_as_json_text(project_dir: Path, tmp_pat
     pq.write_table(table, path)
     result = run_cli("--project", str(project_dir), "ingest", str(path), "--preset", "posthog")
     assert result.returncode == 0, result.stderr + result.stdout
-    engine = open_readonly(project_dir)
+    lake = open_project_lake(project_dir)
     try:
-        rows = engine.fetch_all(ROWS)
-        props = engine.fetch_all("SELECT properties FROM raw.events ORDER BY _row_number")
-        quarantined = engine.fetch_all("SELECT count(*) FROM raw.quarantine")
+        rows = lake.fetch_all(ROWS)
+        props = lake.fetch_all("SELECT properties FROM raw.events ORDER BY _row_number")
+        quarantined = lake.fetch_all("SELECT count(*) FROM raw.quarantine")
     finally:
-        engine.close()
+        lake.close()
     assert rows == EXPECTED["posthog"]
     assert props == [(t,) for t in texts]
     assert quarantined == [(0,)]

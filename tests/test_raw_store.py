@@ -17,10 +17,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from productlens.engines import DuckDBEngine
 from productlens.errors import IngestError
 from productlens.ingest import ingest_paths, validate
+from productlens.ingest.processor import LakeProcessor
 from productlens.simulate import generate, preset
+from tests.conftest import open_lake
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -36,10 +37,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def listed(engine: DuckDBEngine, table: str) -> list[tuple[str, str | None, int, bool]]:
+def listed(lake: LakeProcessor, table: str) -> list[tuple[str, str | None, int, bool]]:
     return [
         (r[0], r[1], int(r[2]), bool(r[3]))
-        for r in engine.fetch_all(
+        for r in lake.fetch_all(
             "SELECT path, source_file, row_count, copied FROM ops.raw_files "
             "WHERE target_table = ? ORDER BY path",
             [table],
@@ -48,14 +49,14 @@ def listed(engine: DuckDBEngine, table: str) -> list[tuple[str, str | None, int,
 
 
 def test_clean_parquet_files_are_copied_byte_for_byte_and_sealed(
-    engine: DuckDBEngine, world: Path
+    lake: LakeProcessor, world: Path
 ) -> None:
     sources = sorted((world / "events").rglob("*.parquet"))
-    ingest_paths(engine, [world / "users", world / "products", world / "events"], now=NOW)
-    files = listed(engine, "events")
+    ingest_paths(lake, [world / "users", world / "products", world / "events"], now=NOW)
+    files = listed(lake, "events")
     assert len(files) == len(sources)
     assert all(copied for *_, copied in files)
-    base = engine.path.parent
+    base = lake.raw_root.parent
     for path, source, rows, _ in files:
         raw = base / path
         assert source is not None
@@ -66,7 +67,7 @@ def test_clean_parquet_files_are_copied_byte_for_byte_and_sealed(
     # Lineage of a copied row: the source file and its 1-based row there.
     one = sources[len(sources) // 2]
     expected = pq.read_table(one).column("event_id").to_pylist()
-    got = engine.fetch_all(
+    got = lake.fetch_all(
         "SELECT event_id FROM raw.events WHERE _source_file = ? ORDER BY _row_number",
         [str(one.resolve())],
     )
@@ -74,9 +75,9 @@ def test_clean_parquet_files_are_copied_byte_for_byte_and_sealed(
 
 
 def test_a_file_with_a_held_row_is_rewritten_and_keeps_lineage(
-    engine: DuckDBEngine, world: Path, tmp_path: Path
+    lake: LakeProcessor, world: Path, tmp_path: Path
 ) -> None:
-    ingest_paths(engine, [world / "users", world / "products"], now=NOW)
+    ingest_paths(lake, [world / "users", world / "products"], now=NOW)
     source = sorted((world / "events").rglob("*.parquet"))[0]
     table = pq.read_table(source)
     amounts = table.column("amount").to_pylist()
@@ -87,24 +88,24 @@ def test_a_file_with_a_held_row_is_rewritten_and_keeps_lineage(
     good = tmp_path / "events" / "good.parquet"
     shutil.copyfile(sorted((world / "events").rglob("*.parquet"))[1], good)
 
-    result = ingest_paths(engine, [tmp_path / "events"], now=NOW)
+    result = ingest_paths(lake, [tmp_path / "events"], now=NOW)
     batch = result.batches[0]
     assert batch.rows_quarantined == 1
     assert batch.rows_loaded == table.num_rows - 1 + pq.read_metadata(good).num_rows
-    files = listed(engine, "events")
+    files = listed(lake, "events")
     copied = [f for f in files if f[3]]
     rewritten = [f for f in files if not f[3]]
     assert [Path(c[1]) for c in copied] == [good.resolve()]  # type: ignore[arg-type]
     assert len(rewritten) == 1
     assert rewritten[0][1] is None
     assert rewritten[0][2] == table.num_rows - 1
-    rows = engine.fetch_all(
+    rows = lake.fetch_all(
         "SELECT _row_number, event_id FROM raw.events WHERE _source_file = ? ORDER BY 1",
         [str(bad.resolve())],
     )
     ids = table.column("event_id").to_pylist()
     assert rows == [(i + 1, ids[i]) for i in range(table.num_rows) if i != 6]
-    held = engine.fetch_all("SELECT source_file, row_number, reasons FROM raw.quarantine")
+    held = lake.fetch_all("SELECT source_file, row_number, reasons FROM raw.quarantine")
     assert held == [(str(bad.resolve()), 7, ["negative_amount"])]
 
 
@@ -116,7 +117,7 @@ def test_a_file_with_a_held_row_is_rewritten_and_keeps_lineage(
     ],
 )
 def test_a_file_of_other_types_is_cast_not_copied(
-    engine: DuckDBEngine, tmp_path: Path, column: str, values: pa.Array, why: str
+    lake: LakeProcessor, tmp_path: Path, column: str, values: pa.Array, why: str
 ) -> None:
     base = {
         "event_id": ["e1", "e2"],
@@ -129,22 +130,22 @@ def test_a_file_of_other_types_is_cast_not_copied(
     path = tmp_path / "events" / "part.parquet"
     path.parent.mkdir()
     pq.write_table(pa.table(base), path)
-    result = ingest_paths(engine, [path], now=NOW)
+    result = ingest_paths(lake, [path], now=NOW)
     assert result.batches[0].rows_loaded == 2, why
-    assert [f[3] for f in listed(engine, "events")] == [False], why
+    assert [f[3] for f in listed(lake, "events")] == [False], why
     types = dict(
-        engine.fetch_all(
+        lake.fetch_all(
             "SELECT column_name, data_type FROM duckdb_columns() "
             "WHERE schema_name = 'raw' AND table_name = 'events'"
         )
     )
     assert types["amount"] == "DOUBLE"
     assert types["event_ts"] == "TIMESTAMP"
-    assert engine.fetch_all("SELECT sum(amount) FROM raw.events") == [(3.5,)]
+    assert lake.fetch_all("SELECT sum(amount) FROM raw.events") == [(3.5,)]
 
 
 def test_duplicates_are_found_exactly_when_hashes_collide(
-    engine: DuckDBEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lake: LakeProcessor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A deliberately weak key hash (4 values) makes most rows candidates: only the rows
     whose key really repeats, after the first in file and row order, are duplicates."""
@@ -156,43 +157,43 @@ def test_duplicates_are_found_exactly_when_hashes_collide(
         pa.table({"user_id": ids, "signup_ts": pa.array([NOW.replace(tzinfo=None)] * len(ids))}),
         folder / "a.parquet",
     )
-    result = ingest_paths(engine, [folder], now=NOW)
+    result = ingest_paths(lake, [folder], now=NOW)
     assert result.batches[0].rows_quarantined == 3
-    held = engine.fetch_all("SELECT row_number, reasons FROM raw.quarantine ORDER BY 1")
+    held = lake.fetch_all("SELECT row_number, reasons FROM raw.quarantine ORDER BY 1")
     assert held == [(41, ["duplicate"]), (42, ["duplicate"]), (43, ["duplicate"])]
-    assert engine.fetch_all("SELECT count(DISTINCT user_id), count(*) FROM raw.users") == [(40, 40)]
+    assert lake.fetch_all("SELECT count(DISTINCT user_id), count(*) FROM raw.users") == [(40, 40)]
 
 
 def test_unlisted_files_left_by_a_crash_are_swept(
-    engine: DuckDBEngine, world: Path, tmp_path: Path
+    lake: LakeProcessor, world: Path, tmp_path: Path
 ) -> None:
-    ingest_paths(engine, [world / "users"], now=NOW)
-    before = engine.fetch_all("SELECT count(*), sum(hash(user_id)) FROM raw.users")
-    folder = engine.path.with_suffix(".raw") / "users"
+    ingest_paths(lake, [world / "users"], now=NOW)
+    before = lake.fetch_all("SELECT count(*), sum(hash(user_id)) FROM raw.users")
+    folder = lake.raw_root / "users"
     orphan = folder / "0123456789abcdef-00000.parquet"
     shutil.copyfile(next(folder.iterdir()), orphan)
     (tmp_path / "products.csv").write_text("product_id,price,updated_at\np1,2.5,2026-01-01\n")
-    ingest_paths(engine, [tmp_path / "products.csv"], now=NOW)
+    ingest_paths(lake, [tmp_path / "products.csv"], now=NOW)
     assert not orphan.exists()
-    assert engine.fetch_all("SELECT count(*), sum(hash(user_id)) FROM raw.users") == before
-    on_disk = sorted(p.name for p in engine.path.with_suffix(".raw").rglob("*.parquet"))
+    assert lake.fetch_all("SELECT count(*), sum(hash(user_id)) FROM raw.users") == before
+    on_disk = sorted(p.name for p in lake.raw_root.rglob("*.parquet"))
     assert on_disk == sorted(
-        Path(r[0]).name for r in engine.fetch_all("SELECT path FROM ops.raw_files")
+        Path(r[0]).name for r in lake.fetch_all("SELECT path FROM ops.raw_files")
     )
 
 
 def test_a_project_folder_can_be_moved(world: Path, tmp_path: Path) -> None:
     first = tmp_path / "a"
-    engine = DuckDBEngine(first / "w.duckdb", memory_limit="1GB", threads=1)
-    ingest_paths(engine, [world / "users"], now=NOW)
-    engine.close()
+    lake = open_lake(first / "w.duckdb", memory_limit="1GB", threads=1)
+    ingest_paths(lake, [world / "users"], now=NOW)
+    lake.close()
     moved = tmp_path / "elsewhere" / "b"
     moved.parent.mkdir()
     shutil.move(first, moved)
     # Read from another working directory, in another process.
     script = (
-        "from pathlib import Path; from productlens.engines import DuckDBEngine; "
-        f"e = DuckDBEngine(Path({str(moved / 'w.duckdb')!r}), read_only=True); "
+        "from pathlib import Path; from productlens.ingest.processor import LakeProcessor; "
+        f"c = Path({str(moved / 'w.duckdb')!r}); e = LakeProcessor.open(c, c.with_suffix('.raw')); "
         "print(e.fetch_all('SELECT count(*) FROM raw.users')[0][0])"
     )
     out = subprocess.run(
@@ -208,29 +209,27 @@ def test_a_project_folder_can_be_moved(world: Path, tmp_path: Path) -> None:
 
 
 def test_raw_tables_from_an_earlier_version_are_refused(tmp_path: Path) -> None:
-    engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
-    engine.execute("CREATE TABLE raw.users (user_id VARCHAR)")
+    lake = open_lake(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
+    lake.execute("CREATE TABLE raw.users (user_id VARCHAR)")
     (tmp_path / "users.csv").write_text("user_id,signup_ts\na,2026-01-01\n")
     with pytest.raises(IngestError, match="earlier productlens"):
-        ingest_paths(engine, [tmp_path / "users.csv"], now=NOW)
-    engine.close()
+        ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
+    lake.close()
 
 
-def test_only_committed_files_are_in_the_views(engine: DuckDBEngine, world: Path) -> None:
-    ingest_paths(engine, [world / "users"], now=NOW)
-    folder = engine.path.with_suffix(".raw") / "users"
+def test_only_committed_files_are_in_the_views(lake: LakeProcessor, world: Path) -> None:
+    ingest_paths(lake, [world / "users"], now=NOW)
+    folder = lake.raw_root / "users"
     stray = folder / "ffffffffffffffff-00000.parquet"
     shutil.copyfile(next(folder.iterdir()), stray)  # as a crash would leave it
-    users = engine.fetch_all("SELECT count(*) FROM raw.users")[0][0]
+    users = lake.fetch_all("SELECT count(*) FROM raw.users")[0][0]
     assert users == 300
     ids = pc.count_distinct(pq.read_table(stray).column("user_id")).as_py()
     assert ids > 0  # the stray file holds rows, and the view ignores them
 
 
-def test_a_file_named_twice_loads_once(engine: DuckDBEngine, world: Path) -> None:
+def test_a_file_named_twice_loads_once(lake: LakeProcessor, world: Path) -> None:
     one = sorted((world / "users").glob("*.parquet"))[0]
-    result = ingest_paths(engine, [world / "users", one], now=NOW)
+    result = ingest_paths(lake, [world / "users", one], now=NOW)
     assert result.quarantined == 0
-    assert engine.fetch_all("SELECT count(*), count(DISTINCT user_id) FROM raw.users") == [
-        (300, 300)
-    ]
+    assert lake.fetch_all("SELECT count(*), count(DISTINCT user_id) FROM raw.users") == [(300, 300)]

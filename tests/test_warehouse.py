@@ -16,7 +16,7 @@ from productlens.errors import DataTestFailure
 from productlens.ingest import ingest_paths
 from productlens.runlog import RunLog
 from productlens.simulate import generate, preset
-from tests.conftest import ingestable, q, warehouse_engine
+from tests.conftest import lake_of, q, warehouse_engine
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -105,7 +105,7 @@ def build_world(
 ) -> modeling.ModelGraph:
     for table, text in FIXTURE.items():
         (folder / f"{table}.csv").write_text(text + (extra_rows or {}).get(table, ""))
-    result = ingest_paths(ingestable(engine), [folder], config=config.ingest, now=NOW)
+    result = ingest_paths(lake_of(engine), [folder], config=config.ingest, now=NOW)
     assert result.quarantined == 0
     graph = modeling.discover(config, model_dirs)
     built = modeling.build(engine, graph, RunLog(engine))
@@ -632,7 +632,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> DuckDBEngine:
     folder = tmp_path_factory.mktemp("sim")
     generate(preset(users=3000, days=60, seed=21), folder / "data", workers=1)
     engine = warehouse_engine(folder / "w.duckdb", memory_limit="2GB")
-    ingest_paths(ingestable(engine), [folder / "data"], now=NOW)
+    ingest_paths(lake_of(engine), [folder / "data"], now=NOW)
     built = modeling.build(engine, modeling.discover(ProjectConfig()), RunLog(engine))
     assert built.ok, built.failed
     return engine
@@ -691,7 +691,7 @@ def test_the_saas_scenario_builds_with_non_trivial_marts(tmp_path: Path) -> None
     generate(preset("saas", users=2500, days=75, seed=13), tmp_path / "data", workers=1)
     engine = warehouse_engine(tmp_path / "w.duckdb", memory_limit="2GB")
     try:
-        ingest_paths(ingestable(engine), [tmp_path / "data"], now=NOW)
+        ingest_paths(lake_of(engine), [tmp_path / "data"], now=NOW)
         config = ProjectConfig.model_validate({"simulate": {"scenario": "saas"}})
         graph = modeling.discover(config)
         built = modeling.build(engine, graph, RunLog(engine))

@@ -17,8 +17,9 @@ from typing import Any
 
 from productlens.config import Project
 from productlens.engines.base import LAYERS, Engine
-from productlens.engines.duckdb import DuckDBEngine, StringSession
+from productlens.engines.duckdb import DuckDBEngine
 from productlens.errors import ConfigError
+from productlens.ingest.processor import LakeProcessor
 
 POSTGRES_DSN_ENV = "PRODUCTLENS_POSTGRES_DSN"
 
@@ -27,8 +28,31 @@ EngineFactory = Callable[[Project, Mapping[str, str], bool], Engine]
 
 
 def raw_root(project: Project) -> Path:
-    """The raw layer's Parquet lake: `<warehouse>.raw`, beside the warehouse file."""
-    return project.warehouse_path.with_suffix(".raw")
+    """The raw layer's Parquet lake: `<warehouse>.raw` beside a DuckDB warehouse file (whose
+    file is the lake's catalog), or `lake.raw` beside `lake.duckdb` for other engines."""
+    if project.engine == "duckdb":
+        return project.warehouse_path.with_suffix(".raw")
+    return lake_catalog(project).with_suffix(".raw")
+
+
+def lake_catalog(project: Project) -> Path:
+    """The DuckDB file holding the lake's catalog when the warehouse is not DuckDB."""
+    return project.resolve(Path("lake.duckdb"))
+
+
+def open_lake(project: Project, engine: Engine, *, read_only: bool = False) -> LakeProcessor:
+    """Ingestion's processor: on a DuckDB warehouse's own connection (its file is the
+    lake's catalog), else on the lake's catalog file beside the project."""
+    if isinstance(engine, DuckDBEngine):
+        return LakeProcessor.shared(engine.connection, raw_root(project))
+    settings = project.config.warehouse
+    return LakeProcessor.open(
+        lake_catalog(project),
+        raw_root(project),
+        memory_limit=settings.memory_limit,
+        threads=settings.threads,
+        read_only=read_only,
+    )
 
 
 def warehouse_exists(project: Project) -> bool:
@@ -52,15 +76,6 @@ def open_engine(
             engine.close()
             raise
     return engine
-
-
-def ingest_target(engine: Engine, project: Project) -> Any:
-    """COMPATIBILITY ONLY (until ingestion's processor lands, branch `lake`): the DuckDB
-    warehouse's connection behind the old string API that `productlens.ingest` uses
-    (typed `Any` because ingest's signatures still say `Engine`)."""
-    if not isinstance(engine, DuckDBEngine):
-        raise ConfigError(f"ingestion into the {engine.name} engine is not available yet")
-    return StringSession(engine, raw_root(project))
 
 
 def _duckdb(project: Project, _environ: Mapping[str, str], read_only: bool) -> Engine:

@@ -321,7 +321,7 @@ def quarantine(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Show what ingestion held back and why: counts by table and reason, and sample rows."""
-    from productlens.app import ingest_target, open_engine
+    from productlens.app import open_engine, open_lake
     from productlens.ingest import held
     from productlens.ingest.contracts import REASONS
 
@@ -329,9 +329,13 @@ def quarantine(
     project = _state(ctx).project()
     engine = open_engine(project, read_only=True)
     try:
-        listing = (held.warned if warnings else held.quarantined)(
-            ingest_target(engine, project), reason=reason, table=table, limit=limit
-        )
+        lake = open_lake(project, engine, read_only=True)
+        try:
+            listing = (held.warned if warnings else held.quarantined)(
+                lake, reason=reason, table=table, limit=limit
+            )
+        finally:
+            lake.close()
     finally:
         engine.close()
     if as_json:

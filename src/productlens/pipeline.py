@@ -23,13 +23,23 @@ from rich.table import Table
 from sqlglot import exp
 
 from productlens import checks, modeling, ops
-from productlens.app import ingest_target, open_engine, raw_root
+from productlens.app import lake_catalog, open_engine, open_lake, raw_root
 from productlens.config import Project
 from productlens.engines import LAYERS, Engine
 from productlens.engines.base import table as table_of
 from productlens.errors import ConfigError, ModelError
-from productlens.ingest import BatchResult, IngestResult, expand, infer_table, ingest_paths, presets
+from productlens.ingest import (
+    CONTRACTS,
+    BatchResult,
+    IngestResult,
+    expand,
+    infer_table,
+    ingest_paths,
+    presets,
+)
 from productlens.ingest import replay as replay_quarantine
+from productlens.ingest.processor import LakeProcessor
+from productlens.lake import publish_raw, shares_catalog
 from productlens.runlog import RunLog
 from productlens.simulate import GenerateResult, WorldParams, generate, preset
 
@@ -65,6 +75,33 @@ class Runner:
         self.runlog = RunLog(engine)
         self.summary = RunSummary(run_id=self.runlog.run_id)
         self._progress: Progress | None = None
+        self._lake: LakeProcessor | None = None
+
+    @property
+    def lake(self) -> LakeProcessor:
+        """Ingestion's processor over the raw lake, opened on first use."""
+        if self._lake is None:
+            self._lake = open_lake(self.project, self.engine)
+        return self._lake
+
+    def close(self) -> None:
+        """Release the lake's processor (the caller closes the engine)."""
+        if self._lake is not None:
+            self._lake.close()
+            self._lake = None
+
+    def publish(self) -> None:
+        """Show the lake's raw layer to the warehouse engine: nothing to do when the
+        warehouse is the lake's DuckDB file; otherwise views over the files or each new
+        file loaded once (see `productlens.lake`)."""
+        if shares_catalog(self.lake, self.engine):
+            return
+        with self._stage("publish", len(CONTRACTS)):
+            published = publish_raw(self.lake, self.engine)
+            detail = f"raw layer as {published.strategy}"
+            if published.strategy == "load":
+                detail += f", {published.files_loaded} files and {published.rows_loaded:,} rows"
+            self._last_meta(rows=published.rows_loaded, detail=detail)
 
     @contextmanager
     def progress(self) -> Iterator[Progress]:
@@ -149,7 +186,7 @@ class Runner:
                 self._say(_batch_line(batch))
 
             result = ingest_paths(
-                ingest_target(self.engine, self.project),
+                self.lake,
                 files,
                 table=table,
                 config=self.project.config.ingest,
@@ -163,6 +200,7 @@ class Runner:
             if skipped:
                 detail += f", {skipped} files already loaded"
             self._last_meta(rows=result.total_rows, detail=detail)
+        self.publish()
         return result
 
     def replay(
@@ -173,7 +211,7 @@ class Runner:
     ) -> IngestResult:
         with self._stage("replay", None) as advance:
             result = replay_quarantine(
-                ingest_target(self.engine, self.project),
+                self.lake,
                 config=self.project.config.ingest,
                 mapping=mapping,
                 table=table,
@@ -187,6 +225,7 @@ class Runner:
                 rows=result.total_rows,
                 detail=f"{result.total_rows:,} rows released and loaded, {held:,} still held",
             )
+        self.publish()
         return result
 
     def build(
@@ -194,6 +233,7 @@ class Runner:
     ) -> modeling.BuildResult:
         graph = modeling.discover(self.project.config, self.project.model_dirs)
         chosen = graph.select(select)
+        self.publish()
         with self._stage("build", len(chosen)) as advance:
             started: dict[str, float] = {}
 
@@ -275,7 +315,8 @@ class Runner:
         stage_records[-1].meta.update(meta)
 
     def finish(self) -> RunSummary:
-        """Count rows per layer and write run_results.json."""
+        """Count rows per layer, write run_results.json and release the lake."""
+        self.close()
         for layer in LAYERS[:4]:
             total = 0
             if layer == "raw":
@@ -345,25 +386,39 @@ def print_summary(console: Console, summary: RunSummary, title: str = "productle
 
 
 def prepare_demo_warehouse(project: Project) -> None:
-    """The demo always starts from a fresh warehouse, but never deletes one it did not make."""
+    """The demo always starts from a fresh warehouse (and lake), but never deletes one it
+    did not make."""
     path = project.warehouse_path
-    if not path.exists():
+    if project.engine == "duckdb" and not path.exists():
         return
     engine = open_engine(project)
     try:
         made_by_demo = engine.table_kind(*ops.DEMO_WORLD) is not None or not any(
             engine.list_tables(layer) for layer in LAYERS
         )
+        if not made_by_demo:
+            raise ConfigError(
+                "this warehouse holds data the demo did not make; run the demo in another "
+                "folder (--project) or with another --warehouse",
+                path=path if project.engine == "duckdb" else None,
+            )
+        if project.engine != "duckdb":
+            # A server's warehouse is emptied table by table; views first, since a
+            # view may depend on a table of the same layer.
+            for layer in reversed(LAYERS):
+                names = engine.list_tables(layer)
+                views = [n for n in names if engine.table_kind(layer, n) == "view"]
+                for name in [*views, *(n for n in names if n not in views)]:
+                    engine.drop(layer, name)
     finally:
         engine.close()
-    if not made_by_demo:
-        raise ConfigError(
-            "this warehouse holds data the demo did not make; run the demo in another "
-            "folder (--project) or with another --warehouse",
-            path=path,
-        )
-    path.unlink()
-    path.with_suffix(path.suffix + ".wal").unlink(missing_ok=True)
+    if project.engine == "duckdb":
+        path.unlink()
+        path.with_suffix(path.suffix + ".wal").unlink(missing_ok=True)
+    else:
+        catalog = lake_catalog(project)
+        catalog.unlink(missing_ok=True)
+        catalog.with_suffix(catalog.suffix + ".wal").unlink(missing_ok=True)
     raw_files = raw_root(project)
     if raw_files.is_dir():
         shutil.rmtree(raw_files)

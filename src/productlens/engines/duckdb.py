@@ -238,49 +238,6 @@ class DuckDBEngine:
         return int(self.fetch_all(query)[0][0])
 
 
-class StringSession:
-    """COMPATIBILITY ONLY, to be removed when ingestion has its own processor (branch
-    `lake`): the old string API (`execute(sql, params)`, `raw_root`) over an engine's
-    connection, for `productlens.ingest` as it is on this branch. Nothing else uses it."""
-
-    dialect = "duckdb"
-    name = "duckdb"
-
-    def __init__(self, engine: DuckDBEngine, raw_root: Path) -> None:
-        self.engine = engine
-        self.raw_root: Path | None = raw_root
-
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
-        self.engine._run(sql, params)
-
-    def fetch_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        with _translated_errors(self.name):
-            result: pa.Table = self.engine.connection.sql(sql, params=params).to_arrow_table()
-        return result
-
-    def fetch_all(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        return self.engine._rows(sql, params)
-
-    def load_arrow(self, name: str, data: pa.Table) -> int:
-        schema, _, table_name = name.partition(".")
-        return self.engine.append_arrow(schema, table_name, data)
-
-    def table_exists(self, name: str) -> bool:
-        schema, _, table_name = name.partition(".")
-        return self.engine.table_kind(schema, table_name) is not None
-
-    def list_tables(self, schema: str) -> list[str]:
-        # The old API listed base tables only.
-        tables = self.engine.list_tables(schema)
-        return [t for t in tables if self.engine.table_kind(schema, t) == "table"]
-
-    def transaction(self) -> Any:
-        return self.engine.transaction()
-
-    def close(self) -> None:
-        self.engine.close()
-
-
 def write_json_lines(data: pa.Table, path: Path) -> None:
     """Write an Arrow table as a JSON Lines file (one object per row), with DuckDB's
     JSON writer in a throwaway in-memory database (PyArrow has no JSON writer)."""

@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from productlens.config import IngestConfig, TableIngestConfig
-from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
 from productlens.ingest import presets
 from productlens.ingest.batch import BatchResult, Plan, files_text, run_batch
 from productlens.ingest.contracts import CONTRACTS, LOAD_ORDER, Contract
 from productlens.ingest.held import STILL_HELD
 from productlens.ingest.mapping import Resolution, fold, json_path, resolve
+from productlens.ingest.processor import LakeProcessor
 from productlens.ingest.readers import (
     Reading,
     base_name,
@@ -153,14 +153,16 @@ class IngestResult:
         return sum(b.rows_quarantined for b in self.batches)
 
 
-def ensure_raw_tables(engine: Engine) -> RawStore:
+def ensure_raw_tables(lake: LakeProcessor) -> RawStore:
     """Create the raw layer (a view per contract table), the quarantine and the logs,
     if missing; returns the raw layer's file store."""
+    lake.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    lake.execute("CREATE SCHEMA IF NOT EXISTS ops")
     for ddl in (QUARANTINE_DDL, INGEST_LOG_DDL, INGEST_LOG_UPGRADE, FILES_DDL, WARNED_DDL):
-        engine.execute(ddl)
+        lake.execute(ddl)
     for name, type_ in QUARANTINE_COLUMNS:
-        engine.execute(f"ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS {name} {type_}")
-    store = RawStore(engine)
+        lake.execute(f"ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS {name} {type_}")
+    store = RawStore(lake)
     store.ensure()
     return store
 
@@ -208,7 +210,7 @@ def _settings(config: IngestConfig, table: str, extra: Mapping[str, str]) -> Tab
 
 
 def ingest_paths(
-    engine: Engine,
+    lake: LakeProcessor,
     paths: Iterable[Path | str],
     *,
     table: str | None = None,
@@ -230,7 +232,7 @@ def ingest_paths(
     for t in config.tables:
         if t not in CONTRACTS:
             raise IngestError(f"[ingest.tables.{t}]: no such raw table")
-    store = ensure_raw_tables(engine)
+    store = ensure_raw_tables(lake)
     store.sweep()
     expanded = expand(paths)
     files = expanded.files
@@ -248,11 +250,11 @@ def ingest_paths(
         checksums = dict(zip(files, pool.map(_checksum, files), strict=True))
     readings: list[Reading] = []
     try:
-        jobs = _plan(engine, by_table, checksums, config, mapping or {}, force, result, readings)
-        _run_all(engine, store, jobs, config, moment, result, on_batch)
+        jobs = _plan(lake, by_table, checksums, config, mapping or {}, force, result, readings)
+        _run_all(lake, store, jobs, config, moment, result, on_batch)
     finally:
         for reading in readings:
-            reading.close(engine)
+            reading.close(lake)
     return result
 
 
@@ -300,7 +302,7 @@ class _Job:
 
 
 def _plan(
-    engine: Engine,
+    lake: LakeProcessor,
     by_table: Mapping[tuple[str, str], list[Path]],
     checksums: Mapping[Path, str],
     config: IngestConfig,
@@ -313,7 +315,7 @@ def _plan(
     (Parquet) and described before anything is written, so a file that cannot be read is
     named before any commit. Files loaded before are skipped (recorded in `result`)
     unless forced. Each reading is added to `readings`, for the caller to close."""
-    loaded = _loaded_checksums(engine)
+    loaded = _loaded_checksums(lake)
     jobs = []
     for name in LOAD_ORDER:
         for (target, fmt), group in sorted(by_table.items()):
@@ -327,18 +329,18 @@ def _plan(
             if not new:
                 continue
             contract = CONTRACTS[target]
-            reading = read_files(engine, new, fmt, settings, contract)
+            reading = read_files(lake, new, fmt, settings, contract)
             readings.append(reading)
             _check_map_sources(mapping, contract, reading, new)
-            job = _prepare(engine, contract, new, reading, checksums, settings)
+            job = _prepare(lake, contract, new, reading, checksums, settings)
             if force:
-                job = replace(job, replaces=_earlier_loads(engine, target, job.plan.registry))
+                job = replace(job, replaces=_earlier_loads(lake, target, job.plan.registry))
             jobs.append(job)
     return jobs
 
 
 def _run_all(
-    engine: Engine,
+    lake: LakeProcessor,
     store: RawStore,
     jobs: list[_Job],
     config: IngestConfig,
@@ -353,21 +355,21 @@ def _run_all(
     written: list[Path] = []
     failed: list[_Job] = []  # the batch running when an error struck
     try:
-        with engine.transaction():
+        with lake.transaction():
             for job in jobs:
                 failed[:] = [job]
                 batch = BatchResult(uuid.uuid4().hex[:16], job.contract.table, job.kind, job.files)
-                keys = _keep_keys(engine, job)
+                keys = _keep_keys(lake, job)
                 _supersede(store, job, batch, stamp)
                 batch.notes += job.notes
                 run_batch(
-                    engine, store, job.contract, job.source, job.settings, config, now, batch,
+                    lake, store, job.contract, job.source, job.settings, config, now, batch,
                     job.plan, replay=job.kind == "replay",
                 )  # fmt: skip
-                batch.notes += _orphaned(engine, job.contract.table, keys)
+                batch.notes += _orphaned(lake, job.contract.table, keys)
                 if job.total is not None:  # rows the filter left out are counted, not lost
                     batch.rows_filtered = job.total - batch.rows_read
-                    engine.execute(
+                    lake.execute(
                         "UPDATE ops.ingest_log SET rows_filtered = ? WHERE batch_id = ?",
                         [batch.rows_filtered, batch.batch_id],
                     )
@@ -379,7 +381,7 @@ def _run_all(
     except IngestError:
         store.discard(written)
         if failed:  # after the rollback: name the setting that fails, if one does
-            _blame(engine, failed[0])
+            _blame(lake, failed[0])
         raise
     except BaseException:
         store.discard(written)
@@ -414,7 +416,7 @@ def _referencing(table: str) -> dict[str, list[tuple[str, str]]]:
     return found
 
 
-def _keep_keys(engine: Engine, job: _Job) -> dict[str, str]:
+def _keep_keys(lake: LakeProcessor, job: _Job) -> dict[str, str]:
     """Before a forced load replaces rows of a table others reference: the referenced keys
     it holds, in a temporary table per key column (column -> temporary table)."""
     if not job.replaces:
@@ -422,7 +424,7 @@ def _keep_keys(engine: Engine, job: _Job) -> dict[str, str]:
     kept = {}
     for column in _referencing(job.contract.table):
         name = f"__keys_before_{column}"
-        engine.execute(
+        lake.execute(
             f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS SELECT DISTINCT {ident(column)} AS k "
             f"FROM raw.{ident(job.contract.table)} WHERE {ident(column)} IS NOT NULL"
         )
@@ -430,7 +432,7 @@ def _keep_keys(engine: Engine, job: _Job) -> dict[str, str]:
     return kept
 
 
-def _orphaned(engine: Engine, table: str, kept: Mapping[str, str]) -> list[str]:
+def _orphaned(lake: LakeProcessor, table: str, kept: Mapping[str, str]) -> list[str]:
     """After a forced load: the rows of other tables that reference a key the load took
     out of raw.<table>. They passed their reference check when they were loaded and raw
     files are never edited, so they stay; the user is told how many, and where."""
@@ -438,10 +440,10 @@ def _orphaned(engine: Engine, table: str, kept: Mapping[str, str]) -> list[str]:
     for column, name in kept.items():
         now_in = f"SELECT {ident(column)} FROM raw.{ident(table)}"
         gone = f"(SELECT k FROM {ident(name)} EXCEPT {now_in})"
-        if engine.fetch_all(f"SELECT count(*) FROM {gone}")[0][0]:
+        if lake.fetch_all(f"SELECT count(*) FROM {gone}")[0][0]:
             for other, ref in _referencing(table)[column]:
                 n = int(
-                    engine.fetch_all(
+                    lake.fetch_all(
                         f"SELECT count(*) FROM raw.{ident(other)} WHERE {ident(ref)} IN {gone}"
                     )[0][0]
                 )
@@ -451,7 +453,7 @@ def _orphaned(engine: Engine, table: str, kept: Mapping[str, str]) -> list[str]:
                         f"(by {ref}; they passed their reference check when loaded): load "
                         f"them again with --force, or see `productlens check`"
                     )
-        engine.execute(f"DROP TABLE IF EXISTS {ident(name)}")
+        lake.execute(f"DROP TABLE IF EXISTS {ident(name)}")
     return notes
 
 
@@ -466,10 +468,10 @@ def _checksum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _loaded_checksums(engine: Engine) -> dict[str, set[str]]:
+def _loaded_checksums(lake: LakeProcessor) -> dict[str, set[str]]:
     """Per table, the checksums of the files loaded into it."""
     loaded: dict[str, set[str]] = {}
-    for table, checksum in engine.fetch_all(
+    for table, checksum in lake.fetch_all(
         "SELECT DISTINCT target_table, checksum FROM ops.ingested_files"
     ):
         loaded.setdefault(table, set()).add(checksum)
@@ -477,11 +479,11 @@ def _loaded_checksums(engine: Engine) -> dict[str, set[str]]:
 
 
 def _earlier_loads(
-    engine: Engine, table: str, registry: list[tuple[str, str]]
+    lake: LakeProcessor, table: str, registry: list[tuple[str, str]]
 ) -> list[tuple[str, str]]:
     """(batch, source file) of the loads into `table`, not yet replaced, of a file with
     one of these (checksum, path)s: the same bytes under any name, or the same path."""
-    rows = engine.fetch_all(
+    rows = lake.fetch_all(
         "SELECT DISTINCT i.batch_id, i.source_file FROM ops.ingested_files i "
         "WHERE i.target_table = ? AND (list_contains(?, i.checksum) "
         "OR list_contains(?, i.source_file)) AND NOT EXISTS (SELECT 1 FROM "
@@ -493,7 +495,7 @@ def _earlier_loads(
 
 
 def _prepare(
-    engine: Engine,
+    lake: LakeProcessor,
     contract: Contract,
     files: list[Path],
     reading: Reading,
@@ -507,7 +509,7 @@ def _prepare(
     relation = reading.source.relation
     check_names(list(columns), files)  # Parquet columns too (text readers check their own)
     resolution = _resolve(
-        engine, contract, relation, columns, settings, files, reading.source.json_column
+        lake, contract, relation, columns, settings, files, reading.source.json_column
     )
     chosen = resolution.values
     missing = [c.name for c in contract.columns if c.required and c.name not in chosen]
@@ -532,7 +534,7 @@ def _prepare(
     )
     total = None
     if resolution.where is not None:  # rows the filter leaves out are counted, not lost
-        total = int(engine.fetch_all(f"SELECT count(*) FROM {relation}")[0][0])
+        total = int(lake.fetch_all(f"SELECT count(*) FROM {relation}")[0][0])
     plan = Plan(
         read=sum(f.rows for f in footers) if footers and total is None else None,
         copyable={names[f.path]: f.rows for f in footers if as_is and f.exact},
@@ -562,7 +564,7 @@ def _source(source: Source, resolution: Resolution) -> Source:
 
 
 def _resolve(
-    engine: Engine,
+    lake: LakeProcessor,
     contract: Contract,
     relation: str,
     columns: Mapping[str, str],
@@ -571,7 +573,7 @@ def _resolve(
     json_column: str | None = None,
 ) -> Resolution:
     """Where each contract column comes from, with every expression's type (asked of the
-    engine, which also checks that the expression runs on these files); columns nothing
+    lake, which also checks that the expression runs on these files); columns nothing
     maps are folded into `properties` where the table has one and it is not mapped."""
     resolution = resolve(
         contract.column_names,
@@ -596,7 +598,7 @@ def _resolve(
     if asked:
         select = ", ".join(f"{sql} AS {name}" for name, sql in asked.items())
         try:
-            described = engine.fetch_all(f"DESCRIBE SELECT {select} FROM {relation} src")
+            described = lake.fetch_all(f"DESCRIBE SELECT {select} FROM {relation} src")
         except EngineError as exc:
             exprs = [f"{k} = {m.expression!r}" for k, m in typed_later.items()]
             if settings.where is not None:
@@ -619,7 +621,7 @@ def _resolve(
     return replace(resolution, values=values)
 
 
-def _blame(engine: Engine, job: _Job) -> None:
+def _blame(lake: LakeProcessor, job: _Job) -> None:
     """After a failed batch (and its rollback), raise an error naming the configured
     expression (or row filter) that fails on these files, if one does: an expression can
     fail on a value (a text that is not JSON, a cast), not only on its types. Each is
@@ -628,7 +630,7 @@ def _blame(engine: Engine, job: _Job) -> None:
         return
     relation, resolution, table = job.reader_relation, job.resolution, job.contract.table
     try:
-        engine.fetch_all(f"SELECT count(*) FROM {relation} src")
+        lake.fetch_all(f"SELECT count(*) FROM {relation} src")
     except EngineError:
         return  # the files fail on their own: the batch's error says so
     where = f" WHERE {resolution.where}" if resolution.where else ""
@@ -641,7 +643,7 @@ def _blame(engine: Engine, job: _Job) -> None:
         tried.insert(0, (f"[ingest.tables.{table}] where", job.settings.where, "count(*)"))
     for what, text, count in tried:
         try:
-            engine.fetch_all(f"SELECT {count} FROM {relation} src{where}")
+            lake.fetch_all(f"SELECT {count} FROM {relation} src{where}")
         except EngineError as exc:
             raise IngestError(
                 f"{what}: fails on these files ({exc.message}): {text!r}; nothing was written",
@@ -668,7 +670,7 @@ def _printable(name: str) -> str:
 
 
 def replay(
-    engine: Engine,
+    lake: LakeProcessor,
     *,
     config: IngestConfig | None = None,
     mapping: Mapping[str, str] | None = None,
@@ -682,12 +684,12 @@ def replay(
     with the batch that loaded them); rows that now fail for other reasons get those
     reasons (the earlier ones kept in `reason_history`)."""
     config = presets.apply(config or IngestConfig(), preset, mapping)
-    store = ensure_raw_tables(engine)
+    store = ensure_raw_tables(lake)
     store.sweep()
     result = IngestResult()
     waiting = {
         r[0]
-        for r in engine.fetch_all(
+        for r in lake.fetch_all(
             f"SELECT DISTINCT target_table FROM raw.quarantine WHERE {STILL_HELD}"
         )
     }
@@ -697,7 +699,7 @@ def replay(
             continue
         keys = [
             r[0]
-            for r in engine.fetch_all(
+            for r in lake.fetch_all(
                 "SELECT DISTINCT unnest(json_keys(raw_values)) AS k FROM raw.quarantine "
                 f"WHERE target_table = ? AND {STILL_HELD} "
                 "AND json_type(raw_values) = 'OBJECT' ORDER BY k",
@@ -725,5 +727,5 @@ def replay(
         )
         settings = _settings(config, name, mapping or {})
         jobs.append(_Job(CONTRACTS[name], "replay", [], source, settings, Plan()))
-    _run_all(engine, store, jobs, config, now or datetime.now(UTC), result, on_batch)
+    _run_all(lake, store, jobs, config, now or datetime.now(UTC), result, on_batch)
     return result

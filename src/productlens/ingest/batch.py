@@ -22,9 +22,9 @@ import pyarrow as pa
 
 from productlens import __version__
 from productlens.config import IngestConfig, TableIngestConfig
-from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
 from productlens.ingest.contracts import Contract
+from productlens.ingest.processor import LakeProcessor
 from productlens.ingest.store import RawFile, RawStore, seal
 from productlens.ingest.validate import (
     Rules,
@@ -88,7 +88,7 @@ class _Counts:
 
 
 def run_batch(
-    engine: Engine,
+    lake: LakeProcessor,
     store: RawStore,
     contract: Contract,
     source: Source,
@@ -113,16 +113,16 @@ def run_batch(
     stop = threading.Event()
     copying = pool.submit(_copy_all, store, copies, stop)
     try:
-        counts = _check(engine, contract, source, settings, rules, plan)
+        counts = _check(lake, contract, source, settings, rules, plan)
         copying.result()
         written += _keep_clean(store, copies, plan, counts.held_files)
         rewritten = _rewrite(
-            engine, store, contract, source, settings, rules, plan, batch, counts.held_files
+            lake, store, contract, source, settings, rules, plan, batch, counts.held_files
         )
         written += [rewritten] if rewritten else []
         loaded = sum(f.rows for f in written)
         held = _commit(
-            engine, store, contract, source, settings, rules, plan, batch, counts,
+            lake, store, contract, source, settings, rules, plan, batch, counts,
             written, stamp, replay,
         )  # fmt: skip
         if counts.read != loaded + held + counts.duplicate:
@@ -131,7 +131,7 @@ def run_batch(
                 f"({held}) + duplicates ({counts.duplicate}); nothing was loaded",
                 table=contract.table,
             )
-        _log(engine, batch, counts, loaded, held, started)
+        _log(lake, batch, counts, loaded, held, started)
     except EngineError as exc:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -152,7 +152,7 @@ def run_batch(
     # Only now: after a failure the transaction may be aborted, and its rollback drops
     # the temporary tables anyway.
     for temporary in ("__flagged", "__dup_hashes", *_unknown_tables(contract)):
-        engine.execute(f"DROP TABLE IF EXISTS {temporary}")
+        lake.execute(f"DROP TABLE IF EXISTS {temporary}")
     batch.rows_read, batch.rows_loaded = counts.read, loaded
     batch.rows_quarantined = held
     batch.rows_duplicate, batch.rows_warned = counts.duplicate, counts.warned
@@ -194,7 +194,7 @@ def _keep_clean(
 
 
 def _check(
-    engine: Engine,
+    lake: LakeProcessor,
     contract: Contract,
     source: Source,
     settings: TableIngestConfig,
@@ -203,19 +203,19 @@ def _check(
 ) -> _Counts:
     """Find the flagged rows (into __flagged) and count them."""
     v = validation(contract, source, settings, rules, settings.columns)
-    hashes, missing_keys = engine.fetch_all(v.key_scan)[0]
+    hashes, missing_keys = lake.fetch_all(v.key_scan)[0]
     twice = len(hashes) > 0
     if twice:
-        engine.execute(
+        lake.execute(
             "CREATE OR REPLACE TEMP TABLE __dup_hashes AS SELECT unnest(CAST(? AS UBIGINT[])) AS h",
             [hashes],
         )
     all_known = set()
     for table, scan in v.reference_scans:
-        engine.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {scan}")
-        if engine.fetch_all(f"SELECT count(*) FROM {table}")[0][0] == 0:
+        lake.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {scan}")
+        if lake.fetch_all(f"SELECT count(*) FROM {table}")[0][0] == 0:
             all_known.add(table)
-    engine.execute(
+    lake.execute(
         "CREATE OR REPLACE TEMP TABLE __flagged AS "
         + v.flagged(
             "__dup_hashes" if twice else None,
@@ -225,25 +225,25 @@ def _check(
     )
     if twice:
         for statement in v.merge_duplicates("__flagged"):
-            engine.execute(statement)
+            lake.execute(statement)
     counts = _Counts()
     if plan.read is not None:
         counts.read = plan.read
     else:
-        counts.read = int(engine.fetch_all(f"SELECT count(*) FROM {source.relation}")[0][0])
-    bad, duplicate, warned = engine.fetch_all(
+        counts.read = int(lake.fetch_all(f"SELECT count(*) FROM {source.relation}")[0][0])
+    bad, duplicate, warned = lake.fetch_all(
         "SELECT count(*) FILTER (WHERE len(__reasons) > 0), "
         "count(*) FILTER (WHERE len(__reasons) = 0 AND __existing), "
         "count(*) FILTER (WHERE len(__reasons) = 0 AND len(__warnings) > 0 AND NOT __existing) "
         "FROM __flagged"
     )[0]
     counts.bad, counts.duplicate, counts.warned = int(bad), int(duplicate), int(warned)
-    counts.held_files = {r[0] for r in engine.fetch_all(f"SELECT DISTINCT __file FROM {HELD}")}
+    counts.held_files = {r[0] for r in lake.fetch_all(f"SELECT DISTINCT __file FROM {HELD}")}
     return counts
 
 
 def _rewrite(
-    engine: Engine,
+    lake: LakeProcessor,
     store: RawStore,
     contract: Contract,
     source: Source,
@@ -263,13 +263,13 @@ def _rewrite(
     v = validation(contract, source, settings, rules, settings.columns)
     target = store.table_dir(contract.table) / f"{batch.batch_id}-rows.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
-    engine.execute(
+    lake.execute(
         f"COPY (SELECT {', '.join(v.typed_columns)}, t.__file AS _source_file, "
         f"CAST(t.__row AS BIGINT) AS _row_number FROM ({v.typed}) t ANTI JOIN {HELD} f "
         "ON f.__file = t.__file AND f.__row = t.__row) "
         f"TO {literal(str(target))} (FORMAT parquet)"
     )
-    rows = int(engine.fetch_all(f"SELECT count(*) FROM read_parquet({literal(str(target))})")[0][0])
+    rows = int(lake.fetch_all(f"SELECT count(*) FROM read_parquet({literal(str(target))})")[0][0])
     if rows == 0:
         store.discard([target])
         return None
@@ -278,7 +278,7 @@ def _rewrite(
 
 
 def _commit(
-    engine: Engine,
+    lake: LakeProcessor,
     store: RawStore,
     contract: Contract,
     source: Source,
@@ -295,7 +295,7 @@ def _commit(
     if replay:
         if written:
             paths = ", ".join(literal(str(f.path)) for f in written)
-            engine.execute(
+            lake.execute(
                 "UPDATE raw.quarantine SET released_at = ?, released_batch_id = ? "
                 f"FROM (SELECT _source_file AS f, _row_number AS r FROM read_parquet([{paths}])) "
                 f"ok WHERE {WAITING} AND raw.quarantine.source_file = ok.f "
@@ -303,20 +303,20 @@ def _commit(
                 [stamp, batch.batch_id, contract.table],
             )
         if counts.bad:
-            _new_reasons(engine, contract, batch, stamp)
+            _new_reasons(lake, contract, batch, stamp)
         held = counts.read - sum(f.rows for f in written) - counts.duplicate
     else:
         if counts.bad:
             # The original values, read again only from the files that hold such rows.
             bad_files = [
                 r[0]
-                for r in engine.fetch_all(
+                for r in lake.fetch_all(
                     "SELECT DISTINCT __file FROM __flagged WHERE len(__reasons) > 0"
                 )
             ]
             quoted = plan.subset(bad_files) if plan.subset else source
             v = validation(contract, quoted, settings, rules, settings.columns)
-            engine.execute(
+            lake.execute(
                 "INSERT INTO raw.quarantine (batch_id, source_file, row_number, target_table, "
                 "raw_values, reasons, ingested_at, productlens_version) "
                 f"SELECT {literal(batch.batch_id)}, f.__file, f.__row, ?, {raw_json(quoted)}, "
@@ -326,7 +326,7 @@ def _commit(
             )
         held = counts.bad
     if counts.warned:
-        engine.execute(
+        lake.execute(
             "INSERT INTO ops.warned_rows SELECT ?, ?, __file, __row, __warnings, ? FROM __flagged "
             "WHERE len(__reasons) = 0 AND len(__warnings) > 0 AND NOT __existing",
             [batch.batch_id, contract.table, stamp],
@@ -344,14 +344,16 @@ def _commit(
                 "ingested_at": pa.array([stamp] * len(plan.registry), pa.timestamp("us")),
             }
         )
-        engine.load_arrow("ops.ingested_files", files)
+        lake.load_arrow("ops.ingested_files", files)
     return held
 
 
-def _new_reasons(engine: Engine, contract: Contract, batch: BatchResult, stamp: datetime) -> None:
+def _new_reasons(
+    lake: LakeProcessor, contract: Contract, batch: BatchResult, stamp: datetime
+) -> None:
     """Give replayed rows that still fail, for other reasons now, their new reasons; the
     reasons they had are kept in `reason_history`, with when and by which replay."""
-    engine.execute(
+    lake.execute(
         "UPDATE raw.quarantine SET reasons = f.__reasons, reason_history = list_append("
         "raw.quarantine.reason_history, struct_pack(reasons := raw.quarantine.reasons, "
         "replaced_at := CAST(? AS TIMESTAMP), replaced_batch_id := ?)) FROM __flagged f "
@@ -363,14 +365,14 @@ def _new_reasons(engine: Engine, contract: Contract, batch: BatchResult, stamp: 
 
 
 def _log(
-    engine: Engine,
+    lake: LakeProcessor,
     batch: BatchResult,
     counts: _Counts,
     loaded: int,
     held: int,
     started: datetime,
 ) -> None:
-    engine.execute(
+    lake.execute(
         "INSERT INTO ops.ingest_log (batch_id, target_table, kind, n_files, rows_read, "
         "rows_loaded, rows_quarantined, rows_duplicate, rows_warned, started_at, finished_at, "
         "productlens_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

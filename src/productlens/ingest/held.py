@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from productlens.engines import Engine
+from productlens.ingest.processor import LakeProcessor
 
 # The quarantine's rows still held: neither released by a replay nor superseded by a
 # forced load. (In a warehouse from before forced loads: not released.)
@@ -32,29 +32,29 @@ class Listing:
 
 
 def quarantined(
-    engine: Engine, *, reason: str | None = None, table: str | None = None, limit: int = 10
+    lake: LakeProcessor, *, reason: str | None = None, table: str | None = None, limit: int = 10
 ) -> Listing:
     """The rows held in the quarantine, optionally for one reason or table."""
-    if not engine.table_exists("raw.quarantine"):
+    if not lake.table_exists("raw.quarantine"):
         return Listing([], [])
     # A warehouse without ops.warned_rows predates forced loads: nothing is superseded.
-    held = STILL_HELD if engine.table_exists("ops.warned_rows") else NOT_RELEASED
-    return _listing(engine, "raw.quarantine w", "reasons", "raw_values", held, reason, table, limit)
+    held = STILL_HELD if lake.table_exists("ops.warned_rows") else NOT_RELEASED
+    return _listing(lake, "raw.quarantine w", "reasons", "raw_values", held, reason, table, limit)
 
 
 def warned(
-    engine: Engine, *, reason: str | None = None, table: str | None = None, limit: int = 10
+    lake: LakeProcessor, *, reason: str | None = None, table: str | None = None, limit: int = 10
 ) -> Listing:
     """The rows loaded with warnings, optionally for one warning code or table."""
-    if not engine.table_exists("ops.warned_rows"):
+    if not lake.table_exists("ops.warned_rows"):
         return Listing([], [])
     return _listing(
-        engine, "ops.warned_rows w", "warnings", "batch_id", LIVE_WARNINGS, reason, table, limit
+        lake, "ops.warned_rows w", "warnings", "batch_id", LIVE_WARNINGS, reason, table, limit
     )
 
 
 def _listing(
-    engine: Engine,
+    lake: LakeProcessor,
     relation: str,
     codes: str,
     detail: str,
@@ -72,13 +72,13 @@ def _listing(
         where.append("w.target_table = ?")
         params.append(table)
     clause = " AND ".join(where)
-    counts = engine.fetch_all(
+    counts = lake.fetch_all(
         f"SELECT target_table, c, count(*) FROM (SELECT w.target_table, unnest(w.{codes}) AS c "
         f"FROM {relation} WHERE {clause}) WHERE c = coalesce(?, c) GROUP BY ALL "
         "ORDER BY 1, 3 DESC, 2",
         [*params, code],
     )
-    sample = engine.fetch_all(
+    sample = lake.fetch_all(
         f"SELECT w.target_table, w.source_file, w.row_number, w.{codes}, w.{detail} "
         f"FROM {relation} WHERE {clause} ORDER BY w.ingested_at, w.source_file, w.row_number "
         "LIMIT ?",

@@ -214,7 +214,7 @@ def resolve(
 ) -> Resolution:
     """Contract column -> where its value comes from. An expression wins over a rename,
     a rename over a same-named column. Expression types are left empty ("") for the
-    caller to fill in by asking the engine (`with_types`). Expressions may reference the
+    caller to fill in by asking the processor (`with_types`). Expressions may reference the
     `optional` source columns a file lacks (they read NULL there)."""
     values: dict[str, Mapped] = {}
     used: set[str] = set()

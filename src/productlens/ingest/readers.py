@@ -38,11 +38,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from productlens.config import TableIngestConfig
-from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
 from productlens.ingest.batch import files_text
 from productlens.ingest.contracts import Contract
 from productlens.ingest.mapping import json_key
+from productlens.ingest.processor import LakeProcessor
 from productlens.ingest.store import ParquetFile, inspect_parquet
 from productlens.ingest.validate import Source, ident, literal
 
@@ -145,14 +145,14 @@ class Reading:
     footers: list[ParquetFile] = field(default_factory=list)
     temporary: list[str] = field(default_factory=list)  # temp tables to drop when done
 
-    def close(self, engine: Engine) -> None:
+    def close(self, lake: LakeProcessor) -> None:
         for table in self.temporary:
-            engine.execute(f"DROP TABLE IF EXISTS {table}")
+            lake.execute(f"DROP TABLE IF EXISTS {table}")
         self.temporary.clear()
 
 
 def read_files(
-    engine: Engine,
+    lake: LakeProcessor,
     files: Sequence[Path],
     fmt: str,
     settings: TableIngestConfig,
@@ -161,17 +161,15 @@ def read_files(
     """Read (text) or inspect (Parquet) every file of one batch; a file that cannot be read
     is named in an IngestError."""
     if fmt == "parquet":
-        return _parquet_reading(engine, files, contract)
+        return _parquet_reading(lake, files, contract)
     reading = Reading(Source("", {}, "", ""))
     try:
-        reading.source = _text_source(
-            engine, files, fmt, settings, contract.table, reading.temporary
-        )
+        reading.source = _text_source(lake, files, fmt, settings, contract.table, reading.temporary)
     except EngineError as exc:
-        reading.close(engine)
+        reading.close(lake)
         raise IngestError(f"cannot read the file: {exc.message}", file=files_text(files)) from None
     except BaseException:
-        reading.close(engine)
+        reading.close(lake)
         raise
     return reading
 
@@ -179,15 +177,15 @@ def read_files(
 # --- Parquet ------------------------------------------------------------------------------
 
 
-def _parquet_reading(engine: Engine, files: Sequence[Path], contract: Contract) -> Reading:
-    footers = inspect_parquet(engine, files, contract)
+def _parquet_reading(lake: LakeProcessor, files: Sequence[Path], contract: Contract) -> Reading:
+    footers = inspect_parquet(lake, files, contract)
     names = [str(p.resolve()) for p in files]
     if footers and footers[0].columns and all(f.columns == footers[0].columns for f in footers):
         columns = dict(footers[0].columns)  # what DESCRIBE would say, without reading again
     else:  # described without the reader's columns, which could meet the files' own
         listed = "[" + ", ".join(literal(n) for n in names) + "]"
         relation = f"read_parquet({listed}, union_by_name = true, hive_partitioning = false)"
-        columns = _describe(engine, relation, files)
+        columns = _describe(lake, relation, files)
     return Reading(parquet_source(names, columns), footers)
 
 
@@ -220,9 +218,9 @@ def parquet_source(names: Sequence[str], columns: Mapping[str, str]) -> Source:
     )  # fmt: skip
 
 
-def _describe(engine: Engine, relation: str, files: Sequence[Path]) -> dict[str, str]:
+def _describe(lake: LakeProcessor, relation: str, files: Sequence[Path]) -> dict[str, str]:
     try:
-        rows = engine.fetch_all(f"DESCRIBE SELECT * FROM {relation}")
+        rows = lake.fetch_all(f"DESCRIBE SELECT * FROM {relation}")
     except EngineError as exc:
         raise IngestError(f"cannot read the file: {exc.message}", file=files_text(files)) from None
     return {r[0]: r[1] for r in rows}
@@ -232,7 +230,7 @@ def _describe(engine: Engine, relation: str, files: Sequence[Path]) -> dict[str,
 
 
 def _text_source(
-    engine: Engine,
+    lake: LakeProcessor,
     files: Sequence[Path],
     fmt: str,
     settings: TableIngestConfig,
@@ -243,12 +241,12 @@ def _text_source(
     lines = f"__pl_lines_{tag}"
     rows = f"__pl_rows_{tag}"
     temporary += [lines, rows]
-    engine.execute(f"CREATE TEMP TABLE {lines} (f VARCHAR, n BIGINT, text VARCHAR)")
+    lake.execute(f"CREATE TEMP TABLE {lines} (f VARCHAR, n BIGINT, text VARCHAR)")
     with tempfile.TemporaryDirectory(prefix="productlens-") as tmp:
         for i, path in enumerate(files):
             plain = _plain(path, settings.encoding, table, Path(tmp) / f"{i}.txt")
             try:
-                engine.execute(
+                lake.execute(
                     f"INSERT INTO {lines} SELECT {literal(str(path.resolve()))}, "
                     "generate_subscripts(l, 1), unnest(l) FROM (SELECT string_split("
                     f"content, chr(10)) AS l FROM read_text({literal(str(plain))}))"
@@ -258,15 +256,15 @@ def _text_source(
             if plain != path:
                 plain.unlink()
     # A byte order mark before the first line is no part of it.
-    engine.execute(
+    lake.execute(
         f"UPDATE {lines} SET text = substr(text, 2) WHERE n = 1 AND starts_with(text, chr(65279))"
     )
     if fmt == "jsonl":
-        columns = _json_rows(engine, lines, rows, files)
+        columns = _json_rows(lake, lines, rows, files)
     else:
         delimiter = DELIMITERS.get(fmt, settings.delimiter)
-        columns = _csv_rows(engine, lines, rows, files, delimiter)
-    engine.execute(f"DROP TABLE {lines}")
+        columns = _csv_rows(lake, lines, rows, files, delimiter)
+    lake.execute(f"DROP TABLE {lines}")
     file_col, line_col, bad_col, json_col = _internal_names(
         columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN, JSON_COLUMN)
     )
@@ -381,7 +379,7 @@ def _unmarked(value: str) -> str:
     )
 
 
-def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> list[str]:
+def _json_rows(lake: LakeProcessor, lines: str, rows: str, files: Sequence[Path]) -> list[str]:
     """JSON Lines: one row per non-blank line; the keys of all objects are the columns."""
     # Read twice rather than kept twice: once for the keys, once for the values. An object
     # with a key twice is no row: keeping either value would drop the other in silence.
@@ -391,10 +389,10 @@ def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> 
         f"FALSE END AS ok FROM (SELECT f, n, {_strip_cr('text')} AS text FROM {lines}) "
         "WHERE trim(text) <> ''"
     )
-    _check_some_object(engine, checked)
+    _check_some_object(lake, checked)
     keys = [
         r[0]
-        for r in engine.fetch_all(
+        for r in lake.fetch_all(
             f"SELECT k FROM (SELECT DISTINCT unnest(json_keys(text)) AS k FROM ({checked}) "
             "WHERE ok) ORDER BY k"
         )
@@ -415,7 +413,7 @@ def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> 
         f"CASE WHEN ok AND regexp_matches(text, {literal(MAY_HOLD_FLOAT)}) AND NOT "
         f"regexp_matches(text, {literal(UNSAFE_TO_MARK)}) THEN {_marked('text')} END"
     )
-    engine.execute(
+    lake.execute(
         f"CREATE TEMP TABLE {rows} AS SELECT f AS {ident(file_col)}, n AS "
         f"{ident(line_col)}, CASE WHEN NOT ok THEN text END AS {ident(bad_col)}, "
         f"CASE WHEN ok THEN text END AS {ident(json_col)}"
@@ -426,10 +424,10 @@ def _json_rows(engine: Engine, lines: str, rows: str, files: Sequence[Path]) -> 
     return keys
 
 
-def _check_some_object(engine: Engine, checked: str) -> None:
+def _check_some_object(lake: LakeProcessor, checked: str) -> None:
     """A file none of whose lines is a JSON object is no JSON Lines file (a JSON array or
     a pretty-printed document, say): named as such, not quarantined line by line."""
-    rows = engine.fetch_all(
+    rows = lake.fetch_all(
         f"SELECT f, arg_min(text, n), min(n) FROM ({checked}) GROUP BY f HAVING NOT bool_or(ok) "
         "ORDER BY f LIMIT 1"
     )
@@ -462,12 +460,12 @@ def check_names(names: Sequence[str], files: Sequence[Path]) -> None:
 
 
 def _csv_rows(
-    engine: Engine, lines: str, rows: str, files: Sequence[Path], delimiter: str
+    lake: LakeProcessor, lines: str, rows: str, files: Sequence[Path], delimiter: str
 ) -> list[str]:
     """CSV: the header (line 1) names the columns; every record after it is one row."""
     headers = {
         r[0]: _csv_header(Path(r[0]), r[1], delimiter)
-        for r in engine.fetch_all(f"SELECT f, text FROM {lines} WHERE n = 1")
+        for r in lake.fetch_all(f"SELECT f, text FROM {lines} WHERE n = 1")
     }
     for path in files:
         if str(path.resolve()) not in headers:
@@ -477,9 +475,9 @@ def _csv_rows(
     internal = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN))
     file_col, line_col, bad_col = (ident(c) for c in internal)
     records = f"{lines}_records"
-    kind = _csv_records(engine, lines, records)
+    kind = _csv_records(lake, lines, records)
     cols = ", ".join(f"{ident(c)} VARCHAR" for c in columns)
-    engine.execute(
+    lake.execute(
         f"CREATE TEMP TABLE {rows} ({file_col} VARCHAR, {line_col} BIGINT, "
         f"{bad_col} VARCHAR, {cols})"
     )
@@ -488,19 +486,19 @@ def _csv_rows(
         for name, header in headers.items():
             by_header.setdefault(tuple(header), []).append(name)
         for shared, names in by_header.items():
-            _parse_records(engine, rows, records, shared, delimiter, internal, names)
-        _split_broken_records(engine, lines, rows, records, headers, delimiter, internal)
+            _parse_records(lake, rows, records, shared, delimiter, internal, names)
+        _split_broken_records(lake, lines, rows, records, headers, delimiter, internal)
     finally:
-        engine.execute(f"DROP {kind} IF EXISTS {records}")
+        lake.execute(f"DROP {kind} IF EXISTS {records}")
     return columns
 
 
-def _csv_records(engine: Engine, lines: str, records: str) -> str:
+def _csv_records(lake: LakeProcessor, lines: str, records: str) -> str:
     """The records after the header: a line, or several lines while a quote is open (an odd
     number of quotes so far). Blank records hold no row; the line ending's carriage return
     is no part of the record. Returns what `records` is: TABLE or VIEW."""
     odd = "(length(text) - length(replace(text, '\"', ''))) % 2"
-    any_odd = engine.fetch_all(f"SELECT bool_or({odd} = 1) FROM {lines} WHERE n > 1")[0][0]
+    any_odd = lake.fetch_all(f"SELECT bool_or({odd} = 1) FROM {lines} WHERE n > 1")[0][0]
     if any_odd:
         grouped = (
             "SELECT f, min(n) AS n, count(*) AS k, string_agg(text, chr(10) ORDER BY n) AS text "
@@ -513,7 +511,7 @@ def _csv_records(engine: Engine, lines: str, records: str) -> str:
     else:  # one line, one record: no copy needed
         grouped = f"SELECT f, n, 1 AS k, text FROM {lines} WHERE n > 1"
     kind = "TABLE" if any_odd else "VIEW"
-    engine.execute(
+    lake.execute(
         f"CREATE TEMP {kind} {records} AS SELECT f, n, k, {_strip_cr('text')} AS text "
         f"FROM ({grouped}) WHERE text <> '' AND text <> chr(13)"
     )
@@ -521,7 +519,7 @@ def _csv_records(engine: Engine, lines: str, records: str) -> str:
 
 
 def _split_broken_records(
-    engine: Engine,
+    lake: LakeProcessor,
     lines: str,
     rows: str,
     records: str,
@@ -536,7 +534,7 @@ def _split_broken_records(
     d = _re2_char(delimiter)
     field_re = f'("(?:[^"]|"")*"|[^"{d}\\n]*)'
     quoted_well = literal(f"{field_re}({d}{field_re})*")
-    broken = engine.fetch_all(
+    broken = lake.fetch_all(
         f"SELECT r.{file_col}, r.{line_col}, k.k FROM {rows} r JOIN {records} k "
         f"ON k.f = r.{file_col} AND k.n = r.{line_col} WHERE k.k > 1 AND r.{bad_col} IS NOT NULL "
         f"AND NOT regexp_full_match(k.text, {quoted_well})"
@@ -544,31 +542,31 @@ def _split_broken_records(
     if not broken:
         return
     spans = f"{records}_spans"
-    engine.execute(f"CREATE TEMP TABLE {spans} (f VARCHAR, n BIGINT, k BIGINT)")
+    lake.execute(f"CREATE TEMP TABLE {spans} (f VARCHAR, n BIGINT, k BIGINT)")
     try:
-        engine.execute(
+        lake.execute(
             f"INSERT INTO {spans} SELECT * FROM (VALUES "
             + ", ".join(f"({literal(f)}, {int(n)}, {int(k)})" for f, n, k in broken)
             + ")"
         )
-        engine.execute(
+        lake.execute(
             f"DELETE FROM {rows} USING {spans} s WHERE {rows}.{file_col} = s.f "
             f"AND {rows}.{line_col} = s.n"
         )
-        engine.execute(f"DELETE FROM {records}")
-        engine.execute(
+        lake.execute(f"DELETE FROM {records}")
+        lake.execute(
             f"INSERT INTO {records} SELECT l.f, l.n, 1, {_strip_cr('l.text')} FROM {lines} l "
             f"JOIN {spans} s ON l.f = s.f AND l.n BETWEEN s.n AND s.n + s.k - 1 "
             "WHERE l.text <> '' AND l.text <> chr(13)"
         )
     finally:
-        engine.execute(f"DROP TABLE IF EXISTS {spans}")
-    for (name,) in engine.fetch_all(f"SELECT DISTINCT f FROM {records}"):
-        _parse_records(engine, rows, records, headers[name], delimiter, internal, [name])
+        lake.execute(f"DROP TABLE IF EXISTS {spans}")
+    for (name,) in lake.fetch_all(f"SELECT DISTINCT f FROM {records}"):
+        _parse_records(lake, rows, records, headers[name], delimiter, internal, [name])
 
 
 def _parse_records(
-    engine: Engine,
+    lake: LakeProcessor,
     rows: str,
     records: str,
     header: Sequence[str],
@@ -585,7 +583,7 @@ def _parse_records(
         f"CASE WHEN ok THEN {_unquoted(f'p.c{i}')} END AS {ident(c)}" for i, c in enumerate(header)
     )
     listed = ", ".join(literal(n) for n in files)
-    engine.execute(
+    lake.execute(
         f"INSERT INTO {rows} BY NAME SELECT f AS {file_col}, n AS {line_col}, "
         f"CASE WHEN NOT ok THEN text END AS {bad_col}, {fields} FROM (SELECT f, n, text, p, "
         "p.end = chr(1) AS ok FROM (SELECT f, n, text, regexp_extract(text || chr(1), "

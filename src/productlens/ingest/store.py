@@ -1,4 +1,4 @@
-"""The raw layer's storage: immutable Parquet files owned by the warehouse, with one view
+"""The raw layer's storage: immutable Parquet files owned by the lake, with one view
 per contract table over them.
 
 Loading into a native DuckDB table re-encodes every row (about 3.8 s per 10M events on
@@ -21,7 +21,7 @@ earlier rows by listing them in `ops.superseded_files`, one row per (batch, sour
 the view leaves those rows out (a rewritten file can hold rows of several source files,
 so the exclusion is per pair, not per file).
 
-Paths in the list and the views are relative to the warehouse's folder (the engine sets
+Paths in the list and the views are relative to the lake's folder (the processor sets
 DuckDB's `file_search_path` there), so a project folder can be moved or copied whole.
 """
 
@@ -40,9 +40,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from productlens.engines import Engine
 from productlens.errors import EngineError, IngestError
 from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS, Contract
+from productlens.ingest.processor import LakeProcessor
 from productlens.ingest.validate import literal
 
 MANIFEST_DDL = """
@@ -103,13 +103,15 @@ class ParquetFile:
     columns: tuple[tuple[str, str], ...]
 
 
-def inspect_parquet(engine: Engine, files: Sequence[Path], contract: Contract) -> list[ParquetFile]:
+def inspect_parquet(
+    lake: LakeProcessor, files: Sequence[Path], contract: Contract
+) -> list[ParquetFile]:
     """Read the footers of source Parquet files (in one query): each file's rows, and
     whether DuckDB reads it as exactly the contract's columns and types, so that it can
     be copied as it is."""
     listed = "[" + ", ".join(literal(str(f.resolve())) for f in files) + "]"
     try:
-        rows = engine.fetch_all(
+        rows = lake.fetch_all(
             "SELECT m.file_name, m.num_rows, s.columns, s.nested FROM parquet_file_metadata("
             f"{listed}) m LEFT JOIN (SELECT file_name, list((name, duckdb_type) ORDER BY "
             "column_id) AS columns, bool_or(num_children > 0) AS nested "
@@ -136,20 +138,17 @@ def inspect_parquet(engine: Engine, files: Sequence[Path], contract: Contract) -
 class RawStore:
     """The files behind the raw layer of one warehouse."""
 
-    def __init__(self, engine: Engine) -> None:
-        root = engine.raw_root
-        if root is None:
-            raise IngestError(f"the {engine.name} engine keeps no raw files")
-        self.engine = engine
-        self.root: Path = root
-        self.base: Path = root.parent  # what the listed paths are relative to
+    def __init__(self, lake: LakeProcessor) -> None:
+        self.lake = lake
+        self.root: Path = lake.raw_root
+        self.base: Path = self.root.parent  # what the listed paths are relative to
 
     def ensure(self) -> None:
         """Create the file list, and a view for every contract table that has none yet."""
-        self.engine.execute(MANIFEST_DDL)
-        self.engine.execute(SUPERSEDED_DDL)
+        self.lake.execute(MANIFEST_DDL)
+        self.lake.execute(SUPERSEDED_DDL)
         kinds = dict(
-            self.engine.fetch_all(
+            self.lake.fetch_all(
                 "SELECT table_name, table_type FROM information_schema.tables "
                 "WHERE table_schema = 'raw'"
             )
@@ -183,7 +182,7 @@ class RawStore:
 
     def listed(self, table: str) -> list[_Listed]:
         """The files of one table, oldest first."""
-        rows = self.engine.fetch_all(
+        rows = self.lake.fetch_all(
             "SELECT path, copied, batch_id, source_file FROM ops.raw_files "
             "WHERE target_table = ? ORDER BY ingested_at, file_name",
             [table],
@@ -192,14 +191,14 @@ class RawStore:
 
     def superseded(self, table: str) -> set[tuple[str, str]]:
         """The (batch, source file) pairs of one table whose rows a forced load replaced."""
-        rows = self.engine.fetch_all(
+        rows = self.lake.fetch_all(
             "SELECT batch_id, source_file FROM ops.superseded_files WHERE target_table = ?",
             [table],
         )
         return {(r[0], r[1]) for r in rows}
 
     def has_rows(self, table: str) -> bool:
-        rows = self.engine.fetch_all(
+        rows = self.lake.fetch_all(
             "SELECT count(*) FROM ops.raw_files WHERE target_table = ? AND row_count > 0",
             [table],
         )
@@ -224,11 +223,11 @@ class RawStore:
                 "ingested_at": pa.array([stamp] * n, pa.timestamp("us")),
             }
         )
-        self.engine.load_arrow("ops.raw_files", listing)
+        self.lake.load_arrow("ops.raw_files", listing)
 
     def refresh_view(self, table: str) -> None:
         """(Re)define raw.<table> over exactly the listed files."""
-        self.engine.execute(f"CREATE OR REPLACE VIEW raw.{table} AS {self.view_sql(table)}")
+        self.lake.execute(f"CREATE OR REPLACE VIEW raw.{table} AS {self.view_sql(table)}")
 
     def view_sql(self, table: str) -> str:
         contract = CONTRACTS[table]
@@ -295,7 +294,7 @@ class RawStore:
         values = ", ".join(f"({literal(b)}, {literal(f)})" for b, f in loads)
         pairs = f"(VALUES {values}) l(batch_id, source_file)"
         t = literal(table)
-        self.engine.execute(
+        self.lake.execute(
             "CREATE OR REPLACE TEMP TABLE __superseding AS "
             f"SELECT batch_id, source_file FROM {pairs} UNION "
             f"SELECT q.released_batch_id, q.source_file FROM raw.quarantine q JOIN {pairs} "
@@ -305,7 +304,7 @@ class RawStore:
         )
         try:
             self._record_superseded(table, by, stamp)
-            self.engine.execute(
+            self.lake.execute(
                 "UPDATE raw.quarantine SET superseded_at = ?, superseded_batch_id = ? "
                 f"FROM {pairs} WHERE raw.quarantine.target_table = ? "
                 "AND raw.quarantine.superseded_at IS NULL AND raw.quarantine.batch_id = l.batch_id "
@@ -313,9 +312,9 @@ class RawStore:
                 [stamp, by, table],
             )
         finally:
-            self.engine.execute("DROP TABLE IF EXISTS __superseding")
+            self.lake.execute("DROP TABLE IF EXISTS __superseding")
         self.refresh_view(table)
-        pairs, rows, held = self.engine.fetch_all(
+        pairs, rows, held = self.lake.fetch_all(
             "SELECT count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
             "FROM ops.superseded_files WHERE superseded_by = ?",
             [by],
@@ -327,7 +326,7 @@ class RawStore:
         files of its batch, the copied ones from the list) and still held."""
         rewritten = [
             r[0]
-            for r in self.engine.fetch_all(
+            for r in self.lake.fetch_all(
                 "SELECT path FROM ops.raw_files WHERE target_table = ? AND NOT copied "
                 "AND batch_id IN (SELECT batch_id FROM __superseding)",
                 [table],
@@ -345,7 +344,7 @@ class RawStore:
             "SELECT batch_id, source_file, row_count FROM ops.raw_files "
             "WHERE target_table = ? AND copied"
         )
-        self.engine.execute(
+        self.lake.execute(
             "INSERT INTO ops.superseded_files SELECT ?, s.batch_id, s.source_file, "
             "coalesce((SELECT sum(c.n) FROM (" + counted + ") c(batch_id, source_file, n) "
             "WHERE c.batch_id = s.batch_id AND c.source_file = s.source_file), 0), "
@@ -360,7 +359,7 @@ class RawStore:
         between writing and committing leaves); returns them."""
         if not self.root.exists():
             return []
-        listed = {r[0] for r in self.engine.fetch_all("SELECT path FROM ops.raw_files")}
+        listed = {r[0] for r in self.lake.fetch_all("SELECT path FROM ops.raw_files")}
         removed = []
         for path in sorted(self.root.rglob("*")):
             if path.is_file() and self.relative(path) not in listed:

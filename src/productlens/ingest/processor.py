@@ -1,0 +1,199 @@
+"""Ingestion's embedded processor: DuckDB over the raw lake, whatever the warehouse is.
+
+Validation, the quarantine, the raw Parquet files and the lake's own catalog
+(`ops.raw_files`, `ops.superseded_files`, `ops.ingest_log`, `ops.ingested_files`,
+`ops.warned_rows`, `raw.quarantine`, the `raw.<table>` views) are DuckDB's work, in the
+string-SQL API ingestion was written against. This is the one module outside
+`productlens.engines` that imports duckdb.
+
+A processor either shares the warehouse engine's connection (`shared`: the warehouse is
+DuckDB, its file is the lake's catalog, exactly as before the engine boundary) or opens a
+catalog file of its own (`open`: `lake.duckdb` beside `lake.raw/`, for a PostgreSQL or
+Spark warehouse, which `productlens.lake.publish_raw` then shows the lake to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from productlens.errors import EngineError
+
+
+class LakeProcessor:
+    """DuckDB running ingestion's SQL over the raw lake at `raw_root`. Paths listed in the
+    lake's catalog are relative to `raw_root.parent` (DuckDB's file search path)."""
+
+    name = "duckdb"
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, raw_root: Path, *, owned: bool):
+        self._con = connection
+        self.raw_root = raw_root
+        self._owned = owned
+        # Times are UTC everywhere; raw files are listed relative to the lake's folder.
+        # Both are set on a shared connection too: the warehouse engine knows no raw
+        # layer, and the raw views in its file need the search path. (Nothing is created
+        # here: a read-only connection must work, say for `productlens quarantine`.)
+        self.execute("SET TimeZone = 'UTC'")
+        self.execute(f"SET file_search_path = {_text(str(raw_root.resolve().parent))}")
+
+    @classmethod
+    def shared(cls, connection: duckdb.DuckDBPyConnection, raw_root: Path) -> LakeProcessor:
+        """A processor on the DuckDB warehouse's own connection: the warehouse file is the
+        lake's catalog. Closing the processor leaves the connection open."""
+        return cls(connection, raw_root, owned=False)
+
+    @classmethod
+    def open(
+        cls,
+        catalog: Path,
+        raw_root: Path,
+        *,
+        memory_limit: str = "6GB",
+        threads: int | None = None,
+        read_only: bool = False,
+    ) -> LakeProcessor:
+        """A processor on a catalog file of its own (created if missing, unless
+        `read_only`)."""
+        if read_only and not catalog.exists():
+            raise EngineError("nothing ingested yet: run `productlens ingest` first", path=catalog)
+        if not read_only:
+            catalog.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(catalog), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise EngineError(
+                    "the lake's catalog is in use by another process; wait for it to finish "
+                    f"({_first_line(exc)})",
+                    path=catalog,
+                ) from None
+            raise EngineError(f"cannot open the lake: {_first_line(exc)}", path=catalog) from None
+        except duckdb.Error as exc:
+            raise EngineError(f"cannot open the lake: {_first_line(exc)}", path=catalog) from None
+        settings = [
+            f"SET memory_limit = {_text(memory_limit)}",
+            # Row order carries no meaning; dropping it makes bulk writes faster.
+            "SET preserve_insertion_order = false",
+            "SET enable_progress_bar = false",
+            "SET parquet_metadata_cache = true",
+            f"SET temp_directory = {_text(str(catalog.with_suffix('.tmp')))}",
+        ]
+        if threads:
+            settings.append(f"SET threads = {int(threads)}")
+        for statement in settings:
+            with _translated_errors():
+                con.execute(statement)
+        return cls(con, raw_root, owned=True)
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection (to tell whether a warehouse engine shares it)."""
+        return self._con
+
+    @property
+    def owns_catalog(self) -> bool:
+        """Whether the catalog is a file of the lake's own (not the warehouse's)."""
+        return self._owned
+
+    # --- statements -------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        with _translated_errors():
+            self._con.execute(sql, params)
+
+    def fetch_all(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        with _translated_errors():
+            rows: list[tuple[Any, ...]] = self._con.execute(sql, params).fetchall()
+        return rows
+
+    def fetch_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        with _translated_errors():
+            result: pa.Table = self._con.sql(sql, params=params).to_arrow_table()
+        return result
+
+    def fetch_batches(
+        self, sql: str, params: Sequence[Any] | None = None, *, rows: int = 1_000_000
+    ) -> Iterator[pa.RecordBatch]:
+        """Run one query; its result in Arrow batches of about `rows` rows, read as they
+        are consumed (a large result is never held whole)."""
+        with _translated_errors():
+            reader = self._con.sql(sql, params=params).to_arrow_reader(rows)
+            yield from reader
+
+    def register(self, name: str, data: pa.Table) -> None:
+        """Make an Arrow table readable as `name` until `unregister`."""
+        with _translated_errors():
+            self._con.register(name, data)
+
+    def unregister(self, name: str) -> None:
+        with _translated_errors():
+            self._con.unregister(name)
+
+    def load_arrow(self, table: str, data: pa.Table) -> int:
+        """Append Arrow rows to `schema.table`, columns matched by name."""
+        schema, dot, name = table.partition(".")
+        if not dot:
+            raise ValueError(f"expected a qualified name schema.table, got {table!r}")
+        view = "__productlens_arrow_input"
+        target = exp.table_(name, db=schema, quoted=True).sql("duckdb")
+        self.register(view, data)
+        try:
+            self.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {view}")
+        finally:
+            self.unregister(view)
+        return int(data.num_rows)
+
+    def table_exists(self, table: str) -> bool:
+        schema, _, name = table.partition(".")
+        rows = self.fetch_all(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        )
+        return bool(rows[0][0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the catalog file (a shared connection is the warehouse engine's)."""
+        if self._owned:
+            self._con.close()
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """DuckDB errors as EngineError; an interrupted query (Ctrl-C) as KeyboardInterrupt."""
+    try:
+        yield
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
+    except duckdb.Error as exc:
+        raise EngineError(_first_line(exc), engine="duckdb") from exc
+    except RuntimeError as exc:
+        # DuckDB 2.0's Python client reports a Ctrl-C during a query this way.
+        if str(exc) == "Query interrupted":
+            raise KeyboardInterrupt from None
+        raise
+
+
+def _text(value: str) -> str:
+    return exp.Literal.string(value).sql("duckdb")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
