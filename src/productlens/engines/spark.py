@@ -71,7 +71,6 @@ class SparkEngine:
     def __init__(self, session: Any, *, owned: bool = False) -> None:
         self._session = session
         self._owned = owned
-        self._relations: list[str] = []  # temp views behind parquet_relation, for close()
 
     @classmethod
     def connect(
