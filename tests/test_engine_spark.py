@@ -213,16 +213,22 @@ CONNECT_SCRIPT = textwrap.dedent(
     from productlens.engines.spark import SparkEngine
     from productlens.engines.base import table
 
-    engine = SparkEngine.connect("local[1]", warehouse_dir=sys.argv[1],
+    warehouse, step = sys.argv[1], sys.argv[2]
+    engine = SparkEngine.connect("local[1]", warehouse_dir=warehouse,
                                  conf={"spark.sql.shuffle.partitions": "2"})
     session = engine._session
-    engine.ensure_schema("core")
-    stamp = exp.cast(exp.Literal.string("2024-03-10 02:30:00"), "TIMESTAMPTZ")
-    engine.replace_table("core", "t", exp.select(stamp.as_("at")))
+    if step == "build":
+        engine.ensure_schema("core")
+        stamp = exp.cast(exp.Literal.string("2024-03-10 02:30:00"), "TIMESTAMPTZ")
+        day = exp.cast(exp.Literal.string("2024-01-01"), "DATE")
+        engine.replace_table("core", "t", exp.select(stamp.as_("at")))
+        engine.replace_table("core", "p", exp.select(day.as_("day"), "1 AS v"), partition_by="day")
     at = engine.fetch_all(exp.select("at").from_(table("core", "t")))[0][0]
     conf = session.conf
     print(json.dumps({
+        "tables": engine.list_tables("core"),
         "at": at.isoformat(),
+        "p": engine.fetch_all(exp.select("v").from_(table("core", "p"))),
         "tz": conf.get("spark.sql.session.timeZone"),
         "jvm_tz": session.sparkContext._jvm.java.util.TimeZone.getDefault().getID(),
         "overwrite": conf.get("spark.sql.sources.partitionOverwriteMode"),
@@ -236,27 +242,32 @@ CONNECT_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_connect_builds_a_utc_session_it_owns(tmp_path: Path) -> None:
+def test_connect_builds_a_utc_session_it_owns_and_a_warehouse_that_lasts(tmp_path: Path) -> None:
     warehouse = tmp_path / 'ware "house"'
     env = {**os.environ, "TZ": "America/New_York"}  # the engine pins UTC anyway
-    done = subprocess.run(
-        [sys.executable, "-c", CONNECT_SCRIPT, str(warehouse)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report_line, stopped = done.stdout.strip().splitlines()[-2:]
-    report = json.loads(report_line)
-    assert report == {
+    expected = {
+        "tables": ["p", "t"],
         "at": "2024-03-10T02:30:00+00:00",
+        "p": [[1]],
         "tz": "UTC",
         "jvm_tz": "UTC",
         "overwrite": "dynamic",
         "ui": None,
         "shuffle": "2",
     }
-    assert stopped == "True"  # close() stopped the session it built
+    # The second process sees what the first built: the catalog is not in memory.
+    for step in ("build", "read"):
+        done = subprocess.run(
+            [sys.executable, "-c", CONNECT_SCRIPT, str(warehouse), step],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=tmp_path,  # Derby writes derby.log into the working directory
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        report_line, stopped = done.stdout.strip().splitlines()[-2:]
+        assert json.loads(report_line) == expected, step
+        assert stopped == "True"  # close() stopped the session it built
     assert (warehouse / "core.db" / "t").is_dir()

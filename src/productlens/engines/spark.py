@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -82,7 +83,8 @@ class SparkEngine:
     ) -> SparkEngine:
         """Start (or reach) Spark and own the session. `sc://host:port` is Spark Connect;
         anything else a master URL (`local[*]`, `spark://…`, `yarn`, `k8s://…`).
-        `conf` is applied last, over the pinned settings."""
+        `conf` is applied last, over the pinned settings (see `_metastore` for where the
+        catalog lives)."""
         try:
             from pyspark.sql import SparkSession  # noqa: PLC0415
         except ImportError:
@@ -92,6 +94,7 @@ class SparkEngine:
         remote = master.startswith("sc://")
         settings = dict(_DEFAULT_CONF)
         settings["spark.sql.warehouse.dir"] = warehouse_dir
+        settings.update(_metastore(master, warehouse_dir))
         if remote:
             settings = {k: v for k, v in settings.items() if k in _CONNECT_CONF}
         settings.update(conf or {})
@@ -360,6 +363,22 @@ class SparkEngine:
         if where is not None:
             query = query.where(where)
         return {row[0] for row in self.fetch_all(query)}
+
+
+def _metastore(master: str, warehouse_dir: str) -> dict[str, str]:
+    """Where the catalog lives. Spark's default catalog is in memory: a new process sees
+    none of the tables whose files are in the warehouse. On a local master with a local
+    warehouse, the catalog is Hive's, in an embedded Derby database inside the warehouse
+    directory, so a warehouse outlives the process (one process at a time, as Derby
+    locks it). A cluster brings its own metastore (Hive, Glue, Unity) through `conf`."""
+    if not master.startswith("local") or "://" in warehouse_dir:
+        return {}
+    derby = Path(warehouse_dir).resolve() / "metastore_db"
+    url = f"jdbc:derby:;databaseName={derby};create=true"
+    return {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": url,
+    }
 
 
 def _render(expression: exp.Expr) -> str:
