@@ -1,0 +1,492 @@
+"""Apache Spark as a warehouse engine: local, any master URL, or Spark Connect.
+
+Layers are Spark databases; tables are Parquet files in the session's warehouse directory
+(`USING parquet`, Spark's default catalog). That catalog has no transactions, `DELETE`,
+`MERGE` or `CREATE OR REPLACE TABLE`, which shapes three methods:
+
+- `replace_table` builds `<name>__building`, then drops the old table and renames the new
+  one in. Between the drop and the rename (two catalog calls, a directory move on a local
+  warehouse) the name is briefly absent; a reader in that window gets "table not found",
+  never a half-written table. A failed build leaves the old table and no leftover.
+- A table built with `partition_by` is stored as `<name>__parts_a` (or `_b`), partitioned
+  by that column, behind a view `<name>` that lists the columns in the model's order
+  (Spark moves a partition column last, and a `SELECT *` or positional `UNION` downstream
+  must not see another order than on DuckDB). The pair counts as one table: `table_kind`
+  says "table", `list_tables` hides the `__parts_*` table, `drop` removes both. A rebuild
+  writes the other `__parts_*` name and repoints the view (`CREATE OR REPLACE VIEW`), so
+  readers never see the name missing. It never renames: renaming a partitioned table in
+  Spark's default catalog moves the files but leaves the partitions' locations behind,
+  and the renamed table reads as empty.
+- `overwrite_range` overwrites the partitions `>= start` (dynamic partition overwrite) and
+  drops the ones the new rows no longer have. `transaction()` runs statements in order
+  and cannot roll back.
+
+pyspark is imported lazily: only this module may import it, and only when Spark is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from productlens.engines.base import TableKind, table
+from productlens.errors import EngineError
+
+# The physical, partitioned table behind a partitioned model's view: two names, used in
+# turn, so that a rebuild swaps the view from one to the other (see replace_table).
+PARTS = ("__parts_a", "__parts_b")
+BUILDING = "__building"  # a table being built, before it is swapped in
+
+# Pinned on every session this module builds: times are UTC everywhere, an incremental
+# overwrite replaces only the partitions it writes, and no web UI (a port per process).
+_DEFAULT_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    "spark.ui.enabled": "false",
+}
+# What a Spark Connect client may set: the server owns its JVM, warehouse and UI.
+_CONNECT_CONF = ("spark.sql.session.timeZone", "spark.sql.sources.partitionOverwriteMode")
+# Catalog table types (pyspark's Table.tableType) as the protocol's kinds.
+_KINDS: dict[str, TableKind] = {"MANAGED": "table", "EXTERNAL": "table", "VIEW": "view"}
+_views = count()
+
+
+class SparkEngine:
+    """A Spark session as a warehouse. Built from a session (which `close()` leaves
+    running: the caller owns it) or by `connect()` (which owns and stops it)."""
+
+    dialect = "spark"
+    name = "spark"
+
+    def __init__(self, session: Any, *, owned: bool = False) -> None:
+        self._session = session
+        self._owned = owned
+
+    @classmethod
+    def connect(
+        cls,
+        master: str = "local[*]",
+        *,
+        warehouse_dir: str,
+        conf: dict[str, str] | None = None,
+    ) -> SparkEngine:
+        """Start (or reach) Spark and own the session. `sc://host:port` is Spark Connect;
+        anything else a master URL (`local[*]`, `spark://…`, `yarn`, `k8s://…`).
+        `conf` is applied last, over the pinned settings (see `_metastore` for where the
+        catalog lives)."""
+        try:
+            from pyspark.sql import SparkSession  # noqa: PLC0415
+        except ImportError:
+            raise EngineError(
+                "pyspark is not installed: install productlens[spark]", engine="spark"
+            ) from None
+        remote = master.startswith("sc://")
+        settings = dict(_DEFAULT_CONF)
+        settings["spark.sql.warehouse.dir"] = warehouse_dir
+        settings.update(_metastore(master, warehouse_dir))
+        if remote:
+            settings = {k: v for k, v in settings.items() if k in _CONNECT_CONF}
+        settings.update(conf or {})
+        # The driver JVM is a child of this process and inherits its environment.
+        os.environ["TZ"] = "UTC"
+        if not remote and SparkSession.getActiveSession() is not None:
+            # getOrCreate would hand back that session and silently ignore the warehouse
+            # directory and JVM options: refuse instead.
+            raise EngineError(
+                "a Spark session is already running in this process; "
+                "pass it to SparkEngine(session) instead",
+                engine="spark",
+            )
+        builder = SparkSession.builder.appName("productlens")
+        builder = builder.remote(master) if remote else builder.master(master)
+        for key, value in settings.items():
+            builder = builder.config(key, value)
+        with _translated_errors(master=master):
+            session = builder.getOrCreate()
+        return cls(session, owned=True)
+
+    # --- statements -------------------------------------------------------------------
+
+    def render(self, expression: exp.Expression) -> str:
+        return _render(expression)
+
+    def execute(self, statement: exp.Expression) -> None:
+        # Commands (DDL, INSERT) run when `sql()` is called; a query is only analysed.
+        self._sql(statement)
+
+    def fetch_arrow(self, query: exp.Expression) -> pa.Table:
+        frame = self._sql(query)
+        with _translated_errors():
+            result: pa.Table = frame.toArrow()
+        return result
+
+    def fetch_all(self, query: exp.Expression) -> list[tuple[object, ...]]:
+        result = self.fetch_arrow(query)
+        return list(zip(*(column.to_pylist() for column in result.columns), strict=True))
+
+    # --- catalog ----------------------------------------------------------------------
+
+    def ensure_schema(self, schema: str) -> None:
+        self.execute(exp.Create(this=exp.Table(this=_ident(schema)), kind="SCHEMA", exists=True))
+
+    def table_kind(self, schema: str, name: str) -> TableKind | None:
+        kinds = self._catalog(schema)
+        kind = kinds.get(name)
+        if kind == "view" and any(kinds.get(name + suffix) == "table" for suffix in PARTS):
+            return "table"  # a partitioned model: its view over `<name>__parts_*`
+        return kind
+
+    def list_tables(self, schema: str) -> list[str]:
+        kinds = self._catalog(schema)
+        hidden = {name + suffix for name in kinds for suffix in PARTS}
+        return sorted(name for name in kinds if name not in hidden)
+
+    def columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]]:
+        with _translated_errors(table=f"{schema}.{name}"):
+            fields = self._session.table(self.render(table(schema, name))).schema.fields
+        return [
+            (field.name, exp.DataType.build(field.dataType.simpleString(), dialect="spark"))
+            for field in fields
+        ]
+
+    def drop(self, schema: str, name: str) -> None:
+        kinds = self._catalog(schema)
+        storage = [name + suffix for suffix in PARTS] if kinds.get(name) == "view" else []
+        for each in [name, *storage]:
+            if each in kinds:
+                self.execute(_drop(schema, each, kinds[each]))
+
+    # --- writing ----------------------------------------------------------------------
+
+    def replace_table(
+        self, schema: str, name: str, query: exp.Query, *, partition_by: str | None = None
+    ) -> int:
+        if partition_by is not None:
+            return self._replace_partitioned(schema, name, query, partition_by)
+        building = name + BUILDING
+        self._build(schema, building, query, None)
+        rows = self._count(schema, building)
+        # No transactions: from the drop to the rename, `name` is briefly absent.
+        self.drop(schema, name)
+        self.execute(_rename(schema, building, name))
+        return rows
+
+    def _replace_partitioned(
+        self, schema: str, name: str, query: exp.Query, partition_by: str
+    ) -> int:
+        live = self._storage(schema, name)
+        fresh = name + (PARTS[1] if live == name + PARTS[0] else PARTS[0])
+        order = self._sql(query).columns  # analysed only: the model's column order
+        self._build(schema, fresh, query, partition_by)
+        rows = self._count(schema, fresh)
+        if self._catalog(schema).get(name) == "table":
+            self.drop(schema, name)  # a plain table of the name: briefly absent
+        self.execute(_view(schema, name, _select_all(order, table(schema, fresh))))
+        if live is not None:
+            self.execute(_drop(schema, live, "table"))
+        return rows
+
+    def _build(self, schema: str, name: str, query: exp.Query, partition_by: str | None) -> None:
+        """Create `name` from the query; on failure leave no table of that name."""
+        kinds = self._catalog(schema)
+        if name in kinds:  # left by a process killed mid-build
+            self.execute(_drop(schema, name, kinds[name]))
+        try:
+            self.execute(_create_as(schema, name, query, partition_by))
+        except EngineError:
+            self.execute(_drop(schema, name, "table"))
+            raise
+
+    def replace_view(self, schema: str, name: str, query: exp.Query) -> None:
+        if self.table_kind(schema, name) == "table":
+            self.drop(schema, name)
+        self.execute(_view(schema, name, query))
+
+    def overwrite_range(
+        self, schema: str, name: str, column: str, start: date, query: exp.Query
+    ) -> int:
+        parts = self._storage(schema, name)
+        if parts is None:
+            raise EngineError(
+                f"overwrite_range needs a table built with partition_by={column!r}",
+                engine=self.name,
+                table=f"{schema}.{name}",
+            )
+        since = exp.column(column, quoted=True) >= exp.cast(
+            exp.Literal.string(start.isoformat()), exp.DataType.Type.DATE
+        )
+        fresh = exp.select("*").from_(query.subquery("fresh")).where(since)
+        building = name + BUILDING
+        # Materialised first, so a failing query leaves the table as it was.
+        self._build(schema, building, fresh, column)
+        try:
+            stale = self._values(schema, parts, column, since) - self._values(
+                schema, building, column, None
+            )
+            physical = [field for field, _ in self.columns(schema, parts)]
+            overwrite = exp.insert(
+                _select_all(physical, table(schema, building)),
+                _partitioned(table(schema, parts), column),
+                overwrite=True,
+            )
+            self.execute(overwrite)
+            # Dynamic overwrite replaces the partitions it writes; days that had rows and
+            # now have none must go too.
+            for value in sorted(stale, key=str):
+                self.execute(_drop_partition(schema, parts, column, value))
+        finally:
+            self.execute(_drop(schema, building, "table"))
+        return self._count(schema, parts)
+
+    def create_table(
+        self, schema: str, name: str, columns: Sequence[tuple[str, exp.DataType]]
+    ) -> None:
+        definition = exp.Schema(
+            this=table(schema, name),
+            expressions=[
+                exp.ColumnDef(this=_ident(column), kind=dtype) for column, dtype in columns
+            ],
+        )
+        self.execute(exp.Create(this=definition, kind="TABLE", exists=True, properties=_parquet()))
+
+    def append_arrow(self, schema: str, name: str, data: pa.Table) -> int:
+        target = self._storage(schema, name) or name
+        with self.temp_table(f"__productlens_append_{next(_views)}", data) as rows:
+            names = data.column_names
+            insert = exp.Insert(
+                this=exp.Schema(this=table(schema, target), expressions=[_ident(n) for n in names]),
+                expression=_select_all(names, rows),
+            )
+            self.execute(insert)
+        return int(data.num_rows)
+
+    @contextmanager
+    def temp_table(self, name: str, data: pa.Table) -> Iterator[exp.Table]:
+        from pyspark.sql.pandas.types import from_arrow_schema  # noqa: PLC0415
+
+        # A naive Arrow timestamp is a wall-clock time: TIMESTAMP_NTZ keeps it as it is,
+        # where Spark's default (TIMESTAMP) would read it in the session's time zone.
+        schema = from_arrow_schema(data.schema, prefer_timestamp_ntz=True)
+        with _translated_errors(table=name):
+            self._session.createDataFrame(data, schema=schema).createOrReplaceTempView(name)
+        try:
+            yield exp.table_(name, quoted=True)
+        finally:
+            self._session.catalog.dropTempView(name)
+
+    def parquet_relation(self, paths: Sequence[str]) -> exp.Expression:
+        """A subquery over the files: each file read as Spark's `parquet.`path`` relation,
+        its columns taken by name from the files' schema (a file missing one is an error,
+        never a shifted column), plus `_metadata` (Spark's file_path, file_name, row_index
+        …) as a column, because Spark's hidden file metadata does not pass a UNION.
+        Unlike a temporary view, this may appear in a permanent view (`raw.<table>`).
+        Note: `_metadata.file_name`/`file_path` are URL-encoded (`b%20b.parquet`)."""
+        if not paths:
+            raise EngineError("no Parquet files to read", engine=self.name)
+        with _translated_errors(path=paths[0]):
+            names = self._session.read.parquet(*paths).columns
+        branches = [
+            _select_all(
+                names, exp.Table(this=_ident(path), db=exp.to_identifier("parquet"))
+            ).select(exp.column("_metadata"))
+            for path in paths
+        ]
+        union: exp.Query = branches[0]
+        for branch in branches[1:]:
+            union = exp.union(union, branch, distinct=False)
+        return union.subquery()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Spark's catalog has no transactions: the block's statements run in order, and
+        a failure leaves the ones before it done."""
+        yield
+
+    def close(self) -> None:
+        if self._owned:
+            self._session.stop()
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _sql(self, statement: exp.Expr) -> Any:
+        text = _render(statement)
+        with _translated_errors():
+            return self._session.sql(text)
+
+    def _catalog(self, schema: str) -> dict[str, TableKind]:
+        """The schema's tables and views by name (temporary views excluded)."""
+        catalog = self._session.catalog
+        with _translated_errors(schema=schema):
+            if not catalog.databaseExists(schema):
+                return {}
+            listed = catalog.listTables(self.render(_ident(schema)))
+        return {
+            entry.name: _KINDS.get(entry.tableType, "table")
+            for entry in listed
+            if not entry.isTemporary
+        }
+
+    def _storage(self, schema: str, name: str) -> str | None:
+        """The `__parts_*` table a partitioned model's view reads, or None when `name` is
+        not such a view. Read from the view's own text, so a table left by a crash between
+        building and repointing is never mistaken for the live one."""
+        kinds = self._catalog(schema)
+        candidates = {name + suffix for suffix in PARTS if kinds.get(name + suffix) == "table"}
+        if kinds.get(name) != "view" or not candidates:
+            return None
+        described = self.fetch_all(exp.Describe(this=table(schema, name), style="EXTENDED"))
+        text = next((str(row[1]) for row in described if row[0] == "View Text"), "")
+        parsed = sqlglot.parse_one(text, read=self.dialect) if text else None
+        read = {t.name for t in parsed.find_all(exp.Table)} if parsed is not None else set()
+        live = read & candidates
+        return live.pop() if len(live) == 1 else None
+
+    def _count(self, schema: str, name: str) -> int:
+        query = exp.select(exp.func("count", exp.Star())).from_(table(schema, name))
+        return int(self.fetch_arrow(query).column(0)[0].as_py())
+
+    def _values(
+        self, schema: str, name: str, column: str, where: exp.Expression | None
+    ) -> set[object]:
+        query = exp.select(exp.column(column, quoted=True)).distinct().from_(table(schema, name))
+        if where is not None:
+            query = query.where(where)
+        return {row[0] for row in self.fetch_all(query)}
+
+
+def _metastore(master: str, warehouse_dir: str) -> dict[str, str]:
+    """Where the catalog lives. Spark's default catalog is in memory: a new process sees
+    none of the tables whose files are in the warehouse. On a local master with a local
+    warehouse, the catalog is Hive's, in an embedded Derby database inside the warehouse
+    directory, so a warehouse outlives the process (one process at a time, as Derby
+    locks it). A cluster brings its own metastore (Hive, Glue, Unity) through `conf`."""
+    if not master.startswith("local") or "://" in warehouse_dir:
+        return {}
+    derby = Path(warehouse_dir).resolve() / "metastore_db"
+    url = f"jdbc:derby:;databaseName={derby};create=true"
+    return {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": url,
+    }
+
+
+def _render(expression: exp.Expr) -> str:
+    """Spark SQL for an expression in the source dialect. DuckDB's TIMESTAMP has no time
+    zone; SQLGlot's generic TIMESTAMP (`DataType.build("TIMESTAMP")`) would become Spark's
+    zoned TIMESTAMP, so it is pinned to TIMESTAMP_NTZ as DuckDB means it."""
+    naive = expression.transform(_naive_timestamp)
+    return naive.sql(dialect="spark")
+
+
+def _naive_timestamp(node: exp.Expr) -> exp.Expr:
+    if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.TIMESTAMP:
+        return exp.DataType.build(exp.DataType.Type.TIMESTAMPNTZ)
+    return node
+
+
+def _ident(name: str) -> exp.Identifier:
+    return exp.to_identifier(name, quoted=True)
+
+
+def _select_all(columns: Sequence[str], source: exp.Expr) -> exp.Select:
+    return exp.select(*(exp.column(c, quoted=True) for c in columns)).from_(source)
+
+
+def _parquet(partition_by: str | None = None) -> exp.Properties:
+    properties: list[exp.Expression] = [
+        exp.FileFormatProperty(this=exp.var("parquet")),
+        # Carried by the table itself, so an overwrite is dynamic whatever the session says.
+        exp.OptionsProperty(
+            expressions=[
+                exp.Property(
+                    this=exp.Literal.string("partitionOverwriteMode"),
+                    value=exp.Literal.string("dynamic"),
+                )
+            ]
+        ),
+    ]
+    if partition_by is not None:
+        properties.append(
+            exp.PartitionedByProperty(this=exp.Schema(expressions=[_ident(partition_by)]))
+        )
+    return exp.Properties(expressions=properties)
+
+
+def _create_as(schema: str, name: str, query: exp.Expr, partition_by: str | None) -> exp.Create:
+    return exp.Create(
+        this=table(schema, name),
+        kind="TABLE",
+        expression=query,
+        properties=_parquet(partition_by),
+    )
+
+
+def _view(schema: str, name: str, query: exp.Expr) -> exp.Create:
+    return exp.Create(this=table(schema, name), kind="VIEW", replace=True, expression=query)
+
+
+def _drop(schema: str, name: str, kind: TableKind) -> exp.Drop:
+    return exp.Drop(tables=[table(schema, name)], kind=kind.upper(), exists=True)
+
+
+def _rename(schema: str, old: str, new: str) -> exp.Alter:
+    return exp.Alter(
+        this=table(schema, old), kind="TABLE", actions=[exp.AlterRename(this=table(schema, new))]
+    )
+
+
+def _partitioned(target: exp.Table, column: str) -> exp.Table:
+    target.set("partition", exp.Partition(expressions=[exp.column(column, quoted=True)]))
+    return target
+
+
+def _drop_partition(schema: str, name: str, column: str, value: object) -> exp.Alter:
+    # A partition spec takes constants only; Spark casts the string to the column's type.
+    spec = exp.EQ(this=exp.column(column, quoted=True), expression=exp.Literal.string(str(value)))
+    return exp.Alter(
+        this=table(schema, name),
+        kind="TABLE",
+        actions=[exp.DropPartition(expressions=[exp.Partition(expressions=[spec])], exists=True)],
+    )
+
+
+@contextmanager
+def _translated_errors(**context: object) -> Iterator[None]:
+    """Spark's errors (analysis, parse, runtime; classic or Connect) as EngineError with
+    the first line of the message, never a Java stack trace."""
+    from pyspark.errors import PySparkException  # noqa: PLC0415
+
+    try:
+        from py4j.protocol import (  # type: ignore[import-untyped]  # noqa: PLC0415
+            Py4JError,
+            Py4JJavaError,
+        )
+    except ImportError:  # a Spark Connect client without the classic runtime
+        py4j_errors: tuple[type[BaseException], ...] = ()
+    else:
+        py4j_errors = (Py4JJavaError, Py4JError)
+    try:
+        yield
+    except PySparkException as exc:
+        raise EngineError(_first_line(exc), engine="spark", **context) from exc
+    except py4j_errors as exc:
+        java = getattr(exc, "java_exception", None)
+        raise EngineError(
+            _first_line(java if java is not None else exc), engine="spark", **context
+        ) from exc
+
+
+def _first_line(exc: object) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,273 @@
+"""What the Spark engine does beyond the shared contract: partitioned tables behind a view
+that keeps the model's column order, range overwrites that drop emptied days, exact
+types through Arrow, Parquet relations usable in permanent views, and session ownership.
+
+All tests use the run's one local Spark session; `connect()` gets a process of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from productlens.engines.base import table
+from productlens.engines.spark import SparkEngine
+from productlens.errors import EngineError
+
+pytestmark = pytest.mark.xdist_group("spark")
+_counter = itertools.count()
+
+
+@pytest.fixture
+def eng(spark: Any) -> Iterator[SparkEngine]:
+    engine = SparkEngine(spark)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def schema(eng: SparkEngine) -> str:
+    name = f"spark_{next(_counter)}"
+    eng.ensure_schema(name)
+    return name
+
+
+def q(sql: str) -> exp.Query:
+    parsed = sqlglot.parse_one(sql, read="duckdb")
+    assert isinstance(parsed, exp.Query)
+    return parsed
+
+
+def days(*pairs: tuple[str, int]) -> exp.Query:
+    """A query of (day, v) rows with the partition column first."""
+    values = ", ".join(f"('{d}', {v})" for d, v in pairs)
+    return q(f"SELECT CAST(d AS DATE) AS day, v FROM (VALUES {values}) AS t(d, v)")
+
+
+def catalog(spark: Any, schema: str) -> list[str]:
+    """Every table and view Spark holds in the schema, hidden ones included."""
+    return sorted(t.name for t in spark.catalog.listTables(schema) if not t.isTemporary)
+
+
+def rows(eng: SparkEngine, schema: str, name: str) -> list[tuple[object, ...]]:
+    return eng.fetch_all(exp.select("day", "v").from_(table(schema, name)).order_by("day"))
+
+
+def test_partitioned_table_keeps_the_models_column_order(
+    eng: SparkEngine, schema: str, spark: Any
+) -> None:
+    assert eng.replace_table(schema, "facts", days(("2024-01-01", 1)), partition_by="day") == 1
+    # Spark stores the partition column last; the model said day first.
+    assert [name for name, _ in eng.columns(schema, "facts")] == ["day", "v"]
+    assert eng.fetch_arrow(exp.select("*").from_(table(schema, "facts"))).column_names == [
+        "day",
+        "v",
+    ]
+    assert eng.table_kind(schema, "facts") == "table"
+    assert eng.list_tables(schema) == ["facts"]
+    # A rebuild writes the other storage table and drops the first.
+    before = catalog(spark, schema)
+    eng.replace_table(schema, "facts", days(("2024-01-02", 2)), partition_by="day")
+    after = catalog(spark, schema)
+    assert len(before) == len(after) == 2
+    assert before != after
+    assert rows(eng, schema, "facts") == [(date(2024, 1, 2), 2)]
+    # ... and range overwrites follow the view to it.
+    eng.overwrite_range(schema, "facts", "day", date(2024, 1, 3), days(("2024-01-03", 3)))
+    assert rows(eng, schema, "facts") == [(date(2024, 1, 2), 2), (date(2024, 1, 3), 3)]
+    eng.drop(schema, "facts")
+    assert catalog(spark, schema) == []
+
+
+def test_overwrite_range_drops_days_the_new_rows_no_longer_have(
+    eng: SparkEngine, schema: str
+) -> None:
+    old = days(*((f"2024-01-0{d}", d) for d in range(1, 6)))
+    eng.replace_table(schema, "facts", old, partition_by="day")
+    new = days(("2024-01-01", 100), ("2024-01-03", 30))
+    assert eng.overwrite_range(schema, "facts", "day", date(2024, 1, 2), new) == 2
+    assert rows(eng, schema, "facts") == [(date(2024, 1, 1), 1), (date(2024, 1, 3), 30)]
+
+
+def test_failed_overwrite_leaves_the_table_and_no_leftover(
+    eng: SparkEngine, schema: str, spark: Any
+) -> None:
+    eng.replace_table(schema, "facts", days(("2024-01-01", 1)), partition_by="day")
+    before = catalog(spark, schema)
+    broken = exp.select("day", "no_such_column").from_(table(schema, "facts"))
+    with pytest.raises(EngineError, match="no_such_column"):
+        eng.overwrite_range(schema, "facts", "day", date(2024, 1, 1), broken)
+    assert rows(eng, schema, "facts") == [(date(2024, 1, 1), 1)]
+    assert catalog(spark, schema) == before
+
+
+def test_overwrite_range_needs_a_partitioned_table(eng: SparkEngine, schema: str) -> None:
+    eng.replace_table(schema, "plain", days(("2024-01-01", 1)))
+    with pytest.raises(EngineError, match="partition_by='day'"):
+        eng.overwrite_range(schema, "plain", "day", date(2024, 1, 1), days(("2024-01-01", 2)))
+    assert rows(eng, schema, "plain") == [(date(2024, 1, 1), 1)]
+
+
+def test_partitioned_and_plain_tables_replace_each_other(
+    eng: SparkEngine, schema: str, spark: Any
+) -> None:
+    eng.replace_table(schema, "t", days(("2024-01-01", 1)))
+    eng.replace_table(schema, "t", days(("2024-01-02", 2)), partition_by="day")
+    assert rows(eng, schema, "t") == [(date(2024, 1, 2), 2)]
+    eng.replace_table(schema, "t", days(("2024-01-03", 3)))
+    assert rows(eng, schema, "t") == [(date(2024, 1, 3), 3)]
+    assert catalog(spark, schema) == ["t"]  # the partitioned storage went with its view
+
+
+def test_append_to_a_partitioned_table_by_name(eng: SparkEngine, schema: str) -> None:
+    eng.replace_table(schema, "facts", days(("2024-01-01", 1)), partition_by="day")
+    data = pa.table({"v": pa.array([2], pa.int32()), "day": pa.array([date(2024, 1, 2)])})
+    assert eng.append_arrow(schema, "facts", data) == 1
+    assert rows(eng, schema, "facts") == [(date(2024, 1, 1), 1), (date(2024, 1, 2), 2)]
+
+
+def test_temp_table_keeps_types_and_values_exactly(eng: SparkEngine) -> None:
+    data = pa.table(
+        {
+            "naive": pa.array([datetime(2024, 3, 10, 2, 30, 0, 123456), None], pa.timestamp("us")),
+            "aware": pa.array(
+                [datetime(2024, 3, 10, 2, 30, tzinfo=UTC), None], pa.timestamp("us", tz="UTC")
+            ),
+            "money": pa.array([Decimal("12345678901.23"), None], pa.decimal128(13, 2)),
+            "day": pa.array([date(2024, 2, 29), None], pa.date32()),
+            "n": pa.array([9007199254740993, None], pa.int64()),
+        }
+    )
+    with eng.temp_table("typed_rows", data) as relation:
+        got = eng.fetch_arrow(exp.select("*").from_(relation))
+    # A naive time is a wall-clock time: it comes back naive and unshifted.
+    assert got.schema == data.schema
+    assert got.to_pylist() == data.to_pylist()
+
+
+def test_parquet_relation_gives_lineage_and_serves_a_permanent_view(
+    eng: SparkEngine, schema: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "lake `raw` it's"
+    folder.mkdir()
+    pq.write_table(pa.table({"x": [1, 2], "y": ["a", "b"]}), folder / "a.parquet")
+    # Another column order: columns are taken by name, never by position.
+    pq.write_table(pa.table({"y": ["c"], "x": [3]}), folder / "b b.parquet")
+    relation = eng.parquet_relation([str(folder / "a.parquet"), str(folder / "b b.parquet")])
+    lineage = exp.select(
+        "x",
+        "y",
+        exp.column("file_name", table="_metadata").as_("file"),
+        exp.column("row_index", table="_metadata").as_("line"),
+    ).from_(relation)
+    eng.replace_view(schema, "events", lineage)  # a temporary view could not be used here
+    got = eng.fetch_all(exp.select("*").from_(table(schema, "events")).order_by("x"))
+    # Spark URL-encodes the file name.
+    assert got == [(1, "a", "a.parquet", 0), (2, "b", "a.parquet", 1), (3, "c", "b%20b.parquet", 0)]
+
+
+def test_parquet_relation_errors_name_the_file(eng: SparkEngine, tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="does not exist"):
+        eng.parquet_relation([str(tmp_path / "missing.parquet")])
+    with pytest.raises(EngineError):
+        eng.parquet_relation([])
+
+
+def test_errors_carry_sparks_first_line_only(eng: SparkEngine) -> None:
+    with pytest.raises(EngineError) as caught:
+        eng.fetch_all(q("SELECT * FROM no_schema.no_table"))
+    assert "TABLE_OR_VIEW_NOT_FOUND" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_given_session_outlives_the_engine(spark: Any) -> None:
+    SparkEngine(spark).close()
+    assert spark.sql("SELECT 1 AS x").collect()[0].x == 1
+
+
+def test_connect_refuses_a_second_session_in_one_process(spark: Any, tmp_path: Path) -> None:
+    # getOrCreate would hand back the running session and ignore the warehouse directory.
+    with pytest.raises(EngineError, match="already running"):
+        SparkEngine.connect("local[1]", warehouse_dir=str(tmp_path))
+
+
+CONNECT_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from sqlglot import exp
+    from productlens.engines.spark import SparkEngine
+    from productlens.engines.base import table
+
+    warehouse, step = sys.argv[1], sys.argv[2]
+    engine = SparkEngine.connect("local[1]", warehouse_dir=warehouse,
+                                 conf={"spark.sql.shuffle.partitions": "2"})
+    session = engine._session
+    if step == "build":
+        engine.ensure_schema("core")
+        stamp = exp.cast(exp.Literal.string("2024-03-10 02:30:00"), "TIMESTAMPTZ")
+        day = exp.cast(exp.Literal.string("2024-01-01"), "DATE")
+        engine.replace_table("core", "t", exp.select(stamp.as_("at")))
+        engine.replace_table("core", "p", exp.select(day.as_("day"), "1 AS v"), partition_by="day")
+    at = engine.fetch_all(exp.select("at").from_(table("core", "t")))[0][0]
+    conf = session.conf
+    print(json.dumps({
+        "tables": engine.list_tables("core"),
+        "at": at.isoformat(),
+        "p": engine.fetch_all(exp.select("v").from_(table("core", "p"))),
+        "tz": conf.get("spark.sql.session.timeZone"),
+        "jvm_tz": session.sparkContext._jvm.java.util.TimeZone.getDefault().getID(),
+        "overwrite": conf.get("spark.sql.sources.partitionOverwriteMode"),
+        "ui": session.sparkContext.uiWebUrl,
+        "shuffle": conf.get("spark.sql.shuffle.partitions"),
+    }))
+    engine.close()
+    print(session.sparkContext._jsc is None)
+    """
+)
+
+
+@pytest.mark.slow
+def test_connect_builds_a_utc_session_it_owns_and_a_warehouse_that_lasts(tmp_path: Path) -> None:
+    warehouse = tmp_path / 'ware "house"'
+    env = {**os.environ, "TZ": "America/New_York"}  # the engine pins UTC anyway
+    expected = {
+        "tables": ["p", "t"],
+        "at": "2024-03-10T02:30:00+00:00",
+        "p": [[1]],
+        "tz": "UTC",
+        "jvm_tz": "UTC",
+        "overwrite": "dynamic",
+        "ui": None,
+        "shuffle": "2",
+    }
+    # The second process sees what the first built: the catalog is not in memory.
+    for step in ("build", "read"):
+        done = subprocess.run(
+            [sys.executable, "-c", CONNECT_SCRIPT, str(warehouse), step],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=tmp_path,  # Derby writes derby.log into the working directory
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        report_line, stopped = done.stdout.strip().splitlines()[-2:]
+        assert json.loads(report_line) == expected, step
+        assert stopped == "True"  # close() stopped the session it built
+    assert (warehouse / "core.db" / "t").is_dir()
