@@ -210,6 +210,7 @@ def test_a_project_folder_can_be_moved(world: Path, tmp_path: Path) -> None:
 
 def test_raw_tables_from_an_earlier_version_are_refused(tmp_path: Path) -> None:
     lake = open_lake(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
+    lake.execute("CREATE SCHEMA IF NOT EXISTS raw")
     lake.execute("CREATE TABLE raw.users (user_id VARCHAR)")
     (tmp_path / "users.csv").write_text("user_id,signup_ts\na,2026-01-01\n")
     with pytest.raises(IngestError, match="earlier productlens"):
