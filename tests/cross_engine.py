@@ -1,0 +1,258 @@
+"""Test helpers for cross-engine parity: copy DuckDB tables into PostgreSQL and Spark, run
+queries there, and compare result tables with DuckDB's.
+
+The PostgreSQL and Spark engines live on other branches; these helpers talk to psycopg
+and a SparkSession directly (tests only), and build every statement with SQLGlot.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import sqlglot
+from sqlglot import exp
+
+from productlens.engines import DuckDBEngine
+
+Schema = dict[str, dict[str, dict[str, str]]]
+
+
+def duck_arrow(engine: DuckDBEngine, query: exp.Query) -> pa.Table:
+    """A query's result from DuckDB (the engine takes text on this branch)."""
+    fetch: Callable[[Any], pa.Table] = engine.fetch_arrow
+    return fetch(query.sql(dialect="duckdb"))
+
+
+def duck_schema(engine: DuckDBEngine, schemas: Iterable[str]) -> Schema:
+    """{schema: {table: {column: type}}} from DuckDB's catalog."""
+    wanted = exp.Tuple(expressions=[exp.Literal.string(s) for s in schemas])
+    query = (
+        exp.select("table_schema", "table_name", "column_name", "data_type")
+        .from_(exp.table_("columns", db="information_schema"))
+        .where(exp.column("table_schema").isin(*wanted.expressions))
+        .order_by("table_schema", "table_name", "ordinal_position")
+    )
+    out: Schema = {}
+    found = duck_arrow(engine, query)
+    for schema, table_name, column, data_type in zip(*found.to_pydict().values(), strict=True):
+        out.setdefault(schema, {}).setdefault(table_name, {})[column] = data_type
+    return out
+
+
+def _quoted(schema: str, name: str) -> exp.Table:
+    return exp.table_(name, db=schema, quoted=True)
+
+
+def _select_all(schema: str, name: str) -> exp.Select:
+    return exp.select("*").from_(_quoted(schema, name))
+
+
+# --- PostgreSQL --------------------------------------------------------------------------
+
+
+def _pg_type(duck_type: str) -> exp.DataType:
+    dtype = exp.DataType.build(duck_type, dialect="duckdb")
+    if dtype.is_type(exp.DataType.Type.STRUCT) or (
+        dtype.is_type(exp.DataType.Type.ARRAY) and dtype.find(exp.DataType) is not None
+        and any(t.is_type(exp.DataType.Type.STRUCT) for t in dtype.find_all(exp.DataType))
+    ):
+        return exp.DataType.build("jsonb")
+    return dtype
+
+
+def pg_copy(con: Any, engine: DuckDBEngine, schema: Schema, source: str) -> None:
+    """Copy every table of one DuckDB schema into PostgreSQL (CSV COPY; nested values as
+    JSON, lists as arrays)."""
+    con.execute(exp.Create(this=exp.to_identifier(source, quoted=True), kind="SCHEMA")
+                .sql(dialect="postgres"))
+    for name, columns in schema[source].items():
+        target = _quoted(source, name)
+        pg_columns = {c: _pg_type(t) for c, t in columns.items()}
+        create = exp.Create(
+            this=exp.Schema(
+                this=target,
+                expressions=[
+                    exp.ColumnDef(this=exp.to_identifier(c, quoted=True), kind=t)
+                    for c, t in pg_columns.items()
+                ],
+            ),
+            kind="TABLE",
+        )
+        con.execute(create.sql(dialect="postgres"))
+        # Lists become PostgreSQL array literals and structs JSON, in DuckDB.
+        projections: list[exp.Expression] = []
+        for column, pg_type in pg_columns.items():
+            ref = exp.column(column, quoted=True)
+            if pg_type.is_type(exp.DataType.Type.JSONB):
+                projections.append(exp.func("to_json", ref).as_(column, quoted=True))
+            elif pg_type.is_type(exp.DataType.Type.ARRAY):
+                text = exp.func("to_json", ref).sql("duckdb")
+                literal = sqlglot.parse_one(
+                    f"'{{' || substr({text}::varchar, 2, length({text}::varchar) - 2) || '}}'",
+                    read="duckdb",
+                )
+                projections.append(literal.as_(column, quoted=True))
+            else:
+                projections.append(ref)
+        data = duck_arrow(engine, exp.select(*projections).from_(target))
+        buffer = io.BytesIO()
+        pacsv.write_csv(data, buffer, pacsv.WriteOptions(include_header=False))
+        copy = f"COPY {target.sql(dialect='postgres')} FROM STDIN WITH (FORMAT csv)"
+        with con.cursor() as cur, cur.copy(copy) as pipe:
+            pipe.write(buffer.getvalue())
+
+
+def pg_arrow(con: Any, query: exp.Query, like: pa.Schema) -> pa.Table:
+    """A PostgreSQL query's rows as Arrow, in the reference table's column types."""
+    with con.cursor() as cur:
+        cur.execute(query.sql(dialect="postgres"))
+        rows = cur.fetchall()
+        names = [d.name for d in cur.description]
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    arrays = []
+    for values, field in zip(columns, like, strict=False):
+        arrays.append(pa.array([_plain(v) for v in values], type=_loose(field.type)))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _plain(value: Any) -> Any:
+    from decimal import Decimal
+
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def _loose(dtype: pa.DataType) -> pa.DataType | None:
+    """Let pyarrow infer integers and floats (compared later by value)."""
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return None
+    return dtype
+
+
+# --- Spark -------------------------------------------------------------------------------
+
+
+def spark_copy(spark: Any, engine: DuckDBEngine, schema: Schema, source: str) -> None:
+    """Copy every table of one DuckDB schema into Spark as Parquet tables."""
+    spark.sql(exp.Create(this=exp.to_identifier(source), kind="SCHEMA", exists=True)
+              .sql(dialect="spark"))
+    for name in schema[source]:
+        # One chunk per column: pyspark cannot convert a column without chunks (0 rows).
+        data = duck_arrow(engine, _select_all(source, name))
+        data = pa.Table.from_arrays(
+            [pa.concat_arrays(c.chunks) if c.num_chunks else pa.array([], c.type)
+             for c in data.columns],
+            schema=data.schema,
+        )
+        spark.createDataFrame(data).write.mode("overwrite").saveAsTable(
+            _quoted(source, name).sql(dialect="spark")
+        )
+
+
+def spark_arrow(spark: Any, query: exp.Query) -> pa.Table:
+    result: pa.Table = spark.sql(query.sql(dialect="spark")).toArrow()
+    return result
+
+
+# --- comparing ---------------------------------------------------------------------------
+
+
+def _kind(dtype: pa.DataType) -> str:
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return "number"
+    if pa.types.is_timestamp(dtype):
+        return "timestamp"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "string"
+    return str(dtype)
+
+
+def _normalised(table: pa.Table) -> pa.Table:
+    """Numbers as float64, timestamps as naive UTC microseconds."""
+    columns = []
+    for column in table.columns:
+        dtype = column.type
+        if _kind(dtype) == "number":
+            column = pc.cast(column, pa.float64())
+        elif pa.types.is_timestamp(dtype):
+            if dtype.tz is not None:
+                column = pc.cast(column, pa.timestamp(dtype.unit, "UTC"))
+                column = pc.local_timestamp(column) if False else column.cast(
+                    pa.timestamp(dtype.unit)
+                )
+            column = pc.cast(column, pa.timestamp("us"))
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def differences(expected: pa.Table, actual: pa.Table) -> list[str]:
+    """Why two result tables differ as multisets of rows (floats to 1e-9 relative); empty
+    when they are equal."""
+    if expected.column_names != actual.column_names:
+        return [f"columns {actual.column_names} != {expected.column_names}"]
+    problems = [
+        f"{name}: {_kind(a.type)} != {_kind(e.type)}"
+        for name, e, a in zip(expected.column_names, expected.schema, actual.schema, strict=True)
+        if _kind(a.type) != _kind(e.type) and a.type != pa.null() and e.type != pa.null()
+    ]
+    if problems:
+        return problems
+    if expected.num_rows != actual.num_rows:
+        return [f"{actual.num_rows} rows != {expected.num_rows}"]
+    left, right = _normalised(expected), _normalised(actual)
+    # Sort by every column, floats rounded to 9 significant digits so that values within
+    # the tolerance sort alike.
+    keys = [name for name, f in zip(left.column_names, left.schema, strict=True)
+            if pa.types.is_floating(f.type) is False and _sortable(f.type)]
+    floats = [n for n, f in zip(left.column_names, left.schema, strict=True)
+              if pa.types.is_floating(f.type)]
+    left, right = _sorted(left, keys, floats), _sorted(right, keys, floats)
+    out = []
+    for name in left.column_names:
+        e, a = left[name].to_pylist(), right[name].to_pylist()
+        bad = [
+            (x, y) for x, y in zip(e, a, strict=True) if not _same(x, y)
+        ]
+        if bad:
+            out.append(f"{name}: {len(bad)} values differ, e.g. {bad[:3]}")
+    return out
+
+
+def _sortable(dtype: pa.DataType) -> bool:
+    return not (pa.types.is_list(dtype) or pa.types.is_struct(dtype) or pa.types.is_map(dtype))
+
+
+def _sorted(table: pa.Table, keys: list[str], floats: list[str]) -> pa.Table:
+    helper = table
+    sort_keys: list[tuple[str, str]] = [(k, "ascending") for k in keys]
+    for name in floats:
+        rounded = pc.round(helper[name], 6)
+        helper = helper.append_column(f"__r_{name}", rounded)
+        sort_keys.append((f"__r_{name}", "ascending"))
+    order = pc.sort_indices(helper, sort_keys=sort_keys, null_placement="at_start")
+    return table.take(order)
+
+
+def _same(x: Any, y: Any) -> bool:
+    if x is None or y is None:
+        return x is None and y is None
+    if isinstance(x, float) and isinstance(y, float):
+        if math.isnan(x) or math.isnan(y):
+            return math.isnan(x) and math.isnan(y)
+        return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(x == y)
+
+
+def compare_all(
+    expected: Mapping[str, pa.Table], actual: Mapping[str, pa.Table]
+) -> dict[str, list[str]]:
+    return {
+        name: problems
+        for name, table in expected.items()
+        if (problems := differences(table, actual[name]))
+    }
