@@ -45,23 +45,21 @@ def duck_schema(engine: DuckDBEngine, schemas: Iterable[str]) -> Schema:
     return out
 
 
-def _quoted(schema: str, name: str) -> exp.Table:
+def quoted(schema: str, name: str) -> exp.Table:
     return exp.table_(name, db=schema, quoted=True)
 
 
-def _select_all(schema: str, name: str) -> exp.Select:
-    return exp.select("*").from_(_quoted(schema, name))
+def select_all(schema: str, name: str) -> exp.Select:
+    return exp.select("*").from_(quoted(schema, name))
 
 
 # --- PostgreSQL --------------------------------------------------------------------------
 
 
 def _pg_type(duck_type: str) -> exp.DataType:
+    """The PostgreSQL column type: nested values (structs, lists of structs) as JSON."""
     dtype = exp.DataType.build(duck_type, dialect="duckdb")
-    if dtype.is_type(exp.DataType.Type.STRUCT) or (
-        dtype.is_type(exp.DataType.Type.ARRAY) and dtype.find(exp.DataType) is not None
-        and any(t.is_type(exp.DataType.Type.STRUCT) for t in dtype.find_all(exp.DataType))
-    ):
+    if any(t.is_type(exp.DataType.Type.STRUCT) for t in dtype.find_all(exp.DataType)):
         return exp.DataType.build("jsonb")
     return dtype
 
@@ -72,7 +70,7 @@ def pg_copy(con: Any, engine: DuckDBEngine, schema: Schema, source: str) -> None
     con.execute(exp.Create(this=exp.to_identifier(source, quoted=True), kind="SCHEMA")
                 .sql(dialect="postgres"))
     for name, columns in schema[source].items():
-        target = _quoted(source, name)
+        target = quoted(source, name)
         pg_columns = {c: _pg_type(t) for c, t in columns.items()}
         create = exp.Create(
             this=exp.Schema(
@@ -106,6 +104,28 @@ def pg_copy(con: Any, engine: DuckDBEngine, schema: Schema, source: str) -> None
         copy = f"COPY {target.sql(dialect='postgres')} FROM STDIN WITH (FORMAT csv)"
         with con.cursor() as cur, cur.copy(copy) as pipe:
             pipe.write(buffer.getvalue())
+
+
+def pg_columns(con: Any, schema: str, name: str) -> dict[str, exp.DataType]:
+    """A PostgreSQL table's columns with SQLGlot types, as engine.columns reports them."""
+    query = (
+        exp.select("column_name", "data_type")
+        .from_(exp.table_("columns", db="information_schema"))
+        .where(
+            exp.column("table_schema").eq(exp.Literal.string(schema))
+            & exp.column("table_name").eq(exp.Literal.string(name))
+        )
+        .order_by("ordinal_position")
+    )
+    rows = con.execute(query.sql(dialect="postgres")).fetchall()
+    return {column: _parsed_type(text, "postgres") for column, text in rows}
+
+
+def _parsed_type(text: str, dialect: str) -> exp.DataType:
+    try:
+        return exp.DataType.build(text, dialect=dialect)
+    except (sqlglot.errors.ParseError, ValueError):
+        return exp.DataType.build("unknown")
 
 
 def pg_arrow(con: Any, query: exp.Query, like: pa.Schema) -> pa.Table:
@@ -143,15 +163,28 @@ def spark_copy(spark: Any, engine: DuckDBEngine, schema: Schema, source: str) ->
               .sql(dialect="spark"))
     for name in schema[source]:
         # One chunk per column: pyspark cannot convert a column without chunks (0 rows).
-        data = duck_arrow(engine, _select_all(source, name))
+        data = duck_arrow(engine, select_all(source, name))
         data = pa.Table.from_arrays(
             [pa.concat_arrays(c.chunks) if c.num_chunks else pa.array([], c.type)
              for c in data.columns],
             schema=data.schema,
         )
         spark.createDataFrame(data).write.mode("overwrite").saveAsTable(
-            _quoted(source, name).sql(dialect="spark")
+            quoted(source, name).sql(dialect="spark")
         )
+
+
+def spark_columns(spark: Any, schema: str, name: str) -> dict[str, exp.DataType]:
+    """A Spark table's columns with SQLGlot types, as engine.columns reports them."""
+    fields = spark.table(quoted(schema, name).sql(dialect="spark")).schema.fields
+    return {f.name: _parsed_type(f.dataType.simpleString(), "spark") for f in fields}
+
+
+def spark_drop_schemas(spark: Any, schemas: Iterable[str]) -> None:
+    """Drop Spark databases with their tables (and files)."""
+    for schema in schemas:
+        drop = exp.Drop(this=exp.to_identifier(schema), kind="SCHEMA", exists=True, cascade=True)
+        spark.sql(drop.sql(dialect="spark"))
 
 
 def spark_arrow(spark: Any, query: exp.Query) -> pa.Table:
@@ -173,18 +206,18 @@ def _kind(dtype: pa.DataType) -> str:
 
 
 def _normalised(table: pa.Table) -> pa.Table:
-    """Numbers as float64, timestamps as naive UTC microseconds."""
+    """Numbers as float64, timestamps as naive UTC microseconds (an aware timestamp's
+    UTC instant: Arrow stores instants in UTC)."""
     columns = []
     for column in table.columns:
         dtype = column.type
         if _kind(dtype) == "number":
             column = pc.cast(column, pa.float64())
         elif pa.types.is_timestamp(dtype):
-            if dtype.tz is not None:
-                column = pc.cast(column, pa.timestamp(dtype.unit, "UTC"))
-                column = pc.local_timestamp(column) if False else column.cast(
-                    pa.timestamp(dtype.unit)
-                )
+            column = pa.chunked_array(
+                [chunk.view(pa.timestamp(dtype.unit)) for chunk in column.chunks],
+                pa.timestamp(dtype.unit),
+            )
             column = pc.cast(column, pa.timestamp("us"))
         columns.append(column)
     return pa.Table.from_arrays(columns, names=table.column_names)
@@ -234,7 +267,7 @@ def _sorted(table: pa.Table, keys: list[str], floats: list[str]) -> pa.Table:
         rounded = pc.round(helper[name], 6)
         helper = helper.append_column(f"__r_{name}", rounded)
         sort_keys.append((f"__r_{name}", "ascending"))
-    order = pc.sort_indices(helper, sort_keys=sort_keys, null_placement="at_start")
+    order = pc.sort_indices(helper, sort_keys=sort_keys)
     return table.take(order)
 
 
@@ -246,13 +279,3 @@ def _same(x: Any, y: Any) -> bool:
             return math.isnan(x) and math.isnan(y)
         return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
     return bool(x == y)
-
-
-def compare_all(
-    expected: Mapping[str, pa.Table], actual: Mapping[str, pa.Table]
-) -> dict[str, list[str]]:
-    return {
-        name: problems
-        for name, table in expected.items()
-        if (problems := differences(table, actual[name]))
-    }

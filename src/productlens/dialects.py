@@ -54,8 +54,8 @@ def _double(node: exp.Expression) -> exp.Expression:
 
 
 def float_division(node: exp.Expression) -> exp.Expression:
-    """`/` divides in double precision, as in DuckDB: PostgreSQL truncates integers and
-    keeps numerics; Spark rounds decimals to 6 places."""
+    """`/` divides in double precision, as in DuckDB: Spark divides decimals (a literal
+    like 90.0 is one) in decimal and rounds the quotient to 6 places."""
     assert isinstance(node, exp.Div)
     if _floating(node.this) or _floating(node.expression):
         return node
@@ -156,24 +156,13 @@ def window_nulls_last_bigquery(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def round_double_postgres(node: exp.Expression) -> exp.Expression:
-    """PostgreSQL rounds to decimals only numerics."""
-    assert isinstance(node, exp.Round)
-    if node.args.get("decimals") is None or not _floating(node.this):
-        return node
-    rounded = exp.Round(this=exp.cast(node.this, T.DECIMAL), decimals=node.args["decimals"])
-    return exp.cast(rounded, T.DOUBLE)
-
-
 OVERRIDES: dict[str, dict[type[exp.Expression], Rewrite]] = {
     "bigquery": {
         exp.Window: window_nulls_last_bigquery,
     },
     "postgres": {
-        exp.Div: float_division,
         exp.ToDays: days_interval,
         exp.DayOfWeekIso: isodow_postgres,
-        exp.Round: round_double_postgres,
     },
     "spark": {
         exp.Div: float_division,
