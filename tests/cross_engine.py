@@ -183,7 +183,8 @@ def spark_columns(spark: Any, schema: str, name: str) -> dict[str, exp.DataType]
 def spark_drop_schemas(spark: Any, schemas: Iterable[str]) -> None:
     """Drop Spark databases with their tables (and files)."""
     for schema in schemas:
-        drop = exp.Drop(this=exp.to_identifier(schema), kind="SCHEMA", exists=True, cascade=True)
+        name = exp.Table(db=exp.to_identifier(schema))
+        drop = exp.Drop(tables=[name], kind="SCHEMA", exists=True, cascade=True)
         spark.sql(drop.sql(dialect="spark"))
 
 

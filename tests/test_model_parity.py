@@ -1,17 +1,21 @@
-"""Every model runs unchanged on PostgreSQL and Spark and gives DuckDB's rows.
+"""Every model, and every metrics and experiment query over the models, runs unchanged on
+PostgreSQL and Spark and gives DuckDB's rows.
 
 A small simulated world (each scenario) is ingested and built on DuckDB; its raw tables
 (the raw views and the quarantine) are copied into a real PostgreSQL and a real Spark;
 every model's query, transpiled by `productlens.dialects` with the upstream tables'
 columns read from the target's catalog, is built there in build order (CREATE TABLE AS);
 and every model's rows are compared with DuckDB's: the same multiset of rows, floats to
-1e-9 relative, timestamps exact, NULLs equal.
+1e-9 relative, timestamps exact, NULLs equal. Then the metrics queries (funnel, retention,
+activity, lifecycle) and the experiment queries (per-variant statistics, by device, by day,
+the regression rows) run on the built warehouse through the same transpile path and are
+compared with DuckDB's answers the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,10 +24,17 @@ import pyarrow as pa
 import pytest
 from sqlglot import exp
 
-from productlens import modeling
+from productlens import dialects, modeling
 from productlens.config import ProjectConfig
 from productlens.engines import DuckDBEngine
+from productlens.experiments.data import regression_query, stats_query
+from productlens.experiments.metric_defs import DEFAULT_METRICS
 from productlens.ingest import ingest_paths
+from productlens.metrics.activity import activity_query
+from productlens.metrics.funnel_sql import FunnelSpec, funnel_query
+from productlens.metrics.lifecycle import lifecycle_query
+from productlens.metrics.retention import RetentionSpec, cohort_query
+from productlens.metrics.scope import Scope
 from productlens.runlog import RunLog
 from productlens.simulate import generate, preset
 from tests import cross_engine as ce
@@ -43,6 +54,52 @@ class World:
     graph: modeling.ModelGraph
     schema: ce.Schema
     expected: dict[str, pa.Table]
+    queries: dict[str, exp.Query]  # metrics and experiment queries over the built warehouse
+    answers: dict[str, pa.Table]  # their DuckDB results
+
+
+def downstream_queries(config: ProjectConfig, experiment_ids: list[str]) -> dict[str, exp.Query]:
+    """The parameterized metrics and experiment queries, as the commands build them."""
+    steps = config.funnel_steps()
+    zoned = Scope.parse(timezone="America/Los_Angeles", week_start="sunday")
+    funnel = FunnelSpec(
+        steps=tuple(steps[:3]),
+        window_s=86400,
+        order="ordered",
+        exclusions=(),
+        per=None,
+        count_by="user",
+        by=None,
+        attribution="first_touch",
+    )
+    queries: dict[str, exp.Query] = {
+        "funnel": funnel_query(Scope(), funnel),
+        "funnel_by_device_per_day_zoned": funnel_query(
+            zoned, replace(funnel, by="device", per="day")
+        ),
+        "funnel_unordered_sessions": funnel_query(
+            Scope(), replace(funnel, order="unordered", count_by="session")
+        ),
+        "retention_weekly": cohort_query(Scope(), RetentionSpec(start="signup")),
+        "retention_monthly_zoned": cohort_query(
+            zoned, RetentionSpec(start="signup", period="month", mode="first_time")
+        ),
+        "activity": activity_query(Scope()),
+        "activity_by_device": activity_query(Scope(), by="device"),
+        "lifecycle_week": lifecycle_query(Scope(), "week"),
+        "lifecycle_month_zoned": lifecycle_query(zoned, "month"),
+    }
+    metrics = DEFAULT_METRICS[config.simulate.scenario]
+    for experiment_id in experiment_ids:
+        queries[f"experiment_stats_{experiment_id}"] = stats_query(experiment_id, metrics)
+        queries[f"experiment_stats_by_device_{experiment_id}"] = stats_query(
+            experiment_id, metrics, dimension="device"
+        )
+        queries[f"experiment_daily_{experiment_id}"] = stats_query(
+            experiment_id, metrics, by_day=True
+        )
+        queries[f"regression_{experiment_id}"] = regression_query(experiment_id)
+    return queries
 
 
 @pytest.fixture(scope="module", params=sorted(WORLDS))
@@ -61,7 +118,13 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     }
     schema = ce.duck_schema(engine, SOURCES)
     assert {"events", "orders", "quarantine"} <= set(schema["raw"])
-    yield World(scenario, engine, graph, schema, expected)
+    experiments = ce.duck_arrow(
+        engine, exp.select("experiment_id").from_(ce.quoted("staging", "stg_experiments"))
+    )
+    queries = downstream_queries(config, sorted(experiments.column("experiment_id").to_pylist()))
+    answers = {name: ce.duck_arrow(engine, query) for name, query in queries.items()}
+    assert sum(table.num_rows > 0 for table in answers.values()) == len(answers)
+    yield World(scenario, engine, graph, schema, expected, queries, answers)
     engine.close()
 
 
@@ -91,6 +154,17 @@ def build_elsewhere(
         got = fetch(ce.select_all(model.layer, model.name), expected.schema)
         if found := ce.differences(expected, got):
             problems[model.name] = found
+    if problems:
+        return problems
+    for name, query in world.queries.items():
+        answer = world.answers[name]
+        try:
+            got = fetch(dialects.transpile(query, dialect, known), answer.schema)
+        except Exception as exc:  # noqa: BLE001 - reported per query below
+            problems[name] = [f"failed: {str(exc).splitlines()[0]}"]
+            continue
+        if found := ce.differences(answer, got):
+            problems[name] = found
     return problems
 
 

@@ -53,6 +53,18 @@ CONSTRUCTS: dict[str, tuple[str | exp.Query, Answer]] = {
         ),
         (date(2026, 3, 6),),
     ),
+    # bit masks (the activity queries): a & (b << k), built as a tree without parentheses
+    "bitwise_and_of_a_shift": (
+        exp.select(
+            exp.BitwiseAnd(
+                this=exp.convert(6),
+                expression=exp.BitwiseLeftShift(
+                    this=exp.cast(exp.convert(1), "bigint"), expression=exp.convert(2)
+                ),
+            ).as_("masked")
+        ),
+        (4,),
+    ),
     # isodow (dim_date): Sunday 1 March 2026 is 7, Monday 2 March is 1
     "isodow": (
         "select isodow(date '2026-03-01') as sun, isodow(date '2026-03-02') as mon, "
@@ -297,6 +309,7 @@ def test_spark_gives_the_known_answers(spark_runner: Runner) -> None:
 # Each override, removed from the dispatch table, and a construct that then goes wrong.
 LOAD_BEARING = [
     ("postgres", exp.ToDays, "to_days"),
+    ("postgres", exp.BitwiseLeftShift, "bitwise_and_of_a_shift"),
     ("postgres", exp.DayOfWeekIso, "isodow"),
     ("spark", exp.Div, "division"),
     ("spark", exp.Sub, "date_minus_date"),
@@ -314,8 +327,8 @@ def test_every_override_is_tested_as_load_bearing() -> None:
     listed = {(dialect, kind) for dialect, kind, _ in LOAD_BEARING}
     run_here = {"postgres", "spark"}
     table = {(d, k) for d, rules in dialects.OVERRIDES.items() if d in run_here for k in rules}
-    # DateSub shares DateAdd's rule; the models only add days.
-    assert table - listed == {("spark", exp.DateSub)}
+    # DateSub and right shifts share DateAdd's and left shifts' rules.
+    assert table - listed == {("spark", exp.DateSub), ("postgres", exp.BitwiseRightShift)}
 
 
 def _without(dialect: str, kind: type[exp.Expression], run: Runner, source: Any) -> Any:

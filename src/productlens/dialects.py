@@ -78,6 +78,12 @@ def days_interval(node: exp.Expression) -> exp.Expression:
     return exp.paren(exp.Mul(this=node.this, expression=one_day), copy=False)
 
 
+def parenthesized_shift(node: exp.Expression) -> exp.Expression:
+    """`a & (b << k)` built as a tree prints as `a & b << k`, which PostgreSQL reads as
+    `(a & b) << k` (its bitwise and shift operators share one precedence)."""
+    return node if isinstance(node.parent, exp.Paren) else exp.paren(node.copy(), copy=False)
+
+
 def isodow_postgres(node: exp.Expression) -> exp.Expression:
     """ISO weekday (Monday 1 .. Sunday 7) as PostgreSQL's `extract(isodow)`."""
     return exp.Extract(this=exp.var("ISODOW"), expression=node.this)
@@ -161,6 +167,8 @@ OVERRIDES: dict[str, dict[type[exp.Expression], Rewrite]] = {
         exp.Window: window_nulls_last_bigquery,
     },
     "postgres": {
+        exp.BitwiseLeftShift: parenthesized_shift,
+        exp.BitwiseRightShift: parenthesized_shift,
         exp.ToDays: days_interval,
         exp.DayOfWeekIso: isodow_postgres,
     },
