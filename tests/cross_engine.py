@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -57,51 +57,40 @@ def select_all(schema: str, name: str) -> exp.Select:
 
 
 def _pg_type(duck_type: str) -> exp.DataType:
-    """The PostgreSQL column type: nested values (structs, lists of structs) as JSON."""
+    """The PostgreSQL column type: nested values (lists, structs) as JSON."""
     dtype = exp.DataType.build(duck_type, dialect="duckdb")
-    if any(t.is_type(exp.DataType.Type.STRUCT) for t in dtype.find_all(exp.DataType)):
-        return exp.DataType.build("jsonb")
-    return dtype
+    return exp.DataType.build("jsonb") if dtype.is_type(*NESTED) else dtype
+
+
+NESTED = (exp.DataType.Type.ARRAY, exp.DataType.Type.STRUCT, exp.DataType.Type.MAP)
 
 
 def pg_copy(con: Any, engine: DuckDBEngine, schema: Schema, source: str) -> None:
-    """Copy every table of one DuckDB schema into PostgreSQL (CSV COPY; nested values as
-    JSON, lists as arrays)."""
-    con.execute(exp.Create(this=exp.to_identifier(source, quoted=True), kind="SCHEMA")
-                .sql(dialect="postgres"))
+    """Copy every table of one DuckDB schema into PostgreSQL by CSV COPY (nested values
+    as JSON; an empty string stays distinct from NULL: Arrow's CSV quotes it)."""
+    from psycopg import sql
+
+    create_schema = exp.Create(this=exp.to_identifier(source, quoted=True), kind="SCHEMA")
+    con.execute(create_schema.sql(dialect="postgres"))
     for name, columns in schema[source].items():
         target = quoted(source, name)
         pg_columns = {c: _pg_type(t) for c, t in columns.items()}
-        create = exp.Create(
-            this=exp.Schema(
-                this=target,
-                expressions=[
-                    exp.ColumnDef(this=exp.to_identifier(c, quoted=True), kind=t)
-                    for c, t in pg_columns.items()
-                ],
-            ),
-            kind="TABLE",
-        )
+        definitions = [
+            exp.ColumnDef(this=exp.to_identifier(c, quoted=True), kind=t)
+            for c, t in pg_columns.items()
+        ]
+        create = exp.Create(this=exp.Schema(this=target, expressions=definitions), kind="TABLE")
         con.execute(create.sql(dialect="postgres"))
-        # Lists become PostgreSQL array literals and structs JSON, in DuckDB.
-        projections: list[exp.Expression] = []
-        for column, pg_type in pg_columns.items():
-            ref = exp.column(column, quoted=True)
-            if pg_type.is_type(exp.DataType.Type.JSONB):
-                projections.append(exp.func("to_json", ref).as_(column, quoted=True))
-            elif pg_type.is_type(exp.DataType.Type.ARRAY):
-                text = exp.func("to_json", ref).sql("duckdb")
-                literal = sqlglot.parse_one(
-                    f"'{{' || substr({text}::varchar, 2, length({text}::varchar) - 2) || '}}'",
-                    read="duckdb",
-                )
-                projections.append(literal.as_(column, quoted=True))
-            else:
-                projections.append(ref)
+        projections = [
+            exp.func("to_json", exp.column(c, quoted=True)).as_(c, quoted=True)
+            if t.is_type(exp.DataType.Type.JSONB)
+            else exp.column(c, quoted=True)
+            for c, t in pg_columns.items()
+        ]
         data = duck_arrow(engine, exp.select(*projections).from_(target))
         buffer = io.BytesIO()
         pacsv.write_csv(data, buffer, pacsv.WriteOptions(include_header=False))
-        copy = f"COPY {target.sql(dialect='postgres')} FROM STDIN WITH (FORMAT csv)"
+        copy = sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv)").format(sql.Identifier(source, name))
         with con.cursor() as cur, cur.copy(copy) as pipe:
             pipe.write(buffer.getvalue())
 
@@ -159,14 +148,17 @@ def _loose(dtype: pa.DataType) -> pa.DataType | None:
 
 def spark_copy(spark: Any, engine: DuckDBEngine, schema: Schema, source: str) -> None:
     """Copy every table of one DuckDB schema into Spark as Parquet tables."""
-    spark.sql(exp.Create(this=exp.to_identifier(source), kind="SCHEMA", exists=True)
-              .sql(dialect="spark"))
+    spark.sql(
+        exp.Create(this=exp.to_identifier(source), kind="SCHEMA", exists=True).sql(dialect="spark")
+    )
     for name in schema[source]:
         # One chunk per column: pyspark cannot convert a column without chunks (0 rows).
         data = duck_arrow(engine, select_all(source, name))
         data = pa.Table.from_arrays(
-            [pa.concat_arrays(c.chunks) if c.num_chunks else pa.array([], c.type)
-             for c in data.columns],
+            [
+                pa.concat_arrays(c.chunks) if c.num_chunks else pa.array([], c.type)
+                for c in data.columns
+            ],
             schema=data.schema,
         )
         spark.createDataFrame(data).write.mode("overwrite").saveAsTable(
@@ -209,19 +201,20 @@ def _kind(dtype: pa.DataType) -> str:
 def _normalised(table: pa.Table) -> pa.Table:
     """Numbers as float64, timestamps as naive UTC microseconds (an aware timestamp's
     UTC instant: Arrow stores instants in UTC)."""
-    columns = []
-    for column in table.columns:
-        dtype = column.type
-        if _kind(dtype) == "number":
-            column = pc.cast(column, pa.float64())
-        elif pa.types.is_timestamp(dtype):
-            column = pa.chunked_array(
-                [chunk.view(pa.timestamp(dtype.unit)) for chunk in column.chunks],
-                pa.timestamp(dtype.unit),
-            )
-            column = pc.cast(column, pa.timestamp("us"))
-        columns.append(column)
-    return pa.Table.from_arrays(columns, names=table.column_names)
+    return pa.Table.from_arrays(
+        [_normalised_column(column) for column in table.columns], names=table.column_names
+    )
+
+
+def _normalised_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    dtype = column.type
+    if _kind(dtype) == "number":
+        return pc.cast(column, pa.float64())
+    if pa.types.is_timestamp(dtype):
+        naive = pa.timestamp(dtype.unit)
+        utc = pa.chunked_array([chunk.view(naive) for chunk in column.chunks], naive)
+        return pc.cast(utc, pa.timestamp("us"))
+    return column
 
 
 def differences(expected: pa.Table, actual: pa.Table) -> list[str]:
@@ -241,17 +234,21 @@ def differences(expected: pa.Table, actual: pa.Table) -> list[str]:
     left, right = _normalised(expected), _normalised(actual)
     # Sort by every column, floats rounded to 9 significant digits so that values within
     # the tolerance sort alike.
-    keys = [name for name, f in zip(left.column_names, left.schema, strict=True)
-            if pa.types.is_floating(f.type) is False and _sortable(f.type)]
-    floats = [n for n, f in zip(left.column_names, left.schema, strict=True)
-              if pa.types.is_floating(f.type)]
+    keys = [
+        name
+        for name, f in zip(left.column_names, left.schema, strict=True)
+        if pa.types.is_floating(f.type) is False and _sortable(f.type)
+    ]
+    floats = [
+        n
+        for n, f in zip(left.column_names, left.schema, strict=True)
+        if pa.types.is_floating(f.type)
+    ]
     left, right = _sorted(left, keys, floats), _sorted(right, keys, floats)
     out = []
     for name in left.column_names:
         e, a = left[name].to_pylist(), right[name].to_pylist()
-        bad = [
-            (x, y) for x, y in zip(e, a, strict=True) if not _same(x, y)
-        ]
+        bad = [(x, y) for x, y in zip(e, a, strict=True) if not _same(x, y)]
         if bad:
             out.append(f"{name}: {len(bad)} values differ, e.g. {bad[:3]}")
     return out

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -103,7 +102,9 @@ def downstream_queries(config: ProjectConfig, experiment_ids: list[str]) -> dict
 
 
 @pytest.fixture(scope="module", params=sorted(WORLDS))
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     scenario = request.param
     folder = tmp_path_factory.mktemp(f"parity-{scenario}")
     generate(preset(scenario, **WORLDS[scenario]), folder / "data", workers=1)
@@ -113,9 +114,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     graph = modeling.discover(config)
     built = modeling.build(engine, graph, RunLog(engine))
     assert built.ok, built.failed
-    expected = {
-        m.name: ce.duck_arrow(engine, ce.select_all(m.layer, m.name)) for m in graph
-    }
+    expected = {m.name: ce.duck_arrow(engine, ce.select_all(m.layer, m.name)) for m in graph}
     schema = ce.duck_schema(engine, SOURCES)
     assert {"events", "orders", "quarantine"} <= set(schema["raw"])
     experiments = ce.duck_arrow(
@@ -131,7 +130,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 def build_elsewhere(
     world: World,
     dialect: str,
-    execute: Callable[[exp.Expression], None],
+    execute: Callable[[exp.Expression], object],
     columns: Callable[[str, str], dict[str, exp.DataType]],
     fetch: Callable[[exp.Query, pa.Schema], pa.Table],
 ) -> dict[str, list[str]]:

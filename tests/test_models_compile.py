@@ -17,9 +17,7 @@ from productlens.config import ProjectConfig
 TARGETS = ("bigquery", "snowflake", "redshift", "postgres", "spark")  # the last two also run
 SCENARIOS = ("ecommerce", "saas")
 GRAPHS = {
-    scenario: modeling.discover(
-        ProjectConfig.model_validate({"simulate": {"scenario": scenario}})
-    )
+    scenario: modeling.discover(ProjectConfig.model_validate({"simulate": {"scenario": scenario}}))
     for scenario in SCENARIOS
 }
 

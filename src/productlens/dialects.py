@@ -23,7 +23,7 @@ SOURCE_DIALECT = "duckdb"
 
 # {schema: {table: {column: type}}}, as engine.columns reports them.
 Schema = Mapping[str, Mapping[str, Mapping[str, exp.DataType | str]]]
-Rewrite = Callable[[exp.Expression], exp.Expression]
+Rewrite = Callable[[exp.Expr], exp.Expr]
 
 
 T = exp.DataType.Type
@@ -40,20 +40,20 @@ class _DuckDBTypes(TypeAnnotator):
     }
 
 
-def _is(node: exp.Expression, *types: exp.DataType.Type) -> bool:
+def _is(node: exp.Expr, *types: exp.DType) -> bool:
     return node.type is not None and node.type.this in types
 
 
-def _floating(node: exp.Expression) -> bool:
+def _floating(node: exp.Expr) -> bool:
     """Typed double, and not a literal like 90.0 (a decimal in PostgreSQL and Spark)."""
     return _is(node, *FLOATS) and not isinstance(node, exp.Literal)
 
 
-def _double(node: exp.Expression) -> exp.Expression:
+def _double(node: exp.Expr) -> exp.Expr:
     return node if _floating(node) else exp.cast(node, T.DOUBLE)
 
 
-def float_division(node: exp.Expression) -> exp.Expression:
+def float_division(node: exp.Expr) -> exp.Expr:
     """`/` divides in double precision, as in DuckDB: Spark divides decimals (a literal
     like 90.0 is one) in decimal and rounds the quotient to 6 places."""
     assert isinstance(node, exp.Div)
@@ -62,7 +62,7 @@ def float_division(node: exp.Expression) -> exp.Expression:
     return exp.Div(this=_double(node.this), expression=node.expression)
 
 
-def date_difference_in_days(node: exp.Expression) -> exp.Expression:
+def date_difference_in_days(node: exp.Expr) -> exp.Expr:
     """`date - date` is a whole number of days in DuckDB (and PostgreSQL); Spark gives an
     interval."""
     assert isinstance(node, exp.Sub)
@@ -71,25 +71,25 @@ def date_difference_in_days(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def days_interval(node: exp.Expression) -> exp.Expression:
+def days_interval(node: exp.Expr) -> exp.Expr:
     """`to_days(n)`: n times a one-day interval (neither target knows to_days)."""
     assert isinstance(node, exp.ToDays)
     one_day = exp.Interval(this=exp.Literal.string("1"), unit=exp.var("DAY"))
     return exp.paren(exp.Mul(this=node.this, expression=one_day), copy=False)
 
 
-def parenthesized_shift(node: exp.Expression) -> exp.Expression:
+def parenthesized_shift(node: exp.Expr) -> exp.Expr:
     """`a & (b << k)` built as a tree prints as `a & b << k`, which PostgreSQL reads as
     `(a & b) << k` (its bitwise and shift operators share one precedence)."""
     return node if isinstance(node.parent, exp.Paren) else exp.paren(node.copy(), copy=False)
 
 
-def isodow_postgres(node: exp.Expression) -> exp.Expression:
+def isodow_postgres(node: exp.Expr) -> exp.Expr:
     """ISO weekday (Monday 1 .. Sunday 7) as PostgreSQL's `extract(isodow)`."""
     return exp.Extract(this=exp.var("ISODOW"), expression=node.this)
 
 
-def isodow_spark(node: exp.Expression) -> exp.Expression:
+def isodow_spark(node: exp.Expr) -> exp.Expr:
     """ISO weekday from Spark's `dayofweek` (Sunday 1 .. Saturday 7): SQLGlot's own
     `dayofweek % 7 + 1` puts Sunday at 2 and Monday at 3."""
     shifted = exp.paren(exp.Add(this=exp.DayOfWeek(this=node.this), expression=exp.convert(5)))
@@ -97,7 +97,7 @@ def isodow_spark(node: exp.Expression) -> exp.Expression:
     return exp.Add(this=monday_zero, expression=exp.convert(1))
 
 
-def isoyear_spark(node: exp.Expression) -> exp.Expression:
+def isoyear_spark(node: exp.Expr) -> exp.Expr:
     """`extract(isoyear)` is `extract(yearofweek)` in Spark (the ISO 8601 year)."""
     assert isinstance(node, exp.Extract)
     if node.this.name.upper() == "ISOYEAR":
@@ -105,19 +105,19 @@ def isoyear_spark(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def plain_cte(node: exp.Expression) -> exp.Expression:
+def plain_cte(node: exp.Expr) -> exp.Expr:
     """Spark has no `AS MATERIALIZED` (a planner hint; results are the same)."""
     node.set("materialized", None)
     return node
 
 
-def epoch_seconds_spark(node: exp.Expression) -> exp.Expression:
+def epoch_seconds_spark(node: exp.Expr) -> exp.Expr:
     """`epoch(ts)` keeps microseconds; Spark's unix_timestamp truncates to the second."""
     micros = exp.func("unix_micros", exp.cast(node.this, T.TIMESTAMPLTZ))
     return exp.Div(this=exp.cast(micros, T.DOUBLE), expression=exp.Literal.number(1_000_000))
 
 
-def interval_spark(node: exp.Expression) -> exp.Expression:
+def interval_spark(node: exp.Expr) -> exp.Expr:
     """`interval (30) minute`: Spark takes a quoted number; an expression count becomes a
     multiple of one unit."""
     assert isinstance(node, exp.Interval)
@@ -131,7 +131,7 @@ def interval_spark(node: exp.Expression) -> exp.Expression:
     return exp.paren(exp.Mul(this=count, expression=one), copy=False)
 
 
-def int_day_count_spark(node: exp.Expression) -> exp.Expression:
+def int_day_count_spark(node: exp.Expr) -> exp.Expr:
     """Spark's date_add/date_sub take an INT count; DuckDB's day arithmetic any integer."""
     assert isinstance(node, exp.DateAdd | exp.DateSub)
     count = node.expression
@@ -141,17 +141,19 @@ def int_day_count_spark(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def window_nulls_last_bigquery(node: exp.Expression) -> exp.Expression:
+def window_nulls_last_bigquery(node: exp.Expr) -> exp.Expr:
     """DuckDB sorts NULLs last; BigQuery's windows accept no NULLS LAST, so an ascending
     key `x` becomes `x IS NULL, x` (the same order)."""
     assert isinstance(node, exp.Window)
     order = node.args.get("order")
     if order is None:
         return node
-    keys: list[exp.Expression] = []
+    keys: list[exp.Expr] = []
     for key in order.expressions:
-        if isinstance(key, exp.Ordered) and not key.args.get("desc") and not key.args.get(
-            "nulls_first"
+        if (
+            isinstance(key, exp.Ordered)
+            and not key.args.get("desc")
+            and not key.args.get("nulls_first")
         ):
             is_null = exp.Is(this=key.this.copy(), expression=exp.null())
             keys.append(exp.Ordered(this=is_null, nulls_first=True))  # never null
@@ -162,7 +164,7 @@ def window_nulls_last_bigquery(node: exp.Expression) -> exp.Expression:
     return node
 
 
-OVERRIDES: dict[str, dict[type[exp.Expression], Rewrite]] = {
+OVERRIDES: dict[str, dict[type[exp.Expr], Rewrite]] = {
     "bigquery": {
         exp.Window: window_nulls_last_bigquery,
     },
@@ -187,7 +189,7 @@ OVERRIDES: dict[str, dict[type[exp.Expression], Rewrite]] = {
 }
 
 
-def _drop_self_aliases(tree: exp.Expression) -> None:
+def _drop_self_aliases(tree: exp.Expr) -> None:
     """`t.x AS x` -> `t.x` in select lists and `FROM t AS t` -> `FROM t`: the same query,
     and Spark 4's analyzer and optimizer (rule RemoveRedundantAliases) reject their own
     plans for some queries qualified so."""
@@ -233,10 +235,7 @@ def transpile(query: exp.Query, dialect: str, schema: Schema | None = None) -> e
             rule = rules.get(type(node))
             if rule is not None:
                 replacement = rule(node)
-                if replacement is not node:
-                    if node is tree:
-                        tree = replacement
-                    else:
-                        node.replace(replacement)
+                if replacement is not node:  # no rule rewrites a whole query
+                    node.replace(replacement)
     assert isinstance(tree, exp.Query)
     return tree
