@@ -64,3 +64,39 @@ def test_bigquery_windows_keep_duckdbs_null_order() -> None:
     assert "ORDER BY d IS NULL, d rows" in text
     with pytest.raises(sqlglot.errors.UnsupportedError):
         query.sql(dialect="bigquery", unsupported_level=ErrorLevel.RAISE)
+
+
+def traps(query: exp.Query) -> list[str]:
+    """The constructs STYLE.md says to avoid (each differs or fails on PostgreSQL or Spark
+    with no override here): generate_series/range spines, percentile_cont/quantiles,
+    ordered list/array_agg, strftime labels, count(distinct) over a window."""
+    found = []
+    for node in query.walk():
+        if isinstance(node, exp.GenerateSeries | exp.PercentileCont | exp.PercentileDisc):
+            found.append(type(node).__name__)
+        elif isinstance(node, exp.ArrayAgg) and node.find(exp.Order):
+            found.append("ordered ArrayAgg")
+        elif isinstance(node, exp.TimeToStr):
+            found.append("strftime")
+        elif isinstance(node, exp.Window) and node.this.find(exp.Distinct):
+            found.append("count(distinct) over")
+    return found
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_no_model_uses_a_style_trap(scenario: str) -> None:
+    found = {model.name: t for model in GRAPHS[scenario] if (t := traps(model.expression))}
+    assert found == {}
+
+
+def test_the_trap_check_sees_each_trap() -> None:
+    for sql in (
+        "select * from range(3)",
+        "select quantile_cont(x, 0.5) as q from t",
+        "select list(x order by y) as l from t",
+        "select strftime(ts, '%V') as w from t",
+        "select count(distinct x) over () as n from t",
+    ):
+        query = sqlglot.parse_one(sql, read="duckdb")
+        assert isinstance(query, exp.Query)
+        assert len(traps(query)) == 1, sql
