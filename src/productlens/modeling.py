@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlglot import exp
 
+from productlens import dialects
 from productlens.config import ProjectConfig, describe_validation_error
 from productlens.engines import Engine
 from productlens.engines.base import table as quoted_table
@@ -140,9 +141,15 @@ class Model:
     def grain(self) -> str:
         return self.spec.grain if self.spec else ""
 
-    def compile(self, dialect: str) -> str:
-        """The model's SELECT, bare names qualified, in the engine's dialect."""
-        return self.expression.sql(dialect=dialect, pretty=True)
+    def query(self, dialect: str, schema: dialects.Schema | None = None) -> exp.Query:
+        """The model's SELECT for the dialect: qualified and typed with the upstream tables'
+        columns (`schema`, {schema: {table: {column: type}}}) and rewritten by the dialect's
+        overrides (`productlens.dialects`); DuckDB gets the model as written."""
+        return dialects.transpile(self.expression, dialect, schema)
+
+    def compile(self, dialect: str, schema: dialects.Schema | None = None) -> str:
+        """The model's SELECT, bare names qualified, as SQL text in the engine's dialect."""
+        return self.query(dialect, schema).sql(dialect=dialect, pretty=True)
 
 
 @dataclass
