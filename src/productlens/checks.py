@@ -57,6 +57,14 @@ def _table(model: Model) -> exp.Table:
     return exp.table_(model.name, db=model.layer, quoted=True)
 
 
+def _aliased(table: exp.Table, alias: str) -> exp.Table:
+    """The table under an alias, as a proper table alias node (SQLGlot's optimizer, which
+    the non-DuckDB engines run on every query, needs one)."""
+    table = table.copy()
+    table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+    return table
+
+
 def _col(name: str) -> exp.Column:
     return exp.column(name, quoted=True)
 
@@ -106,8 +114,8 @@ def _relationships(
     parent_col = exp.column(str(args["field"]), table="parent", quoted=True)
     return (
         exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("child")))
-        .from_(_table(model).as_("child"))
-        .join(parent.as_("parent"), on=child_col.eq(parent_col), join_type="left")
+        .from_(_aliased(_table(model), "child"))
+        .join(_aliased(parent, "parent"), on=child_col.eq(parent_col), join_type="left")
         .where(exp.and_(child_col.is_(exp.null()).not_(), parent_col.is_(exp.null())))
     )
 

@@ -11,7 +11,7 @@ the construct on DuckDB, PostgreSQL and Spark and compares the answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 from sqlglot import exp
@@ -239,3 +239,36 @@ def transpile(query: exp.Query, dialect: str, schema: Schema | None = None) -> e
                     node.replace(replacement)
     assert isinstance(tree, exp.Query)
     return tree
+
+
+ColumnsOf = Callable[[str, str], Sequence[tuple[str, exp.DataType]] | None]
+
+
+def for_engine(expression: exp.Expr, dialect: str, columns_of: ColumnsOf) -> exp.Expr:
+    """A statement for an engine of `dialect`: each query in it transpiled (`transpile`)
+    with the columns of the tables it reads, as `columns_of(schema, name)` reports them
+    (None for a table the catalog does not know). An engine calls this before rendering,
+    so every caller's DuckDB-dialect SQL runs alike on every engine."""
+    if dialect == SOURCE_DIALECT:
+        return expression
+    if isinstance(expression, exp.Query):
+        return transpile(expression, dialect, _schema_of(expression, columns_of))
+    inner = expression.args.get("expression")
+    if isinstance(inner, exp.Query):
+        expression = expression.copy()
+        expression.set("expression", transpile(inner, dialect, _schema_of(inner, columns_of)))
+    return expression
+
+
+def _schema_of(query: exp.Expr, columns_of: ColumnsOf) -> Schema:
+    """The columns of every schema-qualified table the query reads."""
+    found: dict[str, dict[str, dict[str, exp.DataType | str]]] = {}
+    for table in query.find_all(exp.Table):
+        if not table.db or not isinstance(table.this, exp.Identifier):
+            continue
+        if table.name in found.get(table.db, {}):
+            continue
+        columns = columns_of(table.db, table.name)
+        if columns:
+            found.setdefault(table.db, {})[table.name] = dict(columns)
+    return found

@@ -38,6 +38,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
+from productlens import dialects
 from productlens.engines.base import TableKind, table
 from productlens.errors import EngineError
 
@@ -72,6 +73,7 @@ class SparkEngine:
     def __init__(self, session: Any, *, owned: bool = False) -> None:
         self._session = session
         self._owned = owned
+        self._resolving = False
 
     @classmethod
     def connect(
@@ -119,7 +121,24 @@ class SparkEngine:
     # --- statements -------------------------------------------------------------------
 
     def render(self, expression: exp.Expression) -> str:
-        return _render(expression)
+        return _render(self._portable(expression))
+
+    def _portable(self, expression: exp.Expr) -> exp.Expr:
+        """The statement with its queries transpiled from DuckDB's dialect, the tables'
+        columns known (`productlens.dialects`); the catalog look-ups this makes are
+        rendered as they are."""
+        if self._resolving:
+            return expression
+        self._resolving = True
+        try:
+            return dialects.for_engine(expression, self.dialect, self._known_columns)
+        finally:
+            self._resolving = False
+
+    def _known_columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]] | None:
+        if self.table_kind(schema, name) is None:
+            return None
+        return self.columns(schema, name)
 
     def execute(self, statement: exp.Expression) -> None:
         # Commands (DDL, INSERT) run when `sql()` is called; a query is only analysed.
