@@ -1,133 +1,14 @@
-"""Test helpers for cross-engine parity: copy DuckDB tables into PostgreSQL and Spark, run
-queries there, and compare result tables with DuckDB's.
-
-The PostgreSQL and Spark engines live on other branches; these helpers talk to psycopg
-and a SparkSession directly (tests only), and build every statement with SQLGlot.
-"""
+"""Comparing result tables across engines: rows as multisets, floats to 1e-9 relative,
+timestamps exact, NULLs equal, types compared by kind (an engine's integer or decimal
+width may differ from DuckDB's)."""
 
 from __future__ import annotations
 
-import io
 import math
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import sqlglot
-from sqlglot import exp
-
-from productlens.engines import DuckDBEngine
-
-Schema = dict[str, dict[str, dict[str, str]]]
-
-
-def duck_arrow(engine: DuckDBEngine, query: exp.Query) -> pa.Table:
-    """A query's result from DuckDB (the engine takes text on this branch)."""
-    fetch: Callable[[Any], pa.Table] = engine.fetch_arrow
-    return fetch(query.sql(dialect="duckdb"))
-
-
-def duck_schema(engine: DuckDBEngine, schemas: Iterable[str]) -> Schema:
-    """{schema: {table: {column: type}}} from DuckDB's catalog."""
-    wanted = exp.Tuple(expressions=[exp.Literal.string(s) for s in schemas])
-    query = (
-        exp.select("table_schema", "table_name", "column_name", "data_type")
-        .from_(exp.table_("columns", db="information_schema"))
-        .where(exp.column("table_schema").isin(*wanted.expressions))
-        .order_by("table_schema", "table_name", "ordinal_position")
-    )
-    out: Schema = {}
-    found = duck_arrow(engine, query)
-    for schema, table_name, column, data_type in zip(*found.to_pydict().values(), strict=True):
-        out.setdefault(schema, {}).setdefault(table_name, {})[column] = data_type
-    return out
-
-
-def quoted(schema: str, name: str) -> exp.Table:
-    return exp.table_(name, db=schema, quoted=True)
-
-
-def select_all(schema: str, name: str) -> exp.Select:
-    return exp.select("*").from_(quoted(schema, name))
-
-
-# --- PostgreSQL --------------------------------------------------------------------------
-
-
-def _pg_type(duck_type: str) -> exp.DataType:
-    """The PostgreSQL column type: nested values (lists, structs) as JSON."""
-    dtype = exp.DataType.build(duck_type, dialect="duckdb")
-    return exp.DataType.build("jsonb") if dtype.is_type(*NESTED) else dtype
-
-
-NESTED = (exp.DataType.Type.ARRAY, exp.DataType.Type.STRUCT, exp.DataType.Type.MAP)
-
-
-def pg_copy(con: Any, engine: DuckDBEngine, schema: Schema, source: str) -> None:
-    """Copy every table of one DuckDB schema into PostgreSQL by CSV COPY (nested values
-    as JSON; an empty string stays distinct from NULL: Arrow's CSV quotes it)."""
-    from psycopg import sql
-
-    create_schema = exp.Create(this=exp.to_identifier(source, quoted=True), kind="SCHEMA")
-    con.execute(create_schema.sql(dialect="postgres"))
-    for name, columns in schema[source].items():
-        target = quoted(source, name)
-        pg_columns = {c: _pg_type(t) for c, t in columns.items()}
-        definitions = [
-            exp.ColumnDef(this=exp.to_identifier(c, quoted=True), kind=t)
-            for c, t in pg_columns.items()
-        ]
-        create = exp.Create(this=exp.Schema(this=target, expressions=definitions), kind="TABLE")
-        con.execute(create.sql(dialect="postgres"))
-        projections = [
-            exp.func("to_json", exp.column(c, quoted=True)).as_(c, quoted=True)
-            if t.is_type(exp.DataType.Type.JSONB)
-            else exp.column(c, quoted=True)
-            for c, t in pg_columns.items()
-        ]
-        data = duck_arrow(engine, exp.select(*projections).from_(target))
-        buffer = io.BytesIO()
-        pacsv.write_csv(data, buffer, pacsv.WriteOptions(include_header=False))
-        copy = sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv)").format(sql.Identifier(source, name))
-        with con.cursor() as cur, cur.copy(copy) as pipe:
-            pipe.write(buffer.getvalue())
-
-
-def pg_columns(con: Any, schema: str, name: str) -> dict[str, exp.DataType]:
-    """A PostgreSQL table's columns with SQLGlot types, as engine.columns reports them."""
-    query = (
-        exp.select("column_name", "data_type")
-        .from_(exp.table_("columns", db="information_schema"))
-        .where(
-            exp.column("table_schema").eq(exp.Literal.string(schema))
-            & exp.column("table_name").eq(exp.Literal.string(name))
-        )
-        .order_by("ordinal_position")
-    )
-    rows = con.execute(query.sql(dialect="postgres")).fetchall()
-    return {column: _parsed_type(text, "postgres") for column, text in rows}
-
-
-def _parsed_type(text: str, dialect: str) -> exp.DataType:
-    try:
-        return exp.DataType.build(text, dialect=dialect)
-    except (sqlglot.errors.ParseError, ValueError):
-        return exp.DataType.build("unknown")
-
-
-def pg_arrow(con: Any, query: exp.Query, like: pa.Schema) -> pa.Table:
-    """A PostgreSQL query's rows as Arrow, in the reference table's column types."""
-    with con.cursor() as cur:
-        cur.execute(query.sql(dialect="postgres"))
-        rows = cur.fetchall()
-        names = [d.name for d in cur.description]
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    arrays = []
-    for values, field in zip(columns, like, strict=False):
-        arrays.append(pa.array([_plain(v) for v in values], type=_loose(field.type)))
-    return pa.Table.from_arrays(arrays, names=names)
 
 
 def _plain(value: Any) -> Any:
@@ -144,45 +25,6 @@ def _loose(dtype: pa.DataType) -> pa.DataType | None:
 
 
 # --- Spark -------------------------------------------------------------------------------
-
-
-def spark_copy(spark: Any, engine: DuckDBEngine, schema: Schema, source: str) -> None:
-    """Copy every table of one DuckDB schema into Spark as Parquet tables."""
-    spark.sql(
-        exp.Create(this=exp.to_identifier(source), kind="SCHEMA", exists=True).sql(dialect="spark")
-    )
-    for name in schema[source]:
-        # One chunk per column: pyspark cannot convert a column without chunks (0 rows).
-        data = duck_arrow(engine, select_all(source, name))
-        data = pa.Table.from_arrays(
-            [
-                pa.concat_arrays(c.chunks) if c.num_chunks else pa.array([], c.type)
-                for c in data.columns
-            ],
-            schema=data.schema,
-        )
-        spark.createDataFrame(data).write.mode("overwrite").saveAsTable(
-            quoted(source, name).sql(dialect="spark")
-        )
-
-
-def spark_columns(spark: Any, schema: str, name: str) -> dict[str, exp.DataType]:
-    """A Spark table's columns with SQLGlot types, as engine.columns reports them."""
-    fields = spark.table(quoted(schema, name).sql(dialect="spark")).schema.fields
-    return {f.name: _parsed_type(f.dataType.simpleString(), "spark") for f in fields}
-
-
-def spark_drop_schemas(spark: Any, schemas: Iterable[str]) -> None:
-    """Drop Spark databases with their tables (and files)."""
-    for schema in schemas:
-        name = exp.Table(db=exp.to_identifier(schema))
-        drop = exp.Drop(tables=[name], kind="SCHEMA", exists=True, cascade=True)
-        spark.sql(drop.sql(dialect="spark"))
-
-
-def spark_arrow(spark: Any, query: exp.Query) -> pa.Table:
-    result: pa.Table = spark.sql(query.sql(dialect="spark")).toArrow()
-    return result
 
 
 # --- comparing ---------------------------------------------------------------------------

@@ -2,25 +2,35 @@
 
 One small simulated world (both scenarios) goes through the real stages on each engine:
 ingestion into the lake (DuckDB, the embedded processor), publishing the raw layer to the
-engine, building every model, the data tests. Every staging, core and mart table is then
-compared with DuckDB's as a multiset of rows (floats to 1e-9 relative, timestamps exact,
-NULLs equal), and the data tests must give the same outcomes.
+engine, building every model, the data tests. Every raw, staging, core and mart table is
+then compared with DuckDB's as a multiset of rows (floats to 1e-9 relative, timestamps
+exact, NULLs equal), the data tests must give the same outcomes, and so must the
+parameterized metrics and experiment queries run on the built warehouse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from rich.console import Console
 from sqlglot import exp
 
 from productlens.app import open_engine
-from productlens.config import load_project
+from productlens.config import ProjectConfig, load_project
 from productlens.engines import Engine
 from productlens.engines.base import table
+from productlens.experiments.data import regression_query, stats_query
+from productlens.experiments.metric_defs import DEFAULT_METRICS
+from productlens.metrics.activity import activity_query
+from productlens.metrics.funnel_sql import FunnelSpec, funnel_query
+from productlens.metrics.lifecycle import lifecycle_query
+from productlens.metrics.retention import RetentionSpec, cohort_query
+from productlens.metrics.scope import Scope
 from productlens.pipeline import Runner
 from productlens.simulate import generate, preset
 from tests.cross_engine import differences
@@ -63,6 +73,50 @@ def run_pipeline(project: Any, engine: Engine, data: Path) -> list[tuple[str, st
     return sorted((o.test.name, o.status, str(o.n_failing)) for o in outcomes)
 
 
+def downstream_queries(config: ProjectConfig, experiment_ids: list[str]) -> dict[str, exp.Query]:
+    """The parameterized metrics and experiment queries, as the commands build them."""
+    steps = config.funnel_steps()
+    zoned = Scope.parse(timezone="America/Los_Angeles", week_start="sunday")
+    funnel = FunnelSpec(
+        steps=tuple(steps[:3]),
+        window_s=86400,
+        order="ordered",
+        exclusions=(),
+        per=None,
+        count_by="user",
+        by=None,
+        attribution="first_touch",
+    )
+    queries: dict[str, exp.Query] = {
+        "funnel": funnel_query(Scope(), funnel),
+        "funnel_by_device_per_day_zoned": funnel_query(
+            zoned, replace(funnel, by="device", per="day")
+        ),
+        "funnel_unordered_sessions": funnel_query(
+            Scope(), replace(funnel, order="unordered", count_by="session")
+        ),
+        "retention_weekly": cohort_query(Scope(), RetentionSpec(start="signup")),
+        "retention_monthly_zoned": cohort_query(
+            zoned, RetentionSpec(start="signup", period="month", mode="first_time")
+        ),
+        "activity": activity_query(Scope()),
+        "activity_by_device": activity_query(Scope(), by="device"),
+        "lifecycle_week": lifecycle_query(Scope(), "week"),
+        "lifecycle_month_zoned": lifecycle_query(zoned, "month"),
+    }
+    metrics = DEFAULT_METRICS[config.simulate.scenario]
+    for experiment_id in experiment_ids:
+        queries[f"experiment_stats_{experiment_id}"] = stats_query(experiment_id, metrics)
+        queries[f"experiment_stats_by_device_{experiment_id}"] = stats_query(
+            experiment_id, metrics, dimension="device"
+        )
+        queries[f"experiment_daily_{experiment_id}"] = stats_query(
+            experiment_id, metrics, by_day=True
+        )
+        queries[f"regression_{experiment_id}"] = regression_query(experiment_id)
+    return queries
+
+
 @pytest.fixture(scope="module")
 def duckdb_side(world: Path) -> Iterator[tuple[Engine, list[tuple[str, str, str]]]]:
     scenario = (world / "scenario").read_text()
@@ -73,9 +127,23 @@ def duckdb_side(world: Path) -> Iterator[tuple[Engine, list[tuple[str, str, str]
     engine.close()
 
 
-def compare(expected: Engine, actual: Engine) -> dict[str, list[str]]:
-    """Every table of the layers, DuckDB's against the other engine's."""
+def queries_for(engine: Engine, scenario: str) -> dict[str, exp.Query]:
+    config = ProjectConfig.model_validate({"simulate": {"scenario": scenario}})
+    experiments = engine.fetch_all(
+        exp.select("experiment_id").from_(table("staging", "stg_experiments"))
+    )
+    return downstream_queries(config, sorted(str(row[0]) for row in experiments))
+
+
+def compare(expected: Engine, actual: Engine, scenario: str) -> dict[str, list[str]]:
+    """Every table of the layers and every downstream query, DuckDB's against the other
+    engine's."""
     found: dict[str, list[str]] = {}
+    for name, query in queries_for(expected, scenario).items():
+        answer = expected.fetch_arrow(query)
+        assert answer.num_rows > 0, name  # a query with no rows would prove nothing
+        if diff := differences(answer, actual.fetch_arrow(query)):
+            found[name] = diff[:2]
     for layer in LAYERS:
         names = expected.list_tables(layer)
         assert actual.list_tables(layer) == names, layer
@@ -97,13 +165,14 @@ def test_postgres_builds_duckdbs_warehouse(
     from productlens.engines.postgres import PostgresEngine
 
     reference, reference_outcomes = duckdb_side
-    project = _project(world / "postgres", (world / "scenario").read_text(), "postgres")
+    scenario = (world / "scenario").read_text()
+    project = _project(world / "postgres", scenario, "postgres")
     engine = PostgresEngine(pg_dsn)
     try:
         for layer in (*LAYERS, "ops"):
             engine.ensure_schema(layer)
         outcomes = run_pipeline(project, engine, world / "data")
-        assert compare(reference, engine) == {}
+        assert compare(reference, engine, scenario) == {}
         assert outcomes == reference_outcomes
     finally:
         engine.close()
@@ -125,7 +194,27 @@ def test_spark_builds_duckdbs_warehouse(
         for layer in (*LAYERS, "ops"):
             engine.ensure_schema(layer)
         outcomes = run_pipeline(project, engine, world / "data")
-        assert compare(reference, engine) == {}
+        assert compare(reference, engine, scenario) == {}
         assert outcomes == reference_outcomes
     finally:
         engine.close()
+
+
+def test_the_comparison_sees_a_changed_value(
+    duckdb_side: tuple[Engine, list[tuple[str, str, str]]],
+) -> None:
+    """The parity check is not blind: one float nudged past 1e-9, one NULL, one row
+    fewer are each a difference; a nudge within 1e-9 is none."""
+    marts = duckdb_side[0].fetch_arrow(exp.select("*").from_(table("marts", "active_users_daily")))
+    stickiness = marts.column("stickiness").to_pylist()
+    index = next(i for i, v in enumerate(stickiness) if v)
+
+    def with_stickiness(value: float | None) -> pa.Table:
+        changed = [*stickiness[:index], value, *stickiness[index + 1 :]]
+        position = marts.column_names.index("stickiness")
+        return marts.set_column(position, "stickiness", pa.array(changed, pa.float64()))
+
+    assert differences(marts, with_stickiness(stickiness[index] * (1 + 1e-12))) == []
+    assert differences(marts, with_stickiness(stickiness[index] * (1 + 1e-7))) != []
+    assert differences(marts, with_stickiness(None)) != []
+    assert differences(marts, marts.slice(1)) != []

@@ -97,7 +97,7 @@ def test_stale_running_rows_are_marked_interrupted(source: DuckDBEngine) -> None
     first = RunLog(source)
     source.execute(
         q(
-            "INSERT INTO ops.run_log (run_id, stage, object, started_at, status) "
+            "INSERT INTO ops.run_events (run_id, stage, object, started_at, status) "
             "VALUES (?, 'build', 'x', now(), 'running')",
             first.run_id,
         ),
@@ -219,3 +219,23 @@ def test_every_shipped_model_states_its_grain() -> None:
     graph = modeling.discover(ProjectConfig())
     assert len(graph) >= 4
     assert all(model.grain for model in graph), [m.name for m in graph if not m.grain]
+
+
+def test_a_run_log_table_of_an_earlier_version_keeps_its_history(source: DuckDBEngine) -> None:
+    """Earlier versions kept the run log as a table updated in place; it moves into the
+    append-only event table, and `ops.run_log` becomes the view of each step's latest."""
+    source.ensure_schema("ops")
+    source.execute(
+        q(
+            "CREATE TABLE ops.run_log AS SELECT 'old' AS run_id, 'build' AS stage, "
+            "'core.x' AS object, TIMESTAMP '2026-01-01 10:00:00' AS started_at, "
+            "TIMESTAMP '2026-01-01 10:01:00' AS finished_at, CAST(5 AS BIGINT) AS n_rows, "
+            "'success' AS status, CAST(NULL AS VARCHAR) AS error"
+        )
+    )
+    log = RunLog(source)
+    with log.step("build", "core.y") as record:
+        record.rows = 7
+    assert source.table_kind("ops", "run_log") == "view"
+    rows = source.fetch_all(q("SELECT run_id, object, n_rows, status FROM ops.run_log ORDER BY 2"))
+    assert rows == [("old", "core.x", 5, "success"), (log.run_id, "core.y", 7, "success")]

@@ -241,7 +241,7 @@ def duck(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
 
     def run(query: exp.Query) -> Answer:
         fetch: Callable[[Any], list[tuple[Any, ...]]] = engine.fetch_all
-        rows = fetch(dialects.transpile(query, "duckdb", {}).sql(dialect="duckdb"))
+        rows = fetch(dialects.transpile(query, "duckdb", {}))
         return tuple(_plain(v) for v in rows[0])
 
     yield run

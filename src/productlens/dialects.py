@@ -251,13 +251,26 @@ def for_engine(expression: exp.Expr, dialect: str, columns_of: ColumnsOf) -> exp
     so every caller's DuckDB-dialect SQL runs alike on every engine."""
     if dialect == SOURCE_DIALECT:
         return expression
-    if isinstance(expression, exp.Query):
+    if isinstance(expression, exp.Query) and not isinstance(expression, exp.Subquery):
         return transpile(expression, dialect, _schema_of(expression, columns_of))
-    inner = expression.args.get("expression")
-    if isinstance(inner, exp.Query):
-        expression = expression.copy()
-        expression.set("expression", transpile(inner, dialect, _schema_of(inner, columns_of)))
+    # A statement around queries (CREATE TABLE AS, INSERT, COPY (query) TO): each
+    # outermost query in it.
+    expression = expression.copy()
+    for node in list(expression.find_all(exp.Query)):
+        if isinstance(node, exp.Subquery) or _inside_query(node):
+            continue
+        node.replace(transpile(node, dialect, _schema_of(node, columns_of)))
     return expression
+
+
+def _inside_query(node: exp.Expr) -> bool:
+    """Whether a query is part of a larger one (a parenthesized wrapper does not count)."""
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.Query) and not isinstance(parent, exp.Subquery):
+            return True
+        parent = parent.parent
+    return False
 
 
 def _schema_of(query: exp.Expr, columns_of: ColumnsOf) -> Schema:

@@ -24,6 +24,9 @@ def _columns(*pairs: tuple[str, str]) -> Columns:
 
 # Each table as (schema, name) and its columns. No NOT NULL: `Engine.create_table` takes
 # names and types only; only productlens writes these tables.
+# The run log is append-only (Spark's tables take no UPDATE): `run_events` gets a row when a
+# step starts (`running`) and one when it ends; `run_log` is a view of each step's latest.
+RUN_EVENTS = (SCHEMA, "run_events")
 RUN_LOG = (SCHEMA, "run_log")
 RUN_LOG_COLUMNS = _columns(
     ("run_id", "VARCHAR"),
@@ -82,10 +85,62 @@ def same(column: str, v: Value) -> exp.Expr:
     return col.is_(exp.null()) if v is None else col.eq(value(v))
 
 
-def update(name: tuple[str, str], changes: dict[str, Value], where: exp.Expr) -> exp.Update:
-    """UPDATE the table SET the columns WHERE the condition."""
-    sets = [exp.column(c, quoted=True).eq(value(v)) for c, v in changes.items()]
-    return exp.Update(this=table(*name), expressions=sets, where=exp.Where(this=where))
+STEP = ("run_id", "stage", "object", "started_at")
+
+
+def run_log_view() -> exp.Query:
+    """Each step's latest state: its end row if it has one, else its start row."""
+    still_running = (
+        exp.Case()
+        .when(same("status", "running"), exp.Literal.number(1))
+        .else_(exp.Literal.number(0))
+    )
+    latest = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[exp.column(c, quoted=True) for c in STEP],
+        order=exp.Order(expressions=[exp.Ordered(this=still_running)]),
+    )
+    names = [exp.column(c, quoted=True) for c, _ in RUN_LOG_COLUMNS]
+    events = exp.select(*names, latest.as_("step_rank")).from_(table(*RUN_EVENTS))
+    return (
+        exp.select(*(exp.column(c, quoted=True) for c, _ in RUN_LOG_COLUMNS))
+        .from_(events.subquery("events"))
+        .where(exp.column("step_rank").eq(1))
+    )
+
+
+def ensure_run_log(engine: Engine) -> None:
+    """The run log's table and view (a run log kept as a table by earlier versions moves
+    into the event table first)."""
+    ensure(engine, RUN_EVENTS, RUN_LOG_COLUMNS)
+    kind = engine.table_kind(*RUN_LOG)
+    if kind == "table":
+        names = [exp.column(c, quoted=True) for c, _ in RUN_LOG_COLUMNS]
+        with engine.transaction():
+            engine.execute(
+                exp.insert(exp.select(*names).from_(table(*RUN_LOG)), table(*RUN_EVENTS))
+            )
+            engine.drop(*RUN_LOG)
+    if kind != "view":
+        engine.replace_view(*RUN_LOG, run_log_view())
+
+
+def interrupted_steps(run_id: str, now: datetime) -> exp.Insert:
+    """End rows (`interrupted`) for the steps of other runs that never ended: a run holds
+    the warehouse alone, so such steps belong to runs that were killed."""
+    ends = (
+        exp.select(
+            *(exp.column(c, quoted=True) for c in STEP),
+            value(now).as_("finished_at"),
+            exp.cast(exp.null(), exp.DataType.Type.BIGINT).as_("n_rows"),
+            exp.Literal.string("interrupted").as_("status"),
+            exp.cast(exp.null(), exp.DataType.Type.VARCHAR).as_("error"),
+        )
+        .from_(table(*RUN_LOG))
+        .where(same("status", "running"))
+        .where(same("run_id", run_id).not_())
+    )
+    return exp.insert(ends, table(*RUN_EVENTS))
 
 
 def last_builds() -> exp.Query:

@@ -1,7 +1,9 @@
 """The run log: one row per stage and per built object, in `ops.run_log`.
 
-A row is written when work starts (status `running`) and updated when it ends, so a run
-killed mid-way leaves evidence; the next run marks such rows `interrupted`.
+A row is appended when work starts (status `running`) and another when it ends
+(`ops.run_events`; `ops.run_log` shows each step's latest), so a run killed mid-way
+leaves evidence; the next run ends such steps as `interrupted`. Appending only, the log
+works on engines whose tables take no UPDATE (Spark).
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from sqlglot import exp
 
 from productlens import __version__, ops
 from productlens.engines import Engine
@@ -47,15 +47,9 @@ class RunLog:
         self.engine = engine
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.records: list[StepRecord] = []
-        ops.ensure(engine, ops.RUN_LOG, ops.RUN_LOG_COLUMNS)
+        ops.ensure_run_log(engine)
         # The warehouse file lock means no other run can be live: leftovers were killed.
-        engine.execute(
-            ops.update(
-                ops.RUN_LOG,
-                {"status": "interrupted"},
-                exp.and_(ops.same("status", "running"), ops.same("run_id", self.run_id).not_()),
-            )
-        )
+        engine.execute(ops.interrupted_steps(self.run_id, _naive(_now())))
 
     @contextmanager
     def step(self, stage: str, obj: str | None = None) -> Iterator[StepRecord]:
@@ -64,7 +58,7 @@ class RunLog:
         self.records.append(record)
         self.engine.execute(
             ops.insert_rows(
-                ops.RUN_LOG,
+                ops.RUN_EVENTS,
                 ops.RUN_LOG_COLUMNS,
                 [[self.run_id, stage, obj, _naive(record.started_at), None, None, "running", None]],
             )
@@ -81,23 +75,17 @@ class RunLog:
 
     def _finish(self, record: StepRecord) -> None:
         record.finished_at = _now()
-        self.engine.execute(
-            ops.update(
-                ops.RUN_LOG,
-                {
-                    "finished_at": _naive(record.finished_at),
-                    "n_rows": record.rows,
-                    "status": record.status,
-                    "error": record.error,
-                },
-                exp.and_(
-                    ops.same("run_id", self.run_id),
-                    ops.same("stage", record.stage),
-                    ops.same("object", record.object),
-                    ops.same("status", "running"),
-                ),
-            )
-        )
+        row = [
+            self.run_id,
+            record.stage,
+            record.object,
+            _naive(record.started_at),
+            _naive(record.finished_at),
+            record.rows,
+            record.status,
+            record.error,
+        ]
+        self.engine.execute(ops.insert_rows(ops.RUN_EVENTS, ops.RUN_LOG_COLUMNS, [row]))
 
     def write_json(self, path: Path) -> None:
         """Write `run_results.json` (dbt-style) for the steps recorded so far."""
