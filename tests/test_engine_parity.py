@@ -178,7 +178,10 @@ def test_postgres_builds_duckdbs_warehouse(
         engine.close()
 
 
+# Spark builds the demo's world only: each model costs it seconds whatever its size, and
+# the suite has one Spark session; the SaaS world is proven on PostgreSQL.
 @pytest.mark.xdist_group("spark")
+@pytest.mark.parametrize("world", ["ecommerce"], indirect=True)
 def test_spark_builds_duckdbs_warehouse(
     world: Path, duckdb_side: tuple[Engine, list[tuple[str, str, str]]], spark: Any
 ) -> None:

@@ -76,6 +76,7 @@ class Runner:
         self.summary = RunSummary(run_id=self.runlog.run_id)
         self._progress: Progress | None = None
         self._lake: LakeProcessor | None = None
+        self._published = False  # whether the warehouse shows the lake as it is now
 
     @property
     def lake(self) -> LakeProcessor:
@@ -94,8 +95,9 @@ class Runner:
         """Show the lake's raw layer to the warehouse engine: nothing to do when the
         warehouse is the lake's DuckDB file; otherwise views over the files or each new
         file loaded once (see `productlens.lake`)."""
-        if shares_catalog(self.lake, self.engine):
+        if self._published or shares_catalog(self.lake, self.engine):
             return
+        self._published = True
         with self._stage("publish", len(CONTRACTS)):
             published = publish_raw(self.lake, self.engine)
             detail = f"raw layer as {published.strategy}"
@@ -200,6 +202,7 @@ class Runner:
             if skipped:
                 detail += f", {skipped} files already loaded"
             self._last_meta(rows=result.total_rows, detail=detail)
+        self._published = False
         self.publish()
         return result
 
@@ -225,6 +228,7 @@ class Runner:
                 rows=result.total_rows,
                 detail=f"{result.total_rows:,} rows released and loaded, {held:,} still held",
             )
+        self._published = False
         self.publish()
         return result
 

@@ -19,6 +19,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import pyarrow as pa
 from sqlglot import exp
 
+from productlens import dialects
+
 # The warehouse's schemas, in build order. Stages use these names; engines never do.
 LAYERS = ("raw", "staging", "core", "marts", "ops")
 # Models are written in this dialect; an engine transpiles from it.
@@ -121,3 +123,33 @@ def split_name(name: str) -> tuple[str, str]:
     if not dot or not schema or not table_name:
         raise ValueError(f"expected a qualified name schema.table, got {name!r}")
     return schema, table_name
+
+
+class Transpiles:
+    """For engines other than DuckDB: statements written in DuckDB's dialect have their
+    queries transpiled (`productlens.dialects.for_engine`) with the columns of the tables
+    they read, from the engine's own catalog. The catalog look-ups this makes are the
+    engine's own queries and are left as they are."""
+
+    dialect: str
+    _resolving = False
+
+    def table_kind(self, schema: str, name: str) -> TableKind | None:
+        raise NotImplementedError
+
+    def columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]]:
+        raise NotImplementedError
+
+    def _portable(self, expression: exp.Expr) -> exp.Expr:
+        if self._resolving:
+            return expression
+        self._resolving = True
+        try:
+            return dialects.for_engine(expression, self.dialect, self._known_columns)
+        finally:
+            self._resolving = False
+
+    def _known_columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]] | None:
+        if self.table_kind(schema, name) is None:
+            return None
+        return self.columns(schema, name)

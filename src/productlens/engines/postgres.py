@@ -27,8 +27,7 @@ import pyarrow.csv as pacsv
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from productlens import dialects
-from productlens.engines.base import TableKind, table
+from productlens.engines.base import TableKind, Transpiles, table
 from productlens.errors import EngineError
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ _MASK = "***"
 _SESSION = ("SET TIME ZONE 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET extra_float_digits = 1")
 
 
-class PostgresEngine:
+class PostgresEngine(Transpiles):
     """A PostgreSQL database reached by a DSN (`host=... dbname=...` or a
     `postgresql://` URL). Sessions run in UTC."""
 
@@ -104,7 +103,6 @@ class PostgresEngine:
         from psycopg.types.string import TextLoader  # noqa: PLC0415
 
         self._psycopg = psycopg
-        self._resolving = False
         where = _masked_dsn(dsn)
         try:
             self._con: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
@@ -132,7 +130,7 @@ class PostgresEngine:
 
     # --- statements -------------------------------------------------------------------
 
-    def render(self, expression: exp.Expression) -> str:
+    def render(self, expression: exp.Expr) -> str:
         try:
             return self._portable(expression).sql(dialect=self.dialect)
         except SqlglotError as exc:
@@ -243,23 +241,6 @@ class PostgresEngine:
             .where(exp.column("relkind", "c").isin(*map(exp.Literal.string, _KINDS)))
         )
         return sorted(str(row[0]) for row in self.fetch_all(query))
-
-    def _portable(self, expression: exp.Expr) -> exp.Expr:
-        """The statement with its queries transpiled from DuckDB's dialect, the tables'
-        columns known (`productlens.dialects`). The catalog look-ups this makes are
-        rendered as they are (they are PostgreSQL's own queries)."""
-        if self._resolving:
-            return expression
-        self._resolving = True
-        try:
-            return dialects.for_engine(expression, self.dialect, self._known_columns)
-        finally:
-            self._resolving = False
-
-    def _known_columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]] | None:
-        if self.table_kind(schema, name) is None:
-            return None
-        return self.columns(schema, name)
 
     def columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]]:
         return [

@@ -38,8 +38,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from productlens import dialects
-from productlens.engines.base import TableKind, table
+from productlens.engines.base import TableKind, Transpiles, table
 from productlens.errors import EngineError
 
 # The physical, partitioned table behind a partitioned model's view: two names, used in
@@ -63,7 +62,7 @@ _KINDS: dict[str, TableKind] = {"MANAGED": "table", "EXTERNAL": "table", "VIEW":
 _views = count()
 
 
-class SparkEngine:
+class SparkEngine(Transpiles):
     """A Spark session as a warehouse. Built from a session (which `close()` leaves
     running: the caller owns it) or by `connect()` (which owns and stops it)."""
 
@@ -73,7 +72,6 @@ class SparkEngine:
     def __init__(self, session: Any, *, owned: bool = False) -> None:
         self._session = session
         self._owned = owned
-        self._resolving = False
 
     @classmethod
     def connect(
@@ -120,25 +118,8 @@ class SparkEngine:
 
     # --- statements -------------------------------------------------------------------
 
-    def render(self, expression: exp.Expression) -> str:
+    def render(self, expression: exp.Expr) -> str:
         return _render(self._portable(expression))
-
-    def _portable(self, expression: exp.Expr) -> exp.Expr:
-        """The statement with its queries transpiled from DuckDB's dialect, the tables'
-        columns known (`productlens.dialects`); the catalog look-ups this makes are
-        rendered as they are."""
-        if self._resolving:
-            return expression
-        self._resolving = True
-        try:
-            return dialects.for_engine(expression, self.dialect, self._known_columns)
-        finally:
-            self._resolving = False
-
-    def _known_columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]] | None:
-        if self.table_kind(schema, name) is None:
-            return None
-        return self.columns(schema, name)
 
     def execute(self, statement: exp.Expression) -> None:
         # Commands (DDL, INSERT) run when `sql()` is called; a query is only analysed.
@@ -339,7 +320,7 @@ class SparkEngine:
     # --- helpers ----------------------------------------------------------------------
 
     def _sql(self, statement: exp.Expr) -> Any:
-        text = _render(statement)
+        text = self.render(statement)
         with _translated_errors():
             return self._session.sql(text)
 
