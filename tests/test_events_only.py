@@ -14,7 +14,7 @@ import pytest
 
 from productlens.engines import DuckDBEngine
 from productlens.simulate import preset
-from tests.conftest import open_readonly, run_cli
+from tests.conftest import open_readonly, q, run_cli
 from tests.test_funnel import reference
 
 # Events that name a product must load although no catalog is loaded: unknown products
@@ -84,9 +84,12 @@ def test_every_raw_event_reaches_the_core(events_only: tuple[Path, list[Event]])
     engine = open_readonly(root)
     try:
         counts = engine.fetch_all(
-            "SELECT (SELECT count(*) FROM raw.events), (SELECT count(*) FROM staging.stg_events),"
-            " (SELECT count(*) FROM core.fct_events), (SELECT count(*) FROM raw.quarantine),"
-            " (SELECT count(*) FROM core.fct_events WHERE user_sk IS NOT NULL)"
+            q(
+                "SELECT (SELECT count(*) FROM raw.events), (SELECT count(*) FROM "
+                "staging.stg_events), (SELECT count(*) FROM core.fct_events), (SELECT count(*) "
+                "FROM raw.quarantine), (SELECT count(*) FROM core.fct_events WHERE user_sk IS "
+                "NOT NULL)"
+            )
         )
     finally:
         engine.close()
@@ -97,7 +100,7 @@ def test_every_raw_event_reaches_the_core(events_only: tuple[Path, list[Event]])
 def marts(root: Path, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
     engine: DuckDBEngine = open_readonly(root)
     try:
-        return engine.fetch_all(sql, params)
+        return engine.fetch_all(q(sql, *(params or [])))
     finally:
         engine.close()
 

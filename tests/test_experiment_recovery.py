@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from productlens.app import open_engine
 from productlens.cli import main
 from productlens.config import load_project
-from productlens.engines import open_engine
 from productlens.experiments.analysis import ExperimentReadout, Settings, analyze_experiment
 from productlens.experiments.inference import Method
 from productlens.pipeline import Runner
