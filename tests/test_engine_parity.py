@@ -159,15 +159,13 @@ def compare(expected: Engine, actual: Engine, scenario: str) -> dict[str, list[s
     return found
 
 
-def test_postgres_builds_duckdbs_warehouse(
-    world: Path, duckdb_side: tuple[Engine, list[tuple[str, str, str]]], pg_dsn: str
+def assert_same_warehouse(
+    world: Path, duckdb_side: tuple[Engine, list[tuple[str, str, str]]], engine: Engine
 ) -> None:
-    from productlens.engines.postgres import PostgresEngine
-
+    """Run the pipeline on `engine` and compare its warehouse and data tests with DuckDB's."""
     reference, reference_outcomes = duckdb_side
     scenario = (world / "scenario").read_text()
-    project = _project(world / "postgres", scenario, "postgres")
-    engine = PostgresEngine(pg_dsn)
+    project = _project(world / engine.name, scenario, engine.name)
     try:
         for layer in (*LAYERS, "ops"):
             engine.ensure_schema(layer)
@@ -176,6 +174,14 @@ def test_postgres_builds_duckdbs_warehouse(
         assert outcomes == reference_outcomes
     finally:
         engine.close()
+
+
+def test_postgres_builds_duckdbs_warehouse(
+    world: Path, duckdb_side: tuple[Engine, list[tuple[str, str, str]]], pg_dsn: str
+) -> None:
+    from productlens.engines.postgres import PostgresEngine
+
+    assert_same_warehouse(world, duckdb_side, PostgresEngine(pg_dsn))
 
 
 # Spark builds the demo's world only: each model costs it seconds whatever its size, and
@@ -187,20 +193,9 @@ def test_spark_builds_duckdbs_warehouse(
 ) -> None:
     from productlens.engines.spark import SparkEngine
 
-    reference, reference_outcomes = duckdb_side
-    scenario = (world / "scenario").read_text()
-    project = _project(world / "spark", scenario, "spark")
     for layer in (*LAYERS, "ops"):
         spark.sql(f"DROP DATABASE IF EXISTS `{layer}` CASCADE")
-    engine = SparkEngine(spark)
-    try:
-        for layer in (*LAYERS, "ops"):
-            engine.ensure_schema(layer)
-        outcomes = run_pipeline(project, engine, world / "data")
-        assert compare(reference, engine, scenario) == {}
-        assert outcomes == reference_outcomes
-    finally:
-        engine.close()
+    assert_same_warehouse(world, duckdb_side, SparkEngine(spark))
 
 
 def test_the_comparison_sees_a_changed_value(

@@ -39,16 +39,8 @@ def test_spark_session_is_pinned_to_utc(spark: Any) -> None:
 
 
 def test_s3_server_stores_objects(s3: servers.S3Server) -> None:
-    import boto3
-
     s3.create_bucket("smoke")
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint,
-        aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key,
-        region_name=s3.region,
-    )
+    client = s3.client()
     client.put_object(Bucket="smoke", Key="a/b.txt", Body=b"hello")
     body = client.get_object(Bucket="smoke", Key="a/b.txt")["Body"].read()
     assert body == b"hello"
