@@ -293,7 +293,17 @@ def relative_to(path: FilePath, base: FilePath) -> str:
 
 
 def copy_file(source: FilePath, target: FilePath) -> None:
-    """Copy a file (local or an object) to an object in storage, byte for byte."""
+    """Copy a file (local or an object) to an object in storage, byte for byte (within
+    one store, by the store itself: S3's CopyObject)."""
+    same_store = isinstance(target, ObjectPath) and getattr(source, "store", None) is target.store
+    if isinstance(source, ObjectPath) and isinstance(target, ObjectPath) and same_store:
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, "the object exists", str(target))
+        try:
+            source.store.fs.copy_file(source.key, target.key)
+        except OSError as exc:
+            raise source.store.failed("copy the object", str(source), exc) from None
+        return
     with source.open("rb") as src, target.open("xb") as dst:
         while chunk := src.read(1 << 24):
             dst.write(chunk)
