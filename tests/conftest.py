@@ -41,8 +41,11 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> CliResult:
-    """Run `python -m productlens ARGS` as a real subprocess, without a terminal."""
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> CliResult:
+    """Run `python -m productlens ARGS` as a real subprocess, without a terminal (`env`:
+    variables on top of this process's)."""
     proc = subprocess.run(
         [sys.executable, "-m", "productlens", *args],
         capture_output=True,
@@ -50,7 +53,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> CliRes
         cwd=cwd,
         timeout=timeout,
         check=False,
-        env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1"},
+        env={**os.environ, **(env or {}), "COLUMNS": "160", "NO_COLOR": "1"},
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

@@ -215,10 +215,13 @@ class S3Server:
 def s3_server() -> Iterator[S3Server]:
     """moto's S3 server as a subprocess on a free loopback port."""
     port = free_port()
+    # The server logs every request to stderr: into a file, since a pipe nobody reads
+    # fills after 64 KiB and then blocks every request of the server.
+    log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in the finally below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         start_new_session=True,
     )
     endpoint = f"http://127.0.0.1:{port}"
@@ -228,7 +231,8 @@ def s3_server() -> Iterator[S3Server]:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                log.seek(0)
+                err = log.read().decode(errors="replace")
                 pytest.fail(f"moto's S3 server did not start: {err[-2000:]}", pytrace=False)
             time.sleep(0.1)
         yield S3Server(endpoint)
@@ -236,3 +240,4 @@ def s3_server() -> Iterator[S3Server]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+        log.close()

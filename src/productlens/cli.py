@@ -196,7 +196,8 @@ def generate_cmd(
 def ingest(
     ctx: typer.Context,
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Files, folders or globs to load.")
+        list[str] | None,
+        typer.Argument(help="Files, folders or globs to load, local or s3://bucket/key."),
     ] = None,
     table: Annotated[
         str | None,

@@ -40,6 +40,7 @@ from productlens.ingest import (
 from productlens.ingest import replay as replay_quarantine
 from productlens.ingest.processor import LakeProcessor
 from productlens.lake import publish_raw, shares_catalog
+from productlens.objects import ObjectPath
 from productlens.runlog import RunLog
 from productlens.simulate import GenerateResult, WorldParams, generate, preset
 
@@ -172,7 +173,7 @@ class Runner:
         preset: str | None = None,
         force: bool = False,
     ) -> IngestResult:
-        expanded = expand(paths)
+        expanded = expand(paths, self.lake.objects)
         files = expanded.files
         if expanded.ignored:
             names = ", ".join(str(p) for p in expanded.ignored[:5])
@@ -424,7 +425,9 @@ def prepare_demo_warehouse(project: Project) -> None:
         catalog.unlink(missing_ok=True)
         catalog.with_suffix(catalog.suffix + ".wal").unlink(missing_ok=True)
     raw_files = raw_root(project)
-    if raw_files.is_dir():
+    if isinstance(raw_files, ObjectPath):
+        raw_files.remove_tree()
+    elif raw_files.is_dir():
         shutil.rmtree(raw_files)
 
 
