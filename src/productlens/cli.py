@@ -429,6 +429,33 @@ def report(
 
 
 @app.command()
+def dashboard(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback unless told otherwise).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8501,
+) -> None:
+    """Start the Streamlit dashboard on the warehouse, read-only: http://HOST:PORT.
+
+    Pages: overview, funnel, retention, engagement, revenue and customers, products,
+    marketing, experiments, data health; filters by date, device and country.
+    Needs productlens[dashboard]. Ctrl-C stops it.
+    """
+    import os
+
+    from productlens.dashboard import require_extra, streamlit_argv
+
+    require_extra()
+    project = _state(ctx).project()
+    argv = streamlit_argv(sys.executable, project, host, port)
+    console.print(f"productlens dashboard on http://{host}:{port} (Ctrl-C stops it)")
+    sys.stdout.flush()
+    # Streamlit takes over this process: stopping it stops the server, nothing is left.
+    os.execv(sys.executable, argv)
+
+
+@app.command()
 def models(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
