@@ -17,7 +17,12 @@ import streamlit as st
 
 from productlens.config import EngineName, Project, load_project
 from productlens.dashboard import data, pages
-from productlens.dashboard.warehouse import FilterOptions, Guidance, opened
+from productlens.dashboard.warehouse import (
+    FilterOptions,
+    Guidance,
+    opened,
+    project_for_warehouse,
+)
 from productlens.engines.base import Engine
 from productlens.errors import ProductLensError
 from productlens.report.sections import Filters, Settings
@@ -41,7 +46,6 @@ def main(argv: Sequence[str]) -> None:
     try:
         engine_name: EngineName | None = args.engine
         project = load_project(args.project, args.warehouse, engine_name)
-        settings = Settings.from_config(project.config)
     except ProductLensError as exc:
         show_guidance(Guidance("The project cannot be read", str(exc)))
         return
@@ -51,6 +55,7 @@ def main(argv: Sequence[str]) -> None:
             if isinstance(engine, Guidance):
                 show_guidance(engine)
                 return
+            settings = Settings.from_config(project_for_warehouse(project, engine))
             view = build_view(project, engine, settings)
             st.title(page.title)
             page.render(view)
