@@ -118,7 +118,12 @@ def overview_page(view: View) -> None:
         f"{overview.start} to {overview.end}, against {overview.previous_start} to "
         f"{overview.previous_end} (UTC days)"
     )
-    columns = st.columns(len(overview.kpis))
+    per_row = 3
+    columns = [
+        column
+        for first in range(0, len(overview.kpis), per_row)
+        for column in st.columns(per_row)[: len(overview.kpis) - first]
+    ]
     for column, kpi in zip(columns, overview.kpis, strict=True):
         change = kpi.change
         column.metric(
