@@ -42,7 +42,9 @@ class Chart:
 
 def _save(fig: Figure, name: str, title: str, out_dir: Path) -> Chart:
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    # No metadata: no date (deterministic) and no URL of matplotlib's in the page.
+    none = {"Date": None, "Creator": None, "Format": None, "Type": None}
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata=none)
     png = out_dir / f"{name}.png"
     fig.savefig(png, format="png", dpi=144, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
