@@ -29,8 +29,8 @@ from sqlglot import exp
 
 from productlens.engines.base import SOURCE_DIALECT, Engine, table
 from productlens.errors import ReportError
-from productlens.experiments.analysis import ExperimentReadout, Settings as ExperimentSettings
-from productlens.experiments.analysis import analyze_experiment
+from productlens.experiments.analysis import ExperimentReadout, analyze_experiment
+from productlens.experiments.analysis import Settings as ExperimentSettings
 from productlens.experiments.data import list_experiments
 from productlens.experiments.metric_defs import DEFAULT_METRICS, MetricDef
 from productlens.metrics import revenue as revenue_metrics
@@ -40,6 +40,7 @@ from productlens.metrics.lifecycle import LifecyclePeriod, lifecycle
 from productlens.metrics.retention import MAX_PERIODS, Cohort, retention
 from productlens.metrics.scope import (
     Filter,
+    Grain,
     Scope,
     WeekStart,
     parse_duration,
@@ -92,7 +93,9 @@ class Filters:
             timezone=settings.timezone,
             week_start=settings.week_start,
             start=_midnight(self.start, settings.timezone),
-            end=_midnight(None if self.end is None else self.end + timedelta(days=1), settings.timezone),
+            end=_midnight(
+                None if self.end is None else self.end + timedelta(days=1), settings.timezone
+            ),
             where=self.where,
         )
 
@@ -151,17 +154,21 @@ def _fill(template: str, **values: Any) -> exp.Query:
     return tree
 
 
-def _true() -> exp.Expression:
+def _true() -> exp.Condition:
     return exp.true()
 
 
-def _day_range(column: str, filters: Filters) -> exp.Expression:
+def _day_range(column: str, filters: Filters) -> exp.Condition:
     """`column` (a date) within the filters' days."""
     conditions: list[exp.Expression] = []
     if filters.start is not None:
-        conditions.append(exp.column(column) >= exp.cast(exp.Literal.string(filters.start.isoformat()), "date"))
+        conditions.append(
+            exp.column(column) >= exp.cast(exp.Literal.string(filters.start.isoformat()), "date")
+        )
     if filters.end is not None:
-        conditions.append(exp.column(column) <= exp.cast(exp.Literal.string(filters.end.isoformat()), "date"))
+        conditions.append(
+            exp.column(column) <= exp.cast(exp.Literal.string(filters.end.isoformat()), "date")
+        )
     return exp.and_(*conditions) if conditions else _true()
 
 
@@ -175,7 +182,7 @@ def _rows(engine: Engine, query: exp.Query) -> list[dict[str, Any]]:
     return rows
 
 
-def _event_filter(filters: Filters) -> exp.Expression:
+def _event_filter(filters: Filters) -> exp.Condition:
     return where_condition(filters.where) or _true()
 
 
@@ -292,7 +299,9 @@ def read_overview(
     bounds = _dates(s=start, e=end, ps=previous_start, pe=previous_end)
     kpis: list[Kpi] = []
     ev = _rows(engine, _fill(_EVENT_KPIS, cond=_event_filter(filters), **bounds))[0]
-    kpis.append(Kpi("active_users", "active users", "count", ev["users_now"], ev["users_before"], True))
+    kpis.append(
+        Kpi("active_users", "active users", "count", ev["users_now"], ev["users_before"], True)
+    )
     kpis.append(Kpi("events", "events", "count", ev["events_now"], ev["events_before"], True))
     if _has(engine, "core.dim_users"):
         users_cond = where_condition(filters.where) or _true()
@@ -305,11 +314,22 @@ def read_overview(
             scope = Filters(first, last, filters.devices, filters.countries).scope(settings)
             result = funnel(engine, steps, scope=scope, window=settings.funnel_window)
             rates.append(result.steps[-1].conversion_from_start)
-        kpis.append(Kpi("conversion", f"conversion to {steps[-1]}", "rate", rates[0], rates[1], True))
+        kpis.append(
+            Kpi("conversion", f"conversion to {steps[-1]}", "rate", rates[0], rates[1], True)
+        )
     if _has(engine, "core.int_order_revenue"):
         orders = _rows(engine, _fill(_ORDER_KPIS, **bounds))[0]
         if orders["orders_now"] or orders["orders_before"]:
-            kpis.append(Kpi("orders", "orders", "count", orders["orders_now"], orders["orders_before"], False))
+            kpis.append(
+                Kpi(
+                    "orders",
+                    "orders",
+                    "count",
+                    orders["orders_now"],
+                    orders["orders_before"],
+                    False,
+                )
+            )
             kpis.append(
                 Kpi(
                     "net_revenue",
@@ -403,6 +423,7 @@ def read_retention(
         return None
     n_days = (span[1] - span[0]).days + 1
     scope = Filters(span[0], span[1], filters.devices, filters.countries).scope(settings)
+    grains: tuple[tuple[Grain, int], ...] = (("day", n_days), ("week", n_days // 7 + 1))
     cohorts = {
         grain: retention(
             engine,
@@ -412,7 +433,7 @@ def read_retention(
             period=grain,
             periods=min(MAX_PERIODS, periods),
         ).cohorts
-        for grain, periods in (("day", n_days), ("week", n_days // 7 + 1))
+        for grain, periods in grains
     }
     days = activity(engine, scope).total.days
     table_ = pa.table(
@@ -496,9 +517,7 @@ def _seasonality(daily: pa.Table) -> tuple[pa.Table, pa.Table]:
                 key: pa.array(keys, kind),
                 "n_days": pa.array([len(groups[k]) for k in keys], pa.int64()),
                 "net_revenue": pa.array([sum(groups[k]) for k in keys], pa.float64()),
-                "per_day": pa.array(
-                    [sum(groups[k]) / len(groups[k]) for k in keys], pa.float64()
-                ),
+                "per_day": pa.array([sum(groups[k]) / len(groups[k]) for k in keys], pa.float64()),
             }
         )
 
@@ -823,8 +842,13 @@ def _rows_per_layer(engine: Engine) -> pa.Table:
                 ).from_(table(layer, name))
             )
     if not parts:
-        return pa.table({"layer": pa.array([], pa.string()), "n_tables": pa.array([], pa.int64()),
-                         "n_rows": pa.array([], pa.int64())})
+        return pa.table(
+            {
+                "layer": pa.array([], pa.string()),
+                "n_tables": pa.array([], pa.int64()),
+                "n_rows": pa.array([], pa.int64()),
+            }
+        )
     union = parts[0] if len(parts) == 1 else exp.union(*parts, distinct=False)
     query = (
         exp.select(
@@ -851,15 +875,20 @@ def read_health(
 ) -> HealthSection | None:
     if not _has(engine, "ops.run_log"):
         return None
-    empty_tests = pa.table({"status": pa.array([], pa.string()), "n_tests": pa.array([], pa.int64())})
-    tests, failing = empty_tests, pa.table(
-        {
-            "test_name": pa.array([], pa.string()),
-            "model": pa.array([], pa.string()),
-            "severity": pa.array([], pa.string()),
-            "status": pa.array([], pa.string()),
-            "n_failing": pa.array([], pa.int64()),
-        }
+    empty_tests = pa.table(
+        {"status": pa.array([], pa.string()), "n_tests": pa.array([], pa.int64())}
+    )
+    tests, failing = (
+        empty_tests,
+        pa.table(
+            {
+                "test_name": pa.array([], pa.string()),
+                "model": pa.array([], pa.string()),
+                "severity": pa.array([], pa.string()),
+                "status": pa.array([], pa.string()),
+                "n_failing": pa.array([], pa.int64()),
+            }
+        ),
     )
     if _has(engine, "ops.test_results"):
         run = _rows(engine, _fill(_TEST_RUN))
