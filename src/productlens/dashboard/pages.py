@@ -24,6 +24,8 @@ from productlens.metrics.funnel import StepResult
 from productlens.metrics.funnel_sql import Order
 from productlens.metrics.retention import Cohort
 from productlens.metrics.scope import Grain, MetricsInputError, parse_duration
+from productlens.report import insights
+from productlens.report.insights import Insight
 from productlens.report.sections import (
     ExperimentsSection,
     Filters,
@@ -85,6 +87,13 @@ def _chart(fig: go.Figure, key: str) -> None:
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
 
 
+def _insights(*found: Insight | None) -> None:
+    """The report's insights (computed from the same section) as a bulleted list."""
+    lines = [f"- {i.text}" for i in found if i is not None]
+    if lines:
+        st.markdown("\n".join(lines))
+
+
 def _none(what: str) -> None:
     st.info(f"The warehouse has no {what} for these filters.")
 
@@ -133,6 +142,12 @@ def overview_page(view: View) -> None:
             help=None if kpi.filtered else "all devices and countries",
         )
     funnel: FunnelSection | None = view.section("funnel")
+    if funnel is not None:
+        _insights(
+            insights.funnel_conversion(funnel),
+            insights.biggest_dropoff(funnel),
+            insights.device_gap(funnel),
+        )
     if funnel is not None and funnel.daily.num_rows:
         daily = funnel.daily
         fig = go.Figure(
@@ -231,6 +246,9 @@ def retention_page(view: View) -> None:
     if not cohorts:
         _none("cohorts")
         return
+    _insights(
+        insights.retention_after(section, "day", 1), insights.retention_after(section, "week", 4)
+    )
     _chart(_heatmap(cohorts, grain), "retention_heatmap")
     rows = [
         {"cohort": c.start, "size": c.size, **{f"{grain} {k}": n for k, n in enumerate(c.counts)}}
@@ -277,6 +295,7 @@ def engagement_page(view: View) -> None:
     if section is None:
         _none("events")
         return
+    _insights(insights.stickiness(section), insights.lifecycle_totals(section))
     activity = section.activity
     if activity.num_rows:
         last = activity.slice(activity.num_rows - 1).to_pylist()[0]
@@ -314,6 +333,7 @@ def engagement_page(view: View) -> None:
     usage: UsageSection | None = view.section("usage")
     if usage is not None:
         st.subheader("Usage")
+        _insights(insights.usage_totals(usage), insights.returning_share(usage))
         events = usage.events
         kinds = sorted(set(events.column("event_type").to_pylist()))  # a handful of types
         per_kind = {k: events.filter(pc.equal(events["event_type"], k)) for k in kinds}
@@ -345,6 +365,13 @@ def revenue_page(view: View) -> None:
     if section is None:
         _none("orders or subscriptions")
         return
+    _insights(
+        insights.top_decile_share(section),
+        insights.seasonality(section),
+        insights.arr_latest(section),
+        insights.top_clv_segment(section),
+        insights.first_purchase(section),
+    )
     if section.daily is not None:
         daily = section.daily
         total = sum(daily.column("net_revenue").to_pylist())
@@ -413,6 +440,11 @@ def products_page(view: View) -> None:
     if section is None or section.products is None:
         _none("product sales")
         return
+    _insights(
+        insights.top_products(section),
+        insights.top_category(section),
+        insights.fastest_turnover(section),
+    )
     categories = section.categories
     if categories is not None:
         fig = go.Figure(
@@ -441,6 +473,7 @@ def marketing_page(view: View) -> None:
     if section is None or section.campaigns is None:
         _none("campaigns")
         return
+    _insights(insights.campaign_roi(section))
     campaigns = section.campaigns
     fig = go.Figure(
         go.Bar(
@@ -512,6 +545,7 @@ def experiments_page(view: View) -> None:
         st.dataframe(pa.Table.from_pylist(rows), hide_index=True, key="experiments_table")
         for s in section.summaries:
             with st.expander(f"{s.experiment_id} ({s.name or ''}): {s.verdict}"):
+                st.write(insights.experiment_verdict(s).text)
                 for reason in s.reasons:
                     st.write(f"- {reason}")
     plan_calculator()
@@ -545,6 +579,7 @@ def health_page(view: View) -> None:
     if section is None:
         _none("run log")
         return
+    _insights(insights.quarantine_summary(section), insights.tests_summary(section))
     held = sum(section.quarantine["n_rows"].to_pylist())
     tests = dict(
         zip(section.tests["status"].to_pylist(), section.tests["n_tests"].to_pylist(), strict=True)
