@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from productlens.app import open_engine
 from productlens.config import load_project
 from productlens.engines.duckdb import DuckDBEngine
 from productlens.errors import ReportError
@@ -21,7 +22,7 @@ from productlens.experiments.analysis import analyze_experiment
 from productlens.metrics.retention import MAX_PERIODS
 from productlens.report import ReportResult, write_report
 from productlens.report.sections import Settings
-from tests.conftest import open_readonly, q
+from tests.conftest import q
 from tests.funnel_reference import reference_funnel
 
 CLOSE = 1e-9
@@ -47,8 +48,9 @@ class World:
 
 def _world(name: str, root: Path, out: Path) -> World:
     project = load_project(root)
-    project.config.simulate.scenario = name  # as the demo ran it (`demo --scenario`)
-    engine = open_readonly(root)
+    engine = open_engine(project, read_only=True)  # settles the demo's world (no project file)
+    assert isinstance(engine, DuckDBEngine)
+    assert project.config.simulate.scenario == name
     settings = Settings.from_config(project.config)
     result = write_report(engine, out, settings=settings, warehouse="warehouse.duckdb")
     return World(name, engine, settings, result, result.html.read_text(encoding="utf-8"))

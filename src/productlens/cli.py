@@ -117,8 +117,6 @@ def demo(
 
     project = _state(ctx).project()
     params = world_params(project, scenario=scenario, users=users, days=days, seed=seed)
-    if scenario:
-        project.config.simulate.scenario = scenario
     summary = run_demo(project, params, console)
     print_summary(console, summary, title="productlens demo")
 

@@ -434,6 +434,9 @@ def prepare_demo_warehouse(project: Project) -> None:
 
 def run_demo(project: Project, params: WorldParams, console: Console) -> RunSummary:
     """simulate -> ingest -> build -> check -> report on a fresh warehouse."""
+    # The world simulated now is the project's for this run, whatever an earlier demo left
+    # in the warehouse (`app.adopt_demo_world` reads that only when nothing names one).
+    project.config.simulate.scenario = params.scenario  # type: ignore[assignment]
     prepare_demo_warehouse(project)
     engine = open_engine(project)
     try:

@@ -21,7 +21,6 @@ from productlens.dashboard.warehouse import (
     FilterOptions,
     Guidance,
     opened,
-    project_for_warehouse,
 )
 from productlens.engines.base import Engine
 from productlens.errors import ProductLensError
@@ -55,7 +54,8 @@ def main(argv: Sequence[str]) -> None:
             if isinstance(engine, Guidance):
                 show_guidance(engine)
                 return
-            settings = Settings.from_config(project_for_warehouse(project, engine))
+            # Opening the warehouse settled the project's world (`app.adopt_demo_world`).
+            settings = Settings.from_config(project.config)
             view = build_view(project, engine, settings)
             st.title(page.title)
             page.render(view)

@@ -7,7 +7,6 @@ themselves are `report.sections.Filters`, which every section reader takes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from sqlglot import exp
 
 from productlens import ops
 from productlens.app import open_engine, warehouse_exists
-from productlens.config import Project, ProjectConfig
+from productlens.config import Project
 from productlens.engines.base import Engine, table
 from productlens.errors import ProductLensError
 from productlens.report.sections import data_days
@@ -100,35 +99,6 @@ def last_run(engine: Engine) -> str:
             ).from_(table(*name))
             return "|".join(str(v) for v in engine.fetch_all(query)[0])
     return "no run log"
-
-
-def demo_scenario(engine: Engine) -> str | None:
-    """The world the demo simulated into this warehouse (`ops.demo_world`), if it did."""
-    if engine.table_kind(*ops.DEMO_WORLD) is None:
-        return None
-    query = (
-        exp.select(exp.column("params"))
-        .from_(table(*ops.DEMO_WORLD))
-        .order_by(exp.Ordered(this=exp.column("created_at"), desc=True))
-        .limit(1)
-    )
-    rows = engine.fetch_all(query)
-    if not rows:
-        return None
-    scenario = json.loads(rows[0][0]).get("scenario")
-    return str(scenario) if scenario else None
-
-
-def project_for_warehouse(project: Project, engine: Engine) -> ProjectConfig:
-    """The project's configuration, with the demo's world as the scenario when the project
-    file names none: its funnel steps and experiment metrics are then the world's."""
-    if "scenario" in project.config.simulate.model_fields_set:
-        return project.config
-    scenario = demo_scenario(engine)
-    if scenario is None or scenario == project.config.simulate.scenario:
-        return project.config
-    simulate = project.config.simulate.model_copy(update={"scenario": scenario})
-    return project.config.model_copy(update={"simulate": simulate})
 
 
 @dataclass(frozen=True)
