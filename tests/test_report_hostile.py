@@ -4,17 +4,23 @@ interrupted or refused write leaves no half report behind."""
 
 from __future__ import annotations
 
+import html
+import re
 import shutil
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from productlens.app import open_engine
 from productlens.config import DEFAULT_FUNNELS, load_project
+from productlens.engines.duckdb import DuckDBEngine
+from productlens.errors import ReportError
 from productlens.experiments.metric_defs import DEFAULT_METRICS
 from productlens.pipeline import Runner
+from productlens.report import charts, write_report
 from productlens.report.sections import Filters, Settings, read_funnel
-from tests.conftest import q
+from tests.conftest import q, run_cli
 
 
 def test_a_later_command_on_a_saas_demo_reads_the_saas_world(saas_demo_project: Path) -> None:
@@ -69,3 +75,43 @@ def test_a_rebuild_of_a_saas_demo_keeps_the_saas_funnel(
         runner.close()
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/below"])
+def test_an_output_folder_that_cannot_be_made_is_a_clear_error_before_any_work(
+    engine: DuckDBEngine, tmp_path: Path, where: str
+) -> None:
+    """`--out` naming a file (or a folder below one) was a FileExistsError traceback after
+    the whole report had been read; now a ReportError naming the folder, at once (the
+    empty warehouse would otherwise be the error)."""
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(ReportError, match=rf"cannot write the report into .*{where}: "):
+        write_report(engine, tmp_path / where)
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("mine")
+    result = run_cli("--project", str(tmp_path), "report", "--out", str(tmp_path / "a_file"))
+    assert result.returncode == 1
+    assert "error [report]: cannot write the report into" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+LONG = "<script>alert(1)</script> & \"q\" 'x' 🚀 " + "L" * 300
+
+
+def test_a_very_long_name_is_shortened_on_a_chart_only(tmp_path: Path) -> None:
+    """A 300-character product name squeezed every bar into a sliver of the chart: chart
+    labels are cut to LABEL_CHARS with an ellipsis (the insights and tables keep the
+    whole name); the SVG text stays escaped."""
+    names = [LONG, "short", LONG + "2"]
+    chart = charts.bars("long", "Long names", names, [3.0, 2.0, 1.0], tmp_path)
+    texts = [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", chart.svg)]
+    cut = LONG[: charts.LABEL_CHARS - 1] + "…"
+    assert texts.count(cut) == 2
+    assert "short" in texts
+    assert max(len(t) for t in texts) == charts.LABEL_CHARS
+    assert "<script>" not in chart.svg
+    forest = charts.forest("f", "F", [LONG], [0.1], [0.0], [0.2], tmp_path)
+    assert cut in [html.unescape(t) for t in re.findall(r">([^<]*)</text>", forest.svg)]

@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from productlens import __version__
 from productlens.engines import Engine
+from productlens.errors import ReportError
 from productlens.report import charts
 from productlens.report import insights as ins
 from productlens.report.insights import Insight
@@ -542,8 +543,23 @@ def write_report(
 ) -> ReportResult:
     """Read every section and render the report into `out_dir` (`ReportError` when the
     warehouse has nothing to report)."""
+    _make_folder(out_dir)  # before the reading: a wrong --out is told at once
     sections = read_all(engine, filters or Filters(), settings or Settings())
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _render(engine, out_dir, sections, warehouse)
+    except OSError as exc:  # a full disk, a folder removed or locked meanwhile
+        raise ReportError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from exc
+
+
+def _make_folder(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a file above it, no permission
+        reason = "a file of that name is in the way" if out_dir.is_file() else exc.strerror
+        raise ReportError(f"cannot write the report into {out_dir}: {reason}") from None
+
+
+def _render(engine: Engine, out_dir: Path, sections: Sections, warehouse: str) -> ReportResult:
     blocks = {
         name: RENDERERS[name](sections, out_dir)
         for name in SECTIONS
@@ -566,7 +582,8 @@ def write_report(
         classic=classic,
     )
     path = out_dir / REPORT_FILE
-    tmp = path.with_suffix(".html.tmp")
+    # Written beside and renamed: a report stopped midway leaves the last whole one.
+    tmp = path.with_name(f".{REPORT_FILE}.partial")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     pngs = [b.chart.png for bs in blocks.values() for b in bs if b.chart is not None]

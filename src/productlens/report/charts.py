@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -28,6 +29,17 @@ plt.rcParams.update(
 )
 
 PALETTE = ("#3b6ea5", "#e07b39", "#5aa469", "#c44e52", "#8172b2", "#937860")
+# A label longer than this (a product, campaign or event name is whatever the data says)
+# would squeeze the plot into a sliver: charts cut it; insights and tables keep it whole.
+LABEL_CHARS = 40
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
+
+
+def _shorts(texts: Sequence[str]) -> list[str]:
+    return [_short(t) for t in texts]
 
 
 @dataclass(frozen=True)
@@ -44,9 +56,18 @@ def _save(fig: Figure, name: str, title: str, out_dir: Path) -> Chart:
     buffer = io.StringIO()
     # No metadata: no date (deterministic) and no URL of matplotlib's in the page.
     none = {"Date": None, "Creator": None, "Format": None, "Type": None}
-    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata=none)
     png = out_dir / f"{name}.png"
-    fig.savefig(png, format="png", dpi=144, bbox_inches="tight", metadata={"Software": None})
+    # Written beside and renamed: a report stopped midway leaves no truncated PNG.
+    partial = png.with_name(f".{png.name}.partial")
+    with warnings.catch_warnings():
+        # A name with an emoji: matplotlib's font has no glyph for it (the SVG's text is
+        # drawn by the browser's fonts, which show it); not worth a warning per chart.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata=none)
+        fig.savefig(
+            partial, format="png", dpi=144, bbox_inches="tight", metadata={"Software": None}
+        )
+    partial.replace(png)
     plt.close(fig)
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg") :]  # drop the XML prolog and doctype: it is inlined in HTML
@@ -61,7 +82,7 @@ def funnel_bars(steps: Sequence[str], users: Sequence[int], out_dir: Path) -> Ch
     top = max(users) if users and max(users) > 0 else 1
     for pos, n in zip(positions, users, strict=True):
         ax.text(n + top * 0.01, pos, f"{n:,}  ({n / top:.1%})", va="center", fontsize=9)
-    ax.set_yticks(positions, labels=list(steps))
+    ax.set_yticks(positions, labels=_shorts(steps))
     ax.set_xlim(0, top * 1.25)
     ax.set_xlabel("user-days reaching the step")
     ax.set_title("Funnel over the whole period", loc="left")
@@ -115,7 +136,7 @@ def bars(
             ha="left" if v >= 0 else "right",
             fontsize=8,
         )
-    ax.set_yticks(positions, labels=list(labels))
+    ax.set_yticks(positions, labels=_shorts(labels))
     low = min(0.0, min(values, default=0.0))
     ax.set_xlim(low * 1.3 if low < 0 else 0, max(0.0, max(values, default=0.0)) * 1.25 or 1.0)
     if percent:
@@ -139,7 +160,7 @@ def lines(
     x = _dates(days)
     for i, (label, values) in enumerate(series.items()):
         y = [v if v is not None else float("nan") for v in values]
-        ax.plot(x, y, color=PALETTE[i % len(PALETTE)], linewidth=1.6, label=label)
+        ax.plot(x, y, color=PALETTE[i % len(PALETTE)], linewidth=1.6, label=_short(label))
     if percent:
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_ylim(bottom=0)
@@ -165,12 +186,12 @@ def stacked(
     for i, (label, values) in enumerate(series.items()):
         v = np.asarray(values, dtype=float)
         base = np.where(v >= 0, up, down)
-        ax.bar(x, v, bottom=base, color=PALETTE[i % len(PALETTE)], label=label, width=0.7)
+        ax.bar(x, v, bottom=base, color=PALETTE[i % len(PALETTE)], label=_short(label), width=0.7)
         up = up + np.where(v >= 0, v, 0)
         down = down + np.where(v < 0, v, 0)
     ax.axhline(0, color="#52606d", linewidth=0.8)
     step = max(1, len(labels) // 12)
-    ax.set_xticks(x[::step], labels=list(labels)[::step], rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(x[::step], labels=_shorts(labels)[::step], rotation=45, ha="right", fontsize=8)
     ax.legend(frameon=False, fontsize=8, ncols=min(4, len(series)))
     ax.set_title(title, loc="left")
     return _save(fig, name, title, out_dir)
@@ -242,7 +263,7 @@ def forest(
     err = np.vstack([lift - np.asarray(lows, dtype=float), np.asarray(highs, dtype=float) - lift])
     ax.errorbar(lift, y, xerr=err, fmt="o", color=PALETTE[0], capsize=3)
     ax.axvline(0, color="#52606d", linewidth=0.8)
-    ax.set_yticks(y, labels=list(labels), fontsize=8)
+    ax.set_yticks(y, labels=_shorts(labels), fontsize=8)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_xlabel("relative lift vs control")
     ax.set_title(title, loc="left")
