@@ -4,6 +4,8 @@ here, or the brute-force funnel); a missing warehouse gets the guidance page."""
 
 from __future__ import annotations
 
+import re
+import socket
 import sys
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -13,10 +15,11 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from productlens.dashboard import ENTRY
+from productlens.dashboard import ENTRY, check_address, exposure_note
 from productlens.dashboard.pages import PAGES
 from productlens.engines import DuckDBEngine
-from tests.conftest import open_readonly, q
+from productlens.errors import ConfigError
+from tests.conftest import open_readonly, q, run_cli
 from tests.funnel_reference import reference_funnel
 
 TIMEOUT = 180  # seconds a page may take under AppTest on a loaded machine
@@ -291,3 +294,32 @@ def test_a_missing_warehouse_gets_the_guidance_page(
     commands = [c.value for c in at.code]
     assert any(c.endswith(" demo") for c in commands)
     assert str(tmp_path / "warehouse.duckdb") in at.markdown[0].value
+
+
+def test_a_taken_port_or_a_bad_host_is_told_before_streamlit_starts(tmp_path: Path) -> None:
+    """A taken port printed "dashboard on http://..." and then Streamlit's own line; now the
+    command says it cannot listen there, with the reason, and starts nothing."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--project", str(tmp_path), "dashboard", "--port", str(port))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"error [config]: cannot listen on 127.0.0.1:{port}" in result.stderr
+        assert "http://" not in result.stdout
+        with pytest.raises(ConfigError, match=re.escape(f"cannot listen on 127.0.0.1:{port}")):
+            check_address("127.0.0.1", port)
+    with pytest.raises(ConfigError, match=re.escape("cannot listen on 999.1.1.1:8501")):
+        check_address("999.1.1.1", 8501)
+
+
+@pytest.mark.parametrize(
+    ("host", "exposed"),
+    [("127.0.0.1", False), ("localhost", False), ("::1", False), ("0.0.0.0", True), ("::", True)],
+)
+def test_listening_beyond_loopback_is_warned(host: str, *, exposed: bool) -> None:
+    note = exposure_note(host, 8501)
+    assert (note is not None) == exposed
+    if note is not None:
+        assert "no login" in note
+        assert host in note

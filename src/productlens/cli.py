@@ -442,9 +442,18 @@ def dashboard(
     """
     import os
 
-    from productlens.dashboard import require_extra, streamlit_argv
+    from productlens.dashboard import (
+        check_address,
+        exposure_note,
+        require_extra,
+        streamlit_argv,
+    )
 
     require_extra()
+    check_address(host, port)
+    note = exposure_note(host, port)
+    if note:
+        err_console.print(f"[yellow]warning:[/] {escape(note)}")
     project = _state(ctx).project()
     argv = streamlit_argv(sys.executable, project, host, port)
     console.print(f"productlens dashboard on http://{host}:{port} (Ctrl-C stops it)")

@@ -9,6 +9,8 @@ Streamlit and Plotly are an optional extra (`productlens[dashboard]`).
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
+import socket
 from pathlib import Path
 
 from productlens.config import Project
@@ -38,6 +40,38 @@ def require_extra() -> None:
         raise ConfigError(
             f"the dashboard needs {' and '.join(missing)}: install productlens[dashboard]"
         )
+
+
+def check_address(host: str, port: int) -> None:
+    """Raise a clear error when the dashboard cannot listen on `host:port` (the port is
+    taken, the address is not this machine's), before Streamlit takes over the process."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As Streamlit's server binds: a port left in TIME_WAIT by a stopped dashboard
+            # is free to it.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:  # socket.gaierror is one too
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {reason}; choose another --port or --host"
+        ) from None
+
+
+def exposure_note(host: str, port: int) -> str | None:
+    """A warning when the dashboard listens beyond this machine's loopback (None: loopback)."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port)}
+    except OSError:
+        return None  # check_address says what is wrong with it
+    if all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        return None
+    return (
+        f"listening on {host}: anyone who can reach this machine on port {port} can read "
+        "the warehouse's numbers (the dashboard has no login)"
+    )
 
 
 def project_args(project: Project) -> list[str]:
