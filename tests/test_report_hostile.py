@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 from rich.console import Console
 
 from productlens.app import open_engine
@@ -21,6 +22,7 @@ from productlens.pipeline import Runner
 from productlens.report import charts, write_report
 from productlens.report.sections import Filters, Settings, read_funnel
 from tests.conftest import q, run_cli
+from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_FLAGS
 
 
 def test_a_later_command_on_a_saas_demo_reads_the_saas_world(saas_demo_project: Path) -> None:
@@ -115,3 +117,56 @@ def test_a_very_long_name_is_shortened_on_a_chart_only(tmp_path: Path) -> None:
     assert "<script>" not in chart.svg
     forest = charts.forest("f", "F", [LONG], [0.1], [0.0], [0.2], tmp_path)
     assert cut in [html.unescape(t) for t in re.findall(r">([^<]*)</text>", forest.svg)]
+
+
+EVIL = "<script>alert(1)</script> & \"q\" 'x' 🚀 "
+
+
+@pytest.mark.slow
+def test_hostile_names_are_text_and_the_report_fetches_nothing_in_chromium(
+    demo_project: Path, tmp_path: Path
+) -> None:
+    """Product, category and campaign names holding markup, quotes, `&` and emoji are shown
+    as text (no script runs in Chromium), and the file opened from disk with the network
+    off requests nothing but itself."""
+    root = tmp_path / "copy"
+    shutil.copytree(demo_project, root, ignore=shutil.ignore_patterns("data", "reports"))
+    project = load_project(root)
+    engine = open_engine(project)
+    try:
+        engine.execute(q("update marts.product_metrics set product_name = ? || product_name", EVIL))
+        engine.execute(q("update marts.product_metrics set category = '<i>' || category || '&'"))
+        engine.execute(
+            q("update marts.campaign_attribution set campaign_name = ? || campaign_name", EVIL)
+        )
+        out = tmp_path / 'it\'s "a" report'
+        result = write_report(engine, out, settings=Settings.from_config(project.config))
+    finally:
+        engine.close()
+    text = result.html.read_text(encoding="utf-8")
+    assert "<script" not in text
+    assert "<i>" not in text
+    shown = result.insights()
+    assert shown["top_products"].text.startswith("Highest-margin products: " + EVIL)
+    assert shown["campaign_roi"].text.count(EVIL) == 2
+
+    requests: list[str] = []
+    dialogs: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            page = browser.new_context(offline=True).new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(result.html.as_uri())
+            page.wait_for_load_state("networkidle")
+            top = page.locator("li[data-insight=top_products]").inner_text()
+            n_svg = page.locator(".chart svg").count()
+        finally:
+            browser.close()
+    assert requests == [result.html.as_uri()]
+    assert dialogs == []
+    assert top == shown["top_products"].text
+    assert n_svg == len(result.pngs)
