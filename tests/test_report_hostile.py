@@ -170,3 +170,30 @@ def test_hostile_names_are_text_and_the_report_fetches_nothing_in_chromium(
     assert dialogs == []
     assert top == shown["top_products"].text
     assert n_svg == len(result.pngs)
+
+
+def test_a_warehouse_of_orders_without_events_gets_its_revenue_and_products(
+    demo_project: Path, tmp_path: Path
+) -> None:
+    """A shop's order export alone (no events) was refused ("core.fct_events is empty");
+    the sections that read orders, products and campaigns are reported, the event ones
+    left out."""
+    root = tmp_path / "copy"
+    shutil.copytree(demo_project, root, ignore=shutil.ignore_patterns("data", "reports"))
+    project = load_project(root)
+    engine = open_engine(project)
+    try:
+        engine.execute(q("delete from core.fct_events"))
+        result = write_report(
+            engine, tmp_path / "out", settings=Settings.from_config(project.config)
+        )
+        margin = engine.fetch_all(
+            q("select product_id, margin from marts.product_metrics order by margin desc limit 1")
+        )[0]
+    finally:
+        engine.close()
+    assert {"revenue", "products", "health"} <= set(result.blocks)
+    assert not {"overview", "funnel", "retention", "usage"} & set(result.blocks)
+    top = result.insights()["top_products"].values
+    assert top["product_1"] == margin[0]
+    assert top["margin_1"] == pytest.approx(margin[1])

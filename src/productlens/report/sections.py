@@ -965,15 +965,18 @@ class SectionSpec:
     title: str
     read: Reader
     filters: tuple[FilterKind, ...]  # the filters the reader honours
+    events: bool = False  # reads core.fct_events (left out when it is empty)
 
 
 SECTIONS: dict[str, SectionSpec] = {
-    "overview": SectionSpec("Overview", read_overview, EVENT_FILTERS),
-    "funnel": SectionSpec("Funnel", read_funnel, EVENT_FILTERS),
-    "retention": SectionSpec("Retention and engagement", read_retention, EVENT_FILTERS),
+    "overview": SectionSpec("Overview", read_overview, EVENT_FILTERS, events=True),
+    "funnel": SectionSpec("Funnel", read_funnel, EVENT_FILTERS, events=True),
+    "retention": SectionSpec(
+        "Retention and engagement", read_retention, EVENT_FILTERS, events=True
+    ),
     "revenue": SectionSpec("Revenue and customers", read_revenue, DATE_ONLY),
     "products": SectionSpec("Products and marketing", read_products, NO_FILTERS),
-    "usage": SectionSpec("SaaS usage", read_usage, EVENT_FILTERS),
+    "usage": SectionSpec("SaaS usage", read_usage, EVENT_FILTERS, events=True),
     "experiments": SectionSpec("Experiments", read_experiments, NO_FILTERS),
     "health": SectionSpec("Data health", read_health, NO_FILTERS),
 }
@@ -995,8 +998,6 @@ def check_warehouse(engine: Engine) -> None:
     """Raise `ReportError` saying what to run when the warehouse cannot be reported on."""
     if not _has(engine, "core.fct_events") or not engine.list_tables("marts"):
         raise ReportError("the marts are not built yet: run `productlens build` first")
-    if data_days(engine) is None:
-        raise ReportError("core.fct_events is empty: ingest data and run `productlens build`")
 
 
 def read_all(
@@ -1005,11 +1006,24 @@ def read_all(
     settings: Settings = Settings(),
     only: Sequence[str] | None = None,
 ) -> Sections:
-    """Every section (or those named in `only`); a section without data is None."""
+    """Every section (or those named in `only`); a section without data is None. Without
+    events (a shop's orders alone) the event sections are None and the others are read."""
     check_warehouse(engine)
-    wanted = set(SECTIONS if only is None else only)
+    has_events = data_days(engine) is not None
+    wanted = {
+        name
+        for name, spec in SECTIONS.items()
+        if (only is None or name in only) and (has_events or not spec.events)
+    }
     values = {
-        name: spec.read(engine, filters, settings) if name in wanted else None
+        name: spec.read(engine, filters, settings) if name in wanted and name != "health" else None
         for name, spec in SECTIONS.items()
     }
+    if not has_events and not any(values.values()):
+        raise ReportError(
+            "core.fct_events is empty and there are no orders, products, campaigns or "
+            "experiments to report: ingest data and run `productlens build`"
+        )
+    if "health" in wanted:
+        values["health"] = read_health(engine, filters, settings)
     return Sections(**values)
