@@ -66,7 +66,7 @@ def exposure_note(host: str, port: int) -> str | None:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, port)}
     except OSError:
         return None  # check_address says what is wrong with it
-    if all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+    if all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses):
         return None
     return (
         f"listening on {host}: anyone who can reach this machine on port {port} can read "
