@@ -32,6 +32,7 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 SMALL_WORLD = ["--users", "400", "--days", "14", "--seed", "7"]
+SAAS_WORLD = ["--scenario", "saas", "--users", "400", "--days", "40", "--seed", "7"]
 
 
 @dataclass
@@ -117,6 +118,16 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One small demo run shared by the read-only end-to-end tests."""
     root = tmp_path_factory.mktemp("demo")
     result = run_cli("--project", str(root), "demo", *SMALL_WORLD)
+    assert result.returncode == 0, result.stderr + result.stdout
+    (root / "demo_stdout.txt").write_text(result.stdout)
+    return root
+
+
+@pytest.fixture(scope="session")
+def saas_demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small demo run of the SaaS world (five weeks: week-4 retention is observed)."""
+    root = tmp_path_factory.mktemp("saas_demo")
+    result = run_cli("--project", str(root), "demo", *SAAS_WORLD)
     assert result.returncode == 0, result.stderr + result.stdout
     (root / "demo_stdout.txt").write_text(result.stdout)
     return root

@@ -9,14 +9,18 @@ or pyspark.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from productlens.config import Project
-from productlens.engines.base import LAYERS, Engine
+from sqlglot import exp
+
+from productlens import ops
+from productlens.config import DEFAULT_FUNNELS, Project
+from productlens.engines.base import LAYERS, Engine, table
 from productlens.engines.duckdb import DuckDBEngine
 from productlens.errors import ConfigError
 from productlens.ingest.processor import LakeProcessor
@@ -100,14 +104,43 @@ def open_engine(
     if factory is None:  # the config's Literal makes this a programming error
         raise ConfigError(f"unknown warehouse engine {project.engine!r}")
     engine = factory(project, os.environ if environ is None else environ, read_only)
-    if not read_only:
-        try:
+    try:
+        if not read_only:
             for layer in LAYERS:
                 engine.ensure_schema(layer)
-        except BaseException:
-            engine.close()
-            raise
+        adopt_demo_world(project, engine)
+    except BaseException:
+        engine.close()
+        raise
     return engine
+
+
+def demo_world(engine: Engine) -> str | None:
+    """The world the demo last simulated into this warehouse (`ops.demo_world`), if any."""
+    if engine.table_kind(*ops.DEMO_WORLD) is None:
+        return None
+    query = (
+        exp.select(exp.column("params"))
+        .from_(table(*ops.DEMO_WORLD))
+        .order_by(exp.Ordered(this=exp.column("created_at"), desc=True))
+        .limit(1)
+    )
+    rows = engine.fetch_all(query)
+    scenario = json.loads(rows[0][0]).get("scenario") if rows else None
+    return str(scenario) if scenario else None
+
+
+def adopt_demo_world(project: Project, engine: Engine) -> None:
+    """When the project file names no scenario, the world the demo simulated into the
+    warehouse is the project's: `demo --scenario saas` writes no project file, and a later
+    build, report, experiment readout or dashboard must use that world's funnel steps and
+    metrics, not the default world's. A scenario the file (or the demo command) names wins."""
+    if "scenario" in project.config.simulate.model_fields_set:
+        return
+    scenario = demo_world(engine)
+    # A world this version does not know (a newer demo's) leaves the default in place.
+    if scenario in DEFAULT_FUNNELS and scenario != project.config.simulate.scenario:
+        project.config.simulate.scenario = scenario  # type: ignore[assignment]
 
 
 def _duckdb(project: Project, environ: Mapping[str, str], read_only: bool) -> Engine:

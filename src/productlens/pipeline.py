@@ -299,13 +299,17 @@ class Runner:
         return outcomes
 
     def report(self, out_dir: Path | None = None) -> ReportResult:
-        from productlens.report import write_report  # matplotlib: only when reporting
+        # matplotlib: only when reporting
+        from productlens.report import write_report
+        from productlens.report.sections import Settings
 
         with self._stage("report", 1) as advance:
             result = write_report(
                 self.engine,
                 out_dir or self.project.report_dir,
-                warehouse=str(self.project.warehouse_path),
+                settings=Settings.from_config(self.project.config),
+                # The file's name only: the report holds no path of this machine.
+                warehouse=self.project.warehouse_path.name,
             )
             advance()
             self._last_meta(rows=1 + len(result.pngs), detail=str(result.html))
@@ -433,6 +437,9 @@ def prepare_demo_warehouse(project: Project) -> None:
 
 def run_demo(project: Project, params: WorldParams, console: Console) -> RunSummary:
     """simulate -> ingest -> build -> check -> report on a fresh warehouse."""
+    # The world simulated now is the project's for this run, whatever an earlier demo left
+    # in the warehouse (`app.adopt_demo_world` reads that only when nothing names one).
+    project.config.simulate.scenario = params.scenario  # type: ignore[assignment]
     prepare_demo_warehouse(project)
     engine = open_engine(project)
     try:
