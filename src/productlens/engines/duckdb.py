@@ -86,8 +86,13 @@ class DuckDBEngine:
             settings["temp_directory"] = str(path.with_suffix(".tmp"))
         for key, value in settings.items():
             self._run(f"SET {key} = {_value(value)}")
+        # DuckDB shares one database instance per file within a process, file systems
+        # included: a second engine on the same warehouse (the dashboard opens one per
+        # page) finds the store its first engine registered.
+        registered = set(self.connection.list_filesystems())
         for filesystem in filesystems:
-            self.connection.register_filesystem(filesystem)
+            if filesystem.protocol not in registered:
+                self.connection.register_filesystem(filesystem)
 
     # --- statements -------------------------------------------------------------------
 
