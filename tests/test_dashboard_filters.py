@@ -1,0 +1,77 @@
+"""The dashboard's global filters reach every page that honours them, through its caches:
+a device chosen after a page was read unfiltered changes that page's numbers to the
+warehouse's for the device (the cache key holds the filters), and the caches' version
+moves with the run log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from productlens.dashboard import data
+from productlens.engines import DuckDBEngine
+from productlens.ops import RUN_EVENTS, RUN_LOG_COLUMNS, ensure_run_log, insert_rows
+from tests.conftest import open_readonly, q
+from tests.funnel_reference import reference_funnel
+from tests.test_dashboard import app_for, count, metrics, one, open_page
+
+DEVICE = "mobile"
+STEPS = ["page_view", "product_view", "add_to_cart", "checkout_start", "purchase"]
+
+
+@pytest.fixture
+def warehouse(demo_project: Path) -> Iterator[DuckDBEngine]:
+    engine = open_readonly(demo_project)
+    yield engine
+    engine.close()
+
+
+def test_a_device_chosen_later_reaches_every_event_page(
+    demo_project: Path, warehouse: DuckDBEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = warehouse.fetch_arrow(
+        q("select * from core.fct_events where device = ?", DEVICE)
+    ).to_pylist()
+    expected = [
+        s["count"] for s in reference_funnel(rows, STEPS, window=timedelta(days=1))["steps"]
+    ]
+    at = app_for(demo_project, monkeypatch)
+    # Every page read once without a filter: their results are in the caches.
+    for slug in ("funnel", "overview", "engagement"):
+        open_page(at, slug)
+    at.sidebar.multiselect(key="devices").set_value([DEVICE]).run()
+
+    # Funnel page: the live funnel over the device's events only.
+    shown = metrics(open_page(at, "funnel"))
+    assert shown["entered (page_view)"] == count(expected[0])
+    assert shown["reached purchase"] == count(expected[-1])
+
+    # Overview: the funnel insight is the device's funnel.
+    at = open_page(at, "overview")
+    said = f"{expected[-1]:,} of {expected[0]:,} users who did page_view reached purchase"
+    assert any(said in m.value for m in at.markdown), [m.value for m in at.markdown]
+
+    # Engagement: DAU of the device's last day.
+    last = one(warehouse, "select max(event_date) from core.fct_events where device = ?", DEVICE)
+    dau = one(
+        warehouse,
+        "select count(distinct user_id) from core.fct_events where device = ? and event_date = ?",
+        DEVICE,
+        last,
+    )
+    assert metrics(open_page(at, "engagement"))[f"DAU on {last}"] == count(dau)
+
+
+def test_the_caches_version_moves_with_the_run_log(engine: DuckDBEngine) -> None:
+    ensure_run_log(engine)
+    before = data.version(engine)
+    step = ("r1", "build", "core.fct_events", datetime(2026, 1, 1), None, None, "running", None)
+    engine.execute(insert_rows(RUN_EVENTS, RUN_LOG_COLUMNS, [step]))
+    after_start = data.version(engine)
+    done = (*step[:4], datetime(2026, 1, 1, 0, 1), 10, "success", None)
+    engine.execute(insert_rows(RUN_EVENTS, RUN_LOG_COLUMNS, [done]))
+    after_end = data.version(engine)
+    assert len({before, after_start, after_end}) == 3
