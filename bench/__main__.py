@@ -399,7 +399,8 @@ def bench_engines(
 
 
 def _print_engines(size: int, result: dict[str, Any], repeats: int, console: Console) -> None:
-    events = next(iter(result["runs"].values()))[0]["rows"].get("raw", 0)
+    done = [runs[0] for runs in result["runs"].values() if runs]
+    events = done[0]["rows"].get("raw", 0) if done else 0
     table = Table(
         title=f"ingest + publish + build + checks by engine, {size:,} events "
         f"(raw layer: {events:,} rows): seconds per stage and peak memory (process tree)"
@@ -409,6 +410,8 @@ def _print_engines(size: int, result: dict[str, Any], repeats: int, console: Con
     for row in engines.table_rows(result):
         table.add_row(*row)
     console.print(table)
+    for name, error in result["errors"].items():
+        console.print(f"{name} failed: {error}")
     console.print(
         "publish: the raw layer shown to the engine (PostgreSQL loads each raw file once; "
         "Spark reads the files as tables; DuckDB's warehouse is the lake's catalog); total: "

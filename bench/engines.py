@@ -206,18 +206,25 @@ def compare(
     tag: str = "",
 ) -> dict[str, Any]:
     """Each engine `repeats` times on one world, alternating so that the machine's drift
-    hits them alike; with PostgreSQL, the plain COPY once. A fresh database per run."""
+    hits them alike; with PostgreSQL, the plain COPY once. A fresh database per run. An
+    engine whose run fails is reported with its error and left out of later attempts."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
+    errors: dict[str, str] = {}
     for attempt in range(repeats):
         for name in engines:
+            if name in errors:
+                continue
             dsn, pid = "", 0
             if name == "postgres":
                 assert server is not None, "the postgres engine needs a server"
                 dsn = server.create_database(f"bench_{tag}_{attempt}")
                 pid = server_pid(server)
-            runs[name].append(run(name, data, dsn, pid))
+            try:
+                runs[name].append(run(name, data, dsn, pid))
+            except RuntimeError as exc:  # run_isolated's: the run's last lines
+                errors[name] = str(exc).strip().splitlines()[-1]
     copied = plain_copy(server, data, f"bench_{tag}_copy") if "postgres" in engines else None
-    return {"runs": runs, "plain_copy": copied}
+    return {"runs": runs, "errors": errors, "plain_copy": copied}
 
 
 # --- the table -------------------------------------------------------------------------
@@ -243,7 +250,7 @@ def total(result: dict[str, Any]) -> float:
 
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
     """The printed cells, one row per engine, then the plain COPY's."""
-    chosen = {name: median_run(runs) for name, runs in result["runs"].items()}
+    chosen = {name: median_run(runs) for name, runs in result["runs"].items() if runs}
     duck = total(chosen["duckdb"]) if "duckdb" in chosen else None
     copied = result["plain_copy"]
     rows = []
@@ -266,6 +273,8 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                 f"{run['peak_memory'] / 2**30:.2f} GiB",
             ]
         )
+    for name in result.get("errors", {}):
+        rows.append([name, "failed", "-", "-", "-", "-", "-", "", "(error below)"])
     if copied:
         rows.append(
             [
