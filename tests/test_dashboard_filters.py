@@ -5,15 +5,18 @@ moves with the run log."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from productlens.app import open_engine
+from productlens.config import load_project
 from productlens.dashboard import data
 from productlens.engines import DuckDBEngine
-from productlens.ops import RUN_EVENTS, RUN_LOG_COLUMNS, ensure_run_log, insert_rows
+from productlens.ops import RUN_EVENTS, RUN_LOG, RUN_LOG_COLUMNS, ensure_run_log, insert_rows
 from tests.conftest import open_readonly, q
 from tests.funnel_reference import reference_funnel
 from tests.test_dashboard import app_for, count, metrics, one, open_page
@@ -75,3 +78,18 @@ def test_the_caches_version_moves_with_the_run_log(engine: DuckDBEngine) -> None
     engine.execute(insert_rows(RUN_EVENTS, RUN_LOG_COLUMNS, [done]))
     after_end = data.version(engine)
     assert len({before, after_start, after_end}) == 3
+
+
+def test_a_warehouse_without_a_run_log_still_opens(
+    demo_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built by another tool (or its ops schema cleaned): no run log, no traceback; the
+    sidebar says the last run is unknown."""
+    copy = tmp_path / "copied"
+    shutil.copytree(demo_project, copy, ignore=shutil.ignore_patterns("*.tmp"))
+    engine = open_engine(load_project(copy))
+    engine.drop(*RUN_LOG)
+    engine.drop(*RUN_EVENTS)
+    engine.close()
+    at = open_page(app_for(copy, monkeypatch), "overview")
+    assert any("last run unknown" in c.value for c in at.sidebar.caption)

@@ -79,7 +79,10 @@ def build_view(project: Project, engine: Engine, settings: Settings) -> pages.Vi
     source = data.Source(engine, data.warehouse_key(project), data.version(engine))
     options = data.options(source)
     filters = sidebar_filters(options) if options is not None else Filters()
-    st.sidebar.caption(f"{project.engine} warehouse · last run {source.stamp.split('|')[1]}")
+    # The stamp is "started|finished|steps", or a phrase when there is no run log.
+    parts = source.stamp.split("|")
+    finished = parts[1] if len(parts) == 3 else "unknown"
+    st.sidebar.caption(f"{project.engine} warehouse · last run {finished}")
     return pages.View(project, source, settings, filters, options)
 
 
