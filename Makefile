@@ -42,7 +42,7 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 unit: $(VENV)/.dev browser
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=25
 
 ## browser: Debian's chromium for the dashboard's browser test (Playwright drives it;
 ## it never downloads a browser of its own). Installed when missing and we are root.

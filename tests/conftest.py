@@ -211,3 +211,19 @@ def s3() -> Iterator[servers.S3Server]:
     """moto's S3 server on loopback for this test process."""
     with servers.s3_server() as server:
         yield server
+
+
+# Figures a test measures and wants seen (`record_property("measured", text)`), printed at
+# the end of the run: with xdist a test's own output never reaches the terminal.
+_MEASURED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _MEASURED.extend(str(v) for k, v in report.user_properties if k == "measured")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for text in _MEASURED:
+        terminalreporter.write_sep("-", "measured")
+        terminalreporter.write_line(text)

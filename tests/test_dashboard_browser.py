@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -107,7 +107,9 @@ def kpi(page: Page, label: str) -> str:
 
 
 @pytest.mark.slow
-def test_every_page_in_chromium(server: str, demo_project: Path, tmp_path: Path) -> None:
+def test_every_page_in_chromium(
+    server: str, demo_project: Path, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
     assert CHROMIUM.exists(), (
         "the browser test drives Debian's chromium: `apt-get install chromium` "
         "(make test installs it when run as root)"
@@ -177,5 +179,6 @@ def test_every_page_in_chromium(server: str, demo_project: Path, tmp_path: Path)
             browser.close()
     report = "\n".join(f"{name}: {seconds:.2f} s" for name, seconds in timings.items())
     (tmp_path / "render_times.txt").write_text(report + "\n")
-    print(f"\ndashboard render times (screenshots in {tmp_path}):\n{report}")
+    # Shown in the run's summary (conftest), whichever xdist worker ran the test.
+    record_property("measured", f"dashboard render times (screenshots in {tmp_path}):\n{report}")
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted([*PAGES, "overview_filtered"])
