@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from productlens.app import open_engine
 from productlens.config import load_project
 from productlens.dashboard import data
 from productlens.engines import DuckDBEngine
+from productlens.metrics.funnel import funnel
 from productlens.ops import RUN_EVENTS, RUN_LOG, RUN_LOG_COLUMNS, ensure_run_log, insert_rows
+from productlens.report.sections import Filters, Settings
 from tests.conftest import open_readonly, q
 from tests.funnel_reference import reference_funnel
 from tests.test_dashboard import app_for, count, metrics, one, open_page
@@ -93,3 +96,29 @@ def test_a_warehouse_without_a_run_log_still_opens(
     engine.close()
     at = open_page(app_for(copy, monkeypatch), "overview")
     assert any("last run unknown" in c.value for c in at.sidebar.caption)
+
+
+@pytest.mark.parametrize("by", [None, "device"])
+def test_the_funnel_page_reads_the_funnel_section_only_where_it_is_the_same_query(
+    demo_project: Path, warehouse: DuckDBEngine, by: str | None
+) -> None:
+    """The project's funnel on the funnel page is the funnel section's (read once with the
+    overview): step by step and device by device the live query's numbers; any other
+    question (another order or window, a device filter) is not sent there."""
+    settings = Settings.from_config(load_project(demo_project).config)
+    assert settings.funnel_steps == tuple(STEPS)
+    window_s = int(settings.funnel_window.total_seconds())
+    ask = data.FunnelAsk(tuple(STEPS), window_s, "ordered", by)
+    assert data.section_funnel(ask, Filters(), settings)
+    source = data.Source(warehouse, f"test:{demo_project}", "shared funnel")
+    shared = data.live_funnel(source, ask, Filters(), settings)
+    live = funnel(
+        warehouse, STEPS, scope=Filters().scope(settings), window=settings.funnel_window, by=by
+    )
+    assert shared.steps == live.steps
+    assert shared.breakdown == live.breakdown
+    assert bool(shared.breakdown) == (by is not None)
+    assert not data.section_funnel(ask, Filters(devices=(DEVICE,)), settings)
+    assert not data.section_funnel(replace(ask, order="strict"), Filters(), settings)
+    assert not data.section_funnel(replace(ask, window_s=window_s + 1), Filters(), settings)
+    assert not data.section_funnel(replace(ask, by="country"), Filters(), settings)

@@ -23,7 +23,7 @@ from productlens.metrics.funnel import FunnelResult, funnel
 from productlens.metrics.funnel_sql import Order
 from productlens.metrics.lifecycle import LifecycleResult, lifecycle
 from productlens.metrics.scope import Grain
-from productlens.report.sections import SECTIONS, Filters, Settings
+from productlens.report.sections import SECTIONS, Filters, FunnelSection, Settings
 
 CACHE_ENTRIES = 256  # per cached function: filter combinations kept
 RUN_LOG_ROWS = 200
@@ -90,8 +90,27 @@ class FunnelAsk:
 def live_funnel(
     source: Source, ask: FunnelAsk, filters: Filters, settings: Settings
 ) -> FunnelResult:
-    """The funnel query (productlens.metrics.funnel), run live on the filters."""
+    """The funnel query (productlens.metrics.funnel), run live on the filters; the
+    project's own funnel (its steps and window, ordered, no breakdown or by device) is the
+    funnel section's, cached once for this page and the overview."""
+    shared = section_funnel(ask, filters, settings)
+    if shared:
+        found: FunnelSection | None = section(source, "funnel", filters, settings)
+        if found is not None and tuple(s.event for s in found.steps) == ask.steps:
+            return FunnelResult(found.steps, dict(found.by_device) if ask.by else {})
     return _funnel(source.engine, source.key, source.stamp, ask, filters, settings)
+
+
+def section_funnel(ask: FunnelAsk, filters: Filters, settings: Settings) -> bool:
+    """Whether the funnel section answers `ask`: the same query (ordered, the project's
+    window, by device or not) on filters without devices or countries (with them the
+    section also runs the per-day trend, a second query)."""
+    return (
+        ask.order == "ordered"
+        and ask.by in (None, "device")
+        and ask.window_s == settings.funnel_window.total_seconds()
+        and not filters.where
+    )
 
 
 @st.cache_data(show_spinner="Running the funnel...", max_entries=CACHE_ENTRIES)

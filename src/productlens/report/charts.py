@@ -2,31 +2,52 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")  # no display: render to files only
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
+# PNG resolution: the PNGs are for slides and chat, the HTML carries vector SVG.
+PNG_DPI = 100
 
-plt.rcParams.update(
-    {
-        "svg.hashsalt": "productlens",  # stable element ids: same data, same SVG
-        "svg.fonttype": "none",
-        "font.size": 10,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-    }
-)
+
+@functools.cache
+def _plt() -> ModuleType:
+    """matplotlib's pyplot, imported and set up on the first chart: importing it costs a
+    second or more, which the dashboard (it imports `report.sections`, never a chart)
+    should not pay."""
+    import matplotlib  # noqa: PLC0415 - a second to import; the dashboard never draws one
+
+    matplotlib.use("Agg")  # no display: render to files only
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    plt.rcParams.update(
+        {
+            "svg.hashsalt": "productlens",  # stable element ids: same data, same SVG
+            "svg.fonttype": "none",
+            "font.size": 10,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
+    return plt
+
+
+def _percent() -> Any:
+    from matplotlib.ticker import PercentFormatter  # noqa: PLC0415
+
+    return PercentFormatter(1.0)
+
 
 PALETTE = ("#3b6ea5", "#e07b39", "#5aa469", "#c44e52", "#8172b2", "#937860")
 # A label longer than this (a product, campaign or event name is whatever the data says)
@@ -63,12 +84,16 @@ def _save(fig: Figure, name: str, title: str, out_dir: Path) -> Chart:
         # A name with an emoji: matplotlib's font has no glyph for it (the SVG's text is
         # drawn by the browser's fonts, which show it); not worth a warning per chart.
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata=none)
-        fig.savefig(
-            partial, format="png", dpi=144, bbox_inches="tight", metadata={"Software": None}
-        )
+        # The layout is fitted once to the labels (no `bbox_inches="tight"`, which draws
+        # the whole figure once more per file to measure it), then drawn as SVG and PNG.
+        fig.tight_layout(pad=0.4)
+        # tight_layout leaves a placeholder layout engine, for which savefig draws once
+        # more before drawing: none is left.
+        fig.set_layout_engine(None)
+        fig.savefig(buffer, format="svg", metadata=none)
+        fig.savefig(partial, format="png", dpi=PNG_DPI, metadata={"Software": None})
     partial.replace(png)
-    plt.close(fig)
+    _plt().close(fig)
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg") :]  # drop the XML prolog and doctype: it is inlined in HTML
     return Chart(name=name, title=title, svg=svg, png=png)
@@ -76,7 +101,7 @@ def _save(fig: Figure, name: str, title: str, out_dir: Path) -> Chart:
 
 def funnel_bars(steps: Sequence[str], users: Sequence[int], out_dir: Path) -> Chart:
     """Horizontal bars, one per step, labelled with the count and share of step one."""
-    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(steps) + 1.2))
+    fig, ax = _plt().subplots(figsize=(7.5, 0.55 * len(steps) + 1.2))
     positions = list(range(len(steps)))[::-1]
     ax.barh(positions, users, color=PALETTE[0])
     top = max(users) if users and max(users) > 0 else 1
@@ -91,10 +116,10 @@ def funnel_bars(steps: Sequence[str], users: Sequence[int], out_dir: Path) -> Ch
 
 def conversion_trend(days: Sequence[date], rates: Sequence[float | None], out_dir: Path) -> Chart:
     """Daily conversion from the first step to the last, as a line."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    fig, ax = _plt().subplots(figsize=(7.5, 3.0))
     values = [r if r is not None else float("nan") for r in rates]
     ax.plot(np.array(days, dtype="datetime64[D]"), values, color=PALETTE[1], linewidth=1.6)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(_percent())
     ax.set_ylim(bottom=0)
     ax.set_title("Daily conversion, first step to last", loc="left")
     fig.autofmt_xdate()
@@ -106,7 +131,7 @@ def _dates(values: Sequence[date]) -> np.ndarray:
 
 
 def _figure(height: float = 3.0) -> tuple[Figure, Any]:
-    fig, ax = plt.subplots(figsize=(7.5, height))
+    fig, ax = _plt().subplots(figsize=(7.5, height))
     return fig, ax
 
 
@@ -140,7 +165,7 @@ def bars(
     low = min(0.0, min(values, default=0.0))
     ax.set_xlim(low * 1.3 if low < 0 else 0, max(0.0, max(values, default=0.0)) * 1.25 or 1.0)
     if percent:
-        ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.xaxis.set_major_formatter(_percent())
     ax.set_xlabel(xlabel)
     ax.set_title(title, loc="left")
     return _save(fig, name, title, out_dir)
@@ -162,7 +187,7 @@ def lines(
         y = [v if v is not None else float("nan") for v in values]
         ax.plot(x, y, color=PALETTE[i % len(PALETTE)], linewidth=1.6, label=_short(label))
     if percent:
-        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.yaxis.set_major_formatter(_percent())
     ax.set_ylim(bottom=0)
     if len(series) > 1:
         ax.legend(frameon=False, fontsize=8)
@@ -209,7 +234,7 @@ def heatmap(
     """Retention heatmap: one row per cohort, one column per period since it started."""
     data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
     n_rows, n_cols = data.shape if data.size else (0, 0)
-    fig, ax = plt.subplots(figsize=(7.5, 0.28 * n_rows + 1.4))
+    fig, ax = _plt().subplots(figsize=(7.5, 0.28 * n_rows + 1.4))
     ax.imshow(data, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     if n_cols <= 16:
         for (i, j), v in np.ndenumerate(data):
@@ -239,8 +264,8 @@ def pareto(
     fig, ax = _figure(3.2)
     ax.plot([0, *buyers], [0, *revenue], color=PALETTE[0], linewidth=1.8)
     ax.plot([0, 1], [0, 1], color="#9aa5b1", linewidth=0.8, linestyle="--")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.xaxis.set_major_formatter(_percent())
+    ax.yaxis.set_major_formatter(_percent())
     ax.set_xlabel("buyers, highest revenue first")
     ax.set_ylabel("share of net revenue")
     ax.set_title(title, loc="left")
@@ -264,7 +289,7 @@ def forest(
     ax.errorbar(lift, y, xerr=err, fmt="o", color=PALETTE[0], capsize=3)
     ax.axvline(0, color="#52606d", linewidth=0.8)
     ax.set_yticks(y, labels=_shorts(labels), fontsize=8)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.xaxis.set_major_formatter(_percent())
     ax.set_xlabel("relative lift vs control")
     ax.set_title(title, loc="left")
     return _save(fig, name, title, out_dir)
