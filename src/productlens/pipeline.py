@@ -312,7 +312,7 @@ class Runner:
                 warehouse=self.project.warehouse_path.name,
             )
             advance()
-            self._last_meta(rows=1 + len(result.pngs), detail=str(result.html))
+            self._last_meta(rows=1 + len(result.pngs), detail=shown(result.html))
         self.summary.report = result
         return result
 
@@ -389,7 +389,7 @@ def print_summary(console: Console, summary: RunSummary, title: str = "productle
         console.print()
         console.print(layers)
     if summary.report:
-        console.print(f"\nreport: [bold]{summary.report.html}[/]")
+        console.print(f"\nreport: [bold]{shown(summary.report.html)}[/]")
         console.print(f"charts: {', '.join(str(p.name) for p in summary.report.pngs)}")
     console.print(f"run id: {summary.run_id}")
 
@@ -433,6 +433,14 @@ def prepare_demo_warehouse(project: Project) -> None:
         raw_files.remove_tree()
     elif raw_files.is_dir():
         shutil.rmtree(raw_files)
+
+
+def shown(path: Path) -> str:
+    """A path as the user typed it: relative to the current folder when it lies below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def run_demo(project: Project, params: WorldParams, console: Console) -> RunSummary:
