@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -113,24 +113,25 @@ def engine(tmp_path: Path) -> Iterator[DuckDBEngine]:
     eng.close()
 
 
-@pytest.fixture(scope="session")
-def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One small demo run shared by the read-only end-to-end tests."""
-    root = tmp_path_factory.mktemp("demo")
-    result = run_cli("--project", str(root), "demo", *SMALL_WORLD)
+def _demo_run(tmp_path_factory: pytest.TempPathFactory, name: str, world: Sequence[str]) -> Path:
+    """`productlens demo` into a new folder; its printed summary kept beside it."""
+    root = tmp_path_factory.mktemp(name)
+    result = run_cli("--project", str(root), "demo", *world)
     assert result.returncode == 0, result.stderr + result.stdout
     (root / "demo_stdout.txt").write_text(result.stdout)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small demo run shared by the read-only end-to-end tests."""
+    return _demo_run(tmp_path_factory, "demo", SMALL_WORLD)
 
 
 @pytest.fixture(scope="session")
 def saas_demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One small demo run of the SaaS world (five weeks: week-4 retention is observed)."""
-    root = tmp_path_factory.mktemp("saas_demo")
-    result = run_cli("--project", str(root), "demo", *SAAS_WORLD)
-    assert result.returncode == 0, result.stderr + result.stdout
-    (root / "demo_stdout.txt").write_text(result.stdout)
-    return root
+    return _demo_run(tmp_path_factory, "saas_demo", SAAS_WORLD)
 
 
 def open_readonly(root: Path) -> DuckDBEngine:
