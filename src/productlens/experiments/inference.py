@@ -27,7 +27,6 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from productlens.experiments.stats import ErrorCode, Estimate, MetricType, Numbers, json_value
 
@@ -67,6 +66,8 @@ class Prior:
 
 def critical_value(alpha: Numbers, df: Numbers) -> Numbers:
     """Two-sided critical value: normal quantile where df is infinite, Student t otherwise."""
+    from scipy import special  # noqa: PLC0415 - slow import, kept off startup
+
     q = 1 - np.asarray(alpha) / 2
     with np.errstate(invalid="ignore"):
         return np.where(np.isinf(df), special.ndtri(q), special.stdtrit(df, q))  # type: ignore[no-any-return]
@@ -74,6 +75,8 @@ def critical_value(alpha: Numbers, df: Numbers) -> Numbers:
 
 def two_sided_p_value(statistic: Numbers, df: Numbers) -> Numbers:
     """P(|T| >= |statistic|) for a normal (df infinite) or Student t statistic."""
+    from scipy import special  # noqa: PLC0415 - slow import, kept off startup
+
     x = -np.abs(statistic)
     with np.errstate(invalid="ignore"):
         return np.where(np.isinf(df), 2 * special.ndtr(x), 2 * special.stdtr(df, x))  # type: ignore[no-any-return]
@@ -140,6 +143,8 @@ def bayesian_posterior(
     prior_stddev: Numbers | None = None,
 ) -> Posterior:
     """Normal likelihood N(estimate, se^2) times a flat or a proper normal prior."""
+    from scipy import special  # noqa: PLC0415 - slow import, kept off startup
+
     if prior_stddev is None:
         mean, sd = np.asarray(estimate, dtype=np.float64), np.asarray(se, dtype=np.float64)
     else:
@@ -209,6 +214,8 @@ def _pair(lo: Numbers, hi: Numbers) -> tuple[float, float]:
 
 
 def _frequentist(e: Estimate, alpha: float, _: float, __: Prior | None) -> Inference:
+    from scipy import special  # noqa: PLC0415 - slow import, kept off startup
+
     crit = float(critical_value(alpha, e.df))
     statistic = e.absolute / e.null_se
     p = float(two_sided_p_value(statistic, e.df))

@@ -16,8 +16,6 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from scipy import optimize, special
-
 from productlens.experiments.stats import json_value
 
 __all__ = ["PowerPlan", "days_needed", "mde_for_sample", "power_at", "sample_size"]
@@ -45,6 +43,8 @@ class PowerPlan:
 
 def power_at(effect_size: float, n_per_arm: float, alpha: float = 0.05) -> float:
     """Power of the two-sided two-sample z-test with equal arms."""
+    from scipy import special  # noqa: PLC0415 - slow import, kept off startup
+
     crit = float(special.ndtri(1 - alpha / 2))
     shift = abs(effect_size) * math.sqrt(n_per_arm / 2)
     return float(special.ndtr(shift - crit) + special.ndtr(-crit - shift))
@@ -86,6 +86,8 @@ def sample_size(
 
     Raises ValueError for impossible plans (a zero MDE, a proportion outside (0, 1)).
     """
+    from scipy import optimize, special  # noqa: PLC0415 - slow import, kept off startup
+
     _validate(alpha, power)
     absolute = mde * baseline if relative else mde
     d = _effect_size(baseline, absolute, stddev)
@@ -122,6 +124,8 @@ def mde_for_sample(
     stddev: float | None = None,
 ) -> PowerPlan:
     """The smallest positive lift detectable with `n_per_arm` users per arm."""
+    from scipy import optimize, special  # noqa: PLC0415 - slow import, kept off startup
+
     _validate(alpha, power)
     if n_per_arm <= 0:
         raise ValueError("n_per_arm must be positive")

@@ -13,7 +13,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from productlens.experiments.stats import json_value
 
@@ -49,6 +48,8 @@ def srm_test(
     Missing weights (None, or any None) mean an equal split. With no users at all, or
     weights that do not sum to a positive number, the test is not run: p-value 1.
     """
+    from scipy import special  # noqa: PLC0415 - slow import, kept off startup
+
     observed = np.asarray(users, dtype=np.float64)
     assumed = weights is None or any(w is None for w in weights)
     w = (
