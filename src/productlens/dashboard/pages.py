@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import streamlit as st
 
+from productlens.arrays import array
 from productlens.config import Project
 from productlens.dashboard import data
 from productlens.dashboard.warehouse import FilterOptions
@@ -92,6 +93,12 @@ def _insights(*found: Insight | None) -> None:
     lines = [f"- {i.text}" for i in found if i is not None]
     if lines:
         st.markdown("\n".join(lines))
+
+
+def _table(rows: Sequence[dict[str, Any]], kinds: dict[str, pa.DataType]) -> pa.Table:
+    """Rows as an Arrow table of these columns (a key a row lacks: null), built without
+    pyarrow's pandas import (`productlens.arrays`): a page's first table would pay it."""
+    return pa.table({name: array([r.get(name) for r in rows], k) for name, k in kinds.items()})
 
 
 def _none(what: str) -> None:
@@ -210,15 +217,31 @@ def funnel_page(view: View) -> None:
             }
             for value, s in result.breakdown.items()
         ]
-        st.dataframe(pa.Table.from_pylist(rows), hide_index=True, key="funnel_breakdown")
+        kinds = {
+            "value": pa.string(),
+            "entered": pa.int64(),
+            "reached": pa.int64(),
+            "conversion": pa.float64(),
+        }
+        st.dataframe(_table(rows, kinds), hide_index=True, key="funnel_breakdown")
 
 
 def _funnel_bars(name: str, steps: Sequence[StepResult]) -> go.Bar:
     return go.Bar(x=[s.event for s in steps], y=[s.count for s in steps], name=name)
 
 
+STEP_COLUMNS = {
+    "step": pa.string(),
+    "users": pa.int64(),
+    "of previous": pa.float64(),
+    "of first": pa.float64(),
+    "drop-off": pa.int64(),
+    "median time (s)": pa.float64(),
+}
+
+
 def _steps_table(steps: Sequence[StepResult]) -> pa.Table:
-    return pa.Table.from_pylist(
+    return _table(
         [
             {
                 "step": s.event,
@@ -229,7 +252,8 @@ def _steps_table(steps: Sequence[StepResult]) -> pa.Table:
                 "median time (s)": s.median_time_s,
             }
             for s in steps
-        ]
+        ],
+        STEP_COLUMNS,
     )
 
 
@@ -254,7 +278,13 @@ def retention_page(view: View) -> None:
         {"cohort": c.start, "size": c.size, **{f"{grain} {k}": n for k, n in enumerate(c.counts)}}
         for c in cohorts
     ]
-    st.dataframe(pa.Table.from_pylist(rows), hide_index=True, key="retention_table")
+    width = max(len(c.counts) for c in cohorts)
+    kinds = {
+        "cohort": pa.string(),
+        "size": pa.int64(),
+        **{f"{grain} {k}": pa.int64() for k in range(width)},
+    }
+    st.dataframe(_table(rows, kinds), hide_index=True, key="retention_table")
 
 
 def _heatmap(cohorts: Sequence[Cohort], grain: str) -> go.Figure:
@@ -542,13 +572,28 @@ def experiments_page(view: View) -> None:
             }
             for s in section.summaries
         ]
-        st.dataframe(pa.Table.from_pylist(rows), hide_index=True, key="experiments_table")
+        st.dataframe(_table(rows, EXPERIMENT_COLUMNS), hide_index=True, key="experiments_table")
         for s in section.summaries:
             with st.expander(f"{s.experiment_id} ({s.name or ''}): {s.verdict}"):
                 st.write(insights.experiment_verdict(s).text)
                 for reason in s.reasons:
                     st.write(f"- {reason}")
     plan_calculator()
+
+
+EXPERIMENT_COLUMNS = {
+    "experiment": pa.string(),
+    "metric": pa.string(),
+    "variant": pa.string(),
+    "users": pa.int64(),
+    "lift": pa.float64(),
+    "low": pa.float64(),
+    "high": pa.float64(),
+    "p": pa.float64(),
+    "SRM": pa.string(),
+    "decision": pa.string(),
+    "monthly impact": pa.float64(),
+}
 
 
 def plan_calculator() -> None:

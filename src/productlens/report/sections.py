@@ -27,6 +27,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
+from productlens.arrays import array
 from productlens.engines.base import SOURCE_DIALECT, Engine, table
 from productlens.errors import ReportError
 from productlens.experiments.analysis import ExperimentReadout, analyze_experiment
@@ -435,10 +436,10 @@ def read_funnel(
         trend = result.trend
         daily = pa.table(
             {
-                "day": pa.array([date.fromisoformat(p.period) for p in trend], pa.date32()),
-                "entered": pa.array([p.steps[0].count for p in trend], pa.int64()),
-                "converted": pa.array([p.steps[-1].count for p in trend], pa.int64()),
-                "conversion": pa.array(
+                "day": array([date.fromisoformat(p.period) for p in trend], pa.date32()),
+                "entered": array([p.steps[0].count for p in trend], pa.int64()),
+                "converted": array([p.steps[-1].count for p in trend], pa.int64()),
+                "conversion": array(
                     [p.steps[-1].conversion_from_start for p in trend], pa.float64()
                 ),
             }
@@ -483,11 +484,11 @@ def read_retention(
     days = activity(engine, scope).total.days
     table_ = pa.table(
         {
-            "day": pa.array([date.fromisoformat(d.date) for d in days], pa.date32()),
-            "dau": pa.array([d.dau for d in days], pa.int64()),
-            "wau": pa.array([d.wau for d in days], pa.int64()),
-            "mau": pa.array([d.mau for d in days], pa.int64()),
-            "stickiness": pa.array([d.stickiness for d in days], pa.float64()),
+            "day": array([date.fromisoformat(d.date) for d in days], pa.date32()),
+            "dau": array([d.dau for d in days], pa.int64()),
+            "wau": array([d.wau for d in days], pa.int64()),
+            "mau": array([d.mau for d in days], pa.int64()),
+            "stickiness": array([d.stickiness for d in days], pa.float64()),
         }
     )
     weeks = lifecycle(engine, scope, "week").periods
@@ -559,10 +560,10 @@ def _seasonality(daily: pa.Table) -> tuple[pa.Table, pa.Table]:
         keys = sorted(groups)
         return pa.table(
             {
-                key: pa.array(keys, kind),
-                "n_days": pa.array([len(groups[k]) for k in keys], pa.int64()),
-                "net_revenue": pa.array([sum(groups[k]) for k in keys], pa.float64()),
-                "per_day": pa.array([sum(groups[k]) / len(groups[k]) for k in keys], pa.float64()),
+                key: array(keys, kind),
+                "n_days": array([len(groups[k]) for k in keys], pa.int64()),
+                "net_revenue": array([sum(groups[k]) for k in keys], pa.float64()),
+                "per_day": array([sum(groups[k]) / len(groups[k]) for k in keys], pa.float64()),
             }
         )
 
@@ -869,9 +870,9 @@ def _quarantine(engine: Engine) -> pa.Table:
     keys = sorted(counts, key=lambda k: (-counts[k], k))
     return pa.table(
         {
-            "target_table": pa.array([k[0] for k in keys], pa.string()),
-            "reason": pa.array([k[1] for k in keys], pa.string()),
-            "n_rows": pa.array([counts[k] for k in keys], pa.int64()),
+            "target_table": array([k[0] for k in keys], pa.string()),
+            "reason": array([k[1] for k in keys], pa.string()),
+            "n_rows": array([counts[k] for k in keys], pa.int64()),
         }
     )
 
@@ -889,9 +890,9 @@ def _rows_per_layer(engine: Engine) -> pa.Table:
     if not parts:
         return pa.table(
             {
-                "layer": pa.array([], pa.string()),
-                "n_tables": pa.array([], pa.int64()),
-                "n_rows": pa.array([], pa.int64()),
+                "layer": array([], pa.string()),
+                "n_tables": array([], pa.int64()),
+                "n_rows": array([], pa.int64()),
             }
         )
     union = parts[0] if len(parts) == 1 else exp.union(*parts, distinct=False)
@@ -908,9 +909,9 @@ def _rows_per_layer(engine: Engine) -> pa.Table:
     present = [layer for layer in HEALTH_LAYERS if layer in got]
     return pa.table(
         {
-            "layer": pa.array(present, pa.string()),
-            "n_tables": pa.array([int(got[x]["n_tables"]) for x in present], pa.int64()),
-            "n_rows": pa.array([int(got[x]["n_rows"]) for x in present], pa.int64()),
+            "layer": array(present, pa.string()),
+            "n_tables": array([int(got[x]["n_tables"]) for x in present], pa.int64()),
+            "n_rows": array([int(got[x]["n_rows"]) for x in present], pa.int64()),
         }
     )
 
@@ -920,18 +921,16 @@ def read_health(
 ) -> HealthSection | None:
     if not _has(engine, "ops.run_log"):
         return None
-    empty_tests = pa.table(
-        {"status": pa.array([], pa.string()), "n_tests": pa.array([], pa.int64())}
-    )
+    empty_tests = pa.table({"status": array([], pa.string()), "n_tests": array([], pa.int64())})
     tests, failing = (
         empty_tests,
         pa.table(
             {
-                "test_name": pa.array([], pa.string()),
-                "model": pa.array([], pa.string()),
-                "severity": pa.array([], pa.string()),
-                "status": pa.array([], pa.string()),
-                "n_failing": pa.array([], pa.int64()),
+                "test_name": array([], pa.string()),
+                "model": array([], pa.string()),
+                "severity": array([], pa.string()),
+                "status": array([], pa.string()),
+                "n_failing": array([], pa.int64()),
             }
         ),
     )
