@@ -37,6 +37,7 @@ from productlens.experiments.metric_defs import DEFAULT_METRICS, MetricDef
 from productlens.metrics import revenue as revenue_metrics
 from productlens.metrics.activity import activity
 from productlens.metrics.funnel import StepResult, funnel
+from productlens.metrics.lifecycle import STATUSES as LIFECYCLE_STATUSES
 from productlens.metrics.lifecycle import LifecyclePeriod, lifecycle
 from productlens.metrics.retention import MAX_PERIODS, Cohort, retention
 from productlens.metrics.scope import (
@@ -481,8 +482,35 @@ def read_retention(
         ).cohorts
         for grain, periods in grains
     }
+    # Without device or country filters, in UTC days, the marts hold the answer.
+    fast = not filters.where and settings.timezone == "UTC"
+    daily = _activity_from_mart(engine, span) if fast else None
+    # A week the range cuts counts only the range's days: the mart's weeks are whole.
+    whole = fast and filters.start is None and filters.end is None
+    weeks = _lifecycle_from_mart(engine, span, settings.week_start) if whole else None
+    return RetentionSection(
+        cohorts["day"],
+        cohorts["week"],
+        _activity(engine, scope) if daily is None else daily,
+        lifecycle(engine, scope, "week").periods if weeks is None else weeks,
+    )
+
+
+ACTIVITY_SCHEMA = pa.schema(
+    [
+        ("day", pa.date32()),
+        ("dau", pa.int64()),
+        ("wau", pa.int64()),
+        ("mau", pa.int64()),
+        ("stickiness", pa.float64()),
+    ]
+)
+
+
+def _activity(engine: Engine, scope: Scope) -> pa.Table:
+    """DAU, WAU, MAU and stickiness per day of the scope, live (productlens.metrics)."""
     days = activity(engine, scope).total.days
-    table_ = pa.table(
+    return pa.table(
         {
             "day": array([date.fromisoformat(d.date) for d in days], pa.date32()),
             "dau": array([d.dau for d in days], pa.int64()),
@@ -491,8 +519,52 @@ def read_retention(
             "stickiness": array([d.stickiness for d in days], pa.float64()),
         }
     )
-    weeks = lifecycle(engine, scope, "week").periods
-    return RetentionSection(cohorts["day"], cohorts["week"], table_, weeks)
+
+
+_ACTIVITY_MART = """
+select activity_date as day, dau, wau, mau, stickiness from marts.active_users_daily
+where activity_date between __first and __last order by activity_date
+"""
+
+
+def _activity_from_mart(engine: Engine, span: tuple[date, date]) -> pa.Table | None:
+    """The same days from `active_users_daily` (the live query over every event, in UTC
+    days: equal to it without device or country filters, whatever the range, since the
+    trailing windows read the days before it), None when the mart lacks a day."""
+    if not _has(engine, "marts.active_users_daily"):
+        return None
+    got = engine.fetch_arrow(_fill(_ACTIVITY_MART, **_dates(first=span[0], last=span[1])))
+    if got.num_rows != (span[1] - span[0]).days + 1:
+        return None
+    return got.cast(ACTIVITY_SCHEMA)
+
+
+_LIFECYCLE_MART = """
+select week_start_date, status, n_users from marts.user_lifecycle
+where week_start_date between __first and __last
+"""
+FIRST_WEEKDAY: dict[WeekStart, int] = {"monday": 0, "sunday": 6}
+
+
+def _lifecycle_from_mart(
+    engine: Engine, span: tuple[date, date], week_start: WeekStart
+) -> tuple[LifecyclePeriod, ...] | None:
+    """The weeks of all the data (`span`) from `user_lifecycle` (the live weekly query
+    over every event, UTC), None when the mart's weeks start on another day or it has
+    none of them."""
+    if not _has(engine, "marts.user_lifecycle"):
+        return None
+    weekday = FIRST_WEEKDAY[week_start]
+    first = span[0] - timedelta(days=(span[0].weekday() - weekday) % 7)
+    weeks = [first + timedelta(days=7 * k) for k in range((span[1] - first).days // 7 + 1)]
+    bounds = _dates(first=weeks[0], last=weeks[-1])
+    rows = _rows(engine, _fill(_LIFECYCLE_MART, **bounds))
+    if not rows or any(r["week_start_date"].weekday() != weekday for r in rows):
+        return None
+    counts: dict[date, dict[str, int]] = {w: dict.fromkeys(LIFECYCLE_STATUSES, 0) for w in weeks}
+    for r in rows:  # at most four rows a week
+        counts[r["week_start_date"]][str(r["status"])] = int(r["n_users"])
+    return tuple(LifecyclePeriod(w.isoformat(), **counts[w]) for w in weeks)
 
 
 # --- revenue and customers --------------------------------------------------------------------
