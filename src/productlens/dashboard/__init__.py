@@ -1,8 +1,9 @@
 """The Streamlit dashboard: pages over the warehouse, read through the engine only.
 
-`productlens dashboard` runs `streamlit run` on `entry.py` with the project's settings
-after `--`; `app.main` reads them (it is a composition root like the CLI), opens the
-warehouse read-only with `productlens.app.open_engine` and renders the chosen page.
+`productlens dashboard` runs `streamlit run` (through `serve.py`, which imports the app's
+modules first) on `entry.py` with the project's settings after `--`; `app.main` reads them
+(it is a composition root like the CLI), opens the warehouse read-only with
+`productlens.app.open_engine` and renders the chosen page.
 Streamlit and Plotly are an optional extra (`productlens[dashboard]`).
 """
 
@@ -83,7 +84,9 @@ def project_args(project: Project) -> list[str]:
 
 
 def streamlit_argv(python: str, project: Project, host: str, port: int) -> list[str]:
-    """`python -m streamlit run entry.py --opt value ... -- <project args>`."""
+    """`python -m productlens.dashboard.serve run entry.py --opt value ... -- <project
+    args>`: Streamlit's command line, the app's modules imported before it serves."""
     options = {**SERVER_OPTIONS, "server.address": host, "server.port": str(port)}
     flags = [f"--{key}={value}" for key, value in options.items()]
-    return [python, "-m", "streamlit", "run", str(ENTRY), *flags, "--", *project_args(project)]
+    serve = "productlens.dashboard.serve"
+    return [python, "-m", serve, "run", str(ENTRY), *flags, "--", *project_args(project)]
