@@ -56,9 +56,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[date], dict[da
     root = tmp_path_factory.mktemp("daily")
     data = root / "data"
     generate(preset(users=300, days=10, seed=7), data, workers=1)
-    days = sorted(
-        date.fromisoformat(p.name.split("=", 1)[1]) for p in (data / "events").iterdir()
-    )
+    days = sorted(date.fromisoformat(p.name.split("=", 1)[1]) for p in (data / "events").iterdir())
     drops = {day: root / "drops" / day.isoformat() for day in days}
 
     def write(tbl: pa.Table, name: str, day: date, file: str = "part.parquet") -> None:
@@ -105,8 +103,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[date], dict[da
 def _project(root: Path, extra: str = "") -> Path:
     root.mkdir(parents=True)
     (root / "productlens.toml").write_text(
-        '[sources]\nlanding = "landing"\n\n[run]\nreport = false\nbackoff_seconds = 0\n'
-        + extra
+        '[sources]\nlanding = "landing"\n\n[run]\nreport = false\nbackoff_seconds = 0\n' + extra
     )
     (root / "landing").mkdir()
     return root
@@ -208,13 +205,15 @@ def test_daily_runs_equal_one_full_build_and_pick_up_a_late_file(
     first = history[-1]
     assert first["dates"] == {"from": days[0].isoformat(), "to": days[0].isoformat()}
     assert first["rows"]["in"] == first["rows"]["loaded"] + first["rows"]["quarantined"]
-    assert first["tests"]["failed"] == 0 and first["tests"]["passed"] > 0
+    assert first["tests"]["failed"] == 0
+    assert first["tests"]["passed"] > 0
     assert {"ingest", "build", "build marts", "check", "publish marts"} <= set(first["stages"])
     late_run = history[len(history) - LATE_ARRIVAL]
     assert late_run["rebuild_from"] <= LATE_DAY.isoformat()
     results = json.loads((root / "runs" / late_run["run_id"] / "run_results.json").read_text())
     assert results["run"]["run_id"] == late_run["run_id"]
-    assert results["tests"] and all(t["status"] in ("pass", "warn") for t in results["tests"])
+    assert results["tests"]
+    assert all(t["status"] in ("pass", "warn") for t in results["tests"])
 
 
 GUARD_SQL = "select event_id, event_date from fct_events\n"
@@ -281,9 +280,11 @@ def test_a_failed_data_test_keeps_the_previous_marts_and_is_recorded(
     assert latest["status"] == "failed"
     assert latest["tests"]["failed"] == 1
     assert latest["tests"]["failed_tests"] == ["no_planted_events"]
-    assert "publish marts" not in latest["stages"] and "check" in latest["stages"]
+    assert "publish marts" not in latest["stages"]
+    assert "check" in latest["stages"]
     table_view = run_cli("--project", str(root), "runs")
-    assert "failed" in table_view.stdout and "no_planted_events" in table_view.stdout
+    assert "failed" in table_view.stdout
+    assert "no_planted_events" in table_view.stdout
 
     hook = json.loads((root / "hook.json").read_text())
     assert hook["run"]["run_id"] == latest["run_id"]
@@ -307,7 +308,8 @@ def _hold(path: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
     return holder
 
 

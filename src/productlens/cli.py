@@ -447,9 +447,7 @@ def run_cmd(
     last = _day("--date", day) or _day("--to", date_to)
     project = _state(ctx).project()
     settings = project.config.run
-    request = daily.RunRequest(
-        first, last, report=settings.report if report is None else report
-    )
+    request = daily.RunRequest(first, last, report=settings.report if report is None else report)
     landing = landing_root(project)
     policy = RetryPolicy(settings.retries, settings.backoff_seconds)
 
@@ -498,8 +496,16 @@ def runs(
         console.print("no runs yet: productlens run ingests the landing folder")
         return
     listing = Table(show_edge=False, pad_edge=False)
-    for column in ("run", "status", "dates", "seconds", "rows in", "loaded", "quarantined",
-                   "tests (pass/warn/fail)"):
+    for column in (
+        "run",
+        "status",
+        "dates",
+        "seconds",
+        "rows in",
+        "loaded",
+        "quarantined",
+        "tests (pass/warn/fail)",
+    ):
         listing.add_column(column, justify="right" if column in ("seconds",) else "left")
     for r in records:
         dates = f"{r.date_from or '-'}..{r.date_to or '-'}"

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from sqlglot import exp
@@ -141,9 +141,7 @@ class Touched:
     def merge(self, other: Touched) -> Touched:
         firsts = [d for d in (self.first, other.first) if d is not None]
         lasts = [d for d in (self.last, other.last) if d is not None]
-        return Touched(
-            min(firsts, default=None), max(lasts, default=None), self.full or other.full
-        )
+        return Touched(min(firsts, default=None), max(lasts, default=None), self.full or other.full)
 
 
 def incremental_sources(graph: modeling.ModelGraph) -> set[str]:
@@ -201,7 +199,9 @@ def aside(graph: modeling.ModelGraph) -> modeling.ModelGraph:
 
     models = {
         name: (
-            dataclasses.replace(model, layer=ASIDE, expression=model.expression.transform(moved))
+            dataclasses.replace(
+                model, layer=ASIDE, expression=cast(exp.Query, model.expression.transform(moved))
+            )
             if model.layer == MARTS
             else model
         )
@@ -237,7 +237,7 @@ def aside_tests(graph: modeling.ModelGraph) -> list[checks.DataTest]:
     return [
         dataclasses.replace(
             test,
-            query=test.query.transform(moved),
+            query=cast(exp.Query, test.query.transform(moved)),
             model=test.model.replace(f"{ASIDE}.", f"{MARTS}.", 1),
         )
         for test in checks.compile_tests(aside(graph))
@@ -299,7 +299,7 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
-        fields = {name: row.get(name) for name, _ in ops.RUN_HISTORY_COLUMNS}
+        fields: dict[str, Any] = {name: row.get(name) for name, _ in ops.RUN_HISTORY_COLUMNS}
         fields["failed_tests"] = json.loads(row.get("failed_tests") or "[]")
         for count in ("rows_in", "rows_loaded", "rows_quarantined"):
             fields[count] = int(fields[count] or 0)
@@ -421,11 +421,7 @@ def landing_files(landing: FilePath) -> list[FilePath]:
     """The landing folder's table folders (one per contract table) that exist."""
     if not landing.is_dir():
         raise ConfigError("the landing folder does not exist", path=landing)
-    return [
-        sub
-        for name in CONTRACTS
-        if (sub := landing / name).is_dir()  # type: ignore[operator]
-    ]
+    return [sub for name in CONTRACTS if (sub := landing / name).is_dir()]
 
 
 def run_daily(
@@ -439,7 +435,9 @@ def run_daily(
     policy = RetryPolicy(project.config.run.retries, project.config.run.backoff_seconds)
     runner = Runner(project, engine, console)
     record = RunRecord(
-        runner.runlog.run_id, started_at=_now(), date_from=request.date_from,
+        runner.runlog.run_id,
+        started_at=_now(),
+        date_from=request.date_from,
         date_to=request.date_to or request.date_from,
     )
     _record(engine, record)
@@ -458,12 +456,8 @@ def run_daily(
         with runner.progress():
             folders = landing_files(landing)
             loaded = attempt(lambda: runner.ingest([_arg(f) for f in folders])) if folders else None
-            touched = touched_dates(engine, graph, loaded) if loaded else Touched()
-            _count_rows(record, loaded)
+            touched = _note_loaded(engine, graph, loaded, record)
             owed = owed.merge(touched)
-            if touched.first or touched.full:
-                record.rebuild_from, record.full_rebuild = touched.first, touched.full
-                _record(engine, record)  # a run stopped from here on is owed a rebuild
             record.date_from = record.date_from or touched.first
             record.date_to = record.date_to or touched.last or record.date_from
             starts = [d for d in (request.date_from, owed.first) if d is not None]
@@ -483,10 +477,7 @@ def run_daily(
         if loaded is not None and record.rebuild_from is None and not record.full_rebuild:
             record.full_rebuild = loaded.total_rows > 0  # dates unknown: owed a full rebuild
     outcomes = runner.summary.outcomes
-    record.tests_passed = sum(o.status == "pass" for o in outcomes)
-    record.tests_warned = sum(o.status == "warn" for o in outcomes)
-    record.tests_failed = sum(o.status in ("fail", "error") for o in outcomes)
-    record.failed_tests = [o.test.name for o in outcomes if o.status in ("fail", "error")]
+    _tally_tests(record, outcomes)
     record.finished_at = _now()
     try:
         _record(engine, record)
@@ -494,6 +485,7 @@ def run_daily(
         summary = runner.finish()
     record.stages = {s.name: s.seconds for s in summary.stages}
     payload = {"run": record.to_json(), "tests": [_outcome(o) for o in outcomes]}
+    # dbt-style results: the project's latest, and one per run under runs/<id>/.
     runner.runlog.extra = payload
     runner.runlog.write_json(project.run_results_path)
     runner.runlog.write_json(project.runs_dir / record.run_id / "run_results.json")
@@ -528,12 +520,29 @@ def _marts_exist(engine: Engine, graph: modeling.ModelGraph) -> bool:
     return all(engine.table_kind(MARTS, m.name) is not None for m in graph if m.layer == MARTS)
 
 
-def _count_rows(record: RunRecord, result: IngestResult | None) -> None:
+def _note_loaded(
+    engine: Engine, graph: modeling.ModelGraph, result: IngestResult | None, record: RunRecord
+) -> Touched:
+    """Count what the ingest did and record the dates its rows touch at once, so that a
+    run stopped from here on is owed their rebuild (`pending`)."""
     if result is None:
-        return
+        return Touched()
     record.rows_in = sum(b.rows_read for b in result.batches)
     record.rows_loaded = result.total_rows
     record.rows_quarantined = result.quarantined
+    touched = touched_dates(engine, graph, result)
+    if touched.first or touched.full:
+        record.rebuild_from, record.full_rebuild = touched.first, touched.full
+        _record(engine, record)
+    return touched
+
+
+def _tally_tests(record: RunRecord, outcomes: Sequence[checks.TestOutcome]) -> None:
+    failed = [o for o in outcomes if o.status in ("fail", "error")]
+    record.tests_passed = sum(o.status == "pass" for o in outcomes)
+    record.tests_warned = sum(o.status == "warn" for o in outcomes)
+    record.tests_failed = len(failed)
+    record.failed_tests = [o.test.name for o in failed]
 
 
 def _outcome(outcome: checks.TestOutcome) -> dict[str, Any]:
