@@ -192,6 +192,22 @@ def test_daily_runs_equal_one_full_build_and_pick_up_a_late_file(
     found = {name: d for name in full if (d := differences(full[name], daily[name]))}
     assert found == {}
 
+    # A backfill over the whole range, everything delivered at once, is the same again.
+    backfill = _project(tmp_path / "backfill")
+    for day in days:
+        _deliver(drops[day], backfill / "landing")
+    code, output = _run(
+        backfill, "--from", days[0].isoformat(), "--to", str(days[-1]), capsys=capsys
+    )
+    assert code == 0, output
+    engine = open_engine(load_project(backfill), read_only=True)
+    try:
+        filled = _tables(engine)  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    mismatched = {name: d for name in full if (d := differences(full[name], filled[name]))}
+    assert mismatched == {}
+
     listed = run_cli("--project", str(root), "runs", "--json")
     assert listed.returncode == 0, listed.stderr
     history = json.loads(listed.stdout)

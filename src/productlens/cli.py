@@ -496,19 +496,13 @@ def runs(
         console.print("no runs yet: productlens run ingests the landing folder")
         return
     listing = Table(show_edge=False, pad_edge=False)
-    for column in (
-        "run",
-        "status",
-        "dates",
-        "seconds",
-        "rows in",
-        "loaded",
-        "quarantined",
-        "tests (pass/warn/fail)",
-    ):
-        listing.add_column(column, justify="right" if column in ("seconds",) else "left")
+    for column in ("run", "status", "dates", "seconds", "rows in", "loaded", "held", "tests"):
+        left = column in ("run", "status", "dates")
+        listing.add_column(column, justify="left" if left else "right")
     for r in records:
-        dates = f"{r.date_from or '-'}..{r.date_to or '-'}"
+        dates = str(r.date_from or "-")
+        if r.date_to != r.date_from:
+            dates += f"..{r.date_to or '-'}"
         colour = {"success": "green", "failed": "red"}.get(r.status, "yellow")
         listing.add_row(
             r.run_id,
@@ -521,6 +515,7 @@ def runs(
             f"{r.tests_passed}/{r.tests_warned}/{r.tests_failed}",
         )
     console.print(listing)
+    console.print("held: rows quarantined; tests: passed/warned/failed", highlight=False)
     failed = [r for r in records if r.failed_tests]
     for r in failed[:3]:
         console.print(f"{r.run_id}: failed {', '.join(r.failed_tests)}", highlight=False)

@@ -169,7 +169,8 @@ def touched_dates(engine: Engine, graph: modeling.ModelGraph, result: IngestResu
     for name, ids in batches.items():
         rule = CHANGE_DATES.get(name)
         if rule is None:
-            return Touched(full=True)
+            touched = touched.merge(Touched(full=True))
+            continue
         dates = rule(name, ids).subquery("touched_dates")
         query = exp.select(
             exp.func("min", exp.column("touched")), exp.func("max", exp.column("touched"))
