@@ -29,6 +29,7 @@ from productlens.retry import RetryPolicy, is_transient, retrying
 from productlens.simulate import generate, preset
 from tests.conftest import q, run_cli
 from tests.cross_engine import differences
+from tests.servers import S3Server
 
 START = date(2026, 1, 5)
 LATE_DAY = START + timedelta(days=2)  # day 3
@@ -393,3 +394,32 @@ def test_data_errors_are_not_retried(tmp_path: Path) -> None:
         engine.close()
     assert not is_transient(caught.value)
     assert waits == []
+
+
+def test_a_landing_prefix_in_s3(
+    tmp_path: Path, world: tuple[list[date], dict[date, Path]], s3: S3Server
+) -> None:
+    """`[sources] landing = "s3://..."`: each run loads the objects not loaded before."""
+    days, drops = world
+    s3.create_bucket("landing-in")
+    root = _project(tmp_path / "p")
+    (root / "productlens.toml").write_text(
+        (root / "productlens.toml").read_text().replace('"landing"', '"s3://landing-in/new"')
+    )
+    client = s3.client()
+    loaded = []
+    for day in days[:2]:
+        delivered = 0
+        for file in sorted(drops[day].rglob("*.parquet")):
+            key = f"new/{file.relative_to(drops[day]).as_posix()}"
+            client.upload_file(str(file), "landing-in", key)
+            delivered += pq.ParquetFile(file).metadata.num_rows
+        result = run_cli("--project", str(root), "run", env=s3.env())
+        assert result.returncode == 0, result.stderr + result.stdout
+        loaded.append(delivered)
+    listed = run_cli("--project", str(root), "runs", "--json")
+    history = json.loads(listed.stdout)
+    # Newest first: the second run read only the second day's objects.
+    assert [r["rows"]["in"] for r in history] == loaded[::-1]
+    assert [r["status"] for r in history] == ["success", "success"]
+    assert history[0]["dates"]["to"] == days[1].isoformat()
