@@ -27,7 +27,7 @@ from productlens.errors import EngineError
 from productlens.pipeline import Runner
 from productlens.retry import RetryPolicy, is_transient, retrying
 from productlens.simulate import generate, preset
-from tests.conftest import q, run_cli
+from tests.conftest import q
 from tests.cross_engine import differences
 from tests.servers import S3Server
 
@@ -110,12 +110,18 @@ def _project(root: Path, extra: str = "") -> Path:
     return root
 
 
-def _run(root: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """`productlens run ARGS` in this process (the imports paid once); code and output."""
+def _cli(root: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`productlens --project ROOT ARGS` in this process (the imports paid once): exit
+    code, stdout and stderr."""
     from productlens.cli import main
 
-    code = main(["--project", str(root), "run", *args])
+    code = main(["--project", str(root), *args])
     out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _run(root: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code, out, err = _cli(root, "run", *args, capsys=capsys)
     return code, out + err
 
 
@@ -209,9 +215,9 @@ def test_daily_runs_equal_one_full_build_and_pick_up_a_late_file(
     mismatched = {name: d for name in full if (d := differences(full[name], filled[name]))}
     assert mismatched == {}
 
-    listed = run_cli("--project", str(root), "runs", "--json")
-    assert listed.returncode == 0, listed.stderr
-    history = json.loads(listed.stdout)
+    code, listed, err = _cli(root, "runs", "--json", capsys=capsys)
+    assert code == 0, err
+    history = json.loads(listed)
     assert len(history) == len(days) + 1
     assert {r["status"] for r in history} == {"success"}
     delivered = sum(
@@ -244,7 +250,7 @@ GUARD_YML = """models:
 
 
 def test_a_failed_data_test_keeps_the_previous_marts_and_is_recorded(
-    tmp_path: Path, world: tuple[list[date], dict[date, Path]]
+    tmp_path: Path, world: tuple[list[date], dict[date, Path]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A planted error-level failure: exit non-zero naming the test, the marts as the run
     before left them (and readable), `runs` shows it failed, the hook gets the JSON."""
@@ -254,8 +260,8 @@ def test_a_failed_data_test_keeps_the_previous_marts_and_is_recorded(
     (root / "models" / "marts" / "planted_guard.sql").write_text(GUARD_SQL)
     (root / "models" / "marts" / "_guard.yml").write_text(GUARD_YML)
     _deliver(drops[days[0]], root / "landing")
-    first = run_cli("--project", str(root), "run")
-    assert first.returncode == 0, first.stderr + first.stdout
+    code, output = _run(root, capsys=capsys)
+    assert code == 0, output
     engine = open_engine(load_project(root), read_only=True)
     try:
         before = {k: v for k, v in _tables(engine).items() if k.startswith("marts.")}  # type: ignore[arg-type]
@@ -270,10 +276,10 @@ def test_a_failed_data_test_keeps_the_previous_marts_and_is_recorded(
         0, "event_id", pc.binary_join_element_wise("planted_", planted.column("event_id"), "")
     )
     pq.write_table(planted, root / "landing" / "events" / "planted.parquet")
-    failed = run_cli("--project", str(root), "run", "--date", days[1].isoformat())
-    assert failed.returncode != 0
-    assert "no_planted_events" in failed.stderr
-    assert "previous marts stay live" in failed.stderr
+    code, _out, err = _cli(root, "run", "--date", days[1].isoformat(), capsys=capsys)
+    assert code != 0
+    assert "no_planted_events" in err
+    assert "previous marts stay live" in err
 
     engine = open_engine(load_project(root), read_only=True)
     try:
@@ -290,18 +296,18 @@ def test_a_failed_data_test_keeps_the_previous_marts_and_is_recorded(
     assert {k: differences(v, after[k]) for k, v in before.items()} == {k: [] for k in before}
     assert max(before["marts.event_counts_daily"].column("event_date").to_pylist()) == days[0]
 
-    listed = run_cli("--project", str(root), "runs", "--json")
-    assert listed.returncode == 0, listed.stderr
-    latest, earlier = json.loads(listed.stdout)
+    code, listed, err = _cli(root, "runs", "--json", capsys=capsys)
+    assert code == 0, err
+    latest, earlier = json.loads(listed)
     assert earlier["status"] == "success"
     assert latest["status"] == "failed"
     assert latest["tests"]["failed"] == 1
     assert latest["tests"]["failed_tests"] == ["no_planted_events"]
     assert "publish marts" not in latest["stages"]
     assert "check" in latest["stages"]
-    table_view = run_cli("--project", str(root), "runs")
-    assert "failed" in table_view.stdout
-    assert "no_planted_events" in table_view.stdout
+    code, table_view, _err = _cli(root, "runs", capsys=capsys)
+    assert "failed" in table_view
+    assert "no_planted_events" in table_view
 
     hook = json.loads((root / "hook.json").read_text())
     assert hook["run"]["run_id"] == latest["run_id"]
@@ -397,11 +403,17 @@ def test_data_errors_are_not_retried(tmp_path: Path) -> None:
 
 
 def test_a_landing_prefix_in_s3(
-    tmp_path: Path, world: tuple[list[date], dict[date, Path]], s3: S3Server
+    tmp_path: Path,
+    world: tuple[list[date], dict[date, Path]],
+    s3: S3Server,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`[sources] landing = "s3://..."`: each run loads the objects not loaded before."""
     days, drops = world
     s3.create_bucket("landing-in")
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)  # as a user's shell would
     root = _project(tmp_path / "p")
     (root / "productlens.toml").write_text(
         (root / "productlens.toml").read_text().replace('"landing"', '"s3://landing-in/new"')
@@ -414,11 +426,12 @@ def test_a_landing_prefix_in_s3(
             key = f"new/{file.relative_to(drops[day]).as_posix()}"
             client.upload_file(str(file), "landing-in", key)
             delivered += pq.ParquetFile(file).metadata.num_rows
-        result = run_cli("--project", str(root), "run", env=s3.env())
-        assert result.returncode == 0, result.stderr + result.stdout
+        code, output = _run(root, capsys=capsys)
+        assert code == 0, output
         loaded.append(delivered)
-    listed = run_cli("--project", str(root), "runs", "--json")
-    history = json.loads(listed.stdout)
+    code, listed, err = _cli(root, "runs", "--json", capsys=capsys)
+    assert code == 0, err
+    history = json.loads(listed)
     # Newest first: the second run read only the second day's objects.
     assert [r["rows"]["in"] for r in history] == loaded[::-1]
     assert [r["status"] for r in history] == ["success", "success"]

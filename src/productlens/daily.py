@@ -226,8 +226,9 @@ def seed_aside(engine: Engine, graph: modeling.ModelGraph, since: date | None) -
             engine.drop(ASIDE, model.name)
 
 
-def aside_tests(graph: modeling.ModelGraph) -> list[checks.DataTest]:
-    """Every data test, the marts' run against `marts_next` (named as the marts)."""
+def aside_tests(built_aside: modeling.ModelGraph) -> list[checks.DataTest]:
+    """Every data test of the graph `aside` made, the marts' run against `marts_next`
+    (and named as the marts)."""
 
     def moved(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Table) and node.db == MARTS:
@@ -241,7 +242,7 @@ def aside_tests(graph: modeling.ModelGraph) -> list[checks.DataTest]:
             query=cast(exp.Query, test.query.transform(moved)),
             model=test.model.replace(f"{ASIDE}.", f"{MARTS}.", 1),
         )
-        for test in checks.compile_tests(aside(graph))
+        for test in checks.compile_tests(built_aside)
     ]
 
 
@@ -511,7 +512,7 @@ def _build_and_publish(
         runner.build(marts, since=since, graph=built_aside, stage="build marts")
 
     attempt(build_marts)
-    attempt(lambda: runner.check(tests=aside_tests(graph)))
+    attempt(lambda: runner.check(tests=aside_tests(built_aside)))
     with runner.stage("publish marts", len(marts)):
         rows = attempt(lambda: promote(engine, graph))
         runner.stage_meta(rows=rows, detail=f"{len(marts)} marts swapped in after the checks")
