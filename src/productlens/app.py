@@ -63,6 +63,20 @@ def raw_root(project: Project, objects: ObjectStore | None = None) -> FilePath:
     return lake_catalog(project).with_suffix(".raw")
 
 
+def landing_root(project: Project, objects: ObjectStore | None = None) -> FilePath:
+    """Where `productlens run` finds new files: `[sources] landing`, a folder (relative to
+    the project) or an `s3://` prefix."""
+    landing = project.config.sources.landing
+    if landing is None:
+        raise ConfigError(
+            "productlens run reads new files from a landing folder: set "
+            '[sources] landing = "landing" (or an s3:// prefix) in productlens.toml'
+        )
+    if is_url(landing):
+        return (objects or object_store(project)).path(landing)
+    return project.resolve(Path(landing))
+
+
 def lake_catalog(project: Project) -> Path:
     """The DuckDB file holding the lake's catalog when the warehouse is not DuckDB."""
     return project.resolve(Path("lake.duckdb"))

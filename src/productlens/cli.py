@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -401,6 +402,123 @@ def build(
         raise ConfigError(f"--since must be a date like 2026-03-01, got {since!r}") from None
     with _runner(ctx) as runner:
         runner.build(select, since=since_date)
+
+
+def _day(option: str, value: str | None) -> date | None:
+    from productlens.errors import ConfigError
+
+    try:
+        return date.fromisoformat(value) if value is not None else None
+    except ValueError:
+        raise ConfigError(f"{option} must be a date like 2026-03-01, got {value!r}") from None
+
+
+@app.command(name="run")
+def run_cmd(
+    ctx: typer.Context,
+    day: Annotated[
+        str | None, typer.Option("--date", help="The day this run is for (YYYY-MM-DD).")
+    ] = None,
+    date_from: Annotated[
+        str | None, typer.Option("--from", help="First day of a backfill (YYYY-MM-DD).")
+    ] = None,
+    date_to: Annotated[
+        str | None, typer.Option("--to", help="Last day of a backfill (YYYY-MM-DD).")
+    ] = None,
+    report: Annotated[
+        bool | None,
+        typer.Option("--report/--no-report", help="Refresh the report. Default: [run] report."),
+    ] = None,
+) -> None:
+    """Ingest the landing folder's new files, rebuild the dates they touch, check, publish.
+
+    Error-level data-test failures stop the run before the marts are published (the
+    previous marts stay live) and exit non-zero; `productlens runs` lists every run.
+    """
+    from productlens import daily
+    from productlens.app import landing_root, open_engine
+    from productlens.errors import ConfigError
+    from productlens.pipeline import print_summary
+    from productlens.retry import RetryPolicy, retrying
+
+    if day is not None and (date_from is not None or date_to is not None):
+        raise ConfigError("give --date, or --from and --to, not both")
+    first = _day("--date", day) or _day("--from", date_from)
+    last = _day("--date", day) or _day("--to", date_to)
+    project = _state(ctx).project()
+    settings = project.config.run
+    request = daily.RunRequest(first, last, report=settings.report if report is None else report)
+    landing = landing_root(project)
+    policy = RetryPolicy(settings.retries, settings.backoff_seconds)
+
+    def told(n: int, exc: BaseException, delay: float) -> None:
+        err_console.print(f"[yellow]retry[/] {n}: {escape(str(exc))} (again in {delay:g}s)")
+
+    engine = retrying(policy, lambda: open_engine(project), on_retry=told)
+    try:
+        result = daily.run_daily(project, engine, console, landing, request)
+    finally:
+        engine.close()
+    print_summary(console, result.summary, title=f"productlens run ({result.record.status})")
+    if result.error is None:
+        return
+    if settings.on_failure:
+        problem = daily.run_hook(
+            settings.on_failure, result.payload, project.root, settings.hook_timeout_seconds
+        )
+        if problem:
+            err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
+    raise daily.failure_message(result)
+
+
+@app.command()
+def runs(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Show the latest N runs.")] = 20,
+) -> None:
+    """List the runs of `productlens run`: dates, status, stage timings, rows and tests."""
+    from productlens import daily
+    from productlens.app import open_engine, warehouse_exists
+
+    project = _state(ctx).project()
+    records: list[daily.RunRecord] = []
+    if warehouse_exists(project):
+        engine = open_engine(project, read_only=True)
+        try:
+            records = daily.history(engine)[:limit]
+        finally:
+            engine.close()
+    if as_json:
+        console.print_json(json.dumps([r.to_json() for r in records]))
+        return
+    if not records:
+        console.print("no runs yet: productlens run ingests the landing folder")
+        return
+    listing = Table(show_edge=False, pad_edge=False)
+    for column in ("run", "status", "dates", "seconds", "rows in", "loaded", "held", "tests"):
+        left = column in ("run", "status", "dates")
+        listing.add_column(column, justify="left" if left else "right")
+    for r in records:
+        dates = str(r.date_from or "-")
+        if r.date_to != r.date_from:
+            dates += f"..{r.date_to or '-'}"
+        colour = {"success": "green", "failed": "red"}.get(r.status, "yellow")
+        listing.add_row(
+            r.run_id,
+            f"[{colour}]{r.status}[/]",
+            dates,
+            f"{sum(r.stages.values()):.1f}",
+            f"{r.rows_in:,}",
+            f"{r.rows_loaded:,}",
+            f"{r.rows_quarantined:,}",
+            f"{r.tests_passed}/{r.tests_warned}/{r.tests_failed}",
+        )
+    console.print(listing)
+    console.print("held: rows quarantined; tests: passed/warned/failed", highlight=False)
+    failed = [r for r in records if r.failed_tests]
+    for r in failed[:3]:
+        console.print(f"{r.run_id}: failed {', '.join(r.failed_tests)}", highlight=False)
 
 
 @app.command()

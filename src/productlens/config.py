@@ -100,6 +100,35 @@ class LakeConfig(Section):
         return value
 
 
+class SourcesConfig(Section):
+    """`[sources]`: where new files arrive for `productlens run`. `landing` is a folder
+    (relative to the project) or an `s3://` prefix holding one sub-folder per contract
+    table (`landing/events/`, `landing/orders/`, ...), any file names and supported formats
+    inside, nested folders allowed."""
+
+    landing: str | None = None
+
+    @field_validator("landing")
+    @classmethod
+    def _landing_scheme(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("s3://"):
+            raise ValueError(f"the landing folder is a local folder or an s3:// URL, got {value!r}")
+        return value
+
+
+class RunConfig(Section):
+    """`[run]`: how `productlens run` retries and alerts. Transient engine errors (a lock
+    held by another process, a dropped connection) are retried `retries` times, waiting
+    `backoff_seconds` and then twice as long each time; data errors never are.
+    `on_failure` is a shell command that gets the failed run's JSON on stdin."""
+
+    retries: int = Field(default=2, ge=0, le=10)
+    backoff_seconds: float = Field(default=2.0, ge=0, le=600)
+    on_failure: str | None = None
+    hook_timeout_seconds: float = Field(default=60.0, gt=0)
+    report: bool = True  # refresh the HTML report after each successful run
+
+
 class SimulateConfig(Section):
     """Parameters of the synthetic world (see `productlens generate --help`)."""
 
@@ -320,6 +349,8 @@ class ProjectConfig(Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     def experiment_metrics(self) -> tuple[MetricDef, ...]:
         """The experiment metrics: declared, else the scenario's defaults."""
@@ -376,6 +407,11 @@ class Project:
     @property
     def run_results_path(self) -> Path:
         return self.root / "run_results.json"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where `productlens run` keeps each run's `run_results.json` (`runs/<id>/`)."""
+        return self.root / "runs"
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else self.root / path

@@ -375,6 +375,8 @@ class BuildResult:
     built: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    # The exception behind each failure (whether it was transient decides a retry).
+    errors: dict[str, BaseException] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -467,6 +469,7 @@ def build(
                     record.rows = materialize(engine, model)
         except Exception as exc:  # noqa: BLE001 - one failed model must not stop the others
             result.failed[model.name] = str(exc)
+            result.errors[model.name] = exc
         if model.name in result.failed:
             blocked |= models.descendants(model.name)
             notify(model, "failed")

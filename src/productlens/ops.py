@@ -8,7 +8,7 @@ Ingestion's bookkeeping tables (`ops.raw_files`, `ops.ingested_files`, ...) belo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlglot import exp
 
@@ -49,17 +49,40 @@ TEST_RESULTS_COLUMNS = _columns(
     ("sample_json", "VARCHAR"),
     ("checked_at", "TIMESTAMP"),
 )
+# One row when a `productlens run` starts (`running`) and one when it ends: append-only,
+# like the run log; a run's latest row is its state (`productlens.daily.history`).
+RUN_HISTORY = (SCHEMA, "run_history")
+RUN_HISTORY_COLUMNS = _columns(
+    ("run_id", "VARCHAR"),
+    ("status", "VARCHAR"),
+    ("started_at", "TIMESTAMP"),
+    ("finished_at", "TIMESTAMP"),
+    ("date_from", "DATE"),
+    ("date_to", "DATE"),
+    ("rebuild_from", "DATE"),
+    ("full_rebuild", "BOOLEAN"),
+    ("rows_in", "BIGINT"),
+    ("rows_loaded", "BIGINT"),
+    ("rows_quarantined", "BIGINT"),
+    ("tests_passed", "BIGINT"),
+    ("tests_warned", "BIGINT"),
+    ("tests_failed", "BIGINT"),
+    ("failed_tests", "VARCHAR"),
+    ("error", "VARCHAR"),
+)
 # Marks a warehouse the demo made (and may therefore delete).
 DEMO_WORLD = (SCHEMA, "demo_world")
 DEMO_WORLD_COLUMNS = _columns(("params", "VARCHAR"), ("created_at", "TIMESTAMP"))
 
-Value = str | int | float | datetime | None
+Value = str | int | float | bool | datetime | date | None
 
 
 def value(v: Value) -> exp.Expr:
     """A Python value as a typed SQL literal (timestamps without a zone)."""
     if isinstance(v, datetime):
         return exp.cast(exp.Literal.string(v.isoformat(sep=" ")), exp.DataType.Type.TIMESTAMP)
+    if isinstance(v, date):
+        return exp.cast(exp.Literal.string(v.isoformat()), exp.DataType.Type.DATE)
     return exp.convert(v)
 
 

@@ -10,7 +10,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -234,12 +234,18 @@ class Runner:
         return result
 
     def build(
-        self, select: Sequence[str] | None = None, since: date | None = None
+        self,
+        select: Sequence[str] | None = None,
+        since: date | None = None,
+        *,
+        graph: modeling.ModelGraph | None = None,
+        stage: str = "build",
     ) -> modeling.BuildResult:
-        graph = modeling.discover(self.project.config, self.project.model_dirs)
+        """Build the selected models (of `graph`, default: the project's) as `stage`."""
+        graph = graph or modeling.discover(self.project.config, self.project.model_dirs)
         chosen = graph.select(select)
         self.publish()
-        with self._stage("build", len(chosen)) as advance:
+        with self._stage(stage, len(chosen)) as advance:
             started: dict[str, float] = {}
 
             def on_model(model: modeling.Model, event: str) -> None:
@@ -274,12 +280,16 @@ class Runner:
                 raise ModelError(
                     f"{len(result.failed)} model(s) failed, first {name}: {error}"
                     + (f"; skipped {', '.join(result.skipped)}" if result.skipped else "")
-                )
+                ) from result.errors.get(name)
         return result
 
-    def check(self, select: Sequence[str] | None = None) -> list[checks.TestOutcome]:
-        graph = modeling.discover(self.project.config, self.project.model_dirs)
-        tests = checks.compile_tests(graph, graph.select(select) if select else None)
+    def check(
+        self, select: Sequence[str] | None = None, tests: list[checks.DataTest] | None = None
+    ) -> list[checks.TestOutcome]:
+        """Run the data tests of the selected models (or the `tests` given)."""
+        if tests is None:
+            graph = modeling.discover(self.project.config, self.project.model_dirs)
+            tests = checks.compile_tests(graph, graph.select(select) if select else None)
         with self._stage("check", len(tests)) as advance:
             outcomes = checks.run_tests(self.engine, tests, self.runlog.run_id)
             advance(len(tests))
@@ -317,6 +327,14 @@ class Runner:
         return result
 
     # --- bookkeeping -------------------------------------------------------------------
+
+    def stage(self, name: str, total: int | None) -> AbstractContextManager[Callable[..., Any]]:
+        """A stage of a caller's own, recorded and timed like the built-in ones."""
+        return self._stage(name, total)
+
+    def stage_meta(self, **meta: object) -> None:
+        """Rows and a one-line detail for the stage being recorded."""
+        self._last_meta(**meta)
 
     def _last_meta(self, **meta: object) -> None:
         """Attach rows and a one-line detail to the stage being recorded."""

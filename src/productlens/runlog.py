@@ -47,6 +47,8 @@ class RunLog:
         self.engine = engine
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.records: list[StepRecord] = []
+        # Keys added to run_results.json beside the steps (a daily run's summary, tests).
+        self.extra: dict[str, Any] = {}
         ops.ensure_run_log(engine)
         # The warehouse file lock means no other run can be live: leftovers were killed.
         engine.execute(ops.interrupted_steps(self.run_id, _naive(_now())))
@@ -102,6 +104,7 @@ class RunLog:
             "engine": self.engine.name,
             "generated_at": _now().isoformat(),
             "results": results,
+            **{k: v for k, v in self.extra.items() if v is not None},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")

@@ -1,0 +1,602 @@
+"""Daily runs from a landing folder (`productlens run`) and their history (`productlens runs`).
+
+A run is: ingest the landing folder's files not loaded before (ingestion's own checksum
+log skips the others) -> rebuild staging and core from the first date the new rows touch
+(each incremental model rewrites from that date minus its lookback, the others rebuild
+whole: `modeling.build(since=...)`) -> build the marts *aside* -> run every data test ->
+publish the marts -> refresh the report (which computes the experiment readouts).
+
+Publishing marts only after the checks pass, on any engine. The Engine protocol swaps
+one table atomically (`replace_table`: DuckDB and PostgreSQL build under another name and
+rename in a transaction, Spark overwrites a table), but it has no cross-schema rename.
+So the marts are built into their own schema, `marts_next` (`ASIDE`): each mart model's
+expression is rewritten so that it names `marts_next.<model>` wherever it read
+`marts.<model>`, and incremental marts are first seeded there with a copy of the live
+table so that only their date window is recomputed. The data tests run against staging,
+core and `marts_next`. Only when no error-level test fails is each mart swapped in, in
+build order, with `replace_table("marts", name, SELECT * FROM marts_next.name)`: each
+table changes atomically and is readable throughout, and until then the live marts are
+exactly the previous run's. A run that stops leaves `marts_next` as it was built, for
+inspection; the next run rebuilds it. Staging and core are rebuilt in place before the
+checks (each table swapped atomically, as `productlens build` does).
+
+Nothing is lost between runs: a run that fails after loading rows records the dates those
+rows touch (`ops.run_history`), and the next run rebuilds from the earliest date of every
+run since the last successful one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from rich.console import Console
+from sqlglot import exp
+
+from productlens import checks, modeling, ops
+from productlens.config import Project
+from productlens.engines import Engine
+from productlens.engines.base import table
+from productlens.errors import ConfigError, DataTestFailure, ProductLensError
+from productlens.ingest import CONTRACTS, IngestResult
+from productlens.objects import FilePath, ObjectPath
+from productlens.pipeline import Runner, RunSummary
+from productlens.retry import RetryPolicy, retrying
+
+ASIDE = "marts_next"
+MARTS = "marts"
+# Rows stamped with a UTC time may fall on the day before in the metrics time zone.
+ZONE_MARGIN = timedelta(days=1)
+
+
+# --- which dates new rows touch ----------------------------------------------------------
+
+
+def _column(name: str, alias: str | None = None) -> exp.Column:
+    return exp.column(name, table=alias, quoted=True)
+
+
+def _as_date(column: exp.Expr) -> exp.Expr:
+    return exp.cast(column, exp.DataType.Type.DATE)
+
+
+def _in_batches(column: exp.Column, batches: Sequence[str]) -> exp.Expr:
+    return column.isin(*(exp.Literal.string(b) for b in batches))
+
+
+def _own_dates(column: str) -> Callable[[str, Sequence[str]], exp.Query]:
+    """The dates of the new rows' own time column."""
+
+    def query(name: str, batches: Sequence[str]) -> exp.Query:
+        return (
+            exp.select(_as_date(_column(column)).as_("touched"))
+            .from_(table("raw", name))
+            .where(_in_batches(_column("_batch_id"), batches))
+        )
+
+    return query
+
+
+def _order_item_dates(name: str, batches: Sequence[str]) -> exp.Query:
+    """An order line counts on its order's date."""
+    orders = table("raw", "orders").as_("o")
+    return (
+        exp.select(_as_date(_column("order_ts", "o")).as_("touched"))
+        .from_(table("raw", name).as_("i"))
+        .join(orders, on=_column("order_id", "i").eq(_column("order_id", "o")))
+        .where(_in_batches(_column("_batch_id", "i"), batches))
+    )
+
+
+def _user_dates(name: str, batches: Sequence[str]) -> exp.Query:
+    """A new user's first version reaches back in time (dim_users), so its events and
+    orders, whatever their dates, may change: their dates count as well as the signup."""
+    new_users = (
+        exp.select(_column("user_id"))
+        .from_(table("raw", name))
+        .where(_in_batches(_column("_batch_id"), batches))
+    )
+    signups = _own_dates("signup_ts")(name, batches)
+    activity = [
+        exp.select(_as_date(_column(ts)).as_("touched"))
+        .from_(table("raw", source))
+        .where(_column("user_id").isin(query=new_users.copy()))
+        for source, ts in (("events", "event_ts"), ("orders", "order_ts"))
+    ]
+    return exp.union(signups, *activity, distinct=False)
+
+
+# Per raw table: the dates its new rows touch, as a query over the batches that loaded
+# them; None: any date may change (a product's first version reaches back in time), so a
+# full rebuild. Tables no incremental model reads do not matter (they rebuild whole).
+CHANGE_DATES: dict[str, Callable[[str, Sequence[str]], exp.Query] | None] = {
+    "events": _own_dates("event_ts"),
+    "users": _user_dates,
+    "user_changes": _own_dates("changed_at"),
+    "orders": _own_dates("order_ts"),
+    "order_items": _order_item_dates,
+    "inventory": _own_dates("snapshot_date"),
+    "subscriptions": _own_dates("started_at"),
+    "assignments": _own_dates("assigned_ts"),
+    "products": None,
+    "campaigns": None,
+    "experiments": None,
+}
+
+
+@dataclass(frozen=True)
+class Touched:
+    """The dates the new rows touch: `full` when any date may have changed."""
+
+    first: date | None = None
+    last: date | None = None
+    full: bool = False
+
+    def merge(self, other: Touched) -> Touched:
+        firsts = [d for d in (self.first, other.first) if d is not None]
+        lasts = [d for d in (self.last, other.last) if d is not None]
+        return Touched(min(firsts, default=None), max(lasts, default=None), self.full or other.full)
+
+
+def incremental_sources(graph: modeling.ModelGraph) -> set[str]:
+    """The raw tables that incremental models (or the models they read) read."""
+    found: set[str] = set()
+    for model in graph:
+        if model.spec is None or model.spec.incremental is None:
+            continue
+        for name in {model.name, *graph.ancestors(model.name)}:
+            for upstream in graph[name].upstreams:
+                schema, _, source = upstream.partition(".")
+                if schema == "raw":
+                    found.add(source)
+    return found
+
+
+def touched_dates(engine: Engine, graph: modeling.ModelGraph, result: IngestResult) -> Touched:
+    """The dates the rows this ingest loaded touch, in the models that rebuild by date."""
+    relevant = incremental_sources(graph)
+    batches: dict[str, list[str]] = {}
+    for batch in result.batches:
+        if batch.rows_loaded and batch.table in relevant:
+            batches.setdefault(batch.table, []).append(batch.batch_id)
+    touched = Touched()
+    for name, ids in batches.items():
+        rule = CHANGE_DATES.get(name)
+        if rule is None:
+            touched = touched.merge(Touched(full=True))
+            continue
+        dates = rule(name, ids).subquery("touched_dates")
+        query = exp.select(
+            exp.func("min", exp.column("touched")), exp.func("max", exp.column("touched"))
+        ).from_(dates)
+        first, last = engine.fetch_all(query)[0]
+        if first is not None:
+            touched = touched.merge(Touched(_day(first) - ZONE_MARGIN, _day(last)))
+    return touched
+
+
+def _day(value: date) -> date:
+    return value.date() if isinstance(value, datetime) else value
+
+
+# --- marts built aside ---------------------------------------------------------------------
+
+
+def aside(graph: modeling.ModelGraph) -> modeling.ModelGraph:
+    """The graph with every mart built into `marts_next` and reading its fellow marts
+    there; staging and core models are unchanged."""
+
+    def moved(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Table) and node.db == MARTS:
+            node = node.copy()
+            node.set("db", exp.to_identifier(ASIDE))
+        return node
+
+    models = {
+        name: (
+            dataclasses.replace(
+                model, layer=ASIDE, expression=cast(exp.Query, model.expression.transform(moved))
+            )
+            if model.layer == MARTS
+            else model
+        )
+        for name, model in graph.models.items()
+    }
+    return modeling.ModelGraph(models=models, order=list(graph.order))
+
+
+def seed_aside(engine: Engine, graph: modeling.ModelGraph, since: date | None) -> None:
+    """Make `marts_next` ready for a build: an incremental mart that will rewrite only its
+    window starts as a copy of the live table; every other mart's old copy is dropped."""
+    engine.ensure_schema(ASIDE)
+    for model in graph:
+        if model.layer != MARTS:
+            continue
+        incremental = model.spec.incremental if model.spec else None
+        if since is not None and incremental and engine.table_kind(MARTS, model.name) == "table":
+            live = exp.select("*").from_(table(MARTS, model.name))
+            engine.replace_table(ASIDE, model.name, live, partition_by=incremental.date_column)
+        else:
+            engine.drop(ASIDE, model.name)
+
+
+def aside_tests(built_aside: modeling.ModelGraph) -> list[checks.DataTest]:
+    """Every data test of the graph `aside` made, the marts' run against `marts_next`
+    (and named as the marts)."""
+
+    def moved(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Table) and node.db == MARTS:
+            node = node.copy()
+            node.set("db", exp.to_identifier(ASIDE, quoted=True))
+        return node
+
+    return [
+        dataclasses.replace(
+            test,
+            query=cast(exp.Query, test.query.transform(moved)),
+            model=test.model.replace(f"{ASIDE}.", f"{MARTS}.", 1),
+        )
+        for test in checks.compile_tests(built_aside)
+    ]
+
+
+def promote(engine: Engine, graph: modeling.ModelGraph) -> int:
+    """Swap each mart built aside in for the live one, in build order; returns rows."""
+    rows = 0
+    for model in graph:
+        if model.layer != MARTS:
+            continue
+        if model.spec is not None and model.spec.materialized == "view":
+            engine.replace_view(MARTS, model.name, model.expression)
+            continue
+        incremental = model.spec.incremental if model.spec else None
+        rows += engine.replace_table(
+            MARTS,
+            model.name,
+            exp.select("*").from_(table(ASIDE, model.name)),
+            partition_by=incremental.date_column if incremental else None,
+        )
+        engine.drop(ASIDE, model.name)
+    return rows
+
+
+# --- history -------------------------------------------------------------------------------
+
+
+@dataclass
+class RunRecord:
+    """One `productlens run` as the history shows it."""
+
+    run_id: str
+    status: str = "running"
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    rebuild_from: date | None = None
+    full_rebuild: bool = False
+    rows_in: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    tests_passed: int = 0
+    tests_warned: int = 0
+    tests_failed: int = 0
+    failed_tests: list[str] = field(default_factory=list)
+    error: str | None = None
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    def row(self) -> list[ops.Value]:
+        """The record as a row of `ops.run_history`."""
+        values: dict[str, ops.Value] = {
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+            "failed_tests": json.dumps(self.failed_tests),
+        }
+        return [values[name] for name, _ in ops.RUN_HISTORY_COLUMNS]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RunRecord:
+        fields: dict[str, Any] = {name: row.get(name) for name, _ in ops.RUN_HISTORY_COLUMNS}
+        fields["failed_tests"] = json.loads(row.get("failed_tests") or "[]")
+        for count in ("rows_in", "rows_loaded", "rows_quarantined"):
+            fields[count] = int(fields[count] or 0)
+        for count in ("tests_passed", "tests_warned", "tests_failed"):
+            fields[count] = int(fields[count] or 0)
+        fields["full_rebuild"] = bool(fields["full_rebuild"])
+        return cls(**fields)
+
+    def to_json(self) -> dict[str, Any]:
+        def text(v: object) -> object:
+            return v.isoformat() if isinstance(v, date) else v
+
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "started_at": text(self.started_at),
+            "finished_at": text(self.finished_at),
+            "dates": {"from": text(self.date_from), "to": text(self.date_to)},
+            "rebuild_from": text(self.rebuild_from),
+            "full_rebuild": self.full_rebuild,
+            "rows": {
+                "in": self.rows_in,
+                "loaded": self.rows_loaded,
+                "quarantined": self.rows_quarantined,
+            },
+            "tests": {
+                "passed": self.tests_passed,
+                "warned": self.tests_warned,
+                "failed": self.tests_failed,
+                "failed_tests": self.failed_tests,
+            },
+            "stages": {k: round(v, 4) for k, v in self.stages.items()},
+            "error": self.error,
+        }
+
+
+def _record(engine: Engine, record: RunRecord) -> None:
+    ops.ensure(engine, ops.RUN_HISTORY, ops.RUN_HISTORY_COLUMNS)
+    engine.execute(ops.insert_rows(ops.RUN_HISTORY, ops.RUN_HISTORY_COLUMNS, [record.row()]))
+
+
+def history(engine: Engine) -> list[RunRecord]:
+    """Every `productlens run` of this warehouse, newest first, with stage timings."""
+    if engine.table_kind(*ops.RUN_HISTORY) is None:
+        return []
+    rows = engine.fetch_arrow(exp.select("*").from_(table(*ops.RUN_HISTORY))).to_pylist()
+    # A run's rows: its start, the dates its rows touch once loaded, its end.
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_run.setdefault(row["run_id"], []).append(row)
+    records = []
+    for run_rows in by_run.values():
+        ended = [r for r in run_rows if r["finished_at"] is not None]
+        informed = [r for r in run_rows if r["rebuild_from"] is not None or r["full_rebuild"]]
+        records.append(RunRecord.from_row((ended or informed or run_rows)[0]))
+    records.sort(key=lambda r: r.started_at or datetime.min, reverse=True)
+    for newer, record in zip([None, *records], records, strict=False):
+        if record.finished_at is None and newer is not None:
+            record.status = "interrupted"  # a later run started: this one was killed
+    _stage_times(engine, records)
+    return records
+
+
+def _stage_times(engine: Engine, records: list[RunRecord]) -> None:
+    if not records or engine.table_kind(*ops.RUN_LOG) is None:
+        return
+    query = (
+        exp.select("run_id", "stage", "started_at", "finished_at")
+        .from_(table(*ops.RUN_LOG))
+        .where(_column("object").is_(exp.null()))
+        .where(_column("run_id").isin(*(exp.Literal.string(r.run_id) for r in records)))
+    )
+    by_id = {r.run_id: r for r in records}
+    for run_id, stage, started, finished in engine.fetch_all(query):
+        if finished is not None:
+            stages = by_id[run_id].stages
+            stages[stage] = stages.get(stage, 0.0) + (finished - started).total_seconds()
+
+
+def pending(records: Sequence[RunRecord]) -> Touched:
+    """What the runs since the last successful one loaded and did not publish."""
+    owed = Touched()
+    for record in records:  # newest first
+        if record.status == "success":
+            break
+        if record.status == "interrupted" and record.rebuild_from is None:
+            return Touched(full=True)  # killed after loading, perhaps: rebuild whole
+        owed = owed.merge(Touched(record.rebuild_from, None, record.full_rebuild))
+    return owed
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The dates a run is for (`--date`, or `--from`/`--to`); none: what new rows touch."""
+
+    date_from: date | None = None
+    date_to: date | None = None
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        if self.date_from and self.date_to and self.date_to < self.date_from:
+            raise ConfigError(f"--to {self.date_to} is before --from {self.date_from}")
+
+
+@dataclass
+class DailyRun:
+    """What `run_daily` did: the history record, the run's JSON and the stages."""
+
+    record: RunRecord
+    summary: RunSummary
+    payload: dict[str, Any]
+    error: BaseException | None = None
+
+
+def landing_files(landing: FilePath) -> list[FilePath]:
+    """The landing folder's table folders (one per contract table) that exist."""
+    if not landing.is_dir():
+        raise ConfigError("the landing folder does not exist", path=landing)
+    return [sub for name in CONTRACTS if (sub := landing / name).is_dir()]
+
+
+def run_daily(
+    project: Project,
+    engine: Engine,
+    console: Console,
+    landing: FilePath,
+    request: RunRequest,
+) -> DailyRun:
+    """One daily run; never raises for a failed stage (the result carries the error)."""
+    policy = RetryPolicy(project.config.run.retries, project.config.run.backoff_seconds)
+    runner = Runner(project, engine, console)
+    record = RunRecord(
+        runner.runlog.run_id,
+        started_at=_now(),
+        date_from=request.date_from,
+        date_to=request.date_to or request.date_from,
+    )
+    _record(engine, record)
+    owed = pending(history(engine))
+
+    def attempt(action: Callable[[], Any]) -> Any:
+        def told(n: int, exc: BaseException, delay: float) -> None:
+            console.print(f"  [yellow]retry[/] {n}: {exc} (again in {delay:g}s)", highlight=False)
+
+        return retrying(policy, action, on_retry=told)
+
+    graph = modeling.discover(project.config, project.model_dirs)
+    loaded: IngestResult | None = None
+    error: BaseException | None = None
+    try:
+        with runner.progress():
+            folders = landing_files(landing)
+            loaded = attempt(lambda: runner.ingest([_arg(f) for f in folders])) if folders else None
+            touched = _note_loaded(engine, graph, loaded, record)
+            owed = owed.merge(touched)
+            record.date_from = record.date_from or touched.first
+            record.date_to = record.date_to or touched.last or record.date_from
+            starts = [d for d in (request.date_from, owed.first) if d is not None]
+            if not starts and not owed.full and _marts_exist(engine, graph):
+                console.print("nothing new in the landing folder: the warehouse is current")
+            else:
+                since = None if owed.full or not starts else min(starts)
+                record.rebuild_from, record.full_rebuild = since, since is None
+                _build_and_publish(runner, engine, graph, since, attempt)
+                if request.report:
+                    attempt(runner.report)
+        record.status = "success"
+    except KeyboardInterrupt as exc:
+        record.status, record.error, error = "interrupted", "interrupted", exc
+    except Exception as exc:  # noqa: BLE001 - recorded, reported and re-raised by the caller
+        record.status, record.error, error = "failed", str(exc), exc
+        if loaded is not None and record.rebuild_from is None and not record.full_rebuild:
+            record.full_rebuild = loaded.total_rows > 0  # dates unknown: owed a full rebuild
+    outcomes = runner.summary.outcomes
+    _tally_tests(record, outcomes)
+    record.finished_at = _now()
+    try:
+        _record(engine, record)
+    finally:
+        summary = runner.finish()
+    record.stages = {s.name: s.seconds for s in summary.stages}
+    payload = {"run": record.to_json(), "tests": [_outcome(o) for o in outcomes]}
+    # dbt-style results: the project's latest, and one per run under runs/<id>/.
+    runner.runlog.extra = payload
+    runner.runlog.write_json(project.run_results_path)
+    runner.runlog.write_json(project.runs_dir / record.run_id / "run_results.json")
+    return DailyRun(record, summary, payload, error)
+
+
+def _build_and_publish(
+    runner: Runner,
+    engine: Engine,
+    graph: modeling.ModelGraph,
+    since: date | None,
+    attempt: Callable[[Callable[[], Any]], Any],
+) -> None:
+    """Staging and core in place, the marts aside; checks; the marts swapped in."""
+    upstream = [m.name for m in graph if m.layer != MARTS]
+    marts = [m.name for m in graph if m.layer == MARTS]
+    attempt(lambda: runner.build(upstream, since=since, graph=graph))
+    built_aside = aside(graph)
+
+    def build_marts() -> None:
+        seed_aside(engine, graph, since)
+        runner.build(marts, since=since, graph=built_aside, stage="build marts")
+
+    attempt(build_marts)
+    attempt(lambda: runner.check(tests=aside_tests(built_aside)))
+    with runner.stage("publish marts", len(marts)):
+        rows = attempt(lambda: promote(engine, graph))
+        runner.stage_meta(rows=rows, detail=f"{len(marts)} marts swapped in after the checks")
+
+
+def _marts_exist(engine: Engine, graph: modeling.ModelGraph) -> bool:
+    return all(engine.table_kind(MARTS, m.name) is not None for m in graph if m.layer == MARTS)
+
+
+def _note_loaded(
+    engine: Engine, graph: modeling.ModelGraph, result: IngestResult | None, record: RunRecord
+) -> Touched:
+    """Count what the ingest did and record the dates its rows touch at once, so that a
+    run stopped from here on is owed their rebuild (`pending`)."""
+    if result is None:
+        return Touched()
+    record.rows_in = sum(b.rows_read for b in result.batches)
+    record.rows_loaded = result.total_rows
+    record.rows_quarantined = result.quarantined
+    touched = touched_dates(engine, graph, result)
+    if touched.first or touched.full:
+        record.rebuild_from, record.full_rebuild = touched.first, touched.full
+        _record(engine, record)
+    return touched
+
+
+def _tally_tests(record: RunRecord, outcomes: Sequence[checks.TestOutcome]) -> None:
+    failed = [o for o in outcomes if o.status in ("fail", "error")]
+    record.tests_passed = sum(o.status == "pass" for o in outcomes)
+    record.tests_warned = sum(o.status == "warn" for o in outcomes)
+    record.tests_failed = len(failed)
+    record.failed_tests = [o.test.name for o in failed]
+
+
+def _outcome(outcome: checks.TestOutcome) -> dict[str, Any]:
+    return {
+        "name": outcome.test.name,
+        "model": outcome.test.model,
+        "severity": outcome.test.severity,
+        "status": outcome.status,
+        "n_failing": outcome.n_failing,
+        "error": outcome.error,
+    }
+
+
+def _arg(path: FilePath) -> Path | str:
+    return str(path) if isinstance(path, ObjectPath) else path
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+# --- alerting ------------------------------------------------------------------------------
+
+
+def run_hook(command: str, payload: dict[str, Any], cwd: Path, timeout: float) -> str | None:
+    """Run the `on_failure` shell command with the run's JSON on stdin; a problem with
+    the hook is returned as text (the run's own failure is what the caller reports)."""
+    try:
+        done = subprocess.run(
+            ["/bin/sh", "-c", command],
+            input=json.dumps(payload, default=str),
+            text=True,
+            cwd=cwd,
+            timeout=timeout,
+            capture_output=True,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"the on_failure command did not finish within {timeout:g}s"
+    except OSError as exc:
+        return f"the on_failure command could not start: {exc}"
+    if done.returncode != 0:
+        return f"the on_failure command exited with {done.returncode}: {done.stderr.strip()}"
+    return None
+
+
+def failure_message(run: DailyRun) -> ProductLensError | BaseException:
+    """The error the command reports for a failed run (naming the failed tests)."""
+    error = run.error
+    if isinstance(error, DataTestFailure):
+        return DataTestFailure(
+            f"run {run.record.run_id} stopped before publishing the marts (the previous "
+            f"marts stay live): {error.message}"
+        )
+    return error if error is not None else ProductLensError("run failed")

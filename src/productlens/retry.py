@@ -1,0 +1,98 @@
+"""Retries for transient engine errors: bounded, with exponential backoff, never for data.
+
+An error is transient when something in its chain of causes is one of the kinds in
+`TRANSIENT` (by class name, so this module imports no database driver): a lock another
+process holds on a DuckDB file, a dropped or refused connection, a serialization failure
+or deadlock on PostgreSQL, a lost Spark gateway. Everything else (a contract violation,
+a failed data test, a SQL error in a model) fails at once: running it again would give
+the same answer.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# Exception class name -> a pattern its message must match (None: any message).
+TRANSIENT: dict[str, re.Pattern[str] | None] = {
+    # DuckDB: another process holds the database file's lock; a write-write conflict.
+    "IOException": re.compile(r"Could not set lock|Conflicting lock", re.IGNORECASE),
+    "TransactionException": re.compile(r"conflict", re.IGNORECASE),
+    # psycopg: the server went away or refused; PostgreSQL asks for a retry.
+    "OperationalError": None,
+    "SerializationFailure": None,
+    "DeadlockDetected": None,
+    "LockNotAvailable": None,
+    "AdminShutdown": None,
+    # Spark (py4j gateway) and plain sockets.
+    "Py4JNetworkError": None,
+    "ConnectionRefusedError": None,
+    "ConnectionResetError": None,
+    "BrokenPipeError": None,
+    "TimeoutError": None,
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """`retries` more attempts after the first, waiting `backoff_seconds`, then twice as
+    long each time."""
+
+    retries: int = 2
+    backoff_seconds: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        return (self.backoff_seconds * 2**attempt for attempt in range(self.retries))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the error (or one of its causes) is one a later attempt may not meet."""
+    for error in _chain(exc):
+        for kind in type(error).__mro__:
+            if kind.__name__ in TRANSIENT:
+                pattern = TRANSIENT[kind.__name__]
+                if pattern is None or pattern.search(str(error)):
+                    return True
+    return False
+
+
+OnRetry = Callable[[int, BaseException, float], None]
+
+
+def retrying(
+    policy: RetryPolicy,
+    action: Callable[[], T],
+    *,
+    on_retry: OnRetry | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`action()`, attempted again after a transient error as the policy allows;
+    `on_retry(attempt, error, delay)` is told before each wait. The last error (or the
+    first that is not transient) is raised as it was."""
+    delays = policy.delays()
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            delay = next(delays, None) if is_transient(exc) else None
+            if delay is None:
+                raise
+            if on_retry is not None:
+                on_retry(attempt, exc, delay)
+            sleep(delay)
+            attempt += 1
