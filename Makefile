@@ -16,7 +16,8 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 
 # Bytecode compiled at install: a process that may not write it (PYTHONDONTWRITEBYTECODE, a
-# read-only venv) would otherwise compile every module it imports, seconds per start.
+# read-only venv) would otherwise compile every module it imports, seconds per start. The
+# project's own sources are compiled before each demo and test run for the same reason.
 $(VENV)/.runtime: $(BIN)/python requirements.lock pyproject.toml
 	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
@@ -28,6 +29,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
 
 ## demo: simulate -> ingest -> build -> check -> report on the embedded DuckDB engine
 demo: $(VENV)/.runtime
+	$(BIN)/python -m compileall -q src
 	$(BIN)/productlens --project demo demo $(DEMO_ARGS)
 
 ## test: lint, format check, type check and the whole test suite
@@ -44,6 +46,7 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 unit: $(VENV)/.dev browser
+	$(BIN)/python -m compileall -q src
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=25
 
 ## browser: Debian's chromium for the dashboard's browser test (Playwright drives it;
