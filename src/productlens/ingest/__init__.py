@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlglot import exp
+
 from productlens.config import IngestConfig, TableIngestConfig
 from productlens.errors import EngineError, IngestError
 from productlens.ingest import presets
@@ -41,8 +43,10 @@ from productlens.ingest.readers import (
     parquet_source,
     read_files,
 )
+from productlens.ingest.sql import aliased, as_from, col, fill, query, string
 from productlens.ingest.store import RawStore
-from productlens.ingest.validate import Source, ident, literal
+from productlens.ingest.validate import Source
+from productlens.ingest.validate import ident_text as ident
 
 __all__ = [
     "CONTRACTS",
@@ -297,7 +301,7 @@ class _Job:
     notes: list[str] = field(default_factory=list)  # what the user should know, in words
     total: int | None = None  # rows before the table's `where`, when it has one
     # the reader's relation and the mapping, to name a failing expression (see _blame)
-    reader_relation: str | None = None
+    reader_relation: exp.Expr | None = None
     resolution: Resolution | None = None
 
 
@@ -534,7 +538,7 @@ def _prepare(
     )
     total = None
     if resolution.where is not None:  # rows the filter leaves out are counted, not lost
-        total = int(lake.fetch_all(f"SELECT count(*) FROM {relation}")[0][0])
+        total = int(lake.fetch_all(fill("SELECT count(*) FROM __r__", r=relation))[0][0])
     plan = Plan(
         read=sum(f.rows for f in footers) if footers and total is None else None,
         copyable={names[f.path]: f.rows for f in footers if as_is and f.exact},
@@ -556,17 +560,19 @@ def _source(source: Source, resolution: Resolution) -> Source:
     that could not be read stays, to be quarantined)."""
     relation = source.relation
     if resolution.where is not None:
-        keep = f"({resolution.where}) IS TRUE"
+        keep = fill("(__where__) IS TRUE", where=resolution.where)
         if source.malformed:
-            keep += f" OR src.{ident(source.malformed)} IS NOT NULL"
-        relation = f"(SELECT * FROM {relation} src WHERE {keep})"
+            bad = fill("__bad__ IS NOT NULL", bad=col(source.malformed, "src"))
+            keep = exp.Or(this=keep, expression=bad)
+        kept = query("SELECT * FROM __r__ src WHERE __keep__", r=relation, keep=keep)
+        relation = kept.subquery()
     return replace(source, relation=relation, values=resolution.values)
 
 
 def _resolve(
     lake: LakeProcessor,
     contract: Contract,
-    relation: str,
+    relation: exp.Expr,
     columns: Mapping[str, str],
     settings: TableIngestConfig,
     files: list[Path],
@@ -592,13 +598,13 @@ def _resolve(
     # The filter is typed with the expressions (one DESCRIBE): it must be a condition.
     # `where = "1"` or a text column would otherwise be cast to a boolean and keep or
     # drop rows by DuckDB's casting rules.
-    asked = {ident(k): m.sql for k, m in typed_later.items()}
+    asked = [aliased(m.sql, k) for k, m in typed_later.items()]
     if resolution.where is not None:
-        asked[ident(WHERE_COLUMN)] = resolution.where
+        asked.append(aliased(resolution.where, WHERE_COLUMN))
     if asked:
-        select = ", ".join(f"{sql} AS {name}" for name, sql in asked.items())
+        query = exp.select(*asked).from_(as_from(relation, "src"), copy=False)
         try:
-            described = lake.fetch_all(f"DESCRIBE SELECT {select} FROM {relation} src")
+            described = lake.fetch_all(fill("DESCRIBE __q__", q=query))
         except EngineError as exc:
             exprs = [f"{k} = {m.expression!r}" for k, m in typed_later.items()]
             if settings.where is not None:
@@ -630,20 +636,26 @@ def _blame(lake: LakeProcessor, job: _Job) -> None:
         return
     relation, resolution, table = job.reader_relation, job.resolution, job.contract.table
     try:
-        lake.fetch_all(f"SELECT count(*) FROM {relation} src")
+        lake.fetch_all(fill("SELECT count(*) FROM __r__ src", r=relation))
     except EngineError:
         return  # the files fail on their own: the batch's error says so
-    where = f" WHERE {resolution.where}" if resolution.where else ""
     tried = [
-        (f"[ingest.tables.{table}.expressions] {name}", m.expression, f"count({m.sql})")
+        (
+            f"[ingest.tables.{table}.expressions] {name}",
+            m.expression,
+            fill("count(__v__)", v=m.sql),
+        )
         for name, m in resolution.values.items()
         if m.expression is not None
     ]
     if job.settings.where is not None:
-        tried.insert(0, (f"[ingest.tables.{table}] where", job.settings.where, "count(*)"))
+        tried.insert(0, (f"[ingest.tables.{table}] where", job.settings.where, fill("count(*)")))
     for what, text, count in tried:
+        counted = exp.select(count).from_(as_from(relation, "src"), copy=False)
+        if resolution.where:
+            counted = counted.where(resolution.where.copy(), copy=False)
         try:
-            lake.fetch_all(f"SELECT {count} FROM {relation} src{where}")
+            lake.fetch_all(counted)
         except EngineError as exc:
             raise IngestError(
                 f"{what}: fails on these files ({exc.message}): {text!r}; nothing was written",
@@ -706,22 +718,31 @@ def replay(
                 [name],
             )
         ]
-        extract = ", ".join(
-            f"json_extract_string(q.raw_values, {literal(json_path([k]))}) AS {ident(k)}"
+        # Anonymous, not parsed: SQLGlot would rewrite the JSON path's text.
+        extract = [
+            aliased(
+                exp.Anonymous(
+                    this="json_extract_string",
+                    expressions=[exp.column("raw_values", "q"), string(json_path([k]))],
+                ),
+                k,
+            )
             for k in keys
-        )
-        relation = (
-            f"(SELECT q.source_file AS __qfile, q.row_number AS __qrow, q.raw_values AS __qraw, "
+        ]
+        held = fill(
+            "SELECT q.source_file AS __qfile, q.row_number AS __qrow, q.raw_values AS __qraw, "
             # a malformed line is held as its text (a JSON string), and stays malformed
             "CASE WHEN json_type(q.raw_values) = 'VARCHAR' THEN q.raw_values ->> '$' END "
-            f"AS __qbad{', ' if extract else ''}{extract} FROM raw.quarantine q "
-            f"WHERE q.target_table = {literal(name)} AND {STILL_HELD})"
+            "AS __qbad FROM raw.quarantine q WHERE q.target_table = __name__ AND "
+            "released_at IS NULL AND superseded_at IS NULL",
+            name=name,
         )
+        assert isinstance(held, exp.Select)
         source = Source(
-            relation,
+            held.select(*extract, copy=False).subquery(),
             dict.fromkeys(keys, "VARCHAR"),
-            "src.__qfile",
-            "src.__qrow",
+            exp.column("__qfile", "src"),
+            exp.column("__qrow", "src"),
             "__qraw",
             malformed="__qbad",
         )

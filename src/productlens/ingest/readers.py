@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+from sqlglot import exp
 
 from productlens.config import TableIngestConfig
 from productlens.errors import EngineError, IngestError
@@ -43,8 +44,11 @@ from productlens.ingest.batch import files_text
 from productlens.ingest.contracts import Contract
 from productlens.ingest.mapping import json_key
 from productlens.ingest.processor import LakeProcessor
+from productlens.ingest.sql import col, fill, query, text_list
+from productlens.ingest.sql import ident as sql_ident
 from productlens.ingest.store import ParquetFile, inspect_parquet
-from productlens.ingest.validate import Source, ident, literal
+from productlens.ingest.validate import Source, literal
+from productlens.ingest.validate import ident_text as ident
 
 # File name endings (in any case) -> format; a text format may be compressed besides.
 FORMATS = {
@@ -162,7 +166,7 @@ def read_files(
     is named in an IngestError."""
     if fmt == "parquet":
         return _parquet_reading(lake, files, contract)
-    reading = Reading(Source("", {}, "", ""))
+    reading = Reading(Source(exp.null(), {}, exp.null(), exp.null()))
     try:
         reading.source = _text_source(lake, files, fmt, settings, contract.table, reading.temporary)
     except EngineError as exc:
@@ -183,44 +187,54 @@ def _parquet_reading(lake: LakeProcessor, files: Sequence[Path], contract: Contr
     if footers and footers[0].columns and all(f.columns == footers[0].columns for f in footers):
         columns = dict(footers[0].columns)  # what DESCRIBE would say, without reading again
     else:  # described without the reader's columns, which could meet the files' own
-        listed = "[" + ", ".join(literal(n) for n in names) + "]"
-        relation = f"read_parquet({listed}, union_by_name = true, hive_partitioning = false)"
+        relation = fill(
+            "SELECT * FROM read_parquet(__files__, union_by_name = true, "
+            "hive_partitioning = false)",
+            files=text_list(names),
+        )
         columns = _describe(lake, relation, files)
     return Reading(parquet_source(names, columns), footers)
 
 
-def parquet_relation(names: Sequence[str], columns: Iterable[str]) -> str:
-    """Parquet files (absolute paths) as one relation with the file and the row number
-    (1-based) in reader columns named apart from `columns`."""
+def parquet_relation(names: Sequence[str], columns: Iterable[str]) -> exp.Expr:
+    """Parquet files (absolute paths) as one relation (a subquery) with the file and the
+    row number (1-based) in reader columns named apart from `columns`."""
     file_col, line_col = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN))
-    listed = "[" + ", ".join(literal(n) for n in names) + "]"
     if "file_row_number" not in {c.lower() for c in columns}:
-        return (
-            f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS {ident(line_col)} "
-            f"FROM read_parquet({listed}, filename = {literal(file_col)}, "
-            "file_row_number = true, union_by_name = true, hive_partitioning = false))"
-        )
+        return query(
+            "SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS __line__ "
+            "FROM read_parquet(__files__, filename = __file__, "
+            "file_row_number = true, union_by_name = true, hive_partitioning = false)",
+            line=sql_ident(line_col), files=text_list(names), file=file_col,
+        ).subquery()  # fmt: skip
     # The files have a column of that name: number each file's rows in scan order.
-    parts = [
-        f"SELECT *, row_number() OVER () AS {ident(line_col)} FROM read_parquet("
-        f"{literal(n)}, filename = {literal(file_col)}, hive_partitioning = false)"
+    parts: list[exp.Query] = [
+        query(
+            "SELECT *, row_number() OVER () AS __line__ FROM read_parquet("
+            "__name__, filename = __file__, hive_partitioning = false)",
+            line=sql_ident(line_col),
+            name=n,
+            file=file_col,
+        )
         for n in names
     ]
-    return "(" + " UNION ALL BY NAME ".join(parts) + ")"
+    union: exp.Query = parts[0]
+    for part in parts[1:]:  # UNION ALL BY NAME, left to right
+        union = exp.Union(this=union, expression=part, distinct=False, by_name=True)
+    return union.subquery()
 
 
 def parquet_source(names: Sequence[str], columns: Mapping[str, str]) -> Source:
     """Parquet files (absolute paths) as a source of rows."""
     file_col, line_col = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN))
     return Source(
-        parquet_relation(names, columns), columns, f"src.{ident(file_col)}",
-        f"src.{ident(line_col)}",
-    )  # fmt: skip
+        parquet_relation(names, columns), columns, col(file_col, "src"), col(line_col, "src")
+    )
 
 
-def _describe(lake: LakeProcessor, relation: str, files: Sequence[Path]) -> dict[str, str]:
+def _describe(lake: LakeProcessor, query: exp.Expr, files: Sequence[Path]) -> dict[str, str]:
     try:
-        rows = lake.fetch_all(f"DESCRIBE SELECT * FROM {relation}")
+        rows = lake.fetch_all(fill("DESCRIBE __query__", query=query))
     except EngineError as exc:
         raise IngestError(f"cannot read the file: {exc.message}", file=files_text(files)) from None
     return {r[0]: r[1] for r in rows}
@@ -269,10 +283,10 @@ def _text_source(
         columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN, JSON_COLUMN)
     )
     return Source(
-        rows,
+        exp.to_table(rows),
         dict.fromkeys(columns, "VARCHAR"),
-        f"src.{ident(file_col)}",
-        f"src.{ident(line_col)}",
+        col(file_col, "src"),
+        col(line_col, "src"),
         malformed=bad_col,
         json_column=json_col if fmt == "jsonl" else None,
     )
