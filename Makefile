@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 
 DEMO_ARGS ?=
 
-.PHONY: demo test lint typecheck unit bench lock clean
+.PHONY: demo test lint typecheck unit bench lock clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,23 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev
-	$(BIN)/pytest -n 2 --dist loadgroup
+unit: $(VENV)/.dev browser
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=25
+
+## browser: Debian's chromium for the dashboard's browser test (Playwright drives it;
+## it never downloads a browser of its own). Installed when missing and we are root.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian's chromium for the dashboard's browser test"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "the dashboard's browser test needs Debian's chromium at $(CHROMIUM):" \
+				"run 'sudo apt-get install chromium', then make test again" >&2; \
+			exit 1; \
+		fi; \
+	fi
 
 ## bench: performance benchmarks, printed as tables (BENCH_ARGS="ingest --sizes 1M")
 BENCH_ARGS ?=

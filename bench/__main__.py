@@ -1,11 +1,13 @@
-"""`python -m bench [generate|ingest|pipeline|funnel|metrics] [--sizes 1M,10M,100M]`: run
-benchmarks, print tables, and write the figures to bench/results/<name>-<stamp>.json (and
-the latest to bench/results/<name>.json)."""
+"""`python -m bench [generate|ingest|pipeline|funnel|metrics|engines] [--sizes 1M,10M,100M]`:
+run benchmarks, print tables, and write the figures to bench/results/<name>-<stamp>.json
+(and the latest to bench/results/<name>.json)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import funnel, generation, ingestion, metrics, pipeline
+from bench import engines, funnel, generation, ingestion, metrics, pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_EVENTS_PER_SECOND = 2_000_000
@@ -361,13 +363,73 @@ def _print_metrics(size: int, result: dict[str, Any], console: Console) -> None:
     )
 
 
+def bench_engines(
+    sizes: list[int],
+    console: Console,
+    names: Sequence[str] = engines.ENGINES,
+    repeats: int = 1,
+    *,
+    server: Any | None = None,
+    run: engines.Measure = engines.measure,
+) -> list[dict[str, object]]:
+    """Every engine on one world per size; with PostgreSQL, a throwaway server for the
+    whole run (or `server`)."""
+    unknown = sorted(set(names) - set(engines.ENGINES))
+    if unknown:
+        raise SystemExit(
+            f"unknown engine(s) {', '.join(unknown)}: use {', '.join(engines.ENGINES)}"
+        )
+    with contextlib.ExitStack() as stack:
+        if "postgres" in names and server is None:
+            server = stack.enter_context(engines.postgres())
+        rows: list[dict[str, object]] = []
+        for size in sizes:
+            data = ingestion.world(size)
+            try:
+                result = engines.compare(
+                    data, names, server, repeats=repeats, run=run, tag=str(size)
+                )
+            finally:
+                import shutil
+
+                shutil.rmtree(data, ignore_errors=True)
+            rows.append({"size": size, **result})
+            _print_engines(size, result, repeats, console)
+    return rows
+
+
+def _print_engines(size: int, result: dict[str, Any], repeats: int, console: Console) -> None:
+    done = [runs[0] for runs in result["runs"].values() if runs]
+    events = done[0]["rows"].get("raw", 0) if done else 0
+    table = Table(
+        title=f"ingest + publish + build + checks by engine, {size:,} events "
+        f"(raw layer: {events:,} rows): seconds per stage and peak memory (process tree)"
+    )
+    for column in engines.COLUMNS:
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    for row in engines.table_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    for name, error in result["errors"].items():
+        console.print(f"{name} failed: {error}")
+    console.print(
+        "publish: the raw layer shown to the engine (PostgreSQL loads each raw file once; "
+        "Spark reads the files as tables; DuckDB's warehouse is the lake's catalog); total: "
+        "the sum of the stages"
+        + (f", the median of {repeats} alternating runs" if repeats > 1 else "")
+        + "; peak memory: PSS from /proc of the run's processes, PostgreSQL's server and "
+        "Spark's JVM included; plain COPY: psql COPY of the events' CSV into a bare table "
+        "(PERFORMANCE.md: about 31 s for 10M)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "which",
         nargs="?",
         default="all",
-        choices=["all", "generate", "ingest", "pipeline", "funnel", "metrics"],
+        choices=["all", "generate", "ingest", "pipeline", "funnel", "metrics", "engines"],
     )
     parser.add_argument("--sizes", default=None, help="comma-separated event counts")
     parser.add_argument(
@@ -377,7 +439,14 @@ def main() -> None:
         f"(first is the baseline): {', '.join(pipeline.VARIANTS)}; funnel: 'sorted' also "
         "times the funnels on a copy of fct_events sorted by (user_id, event_ts)",
     )
-    parser.add_argument("--repeats", type=int, default=None, help="pipeline: runs per variant")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="pipeline: runs per variant; engines: per engine"
+    )
+    parser.add_argument(
+        "--engines",
+        default=",".join(engines.ENGINES),
+        help="engines: which warehouse engines to compare, comma-separated",
+    )
     args = parser.parse_args()
     console = Console(width=max(Console().width, 120))  # the tables need the room
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -399,6 +468,12 @@ def main() -> None:
             "10M,50M",
         ),
         "metrics": (bench_metrics, "10M"),
+        "engines": (
+            lambda sizes, console: bench_engines(
+                sizes, console, args.engines.split(","), args.repeats or 1
+            ),
+            "1M,10M",
+        ),
     }
     for name, (run, default_sizes) in runs.items():
         if args.which not in ("all", name):

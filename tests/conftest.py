@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 SMALL_WORLD = ["--users", "400", "--days", "14", "--seed", "7"]
+SAAS_WORLD = ["--scenario", "saas", "--users", "400", "--days", "40", "--seed", "7"]
 
 
 @dataclass
@@ -41,8 +42,11 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> CliResult:
-    """Run `python -m productlens ARGS` as a real subprocess, without a terminal."""
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> CliResult:
+    """Run `python -m productlens ARGS` as a real subprocess, without a terminal (`env`:
+    variables on top of this process's)."""
     proc = subprocess.run(
         [sys.executable, "-m", "productlens", *args],
         capture_output=True,
@@ -50,7 +54,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> CliRes
         cwd=cwd,
         timeout=timeout,
         check=False,
-        env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1"},
+        env={**os.environ, **(env or {}), "COLUMNS": "160", "NO_COLOR": "1"},
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -109,14 +113,25 @@ def engine(tmp_path: Path) -> Iterator[DuckDBEngine]:
     eng.close()
 
 
-@pytest.fixture(scope="session")
-def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One small demo run shared by the read-only end-to-end tests."""
-    root = tmp_path_factory.mktemp("demo")
-    result = run_cli("--project", str(root), "demo", *SMALL_WORLD)
+def _demo_run(tmp_path_factory: pytest.TempPathFactory, name: str, world: Sequence[str]) -> Path:
+    """`productlens demo` into a new folder; its printed summary kept beside it."""
+    root = tmp_path_factory.mktemp(name)
+    result = run_cli("--project", str(root), "demo", *world)
     assert result.returncode == 0, result.stderr + result.stdout
     (root / "demo_stdout.txt").write_text(result.stdout)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small demo run shared by the read-only end-to-end tests."""
+    return _demo_run(tmp_path_factory, "demo", SMALL_WORLD)
+
+
+@pytest.fixture(scope="session")
+def saas_demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small demo run of the SaaS world (five weeks: week-4 retention is observed)."""
+    return _demo_run(tmp_path_factory, "saas_demo", SAAS_WORLD)
 
 
 def open_readonly(root: Path) -> DuckDBEngine:
@@ -197,3 +212,19 @@ def s3() -> Iterator[servers.S3Server]:
     """moto's S3 server on loopback for this test process."""
     with servers.s3_server() as server:
         yield server
+
+
+# Figures a test measures and wants seen (`record_property("measured", text)`), printed at
+# the end of the run: with xdist a test's own output never reaches the terminal.
+_MEASURED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _MEASURED.extend(str(v) for k, v in report.user_properties if k == "measured")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for text in _MEASURED:
+        terminalreporter.write_sep("-", "measured")
+        terminalreporter.write_line(text)

@@ -127,3 +127,22 @@ def test_second_writer_is_refused_clearly(tmp_path: Path) -> None:
 def test_read_only_needs_an_existing_warehouse(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="no warehouse yet"):
         DuckDBEngine(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_a_second_engine_on_the_same_file_shares_its_file_systems(tmp_path: Path) -> None:
+    """DuckDB keeps one database instance per file in a process: the second engine (the
+    dashboard opens one per page) must not fail re-registering the lake's file system."""
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/lake/one.csv", b"a\n1\n")
+    first = DuckDBEngine(tmp_path / "w.duckdb", filesystems=[memory])
+    second = DuckDBEngine(tmp_path / "w.duckdb", filesystems=[fsspec.filesystem("memory")])
+    try:
+        query = exp.select("a").from_(
+            exp.func("read_csv", exp.Literal.string("memory:///lake/one.csv"))
+        )
+        assert second.fetch_all(query) == [(1,)]
+    finally:
+        second.close()
+        first.close()

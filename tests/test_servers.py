@@ -36,6 +36,14 @@ def test_spark_session_is_pinned_to_utc(spark: Any) -> None:
     ).collect()
     assert rows[0]["tz"] == "UTC"
     assert rows[0]["ts"] == "2024-03-10 10:00:00"
+    # The driver JVM was started with the test's options (UTC, and the JIT and collector
+    # settings for a short-lived JVM), not handed over from elsewhere without them.
+    jvm = spark.sparkContext._jvm
+    arguments = list(
+        jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+    )
+    assert set(servers.TEST_JVM_OPTIONS.split()) <= set(arguments)
+    assert jvm.java.util.TimeZone.getDefault().getID() == "UTC"
 
 
 def test_s3_server_stores_objects(s3: servers.S3Server) -> None:

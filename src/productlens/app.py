@@ -9,17 +9,22 @@ or pyspark.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from productlens.config import Project
-from productlens.engines.base import LAYERS, Engine
+from sqlglot import exp
+
+from productlens import ops
+from productlens.config import DEFAULT_FUNNELS, Project
+from productlens.engines.base import LAYERS, Engine, table
 from productlens.engines.duckdb import DuckDBEngine
 from productlens.errors import ConfigError
 from productlens.ingest.processor import LakeProcessor
+from productlens.objects import FilePath, ObjectStore, S3Settings, is_url
 
 POSTGRES_DSN_ENV = "PRODUCTLENS_POSTGRES_DSN"
 
@@ -27,9 +32,32 @@ POSTGRES_DSN_ENV = "PRODUCTLENS_POSTGRES_DSN"
 EngineFactory = Callable[[Project, Mapping[str, str], bool], Engine]
 
 
-def raw_root(project: Project) -> Path:
-    """The raw layer's Parquet lake: `<warehouse>.raw` beside a DuckDB warehouse file (whose
-    file is the lake's catalog), or `lake.raw` beside `lake.duckdb` for other engines."""
+def object_store(project: Project, environ: Mapping[str, str] | None = None) -> ObjectStore:
+    """The S3-compatible store `s3://` URLs are read from: the endpoint and region from
+    the standard AWS environment, else `[lake]`; credentials from the environment only
+    (unset: the AWS SDK's own chain)."""
+    env = os.environ if environ is None else environ
+    lake = project.config.lake
+    return ObjectStore(
+        S3Settings(
+            endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or lake.endpoint,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or lake.region,
+            access_key=env.get("AWS_ACCESS_KEY_ID"),
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=env.get("AWS_SESSION_TOKEN"),
+        )
+    )
+
+
+def raw_root(project: Project, objects: ObjectStore | None = None) -> FilePath:
+    """The raw layer's Parquet lake: `[lake] root` (a folder or an `s3://` prefix), else
+    `<warehouse>.raw` beside a DuckDB warehouse file (whose file is the lake's catalog),
+    or `lake.raw` beside `lake.duckdb` for other engines."""
+    root = project.config.lake.root
+    if root is not None and is_url(root):
+        return (objects or object_store(project)).path(root)
+    if root is not None:
+        return project.resolve(Path(root))
     if project.engine == "duckdb":
         return project.warehouse_path.with_suffix(".raw")
     return lake_catalog(project).with_suffix(".raw")
@@ -40,18 +68,26 @@ def lake_catalog(project: Project) -> Path:
     return project.resolve(Path("lake.duckdb"))
 
 
-def open_lake(project: Project, engine: Engine, *, read_only: bool = False) -> LakeProcessor:
+def open_lake(
+    project: Project,
+    engine: Engine,
+    *,
+    read_only: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> LakeProcessor:
     """Ingestion's processor: on a DuckDB warehouse's own connection (its file is the
     lake's catalog), else on the lake's catalog file beside the project."""
+    objects = object_store(project, environ)
     if isinstance(engine, DuckDBEngine):
-        return LakeProcessor.shared(engine.connection, raw_root(project))
+        return LakeProcessor.shared(engine.connection, raw_root(project, objects), objects=objects)
     settings = project.config.warehouse
     return LakeProcessor.open(
         lake_catalog(project),
-        raw_root(project),
+        raw_root(project, objects),
         memory_limit=settings.memory_limit,
         threads=settings.threads,
         read_only=read_only,
+        objects=objects,
     )
 
 
@@ -68,17 +104,46 @@ def open_engine(
     if factory is None:  # the config's Literal makes this a programming error
         raise ConfigError(f"unknown warehouse engine {project.engine!r}")
     engine = factory(project, os.environ if environ is None else environ, read_only)
-    if not read_only:
-        try:
+    try:
+        if not read_only:
             for layer in LAYERS:
                 engine.ensure_schema(layer)
-        except BaseException:
-            engine.close()
-            raise
+        adopt_demo_world(project, engine)
+    except BaseException:
+        engine.close()
+        raise
     return engine
 
 
-def _duckdb(project: Project, _environ: Mapping[str, str], read_only: bool) -> Engine:
+def demo_world(engine: Engine) -> str | None:
+    """The world the demo last simulated into this warehouse (`ops.demo_world`), if any."""
+    if engine.table_kind(*ops.DEMO_WORLD) is None:
+        return None
+    query = (
+        exp.select(exp.column("params"))
+        .from_(table(*ops.DEMO_WORLD))
+        .order_by(exp.Ordered(this=exp.column("created_at"), desc=True))
+        .limit(1)
+    )
+    rows = engine.fetch_all(query)
+    scenario = json.loads(rows[0][0]).get("scenario") if rows else None
+    return str(scenario) if scenario else None
+
+
+def adopt_demo_world(project: Project, engine: Engine) -> None:
+    """When the project file names no scenario, the world the demo simulated into the
+    warehouse is the project's: `demo --scenario saas` writes no project file, and a later
+    build, report, experiment readout or dashboard must use that world's funnel steps and
+    metrics, not the default world's. A scenario the file (or the demo command) names wins."""
+    if "scenario" in project.config.simulate.model_fields_set:
+        return
+    scenario = demo_world(engine)
+    # A world this version does not know (a newer demo's) leaves the default in place.
+    if scenario in DEFAULT_FUNNELS and scenario != project.config.simulate.scenario:
+        project.config.simulate.scenario = scenario  # type: ignore[assignment]
+
+
+def _duckdb(project: Project, environ: Mapping[str, str], read_only: bool) -> Engine:
     settings = project.config.warehouse
     path = project.warehouse_path
     return DuckDBEngine(
@@ -86,8 +151,10 @@ def _duckdb(project: Project, _environ: Mapping[str, str], read_only: bool) -> E
         memory_limit=settings.memory_limit,
         threads=settings.threads,
         read_only=read_only,
-        # The raw layer's views list their files relative to the warehouse's folder.
+        # The raw layer's views list their files relative to the warehouse's folder, or
+        # (a lake in object storage) read them through the store.
         search_path=path.parent,
+        filesystems=[object_store(project, environ).for_duckdb()],
     )
 
 

@@ -117,8 +117,6 @@ def demo(
 
     project = _state(ctx).project()
     params = world_params(project, scenario=scenario, users=users, days=days, seed=seed)
-    if scenario:
-        project.config.simulate.scenario = scenario
     summary = run_demo(project, params, console)
     print_summary(console, summary, title="productlens demo")
 
@@ -196,7 +194,8 @@ def generate_cmd(
 def ingest(
     ctx: typer.Context,
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Files, folders or globs to load.")
+        list[str] | None,
+        typer.Argument(help="Files, folders or globs to load, local or s3://bucket/key."),
     ] = None,
     table: Annotated[
         str | None,
@@ -426,6 +425,42 @@ def report(
     """Write the self-contained HTML report and a PNG per chart."""
     with _runner(ctx) as runner:
         runner.report(out)
+
+
+@app.command()
+def dashboard(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback unless told otherwise).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8501,
+) -> None:
+    """Start the Streamlit dashboard on the warehouse, read-only: http://HOST:PORT.
+
+    Pages: overview, funnel, retention, engagement, revenue and customers, products,
+    marketing, experiments, data health; filters by date, device and country.
+    Needs productlens[dashboard]. Ctrl-C stops it.
+    """
+    import os
+
+    from productlens.dashboard import (
+        check_address,
+        exposure_note,
+        require_extra,
+        streamlit_argv,
+    )
+
+    require_extra()
+    check_address(host, port)
+    note = exposure_note(host, port)
+    if note:
+        err_console.print(f"[yellow]warning:[/] {escape(note)}")
+    project = _state(ctx).project()
+    argv = streamlit_argv(sys.executable, project, host, port)
+    console.print(f"productlens dashboard on http://{host}:{port} (Ctrl-C stops it)")
+    sys.stdout.flush()
+    # Streamlit takes over this process: stopping it stops the server, nothing is left.
+    os.execv(sys.executable, argv)
 
 
 @app.command()

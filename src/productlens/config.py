@@ -80,6 +80,26 @@ class WarehouseConfig(Section):
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
 
+class LakeConfig(Section):
+    """`[lake]`: where the raw layer's Parquet files live. By default a folder beside the
+    warehouse; `root = "s3://bucket/prefix"` keeps them in S3-compatible storage (the
+    lake's catalog stays beside the project). Credentials never go here: they come from
+    the standard AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_SESSION_TOKEN); AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL and AWS_REGION override the
+    endpoint and region below."""
+
+    root: str | None = None  # a local folder (relative to the project) or s3://bucket/prefix
+    endpoint: str | None = None  # an S3-compatible server, http(s)://host:port
+    region: str | None = None
+
+    @field_validator("root")
+    @classmethod
+    def _root_scheme(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("s3://"):
+            raise ValueError(f"the lake's root is a local folder or an s3:// URL, got {value!r}")
+        return value
+
+
 class SimulateConfig(Section):
     """Parameters of the synthetic world (see `productlens generate --help`)."""
 
@@ -293,6 +313,7 @@ class ProjectConfig(Section):
     """The whole project file."""
 
     warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
+    lake: LakeConfig = Field(default_factory=LakeConfig)
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)

@@ -38,6 +38,12 @@ class EngineError(ProductLensError):
     stage = "engine"
 
 
+class StorageError(ProductLensError):
+    """Object storage (an `s3://` URL) could not be reached, read or written."""
+
+    stage = "storage"
+
+
 class SimulateError(ProductLensError):
     """The synthetic world could not be generated."""
 

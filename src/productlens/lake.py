@@ -36,6 +36,7 @@ from productlens.errors import EngineError
 from productlens.ingest import ensure_raw_tables
 from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS
 from productlens.ingest.processor import LakeProcessor
+from productlens.objects import FilePath, ObjectPath
 
 Strategy = Literal["auto", "views", "load"]
 
@@ -294,7 +295,7 @@ def _json(column: str) -> exp.Expr:
 
 def _listed(processor: LakeProcessor, name: str) -> list[LakeFile]:
     """The listed files of one raw table, oldest first, with absolute paths."""
-    base = processor.raw_root.resolve().parent
+    base = processor.raw_root.resolve().parent  # a folder, or a prefix in object storage
     rows = processor.fetch_all(
         "SELECT path, file_name, batch_id, source_file, copied, ingested_at "
         "FROM ops.raw_files WHERE target_table = ? ORDER BY ingested_at, file_name",
@@ -310,7 +311,9 @@ def _superseded(processor: LakeProcessor, name: str) -> set[tuple[str, str]]:
     return {(r[0], r[1]) for r in rows}
 
 
-def _absolute(base: Path, path: str) -> Path:
+def _absolute(base: FilePath, path: str) -> FilePath:
+    if isinstance(base, ObjectPath):
+        return base / path
     listed = Path(path)
     return listed if listed.is_absolute() else base / listed
 

@@ -444,7 +444,10 @@ def build(
     drop_leftovers(engine)
     result = BuildResult()
     blocked: set[str] = set()
-    for model in models.select(select):
+    chosen = models.select(select)
+    for layer in dict.fromkeys(model.layer for model in chosen):
+        engine.ensure_schema(layer)  # a new server database has none of the layers yet
+    for model in chosen:
         notify = on_model or (lambda _m, _e: None)
         if model.name in blocked:
             result.skipped.append(model.name)

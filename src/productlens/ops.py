@@ -64,7 +64,8 @@ def value(v: Value) -> exp.Expr:
 
 
 def ensure(engine: Engine, name: tuple[str, str], columns: Columns) -> None:
-    """Create an ops table if it is not there."""
+    """Create an ops table (and its schema) if it is not there."""
+    engine.ensure_schema(name[0])
     engine.create_table(*name, columns)
 
 

@@ -40,6 +40,7 @@ from productlens.ingest import (
 from productlens.ingest import replay as replay_quarantine
 from productlens.ingest.processor import LakeProcessor
 from productlens.lake import publish_raw, shares_catalog
+from productlens.objects import ObjectPath
 from productlens.runlog import RunLog
 from productlens.simulate import GenerateResult, WorldParams, generate, preset
 
@@ -172,7 +173,7 @@ class Runner:
         preset: str | None = None,
         force: bool = False,
     ) -> IngestResult:
-        expanded = expand(paths)
+        expanded = expand(paths, self.lake.objects)
         files = expanded.files
         if expanded.ignored:
             names = ", ".join(str(p) for p in expanded.ignored[:5])
@@ -298,16 +299,20 @@ class Runner:
         return outcomes
 
     def report(self, out_dir: Path | None = None) -> ReportResult:
-        from productlens.report import write_report  # matplotlib: only when reporting
+        # matplotlib: only when reporting
+        from productlens.report import write_report
+        from productlens.report.sections import Settings
 
         with self._stage("report", 1) as advance:
             result = write_report(
                 self.engine,
                 out_dir or self.project.report_dir,
-                warehouse=str(self.project.warehouse_path),
+                settings=Settings.from_config(self.project.config),
+                # The file's name only: the report holds no path of this machine.
+                warehouse=self.project.warehouse_path.name,
             )
             advance()
-            self._last_meta(rows=1 + len(result.pngs), detail=str(result.html))
+            self._last_meta(rows=1 + len(result.pngs), detail=shown(result.html))
         self.summary.report = result
         return result
 
@@ -384,7 +389,7 @@ def print_summary(console: Console, summary: RunSummary, title: str = "productle
         console.print()
         console.print(layers)
     if summary.report:
-        console.print(f"\nreport: [bold]{summary.report.html}[/]")
+        console.print(f"\nreport: [bold]{shown(summary.report.html)}[/]")
         console.print(f"charts: {', '.join(str(p.name) for p in summary.report.pngs)}")
     console.print(f"run id: {summary.run_id}")
 
@@ -424,12 +429,25 @@ def prepare_demo_warehouse(project: Project) -> None:
         catalog.unlink(missing_ok=True)
         catalog.with_suffix(catalog.suffix + ".wal").unlink(missing_ok=True)
     raw_files = raw_root(project)
-    if raw_files.is_dir():
+    if isinstance(raw_files, ObjectPath):
+        raw_files.remove_tree()
+    elif raw_files.is_dir():
         shutil.rmtree(raw_files)
+
+
+def shown(path: Path) -> str:
+    """A path as the user typed it: relative to the current folder when it lies below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def run_demo(project: Project, params: WorldParams, console: Console) -> RunSummary:
     """simulate -> ingest -> build -> check -> report on a fresh warehouse."""
+    # The world simulated now is the project's for this run, whatever an earlier demo left
+    # in the warehouse (`app.adopt_demo_world` reads that only when nothing names one).
+    project.config.simulate.scenario = params.scenario  # type: ignore[assignment]
     prepare_demo_warehouse(project)
     engine = open_engine(project)
     try:

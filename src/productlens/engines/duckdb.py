@@ -29,8 +29,10 @@ class DuckDBEngine:
     is refused with a clear message instead of corrupting anything.
 
     `search_path` is the folder relative file paths in queries are read from (DuckDB's
-    `file_search_path`); `connection` is the DuckDB connection itself, shared by the
-    embedded ingestion processor when the warehouse is DuckDB.
+    `file_search_path`); `filesystems` are fsspec file systems to read and write through
+    (object storage, say: registered on the connection); `connection` is the DuckDB
+    connection itself, shared by the embedded ingestion processor when the warehouse is
+    DuckDB.
     """
 
     dialect = "duckdb"
@@ -44,6 +46,7 @@ class DuckDBEngine:
         threads: int | None = None,
         read_only: bool = False,
         search_path: Path | None = None,
+        filesystems: Sequence[Any] = (),
     ) -> None:
         self.path = path
         if not read_only:
@@ -83,6 +86,13 @@ class DuckDBEngine:
             settings["temp_directory"] = str(path.with_suffix(".tmp"))
         for key, value in settings.items():
             self._run(f"SET {key} = {_value(value)}")
+        # DuckDB shares one database instance per file within a process, file systems
+        # included: a second engine on the same warehouse (the dashboard opens one per
+        # page) finds the store its first engine registered.
+        registered = set(self.connection.list_filesystems())
+        for filesystem in filesystems:
+            if filesystem.protocol not in registered:
+                self.connection.register_filesystem(filesystem)
 
     # --- statements -------------------------------------------------------------------
 

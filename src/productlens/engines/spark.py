@@ -58,7 +58,6 @@ _DEFAULT_CONF = {
 # What a Spark Connect client may set: the server owns its JVM, warehouse and UI.
 _CONNECT_CONF = ("spark.sql.session.timeZone", "spark.sql.sources.partitionOverwriteMode")
 # Catalog table types (pyspark's Table.tableType) as the protocol's kinds.
-_KINDS: dict[str, TableKind] = {"MANAGED": "table", "EXTERNAL": "table", "VIEW": "view"}
 _views = count()
 
 
@@ -326,15 +325,21 @@ class SparkEngine(Transpiles):
 
     def _catalog(self, schema: str) -> dict[str, TableKind]:
         """The schema's tables and views by name (temporary views excluded)."""
-        catalog = self._session.catalog
+        # SHOW TABLES and SHOW VIEWS read names only; `catalog.listTables` fetches every
+        # table's metadata from the metastore (seconds per call on a 38-model layer, and
+        # the build asks several times per model).
         with _translated_errors(schema=schema):
-            if not catalog.databaseExists(schema):
+            if not self._session.catalog.databaseExists(schema):
                 return {}
-            listed = catalog.listTables(self.render(_ident(schema)))
+            where = self.render(_ident(schema))
+            # SQLGlot parses SHOW as an opaque command; the name is quoted by render().
+            names = self._session.sql(f"SHOW TABLES IN {where}").collect()
+            views = self._session.sql(f"SHOW VIEWS IN {where}").collect()
+        is_view = {row.viewName for row in views if not row.isTemporary}
         return {
-            entry.name: _KINDS.get(entry.tableType, "table")
-            for entry in listed
-            if not entry.isTemporary
+            row.tableName: "view" if row.tableName in is_view else "table"
+            for row in names
+            if not row.isTemporary
         }
 
     def _storage(self, schema: str, name: str) -> str | None:

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlglot import exp
 
@@ -47,6 +46,7 @@ from productlens.ingest.sql import aliased, as_from, col, fill, query, string
 from productlens.ingest.store import RawStore
 from productlens.ingest.validate import Source
 from productlens.ingest.validate import ident_text as ident
+from productlens.objects import FilePath
 
 __all__ = [
     "CONTRACTS",
@@ -133,8 +133,8 @@ class IngestResult:
     """Everything one ingest run did."""
 
     batches: list[BatchResult] = field(default_factory=list)
-    skipped_files: list[Path] = field(default_factory=list)
-    ignored_files: list[Path] = field(default_factory=list)  # files of other types in folders
+    skipped_files: list[FilePath] = field(default_factory=list)
+    ignored_files: list[FilePath] = field(default_factory=list)  # files of other types in folders
 
     @property
     def rows(self) -> dict[str, int]:
@@ -145,7 +145,7 @@ class IngestResult:
         return loaded
 
     @property
-    def loaded_files(self) -> list[Path]:
+    def loaded_files(self) -> list[FilePath]:
         return [f for b in self.batches for f in b.files]
 
     @property
@@ -171,7 +171,7 @@ def ensure_raw_tables(lake: LakeProcessor) -> RawStore:
     return store
 
 
-def infer_table(path: Path, default: str | None = None) -> str:
+def infer_table(path: FilePath, default: str | None = None) -> str:
     """`data/events/event_date=2026-01-05/part-0.parquet`, `data/users/part-0.parquet` or
     `events.csv` -> the table; the nearest folder named after a table wins, else
     `default` (a preset's table: vendor exports are not named after raw tables)."""
@@ -215,7 +215,7 @@ def _settings(config: IngestConfig, table: str, extra: Mapping[str, str]) -> Tab
 
 def ingest_paths(
     lake: LakeProcessor,
-    paths: Iterable[Path | str],
+    paths: Iterable[FilePath | str],
     *,
     table: str | None = None,
     config: IngestConfig | None = None,
@@ -238,9 +238,9 @@ def ingest_paths(
             raise IngestError(f"[ingest.tables.{t}]: no such raw table")
     store = ensure_raw_tables(lake)
     store.sweep()
-    expanded = expand(paths)
+    expanded = expand(paths, lake.objects)
     files = expanded.files
-    by_table: dict[tuple[str, str], list[Path]] = {}
+    by_table: dict[tuple[str, str], list[FilePath]] = {}
     for path in files:
         kind = file_kind(path)
         assert kind is not None  # expand refuses the rest
@@ -273,7 +273,7 @@ def _check_map_targets(mapping: Mapping[str, str], tables: set[str]) -> None:
 
 
 def _check_map_sources(
-    mapping: Mapping[str, str], contract: Contract, reading: Reading, files: list[Path]
+    mapping: Mapping[str, str], contract: Contract, reading: Reading, files: list[FilePath]
 ) -> None:
     """A `--map` source the files lack is a typo, not a rename to skip in silence."""
     columns = reading.source.columns
@@ -292,7 +292,7 @@ class _Job:
 
     contract: Contract
     kind: str  # "files" or "replay"
-    files: list[Path]
+    files: list[FilePath]
     source: Source
     settings: TableIngestConfig
     plan: Plan
@@ -307,8 +307,8 @@ class _Job:
 
 def _plan(
     lake: LakeProcessor,
-    by_table: Mapping[tuple[str, str], list[Path]],
-    checksums: Mapping[Path, str],
+    by_table: Mapping[tuple[str, str], list[FilePath]],
+    checksums: Mapping[FilePath, str],
     config: IngestConfig,
     mapping: Mapping[str, str],
     force: bool,
@@ -356,7 +356,7 @@ def _run_all(
     if not jobs:
         return
     stamp = now.astimezone(UTC).replace(tzinfo=None)
-    written: list[Path] = []
+    written: list[FilePath] = []
     failed: list[_Job] = []  # the batch running when an error struck
     try:
         with lake.transaction():
@@ -461,7 +461,7 @@ def _orphaned(lake: LakeProcessor, table: str, kept: Mapping[str, str]) -> list[
     return notes
 
 
-def _checksum(path: Path) -> str:
+def _checksum(path: FilePath) -> str:
     digest = hashlib.sha256()
     try:
         with path.open("rb") as fh:
@@ -501,9 +501,9 @@ def _earlier_loads(
 def _prepare(
     lake: LakeProcessor,
     contract: Contract,
-    files: list[Path],
+    files: list[FilePath],
     reading: Reading,
-    checksums: Mapping[Path, str],
+    checksums: Mapping[FilePath, str],
     settings: TableIngestConfig,
 ) -> _Job:
     """Map one batch's read files onto the contract: its source of rows, and its plan."""
@@ -575,7 +575,7 @@ def _resolve(
     relation: exp.Expr,
     columns: Mapping[str, str],
     settings: TableIngestConfig,
-    files: list[Path],
+    files: list[FilePath],
     json_column: str | None = None,
 ) -> Resolution:
     """Where each contract column comes from, with every expression's type (asked of the

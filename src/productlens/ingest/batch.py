@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pyarrow as pa
 from sqlglot import exp
@@ -29,6 +28,7 @@ from productlens.ingest.processor import LakeProcessor
 from productlens.ingest.sql import fill, table, text_list
 from productlens.ingest.store import RawFile, RawStore, seal
 from productlens.ingest.validate import Rules, Source, raw_json, unknown_table, validation
+from productlens.objects import FilePath
 
 # The statements below name the rows that do not load (quarantined, or exact copies of
 # rows already loaded) as `SELECT __file, __row FROM __flagged WHERE len(__reasons) > 0 OR
@@ -44,7 +44,7 @@ class BatchResult:
     batch_id: str
     table: str
     kind: str  # "files" or "replay"
-    files: list[Path] = field(default_factory=list)
+    files: list[FilePath] = field(default_factory=list)
     rows_read: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
@@ -52,7 +52,7 @@ class BatchResult:
     rows_warned: int = 0
     rows_filtered: int = 0  # left out by the table's `where` (not counted as read)
     notes: list[str] = field(default_factory=list)  # what the user should know, in words
-    written: list[Path] = field(default_factory=list)  # the raw layer's files it wrote
+    written: list[FilePath] = field(default_factory=list)  # the raw layer's files it wrote
 
 
 @dataclass
@@ -165,17 +165,17 @@ def _rules(store: RawStore, contract: Contract, config: IngestConfig, now: datet
     return Rules(now, config.future_tolerance_hours, config.unknown_references, existing, present)
 
 
-def _copy_all(store: RawStore, copies: Mapping[str, Path], stop: threading.Event) -> None:
+def _copy_all(store: RawStore, copies: Mapping[str, FilePath], stop: threading.Event) -> None:
     """Copy every copyable source file, byte for byte (in the background, while the
     checks run: the copying is mostly the kernel's work), until told to stop."""
     for name, target in copies.items():
         if stop.is_set():
             return
-        store.copy_in(Path(name), target)
+        store.copy_in(store.lake.path(name), target)
 
 
 def _keep_clean(
-    store: RawStore, copies: Mapping[str, Path], plan: Plan, held_files: set[str]
+    store: RawStore, copies: Mapping[str, FilePath], plan: Plan, held_files: set[str]
 ) -> list[RawFile]:
     """The copies of files without a held-back row; the others are removed again."""
     written = []
@@ -404,6 +404,6 @@ def _log(
     )
 
 
-def files_text(files: Sequence[Path]) -> str:
+def files_text(files: Sequence[FilePath]) -> str:
     """One file, or the first and how many more, for messages."""
     return str(files[0]) if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"

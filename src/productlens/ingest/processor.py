@@ -25,6 +25,7 @@ from sqlglot import exp
 
 from productlens.errors import EngineError
 from productlens.ingest.sql import fill, render
+from productlens.objects import FilePath, ObjectPath, ObjectStore, is_url
 
 # What the processor runs: a SQLGlot expression, or constant SQL text (never text built from
 # names or values: tests/test_ingest_sql.py checks every call in productlens.ingest).
@@ -32,37 +33,60 @@ Statement = exp.Expr | str
 
 
 class LakeProcessor:
-    """DuckDB running ingestion's SQL over the raw lake at `raw_root`. Paths listed in the
-    lake's catalog are relative to `raw_root.parent` (DuckDB's file search path)."""
+    """DuckDB running ingestion's SQL over the raw lake at `raw_root` (a local folder or
+    a prefix in object storage). Paths listed in the lake's catalog are relative to
+    `raw_root.parent` (for a local lake, DuckDB's file search path). `objects`: the
+    object store that `s3://` URLs (inputs, or the lake itself) are read from; DuckDB
+    reads it through the file system registered on the connection."""
 
     name = "duckdb"
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, raw_root: Path, *, owned: bool):
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        raw_root: FilePath,
+        *,
+        owned: bool,
+        objects: ObjectStore | None = None,
+    ):
         self._con = connection
         self.raw_root = raw_root
+        self.objects = objects
         self._owned = owned
         # Times are UTC everywhere; raw files are listed relative to the lake's folder.
         # Both are set on a shared connection too: the warehouse engine knows no raw
         # layer, and the raw views in its file need the search path. (Nothing is created
         # here: a read-only connection must work, say for `productlens quarantine`.)
         self.execute("SET TimeZone = 'UTC'")
-        self.execute(fill("SET file_search_path = __path__", path=str(raw_root.resolve().parent)))
+        if isinstance(raw_root, Path):  # DuckDB resolves no relative path in a store
+            self.execute(
+                fill("SET file_search_path = __path__", path=str(raw_root.resolve().parent))
+            )
+        if objects is not None and "s3" not in connection.list_filesystems():
+            connection.register_filesystem(objects.for_duckdb())
 
     @classmethod
-    def shared(cls, connection: duckdb.DuckDBPyConnection, raw_root: Path) -> LakeProcessor:
+    def shared(
+        cls,
+        connection: duckdb.DuckDBPyConnection,
+        raw_root: FilePath,
+        *,
+        objects: ObjectStore | None = None,
+    ) -> LakeProcessor:
         """A processor on the DuckDB warehouse's own connection: the warehouse file is the
         lake's catalog. Closing the processor leaves the connection open."""
-        return cls(connection, raw_root, owned=False)
+        return cls(connection, raw_root, owned=False, objects=objects)
 
     @classmethod
     def open(
         cls,
         catalog: Path,
-        raw_root: Path,
+        raw_root: FilePath,
         *,
         memory_limit: str = "6GB",
         threads: int | None = None,
         read_only: bool = False,
+        objects: ObjectStore | None = None,
     ) -> LakeProcessor:
         """A processor on a catalog file of its own (created if missing, unless
         `read_only`)."""
@@ -95,7 +119,18 @@ class LakeProcessor:
         for statement in settings:
             with _translated_errors():
                 con.execute(_rendered(statement))
-        return cls(con, raw_root, owned=True)
+        return cls(con, raw_root, owned=True, objects=objects)
+
+    def path(self, name: str) -> FilePath:
+        """A file by the name ingestion gives it (an absolute path or an `s3://` URL)."""
+        if is_url(name):
+            return self.object_path(name)
+        return Path(name)
+
+    def object_path(self, url: str) -> ObjectPath:
+        if self.objects is None:
+            raise EngineError("no object store is configured for s3:// URLs", path=url)
+        return self.objects.path(url)
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:

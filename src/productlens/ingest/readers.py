@@ -49,6 +49,7 @@ from productlens.ingest.sql import ident as sql_ident
 from productlens.ingest.store import ParquetFile, inspect_parquet
 from productlens.ingest.validate import Source, literal
 from productlens.ingest.validate import ident_text as ident
+from productlens.objects import FilePath, ObjectPath, ObjectStore, input_stream, is_url
 
 # File name endings (in any case) -> format; a text format may be compressed besides.
 FORMATS = {
@@ -78,7 +79,7 @@ class FileKind:
     compression: str | None = None
 
 
-def file_kind(path: Path) -> FileKind | None:
+def file_kind(path: FilePath) -> FileKind | None:
     """The format of a file by its name (`a.CSV`, `b.jsonl.gz`), None if unsupported."""
     name = path.name.lower()
     compression = None
@@ -91,7 +92,7 @@ def file_kind(path: Path) -> FileKind | None:
     return FileKind(fmt, compression)
 
 
-def base_name(path: Path) -> str:
+def base_name(path: FilePath) -> str:
     """A file's name without its format and compression endings (`users.csv.gz` -> users)."""
     name = path.name
     for ending in COMPRESSIONS:
@@ -105,28 +106,38 @@ def base_name(path: Path) -> str:
 class Expanded:
     """The files to load, and the files in folders that were passed over."""
 
-    files: list[Path] = field(default_factory=list)
-    ignored: list[Path] = field(default_factory=list)
+    files: list[FilePath] = field(default_factory=list)
+    ignored: list[FilePath] = field(default_factory=list)
 
 
-def expand(paths: Iterable[Path | str]) -> Expanded:
+def expand(paths: Iterable[FilePath | str], objects: ObjectStore | None = None) -> Expanded:
     """Files named directly, found under folders, or matched by globs, in a stable order;
     a file named twice (say, by a folder and by name) counts once. A file named directly
     must be of a supported type; in a folder, other files (the simulator's truth.json, a
-    README, _SUCCESS or .DS_Store) are passed over and listed, never silently."""
+    README, _SUCCESS or .DS_Store) are passed over and listed, never silently. An
+    `s3://bucket/key` URL names an object, a prefix (a folder) or a pattern in `objects`."""
     result = Expanded()
     for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        path = _as_path(raw, objects)
+        if isinstance(path, ObjectPath) and GLOB_CHARS.intersection(path.key):
+            matches: list[FilePath] = list(path.glob_matches())
+            if not matches:
+                raise IngestError("no object matches the pattern", file=raw)
+            result.files += matches
+        elif path.is_dir():
+            found: list[FilePath] = list(path.rglob("*"))
+            for p in sorted((q for q in found if q.is_file()), key=str):
                 (result.files if file_kind(p) else result.ignored).append(p)
         elif path.is_file():
             result.files.append(path)
+        elif isinstance(path, ObjectPath):
+            path.check_bucket()
+            raise IngestError("no such object or prefix", file=raw)
         else:
-            matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
-            if not matches:
+            local = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
+            if not local:
                 raise IngestError("no such file or folder", file=raw)
-            result.files += [m for m in matches if m.is_file()]
+            result.files += [m for m in local if m.is_file()]
     for p in result.files:
         if not file_kind(p):
             raise IngestError(
@@ -134,11 +145,21 @@ def expand(paths: Iterable[Path | str]) -> Expanded:
                 f"also compressed as {', '.join(COMPRESSIONS)}; in any case)",
                 file=p,
             )
-    first: dict[Path, Path] = {}
+    first: dict[FilePath, FilePath] = {}
     for path in result.files:
         first.setdefault(path.resolve(), path)
     result.files = list(first.values())
     return result
+
+
+def _as_path(raw: FilePath | str, objects: ObjectStore | None) -> FilePath:
+    if not isinstance(raw, str):
+        return raw
+    if not is_url(raw):
+        return Path(raw)
+    if objects is None:
+        raise IngestError("s3:// URLs need an object store; none is configured", file=raw)
+    return objects.path(raw)
 
 
 @dataclass
@@ -157,7 +178,7 @@ class Reading:
 
 def read_files(
     lake: LakeProcessor,
-    files: Sequence[Path],
+    files: Sequence[FilePath],
     fmt: str,
     settings: TableIngestConfig,
     contract: Contract,
@@ -181,7 +202,7 @@ def read_files(
 # --- Parquet ------------------------------------------------------------------------------
 
 
-def _parquet_reading(lake: LakeProcessor, files: Sequence[Path], contract: Contract) -> Reading:
+def _parquet_reading(lake: LakeProcessor, files: Sequence[FilePath], contract: Contract) -> Reading:
     footers = inspect_parquet(lake, files, contract)
     names = [str(p.resolve()) for p in files]
     if footers and footers[0].columns and all(f.columns == footers[0].columns for f in footers):
@@ -232,7 +253,7 @@ def parquet_source(names: Sequence[str], columns: Mapping[str, str]) -> Source:
     )
 
 
-def _describe(lake: LakeProcessor, query: exp.Expr, files: Sequence[Path]) -> dict[str, str]:
+def _describe(lake: LakeProcessor, query: exp.Expr, files: Sequence[FilePath]) -> dict[str, str]:
     try:
         rows = lake.fetch_all(fill("DESCRIBE __query__", query=query))
     except EngineError as exc:
@@ -245,7 +266,7 @@ def _describe(lake: LakeProcessor, query: exp.Expr, files: Sequence[Path]) -> di
 
 def _text_source(
     lake: LakeProcessor,
-    files: Sequence[Path],
+    files: Sequence[FilePath],
     fmt: str,
     settings: TableIngestConfig,
     table: str,
@@ -305,7 +326,7 @@ def _declare(table: str) -> str:
     return f'declare the encoding with [ingest.tables.{table}] encoding = "..."'
 
 
-def _plain(path: Path, encoding: str, table: str, target: Path) -> Path:
+def _plain(path: FilePath, encoding: str, table: str, target: Path) -> FilePath:
     """The file itself if DuckDB can read it as text as it is (plain UTF-8); otherwise a
     plain UTF-8 copy of it, decompressed and decoded in chunks."""
     kind = file_kind(path) or FileKind("csv")
@@ -318,7 +339,7 @@ def _plain(path: Path, encoding: str, table: str, target: Path) -> Path:
     done = 0
     try:
         with (
-            pa.input_stream(str(path), compression=kind.compression) as src,
+            input_stream(path, kind.compression) as src,
             target.open("w", encoding="utf-8", newline="") as out,
         ):
             while True:
@@ -393,7 +414,7 @@ def _unmarked(value: str) -> str:
     )
 
 
-def _json_rows(lake: LakeProcessor, lines: str, rows: str, files: Sequence[Path]) -> list[str]:
+def _json_rows(lake: LakeProcessor, lines: str, rows: str, files: Sequence[FilePath]) -> list[str]:
     """JSON Lines: one row per non-blank line; the keys of all objects are the columns."""
     # Read twice rather than kept twice: once for the keys, once for the values. An object
     # with a key twice is no row: keeping either value would drop the other in silence.
@@ -455,7 +476,7 @@ def _check_some_object(lake: LakeProcessor, checked: str) -> None:
         )
 
 
-def check_names(names: Sequence[str], files: Sequence[Path]) -> None:
+def check_names(names: Sequence[str], files: Sequence[FilePath]) -> None:
     """Column names must not be empty and must differ in more than case: DuckDB's names
     ignore it."""
     seen: dict[str, str] = {}
@@ -474,11 +495,11 @@ def check_names(names: Sequence[str], files: Sequence[Path]) -> None:
 
 
 def _csv_rows(
-    lake: LakeProcessor, lines: str, rows: str, files: Sequence[Path], delimiter: str
+    lake: LakeProcessor, lines: str, rows: str, files: Sequence[FilePath], delimiter: str
 ) -> list[str]:
     """CSV: the header (line 1) names the columns; every record after it is one row."""
     headers = {
-        r[0]: _csv_header(Path(r[0]), r[1], delimiter)
+        r[0]: _csv_header(lake.path(r[0]), r[1], delimiter)
         for r in lake.fetch_all(f"SELECT f, text FROM {lines} WHERE n = 1")
     }
     for path in files:
@@ -627,7 +648,7 @@ def _unquoted(value: str) -> str:
     )
 
 
-def _csv_header(path: Path, line: str, delimiter: str) -> list[str]:
+def _csv_header(path: FilePath, line: str, delimiter: str) -> list[str]:
     """The column names on a CSV file's first line."""
     line = line.removeprefix(BOM).removesuffix("\r")
     if not line.strip():

@@ -21,8 +21,17 @@ earlier rows by listing them in `ops.superseded_files`, one row per (batch, sour
 the view leaves those rows out (a rewritten file can hold rows of several source files,
 so the exclusion is per pair, not per file).
 
-Paths in the list and the views are relative to the lake's folder (the processor sets
+Paths in the list are relative to the lake's folder (for a local lake the processor sets
 DuckDB's `file_search_path` there), so a project folder can be moved or copied whole.
+
+A lake in object storage (`s3://bucket/prefix`) keeps the same guarantees with S3's own
+semantics: an object appears only when its upload completes (a crashed write leaves no
+object, at most an incomplete multipart upload that S3 never shows), so the files a batch
+wrote are whole or absent; they are listed, exactly as locally, in the catalog's
+transaction, and `sweep` deletes the objects no committed batch lists. Objects cannot be
+edited in place; "read-only" is the names: each one carries its batch id, and a copy
+refuses a key that exists. The views read such a lake by full URL (DuckDB's search
+path is local), through the store registered on the connection.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from productlens.errors import EngineError, IngestError
 from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS, Contract
 from productlens.ingest.processor import LakeProcessor
 from productlens.ingest.validate import literal
+from productlens.objects import FilePath, ObjectPath, copy_file, relative_to
 
 MANIFEST_DDL = """
 CREATE TABLE IF NOT EXISTS ops.raw_files (
@@ -75,7 +85,7 @@ class RawFile:
     """One file of the raw layer: where it is, the source file it copies (None for a
     rewritten file, whose rows name their own), and its rows."""
 
-    path: Path
+    path: FilePath
     source: str | None
     rows: int
     copied: bool
@@ -96,7 +106,7 @@ class _Listed:
 class ParquetFile:
     """What the footer of one source Parquet file says."""
 
-    path: Path
+    path: FilePath
     rows: int
     exact: bool  # its columns are the contract's, with the contract's types
     # (name, DuckDB type) in file order; empty for a file with nested columns
@@ -104,7 +114,7 @@ class ParquetFile:
 
 
 def inspect_parquet(
-    lake: LakeProcessor, files: Sequence[Path], contract: Contract
+    lake: LakeProcessor, files: Sequence[FilePath], contract: Contract
 ) -> list[ParquetFile]:
     """Read the footers of source Parquet files (in one query): each file's rows, and
     whether DuckDB reads it as exactly the contract's columns and types, so that it can
@@ -121,7 +131,8 @@ def inspect_parquet(
     except EngineError as exc:
         for f in files:  # find the file that cannot be read, to name it
             try:
-                pq.read_metadata(f)
+                with f.open("rb") as fh:
+                    pq.read_metadata(fh)
             except (OSError, ValueError) as bad:
                 raise IngestError(f"cannot read the file: {bad}", file=f) from None
         raise IngestError(f"cannot read the files: {exc.message}", file=files[0]) from None
@@ -140,11 +151,13 @@ class RawStore:
 
     def __init__(self, lake: LakeProcessor) -> None:
         self.lake = lake
-        self.root: Path = lake.raw_root
-        self.base: Path = self.root.parent  # what the listed paths are relative to
+        self.root: FilePath = lake.raw_root
+        self.base: FilePath = self.root.parent  # what the listed paths are relative to
 
     def ensure(self) -> None:
         """Create the file list, and a view for every contract table that has none yet."""
+        if isinstance(self.root, ObjectPath):
+            self.root.check_bucket()  # before anything is written there
         self.lake.execute(MANIFEST_DDL)
         self.lake.execute(SUPERSEDED_DDL)
         kinds = dict(
@@ -163,20 +176,28 @@ class RawStore:
             if table not in kinds:
                 self.refresh_view(table)
 
-    def table_dir(self, table: str) -> Path:
+    def table_dir(self, table: str) -> FilePath:
         return self.root / table
 
-    def relative(self, path: Path) -> str:
-        return path.relative_to(self.base).as_posix()
+    def relative(self, path: FilePath) -> str:
+        return relative_to(path, self.base)
 
-    def copy_in(self, source: Path, target: Path) -> None:
+    def location(self, relative: str) -> str:
+        """Where DuckDB reads a listed file: its listed path (local: DuckDB's search path
+        is the lake's folder), or its full URL in object storage."""
+        return relative if isinstance(self.base, Path) else str(self.base / relative)
+
+    def copy_in(self, source: FilePath, target: FilePath) -> None:
         """Copy a source file into the raw layer byte for byte."""
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _copy(source, target)
+            if isinstance(source, Path) and isinstance(target, Path):
+                _copy(source, target)
+            else:
+                copy_file(source, target)
         except OSError as exc:
             raise IngestError(
-                f"cannot copy into the raw layer: {exc.strerror}", file=source
+                f"cannot copy into the raw layer: {exc.strerror or exc}", file=source
             ) from None
         seal(target)
 
@@ -250,7 +271,7 @@ class RawStore:
         """The rows of some listed files with their lineage; with `exclude_superseded`,
         without the rows of superseded (batch, source file) pairs."""
         contract = CONTRACTS[table]
-        paths = ", ".join(literal(f.path) for f in files)
+        paths = ", ".join(literal(self.location(f.path)) for f in files)
         rewritten = any(not f.copied for f in files)
         any_copied = any(f.copied for f in files)
         cols = [f"CAST(r.{c.name} AS {c.type}) AS {c.name}" for c in contract.columns]
@@ -334,7 +355,7 @@ class RawStore:
         ]
         counted = (
             "SELECT m.batch_id, r._source_file AS source_file, count(*) AS n FROM read_parquet(["
-            + ", ".join(literal(p) for p in rewritten)
+            + ", ".join(literal(self.location(p)) for p in rewritten)
             + "], filename = true) r JOIN ops.raw_files m ON m.target_table = ? "
             "AND m.file_name = parse_filename(r.filename) GROUP BY ALL UNION ALL "
             if rewritten
@@ -354,20 +375,21 @@ class RawStore:
             [table, *([table] if rewritten else []), table, table, by, stamp],
         )
 
-    def sweep(self) -> list[Path]:
+    def sweep(self) -> list[FilePath]:
         """Delete files in the raw folder that no committed batch lists (what a crash
         between writing and committing leaves); returns them."""
         if not self.root.exists():
             return []
         listed = {r[0] for r in self.lake.fetch_all("SELECT path FROM ops.raw_files")}
-        removed = []
-        for path in sorted(self.root.rglob("*")):
+        removed: list[FilePath] = []
+        found: list[FilePath] = list(self.root.rglob("*"))
+        for path in sorted(found, key=str):
             if path.is_file() and self.relative(path) not in listed:
                 path.unlink()
                 removed.append(path)
         return removed
 
-    def discard(self, paths: Iterable[Path]) -> None:
+    def discard(self, paths: Iterable[FilePath]) -> None:
         """Remove files of a batch that failed (best effort; `sweep` catches the rest)."""
         for path in paths:
             with contextlib.suppress(OSError):
@@ -395,6 +417,8 @@ def _copy(source: Path, target: Path) -> None:
         raise OSError(errno.EIO, "the file shrank while it was being copied")
 
 
-def seal(path: Path) -> None:
-    """Make a raw file read-only: the raw layer is never edited in place."""
-    os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+def seal(path: FilePath) -> None:
+    """Make a raw file read-only: the raw layer is never edited in place (an object in
+    storage cannot be edited at all)."""
+    if isinstance(path, Path):
+        os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)

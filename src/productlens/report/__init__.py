@@ -1,23 +1,33 @@
 """The HTML report: one self-contained file (charts inline as SVG) plus a PNG per chart.
 
-It reads marts (and core counts) through the engine only, never raw files.
+The numbers come from `productlens.report.sections` (read through the engine only, never
+raw files), the sentences from `productlens.report.insights`; each chart is shown beside
+the insights it supports. A section the warehouse has no data for is left out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import sqlglot
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlglot import exp
 
 from productlens import __version__
 from productlens.engines import Engine
-from productlens.engines.base import SOURCE_DIALECT
 from productlens.errors import ReportError
 from productlens.report import charts
+from productlens.report import insights as ins
+from productlens.report.insights import Insight
+from productlens.report.sections import (
+    SECTIONS,
+    Filters,
+    Sections,
+    Settings,
+    read_all,
+)
 
 REPORT_FILE = "report.html"
 
@@ -26,108 +36,555 @@ REPORT_FILE = "report.html"
 class ReportResult:
     html: Path
     pngs: list[Path]
+    sections: Sections | None = None
+    blocks: dict[str, list[Block]] = field(default_factory=dict)
+
+    def insights(self) -> dict[str, Insight]:
+        """Every insight the report states, by key."""
+        return {i.key: i for bs in self.blocks.values() for b in bs for i in b.insights}
 
 
-# The report's queries, fixed text (no values) in the source dialect, parsed once per run.
-STEPS = """
-SELECT step_no, step_name, sum(n_users) FROM marts.funnel_daily_metrics
-GROUP BY step_no, step_name ORDER BY step_no
-"""
-DAILY = """
-SELECT event_date,
-    max(CASE WHEN step_no = (SELECT max(step_no) FROM marts.funnel_daily_metrics)
-        THEN conversion_from_start END)
-FROM marts.funnel_daily_metrics GROUP BY event_date ORDER BY event_date
-"""
-TOTALS = """
-SELECT count(DISTINCT user_id), count(*), min(event_date), max(event_date) FROM core.fct_events
-"""
+@dataclass(frozen=True)
+class Block:
+    """A chart (or a table) with the insights beside it."""
+
+    title: str
+    chart: charts.Chart | None = None
+    insights: tuple[Insight, ...] = ()
+    table: tuple[tuple[str, ...], tuple[tuple[str, ...], ...]] | None = None  # head, rows
 
 
-def _query(sql: str) -> exp.Query:
-    parsed = sqlglot.parse_one(sql, read=SOURCE_DIALECT)
-    assert isinstance(parsed, exp.Query)
-    return parsed
+def _some(*items: Insight | None) -> tuple[Insight, ...]:
+    return tuple(i for i in items if i is not None)
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
 
 
-def write_report(engine: Engine, out_dir: Path, *, warehouse: str = "") -> ReportResult:
-    """Render the report from the marts into `out_dir`."""
-    if engine.table_kind("marts", "funnel_daily_metrics") is None:
-        raise ReportError("the marts are not built yet: run `productlens build` first")
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _num(x: float | None, unit: str = "count") -> str:
+    if x is None:
+        return "-"
+    formats: dict[str, Callable[[float], str]] = {"rate": _pct, "money": "{:,.2f}".format}
+    return formats.get(unit, "{:,.0f}".format)(x)
 
-    steps = engine.fetch_all(_query(STEPS))
-    if not steps:
-        raise ReportError("marts.funnel_daily_metrics is empty: nothing to report")
-    daily = engine.fetch_all(_query(DAILY))
-    n_users, n_events, first_day, last_day = engine.fetch_all(_query(TOTALS))[0]
 
-    names = [str(s[1]) for s in steps]
-    users = [int(s[2]) for s in steps]
-    funnel = []
-    for i, (name, n) in enumerate(zip(names, users, strict=True)):
-        previous = users[i - 1] if i else None
-        funnel.append(
-            {
-                "step": name,
-                "users": n,
-                "from_previous": _pct(n / previous if previous else None),
-                "from_start": _pct(n / users[0] if users[0] else None),
-            }
+# --- one function per section: its blocks ------------------------------------------------------
+
+
+def _overview(s: Sections, out: Path) -> list[Block]:
+    o = s.overview
+    assert o is not None
+    rows = tuple(
+        (
+            k.label,
+            _num(k.current, k.unit),
+            _num(k.previous, k.unit),
+            "-" if k.change is None else f"{k.change:+.1%}",
         )
-    drops = [
-        (1 - users[i] / users[i - 1], names[i - 1], names[i])
-        for i in range(1, len(users))
-        if users[i - 1]
-    ]
-    insights = [
-        f"{users[-1]:,} of {users[0]:,} user-days that began the funnel reached "
-        f"{names[-1]} ({_pct(users[-1] / users[0] if users[0] else None)})."
-    ]
-    if drops:
-        loss, src, dst = max(drops)
-        insights.append(
-            f"The biggest drop-off is from {src} to {dst}: {loss:.1%} of user-days stop there."
-        )
-    rates = [float(r) for _, r in daily if r is not None]
-    if len(rates) >= 14:
-        first_week, last_week = sum(rates[:7]) / 7, sum(rates[-7:]) / 7
-        direction = "up" if last_week > first_week else "down"
-        insights.append(
-            f"Daily conversion went {direction} from {first_week:.1%} in the first week "
-            f"to {last_week:.1%} in the last."
-        )
+        for k in o.kpis
+    )
+    head = ("", f"{o.start} to {o.end}", f"{o.previous_start} to {o.previous_end}", "change")
+    return [Block("Key figures against the previous period", table=(head, rows))]
 
-    rendered = [
-        charts.funnel_bars(names, users, out_dir),
-        charts.conversion_trend([d for d, _ in daily], [r for _, r in daily], out_dir),
+
+def _funnel(s: Sections, out: Path) -> list[Block]:
+    f = s.funnel
+    assert f is not None
+    names = [st.event for st in f.steps]
+    blocks = [
+        Block(
+            "Funnel",
+            charts.funnel_bars(names, [st.count for st in f.steps], out),
+            _some(ins.funnel_conversion(f), ins.biggest_dropoff(f)),
+        ),
+        Block(
+            "Daily conversion",
+            charts.conversion_trend(
+                f.daily.column("day").to_pylist(), f.daily.column("conversion").to_pylist(), out
+            ),
+        ),
     ]
+    if f.by_device:
+        devices = sorted(f.by_device)
+        blocks.append(
+            Block(
+                "Conversion by device",
+                charts.bars(
+                    "conversion_by_device",
+                    "Conversion by device, first step to last",
+                    devices,
+                    [f.by_device[d][-1].conversion_from_start or 0.0 for d in devices],
+                    out,
+                    percent=True,
+                ),
+                _some(ins.device_gap(f)),
+            )
+        )
+    timed = [st for st in f.steps[1:] if st.median_time_s is not None]
+    if timed:
+        blocks.append(
+            Block(
+                "Time to convert",
+                charts.bars(
+                    "time_to_convert",
+                    "Median minutes from the previous step",
+                    [st.event for st in timed],
+                    [(st.median_time_s or 0.0) / 60 for st in timed],
+                    out,
+                    xlabel="minutes",
+                ),
+                _some(ins.slowest_step(f)),
+            )
+        )
+    return blocks
+
+
+def _heat(name: str, title: str, cohorts: Any, out: Path, xlabel: str) -> charts.Chart:
+    matrix = [[None if n is None or not c.size else n / c.size for n in c.counts] for c in cohorts]
+    return charts.heatmap(name, title, [c.start for c in cohorts], matrix, out, xlabel=xlabel)
+
+
+def _retention(s: Sections, out: Path) -> list[Block]:
+    r = s.retention
+    assert r is not None
+    a = r.activity
+    blocks = []
+    if r.day_cohorts:
+        blocks.append(
+            Block(
+                "Retention by day",
+                _heat(
+                    "retention_day",
+                    "Signup cohorts by day",
+                    r.day_cohorts,
+                    out,
+                    "days since signup",
+                ),
+                _some(ins.retention_after(r, "day", 1)),
+            )
+        )
+    if r.week_cohorts:
+        blocks.append(
+            Block(
+                "Retention by week",
+                _heat(
+                    "retention_week",
+                    "Signup cohorts by week",
+                    r.week_cohorts,
+                    out,
+                    "weeks since signup",
+                ),
+                _some(ins.retention_after(r, "week", 1), ins.retention_after(r, "week", 4)),
+            )
+        )
+    blocks.append(
+        Block(
+            "Active users",
+            charts.lines(
+                "active_users",
+                "DAU, WAU and MAU",
+                a.column("day").to_pylist(),
+                {k.upper(): a.column(k).to_pylist() for k in ("dau", "wau", "mau")},
+                out,
+            ),
+            _some(ins.stickiness(r)),
+        )
+    )
+    if r.lifecycle:
+        blocks.append(
+            Block(
+                "Lifecycle",
+                charts.stacked(
+                    "lifecycle",
+                    "Users by lifecycle status per week",
+                    [w.start for w in r.lifecycle],
+                    {
+                        "new": [w.new for w in r.lifecycle],
+                        "returning": [w.returning for w in r.lifecycle],
+                        "resurrecting": [w.resurrecting for w in r.lifecycle],
+                        "dormant": [-w.dormant for w in r.lifecycle],
+                    },
+                    out,
+                ),
+                _some(ins.lifecycle_totals(r)),
+            )
+        )
+    return blocks
+
+
+def _revenue(s: Sections, out: Path) -> list[Block]:
+    r = s.revenue
+    assert r is not None
+    blocks = []
+    if r.daily is not None and r.by_weekday is not None:
+        blocks.append(
+            Block(
+                "Revenue over time",
+                charts.lines(
+                    "revenue_daily",
+                    "Net revenue per day",
+                    r.daily.column("day").to_pylist(),
+                    {"net revenue": r.daily.column("net_revenue").to_pylist()},
+                    out,
+                ),
+            )
+        )
+        blocks.append(
+            Block(
+                "Seasonality",
+                charts.bars(
+                    "revenue_by_weekday",
+                    "Average net revenue per day, by weekday",
+                    [ins.WEEKDAYS[w] for w in r.by_weekday.column("weekday").to_pylist()],
+                    r.by_weekday.column("per_day").to_pylist(),
+                    out,
+                ),
+                _some(ins.seasonality(r)),
+            )
+        )
+    if r.arr:
+        blocks.append(
+            Block(
+                "ARR bridge",
+                charts.stacked(
+                    "arr_bridge",
+                    "ARR movements per month",
+                    [m.month[:7] for m in r.arr],
+                    {
+                        "new": [m.new_arr for m in r.arr],
+                        "reactivation": [m.reactivation_arr for m in r.arr],
+                        "expansion": [m.expansion_arr for m in r.arr],
+                        "contraction": [m.contraction_arr for m in r.arr],
+                        "cancelled": [m.churned_arr for m in r.arr],
+                    },
+                    out,
+                ),
+                _some(ins.arr_latest(r)),
+            )
+        )
+    if r.pareto is not None and r.pareto.num_rows:
+        blocks.append(
+            Block(
+                "Revenue concentration",
+                charts.pareto(
+                    "revenue_pareto",
+                    "Pareto of buyers",
+                    r.pareto.column("buyer_share").to_pylist(),
+                    r.pareto.column("revenue_share").to_pylist(),
+                    out,
+                ),
+                _some(ins.top_decile_share(r)),
+            )
+        )
+    if r.clv:
+        blocks.append(
+            Block(
+                "Customer lifetime value by segment",
+                charts.bars(
+                    "clv_by_segment",
+                    "Net revenue per user to date, by segment",
+                    [str(v.segment) for v in r.clv],
+                    [v.clv_per_user for v in r.clv],
+                    out,
+                ),
+                _some(ins.top_clv_segment(r), ins.first_purchase(r)),
+            )
+        )
+    return blocks
+
+
+def _products(s: Sections, out: Path) -> list[Block]:
+    p = s.products
+    assert p is not None
+    blocks = []
+    if p.categories is not None and p.products is not None:
+        blocks.append(
+            Block(
+                "Margin by category",
+                charts.bars(
+                    "margin_by_category",
+                    "Margin by category",
+                    p.categories.column("category").to_pylist(),
+                    p.categories.column("margin").to_pylist(),
+                    out,
+                ),
+                _some(ins.top_category(p), ins.fastest_turnover(p)),
+            )
+        )
+        top = p.products.slice(0, 10)
+        blocks.append(
+            Block(
+                "Top products by margin",
+                charts.bars(
+                    "top_products",
+                    "Top 10 products by margin",
+                    top.column("product_name").to_pylist(),
+                    top.column("margin").to_pylist(),
+                    out,
+                ),
+                _some(ins.top_products(p)),
+            )
+        )
+    if p.campaigns is not None:
+        c = p.campaigns.filter(p.campaigns.column("roi").is_valid())
+        blocks.append(
+            Block(
+                "Campaign ROI",
+                charts.bars(
+                    "campaign_roi",
+                    "Return on investment by campaign (first touch margin)",
+                    c.column("campaign_name").to_pylist(),
+                    c.column("roi").to_pylist(),
+                    out,
+                    percent=True,
+                ),
+                _some(ins.campaign_roi(p)),
+                (
+                    (
+                        "campaign",
+                        "channel",
+                        "spend",
+                        "signups",
+                        "first-touch revenue",
+                        "last-touch revenue",
+                        "ROAS",
+                    ),
+                    tuple(
+                        (
+                            row["campaign_name"],
+                            row["channel"],
+                            _num(row["spend"], "money"),
+                            _num(row["signups"]),
+                            _num(row["first_touch_revenue"], "money"),
+                            _num(row["last_touch_revenue"], "money"),
+                            "-" if row["roas"] is None else f"{row['roas']:.2f}",
+                        )
+                        for row in p.campaigns.to_pylist()
+                    ),
+                ),
+            )
+        )
+    return blocks
+
+
+def _usage(s: Sections, out: Path) -> list[Block]:
+    u = s.usage
+    assert u is not None
+    days = sorted(set(u.events.column("day").to_pylist()))
+    series: dict[str, list[float | None]] = {}
+    for row in u.events.to_pylist():
+        series.setdefault(row["event_type"], [0.0] * len(days))[days.index(row["day"])] = float(
+            row["n_events"]
+        )
+    nr = u.new_vs_returning
+    return [
+        Block(
+            "Usage events",
+            charts.lines("usage_events", "Usage events per day", days, dict(series), out),
+            _some(ins.usage_totals(u)),
+        ),
+        Block(
+            "New and returning users",
+            charts.stacked(
+                "new_vs_returning",
+                "Active users per day: new and returning",
+                [str(d) for d in nr.column("day").to_pylist()],
+                {
+                    "new": nr.column("new_users").to_pylist(),
+                    "returning": nr.column("returning_users").to_pylist(),
+                },
+                out,
+            ),
+            _some(ins.returning_share(u)),
+        ),
+    ]
+
+
+def _experiments(s: Sections, out: Path) -> list[Block]:
+    e = s.experiments
+    assert e is not None
+    rows = e.summaries
+    return [
+        Block(
+            "Experiment readouts",
+            charts.forest(
+                "experiments",
+                "Lift on each experiment's first metric, with its interval",
+                [f"{r.name or r.experiment_id}: {r.variant} ({r.metric})" for r in rows],
+                [r.lift for r in rows],
+                [r.ci_low for r in rows],
+                [r.ci_high for r in rows],
+                out,
+            ),
+            tuple(ins.experiment_verdict(r) for r in rows),
+            (
+                ("experiment", "variant", "users", "lift", "interval", "SRM", "decision"),
+                tuple(
+                    (
+                        r.name or r.experiment_id,
+                        r.variant,
+                        f"{r.n_control:,} / {r.n_variant:,}",
+                        f"{r.lift:+.1%}",
+                        f"{r.ci_low:+.1%} to {r.ci_high:+.1%}",
+                        f"mismatch (p={r.srm_p_value:.3g})" if r.srm_mismatch else "ok",
+                        r.verdict,
+                    )
+                    for r in rows
+                ),
+            ),
+        )
+    ]
+
+
+def _health(s: Sections, out: Path) -> list[Block]:
+    h = s.health
+    assert h is not None
+    q = h.quarantine
+    blocks = [
+        Block(
+            "Quarantine",
+            charts.bars(
+                "quarantine",
+                "Rows held in quarantine, by reason",
+                [
+                    f"{t}: {r}"
+                    for t, r in zip(
+                        q.column("target_table").to_pylist(),
+                        q.column("reason").to_pylist(),
+                        strict=True,
+                    )
+                ],
+                [float(n) for n in q.column("n_rows").to_pylist()],
+                out,
+            )
+            if q.num_rows
+            else None,
+            _some(ins.quarantine_summary(h)),
+        ),
+        Block(
+            "Data tests and layers",
+            charts.bars(
+                "rows_per_layer",
+                "Rows per layer",
+                h.rows_per_layer.column("layer").to_pylist(),
+                [float(n) for n in h.rows_per_layer.column("n_rows").to_pylist()],
+                out,
+            ),
+            _some(ins.tests_summary(h)),
+            (
+                ("test", "model", "severity", "status", "failing rows"),
+                tuple(
+                    (r["test_name"], r["model"], r["severity"], r["status"], _num(r["n_failing"]))
+                    for r in h.failing_tests.to_pylist()
+                ),
+            )
+            if h.failing_tests.num_rows
+            else None,
+        ),
+    ]
+    if h.last_run is not None:
+        lr = h.last_run
+        blocks.append(
+            Block(
+                "Last run",
+                table=(
+                    ("run", "started", "finished", "steps", "failed"),
+                    (
+                        (
+                            lr.run_id,
+                            str(lr.started_at)[:19],
+                            str(lr.finished_at)[:19],
+                            str(lr.n_steps),
+                            str(lr.n_failed),
+                        ),
+                    ),
+                ),
+            )
+        )
+    return blocks
+
+
+def classic_questions(s: Sections) -> list[tuple[str, Insight | None]]:
+    """The five classic questions and the insight that answers each (None: no data)."""
+    p, r = s.products, s.revenue
+    return [
+        ("Which categories have the highest margins?", None if p is None else ins.top_category(p)),
+        ("Which products have the highest margins?", None if p is None else ins.top_products(p)),
+        (
+            "Which segments have the highest lifetime value?",
+            None if r is None else ins.top_clv_segment(r),
+        ),
+        ("How do sales move with the days of the week?", None if r is None else ins.seasonality(r)),
+        ("Which campaigns return the most?", None if p is None else ins.campaign_roi(p)),
+        ("How long do customers take to first buy?", None if r is None else ins.first_purchase(r)),
+    ]
+
+
+RENDERERS: dict[str, Callable[[Sections, Path], list[Block]]] = {
+    "overview": _overview,
+    "funnel": _funnel,
+    "retention": _retention,
+    "revenue": _revenue,
+    "products": _products,
+    "usage": _usage,
+    "experiments": _experiments,
+    "health": _health,
+}
+
+
+def write_report(
+    engine: Engine,
+    out_dir: Path,
+    *,
+    settings: Settings | None = None,
+    filters: Filters | None = None,
+    warehouse: str = "",
+) -> ReportResult:
+    """Read every section and render the report into `out_dir` (`ReportError` when the
+    warehouse has nothing to report)."""
+    _make_folder(out_dir)  # before the reading: a wrong --out is told at once
+    sections = read_all(engine, filters or Filters(), settings or Settings())
+    try:
+        return _render(engine, out_dir, sections, warehouse)
+    except OSError as exc:  # a full disk, a folder removed or locked meanwhile
+        raise ReportError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from exc
+
+
+def _make_folder(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a file above it, no permission
+        reason = "a file of that name is in the way" if out_dir.is_file() else exc.strerror
+        raise ReportError(f"cannot write the report into {out_dir}: {reason}") from None
+
+
+def _render(engine: Engine, out_dir: Path, sections: Sections, warehouse: str) -> ReportResult:
+    blocks = {
+        name: RENDERERS[name](sections, out_dir)
+        for name in SECTIONS
+        if getattr(sections, name) is not None
+    }
+    classic = [(q, a) for q, a in classic_questions(sections) if a is not None]
+    o = sections.overview
     env = Environment(
         loader=PackageLoader("productlens.report", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
     )
     html = env.get_template("report.html.j2").render(
-        period=f"{first_day} to {last_day}",
+        period="" if o is None else f"{o.start} to {o.end}",
         engine=engine.name,
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
         warehouse=warehouse,
-        kpis=[
-            {"label": "users", "value": f"{n_users:,}"},
-            {"label": "events", "value": f"{n_events:,}"},
-            {"label": f"reached {names[-1]}", "value": f"{users[-1]:,}"},
-            {"label": "conversion", "value": _pct(users[-1] / users[0] if users[0] else None)},
-        ],
-        insights=insights,
-        charts=rendered,
-        funnel=funnel,
+        titles={name: spec.title for name, spec in SECTIONS.items()},
+        sections=blocks,
+        classic=classic,
     )
     path = out_dir / REPORT_FILE
-    tmp = path.with_suffix(".html.tmp")
+    # Written beside and renamed: a report stopped midway leaves the last whole one.
+    tmp = path.with_name(f".{REPORT_FILE}.partial")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
-    return ReportResult(html=path, pngs=[c.png for c in rendered])
+    pngs = [b.chart.png for bs in blocks.values() for b in bs if b.chart is not None]
+    return ReportResult(html=path, pngs=pngs, sections=sections, blocks=blocks)

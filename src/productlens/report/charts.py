@@ -2,31 +2,65 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")  # no display: render to files only
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
+# PNG resolution: the PNGs are for slides and chat, the HTML carries vector SVG.
+PNG_DPI = 100
 
-plt.rcParams.update(
-    {
-        "svg.hashsalt": "productlens",  # stable element ids: same data, same SVG
-        "svg.fonttype": "none",
-        "font.size": 10,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-    }
-)
+
+@functools.cache
+def _plt() -> ModuleType:
+    """matplotlib's pyplot, imported and set up on the first chart: importing it costs a
+    second or more, which the dashboard (it imports `report.sections`, never a chart)
+    should not pay."""
+    import matplotlib  # noqa: PLC0415 - a second to import; the dashboard never draws one
+
+    matplotlib.use("Agg")  # no display: render to files only
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    plt.rcParams.update(
+        {
+            "svg.hashsalt": "productlens",  # stable element ids: same data, same SVG
+            "svg.fonttype": "none",
+            "font.size": 10,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
+    return plt
+
+
+def _percent() -> Any:
+    from matplotlib.ticker import PercentFormatter  # noqa: PLC0415
+
+    return PercentFormatter(1.0)
+
 
 PALETTE = ("#3b6ea5", "#e07b39", "#5aa469", "#c44e52", "#8172b2", "#937860")
+# A label longer than this (a product, campaign or event name is whatever the data says)
+# would squeeze the plot into a sliver: charts cut it; insights and tables keep it whole.
+LABEL_CHARS = 40
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
+
+
+def _shorts(texts: Sequence[str]) -> list[str]:
+    return [_short(t) for t in texts]
 
 
 @dataclass(frozen=True)
@@ -41,10 +75,25 @@ class Chart:
 
 def _save(fig: Figure, name: str, title: str, out_dir: Path) -> Chart:
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    # No metadata: no date (deterministic) and no URL of matplotlib's in the page.
+    none = {"Date": None, "Creator": None, "Format": None, "Type": None}
     png = out_dir / f"{name}.png"
-    fig.savefig(png, format="png", dpi=144, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    # Written beside and renamed: a report stopped midway leaves no truncated PNG.
+    partial = png.with_name(f".{png.name}.partial")
+    with warnings.catch_warnings():
+        # A name with an emoji: matplotlib's font has no glyph for it (the SVG's text is
+        # drawn by the browser's fonts, which show it); not worth a warning per chart.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        # The layout is fitted once to the labels (no `bbox_inches="tight"`, which draws
+        # the whole figure once more per file to measure it), then drawn as SVG and PNG.
+        fig.tight_layout(pad=0.4)
+        # tight_layout leaves a placeholder layout engine, for which savefig draws once
+        # more before drawing: none is left.
+        fig.set_layout_engine(None)
+        fig.savefig(buffer, format="svg", metadata=none)
+        fig.savefig(partial, format="png", dpi=PNG_DPI, metadata={"Software": None})
+    partial.replace(png)
+    _plt().close(fig)
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg") :]  # drop the XML prolog and doctype: it is inlined in HTML
     return Chart(name=name, title=title, svg=svg, png=png)
@@ -52,13 +101,13 @@ def _save(fig: Figure, name: str, title: str, out_dir: Path) -> Chart:
 
 def funnel_bars(steps: Sequence[str], users: Sequence[int], out_dir: Path) -> Chart:
     """Horizontal bars, one per step, labelled with the count and share of step one."""
-    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(steps) + 1.2))
+    fig, ax = _plt().subplots(figsize=(7.5, 0.55 * len(steps) + 1.2))
     positions = list(range(len(steps)))[::-1]
     ax.barh(positions, users, color=PALETTE[0])
     top = max(users) if users and max(users) > 0 else 1
     for pos, n in zip(positions, users, strict=True):
         ax.text(n + top * 0.01, pos, f"{n:,}  ({n / top:.1%})", va="center", fontsize=9)
-    ax.set_yticks(positions, labels=list(steps))
+    ax.set_yticks(positions, labels=_shorts(steps))
     ax.set_xlim(0, top * 1.25)
     ax.set_xlabel("user-days reaching the step")
     ax.set_title("Funnel over the whole period", loc="left")
@@ -67,11 +116,180 @@ def funnel_bars(steps: Sequence[str], users: Sequence[int], out_dir: Path) -> Ch
 
 def conversion_trend(days: Sequence[date], rates: Sequence[float | None], out_dir: Path) -> Chart:
     """Daily conversion from the first step to the last, as a line."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    fig, ax = _plt().subplots(figsize=(7.5, 3.0))
     values = [r if r is not None else float("nan") for r in rates]
     ax.plot(np.array(days, dtype="datetime64[D]"), values, color=PALETTE[1], linewidth=1.6)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(_percent())
     ax.set_ylim(bottom=0)
     ax.set_title("Daily conversion, first step to last", loc="left")
     fig.autofmt_xdate()
     return _save(fig, "conversion_trend", "Daily conversion", out_dir)
+
+
+def _dates(values: Sequence[date]) -> np.ndarray:
+    return np.array(values, dtype="datetime64[D]")
+
+
+def _figure(height: float = 3.0) -> tuple[Figure, Any]:
+    fig, ax = _plt().subplots(figsize=(7.5, height))
+    return fig, ax
+
+
+def bars(
+    name: str,
+    title: str,
+    labels: Sequence[str],
+    values: Sequence[float],
+    out_dir: Path,
+    *,
+    percent: bool = False,
+    xlabel: str = "",
+) -> Chart:
+    """Horizontal bars, first label on top, each labelled with its value."""
+    fig, ax = _figure(0.4 * len(labels) + 1.2)
+    positions = list(range(len(labels)))[::-1]
+    colours = [PALETTE[0] if v >= 0 else PALETTE[3] for v in values]
+    ax.barh(positions, values, color=colours)
+    span = max((abs(v) for v in values), default=1.0) or 1.0
+    for pos, v in zip(positions, values, strict=True):
+        text = f"{v:.1%}" if percent else f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+        ax.text(
+            v + span * 0.01 if v >= 0 else v - span * 0.01,
+            pos,
+            text,
+            va="center",
+            ha="left" if v >= 0 else "right",
+            fontsize=8,
+        )
+    ax.set_yticks(positions, labels=_shorts(labels))
+    low = min(0.0, min(values, default=0.0))
+    ax.set_xlim(low * 1.3 if low < 0 else 0, max(0.0, max(values, default=0.0)) * 1.25 or 1.0)
+    if percent:
+        ax.xaxis.set_major_formatter(_percent())
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, loc="left")
+    return _save(fig, name, title, out_dir)
+
+
+def lines(
+    name: str,
+    title: str,
+    days: Sequence[date],
+    series: dict[str, Sequence[float | None]],
+    out_dir: Path,
+    *,
+    percent: bool = False,
+) -> Chart:
+    """One line per series over days."""
+    fig, ax = _figure()
+    x = _dates(days)
+    for i, (label, values) in enumerate(series.items()):
+        y = [v if v is not None else float("nan") for v in values]
+        ax.plot(x, y, color=PALETTE[i % len(PALETTE)], linewidth=1.6, label=_short(label))
+    if percent:
+        ax.yaxis.set_major_formatter(_percent())
+    ax.set_ylim(bottom=0)
+    if len(series) > 1:
+        ax.legend(frameon=False, fontsize=8)
+    ax.set_title(title, loc="left")
+    fig.autofmt_xdate()
+    return _save(fig, name, title, out_dir)
+
+
+def stacked(
+    name: str,
+    title: str,
+    labels: Sequence[str],
+    series: dict[str, Sequence[float]],
+    out_dir: Path,
+) -> Chart:
+    """Vertical stacked bars (negative parts stack downwards), one bar per label."""
+    fig, ax = _figure(3.2)
+    x = np.arange(len(labels))
+    up = np.zeros(len(labels))
+    down = np.zeros(len(labels))
+    for i, (label, values) in enumerate(series.items()):
+        v = np.asarray(values, dtype=float)
+        base = np.where(v >= 0, up, down)
+        ax.bar(x, v, bottom=base, color=PALETTE[i % len(PALETTE)], label=_short(label), width=0.7)
+        up = up + np.where(v >= 0, v, 0)
+        down = down + np.where(v < 0, v, 0)
+    ax.axhline(0, color="#52606d", linewidth=0.8)
+    step = max(1, len(labels) // 12)
+    ax.set_xticks(x[::step], labels=_shorts(labels)[::step], rotation=45, ha="right", fontsize=8)
+    ax.legend(frameon=False, fontsize=8, ncols=min(4, len(series)))
+    ax.set_title(title, loc="left")
+    return _save(fig, name, title, out_dir)
+
+
+def heatmap(
+    name: str,
+    title: str,
+    rows: Sequence[str],
+    matrix: Sequence[Sequence[float | None]],
+    out_dir: Path,
+    *,
+    xlabel: str,
+) -> Chart:
+    """Retention heatmap: one row per cohort, one column per period since it started."""
+    data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    n_rows, n_cols = data.shape if data.size else (0, 0)
+    fig, ax = _plt().subplots(figsize=(7.5, 0.28 * n_rows + 1.4))
+    ax.imshow(data, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    if n_cols <= 16:
+        for (i, j), v in np.ndenumerate(data):
+            if not np.isnan(v):
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if v > 0.6 else "#1f2933",
+                )
+    ax.set_yticks(range(n_rows), labels=list(rows), fontsize=7)
+    step = max(1, n_cols // 16)
+    ax.set_xticks(range(0, n_cols, step))
+    ax.set_xlabel(xlabel)
+    ax.spines[:].set_visible(False)
+    ax.set_title(title, loc="left")
+    return _save(fig, name, title, out_dir)
+
+
+def pareto(
+    name: str, title: str, buyers: Sequence[float], revenue: Sequence[float], out_dir: Path
+) -> Chart:
+    """Cumulative share of revenue against the cumulative share of buyers (best first)."""
+    fig, ax = _figure(3.2)
+    ax.plot([0, *buyers], [0, *revenue], color=PALETTE[0], linewidth=1.8)
+    ax.plot([0, 1], [0, 1], color="#9aa5b1", linewidth=0.8, linestyle="--")
+    ax.xaxis.set_major_formatter(_percent())
+    ax.yaxis.set_major_formatter(_percent())
+    ax.set_xlabel("buyers, highest revenue first")
+    ax.set_ylabel("share of net revenue")
+    ax.set_title(title, loc="left")
+    return _save(fig, name, title, out_dir)
+
+
+def forest(
+    name: str,
+    title: str,
+    labels: Sequence[str],
+    lifts: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    out_dir: Path,
+) -> Chart:
+    """Relative lift with its interval per comparison; the zero line marks no effect."""
+    fig, ax = _figure(0.45 * len(labels) + 1.2)
+    y = list(range(len(labels)))[::-1]
+    lift = np.asarray(lifts, dtype=float)
+    err = np.vstack([lift - np.asarray(lows, dtype=float), np.asarray(highs, dtype=float) - lift])
+    ax.errorbar(lift, y, xerr=err, fmt="o", color=PALETTE[0], capsize=3)
+    ax.axvline(0, color="#52606d", linewidth=0.8)
+    ax.set_yticks(y, labels=_shorts(labels), fontsize=8)
+    ax.xaxis.set_major_formatter(_percent())
+    ax.set_xlabel("relative lift vs control")
+    ax.set_title(title, loc="left")
+    return _save(fig, name, title, out_dir)

@@ -1,0 +1,127 @@
+"""The dashboard's composition root: arguments -> project -> read-only engine -> page.
+
+Streamlit runs `entry.py`, which calls `main` with the arguments after `--`. Every rerun
+opens the warehouse read-only, reads its last run (the caches' version) and renders the
+page chosen in the sidebar (or by `?page=` in the address), under the sidebar's global
+filters. A warehouse that cannot be read gets a page saying what to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import streamlit as st
+
+from productlens.config import EngineName, Project, load_project
+from productlens.dashboard import data, pages
+from productlens.dashboard.warehouse import (
+    FilterOptions,
+    Guidance,
+    opened,
+)
+from productlens.engines.base import Engine
+from productlens.errors import ProductLensError
+from productlens.report.sections import Filters, Settings
+
+PAGE_PARAM = "page"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="productlens dashboard", add_help=False)
+    parser.add_argument("--project", type=Path, default=None)
+    parser.add_argument("--warehouse", type=Path, default=None)
+    parser.add_argument("--engine", default=None)
+    args, _ = parser.parse_known_args(list(argv))
+    return args
+
+
+def main(argv: Sequence[str]) -> None:
+    """Render one run of the app."""
+    st.set_page_config(page_title="productlens", page_icon=":bar_chart:", layout="wide")
+    args = parse_args(argv)
+    try:
+        engine_name: EngineName | None = args.engine
+        project = load_project(args.project, args.warehouse, engine_name)
+    except ProductLensError as exc:
+        show_guidance(Guidance("The project cannot be read", str(exc)))
+        return
+    page = choose_page()
+    try:
+        with opened(project) as engine:
+            if isinstance(engine, Guidance):
+                show_guidance(engine)
+                return
+            # Opening the warehouse settled the project's world (`app.adopt_demo_world`).
+            settings = Settings.from_config(project.config)
+            view = build_view(project, engine, settings)
+            st.title(page.title)
+            page.render(view)
+    except ProductLensError as exc:  # a query the engine refused: say so, no traceback
+        st.error(f"The warehouse could not answer: {exc}")
+
+
+def choose_page() -> pages.Page:
+    """The page from the sidebar, kept in the address (`?page=funnel`) so it can be linked."""
+    slugs = list(pages.PAGES)
+    wanted = st.query_params.get(PAGE_PARAM, slugs[0])
+    if "page" not in st.session_state:
+        st.session_state["page"] = wanted if wanted in pages.PAGES else slugs[0]
+    slug = st.sidebar.radio("Page", slugs, key="page", format_func=lambda s: pages.PAGES[s].title)
+    st.query_params[PAGE_PARAM] = slug
+    return pages.PAGES[slug]
+
+
+def build_view(project: Project, engine: Engine, settings: Settings) -> pages.View:
+    """The sidebar's filters over the warehouse's values, and what every page reads."""
+    source = data.Source(engine, data.warehouse_key(project), data.version(engine))
+    options = data.options(source)
+    filters = sidebar_filters(options) if options is not None else Filters()
+    # The stamp is "started|finished|steps", or a phrase when there is no run log.
+    parts = source.stamp.split("|")
+    finished = parts[1] if len(parts) == 3 else "unknown"
+    st.sidebar.caption(f"{project.engine} warehouse · last run {finished}")
+    return pages.View(project, source, settings, filters, options)
+
+
+def sidebar_filters(options: FilterOptions) -> Filters:
+    """Date range, devices and countries; the whole range and an empty choice mean all."""
+    st.sidebar.subheader("Filters")
+    chosen = st.sidebar.date_input(
+        "Dates (UTC days)",
+        value=(options.first_day, options.last_day),
+        min_value=options.first_day,
+        max_value=options.last_day,
+        key="dates",
+    )
+    start, end = _range(chosen, options)
+    devices = st.sidebar.multiselect("Device", options.devices, key="devices", placeholder="all")
+    countries = st.sidebar.multiselect(
+        "Country", options.countries, key="countries", placeholder="all"
+    )
+    return Filters(start, end, tuple(devices), tuple(countries))
+
+
+def _range(chosen: object, options: FilterOptions) -> tuple[date | None, date | None]:
+    """The chosen days; None for an end that is the data's own (so the readers default
+    to all the data), and a single picked day as a one-day range."""
+    picked = [d for d in (chosen if isinstance(chosen, tuple) else (chosen,)) if d is not None]
+    days = [d for d in picked if isinstance(d, date)]
+    if not days:
+        return None, None
+    start, end = days[0], days[-1]
+    return (
+        None if start <= options.first_day else start,
+        None if end >= options.last_day else end,
+    )
+
+
+def show_guidance(guidance: Guidance) -> None:
+    st.title("productlens")
+    st.warning(guidance.title, icon=":material/info:")
+    st.write(guidance.detail)
+    for command in guidance.commands:
+        st.code(command, language="bash")
+    st.caption("Then reload this page.")

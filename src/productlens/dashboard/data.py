@@ -1,0 +1,177 @@
+"""The dashboard's reads, cached by Streamlit on their arguments and the warehouse's last
+run: a new run (build, ingest, check) changes the version and so every key.
+
+The engine is passed as `_engine` (Streamlit leaves parameters starting with `_` out of
+the key); the key is the warehouse, its version and the plain values of the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pyarrow as pa
+import streamlit as st
+from sqlglot import exp
+
+from productlens import ops
+from productlens.config import Project
+from productlens.dashboard import warehouse
+from productlens.engines.base import Engine, table
+from productlens.metrics.funnel import FunnelResult, funnel
+from productlens.metrics.funnel_sql import Order
+from productlens.metrics.lifecycle import LifecycleResult, lifecycle
+from productlens.metrics.scope import Grain
+from productlens.report.sections import SECTIONS, Filters, FunnelSection, Settings
+
+CACHE_ENTRIES = 256  # per cached function: filter combinations kept
+RUN_LOG_ROWS = 200
+
+
+@dataclass(frozen=True)
+class Source:
+    """The open warehouse, its identity and its version (for cache keys)."""
+
+    engine: Engine
+    key: str
+    stamp: str
+
+
+def warehouse_key(project: Project) -> str:
+    """Which warehouse: the engine and the DuckDB file or the project folder."""
+    where = project.warehouse_path if project.engine == "duckdb" else project.root
+    return f"{project.engine}:{where}"
+
+
+def version(engine: Engine) -> str:
+    return warehouse.last_run(engine)
+
+
+def options(source: Source) -> warehouse.FilterOptions | None:
+    return _options(source.engine, source.key, source.stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=CACHE_ENTRIES)
+def _options(_engine: Engine, key: str, stamp: str) -> warehouse.FilterOptions | None:
+    return warehouse.filter_options(_engine)
+
+
+def section(source: Source, name: str, filters: Filters, settings: Settings) -> Any:
+    """A report section (`report.sections.SECTIONS[name]`), None when the warehouse has
+    no data for it. Filters a section does not honour are left out of its key."""
+    honoured = SECTIONS[name].filters
+    narrowed = Filters(
+        filters.start if "date" in honoured else None,
+        filters.end if "date" in honoured else None,
+        filters.devices if "device" in honoured else (),
+        filters.countries if "country" in honoured else (),
+    )
+    return _section(source.engine, source.key, source.stamp, name, narrowed, settings)
+
+
+@st.cache_data(show_spinner="Reading the warehouse...", max_entries=CACHE_ENTRIES)
+def _section(
+    _engine: Engine, key: str, stamp: str, name: str, filters: Filters, settings: Settings
+) -> Any:
+    return SECTIONS[name].read(_engine, filters, settings)
+
+
+@dataclass(frozen=True)
+class FunnelAsk:
+    """The funnel page's question."""
+
+    steps: tuple[str, ...]
+    window_s: int
+    order: Order
+    by: str | None
+
+
+def live_funnel(
+    source: Source, ask: FunnelAsk, filters: Filters, settings: Settings
+) -> FunnelResult:
+    """The funnel query (productlens.metrics.funnel), run live on the filters; the
+    project's own funnel (its steps and window, ordered, no breakdown or by device) is the
+    funnel section's, cached once for this page and the overview."""
+    shared = section_funnel(ask, filters, settings)
+    if shared:
+        found: FunnelSection | None = section(source, "funnel", filters, settings)
+        if found is not None and tuple(s.event for s in found.steps) == ask.steps:
+            return FunnelResult(found.steps, dict(found.by_device) if ask.by else {})
+    return _funnel(source.engine, source.key, source.stamp, ask, filters, settings)
+
+
+def section_funnel(ask: FunnelAsk, filters: Filters, settings: Settings) -> bool:
+    """Whether the funnel section answers `ask`: the same query (ordered, the project's
+    window, by device or not) on filters without devices or countries (with them the
+    section also runs the per-day trend, a second query)."""
+    return (
+        ask.order == "ordered"
+        and ask.by in (None, "device")
+        and ask.window_s == settings.funnel_window.total_seconds()
+        and not filters.where
+    )
+
+
+@st.cache_data(show_spinner="Running the funnel...", max_entries=CACHE_ENTRIES)
+def _funnel(
+    _engine: Engine, key: str, stamp: str, ask: FunnelAsk, filters: Filters, settings: Settings
+) -> FunnelResult:
+    return funnel(
+        _engine,
+        ask.steps,
+        scope=filters.scope(settings),
+        window=timedelta(seconds=ask.window_s),
+        order=ask.order,
+        by=ask.by,
+    )
+
+
+def live_lifecycle(
+    source: Source, period: Grain, filters: Filters, settings: Settings
+) -> LifecycleResult:
+    return _lifecycle(source.engine, source.key, source.stamp, period, filters, settings)
+
+
+@st.cache_data(show_spinner="Counting lifecycles...", max_entries=CACHE_ENTRIES)
+def _lifecycle(
+    _engine: Engine, key: str, stamp: str, period: Grain, filters: Filters, settings: Settings
+) -> LifecycleResult:
+    return lifecycle(_engine, filters.scope(settings), period)
+
+
+def event_types(source: Source) -> tuple[str, ...]:
+    return _event_types(source.engine, source.key, source.stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=CACHE_ENTRIES)
+def _event_types(_engine: Engine, key: str, stamp: str) -> tuple[str, ...]:
+    """Every event type in core.fct_events, most frequent first."""
+    n = exp.Count(this=exp.Star())
+    query = (
+        exp.select("event_type")
+        .from_(table(*warehouse.EVENTS))
+        .where(exp.column("event_type").is_(exp.null()).not_())
+        .group_by("event_type")
+        .order_by(exp.Ordered(this=n, desc=True), "event_type")
+    )
+    return tuple(str(r[0]) for r in _engine.fetch_all(query))
+
+
+def run_log(source: Source) -> pa.Table:
+    return _run_log(source.engine, source.key, source.stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=CACHE_ENTRIES)
+def _run_log(_engine: Engine, key: str, stamp: str) -> pa.Table:
+    """The latest steps of the run log, newest first."""
+    if _engine.table_kind(*ops.RUN_LOG) is None:
+        return pa.table({})
+    columns = [exp.column(c, quoted=True) for c, _ in ops.RUN_LOG_COLUMNS]
+    query = (
+        exp.select(*columns)
+        .from_(table(*ops.RUN_LOG))
+        .order_by(exp.Ordered(this=exp.column("started_at"), desc=True))
+        .limit(RUN_LOG_ROWS)
+    )
+    return _engine.fetch_arrow(query)

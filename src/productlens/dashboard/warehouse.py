@@ -1,0 +1,131 @@
+"""The dashboard's view of the warehouse: whether it can be read, its last run, the values
+its filters offer, and the filters as a metrics `Scope`.
+
+Nothing here imports Streamlit: the app caches these functions' results. The filters
+themselves are `report.sections.Filters`, which every section reader takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+
+from sqlglot import exp
+
+from productlens import ops
+from productlens.app import open_engine, warehouse_exists
+from productlens.config import Project
+from productlens.engines.base import Engine, table
+from productlens.errors import ProductLensError
+from productlens.report.sections import data_days
+
+EVENTS = ("core", "fct_events")
+FILTER_COLUMNS = ("device", "country")  # the sidebar's multi-selects, event columns
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """What the dashboard shows instead of pages: the problem and the commands to run."""
+
+    title: str
+    detail: str
+    commands: tuple[str, ...] = ()
+
+
+def _demo_or_ingest(project: Project) -> tuple[str, ...]:
+    root = project.root
+    return (
+        f"productlens --project {root} demo",
+        f"productlens --project {root} ingest DATA_FOLDER && "
+        f"productlens --project {root} build && productlens --project {root} check",
+    )
+
+
+@contextmanager
+def opened(project: Project) -> Iterator[Engine | Guidance]:
+    """The project's warehouse opened read-only, or the guidance to show when it cannot be
+    read: no DuckDB file, an engine that refuses, no models built, no events."""
+    if not warehouse_exists(project):
+        yield Guidance(
+            "No warehouse yet",
+            f"There is no warehouse at {project.warehouse_path}. Simulate a world with the "
+            "demo, or load your own exports and build the models:",
+            _demo_or_ingest(project),
+        )
+        return
+    try:
+        engine = open_engine(project, read_only=True)
+    except ProductLensError as exc:
+        yield Guidance(
+            "The warehouse cannot be opened",
+            f"{exc}. If a run is writing to it, reload this page when it has finished.",
+        )
+        return
+    try:
+        yield _readiness(project, engine) or engine
+    finally:
+        engine.close()
+
+
+def _readiness(project: Project, engine: Engine) -> Guidance | None:
+    if engine.table_kind(*EVENTS) is None:
+        return Guidance(
+            "The warehouse has no models",
+            f"The {project.engine} warehouse has no core.fct_events table: build the models "
+            "(after loading data, if the raw layer is empty):",
+            (f"productlens --project {project.root} build",),
+        )
+    count = engine.fetch_all(exp.select(exp.Count(this=exp.Star())).from_(table(*EVENTS)))
+    if not count[0][0]:
+        return Guidance(
+            "The warehouse has no events",
+            "core.fct_events is empty: load events into the raw layer and build again:",
+            _demo_or_ingest(project),
+        )
+    return None
+
+
+def last_run(engine: Engine) -> str:
+    """The warehouse's version for caches: the last step the run log recorded (every run
+    that changes the warehouse appends to it)."""
+    for name in (ops.RUN_EVENTS, ops.RUN_LOG):
+        if engine.table_kind(*name) is not None:
+            query = exp.select(
+                exp.Max(this=exp.column("started_at")),
+                exp.Max(this=exp.column("finished_at")),
+                exp.Count(this=exp.Star()),
+            ).from_(table(*name))
+            return "|".join(str(v) for v in engine.fetch_all(query)[0])
+    return "no run log"
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    """What the sidebar offers: the events' first and last UTC day (the days the marts and
+    `report.sections.Filters` count in), and every device and country seen."""
+
+    first_day: date
+    last_day: date
+    devices: tuple[str, ...]
+    countries: tuple[str, ...]
+
+
+def filter_options(engine: Engine) -> FilterOptions | None:
+    """The range and the values of the filter columns over core.fct_events (None: no
+    events)."""
+    days = data_days(engine)
+    if days is None:
+        return None
+    values: dict[str, tuple[str, ...]] = {}
+    for column in FILTER_COLUMNS:
+        rows = engine.fetch_all(
+            exp.select(exp.column(column))
+            .from_(table(*EVENTS))
+            .where(exp.column(column).is_(exp.null()).not_())
+            .group_by(exp.column(column))
+            .order_by(exp.column(column))
+        )
+        values[column] = tuple(str(r[0]) for r in rows)
+    return FilterOptions(days[0], days[1], values["device"], values["country"])

@@ -1,0 +1,1029 @@
+"""The report's and the dashboard's sections: one reader per section, reading the warehouse
+through the engine only.
+
+Each reader takes an `Engine`, the `Filters` (a date range, devices, countries) and the
+project's `Settings`, and returns a frozen dataclass of plain numbers and Arrow tables,
+or None when the warehouse has no data for the section (a world without orders has no
+products section; no experiments, no experiments section). Insights are computed from
+these dataclasses in `productlens.report.insights`.
+
+Where the data comes from, and which filters apply (`SECTIONS[name].filters`):
+- live metrics on `core.fct_events` (productlens.metrics: funnel, retention, activity,
+  lifecycle) take the date range, devices and countries;
+- revenue (productlens.metrics.revenue and the `daily_sales` mart) takes the date range;
+- products, campaigns and data health are snapshots of the whole warehouse;
+- experiments are the readouts of productlens.experiments (their own dates).
+Days are UTC days, like the marts; live metrics count in `[metrics] timezone`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from productlens.engines.base import SOURCE_DIALECT, Engine, table
+from productlens.errors import ReportError
+from productlens.experiments.analysis import ExperimentReadout, analyze_experiment
+from productlens.experiments.analysis import Settings as ExperimentSettings
+from productlens.experiments.data import list_experiments
+from productlens.experiments.metric_defs import DEFAULT_METRICS, MetricDef
+from productlens.metrics import revenue as revenue_metrics
+from productlens.metrics.activity import activity
+from productlens.metrics.funnel import StepResult, funnel
+from productlens.metrics.lifecycle import LifecyclePeriod, lifecycle
+from productlens.metrics.retention import MAX_PERIODS, Cohort, retention
+from productlens.metrics.scope import (
+    Filter,
+    Grain,
+    Scope,
+    WeekStart,
+    parse_duration,
+    range_condition,
+    where_condition,
+    zone_info,
+)
+
+if TYPE_CHECKING:
+    from productlens.config import ProjectConfig
+
+FilterKind = Literal["date", "device", "country"]
+EVENT_FILTERS: tuple[FilterKind, ...] = ("date", "device", "country")
+DATE_ONLY: tuple[FilterKind, ...] = ("date",)
+NO_FILTERS: tuple[FilterKind, ...] = ()
+
+# Default period of the overview when no range is given: the data's last week against
+# the week before it (half the data when it spans less than two weeks).
+OVERVIEW_DAYS = 7
+# Event types counted as SaaS usage when the project does not say.
+USAGE_EVENTS = ("create_project", "export")
+PARETO_POINTS = 200  # at most this many points of the Pareto curve
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the reader is asked about: UTC days `start`..`end` (inclusive; None: all
+    the data), and the devices and countries of events (empty: all)."""
+
+    start: date | None = None
+    end: date | None = None
+    devices: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ReportError(f"the range ends ({self.end}) before it starts ({self.start})")
+
+    @property
+    def where(self) -> tuple[Filter, ...]:
+        pairs = (("device", self.devices), ("country", self.countries))
+        return tuple(Filter(key, tuple(values)) for key, values in pairs if values)
+
+    def scope(self, settings: Settings) -> Scope:
+        """The metrics scope: whole local days of the range, the filters on events."""
+        return Scope(
+            timezone=settings.timezone,
+            week_start=settings.week_start,
+            start=_midnight(self.start, settings.timezone),
+            end=_midnight(
+                None if self.end is None else self.end + timedelta(days=1), settings.timezone
+            ),
+            where=self.where,
+        )
+
+
+def _midnight(day: date | None, timezone: str) -> datetime | None:
+    """The naive UTC instant at which a local day starts."""
+    if day is None:
+        return None
+    local = datetime.combine(day, datetime.min.time()).replace(tzinfo=zone_info(timezone))
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The project's vocabulary the readers need (built from the project file by the
+    caller: nothing here reads configuration)."""
+
+    funnel_steps: tuple[str, ...] | None = None  # None: the steps the funnel mart holds
+    funnel_window: timedelta = timedelta(days=1)
+    timezone: str = "UTC"
+    week_start: WeekStart = "monday"
+    retention_start: str = "signup"
+    retention_return: str | None = None
+    experiment_metrics: tuple[MetricDef, ...] = DEFAULT_METRICS["ecommerce"]
+    usage_events: tuple[str, ...] = USAGE_EVENTS
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> Settings:
+        m = config.metrics
+        return cls(
+            funnel_steps=config.funnel_steps(),
+            funnel_window=parse_duration(m.funnel_window),
+            timezone=m.timezone,
+            week_start=m.week_start,
+            retention_start=m.retention_start,
+            retention_return=m.retention_return,
+            experiment_metrics=config.experiment_metrics(),
+        )
+
+
+# --- SQL helpers ------------------------------------------------------------------------------
+
+
+def _fill(template: str, **values: Any) -> exp.Query:
+    """Parse fixed text (DuckDB dialect) and put values in its `__NAME` slots: a value as
+    a literal, an expression as itself (no value is pasted into text)."""
+
+    def put(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Column) and node.name.startswith("__"):
+            value = values[node.name[2:]]
+            return value if isinstance(value, exp.Expr) else exp.convert(value)
+        return node
+
+    tree = sqlglot.parse_one(template, read=SOURCE_DIALECT).transform(put)
+    assert isinstance(tree, exp.Query)
+    return tree
+
+
+def _true() -> exp.Condition:
+    return exp.true()
+
+
+def _day_range(column: str, filters: Filters) -> exp.Condition:
+    """`column` (a date) within the filters' days."""
+    conditions: list[exp.Expression] = []
+    if filters.start is not None:
+        conditions.append(
+            exp.column(column) >= exp.cast(exp.Literal.string(filters.start.isoformat()), "date")
+        )
+    if filters.end is not None:
+        conditions.append(
+            exp.column(column) <= exp.cast(exp.Literal.string(filters.end.isoformat()), "date")
+        )
+    return exp.and_(*conditions) if conditions else _true()
+
+
+def _has(engine: Engine, name: str) -> bool:
+    schema, _, table_name = name.partition(".")
+    return engine.table_kind(schema, table_name) is not None
+
+
+def _rows(engine: Engine, query: exp.Query) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = engine.fetch_arrow(query).to_pylist()
+    return rows
+
+
+def _event_filter(filters: Filters) -> exp.Condition:
+    return where_condition(filters.where) or _true()
+
+
+def data_days(engine: Engine, filters: Filters = Filters()) -> tuple[date, date] | None:
+    """The first and last UTC day with an event (of the filtered devices and countries)."""
+    row = _rows(
+        engine,
+        _fill(
+            "select min(event_date) as first_day, max(event_date) as last_day "
+            "from core.fct_events where __cond",
+            cond=_event_filter(filters),
+        ),
+    )[0]
+    if row["first_day"] is None:
+        return None
+    return row["first_day"], row["last_day"]
+
+
+def _span(engine: Engine, filters: Filters) -> tuple[date, date] | None:
+    """The filters' range, its open ends closed by the data's first and last day."""
+    days = data_days(engine, filters)
+    if days is None:
+        return None
+    first = filters.start or days[0]
+    last = filters.end or days[1]
+    return (first, last) if first <= last else None
+
+
+# --- overview ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """One headline number over the period and over the previous period of equal length."""
+
+    key: str
+    label: str
+    unit: Literal["count", "money", "rate"]
+    current: float | None
+    previous: float | None
+    filtered: bool  # whether device/country filters apply to it
+
+    @property
+    def change(self) -> float | None:
+        """Relative change from the previous period (None when it was 0 or unknown)."""
+        if self.current is None or self.previous is None or self.previous == 0:
+            return None
+        return (self.current - self.previous) / abs(self.previous)
+
+
+@dataclass(frozen=True)
+class Overview:
+    start: date
+    end: date
+    previous_start: date
+    previous_end: date
+    kpis: tuple[Kpi, ...]
+
+    def kpi(self, key: str) -> Kpi | None:
+        return next((k for k in self.kpis if k.key == key), None)
+
+
+_EVENT_KPIS = """
+select
+    count(distinct case when event_date between __s and __e then user_id end) as users_now,
+    count(distinct case when event_date between __ps and __pe then user_id end) as users_before,
+    count(case when event_date between __s and __e then 1 end) as events_now,
+    count(case when event_date between __ps and __pe then 1 end) as events_before
+from core.fct_events
+where event_date between __ps and __e and __cond
+"""
+
+_SIGNUP_KPIS = """
+select
+    count(case when cast(signup_ts as date) between __s and __e then 1 end) as now,
+    count(case when cast(signup_ts as date) between __ps and __pe then 1 end) as before
+from core.dim_users
+where is_current and __cond
+"""
+
+_ORDER_KPIS = """
+select
+    count(case when is_kept and order_date between __s and __e then 1 end) as orders_now,
+    count(case when is_kept and order_date between __ps and __pe then 1 end) as orders_before,
+    coalesce(sum(case when order_date between __s and __e then net_revenue end), 0)
+        as revenue_now,
+    coalesce(sum(case when order_date between __ps and __pe then net_revenue end), 0)
+        as revenue_before
+from core.int_order_revenue
+"""
+
+
+def _dates(**days: date) -> dict[str, exp.Expression]:
+    return {k: exp.cast(exp.Literal.string(v.isoformat()), "date") for k, v in days.items()}
+
+
+def read_overview(
+    engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
+) -> Overview | None:
+    """Headline numbers of the range (default: the data's last week) against the period
+    of equal length before it."""
+    days = data_days(engine, filters)
+    if days is None:
+        return None
+    if filters.start is None and filters.end is None:
+        length = max(1, min(OVERVIEW_DAYS, ((days[1] - days[0]).days + 1) // 2))
+        end = days[1]
+        start = end - timedelta(days=length - 1)
+    else:
+        start, end = filters.start or days[0], filters.end or days[1]
+        length = (end - start).days + 1
+    previous_end = start - timedelta(days=1)
+    previous_start = start - timedelta(days=length)
+    bounds = _dates(s=start, e=end, ps=previous_start, pe=previous_end)
+    kpis: list[Kpi] = []
+    ev = _rows(engine, _fill(_EVENT_KPIS, cond=_event_filter(filters), **bounds))[0]
+    kpis.append(
+        Kpi("active_users", "active users", "count", ev["users_now"], ev["users_before"], True)
+    )
+    kpis.append(Kpi("events", "events", "count", ev["events_now"], ev["events_before"], True))
+    if _has(engine, "core.dim_users"):
+        users_cond = where_condition(filters.where) or _true()
+        su = _rows(engine, _fill(_SIGNUP_KPIS, cond=users_cond, **bounds))[0]
+        kpis.append(Kpi("signups", "new signups", "count", su["now"], su["before"], True))
+    steps = _funnel_steps(engine, settings)
+    if steps:
+        rates = []
+        for first, last in ((start, end), (previous_start, previous_end)):
+            scope = Filters(first, last, filters.devices, filters.countries).scope(settings)
+            result = funnel(engine, steps, scope=scope, window=settings.funnel_window)
+            rates.append(result.steps[-1].conversion_from_start)
+        kpis.append(
+            Kpi("conversion", f"conversion to {steps[-1]}", "rate", rates[0], rates[1], True)
+        )
+    if _has(engine, "core.int_order_revenue"):
+        orders = _rows(engine, _fill(_ORDER_KPIS, **bounds))[0]
+        if orders["orders_now"] or orders["orders_before"]:
+            kpis.append(
+                Kpi(
+                    "orders",
+                    "orders",
+                    "count",
+                    orders["orders_now"],
+                    orders["orders_before"],
+                    False,
+                )
+            )
+            kpis.append(
+                Kpi(
+                    "net_revenue",
+                    "net revenue",
+                    "money",
+                    float(orders["revenue_now"]),
+                    float(orders["revenue_before"]),
+                    False,
+                )
+            )
+    return Overview(start, end, previous_start, previous_end, tuple(kpis))
+
+
+# --- funnel -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FunnelSection:
+    """The ordered funnel over the range (each user once), by device (the device of the
+    user's first funnel event), and per day of entry."""
+
+    window: timedelta
+    steps: tuple[StepResult, ...]
+    by_device: dict[str, tuple[StepResult, ...]]
+    daily: pa.Table  # day (date), entered, converted, conversion (first step to last)
+
+
+def _funnel_steps(engine: Engine, settings: Settings) -> tuple[str, ...]:
+    if settings.funnel_steps:
+        return settings.funnel_steps
+    if not _has(engine, "marts.funnel_daily_metrics"):
+        return ()
+    rows = _rows(
+        engine,
+        _fill(
+            "select distinct step_no, step_name from marts.funnel_daily_metrics order by step_no"
+        ),
+    )
+    return tuple(str(r["step_name"]) for r in rows)
+
+
+_FUNNEL_DAILY = """
+with days as (
+    select
+        event_date,
+        cast(max(case when step_no = 1 then n_users end) as bigint) as entered,
+        cast(max(case when step_no = __last then n_users end) as bigint) as converted
+    from marts.funnel_daily_metrics
+    where __range
+    group by event_date
+)
+select
+    event_date as day,
+    entered,
+    converted,
+    cast(converted as double) / nullif(entered, 0) as conversion
+from days
+order by event_date
+"""
+DAILY_SCHEMA = pa.schema(
+    [
+        ("day", pa.date32()),
+        ("entered", pa.int64()),
+        ("converted", pa.int64()),
+        ("conversion", pa.float64()),
+    ]
+)
+
+
+def _daily_from_mart(engine: Engine, filters: Filters, n_steps: int) -> pa.Table:
+    """Entered and converted per day of entry from `funnel_daily_metrics`: the same query
+    (`productlens funnel --per day`, the project's steps and window) built once."""
+    query = _fill(_FUNNEL_DAILY, last=n_steps, range=_day_range("event_date", filters))
+    return engine.fetch_arrow(query).cast(DAILY_SCHEMA)
+
+
+def read_funnel(
+    engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
+) -> FunnelSection | None:
+    steps = _funnel_steps(engine, settings)
+    if len(steps) < 2:
+        return None
+    # Unfiltered by device or country, in the project's steps, the daily trend is the
+    # funnel mart's (one live funnel query fewer: the slowest part of the report).
+    from_mart = (
+        not filters.where
+        and _has(engine, "marts.funnel_daily_metrics")
+        and _funnel_steps(engine, Settings()) == steps
+    )
+    result = funnel(
+        engine,
+        steps,
+        scope=filters.scope(settings),
+        window=settings.funnel_window,
+        by="device",
+        per=None if from_mart else "day",
+    )
+    if not result.steps[0].count:
+        return None
+    if from_mart:
+        daily = _daily_from_mart(engine, filters, len(steps))
+    else:
+        trend = result.trend
+        daily = pa.table(
+            {
+                "day": pa.array([date.fromisoformat(p.period) for p in trend], pa.date32()),
+                "entered": pa.array([p.steps[0].count for p in trend], pa.int64()),
+                "converted": pa.array([p.steps[-1].count for p in trend], pa.int64()),
+                "conversion": pa.array(
+                    [p.steps[-1].conversion_from_start for p in trend], pa.float64()
+                ),
+            }
+        )
+    return FunnelSection(settings.funnel_window, result.steps, dict(result.breakdown), daily)
+
+
+# --- retention and engagement -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionSection:
+    """Signup cohorts by day and by week (counts[k]: users active k periods after; None:
+    not observed yet), daily DAU/WAU/MAU and stickiness, weekly lifecycle."""
+
+    day_cohorts: tuple[Cohort, ...]
+    week_cohorts: tuple[Cohort, ...]
+    activity: pa.Table  # day, dau, wau, mau, stickiness
+    lifecycle: tuple[LifecyclePeriod, ...]
+
+
+def read_retention(
+    engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
+) -> RetentionSection | None:
+    span = _span(engine, filters)
+    if span is None:
+        return None
+    n_days = (span[1] - span[0]).days + 1
+    scope = Filters(span[0], span[1], filters.devices, filters.countries).scope(settings)
+    grains: tuple[tuple[Grain, int], ...] = (("day", n_days), ("week", n_days // 7 + 1))
+    cohorts = {
+        grain: retention(
+            engine,
+            start=settings.retention_start,
+            return_event=settings.retention_return,
+            scope=scope,
+            period=grain,
+            periods=min(MAX_PERIODS, periods),
+        ).cohorts
+        for grain, periods in grains
+    }
+    days = activity(engine, scope).total.days
+    table_ = pa.table(
+        {
+            "day": pa.array([date.fromisoformat(d.date) for d in days], pa.date32()),
+            "dau": pa.array([d.dau for d in days], pa.int64()),
+            "wau": pa.array([d.wau for d in days], pa.int64()),
+            "mau": pa.array([d.mau for d in days], pa.int64()),
+            "stickiness": pa.array([d.stickiness for d in days], pa.float64()),
+        }
+    )
+    weeks = lifecycle(engine, scope, "week").periods
+    return RetentionSection(cohorts["day"], cohorts["week"], table_, weeks)
+
+
+# --- revenue and customers --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RevenueSection:
+    """Net revenue (completed orders) per day, by weekday and by month; the ARR bridge;
+    concentration and its Pareto curve; CLV by segment; time to first purchase."""
+
+    daily: pa.Table | None  # day, net_revenue, n_orders (None: no orders at all)
+    by_weekday: pa.Table | None  # weekday (0 = Monday), n_days, net_revenue, per_day
+    by_month: pa.Table | None  # month (first day), n_days, net_revenue, per_day
+    arr: tuple[revenue_metrics.ArrMonth, ...] | None
+    concentration: revenue_metrics.Concentration | None
+    pareto: pa.Table | None  # buyer_share, revenue_share (cumulative, buyers by revenue)
+    clv: tuple[revenue_metrics.SegmentValue, ...] | None
+    first_purchase: revenue_metrics.FirstPurchase | None
+
+
+_DAILY_SALES = """
+select sales_date as day, net_revenue, n_orders from marts.daily_sales
+where __cond order by sales_date
+"""
+
+# The Pareto curve: buyers ranked by net revenue (completed orders in range), the
+# cumulative share of buyers and of revenue, thinned to about PARETO_POINTS points.
+_PARETO = """
+with per_user as (
+    select user_id, sum(net_revenue) as revenue
+    from core.int_order_revenue
+    where is_recognized and __cond
+    group by user_id
+),
+ranked as (
+    select
+        row_number() over (order by revenue desc, user_id) as revenue_rank,
+        count(*) over () as n,
+        sum(revenue) over (order by revenue desc, user_id
+            rows between unbounded preceding and current row) as cumulative,
+        sum(revenue) over () as total
+    from per_user
+)
+select
+    cast(revenue_rank as double) / n as buyer_share,
+    cumulative / total as revenue_share
+from ranked
+where total > 0 and (revenue_rank = n or revenue_rank % greatest(1, n // __points) = 0)
+order by revenue_rank
+"""
+
+
+def _seasonality(daily: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Revenue per weekday and per month (sums and per-day means), from the daily table."""
+    days = daily.column("day").to_pylist()
+    revenue = daily.column("net_revenue").to_pylist()
+    # Few rows (one per day): grouping them in Python is cheaper than two more queries.
+    weekday: dict[int, list[float]] = {}
+    month: dict[date, list[float]] = {}
+    for day, value in zip(days, revenue, strict=True):
+        weekday.setdefault(day.weekday(), []).append(float(value))
+        month.setdefault(day.replace(day=1), []).append(float(value))
+
+    def shape(groups: dict[Any, list[float]], key: str, kind: pa.DataType) -> pa.Table:
+        keys = sorted(groups)
+        return pa.table(
+            {
+                key: pa.array(keys, kind),
+                "n_days": pa.array([len(groups[k]) for k in keys], pa.int64()),
+                "net_revenue": pa.array([sum(groups[k]) for k in keys], pa.float64()),
+                "per_day": pa.array([sum(groups[k]) / len(groups[k]) for k in keys], pa.float64()),
+            }
+        )
+
+    return shape(weekday, "weekday", pa.int64()), shape(month, "month", pa.date32())
+
+
+def read_revenue(
+    engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
+) -> RevenueSection | None:
+    if not _has(engine, "marts.daily_sales"):
+        return None
+    scope = Filters(filters.start, filters.end).scope(settings)
+    metrics = revenue_metrics.revenue(engine, scope)
+    daily: pa.Table | None = engine.fetch_arrow(
+        _fill(_DAILY_SALES, cond=_day_range("sales_date", filters))
+    )
+    assert daily is not None
+    daily = daily.cast(
+        pa.schema([("day", pa.date32()), ("net_revenue", pa.float64()), ("n_orders", pa.int64())])
+    )
+    weekday = month = None
+    if sum(daily.column("n_orders").to_pylist()) == 0:
+        daily = None
+    else:
+        weekday, month = _seasonality(daily)
+    pareto = None
+    if metrics.concentration is not None:
+        pareto = engine.fetch_arrow(
+            _fill(
+                _PARETO,
+                cond=range_condition(scope, "order_ts") or _true(),
+                points=PARETO_POINTS,
+            )
+        )
+    if daily is None and metrics.arr_bridge is None:
+        return None
+    return RevenueSection(
+        daily,
+        weekday,
+        month,
+        metrics.arr_bridge,
+        metrics.concentration,
+        pareto,
+        metrics.clv_by_segment,
+        metrics.time_to_first_purchase,
+    )
+
+
+# --- products and marketing -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProductsSection:
+    """Products and categories by margin, inventory turnover, campaigns (whole period)."""
+
+    products: pa.Table | None  # product_id, product_name, category, n_units, revenue,
+    # margin, margin_pct, inventory_turnover: products that sold, by margin descending
+    categories: pa.Table | None  # category, n_products, n_units, revenue, margin,
+    # margin_pct, inventory_turnover (units / summed average stock), by margin descending
+    campaigns: pa.Table | None  # campaign_id, campaign_name, channel, spend, signups,
+    # customers, first_touch_revenue, last_touch_revenue, roas, roi; by roi descending
+
+
+_PRODUCTS = """
+select product_id, product_name, category, cast(n_units as bigint) as n_units, revenue,
+    margin, margin_pct, inventory_turnover
+from marts.product_metrics
+where revenue > 0
+order by margin desc, product_id
+"""
+
+_CATEGORIES = """
+select category, count(*) as n_products, cast(sum(n_units) as bigint) as n_units,
+    sum(revenue) as revenue, sum(margin) as margin,
+    sum(margin) / nullif(sum(revenue), 0) as margin_pct,
+    sum(n_units) / nullif(sum(avg_on_hand), 0) as inventory_turnover
+from marts.product_metrics
+group by category
+having sum(revenue) > 0
+order by margin desc, category
+"""
+
+_CAMPAIGNS = """
+select campaign_id, campaign_name, channel, spend, first_touch_signups as signups,
+    first_touch_customers as customers, first_touch_revenue, last_touch_revenue, roas, roi
+from marts.campaign_attribution
+order by roi desc nulls last, campaign_id
+"""
+
+
+def read_products(
+    engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
+) -> ProductsSection | None:
+    products = categories = campaigns = None
+    if _has(engine, "marts.product_metrics"):
+        products = engine.fetch_arrow(_fill(_PRODUCTS))
+        categories = engine.fetch_arrow(_fill(_CATEGORIES))
+        if products.num_rows == 0:
+            products = categories = None
+    if _has(engine, "marts.campaign_attribution"):
+        campaigns = engine.fetch_arrow(_fill(_CAMPAIGNS))
+        if campaigns.num_rows == 0:
+            campaigns = None
+    if products is None and campaigns is None:
+        return None
+    return ProductsSection(products, categories, campaigns)
+
+
+# --- SaaS usage -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageSection:
+    """Daily counts of the usage events (projects created, exports) and active users that
+    are new (first event ever on the day) or returning."""
+
+    events: pa.Table  # day, event_type, n_events, n_users
+    new_vs_returning: pa.Table  # day, new_users, returning_users
+
+
+_USAGE = """
+select event_date as day, event_type, count(*) as n_events, count(distinct user_id) as n_users
+from core.fct_events
+where __types and __range and __cond
+group by event_date, event_type
+order by event_date, event_type
+"""
+
+_NEW_RETURNING = """
+with firsts as (
+    select user_id, min(event_date) as first_day from core.fct_events group by user_id
+),
+active as (
+    select distinct event_date, user_id from core.fct_events where __range and __cond
+)
+select
+    active.event_date as day,
+    count(case when firsts.first_day = active.event_date then 1 end) as new_users,
+    count(case when firsts.first_day < active.event_date then 1 end) as returning_users
+from active
+inner join firsts on active.user_id = firsts.user_id
+group by active.event_date
+order by active.event_date
+"""
+
+
+def read_usage(
+    engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
+) -> UsageSection | None:
+    if not settings.usage_events:
+        return None
+    cond, range_ = _event_filter(filters), _day_range("event_date", filters)
+    types = exp.column("event_type").isin(*[exp.Literal.string(t) for t in settings.usage_events])
+    query = _fill(_USAGE, types=types, range=range_, cond=cond)
+    events = engine.fetch_arrow(query)
+    if events.num_rows == 0:
+        return None
+    new_returning = engine.fetch_arrow(_fill(_NEW_RETURNING, range=range_, cond=cond))
+    return UsageSection(events, new_returning)
+
+
+# --- experiments ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """One experiment's readout on its first metric (the primary one), treatment by
+    treatment, with the decision."""
+
+    experiment_id: str
+    name: str | None
+    metric: str
+    control: str
+    variant: str
+    n_control: int
+    n_variant: int
+    lift: float  # relative
+    ci_low: float
+    ci_high: float
+    p_value: float | None
+    significant: bool
+    srm_mismatch: bool
+    srm_p_value: float
+    verdict: str
+    reasons: tuple[str, ...]
+    monthly_impact: float | None
+    impact_low: float | None
+    impact_high: float | None
+
+
+@dataclass(frozen=True)
+class ExperimentsSection:
+    summaries: tuple[ExperimentSummary, ...]
+    readouts: tuple[ExperimentReadout, ...] = field(default=(), repr=False)
+
+
+def read_experiments(
+    engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
+) -> ExperimentsSection | None:
+    if not _has(engine, "marts.experiment_outcomes") or not settings.experiment_metrics:
+        return None
+    experiments = [e for e in list_experiments(engine) if e.n_users > 0]
+    if not experiments:
+        return None
+    how = ExperimentSettings(regression=False)  # the decision does not read the regression
+    readouts = tuple(
+        analyze_experiment(engine, e.experiment_id, settings.experiment_metrics, how)
+        for e in experiments
+    )
+    summaries = []
+    for r in readouts:
+        first = r.metrics[0]
+        for c in first.readout.comparisons:
+            summaries.append(
+                ExperimentSummary(
+                    experiment_id=r.experiment.experiment_id,
+                    name=r.experiment.name,
+                    metric=first.metric.name,
+                    control=first.readout.control,
+                    variant=c.variant,
+                    n_control=c.estimate.control_n,
+                    n_variant=c.estimate.treatment_n,
+                    lift=c.estimate.relative,
+                    ci_low=c.inference.ci_relative[0],
+                    ci_high=c.inference.ci_relative[1],
+                    p_value=c.inference.p_value,
+                    significant=c.inference.significant,
+                    srm_mismatch=r.srm.mismatch,
+                    srm_p_value=r.srm.p_value,
+                    verdict=r.decision.verdict,
+                    reasons=r.decision.reasons,
+                    monthly_impact=None if c.impact is None else c.impact.incremental,
+                    impact_low=None if c.impact is None else c.impact.lower,
+                    impact_high=None if c.impact is None else c.impact.upper,
+                )
+            )
+    return ExperimentsSection(tuple(summaries), readouts)
+
+
+# --- data health ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LastRun:
+    run_id: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    n_steps: int
+    n_failed: int
+
+
+@dataclass(frozen=True)
+class HealthSection:
+    """Rows held in quarantine by reason, the last data-test results, rows per layer and
+    the last run."""
+
+    quarantine: pa.Table  # target_table, reason, n_rows (rows still held)
+    tests: pa.Table  # status, n_tests (the latest run's results)
+    failing_tests: pa.Table  # test_name, model, severity, status, n_failing
+    rows_per_layer: pa.Table  # layer, n_tables, n_rows
+    last_run: LastRun | None
+
+
+_QUARANTINE = """
+select target_table, reasons, count(*) as n_rows
+from raw.quarantine
+where released_at is null and superseded_at is null
+group by target_table, reasons
+"""
+
+_TEST_RUN = """
+select run_id from ops.test_results order by checked_at desc, run_id desc limit 1
+"""
+
+_TESTS = """
+select status, count(*) as n_tests from ops.test_results
+where run_id = __run group by status order by status
+"""
+
+_FAILING = """
+select test_name, model, severity, status, n_failing from ops.test_results
+where run_id = __run and status <> 'pass' order by status, model, test_name
+"""
+
+_LAST_RUN = """
+select run_id, min(started_at) as started_at, max(finished_at) as finished_at,
+    count(*) as n_steps, count(case when status = 'failed' then 1 end) as n_failed
+from ops.run_log
+where run_id = (select run_id from ops.run_log order by started_at desc, run_id desc limit 1)
+group by run_id
+"""
+
+HEALTH_LAYERS = ("raw", "staging", "core", "marts")
+
+
+def _quarantine(engine: Engine) -> pa.Table:
+    counts: dict[tuple[str, str], int] = {}
+    if _has(engine, "raw.quarantine"):
+        # One row per (table, set of reasons): a handful of groups, never one per row.
+        for row in _rows(engine, _fill(_QUARANTINE)):
+            for reason in row["reasons"] or ["unknown"]:
+                key = (str(row["target_table"]), str(reason))
+                counts[key] = counts.get(key, 0) + int(row["n_rows"])
+    keys = sorted(counts, key=lambda k: (-counts[k], k))
+    return pa.table(
+        {
+            "target_table": pa.array([k[0] for k in keys], pa.string()),
+            "reason": pa.array([k[1] for k in keys], pa.string()),
+            "n_rows": pa.array([counts[k] for k in keys], pa.int64()),
+        }
+    )
+
+
+def _rows_per_layer(engine: Engine) -> pa.Table:
+    parts: list[exp.Query] = []
+    for layer in HEALTH_LAYERS:
+        for name in engine.list_tables(layer):
+            parts.append(
+                exp.select(
+                    exp.Literal.string(layer).as_("layer"),
+                    exp.Count(this=exp.Star()).as_("n_rows"),
+                ).from_(table(layer, name))
+            )
+    if not parts:
+        return pa.table(
+            {
+                "layer": pa.array([], pa.string()),
+                "n_tables": pa.array([], pa.int64()),
+                "n_rows": pa.array([], pa.int64()),
+            }
+        )
+    union = parts[0] if len(parts) == 1 else exp.union(*parts, distinct=False)
+    query = (
+        exp.select(
+            "layer",
+            exp.Count(this=exp.Star()).as_("n_tables"),
+            exp.Sum(this=exp.column("n_rows")).as_("n_rows"),
+        )
+        .from_(union.subquery("t"))
+        .group_by("layer")
+    )
+    got = {r["layer"]: r for r in _rows(engine, query)}
+    present = [layer for layer in HEALTH_LAYERS if layer in got]
+    return pa.table(
+        {
+            "layer": pa.array(present, pa.string()),
+            "n_tables": pa.array([int(got[x]["n_tables"]) for x in present], pa.int64()),
+            "n_rows": pa.array([int(got[x]["n_rows"]) for x in present], pa.int64()),
+        }
+    )
+
+
+def read_health(
+    engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
+) -> HealthSection | None:
+    if not _has(engine, "ops.run_log"):
+        return None
+    empty_tests = pa.table(
+        {"status": pa.array([], pa.string()), "n_tests": pa.array([], pa.int64())}
+    )
+    tests, failing = (
+        empty_tests,
+        pa.table(
+            {
+                "test_name": pa.array([], pa.string()),
+                "model": pa.array([], pa.string()),
+                "severity": pa.array([], pa.string()),
+                "status": pa.array([], pa.string()),
+                "n_failing": pa.array([], pa.int64()),
+            }
+        ),
+    )
+    if _has(engine, "ops.test_results"):
+        run = _rows(engine, _fill(_TEST_RUN))
+        if run:
+            tests = engine.fetch_arrow(_fill(_TESTS, run=run[0]["run_id"]))
+            failing = engine.fetch_arrow(_fill(_FAILING, run=run[0]["run_id"]))
+    last = _rows(engine, _fill(_LAST_RUN))
+    last_run = (
+        LastRun(
+            str(last[0]["run_id"]),
+            last[0]["started_at"],
+            last[0]["finished_at"],
+            int(last[0]["n_steps"]),
+            int(last[0]["n_failed"]),
+        )
+        if last
+        else None
+    )
+    return HealthSection(_quarantine(engine), tests, failing, _rows_per_layer(engine), last_run)
+
+
+# --- all of them ------------------------------------------------------------------------------
+
+Reader = Callable[[Engine, Filters, Settings], Any]
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    title: str
+    read: Reader
+    filters: tuple[FilterKind, ...]  # the filters the reader honours
+    events: bool = False  # reads core.fct_events (left out when it is empty)
+
+
+SECTIONS: dict[str, SectionSpec] = {
+    "overview": SectionSpec("Overview", read_overview, EVENT_FILTERS, events=True),
+    "funnel": SectionSpec("Funnel", read_funnel, EVENT_FILTERS, events=True),
+    "retention": SectionSpec(
+        "Retention and engagement", read_retention, EVENT_FILTERS, events=True
+    ),
+    "revenue": SectionSpec("Revenue and customers", read_revenue, DATE_ONLY),
+    "products": SectionSpec("Products and marketing", read_products, NO_FILTERS),
+    "usage": SectionSpec("SaaS usage", read_usage, EVENT_FILTERS, events=True),
+    "experiments": SectionSpec("Experiments", read_experiments, NO_FILTERS),
+    "health": SectionSpec("Data health", read_health, NO_FILTERS),
+}
+
+
+@dataclass(frozen=True)
+class Sections:
+    overview: Overview | None
+    funnel: FunnelSection | None
+    retention: RetentionSection | None
+    revenue: RevenueSection | None
+    products: ProductsSection | None
+    usage: UsageSection | None
+    experiments: ExperimentsSection | None
+    health: HealthSection | None
+
+
+def check_warehouse(engine: Engine) -> None:
+    """Raise `ReportError` saying what to run when the warehouse cannot be reported on."""
+    if not _has(engine, "core.fct_events") or not engine.list_tables("marts"):
+        raise ReportError("the marts are not built yet: run `productlens build` first")
+
+
+def read_all(
+    engine: Engine,
+    filters: Filters = Filters(),
+    settings: Settings = Settings(),
+    only: Sequence[str] | None = None,
+) -> Sections:
+    """Every section (or those named in `only`); a section without data is None. Without
+    events (a shop's orders alone) the event sections are None and the others are read."""
+    check_warehouse(engine)
+    has_events = data_days(engine) is not None
+    wanted = {
+        name
+        for name, spec in SECTIONS.items()
+        if (only is None or name in only) and (has_events or not spec.events)
+    }
+    values = {
+        name: spec.read(engine, filters, settings) if name in wanted and name != "health" else None
+        for name, spec in SECTIONS.items()
+    }
+    if not has_events and not any(values.values()):
+        raise ReportError(
+            "core.fct_events is empty and there are no orders, products, campaigns or "
+            "experiments to report: ingest data and run `productlens build`"
+        )
+    if "health" in wanted:
+        values["health"] = read_health(engine, filters, settings)
+    return Sections(**values)
