@@ -43,9 +43,9 @@ from productlens.ingest.readers import (
     read_files,
 )
 from productlens.ingest.sql import aliased, as_from, col, fill, query, string
+from productlens.ingest.sql import table as sql_table
 from productlens.ingest.store import RawStore
 from productlens.ingest.validate import Source
-from productlens.ingest.validate import ident_text as ident
 from productlens.objects import FilePath
 
 __all__ = [
@@ -74,13 +74,15 @@ CREATE TABLE IF NOT EXISTS raw.quarantine (
 # Added after the first release; ALTERed into older warehouses. A replay that finds a row
 # failing for other reasons replaces `reasons` and keeps the earlier ones in
 # `reason_history`; a forced load marks the rows of the loads it replaces superseded.
-HISTORY = "STRUCT(reasons VARCHAR[], replaced_at TIMESTAMP, replaced_batch_id VARCHAR)[]"
 QUARANTINE_COLUMNS = (
-    ("superseded_at", "TIMESTAMP"),
-    ("superseded_batch_id", "VARCHAR"),
+    "ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS superseded_at TIMESTAMP",
+    "ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS superseded_batch_id VARCHAR",
     # The empty list cast from text: with `DEFAULT []` (a function call) DuckDB 2.0 could
     # not replay its write-ahead log after a crash (it tried to install core_functions).
-    ("reason_history", f"{HISTORY} DEFAULT CAST('[]' AS {HISTORY})"),
+    "ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS reason_history "
+    "STRUCT(reasons VARCHAR[], replaced_at TIMESTAMP, replaced_batch_id VARCHAR)[] "
+    "DEFAULT CAST('[]' AS STRUCT(reasons VARCHAR[], replaced_at TIMESTAMP, "
+    "replaced_batch_id VARCHAR)[])",
 )
 # Rows loaded with warnings (say, an unknown user in `warn` mode): where they came from.
 WARNED_DDL = """
@@ -164,8 +166,8 @@ def ensure_raw_tables(lake: LakeProcessor) -> RawStore:
     lake.execute("CREATE SCHEMA IF NOT EXISTS ops")
     for ddl in (QUARANTINE_DDL, INGEST_LOG_DDL, INGEST_LOG_UPGRADE, FILES_DDL, WARNED_DDL):
         lake.execute(ddl)
-    for name, type_ in QUARANTINE_COLUMNS:
-        lake.execute(f"ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS {name} {type_}")
+    for added in QUARANTINE_COLUMNS:
+        lake.execute(added)
     store = RawStore(lake)
     store.ensure()
     return store
@@ -367,9 +369,17 @@ def _run_all(
                 _supersede(store, job, batch, stamp)
                 batch.notes += job.notes
                 run_batch(
-                    lake, store, job.contract, job.source, job.settings, config, now, batch,
-                    job.plan, replay=job.kind == "replay",
-                )  # fmt: skip
+                    lake,
+                    store,
+                    job.contract,
+                    job.source,
+                    job.settings,
+                    config,
+                    now,
+                    batch,
+                    job.plan,
+                    replay=job.kind == "replay",
+                )
                 batch.notes += _orphaned(lake, job.contract.table, keys)
                 if job.total is not None:  # rows the filter left out are counted, not lost
                     batch.rows_filtered = job.total - batch.rows_read
@@ -429,8 +439,13 @@ def _keep_keys(lake: LakeProcessor, job: _Job) -> dict[str, str]:
     for column in _referencing(job.contract.table):
         name = f"__keys_before_{column}"
         lake.execute(
-            f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS SELECT DISTINCT {ident(column)} AS k "
-            f"FROM raw.{ident(job.contract.table)} WHERE {ident(column)} IS NOT NULL"
+            fill(
+                "CREATE OR REPLACE TEMP TABLE __kept__ AS SELECT DISTINCT __column__ AS k "
+                "FROM __table__ WHERE __column__ IS NOT NULL",
+                kept=sql_table(name),
+                column=col(column),
+                table=sql_table(job.contract.table, "raw"),
+            )
         )
         kept[column] = name
     return kept
@@ -442,22 +457,27 @@ def _orphaned(lake: LakeProcessor, table: str, kept: Mapping[str, str]) -> list[
     files are never edited, so they stay; the user is told how many, and where."""
     notes = []
     for column, name in kept.items():
-        now_in = f"SELECT {ident(column)} FROM raw.{ident(table)}"
-        gone = f"(SELECT k FROM {ident(name)} EXCEPT {now_in})"
-        if lake.fetch_all(f"SELECT count(*) FROM {gone}")[0][0]:
+        gone = query(
+            "SELECT k FROM __kept__ EXCEPT SELECT __column__ FROM __table__",
+            kept=sql_table(name),
+            column=col(column),
+            table=sql_table(table, "raw"),
+        )
+        if lake.fetch_all(fill("SELECT count(*) FROM __gone__", gone=gone.subquery()))[0][0]:
             for other, ref in _referencing(table)[column]:
-                n = int(
-                    lake.fetch_all(
-                        f"SELECT count(*) FROM raw.{ident(other)} WHERE {ident(ref)} IN {gone}"
-                    )[0][0]
+                counted = fill(
+                    "SELECT count(*) FROM __other__ WHERE __gone__",
+                    other=sql_table(other, "raw"),
+                    gone=col(ref).isin(query=gone.copy()),
                 )
+                n = int(lake.fetch_all(counted)[0][0])
                 if n:
                     notes.append(
                         f"{n} rows of raw.{other} reference {table} no longer in raw.{table} "
                         f"(by {ref}; they passed their reference check when loaded): load "
                         f"them again with --force, or see `productlens check`"
                     )
-        lake.execute(f"DROP TABLE IF EXISTS {ident(name)}")
+        lake.execute(fill("DROP TABLE IF EXISTS __kept__", kept=sql_table(name)))
     return notes
 
 
@@ -550,9 +570,17 @@ def _prepare(
     )
     notes = _notes(contract, resolution)
     return _Job(
-        contract, "files", files, source, settings, plan, notes=notes, total=total,
-        reader_relation=relation, resolution=resolution,
-    )  # fmt: skip
+        contract,
+        "files",
+        files,
+        source,
+        settings,
+        plan,
+        notes=notes,
+        total=total,
+        reader_relation=relation,
+        resolution=resolution,
+    )
 
 
 def _source(source: Source, resolution: Resolution) -> Source:
@@ -702,7 +730,7 @@ def replay(
     waiting = {
         r[0]
         for r in lake.fetch_all(
-            f"SELECT DISTINCT target_table FROM raw.quarantine WHERE {STILL_HELD}"
+            fill("SELECT DISTINCT target_table FROM raw.quarantine WHERE __held__", held=STILL_HELD)
         )
     }
     jobs = []
@@ -712,9 +740,12 @@ def replay(
         keys = [
             r[0]
             for r in lake.fetch_all(
-                "SELECT DISTINCT unnest(json_keys(raw_values)) AS k FROM raw.quarantine "
-                f"WHERE target_table = ? AND {STILL_HELD} "
-                "AND json_type(raw_values) = 'OBJECT' ORDER BY k",
+                fill(
+                    "SELECT DISTINCT unnest(json_keys(raw_values)) AS k FROM raw.quarantine "
+                    "WHERE target_table = ? AND __held__ AND json_type(raw_values) = 'OBJECT' "
+                    "ORDER BY k",
+                    held=STILL_HELD,
+                ),
                 [name],
             )
         ]
