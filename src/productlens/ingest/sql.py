@@ -78,7 +78,7 @@ def _as_expression(value: Value) -> exp.Expr:
 def _put(node: exp.Expr, value: Value) -> exp.Expr:
     """`value` in the place of slot `node`."""
     new = _as_expression(value)
-    if isinstance(node, exp.Table) and not isinstance(new, exp.Table | exp.Subquery):
+    if isinstance(node, exp.Table) and not isinstance(new, exp.Table | exp.DerivedTable):
         new = exp.Table(this=new)  # a table function: read_parquet([...])
     if isinstance(node, exp.Table) and node.args.get("alias") is not None:
         new.set("alias", node.args["alias"].copy())
