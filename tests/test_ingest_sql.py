@@ -23,9 +23,6 @@ RUNS = {"execute", "fetch_all", "fetch_arrow", "fetch_batches", "sql"}
 TEMPLATES = {"fill", "query"}
 # The module of `fill` itself, whose `query` hands its caller's template on.
 HELPERS = {"sql.py"}
-# Modules whose SQL is still built as text: to convert. The test below also fails once one
-# of them is clean, so the list only shrinks.
-NOT_YET = {"readers.py"}
 
 
 def _text_built(node: ast.expr) -> bool:
@@ -77,14 +74,9 @@ def test_ingestion_runs_no_sql_built_as_text() -> None:
     bad = {
         path.name: offenders(path.read_text(encoding="utf-8"))
         for path in sorted(INGEST.glob("*.py"))
-        if path.name not in NOT_YET | HELPERS
+        if path.name not in HELPERS
     }
     assert {name: found for name, found in bad.items() if found} == {}
-
-
-def test_the_modules_left_to_convert_still_need_it() -> None:
-    clean = [n for n in NOT_YET if not offenders((INGEST / n).read_text(encoding="utf-8"))]
-    assert clean == [], f"{clean}: clean now, take them off NOT_YET"
 
 
 @pytest.mark.parametrize(

@@ -518,12 +518,3 @@ def raw_json(source: Source) -> exp.Expr:
             bad=col(source.malformed, "t"), values=values,
         )  # fmt: skip
     return values
-
-
-# Text helpers for the modules whose SQL is not yet built as expressions (to go).
-def literal(value: str) -> str:
-    return string(value).sql("duckdb")
-
-
-def ident_text(name: str) -> str:
-    return ident(name).sql("duckdb")
