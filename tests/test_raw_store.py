@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from sqlglot import exp
 
 from productlens.errors import IngestError
 from productlens.ingest import ingest_paths, validate
@@ -149,7 +150,12 @@ def test_duplicates_are_found_exactly_when_hashes_collide(
 ) -> None:
     """A deliberately weak key hash (4 values) makes most rows candidates: only the rows
     whose key really repeats, after the first in file and row order, are duplicates."""
-    monkeypatch.setattr(validate, "KEY_HASH", "hash({keys}) % 4")
+    weak = validate.key_hash
+    monkeypatch.setattr(
+        validate,
+        "key_hash",
+        lambda keys: exp.Paren(this=exp.Mod(this=weak(keys), expression=exp.Literal.number(4))),
+    )
     ids = [f"u{i}" for i in range(40)] + ["u3", "u17", "u3"]
     folder = tmp_path / "users"
     folder.mkdir()

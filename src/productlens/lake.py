@@ -248,7 +248,7 @@ def _publish_rows(
             relation = exp.func("read_parquet", _text(f.path))
             query = raw_relation(relation, "duckdb", name, [f], set())
             rows = 0
-            for batch in processor.fetch_batches(query.sql("duckdb"), rows=batch_rows):
+            for batch in processor.fetch_batches(query, rows=batch_rows):
                 rows += engine.append_arrow("raw", name, pa.Table.from_batches([batch]))
             loaded = pa.table(
                 {
@@ -280,7 +280,7 @@ def _copy_catalog(processor: LakeProcessor, engine: Engine, schema: str, name: s
         exp.alias_(_json(c), c, quoted=True) if _nested(t) else exp.column(c, quoted=True)
         for c, t in described
     ]
-    data = processor.fetch_arrow(exp.select(*select).from_(table(schema, name)).sql("duckdb"))
+    data = processor.fetch_arrow(exp.select(*select).from_(table(schema, name)))
     with engine.temp_table(f"lake_{schema}_{name}", data) as rows:
         engine.replace_table(schema, name, exp.select("*").from_(rows))
 

@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from sqlglot import exp
+
 from productlens.config import IngestConfig, TableIngestConfig
 from productlens.errors import EngineError, IngestError
 from productlens.ingest import presets
@@ -40,8 +42,10 @@ from productlens.ingest.readers import (
     parquet_source,
     read_files,
 )
+from productlens.ingest.sql import aliased, as_from, col, fill, query, string
+from productlens.ingest.sql import table as sql_table
 from productlens.ingest.store import RawStore
-from productlens.ingest.validate import Source, ident, literal
+from productlens.ingest.validate import Source
 from productlens.objects import FilePath
 
 __all__ = [
@@ -70,13 +74,15 @@ CREATE TABLE IF NOT EXISTS raw.quarantine (
 # Added after the first release; ALTERed into older warehouses. A replay that finds a row
 # failing for other reasons replaces `reasons` and keeps the earlier ones in
 # `reason_history`; a forced load marks the rows of the loads it replaces superseded.
-HISTORY = "STRUCT(reasons VARCHAR[], replaced_at TIMESTAMP, replaced_batch_id VARCHAR)[]"
 QUARANTINE_COLUMNS = (
-    ("superseded_at", "TIMESTAMP"),
-    ("superseded_batch_id", "VARCHAR"),
+    "ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS superseded_at TIMESTAMP",
+    "ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS superseded_batch_id VARCHAR",
     # The empty list cast from text: with `DEFAULT []` (a function call) DuckDB 2.0 could
     # not replay its write-ahead log after a crash (it tried to install core_functions).
-    ("reason_history", f"{HISTORY} DEFAULT CAST('[]' AS {HISTORY})"),
+    "ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS reason_history "
+    "STRUCT(reasons VARCHAR[], replaced_at TIMESTAMP, replaced_batch_id VARCHAR)[] "
+    "DEFAULT CAST('[]' AS STRUCT(reasons VARCHAR[], replaced_at TIMESTAMP, "
+    "replaced_batch_id VARCHAR)[])",
 )
 # Rows loaded with warnings (say, an unknown user in `warn` mode): where they came from.
 WARNED_DDL = """
@@ -160,8 +166,8 @@ def ensure_raw_tables(lake: LakeProcessor) -> RawStore:
     lake.execute("CREATE SCHEMA IF NOT EXISTS ops")
     for ddl in (QUARANTINE_DDL, INGEST_LOG_DDL, INGEST_LOG_UPGRADE, FILES_DDL, WARNED_DDL):
         lake.execute(ddl)
-    for name, type_ in QUARANTINE_COLUMNS:
-        lake.execute(f"ALTER TABLE raw.quarantine ADD COLUMN IF NOT EXISTS {name} {type_}")
+    for added in QUARANTINE_COLUMNS:
+        lake.execute(added)
     store = RawStore(lake)
     store.ensure()
     return store
@@ -297,7 +303,7 @@ class _Job:
     notes: list[str] = field(default_factory=list)  # what the user should know, in words
     total: int | None = None  # rows before the table's `where`, when it has one
     # the reader's relation and the mapping, to name a failing expression (see _blame)
-    reader_relation: str | None = None
+    reader_relation: exp.Expr | None = None
     resolution: Resolution | None = None
 
 
@@ -363,9 +369,17 @@ def _run_all(
                 _supersede(store, job, batch, stamp)
                 batch.notes += job.notes
                 run_batch(
-                    lake, store, job.contract, job.source, job.settings, config, now, batch,
-                    job.plan, replay=job.kind == "replay",
-                )  # fmt: skip
+                    lake,
+                    store,
+                    job.contract,
+                    job.source,
+                    job.settings,
+                    config,
+                    now,
+                    batch,
+                    job.plan,
+                    replay=job.kind == "replay",
+                )
                 batch.notes += _orphaned(lake, job.contract.table, keys)
                 if job.total is not None:  # rows the filter left out are counted, not lost
                     batch.rows_filtered = job.total - batch.rows_read
@@ -425,8 +439,13 @@ def _keep_keys(lake: LakeProcessor, job: _Job) -> dict[str, str]:
     for column in _referencing(job.contract.table):
         name = f"__keys_before_{column}"
         lake.execute(
-            f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS SELECT DISTINCT {ident(column)} AS k "
-            f"FROM raw.{ident(job.contract.table)} WHERE {ident(column)} IS NOT NULL"
+            fill(
+                "CREATE OR REPLACE TEMP TABLE __kept__ AS SELECT DISTINCT __column__ AS k "
+                "FROM __table__ WHERE __column__ IS NOT NULL",
+                kept=sql_table(name),
+                column=col(column),
+                table=sql_table(job.contract.table, "raw"),
+            )
         )
         kept[column] = name
     return kept
@@ -438,22 +457,27 @@ def _orphaned(lake: LakeProcessor, table: str, kept: Mapping[str, str]) -> list[
     files are never edited, so they stay; the user is told how many, and where."""
     notes = []
     for column, name in kept.items():
-        now_in = f"SELECT {ident(column)} FROM raw.{ident(table)}"
-        gone = f"(SELECT k FROM {ident(name)} EXCEPT {now_in})"
-        if lake.fetch_all(f"SELECT count(*) FROM {gone}")[0][0]:
+        gone = query(
+            "SELECT k FROM __kept__ EXCEPT SELECT __column__ FROM __table__",
+            kept=sql_table(name),
+            column=col(column),
+            table=sql_table(table, "raw"),
+        )
+        if lake.fetch_all(fill("SELECT count(*) FROM __gone__", gone=gone.subquery()))[0][0]:
             for other, ref in _referencing(table)[column]:
-                n = int(
-                    lake.fetch_all(
-                        f"SELECT count(*) FROM raw.{ident(other)} WHERE {ident(ref)} IN {gone}"
-                    )[0][0]
+                counted = fill(
+                    "SELECT count(*) FROM __other__ WHERE __gone__",
+                    other=sql_table(other, "raw"),
+                    gone=col(ref).isin(query=gone.copy()),
                 )
+                n = int(lake.fetch_all(counted)[0][0])
                 if n:
                     notes.append(
                         f"{n} rows of raw.{other} reference {table} no longer in raw.{table} "
                         f"(by {ref}; they passed their reference check when loaded): load "
                         f"them again with --force, or see `productlens check`"
                     )
-        lake.execute(f"DROP TABLE IF EXISTS {ident(name)}")
+        lake.execute(fill("DROP TABLE IF EXISTS __kept__", kept=sql_table(name)))
     return notes
 
 
@@ -534,7 +558,7 @@ def _prepare(
     )
     total = None
     if resolution.where is not None:  # rows the filter leaves out are counted, not lost
-        total = int(lake.fetch_all(f"SELECT count(*) FROM {relation}")[0][0])
+        total = int(lake.fetch_all(fill("SELECT count(*) FROM __r__", r=relation))[0][0])
     plan = Plan(
         read=sum(f.rows for f in footers) if footers and total is None else None,
         copyable={names[f.path]: f.rows for f in footers if as_is and f.exact},
@@ -546,9 +570,17 @@ def _prepare(
     )
     notes = _notes(contract, resolution)
     return _Job(
-        contract, "files", files, source, settings, plan, notes=notes, total=total,
-        reader_relation=relation, resolution=resolution,
-    )  # fmt: skip
+        contract,
+        "files",
+        files,
+        source,
+        settings,
+        plan,
+        notes=notes,
+        total=total,
+        reader_relation=relation,
+        resolution=resolution,
+    )
 
 
 def _source(source: Source, resolution: Resolution) -> Source:
@@ -556,17 +588,19 @@ def _source(source: Source, resolution: Resolution) -> Source:
     that could not be read stays, to be quarantined)."""
     relation = source.relation
     if resolution.where is not None:
-        keep = f"({resolution.where}) IS TRUE"
+        keep = fill("(__where__) IS TRUE", where=resolution.where)
         if source.malformed:
-            keep += f" OR src.{ident(source.malformed)} IS NOT NULL"
-        relation = f"(SELECT * FROM {relation} src WHERE {keep})"
+            bad = fill("__bad__ IS NOT NULL", bad=col(source.malformed, "src"))
+            keep = exp.Or(this=keep, expression=bad)
+        kept = query("SELECT * FROM __r__ src WHERE __keep__", r=relation, keep=keep)
+        relation = kept.subquery()
     return replace(source, relation=relation, values=resolution.values)
 
 
 def _resolve(
     lake: LakeProcessor,
     contract: Contract,
-    relation: str,
+    relation: exp.Expr,
     columns: Mapping[str, str],
     settings: TableIngestConfig,
     files: list[FilePath],
@@ -592,13 +626,13 @@ def _resolve(
     # The filter is typed with the expressions (one DESCRIBE): it must be a condition.
     # `where = "1"` or a text column would otherwise be cast to a boolean and keep or
     # drop rows by DuckDB's casting rules.
-    asked = {ident(k): m.sql for k, m in typed_later.items()}
+    asked = [aliased(m.sql, k) for k, m in typed_later.items()]
     if resolution.where is not None:
-        asked[ident(WHERE_COLUMN)] = resolution.where
+        asked.append(aliased(resolution.where, WHERE_COLUMN))
     if asked:
-        select = ", ".join(f"{sql} AS {name}" for name, sql in asked.items())
+        query = exp.select(*asked).from_(as_from(relation, "src"), copy=False)
         try:
-            described = lake.fetch_all(f"DESCRIBE SELECT {select} FROM {relation} src")
+            described = lake.fetch_all(fill("DESCRIBE __q__", q=query))
         except EngineError as exc:
             exprs = [f"{k} = {m.expression!r}" for k, m in typed_later.items()]
             if settings.where is not None:
@@ -630,20 +664,26 @@ def _blame(lake: LakeProcessor, job: _Job) -> None:
         return
     relation, resolution, table = job.reader_relation, job.resolution, job.contract.table
     try:
-        lake.fetch_all(f"SELECT count(*) FROM {relation} src")
+        lake.fetch_all(fill("SELECT count(*) FROM __r__ src", r=relation))
     except EngineError:
         return  # the files fail on their own: the batch's error says so
-    where = f" WHERE {resolution.where}" if resolution.where else ""
     tried = [
-        (f"[ingest.tables.{table}.expressions] {name}", m.expression, f"count({m.sql})")
+        (
+            f"[ingest.tables.{table}.expressions] {name}",
+            m.expression,
+            fill("count(__v__)", v=m.sql),
+        )
         for name, m in resolution.values.items()
         if m.expression is not None
     ]
     if job.settings.where is not None:
-        tried.insert(0, (f"[ingest.tables.{table}] where", job.settings.where, "count(*)"))
+        tried.insert(0, (f"[ingest.tables.{table}] where", job.settings.where, fill("count(*)")))
     for what, text, count in tried:
+        counted = exp.select(count).from_(as_from(relation, "src"), copy=False)
+        if resolution.where:
+            counted = counted.where(resolution.where.copy(), copy=False)
         try:
-            lake.fetch_all(f"SELECT {count} FROM {relation} src{where}")
+            lake.fetch_all(counted)
         except EngineError as exc:
             raise IngestError(
                 f"{what}: fails on these files ({exc.message}): {text!r}; nothing was written",
@@ -690,7 +730,7 @@ def replay(
     waiting = {
         r[0]
         for r in lake.fetch_all(
-            f"SELECT DISTINCT target_table FROM raw.quarantine WHERE {STILL_HELD}"
+            fill("SELECT DISTINCT target_table FROM raw.quarantine WHERE __held__", held=STILL_HELD)
         )
     }
     jobs = []
@@ -700,28 +740,40 @@ def replay(
         keys = [
             r[0]
             for r in lake.fetch_all(
-                "SELECT DISTINCT unnest(json_keys(raw_values)) AS k FROM raw.quarantine "
-                f"WHERE target_table = ? AND {STILL_HELD} "
-                "AND json_type(raw_values) = 'OBJECT' ORDER BY k",
+                fill(
+                    "SELECT DISTINCT unnest(json_keys(raw_values)) AS k FROM raw.quarantine "
+                    "WHERE target_table = ? AND __held__ AND json_type(raw_values) = 'OBJECT' "
+                    "ORDER BY k",
+                    held=STILL_HELD,
+                ),
                 [name],
             )
         ]
-        extract = ", ".join(
-            f"json_extract_string(q.raw_values, {literal(json_path([k]))}) AS {ident(k)}"
+        # Anonymous, not parsed: SQLGlot would rewrite the JSON path's text.
+        extract = [
+            aliased(
+                exp.Anonymous(
+                    this="json_extract_string",
+                    expressions=[exp.column("raw_values", "q"), string(json_path([k]))],
+                ),
+                k,
+            )
             for k in keys
-        )
-        relation = (
-            f"(SELECT q.source_file AS __qfile, q.row_number AS __qrow, q.raw_values AS __qraw, "
+        ]
+        held = fill(
+            "SELECT q.source_file AS __qfile, q.row_number AS __qrow, q.raw_values AS __qraw, "
             # a malformed line is held as its text (a JSON string), and stays malformed
             "CASE WHEN json_type(q.raw_values) = 'VARCHAR' THEN q.raw_values ->> '$' END "
-            f"AS __qbad{', ' if extract else ''}{extract} FROM raw.quarantine q "
-            f"WHERE q.target_table = {literal(name)} AND {STILL_HELD})"
+            "AS __qbad FROM raw.quarantine q WHERE q.target_table = __name__ AND "
+            "released_at IS NULL AND superseded_at IS NULL",
+            name=name,
         )
+        assert isinstance(held, exp.Select)
         source = Source(
-            relation,
+            held.select(*extract, copy=False).subquery(),
             dict.fromkeys(keys, "VARCHAR"),
-            "src.__qfile",
-            "src.__qrow",
+            exp.column("__qfile", "src"),
+            exp.column("__qrow", "src"),
             "__qraw",
             malformed="__qbad",
         )

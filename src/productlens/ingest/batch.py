@@ -18,31 +18,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
+from sqlglot import exp
 
 from productlens import __version__
 from productlens.config import IngestConfig, TableIngestConfig
 from productlens.errors import EngineError, IngestError
 from productlens.ingest.contracts import Contract
 from productlens.ingest.processor import LakeProcessor
+from productlens.ingest.sql import fill, table, text_list
 from productlens.ingest.store import RawFile, RawStore, seal
-from productlens.ingest.validate import (
-    Rules,
-    Source,
-    literal,
-    raw_json,
-    unknown_table,
-    validation,
-)
+from productlens.ingest.validate import Rules, Source, raw_json, unknown_table, validation
 from productlens.objects import FilePath
 
-# Rows that do not load: quarantined, or exact copies of rows already loaded.
-HELD = "(SELECT __file, __row FROM __flagged WHERE len(__reasons) > 0 OR __existing)"
-# Quarantined rows of one table (the parameter) still waiting: neither released by a
-# replay nor superseded by a forced load.
-WAITING = (
-    "raw.quarantine.target_table = ? AND raw.quarantine.released_at IS NULL "
-    "AND raw.quarantine.superseded_at IS NULL"
-)
+# The statements below name the rows that do not load (quarantined, or exact copies of
+# rows already loaded) as `SELECT __file, __row FROM __flagged WHERE len(__reasons) > 0 OR
+# __existing`, and the quarantined rows of one table (a parameter) still waiting (neither
+# released by a replay nor superseded by a forced load) as `raw.quarantine.target_table = ?
+# AND raw.quarantine.released_at IS NULL AND raw.quarantine.superseded_at IS NULL`.
 
 
 @dataclass
@@ -151,8 +143,10 @@ def run_batch(
         pool.shutdown(wait=True, cancel_futures=True)
     # Only now: after a failure the transaction may be aborted, and its rollback drops
     # the temporary tables anyway.
-    for temporary in ("__flagged", "__dup_hashes", *_unknown_tables(contract)):
-        lake.execute(f"DROP TABLE IF EXISTS {temporary}")
+    lake.execute("DROP TABLE IF EXISTS __flagged")
+    lake.execute("DROP TABLE IF EXISTS __dup_hashes")
+    for unknown in _unknown_tables(contract):
+        lake.execute(fill("DROP TABLE IF EXISTS __t__", t=table(unknown)))
     batch.rows_read, batch.rows_loaded = counts.read, loaded
     batch.rows_quarantined = held
     batch.rows_duplicate, batch.rows_warned = counts.duplicate, counts.warned
@@ -211,18 +205,18 @@ def _check(
             [hashes],
         )
     all_known = set()
-    for table, scan in v.reference_scans:
-        lake.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {scan}")
-        if lake.fetch_all(f"SELECT count(*) FROM {table}")[0][0] == 0:
-            all_known.add(table)
-    lake.execute(
-        "CREATE OR REPLACE TEMP TABLE __flagged AS "
-        + v.flagged(
-            "__dup_hashes" if twice else None,
-            keys_complete=missing_keys == 0,
-            all_known=frozenset(all_known),
+    for unknown, scan in v.reference_scans:
+        lake.execute(
+            fill("CREATE OR REPLACE TEMP TABLE __t__ AS __scan__", t=table(unknown), scan=scan)
         )
+        if lake.fetch_all(fill("SELECT count(*) FROM __t__", t=table(unknown)))[0][0] == 0:
+            all_known.add(unknown)
+    flagged = v.flagged(
+        "__dup_hashes" if twice else None,
+        keys_complete=missing_keys == 0,
+        all_known=frozenset(all_known),
     )
+    lake.execute(fill("CREATE OR REPLACE TEMP TABLE __flagged AS __query__", query=flagged))
     if twice:
         for statement in v.merge_duplicates("__flagged"):
             lake.execute(statement)
@@ -230,7 +224,8 @@ def _check(
     if plan.read is not None:
         counts.read = plan.read
     else:
-        counts.read = int(lake.fetch_all(f"SELECT count(*) FROM {source.relation}")[0][0])
+        counted = fill("SELECT count(*) FROM __relation__", relation=source.relation)
+        counts.read = int(lake.fetch_all(counted)[0][0])
     bad, duplicate, warned = lake.fetch_all(
         "SELECT count(*) FILTER (WHERE len(__reasons) > 0), "
         "count(*) FILTER (WHERE len(__reasons) = 0 AND __existing), "
@@ -238,7 +233,10 @@ def _check(
         "FROM __flagged"
     )[0]
     counts.bad, counts.duplicate, counts.warned = int(bad), int(duplicate), int(warned)
-    counts.held_files = {r[0] for r in lake.fetch_all(f"SELECT DISTINCT __file FROM {HELD}")}
+    held = lake.fetch_all(
+        "SELECT DISTINCT __file FROM __flagged WHERE len(__reasons) > 0 OR __existing"
+    )
+    counts.held_files = {r[0] for r in held}
     return counts
 
 
@@ -263,13 +261,23 @@ def _rewrite(
     v = validation(contract, source, settings, rules, settings.columns)
     target = store.table_dir(contract.table) / f"{batch.batch_id}-rows.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
-    lake.execute(
-        f"COPY (SELECT {', '.join(v.typed_columns)}, t.__file AS _source_file, "
-        f"CAST(t.__row AS BIGINT) AS _row_number FROM ({v.typed}) t ANTI JOIN {HELD} f "
-        "ON f.__file = t.__file AND f.__row = t.__row) "
-        f"TO {literal(str(target))} (FORMAT parquet)"
+    rows_out = fill(
+        "SELECT t.__file AS _source_file, CAST(t.__row AS BIGINT) AS _row_number "
+        "FROM (__typed__) t ANTI JOIN (SELECT __file, __row FROM __flagged "
+        "WHERE len(__reasons) > 0 OR __existing) f ON f.__file = t.__file AND f.__row = t.__row",
+        typed=v.typed,
     )
-    rows = int(lake.fetch_all(f"SELECT count(*) FROM read_parquet({literal(str(target))})")[0][0])
+    assert isinstance(rows_out, exp.Select)
+    rows_out.set("expressions", [*v.typed_columns, *rows_out.expressions])
+    lake.execute(
+        fill(
+            "COPY (SELECT __rows__) TO '__target__' (FORMAT parquet)",
+            rows=rows_out,
+            target=str(target),
+        )
+    )
+    counted = fill("SELECT count(*) FROM read_parquet(__target__)", target=str(target))
+    rows = int(lake.fetch_all(counted)[0][0])
     if rows == 0:
         store.discard([target])
         return None
@@ -294,14 +302,15 @@ def _commit(
     """Record the batch (inside the caller's transaction); returns the rows held back."""
     if replay:
         if written:
-            paths = ", ".join(literal(str(f.path)) for f in written)
-            lake.execute(
+            released = fill(
                 "UPDATE raw.quarantine SET released_at = ?, released_batch_id = ? "
-                f"FROM (SELECT _source_file AS f, _row_number AS r FROM read_parquet([{paths}])) "
-                f"ok WHERE {WAITING} AND raw.quarantine.source_file = ok.f "
+                "FROM (SELECT _source_file AS f, _row_number AS r FROM read_parquet(__paths__)) "
+                "ok WHERE raw.quarantine.target_table = ? AND raw.quarantine.released_at IS NULL "
+                "AND raw.quarantine.superseded_at IS NULL AND raw.quarantine.source_file = ok.f "
                 "AND raw.quarantine.row_number = ok.r",
-                [stamp, batch.batch_id, contract.table],
+                paths=text_list(str(f.path) for f in written),
             )
+            lake.execute(released, [stamp, batch.batch_id, contract.table])
         if counts.bad:
             _new_reasons(lake, contract, batch, stamp)
         held = counts.read - sum(f.rows for f in written) - counts.duplicate
@@ -316,14 +325,15 @@ def _commit(
             ]
             quoted = plan.subset(bad_files) if plan.subset else source
             v = validation(contract, quoted, settings, rules, settings.columns)
-            lake.execute(
+            held_rows = fill(
                 "INSERT INTO raw.quarantine (batch_id, source_file, row_number, target_table, "
                 "raw_values, reasons, ingested_at, productlens_version) "
-                f"SELECT {literal(batch.batch_id)}, f.__file, f.__row, ?, {raw_json(quoted)}, "
-                f"f.__reasons, ?, ? FROM ({v.typed}) t JOIN __flagged f "
+                "SELECT __batch__, f.__file, f.__row, ?, __raw_json__, "
+                "f.__reasons, ?, ? FROM (__typed__) t JOIN __flagged f "
                 "ON f.__file = t.__file AND f.__row = t.__row WHERE len(f.__reasons) > 0",
-                [contract.table, stamp, __version__],
-            )
+                batch=batch.batch_id, raw_json=raw_json(quoted), typed=v.typed,
+            )  # fmt: skip
+            lake.execute(held_rows, [contract.table, stamp, __version__])
         held = counts.bad
     if counts.warned:
         lake.execute(
@@ -357,7 +367,8 @@ def _new_reasons(
         "UPDATE raw.quarantine SET reasons = f.__reasons, reason_history = list_append("
         "raw.quarantine.reason_history, struct_pack(reasons := raw.quarantine.reasons, "
         "replaced_at := CAST(? AS TIMESTAMP), replaced_batch_id := ?)) FROM __flagged f "
-        f"WHERE {WAITING} AND raw.quarantine.source_file = f.__file "
+        "WHERE raw.quarantine.target_table = ? AND raw.quarantine.released_at IS NULL "
+        "AND raw.quarantine.superseded_at IS NULL AND raw.quarantine.source_file = f.__file "
         "AND raw.quarantine.row_number = f.__row AND len(f.__reasons) > 0 "
         "AND raw.quarantine.reasons <> f.__reasons",
         [stamp, batch.batch_id, contract.table],

@@ -17,16 +17,17 @@ NULL where the value cannot be read as it was written (the caller turns that NUL
 - Text from nested values (structs, lists, maps, JSON) is JSON, never DuckDB's own
   struct notation.
 
-Every function returns SQL for DuckDB over a value expression (`value`), typically a
-source column; nothing here loops over rows.
+Every function returns a SQLGlot expression (DuckDB's dialect) over a value expression
+(`value`), typically a source column; nothing here loops over rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 from sqlglot import exp
+
+from productlens.ingest.sql import Type, fill
 
 # Format names besides strptime patterns (which contain `%`).
 ISO = "iso"
@@ -48,12 +49,6 @@ NUMBER_TEXT = r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*"
 FINER = r":\d\d[.,]\d{6}\d*[1-9]"
 
 
-@lru_cache(maxsize=4096)
-def literal(value: str) -> str:
-    """A string literal, quoted by SQLGlot."""
-    return exp.Literal.string(value).sql("duckdb")
-
-
 def is_numeric(source_type: str) -> bool:
     return source_type in INTEGER_TYPES or source_type in FLOAT_TYPES or _is_decimal(source_type)
 
@@ -71,73 +66,85 @@ def is_nested(source_type: str) -> bool:
     )
 
 
-def as_text(value: str, source_type: str) -> str:
+def null_of(target: str) -> exp.Expr:
+    """`CAST(NULL AS target)`."""
+    return fill("CAST(NULL AS __type__)", type=Type(target))
+
+
+def as_text(value: exp.Expr, source_type: str) -> exp.Expr:
     """A source value as VARCHAR: text as it is, nested values as JSON."""
     if source_type == "VARCHAR":
         return value
     if is_nested(source_type):
-        return f"CAST(to_json({value}) AS VARCHAR)"
-    return f"CAST({value} AS VARCHAR)"
+        return fill("CAST(to_json(__v__) AS VARCHAR)", v=value)
+    return fill("CAST(__v__ AS VARCHAR)", v=value)
 
 
-def as_integer(value: str, source_type: str, target: str = "INTEGER") -> str:
+def as_integer(value: exp.Expr, source_type: str, target: str = "INTEGER") -> exp.Expr:
+    t = Type(target)
     if source_type in TEXT_TYPES:
-        return (
-            f"CASE WHEN regexp_full_match({value}, {literal(INTEGER_TEXT)}) "
-            f"THEN TRY_CAST({value} AS {target}) END"
-        )
+        return fill(
+            "CASE WHEN regexp_full_match(__v__, __pattern__) THEN TRY_CAST(__v__ AS __t__) END",
+            v=value, pattern=INTEGER_TEXT, t=t,
+        )  # fmt: skip
     if source_type in INTEGER_TYPES:
-        return f"TRY_CAST({value} AS {target})"
+        return fill("TRY_CAST(__v__ AS __t__)", v=value, t=t)
     if source_type in FLOAT_TYPES or _is_decimal(source_type):
-        return f"CASE WHEN {value} = trunc({value}) THEN TRY_CAST({value} AS {target}) END"
-    return f"CAST(NULL AS {target})"  # booleans, times, nested values: not integers
-
-
-def as_double(value: str, source_type: str) -> str:
-    if source_type in TEXT_TYPES:
-        number = f"TRY_CAST({value} AS DOUBLE)"
-        return (
-            f"CASE WHEN regexp_full_match({value}, {literal(NUMBER_TEXT)}) "
-            f"AND isfinite({number}) THEN {number} END"
+        return fill(
+            "CASE WHEN __v__ = trunc(__v__) THEN TRY_CAST(__v__ AS __t__) END", v=value, t=t
         )
+    return null_of(target)  # booleans, times, nested values: not integers
+
+
+def as_double(value: exp.Expr, source_type: str) -> exp.Expr:
+    if source_type in TEXT_TYPES:
+        return fill(
+            "CASE WHEN regexp_full_match(__v__, __pattern__) "
+            "AND isfinite(TRY_CAST(__v__ AS DOUBLE)) THEN TRY_CAST(__v__ AS DOUBLE) END",
+            v=value, pattern=NUMBER_TEXT,
+        )  # fmt: skip
     if source_type in FLOAT_TYPES:
-        return f"CASE WHEN isfinite({value}) THEN CAST({value} AS DOUBLE) END"
+        return fill("CASE WHEN isfinite(__v__) THEN CAST(__v__ AS DOUBLE) END", v=value)
     if is_numeric(source_type):
-        return f"TRY_CAST({value} AS DOUBLE)"
-    return "CAST(NULL AS DOUBLE)"
+        return fill("TRY_CAST(__v__ AS DOUBLE)", v=value)
+    return null_of("DOUBLE")
 
 
-def _utc(tstz: str) -> str:
+def _utc(tstz: exp.Expr) -> exp.Expr:
     """A TIMESTAMPTZ as the naive UTC timestamp the warehouse stores."""
-    return f"timezone('UTC', {tstz})"
+    return fill("timezone('UTC', __v__)", v=tstz)
 
 
-def _local(naive: str, zone: str) -> str:
+def _local(naive: exp.Expr, zone: str) -> exp.Expr:
     """A naive timestamp in `zone` as naive UTC; NULL for a local time that does not
     exist (skipped when clocks go forward) or names two instants (repeated when they go
     back), where DuckDB would pick one without a word."""
     if zone == "UTC":
         return naive
 
-    def local(utc: str) -> str:  # naive UTC -> naive local time in `zone`
-        return f"timezone({literal(zone)}, timezone('UTC', {utc}))"
+    def local(utc: exp.Expr) -> exp.Expr:  # naive UTC -> naive local time in `zone`
+        return fill("timezone(__zone__, timezone('UTC', __v__))", zone=zone, v=utc)
 
     # The zone's offset a day before and a day after `naive` read as UTC (its instant
     # lies between). Equal offsets (the usual case) give the instant at once; around a
     # change of offset, each is tried, and exactly one must read back as `naive`.
-    shifted = (f"({naive} {sign} INTERVAL 1 DAY)" for sign in ("-", "+"))
-    before, after = (f"({naive} - ({local(t)} - {t}))" for t in shifted)
-    ok_before, ok_after = (f"{local(c)} = {naive}" for c in (before, after))
-    return (
-        f"CASE WHEN {before} = {after} THEN {before} "
-        f"WHEN {ok_before} AND {ok_after} THEN NULL "
-        f"WHEN {ok_before} THEN {before} WHEN {ok_after} THEN {after} END"
+    shifted = (
+        fill("(__v__ - INTERVAL 1 DAY)", v=naive),
+        fill("(__v__ + INTERVAL 1 DAY)", v=naive),
     )
+    before, after = (fill("(__v__ - (__l__ - __t__))", v=naive, l=local(t), t=t) for t in shifted)
+    ok_before, ok_after = (fill("__l__ = __v__", l=local(c), v=naive) for c in (before, after))
+    return fill(
+        "CASE WHEN __before__ = __after__ THEN __before__ "
+        "WHEN __ok_before__ AND __ok_after__ THEN NULL "
+        "WHEN __ok_before__ THEN __before__ WHEN __ok_after__ THEN __after__ END",
+        before=before, after=after, ok_before=ok_before, ok_after=ok_after,
+    )  # fmt: skip
 
 
-def _starts_with_digit(text: str) -> str:
+def _starts_with_digit(text: exp.Expr) -> exp.Expr:
     # Keeps DuckDB's special words ('epoch', 'infinity', 'allballs') from reading as times.
-    return f"regexp_matches({text}, '^\\s*\\d')"
+    return fill(r"regexp_matches(__v__, '^\s*\d')", v=text)
 
 
 # An offset no zone has (beyond +-14 hours) or with 60 minutes or more: DuckDB would add it
@@ -145,71 +152,79 @@ def _starts_with_digit(text: str) -> str:
 NO_OFFSET = r":\d{2}(\.\d+)?\s*[+-]((1[5-9]|[2-9]\d)(:?\d{2})?|\d{2}:?[6-9]\d)\s*$"
 
 
-def _iso(text: str, zone: str) -> str:
+def _iso(text: exp.Expr, zone: str) -> exp.Expr:
     """ISO-8601 (and DuckDB's usual forms): an offset or zone name in the text wins;
     a naive time is in `zone`."""
-    aware = _utc(f"TRY_CAST({text} AS TIMESTAMPTZ)")
+    aware = _utc(fill("TRY_CAST(__v__ AS TIMESTAMPTZ)", v=text))
     # DuckDB keeps microseconds and cuts finer digits: such a time is refused, not cut.
-    readable = (
-        f"{_starts_with_digit(text)} AND NOT regexp_matches({text}, {literal(FINER)}) "
-        f"AND NOT regexp_matches({text}, {literal(NO_OFFSET)})"
-    )
+    readable = fill(
+        "__digit__ AND NOT regexp_matches(__v__, __finer__) "
+        "AND NOT regexp_matches(__v__, __no_offset__)",
+        digit=_starts_with_digit(text), v=text, finer=FINER, no_offset=NO_OFFSET,
+    )  # fmt: skip
     if zone == "UTC":
-        return f"CASE WHEN {readable} THEN {aware} END"
+        return fill("CASE WHEN __readable__ THEN __aware__ END", readable=readable, aware=aware)
     # Text that still reads as a time with " UTC" appended names no zone of its own;
     # nor does a date without a time.
-    naive = (
-        f"(TRY_CAST(trim({text}) || ' UTC' AS TIMESTAMPTZ) IS NOT NULL "
-        f"OR NOT contains({text}, ':'))"
+    naive = fill(
+        "(TRY_CAST(trim(__v__) || ' UTC' AS TIMESTAMPTZ) IS NOT NULL OR NOT contains(__v__, ':'))",
+        v=text,
     )
-    local = _local(f"TRY_CAST({text} AS TIMESTAMP)", zone)
-    return f"CASE WHEN NOT ({readable}) THEN NULL WHEN {naive} THEN {local} ELSE {aware} END"
+    local = _local(fill("TRY_CAST(__v__ AS TIMESTAMP)", v=text), zone)
+    return fill(
+        "CASE WHEN NOT (__readable__) THEN NULL WHEN __naive__ THEN __local__ ELSE __aware__ END",
+        readable=readable, naive=naive, local=local, aware=aware,
+    )  # fmt: skip
 
 
-def _epoch(value: str, source_type: str, fmt: str) -> str:
+def _epoch(value: exp.Expr, source_type: str, fmt: str) -> exp.Expr:
     """Seconds, milliseconds, microseconds or nanoseconds since 1970-01-01 UTC, from
     digits or a number; a value finer than a microsecond is refused, not rounded (a
     float is rounded to the microsecond, its own precision being coarser)."""
     factor = EPOCH_FACTORS[fmt]
     if source_type in TEXT_TYPES:
-        number = (
-            f"CASE WHEN regexp_full_match({value}, {literal(NUMBER_TEXT)}) "
-            f"THEN TRY_CAST({value} AS DECIMAL(38, 9)) END"
-        )
+        number = fill(
+            "CASE WHEN regexp_full_match(__v__, __pattern__) "
+            "THEN TRY_CAST(__v__ AS DECIMAL(38, 9)) END",
+            v=value, pattern=NUMBER_TEXT,
+        )  # fmt: skip
     elif source_type in FLOAT_TYPES:
-        number = f"CASE WHEN isfinite({value}) THEN {value} END"
+        number = fill("CASE WHEN isfinite(__v__) THEN __v__ END", v=value)
     elif is_numeric(source_type):
-        number = f"CAST({value} AS DECIMAL(38, 9))"
+        number = fill("CAST(__v__ AS DECIMAL(38, 9))", v=value)
     else:
-        return "CAST(NULL AS TIMESTAMP)"
+        return null_of("TIMESTAMP")
     if factor is None:  # nanoseconds: must come to whole microseconds
-        whole = f"({number}) % 1000 = 0"
-        micros = f"CAST(({number}) AS HUGEINT) // 1000"
+        whole = fill("(__n__) % 1000 = 0", n=number)
+        micros = fill("CAST((__n__) AS HUGEINT) // 1000", n=number)
     else:
-        micros = f"({number}) * {factor}"
+        micros = fill("(__n__) * __factor__", n=number, factor=factor)
         if source_type in FLOAT_TYPES:
-            micros = f"round({micros})"
-        whole = f"{micros} = trunc({micros})"
-    return f"CASE WHEN {whole} THEN try(make_timestamp(TRY_CAST({micros} AS BIGINT))) END"
+            micros = fill("round(__m__)", m=micros)
+        whole = fill("__m__ = trunc(__m__)", m=micros)
+    return fill(
+        "CASE WHEN __whole__ THEN try(make_timestamp(TRY_CAST(__micros__ AS BIGINT))) END",
+        whole=whole, micros=micros,
+    )  # fmt: skip
 
 
-def _strptime(text: str, fmt: str, zone: str) -> str:
-    parsed = f"try_strptime({text}, {literal(fmt)})"
+def _strptime(text: exp.Expr, fmt: str, zone: str) -> exp.Expr:
+    parsed = fill("try_strptime(__v__, __fmt__)", v=text, fmt=fmt)
     if "%z" in fmt or "%Z" in fmt:
         return _utc(parsed)
     return _local(parsed, zone)
 
 
-def as_timestamp(value: str, source_type: str, formats: Sequence[str], zone: str) -> str:
+def as_timestamp(value: exp.Expr, source_type: str, formats: Sequence[str], zone: str) -> exp.Expr:
     """A source value as a naive UTC TIMESTAMP (see the module docstring)."""
     epochs = [f for f in formats if f in EPOCH_FACTORS]
     if source_type == "TIMESTAMP WITH TIME ZONE":
         return _utc(value)
     if source_type == "TIMESTAMP_NS":
-        whole = f"epoch_ns({value}) % 1000 = 0"
-        return f"CASE WHEN {whole} THEN {_local(f'CAST({value} AS TIMESTAMP)', zone)} END"
+        local = _local(fill("CAST(__v__ AS TIMESTAMP)", v=value), zone)
+        return fill("CASE WHEN epoch_ns(__v__) % 1000 = 0 THEN __local__ END", v=value, local=local)
     if source_type in NAIVE_TIMES:
-        return _local(f"CAST({value} AS TIMESTAMP)", zone)
+        return _local(fill("CAST(__v__ AS TIMESTAMP)", v=value), zone)
     if is_numeric(source_type):
         parts = [_epoch(value, source_type, f) for f in epochs]
     elif source_type in TEXT_TYPES:
@@ -224,25 +239,29 @@ def as_timestamp(value: str, source_type: str, formats: Sequence[str], zone: str
     else:
         parts = []
     if not parts:
-        return "CAST(NULL AS TIMESTAMP)"
-    parsed = parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
-    return f"CAST({parsed} AS TIMESTAMP)"
+        return null_of("TIMESTAMP")
+    parsed = parts[0] if len(parts) == 1 else exp.Coalesce(this=parts[0], expressions=parts[1:])
+    return fill("CAST(__v__ AS TIMESTAMP)", v=parsed)
 
 
-def as_date(value: str, source_type: str, formats: Sequence[str]) -> str:
+def as_date(value: exp.Expr, source_type: str, formats: Sequence[str]) -> exp.Expr:
     """A source value as a DATE: a date, or a time at exactly midnight (no zone applies
     to a calendar date; a time with an offset is a date only at midnight UTC)."""
     if source_type == "DATE":
         return value
     ts = as_timestamp(value, source_type, formats, "UTC")
-    return f"CASE WHEN {ts} = date_trunc('day', {ts}) THEN CAST({ts} AS DATE) END"
+    return fill("CASE WHEN __ts__ = date_trunc('day', __ts__) THEN CAST(__ts__ AS DATE) END", ts=ts)
 
 
 def typed(
-    value: str, source_type: str, target: str, formats: Sequence[str] = (), zone: str = "UTC"
-) -> str:
-    """SQL reading `value` (of DuckDB type `source_type`) as the contract type `target`,
-    NULL where it cannot be read exactly."""
+    value: exp.Expr,
+    source_type: str,
+    target: str,
+    formats: Sequence[str] = (),
+    zone: str = "UTC",
+) -> exp.Expr:
+    """`value` (of DuckDB type `source_type`) read as the contract type `target`, NULL
+    where it cannot be read exactly."""
     if target == "VARCHAR":
         return as_text(value, source_type)
     if target == "TIMESTAMP":

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlglot import exp
+
 from productlens.ingest.processor import LakeProcessor
+from productlens.ingest.sql import fill, join
 
 # The quarantine's rows still held: neither released by a replay nor superseded by a
 # forced load. (In a warehouse from before forced loads: not released.)
-STILL_HELD = "released_at IS NULL AND superseded_at IS NULL"
-NOT_RELEASED = "released_at IS NULL"
-LIVE_WARNINGS = (
+STILL_HELD = fill("released_at IS NULL AND superseded_at IS NULL")
+NOT_RELEASED = fill("released_at IS NULL")
+LIVE_WARNINGS = fill(
     "NOT EXISTS (SELECT 1 FROM ops.superseded_files s WHERE s.target_table = w.target_table "
     "AND s.batch_id = w.batch_id AND s.source_file = w.source_file)"
 )
@@ -39,7 +42,16 @@ def quarantined(
         return Listing([], [])
     # A warehouse without ops.warned_rows predates forced loads: nothing is superseded.
     held = STILL_HELD if lake.table_exists("ops.warned_rows") else NOT_RELEASED
-    return _listing(lake, "raw.quarantine w", "reasons", "raw_values", held, reason, table, limit)
+    return _listing(
+        lake,
+        exp.table_("quarantine", db="raw"),
+        "reasons",
+        "raw_values",
+        held,
+        reason,
+        table,
+        limit,
+    )
 
 
 def warned(
@@ -49,39 +61,58 @@ def warned(
     if not lake.table_exists("ops.warned_rows"):
         return Listing([], [])
     return _listing(
-        lake, "ops.warned_rows w", "warnings", "batch_id", LIVE_WARNINGS, reason, table, limit
+        lake,
+        exp.table_("warned_rows", db="ops"),
+        "warnings",
+        "batch_id",
+        LIVE_WARNINGS,
+        reason,
+        table,
+        limit,
     )
 
 
 def _listing(
     lake: LakeProcessor,
-    relation: str,
+    relation: exp.Table,
     codes: str,
     detail: str,
-    live: str,
+    live: exp.Expr,
     code: str | None,
     table: str | None,
     limit: int,
 ) -> Listing:
-    where = [live]
+    # `relation` is aliased `w` in the statements; `codes` and `detail` are its columns.
+    names = {"codes": exp.to_identifier(codes), "detail": exp.to_identifier(detail)}
+    where = [live.copy()]
     params: list[object] = []
     if code:
-        where.append(f"list_contains(w.{codes}, ?)")
+        where.append(fill("list_contains(w.__codes__, ?)", codes=names["codes"]))
         params.append(code)
     if table:
-        where.append("w.target_table = ?")
+        where.append(fill("w.target_table = ?"))
         params.append(table)
-    clause = " AND ".join(where)
+    clause = join(where, exp.And)
     counts = lake.fetch_all(
-        f"SELECT target_table, c, count(*) FROM (SELECT w.target_table, unnest(w.{codes}) AS c "
-        f"FROM {relation} WHERE {clause}) WHERE c = coalesce(?, c) GROUP BY ALL "
-        "ORDER BY 1, 3 DESC, 2",
+        fill(
+            "SELECT target_table, c, count(*) FROM (SELECT w.target_table, unnest(w.__codes__) "
+            "AS c FROM __relation__ w WHERE __clause__) WHERE c = coalesce(?, c) GROUP BY ALL "
+            "ORDER BY 1, 3 DESC, 2",
+            codes=names["codes"],
+            relation=relation,
+            clause=clause,
+        ),
         [*params, code],
     )
     sample = lake.fetch_all(
-        f"SELECT w.target_table, w.source_file, w.row_number, w.{codes}, w.{detail} "
-        f"FROM {relation} WHERE {clause} ORDER BY w.ingested_at, w.source_file, w.row_number "
-        "LIMIT ?",
+        fill(
+            "SELECT w.target_table, w.source_file, w.row_number, w.__codes__, w.__detail__ "
+            "FROM __relation__ w WHERE __clause__ "
+            "ORDER BY w.ingested_at, w.source_file, w.row_number LIMIT ?",
+            relation=relation,
+            clause=clause,
+            **names,
+        ),
         [*params, limit],
     )
     return Listing(

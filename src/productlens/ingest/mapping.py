@@ -24,6 +24,7 @@ from sqlglot.errors import ParseError
 
 from productlens.errors import IngestError
 from productlens.ingest.casts import is_nested
+from productlens.ingest.sql import fill, string
 
 # Node types an expression may contain (besides the functions below).
 ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
@@ -56,10 +57,10 @@ ALLOWED_NAMES = frozenset(
 
 @dataclass(frozen=True)
 class Mapped:
-    """Where one contract column's value comes from: SQL over the source relation
-    (aliased `src`), its DuckDB type, and the source columns it reads."""
+    """Where one contract column's value comes from: an expression over the source
+    relation (aliased `src`), its DuckDB type, and the source columns it reads."""
 
-    sql: str
+    sql: exp.Expr
     type: str
     sources: frozenset[str] = field(default_factory=frozenset)
     expression: str | None = None  # the configured expression, for messages
@@ -170,8 +171,8 @@ def render(
     what: str,
     text: str,
     optional: frozenset[str] = frozenset(),
-) -> tuple[str, set[str]]:
-    """SQL for a checked expression over the source relation `src`, and the source
+) -> tuple[exp.Expr, set[str]]:
+    """A checked expression over the source relation `src`, and the source
     columns it reads. A reference to an `optional` column the file lacks reads NULL."""
     used: set[str] = set()
 
@@ -188,8 +189,7 @@ def render(
         value: exp.Expression = exp.column(name, table="src", quoted=True)
         return _nested(value, columns[name], rest, what) if rest else value
 
-    rendered = tree.copy().transform(resolve)
-    return rendered.sql("duckdb"), used
+    return tree.copy().transform(resolve), used
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ class Resolution:
 
     values: dict[str, Mapped]
     unmapped: list[str]
-    where: str | None = None  # SQL over `src`, or None
+    where: exp.Expr | None = None  # a condition over `src`, or None
     folded: tuple[str, ...] = ()  # unmapped columns kept as keys of `properties`
 
 
@@ -250,8 +250,8 @@ def resolve(
     return Resolution(values, unmapped, where_sql)
 
 
-def _column(name: str) -> str:
-    return exp.column(name, table="src", quoted=True).sql("duckdb")
+def _column(name: str) -> exp.Column:
+    return exp.column(name, table="src", quoted=True)
 
 
 def fold(names: list[str], columns: Mapping[str, str], json_column: str | None = None) -> Mapped:
@@ -259,17 +259,21 @@ def fold(names: list[str], columns: Mapping[str, str], json_column: str | None =
     (text as a string, numbers as numbers, nested values as they are; from JSON Lines,
     each key's value as the line held it); a NULL value leaves its key out, and a row
     with no value at all has no properties."""
+    values: list[exp.Expr]
     if json_column is not None:
-        line = _column(json_column)
+        # Anonymous, not parsed: SQLGlot would rewrite the JSON path's text.
         values = [
-            f"json_extract({line}, {exp.Literal.string(json_path([n])).sql('duckdb')})"
+            exp.Anonymous(
+                this="json_extract", expressions=[_column(json_column), string(json_path([n]))]
+            )
             for n in names
         ]
     else:
         values = [_column(n) for n in names]
-    pairs = ", ".join(
-        f"{exp.Literal.string(n).sql('duckdb')}, {v}" for n, v in zip(names, values, strict=True)
+    pairs = exp.Anonymous(
+        this="json_object",
+        expressions=[x for n, v in zip(names, values, strict=True) for x in (string(n), v)],
     )
     # json_merge_patch onto {} drops the keys whose value is null (RFC 7396).
-    obj = f"json_merge_patch('{{}}', json_object({pairs}))"
-    return Mapped(f"nullif(CAST({obj} AS VARCHAR), '{{}}')", "VARCHAR", frozenset(names))
+    folded = fill("nullif(CAST(json_merge_patch('{}', __pairs__) AS VARCHAR), '{}')", pairs=pairs)
+    return Mapped(folded, "VARCHAR", frozenset(names))

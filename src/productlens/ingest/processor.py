@@ -2,9 +2,9 @@
 
 Validation, the quarantine, the raw Parquet files and the lake's own catalog
 (`ops.raw_files`, `ops.superseded_files`, `ops.ingest_log`, `ops.ingested_files`,
-`ops.warned_rows`, `raw.quarantine`, the `raw.<table>` views) are DuckDB's work, in the
-string-SQL API ingestion was written against. This is the one module outside
-`productlens.engines` that imports duckdb.
+`ops.warned_rows`, `raw.quarantine`, the `raw.<table>` views) are DuckDB's work. Statements
+come as SQLGlot expressions (or constant text), rendered in DuckDB's dialect here and
+nowhere else. This is the one module outside `productlens.engines` that imports duckdb.
 
 A processor either shares the warehouse engine's connection (`shared`: the warehouse is
 DuckDB, its file is the lake's catalog, exactly as before the engine boundary) or opens a
@@ -24,7 +24,12 @@ import pyarrow as pa
 from sqlglot import exp
 
 from productlens.errors import EngineError
+from productlens.ingest.sql import fill, render
 from productlens.objects import FilePath, ObjectPath, ObjectStore, is_url
+
+# What the processor runs: a SQLGlot expression, or constant SQL text (never text built from
+# names or values: tests/test_ingest_sql.py checks every call in productlens.ingest).
+Statement = exp.Expr | str
 
 
 class LakeProcessor:
@@ -54,7 +59,9 @@ class LakeProcessor:
         # here: a read-only connection must work, say for `productlens quarantine`.)
         self.execute("SET TimeZone = 'UTC'")
         if isinstance(raw_root, Path):  # DuckDB resolves no relative path in a store
-            self.execute(f"SET file_search_path = {_text(str(raw_root.resolve().parent))}")
+            self.execute(
+                fill("SET file_search_path = __path__", path=str(raw_root.resolve().parent))
+            )
         if objects is not None and "s3" not in connection.list_filesystems():
             connection.register_filesystem(objects.for_duckdb())
 
@@ -99,19 +106,19 @@ class LakeProcessor:
             raise EngineError(f"cannot open the lake: {_first_line(exc)}", path=catalog) from None
         except duckdb.Error as exc:
             raise EngineError(f"cannot open the lake: {_first_line(exc)}", path=catalog) from None
-        settings = [
-            f"SET memory_limit = {_text(memory_limit)}",
+        settings: list[Statement] = [
+            fill("SET memory_limit = __limit__", limit=memory_limit),
             # Row order carries no meaning; dropping it makes bulk writes faster.
             "SET preserve_insertion_order = false",
             "SET enable_progress_bar = false",
             "SET parquet_metadata_cache = true",
-            f"SET temp_directory = {_text(str(catalog.with_suffix('.tmp')))}",
+            fill("SET temp_directory = __path__", path=str(catalog.with_suffix(".tmp"))),
         ]
         if threads:
-            settings.append(f"SET threads = {int(threads)}")
+            settings.append(fill("SET threads = __n__", n=int(threads)))
         for statement in settings:
             with _translated_errors():
-                con.execute(statement)
+                con.execute(_rendered(statement))
         return cls(con, raw_root, owned=True, objects=objects)
 
     def path(self, name: str) -> FilePath:
@@ -137,27 +144,29 @@ class LakeProcessor:
 
     # --- statements -------------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+    def execute(self, statement: Statement, params: Sequence[Any] | None = None) -> None:
         with _translated_errors():
-            self._con.execute(sql, params)
+            self._con.execute(_rendered(statement), params)
 
-    def fetch_all(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    def fetch_all(
+        self, statement: Statement, params: Sequence[Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         with _translated_errors():
-            rows: list[tuple[Any, ...]] = self._con.execute(sql, params).fetchall()
+            rows: list[tuple[Any, ...]] = self._con.execute(_rendered(statement), params).fetchall()
         return rows
 
-    def fetch_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+    def fetch_arrow(self, statement: Statement, params: Sequence[Any] | None = None) -> pa.Table:
         with _translated_errors():
-            result: pa.Table = self._con.sql(sql, params=params).to_arrow_table()
+            result: pa.Table = self._con.sql(_rendered(statement), params=params).to_arrow_table()
         return result
 
     def fetch_batches(
-        self, sql: str, params: Sequence[Any] | None = None, *, rows: int = 1_000_000
+        self, statement: Statement, params: Sequence[Any] | None = None, *, rows: int = 1_000_000
     ) -> Iterator[pa.RecordBatch]:
         """Run one query; its result in Arrow batches of about `rows` rows, read as they
         are consumed (a large result is never held whole)."""
         with _translated_errors():
-            reader = self._con.sql(sql, params=params).to_arrow_reader(rows)
+            reader = self._con.sql(_rendered(statement), params=params).to_arrow_reader(rows)
             yield from reader
 
     def register(self, name: str, data: pa.Table) -> None:
@@ -175,10 +184,15 @@ class LakeProcessor:
         if not dot:
             raise ValueError(f"expected a qualified name schema.table, got {table!r}")
         view = "__productlens_arrow_input"
-        target = exp.table_(name, db=schema, quoted=True).sql("duckdb")
         self.register(view, data)
         try:
-            self.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {view}")
+            self.execute(
+                fill(
+                    "INSERT INTO __target__ BY NAME SELECT * FROM __view__",
+                    target=exp.table_(name, db=schema, quoted=True),
+                    view=exp.to_table(view),
+                )
+            )
         finally:
             self.unregister(view)
         return int(data.num_rows)
@@ -224,8 +238,9 @@ def _translated_errors() -> Iterator[None]:
         raise
 
 
-def _text(value: str) -> str:
-    return exp.Literal.string(value).sql("duckdb")
+def _rendered(statement: Statement) -> str:
+    """The text DuckDB runs: an expression rendered in its dialect, or constant text."""
+    return statement if isinstance(statement, str) else render(statement)
 
 
 def _first_line(exc: BaseException) -> str:

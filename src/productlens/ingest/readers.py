@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+from sqlglot import exp
 
 from productlens.config import TableIngestConfig
 from productlens.errors import EngineError, IngestError
@@ -43,8 +44,10 @@ from productlens.ingest.batch import files_text
 from productlens.ingest.contracts import Contract
 from productlens.ingest.mapping import json_key
 from productlens.ingest.processor import LakeProcessor
+from productlens.ingest.sql import aliased, col, fill, query, string, text_list
+from productlens.ingest.sql import ident as sql_ident
 from productlens.ingest.store import ParquetFile, inspect_parquet
-from productlens.ingest.validate import Source, ident, literal
+from productlens.ingest.validate import Source
 from productlens.objects import FilePath, ObjectPath, ObjectStore, input_stream, is_url
 
 # File name endings (in any case) -> format; a text format may be compressed besides.
@@ -168,7 +171,7 @@ class Reading:
 
     def close(self, lake: LakeProcessor) -> None:
         for table in self.temporary:
-            lake.execute(f"DROP TABLE IF EXISTS {table}")
+            lake.execute(fill("DROP TABLE IF EXISTS __table__", table=exp.to_table(table)))
         self.temporary.clear()
 
 
@@ -183,7 +186,7 @@ def read_files(
     is named in an IngestError."""
     if fmt == "parquet":
         return _parquet_reading(lake, files, contract)
-    reading = Reading(Source("", {}, "", ""))
+    reading = Reading(Source(exp.null(), {}, exp.null(), exp.null()))
     try:
         reading.source = _text_source(lake, files, fmt, settings, contract.table, reading.temporary)
     except EngineError as exc:
@@ -204,44 +207,54 @@ def _parquet_reading(lake: LakeProcessor, files: Sequence[FilePath], contract: C
     if footers and footers[0].columns and all(f.columns == footers[0].columns for f in footers):
         columns = dict(footers[0].columns)  # what DESCRIBE would say, without reading again
     else:  # described without the reader's columns, which could meet the files' own
-        listed = "[" + ", ".join(literal(n) for n in names) + "]"
-        relation = f"read_parquet({listed}, union_by_name = true, hive_partitioning = false)"
+        relation = fill(
+            "SELECT * FROM read_parquet(__files__, union_by_name = true, "
+            "hive_partitioning = false)",
+            files=text_list(names),
+        )
         columns = _describe(lake, relation, files)
     return Reading(parquet_source(names, columns), footers)
 
 
-def parquet_relation(names: Sequence[str], columns: Iterable[str]) -> str:
-    """Parquet files (absolute paths) as one relation with the file and the row number
-    (1-based) in reader columns named apart from `columns`."""
+def parquet_relation(names: Sequence[str], columns: Iterable[str]) -> exp.Expr:
+    """Parquet files (absolute paths) as one relation (a subquery) with the file and the
+    row number (1-based) in reader columns named apart from `columns`."""
     file_col, line_col = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN))
-    listed = "[" + ", ".join(literal(n) for n in names) + "]"
     if "file_row_number" not in {c.lower() for c in columns}:
-        return (
-            f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS {ident(line_col)} "
-            f"FROM read_parquet({listed}, filename = {literal(file_col)}, "
-            "file_row_number = true, union_by_name = true, hive_partitioning = false))"
-        )
+        return query(
+            "SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS __line__ "
+            "FROM read_parquet(__files__, filename = __file__, "
+            "file_row_number = true, union_by_name = true, hive_partitioning = false)",
+            line=sql_ident(line_col), files=text_list(names), file=file_col,
+        ).subquery()  # fmt: skip
     # The files have a column of that name: number each file's rows in scan order.
-    parts = [
-        f"SELECT *, row_number() OVER () AS {ident(line_col)} FROM read_parquet("
-        f"{literal(n)}, filename = {literal(file_col)}, hive_partitioning = false)"
+    parts: list[exp.Query] = [
+        query(
+            "SELECT *, row_number() OVER () AS __line__ FROM read_parquet("
+            "__name__, filename = __file__, hive_partitioning = false)",
+            line=sql_ident(line_col),
+            name=n,
+            file=file_col,
+        )
         for n in names
     ]
-    return "(" + " UNION ALL BY NAME ".join(parts) + ")"
+    union: exp.Query = parts[0]
+    for part in parts[1:]:  # UNION ALL BY NAME, left to right
+        union = exp.Union(this=union, expression=part, distinct=False, by_name=True)
+    return union.subquery()
 
 
 def parquet_source(names: Sequence[str], columns: Mapping[str, str]) -> Source:
     """Parquet files (absolute paths) as a source of rows."""
     file_col, line_col = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN))
     return Source(
-        parquet_relation(names, columns), columns, f"src.{ident(file_col)}",
-        f"src.{ident(line_col)}",
-    )  # fmt: skip
+        parquet_relation(names, columns), columns, col(file_col, "src"), col(line_col, "src")
+    )
 
 
-def _describe(lake: LakeProcessor, relation: str, files: Sequence[FilePath]) -> dict[str, str]:
+def _describe(lake: LakeProcessor, query: exp.Expr, files: Sequence[FilePath]) -> dict[str, str]:
     try:
-        rows = lake.fetch_all(f"DESCRIBE SELECT * FROM {relation}")
+        rows = lake.fetch_all(fill("DESCRIBE __query__", query=query))
     except EngineError as exc:
         raise IngestError(f"cannot read the file: {exc.message}", file=files_text(files)) from None
     return {r[0]: r[1] for r in rows}
@@ -262,15 +275,22 @@ def _text_source(
     lines = f"__pl_lines_{tag}"
     rows = f"__pl_rows_{tag}"
     temporary += [lines, rows]
-    lake.execute(f"CREATE TEMP TABLE {lines} (f VARCHAR, n BIGINT, text VARCHAR)")
+    lake.execute(
+        fill("CREATE TEMP TABLE __lines__ (f VARCHAR, n BIGINT, text VARCHAR)", lines=_t(lines))
+    )
     with tempfile.TemporaryDirectory(prefix="productlens-") as tmp:
         for i, path in enumerate(files):
             plain = _plain(path, settings.encoding, table, Path(tmp) / f"{i}.txt")
             try:
                 lake.execute(
-                    f"INSERT INTO {lines} SELECT {literal(str(path.resolve()))}, "
-                    "generate_subscripts(l, 1), unnest(l) FROM (SELECT string_split("
-                    f"content, chr(10)) AS l FROM read_text({literal(str(plain))}))"
+                    fill(
+                        "INSERT INTO __lines__ SELECT __file__, generate_subscripts(l, 1), "
+                        "unnest(l) FROM (SELECT string_split(content, chr(10)) AS l "
+                        "FROM read_text(__plain__))",
+                        lines=_t(lines),
+                        file=str(path.resolve()),
+                        plain=str(plain),
+                    )
                 )
             except EngineError as exc:
                 raise IngestError(_unreadable(exc.message, settings, table), file=path) from None
@@ -278,22 +298,26 @@ def _text_source(
                 plain.unlink()
     # A byte order mark before the first line is no part of it.
     lake.execute(
-        f"UPDATE {lines} SET text = substr(text, 2) WHERE n = 1 AND starts_with(text, chr(65279))"
+        fill(
+            "UPDATE __lines__ SET text = substr(text, 2) "
+            "WHERE n = 1 AND starts_with(text, chr(65279))",
+            lines=_t(lines),
+        )
     )
     if fmt == "jsonl":
         columns = _json_rows(lake, lines, rows, files)
     else:
         delimiter = DELIMITERS.get(fmt, settings.delimiter)
         columns = _csv_rows(lake, lines, rows, files, delimiter)
-    lake.execute(f"DROP TABLE {lines}")
+    lake.execute(fill("DROP TABLE __lines__", lines=_t(lines)))
     file_col, line_col, bad_col, json_col = _internal_names(
         columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN, JSON_COLUMN)
     )
     return Source(
-        rows,
+        exp.to_table(rows),
         dict.fromkeys(columns, "VARCHAR"),
-        f"src.{ident(file_col)}",
-        f"src.{ident(line_col)}",
+        col(file_col, "src"),
+        col(line_col, "src"),
         malformed=bad_col,
         json_column=json_col if fmt == "jsonl" else None,
     )
@@ -359,9 +383,16 @@ def _internal_names(columns: Iterable[str], names: Sequence[str]) -> list[str]:
     return result
 
 
-def _strip_cr(value: str) -> str:
-    """SQL: a line without the carriage return of a CRLF line ending."""
-    return f"CASE WHEN suffix({value}, chr(13)) THEN {value}[:-2] ELSE {value} END"
+def _t(name: str) -> exp.Table:
+    """One of the reader's temporary tables (internal names, unquoted as before)."""
+    return exp.to_table(name)
+
+
+def _strip_cr(value: exp.Expr) -> exp.Expr:
+    """A line without the carriage return of a CRLF line ending."""
+    # `value[:-2]` built, not parsed: SQLGlot's parser takes no slice without a start.
+    cut = exp.Bracket(this=value.copy(), expressions=[exp.Slice(expression=exp.Literal.number(-2))])
+    return fill("CASE WHEN suffix(__v__, chr(13)) THEN __cut__ ELSE __v__ END", v=value, cut=cut)
 
 
 # Exact number text in JSON: DuckDB reads a non-integer number as a double (1.50 -> 1.5),
@@ -378,25 +409,26 @@ UNSAFE_TO_MARK = r"[\x01-\x03]|\\u0001"
 MARKED_IN_JSON = r'"\\u0001([^"]*)"'
 
 
-def _marked(text: str) -> str:
-    """SQL: a JSON text with every non-integer number outside strings as a marked string."""
+def _marked(text: exp.Expr) -> exp.Expr:
+    """A JSON text with every non-integer number outside strings as a marked string."""
     # strings come out followed by chr(2) chr(3) (dropped again), numbers between them
-    spaced = (
-        f"regexp_replace({text}, {literal(STRING_OR_FLOAT)}, "
-        "'\\1' || chr(2) || '\\2' || chr(3), 'g')"
-    )
-    return (
-        f"replace(replace(replace({spaced}, chr(2) || chr(3), ''), chr(2), '\"\\u0001'), "
-        "chr(3), '\"')"
+    return fill(
+        r"""replace(replace(replace(regexp_replace(__json__, __pattern__, """
+        r"""'\1' || chr(2) || '\2' || chr(3), 'g'), chr(2) || chr(3), ''), chr(2), '"\u0001'), """
+        r"""chr(3), '"')""",
+        json=text,
+        pattern=STRING_OR_FLOAT,
     )
 
 
-def _unmarked(value: str) -> str:
-    """SQL: a value read from a marked line, with its numbers' text restored."""
-    return (
-        f"CASE WHEN starts_with({value}, chr(1)) THEN substr({value}, 2) "
-        f"WHEN contains({value}, '\\u0001') THEN regexp_replace({value}, "
-        f"{literal(MARKED_IN_JSON)}, '\\1', 'g') ELSE {value} END"
+def _unmarked(value: exp.Expr) -> exp.Expr:
+    """A value read from a marked line, with its numbers' text restored."""
+    return fill(
+        r"""CASE WHEN starts_with(__v__, chr(1)) THEN substr(__v__, 2) """
+        r"""WHEN contains(__v__, '\u0001') THEN regexp_replace(__v__, __pattern__, '\1', 'g') """
+        r"""ELSE __v__ END""",
+        v=value,
+        pattern=MARKED_IN_JSON,
     )
 
 
@@ -404,53 +436,94 @@ def _json_rows(lake: LakeProcessor, lines: str, rows: str, files: Sequence[FileP
     """JSON Lines: one row per non-blank line; the keys of all objects are the columns."""
     # Read twice rather than kept twice: once for the keys, once for the values. An object
     # with a key twice is no row: keeping either value would drop the other in silence.
-    checked = (
+    checked = query(
         "SELECT f, n, text, CASE WHEN json_valid(text) THEN json_type(text) = 'OBJECT' AND "
         "len(json_keys(text)) = len(list_distinct(json_keys(text))) ELSE "
-        f"FALSE END AS ok FROM (SELECT f, n, {_strip_cr('text')} AS text FROM {lines}) "
-        "WHERE trim(text) <> ''"
+        "FALSE END AS ok FROM (SELECT f, n, __stripped__ AS text FROM __lines__) "
+        "WHERE trim(text) <> ''",
+        stripped=_strip_cr(exp.column("text")),
+        lines=_t(lines),
     )
     _check_some_object(lake, checked)
     keys = [
         r[0]
         for r in lake.fetch_all(
-            f"SELECT k FROM (SELECT DISTINCT unnest(json_keys(text)) AS k FROM ({checked}) "
-            "WHERE ok) ORDER BY k"
+            fill(
+                "SELECT k FROM (SELECT DISTINCT unnest(json_keys(text)) AS k FROM __checked__ "
+                "WHERE ok) ORDER BY k",
+                checked=checked.subquery(),
+            )
         )
     ]
     check_names(keys, files)
     file_col, line_col, bad_col, json_col = _internal_names(
         keys, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN, JSON_COLUMN)
     )
-    # Every key as VARCHAR: strings unquoted, other values as JSON text.
+    # Every key as VARCHAR: strings unquoted, other values as JSON text. (The shape is a
+    # value: JSON text, made a string literal.)
     shape = "{" + ", ".join(f'{json_key(k)}: "VARCHAR"' for k in keys) + "}"
-    values = f"json_transform(coalesce(marked, text), {literal(shape)})" if keys else "NULL"
-    picked = ", ".join(
-        f"CASE WHEN marked IS NULL THEN v[{literal(k)}] ELSE {_unmarked(f'v[{literal(k)}]')} "
-        f"END AS {ident(k)}"
-        for k in keys
+    values = (
+        fill("json_transform(coalesce(marked, text), __shape__)", shape=shape)
+        if keys
+        else exp.null()
     )
-    marked = (
-        f"CASE WHEN ok AND regexp_matches(text, {literal(MAY_HOLD_FLOAT)}) AND NOT "
-        f"regexp_matches(text, {literal(UNSAFE_TO_MARK)}) THEN {_marked('text')} END"
+    picked = []
+    for k in keys:
+        value = exp.Bracket(this=exp.column("v"), expressions=[string(k)])  # v['key']
+        picked.append(
+            aliased(
+                fill(
+                    "CASE WHEN marked IS NULL THEN __v__ ELSE __unmarked__ END",
+                    v=value,
+                    unmarked=_unmarked(value),
+                ),
+                k,
+            )
+        )
+    marked = fill(
+        "CASE WHEN ok AND regexp_matches(text, __may__) AND NOT "
+        "regexp_matches(text, __unsafe__) THEN __marked__ END",
+        may=MAY_HOLD_FLOAT,
+        unsafe=UNSAFE_TO_MARK,
+        marked=_marked(exp.column("text")),
     )
-    lake.execute(
-        f"CREATE TEMP TABLE {rows} AS SELECT f AS {ident(file_col)}, n AS "
-        f"{ident(line_col)}, CASE WHEN NOT ok THEN text END AS {ident(bad_col)}, "
-        f"CASE WHEN ok THEN text END AS {ident(json_col)}"
-        + (f", {picked}" if keys else "")
-        + f" FROM (SELECT f, n, ok, text, marked, CASE WHEN ok THEN {values} END AS v FROM "
-        f"(SELECT f, n, ok, text, {marked} AS marked FROM ({checked})))"
+    created = fill(
+        "CREATE TEMP TABLE __rows__ AS SELECT f AS __file__, n AS __line__, "
+        "CASE WHEN NOT ok THEN text END AS __bad__, CASE WHEN ok THEN text END AS __json__ "
+        "FROM (SELECT f, n, ok, text, marked, CASE WHEN ok THEN __values__ END AS v FROM "
+        "(SELECT f, n, ok, text, __marked__ AS marked FROM __checked__))",
+        rows=_t(rows),
+        file=sql_ident(file_col),
+        line=sql_ident(line_col),
+        bad=sql_ident(bad_col),
+        json=sql_ident(json_col),
+        values=values,
+        marked=marked,
+        checked=checked.subquery(),
     )
+    _select_of(created).expressions.extend(picked)
+    lake.execute(created)
     return keys
 
 
-def _check_some_object(lake: LakeProcessor, checked: str) -> None:
+def _select_of(statement: exp.Expr) -> exp.Select:
+    """The SELECT of a CREATE TABLE ... AS or an INSERT ... SELECT (to add columns to)."""
+    select = statement.expression
+    if isinstance(select, exp.Table):  # a query put in a table slot (`AS __query__`)
+        select = select.this
+    assert isinstance(select, exp.Select)
+    return select
+
+
+def _check_some_object(lake: LakeProcessor, checked: exp.Query) -> None:
     """A file none of whose lines is a JSON object is no JSON Lines file (a JSON array or
     a pretty-printed document, say): named as such, not quarantined line by line."""
     rows = lake.fetch_all(
-        f"SELECT f, arg_min(text, n), min(n) FROM ({checked}) GROUP BY f HAVING NOT bool_or(ok) "
-        "ORDER BY f LIMIT 1"
+        fill(
+            "SELECT f, arg_min(text, n), min(n) FROM __checked__ GROUP BY f "
+            "HAVING NOT bool_or(ok) ORDER BY f LIMIT 1",
+            checked=checked.subquery(),
+        )
     )
     if rows:
         name, text, number = rows[0]
@@ -486,7 +559,7 @@ def _csv_rows(
     """CSV: the header (line 1) names the columns; every record after it is one row."""
     headers = {
         r[0]: _csv_header(lake.path(r[0]), r[1], delimiter)
-        for r in lake.fetch_all(f"SELECT f, text FROM {lines} WHERE n = 1")
+        for r in lake.fetch_all(fill("SELECT f, text FROM __lines__ WHERE n = 1", lines=_t(lines)))
     }
     for path in files:
         if str(path.resolve()) not in headers:
@@ -494,14 +567,20 @@ def _csv_rows(
     columns = list(dict.fromkeys(c for names in headers.values() for c in names))
     check_names(columns, files)
     internal = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN))
-    file_col, line_col, bad_col = (ident(c) for c in internal)
+    file_col, line_col, bad_col = (sql_ident(c) for c in internal)
     records = f"{lines}_records"
-    kind = _csv_records(lake, lines, records)
-    cols = ", ".join(f"{ident(c)} VARCHAR" for c in columns)
-    lake.execute(
-        f"CREATE TEMP TABLE {rows} ({file_col} VARCHAR, {line_col} BIGINT, "
-        f"{bad_col} VARCHAR, {cols})"
+    dropped = _csv_records(lake, lines, records)
+    created = fill(
+        "CREATE TEMP TABLE __rows__ (__file__ VARCHAR, __line__ BIGINT, __bad__ VARCHAR)",
+        rows=_t(rows),
+        file=file_col,
+        line=line_col,
+        bad=bad_col,
     )
+    created.this.expressions.extend(
+        exp.ColumnDef(this=sql_ident(c), kind=exp.DataType.build("VARCHAR")) for c in columns
+    )
+    lake.execute(created)
     try:
         by_header: dict[tuple[str, ...], list[str]] = {}
         for name, header in headers.items():
@@ -510,33 +589,45 @@ def _csv_rows(
             _parse_records(lake, rows, records, shared, delimiter, internal, names)
         _split_broken_records(lake, lines, rows, records, headers, delimiter, internal)
     finally:
-        lake.execute(f"DROP {kind} IF EXISTS {records}")
+        lake.execute(dropped)
     return columns
 
 
-def _csv_records(lake: LakeProcessor, lines: str, records: str) -> str:
+def _csv_records(lake: LakeProcessor, lines: str, records: str) -> exp.Expr:
     """The records after the header: a line, or several lines while a quote is open (an odd
     number of quotes so far). Blank records hold no row; the line ending's carriage return
-    is no part of the record. Returns what `records` is: TABLE or VIEW."""
-    odd = "(length(text) - length(replace(text, '\"', ''))) % 2"
-    any_odd = lake.fetch_all(f"SELECT bool_or({odd} = 1) FROM {lines} WHERE n > 1")[0][0]
+    is no part of the record. Returns the statement that drops `records` (a table or a
+    view)."""
+    odd = fill("""(length(text) - length(replace(text, '"', ''))) % 2""")
+    any_odd = lake.fetch_all(
+        fill("SELECT bool_or(__odd__ = 1) FROM __lines__ WHERE n > 1", odd=odd, lines=_t(lines))
+    )[0][0]
     if any_odd:
-        grouped = (
+        grouped = query(
             "SELECT f, min(n) AS n, count(*) AS k, string_agg(text, chr(10) ORDER BY n) AS text "
             "FROM (SELECT f, n, text, sum(CASE WHEN (opened - odd) % 2 = 0 THEN 1 ELSE 0 END) "
             "OVER (PARTITION BY f ORDER BY n ROWS UNBOUNDED PRECEDING) AS rec FROM (SELECT f, "
             "n, text, odd, sum(odd) OVER (PARTITION BY f ORDER BY n ROWS UNBOUNDED PRECEDING) "
-            f"AS opened FROM (SELECT f, n, text, {odd} AS odd FROM {lines} WHERE n > 1))) "
-            "GROUP BY f, rec"
+            "AS opened FROM (SELECT f, n, text, __odd__ AS odd FROM __lines__ WHERE n > 1))) "
+            "GROUP BY f, rec",
+            odd=odd,
+            lines=_t(lines),
         )
     else:  # one line, one record: no copy needed
-        grouped = f"SELECT f, n, 1 AS k, text FROM {lines} WHERE n > 1"
-    kind = "TABLE" if any_odd else "VIEW"
-    lake.execute(
-        f"CREATE TEMP {kind} {records} AS SELECT f, n, k, {_strip_cr('text')} AS text "
-        f"FROM ({grouped}) WHERE text <> '' AND text <> chr(13)"
+        grouped = query("SELECT f, n, 1 AS k, text FROM __lines__ WHERE n > 1", lines=_t(lines))
+    body = query(
+        "SELECT f, n, k, __stripped__ AS text FROM __grouped__ "
+        "WHERE text <> '' AND text <> chr(13)",
+        stripped=_strip_cr(exp.column("text")),
+        grouped=grouped.subquery(),
     )
-    return kind
+    if any_odd:
+        lake.execute(
+            fill("CREATE TEMP TABLE __records__ AS __body__", records=_t(records), body=body)
+        )
+        return fill("DROP TABLE IF EXISTS __records__", records=_t(records))
+    lake.execute(fill("CREATE TEMP VIEW __records__ AS __body__", records=_t(records), body=body))
+    return fill("DROP VIEW IF EXISTS __records__", records=_t(records))
 
 
 def _split_broken_records(
@@ -551,38 +642,63 @@ def _split_broken_records(
     """A record of several lines whose quotes do not pair up is read again line by line:
     an unterminated quote then costs its own line, not every line after it. (A record
     quoted well but with the wrong number of fields stays one malformed record.)"""
-    file_col, line_col, bad_col = (ident(c) for c in internal)
+    file_col, line_col, bad_col = (sql_ident(c) for c in internal)
     d = _re2_char(delimiter)
     field_re = f'("(?:[^"]|"")*"|[^"{d}\\n]*)'
-    quoted_well = literal(f"{field_re}({d}{field_re})*")
     broken = lake.fetch_all(
-        f"SELECT r.{file_col}, r.{line_col}, k.k FROM {rows} r JOIN {records} k "
-        f"ON k.f = r.{file_col} AND k.n = r.{line_col} WHERE k.k > 1 AND r.{bad_col} IS NOT NULL "
-        f"AND NOT regexp_full_match(k.text, {quoted_well})"
+        fill(
+            "SELECT r.__file__, r.__line__, k.k FROM __rows__ r JOIN __records__ k "
+            "ON k.f = r.__file__ AND k.n = r.__line__ WHERE k.k > 1 AND r.__bad__ IS NOT NULL "
+            "AND NOT regexp_full_match(k.text, __quoted_well__)",
+            file=file_col,
+            line=line_col,
+            bad=bad_col,
+            rows=_t(rows),
+            records=_t(records),
+            quoted_well=f"{field_re}({d}{field_re})*",
+        )
     )
     if not broken:
         return
     spans = f"{records}_spans"
-    lake.execute(f"CREATE TEMP TABLE {spans} (f VARCHAR, n BIGINT, k BIGINT)")
+    lake.execute(
+        fill("CREATE TEMP TABLE __spans__ (f VARCHAR, n BIGINT, k BIGINT)", spans=_t(spans))
+    )
     try:
         lake.execute(
-            f"INSERT INTO {spans} SELECT * FROM (VALUES "
-            + ", ".join(f"({literal(f)}, {int(n)}, {int(k)})" for f, n, k in broken)
-            + ")"
+            fill(
+                "INSERT INTO __spans__ SELECT * FROM __values__",
+                spans=_t(spans),
+                values=exp.values([(f, int(n), int(k)) for f, n, k in broken]),
+            )
         )
         lake.execute(
-            f"DELETE FROM {rows} USING {spans} s WHERE {rows}.{file_col} = s.f "
-            f"AND {rows}.{line_col} = s.n"
+            fill(
+                "DELETE FROM __rows__ USING __spans__ s WHERE __target__.__file__ = s.f "
+                "AND __target__.__line__ = s.n",
+                rows=_t(rows),
+                spans=_t(spans),
+                target=exp.to_identifier(rows),
+                file=file_col,
+                line=line_col,
+            )
         )
-        lake.execute(f"DELETE FROM {records}")
+        lake.execute(fill("DELETE FROM __records__", records=_t(records)))
         lake.execute(
-            f"INSERT INTO {records} SELECT l.f, l.n, 1, {_strip_cr('l.text')} FROM {lines} l "
-            f"JOIN {spans} s ON l.f = s.f AND l.n BETWEEN s.n AND s.n + s.k - 1 "
-            "WHERE l.text <> '' AND l.text <> chr(13)"
+            fill(
+                "INSERT INTO __records__ SELECT l.f, l.n, 1, __stripped__ FROM __lines__ l "
+                "JOIN __spans__ s ON l.f = s.f AND l.n BETWEEN s.n AND s.n + s.k - 1 "
+                "WHERE l.text <> '' AND l.text <> chr(13)",
+                records=_t(records),
+                stripped=_strip_cr(exp.column("text", "l")),
+                lines=_t(lines),
+                spans=_t(spans),
+            )
         )
     finally:
-        lake.execute(f"DROP TABLE IF EXISTS {spans}")
-    for (name,) in lake.fetch_all(f"SELECT DISTINCT f FROM {records}"):
+        lake.execute(fill("DROP TABLE IF EXISTS __spans__", spans=_t(spans)))
+    distinct = fill("SELECT DISTINCT f FROM __records__", records=_t(records))
+    for (name,) in lake.fetch_all(distinct):
         _parse_records(lake, rows, records, headers[name], delimiter, internal, [name])
 
 
@@ -597,19 +713,27 @@ def _parse_records(
 ) -> None:
     """Parse the records of `files` (which share `header`) into `rows`: each field
     unquoted, or the record's text in the malformed column if it does not parse."""
-    file_col, line_col, bad_col = (ident(c) for c in internal)
-    pattern = _record_pattern(len(header), delimiter)
-    groups = "[" + ", ".join(f"'c{i}'" for i in range(len(header))) + ", 'end']"
-    fields = ", ".join(
-        f"CASE WHEN ok THEN {_unquoted(f'p.c{i}')} END AS {ident(c)}" for i, c in enumerate(header)
-    )
-    listed = ", ".join(literal(n) for n in files)
-    lake.execute(
-        f"INSERT INTO {rows} BY NAME SELECT f AS {file_col}, n AS {line_col}, "
-        f"CASE WHEN NOT ok THEN text END AS {bad_col}, {fields} FROM (SELECT f, n, text, p, "
+    file_col, line_col, bad_col = (sql_ident(c) for c in internal)
+    fields = [
+        aliased(fill("CASE WHEN ok THEN __v__ END", v=_unquoted(exp.column(f"c{i}", "p"))), c)
+        for i, c in enumerate(header)
+    ]
+    inserted = fill(
+        "INSERT INTO __rows__ BY NAME SELECT f AS __file__, n AS __line__, "
+        "CASE WHEN NOT ok THEN text END AS __bad__ FROM (SELECT f, n, text, p, "
         "p.end = chr(1) AS ok FROM (SELECT f, n, text, regexp_extract(text || chr(1), "
-        f"{literal(pattern)}, {groups}) AS p FROM {records} WHERE f IN ({listed})))"
+        "__pattern__, __groups__) AS p FROM __records__ WHERE __files__))",
+        rows=_t(rows),
+        file=file_col,
+        line=line_col,
+        bad=bad_col,
+        pattern=_record_pattern(len(header), delimiter),
+        groups=text_list([*(f"c{i}" for i in range(len(header))), "end"]),
+        records=_t(records),
+        files=exp.column("f").isin(*(string(n) for n in files)),
     )
+    _select_of(inserted).expressions.extend(fields)
+    lake.execute(inserted)
 
 
 def _record_pattern(n_fields: int, delimiter: str) -> str:
@@ -625,12 +749,13 @@ def _re2_char(char: str) -> str:
     return f"\\x{{{ord(char):x}}}"
 
 
-def _unquoted(value: str) -> str:
-    """SQL: a field's value: quoted -> the text inside, doubled quotes halved; an empty
-    unquoted field -> NULL; anything else as it is."""
-    return (
-        f"CASE WHEN {value} = '' THEN NULL WHEN starts_with({value}, '\"') THEN "
-        f"replace({value}[2:-2], '\"\"', '\"') ELSE {value} END"
+def _unquoted(value: exp.Expr) -> exp.Expr:
+    """A field's value: quoted -> the text inside, doubled quotes halved; an empty unquoted
+    field -> NULL; anything else as it is."""
+    return fill(
+        """CASE WHEN __v__ = '' THEN NULL WHEN starts_with(__v__, '"') THEN """
+        """replace(__v__[2:-2], '""', '"') ELSE __v__ END""",
+        v=value,
     )
 
 

@@ -48,11 +48,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sqlglot import exp
 
 from productlens.errors import EngineError, IngestError
 from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS, Contract
 from productlens.ingest.processor import LakeProcessor
-from productlens.ingest.validate import literal
+from productlens.ingest.sql import aliased, fill, query, text_list
 from productlens.objects import FilePath, ObjectPath, copy_file, relative_to
 
 MANIFEST_DDL = """
@@ -119,14 +120,17 @@ def inspect_parquet(
     """Read the footers of source Parquet files (in one query): each file's rows, and
     whether DuckDB reads it as exactly the contract's columns and types, so that it can
     be copied as it is."""
-    listed = "[" + ", ".join(literal(str(f.resolve())) for f in files) + "]"
+    listed = text_list(str(f.resolve()) for f in files)
     try:
         rows = lake.fetch_all(
-            "SELECT m.file_name, m.num_rows, s.columns, s.nested FROM parquet_file_metadata("
-            f"{listed}) m LEFT JOIN (SELECT file_name, list((name, duckdb_type) ORDER BY "
-            "column_id) AS columns, bool_or(num_children > 0) AS nested "
-            f"FROM parquet_schema({listed}) WHERE column_id > 0 GROUP BY file_name) s "
-            "USING (file_name)"
+            fill(
+                "SELECT m.file_name, m.num_rows, s.columns, s.nested FROM parquet_file_metadata("
+                "__files__) m LEFT JOIN (SELECT file_name, list((name, duckdb_type) ORDER BY "
+                "column_id) AS columns, bool_or(num_children > 0) AS nested "
+                "FROM parquet_schema(__files__) WHERE column_id > 0 GROUP BY file_name) s "
+                "USING (file_name)",
+                files=listed,
+            )
         )
     except EngineError as exc:
         for f in files:  # find the file that cannot be read, to name it
@@ -248,9 +252,12 @@ class RawStore:
 
     def refresh_view(self, table: str) -> None:
         """(Re)define raw.<table> over exactly the listed files."""
-        self.lake.execute(f"CREATE OR REPLACE VIEW raw.{table} AS {self.view_sql(table)}")
+        view = exp.table_(table, db="raw")
+        self.lake.execute(
+            exp.Create(this=view, kind="VIEW", replace=True, expression=self.view_sql(table))
+        )
 
-    def view_sql(self, table: str) -> str:
+    def view_sql(self, table: str) -> exp.Query:
         contract = CONTRACTS[table]
         gone = self.superseded(table)
         gone_batches = {batch for batch, _ in gone}
@@ -262,44 +269,51 @@ class RawStore:
         parts = [self._select(table, plain, False)] if plain else []
         parts += [self._select(table, filtered, True)] if filtered else []
         if not parts:
-            cols = [f"CAST(NULL AS {c.type}) AS {c.name}" for c in contract.columns]
-            cols += [f"CAST(NULL AS {t}) AS {name}" for name, t in LINEAGE_COLUMNS]
-            return f"SELECT {', '.join(cols)} WHERE false"
-        return " UNION ALL ".join(parts)
+            typed = [(c.name, c.type) for c in contract.columns] + list(LINEAGE_COLUMNS)
+            empty = [_named(exp.cast(exp.null(), _type(t)), name) for name, t in typed]
+            return exp.select(*empty).where(exp.false())
+        union: exp.Query = parts[0]
+        for part in parts[1:]:
+            union = exp.union(union, part, distinct=False)
+        return union
 
-    def _select(self, table: str, files: list[_Listed], exclude_superseded: bool) -> str:
+    def _select(self, table: str, files: list[_Listed], exclude_superseded: bool) -> exp.Select:
         """The rows of some listed files with their lineage; with `exclude_superseded`,
         without the rows of superseded (batch, source file) pairs."""
         contract = CONTRACTS[table]
-        paths = ", ".join(literal(self.location(f.path)) for f in files)
         rewritten = any(not f.copied for f in files)
         any_copied = any(f.copied for f in files)
-        cols = [f"CAST(r.{c.name} AS {c.type}) AS {c.name}" for c in contract.columns]
-        source = "coalesce(r._source_file, m.source_file)" if rewritten else "m.source_file"
-        if rewritten and any_copied:
-            row = "coalesce(r._row_number, r.file_row_number + 1)"
-        elif rewritten:
-            row = "r._row_number"
-        else:
-            row = "r.file_row_number + 1"
-        cols += [
-            "m.batch_id AS _batch_id",
-            f"{source} AS _source_file",
-            f"CAST({row} AS BIGINT) AS _row_number",
-            "m.ingested_at AS _ingested_at",
+        source, row = _LINEAGE[rewritten, any_copied]
+        select = query(
+            "SELECT * FROM read_parquet(__paths__, filename = true, file_row_number = true, "
+            "union_by_name = true, hive_partitioning = false) r "
+            "JOIN ops.raw_files m ON m.target_table = __table__ "
+            "AND m.file_name = parse_filename(r.filename)",
+            paths=text_list(self.location(f.path) for f in files),
+            table=table,
+        )
+        assert isinstance(select, exp.Select)
+        cols: list[exp.Expr] = [
+            _named(exp.cast(exp.column(c.name, "r"), _type(c.type)), c.name)
+            for c in contract.columns
         ]
-        where = (
-            " WHERE NOT EXISTS (SELECT 1 FROM ops.superseded_files s WHERE s.target_table = "
-            f"{literal(table)} AND s.batch_id = m.batch_id AND s.source_file = {source})"
-            if exclude_superseded
-            else ""
-        )
-        return (
-            f"SELECT {', '.join(cols)} FROM read_parquet([{paths}], filename = true, "
-            "file_row_number = true, union_by_name = true, hive_partitioning = false) r "
-            f"JOIN ops.raw_files m ON m.target_table = {literal(table)} "
-            f"AND m.file_name = parse_filename(r.filename){where}"
-        )
+        cols += [
+            fill("m.batch_id AS _batch_id"),
+            aliased(source.copy(), exp.to_identifier("_source_file")),
+            fill("CAST(__row__ AS BIGINT) AS _row_number", row=row),
+            fill("m.ingested_at AS _ingested_at"),
+        ]
+        select.set("expressions", cols)
+        if exclude_superseded:
+            select = select.where(
+                fill(
+                    "NOT EXISTS (SELECT 1 FROM ops.superseded_files s WHERE s.target_table = "
+                    "__table__ AND s.batch_id = m.batch_id AND s.source_file = __source__)",
+                    table=table,
+                    source=source,
+                )
+            )
+        return select
 
     def supersede(
         self, table: str, loads: Sequence[tuple[str, str]], by: str, stamp: datetime
@@ -312,24 +326,30 @@ class RawStore:
         pairs replaced, their rows loaded and their rows still held."""
         if not loads:
             return 0, 0, 0
-        values = ", ".join(f"({literal(b)}, {literal(f)})" for b, f in loads)
-        pairs = f"(VALUES {values}) l(batch_id, source_file)"
-        t = literal(table)
+        pairs = exp.values(list(loads), alias="l", columns=["batch_id", "source_file"])
         self.lake.execute(
-            "CREATE OR REPLACE TEMP TABLE __superseding AS "
-            f"SELECT batch_id, source_file FROM {pairs} UNION "
-            f"SELECT q.released_batch_id, q.source_file FROM raw.quarantine q JOIN {pairs} "
-            "ON q.batch_id = l.batch_id AND q.source_file = l.source_file "
-            f"WHERE q.target_table = {t} AND q.released_batch_id IS NOT NULL "
-            "AND q.superseded_at IS NULL"
+            fill(
+                "CREATE OR REPLACE TEMP TABLE __superseding AS "
+                "SELECT batch_id, source_file FROM __pairs__ UNION "
+                "SELECT q.released_batch_id, q.source_file FROM raw.quarantine q JOIN __pairs__ "
+                "ON q.batch_id = l.batch_id AND q.source_file = l.source_file "
+                "WHERE q.target_table = __table__ AND q.released_batch_id IS NOT NULL "
+                "AND q.superseded_at IS NULL",
+                pairs=pairs,
+                table=table,
+            )
         )
         try:
             self._record_superseded(table, by, stamp)
             self.lake.execute(
-                "UPDATE raw.quarantine SET superseded_at = ?, superseded_batch_id = ? "
-                f"FROM {pairs} WHERE raw.quarantine.target_table = ? "
-                "AND raw.quarantine.superseded_at IS NULL AND raw.quarantine.batch_id = l.batch_id "
-                "AND raw.quarantine.source_file = l.source_file",
+                fill(
+                    "UPDATE raw.quarantine SET superseded_at = ?, superseded_batch_id = ? "
+                    "FROM __pairs__ WHERE raw.quarantine.target_table = ? "
+                    "AND raw.quarantine.superseded_at IS NULL "
+                    "AND raw.quarantine.batch_id = l.batch_id "
+                    "AND raw.quarantine.source_file = l.source_file",
+                    pairs=pairs,
+                ),
                 [stamp, by, table],
             )
         finally:
@@ -353,25 +373,29 @@ class RawStore:
                 [table],
             )
         ]
-        counted = (
-            "SELECT m.batch_id, r._source_file AS source_file, count(*) AS n FROM read_parquet(["
-            + ", ".join(literal(self.location(p)) for p in rewritten)
-            + "], filename = true) r JOIN ops.raw_files m ON m.target_table = ? "
-            "AND m.file_name = parse_filename(r.filename) GROUP BY ALL UNION ALL "
-            if rewritten
-            else ""
-        )
-        counted += (
+        counted = query(
             "SELECT batch_id, source_file, row_count FROM ops.raw_files "
             "WHERE target_table = ? AND copied"
         )
+        if rewritten:
+            in_rewritten = query(
+                "SELECT m.batch_id, r._source_file AS source_file, count(*) AS n "
+                "FROM read_parquet(__paths__, filename = true) r JOIN ops.raw_files m "
+                "ON m.target_table = ? AND m.file_name = parse_filename(r.filename) GROUP BY ALL",
+                paths=text_list(self.location(p) for p in rewritten),
+            )
+            counted = exp.union(in_rewritten, counted, distinct=False)
         self.lake.execute(
-            "INSERT INTO ops.superseded_files SELECT ?, s.batch_id, s.source_file, "
-            "coalesce((SELECT sum(c.n) FROM (" + counted + ") c(batch_id, source_file, n) "
-            "WHERE c.batch_id = s.batch_id AND c.source_file = s.source_file), 0), "
-            "(SELECT count(*) FROM raw.quarantine q WHERE q.target_table = ? "
-            "AND q.batch_id = s.batch_id AND q.source_file = s.source_file "
-            "AND q.released_at IS NULL AND q.superseded_at IS NULL), ?, ? FROM __superseding s",
+            fill(
+                "INSERT INTO ops.superseded_files SELECT ?, s.batch_id, s.source_file, "
+                "coalesce((SELECT sum(c.n) FROM __counted__ c(batch_id, source_file, n) "
+                "WHERE c.batch_id = s.batch_id AND c.source_file = s.source_file), 0), "
+                "(SELECT count(*) FROM raw.quarantine q WHERE q.target_table = ? "
+                "AND q.batch_id = s.batch_id AND q.source_file = s.source_file "
+                "AND q.released_at IS NULL AND q.superseded_at IS NULL), ?, ? "
+                "FROM __superseding s",
+                counted=counted.subquery(),
+            ),
             [table, *([table] if rewritten else []), table, table, by, stamp],
         )
 
@@ -394,6 +418,27 @@ class RawStore:
         for path in paths:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
+
+
+# A view's lineage by the kinds of files it reads, (rewritten?, copied?): the source file
+# and the row number (a rewritten file stores each row's; a copied file's rows are numbered
+# by their place in it, from 1).
+_LINEAGE = {
+    (True, True): (fill("coalesce(r._source_file, m.source_file)"),
+                   fill("coalesce(r._row_number, r.file_row_number + 1)")),
+    (True, False): (fill("coalesce(r._source_file, m.source_file)"), fill("r._row_number")),
+    (False, True): (fill("m.source_file"), fill("r.file_row_number + 1")),
+}  # fmt: skip
+
+
+def _type(name: str) -> exp.DataType:
+    """A contract type, read as DuckDB's."""
+    return exp.DataType.build(name, dialect="duckdb")
+
+
+def _named(value: exp.Expr, name: str) -> exp.Alias:
+    """`value AS name`, the name quoted only where DuckDB needs it (as the text had it)."""
+    return exp.Alias(this=value, alias=exp.to_identifier(name))
 
 
 def _copy(source: Path, target: Path) -> None:

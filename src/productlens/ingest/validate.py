@@ -1,43 +1,50 @@
 """Validation as one set-based query: every source row comes out typed to the contract,
 with its lineage, and with the list of reasons it cannot be loaded (empty when it can).
 
-Nothing here loops over rows. Identifiers and literals from files and configuration are
-quoted through SQLGlot, never pasted raw.
+Nothing here loops over rows. Every query is a SQLGlot expression: identifiers and literals
+from files and configuration are quoted by SQLGlot, never pasted into text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlglot import exp
 
 from productlens.config import TableIngestConfig
-from productlens.ingest.casts import can_fail, literal, typed
+from productlens.ingest.casts import can_fail, typed
 from productlens.ingest.contracts import Column, Contract, reference_reason
 from productlens.ingest.mapping import Mapped, resolve
+from productlens.ingest.sql import (
+    Type,
+    aliased,
+    as_from,
+    col,
+    fill,
+    ident,
+    join,
+    paren,
+    string,
+    table,
+)
 
-__all__ = ["Source", "ident", "literal", "validation"]
+__all__ = ["Source", "validation"]
 
 TIME_TYPES = ("TIMESTAMP", "DATE")
 # Columns whose emptiness is a missing key (rather than a missing value).
 ID_SUFFIX = "_id"
 
 
-def ident(name: str) -> str:
-    """A safely quoted identifier."""
-    return exp.to_identifier(name, quoted=True).sql("duckdb")
-
-
 @dataclass(frozen=True)
 class Source:
     """A relation of source rows: what to read, its columns, and where each row came from."""
 
-    relation: str  # a FROM item, e.g. read_parquet([...], filename = true)
+    relation: exp.Expr  # a FROM item (a table or a subquery), read as `src`
     columns: Mapping[str, str]  # source column -> its type
-    file_expr: str  # SQL giving each row's source file
-    row_expr: str  # SQL giving each row's row number in that file (1-based)
+    file_expr: exp.Expr  # each row's source file
+    row_expr: exp.Expr  # each row's row number in that file (1-based)
     raw_json_column: str | None = None  # a column already holding the original values
     # contract column -> where its value comes from (None: same-named or renamed columns)
     values: Mapping[str, Mapped] | None = None
@@ -71,7 +78,12 @@ def source_values(
 
 def value_column(name: str) -> str:
     """The column of the typed subquery holding a contract column's source value."""
-    return ident("__v_" + name)
+    return "__v_" + name
+
+
+def typed_column(name: str) -> str:
+    """The column of the typed subquery holding a contract column's typed value."""
+    return "__c_" + name
 
 
 def formats_for(settings: TableIngestConfig, column: str) -> tuple[str, ...]:
@@ -82,10 +94,10 @@ def formats_for(settings: TableIngestConfig, column: str) -> tuple[str, ...]:
     return (chosen,) if isinstance(chosen, str) else tuple(chosen)
 
 
-def _typed(column: Column, mapped: Mapped | None, settings: TableIngestConfig) -> str:
+def _typed(column: Column, mapped: Mapped | None, settings: TableIngestConfig) -> exp.Expr:
     """The contract-typed value of one column, NULL where it cannot be read exactly."""
     if mapped is None:
-        return f"CAST(NULL AS {column.type})"
+        return fill("CAST(NULL AS __type__)", type=Type(column.type))
     return typed(
         mapped.sql, mapped.type, column.type, formats_for(settings, column.name), settings.timezone
     )
@@ -101,9 +113,9 @@ def _can_fail(column: Column, mapped: Mapped | None, settings: TableIngestConfig
     return can_fail(mapped.type, column.type, zone=settings.timezone)
 
 
-def _missing_tests(name: str, source_type: str | None) -> list[str]:
-    """SQL tests, any of which is true where the source value of contract column `name`
-    is missing (NULL; for text, also blank).
+def _missing_tests(name: str, source_type: str | None) -> list[exp.Expr]:
+    """Tests, any of which is true where the source value of contract column `name` is
+    missing (NULL; for text, also blank).
 
     Text that starts with a printable ASCII character other than a space cannot be
     blank, so `trim` (the costly part) only runs on the rest. That only holds where
@@ -111,19 +123,19 @@ def _missing_tests(name: str, source_type: str | None) -> list[str]:
     list an OR would trim every value.
     """
     if source_type is None:
-        return ["TRUE"]
-    value = f"t.{value_column(name)}"
+        return [exp.true()]
+    value = col(value_column(name), "t")
     if source_type == "VARCHAR":
         return [
-            f"{value} IS NULL",
-            f"(({value} < '!' OR {value} >= chr(127)) AND trim({value}) = '')",
+            fill("__v__ IS NULL", v=value),
+            fill("((__v__ < '!' OR __v__ >= chr(127)) AND trim(__v__) = '')", v=value),
         ]
-    return [f"{value} IS NULL"]
+    return [fill("__v__ IS NULL", v=value)]
 
 
-def _missing(name: str, source_type: str | None) -> str:
-    """SQL true where the source value is missing, for a WHERE clause (see above)."""
-    return "(" + " OR ".join(_missing_tests(name, source_type)) + ")"
+def _missing(name: str, source_type: str | None) -> exp.Expr:
+    """True where the source value is missing, for a WHERE clause (see above)."""
+    return paren(join(_missing_tests(name, source_type), exp.Or))
 
 
 # Duplicate keys are found in two steps. The key scan sorts 64-bit key hashes and keeps
@@ -132,13 +144,14 @@ def _missing(name: str, source_type: str | None) -> str:
 # sort would double its cost. When some hash repeats, the check pass keeps the rows with
 # such a hash as candidates, with their key, and only those are ranked exactly. A clean
 # batch has no candidate, and then the check pass does not read the key at all.
-KEY_HASH = "hash({keys})"
+def key_hash(keys: Sequence[exp.Expr]) -> exp.Expr:
+    return exp.Anonymous(this="hash", expressions=list(keys))
 
 
 def unknown_table(column: str) -> str:
     """The temporary table of a batch's values of `column` that its referenced table
     lacks (see Reference)."""
-    return ident("__unknown_" + column)
+    return "__unknown_" + column
 
 
 @dataclass(frozen=True)
@@ -149,20 +162,28 @@ class Reference:
     looks rows up in those alone; when there are none, the check is left out."""
 
     unknown_table: str  # temporary table of the unknown values (column v)
-    condition: str  # SQL true for a row whose value is among them
+    condition: exp.Expr  # true for a row whose value is among them
     reason: str
     quarantine: bool  # False: warn only
 
 
 @dataclass(frozen=True)
+class _Join:
+    """LEFT JOIN `relation` ON `on` (the loaded rows a batch's rows may copy)."""
+
+    relation: exp.Expr
+    on: exp.Expr
+
+
+@dataclass(frozen=True)
 class _Checks:
-    conditions: list[tuple[str, str]]  # (SQL, reason): quarantine the row
-    warnings: list[tuple[str, str]]  # (SQL, reason): load the row, count a warning
-    joins: list[str]
-    existing: str  # SQL true for an exact copy of a loaded row
-    key_missing: list[tuple[str, str]]  # the key columns' missing-value checks
+    conditions: list[tuple[exp.Expr, str]]  # (condition, reason): quarantine the row
+    warnings: list[tuple[exp.Expr, str]]  # (condition, reason): load the row, count a warning
+    joins: list[_Join]
+    existing: exp.Expr  # true for an exact copy of a loaded row
+    key_missing: list[tuple[exp.Expr, str]]  # the key columns' missing-value checks
     references: list[Reference]
-    malformed: str | None = None  # SQL true for a line that could not be read as a row
+    malformed: exp.Expr | None = None  # true for a line that could not be read as a row
 
 
 @dataclass(frozen=True)
@@ -173,16 +194,16 @@ class Validation:
     such a CTE, and here that means a copy of the whole batch.
     """
 
-    typed: str  # SELECT: every source row typed, with __file and __row
-    # SELECT one row: the key hashes seen more than once in the batch, and the
-    # number of rows with a key value missing. Reads the key columns only.
-    key_scan: str
-    typed_columns: list[str]  # contract columns, typed, as t.__c_<name> AS <name>
+    typed: exp.Select  # every source row typed, with __file and __row
+    # One row: the key hashes seen more than once in the batch, and the number of rows
+    # with a key value missing. Reads the key columns only.
+    key_scan: exp.Select
+    typed_columns: list[exp.Expr]  # contract columns, typed, as t.__c_<name> AS <name>
     key_columns: list[str]  # the typed key columns (__c_<name>)
     key_types: list[str]  # their contract types
     # (temporary table, SELECT): per reference to a loaded table, the distinct values
     # of the batch that the referenced table lacks. See Reference.
-    reference_scans: list[tuple[str, str]]
+    reference_scans: list[tuple[str, exp.Select]]
     _checks: _Checks
 
     def flagged(
@@ -190,7 +211,7 @@ class Validation:
         dup_hashes_table: str | None,
         keys_complete: bool = False,
         all_known: frozenset[str] = frozenset(),
-    ) -> str:
+    ) -> exp.Select:
         """SELECT the rows not simply loaded: __file, __row, __reasons, __warnings,
         __existing, plus __candidate and the key (__key_<i>) of the rows whose key hash
         is in `dup_hashes_table` (None: no hash was seen twice). `merge_duplicates` then
@@ -206,47 +227,72 @@ class Validation:
         for ref in checks.references:
             if ref.unknown_table not in all_known:
                 (conditions if ref.quarantine else warnings).append((ref.condition, ref.reason))
-        joins, existing = checks.joins, checks.existing
+        existing = checks.existing
         parts = [cond for cond, _ in conditions + warnings] + [existing]
-        candidate = "FALSE"
+        candidate: exp.Expr = exp.false()
+        keys = [col(k, "t") for k in self.key_columns]
         if dup_hashes_table is not None:
-            keys = ", ".join(f"t.{k}" for k in self.key_columns)
-            not_null = " AND ".join(f"t.{k} IS NOT NULL" for k in self.key_columns)
-            repeated = f"(SELECT h FROM {dup_hashes_table})"
-            candidate = f"({not_null} AND {KEY_HASH.format(keys=keys)} IN {repeated})"
+            not_null = join([fill("__k__ IS NOT NULL", k=k) for k in keys], exp.And)
+            candidate = fill(
+                "(__not_null__ AND __hash__ IN (SELECT h FROM __dup__))",
+                not_null=not_null, hash=key_hash(keys), dup=exp.to_table(dup_hashes_table),
+            )  # fmt: skip
             parts.append(candidate)
         # No coalesce here: a NULL condition is not true either way, and a function
         # around each condition would stop DuckDB from skipping the costly ones.
-        where = " OR ".join(f"({cond})" for cond in parts)
+        where = join([paren(cond) for cond in parts], exp.Or)
         if dup_hashes_table is not None:
-            key_out = ", ".join(f"t.{k} AS __key_{i}" for i, k in enumerate(self.key_columns))
+            key_out = [aliased(k, exp.to_identifier(f"__key_{i}")) for i, k in enumerate(keys)]
         else:  # no candidates: leave the key unread (DuckDB reads whatever is selected)
-            key_out = ", ".join(
-                f"CAST(NULL AS {t}) AS __key_{i}" for i, t in enumerate(self.key_types)
-            )
+            key_out = [
+                aliased(
+                    fill("CAST(NULL AS __type__)", type=Type(t)), exp.to_identifier(f"__key_{i}")
+                )
+                for i, t in enumerate(self.key_types)
+            ]
         reasons = _code_list(conditions)
         if checks.malformed:  # a line that could not be read has no other fault to list
-            reasons = f"CASE WHEN {checks.malformed} THEN ['malformed_line'] ELSE {reasons} END"
-        return (
-            f"SELECT t.__file, t.__row, {reasons} AS __reasons, "
-            f"{_code_list(warnings)} AS __warnings, {existing} AS __existing, "
-            f"coalesce({candidate}, FALSE) AS __candidate, {key_out} "
-            f"FROM ({self.typed}) t\n" + "\n".join(joins) + f"\nWHERE {where}"
-        )
+            reasons = fill(
+                "CASE WHEN __malformed__ THEN ['malformed_line'] ELSE __reasons__ END",
+                malformed=checks.malformed, reasons=reasons,
+            )  # fmt: skip
+        query = fill(
+            "SELECT t.__file, t.__row, __reasons__ AS __reasons, __warnings__ AS __warnings, "
+            "__existing__ AS __existing, coalesce(__candidate__, FALSE) AS __candidate "
+            "FROM (__typed__) t",
+            reasons=reasons, warnings=_code_list(warnings), existing=existing,
+            candidate=candidate, typed=self.typed,
+        )  # fmt: skip
+        assert isinstance(query, exp.Select)
+        query = query.select(*key_out, copy=False)
+        for j in checks.joins:
+            query = query.join(j.relation.copy(), on=j.on.copy(), join_type="LEFT", copy=False)
+        return query.where(where, copy=False)
 
-    def merge_duplicates(self, flagged_table: str) -> list[str]:
+    def merge_duplicates(self, flagged_table: str) -> list[exp.Expr]:
         """Statements that give the candidates whose key was seen earlier in the batch
         (by file, then row) the reason `duplicate`, and drop the candidates flagged for
         nothing else."""
-        keys = ", ".join(f"__key_{i}" for i in range(len(self.key_columns)))
+        keys = [exp.column(f"__key_{i}") for i in range(len(self.key_columns))]
+        flagged = exp.to_table(flagged_table)
+        seen = fill("row_number() OVER (PARTITION BY __k__ ORDER BY __file, __row)", k=keys[0])
+        seen.set("partition_by", keys)
         return [
-            f"UPDATE {flagged_table} SET __reasons = list_sort(list_append(__reasons, "
-            "'duplicate')) FROM (SELECT __file AS f, __row AS r FROM (SELECT __file, __row, "
-            f"row_number() OVER (PARTITION BY {keys} ORDER BY __file, __row) AS seen "
-            f"FROM {flagged_table} WHERE __candidate) WHERE seen > 1) d "
-            f"WHERE {flagged_table}.__file = d.f AND {flagged_table}.__row = d.r",
-            f"DELETE FROM {flagged_table} WHERE __candidate AND len(__reasons) = 0 "
-            "AND len(__warnings) = 0 AND NOT __existing",
+            fill(
+                "UPDATE __flagged__ SET __reasons = list_sort(list_append(__reasons, "
+                "'duplicate')) FROM (SELECT __file AS f, __row AS r FROM (SELECT __file, __row, "
+                "__seen__ AS seen FROM __flagged__ WHERE __candidate) WHERE seen > 1) d "
+                "WHERE __flagged_file__ = d.f AND __flagged_row__ = d.r",
+                flagged=flagged,
+                seen=seen,
+                flagged_file=exp.column("__file", table=flagged_table),
+                flagged_row=exp.column("__row", table=flagged_table),
+            ),
+            fill(
+                "DELETE FROM __flagged__ WHERE __candidate AND len(__reasons) = 0 "
+                "AND len(__warnings) = 0 AND NOT __existing",
+                flagged=flagged,
+            ),
         ]
 
 
@@ -261,79 +307,96 @@ def validation(
 
     Rows come out of `typed` with the contract columns typed as `__c_<name>`, `__file`,
     `__row` and the original columns (for the JSON of a quarantined row). Duplicate keys
-    are found by `key_scan` (see KEY_HASH).
+    are found by `key_scan` (see key_hash).
     """
     chosen = source_values(contract, source, mapping)
 
-    def c_(name: str) -> str:
-        return ident("__c_" + name)
+    def c_(name: str) -> exp.Column:
+        return col(typed_column(name), "t")
 
     typed_cols = [
-        f"{_typed(c, chosen.get(c.name), settings)} AS {c_(c.name)}" for c in contract.columns
+        aliased(_typed(c, chosen.get(c.name), settings), typed_column(c.name))
+        for c in contract.columns
     ]
-    key = [c_(k) for k in contract.key]
-    typed = (
-        "SELECT src.*, "
-        + ", ".join(
-            [
-                *typed_cols,
-                *(f"{m.sql} AS {value_column(name)}" for name, m in chosen.items()),
-                f"{source.file_expr} AS __file",
-                f"{source.row_expr} AS __row",
-            ]
-        )
-        + f" FROM {source.relation} src"
-    )
-    joins: list[str] = []
+    key = [typed_column(k) for k in contract.key]
+    typed = exp.select(
+        "src.*",
+        *typed_cols,
+        *(aliased(m.sql, value_column(name)) for name, m in chosen.items()),
+        aliased(source.file_expr, exp.to_identifier("__file")),
+        aliased(source.row_expr, exp.to_identifier("__row")),
+        dialect="duckdb",
+    ).from_(as_from(source.relation, "src"), copy=False)
     types = {c.name: (chosen[c.name].type if c.name in chosen else None) for c in contract.columns}
     fallible = {c.name for c in contract.columns if _can_fail(c, chosen.get(c.name), settings)}
     missing = {c.name: _missing(c.name, types[c.name]) for c in contract.columns}
     conditions, warnings, references, scans = _column_checks(
         contract, source, chosen, settings, fallible, missing, rules
     )
-    key_missing = [p for p in conditions if p[0] in {missing[k] for k in contract.key}]
+    key_missing = [p for p in conditions if p[0] in [missing[k] for k in contract.key]]
     conditions = [p for p in conditions if p not in key_missing]
-    # Only the key columns are read (see KEY_HASH). A row with a key value missing or
+    # Only the key columns are read (see key_hash). A row with a key value missing or
     # unreadable gets no hash; the missing ones are counted.
-    key_cols = ", ".join(
-        f"{_typed(c, chosen.get(c.name), settings)} AS {c_(c.name)}"
-        + (f", {chosen[c.name].sql} AS {value_column(c.name)}" if c.name in chosen else "")
-        for c in contract.columns
-        if c.name in contract.key
-    )
+    key_cols: list[exp.Expr] = []
+    for c in contract.columns:
+        if c.name in contract.key:
+            key_cols.append(aliased(_typed(c, chosen.get(c.name), settings), typed_column(c.name)))
+            if c.name in chosen:
+                key_cols.append(aliased(chosen[c.name].sql, value_column(c.name)))
     # CASE, not OR: in a SELECT list only CASE spares the costly tests (see _missing).
-    no_hash = " ".join(
-        f"WHEN {test} THEN NULL" for k in contract.key for test in _missing_tests(k, types[k])
+    no_hash = exp.Case(
+        ifs=[
+            *(
+                exp.If(this=test, true=exp.null())
+                for k in contract.key
+                for test in _missing_tests(k, types[k])
+            ),
+            *(exp.If(this=fill("__k__ IS NULL", k=col(k, "t")), true=exp.null()) for k in key),
+        ],
+        default=key_hash([col(k) for k in key]),
     )
-    unreadable = " ".join(f"WHEN t.{k} IS NULL THEN NULL" for k in key)
-    key_scan = (
+    keys_read = exp.select(*key_cols).from_(as_from(source.relation, "src"), copy=False)
+    key_scan = fill(
         "SELECT coalesce(list(DISTINCT h) FILTER (WHERE h IS NOT NULL), []) AS dup_hashes, "
         "count(*) FILTER (WHERE h IS NULL) AS missing_keys FROM (SELECT h, "
-        f"lead(h) OVER (ORDER BY h) AS next_h FROM (SELECT CASE {no_hash} {unreadable} "
-        f"ELSE {KEY_HASH.format(keys=', '.join(key))} END AS h FROM (SELECT {key_cols} "
-        f"FROM {source.relation} src) t)) WHERE h = next_h OR h IS NULL"
-    )
+        "lead(h) OVER (ORDER BY h) AS next_h FROM (SELECT __no_hash__ AS h "
+        "FROM __keys__ t)) WHERE h = next_h OR h IS NULL",
+        no_hash=no_hash, keys=keys_read.subquery(),
+    )  # fmt: skip
+    assert isinstance(key_scan, exp.Select)
     malformed = None
     if source.malformed:
-        malformed = f"t.{ident(source.malformed)} IS NOT NULL"
-        conditions.append((f"({malformed})", "malformed_line"))
+        malformed = fill("__m__ IS NOT NULL", m=col(source.malformed, "t"))
+        conditions.append((paren(malformed.copy()), "malformed_line"))
 
-    existing = "FALSE"
+    joins: list[_Join] = []
+    existing: exp.Expr = exp.false()
     if rules.existing_rows:
-        on = " AND ".join(f"e.{ident(k)} = t.{c_(k)}" for k in contract.key)
-        cols = ", ".join(ident(c.name) for c in contract.columns)
-        joins.append(f"LEFT JOIN (SELECT {cols} FROM raw.{ident(contract.table)}) e ON {on}")
-        same = " AND ".join(
-            f"e.{ident(c.name)} IS NOT DISTINCT FROM t.{c_(c.name)}" for c in contract.columns
+        on = join([fill("__e__ = __t__", e=col(k, "e"), t=c_(k)) for k in contract.key], exp.And)
+        loaded = exp.select(*(ident(c.name) for c in contract.columns)).from_(
+            table(contract.table, "raw")
         )
-        first = ident(contract.key[0])
-        existing = f"(e.{first} IS NOT NULL AND {same})"
-        conditions.append((f"(e.{first} IS NOT NULL AND NOT ({same}))", "conflicting_duplicate"))
+        joins.append(_Join(loaded.subquery("e"), on))
+        same = join(
+            [
+                fill("__e__ IS NOT DISTINCT FROM __t__", e=col(c.name, "e"), t=c_(c.name))
+                for c in contract.columns
+            ],
+            exp.And,
+        )
+        first = col(contract.key[0], "e")
+        existing = fill("(__first__ IS NOT NULL AND __same__)", first=first, same=same)
+        conditions.append(
+            (
+                fill("(__first__ IS NOT NULL AND NOT (__same__))", first=first, same=same),
+                "conflicting_duplicate",
+            )
+        )
 
     return Validation(
         typed=typed,
         key_scan=key_scan,
-        typed_columns=[f"t.{c_(c.name)} AS {ident(c.name)}" for c in contract.columns],
+        typed_columns=[aliased(c_(c.name), c.name) for c in contract.columns],
         key_columns=key,
         key_types=[next(c.type for c in contract.columns if c.name == k) for k in contract.key],
         reference_scans=scans,
@@ -341,14 +404,19 @@ def validation(
     )
 
 
-def _code_list(pairs: list[tuple[str, str]]) -> str:
-    """SQL for the sorted list of codes whose condition holds."""
+def _code_list(pairs: list[tuple[exp.Expr, str]]) -> exp.Expr:
+    """The sorted list of codes whose condition holds."""
     if not pairs:
-        return "CAST([] AS VARCHAR[])"
-    items = ", ".join(
-        f"CASE WHEN coalesce({cond}, FALSE) THEN '{code}' END" for cond, code in pairs
+        return fill("CAST([] AS VARCHAR[])")
+    items = exp.Array(
+        expressions=[
+            fill("CASE WHEN coalesce(__c__, FALSE) THEN __code__ END", c=cond, code=code)
+            for cond, code in pairs
+        ]
     )
-    return f"list_sort(list_distinct(list_filter([{items}], lambda x: x IS NOT NULL)))"
+    return fill(
+        "list_sort(list_distinct(list_filter(__items__, lambda x: x IS NOT NULL)))", items=items
+    )
 
 
 def _column_checks(
@@ -357,19 +425,24 @@ def _column_checks(
     chosen: Mapping[str, Mapped],
     settings: TableIngestConfig,
     fallible: set[str],
-    missing: Mapping[str, str],
+    missing: Mapping[str, exp.Expr],
     rules: Rules,
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[Reference], list[tuple[str, str]]]:
+) -> tuple[
+    list[tuple[exp.Expr, str]],
+    list[tuple[exp.Expr, str]],
+    list[Reference],
+    list[tuple[str, exp.Select]],
+]:
     """(condition, reason) pairs that quarantine a row and those that only warn, the
     reference checks against loaded tables, and the scans those need (see Reference).
     `fallible`: the columns whose source values may fail to read as the contract type;
-    `missing`: SQL true where a column's source value is missing."""
-    conditions: list[tuple[str, str]] = []
-    warnings: list[tuple[str, str]] = []
+    `missing`: true where a column's source value is missing."""
+    conditions: list[tuple[exp.Expr, str]] = []
+    warnings: list[tuple[exp.Expr, str]] = []
     references: list[Reference] = []
-    scans: list[tuple[str, str]] = []
+    scans: list[tuple[str, exp.Select]] = []
     for c in contract.columns:
-        col = f"t.{ident('__c_' + c.name)}"
+        value = col(typed_column(c.name), "t")
         if c.required:
             empty = (
                 "null_key"
@@ -379,18 +452,31 @@ def _column_checks(
             conditions.append((missing[c.name], empty))
         bad = "bad_timestamp" if c.type in TIME_TYPES else "bad_type"
         if c.name in fallible:
-            conditions.append((f"(NOT {missing[c.name]} AND {col} IS NULL)", bad))
-        if c.type == "TIMESTAMP" and not c.scheduled:
-            limit = literal(rules.now.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds"))
-            seconds = f"{rules.future_tolerance_hours * 3600:.0f}"
             conditions.append(
-                (f"{col} > TIMESTAMP {limit} + INTERVAL ({seconds}) SECOND", "future_timestamp")
+                (fill("(NOT __missing__ AND __c__ IS NULL)", missing=missing[c.name], c=value), bad)
+            )
+        if c.type == "TIMESTAMP" and not c.scheduled:
+            limit = rules.now.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+            seconds = f"{rules.future_tolerance_hours * 3600:.0f}"
+            number: exp.Expr = exp.Literal.number(seconds.removeprefix("-"))
+            if seconds.startswith("-"):
+                number = exp.Neg(this=number)
+            conditions.append(
+                (
+                    fill(
+                        "__c__ > CAST(__limit__ AS TIMESTAMP) + INTERVAL (__seconds__) SECOND",
+                        c=value,
+                        limit=limit,
+                        seconds=number,
+                    ),
+                    "future_timestamp",
+                )
             )
         if c.non_negative:
-            conditions.append((f"{col} < 0", "negative_amount"))
+            conditions.append((fill("__c__ < 0", c=value), "negative_amount"))
         if c.accepted:
-            values = ", ".join(literal(v) for v in c.accepted)
-            conditions.append((f"{col} NOT IN ({values})", "bad_value"))
+            accepted = exp.In(this=value, expressions=[string(v) for v in c.accepted])
+            conditions.append((exp.Not(this=accepted), "bad_value"))
         if c.references:
             ref_table, ref_col = c.references.split(".", 1)
             reason = reference_reason(c.references)
@@ -398,30 +484,37 @@ def _column_checks(
             if not rules.references_present.get(ref_table, False):
                 # Nothing loaded yet: every reference misses.
                 target = conditions if quarantine else warnings
-                target.append((f"{col} IS NOT NULL", reason))
+                target.append((fill("__c__ IS NOT NULL", c=value), reason))
                 continue
-            table = unknown_table(c.name)
-            value = _typed(c, chosen.get(c.name), settings)
-            scans.append(
-                (
-                    table,
-                    f"SELECT DISTINCT v FROM (SELECT {value} AS v FROM {source.relation} src) d "
-                    f"WHERE v IS NOT NULL AND NOT EXISTS (SELECT 1 FROM raw.{ident(ref_table)} "
-                    f"k WHERE k.{ident(ref_col)} = d.v)",
-                )
+            unknown = unknown_table(c.name)
+            scan = fill(
+                "SELECT DISTINCT v FROM (SELECT __value__ AS v FROM __relation__ src) d "
+                "WHERE v IS NOT NULL AND NOT EXISTS (SELECT 1 FROM __referenced__ k "
+                "WHERE __key__ = d.v)",
+                value=_typed(c, chosen.get(c.name), settings), relation=source.relation,
+                referenced=table(ref_table, "raw"), key=col(ref_col, "k"),
+            )  # fmt: skip
+            assert isinstance(scan, exp.Select)
+            scans.append((unknown, scan))
+            condition = fill(
+                "(__c__ IN (SELECT v FROM __unknown__))", c=value, unknown=table(unknown)
             )
-            condition = f"({col} IN (SELECT v FROM {table}))"
-            references.append(Reference(table, condition, reason, quarantine))
+            references.append(Reference(unknown, condition, reason, quarantine))
     return conditions, warnings, references, scans
 
 
-def raw_json(source: Source) -> str:
-    """SQL for a row's original values as JSON text."""
+def raw_json(source: Source) -> exp.Expr:
+    """A row's original values as JSON text."""
     if source.raw_json_column:
-        return f"t.{ident(source.raw_json_column)}"
-    fields = ", ".join(f"{ident(name)} := t.{ident(name)}" for name in source.columns)
-    values = f"to_json(struct_pack({fields}))"
+        return col(source.raw_json_column, "t")
+    fields = [
+        exp.PropertyEQ(this=ident(name), expression=col(name, "t")) for name in source.columns
+    ]
+    values = fill("to_json(__fields__)", fields=exp.Struct(expressions=fields))
     if source.malformed:  # the line's text, as a JSON string
-        bad = f"t.{ident(source.malformed)}"
-        return f"CASE WHEN {bad} IS NOT NULL THEN CAST(to_json({bad}) AS VARCHAR) ELSE {values} END"
+        return fill(
+            "CASE WHEN __bad__ IS NOT NULL THEN CAST(to_json(__bad__) AS VARCHAR) "
+            "ELSE __values__ END",
+            bad=col(source.malformed, "t"), values=values,
+        )  # fmt: skip
     return values
