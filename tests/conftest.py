@@ -181,7 +181,8 @@ def run_stats(
 
 # --- real servers, one per test process --------------------------------------------------
 # Spark tests carry `@pytest.mark.xdist_group("spark")`, and the suite runs with
-# `--dist loadgroup`, so one worker owns the one Spark session of a run.
+# `--dist loadgroup`, so one worker owns the one Spark session of a run (the `spark`
+# fixture fails on a second worker).
 
 
 @pytest.fixture(scope="session")
@@ -201,7 +202,12 @@ def pg_dsn(pg_server: servers.PostgresServer, request: pytest.FixtureRequest) ->
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The one local Spark session of this test process."""
+    """The one local Spark session of this test run (under xdist: of its one worker that
+    runs the `spark` group; another worker asking for one fails)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None:
+        # A worker's temp folder is `<run's folder>/popen-<worker>`.
+        servers.claim_spark(tmp_path_factory.getbasetemp().parent, worker)
     session = servers.spark_session(tmp_path_factory.mktemp("spark-warehouse"))
     yield session
     session.stop()

@@ -200,3 +200,49 @@ def test_connect_refuses_a_second_session_in_one_process(spark: Any, tmp_path: P
     # getOrCreate would hand back the running session and ignore the warehouse directory.
     with pytest.raises(EngineError, match="already running"):
         SparkEngine.connect("local[1]", warehouse_dir=str(tmp_path))
+
+
+class _CountingSession:
+    """The real session, counting the statements sent to it (and nothing else changed)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.sent: list[str] = []
+
+    def sql(self, text: str) -> Any:
+        self.sent.append(text)
+        return self._session.sql(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def test_catalog_answers_follow_the_engines_own_changes(spark: Any) -> None:
+    """Catalog look-ups are cached (each is a Spark command, asked for every table a
+    statement reads) and forgotten when a statement of the engine changes the schema."""
+    session = _CountingSession(spark)
+    eng = SparkEngine(session)
+    schema = f"spark_{next(_counter)}"
+    eng.ensure_schema(schema)
+    eng.replace_table(schema, "t", q("SELECT CAST('2024-01-02' AS DATE) AS d"))
+    assert eng.table_kind(schema, "t") == "table"
+    assert eng.columns(schema, "t") == [("d", exp.DataType.build("DATE"))]
+    before = len(session.sent)
+    assert eng.table_kind(schema, "t") == "table"
+    assert eng.columns(schema, "t") == [("d", exp.DataType.build("DATE"))]
+    assert len(session.sent) == before  # answered from the cache
+
+    # Rebuilt with other columns and types, then as a view, a partitioned table, dropped.
+    eng.replace_table(schema, "t", q("SELECT 1 AS d, 'x' AS e"))
+    columns = [(c, t.sql("spark")) for c, t in eng.columns(schema, "t")]
+    assert columns == [("d", "INT"), ("e", "STRING")]
+    eng.replace_view(schema, "t", q("SELECT 2 AS v"))
+    assert (eng.table_kind(schema, "t"), eng.list_tables(schema)) == ("view", ["t"])
+    eng.replace_table(schema, "t", days(("2024-01-01", 1)), partition_by="day")
+    eng.replace_table(schema, "t", days(("2024-01-05", 5)), partition_by="day")
+    assert eng.table_kind(schema, "t") == "table"
+    assert rows(eng, schema, "t") == [(date(2024, 1, 5), 5)]
+    assert catalog(spark, schema) == sorted(["t", "t__parts_b"])
+    eng.drop(schema, "t")
+    assert (eng.table_kind(schema, "t"), eng.list_tables(schema)) == (None, [])
+    assert catalog(spark, schema) == []

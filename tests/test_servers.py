@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -44,6 +46,29 @@ def test_spark_session_is_pinned_to_utc(spark: Any) -> None:
     )
     assert set(servers.TEST_JVM_OPTIONS.split()) <= set(arguments)
     assert jvm.java.util.TimeZone.getDefault().getID() == "UTC"
+
+
+def test_a_second_worker_cannot_start_spark(tmp_path: Path) -> None:
+    servers.claim_spark(tmp_path, "gw0")
+    servers.claim_spark(tmp_path, "gw0")  # the owner's own later tests
+    with pytest.raises(pytest.fail.Exception, match=r"gw1 is starting a second Spark.*gw0"):
+        servers.claim_spark(tmp_path, "gw1")
+    assert (tmp_path / servers.SPARK_OWNER).read_text() == "gw0"
+
+
+@pytest.mark.xdist_group("spark")
+def test_the_spark_fixture_claims_the_run(
+    spark: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Under xdist the session's worker is recorded in the run's folder, where every other
+    worker of the run looks (the folder above its own `popen-<worker>`)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    base = tmp_path_factory.getbasetemp()
+    if worker is None:
+        assert not (base.parent / servers.SPARK_OWNER).exists()
+    else:
+        assert base.name == f"popen-{worker}"
+        assert (base.parent / servers.SPARK_OWNER).read_text() == worker
 
 
 def test_s3_server_stores_objects(s3: servers.S3Server) -> None:

@@ -71,6 +71,14 @@ class SparkEngine(Transpiles):
     def __init__(self, session: Any, *, owned: bool = False) -> None:
         self._session = session
         self._owned = owned
+        # Catalog answers, kept until a statement of this engine changes their schema
+        # (see `_forget`). Every statement is transpiled with the columns of the tables
+        # it reads, and each look-up is a Spark command: uncached, a build asked the
+        # same few answers several times per model. The engine is taken to be the only
+        # writer of its schemas while it is open, as a build is.
+        self._kinds: dict[str, dict[str, TableKind]] = {}
+        self._fields: dict[tuple[str, str], list[tuple[str, exp.DataType]]] = {}
+        self._storages: dict[tuple[str, str], str | None] = {}
 
     @classmethod
     def connect(
@@ -122,7 +130,10 @@ class SparkEngine(Transpiles):
 
     def execute(self, statement: exp.Expression) -> None:
         # Commands (DDL, INSERT) run when `sql()` is called; a query is only analysed.
-        self._sql(statement)
+        try:
+            self._sql(statement)
+        finally:  # a failed statement may have changed the catalog too
+            self._forget(statement)
 
     def fetch_arrow(self, query: exp.Expression) -> pa.Table:
         frame = self._sql(query)
@@ -152,12 +163,17 @@ class SparkEngine(Transpiles):
         return sorted(name for name in kinds if name not in hidden)
 
     def columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]]:
+        cached = self._fields.get((schema, name))
+        if cached is not None:
+            return list(cached)
         with _translated_errors(table=f"{schema}.{name}"):
             fields = self._session.table(self.render(table(schema, name))).schema.fields
-        return [
+        found = [
             (field.name, exp.DataType.build(field.dataType.simpleString(), dialect="spark"))
             for field in fields
         ]
+        self._fields[(schema, name)] = found
+        return list(found)
 
     def drop(self, schema: str, name: str) -> None:
         kinds = self._catalog(schema)
@@ -327,35 +343,69 @@ class SparkEngine(Transpiles):
         """The schema's tables and views by name (temporary views excluded)."""
         # SHOW TABLES and SHOW VIEWS read names only; `catalog.listTables` fetches every
         # table's metadata from the metastore (seconds per call on a 38-model layer, and
-        # the build asks several times per model).
+        # the build asks several times per model). Cached until `_forget`.
+        cached = self._kinds.get(schema)
+        if cached is not None:
+            return dict(cached)
         with _translated_errors(schema=schema):
             if not self._session.catalog.databaseExists(schema):
+                self._kinds[schema] = {}
                 return {}
             where = self.render(_ident(schema))
             # SQLGlot parses SHOW as an opaque command; the name is quoted by render().
             names = self._session.sql(f"SHOW TABLES IN {where}").collect()
             views = self._session.sql(f"SHOW VIEWS IN {where}").collect()
         is_view = {row.viewName for row in views if not row.isTemporary}
-        return {
+        kinds: dict[str, TableKind] = {
             row.tableName: "view" if row.tableName in is_view else "table"
             for row in names
             if not row.isTemporary
         }
+        self._kinds[schema] = kinds
+        return dict(kinds)
+
+    def _forget(self, statement: exp.Expr) -> None:
+        """Drop the cached catalog answers a statement may have changed: those of every
+        schema it names (a created or dropped schema included). An INSERT changes rows
+        only; a statement naming no schema clears everything."""
+        if isinstance(statement, exp.Insert):
+            return
+        schemas = {t.db for t in statement.find_all(exp.Table) if t.db}
+        if isinstance(statement, exp.Create | exp.Drop) and str(
+            statement.args.get("kind") or ""
+        ).upper() in ("SCHEMA", "DATABASE"):
+            schemas.add(statement.this.name)
+        if not schemas:
+            self._kinds.clear()
+            self._fields.clear()
+            self._storages.clear()
+            return
+        for schema in schemas:
+            self._kinds.pop(schema, None)
+        for cache in (self._fields, self._storages):
+            for key in [key for key in cache if key[0] in schemas]:
+                del cache[key]
 
     def _storage(self, schema: str, name: str) -> str | None:
         """The `__parts_*` table a partitioned model's view reads, or None when `name` is
         not such a view. Read from the view's own text, so a table left by a crash between
-        building and repointing is never mistaken for the live one."""
+        building and repointing is never mistaken for the live one. Cached until
+        `_forget`."""
+        if (schema, name) in self._storages:
+            return self._storages[(schema, name)]
         kinds = self._catalog(schema)
         candidates = {name + suffix for suffix in PARTS if kinds.get(name + suffix) == "table"}
         if kinds.get(name) != "view" or not candidates:
+            self._storages[(schema, name)] = None
             return None
         described = self.fetch_all(exp.Describe(this=table(schema, name), style="EXTENDED"))
         text = next((str(row[1]) for row in described if row[0] == "View Text"), "")
         parsed = sqlglot.parse_one(text, read=self.dialect) if text else None
         read = {t.name for t in parsed.find_all(exp.Table)} if parsed is not None else set()
         live = read & candidates
-        return live.pop() if len(live) == 1 else None
+        found = live.pop() if len(live) == 1 else None
+        self._storages[(schema, name)] = found
+        return found
 
     def _count(self, schema: str, name: str) -> int:
         query = exp.select(exp.func("count", exp.Star())).from_(table(schema, name))
