@@ -359,8 +359,10 @@ SAYS: dict[str, dict[str, Says | None]] = {
         "experiment_id": None,
     },
     "quarantine": {
-        "n_rows": lambda x: f"{x:,} rows are held" if x else "No row is held",
-        "top_n_rows": lambda x: f"({x:,} rows of",
+        "n_rows": lambda x: (
+            "No row is held" if not x else "1 row is held" if x == 1 else f"{x:,} rows are held"
+        ),
+        "top_n_rows": lambda x: f"({x:,} row of" if x == 1 else f"({x:,} rows of",
     },
     "data_tests": {k: (lambda x, k=k: f"{x:,} {k}") for k in ("passed", "warned", "failed")},
 }
