@@ -4,14 +4,21 @@ warehouse. Every number is read back from the warehouse the app shows."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+from scipy import stats
 from streamlit.testing.v1 import AppTest
 
+from productlens.app import open_engine
+from productlens.config import load_project
 from productlens.dashboard.pages import PAGES
-from tests.conftest import open_readonly, run_cli
+from productlens.experiments.srm import DEFAULT_SRM_THRESHOLD
+from productlens.report import write_report
+from productlens.report.sections import Settings
+from tests.conftest import open_readonly, q, run_cli
 from tests.test_dashboard import app_for, count, frame, metrics, one, open_page
 
 NO_EVENTS = "The warehouse has no events for these filters."
@@ -78,3 +85,85 @@ def test_an_orders_only_project_opens_the_pages_that_have_data(
             assert metrics(at)["orders"] == count(orders)
         if slug == "health":
             assert len(frame(at, "run_id", "stage")) == runs
+
+
+# --- a dirty world with a sample-ratio mismatch ---------------------------------------------
+
+FAULTY_WORLD = ["--users", "800", "--days", "14", "--seed", "7", "--dirty", "--srm", "0.3"]
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The e-commerce world with planted export faults (rows quarantined) and the first
+    experiment losing 30% of its treatment exposures (a sample-ratio mismatch)."""
+    root = tmp_path_factory.mktemp("faulty")
+    steps = (("generate", *FAULTY_WORLD), ("ingest", str(root / "data")), ("build",), ("check",))
+    for step in steps:
+        result = run_cli("--project", str(root), *step)
+        assert result.returncode == 0, (step, result.stdout, result.stderr)
+    return root
+
+
+def srm_reference(root: Path) -> dict[str, float]:
+    """Each experiment's SRM p-value: Pearson's chi-square (scipy) of its exposed users per
+    variant against the weights it was configured with."""
+    engine = open_readonly(root)
+    try:
+        users = engine.fetch_all(
+            q(
+                "select experiment_id, variant, count(distinct user_id) "
+                "from marts.experiment_exposures group by 1, 2"
+            )
+        )
+        weights = dict(engine.fetch_all(q("select experiment_id, variants from raw.experiments")))
+    finally:
+        engine.close()
+    p_values = {}
+    for experiment_id, raw in weights.items():
+        split = json.loads(raw)
+        seen = {v: n for e, v, n in users if e == experiment_id}
+        observed = [seen.get(v, 0) for v in split]
+        total = sum(observed)
+        expected = [total * w / sum(split.values()) for w in split.values()]
+        p_values[experiment_id] = float(stats.chisquare(observed, expected).pvalue)
+    return p_values
+
+
+def test_the_srm_banner_and_status_name_the_mismatched_experiment_only(
+    faulty: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    p_values = srm_reference(faulty)
+    broken = {e for e, p in p_values.items() if p < DEFAULT_SRM_THRESHOLD}
+    assert broken, p_values
+    assert broken != set(p_values), p_values  # and one healthy
+
+    # Dashboard: one red banner per broken experiment, naming it and its p-value.
+    at = app_for(faulty, monkeypatch)
+    at.sidebar.radio(key="page").set_value("experiments").run()  # its banners are errors
+    assert not at.exception, [e.value for e in at.exception]
+    banners = [e.value for e in at.error]
+    assert len(banners) == len(broken)
+    for experiment_id in broken:
+        said = f"Sample ratio mismatch in {experiment_id} (p = {p_values[experiment_id]:.2g})"
+        assert any(b.startswith(said) for b in banners), banners
+    table = frame(at, "experiment", "SRM")
+    assert dict(zip(table["experiment"], table["SRM"], strict=True)) == {
+        e: "mismatch" if e in broken else "ok" for e in p_values
+    }
+
+    # Report: the SRM column and the decision's sentence say the same.
+    project = load_project(faulty)
+    engine = open_engine(project, read_only=True)
+    try:
+        result = write_report(engine, tmp_path, settings=Settings.from_config(project.config))
+        names = dict(engine.fetch_all(q("select experiment_id, name from raw.experiments")))
+    finally:
+        engine.close()
+    head, rows = result.blocks["experiments"][0].table or ((), ())
+    srm = {r[head.index("experiment")]: r[head.index("SRM")] for r in rows}
+    assert srm == {
+        names[e]: f"mismatch (p={p:.3g})" if e in broken else "ok" for e, p in p_values.items()
+    }
+    for e in p_values:
+        verdict = result.insights()[f"experiment_{e}_treatment"].text
+        assert ("Sample ratio mismatch" in verdict) == (e in broken), verdict
