@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -167,3 +170,82 @@ def test_the_srm_banner_and_status_name_the_mismatched_experiment_only(
     for e in p_values:
         verdict = result.insights()[f"experiment_{e}_treatment"].text
         assert ("Sample ratio mismatch" in verdict) == (e in broken), verdict
+
+
+def test_the_quarantine_ranking_counts_the_rows_still_held(
+    faulty: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Rows by table and reason, most first, of the rows still held: a released or a
+    superseded row leaves the ranking (here some of each, marked by hand)."""
+    root = tmp_path / "copy"
+    shutil.copytree(faulty, root, ignore=shutil.ignore_patterns("data", "reports"))
+    project = load_project(root)
+    engine = open_engine(project)
+    try:
+        gone = datetime(2026, 3, 1)
+        engine.execute(
+            q(
+                "update raw.quarantine set released_at = ? "
+                "where target_table = 'events' and list_contains(reasons, 'duplicate')",
+                gone,
+            )
+        )
+        engine.execute(
+            q(
+                "update raw.quarantine set superseded_at = ? "
+                "where list_contains(reasons, 'null_key') and row_number % 2 = 0",
+                gone,
+            )
+        )
+        rows = engine.fetch_arrow(
+            q("select target_table, reasons, released_at, superseded_at from raw.quarantine")
+        ).to_pylist()
+        result = write_report(
+            engine, tmp_path / "out", settings=Settings.from_config(project.config)
+        )
+    finally:
+        engine.close()
+    held = Counter(
+        (r["target_table"], reason)
+        for r in rows
+        if r["released_at"] is None and r["superseded_at"] is None
+        for reason in r["reasons"] or ["unknown"]
+    )
+    ranking = sorted(held.items(), key=lambda kv: (-kv[1], kv[0]))
+    total = sum(1 for r in rows if r["released_at"] is None and r["superseded_at"] is None)
+    assert len(ranking) >= 3
+    assert total < len(rows)  # some rows did leave
+
+    # Report: the section's table, its chart's labels and the sentence.
+    health = result.sections.health
+    assert health is not None
+    assert (
+        list(
+            zip(
+                zip(
+                    health.quarantine["target_table"].to_pylist(),
+                    health.quarantine["reason"].to_pylist(),
+                    strict=True,
+                ),
+                health.quarantine["n_rows"].to_pylist(),
+                strict=True,
+            )
+        )
+        == ranking
+    )
+    (table, reason), n = ranking[0]
+    said = result.insights()["quarantine"].text
+    assert said.startswith(f"{total:,} rows are held in quarantine"), said
+    assert f"the most common reason is {reason} ({n:,} rows of {table})" in said
+    chart = result.blocks["health"][0].chart
+    assert chart is not None
+    drawn = set(re.findall(r"<text[^>]*>([^<]*)</text>", chart.svg))
+    assert {f"{t}: {r}" for (t, r), _ in ranking} <= drawn
+
+    # Dashboard: the rows held and the bars, in the same order.
+    at = open_page(app_for(root, monkeypatch), "health")
+    assert metrics(at)["rows in quarantine"] == count(total)
+    bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert list(zip(bars["y"], bars["x"], strict=True)) == [
+        (f"{t}: {r}", n) for (t, r), n in ranking
+    ]
