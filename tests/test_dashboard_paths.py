@@ -4,6 +4,7 @@ warehouse. Every number is read back from the warehouse the app shows."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -20,7 +21,7 @@ from productlens.config import load_project
 from productlens.dashboard.pages import PAGES
 from productlens.experiments.srm import DEFAULT_SRM_THRESHOLD
 from productlens.report import write_report
-from productlens.report.sections import Settings
+from productlens.report.sections import Filters, Settings
 from tests.conftest import open_readonly, q, run_cli
 from tests.test_dashboard import app_for, count, frame, metrics, one, open_page
 
@@ -249,3 +250,54 @@ def test_the_quarantine_ranking_counts_the_rows_still_held(
     assert list(zip(bars["y"], bars["x"], strict=True)) == [
         (f"{t}: {r}", n) for (t, r), n in ranking
     ]
+
+
+NAN_OR_INF = re.compile(r"\b(nan|inf|infinity)\b", re.I)
+
+
+def test_filters_that_select_nothing_get_a_clear_empty_state(
+    demo_project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A day, a device and a country with no event together: every page renders, the
+    event pages say there is nothing for these filters, and no NaN or inf is shown. The
+    overview page said "the range ends before it starts": the dashboard leaves the first
+    day open, and the device's own first day came after the chosen one."""
+    engine = open_readonly(demo_project)
+    try:
+        day, device, country = engine.fetch_all(
+            q(
+                "with days as (select distinct event_date as d from core.fct_events), "
+                "devices as (select distinct device as v from core.fct_events "
+                "where device is not null), "
+                "countries as (select distinct country as c from core.fct_events "
+                "where country is not null) "
+                "select d, v, c from days, devices, countries where not exists ("
+                "select 1 from core.fct_events "
+                "where event_date = d and device = v and country = c) order by d, v, c limit 1"
+            )
+        )[0]
+        settings = Settings.from_config(load_project(demo_project).config)
+        result = write_report(
+            engine, tmp_path, settings=settings, filters=Filters(day, day, (device,), (country,))
+        )
+    finally:
+        engine.close()
+    assert "funnel" not in result.blocks  # nobody entered it
+    overview = result.sections.overview
+    assert overview is not None  # the chosen day, explicitly: its numbers are zeros
+    assert {k.key: k.current for k in overview.kpis}["active_users"] == 0
+    assert not NAN_OR_INF.search(html.unescape(re.sub(r"<[^>]+>", " ", result.html.read_text())))
+
+    at = app_for(demo_project, monkeypatch)
+    at.sidebar.date_input(key="dates").set_value((day, day)).run()
+    at.sidebar.multiselect(key="devices").set_value([device]).run()
+    at.sidebar.multiselect(key="countries").set_value([country]).run()
+    for slug in PAGES:
+        at = open_page(at, slug)
+        shown = texts(at)
+        assert not [t for t in shown if NAN_OR_INF.search(t)], (slug, shown)
+        if slug in ("overview", "retention", "engagement"):
+            assert at.info[0].value == NO_EVENTS, slug
+        if slug == "funnel":
+            assert metrics(at)["conversion"] == "-"
+            assert all(v == "0" for k, v in metrics(at).items() if k != "conversion")
