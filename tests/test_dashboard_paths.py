@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from productlens.dashboard.pages import PAGES
 from productlens.experiments.srm import DEFAULT_SRM_THRESHOLD
 from productlens.report import write_report
 from productlens.report.sections import Filters, Settings
-from tests.conftest import open_readonly, q, run_cli
+from tests.conftest import SMALL_WORLD, open_readonly, q, run_cli
 from tests.test_dashboard import app_for, count, frame, metrics, one, open_page
 
 NO_EVENTS = "The warehouse has no events for these filters."
@@ -301,3 +301,65 @@ def test_filters_that_select_nothing_get_a_clear_empty_state(
         if slug == "funnel":
             assert metrics(at)["conversion"] == "-"
             assert all(v == "0" for k, v in metrics(at).items() if k != "conversion")
+
+
+def test_every_page_on_a_postgresql_warehouse_shows_its_numbers(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard reads through the engine layer: the demo's small world built on the
+    throwaway PostgreSQL server, every page under AppTest, its KPIs the server's."""
+    root = tmp_path / "pg"
+    root.mkdir()
+    (root / "productlens.toml").write_text('[warehouse]\nengine = "postgres"\n')
+    env = {"PRODUCTLENS_POSTGRES_DSN": pg_dsn}
+    steps = (("generate", *SMALL_WORLD), ("ingest", str(root / "data")), ("build",), ("check",))
+    for step in steps:
+        result = run_cli("--project", str(root), *step, env=env)
+        assert result.returncode == 0, (step, result.stdout, result.stderr)
+    monkeypatch.setenv("PRODUCTLENS_POSTGRES_DSN", pg_dsn)
+    engine = open_engine(load_project(root), read_only=True)
+    try:
+        assert engine.name == "postgres"
+        last = one(engine, "select max(event_date) from core.fct_events")
+        first = one(engine, "select min(event_date) from core.fct_events")
+        length = max(1, min(7, ((last - first).days + 1) // 2))
+        start = last - timedelta(days=length - 1)
+        users, events = engine.fetch_all(
+            q(
+                "select count(distinct user_id), count(*) from core.fct_events "
+                "where event_date between ? and ?",
+                start,
+                last,
+            )
+        )[0]
+        dau = one(
+            engine, "select count(distinct user_id) from core.fct_events where event_date = ?", last
+        )
+        net = one(engine, "select sum(net_revenue) from marts.daily_sales")
+        entered = one(
+            engine,
+            "select count(distinct user_id) from core.fct_events where event_type = 'page_view'",
+        )
+        held = one(
+            engine,
+            "select count(*) from raw.quarantine "
+            "where released_at is null and superseded_at is null",
+        )
+    finally:
+        engine.close()
+    at = app_for(root, monkeypatch)
+    assert at.sidebar.caption[0].value.startswith("postgres warehouse")
+    for slug in PAGES:
+        at = open_page(at, slug)
+        shown = metrics(at)
+        if slug == "overview":
+            assert shown["active users"] == count(users)
+            assert shown["events"] == count(events)
+        if slug == "funnel":
+            assert shown["entered (page_view)"] == count(entered)
+        if slug == "engagement":
+            assert shown[f"DAU on {last}"] == count(dau)
+        if slug == "revenue":
+            assert shown["net revenue"] == f"{net:,.2f}"
+        if slug == "health":
+            assert shown["rows in quarantine"] == count(held)
