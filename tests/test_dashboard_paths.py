@@ -19,11 +19,22 @@ from streamlit.testing.v1 import AppTest
 from productlens.app import open_engine
 from productlens.config import load_project
 from productlens.dashboard.pages import PAGES
+from productlens.experiments.analysis import Settings as ExperimentSettings
+from productlens.experiments.analysis import analyze_experiment
 from productlens.experiments.srm import DEFAULT_SRM_THRESHOLD
+from productlens.metrics.lifecycle import lifecycle
 from productlens.report import write_report
 from productlens.report.sections import Filters, Settings
 from tests.conftest import SMALL_WORLD, open_readonly, q, run_cli
-from tests.test_dashboard import app_for, count, frame, metrics, one, open_page
+from tests.test_dashboard import (
+    app_for,
+    count,
+    frame,
+    metrics,
+    one,
+    open_page,
+    overview_period,
+)
 
 NO_EVENTS = "The warehouse has no events for these filters."
 
@@ -177,7 +188,8 @@ def test_the_quarantine_ranking_counts_the_rows_still_held(
     faulty: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Rows by table and reason, most first, of the rows still held: a released or a
-    superseded row leaves the ranking (here some of each, marked by hand)."""
+    superseded row leaves the ranking (here some of each, marked by hand); and the data
+    tests passed of all, with one marked as warned."""
     root = tmp_path / "copy"
     shutil.copytree(faulty, root, ignore=shutil.ignore_patterns("data", "reports"))
     project = load_project(root)
@@ -201,6 +213,23 @@ def test_the_quarantine_ranking_counts_the_rows_still_held(
         rows = engine.fetch_arrow(
             q("select target_table, reasons, released_at, superseded_at from raw.quarantine")
         ).to_pylist()
+        # One data test of the last check warned: "passed" is then fewer than all.
+        run = one(engine, "select run_id from ops.test_results order by checked_at desc limit 1")
+        engine.execute(
+            q(
+                "update ops.test_results set status = 'warn' where run_id = ? and test_name = "
+                "(select min(test_name) from ops.test_results where run_id = ?)",
+                run,
+                run,
+            )
+        )
+        passed, total_tests = engine.fetch_all(
+            q(
+                "select count(case when status = 'pass' then 1 end), count(*) "
+                "from ops.test_results where run_id = ?",
+                run,
+            )
+        )[0]
         result = write_report(
             engine, tmp_path / "out", settings=Settings.from_config(project.config)
         )
@@ -246,6 +275,8 @@ def test_the_quarantine_ranking_counts_the_rows_still_held(
     # Dashboard: the rows held and the bars, in the same order.
     at = open_page(app_for(root, monkeypatch), "health")
     assert metrics(at)["rows in quarantine"] == count(total)
+    assert passed < total_tests
+    assert metrics(at)["data tests passed"] == f"{passed:,} of {total_tests:,}"
     bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
     assert list(zip(bars["y"], bars["x"], strict=True)) == [
         (f"{t}: {r}", n) for (t, r), n in ranking
@@ -363,3 +394,97 @@ def test_every_page_on_a_postgresql_warehouse_shows_its_numbers(
             assert shown["net revenue"] == f"{net:,.2f}"
         if slug == "health":
             assert shown["rows in quarantine"] == count(held)
+
+
+def test_experiments_engagement_and_a_country_show_the_warehouse_numbers(
+    demo_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Numbers the page-by-page test left unread: each experiment's decision, lift and
+    interval in the table and the forest plot (the experiments API's readout), the
+    stickiness of the last day and the lifecycle bars per period under a device filter
+    (the lifecycle API on that device), the retention sentences, and a country filter."""
+    project = load_project(demo_project)
+    settings = Settings.from_config(project.config)
+    engine = open_readonly(demo_project)
+    try:
+        readouts = {}
+        for (experiment_id,) in engine.fetch_all(
+            q("select distinct experiment_id from marts.experiment_exposures")
+        ):
+            r = analyze_experiment(
+                engine, experiment_id, settings.experiment_metrics, ExperimentSettings()
+            )
+            c = r.metrics[0].readout.comparisons[0]
+            readouts[experiment_id] = (
+                r.decision.verdict,
+                c.estimate.relative,
+                *c.inference.ci_relative,
+            )
+        last = one(engine, "select max(event_date) from core.fct_events")
+        dau, mau = engine.fetch_all(
+            q(
+                "select count(distinct case when event_date = ? then user_id end), "
+                "count(distinct user_id) from core.fct_events where event_date between ? and ?",
+                last,
+                last - timedelta(days=29),
+                last,
+            )
+        )[0]
+        device = "mobile"
+        scope = Filters(devices=(device,)).scope(settings)
+        cycles = {period: lifecycle(engine, scope, period).periods for period in ("week", "day")}
+        country = one(
+            engine, "select country from core.fct_events group by 1 order by count(*) limit 1"
+        )
+        start, end = overview_period(engine)
+        users = one(
+            engine,
+            "select count(distinct user_id) from core.fct_events "
+            "where country = ? and event_date between ? and ?",
+            country,
+            start,
+            end,
+        )
+    finally:
+        engine.close()
+    at = app_for(demo_project, monkeypatch)
+
+    at = open_page(at, "experiments")
+    table = frame(at, "experiment", "decision", "lift", "low", "high")
+    shown = {
+        r["experiment"]: (r["decision"], r["lift"], r["low"], r["high"])
+        for r in table.to_dict("records")
+    }
+    assert shown.keys() == readouts.keys()
+    for experiment_id, (verdict, *numbers) in readouts.items():
+        assert shown[experiment_id][0] == verdict
+        assert shown[experiment_id][1:] == pytest.approx(tuple(numbers))
+    forest = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    lifts = [float(x) for x in table["lift"]]
+    assert forest["x"] == pytest.approx(lifts)
+    assert forest["error_x"]["array"] == pytest.approx(
+        [h - x for h, x in zip(table["high"], lifts, strict=True)]
+    )
+
+    at = open_page(at, "retention")
+    said = " ".join(m.value for m in at.markdown)
+    assert "active again day 1 after signing up" in said
+
+    at = open_page(at, "engagement")
+    assert metrics(at)["stickiness (DAU/MAU)"] == f"{dau / mau:.1%}"
+    at.sidebar.multiselect(key="devices").set_value([device]).run()
+    for period in ("week", "day"):
+        at.radio(key="lifecycle").set_value(period).run()
+        assert not at.exception
+        bars = {
+            b["name"]: (b["x"], b["y"])
+            for b in json.loads(at.get("plotly_chart")[1].proto.spec)["data"]
+        }
+        expected = cycles[period]
+        assert bars["new"] == ([p.start for p in expected], [p.new for p in expected]), period
+        assert bars["dormant"][1] == [-p.dormant for p in expected], period
+
+    at.sidebar.multiselect(key="devices").set_value([]).run()
+    at.sidebar.multiselect(key="countries").set_value([country]).run()
+    at = open_page(at, "overview")
+    assert metrics(at)["active users"] == count(users)
