@@ -102,6 +102,25 @@ def test_an_orders_only_project_opens_the_pages_that_have_data(
             assert len(frame(at, "run_id", "stage")) == runs
 
 
+def test_a_warehouse_of_users_alone_gets_the_guidance_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No events, orders, subscriptions or assignments: nothing any page could show."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "users.csv").write_text(
+        "user_id,signup_ts,country,device,acquisition_channel,campaign_id,segment\n"
+        "u1,2026-03-02 09:00:00,US,web,organic,,Regular\n"
+    )
+    for step in (("ingest", str(data)), ("build",)):
+        result = run_cli("--project", str(tmp_path), *step)
+        assert result.returncode == 0, (step, result.stdout, result.stderr)
+    at = app_for(tmp_path, monkeypatch)
+    assert not at.exception
+    assert [w.value for w in at.warning] == ["The warehouse has no data"]
+    assert any(c.value.endswith(" demo") for c in at.code)
+
+
 # --- a dirty world with a sample-ratio mismatch ---------------------------------------------
 
 FAULTY_WORLD = ["--users", "800", "--days", "14", "--seed", "7", "--dirty", "--srm", "0.3"]
