@@ -46,8 +46,7 @@ def _connect(path: Path, read_only: bool, lock_wait: float) -> duckdb.DuckDBPyCo
                 waited = f" after waiting {lock_wait:g} s" if lock_wait else ""
                 raise EngineError(
                     f"the warehouse is in use by another process{waited}; wait for it to "
-                    f"finish (a dashboard holds it only while a page renders) and run again "
-                    f"({_first_line(exc)})",
+                    f"finish and run again ({_first_line(exc)})",
                     path=path,
                 ) from None
             time.sleep(pause)
