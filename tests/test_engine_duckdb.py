@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,12 +117,69 @@ def test_second_writer_is_refused_clearly(tmp_path: Path) -> None:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(EngineError, match="in use by another process"):
-            DuckDBEngine(path)
+            DuckDBEngine(path, lock_wait=0.5)
     finally:
         holder.kill()
         holder.wait()
     time.sleep(0.1)
     DuckDBEngine(path).close()  # usable again once the other process is gone
+
+
+def hold_read_only(path: Path) -> subprocess.Popen[str]:
+    """Another process reading the warehouse as the dashboard does during a render: it
+    holds the file read-only until its stdin is closed."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys; c = duckdb.connect({str(path)!r}, read_only=True); "
+            "print('ready', flush=True); sys.stdin.read(); c.close()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+def test_a_writer_waits_for_a_reader_to_let_go(tmp_path: Path) -> None:
+    """`productlens build` while the dashboard rendered a page was refused at once; the
+    writer now tries again until the reader has closed the file."""
+    path = tmp_path / "w.duckdb"
+    DuckDBEngine(path).close()
+    holder = hold_read_only(path)
+    try:
+        with pytest.raises(EngineError, match="in use by another process"):
+            DuckDBEngine(path, lock_wait=0)  # the reader does hold the file
+        assert holder.stdin is not None
+        release = threading.Timer(1.0, holder.stdin.close)
+        release.start()
+        engine = DuckDBEngine(path, lock_wait=120)
+        release.join()
+        assert holder.wait(timeout=60) == 0  # the reader finished: the writer came after it
+        engine.execute(q("create table t as select 1 as x"))
+        assert engine.fetch_all(q("select x from t")) == [(1,)]
+        engine.close()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_writer_is_refused_clearly_when_its_wait_runs_out(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    DuckDBEngine(path).close()
+    holder = hold_read_only(path)
+    try:
+        with pytest.raises(EngineError) as caught:
+            DuckDBEngine(path, lock_wait=0.3)
+        said = str(caught.value)
+        assert "in use by another process after waiting 0.3 s" in said
+        assert str(path) in said
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_read_only_needs_an_existing_warehouse(tmp_path: Path) -> None:

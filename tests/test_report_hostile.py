@@ -7,9 +7,12 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
+from matplotlib import font_manager
+from matplotlib.ft2font import FT2Font
 from playwright.sync_api import sync_playwright
 from rich.console import Console
 
@@ -110,13 +113,28 @@ def test_a_very_long_name_is_shortened_on_a_chart_only(tmp_path: Path) -> None:
     names = [LONG, "short", LONG + "2"]
     chart = charts.bars("long", "Long names", names, [3.0, 2.0, 1.0], tmp_path)
     texts = [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", chart.svg)]
-    cut = LONG[: charts.LABEL_CHARS - 1] + "…"
+    cut = LONG.replace("🚀", charts.MISSING_GLYPH)[: charts.LABEL_CHARS - 1] + "…"
     assert texts.count(cut) == 2
     assert "short" in texts
     assert max(len(t) for t in texts) == charts.LABEL_CHARS
     assert "<script>" not in chart.svg
     forest = charts.forest("f", "F", [LONG], [0.1], [0.0], [0.2], tmp_path)
     assert cut in [html.unescape(t) for t in re.findall(r">([^<]*)</text>", forest.svg)]
+
+
+def test_a_chart_draws_no_glyph_its_font_lacks(tmp_path: Path) -> None:
+    """An emoji in a product name came out as a box in the PNG (DejaVu Sans has no glyph
+    for it, and the warning saying so was silenced): chart labels now show `?` for a
+    character the font lacks; what the font has (accents, ☕) is kept."""
+    names = ["🚀 Rocket mug", "Café ☕", "日本茶"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chart = charts.bars("glyphs", "Glyphs", names, [3.0, 2.0, 1.0], tmp_path)
+    assert not [w for w in caught if "missing from font" in str(w.message)]
+    glyphs = FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap()
+    texts = [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", chart.svg)]
+    assert {"? Rocket mug", "Café ☕", "???"} <= set(texts)
+    assert [c for t in texts for c in t if ord(c) not in glyphs] == []
 
 
 EVIL = "<script>alert(1)</script> & \"q\" 'x' 🚀 "

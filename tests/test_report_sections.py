@@ -5,7 +5,9 @@ text stating the numbers in its values. Each compared with the warehouse by brut
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
@@ -359,8 +361,10 @@ SAYS: dict[str, dict[str, Says | None]] = {
         "experiment_id": None,
     },
     "quarantine": {
-        "n_rows": lambda x: f"{x:,} rows are held" if x else "No row is held",
-        "top_n_rows": lambda x: f"({x:,} rows of",
+        "n_rows": lambda x: (
+            "No row is held" if not x else "1 row is held" if x == 1 else f"{x:,} rows are held"
+        ),
+        "top_n_rows": lambda x: f"({x:,} row of" if x == 1 else f"({x:,} rows of",
     },
     "data_tests": {k: (lambda x, k=k: f"{x:,} {k}") for k in ("passed", "warned", "failed")},
 }
@@ -407,3 +411,80 @@ def test_every_insight_states_its_own_numbers(
         share = ins.top_decile_share(sections.revenue)
         assert share is not None
         assert share.values["n_top"] == math.ceil(int(share.values["n_buyers"] or 0) / 10)
+
+
+def _svg_texts(svg: str) -> list[str]:
+    return [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)]
+
+
+def test_the_insights_and_charts_pick_the_right_rows(eco: Warehouse, tmp_path: Path) -> None:
+    """Insights and charts the number-by-number tests left unread: the slowest step is the
+    step of the longest median time (and the step before it), the lifecycle sums the
+    weeks' statuses, the quietest weekday is the lowest mean day of the daily sales mart,
+    the fastest turnover is the highest category's, the device chart draws each device's
+    first-to-last conversion, and the heatmap cells are each cohort's share."""
+    sections = read_all(eco.engine, Filters(), eco.settings)
+    f, r, rev, p = sections.funnel, sections.retention, sections.revenue, sections.products
+    assert f is not None
+    assert r is not None
+    assert rev is not None
+    assert p is not None
+
+    slow = ins.slowest_step(f)
+    assert slow is not None
+    timed = [(s.median_time_s, i) for i, s in enumerate(f.steps) if i and s.median_time_s]
+    _, at = max(timed)
+    assert slow.values["to_step"] == f.steps[at].event
+    assert f"slowest step is {f.steps[at - 1].event} to {f.steps[at].event}:" in slow.text
+
+    weeks = ins.lifecycle_totals(r)
+    assert weeks is not None
+    for status in ("new", "resurrecting", "dormant"):
+        assert weeks.values[status] == sum(getattr(w, status) for w in r.lifecycle), status
+
+    # Mean net revenue per weekday over every day of the mart's range (0 on a day
+    # without sales), Monday = 0.
+    sales = {
+        row["d"]: row["v"]
+        for row in eco.rows("SELECT sales_date AS d, net_revenue AS v FROM marts.daily_sales")
+    }
+    first, last = min(sales), max(sales)
+    per_weekday: dict[int, list[float]] = defaultdict(list)
+    for k in range((last - first).days + 1):
+        day = first + timedelta(days=k)
+        per_weekday[day.weekday()].append(float(sales.get(day, 0.0)))
+    means = {w: sum(v) / len(v) for w, v in per_weekday.items()}
+    season = ins.seasonality(rev)
+    assert season is not None
+    worst = min(means, key=lambda w: (means[w], w))
+    assert season.values["worst_weekday"] == ins.WEEKDAYS[worst]
+    assert season.values["worst_per_day"] == pytest.approx(means[worst])
+
+    turnover = ins.fastest_turnover(p)
+    assert turnover is not None
+    assert p.categories is not None
+    rates = {
+        c["category"]: c["inventory_turnover"]
+        for c in p.categories.to_pylist()
+        if c["inventory_turnover"] is not None
+    }
+    assert turnover.values["category"] == max(rates, key=lambda c: (rates[c], c))
+
+    funnel_blocks = RENDERERS["funnel"](sections, tmp_path)
+    device_chart = next(
+        b.chart
+        for b in funnel_blocks
+        if b.chart is not None and b.chart.name == "conversion_by_device"
+    )
+    drawn = _svg_texts(device_chart.svg)
+    for device, steps in f.by_device.items():
+        assert f"{steps[-1].count / steps[0].count:.1%}" in drawn, device
+
+    retention_blocks = RENDERERS["retention"](sections, tmp_path)
+    heat = next(
+        b.chart for b in retention_blocks if b.chart is not None and b.chart.name == "retention_day"
+    )
+    cells = {
+        f"{n / c.size:.0%}" for c in r.day_cohorts if c.size for n in c.counts if n is not None
+    }
+    assert cells <= set(_svg_texts(heat.svg))

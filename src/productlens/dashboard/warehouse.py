@@ -22,6 +22,13 @@ from productlens.errors import ProductLensError
 from productlens.report.sections import data_days
 
 EVENTS = ("core", "fct_events")
+# The tables whose rows some page shows: with none of them there is nothing to look at.
+DATA_TABLES = (
+    EVENTS,
+    ("core", "fct_orders"),
+    ("core", "fct_subscriptions"),
+    ("core", "fct_assignments"),
+)
 FILTER_COLUMNS = ("device", "country")  # the sidebar's multi-selects, event columns
 
 
@@ -46,7 +53,7 @@ def _demo_or_ingest(project: Project) -> tuple[str, ...]:
 @contextmanager
 def opened(project: Project) -> Iterator[Engine | Guidance]:
     """The project's warehouse opened read-only, or the guidance to show when it cannot be
-    read: no DuckDB file, an engine that refuses, no models built, no events."""
+    read: no DuckDB file, an engine that refuses, no models built, no data at all."""
     if not warehouse_exists(project):
         yield Guidance(
             "No warehouse yet",
@@ -77,14 +84,23 @@ def _readiness(project: Project, engine: Engine) -> Guidance | None:
             "(after loading data, if the raw layer is empty):",
             (f"productlens --project {project.root} build",),
         )
-    count = engine.fetch_all(exp.select(exp.Count(this=exp.Star())).from_(table(*EVENTS)))
-    if not count[0][0]:
+    # A shop's orders alone (no events) still has revenue, products and health pages: the
+    # event pages say they have no events, as the report leaves their sections out.
+    if not any(_has_rows(engine, name) for name in DATA_TABLES):
         return Guidance(
-            "The warehouse has no events",
-            "core.fct_events is empty: load events into the raw layer and build again:",
+            "The warehouse has no data",
+            "core.fct_events, core.fct_orders, core.fct_subscriptions and "
+            "core.fct_assignments are empty: load data into the raw layer and build again:",
             _demo_or_ingest(project),
         )
     return None
+
+
+def _has_rows(engine: Engine, name: tuple[str, str]) -> bool:
+    if engine.table_kind(*name) is None:
+        return False
+    one_row = exp.select(exp.Literal.number(1)).from_(table(*name)).limit(1)
+    return bool(engine.fetch_all(one_row))
 
 
 def last_run(engine: Engine) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -22,6 +23,36 @@ from productlens.errors import EngineError
 BUILDING_SUFFIX = "__building"
 _KINDS: dict[str, TableKind] = {"BASE TABLE": "table", "LOCAL TEMPORARY": "table", "VIEW": "view"}
 _arrow_names = itertools.count()
+# How long a writer waits for another process's hold on the file (a dashboard render, a
+# report) to end, and the pauses between its tries.
+LOCK_WAIT_S = 5.0
+_LOCK_PAUSES_S = (0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+def _connect(path: Path, read_only: bool, lock_wait: float) -> duckdb.DuckDBPyConnection:
+    """DuckDB's connection to the file; on a lock held by another process, tried again
+    until `lock_wait` seconds have passed."""
+    deadline = time.monotonic() + lock_wait
+    for attempt in itertools.count():
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise EngineError(
+                    f"cannot open the warehouse: {_first_line(exc)}", path=path
+                ) from None
+            pause = _LOCK_PAUSES_S[min(attempt, len(_LOCK_PAUSES_S) - 1)]
+            if time.monotonic() + pause > deadline:
+                waited = f" after waiting {lock_wait:g} s" if lock_wait else ""
+                raise EngineError(
+                    f"the warehouse is in use by another process{waited}; wait for it to "
+                    f"finish and run again ({_first_line(exc)})",
+                    path=path,
+                ) from None
+            time.sleep(pause)
+        except duckdb.Error as exc:
+            raise EngineError(f"cannot open the warehouse: {_first_line(exc)}", path=path) from None
+    raise AssertionError("unreachable")
 
 
 class DuckDBEngine:
@@ -32,7 +63,8 @@ class DuckDBEngine:
     `file_search_path`); `filesystems` are fsspec file systems to read and write through
     (object storage, say: registered on the connection); `connection` is the DuckDB
     connection itself, shared by the embedded ingestion processor when the warehouse is
-    DuckDB.
+    DuckDB. A writer finding the file locked (the dashboard reads it during a render) tries
+    again for up to `lock_wait` seconds before it is refused.
     """
 
     dialect = "duckdb"
@@ -47,24 +79,14 @@ class DuckDBEngine:
         read_only: bool = False,
         search_path: Path | None = None,
         filesystems: Sequence[Any] = (),
+        lock_wait: float = LOCK_WAIT_S,
     ) -> None:
         self.path = path
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():
             raise EngineError("no warehouse yet: run `productlens build` first", path=path)
-        try:
-            self.connection = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise EngineError(
-                    "the warehouse is in use by another process; wait for it to finish "
-                    f"({_first_line(exc)})",
-                    path=path,
-                ) from None
-            raise EngineError(f"cannot open the warehouse: {_first_line(exc)}", path=path) from None
-        except duckdb.Error as exc:
-            raise EngineError(f"cannot open the warehouse: {_first_line(exc)}", path=path) from None
+        self.connection = _connect(path, read_only, 0.0 if read_only else lock_wait)
         # Times are UTC everywhere: timestamps with a zone are read in UTC.
         # Row order in a table carries no meaning here; letting DuckDB drop it makes bulk
         # inserts markedly faster.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
-import warnings
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -55,7 +55,37 @@ PALETTE = ("#3b6ea5", "#e07b39", "#5aa469", "#c44e52", "#8172b2", "#937860")
 LABEL_CHARS = 40
 
 
+# What a chart label shows for a character its font has no glyph for (an emoji, a script
+# DejaVu lacks): a box in the PNG told nobody anything; the insights and tables keep the
+# character.
+MISSING_GLYPH = "?"
+_MARKS = frozenset({"Mn", "Me", "Cf"})  # combining and format marks: nothing to show
+
+
+@functools.cache
+def _glyphs() -> frozenset[int]:
+    """The code points the charts' font draws."""
+    _plt()
+    from matplotlib import font_manager  # noqa: PLC0415
+    from matplotlib.ft2font import FT2Font  # noqa: PLC0415
+
+    path = font_manager.findfont(font_manager.FontProperties())
+    return frozenset(FT2Font(path).get_charmap())
+
+
+def _drawable(text: str) -> str:
+    """The label with every character the font lacks replaced (marks dropped)."""
+    if text.isascii():
+        return text
+    glyphs = _glyphs()
+    return "".join(
+        c if ord(c) in glyphs else "" if unicodedata.category(c) in _MARKS else MISSING_GLYPH
+        for c in text
+    )
+
+
 def _short(text: str) -> str:
+    text = _drawable(text)
     return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
 
 
@@ -80,18 +110,14 @@ def _save(fig: Figure, name: str, title: str, out_dir: Path) -> Chart:
     png = out_dir / f"{name}.png"
     # Written beside and renamed: a report stopped midway leaves no truncated PNG.
     partial = png.with_name(f".{png.name}.partial")
-    with warnings.catch_warnings():
-        # A name with an emoji: matplotlib's font has no glyph for it (the SVG's text is
-        # drawn by the browser's fonts, which show it); not worth a warning per chart.
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        # The layout is fitted once to the labels (no `bbox_inches="tight"`, which draws
-        # the whole figure once more per file to measure it), then drawn as SVG and PNG.
-        fig.tight_layout(pad=0.4)
-        # tight_layout leaves a placeholder layout engine, for which savefig draws once
-        # more before drawing: none is left.
-        fig.set_layout_engine(None)
-        fig.savefig(buffer, format="svg", metadata=none)
-        fig.savefig(partial, format="png", dpi=PNG_DPI, metadata={"Software": None})
+    # The layout is fitted once to the labels (no `bbox_inches="tight"`, which draws
+    # the whole figure once more per file to measure it), then drawn as SVG and PNG.
+    fig.tight_layout(pad=0.4)
+    # tight_layout leaves a placeholder layout engine, for which savefig draws once
+    # more before drawing: none is left.
+    fig.set_layout_engine(None)
+    fig.savefig(buffer, format="svg", metadata=none)
+    fig.savefig(partial, format="png", dpi=PNG_DPI, metadata={"Software": None})
     partial.replace(png)
     _plt().close(fig)
     svg = buffer.getvalue()

@@ -37,6 +37,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+def _n(count: int, noun: str) -> str:
+    """The count and its noun, singular for exactly one: "1 user", "2 users"."""
+    return f"{count:,} {noun if count == 1 else noun + 's'}"
+
+
 def _money(x: float) -> str:
     return f"{x:,.2f}"
 
@@ -59,7 +64,7 @@ def funnel_conversion(f: FunnelSection) -> Insight:
     rate = last.count / first.count
     return Insight(
         "funnel_conversion",
-        f"{last.count:,} of {first.count:,} users who did {first.event} reached {last.event} "
+        f"{last.count:,} of {_n(first.count, 'user')} who did {first.event} reached {last.event} "
         f"within {_days(f.window.total_seconds())} ({_pct(rate)}).",
         {"step": last.event, "n_entered": first.count, "n_converted": last.count, "rate": rate},
     )
@@ -80,7 +85,7 @@ def biggest_dropoff(f: FunnelSection) -> Insight | None:
     return Insight(
         "biggest_dropoff",
         f"The biggest drop-off is from {before.event} to {after.event}: {_pct(rate)} of the "
-        f"users who reached {before.event} ({lost:,} users) went no further.",
+        f"users who reached {before.event} ({_n(lost, 'user')}) went no further.",
         {"from_step": before.event, "to_step": after.event, "rate": rate, "n_lost": lost},
     )
 
@@ -147,7 +152,7 @@ def retention_after(r: RetentionSection, grain: str, period: int) -> Insight | N
     return Insight(
         f"retention_{grain}_{period}",
         f"{_pct(rate)} of new users were active again {grain} {period} after signing up "
-        f"({returned:,} of {users:,}, over {n_cohorts} {GRAIN_ADJECTIVE[grain]} cohorts).",
+        f"({returned:,} of {users:,}, over {_n(n_cohorts, GRAIN_ADJECTIVE[grain] + ' cohort')}).",
         {"rate": rate, "n_returned": returned, "n_users": users, "n_cohorts": n_cohorts},
     )
 
@@ -178,8 +183,8 @@ def lifecycle_totals(r: RetentionSection) -> Insight | None:
     dormant = sum(w.dormant for w in r.lifecycle)
     return Insight(
         "lifecycle",
-        f"Over {len(r.lifecycle)} weeks: {new:,} new users, {resurrecting:,} came back after "
-        f"a dormant week, and {dormant:,} times a user went dormant.",
+        f"Over {_n(len(r.lifecycle), 'week')}: {_n(new, 'new user')}, {resurrecting:,} came "
+        f"back after a dormant week, and {_n(dormant, 'time')} a user went dormant.",
         {"n_weeks": len(r.lifecycle), "new": new, "resurrecting": resurrecting, "dormant": dormant},
     )
 
@@ -253,7 +258,7 @@ def top_clv_segment(r: RevenueSection) -> Insight | None:
     return Insight(
         "top_clv_segment",
         f"The {best.segment} segment has the highest lifetime value: "
-        f"{_money(best.clv_per_user)} net revenue per user to date ({best.n_users:,} users).",
+        f"{_money(best.clv_per_user)} net revenue per user to date ({_n(best.n_users, 'user')}).",
         {"segment": best.segment, "clv_per_user": best.clv_per_user, "n_users": best.n_users},
     )
 
@@ -265,7 +270,7 @@ def first_purchase(r: RevenueSection) -> Insight | None:
     return Insight(
         "first_purchase",
         f"Buyers take {p.mean_days:.1f} days on average from signup to their first purchase "
-        f"(median {p.median_days:.1f}, {p.n_buyers:,} buyers).",
+        f"(median {p.median_days:.1f}, {_n(p.n_buyers, 'buyer')}).",
         {"mean_days": p.mean_days, "median_days": p.median_days, "n_buyers": p.n_buyers},
     )
 
@@ -406,8 +411,9 @@ def quarantine_summary(h: HealthSection) -> Insight:
     top = h.quarantine.slice(0, 1).to_pylist()[0]
     return Insight(
         "quarantine",
-        f"{total:,} rows are held in quarantine; the most common reason is {top['reason']} "
-        f"({top['n_rows']:,} rows of {top['target_table']}).",
+        f"{_n(total, 'row')} {'is' if total == 1 else 'are'} held in quarantine; the most "
+        f"common reason is {top['reason']} ({_n(top['n_rows'], 'row')} of "
+        f"{top['target_table']}).",
         {"n_rows": total, "top_reason": top["reason"], "top_n_rows": top["n_rows"]},
     )
 
@@ -426,7 +432,7 @@ def tests_summary(h: HealthSection) -> Insight | None:
     failed = int(counts.get("fail", 0)) + int(counts.get("error", 0))
     return Insight(
         "data_tests",
-        f"The last check ran {passed + warned + failed:,} data tests: {passed:,} passed, "
+        f"The last check ran {_n(passed + warned + failed, 'data test')}: {passed:,} passed, "
         f"{warned:,} warned, {failed:,} failed.",
         {"passed": passed, "warned": warned, "failed": failed},
     )

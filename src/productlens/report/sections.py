@@ -295,6 +295,8 @@ def read_overview(
         start = end - timedelta(days=length - 1)
     else:
         start, end = filters.start or days[0], filters.end or days[1]
+        if start > end:  # an open end closed by data of these filters beyond the other end
+            return None
         length = (end - start).days + 1
     previous_end = start - timedelta(days=1)
     previous_start = start - timedelta(days=length)

@@ -1,0 +1,112 @@
+"""The insights' words for a count of one: "1 user", not "1 users" (they are the
+dashboard's sentences too). Each case is a section of ones and twos, built by hand."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+
+import pyarrow as pa
+import pytest
+
+from productlens.metrics.funnel import StepResult
+from productlens.metrics.lifecycle import LifecyclePeriod
+from productlens.metrics.retention import Cohort
+from productlens.metrics.revenue import FirstPurchase, SegmentValue
+from productlens.report import insights as ins
+from productlens.report.insights import Insight
+from productlens.report.sections import (
+    FunnelSection,
+    HealthSection,
+    RetentionSection,
+    RevenueSection,
+)
+
+
+def step(event: str, count: int) -> StepResult:
+    return StepResult(event, count, None, None, 0, None, None)
+
+
+def funnel(*counts: int) -> FunnelSection:
+    steps = tuple(step(f"e{i}", n) for i, n in enumerate(counts))
+    return FunnelSection(timedelta(days=1), steps, {}, pa.table({}))
+
+
+def retention(n_cohorts: int, lifecycle: tuple[LifecyclePeriod, ...] = ()) -> RetentionSection:
+    cohorts = tuple(Cohort(f"2026-03-0{i + 1}", 2, (2, 1)) for i in range(n_cohorts))
+    return RetentionSection(cohorts, cohorts, pa.table({}), lifecycle)
+
+
+def revenue(n_users: int, n_buyers: int) -> RevenueSection:
+    segment = SegmentValue("Regular", n_users, n_buyers, 10.0, 10.0 / n_users, None, 0.0)
+    first = FirstPurchase(n_buyers, 1.0, 1.0)
+    return RevenueSection(None, None, None, None, None, None, (segment,), first)
+
+
+def health(*held: int, tests: int = 1) -> HealthSection:
+    quarantine = pa.table(
+        {
+            "target_table": ["raw.events"] * len(held),
+            "reason": [f"reason {i}" for i in range(len(held))],
+            "n_rows": list(held),
+        }
+    )
+    return HealthSection(
+        quarantine,
+        pa.table({"status": ["pass"], "n_tests": [tests]}),
+        pa.table({}),
+        pa.table({}),
+        None,
+    )
+
+
+def week(new: int, dormant: int) -> LifecyclePeriod:
+    return LifecyclePeriod("2026-03-02", new, 0, 0, dormant)
+
+
+CASES: list[tuple[str, Callable[[], Insight | None], str]] = [
+    ("funnel of one user", lambda: ins.funnel_conversion(funnel(1, 1)), "1 of 1 user who did"),
+    ("funnel of two", lambda: ins.funnel_conversion(funnel(2, 1)), "1 of 2 users who did"),
+    ("one user lost", lambda: ins.biggest_dropoff(funnel(3, 2)), "(1 user) went no further"),
+    ("two users lost", lambda: ins.biggest_dropoff(funnel(3, 1)), "(2 users) went no further"),
+    ("one cohort", lambda: ins.retention_after(retention(1), "day", 1), "over 1 daily cohort)"),
+    ("two cohorts", lambda: ins.retention_after(retention(2), "week", 1), "over 2 weekly cohorts"),
+    (
+        "one week",
+        lambda: ins.lifecycle_totals(retention(1, (week(1, 1),))),
+        "Over 1 week: 1 new user, 0 came back after a dormant week, and 1 time a user",
+    ),
+    (
+        "two weeks",
+        lambda: ins.lifecycle_totals(retention(1, (week(1, 1), week(1, 1)))),
+        "Over 2 weeks: 2 new users, 0 came back after a dormant week, and 2 times a user",
+    ),
+    ("one user's value", lambda: ins.top_clv_segment(revenue(1, 1)), "to date (1 user)."),
+    ("one buyer", lambda: ins.first_purchase(revenue(1, 1)), "(median 1.0, 1 buyer)."),
+    ("two buyers", lambda: ins.first_purchase(revenue(2, 2)), "(median 1.0, 2 buyers)."),
+    (
+        "one quarantined row",
+        lambda: ins.quarantine_summary(health(1)),
+        "1 row is held in quarantine; the most common reason is reason 0 (1 row of raw.events)",
+    ),
+    (
+        "three quarantined rows",
+        lambda: ins.quarantine_summary(health(2, 1)),
+        "3 rows are held in quarantine; the most common reason is reason 0 (2 rows of",
+    ),
+    ("one data test", lambda: ins.tests_summary(health(tests=1)), "ran 1 data test: 1 passed"),
+    ("two data tests", lambda: ins.tests_summary(health(tests=2)), "ran 2 data tests: 2 passed"),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "said"), CASES, ids=[c[0] for c in CASES])
+def test_a_count_of_one_takes_the_singular(
+    case: str, make: Callable[[], Insight | None], said: str
+) -> None:
+    insight = make()
+    assert insight is not None, case
+    assert said in insight.text, insight.text
+    assert not re.search(
+        r"(?<![\d,.])1 [a-z ]*?(users|weeks|cohorts|buyers|rows|tests)\b", insight.text
+    ), insight.text
