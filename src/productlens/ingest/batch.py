@@ -24,7 +24,7 @@ from productlens.config import IngestConfig, TableIngestConfig
 from productlens.errors import EngineError, IngestError
 from productlens.ingest.contracts import Contract
 from productlens.ingest.processor import LakeProcessor
-from productlens.ingest.store import RawFile, RawStore, seal
+from productlens.ingest.store import RawFile, RawStore, copied_name, rewritten_name, seal
 from productlens.ingest.validate import (
     Rules,
     Source,
@@ -105,7 +105,7 @@ def run_batch(
     stamp = now.astimezone(UTC).replace(tzinfo=None)
     started = datetime.now(UTC).replace(tzinfo=None)
     copies = {
-        name: store.table_dir(contract.table) / f"{batch.batch_id}-{i:05d}.parquet"
+        name: store.table_dir(contract.table) / copied_name(batch.batch_id, i)
         for i, name in enumerate(sorted(plan.copyable))
     }
     written: list[RawFile] = []
@@ -261,7 +261,7 @@ def _rewrite(
             return None
         source = plan.subset(rest)
     v = validation(contract, source, settings, rules, settings.columns)
-    target = store.table_dir(contract.table) / f"{batch.batch_id}-rows.parquet"
+    target = store.table_dir(contract.table) / rewritten_name(batch.batch_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     lake.execute(
         f"COPY (SELECT {', '.join(v.typed_columns)}, t.__file AS _source_file, "
