@@ -82,3 +82,82 @@ def test_connect_builds_a_utc_session_it_owns_and_a_warehouse_that_lasts(tmp_pat
         assert json.loads(report_line) == expected, step
         assert stopped == "True"  # close() stopped the session it built
     assert (warehouse / "core.db" / "t").is_dir()
+
+
+# A lake with hundreds of raw files (copied users files, rewritten CSV rows, forced
+# reloads of both kinds, and a stray file no batch lists), published to a warehouse whose
+# catalog is Hive's in Derby, as `SparkEngine.connect` makes it on a local master. Derby
+# refuses a view text over 32,700 characters: the raw views' text must not grow with the
+# number of files (200 files made it about 70,000).
+LAKE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from datetime import datetime
+    from pathlib import Path
+    import pyarrow as pa, pyarrow.parquet as pq
+    from sqlglot import exp
+    from productlens.engines.base import table
+    from productlens.engines.spark import SparkEngine
+    from productlens.ingest import ingest_paths
+    from productlens.ingest.processor import LakeProcessor
+    from productlens.lake import publish_raw
+
+    root = Path(sys.argv[1])
+    lake = LakeProcessor.open(root / "lake.duckdb", root / "lake.raw", memory_limit="1GB",
+                              threads=1)
+
+    def users(folder, prefix, n):
+        folder.mkdir(parents=True)
+        for i in range(n):  # exactly the contract's columns: copied byte for byte
+            pq.write_table(pa.table({
+                "user_id": [f"{prefix}{i}a", f"{prefix}{i}b"],
+                "signup_ts": pa.array([datetime(2026, 1, 1, 10, i % 60)] * 2, pa.timestamp("us")),
+                "country": ["DE", "FR"],
+                **{c: pa.array([None, None], pa.string()) for c in
+                   ("device", "acquisition_channel", "campaign_id", "segment")},
+            }), folder / f"{prefix}-{i:03d}.parquet")
+        return sorted(folder.iterdir())
+
+    first = users(root / "in1", "u", int(sys.argv[2]))
+    ingest_paths(lake, first, table="users", now=datetime(2026, 11, 22))
+    csv = root / "more.csv"
+    csv.write_text("user_id,signup_ts,country\\nc1,2026-01-02 11:00:00,NL\\n"
+                   "c2,2026-01-02 12:00:00,\\n")
+    ingest_paths(lake, [csv], table="users", now=datetime(2026, 11, 22))
+    # Forced reloads: one copied file and the CSV replace their earlier rows.
+    ingest_paths(lake, [first[0], csv], table="users", force=True, now=datetime(2026, 11, 23))
+    folder = root / "lake.raw" / "users"
+    listed = lake.fetch_all("SELECT count(*) FROM ops.raw_files")[0][0]
+    # A file no batch lists (what a crash between writing and committing leaves).
+    pq.write_table(pq.read_table(first[1]), folder / "0000000000000000-00000.parquet")
+
+    def rows(data):
+        return sorted(json.dumps(r, default=str) for r in data.to_pylist())
+
+    engine = SparkEngine.connect("local[1]", warehouse_dir=str(root / "warehouse"),
+                                 conf={"spark.sql.shuffle.partitions": "1"})
+    publish_raw(lake, engine)
+    got = engine.fetch_arrow(exp.select("*").from_(table("raw", "users")))
+    engine.close()
+    print(json.dumps({"listed": listed, "lake": rows(lake.fetch_arrow("SELECT * FROM raw.users")),
+                      "warehouse": rows(got)}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_lake_of_many_files_publishes_to_a_derby_catalog(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LAKE_SCRIPT, str(tmp_path), "200"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=tmp_path,  # Derby writes derby.log into the working directory
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["listed"] == 200 + 1 + 2  # copies, the CSV's rows, the forced reloads
+    # 200 files of 2 users, the CSV's 2; the reloads replace, never add.
+    assert len(report["lake"]) == 402
+    assert report["warehouse"] == report["lake"]  # lineage included

@@ -7,9 +7,17 @@ to the warehouse through the Engine protocol only:
 
 - an engine that reads Parquet (DuckDB, Spark) gets one view `raw.<table>` per contract
   table over exactly the listed files, with the lineage columns: the rows
-  `ingest.store.RawStore.view_sql` gives in the lake. The lineage of each file (batch,
-  source file, ingestion time) is written into the view as a VALUES list, so the view
-  reads nothing but the files;
+  `ingest.store.RawStore.view_sql` gives in the lake. The view reads the table's folder
+  through one name pattern per kind of file (copied, rewritten), joined to the
+  warehouse's copy of the file list (`ops.raw_files`, for each file's batch, source file
+  and ingestion time) and anti-joined to its copy of `ops.superseded_files`: a file no
+  committed batch lists is never seen, and a replaced load is never counted twice. Its
+  text does not grow with the files (Spark's Hive catalog in Derby refuses a view text
+  over 32,700 characters; one relation per file also made Spark plan every query over
+  hundreds of relations). The catalog is copied first, so a view reads the list that
+  matches the files. Every file in the folder is opened, listed or not: a superseded
+  copy costs a read, and a file left half-written by a crash (until the next ingest
+  sweeps it) fails the query rather than being skipped;
 - an engine that cannot (PostgreSQL) gets each committed file loaded once into the table
   `raw.<table>` (its rows and lineage read by the processor as Arrow), recorded in the
   warehouse's `ops.raw_loaded` in the same transaction, and the rows of superseded pairs
@@ -23,8 +31,9 @@ the processor) there is nothing to publish.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +45,7 @@ from productlens.errors import EngineError
 from productlens.ingest import ensure_raw_tables
 from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS
 from productlens.ingest.processor import LakeProcessor
+from productlens.ingest.store import COPIED_FILES, REWRITTEN_FILES
 from productlens.objects import FilePath, ObjectPath
 
 Strategy = Literal["auto", "views", "load"]
@@ -124,18 +134,25 @@ def publish_raw(
     for schema in ("raw", "ops"):
         engine.ensure_schema(schema)
     result = PublishResult(chosen)
+    if chosen == "views":  # the views read the file list: copied before them
+        _copy_all_catalog(processor, engine, result)
     for name in CONTRACTS:
         files = _listed(processor, name)
-        gone = _superseded(processor, name)
         if chosen == "views":
-            _publish_view(engine, name, files, gone)
+            _publish_view(engine, name, files)
         else:
+            gone = _superseded(processor, name)
             _publish_rows(processor, engine, name, files, gone, result, batch_rows)
         result.tables.append(name)
+    if chosen == "load":  # after the rows, as before: a failed load leaves the old list
+        _copy_all_catalog(processor, engine, result)
+    return result
+
+
+def _copy_all_catalog(processor: LakeProcessor, engine: Engine, result: PublishResult) -> None:
     for schema, name in CATALOG:
         _copy_catalog(processor, engine, schema, name)
         result.catalog.append(f"{schema}.{name}")
-    return result
 
 
 def shares_catalog(processor: LakeProcessor, engine: Engine) -> bool:
@@ -147,15 +164,18 @@ def raw_relation(
     relation: exp.Expr,
     dialect: str,
     table_name: str,
-    files: Sequence[LakeFile],
-    gone: set[tuple[str, str]],
+    copied: bool,
+    lineage: exp.Expr,
+    *,
+    superseded: exp.Table | None = None,
 ) -> exp.Select:
-    """The rows of `files` (all copied, or all rewritten) of one raw table, read through
-    `relation`, typed to the contract, with their lineage; without the rows of the
-    superseded (batch, source file) pairs `gone`."""
+    """The rows of a raw table's files of one kind (`copied`, or rewritten), read through
+    `relation`, typed to the contract, with their lineage from `lineage` (a relation of
+    file_name, batch_id, source_file, ingested_at, one row per file): a file it has no
+    row for is left out. With `superseded` (the catalog's `ops.superseded_files`), without
+    the rows of the (batch, source file) pairs it lists for the table."""
     contract = CONTRACTS[table_name]
     file_name, row_index = _FILE_COLUMNS[dialect]
-    copied = files[0].copied
     inner: list[exp.Expr] = [exp.column(c.name, quoted=True) for c in contract.columns]
     if not copied:  # a rewritten file stores each row's source file and row number
         inner += [exp.column("_source_file"), exp.column("_row_number")]
@@ -164,19 +184,6 @@ def raw_relation(
         exp.alias_(row_index(), "__row"),
     ]
     read = exp.select(*inner).from_(relation).subquery("r")
-    lineage = exp.values(
-        [
-            (
-                _text(f.name),
-                _text(f.batch),
-                exp.cast(_text(f.source) if f.source is not None else exp.null(), "VARCHAR"),
-                exp.cast(_text(str(f.ingested_at)), "TIMESTAMP"),
-            )
-            for f in files
-        ],
-        alias="m",
-        columns=["file_name", "batch_id", "source_file", "ingested_at"],
-    )
     source = exp.column("source_file", "m") if copied else exp.column("_source_file", "r")
     row: exp.Expr = exp.column("_row_number", "r")
     if copied:  # a copied file's rows are numbered by their place in it, from 1
@@ -189,30 +196,56 @@ def raw_relation(
     ]
     columns += [
         exp.alias_(exp.column("batch_id", "m"), "_batch_id"),
-        exp.alias_(source, "_source_file"),
+        exp.alias_(exp.cast(source, "VARCHAR"), "_source_file"),
         exp.alias_(exp.cast(row, "BIGINT"), "_row_number"),
-        exp.alias_(exp.column("ingested_at", "m"), "_ingested_at"),
+        exp.alias_(exp.cast(exp.column("ingested_at", "m"), "TIMESTAMP"), "_ingested_at"),
     ]
     query = (
         exp.select(*columns)
         .from_(read)
         .join(lineage, on=exp.column("file_name", "m").eq(exp.column("__file", "r")))
     )
-    pairs = {pair for pair in gone if pair[0] in {f.batch for f in files}}
-    if pairs and not copied:  # copied files of superseded pairs are not in `files`
-        query = query.where(exp.not_(_pair_in(exp.column("batch_id", "m"), source, pairs)))
+    if superseded is not None:
+        replaced = (
+            exp.select(exp.Literal.number(1))
+            .from_(exp.alias_(superseded, "s", table=True))
+            .where(exp.column("target_table", "s").eq(_text(table_name)))
+            .where(exp.column("batch_id", "s").eq(exp.column("batch_id", "m")))
+            .where(exp.column("source_file", "s").eq(source))
+        )
+        query = query.where(exp.not_(exp.Exists(this=replaced)))
     return query
 
 
-def _publish_view(
-    engine: Engine, name: str, files: list[LakeFile], gone: set[tuple[str, str]]
-) -> None:
-    files = [f for f in files if not (f.copied and (f.batch, f.source) in gone)]
+def _publish_view(engine: Engine, name: str, files: list[LakeFile]) -> None:
     parts: list[exp.Select] = []
-    for group in ([f for f in files if f.copied], [f for f in files if not f.copied]):
-        if group:
-            relation = engine.parquet_relation([f.path for f in group])
-            parts.append(raw_relation(relation, engine.dialect, name, group, gone))
+    for copied, pattern in ((True, COPIED_FILES), (False, REWRITTEN_FILES)):
+        group = [f for f in files if f.copied is copied]
+        if not group:
+            continue
+        # The views find files by name pattern: a listed file the pattern misses would be
+        # silently absent, so it stops the publish instead.
+        odd = next((f for f in group if not fnmatchcase(f.name, pattern)), None)
+        if odd is not None:
+            raise EngineError(
+                f"a raw file is not named as the lake names its files ({pattern})",
+                table=f"raw.{name}",
+                file=odd.path,
+            )
+        # One relation per folder the files are in: one, as the lake writes them.
+        folders = sorted({f.path.rsplit("/", 1)[0] for f in group})
+        relation = engine.parquet_relation([f"{folder}/{pattern}" for folder in folders])
+        listed = (
+            exp.select("file_name", "batch_id", "source_file", "ingested_at")
+            .from_(table("ops", "raw_files"))
+            .where(exp.column("target_table").eq(_text(name)))
+            .where(exp.column("copied").eq(exp.Boolean(this=copied)))
+            .subquery("m")
+        )
+        superseded = table("ops", "superseded_files")
+        parts.append(
+            raw_relation(relation, engine.dialect, name, copied, listed, superseded=superseded)
+        )
     query: exp.Query = parts[0] if parts else _empty(name)
     for part in parts[1:]:
         query = exp.union(query, part, distinct=False)
@@ -246,7 +279,7 @@ def _publish_rows(
         for f in new:
             # The processor reads the file as DuckDB: the same relation the views use.
             relation = exp.func("read_parquet", _text(f.path))
-            query = raw_relation(relation, "duckdb", name, [f], set())
+            query = raw_relation(relation, "duckdb", name, f.copied, _lineage(f))
             rows = 0
             for batch in processor.fetch_batches(query, rows=batch_rows):
                 rows += engine.append_arrow("raw", name, pa.Table.from_batches([batch]))
@@ -329,6 +362,23 @@ def _empty(name: str) -> exp.Select:
     """No rows, the raw table's columns and types."""
     nulls = [exp.alias_(exp.cast(exp.null(), t), n, quoted=True) for n, t in _columns(name)]
     return exp.select(*nulls).where(exp.false())
+
+
+def _lineage(f: LakeFile) -> exp.Expr:
+    """One file's lineage as a one-row relation `m`."""
+    source = _text(f.source) if f.source is not None else exp.null()
+    return exp.values(
+        [
+            (
+                _text(f.name),
+                _text(f.batch),
+                exp.cast(source, "VARCHAR"),
+                exp.cast(_text(str(f.ingested_at)), "TIMESTAMP"),
+            )
+        ],
+        alias="m",
+        columns=["file_name", "batch_id", "source_file", "ingested_at"],
+    )
 
 
 def _pair_in(batch: exp.Expr, source: exp.Expr, pairs: set[tuple[str, str]]) -> exp.In:

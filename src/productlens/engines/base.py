@@ -101,8 +101,10 @@ class Engine(Protocol):
         """Make an Arrow table readable by queries as the returned table for the block."""
 
     def parquet_relation(self, paths: Sequence[str]) -> exp.Expression:
-        """A relation (usable in FROM) over Parquet files, local paths or URLs. Engines
-        that cannot read files raise `EngineError`; rows are then loaded instead."""
+        """A relation (usable in FROM) over Parquet files, local paths or URLs; a path may
+        be a glob pattern (`folder/*-rows.parquet`), expanded each time the relation is
+        read. Engines that cannot read files raise `EngineError`; rows are then loaded
+        instead."""
 
     def transaction(self) -> AbstractContextManager[None]:
         """Run the statements inside the block atomically where the engine can; engines

@@ -26,7 +26,7 @@ from productlens.errors import EngineError, IngestError
 from productlens.ingest.contracts import Contract
 from productlens.ingest.processor import LakeProcessor
 from productlens.ingest.sql import fill, table, text_list
-from productlens.ingest.store import RawFile, RawStore, seal
+from productlens.ingest.store import RawFile, RawStore, copied_name, rewritten_name, seal
 from productlens.ingest.validate import Rules, Source, raw_json, unknown_table, validation
 from productlens.objects import FilePath
 
@@ -97,7 +97,7 @@ def run_batch(
     stamp = now.astimezone(UTC).replace(tzinfo=None)
     started = datetime.now(UTC).replace(tzinfo=None)
     copies = {
-        name: store.table_dir(contract.table) / f"{batch.batch_id}-{i:05d}.parquet"
+        name: store.table_dir(contract.table) / copied_name(batch.batch_id, i)
         for i, name in enumerate(sorted(plan.copyable))
     }
     written: list[RawFile] = []
@@ -259,7 +259,7 @@ def _rewrite(
             return None
         source = plan.subset(rest)
     v = validation(contract, source, settings, rules, settings.columns)
-    target = store.table_dir(contract.table) / f"{batch.batch_id}-rows.parquet"
+    target = store.table_dir(contract.table) / rewritten_name(batch.batch_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     rows_out = fill(
         "SELECT t.__file AS _source_file, CAST(t.__row AS BIGINT) AS _row_number "

@@ -56,6 +56,23 @@ from productlens.ingest.processor import LakeProcessor
 from productlens.ingest.sql import aliased, fill, query, text_list
 from productlens.objects import FilePath, ObjectPath, copy_file, relative_to
 
+# How the raw files of a batch are named, and the name patterns (globs, the same for
+# DuckDB and Hadoop) that tell the two kinds apart: a warehouse reads each kind of a
+# table's folder through one pattern (`productlens.lake`), never a list of files.
+COPIED_FILES = "*[0-9].parquet"
+REWRITTEN_FILES = "*-rows.parquet"
+
+
+def copied_name(batch_id: str, n: int) -> str:
+    """The name of a batch's `n`th copied file (matches COPIED_FILES)."""
+    return f"{batch_id}-{n:05d}.parquet"
+
+
+def rewritten_name(batch_id: str) -> str:
+    """The name of a batch's file of rewritten rows (matches REWRITTEN_FILES)."""
+    return f"{batch_id}-rows.parquet"
+
+
 MANIFEST_DDL = """
 CREATE TABLE IF NOT EXISTS ops.raw_files (
     file_name VARCHAR NOT NULL,
