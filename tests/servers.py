@@ -181,7 +181,8 @@ def claim_spark(run_dir: Path, worker: str) -> None:
                 f"xdist worker {worker} is starting a second Spark session in this run; "
                 f"{owner} already has one (see {marker}). Mark every test that uses the "
                 '`spark` fixture with @pytest.mark.xdist_group("spark") and run with '
-                "--dist loadgroup (a crashed and replaced worker also ends here).",
+                "--dist loadgroup (a crashed and replaced worker also ends here, and so does a "
+                "pytest that pytest-xdist cannot group with: see pyproject's pin).",
                 pytrace=False,
             )
         return
