@@ -16,6 +16,7 @@ from productlens.engines import LAYERS, DuckDBEngine, Engine
 from productlens.engines.base import table
 from productlens.errors import EngineError
 from tests.conftest import q
+from tests.holders import hold_duckdb
 
 SCHEMAS = "SELECT schema_name FROM information_schema.schemata"
 
@@ -125,31 +126,12 @@ def test_second_writer_is_refused_clearly(tmp_path: Path) -> None:
     DuckDBEngine(path).close()  # usable again once the other process is gone
 
 
-def hold_read_only(path: Path) -> subprocess.Popen[str]:
-    """Another process reading the warehouse as the dashboard does during a render: it
-    holds the file read-only until its stdin is closed."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import duckdb, sys; c = duckdb.connect({str(path)!r}, read_only=True); "
-            "print('ready', flush=True); sys.stdin.read(); c.close()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "ready"
-    return holder
-
-
 def test_a_writer_waits_for_a_reader_to_let_go(tmp_path: Path) -> None:
     """`productlens build` while the dashboard rendered a page was refused at once; the
     writer now tries again until the reader has closed the file."""
     path = tmp_path / "w.duckdb"
     DuckDBEngine(path).close()
-    holder = hold_read_only(path)
+    holder = hold_duckdb(path, read_only=True)
     try:
         with pytest.raises(EngineError, match="in use by another process"):
             DuckDBEngine(path, lock_wait=0)  # the reader does hold the file
@@ -170,7 +152,7 @@ def test_a_writer_waits_for_a_reader_to_let_go(tmp_path: Path) -> None:
 def test_a_writer_is_refused_clearly_when_its_wait_runs_out(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
     DuckDBEngine(path).close()
-    holder = hold_read_only(path)
+    holder = hold_duckdb(path, read_only=True)
     try:
         with pytest.raises(EngineError) as caught:
             DuckDBEngine(path, lock_wait=0.3)

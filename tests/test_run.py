@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from productlens.retry import RetryPolicy, is_transient, retrying
 from productlens.simulate import generate, preset
 from tests.conftest import q
 from tests.cross_engine import differences
+from tests.holders import hold_duckdb
 from tests.servers import S3Server
 
 START = date(2026, 1, 5)
@@ -317,24 +317,6 @@ def test_a_failed_data_test_keeps_the_previous_marts_and_is_recorded(
 
 # --- retries -----------------------------------------------------------------------------
 
-HOLD_LOCK = (
-    "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
-    "sys.stdin.read()"
-)
-
-
-def _hold(path: Path) -> subprocess.Popen[str]:
-    """Another process holding the warehouse file's lock until its stdin closes."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "locked"
-    return holder
-
 
 def _release(holder: subprocess.Popen[str]) -> None:
     assert holder.stdin is not None
@@ -345,7 +327,7 @@ def _release(holder: subprocess.Popen[str]) -> None:
 def test_a_locked_warehouse_is_retried_until_it_is_free(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
     DuckDBEngine(path).close()
-    holder = _hold(path)
+    holder = hold_duckdb(path, read_only=False)
     waits: list[float] = []
     tries: list[int] = []
 
@@ -372,7 +354,7 @@ def test_a_locked_warehouse_is_retried_until_it_is_free(tmp_path: Path) -> None:
 def test_retries_are_bounded_with_backoff(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
     DuckDBEngine(path).close()
-    holder = _hold(path)
+    holder = hold_duckdb(path, read_only=False)
     waits: list[float] = []
     try:
         with pytest.raises(EngineError, match="in use by another process"):
