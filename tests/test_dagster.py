@@ -22,7 +22,12 @@ from sqlglot import exp
 from productlens import checks, modeling
 from productlens.config import load_project
 from productlens.engines.base import table
-from productlens.integrations.dagster import ProductlensAssets, check_name, productlens_assets
+from productlens.integrations.dagster import (
+    ProductlensAssets,
+    check_name,
+    productlens_assets,
+    productlens_definitions,
+)
 from productlens.simulate import generate, preset
 from tests.conftest import open_readonly, q
 from tests.cross_engine import differences
@@ -167,8 +172,9 @@ def test_materialized_models_equal_a_productlens_build(
 
 
 def test_the_asset_graph_is_the_model_graph(materialized: Materialized) -> None:
-    graph, found = materialized.graph, materialized.found
-    defs = dg.Definitions(assets=found.assets, asset_checks=found.checks, resources=found.resources)
+    graph = materialized.graph
+    defs = productlens_definitions(materialized.root)
+    defs.resolve_all_job_defs()  # complete: every step's resources are provided
     assets = defs.resolve_asset_graph()
     edges = {
         (".".join(up.path), ".".join(key.path))
