@@ -22,6 +22,7 @@ from sqlglot import exp
 from productlens import checks, modeling
 from productlens.config import load_project
 from productlens.engines.base import table
+from productlens.errors import ModelError
 from productlens.integrations.dagster import (
     ProductlensAssets,
     check_name,
@@ -265,3 +266,18 @@ def test_productlens_does_not_import_dagster() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "False"
+
+
+def test_two_tests_with_one_check_name_are_a_clear_error(tmp_path: Path) -> None:
+    """Dagster needs a model's check names unique: `a-b` and `a_b` would both be `a_b`."""
+    root = tmp_path / "p"
+    marts = root / "models" / "marts"
+    marts.mkdir(parents=True)
+    (marts / "twice.sql").write_text("select 1 as x\n")
+    (marts / "_twice.yml").write_text(
+        "models:\n  - name: twice\n    grain: one row\n    tests:\n"
+        '      - expression: "x = 1"\n        name: a-b\n'
+        '      - expression: "x > 0"\n        name: a_b\n'
+    )
+    with pytest.raises(ModelError, match=r"'a_b' \('a-b' and 'a_b'\).*twice"):
+        productlens_assets(root)
