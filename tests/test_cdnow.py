@@ -4,11 +4,14 @@ file."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from productlens import clv
 from tests.cdnow import Log, write_contract_files
 from tests.conftest import q, run_cli, warehouse_engine
 
@@ -52,3 +55,36 @@ def test_the_full_log_goes_in_exactly(full_log: tuple[Path, Log]) -> None:
     assert per_user.column("user_id").to_pylist() == customers.tolist()
     np.testing.assert_array_equal(per_user.column("n_orders").to_numpy(), n_orders)
     np.testing.assert_array_equal(per_user.column("cents").to_numpy(), cents)
+
+
+def test_both_models_fit_the_full_log(
+    full_log: tuple[Path, Log], record_property: Callable[[str, object], None]
+) -> None:
+    project, log = full_log
+    engine = warehouse_engine(project / "warehouse.duckdb", read_only=True)
+    try:
+        summary = clv.summarize(engine)
+    finally:
+        engine.close()
+    started = time.perf_counter()
+    bgnbd = clv.fit_bgnbd(summary.frequency, summary.recency, summary.age)
+    gamma_gamma = clv.fit_gamma_gamma(summary.frequency, summary.mean_spend)
+    seconds = time.perf_counter() - started
+    # Printed, never asserted (issue 16 asks for under 2 s on this machine).
+    record_property("full_log_fit_seconds", round(seconds, 3))
+    print(f"BG/NBD + Gamma-Gamma on {summary.n:,} customers: {seconds:.2f} s")
+    assert summary.n == 23_570
+    # Repeat purchase days from the file: distinct (customer, day) pairs less first days.
+    assert (
+        summary.frequency.sum()
+        == len(np.unique(np.column_stack([log.customer, log.date]), axis=0)) - 23_570
+    )
+    assert bgnbd.converged
+    assert gamma_gamma.converged
+    # One repeat buyer's repeat purchases total $0: outside the Gamma-Gamma fit.
+    zero = (summary.frequency > 0) & (summary.mean_spend == 0)
+    assert gamma_gamma.n == int(np.sum(summary.frequency > 0)) - int(zero.sum())
+    # The optimum: the closed-form gradient vanishes there (relative to the LL's size).
+    x, t_x, big_t = summary.frequency, summary.recency, summary.age
+    gradient = clv.bgnbd_gradient(np.array(bgnbd.params), x, t_x, big_t).sum(axis=0)
+    assert np.all(np.abs(gradient * np.array(bgnbd.params)) < 1e-2)

@@ -16,6 +16,7 @@ import pytest
 from statsmodels.tools.numdiff import approx_fprime
 
 from productlens import clv
+from productlens.cli import main
 from productlens.engines import DuckDBEngine
 from tests.cdnow import read_log, write_contract_files
 from tests.conftest import run_cli, warehouse_engine
@@ -219,23 +220,25 @@ def test_expected_spend_shrinks_to_the_population_mean() -> None:
     ],
 )
 def test_clv_refuses_what_it_cannot_fit(
-    sample_project: Path, args: list[str], message: str
+    sample_project: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    result = run_cli("--project", str(sample_project), "clv", *args)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert message in result.stderr + result.stdout
-    assert "Traceback" not in result.stderr
+    code = main(["--project", str(sample_project), "clv", *args])
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert message in err + out
+    assert "Traceback" not in err
 
 
-def test_clv_prints_the_fit_and_exact_json(sample_project: Path) -> None:
+def test_clv_prints_the_fit_and_exact_json(
+    sample_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ("--project", str(sample_project), "clv", "--calibration-end", "1997-09-30")
-    text = run_cli(*args)
+    text = run_cli(*args)  # once as a user runs it: a real process, no terminal
     assert text.returncode == 0, text.stderr
     assert "2,357 customers (946 repeat buyers)" in text.stdout
     assert "Holdout 1997-09-30 to 1998-06-30" in text.stdout
-    result = run_cli(*args, "--horizon", "26w", "--discount-rate", "0", "--json")
-    assert result.returncode == 0, result.stderr
-    got = json.loads(result.stdout)
+    assert main([*args, "--horizon", "26w", "--discount-rate", "0", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
     assert round(got["bgnbd"]["log_likelihood"], 1) == PUBLISHED_LL
     assert got["horizon_weeks"] == 26
     customers = got["customers"]
