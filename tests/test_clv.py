@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from sqlglot import ErrorLevel
 from statsmodels.tools.numdiff import approx_fprime
 
 from productlens import clv
@@ -249,3 +250,20 @@ def test_clv_prints_the_fit_and_exact_json(
     np.testing.assert_allclose(clv_values, product, rtol=1e-9)
     assert all(c["mean_spend"] is None for c in customers if c["frequency"] == 0)
     assert len(got["holdout"]["tracking"]) == 78
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "spark"])
+def test_the_summary_queries_transpile(dialect: str) -> None:
+    for text in (clv._SUMMARY, clv._REPEATS_BY_DATE):
+        query = clv._query(text, date(1997, 9, 30), date(1998, 6, 30))
+        sql = query.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE)
+        assert "1997-09-30" in sql
+
+
+def test_clv_on_an_unbuilt_warehouse_says_build_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = warehouse_engine(tmp_path / "warehouse.duckdb")
+    engine.close()
+    assert main(["--project", str(tmp_path), "clv"]) == 2
+    assert "run `productlens build` first" in capsys.readouterr().err

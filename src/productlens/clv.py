@@ -64,7 +64,7 @@ with orders as (
         order_date,
         net_revenue
     from core.int_order_revenue
-    where is_recognized and order_date <= :holdout_end
+    where is_recognized and user_id is not null and order_date <= :holdout_end
 ),
 
 days as (
@@ -153,7 +153,11 @@ select * from final order by order_date
 """
 )
 
-_LAST_DATE = "select max(order_date) as last_date from core.int_order_revenue where is_recognized"
+_LAST_DATE = """
+select max(order_date) as last_date
+from core.int_order_revenue
+where is_recognized and user_id is not null
+"""
 
 
 def _date_literal(value: date) -> exp.Expression:
@@ -207,6 +211,11 @@ def last_order_date(engine: Engine) -> date | None:
 def summarize(engine: Engine, calibration_end: date | None = None) -> Summary:
     """The per-customer summary up to `calibration_end` (default: the last order date), and
     each customer's repeat purchase days after it up to the last order date."""
+    if engine.table_kind(*ORDER_REVENUE_TABLE.split(".")) is None:
+        raise ClvInputError(
+            "the warehouse has no orders model: run `productlens build` first",
+            table=ORDER_REVENUE_TABLE,
+        )
     last = last_order_date(engine)
     if last is None:
         raise ClvInputError("no completed orders to fit on", table=ORDER_REVENUE_TABLE)

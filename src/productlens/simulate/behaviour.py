@@ -774,7 +774,5 @@ def generate_block(params: WorldParams, world: World, block: int) -> Block:
         "assignments": assignments,
     }
     event_day = (ev.ts - world.start_us) // US_PER_DAY
-    activity = pa.table(
-        {"user_id": users.ids, "activity_end_ts": timestamps(activity_end_us)}
-    )
+    activity = pa.table({"user_id": users.ids, "activity_end_ts": timestamps(activity_end_us)})
     return Block(block, tables, event_day, sales, experiment_sums, activity=activity)
