@@ -706,13 +706,21 @@ def analyze(
         expected_spend=spend,
         clv=discounted_value(bgnbd.params, spend, x, t_x, big_t, horizon_weeks, discount_rate),
     )
-    notes = []
+    notes: list[str] = []
     n_zero = int(np.sum((x > 0) & ~(m > 0)))
     if n_zero:
         notes.append(
             f"Gamma-Gamma: {n_zero} repeat buyers whose repeat purchases total $0 are left out "
             "of the fit (the model's values are positive); their expected spend is still given."
         )
+    for fit in (bgnbd, gamma_gamma):
+        unknown = [n for n, e in zip(fit.names, fit.standard_errors, strict=True) if not e > 0]
+        if unknown:
+            notes.append(
+                f"{fit.model}: no standard error for {', '.join(unknown)}: the likelihood is "
+                "flat there (a parameter running off to its bound, such as a and b growing "
+                "together when every customer drops out with the same probability)."
+            )
     holdout = None
     if summary.holdout_end > summary.calibration_end:
         track = tracking(engine, summary, bgnbd.params)
