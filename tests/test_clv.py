@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from sqlglot import ErrorLevel
+import sqlglot
+from sqlglot import ErrorLevel, exp
 from statsmodels.tools.numdiff import approx_fprime
 
 from productlens import clv
@@ -267,3 +268,35 @@ def test_clv_on_an_unbuilt_warehouse_says_build_first(
     engine.close()
     assert main(["--project", str(tmp_path), "clv"]) == 2
     assert "run `productlens build` first" in capsys.readouterr().err
+
+
+def test_the_summary_is_the_same_on_postgresql(sample: DuckDBEngine, pg_dsn: str) -> None:
+    # The orders the summary reads, copied as they are into a real PostgreSQL server; the
+    # same SQL, transpiled, must give every customer the same x, t_x, T, m and holdout.
+    from productlens.engines.postgres import PostgresEngine
+
+    columns = {
+        "user_id": "VARCHAR",
+        "order_date": "DATE",
+        "net_revenue": "DOUBLE",
+        "is_recognized": "BOOLEAN",
+    }
+    orders = sample.fetch_arrow(
+        sqlglot.parse_one(f"select {', '.join(columns)} from core.int_order_revenue")
+    )
+    pg = PostgresEngine(pg_dsn)
+    try:
+        pg.ensure_schema("core")
+        pg.create_table(
+            "core", "int_order_revenue", [(c, exp.DataType.build(t)) for c, t in columns.items()]
+        )
+        assert pg.append_arrow("core", "int_order_revenue", orders) == 6919
+        got = clv.summarize(pg, CALIBRATION_END)
+    finally:
+        pg.close()
+    want = clv.summarize(sample, CALIBRATION_END)
+    assert got.user_id.tolist() == want.user_id.tolist()
+    for name in ("frequency", "recency", "age", "mean_spend", "holdout_frequency"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12)
+    np.testing.assert_array_equal(got.first_date, want.first_date)
+    assert (got.calibration_end, got.holdout_end) == (want.calibration_end, want.holdout_end)
