@@ -4,7 +4,9 @@ independent references (the file read in NumPy, simulation, closed-form identiti
 
 from __future__ import annotations
 
+import itertools
 import json
+import warnings
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -14,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import sqlglot
+from scipy.integrate import IntegrationWarning, dblquad, quad
+from scipy.special import betaln, gammaln
 from sqlglot import ErrorLevel, exp
 from statsmodels.tools.numdiff import approx_fprime
 
@@ -207,6 +211,27 @@ def test_expected_spend_shrinks_to_the_population_mean() -> None:
     got = clv.expected_spend((p, q, gamma), x, m)
     assert got[0] == pytest.approx(p * gamma / (q - 1))
     assert got[0] < got[1] < got[2] < 100
+    # Independently: a customer's mean spend is p / nu, and given x transactions of mean m
+    # the likelihood of nu is nu^(px) e^(-nu m x) (up to a constant) times its Gamma(q, gamma)
+    # prior; integrate p / nu against that posterior numerically.
+    for k in (1, 2):
+        shape, rate = q + p * x[k], gamma + m[k] * x[k]
+        mode = (shape - 1) / rate
+
+        def posterior(
+            nu: float, shape: float = shape, rate: float = rate, mode: float = mode
+        ) -> float:
+            # Scaled by its value at the mode: nu^(px) alone underflows for large x.
+            log = (shape - 1) * np.log(nu / mode) - rate * (nu - mode)
+            return float(np.exp(log))
+
+        bounds = (0, mode, 50 * mode)  # split at the mode: the mass is narrow for large x
+        mass = sum(quad(posterior, lo, hi)[0] for lo, hi in itertools.pairwise(bounds))
+        mean = sum(
+            quad(lambda nu: p / nu * posterior(nu), lo, hi)[0]
+            for lo, hi in itertools.pairwise(bounds)
+        )
+        assert got[k] == pytest.approx(mean / mass, rel=1e-8)
 
 
 @pytest.mark.parametrize(
@@ -300,3 +325,56 @@ def test_the_summary_is_the_same_on_postgresql(sample: DuckDBEngine, pg_dsn: str
         np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12)
     np.testing.assert_array_equal(got.first_date, want.first_date)
     assert (got.calibration_end, got.holdout_end) == (want.calibration_end, want.holdout_end)
+
+
+@pytest.mark.parametrize(("x", "t_x", "big_t"), [(1, 5.0, 30.0), (3, 28.0, 30.0), (6, 10.0, 39.0)])
+def test_p_alive_and_expected_purchases_are_the_posterior_integrals(
+    x: int, t_x: float, big_t: float
+) -> None:
+    # The model's definition integrated numerically over the prior of (lambda, p):
+    # the likelihood is alive(lambda, p) + died(lambda, p) with
+    # alive = (1-p)^x lambda^x e^(-lambda T), died = p (1-p)^(x-1) lambda^x e^(-lambda t_x);
+    # P(alive) = E[alive] / E[alive + died], and an alive customer buys
+    # (1 - e^(-lambda p t)) / p times in the next t weeks on average.
+    r, alpha, a, b = PARAMS
+    t = 13.0
+
+    def prior(lam: float, u: float) -> tuple[float, float]:
+        p = u**5  # takes the Beta density's singularity at 0 away
+        log = (
+            r * np.log(alpha)
+            - gammaln(r)
+            + (r - 1) * np.log(lam)
+            - alpha * lam
+            + (a - 1) * np.log(p)
+            + (b - 1) * np.log1p(-p)
+            - betaln(a, b)
+        )
+        return float(np.exp(log) * 5 * u**4), p
+
+    def alive(lam: float, u: float) -> float:
+        weight, p = prior(lam, u)
+        return weight * (1 - p) ** x * lam**x * np.exp(-lam * big_t)
+
+    def died(lam: float, u: float) -> float:
+        weight, p = prior(lam, u)
+        return weight * p * (1 - p) ** (x - 1) * lam**x * np.exp(-lam * t_x)
+
+    def future(lam: float, u: float) -> float:
+        p = u**5
+        return alive(lam, u) * (1 - np.exp(-lam * p * t)) / p
+
+    top = 200 / (alpha + t_x)  # e^-200 of the mass lies beyond
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IntegrationWarning)  # the comparison is the check
+        alive_mass, died_mass, future_mass = (
+            dblquad(f, 0, 1, 0, top, epsabs=0, epsrel=1e-9)[0] for f in (alive, died, future)
+        )
+    one = (np.array([float(x)]), np.array([t_x]), np.array([big_t]))
+    params = tuple(PARAMS)
+    assert clv.probability_alive(params, *one)[0] == pytest.approx(
+        alive_mass / (alive_mass + died_mass), rel=1e-7
+    )
+    assert clv.expected_purchases(params, t, *one)[0] == pytest.approx(
+        future_mass / (alive_mass + died_mass), rel=1e-7
+    )
