@@ -16,7 +16,7 @@ from pyarrow import ipc
 
 from productlens import clv
 from productlens.cli import main
-from tests.conftest import warehouse_engine
+from tests.conftest import q, warehouse_engine
 
 WORLD = ["--users", "2000", "--days", "90", "--seed", "16"]
 
@@ -91,3 +91,37 @@ def test_probability_alive_ranks_the_active_above_the_dropped_out(
     # ranks repeat buyers; over all buyers the AUC is printed, not checked.
     assert np.all(customers.probability_alive[~repeat] == 1)
     assert repeat_buyers > 0.75
+
+
+def test_clv_by_segment_adds_up_the_customers(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--project", str(world), "clv", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    engine = warehouse_engine(world / "warehouse.duckdb", read_only=True)
+    try:
+        current = dict(
+            engine.fetch_all(q("select user_id, segment from core.dim_users where is_current"))
+        )
+    finally:
+        engine.close()
+    # The reference: every customer's row added to its current segment, one by one.
+    want: dict[str, list[float]] = {}
+    for customer in got["customers"]:
+        sums = want.setdefault(current[customer["user_id"]] or "(none)", [0, 0.0, 0.0, 0.0])
+        sums[0] += 1
+        sums[1] += customer["clv"]
+        sums[2] += customer["expected_purchases"]
+        sums[3] += customer["probability_alive"]
+    segments = got["by_segment"]
+    assert {s["segment"] for s in segments} == set(want)
+    assert len(want) > 1
+    for s in segments:
+        n, clv_sum, purchases, alive = want[s["segment"]]
+        assert s["n_customers"] == n
+        assert s["clv"] == pytest.approx(clv_sum, rel=1e-12)
+        assert s["clv_per_customer"] == pytest.approx(clv_sum / n, rel=1e-12)
+        assert s["expected_purchases"] == pytest.approx(purchases, rel=1e-12)
+        assert s["mean_probability_alive"] == pytest.approx(alive / n, rel=1e-12)
+    per_customer = [s["clv_per_customer"] for s in segments]
+    assert per_customer == sorted(per_customer, reverse=True)

@@ -97,6 +97,24 @@ def _render(data: dict[str, Any]) -> None:
             ],
         )
     )
+    if data["by_segment"] is not None:
+        console.print(
+            table(
+                "CLV by current segment (highest per customer first)",
+                ("segment", "customers", "CLV", "CLV / customer", "exp. purchases", "P(alive) %"),
+                [
+                    (
+                        v["segment"],
+                        v["n_customers"],
+                        v["clv"],
+                        v["clv_per_customer"],
+                        v["expected_purchases"],
+                        v["mean_probability_alive"],
+                    )
+                    for v in data["by_segment"]
+                ],
+            )
+        )
     if data["holdout"] is not None:
         _render_holdout(data["holdout"])
     for note in data["notes"]:

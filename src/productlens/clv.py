@@ -644,6 +644,66 @@ class Customers:
         return rows
 
 
+USERS_TABLE = "core.dim_users"
+NO_SEGMENT = "(none)"
+
+_SEGMENTS = """
+select
+    user_id,
+    coalesce(segment, :no_segment) as segment
+from core.dim_users
+where is_current
+"""
+
+
+@dataclass(frozen=True)
+class SegmentValue:
+    """Customers of one current segment (`dim_users`): who has the highest lifetime value."""
+
+    segment: str
+    n_customers: int
+    clv: float  # sum over the segment's customers
+    clv_per_customer: float
+    expected_purchases: float  # sum over the horizon
+    mean_probability_alive: float
+
+
+def by_segment(engine: Engine, customers: Customers) -> list[SegmentValue] | None:
+    """CLV by each customer's current segment, highest CLV per customer first; None when
+    the warehouse has no users dimension. A customer without a segment counts in (none)."""
+    if engine.table_kind(*USERS_TABLE.split(".")) is None:
+        return None
+    query = exp.replace_placeholders(
+        sqlglot.parse_one(_SEGMENTS, read="duckdb"), no_segment=exp.Literal.string(NO_SEGMENT)
+    )
+    users = engine.fetch_arrow(query)
+    ids = np.asarray(users.column("user_id").to_numpy(zero_copy_only=False), dtype=str)
+    names = np.asarray(users.column("segment").to_numpy(zero_copy_only=False), dtype=str)
+    segment = np.full(customers.user_id.size, NO_SEGMENT, dtype=object)
+    if len(ids):
+        order = np.argsort(ids)
+        at = np.minimum(np.searchsorted(ids[order], customers.user_id), len(ids) - 1)
+        known = ids[order][at] == customers.user_id
+        segment[known] = names[order][at[known]]
+    labels, group = np.unique(segment.astype(str), return_inverse=True)
+    n = np.bincount(group)
+    clv = np.bincount(group, weights=customers.clv)
+    purchases = np.bincount(group, weights=customers.expected_purchases)
+    alive = np.bincount(group, weights=customers.probability_alive)
+    rows = [
+        SegmentValue(
+            segment=str(labels[k]),
+            n_customers=int(n[k]),
+            clv=float(clv[k]),
+            clv_per_customer=float(clv[k] / n[k]),
+            expected_purchases=float(purchases[k]),
+            mean_probability_alive=float(alive[k] / n[k]),
+        )
+        for k in range(len(labels))  # one row per segment
+    ]
+    return sorted(rows, key=lambda row: -row.clv_per_customer)
+
+
 @dataclass(frozen=True)
 class ClvResult:
     calibration_end: str
@@ -655,6 +715,7 @@ class ClvResult:
     gamma_gamma: Fit
     customers: Customers
     holdout: Holdout | None = None
+    segments: list[SegmentValue] | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -672,6 +733,7 @@ class ClvResult:
                 "mean_probability_alive": float(self.customers.probability_alive.mean()),
                 "clv": float(self.customers.clv.sum()),
             },
+            "by_segment": [asdict(v) for v in self.segments] if self.segments is not None else None,
             "holdout": asdict(self.holdout) if self.holdout is not None else None,
             "notes": self.notes,
             "customers": self.customers.rows(),
@@ -743,6 +805,7 @@ def analyze(
         gamma_gamma=gamma_gamma,
         customers=customers,
         holdout=holdout,
+        segments=by_segment(engine, customers),
         notes=notes,
     )
 
