@@ -656,6 +656,15 @@ def _register_experiment() -> None:
 _register_experiment()
 
 
+def _register_clv() -> None:
+    from productlens.cli_clv import command
+
+    app.command(name="clv")(command)
+
+
+_register_clv()
+
+
 class _RunnerContext:
     """Opens the engine, yields a Runner with progress, then closes and summarises."""
 

@@ -86,3 +86,11 @@ class ExperimentInputError(ProductLensError):
 
     stage = "experiment"
     exit_code = 2
+
+
+class ClvInputError(ProductLensError):
+    """`productlens clv` cannot fit its models on these orders (too few customers, no repeat
+    buyers, a calibration end outside the data)."""
+
+    stage = "clv"
+    exit_code = 2

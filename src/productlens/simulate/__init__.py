@@ -4,7 +4,10 @@ effect, realised count and, in dirty mode, fault count.
 
 Layout: `events/event_date=YYYY-MM-DD/part-NNNNN.<ext>` (one file per day, more only past
 FILE_ROWS rows), the other per-user tables as `<table>/part-BBBBB.<ext>` (one per block),
-and the global tables as `<table>/part-00000.<ext>`.
+and the global tables as `<table>/part-00000.<ext>`. Per-user truth that is no raw table
+goes to `truth_activity/part-BBBBB.arrow` (Arrow IPC, which ingestion passes over): each
+user's latent end of activity (`activity_end_ts`, the start of their last planned session;
+a user whose end is at or after the world's end is still active there).
 
 Blocks of users are the unit of work and of randomness; days are the unit of the event
 files. So events are written in two steps: each block keeps its events as Arrow IPC
@@ -53,6 +56,7 @@ BLOCK_TABLES = (
     "assignments",
 )
 GLOBAL_TABLES = ("products", "campaigns", "experiments", "inventory")
+TRUTH_ACTIVITY = "truth_activity"
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}
 DIRTY_STREAM = 2_000_003
 
@@ -76,6 +80,7 @@ class _BlockSummary:
     faults: dict[str, dict[str, int]]
     late_events: int
     event_slices: list[tuple[int, int, int, int]]  # (day, first batch, batches, rows)
+    active_at_end: int = 0  # users whose latent end of activity is at or after the world's end
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -194,6 +199,14 @@ def _run_block(block: int) -> _BlockSummary:
         faults["order_items"] = {"unknown_order": orphaned}
 
     name = f"part-{block:05d}.{EXTENSIONS[fmt]}"
+    activity = result.activity
+    assert activity is not None
+    (scratch / TRUTH_ACTIVITY).mkdir(exist_ok=True)
+    with pa.ipc.new_file(
+        str(scratch / TRUTH_ACTIVITY / f"part-{block:05d}.arrow"), activity.schema
+    ) as writer:
+        writer.write_table(activity)
+    ends = activity.column("activity_end_ts").cast(pa.int64()).to_numpy()
     for table_name in BLOCK_TABLES:
         if table_name != "events":
             write_table(tables[table_name], scratch / table_name / name, fmt)
@@ -229,6 +242,7 @@ def _run_block(block: int) -> _BlockSummary:
         faults=faults,
         late_events=late,
         event_slices=slices,
+        active_at_end=int(np.sum(ends >= world.end_us)),
     )
 
 
@@ -439,11 +453,12 @@ def generate(
         rows[name] = table.num_rows
 
     tables: dict[str, Path] = {}
-    for name in (*BLOCK_TABLES, *GLOBAL_TABLES):
+    for name in (*BLOCK_TABLES, *GLOBAL_TABLES, TRUTH_ACTIVITY):
         target = out / name
         shutil.rmtree(target, ignore_errors=True)
         (scratch / name).rename(target)
-        tables[name] = target
+        if name != TRUTH_ACTIVITY:
+            tables[name] = target
     shutil.rmtree(scratch, ignore_errors=True)
 
     truth = {
@@ -455,6 +470,13 @@ def generate(
         "experiments": _experiment_truth(params, summaries),
         "campaigns": world.truth["campaigns"],
         "dirty": _dirty_truth(params, summaries),
+        "activity": {
+            "files": f"{TRUTH_ACTIVITY}/part-*.arrow",
+            "rule": "activity_end_ts = the start of a user's last planned session; active at "
+            "the end when activity_end_ts >= the world's end",
+            "users": int(rows["users"]),
+            "active_at_end": sum(s.active_at_end for s in summaries),
+        },
     }
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return GenerateResult(out=out, rows=dict(rows), tables=tables, truth=truth)

@@ -35,6 +35,7 @@ class Block:
     sales: np.ndarray  # units sold per (product, day), for inventory
     experiment_sums: dict[str, dict[str, float]] = field(default_factory=dict)
     faults: dict[str, dict[str, int]] = field(default_factory=dict)
+    activity: pa.Table | None = None  # truth: user_id, activity_end_ts (latent end)
 
 
 # --- small vectorised helpers -----------------------------------------------------------
@@ -249,7 +250,10 @@ class Sessions:
 
 def _sessions(
     params: WorldParams, world: World, users: Users, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's sessions (owner, start), and each user's latent end of activity: the
+    start of their last planned session, before the weekday thinning and the world's end
+    cut them (a user whose end lies at or after the world's end is still active there)."""
     n = users.no.size
     returner = rng.random(n) < params.p_return
     extra = np.minimum(rng.geometric(params.churn_per_session, n), params.max_sessions_per_user - 1)
@@ -271,6 +275,7 @@ def _sessions(
         users.signup_us[owner] + 30 * 60 * US_PER_SECOND,
     )
     start_us = np.where(first, users.signup_us[owner], returning_us)
+    activity_end_us = start_us[np.cumsum(n_sessions) - 1]  # offsets grow: the last is latest
     # The week: thin returning sessions on quieter weekdays.
     weekday = (params.start.weekday() + day.astype(np.int64)) % 7
     factors = np.array(params.weekday_factors)
@@ -278,7 +283,7 @@ def _sessions(
     keep &= start_us < world.end_us
     owner, start_us = owner[keep], start_us[keep]
     order = np.lexsort((start_us, owner))  # the warp can reorder sessions within a day
-    return owner[order], start_us[order]
+    return owner[order], start_us[order], activity_end_us
 
 
 def _funnel(
@@ -748,7 +753,7 @@ def generate_block(params: WorldParams, world: World, block: int) -> Block:
     users = _users(params, world, rng, block)
     users_table = _users_table(params, world, users, rng)
     changes = _user_changes(params, world, users, rng)
-    owner, start_us = _sessions(params, world, users, rng)
+    owner, start_us, activity_end_us = _sessions(params, world, users, rng)
     sessions, outcomes = _funnel(params, world, users, owner, start_us, rng)
     ev = _events(params, world, users, sessions, rng)
     orders, items, purchases, amounts, net_value, sales = _orders(
@@ -769,4 +774,5 @@ def generate_block(params: WorldParams, world: World, block: int) -> Block:
         "assignments": assignments,
     }
     event_day = (ev.ts - world.start_us) // US_PER_DAY
-    return Block(block, tables, event_day, sales, experiment_sums)
+    activity = pa.table({"user_id": users.ids, "activity_end_ts": timestamps(activity_end_us)})
+    return Block(block, tables, event_day, sales, experiment_sums, activity=activity)
