@@ -35,8 +35,8 @@ import yaml
 from sqlglot import exp
 
 from productlens.checks import DataTest, compile_tests
-from productlens.dialects import ColumnsOf, Schema, transpile
-from productlens.errors import ModelError
+from productlens.dialects import Schema, transpile
+from productlens.errors import ConfigError, ModelError
 from productlens.modeling import MODEL_LAYERS, MODEL_NAME, SOURCE_SCHEMAS, Model, ModelGraph
 
 Target = Literal["duckdb", "postgres"]
@@ -95,23 +95,24 @@ def export_dbt(
     out: Path,
     *,
     target: Target = "duckdb",
-    columns_of: ColumnsOf | None = None,
+    schema: Schema | None = None,
     force: bool = False,
 ) -> DbtExport:
     """Write the graph as a dbt project into `out` (refused if it exists and is not empty,
-    unless `force`). `columns_of(schema, table)` gives the columns of built tables, so a
-    query transpiled for PostgreSQL has its columns bound as at build time."""
+    unless `force`). `schema` holds the columns of the tables ({schema: {table: {column:
+    type}}}, e.g. `lineage.graph_schema`): a query for PostgreSQL is transpiled with them,
+    as an engine transpiles it with its catalog's."""
     if target not in TARGETS:
-        raise ModelError(f"unknown dbt target {target!r}; known: {', '.join(TARGETS)}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ModelError(
-            f"{out} exists and is not empty; choose a new folder or pass --force", file=out
-        )
+        raise ConfigError(f"unknown dbt target {target!r}; known: {', '.join(TARGETS)}")
+    check_folder(out, force=force)
     out.mkdir(parents=True, exist_ok=True)
     result = DbtExport(root=out)
-    schema = _schema(graph, columns_of)
+    schema = schema or {}
     _write(out / "dbt_project.yml", _project_yaml())
-    _write(out / "profiles.yml", {PROJECT_NAME: {"target": target, "outputs": {target: PROFILE_OUTPUTS[target]}}})
+    _write(
+        out / "profiles.yml",
+        {PROJECT_NAME: {"target": target, "outputs": {target: PROFILE_OUTPUTS[target]}}},
+    )
     _write_text(out / "macros" / "generate_schema_name.sql", SCHEMA_MACRO)
 
     sources = sorted({up for model in graph for up in model.upstreams if _is_source(up)})
@@ -147,6 +148,14 @@ def export_dbt(
         _write_text(out / path, render_singular_test(test, graph, target, schema))
         result.singular_tests.append(str(path))
     return result
+
+
+def check_folder(out: Path, *, force: bool) -> None:
+    """Refuse a folder that exists and is not empty (a file, too), unless `force`."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ConfigError(f"{out} exists and is not empty; choose a new folder or pass --force")
 
 
 # --- SQL ---------------------------------------------------------------------------------
@@ -264,9 +273,11 @@ def _schema_yaml(
     entries = []
     for model in models:
         entry: dict[str, Any] = {"name": model.name}
-        description = " ".join(filter(None, [model.grain, model.spec and model.spec.description]))
+        description = model.spec.description.strip() if model.spec else ""
+        if model.grain:
+            description = f"Grain: {model.grain}. {description}".strip()
         if description:
-            entry["description"] = description.strip()
+            entry["description"] = description
         columns: dict[str, list[dict[str, Any] | str]] = {}
         for test, mapped in generic.get(model.table, []):
             assert test.column is not None
@@ -324,20 +335,6 @@ def _test_file_name(name: str, seen: Counter[str]) -> str:
 
 
 # --- files -------------------------------------------------------------------------------
-
-
-def _schema(graph: ModelGraph, columns_of: ColumnsOf | None) -> Schema:
-    """Columns of every table the graph builds or reads, as far as `columns_of` knows them."""
-    if columns_of is None:
-        return {}
-    found: dict[str, dict[str, dict[str, exp.DataType | str]]] = {}
-    tables = {up for model in graph for up in model.upstreams} | {m.table for m in graph}
-    for qualified in sorted(tables):
-        schema, name = qualified.split(".", 1)
-        columns = columns_of(schema, name)
-        if columns:
-            found.setdefault(schema, {})[name] = dict(columns)
-    return found
 
 
 def _is_source(qualified: str) -> bool:
