@@ -10,6 +10,7 @@ followed through each model it comes from down to the raw (or ops) columns it re
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from sqlglot import exp
@@ -41,11 +42,14 @@ def raw_schema() -> ColumnsBySchema:
     }
 
 
-def graph_schema(graph: ModelGraph) -> ColumnsBySchema:
-    """The columns of the raw tables and of every model, each model's found by qualifying
-    its query with the columns of the tables before it (types as SQLGlot infers them)."""
+def graph_schema(graph: ModelGraph, names: Collection[str] | None = None) -> ColumnsBySchema:
+    """The columns of the raw tables and of every model (or of the models in `names`, which
+    must hold each one's upstream models), each model's found by qualifying its query with
+    the columns of the tables before it (types as SQLGlot infers them)."""
     found = raw_schema()
     for model in graph:
+        if names is not None and model.name not in names:
+            continue
         mapping = MappingSchema(dict[str, object](found), dialect=SOURCE_DIALECT)
         try:
             tree = qualify(
@@ -123,7 +127,7 @@ def lineage(graph: ModelGraph, target: str, schema: Schema | None = None) -> Lin
     )
     if column is None:
         return result
-    columns = dict(schema) if schema is not None else graph_schema(graph)
+    columns = dict(schema) if schema is not None else graph_schema(graph, {name, *ancestors})
     if column not in columns.get(model.layer, {}).get(model.name, {}):
         known = ", ".join(columns.get(model.layer, {}).get(model.name, {})) or "none known"
         raise ConfigError(f"{model.table} has no column {column!r} (columns: {known})")
