@@ -189,7 +189,7 @@ def test_incremental_models_refresh_only_their_window(built: Built) -> None:
     )
     copy.execute(planted)
     copy.close()
-    run_dbt(
+    output = run_dbt(
         built.export.root,
         "run",
         "--select",
@@ -197,6 +197,9 @@ def test_incremental_models_refresh_only_their_window(built: Built) -> None:
         warehouse=warehouse,
         search_path=built.search_path,
     )
+    n_incremental = sum(1 for m in built.graph if m.spec and m.spec.incremental)
+    assert n_incremental >= 2
+    assert f"Finished running {n_incremental} incremental models" in output
     theirs = DuckDBEngine(warehouse, read_only=True, search_path=built.search_path)
     try:
         after = theirs.fetch_arrow(exp.select("*").from_(events))

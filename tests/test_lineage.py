@@ -5,6 +5,7 @@ shipped ones."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from productlens import modeling
 from productlens.cli import main
 from productlens.config import load_project
 from productlens.errors import ConfigError
-from productlens.lineage import ColumnStep, graph_schema, lineage
+from productlens.lineage import ColumnStep, graph_schema, lineage, model_graph_dot
 from tests.conftest import run_cli
 
 MODELS = {
@@ -145,3 +146,28 @@ def test_cli_traces_a_shipped_model(project_dir: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "has no column 'nope'" in err
     assert "Traceback" not in err
+
+
+def test_model_graph_as_dot_has_every_table_and_edge(graph: modeling.ModelGraph) -> None:
+    dot = model_graph_dot(graph)
+    edges = set(re.findall(r'^  "([a-z_.]+)" -> "([a-z_.]+)";$', dot, flags=re.MULTILINE))
+    assert edges == {
+        ("raw.orders", "staging.stg_sales"),
+        ("staging.stg_sales", "core.fct_sales"),
+        ("raw.users", "core.fct_sales"),
+        ("core.fct_sales", "marts.sales_daily"),
+    }
+    clusters = re.findall(r'subgraph "cluster_([a-z]+)"', dot)
+    assert clusters == ["raw", "staging", "core", "marts"]
+    nodes = re.findall(r'^    "([a-z_.]+)" \[label="([a-z_]+)"', dot, flags=re.MULTILINE)
+    assert sorted(nodes) == sorted(
+        [
+            ("raw.orders", "orders"),
+            ("raw.users", "users"),
+            ("staging.stg_sales", "stg_sales"),
+            ("core.fct_sales", "fct_sales"),
+            ("marts.sales_daily", "sales_daily"),
+        ]
+    )
+    assert dot.startswith("digraph models {")
+    assert dot.rstrip().endswith("}")

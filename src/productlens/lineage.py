@@ -184,3 +184,47 @@ def _parse_target(target: str, graph: ModelGraph) -> tuple[str, str | None]:
             f"no model named {parts[0]!r}: give MODEL or MODEL.COLUMN (see productlens models)"
         )
     return parts[0], parts[1] if len(parts) == 2 else None
+
+
+# --- the graph as a picture ---------------------------------------------------------------
+
+# Fill colour per schema in the picture; sources (raw, ops) are grey.
+LAYER_COLOURS = {"raw": "#eeeeee", "ops": "#eeeeee", "staging": "#dbe9f6", "core": "#fde3c8"}
+MART_COLOUR = "#d5efd5"
+
+
+def _dot_id(text: str) -> str:
+    """A DOT string literal (model names are plain words; quotes escaped all the same)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def model_graph_dot(graph: ModelGraph) -> str:
+    """The model graph as Graphviz DOT text, left to right: one box per table in a cluster
+    per schema (raw first, then the layers), an edge from each table to each model that
+    reads it."""
+    tables: dict[str, list[str]] = {}
+    for model in graph:
+        for up in model.upstreams:
+            tables.setdefault(up.split(".", 1)[0], []).append(up)
+        tables.setdefault(model.layer, []).append(model.table)
+    order = [s for s in tables if s not in MODEL_LAYERS] + [s for s in MODEL_LAYERS if s in tables]
+    lines = [
+        "digraph models {",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+    ]
+    for schema in order:
+        colour = LAYER_COLOURS.get(schema, MART_COLOUR)
+        lines.append(f"  subgraph {_dot_id('cluster_' + schema)} {{")
+        lines.append(f'    label={_dot_id(schema)}; color="#bbbbbb";')
+        for name in sorted(dict.fromkeys(tables[schema])):
+            label = name.split(".", 1)[1]
+            lines.append(
+                f"    {_dot_id(name)} [label={_dot_id(label)}, fillcolor={_dot_id(colour)}];"
+            )
+        lines.append("  }")
+    for model in graph:
+        for up in model.upstreams:
+            lines.append(f"  {_dot_id(up)} -> {_dot_id(model.table)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
