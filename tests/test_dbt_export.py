@@ -265,13 +265,14 @@ def test_postgres_target_sql_parses_as_postgresql(built: Built, tmp_path: Path) 
 def test_jinja_in_a_string_literal_stays_a_literal(built: Built) -> None:
     graph = built.graph
     query = sqlglot.parse_one(
-        "select '{{ not jinja }}' as a, x from staging.stg_users", read="duckdb"
+        "select '{{ not jinja }}' as a, x /* {% no block %} */ from staging.stg_users",
+        read="duckdb",
     )
     assert isinstance(query, exp.Query)
     text = dbt._sql(dbt.jinja_references(query, graph), "duckdb")
     rendered = _render(text, {"stg_users": "staging.stg_users"})
     assert re.sub(r"\s+", " ", rendered) == (
-        "SELECT '{{ not jinja }}' AS a, x FROM staging.stg_users AS stg_users"
+        "SELECT '{{ not jinja }}' AS a, x /* { % no block %} */ FROM staging.stg_users AS stg_users"
     )
 
 
@@ -286,8 +287,13 @@ def test_export_refuses_a_folder_that_is_not_empty(
     assert "not empty" in refused.stderr
     assert "--force" in refused.stderr
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    stale = out / "models" / "staging" / "stg_dropped_since.sql"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("select 1 as x")
     code = main(["--project", str(demo_project), "export", "dbt", str(out), "--force"])
     assert code == 0, capsys.readouterr()
     assert "wrote a dbt project" in capsys.readouterr().out
     assert (out / "dbt_project.yml").exists()
     assert (out / "models" / "marts").is_dir()
+    assert not stale.exists()  # the export's own folders are replaced whole
+    assert (out / "keep.txt").read_text() == "mine"  # anything else is kept

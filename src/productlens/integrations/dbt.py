@@ -25,6 +25,7 @@ window for which the new query returns no row at all keeps its old rows.
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,9 @@ PROFILE_OUTPUTS: dict[Target, dict[str, Any]] = {
     },
 }
 
+# The folders an export writes whole (replaced on --force; other files are left alone).
+WRITTEN_FOLDERS = ("models", "tests", "macros")
+
 # Jinja's delimiters: a string literal holding one is wrapped in {% raw %}.
 JINJA_MARKS = ("{{", "{%", "{#")
 
@@ -106,6 +110,8 @@ def export_dbt(
         raise ConfigError(f"unknown dbt target {target!r}; known: {', '.join(TARGETS)}")
     check_folder(out, force=force)
     out.mkdir(parents=True, exist_ok=True)
+    for folder in WRITTEN_FOLDERS:  # a model dropped since an earlier export must go too
+        shutil.rmtree(out / folder, ignore_errors=True)
     result = DbtExport(root=out)
     schema = schema or {}
     _write(out / "dbt_project.yml", _project_yaml())
@@ -151,7 +157,8 @@ def export_dbt(
 
 
 def check_folder(out: Path, *, force: bool) -> None:
-    """Refuse a folder that exists and is not empty (a file, too), unless `force`."""
+    """Refuse a folder that exists and is not empty (a file, too), unless `force`: then
+    its `models`, `tests` and `macros` are replaced and the rest is kept."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file, not a folder")
     if out.exists() and any(out.iterdir()) and not force:
@@ -191,12 +198,22 @@ def _reference(table: exp.Table, graph: ModelGraph) -> str | None:
 
 
 def _sql(tree: exp.Query, target: Target) -> str:
-    """The tree as SQL text for the target; literals with Jinja marks escaped."""
+    """The tree as SQL text for the target; Jinja's marks in string literals escaped and
+    in comments broken up."""
     for literal in list(tree.find_all(exp.Literal)):
         if literal.is_string and any(mark in literal.this for mark in JINJA_MARKS):
             text = literal.sql(dialect=target)
             literal.replace(exp.Var(this="{% raw %}" + text + "{% endraw %}"))
+    for node in tree.walk():
+        if node.comments:
+            node.comments = [_without_marks(comment) for comment in node.comments]
     return tree.sql(dialect=target, pretty=True)
+
+
+def _without_marks(comment: str) -> str:
+    for mark in JINJA_MARKS:
+        comment = comment.replace(mark, " ".join(mark))
+    return comment
 
 
 def render_model(model: Model, graph: ModelGraph, target: Target, schema: Schema) -> str:
