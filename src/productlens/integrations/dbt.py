@@ -109,26 +109,23 @@ def export_dbt(
     if target not in TARGETS:
         raise ConfigError(f"unknown dbt target {target!r}; known: {', '.join(TARGETS)}")
     check_folder(out, force=force)
-    out.mkdir(parents=True, exist_ok=True)
-    for folder in WRITTEN_FOLDERS:  # a model dropped since an earlier export must go too
-        shutil.rmtree(out / folder, ignore_errors=True)
-    result = DbtExport(root=out)
     schema = schema or {}
-    _write(out / "dbt_project.yml", _project_yaml())
-    _write(
-        out / "profiles.yml",
-        {PROJECT_NAME: {"target": target, "outputs": {target: PROFILE_OUTPUTS[target]}}},
-    )
-    _write_text(out / "macros" / "generate_schema_name.sql", SCHEMA_MACRO)
+    # Everything is rendered first and written last: a model that cannot be exported
+    # leaves the folder as it was.
+    files: dict[Path, str] = {
+        Path("dbt_project.yml"): _yaml(_project_yaml()),
+        Path("profiles.yml"): _yaml(
+            {PROJECT_NAME: {"target": target, "outputs": {target: PROFILE_OUTPUTS[target]}}}
+        ),
+        Path("macros") / "generate_schema_name.sql": SCHEMA_MACRO,
+    }
+    result = DbtExport(root=out)
+    result.sources = sorted({up for model in graph for up in model.upstreams if _is_source(up)})
+    files[Path("models") / "sources.yml"] = _yaml(_sources_yaml(result.sources))
 
-    sources = sorted({up for model in graph for up in model.upstreams if _is_source(up)})
-    result.sources = sources
-    _write(out / "models" / "sources.yml", _sources_yaml(sources))
-
-    tests = compile_tests(graph)
     generic: dict[str, list[tuple[DataTest, dict[str, Any] | str]]] = {}
     singular: list[DataTest] = []
-    for test in tests:
+    for test in compile_tests(graph):
         mapped = _generic_test(test, graph)
         if mapped is None:
             singular.append(test)
@@ -142,17 +139,23 @@ def export_dbt(
             continue
         for model in in_layer:
             path = Path("models") / layer / f"{model.name}.sql"
-            _write_text(out / path, render_model(model, graph, target, schema))
+            files[path] = render_model(model, graph, target, schema)
             result.models.append(str(path))
-        _write(out / "models" / layer / "schema.yml", _schema_yaml(in_layer, generic))
+        files[Path("models") / layer / "schema.yml"] = _yaml(_schema_yaml(in_layer, generic))
 
     names = Counter[str]()
     for test in singular:
         layer = test.model.split(".", 1)[0]
-        name = _test_file_name(test.name, names)
-        path = Path("tests") / layer / f"{name}.sql"
-        _write_text(out / path, render_singular_test(test, graph, target, schema))
+        path = Path("tests") / layer / f"{_test_file_name(test.name, names)}.sql"
+        files[path] = render_singular_test(test, graph, target, schema)
         result.singular_tests.append(str(path))
+
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in WRITTEN_FOLDERS:  # a model dropped since an earlier export must go too
+        shutil.rmtree(out / folder, ignore_errors=True)
+    for path, text in files.items():
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_text(text, encoding="utf-8")
     return result
 
 
@@ -358,10 +361,5 @@ def _is_source(qualified: str) -> bool:
     return qualified.split(".", 1)[0] in SOURCE_SCHEMAS
 
 
-def _write(path: Path, data: Mapping[str, Any]) -> None:
-    _write_text(path, yaml.safe_dump(dict(data), sort_keys=False, width=100))
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+def _yaml(data: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(data), sort_keys=False, width=100)
