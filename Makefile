@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+VENV_DBT := .venv-dbt
 UV     := $(BIN)/uv
 UV_VERSION := 0.13.9
 
@@ -23,6 +24,7 @@ $(VENV)/.runtime: $(BIN)/python requirements.lock pyproject.toml
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
+<<<<<<< HEAD
 # lifetimes is test data only: its wheel carries CDNOW's purchase log (CDNOW_master.txt and
 # its 1/10 sample), which tests/cdnow.py reads as files; nothing imports the package. It is
 # installed --no-deps because its declared dependencies (pandas, autograd, dill) are never
@@ -31,8 +33,19 @@ $(VENV)/.runtime: $(BIN)/python requirements.lock pyproject.toml
 LIFETIMES_VERSION := 0.11.3
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock Makefile
+=======
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock $(VENV_DBT)/.installed
+>>>>>>> dbt23
 	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-dev.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps lifetimes==$(LIFETIMES_VERSION)
+	touch $@
+
+# dbt in an environment of its own (the dbt export's test runs `.venv-dbt/bin/dbt build`):
+# dbt-core 1.11 pins pathspec<0.13, which would downgrade the dev tools beside it. Its
+# duckdb is pinned to ours (`make lock`), so productlens reads the file dbt writes.
+$(VENV_DBT)/.installed: $(BIN)/python requirements-dbt.lock
+	$(PYTHON) -m venv --without-pip $(VENV_DBT)
+	$(UV) pip install --quiet --compile-bytecode --python $(VENV_DBT)/bin/python -r requirements-dbt.lock
 	touch $@
 
 ## demo: simulate -> ingest -> build -> check -> report on the embedded DuckDB engine
@@ -81,6 +94,9 @@ bench: $(VENV)/.dev
 lock: $(BIN)/python
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml --extra dev -o requirements-dev.lock
+	grep '^duckdb==' requirements.lock > $(VENV)/dbt-constraints.txt
+	$(UV) pip compile --quiet --python-version 3.11 requirements-dbt.in \
+		-c $(VENV)/dbt-constraints.txt -o requirements-dbt.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo
+	rm -rf $(VENV) $(VENV_DBT) .pytest_cache .mypy_cache .ruff_cache demo

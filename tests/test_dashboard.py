@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from productlens import modeling
+from productlens.config import load_project
 from productlens.dashboard import ENTRY, check_address, exposure_note
 from productlens.dashboard.pages import PAGES
 from productlens.engines import DuckDBEngine
 from productlens.errors import ConfigError
+from productlens.lineage import model_graph_dot
 from tests.conftest import open_readonly, q, run_cli
 from tests.funnel_reference import reference_funnel
 
@@ -210,6 +213,12 @@ def test_every_page_shows_the_warehouse_numbers(
     assert len(frame(at, "run_id", "stage")) == min(
         200, one(warehouse, "select count(*) from ops.run_log")
     )
+    # The model graph, drawn from DOT: an edge for each table a model reads.
+    (chart,) = at.get("graphviz_chart")
+    project = load_project(demo_project)
+    graph = modeling.discover(project.config, project.model_dirs)
+    assert chart.proto.spec == model_graph_dot(graph)
+    assert '"staging.stg_events" -> "core.fct_events";' in chart.proto.spec
 
 
 def test_a_filter_changes_the_numbers_as_the_warehouse_says(

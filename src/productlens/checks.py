@@ -9,8 +9,8 @@ rows and a sample of them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,6 +34,11 @@ class DataTest:
     model: str
     severity: Severity
     query: exp.Query
+    # As declared (for exporters that map kinds onto their own tests): the kind, the
+    # column it is declared under (None: model level) and its arguments.
+    kind: str = ""
+    column: str | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -240,7 +245,15 @@ def _compile(model: Model, column: str | None, decl: Any, graph: ModelGraph) -> 
     name = custom_name or "__".join(
         [kind, model.name, *([column] if column else []), *_name_hint(kind, args)]
     )
-    return DataTest(name=name, model=model.table, severity=severity, query=query)
+    return DataTest(
+        name=name,
+        model=model.table,
+        severity=severity,
+        query=query,
+        kind=kind,
+        column=column,
+        args=dict(args),
+    )
 
 
 def _unpack(decl: dict[str, Any], model: Model) -> tuple[str, dict[str, Any]]:

@@ -629,6 +629,75 @@ def models(
     console.print(table)
 
 
+export_app = typer.Typer(
+    name="export",
+    help="Write the project for another tool (dbt).",
+    no_args_is_help=True,
+)
+app.add_typer(export_app)
+
+DbtTarget = Literal["duckdb", "postgres"]
+
+
+@export_app.command(name="dbt")
+def export_dbt_cmd(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="The folder to write the dbt project into.")],
+    target: Annotated[
+        DbtTarget, typer.Option(help="The dbt adapter the SQL is written for.")
+    ] = "duckdb",
+    force: Annotated[
+        bool, typer.Option(help="Write into the folder even if it is not empty.")
+    ] = False,
+) -> None:
+    """Export the models as a dbt project: refs and sources, schema and singular tests,
+    incremental models, SQL for the target. `profiles.yml` reads the connection from
+    environment variables."""
+    from productlens import modeling
+    from productlens.integrations.dbt import check_folder, export_dbt
+    from productlens.lineage import graph_schema
+
+    check_folder(folder, force=force)  # before the models are read: it fails at once
+    project = _state(ctx).project()
+    graph = modeling.discover(project.config, project.model_dirs)
+    result = export_dbt(graph, folder, target=target, schema=graph_schema(graph), force=force)
+    console.print(
+        f"wrote a dbt project for {target} to {escape(str(folder))}: {len(result.models)} models, "
+        f"{len(result.sources)} sources, {result.generic_tests} generic and "
+        f"{len(result.singular_tests)} singular tests"
+    )
+
+
+@app.command(name="lineage")
+def lineage_cmd(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Argument(metavar="MODEL[.COLUMN]", help="A model, or one of its columns.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show the tables a model is built from and, for a column, the columns it is computed
+    from, model by model down to the raw tables."""
+    from productlens import modeling
+    from productlens.lineage import lineage
+
+    project = _state(ctx).project()
+    graph = modeling.discover(project.config, project.model_dirs)
+    result = lineage(graph, target)
+    if as_json:
+        console.print_json(json.dumps(result.to_dict()))
+        return
+    console.print(f"[bold]{escape(result.model)}[/] reads {escape(', '.join(result.parents))}")
+    console.print("upstream tables: " + escape(", ".join(result.tables)))
+    if result.column is None:
+        return
+    console.print()
+    for step in result.steps:
+        sources = ", ".join(step.upstream) or "(no column: a constant or a count)"
+        console.print(f"{escape(step.column)} <- {escape(sources)}")
+    console.print("raw columns: " + escape(", ".join(result.sources) or "none"))
+
+
 def _register_metrics() -> None:
     from productlens.metrics.cli import register
 

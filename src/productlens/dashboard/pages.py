@@ -16,11 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import streamlit as st
 
+from productlens import modeling
 from productlens.arrays import array
 from productlens.config import Project
 from productlens.dashboard import data
 from productlens.dashboard.warehouse import FilterOptions
+from productlens.errors import ProductLensError
 from productlens.experiments.power import sample_size
+from productlens.lineage import model_graph_dot
 from productlens.metrics.funnel import StepResult
 from productlens.metrics.funnel_sql import Order
 from productlens.metrics.retention import Cohort
@@ -656,6 +659,20 @@ def health_page(view: View) -> None:
     st.dataframe(section.rows_per_layer, hide_index=True, key="health_layers")
     st.subheader("Run log")
     st.dataframe(data.run_log(view.source), hide_index=True, key="health_run_log")
+    st.subheader("Model graph")
+    try:
+        dot = _model_graph_dot(view.project, view.source.key)
+    except ProductLensError as exc:
+        st.warning(f"the models could not be read: {exc}")
+        return
+    st.caption("Each table and the models that read it (productlens lineage MODEL.COLUMN)")
+    st.graphviz_chart(dot, alt="The model graph: raw tables, staging, core and marts")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _model_graph_dot(_project: Project, key: str) -> str:
+    """The project's model graph as DOT (Streamlit draws it in the browser)."""
+    return model_graph_dot(modeling.discover(_project.config, _project.model_dirs))
 
 
 PAGES: dict[str, Page] = {

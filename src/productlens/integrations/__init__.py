@@ -1,2 +1,3 @@
-"""productlens driven by other tools: Dagster assets and asset checks from the model graph
-(`dagster`). The orchestrators' packages are imported only by their modules."""
+"""productlens driven by other tools: a daily run in stages (`stages`), the Airflow DAG
+factory (`airflow`), Dagster assets and asset checks (`dagster`) and the dbt export (`dbt`),
+all from the model graph. The orchestrators' packages are imported only by their modules."""

@@ -1,0 +1,365 @@
+"""The model graph as a dbt project, for teams that already run dbt (Cosmos, dagster-dbt).
+
+`export_dbt` writes:
+
+- `dbt_project.yml` and a `profiles.yml` template whose connection comes from environment
+  variables (`PRODUCTLENS_DBT_DUCKDB_PATH` for DuckDB; the standard `PGHOST`, `PGPORT`,
+  `PGUSER`, `PGPASSWORD`, `PGDATABASE` for PostgreSQL), and a `generate_schema_name`
+  macro so that each layer's models land in the schema of that name, as productlens
+  builds them;
+- `models/<layer>/<model>.sql`: each model's query (a Python model's too: it is a SQLGlot
+  query), transpiled for the target as productlens's engine would, with every model it
+  reads rewritten in the tree to `{{ ref('...') }}` and every raw table to
+  `{{ source('raw', '...') }}`;
+- `models/sources.yml` (the raw tables the models read) and `models/<layer>/schema.yml`
+  (grain as description; not_null, unique, accepted_values and relationships as dbt's
+  generic tests);
+- `tests/<layer>/<test>.sql`: every other data test (invariants, reconciliations,
+  multi-column keys) as a singular test, the query productlens runs, refs rewritten.
+
+An incremental model becomes a dbt incremental model with the `delete+insert` strategy
+keyed on its date column: a run rebuilds the rows from the latest date in the table less
+the lookback, and replaces those dates. Unlike `productlens build --since`, a date in that
+window for which the new query returns no row at all keeps its old rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from sqlglot import exp
+
+from productlens.checks import DataTest, compile_tests
+from productlens.dialects import Schema, transpile
+from productlens.errors import ConfigError, ModelError
+from productlens.modeling import MODEL_LAYERS, MODEL_NAME, SOURCE_SCHEMAS, Model, ModelGraph
+
+Target = Literal["duckdb", "postgres"]
+TARGETS: tuple[Target, ...] = ("duckdb", "postgres")
+PROJECT_NAME = "productlens"
+DUCKDB_PATH_ENV = "PRODUCTLENS_DBT_DUCKDB_PATH"
+DUCKDB_SEARCH_PATH_ENV = "PRODUCTLENS_DBT_DUCKDB_SEARCH_PATH"
+
+# dbt's own: each model's schema is exactly its folder's (dbt's default prefixes the
+# target schema, `main_staging`).
+SCHEMA_MACRO = """\
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {{ (custom_schema_name or target.schema) | trim }}
+{%- endmacro %}
+"""
+
+# The profile per target: connection settings read from the environment when dbt runs.
+PROFILE_OUTPUTS: dict[Target, dict[str, Any]] = {
+    "duckdb": {
+        "type": "duckdb",
+        "path": "{{ env_var('" + DUCKDB_PATH_ENV + "') }}",
+        "schema": "main",
+        "threads": 1,
+        # The raw layer's views name their Parquet files relative to the project folder.
+        "settings": {"file_search_path": "{{ env_var('" + DUCKDB_SEARCH_PATH_ENV + "', '.') }}"},
+    },
+    "postgres": {
+        "type": "postgres",
+        "host": "{{ env_var('PGHOST', 'localhost') }}",
+        "port": "{{ env_var('PGPORT', '5432') | as_number }}",
+        "user": "{{ env_var('PGUSER') }}",
+        "password": "{{ env_var('PGPASSWORD', '') }}",
+        "dbname": "{{ env_var('PGDATABASE') }}",
+        "schema": "public",
+        "threads": 4,
+    },
+}
+
+# The folders an export writes whole (replaced on --force; other files are left alone).
+WRITTEN_FOLDERS = ("models", "tests", "macros")
+
+# Jinja's delimiters: a string literal holding one is wrapped in {% raw %}.
+JINJA_MARKS = ("{{", "{%", "{#")
+
+
+@dataclass
+class DbtExport:
+    """What an export wrote, relative to its folder."""
+
+    root: Path
+    models: list[str] = field(default_factory=list)
+    generic_tests: int = 0
+    singular_tests: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+def export_dbt(
+    graph: ModelGraph,
+    out: Path,
+    *,
+    target: Target = "duckdb",
+    schema: Schema | None = None,
+    force: bool = False,
+) -> DbtExport:
+    """Write the graph as a dbt project into `out` (refused if it exists and is not empty,
+    unless `force`). `schema` holds the columns of the tables ({schema: {table: {column:
+    type}}}, e.g. `lineage.graph_schema`): a query for PostgreSQL is transpiled with them,
+    as an engine transpiles it with its catalog's."""
+    if target not in TARGETS:
+        raise ConfigError(f"unknown dbt target {target!r}; known: {', '.join(TARGETS)}")
+    check_folder(out, force=force)
+    schema = schema or {}
+    # Everything is rendered first and written last: a model that cannot be exported
+    # leaves the folder as it was.
+    files: dict[Path, str] = {
+        Path("dbt_project.yml"): _yaml(_project_yaml()),
+        Path("profiles.yml"): _yaml(
+            {PROJECT_NAME: {"target": target, "outputs": {target: PROFILE_OUTPUTS[target]}}}
+        ),
+        Path("macros") / "generate_schema_name.sql": SCHEMA_MACRO,
+    }
+    result = DbtExport(root=out)
+    result.sources = sorted({up for model in graph for up in model.upstreams if _is_source(up)})
+    files[Path("models") / "sources.yml"] = _yaml(_sources_yaml(result.sources))
+
+    generic: dict[str, list[tuple[DataTest, dict[str, Any] | str]]] = {}
+    singular: list[DataTest] = []
+    for test in compile_tests(graph):
+        mapped = _generic_test(test, graph)
+        if mapped is None:
+            singular.append(test)
+        else:
+            generic.setdefault(test.model, []).append((test, mapped))
+    result.generic_tests = sum(len(v) for v in generic.values())
+
+    for layer in MODEL_LAYERS:
+        in_layer = [m for m in graph if m.layer == layer]
+        if not in_layer:
+            continue
+        for model in in_layer:
+            path = Path("models") / layer / f"{model.name}.sql"
+            files[path] = render_model(model, graph, target, schema)
+            result.models.append(str(path))
+        files[Path("models") / layer / "schema.yml"] = _yaml(_schema_yaml(in_layer, generic))
+
+    names = Counter[str]()
+    for test in singular:
+        layer = test.model.split(".", 1)[0]
+        path = Path("tests") / layer / f"{_test_file_name(test.name, names)}.sql"
+        files[path] = render_singular_test(test, graph, target, schema)
+        result.singular_tests.append(str(path))
+
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in WRITTEN_FOLDERS:  # a model dropped since an earlier export must go too
+        shutil.rmtree(out / folder, ignore_errors=True)
+    for path, text in files.items():
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_text(text, encoding="utf-8")
+    return result
+
+
+def check_folder(out: Path, *, force: bool) -> None:
+    """Refuse a folder that exists and is not empty (a file, too), unless `force`: then
+    its `models`, `tests` and `macros` are replaced and the rest is kept."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ConfigError(f"{out} exists and is not empty; choose a new folder or pass --force")
+
+
+# --- SQL ---------------------------------------------------------------------------------
+
+
+def jinja_references(query: exp.Query, graph: ModelGraph) -> exp.Query:
+    """A copy of the query with each model it reads as `{{ ref('name') }}` and each raw or
+    ops table as `{{ source('schema', 'name') }}` (aliased to its name, so columns that
+    name the table still resolve), and string literals holding Jinja's delimiters kept
+    verbatim with `{% raw %}`."""
+    tree = query.copy()
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    for table in list(tree.find_all(exp.Table)):
+        if not isinstance(table.this, exp.Identifier) or (not table.db and table.name in ctes):
+            continue
+        call = _reference(table, graph)
+        if call is None:
+            continue
+        alias = table.args.get("alias") or exp.TableAlias(this=exp.to_identifier(table.name))
+        table.replace(exp.Table(this=exp.Var(this="{{ " + call + " }}"), alias=alias))
+    return tree
+
+
+def _reference(table: exp.Table, graph: ModelGraph) -> str | None:
+    schema, name = table.db, table.name
+    if schema in MODEL_LAYERS and name in graph.models and graph[name].layer == schema:
+        return f"ref('{name}')"
+    if schema in SOURCE_SCHEMAS:
+        if not MODEL_NAME.fullmatch(name):
+            raise ModelError(f"{schema}.{name}: not a name a dbt source can carry")
+        return f"source('{schema}', '{name}')"
+    return None
+
+
+def _sql(tree: exp.Query, target: Target) -> str:
+    """The tree as SQL text for the target; Jinja's marks in string literals escaped and
+    in comments broken up."""
+    for literal in list(tree.find_all(exp.Literal)):
+        if literal.is_string and any(mark in literal.this for mark in JINJA_MARKS):
+            text = literal.sql(dialect=target)
+            literal.replace(exp.Var(this="{% raw %}" + text + "{% endraw %}"))
+    for node in tree.walk():
+        if node.comments:
+            node.comments = [_without_marks(comment) for comment in node.comments]
+    return tree.sql(dialect=target, pretty=True)
+
+
+def _without_marks(comment: str) -> str:
+    for mark in JINJA_MARKS:
+        comment = comment.replace(mark, " ".join(mark))
+    return comment
+
+
+def render_model(model: Model, graph: ModelGraph, target: Target, schema: Schema) -> str:
+    """One model's dbt SQL file: its config, then its query for the target."""
+    query = jinja_references(transpile(model.expression, target, schema), graph)
+    incremental = model.spec.incremental if model.spec else None
+    if incremental is None:
+        materialized = model.spec.materialized if model.spec else "table"
+        return f"{{{{ config(materialized='{materialized}') }}}}\n\n{_sql(query, target)}\n"
+    date_column = exp.column(incremental.date_column, quoted=True)
+    wrapped = exp.select("*").from_(query.subquery("model"))
+    this = exp.Table(this=exp.Var(this="{{ this }}"))
+    start = exp.select(
+        exp.Sub(
+            this=exp.Max(this=date_column.copy()),
+            expression=exp.Interval(
+                this=exp.Literal.string(str(incremental.lookback_days)), unit=exp.var("DAY")
+            ),
+        )
+    ).from_(this)
+    window = exp.GTE(this=date_column.copy(), expression=start.subquery())
+    config = (
+        "{{ config(materialized='incremental', incremental_strategy='delete+insert', "
+        f"unique_key='{incremental.date_column}', on_schema_change='fail') }}}}"
+    )
+    return (
+        f"{config}\n\n{_sql(wrapped, target)}\n"
+        "{% if is_incremental() %}\n"
+        f"WHERE {window.sql(dialect=target)}\n"
+        "{% endif %}\n"
+    )
+
+
+def render_singular_test(test: DataTest, graph: ModelGraph, target: Target, schema: Schema) -> str:
+    query = jinja_references(transpile(test.query, target, schema), graph)
+    config = f"{{{{ config(severity='{test.severity}') }}}}\n\n"
+    return f"-- {test.name}: rows returned fail the test\n{config}{_sql(query, target)}\n"
+
+
+# --- YAML --------------------------------------------------------------------------------
+
+
+def _project_yaml() -> dict[str, Any]:
+    return {
+        "name": PROJECT_NAME,
+        "version": "1.0.0",
+        "config-version": 2,
+        "profile": PROJECT_NAME,
+        "model-paths": ["models"],
+        "test-paths": ["tests"],
+        "macro-paths": ["macros"],
+        "flags": {"send_anonymous_usage_stats": False},
+        "models": {PROJECT_NAME: {layer: {"+schema": layer} for layer in MODEL_LAYERS}},
+    }
+
+
+def _sources_yaml(sources: list[str]) -> dict[str, Any]:
+    by_schema: dict[str, list[str]] = {}
+    for qualified in sources:
+        schema, name = qualified.split(".", 1)
+        by_schema.setdefault(schema, []).append(name)
+    return {
+        "version": 2,
+        "sources": [
+            {"name": schema, "schema": schema, "tables": [{"name": n} for n in names]}
+            for schema, names in by_schema.items()
+        ],
+    }
+
+
+def _schema_yaml(
+    models: list[Model], generic: Mapping[str, list[tuple[DataTest, dict[str, Any] | str]]]
+) -> dict[str, Any]:
+    entries = []
+    for model in models:
+        entry: dict[str, Any] = {"name": model.name}
+        description = model.spec.description.strip() if model.spec else ""
+        if model.grain:
+            description = f"Grain: {model.grain}. {description}".strip()
+        if description:
+            entry["description"] = description
+        columns: dict[str, list[dict[str, Any] | str]] = {}
+        for test, mapped in generic.get(model.table, []):
+            assert test.column is not None
+            columns.setdefault(test.column, []).append(mapped)
+        if columns:
+            entry["columns"] = [{"name": c, "data_tests": t} for c, t in columns.items()]
+        entries.append(entry)
+    return {"version": 2, "models": entries}
+
+
+def _relation(target: str, graph: ModelGraph) -> str:
+    schema, dot, name = target.rpartition(".")
+    if dot and schema in SOURCE_SCHEMAS:
+        return f"source('{schema}', '{name}')"
+    return f"ref('{name}')"
+
+
+def _accepted_values(test: DataTest, _graph: ModelGraph) -> dict[str, Any]:
+    values = list(test.args["values"])
+    return {"values": values, "quote": all(isinstance(v, str) for v in values)}
+
+
+def _relationships(test: DataTest, graph: ModelGraph) -> dict[str, Any]:
+    return {"to": _relation(str(test.args["to"]), graph), "field": str(test.args["field"])}
+
+
+# Our kinds that are dbt's generic tests, column level, with the same semantics (NULLs
+# pass every one of them): kind -> its dbt arguments (None: none).
+GENERIC: dict[str, Callable[[DataTest, ModelGraph], dict[str, Any]] | None] = {
+    "not_null": None,
+    "unique": None,
+    "accepted_values": _accepted_values,
+    "relationships": _relationships,
+}
+
+
+def _generic_test(test: DataTest, graph: ModelGraph) -> dict[str, Any] | str | None:
+    """The dbt generic test for one of ours, or None when it becomes a singular test."""
+    if test.kind not in GENERIC or test.column is None or "columns" in test.args:
+        return None
+    arguments = GENERIC[test.kind]
+    body: dict[str, Any] = {}
+    if arguments is not None:
+        body["arguments"] = arguments(test, graph)
+    if test.severity != "error":
+        body["config"] = {"severity": test.severity}
+    return {test.kind: body} if body else test.kind
+
+
+def _test_file_name(name: str, seen: Counter[str]) -> str:
+    """A file name from a test's name: lowercase word characters, unique in the project."""
+    base = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name.lower())[:80]
+    seen[base] += 1
+    return base if seen[base] == 1 else f"{base}_{seen[base]}"
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def _is_source(qualified: str) -> bool:
+    return qualified.split(".", 1)[0] in SOURCE_SCHEMAS
+
+
+def _yaml(data: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(data), sort_keys=False, width=100)

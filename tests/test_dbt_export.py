@@ -1,0 +1,308 @@
+"""`productlens export dbt`: the exported project, built by dbt itself (dbt-duckdb, from
+the `.venv-dbt` environment `make` installs) on a copy of a demo warehouse's raw layer,
+gives every staging, core and mart table productlens builds, row for row, and runs every
+data test productlens declares; its incremental models refresh their window only; the
+PostgreSQL target's SQL parses as PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import sqlglot
+import yaml
+from sqlglot import exp
+
+from productlens import dialects, modeling
+from productlens.checks import compile_tests
+from productlens.cli import main
+from productlens.config import load_project
+from productlens.engines import DuckDBEngine
+from productlens.integrations import dbt
+from productlens.lineage import graph_schema
+from tests.conftest import run_cli
+from tests.cross_engine import differences
+
+# One worker builds the dbt project once for the module.
+pytestmark = pytest.mark.xdist_group("dbt")
+
+DBT = Path(__file__).resolve().parents[1] / ".venv-dbt" / "bin" / "dbt"
+
+
+def run_dbt(project: Path, *args: str, warehouse: Path, search_path: Path) -> str:
+    """`dbt ARGS` on the exported project, as a subprocess; its output."""
+    if not DBT.exists():
+        pytest.fail(
+            f"dbt is not installed at {DBT}: `make .venv/.dev` builds .venv-dbt from "
+            "requirements-dbt.lock (make test does it)"
+        )
+    env = {
+        **os.environ,
+        dbt.DUCKDB_PATH_ENV: str(warehouse),
+        dbt.DUCKDB_SEARCH_PATH_ENV: str(search_path),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DBT_USE_COLORS": "false",
+    }
+    proc = subprocess.run(
+        [str(DBT), *args, "--project-dir", str(project), "--profiles-dir", str(project)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"dbt {' '.join(args)} failed:\n{proc.stdout[-6000:]}"
+    return proc.stdout
+
+
+@dataclass
+class Built:
+    graph: modeling.ModelGraph
+    export: dbt.DbtExport
+    ours: DuckDBEngine  # the demo's own warehouse, read-only
+    theirs: Path  # a copy of the warehouse dbt built (dbt's own may be changed by a test)
+    dbt_warehouse: Path  # the file the dbt project's profile names
+    schema: dialects.Schema
+    search_path: Path
+    results: list[dict[str, Any]]  # dbt build's run_results.json
+
+
+@pytest.fixture(scope="module")
+def built(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    """The demo's graph exported and built by `dbt build` into a copy of its warehouse
+    whose staging, core and marts schemas were dropped first (only raw and ops remain)."""
+    root = tmp_path_factory.mktemp("dbt")
+    project = load_project(demo_project)
+    graph = modeling.discover(project.config, project.model_dirs)
+    schema = graph_schema(graph)
+    export = dbt.export_dbt(graph, root / "project", target="duckdb", schema=schema)
+    theirs = root / "warehouse.duckdb"
+    shutil.copyfile(project.warehouse_path, theirs)
+    copy = DuckDBEngine(theirs, search_path=demo_project)
+    for layer in modeling.MODEL_LAYERS:
+        copy.execute(
+            exp.Drop(kind="SCHEMA", exists=True, cascade=True, this=exp.to_identifier(layer))
+        )
+    copy.close()
+    run_dbt(export.root, "build", warehouse=theirs, search_path=demo_project)
+    pristine = root / "built.duckdb"
+    shutil.copyfile(theirs, pristine)
+    ours = DuckDBEngine(project.warehouse_path, read_only=True, search_path=demo_project)
+    results = json.loads((export.root / "target" / "run_results.json").read_text())
+    yield Built(graph, export, ours, pristine, theirs, schema, demo_project, results["results"])
+    ours.close()
+
+
+def _rows(engine: DuckDBEngine, layer: str, name: str) -> pa.Table:
+    return engine.fetch_arrow(exp.select("*").from_(exp.table_(name, db=layer, quoted=True)))
+
+
+def test_dbt_builds_every_table_as_productlens_does(built: Built) -> None:
+    theirs = DuckDBEngine(built.theirs, read_only=True, search_path=built.search_path)
+    try:
+        problems = {
+            model.table: differences(
+                _rows(built.ours, model.layer, model.name),
+                _rows(theirs, model.layer, model.name),
+            )
+            for model in built.graph
+        }
+    finally:
+        theirs.close()
+    assert len(problems) == len(built.graph) >= 30
+    assert {table: p for table, p in problems.items() if p} == {}
+
+
+def test_dbt_runs_every_declared_test_and_they_pass(built: Built) -> None:
+    tests = [r for r in built.results if r["unique_id"].startswith("test.")]
+    models = [r for r in built.results if r["unique_id"].startswith("model.")]
+    declared = compile_tests(built.graph)
+    assert (
+        len(tests) == len(declared) == built.export.generic_tests + len(built.export.singular_tests)
+    )
+    assert {r["status"] for r in tests} <= {"pass", "warn"}
+    # As many warn-level tests in dbt's manifest as we declare, the rest error-level.
+    manifest = json.loads((built.export.root / "target" / "manifest.json").read_text())
+    severities = Counter(
+        str(node["config"]["severity"]).lower()
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test"
+    )
+    ours = Counter(t.severity for t in declared)
+    assert ours["warn"] > 0
+    assert severities == ours
+    assert len(models) == len(built.graph)
+    assert {r["status"] for r in models} == {"success"}
+
+
+def test_generic_tests_map_to_dbt_with_their_arguments(built: Built) -> None:
+    core = yaml.safe_load((built.export.root / "models" / "core" / "schema.yml").read_text())
+    columns = {
+        (m["name"], c["name"]): c["data_tests"]
+        for m in core["models"]
+        for c in m.get("columns", [])
+    }
+    assert columns[("fct_orders", "order_id")] == ["unique", "not_null"]
+    assert {
+        "accepted_values": {
+            "arguments": {
+                "values": ["completed", "cancelled", "refunded", "pending"],
+                "quote": True,
+            }
+        }
+    } in columns[("int_order_revenue", "status")]
+    assert columns[("dim_users", "user_id")] == [
+        "not_null",
+        {"relationships": {"arguments": {"to": "ref('stg_users')", "field": "user_id"}}},
+    ]
+    # Tests dbt has no generic for are singular tests, severity kept.
+    warn = built.export.root / "tests" / "core" / "events_of_unknown_users.sql"
+    assert "config(severity='warn')" in warn.read_text()
+
+
+def test_incremental_models_refresh_only_their_window(built: Built) -> None:
+    """After the rows of the last days are lost and the rows of the first day changed, an
+    incremental run restores the window and leaves the first day (before the lookback) as
+    it is: it rewrote the window, not the table."""
+    # dbt's own warehouse file: the same profile, so dbt reuses its parse of the project.
+    warehouse = built.dbt_warehouse
+    copy = DuckDBEngine(warehouse, search_path=built.search_path)
+    events = exp.table_("fct_events", db="core", quoted=True)
+    counts = exp.table_("event_counts_daily", db="marts", quoted=True)
+    last, first = copy.fetch_all(
+        exp.select(exp.func("max", "event_date"), exp.func("min", "event_date")).from_(events)
+    )[0]
+    assert (last - first).days > 7  # the first day lies before the lookback window
+
+    def day(value: date) -> exp.Expr:
+        return exp.cast(exp.Literal.string(value.isoformat()), "date")
+
+    recent = exp.column("event_date") >= day(last - timedelta(days=2))
+    copy.execute(exp.delete(events, where=recent))
+    copy.execute(exp.delete(counts, where=recent))
+    planted = exp.update(
+        events, {"device": "planted"}, where=exp.column("event_date").eq(day(first))
+    )
+    copy.execute(planted)
+    copy.close()
+    output = run_dbt(
+        built.export.root,
+        "run",
+        "--select",
+        "config.materialized:incremental",
+        warehouse=warehouse,
+        search_path=built.search_path,
+    )
+    n_incremental = sum(1 for m in built.graph if m.spec and m.spec.incremental)
+    assert n_incremental >= 2
+    assert f"Finished running {n_incremental} incremental models" in output
+    theirs = DuckDBEngine(warehouse, read_only=True, search_path=built.search_path)
+    try:
+        after = theirs.fetch_arrow(exp.select("*").from_(events))
+        after_counts = theirs.fetch_arrow(exp.select("*").from_(counts))
+    finally:
+        theirs.close()
+    ours = built.ours.fetch_arrow(exp.select("*").from_(events))
+    first_day = pa.scalar(first, pa.date32())
+    kept = after.filter(pc.equal(after["event_date"], first_day))
+    assert kept.num_rows == ours.filter(pc.equal(ours["event_date"], first_day)).num_rows > 0
+    assert set(kept["device"].to_pylist()) == {"planted"}
+    assert (
+        differences(
+            ours.filter(pc.not_equal(ours["event_date"], first_day)),
+            after.filter(pc.not_equal(after["event_date"], first_day)),
+        )
+        == []
+    )
+    assert differences(_rows(built.ours, "marts", "event_counts_daily"), after_counts) == []
+
+
+# --- PostgreSQL target -------------------------------------------------------------------
+
+
+def _render(text: str, refs: dict[str, str]) -> str:
+    """A dbt SQL file rendered as dbt would, with stand-ins: a ref or source is the
+    schema-qualified table, `this` a table, the incremental branch taken."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    return env.from_string(text).render(
+        ref=lambda name: refs[name],
+        source=lambda schema, name: f"{schema}.{name}",
+        config=lambda **_: "",
+        is_incremental=lambda: True,
+        this="core.this_model",
+    )
+
+
+def test_postgres_target_sql_parses_as_postgresql(built: Built, tmp_path: Path) -> None:
+    graph = built.graph
+    export = dbt.export_dbt(graph, tmp_path / "pg", target="postgres", schema=built.schema)
+    profile = yaml.safe_load((export.root / "profiles.yml").read_text())
+    assert profile["productlens"]["outputs"]["postgres"]["type"] == "postgres"
+    refs = {m.name: m.table for m in graph}
+    files = [*export.models, *export.singular_tests]
+    for relative in files:
+        text = (export.root / relative).read_text()
+        sql = _render(text, refs)
+        tree = sqlglot.parse_one(sql, read="postgres")
+        assert isinstance(tree, exp.Query), relative
+        # Every model the SQL reads comes through ref(), every raw table through source().
+        read = {f"{t.db}.{t.name}" for t in tree.find_all(exp.Table) if t.db}
+        if relative.startswith("models/"):
+            model = graph[Path(relative).stem]
+            assert read - {"core.this_model"} == set(model.upstreams), relative
+            assert "staging." not in text
+            assert "raw." not in text.replace("source('raw'", "")
+    # PostgreSQL's spelling where DuckDB's differs: `isodow(d)` is extract(isodow from d).
+    dim_date = (export.root / "models" / "core" / "dim_date.sql").read_text()
+    assert "EXTRACT(ISODOW FROM" in dim_date
+    assert "ISODOW(" not in dim_date
+
+
+def test_jinja_in_a_string_literal_stays_a_literal(built: Built) -> None:
+    graph = built.graph
+    query = sqlglot.parse_one(
+        "select '{{ not jinja }}' as a, x /* {% no block %} */ from staging.stg_users",
+        read="duckdb",
+    )
+    assert isinstance(query, exp.Query)
+    text = dbt._sql(dbt.jinja_references(query, graph), "duckdb")
+    rendered = _render(text, {"stg_users": "staging.stg_users"})
+    assert re.sub(r"\s+", " ", rendered) == (
+        "SELECT '{{ not jinja }}' AS a, x /* { % no block %} */ FROM staging.stg_users AS stg_users"
+    )
+
+
+def test_export_refuses_a_folder_that_is_not_empty(
+    demo_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    refused = run_cli("--project", str(demo_project), "export", "dbt", str(out))
+    assert refused.returncode == 2
+    assert "not empty" in refused.stderr
+    assert "--force" in refused.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    stale = out / "models" / "staging" / "stg_dropped_since.sql"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("select 1 as x")
+    code = main(["--project", str(demo_project), "export", "dbt", str(out), "--force"])
+    assert code == 0, capsys.readouterr()
+    assert "wrote a dbt project" in capsys.readouterr().out
+    assert (out / "dbt_project.yml").exists()
+    assert (out / "models" / "marts").is_dir()
+    assert not stale.exists()  # the export's own folders are replaced whole
+    assert (out / "keep.txt").read_text() == "mine"  # anything else is kept
