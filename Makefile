@@ -24,7 +24,6 @@ $(VENV)/.runtime: $(BIN)/python requirements.lock pyproject.toml
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
-<<<<<<< HEAD
 # lifetimes is test data only: its wheel carries CDNOW's purchase log (CDNOW_master.txt and
 # its 1/10 sample), which tests/cdnow.py reads as files; nothing imports the package. It is
 # installed --no-deps because its declared dependencies (pandas, autograd, dill) are never
@@ -32,10 +31,7 @@ $(VENV)/.runtime: $(BIN)/python requirements.lock pyproject.toml
 # every dependency of what it lists), so the exact pin lives here instead.
 LIFETIMES_VERSION := 0.11.3
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock Makefile
-=======
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock $(VENV_DBT)/.installed
->>>>>>> dbt23
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock Makefile $(VENV_DBT)/.installed
 	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-dev.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps lifetimes==$(LIFETIMES_VERSION)
 	touch $@
