@@ -69,11 +69,14 @@ class RunSummary:
 class Runner:
     """One run against one warehouse: the stages as methods, sharing progress and log."""
 
-    def __init__(self, project: Project, engine: Engine, console: Console) -> None:
+    def __init__(
+        self, project: Project, engine: Engine, console: Console, run_id: str | None = None
+    ) -> None:
         self.project = project
         self.engine = engine
         self.console = console
-        self.runlog = RunLog(engine)
+        # An orchestrator's tasks each make a Runner of one run, under the run's id.
+        self.runlog = RunLog(engine, run_id)
         self.summary = RunSummary(run_id=self.runlog.run_id)
         self._progress: Progress | None = None
         self._lake: LakeProcessor | None = None
