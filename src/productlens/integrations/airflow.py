@@ -1,0 +1,117 @@
+"""An Airflow DAG that runs productlens every day: ingest -> build -> check -> publish.
+
+In a file of the DAG folder::
+
+    from productlens.integrations.airflow import productlens_dag
+
+    dag = productlens_dag("/srv/analytics", schedule="@daily")
+
+Each task calls productlens's Python API (`productlens.integrations.stages`, the stages
+of `productlens run`) for the run's logical date, in the task's own process: the tasks
+share nothing but the warehouse and the small JSON values they pass on (XCom). The check
+task is the data-quality gate: an error-level data test that fails it leaves publish
+`upstream_failed`, so the previous marts stay live. One Airflow run is one productlens
+run (`productlens runs`), whatever its retries.
+
+Retries are for transient errors only (a warehouse file another process holds, a dropped
+connection: `productlens.retry.is_transient`), as many and as far apart as `[run]
+retries` and `backoff_seconds` say; any other error fails the task at once
+(`AirflowFailException`). Only Airflow users import this module: productlens itself never
+imports Airflow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from productlens.config import load_project
+from productlens.integrations import stages
+from productlens.retry import is_transient
+
+T = TypeVar("T")
+
+# The run ids Airflow makes (`scheduled__2026-01-05T00:00:00+00:00`) as productlens ids,
+# which name a folder (`runs/<id>/`): the characters a file name takes, the rest as `_`.
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def productlens_dag(
+    project: str | Path,
+    dag_id: str = "productlens",
+    schedule: Any = "@daily",
+    **dag_kwargs: Any,
+) -> DAG:
+    """The DAG ingest -> build -> check -> publish over the productlens project folder
+    `project` (its `productlens.toml` names the engine and the landing folder).
+    `dag_kwargs` go to Airflow's `DAG` (`start_date`, `tags`, `default_args`, ...); by
+    default one run at a time (the stages share `marts_next`) and no catch-up."""
+    root = Path(project).resolve()
+    settings = load_project(root).config.run  # fails here, at parse time, on a bad project
+    default_args = {
+        "retries": settings.retries,
+        "retry_delay": timedelta(seconds=settings.backoff_seconds),
+        "retry_exponential_backoff": True,
+        **dag_kwargs.pop("default_args", {}),
+    }
+    dag_kwargs.setdefault("start_date", datetime(2026, 1, 1, tzinfo=UTC))
+    dag_kwargs.setdefault("catchup", False)
+    dag_kwargs.setdefault("max_active_runs", 1)
+    dag_kwargs.setdefault("doc_md", __doc__)
+
+    with DAG(dag_id, schedule=schedule, default_args=default_args, **dag_kwargs) as dag:
+
+        @task(task_id="ingest")
+        def ingest() -> dict[str, Any]:
+            return _stage(lambda job: stages.ingest(job), root)
+
+        @task(task_id="build")
+        def build() -> dict[str, Any]:
+            return _stage(lambda job: stages.build(job).to_json(), root)
+
+        @task(task_id="check")
+        def check(built: dict[str, Any]) -> dict[str, Any]:
+            done = stages.Built.from_json(built)
+            return _stage(lambda job: stages.check(job, done).to_json(), root)
+
+        @task(task_id="publish")
+        def publish(built: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
+            done, passed = stages.Built.from_json(built), stages.Checked.from_json(checked)
+            return _stage(lambda job: stages.publish(job, done, passed), root)
+
+        built = build()
+        ingest() >> built
+        publish(built, check(built))  # publish needs check's success: the quality gate
+    return dag
+
+
+def _stage(action: Callable[[stages.StageJob], T], root: Path) -> T:
+    """Run one stage for this task's run; a data error fails the task without retries."""
+    job = _job(root)
+    try:
+        return action(job)
+    except Exception as exc:
+        if is_transient(exc):
+            raise  # Airflow retries it, while retries are left
+        raise AirflowFailException(str(exc)) from exc
+
+
+def _job(root: Path) -> stages.StageJob:
+    """The stage's job from the task's context: one productlens run per Airflow run, for
+    the run's logical date (a manual run without one: the day it was triggered for)."""
+    context = get_current_context()
+    dag_run = context["dag_run"]
+    when = context.get("logical_date") or dag_run.run_after
+    ti = context["ti"]
+    return stages.StageJob(
+        root=root,
+        run_id=_UNSAFE.sub("_", f"{dag_run.dag_id}.{dag_run.run_id}"),
+        day=when.astimezone(UTC).date(),
+        last_attempt=ti.try_number > ti.max_tries,
+    )
