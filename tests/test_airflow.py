@@ -84,7 +84,9 @@ def _run_dag(home: Path, day: date) -> tuple[str, dict[str, tuple[str, int]]]:
 
     bag = DagBag(str(home / "dags"))
     assert bag.import_errors == {}
-    run = bag.dags["productlens"].test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC))
+    run = bag.dags["productlens"].test(
+        logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC)
+    )
     tasks = {ti.task_id: (str(ti.state), ti.try_number) for ti in run.get_task_instances()}
     return str(run.state), tasks
 
@@ -186,9 +188,13 @@ def test_a_failed_data_test_fails_check_and_publish_never_runs(
     engine = open_engine(load_project(root), read_only=True)
     try:
         # The planted rows reached core and the marts built aside...
-        found = engine.fetch_all(q("SELECT count(*) FROM core.fct_events WHERE event_id LIKE 'planted%'"))
+        found = engine.fetch_all(
+            q("SELECT count(*) FROM core.fct_events WHERE event_id LIKE 'planted%'")
+        )
         assert found == [(5,)]
-        aside = engine.fetch_all(q("SELECT count(*) FROM marts_next.planted_guard WHERE event_id LIKE 'planted%'"))
+        aside = engine.fetch_all(
+            q("SELECT count(*) FROM marts_next.planted_guard WHERE event_id LIKE 'planted%'")
+        )
         assert aside == [(5,)]
     finally:
         engine.close()

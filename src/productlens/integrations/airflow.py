@@ -69,7 +69,7 @@ def productlens_dag(
 
         @task(task_id="ingest")
         def ingest() -> dict[str, Any]:
-            return _stage(lambda job: stages.ingest(job), root)
+            return _stage(stages.ingest, root)
 
         @task(task_id="build")
         def build() -> dict[str, Any]:
@@ -85,9 +85,11 @@ def productlens_dag(
             done, passed = stages.Built.from_json(built), stages.Checked.from_json(checked)
             return _stage(lambda job: stages.publish(job, done, passed), root)
 
-        built = build()
+        # XCom references, typed as the values the tasks receive when they run.
+        built: Any = build()
         ingest() >> built
-        publish(built, check(built))  # publish needs check's success: the quality gate
+        checked: Any = check(built)
+        publish(built, checked)  # publish needs check's success: the data-quality gate
     return dag
 
 

@@ -126,9 +126,7 @@ def _this_run(engine: Engine, job: StageJob) -> RunRecord:
         if record.run_id == job.run_id:
             record.status, record.finished_at, record.error = "running", None, None
             return record
-    record = RunRecord(
-        job.run_id, started_at=daily._now(), date_from=job.day, date_to=job.day
-    )
+    record = RunRecord(job.run_id, started_at=daily._now(), date_from=job.day, date_to=job.day)
     daily._record(engine, record)
     return record
 
@@ -313,7 +311,10 @@ def _write_results(opened: _Opened, tests: list[dict[str, Any]] | None) -> dict[
             record.stages = found.stages  # every stage's seconds, from the run log
     path = project.runs_dir / record.run_id / "run_results.json"
     before = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    payload = {"run": record.to_json(), "tests": before.get("tests", []) if tests is None else tests}
+    payload = {
+        "run": record.to_json(),
+        "tests": before.get("tests", []) if tests is None else tests,
+    }
     opened.runner.runlog.extra = payload
     opened.runner.runlog.write_json(path)
     merged = json.loads(path.read_text(encoding="utf-8"))
