@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,11 @@ import pytest
 
 from productlens.app import open_engine
 from productlens.config import load_project
+from productlens.engines import DuckDBEngine
 from productlens.simulate import generate, preset
 from tests.conftest import q
 from tests.cross_engine import differences
+from tests.holders import hold_duckdb
 from tests.test_run import GUARD_SQL, GUARD_YML, _cli, _project, _tables
 
 pytestmark = pytest.mark.xdist_group("airflow")  # one Airflow metadata DB per worker
@@ -77,16 +81,23 @@ def _marts(root: Path) -> dict[str, pa.Table]:
         engine.close()
 
 
-def _run_dag(home: Path, day: date) -> tuple[str, dict[str, tuple[str, int]]]:
-    """One run of the DAG file in the DAG folder, for `day`: the run's state and each
-    task's (state, tries)."""
+def _run_dag(
+    home: Path,
+    day: date,
+    dag_id: str = "productlens",
+    prepare: Callable[[Any], None] | None = None,
+    **test_kwargs: Any,
+) -> tuple[str, dict[str, tuple[str, int]]]:
+    """One run of a DAG of the DAG folder, for `day`: the run's state and each task's
+    (state, tries). `prepare` gets the DAG first."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(str(home / "dags"))
     assert bag.import_errors == {}
-    run = bag.dags["productlens"].test(
-        logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC)
-    )
+    dag = bag.dags[dag_id]
+    if prepare is not None:
+        prepare(dag)
+    run = dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC), **test_kwargs)
     tasks = {ti.task_id: (str(ti.state), ti.try_number) for ti in run.get_task_instances()}
     return str(run.state), tasks
 
@@ -210,3 +221,56 @@ def test_a_failed_data_test_fails_check_and_publish_never_runs(
     assert "no_planted_events" in latest["error"]
     assert "check" in latest["stages"]
     assert "publish marts" not in latest["stages"]
+
+
+def test_a_transient_error_is_retried_within_one_run(
+    airflow_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another process holds the warehouse file when ingest first opens it: Airflow runs
+    ingest again (it is released meanwhile) and the run stays one productlens run."""
+    root = _project(tmp_path / "p")
+    (airflow_home / "dags" / "retried.py").write_text(
+        DAG_FILE.format(root=str(root)).replace(")\n", ', dag_id="retried")\n')
+    )
+    warehouse = load_project(root).warehouse_path
+    DuckDBEngine(warehouse).close()
+    holder = hold_duckdb(warehouse, read_only=False)
+
+    def release(_context: Any) -> None:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)
+
+    def on_retry(dag: Any) -> None:
+        dag.task_dict["ingest"].on_retry_callback = [release]
+
+    try:
+        # Only ingest runs (the landing folder is empty); the others are marked done.
+        state, tasks = _run_dag(
+            airflow_home,
+            date(2026, 1, 5),
+            "retried",
+            on_retry,
+            mark_success_pattern="build|check|publish",
+        )
+    finally:
+        if holder.poll() is None:
+            release(None)
+    assert tasks["ingest"] == ("success", 2), tasks
+    assert state == "success"
+    (run,) = _runs(root, capsys)
+    assert run["run_id"].startswith("retried.manual__")
+
+
+def test_productlens_never_imports_airflow() -> None:
+    """Only a DAG file imports Airflow (through productlens.integrations.airflow)."""
+    modules = "productlens.cli, productlens.daily, productlens.integrations.stages"
+    code = (
+        f"import sys, {modules}; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'airflow'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -4,7 +4,7 @@ In a file of the DAG folder::
 
     from productlens.integrations.airflow import productlens_dag
 
-    dag = productlens_dag("/srv/analytics", schedule="@daily")
+    dag = productlens_dag("/srv/analytics")
 
 Each task calls productlens's Python API (`productlens.integrations.stages`, the stages
 of `productlens run`) for the run's logical date, in the task's own process: the tasks
@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from productlens.config import load_project
@@ -41,15 +41,21 @@ T = TypeVar("T")
 # which name a folder (`runs/<id>/`): the characters a file name takes, the rest as `_`.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
+# Every day at midnight UTC, for the day that just ended: its logical date is that day,
+# the `--date` of `productlens run`. (Airflow 3 reads a plain "@daily" as a trigger whose
+# logical date is the midnight it fires at: the run would be for the day just begun.)
+DAILY = CronDataIntervalTimetable("@daily", timezone="UTC")
+
 
 def productlens_dag(
     project: str | Path,
     dag_id: str = "productlens",
-    schedule: Any = "@daily",
+    schedule: Any = DAILY,
     **dag_kwargs: Any,
 ) -> DAG:
     """The DAG ingest -> build -> check -> publish over the productlens project folder
-    `project` (its `productlens.toml` names the engine and the landing folder).
+    `project` (its `productlens.toml` names the engine and the landing folder), by
+    default run daily for the day just ended (`DAILY`).
     `dag_kwargs` go to Airflow's `DAG` (`start_date`, `tags`, `default_args`, ...); by
     default one run at a time (the stages share `marts_next`) and no catch-up."""
     root = Path(project).resolve()
