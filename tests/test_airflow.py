@@ -22,6 +22,7 @@ import pytest
 from productlens.app import open_engine
 from productlens.config import load_project
 from productlens.engines import DuckDBEngine
+from productlens.errors import ConfigError
 from productlens.simulate import generate, preset
 from tests.conftest import q
 from tests.cross_engine import differences
@@ -274,3 +275,26 @@ def test_productlens_never_imports_airflow() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_wrong_project_fails_as_the_dag_file_is_parsed(
+    airflow_home: Path, tmp_path: Path
+) -> None:
+    from productlens.integrations.airflow import productlens_dag
+
+    with pytest.raises(ConfigError, match=r"no productlens\.toml"):
+        productlens_dag(tmp_path / "missing")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "productlens.toml").write_text("[run]\nretries = 1\n")
+    with pytest.raises(ConfigError, match=r"\[sources\] landing"):
+        productlens_dag(bare)
+    dag = productlens_dag(_project(tmp_path / "good"), dag_id="good")
+    # The data-quality gate: publish waits for check (and build); retries from [run].
+    assert {t.task_id: t.upstream_task_ids for t in dag.tasks} == {
+        "ingest": set(),
+        "build": {"ingest"},
+        "check": {"build"},
+        "publish": {"build", "check"},
+    }
+    assert dag.task_dict["check"].retries == 2

@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 from airflow.sdk import DAG, CronDataIntervalTimetable, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from productlens.config import load_project
+from productlens.config import PROJECT_FILE, load_project
+from productlens.errors import ConfigError
 from productlens.integrations import stages
 from productlens.retry import is_transient
 
@@ -59,11 +60,22 @@ def productlens_dag(
     `dag_kwargs` go to Airflow's `DAG` (`start_date`, `tags`, `default_args`, ...); by
     default one run at a time (the stages share `marts_next`) and no catch-up."""
     root = Path(project).resolve()
-    settings = load_project(root).config.run  # fails here, at parse time, on a bad project
+    # A wrong folder or a project without a landing folder fails here, as the DAG file
+    # is parsed, rather than in every run.
+    if not (root / PROJECT_FILE).is_file():
+        raise ConfigError(f"no {PROJECT_FILE} in the productlens project folder", path=root)
+    loaded = load_project(root)
+    if loaded.config.sources.landing is None:
+        raise ConfigError(
+            "the DAG runs productlens run, which reads a landing folder: set "
+            '[sources] landing = "landing" (or an s3:// prefix)',
+            path=root / PROJECT_FILE,
+        )
+    settings = loaded.config.run
     default_args = {
         "retries": settings.retries,
         "retry_delay": timedelta(seconds=settings.backoff_seconds),
-        "retry_exponential_backoff": True,
+        "retry_exponential_backoff": 2.0,  # a multiplier in Airflow 3.3 (True: 1, no growth)
         **dag_kwargs.pop("default_args", {}),
     }
     dag_kwargs.setdefault("start_date", datetime(2026, 1, 1, tzinfo=UTC))
