@@ -110,7 +110,8 @@ def published(
     """The DAG run once for the world's last day over a project of its own: the project,
     its marts right after, and the run's outcome."""
     data, days = world
-    root = _with_guard(_project(tmp_path_factory.mktemp("dag") / "p"), data)
+    hook = '\non_failure = "cat > hook.json"\n'
+    root = _with_guard(_project(tmp_path_factory.mktemp("dag") / "p", hook), data)
     (airflow_home / "dags" / "productlens_dag.py").write_text(DAG_FILE.format(root=str(root)))
     outcome = _run_dag(airflow_home, days[-1])
     return root, _marts(root), outcome
@@ -180,6 +181,7 @@ def test_a_failed_data_test_fails_check_and_publish_never_runs(
 ) -> None:
     root, before, _outcome = published
     _data, days = world
+    assert not (root / "hook.json").exists()  # the good run called no hook
     events = pq.read_table(next((root / "landing" / "events").rglob("*.parquet")))
     planted = events.slice(0, 5)
     planted = planted.set_column(
@@ -222,6 +224,11 @@ def test_a_failed_data_test_fails_check_and_publish_never_runs(
     assert "no_planted_events" in latest["error"]
     assert "check" in latest["stages"]
     assert "publish marts" not in latest["stages"]
+    # The [run] on_failure hook got the failed run's JSON, as `productlens run` gives it.
+    hook = json.loads((root / "hook.json").read_text())
+    assert hook["run"]["run_id"] == latest["run_id"]
+    assert hook["run"]["status"] == "failed"
+    assert [t["name"] for t in hook["tests"] if t["status"] == "fail"] == ["no_planted_events"]
 
 
 def test_a_transient_error_is_retried_within_one_run(
