@@ -172,6 +172,22 @@ def test_a_good_day_publishes_what_productlens_run_publishes(
     }
     assert all(t["status"] in ("pass", "warn") for t in results["tests"])
 
+    # Cleared and run again (as an Airflow user may), the stages change nothing: the
+    # same marts, still one successful run.
+    from productlens.integrations import stages
+
+    job = stages.StageJob(root, run["run_id"], days[-1])
+    stages.ingest(job)
+    built = stages.build(job)
+    stages.publish(job, built, stages.check(job, built))
+    again = _marts(root)
+    assert {name: differences(t, again[name]) for name, t in marts.items()} == {
+        name: [] for name in marts
+    }
+    (rerun,) = _runs(root, capsys)
+    assert (rerun["run_id"], rerun["status"]) == (run["run_id"], "success")
+    assert rerun["rows"] == run["rows"]
+
 
 def test_a_failed_data_test_fails_check_and_publish_never_runs(
     airflow_home: Path,
@@ -305,3 +321,28 @@ def test_a_wrong_project_fails_as_the_dag_file_is_parsed(
         "publish": {"build", "check"},
     }
     assert dag.task_dict["check"].retries == 2
+
+
+def test_a_run_ended_twice_shows_its_latest_end(tmp_path: Path) -> None:
+    """A task that failed and then succeeded on a retry (or a cleared run) ends one run
+    twice in `ops.run_history`: `productlens runs` shows the later end, in either order
+    of the rows."""
+    from productlens import daily
+
+    engine = DuckDBEngine(tmp_path / "w.duckdb")
+    try:
+        first = datetime(2026, 1, 6, 1, 0)
+        rows = {"a": ("running", "failed", "success"), "b": ("success", "failed", "running")}
+        ends = {"running": None, "failed": 3, "success": 9}  # minutes after the start
+        for run_id, statuses in rows.items():
+            for status in statuses:
+                record = daily.RunRecord(run_id, status=status, started_at=first)
+                minutes = ends[status]
+                if minutes is not None:
+                    record.finished_at = first + timedelta(minutes=minutes)
+                daily._record(engine, record)
+        shown = {r.run_id: (r.status, r.finished_at) for r in daily.history(engine)}
+    finally:
+        engine.close()
+    latest = ("success", first + timedelta(minutes=9))
+    assert shown == {"a": latest, "b": latest}
