@@ -26,15 +26,17 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from productlens.config import PROJECT_FILE, load_project
 from productlens.errors import ConfigError
-from productlens.integrations import stages
 from productlens.retry import is_transient
+
+if TYPE_CHECKING:
+    from productlens.integrations.stages import StageJob
 
 T = TypeVar("T")
 
@@ -84,22 +86,31 @@ def productlens_dag(
     dag_kwargs.setdefault("doc_md", __doc__)
 
     with DAG(dag_id, schedule=schedule, default_args=default_args, **dag_kwargs) as dag:
-
+        # The stages (and the warehouse code behind them) are imported as a task runs:
+        # parsing the DAG file, which Airflow does again and again, stays cheap.
         @task(task_id="ingest")
         def ingest() -> dict[str, Any]:
+            from productlens.integrations import stages
+
             return _stage(stages.ingest, root)
 
         @task(task_id="build")
         def build() -> dict[str, Any]:
+            from productlens.integrations import stages
+
             return _stage(lambda job: stages.build(job).to_json(), root)
 
         @task(task_id="check")
         def check(built: dict[str, Any]) -> dict[str, Any]:
+            from productlens.integrations import stages
+
             done = stages.Built.from_json(built)
             return _stage(lambda job: stages.check(job, done).to_json(), root)
 
         @task(task_id="publish")
         def publish(built: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
+            from productlens.integrations import stages
+
             done, passed = stages.Built.from_json(built), stages.Checked.from_json(checked)
             return _stage(lambda job: stages.publish(job, done, passed), root)
 
@@ -111,7 +122,7 @@ def productlens_dag(
     return dag
 
 
-def _stage(action: Callable[[stages.StageJob], T], root: Path) -> T:
+def _stage(action: Callable[[StageJob], T], root: Path) -> T:
     """Run one stage for this task's run; a data error fails the task without retries."""
     job = _job(root)
     try:
@@ -122,14 +133,16 @@ def _stage(action: Callable[[stages.StageJob], T], root: Path) -> T:
         raise AirflowFailException(str(exc)) from exc
 
 
-def _job(root: Path) -> stages.StageJob:
+def _job(root: Path) -> StageJob:
     """The stage's job from the task's context: one productlens run per Airflow run, for
     the run's logical date (a manual run without one: the day it was triggered for)."""
+    from productlens.integrations.stages import StageJob
+
     context = get_current_context()
     dag_run = context["dag_run"]
     when = context.get("logical_date") or dag_run.run_after
     ti = context["ti"]
-    return stages.StageJob(
+    return StageJob(
         root=root,
         run_id=_UNSAFE.sub("_", f"{dag_run.dag_id}.{dag_run.run_id}"),
         day=when.astimezone(UTC).date(),
