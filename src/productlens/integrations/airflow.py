@@ -45,8 +45,8 @@ T = TypeVar("T")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 # Every day at midnight UTC, for the day that just ended: its logical date is that day,
-# the `--date` of `productlens run`. (Airflow 3 reads a plain "@daily" as a trigger whose
-# logical date is the midnight it fires at: the run would be for the day just begun.)
+# the `--date` of `productlens run`. (Airflow 3 reads a plain "@daily", by default, as a
+# trigger whose logical date is the midnight it fires at: a run for the day just begun.)
 DAILY = CronDataIntervalTimetable("@daily", timezone="UTC")
 
 
