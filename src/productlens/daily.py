@@ -354,7 +354,12 @@ def history(engine: Engine) -> list[RunRecord]:
         by_run.setdefault(row["run_id"], []).append(row)
     records = []
     for run_rows in by_run.values():
-        ended = [r for r in run_rows if r["finished_at"] is not None]
+        # A run whose stages an orchestrator re-ran ends more than once: the latest counts.
+        ended = sorted(
+            (r for r in run_rows if r["finished_at"] is not None),
+            key=lambda r: r["finished_at"],
+            reverse=True,
+        )
         informed = [r for r in run_rows if r["rebuild_from"] is not None or r["full_rebuild"]]
         records.append(RunRecord.from_row((ended or informed or run_rows)[0]))
     records.sort(key=lambda r: r.started_at or datetime.min, reverse=True)

@@ -75,7 +75,7 @@ class Runner:
         self.project = project
         self.engine = engine
         self.console = console
-        # `run_id`: an orchestrator's own run's id, so that the run log names its runs.
+        # `run_id`: an orchestrator's run's id, so that its tasks (each a Runner) share one run.
         self.runlog = RunLog(engine, run_id)
         self.summary = RunSummary(run_id=self.runlog.run_id)
         self._progress: Progress | None = None
