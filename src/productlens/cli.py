@@ -455,10 +455,15 @@ def run_cmd(
         err_console.print(f"[yellow]retry[/] {n}: {escape(str(exc))} (again in {delay:g}s)")
 
     engine = retrying(policy, lambda: open_engine(project), on_retry=told)
+    result = None
     try:
-        result = daily.run_daily(project, engine, console, landing, request)
+        result = daily.run_daily(
+            project, engine, console, landing, request, reopen=lambda: open_engine(project)
+        )
     finally:
         engine.close()
+        if result is not None and result.engine is not None and result.engine is not engine:
+            result.engine.close()  # the engine a retry opened again
     print_summary(console, result.summary, title=f"productlens run ({result.record.status})")
     if result.error is None:
         return
@@ -486,7 +491,8 @@ def runs(
     if warehouse_exists(project):
         engine = open_engine(project, read_only=True)
         try:
-            records = daily.history(engine)[:limit]
+            live = daily.run_in_progress(project.run_lock_path)
+            records = daily.history(engine, live=live)[:limit]
         finally:
             engine.close()
     if as_json:

@@ -27,10 +27,14 @@ run since the last successful one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -43,7 +47,7 @@ from productlens import checks, modeling, ops
 from productlens.config import Project
 from productlens.engines import Engine
 from productlens.engines.base import table
-from productlens.errors import ConfigError, DataTestFailure, ProductLensError
+from productlens.errors import ConfigError, DataTestFailure, ProductLensError, RunInProgress
 from productlens.ingest import CONTRACTS, IngestResult
 from productlens.objects import FilePath, ObjectPath
 from productlens.pipeline import Runner, RunSummary
@@ -247,22 +251,25 @@ def aside_tests(built_aside: modeling.ModelGraph) -> list[checks.DataTest]:
 
 
 def promote(engine: Engine, graph: modeling.ModelGraph) -> int:
-    """Swap each mart built aside in for the live one, in build order; returns rows."""
-    rows = 0
+    """Swap the marts built aside in for the live ones as one set (`replace_tables`: one
+    transaction on DuckDB and PostgreSQL), then the marts that are views; returns rows."""
+    tables: dict[str, exp.Query] = {}
+    partitions: dict[str, str] = {}
+    views = []
     for model in graph:
         if model.layer != MARTS:
             continue
         if model.spec is not None and model.spec.materialized == "view":
-            engine.replace_view(MARTS, model.name, model.expression)
+            views.append(model)
             continue
-        incremental = model.spec.incremental if model.spec else None
-        rows += engine.replace_table(
-            MARTS,
-            model.name,
-            exp.select("*").from_(table(ASIDE, model.name)),
-            partition_by=incremental.date_column if incremental else None,
-        )
-        engine.drop(ASIDE, model.name)
+        tables[model.name] = exp.select("*").from_(table(ASIDE, model.name))
+        if model.spec is not None and model.spec.incremental is not None:
+            partitions[model.name] = model.spec.incremental.date_column
+    rows = engine.replace_tables(MARTS, tables, partition_by=partitions)
+    for model in views:
+        engine.replace_view(MARTS, model.name, model.expression)
+    for name in tables:
+        engine.drop(ASIDE, name)
     return rows
 
 
@@ -343,8 +350,9 @@ def _record(engine: Engine, record: RunRecord) -> None:
     engine.execute(ops.insert_rows(ops.RUN_HISTORY, ops.RUN_HISTORY_COLUMNS, [record.row()]))
 
 
-def history(engine: Engine) -> list[RunRecord]:
-    """Every `productlens run` of this warehouse, newest first, with stage timings."""
+def history(engine: Engine, *, live: bool = True) -> list[RunRecord]:
+    """Every `productlens run` of this warehouse, newest first, with stage timings.
+    `live=False` (no process holds the run lock): a run that never finished was killed."""
     if engine.table_kind(*ops.RUN_HISTORY) is None:
         return []
     rows = engine.fetch_arrow(exp.select("*").from_(table(*ops.RUN_HISTORY))).to_pylist()
@@ -359,8 +367,8 @@ def history(engine: Engine) -> list[RunRecord]:
         records.append(RunRecord.from_row((ended or informed or run_rows)[0]))
     records.sort(key=lambda r: r.started_at or datetime.min, reverse=True)
     for newer, record in zip([None, *records], records, strict=False):
-        if record.finished_at is None and newer is not None:
-            record.status = "interrupted"  # a later run started: this one was killed
+        if record.finished_at is None and (newer is not None or not live):
+            record.status = "interrupted"  # a later run started, or none is live: killed
     _stage_times(engine, records)
     return records
 
@@ -417,6 +425,7 @@ class DailyRun:
     summary: RunSummary
     payload: dict[str, Any]
     error: BaseException | None = None
+    engine: Engine | None = None  # the engine the run ended on (another after a reopen)
 
 
 def landing_files(landing: FilePath) -> list[FilePath]:
@@ -426,30 +435,82 @@ def landing_files(landing: FilePath) -> list[FilePath]:
     return [sub for name in CONTRACTS if (sub := landing / name).is_dir()]
 
 
+@contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold the project's run lock for the block, or refuse at once naming the holder.
+    An OS lock (flock): a killed run's lock goes with its process, so none is stale."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunInProgress(
+                f"another productlens run is in progress ({holder}): wait for it to finish "
+                "and run again",
+                path=path,
+            ) from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}, started {_now():%Y-%m-%d %H:%M:%S} UTC\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_in_progress(path: Path) -> bool:
+    """Whether a live `productlens run` holds the run lock."""
+    if not path.exists():
+        return False
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def run_daily(
     project: Project,
     engine: Engine,
     console: Console,
     landing: FilePath,
     request: RunRequest,
+    *,
+    reopen: Callable[[], Engine] | None = None,
 ) -> DailyRun:
-    """One daily run; never raises for a failed stage (the result carries the error)."""
-    policy = RetryPolicy(project.config.run.retries, project.config.run.backoff_seconds)
+    """One daily run under the project's run lock (`RunInProgress` if another holds it);
+    never raises for a failed stage (the result carries the error). `reopen` opens the
+    engine again: a retry after a transient error carries on with a new connection (the
+    engine the result's `engine` names; the caller closes it and the one it gave)."""
+    with run_lock(project.run_lock_path):
+        return _run_daily(project, engine, console, landing, request, reopen)
+
+
+def _run_daily(
+    project: Project,
+    engine: Engine,
+    console: Console,
+    landing: FilePath,
+    request: RunRequest,
+    reopen: Callable[[], Engine] | None,
+) -> DailyRun:
     runner = Runner(project, engine, console)
+    policy = RetryPolicy(project.config.run.retries, project.config.run.backoff_seconds)
+    attempt = _Attempts(policy, runner, console, reopen)
     record = RunRecord(
         runner.runlog.run_id,
         started_at=_now(),
         date_from=request.date_from,
         date_to=request.date_to or request.date_from,
     )
-    _record(engine, record)
-    owed = pending(history(engine))
-
-    def attempt(action: Callable[[], Any]) -> Any:
-        def told(n: int, exc: BaseException, delay: float) -> None:
-            console.print(f"  [yellow]retry[/] {n}: {exc} (again in {delay:g}s)", highlight=False)
-
-        return retrying(policy, action, on_retry=told)
+    # Under the run lock no other run is live: an unfinished record was killed.
+    owed = pending(attempt(lambda: history(runner.engine, live=False)))
+    attempt(lambda: _record(runner.engine, record))
 
     graph = modeling.discover(project.config, project.model_dirs)
     loaded: IngestResult | None = None
@@ -458,17 +519,17 @@ def run_daily(
         with runner.progress():
             folders = landing_files(landing)
             loaded = attempt(lambda: runner.ingest([_arg(f) for f in folders])) if folders else None
-            touched = _note_loaded(engine, graph, loaded, record)
+            touched = _note_loaded(runner.engine, graph, loaded, record)
             owed = owed.merge(touched)
             record.date_from = record.date_from or touched.first
             record.date_to = record.date_to or touched.last or record.date_from
             starts = [d for d in (request.date_from, owed.first) if d is not None]
-            if not starts and not owed.full and _marts_exist(engine, graph):
+            if not starts and not owed.full and _marts_exist(runner.engine, graph):
                 console.print("nothing new in the landing folder: the warehouse is current")
             else:
                 since = None if owed.full or not starts else min(starts)
                 record.rebuild_from, record.full_rebuild = since, since is None
-                _build_and_publish(runner, engine, graph, since, attempt)
+                _build_and_publish(runner, graph, since, attempt)
                 if request.report:
                     attempt(runner.report)
         record.status = "success"
@@ -482,7 +543,7 @@ def run_daily(
     _tally_tests(record, outcomes)
     record.finished_at = _now()
     try:
-        _record(engine, record)
+        attempt(lambda: _record(runner.engine, record))
     finally:
         summary = runner.finish()
     record.stages = {s.name: s.seconds for s in summary.stages}
@@ -491,12 +552,40 @@ def run_daily(
     runner.runlog.extra = payload
     runner.runlog.write_json(project.run_results_path)
     runner.runlog.write_json(project.runs_dir / record.run_id / "run_results.json")
-    return DailyRun(record, summary, payload, error)
+    return DailyRun(record, summary, payload, error, runner.engine)
+
+
+@dataclass
+class _Attempts:
+    """A stage's action, attempted again after a transient error as the policy allows;
+    the attempt after one carries on with the engine opened again (`reopen`), since the
+    error may have left the connection dead."""
+
+    policy: RetryPolicy
+    runner: Runner
+    console: Console
+    reopen: Callable[[], Engine] | None
+    stale: bool = False
+
+    def __call__(self, action: Callable[[], Any]) -> Any:
+        return retrying(self.policy, lambda: self._once(action), on_retry=self._told)
+
+    def _once(self, action: Callable[[], Any]) -> Any:
+        if self.stale and self.reopen is not None:
+            fresh = self.reopen()
+            with contextlib.suppress(Exception):  # a dead connection may fail to close
+                self.runner.engine.close()
+            self.runner.use_engine(fresh)
+        self.stale = False
+        return action()
+
+    def _told(self, n: int, exc: BaseException, delay: float) -> None:
+        self.stale = True
+        self.console.print(f"  [yellow]retry[/] {n}: {exc} (again in {delay:g}s)", highlight=False)
 
 
 def _build_and_publish(
     runner: Runner,
-    engine: Engine,
     graph: modeling.ModelGraph,
     since: date | None,
     attempt: Callable[[Callable[[], Any]], Any],
@@ -508,13 +597,13 @@ def _build_and_publish(
     built_aside = aside(graph)
 
     def build_marts() -> None:
-        seed_aside(engine, graph, since)
+        seed_aside(runner.engine, graph, since)
         runner.build(marts, since=since, graph=built_aside, stage="build marts")
 
     attempt(build_marts)
     attempt(lambda: runner.check(tests=aside_tests(built_aside)))
     with runner.stage("publish marts", len(marts)):
-        rows = attempt(lambda: promote(engine, graph))
+        rows = attempt(lambda: promote(runner.engine, graph))
         runner.stage_meta(rows=rows, detail=f"{len(marts)} marts swapped in after the checks")
 
 
