@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from rich.console import Console
@@ -291,6 +291,7 @@ class RunRecord:
     rows_in: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
+    rows_duplicate: int = 0  # exact copies of rows loaded before (a file landed again)
     tests_passed: int = 0
     tests_warned: int = 0
     tests_failed: int = 0
@@ -310,7 +311,7 @@ class RunRecord:
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
         fields: dict[str, Any] = {name: row.get(name) for name, _ in ops.RUN_HISTORY_COLUMNS}
         fields["failed_tests"] = json.loads(row.get("failed_tests") or "[]")
-        for count in ("rows_in", "rows_loaded", "rows_quarantined"):
+        for count in ("rows_in", "rows_loaded", "rows_quarantined", "rows_duplicate"):
             fields[count] = int(fields[count] or 0)
         for count in ("tests_passed", "tests_warned", "tests_failed"):
             fields[count] = int(fields[count] or 0)
@@ -333,6 +334,7 @@ class RunRecord:
                 "in": self.rows_in,
                 "loaded": self.rows_loaded,
                 "quarantined": self.rows_quarantined,
+                "duplicate": self.rows_duplicate,
             },
             "tests": {
                 "passed": self.tests_passed,
@@ -347,6 +349,11 @@ class RunRecord:
 
 def _record(engine: Engine, record: RunRecord) -> None:
     ops.ensure(engine, ops.RUN_HISTORY, ops.RUN_HISTORY_COLUMNS)
+    have = {name for name, _ in engine.columns(*ops.RUN_HISTORY)}
+    for name, kind in ops.RUN_HISTORY_COLUMNS:  # a history an earlier version began
+        if name not in have:
+            column = exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=kind)
+            engine.execute(exp.Alter(this=table(*ops.RUN_HISTORY), kind="TABLE", actions=[column]))
     engine.execute(ops.insert_rows(ops.RUN_HISTORY, ops.RUN_HISTORY_COLUMNS, [record.row()]))
 
 
@@ -413,8 +420,18 @@ class RunRequest:
     report: bool = True
 
     def __post_init__(self) -> None:
+        if self.date_to and not self.date_from:
+            raise ConfigError("--to needs --from (or give one day with --date)")
         if self.date_from and self.date_to and self.date_to < self.date_from:
             raise ConfigError(f"--to {self.date_to} is before --from {self.date_from}")
+        # A day ahead of UTC may already have begun in the metrics time zone; no later.
+        latest = _now().date() + ZONE_MARGIN
+        for day in (self.date_from, self.date_to):
+            if day is not None and day > latest:
+                raise ConfigError(
+                    f"{day} is in the future (today is {_now().date()} UTC): a run is for "
+                    "days whose files have landed"
+                )
 
 
 @dataclass
@@ -435,10 +452,41 @@ def landing_files(landing: FilePath) -> list[FilePath]:
     return [sub for name in CONTRACTS if (sub := landing / name).is_dir()]
 
 
+def landing_strays(landing: FilePath) -> dict[str, int]:
+    """What a run cannot load: the landing folder's entries that are not a contract
+    table's folder (a misspelt `event/`, a file dropped at the top), with their files."""
+    strays: dict[str, int] = {}
+    for path in landing.rglob("*"):
+        top = PurePosixPath(path.as_posix()).relative_to(landing.as_posix()).parts[0]
+        if top in CONTRACTS or top.startswith(".") or not path.is_file():
+            continue
+        strays[top] = strays.get(top, 0) + 1
+    return strays
+
+
+def _warn_strays(console: Console, landing: FilePath) -> None:
+    strays = landing_strays(landing)
+    if strays:
+        listed = ", ".join(f"{name} ({n} files)" for name, n in sorted(strays.items()))
+        console.print(
+            f"[yellow]warning:[/] not loaded, not a table's folder in {landing}: {listed}; "
+            f"files go in a folder named for their table ({', '.join(CONTRACTS)})",
+            highlight=False,
+        )
+
+
+_HELD: set[Path] = set()  # the run locks this process holds
+
+
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
     """Hold the project's run lock for the block, or refuse at once naming the holder.
-    An OS lock (flock): a killed run's lock goes with its process, so none is stale."""
+    An OS lock (flock): a killed run's lock goes with its process, so none is stale.
+    Re-entrant within a process (the CLI takes it before opening the engine)."""
+    key = path.resolve()
+    if key in _HELD:
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as handle:
         try:
@@ -454,9 +502,11 @@ def run_lock(path: Path) -> Iterator[None]:
         handle.truncate(0)
         handle.write(f"pid {os.getpid()}, started {_now():%Y-%m-%d %H:%M:%S} UTC\n")
         handle.flush()
+        _HELD.add(key)
         try:
             yield
         finally:
+            _HELD.discard(key)
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -499,6 +549,8 @@ def _run_daily(
     request: RunRequest,
     reopen: Callable[[], Engine] | None,
 ) -> DailyRun:
+    folders = landing_files(landing)
+    _warn_strays(console, landing)
     runner = Runner(project, engine, console)
     policy = RetryPolicy(project.config.run.retries, project.config.run.backoff_seconds)
     attempt = _Attempts(policy, runner, console, reopen)
@@ -517,14 +569,18 @@ def _run_daily(
     error: BaseException | None = None
     try:
         with runner.progress():
-            folders = landing_files(landing)
             loaded = attempt(lambda: runner.ingest([_arg(f) for f in folders])) if folders else None
             touched = _note_loaded(runner.engine, graph, loaded, record)
             owed = owed.merge(touched)
-            record.date_from = record.date_from or touched.first
-            record.date_to = record.date_to or touched.last or record.date_from
             starts = [d for d in (request.date_from, owed.first) if d is not None]
-            if not starts and not owed.full and _marts_exist(runner.engine, graph):
+            current = _marts_exist(runner.engine, graph)
+            if not current and not _raw_exists(runner):
+                raise ConfigError(
+                    "no files in the landing folder and none loaded before: put each "
+                    f"table's files in its own folder ({', '.join(CONTRACTS)})",
+                    path=landing,
+                )
+            if not starts and not owed.full and current:
                 console.print("nothing new in the landing folder: the warehouse is current")
             else:
                 since = None if owed.full or not starts else min(starts)
@@ -607,6 +663,11 @@ def _build_and_publish(
         runner.stage_meta(rows=rows, detail=f"{len(marts)} marts swapped in after the checks")
 
 
+def _raw_exists(runner: Runner) -> bool:
+    """Whether anything was ever loaded (the lake's catalog has a raw table)."""
+    return any(runner.lake.table_exists(f"raw.{name}") for name in CONTRACTS)
+
+
 def _marts_exist(engine: Engine, graph: modeling.ModelGraph) -> bool:
     return all(engine.table_kind(MARTS, m.name) is not None for m in graph if m.layer == MARTS)
 
@@ -621,7 +682,10 @@ def _note_loaded(
     record.rows_in = sum(b.rows_read for b in result.batches)
     record.rows_loaded = result.total_rows
     record.rows_quarantined = result.quarantined
+    record.rows_duplicate = sum(b.rows_duplicate for b in result.batches)
     touched = touched_dates(engine, graph, result)
+    record.date_from = record.date_from or touched.first
+    record.date_to = record.date_to or touched.last or record.date_from
     if touched.first or touched.full:
         record.rebuild_from, record.full_rebuild = touched.first, touched.full
         _record(engine, record)
