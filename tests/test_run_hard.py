@@ -16,9 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
+from sqlglot import exp
 
 from productlens.app import open_engine
 from productlens.config import load_project
+from productlens.engines.base import table
 from productlens.pipeline import Runner
 from productlens.simulate import generate, preset
 from tests.cross_engine import differences
@@ -274,11 +276,61 @@ def test_every_landing_row_is_loaded_quarantined_or_an_exact_copy(
     assert sum(logged) == delivered + table.num_rows
 
 
-def _sum_of(*columns: str) -> object:
-    from sqlglot import exp
-
-    from productlens.engines.base import table
-
+def _sum_of(*columns: str) -> exp.Select:
     return exp.select(*(exp.func("sum", exp.column(c, quoted=True)) for c in columns)).from_(
         table("ops", "ingest_log")
     )
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+# A core model that, the first time it is built, has PostgreSQL end the session building
+# it (as a server restart or a dropped network would), and builds normally after that.
+KILL_ONCE_SQL = """select case when nextval('kill_once') = 1
+    then pg_terminate_backend(pg_backend_pid()) else true end as survived
+"""
+
+
+def test_a_retry_after_a_lost_connection_carries_on_with_a_new_one(
+    tmp_path: Path,
+    deliveries: tuple[Path, Path, dict[str, pa.Table]],
+    pg_dsn: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The build loses its PostgreSQL connection mid-way: the retry opens the engine
+    again and the run succeeds (retrying on the dead connection could only fail)."""
+    from productlens.engines.postgres import PostgresEngine
+
+    project, _second, _full = deliveries
+    setup = PostgresEngine(pg_dsn)
+    try:
+        setup.execute(exp.Create(this=exp.to_table("kill_once"), kind="SEQUENCE"))
+    finally:
+        setup.close()
+    root = _project(tmp_path / "pg", "retries = 1\n")
+    toml = root / "productlens.toml"
+    toml.write_text(toml.read_text() + '\n[warehouse]\nengine = "postgres"\n')
+    monkeypatch.setenv("PRODUCTLENS_POSTGRES_DSN", pg_dsn)
+    (root / "models" / "core").mkdir(parents=True)
+    (root / "models" / "core" / "kill_once.sql").write_text(KILL_ONCE_SQL)
+    shutil.copytree(project / "landing", root / "landing", dirs_exist_ok=True)
+
+    code, out, err = _cli(root, "run", capsys=capsys)
+    said = " ".join((out + err).split())
+    assert code == 0, said
+    assert "retry 1:" in said
+    assert "retry 1: the connection is closed" in said  # what the lost session left
+    engine = PostgresEngine(pg_dsn)
+    try:
+        assert engine.fetch_all(exp.select("survived").from_(table("core", "kill_once"))) == [
+            (True,)
+        ]
+        assert (
+            engine.fetch_all(exp.select(exp.func("currval", exp.Literal.string("kill_once"))))[0][0]
+            >= 2
+        )
+    finally:
+        engine.close()
+    code, listed, err = _cli(root, "runs", "--json", capsys=capsys)
+    assert [r["status"] for r in json.loads(listed)] == ["success"]

@@ -89,10 +89,12 @@ def _own_dates(column: str) -> Callable[[str, Sequence[str]], exp.Query]:
 
 def _order_item_dates(name: str, batches: Sequence[str]) -> exp.Query:
     """An order line counts on its order's date."""
-    orders = table("raw", "orders").as_("o")
+    # exp.alias_(table=True), not Table.as_: the latter's bare Identifier alias breaks
+    # SQLGlot's qualify, which transpiling for PostgreSQL and Spark runs.
+    orders = exp.alias_(table("raw", "orders"), "o", table=True)
     return (
         exp.select(_as_date(_column("order_ts", "o")).as_("touched"))
-        .from_(table("raw", name).as_("i"))
+        .from_(exp.alias_(table("raw", name), "i", table=True))
         .join(orders, on=_column("order_id", "i").eq(_column("order_id", "o")))
         .where(_in_batches(_column("_batch_id", "i"), batches))
     )
