@@ -6,19 +6,31 @@ log skips the others) -> rebuild staging and core from the first date the new ro
 whole: `modeling.build(since=...)`) -> build the marts *aside* -> run every data test ->
 publish the marts -> refresh the report (which computes the experiment readouts).
 
-Publishing marts only after the checks pass, on any engine. The Engine protocol swaps
-one table atomically (`replace_table`: DuckDB and PostgreSQL build under another name and
-rename in a transaction, Spark overwrites a table), but it has no cross-schema rename.
-So the marts are built into their own schema, `marts_next` (`ASIDE`): each mart model's
-expression is rewritten so that it names `marts_next.<model>` wherever it read
-`marts.<model>`, and incremental marts are first seeded there with a copy of the live
-table so that only their date window is recomputed. The data tests run against staging,
-core and `marts_next`. Only when no error-level test fails is each mart swapped in, in
-build order, with `replace_table("marts", name, SELECT * FROM marts_next.name)`: each
-table changes atomically and is readable throughout, and until then the live marts are
-exactly the previous run's. A run that stops leaves `marts_next` as it was built, for
-inspection; the next run rebuilds it. Staging and core are rebuilt in place before the
-checks (each table swapped atomically, as `productlens build` does).
+Publishing marts only after the checks pass, on any engine. The engines have no
+cross-schema rename, so the marts are built into their own schema, `marts_next`
+(`ASIDE`): each mart model's expression is rewritten so that it names
+`marts_next.<model>` wherever it read `marts.<model>`, and incremental marts are first
+seeded there with a copy of the live table so that only their date window is recomputed.
+The data tests run against staging, core and `marts_next`. Only when no error-level test
+fails are the marts swapped in, as one set (`Engine.replace_tables`): each is copied to
+`marts.<name>__building`, then one transaction drops the live tables and renames the new
+ones. On DuckDB and PostgreSQL readers therefore see all the previous marts or all the
+new, and a run killed mid-swap leaves all the previous (the `__building` copies it left are
+replaced by the next run). Spark's catalog has no transactions: there the marts are
+swapped one after another (each one atomically, a partitioned mart by repointing its
+view), so a reader between two swaps, or a run killed mid-way, sees some marts new and
+the rest old, until the next run publishes them all again. A run that stops leaves
+`marts_next` as it was built, for inspection; the next run rebuilds it. Staging and core
+are rebuilt in place before the checks (each table swapped atomically, as `productlens
+build` does).
+
+Transient engine errors (a lock, a lost connection) are retried per stage, with the
+engine opened again first (`reopen`): the error may have left the connection dead.
+
+One run at a time: a run holds the project's run lock (`runs/.lock`, an OS file lock that
+dies with its process) from before it opens the engine; a second run refuses at once
+(`RunInProgress`, exit 75) and records nothing. So a history row that never finished,
+with no run holding the lock, is a killed run: `runs` shows it `interrupted`.
 
 Nothing is lost between runs: a run that fails after loading rows records the dates those
 rows touch (`ops.run_history`), and the next run rebuilds from the earliest date of every
