@@ -14,8 +14,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
+from sqlglot import exp
 
-from productlens import modeling
+from productlens import checks, modeling
 from productlens.app import open_engine
 from productlens.config import load_project
 from productlens.daily import (
@@ -24,6 +25,7 @@ from productlens.daily import (
     RunRequest,
     Touched,
     _record,
+    _tally_tests,
     history,
     pending,
     run_hook,
@@ -81,8 +83,11 @@ def test_history_tells_a_killed_run_from_a_live_one(tmp_path: Path) -> None:
     engine = DuckDBEngine(tmp_path / "w.duckdb")
     try:
         start = datetime(2026, 1, 5, 6)
-        done = RunRecord("a", status="success", started_at=start, finished_at=start)
+        done = RunRecord(
+            "a", status="success", started_at=start, finished_at=start, rebuild_from=D1
+        )
         _record(engine, RunRecord("a", started_at=start))
+        _record(engine, dataclass_copy(RunRecord("a", started_at=start), rebuild_from=D1))
         _record(engine, done)
         older = RunRecord("b", started_at=start + timedelta(hours=1))
         _record(engine, older)
@@ -92,7 +97,7 @@ def test_history_tells_a_killed_run_from_a_live_one(tmp_path: Path) -> None:
 
         live = {r.run_id: r for r in history(engine, live=True)}
         assert [r.run_id for r in history(engine)] == ["c", "b", "a"]
-        assert live["a"].status == "success"
+        assert (live["a"].status, live["a"].finished_at) == ("success", start)  # its end row
         assert live["b"].status == "interrupted"  # a later run started: b was killed
         assert live["b"].rebuild_from == D2  # its latest row says what it loaded
         assert live["c"].status == "running"  # the run lock says c is alive
@@ -256,3 +261,24 @@ def test_the_hook_gets_the_json_and_its_own_failures_are_told(tmp_path: Path) ->
     killed = run_hook("kill -9 $$", payload, tmp_path, 10)
     assert killed is not None
     assert "-9" in killed
+
+
+def test_a_test_that_errors_counts_as_failed() -> None:
+    def outcome(
+        name: str, severity: str, failing: int, error: str | None = None
+    ) -> checks.TestOutcome:
+        test = checks.DataTest(name, "core.x", severity, exp.select("1"))  # type: ignore[arg-type]
+        return checks.TestOutcome(test, failing, [], error)
+
+    record = RunRecord("r")
+    _tally_tests(
+        record,
+        [
+            outcome("ok", "error", 0),
+            outcome("soft", "warn", 3),
+            outcome("hard", "error", 2),
+            outcome("broken", "error", 0, "Binder Error: no column x"),
+        ],
+    )
+    assert (record.tests_passed, record.tests_warned, record.tests_failed) == (1, 1, 2)
+    assert record.failed_tests == ["hard", "broken"]

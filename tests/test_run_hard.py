@@ -125,6 +125,9 @@ def test_a_run_killed_mid_way_is_shown_interrupted_and_the_next_run_repairs(
     assert code == 0, err
     latest = json.loads(listed)[0]
     assert (latest["status"], latest["finished_at"]) == ("interrupted", None)
+    if point != "ingest":  # it had loaded its rows: the dates they touch were recorded
+        assert latest["rebuild_from"] is not None
+        assert latest["rows"]["loaded"] > 0
 
     # The next run repairs: the warehouse equals one full build on both deliveries.
     code, out, err = _cli(root, "run", capsys=capsys)
@@ -332,3 +335,24 @@ def test_a_retry_after_a_lost_connection_carries_on_with_a_new_one(
         engine.close()
     code, listed, err = _cli(root, "runs", "--json", capsys=capsys)
     assert [r["status"] for r in json.loads(listed)] == ["success"]
+
+
+NEW_MART_SQL = "select event_date, count(*) as n from fct_events group by event_date\n"
+
+
+def test_a_mart_added_since_the_last_run_is_built_though_nothing_new_landed(
+    tmp_path: Path,
+    deliveries: tuple[Path, Path, dict[str, pa.Table]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    project, _second, _full = deliveries
+    root = _copy(project, tmp_path / "p")
+    (root / "models" / "marts").mkdir(parents=True)
+    (root / "models" / "marts" / "events_per_day.sql").write_text(NEW_MART_SQL)
+    code, out, err = _cli(root, "run", capsys=capsys)
+    assert code == 0, out + err
+    assert "nothing new" not in out
+    marts = _snapshot(root, ("marts",))
+    per_day = marts["marts.events_per_day"]
+    counts = marts["marts.event_counts_daily"]
+    assert sum(per_day.column("n").to_pylist()) == sum(counts.column("n_events").to_pylist())
