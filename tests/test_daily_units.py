@@ -4,6 +4,7 @@ the date window new rows touch, the option checks, the retry policy and the aler
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from datetime import date, datetime, timedelta
@@ -282,3 +283,14 @@ def test_a_test_that_errors_counts_as_failed() -> None:
     )
     assert (record.tests_passed, record.tests_warned, record.tests_failed) == (1, 1, 2)
     assert record.failed_tests == ["hard", "broken"]
+
+
+def test_the_most_specific_listed_class_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listed class with a message pattern is not overruled by a listed ancestor."""
+    from productlens import retry
+
+    monkeypatch.setitem(retry.TRANSIENT, ("builtins", "OSError"), None)
+    monkeypatch.setitem(retry.TRANSIENT, ("builtins", "FileNotFoundError"), re.compile("lock file"))
+    assert is_transient(OSError("anything"))
+    assert is_transient(FileNotFoundError("no lock file yet"))
+    assert not is_transient(FileNotFoundError("no such table file"))
