@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -294,3 +295,24 @@ def test_the_most_specific_listed_class_decides(monkeypatch: pytest.MonkeyPatch)
     assert is_transient(OSError("anything"))
     assert is_transient(FileNotFoundError("no lock file yet"))
     assert not is_transient(FileNotFoundError("no such table file"))
+
+
+def test_a_hook_past_its_time_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    """The shell and the command it started in the background (as `curl ... &` would
+    be) are both gone when the hook times out: nothing of it is left running."""
+    hung = run_hook("sleep 60 & echo $! > sleeper; wait", {}, tmp_path, 1)
+    assert hung == "the on_failure command did not finish within 1s"
+    sleeper = int((tmp_path / "sleeper").read_text())
+    deadline = time.monotonic() + 10
+    while _alive(sleeper):
+        assert time.monotonic() < deadline, f"the hook's child {sleeper} is still running"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting to be reaped does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status

@@ -44,6 +44,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -738,23 +739,30 @@ def _now() -> datetime:
 
 def run_hook(command: str, payload: dict[str, Any], cwd: Path, timeout: float) -> str | None:
     """Run the `on_failure` shell command with the run's JSON on stdin; a problem with
-    the hook is returned as text (the run's own failure is what the caller reports)."""
+    the hook is returned as text (the run's own failure is what the caller reports). A
+    hook that outlives `timeout` is killed with everything it started (its own session),
+    so no `curl` of it is left hanging."""
     try:
-        done = subprocess.run(
+        hook = subprocess.Popen(
             ["/bin/sh", "-c", command],
-            input=json.dumps(payload, default=str),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             cwd=cwd,
-            timeout=timeout,
-            capture_output=True,
-            check=False,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        return f"the on_failure command did not finish within {timeout:g}s"
     except OSError as exc:
         return f"the on_failure command could not start: {exc}"
-    if done.returncode != 0:
-        return f"the on_failure command exited with {done.returncode}: {done.stderr.strip()}"
+    try:
+        _out, err = hook.communicate(json.dumps(payload, default=str), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(hook.pid, signal.SIGKILL)
+        hook.communicate()
+        return f"the on_failure command did not finish within {timeout:g}s"
+    if hook.returncode != 0:
+        return f"the on_failure command exited with {hook.returncode}: {err.strip()}"
     return None
 
 
