@@ -76,6 +76,7 @@ def test_touched_merge_keeps_the_widest_window() -> None:
     merged = Touched(D2, D2).merge(Touched(D1, D1)).merge(Touched(D3, D3))
     assert merged == Touched(D1, D3, False)
     assert Touched(D1, D2).merge(Touched(full=True)) == Touched(D1, D2, True)
+    assert Touched(D1, D2).merge(Touched(undated=True)) == Touched(D1, D2, undated=True)
 
 
 # --- the history -----------------------------------------------------------------------------
@@ -201,6 +202,9 @@ def test_order_lines_count_on_their_orders_dates_and_products_rebuild_whole(
         assert touched_dates(engine, graph, result) == Touched(first - ZONE_MARGIN, last)
         more = runner.ingest([tiny / "products"])
         assert touched_dates(engine, graph, more).full
+        # Campaigns only models rebuilt whole read: no window, but a build all the same.
+        campaigns = runner.ingest([tiny / "campaigns"])
+        assert touched_dates(engine, graph, campaigns) == Touched(undated=True)
     finally:
         runner.finish()
         engine.close()

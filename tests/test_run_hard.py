@@ -356,3 +356,28 @@ def test_a_mart_added_since_the_last_run_is_built_though_nothing_new_landed(
     per_day = marts["marts.events_per_day"]
     counts = marts["marts.event_counts_daily"]
     assert sum(per_day.column("n").to_pylist()) == sum(counts.column("n_events").to_pylist())
+
+
+def test_rows_only_whole_rebuilt_models_read_reach_the_warehouse(
+    tmp_path: Path,
+    deliveries: tuple[Path, Path, dict[str, pa.Table]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A new campaign alone (no events that day): no incremental model reads campaigns,
+    so it touches no date, yet it must reach core.dim_campaigns, not be called nothing new."""
+    project, _second, _full = deliveries
+    root = _copy(project, tmp_path / "p")
+    campaigns = pq.read_table(next((root / "landing" / "campaigns").rglob("*.parquet")))
+    new = campaigns.slice(0, 1)
+    new = new.set_column(0, "campaign_id", pa.array(["new_one"], new.schema.field(0).type))
+    pq.write_table(new, root / "landing" / "campaigns" / "new.parquet")
+    code, out, err = _cli(root, "run", capsys=capsys)
+    assert code == 0, out + err
+    assert "nothing new" not in out
+    engine = open_engine(load_project(root), read_only=True)
+    try:
+        found = exp.select("campaign_id").from_(table("core", "dim_campaigns"))
+        found = found.where(exp.column("campaign_id").eq(exp.Literal.string("new_one")))
+        assert engine.fetch_all(found) == [("new_one",)]
+    finally:
+        engine.close()

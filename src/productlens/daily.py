@@ -151,16 +151,23 @@ CHANGE_DATES: dict[str, Callable[[str, Sequence[str]], exp.Query] | None] = {
 
 @dataclass(frozen=True)
 class Touched:
-    """The dates the new rows touch: `full` when any date may have changed."""
+    """The dates the new rows touch: `full` when any date may have changed; `undated`
+    when rows arrived that only models rebuilt whole read (a new campaign)."""
 
     first: date | None = None
     last: date | None = None
     full: bool = False
+    undated: bool = False
 
     def merge(self, other: Touched) -> Touched:
         firsts = [d for d in (self.first, other.first) if d is not None]
         lasts = [d for d in (self.last, other.last) if d is not None]
-        return Touched(min(firsts, default=None), max(lasts, default=None), self.full or other.full)
+        return Touched(
+            min(firsts, default=None),
+            max(lasts, default=None),
+            self.full or other.full,
+            self.undated or other.undated,
+        )
 
 
 def incremental_sources(graph: modeling.ModelGraph) -> set[str]:
@@ -181,10 +188,12 @@ def touched_dates(engine: Engine, graph: modeling.ModelGraph, result: IngestResu
     """The dates the rows this ingest loaded touch, in the models that rebuild by date."""
     relevant = incremental_sources(graph)
     batches: dict[str, list[str]] = {}
+    touched = Touched()
     for batch in result.batches:
         if batch.rows_loaded and batch.table in relevant:
             batches.setdefault(batch.table, []).append(batch.batch_id)
-    touched = Touched()
+        elif batch.rows_loaded:  # read by models that rebuild whole: no window, but a build
+            touched = touched.merge(Touched(undated=True))
     for name, ids in batches.items():
         rule = CHANGE_DATES.get(name)
         if rule is None:
@@ -587,7 +596,7 @@ def _run_daily(
             loaded = attempt(lambda: runner.ingest([_arg(f) for f in folders])) if folders else None
             touched = _note_loaded(runner.engine, graph, loaded, record)
             owed = owed.merge(touched)
-            starts = [d for d in (request.date_from, owed.first) if d is not None]
+            starts = _starts(request, owed)
             current = _marts_exist(runner.engine, graph)
             if not current and not _raw_exists(runner):
                 raise ConfigError(
@@ -676,6 +685,16 @@ def _build_and_publish(
     with runner.stage("publish marts", len(marts)):
         rows = attempt(lambda: promote(runner.engine, graph))
         runner.stage_meta(rows=rows, detail=f"{len(marts)} marts swapped in after the checks")
+
+
+def _starts(request: RunRequest, owed: Touched) -> list[date]:
+    """The dates a rebuild could start from (the earliest wins); none: nothing to do."""
+    starts = [d for d in (request.date_from, owed.first) if d is not None]
+    if owed.undated and not starts:
+        # Only models rebuilt whole read the new rows: the incremental ones get an empty
+        # window, after today (the latest a row may be: ingestion holds back the future).
+        starts = [_now().date() + ZONE_MARGIN]
+    return starts
 
 
 def _raw_exists(runner: Runner) -> bool:
