@@ -594,7 +594,7 @@ def _run_daily(
     try:
         with runner.progress():
             loaded = attempt(lambda: runner.ingest([_arg(f) for f in folders])) if folders else None
-            touched = _note_loaded(runner.engine, graph, loaded, record)
+            touched = attempt(lambda: _note_loaded(runner.engine, graph, loaded, record))
             owed = owed.merge(touched)
             starts = _starts(request, owed)
             current = _marts_exist(runner.engine, graph)
