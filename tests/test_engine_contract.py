@@ -149,6 +149,26 @@ def test_failed_build_leaves_the_previous_table(eng: Engine, schema: str) -> Non
     assert eng.list_tables(schema) == ["t"]  # no half-built table left behind
 
 
+def test_replace_tables_swaps_a_set(eng: Engine, schema: str) -> None:
+    """Several tables replaced together; one that fails to build leaves every previous
+    table where the engine has transactions (Spark swaps them in turn: those before it
+    are new), and no building copy behind."""
+    eng.replace_table(schema, "a", q("SELECT 1 AS x"))
+    eng.replace_view(schema, "b", q("SELECT 1 AS x"))  # a view of the name is replaced too
+    fresh = {"a": q("SELECT 2 AS x"), "b": q("SELECT * FROM (VALUES (3), (4)) AS v(x)")}
+    assert eng.replace_tables(schema, fresh) == 3
+    assert eng.fetch_all(exp.select("x").from_(table(schema, "a"))) == [(2,)]
+    assert eng.table_kind(schema, "b") == "table"
+    assert sorted(eng.fetch_all(exp.select("x").from_(table(schema, "b")))) == [(3,), (4,)]
+    broken = exp.select("no_such_column").from_(table(schema, "a"))
+    with pytest.raises(EngineError):
+        eng.replace_tables(schema, {"a": q("SELECT 9 AS x"), "b": broken})
+    kept = eng.fetch_all(exp.select("x").from_(table(schema, "a")))
+    assert kept == ([(9,)] if eng.name == "spark" else [(2,)])
+    assert sorted(eng.fetch_all(exp.select("x").from_(table(schema, "b")))) == [(3,), (4,)]
+    assert eng.list_tables(schema) == ["a", "b"]
+
+
 def test_overwrite_range_keeps_older_rows(eng: Engine, schema: str) -> None:
     old = q(
         "SELECT CAST(d AS DATE) AS day, v FROM (VALUES ('2024-01-01', 1), ('2024-01-02', 2), "

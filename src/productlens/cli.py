@@ -454,11 +454,18 @@ def run_cmd(
     def told(n: int, exc: BaseException, delay: float) -> None:
         err_console.print(f"[yellow]retry[/] {n}: {escape(str(exc))} (again in {delay:g}s)")
 
-    engine = retrying(policy, lambda: open_engine(project), on_retry=told)
-    try:
-        result = daily.run_daily(project, engine, console, landing, request)
-    finally:
-        engine.close()
+    with daily.run_lock(project.run_lock_path):  # before the engine: refuse, not wait
+        engine = retrying(policy, lambda: open_engine(project), on_retry=told)
+        result = None
+        try:
+            result = daily.run_daily(
+                project, engine, console, landing, request, reopen=lambda: open_engine(project)
+            )
+        finally:
+            engine.close()
+            again = result.engine if result is not None else None
+            if again is not None and again is not engine:
+                again.close()  # the engine a retry opened again
     print_summary(console, result.summary, title=f"productlens run ({result.record.status})")
     if result.error is None:
         return
@@ -486,7 +493,8 @@ def runs(
     if warehouse_exists(project):
         engine = open_engine(project, read_only=True)
         try:
-            records = daily.history(engine)[:limit]
+            live = daily.run_in_progress(project.run_lock_path)
+            records = daily.history(engine, live=live)[:limit]
         finally:
             engine.close()
     if as_json:

@@ -413,6 +413,11 @@ class Project:
         """Where `productlens run` keeps each run's `run_results.json` (`runs/<id>/`)."""
         return self.root / "runs"
 
+    @property
+    def run_lock_path(self) -> Path:
+        """The lock a live `productlens run` holds (`runs/.lock`): one run at a time."""
+        return self.runs_dir / ".lock"
+
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else self.root / path
 

@@ -6,19 +6,31 @@ log skips the others) -> rebuild staging and core from the first date the new ro
 whole: `modeling.build(since=...)`) -> build the marts *aside* -> run every data test ->
 publish the marts -> refresh the report (which computes the experiment readouts).
 
-Publishing marts only after the checks pass, on any engine. The Engine protocol swaps
-one table atomically (`replace_table`: DuckDB and PostgreSQL build under another name and
-rename in a transaction, Spark overwrites a table), but it has no cross-schema rename.
-So the marts are built into their own schema, `marts_next` (`ASIDE`): each mart model's
-expression is rewritten so that it names `marts_next.<model>` wherever it read
-`marts.<model>`, and incremental marts are first seeded there with a copy of the live
-table so that only their date window is recomputed. The data tests run against staging,
-core and `marts_next`. Only when no error-level test fails is each mart swapped in, in
-build order, with `replace_table("marts", name, SELECT * FROM marts_next.name)`: each
-table changes atomically and is readable throughout, and until then the live marts are
-exactly the previous run's. A run that stops leaves `marts_next` as it was built, for
-inspection; the next run rebuilds it. Staging and core are rebuilt in place before the
-checks (each table swapped atomically, as `productlens build` does).
+Publishing marts only after the checks pass, on any engine. The engines have no
+cross-schema rename, so the marts are built into their own schema, `marts_next`
+(`ASIDE`): each mart model's expression is rewritten so that it names
+`marts_next.<model>` wherever it read `marts.<model>`, and incremental marts are first
+seeded there with a copy of the live table so that only their date window is recomputed.
+The data tests run against staging, core and `marts_next`. Only when no error-level test
+fails are the marts swapped in, as one set (`Engine.replace_tables`): each is copied to
+`marts.<name>__building`, then one transaction drops the live tables and renames the new
+ones. On DuckDB and PostgreSQL readers therefore see all the previous marts or all the
+new, and a run killed mid-swap leaves all the previous (the `__building` copies it left are
+replaced by the next run). Spark's catalog has no transactions: there the marts are
+swapped one after another (each one atomically, a partitioned mart by repointing its
+view), so a reader between two swaps, or a run killed mid-way, sees some marts new and
+the rest old, until the next run publishes them all again. A run that stops leaves
+`marts_next` as it was built, for inspection; the next run rebuilds it. Staging and core
+are rebuilt in place before the checks (each table swapped atomically, as `productlens
+build` does).
+
+Transient engine errors (a lock, a lost connection) are retried per stage, with the
+engine opened again first (`reopen`): the error may have left the connection dead.
+
+One run at a time: a run holds the project's run lock (`runs/.lock`, an OS file lock that
+dies with its process) from before it opens the engine; a second run refuses at once
+(`RunInProgress`, exit 75) and records nothing. So a history row that never finished,
+with no run holding the lock, is a killed run: `runs` shows it `interrupted`.
 
 Nothing is lost between runs: a run that fails after loading rows records the dates those
 rows touch (`ops.run_history`), and the next run rebuilds from the earliest date of every
@@ -27,13 +39,18 @@ run since the last successful one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
+import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from rich.console import Console
@@ -43,7 +60,7 @@ from productlens import checks, modeling, ops
 from productlens.config import Project
 from productlens.engines import Engine
 from productlens.engines.base import table
-from productlens.errors import ConfigError, DataTestFailure, ProductLensError
+from productlens.errors import ConfigError, DataTestFailure, ProductLensError, RunInProgress
 from productlens.ingest import CONTRACTS, IngestResult
 from productlens.objects import FilePath, ObjectPath
 from productlens.pipeline import Runner, RunSummary
@@ -85,10 +102,12 @@ def _own_dates(column: str) -> Callable[[str, Sequence[str]], exp.Query]:
 
 def _order_item_dates(name: str, batches: Sequence[str]) -> exp.Query:
     """An order line counts on its order's date."""
-    orders = table("raw", "orders").as_("o")
+    # exp.alias_(table=True), not Table.as_: the latter's bare Identifier alias breaks
+    # SQLGlot's qualify, which transpiling for PostgreSQL and Spark runs.
+    orders = exp.alias_(table("raw", "orders"), "o", table=True)
     return (
         exp.select(_as_date(_column("order_ts", "o")).as_("touched"))
-        .from_(table("raw", name).as_("i"))
+        .from_(exp.alias_(table("raw", name), "i", table=True))
         .join(orders, on=_column("order_id", "i").eq(_column("order_id", "o")))
         .where(_in_batches(_column("_batch_id", "i"), batches))
     )
@@ -132,16 +151,23 @@ CHANGE_DATES: dict[str, Callable[[str, Sequence[str]], exp.Query] | None] = {
 
 @dataclass(frozen=True)
 class Touched:
-    """The dates the new rows touch: `full` when any date may have changed."""
+    """The dates the new rows touch: `full` when any date may have changed; `undated`
+    when rows arrived that only models rebuilt whole read (a new campaign)."""
 
     first: date | None = None
     last: date | None = None
     full: bool = False
+    undated: bool = False
 
     def merge(self, other: Touched) -> Touched:
         firsts = [d for d in (self.first, other.first) if d is not None]
         lasts = [d for d in (self.last, other.last) if d is not None]
-        return Touched(min(firsts, default=None), max(lasts, default=None), self.full or other.full)
+        return Touched(
+            min(firsts, default=None),
+            max(lasts, default=None),
+            self.full or other.full,
+            self.undated or other.undated,
+        )
 
 
 def incremental_sources(graph: modeling.ModelGraph) -> set[str]:
@@ -162,10 +188,12 @@ def touched_dates(engine: Engine, graph: modeling.ModelGraph, result: IngestResu
     """The dates the rows this ingest loaded touch, in the models that rebuild by date."""
     relevant = incremental_sources(graph)
     batches: dict[str, list[str]] = {}
+    touched = Touched()
     for batch in result.batches:
         if batch.rows_loaded and batch.table in relevant:
             batches.setdefault(batch.table, []).append(batch.batch_id)
-    touched = Touched()
+        elif batch.rows_loaded:  # read by models that rebuild whole: no window, but a build
+            touched = touched.merge(Touched(undated=True))
     for name, ids in batches.items():
         rule = CHANGE_DATES.get(name)
         if rule is None:
@@ -247,22 +275,25 @@ def aside_tests(built_aside: modeling.ModelGraph) -> list[checks.DataTest]:
 
 
 def promote(engine: Engine, graph: modeling.ModelGraph) -> int:
-    """Swap each mart built aside in for the live one, in build order; returns rows."""
-    rows = 0
+    """Swap the marts built aside in for the live ones as one set (`replace_tables`: one
+    transaction on DuckDB and PostgreSQL), then the marts that are views; returns rows."""
+    tables: dict[str, exp.Query] = {}
+    partitions: dict[str, str] = {}
+    views = []
     for model in graph:
         if model.layer != MARTS:
             continue
         if model.spec is not None and model.spec.materialized == "view":
-            engine.replace_view(MARTS, model.name, model.expression)
+            views.append(model)
             continue
-        incremental = model.spec.incremental if model.spec else None
-        rows += engine.replace_table(
-            MARTS,
-            model.name,
-            exp.select("*").from_(table(ASIDE, model.name)),
-            partition_by=incremental.date_column if incremental else None,
-        )
-        engine.drop(ASIDE, model.name)
+        tables[model.name] = exp.select("*").from_(table(ASIDE, model.name))
+        if model.spec is not None and model.spec.incremental is not None:
+            partitions[model.name] = model.spec.incremental.date_column
+    rows = engine.replace_tables(MARTS, tables, partition_by=partitions)
+    for model in views:
+        engine.replace_view(MARTS, model.name, model.expression)
+    for name in tables:
+        engine.drop(ASIDE, name)
     return rows
 
 
@@ -284,6 +315,7 @@ class RunRecord:
     rows_in: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
+    rows_duplicate: int = 0  # exact copies of rows loaded before (a file landed again)
     tests_passed: int = 0
     tests_warned: int = 0
     tests_failed: int = 0
@@ -303,7 +335,7 @@ class RunRecord:
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
         fields: dict[str, Any] = {name: row.get(name) for name, _ in ops.RUN_HISTORY_COLUMNS}
         fields["failed_tests"] = json.loads(row.get("failed_tests") or "[]")
-        for count in ("rows_in", "rows_loaded", "rows_quarantined"):
+        for count in ("rows_in", "rows_loaded", "rows_quarantined", "rows_duplicate"):
             fields[count] = int(fields[count] or 0)
         for count in ("tests_passed", "tests_warned", "tests_failed"):
             fields[count] = int(fields[count] or 0)
@@ -326,6 +358,7 @@ class RunRecord:
                 "in": self.rows_in,
                 "loaded": self.rows_loaded,
                 "quarantined": self.rows_quarantined,
+                "duplicate": self.rows_duplicate,
             },
             "tests": {
                 "passed": self.tests_passed,
@@ -340,11 +373,17 @@ class RunRecord:
 
 def _record(engine: Engine, record: RunRecord) -> None:
     ops.ensure(engine, ops.RUN_HISTORY, ops.RUN_HISTORY_COLUMNS)
+    have = {name for name, _ in engine.columns(*ops.RUN_HISTORY)}
+    for name, kind in ops.RUN_HISTORY_COLUMNS:  # a history an earlier version began
+        if name not in have:
+            column = exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=kind)
+            engine.execute(exp.Alter(this=table(*ops.RUN_HISTORY), kind="TABLE", actions=[column]))
     engine.execute(ops.insert_rows(ops.RUN_HISTORY, ops.RUN_HISTORY_COLUMNS, [record.row()]))
 
 
-def history(engine: Engine) -> list[RunRecord]:
-    """Every `productlens run` of this warehouse, newest first, with stage timings."""
+def history(engine: Engine, *, live: bool = True) -> list[RunRecord]:
+    """Every `productlens run` of this warehouse, newest first, with stage timings.
+    `live=False` (no process holds the run lock): a run that never finished was killed."""
     if engine.table_kind(*ops.RUN_HISTORY) is None:
         return []
     rows = engine.fetch_arrow(exp.select("*").from_(table(*ops.RUN_HISTORY))).to_pylist()
@@ -364,8 +403,8 @@ def history(engine: Engine) -> list[RunRecord]:
         records.append(RunRecord.from_row((ended or informed or run_rows)[0]))
     records.sort(key=lambda r: r.started_at or datetime.min, reverse=True)
     for newer, record in zip([None, *records], records, strict=False):
-        if record.finished_at is None and newer is not None:
-            record.status = "interrupted"  # a later run started: this one was killed
+        if record.finished_at is None and (newer is not None or not live):
+            record.status = "interrupted"  # a later run started, or none is live: killed
     _stage_times(engine, records)
     return records
 
@@ -410,8 +449,18 @@ class RunRequest:
     report: bool = True
 
     def __post_init__(self) -> None:
+        if self.date_to and not self.date_from:
+            raise ConfigError("--to needs --from (or give one day with --date)")
         if self.date_from and self.date_to and self.date_to < self.date_from:
             raise ConfigError(f"--to {self.date_to} is before --from {self.date_from}")
+        # A day ahead of UTC may already have begun in the metrics time zone; no later.
+        latest = _now().date() + ZONE_MARGIN
+        for day in (self.date_from, self.date_to):
+            if day is not None and day > latest:
+                raise ConfigError(
+                    f"{day} is in the future (today is {_now().date()} UTC): a run is for "
+                    "days whose files have landed"
+                )
 
 
 @dataclass
@@ -422,6 +471,7 @@ class DailyRun:
     summary: RunSummary
     payload: dict[str, Any]
     error: BaseException | None = None
+    engine: Engine | None = None  # the engine the run ended on (another after a reopen)
 
 
 def landing_files(landing: FilePath) -> list[FilePath]:
@@ -431,49 +481,140 @@ def landing_files(landing: FilePath) -> list[FilePath]:
     return [sub for name in CONTRACTS if (sub := landing / name).is_dir()]
 
 
+def landing_strays(landing: FilePath) -> dict[str, int]:
+    """What a run cannot load: the landing folder's entries that are not a contract
+    table's folder (a misspelt `event/`, a file dropped at the top), with their files."""
+    strays: dict[str, int] = {}
+    for path in landing.rglob("*"):
+        top = PurePosixPath(path.as_posix()).relative_to(landing.as_posix()).parts[0]
+        if top in CONTRACTS or top.startswith(".") or not path.is_file():
+            continue
+        strays[top] = strays.get(top, 0) + 1
+    return strays
+
+
+def _warn_strays(console: Console, landing: FilePath) -> None:
+    strays = landing_strays(landing)
+    if strays:
+        listed = ", ".join(f"{name} ({n} files)" for name, n in sorted(strays.items()))
+        console.print(
+            f"[yellow]warning:[/] not loaded, not a table's folder in {landing}: {listed}; "
+            f"files go in a folder named for their table ({', '.join(CONTRACTS)})",
+            highlight=False,
+        )
+
+
+_HELD: set[Path] = set()  # the run locks this process holds
+
+
+@contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold the project's run lock for the block, or refuse at once naming the holder.
+    An OS lock (flock): a killed run's lock goes with its process, so none is stale.
+    Re-entrant within a process (the CLI takes it before opening the engine)."""
+    key = path.resolve()
+    if key in _HELD:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunInProgress(
+                f"another productlens run is in progress ({holder}): wait for it to finish "
+                "and run again",
+                path=path,
+            ) from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}, started {_now():%Y-%m-%d %H:%M:%S} UTC\n")
+        handle.flush()
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_in_progress(path: Path) -> bool:
+    """Whether a live `productlens run` holds the run lock."""
+    if not path.exists():
+        return False
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def run_daily(
     project: Project,
     engine: Engine,
     console: Console,
     landing: FilePath,
     request: RunRequest,
+    *,
+    reopen: Callable[[], Engine] | None = None,
 ) -> DailyRun:
-    """One daily run; never raises for a failed stage (the result carries the error)."""
-    policy = RetryPolicy(project.config.run.retries, project.config.run.backoff_seconds)
+    """One daily run under the project's run lock (`RunInProgress` if another holds it);
+    never raises for a failed stage (the result carries the error). `reopen` opens the
+    engine again: a retry after a transient error carries on with a new connection (the
+    engine the result's `engine` names; the caller closes it and the one it gave)."""
+    with run_lock(project.run_lock_path):
+        return _run_daily(project, engine, console, landing, request, reopen)
+
+
+def _run_daily(
+    project: Project,
+    engine: Engine,
+    console: Console,
+    landing: FilePath,
+    request: RunRequest,
+    reopen: Callable[[], Engine] | None,
+) -> DailyRun:
+    folders = landing_files(landing)
+    _warn_strays(console, landing)
     runner = Runner(project, engine, console)
+    policy = RetryPolicy(project.config.run.retries, project.config.run.backoff_seconds)
+    attempt = _Attempts(policy, runner, console, reopen)
     record = RunRecord(
         runner.runlog.run_id,
         started_at=_now(),
         date_from=request.date_from,
         date_to=request.date_to or request.date_from,
     )
-    _record(engine, record)
-    owed = pending(history(engine))
-
-    def attempt(action: Callable[[], Any]) -> Any:
-        def told(n: int, exc: BaseException, delay: float) -> None:
-            console.print(f"  [yellow]retry[/] {n}: {exc} (again in {delay:g}s)", highlight=False)
-
-        return retrying(policy, action, on_retry=told)
+    # Under the run lock no other run is live: an unfinished record was killed.
+    owed = pending(attempt(lambda: history(runner.engine, live=False)))
+    attempt(lambda: _record(runner.engine, record))
 
     graph = modeling.discover(project.config, project.model_dirs)
     loaded: IngestResult | None = None
     error: BaseException | None = None
     try:
         with runner.progress():
-            folders = landing_files(landing)
             loaded = attempt(lambda: runner.ingest([_arg(f) for f in folders])) if folders else None
-            touched = _note_loaded(engine, graph, loaded, record)
+            touched = attempt(lambda: _note_loaded(runner.engine, graph, loaded, record))
             owed = owed.merge(touched)
-            record.date_from = record.date_from or touched.first
-            record.date_to = record.date_to or touched.last or record.date_from
-            starts = [d for d in (request.date_from, owed.first) if d is not None]
-            if not starts and not owed.full and _marts_exist(engine, graph):
+            starts = _starts(request, owed)
+            current = _marts_exist(runner.engine, graph)
+            if not current and not _raw_exists(runner):
+                raise ConfigError(
+                    "no files in the landing folder and none loaded before: put each "
+                    f"table's files in its own folder ({', '.join(CONTRACTS)})",
+                    path=landing,
+                )
+            if not starts and not owed.full and current:
                 console.print("nothing new in the landing folder: the warehouse is current")
             else:
                 since = None if owed.full or not starts else min(starts)
                 record.rebuild_from, record.full_rebuild = since, since is None
-                _build_and_publish(runner, engine, graph, since, attempt)
+                _build_and_publish(runner, graph, since, attempt)
                 if request.report:
                     attempt(runner.report)
         record.status = "success"
@@ -487,7 +628,7 @@ def run_daily(
     _tally_tests(record, outcomes)
     record.finished_at = _now()
     try:
-        _record(engine, record)
+        attempt(lambda: _record(runner.engine, record))
     finally:
         summary = runner.finish()
     record.stages = {s.name: s.seconds for s in summary.stages}
@@ -496,12 +637,40 @@ def run_daily(
     runner.runlog.extra = payload
     runner.runlog.write_json(project.run_results_path)
     runner.runlog.write_json(project.runs_dir / record.run_id / "run_results.json")
-    return DailyRun(record, summary, payload, error)
+    return DailyRun(record, summary, payload, error, runner.engine)
+
+
+@dataclass
+class _Attempts:
+    """A stage's action, attempted again after a transient error as the policy allows;
+    the attempt after one carries on with the engine opened again (`reopen`), since the
+    error may have left the connection dead."""
+
+    policy: RetryPolicy
+    runner: Runner
+    console: Console
+    reopen: Callable[[], Engine] | None
+    stale: bool = False
+
+    def __call__(self, action: Callable[[], Any]) -> Any:
+        return retrying(self.policy, lambda: self._once(action), on_retry=self._told)
+
+    def _once(self, action: Callable[[], Any]) -> Any:
+        if self.stale and self.reopen is not None:
+            fresh = self.reopen()
+            with contextlib.suppress(Exception):  # a dead connection may fail to close
+                self.runner.engine.close()
+            self.runner.use_engine(fresh)
+        self.stale = False
+        return action()
+
+    def _told(self, n: int, exc: BaseException, delay: float) -> None:
+        self.stale = True
+        self.console.print(f"  [yellow]retry[/] {n}: {exc} (again in {delay:g}s)", highlight=False)
 
 
 def _build_and_publish(
     runner: Runner,
-    engine: Engine,
     graph: modeling.ModelGraph,
     since: date | None,
     attempt: Callable[[Callable[[], Any]], Any],
@@ -513,14 +682,29 @@ def _build_and_publish(
     built_aside = aside(graph)
 
     def build_marts() -> None:
-        seed_aside(engine, graph, since)
+        seed_aside(runner.engine, graph, since)
         runner.build(marts, since=since, graph=built_aside, stage="build marts")
 
     attempt(build_marts)
     attempt(lambda: runner.check(tests=aside_tests(built_aside)))
     with runner.stage("publish marts", len(marts)):
-        rows = attempt(lambda: promote(engine, graph))
+        rows = attempt(lambda: promote(runner.engine, graph))
         runner.stage_meta(rows=rows, detail=f"{len(marts)} marts swapped in after the checks")
+
+
+def _starts(request: RunRequest, owed: Touched) -> list[date]:
+    """The dates a rebuild could start from (the earliest wins); none: nothing to do."""
+    starts = [d for d in (request.date_from, owed.first) if d is not None]
+    if owed.undated and not starts:
+        # Only models rebuilt whole read the new rows: the incremental ones get an empty
+        # window, after today (the latest a row may be: ingestion holds back the future).
+        starts = [_now().date() + ZONE_MARGIN]
+    return starts
+
+
+def _raw_exists(runner: Runner) -> bool:
+    """Whether anything was ever loaded (the lake's catalog has a raw table)."""
+    return any(runner.lake.table_exists(f"raw.{name}") for name in CONTRACTS)
 
 
 def _marts_exist(engine: Engine, graph: modeling.ModelGraph) -> bool:
@@ -537,7 +721,10 @@ def _note_loaded(
     record.rows_in = sum(b.rows_read for b in result.batches)
     record.rows_loaded = result.total_rows
     record.rows_quarantined = result.quarantined
+    record.rows_duplicate = sum(b.rows_duplicate for b in result.batches)
     touched = touched_dates(engine, graph, result)
+    record.date_from = record.date_from or touched.first
+    record.date_to = record.date_to or touched.last or record.date_from
     if touched.first or touched.full:
         record.rebuild_from, record.full_rebuild = touched.first, touched.full
         _record(engine, record)
@@ -576,23 +763,30 @@ def _now() -> datetime:
 
 def run_hook(command: str, payload: dict[str, Any], cwd: Path, timeout: float) -> str | None:
     """Run the `on_failure` shell command with the run's JSON on stdin; a problem with
-    the hook is returned as text (the run's own failure is what the caller reports)."""
+    the hook is returned as text (the run's own failure is what the caller reports). A
+    hook that outlives `timeout` is killed with everything it started (its own session),
+    so no `curl` of it is left hanging."""
     try:
-        done = subprocess.run(
+        hook = subprocess.Popen(
             ["/bin/sh", "-c", command],
-            input=json.dumps(payload, default=str),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             cwd=cwd,
-            timeout=timeout,
-            capture_output=True,
-            check=False,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        return f"the on_failure command did not finish within {timeout:g}s"
     except OSError as exc:
         return f"the on_failure command could not start: {exc}"
-    if done.returncode != 0:
-        return f"the on_failure command exited with {done.returncode}: {done.stderr.strip()}"
+    try:
+        _out, err = hook.communicate(json.dumps(payload, default=str), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(hook.pid, signal.SIGKILL)
+        hook.communicate()
+        return f"the on_failure command did not finish within {timeout:g}s"
+    if hook.returncode != 0:
+        return f"the on_failure command exited with {hook.returncode}: {err.strip()}"
     return None
 
 

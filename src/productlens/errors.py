@@ -32,6 +32,14 @@ class ConfigError(ProductLensError):
     exit_code = 2
 
 
+class RunInProgress(ProductLensError):
+    """Another `productlens run` holds the project's run lock (exit 75, EX_TEMPFAIL:
+    try again later)."""
+
+    stage = "run"
+    exit_code = 75
+
+
 class EngineError(ProductLensError):
     """The warehouse engine could not be reached or refused a statement."""
 

@@ -69,6 +69,7 @@ RUN_HISTORY_COLUMNS = _columns(
     ("tests_failed", "BIGINT"),
     ("failed_tests", "VARCHAR"),
     ("error", "VARCHAR"),
+    ("rows_duplicate", "BIGINT"),  # added after the first release of run_history
 )
 # Marks a warehouse the demo made (and may therefore delete).
 DEMO_WORLD = (SCHEMA, "demo_world")

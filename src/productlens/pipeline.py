@@ -95,6 +95,14 @@ class Runner:
             self._lake.close()
             self._lake = None
 
+    def use_engine(self, engine: Engine) -> None:
+        """Carry on with a newly opened engine (a retry after the connection was lost):
+        the run log writes to it and the lake's processor is opened again on it."""
+        self.close()
+        self.engine = engine
+        self.runlog.engine = engine
+        self._published = False
+
     def publish(self) -> None:
         """Show the lake's raw layer to the warehouse engine: nothing to do when the
         warehouse is the lake's DuckDB file; otherwise views over the files or each new

@@ -1,11 +1,13 @@
 """Retries for transient engine errors: bounded, with exponential backoff, never for data.
 
 An error is transient when something in its chain of causes is one of the kinds in
-`TRANSIENT` (by class name, so this module imports no database driver): a lock another
-process holds on a DuckDB file, a dropped or refused connection, a serialization failure
-or deadlock on PostgreSQL, a lost Spark gateway. Everything else (a contract violation,
-a failed data test, a SQL error in a model) fails at once: running it again would give
-the same answer.
+`TRANSIENT` (by package and class name, so this module imports no database driver): a
+lock another process holds on a DuckDB file, a dropped or refused connection, a
+serialization failure or deadlock on PostgreSQL, a lost Spark gateway. Everything else (a
+contract violation, a failed data test, a SQL error in a model, a full disk) fails at
+once: running it again would give the same answer. The package matters: DuckDB's
+IOException and OutOfMemoryException derive from a DB-API `OperationalError` of its own,
+which is not psycopg's dropped connection.
 """
 
 from __future__ import annotations
@@ -18,23 +20,24 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# Exception class name -> a pattern its message must match (None: any message).
-TRANSIENT: dict[str, re.Pattern[str] | None] = {
+# (package, exception class name) -> a pattern its message must match (None: any
+# message). The most specific class of an error found here decides.
+TRANSIENT: dict[tuple[str, str], re.Pattern[str] | None] = {
     # DuckDB: another process holds the database file's lock; a write-write conflict.
-    "IOException": re.compile(r"Could not set lock|Conflicting lock", re.IGNORECASE),
-    "TransactionException": re.compile(r"conflict", re.IGNORECASE),
+    ("duckdb", "IOException"): re.compile(r"Could not set lock|Conflicting lock", re.IGNORECASE),
+    ("duckdb", "TransactionException"): re.compile(r"conflict", re.IGNORECASE),
     # psycopg: the server went away or refused; PostgreSQL asks for a retry.
-    "OperationalError": None,
-    "SerializationFailure": None,
-    "DeadlockDetected": None,
-    "LockNotAvailable": None,
-    "AdminShutdown": None,
+    ("psycopg", "OperationalError"): None,
+    ("psycopg", "SerializationFailure"): None,
+    ("psycopg", "DeadlockDetected"): None,
+    ("psycopg", "LockNotAvailable"): None,
+    ("psycopg", "AdminShutdown"): None,
     # Spark (py4j gateway) and plain sockets.
-    "Py4JNetworkError": None,
-    "ConnectionRefusedError": None,
-    "ConnectionResetError": None,
-    "BrokenPipeError": None,
-    "TimeoutError": None,
+    ("py4j", "Py4JNetworkError"): None,
+    ("builtins", "ConnectionRefusedError"): None,
+    ("builtins", "ConnectionResetError"): None,
+    ("builtins", "BrokenPipeError"): None,
+    ("builtins", "TimeoutError"): None,
 }
 
 
@@ -63,10 +66,12 @@ def is_transient(exc: BaseException) -> bool:
     """Whether the error (or one of its causes) is one a later attempt may not meet."""
     for error in _chain(exc):
         for kind in type(error).__mro__:
-            if kind.__name__ in TRANSIENT:
-                pattern = TRANSIENT[kind.__name__]
+            key = (kind.__module__.split(".")[0].lstrip("_"), kind.__name__)
+            if key in TRANSIENT:
+                pattern = TRANSIENT[key]
                 if pattern is None or pattern.search(str(error)):
                     return True
+                break  # the most specific kind listed decides for this error
     return False
 
 

@@ -11,7 +11,7 @@ catalog never becomes SQL text of its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -78,6 +78,18 @@ class Engine(Protocol):
         (table or view); returns its row count. A failed build leaves the previous table.
         `partition_by` names a date column an incremental model overwrites by
         (`overwrite_range`); engines without partitions ignore it."""
+
+    def replace_tables(
+        self,
+        schema: str,
+        queries: Mapping[str, exp.Query],
+        *,
+        partition_by: Mapping[str, str] | None = None,
+    ) -> int:
+        """`replace_table` for several tables of one schema as a set: each is built under
+        another name, then all are swapped in one transaction where the engine has them, so
+        that readers and a process killed mid-swap see all the old tables or all the new;
+        returns their rows. Engines without transactions swap them one after another."""
 
     def replace_view(self, schema: str, name: str, query: exp.Query) -> None:
         """Create or replace the view `schema.name` (replacing a table of that name)."""

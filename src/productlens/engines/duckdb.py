@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -179,17 +179,36 @@ class DuckDBEngine:
             self.execute(exp.Create(kind="TABLE", this=building, expression=query))
             with self.transaction():
                 self.drop(schema, name)
-                self.execute(
-                    exp.Alter(
-                        kind="TABLE",
-                        this=building,
-                        actions=[exp.AlterRename(this=exp.Table(this=_ident(name)))],
-                    )
-                )
+                self.execute(_rename(building, name))
         except BaseException:
             self._run(f"DROP TABLE IF EXISTS {self.render(building)}")
             raise
         return self._count(schema, name)
+
+    def replace_tables(
+        self,
+        schema: str,
+        queries: Mapping[str, exp.Query],
+        *,
+        partition_by: Mapping[str, str] | None = None,
+    ) -> int:
+        # Every table built first, outside the transaction; then one short transaction
+        # of drops and renames (DuckDB's DDL is transactional: a kill before COMMIT
+        # leaves all the old tables, the WAL replays none of it).
+        building = {name: table(schema, name + BUILDING_SUFFIX) for name in queries}
+        try:
+            for name, query in queries.items():
+                self.execute(exp.Drop(kind="TABLE", exists=True, tables=[building[name]]))
+                self.execute(exp.Create(kind="TABLE", this=building[name], expression=query))
+            with self.transaction():
+                for name in queries:
+                    self.drop(schema, name)
+                    self.execute(_rename(building[name], name))
+        except BaseException:
+            for each in building.values():
+                self._run(f"DROP TABLE IF EXISTS {self.render(each)}")
+            raise
+        return sum(self._count(schema, name) for name in queries)
 
     def replace_view(self, schema: str, name: str, query: exp.Query) -> None:
         with self.transaction():
@@ -268,6 +287,13 @@ class DuckDBEngine:
     def _count(self, schema: str, name: str) -> int:
         query = exp.select(exp.Count(this=exp.Star())).from_(table(schema, name))
         return int(self.fetch_all(query)[0][0])
+
+
+def _rename(source: exp.Table, name: str) -> exp.Alter:
+    """ALTER TABLE source RENAME TO name (in the same schema)."""
+    return exp.Alter(
+        kind="TABLE", this=source, actions=[exp.AlterRename(this=exp.Table(this=_ident(name)))]
+    )
 
 
 def write_json_lines(data: pa.Table, path: Path) -> None:

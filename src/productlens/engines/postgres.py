@@ -16,7 +16,7 @@ error inside an inner block that the caller catches rolls back that block only.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -277,6 +277,40 @@ class PostgresEngine(Transpiles):
                     actions=[exp.AlterRename(this=new_name)],
                 )
             )
+        return rows
+
+    def replace_tables(
+        self,
+        schema: str,
+        queries: Mapping[str, exp.Query],
+        *,
+        partition_by: Mapping[str, str] | None = None,
+    ) -> int:
+        """Every table built under its building name, then the old ones dropped and the
+        new renamed, all in one transaction: readers see the old set until the commit, and
+        a failure or a lost connection rolls all of it back. No partitions."""
+        rows = 0
+        with self.transaction():
+            for name, query in queries.items():
+                building = _building_name(name)
+                with self._errors(table=f"{schema}.{name}"):
+                    self.drop(schema, building)  # a left-over of a crashed run, if any
+                    create = exp.Create(
+                        this=table(schema, building), kind="TABLE", expression=query.copy()
+                    )
+                    rows += self._run(self.render(create), table=f"{schema}.{name}")
+            for name in queries:
+                kind = self.table_kind(schema, name)
+                if kind is not None:
+                    self.execute(_drop(kind, schema, name))
+                new_name = exp.Table(this=exp.to_identifier(name, quoted=True))
+                self.execute(
+                    exp.Alter(
+                        this=table(schema, _building_name(name)),
+                        kind="TABLE",
+                        actions=[exp.AlterRename(this=new_name)],
+                    )
+                )
         return rows
 
     def replace_view(self, schema: str, name: str, query: exp.Query) -> None:

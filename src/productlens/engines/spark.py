@@ -27,7 +27,7 @@ pyspark is imported lazily: only this module may import it, and only when Spark 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from itertools import count
@@ -196,6 +196,21 @@ class SparkEngine(Transpiles):
         self.drop(schema, name)
         self.execute(_rename(schema, building, name))
         return rows
+
+    def replace_tables(
+        self,
+        schema: str,
+        queries: Mapping[str, exp.Query],
+        *,
+        partition_by: Mapping[str, str] | None = None,
+    ) -> int:
+        """No transactions: each table is swapped in turn (`replace_table`), so a reader
+        or a process killed mid-way sees some tables new and the rest old."""
+        by = partition_by or {}
+        return sum(
+            self.replace_table(schema, name, query, partition_by=by.get(name))
+            for name, query in queries.items()
+        )
 
     def _replace_partitioned(
         self, schema: str, name: str, query: exp.Query, partition_by: str
