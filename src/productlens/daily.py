@@ -276,7 +276,9 @@ def aside_tests(built_aside: modeling.ModelGraph) -> list[checks.DataTest]:
 
 def promote(engine: Engine, graph: modeling.ModelGraph) -> int:
     """Swap the marts built aside in for the live ones as one set (`replace_tables`: one
-    transaction on DuckDB and PostgreSQL), then the marts that are views; returns rows."""
+    transaction on DuckDB and PostgreSQL), then the marts that are views; returns rows.
+    Re-runnable: a mart no longer waiting aside was swapped in by an earlier attempt (an
+    orchestrator's retried publish task) and is left as it is."""
     tables: dict[str, exp.Query] = {}
     partitions: dict[str, str] = {}
     views = []
@@ -285,6 +287,8 @@ def promote(engine: Engine, graph: modeling.ModelGraph) -> int:
             continue
         if model.spec is not None and model.spec.materialized == "view":
             views.append(model)
+            continue
+        if engine.table_kind(ASIDE, model.name) != "table":
             continue
         tables[model.name] = exp.select("*").from_(table(ASIDE, model.name))
         if model.spec is not None and model.spec.incremental is not None:

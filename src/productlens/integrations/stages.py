@@ -32,14 +32,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
-from sqlglot import exp
 
 from productlens import daily, modeling
 from productlens.app import landing_root, open_engine
 from productlens.config import Project, load_project
-from productlens.daily import ASIDE, MARTS, RunRecord
+from productlens.daily import MARTS, RunRecord
 from productlens.engines import Engine
-from productlens.engines.base import table
 from productlens.pipeline import Runner
 from productlens.retry import is_transient
 
@@ -251,7 +249,7 @@ def publish(
                 return
             marts = [m for m in opened.graph if m.layer == MARTS]
             with runner.stage("publish marts", len(marts)):
-                rows = promote_waiting(opened.engine, opened.graph)
+                rows = daily.promote(opened.engine, opened.graph)
                 runner.stage_meta(rows=rows, detail=f"{len(marts)} marts swapped in")
             if opened.project.config.run.report:
                 runner.report()
@@ -261,29 +259,6 @@ def publish(
         daily._record(opened.engine, record)
         _write_results(opened, checked.tests)
         return record.to_json()
-
-
-def promote_waiting(engine: Engine, graph: modeling.ModelGraph) -> int:
-    """`daily.promote`, re-runnable: the marts an earlier attempt already swapped in (no
-    longer waiting in `marts_next`) are left as they are. Returns rows swapped in."""
-    rows = 0
-    for model in graph:
-        if model.layer != MARTS:
-            continue
-        if model.spec is not None and model.spec.materialized == "view":
-            engine.replace_view(MARTS, model.name, model.expression)
-            continue
-        if engine.table_kind(ASIDE, model.name) != "table":
-            continue
-        incremental = model.spec.incremental if model.spec else None
-        rows += engine.replace_table(
-            MARTS,
-            model.name,
-            exp.select("*").from_(table(ASIDE, model.name)),
-            partition_by=incremental.date_column if incremental else None,
-        )
-        engine.drop(ASIDE, model.name)
-    return rows
 
 
 # --- the record and run_results.json -------------------------------------------------------
