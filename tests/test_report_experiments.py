@@ -52,7 +52,8 @@ def section(planted: Path) -> ExperimentsSection:
         engine.close()
     assert found is not None
     # The world holds what the test needs: a significant result the readout does not ship.
-    assert any(s.significant and s.verdict != "ship" for s in found.summaries)
+    decided = {r.experiment.experiment_id: r.decision.verdict for r in found.readouts}
+    assert any(s.significant and decided[s.experiment_id] != "ship" for s in found.summaries)
     return found
 
 
