@@ -1,8 +1,8 @@
 """Report readers and insights where the demo worlds alone do not tell right from wrong:
 a later run in the log, a warned data test, a warehouse with campaigns but no product
 mart, a revenue section without ARR, a chosen range's last day under a device filter,
-and numbers the insights state (category turnover, cancelled ARR, campaign ROI), each
-read back from the warehouse."""
+numbers the insights state (category turnover, cancelled ARR, campaign ROI), each read
+back from the warehouse, and the dashboard's filter options where an event has no device."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlglot import exp
 
 from productlens.app import open_engine
 from productlens.config import load_project
+from productlens.dashboard.warehouse import filter_options
 from productlens.engines.duckdb import DuckDBEngine
 from productlens.ops import (
     RUN_EVENTS,
@@ -56,7 +58,7 @@ def saas(saas_demo_project: Path) -> Iterator[Warehouse]:
 @pytest.fixture(scope="module")
 def changed(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBEngine]:
     """A copy of the demo warehouse with a later run in the log, one warned data test in
-    the last check, and no product mart (campaigns stay)."""
+    the last check, no product mart (campaigns stay) and an event of no device or country."""
     root = tmp_path_factory.mktemp("changed") / "project"
     shutil.copytree(demo_project, root, ignore=shutil.ignore_patterns("*.tmp"))
     engine = open_engine(load_project(root))
@@ -73,6 +75,12 @@ def changed(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     warned = (run, "a_warned_test", "stg_events", "warn", "warn", 3, None, datetime(2000, 1, 1))
     engine.execute(insert_rows(TEST_RESULTS, TEST_RESULTS_COLUMNS, [warned]))
     engine.drop("marts", "product_metrics")
+    engine.execute(
+        q(
+            "update core.fct_events set device = null, country = null "
+            "where event_id = (select min(event_id) from core.fct_events)"
+        )
+    )
     yield engine
     engine.close()
 
@@ -201,3 +209,14 @@ def test_a_chosen_range_counts_its_last_day_under_a_device_filter(eco: Warehouse
 def test_settings_are_the_demo_s(eco: Warehouse) -> None:
     """The readers above count in UTC days, as the SQL comparisons do."""
     assert eco.settings.timezone == Settings().timezone == "UTC"
+
+
+def test_the_filter_options_leave_out_a_missing_device_or_country(changed: DuckDBEngine) -> None:
+    options = filter_options(changed)
+    assert options is not None
+    for column, offered in (("device", options.devices), ("country", options.countries)):
+        missing = exp.column(column).is_(exp.null())
+        values = exp.select(exp.column(column)).distinct().from_("core.fct_events")
+        assert len(changed.fetch_all(values.where(missing))) == 1  # the event without one
+        expected = sorted(str(r[0]) for r in changed.fetch_all(values.where(exp.not_(missing))))
+        assert offered == tuple(expected), column
