@@ -64,7 +64,14 @@ def test_the_report_states_the_readout_s_own_decision(
     assert [s.verdict for s in section.summaries] == [
         decided[s.experiment_id] for s in section.summaries
     ]
+    intervals = {
+        (r.experiment.experiment_id, c.variant): c.inference.ci_relative
+        for r in section.readouts
+        for c in r.metrics[0].readout.comparisons
+    }
     for s in section.summaries:
+        assert (s.ci_low, s.ci_high) == intervals[s.experiment_id, s.variant]
+        assert s.ci_low < s.lift < s.ci_high
         said = ins.experiment_verdict(s)
         assert said.text.startswith(f"{s.name or s.experiment_id}: {s.verdict}. "), said.text
         assert said.values["verdict"] == decided[s.experiment_id]
