@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,8 @@ import pytest
 from productlens.app import open_engine
 from productlens.config import load_project
 from productlens.dashboard import data
+from productlens.dashboard.app import _range
+from productlens.dashboard.warehouse import FilterOptions
 from productlens.engines import DuckDBEngine
 from productlens.metrics.funnel import funnel
 from productlens.ops import RUN_EVENTS, RUN_LOG, RUN_LOG_COLUMNS, ensure_run_log, insert_rows
@@ -122,3 +124,21 @@ def test_the_funnel_page_reads_the_funnel_section_only_where_it_is_the_same_quer
     assert not data.section_funnel(replace(ask, order="strict"), Filters(), settings)
     assert not data.section_funnel(replace(ask, window_s=window_s + 1), Filters(), settings)
     assert not data.section_funnel(replace(ask, by="country"), Filters(), settings)
+
+
+def test_a_chosen_range_keeps_the_data_s_own_first_and_last_day() -> None:
+    """Left open, the first day would be closed by a device's own first day (the reader
+    closes open ends by the filtered events), not the day the reader chose."""
+    first, last = date(2026, 1, 1), date(2026, 1, 14)
+    options = FilterOptions(first, last, ("mobile", "web"), ("DE",))
+    middle = date(2026, 1, 9)
+    cases = [
+        ((first, last), (None, None)),  # all the data: the readers' defaults
+        ((first, middle), (first, middle)),
+        ((middle, last), (middle, last)),
+        ((middle,), (middle, middle)),  # one day picked so far
+        ((), (None, None)),
+        (middle, (middle, middle)),
+    ]
+    for chosen, expected in cases:
+        assert _range(chosen, options) == expected, chosen

@@ -105,17 +105,18 @@ def sidebar_filters(options: FilterOptions) -> Filters:
 
 
 def _range(chosen: object, options: FilterOptions) -> tuple[date | None, date | None]:
-    """The chosen days; None for an end that is the data's own (so the readers default
-    to all the data), and a single picked day as a one-day range."""
+    """The chosen days; (None, None) for all the data's days (so the readers default to
+    all the data), and a single picked day as a one-day range. A range that is not all
+    the data keeps both ends, the data's own first or last day too: left open, a reader
+    would close it by the filtered devices' and countries' own first or last day."""
     picked = [d for d in (chosen if isinstance(chosen, tuple) else (chosen,)) if d is not None]
     days = [d for d in picked if isinstance(d, date)]
     if not days:
         return None, None
     start, end = days[0], days[-1]
-    return (
-        None if start <= options.first_day else start,
-        None if end >= options.last_day else end,
-    )
+    if start <= options.first_day and end >= options.last_day:
+        return None, None
+    return start, end
 
 
 def show_guidance(guidance: Guidance) -> None:

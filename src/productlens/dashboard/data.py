@@ -23,7 +23,13 @@ from productlens.metrics.funnel import FunnelResult, funnel
 from productlens.metrics.funnel_sql import Order
 from productlens.metrics.lifecycle import LifecycleResult, lifecycle
 from productlens.metrics.scope import Grain
-from productlens.report.sections import SECTIONS, Filters, FunnelSection, Settings
+from productlens.report.sections import (
+    SECTIONS,
+    Filters,
+    FunnelSection,
+    Settings,
+    read_funnel_counts,
+)
 
 CACHE_ENTRIES = 256  # per cached function: filter combinations kept
 RUN_LOG_ROWS = 200
@@ -75,6 +81,23 @@ def _section(
     _engine: Engine, key: str, stamp: str, name: str, filters: Filters, settings: Settings
 ) -> Any:
     return SECTIONS[name].read(_engine, filters, settings)
+
+
+def funnel_counts(source: Source, filters: Filters, settings: Settings) -> FunnelSection | None:
+    """The funnel's counts for pages showing no step times: from the marts when they hold
+    the answer (`report.sections.read_funnel_counts`), else the funnel section."""
+    found = _funnel_counts(source.engine, source.key, source.stamp, filters, settings)
+    if found is not None:
+        return found
+    section_: FunnelSection | None = section(source, "funnel", filters, settings)
+    return section_
+
+
+@st.cache_data(show_spinner="Reading the warehouse...", max_entries=CACHE_ENTRIES)
+def _funnel_counts(
+    _engine: Engine, key: str, stamp: str, filters: Filters, settings: Settings
+) -> FunnelSection | None:
+    return read_funnel_counts(_engine, filters, settings)
 
 
 @dataclass(frozen=True)

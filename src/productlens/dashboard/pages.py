@@ -33,7 +33,6 @@ from productlens.report.insights import Insight
 from productlens.report.sections import (
     ExperimentsSection,
     Filters,
-    FunnelSection,
     HealthSection,
     Overview,
     ProductsSection,
@@ -151,7 +150,8 @@ def overview_page(view: View) -> None:
             delta=None if change is None else f"{change:+.1%}",
             help=None if kpi.filtered else "all devices and countries",
         )
-    funnel: FunnelSection | None = view.section("funnel")
+    # Counts only (no step times): from the marts when unfiltered.
+    funnel = data.funnel_counts(view.source, view.filters, view.settings)
     if funnel is not None:
         _insights(
             insights.funnel_conversion(funnel),

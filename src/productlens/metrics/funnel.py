@@ -35,6 +35,7 @@ __all__ = [
     "FunnelResult",
     "StepResult",
     "TrendPeriod",
+    "counted_steps",
     "funnel",
     "funnel_mart_query",
 ]
@@ -42,6 +43,7 @@ __all__ = [
 CountBy = Literal["user", "session"]
 Per = Literal["day", "week"]
 DEFAULT_WINDOW = timedelta(days=14)
+PIECE = "piece"  # the breakdown of a split funnel: the piece's index
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,20 @@ def funnel(
     exclude: Sequence[Exclusion] = (),
     per: Per | None = None,
     count_by: CountBy = "user",
+    split_at: Sequence[datetime] = (),
 ) -> FunnelResult:
-    """The funnel through `steps` over the scope's events (see the module docstring)."""
+    """The funnel through `steps` over the scope's events (see the module docstring).
+
+    `split_at` (naive UTC instants, increasing) cuts each user's events into pieces and
+    counts each piece as a user of its own, in one query: `breakdown["0"]` is the funnel
+    of the events before the first cut alone, `breakdown["1"]` of those from it to the
+    next, and so on (a piece no user entered is not listed); the totals count a user once
+    per piece entered. Not with `by`, `per` or sessions."""
     scope = scope or Scope()
+    if split_at and (by is not None or per is not None or count_by != "user"):
+        raise MetricsInputError("split_at counts users per piece: not with by, per or sessions")
+    if list(split_at) != sorted(set(split_at)):
+        raise MetricsInputError("split_at: the instants must increase")
     spec = FunnelSpec(
         steps=tuple(_check_steps(steps)),
         window_s=_check_window(window),
@@ -118,8 +131,9 @@ def funnel(
         exclusions=tuple(_check_exclusions(exclude, steps)),
         per=per,
         count_by=count_by,
-        by=by,
+        by=PIECE if split_at else by,
         attribution=attribution,
+        cuts=tuple(split_at),
     )
     if order == "unordered":
         for e in exclude:
@@ -134,7 +148,7 @@ def funnel(
     rows = _run(engine, scope, replace(spec, per=None))
     breakdown: dict[str, tuple[StepResult, ...]] = {}
     trend: tuple[TrendPeriod, ...] = ()
-    if by is not None:
+    if spec.by is not None:
         # A bucket holding only users removed by exclusions is not listed.
         buckets = sorted(
             {
@@ -249,6 +263,12 @@ def _steps(names: Sequence[str], rows: Sequence[dict[str, Any]]) -> tuple[StepRe
             )
         )
     return tuple(out)
+
+
+def counted_steps(names: Sequence[str], counts: Sequence[int]) -> tuple[StepResult, ...]:
+    """Step results from the units reaching each step alone (no times: None), as
+    `funnel()` derives them."""
+    return _steps(names, [{"step": k, "n_units": n} for k, n in enumerate(counts)])
 
 
 def _share(part: int, whole: int) -> float | None:

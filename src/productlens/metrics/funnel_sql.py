@@ -23,6 +23,7 @@ rules):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlglot
@@ -37,6 +38,7 @@ from productlens.metrics.scope import (
     local_ts,
     period_start,
     scoped_events,
+    timestamp_literal,
 )
 
 Order = Literal["ordered", "strict", "unordered"]
@@ -72,6 +74,10 @@ class FunnelSpec:
     count_by: Literal["user", "session"]
     by: str | None
     attribution: str  # first_touch, last_touch or step:N
+    # Instants (naive UTC, increasing) cutting each user's events into pieces, each piece
+    # a unit of its own whose bucket is its index ("0" before the first cut): one funnel
+    # per stretch of time, all in one query.
+    cuts: tuple[datetime, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -83,7 +89,7 @@ class FunnelSpec:
 
     @property
     def units(self) -> tuple[str, ...]:
-        return ("uid",) if self.count_by == "user" else ("uid", "sid")
+        return ("uid",) if self.count_by == "user" and not self.cuts else ("uid", "sid")
 
 
 def funnel_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
@@ -106,12 +112,14 @@ def funnel_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
 
 def _events(scope: Scope, spec: FunnelSpec) -> exp.Select:
     extra: dict[str, exp.Expression] = {"uid": exp.column("user_id")}
-    if spec.count_by == "session":
+    if spec.cuts:
+        extra["sid"] = _piece(spec.cuts)
+    elif spec.count_by == "session":
         extra["sid"] = exp.Coalesce(
             this=exp.column("session_id"), expressions=[exp.Literal.string("")]
         )
     if spec.by is not None:
-        extra["bv"] = event_value(spec.by)
+        extra["bv"] = _piece(spec.cuts) if spec.cuts else event_value(spec.by)
     return scoped_events(
         scope,
         EventsSpec(
@@ -121,6 +129,14 @@ def _events(scope: Scope, spec: FunnelSpec) -> exp.Select:
             extra=extra,
         ),
     )
+
+
+def _piece(cuts: tuple[datetime, ...]) -> exp.Expression:
+    """The index of the piece an event falls in, as text: "0" before the first cut."""
+    case = exp.Case()
+    for index, cut in enumerate(cuts):
+        case = case.when(exp.column("event_ts") < timestamp_literal(cut), exp.convert(str(index)))
+    return case.else_(exp.convert(str(len(cuts))))
 
 
 def _with_first(query: exp.Query, name: str, cte: exp.Query) -> exp.Query:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
@@ -36,7 +37,7 @@ from productlens.experiments.data import list_experiments
 from productlens.experiments.metric_defs import DEFAULT_METRICS, MetricDef
 from productlens.metrics import revenue as revenue_metrics
 from productlens.metrics.activity import activity
-from productlens.metrics.funnel import StepResult, funnel
+from productlens.metrics.funnel import StepResult, counted_steps, funnel
 from productlens.metrics.lifecycle import STATUSES as LIFECYCLE_STATUSES
 from productlens.metrics.lifecycle import LifecyclePeriod, lifecycle
 from productlens.metrics.retention import MAX_PERIODS, Cohort, retention
@@ -313,11 +314,17 @@ def read_overview(
         kpis.append(Kpi("signups", "new signups", "count", su["now"], su["before"], True))
     steps = _funnel_steps(engine, settings)
     if steps:
-        rates = []
-        for first, last in ((start, end), (previous_start, previous_end)):
-            scope = Filters(first, last, filters.devices, filters.countries).scope(settings)
-            result = funnel(engine, steps, scope=scope, window=settings.funnel_window)
-            rates.append(result.steps[-1].conversion_from_start)
+        # Both periods in one query: each period's events a funnel of their own.
+        both = Filters(previous_start, end, filters.devices, filters.countries).scope(settings)
+        cut = _midnight(start, settings.timezone)
+        assert cut is not None  # a day's midnight
+        result = funnel(engine, steps, scope=both, window=settings.funnel_window, split_at=[cut])
+        rates = [
+            None
+            if piece not in result.breakdown
+            else result.breakdown[piece][-1].conversion_from_start
+            for piece in ("1", "0")  # the period, then the one before it
+        ]
         kpis.append(
             Kpi("conversion", f"conversion to {steps[-1]}", "rate", rates[0], rates[1], True)
         )
@@ -448,6 +455,49 @@ def read_funnel(
             }
         )
     return FunnelSection(settings.funnel_window, result.steps, dict(result.breakdown), daily)
+
+
+_DEVICE_FUNNEL = """
+select device, step_no, step_name, n_users from marts.device_metrics order by device, step_no
+"""
+
+
+def read_funnel_counts(
+    engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
+) -> FunnelSection | None:
+    """The funnel section's counts over all the data, unfiltered, from the marts (no live
+    funnel): `device_metrics` by device, the totals their sums (each user counts once,
+    in one device, "" when unknown), the daily trend from `funnel_daily_metrics`. Steps
+    carry no times (None): for pages that show counts only. None when the marts cannot
+    answer these filters or steps (the caller reads `read_funnel`)."""
+    steps = _funnel_steps(engine, settings)
+    if (
+        filters != Filters()
+        or len(steps) < 2
+        or not _has(engine, "marts.device_metrics")
+        or _funnel_steps(engine, Settings()) != steps
+    ):
+        return None
+    rows = engine.fetch_arrow(_fill(_DEVICE_FUNNEL))
+    names = rows.column("step_name").to_pylist()
+    # One row per device and step, in step order: the mart's grain.
+    if not rows.num_rows or names != list(steps) * (rows.num_rows // len(steps)):
+        return None
+    counts = rows.column("n_users").to_pylist()
+    # One row a device, one column a step: the totals are the columns' sums. (NumPy, not
+    # Arrow's group_by: that imports pandas, most of a second on the first page.)
+    per_device = np.array(counts, dtype=np.int64).reshape(-1, len(steps))
+    steps_total = counted_steps(steps, per_device.sum(axis=0).tolist())
+    if not steps_total[0].count:
+        return None
+    devices = rows.column("device").to_pylist()
+    by_device = {
+        str(devices[i]): counted_steps(steps, counts[i : i + len(steps)])
+        for i in range(0, rows.num_rows, len(steps))  # one device per len(steps) rows
+        if counts[i]  # as funnel(): a device no user entered from is not listed
+    }
+    daily = _daily_from_mart(engine, filters, len(steps))
+    return FunnelSection(settings.funnel_window, steps_total, by_device, daily)
 
 
 # --- retention and engagement -----------------------------------------------------------------
