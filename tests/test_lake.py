@@ -25,7 +25,6 @@ from productlens.ingest.contracts import CONTRACTS
 from productlens.ingest.processor import LakeProcessor
 from productlens.lake import CATALOG, publish_raw
 from productlens.simulate import generate, preset
-from tests.conftest import open_lake
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 LATER = datetime(2026, 11, 23, tzinfo=UTC)
@@ -278,13 +277,34 @@ def test_an_empty_lake_publishes_empty_tables(lake: LakeProcessor, warehouse: Du
             warehouse.drop("raw", name)  # the load strategy makes tables, not views
 
 
-def test_paths_with_quotes_publish(tmp_path: Path) -> None:
-    root = tmp_path / 'it\'s a "lake"'
-    lake = open_lake(root / "lake.duckdb")
+# A lake folder named with quotes, a space and every glob character of DuckDB and Hadoop:
+# the views read the folder through a name pattern, so its name must stay literal. (The
+# catalog is a DuckDB file elsewhere: DuckDB keeps no database under a `?`.)
+ODD_FOLDER = 'it\'s a "lake" [a-b] *?{c}'
+
+
+def odd_lake(tmp_path: Path, world: Path) -> LakeProcessor:
+    """A lake in ODD_FOLDER holding users and events (copied and rewritten files), beside
+    a decoy folder holding the same files that the name read as a pattern would also
+    match (`*?` as `xy`): a view reading it would count every row twice."""
+    root = tmp_path / ODD_FOLDER
+    decoy = tmp_path / ODD_FOLDER.replace("*?", "xy")
+    lake = LakeProcessor.open(
+        tmp_path / "catalog" / "lake.duckdb", root / "lake.raw", memory_limit="1GB", threads=1
+    )
+    (tmp_path / "users.csv").write_text(USERS_CSV)
+    (tmp_path / "a.csv").write_text(EVENTS_A)
+    ingest_paths(lake, [tmp_path / "users.csv", world / "users"], now=NOW)
+    ingest_paths(lake, [tmp_path / "a.csv"], table="events", now=NOW)
+    decoy.mkdir()
+    (decoy / "lake.raw").symlink_to(root / "lake.raw", target_is_directory=True)
+    return lake
+
+
+def test_paths_with_quotes_publish(tmp_path: Path, world: Path) -> None:
+    lake = odd_lake(tmp_path, world)
     engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
     try:
-        (tmp_path / "users.csv").write_text(USERS_CSV)
-        ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
         publish_raw(lake, engine, strategy="views")
         assert_same_raw(lake, engine)
     finally:
@@ -328,6 +348,24 @@ def test_spark_reads_the_lake(lake: LakeProcessor, world: Path, tmp_path: Path, 
         for schema, name in CATALOG:
             engine.drop(schema, name)
         engine.close()
+
+
+@pytest.mark.xdist_group("spark")
+def test_spark_reads_a_lake_in_an_odd_folder(tmp_path: Path, world: Path, spark: Any) -> None:
+    from productlens.engines.spark import SparkEngine
+
+    lake = odd_lake(tmp_path, world)
+    engine = SparkEngine(spark)
+    try:
+        publish_raw(lake, engine)
+        assert_same_raw(lake, engine)
+    finally:  # the session is the run's: leave no raw layer for other tests
+        for name in CONTRACTS:
+            engine.drop("raw", name)
+        for schema, name in CATALOG:
+            engine.drop(schema, name)
+        engine.close()
+        lake.close()
 
 
 def test_only_the_processor_imports_a_database_driver() -> None:
