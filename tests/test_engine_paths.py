@@ -24,12 +24,14 @@ from productlens.engines import Engine
 from productlens.engines.base import table
 from productlens.pipeline import Runner
 from productlens.simulate import generate, preset
+from tests.conftest import run_cli
 from tests.cross_engine import differences
 
 # Characters special to a shell, SQL text, a Hadoop glob or a DuckDB glob: the project
 # folder's name, and the raw lake's (`[lake] root`, in the project folder).
-ODD = "it's \"odd\" [a-b] *{c}"
+ODD = 'it\'s "odd" [a-b] *{c}'
 ODD_LAKE = "raw lake? [x] *{y}"
+SPARK_TABLES = "it's \"spark\" tables"
 LAYERS = ("raw", "staging", "core", "marts")
 # Each engine's run ingests the files itself: batch ids and load times differ. Nested
 # catalog values reach other engines as JSON text (test_lake compares them).
@@ -131,11 +133,12 @@ def test_spark_in_an_odd_folder(odd: Path, reference: tuple[Engine, Outcomes], s
     project = _project(odd / "spark", "spark")
     engine = SparkEngine(spark)
     try:
-        # The run's session is shared: its layers start empty, and here they live in the
-        # odd folder too (tables are files under a database's location).
+        # The run's session is shared: its layers start empty, and here they live in a
+        # folder with quotes and a space (tables are files under a database's location;
+        # Spark refuses glob characters there, see test_spark_refuses_a_glob_warehouse).
         for layer in (*LAYERS, "ops"):
             spark.sql(f"DROP DATABASE IF EXISTS `{layer}` CASCADE")
-            location = exp.Literal.string(str(project.root / "warehouse" / f"{layer}.db"))
+            location = exp.Literal.string(str(odd.parent / SPARK_TABLES / f"{layer}.db"))
             spark.sql(f"CREATE DATABASE `{layer}` LOCATION {location.sql(dialect='spark')}")
         outcomes = _run(project, engine, odd / "data")
         assert differing(reference[0], engine) == {}
@@ -144,3 +147,41 @@ def test_spark_in_an_odd_folder(odd: Path, reference: tuple[Engine, Outcomes], s
         for layer in (*LAYERS, "ops"):
             spark.sql(f"DROP DATABASE IF EXISTS `{layer}` CASCADE")
         engine.close()
+
+
+@pytest.mark.parametrize(
+    ("folder", "says"),
+    [
+        ("a?b", "DuckDB cannot keep a database in a path with '?'"),
+        ("a,b", "DuckDB cannot read the lake from a folder whose path has a ','"),
+    ],
+)
+def test_a_path_duckdb_cannot_take_is_refused(tmp_path: Path, folder: str, says: str) -> None:
+    """DuckDB writes the log of a database under `a?b/` to `a.wal?b/` (the first commit
+    fails after the work is done) and reads `a,b` as two folders to look in: both are
+    refused before anything is written, in one line naming the path."""
+    root = tmp_path / folder
+    root.mkdir()
+    (tmp_path / "users.csv").write_text("user_id,signup_ts,country\nu1,2026-01-01 10:00:00,DE\n")
+    result = run_cli("--project", str(root), "ingest", str(tmp_path / "users.csv"))
+    assert result.returncode == 1
+    said = " ".join(result.stderr.split())  # as one line, however the console wrapped it
+    assert says in said
+    assert str(root) in said
+    assert "Traceback" not in said
+    assert list(root.iterdir()) == []  # nothing written
+
+
+def test_spark_refuses_a_glob_warehouse(tmp_path: Path) -> None:
+    """Spark globs a table's folder when it reads the table, so tables written under
+    `[a-b]` are "not found" at once: such a warehouse folder (the default one, in the
+    project folder) is refused before a JVM starts, in one line naming it."""
+    root = tmp_path / "project [a-b]"
+    root.mkdir()
+    result = run_cli("--project", str(root), "--engine", "spark", "build")
+    assert result.returncode == 1
+    said = " ".join(result.stderr.split())  # as one line, however the console wrapped it
+    assert "Spark cannot keep tables in a folder whose path has any of" in said
+    assert "[warehouse.spark] warehouse_dir" in said
+    assert str(root / "spark-warehouse") in said
+    assert "Traceback" not in said

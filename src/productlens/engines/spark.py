@@ -59,6 +59,10 @@ _DEFAULT_CONF = {
 _CONNECT_CONF = ("spark.sql.session.timeZone", "spark.sql.sources.partitionOverwriteMode")
 # Catalog table types (pyspark's Table.tableType) as the protocol's kinds.
 _views = count()
+# Spark reads a table by globbing its location when the location holds one of these
+# (SparkHadoopUtil.isGlobPath): a table in a folder named `[a-b]` is "not found" once
+# written. A warehouse directory holding one is refused before the session starts.
+_GLOB_CHARS = frozenset("{}[]*?\\")
 
 
 class SparkEngine(Transpiles):
@@ -99,6 +103,14 @@ class SparkEngine(Transpiles):
                 "pyspark is not installed: install productlens[spark]", engine="spark"
             ) from None
         remote = master.startswith("sc://")
+        if not remote and _GLOB_CHARS.intersection(warehouse_dir):
+            raise EngineError(
+                "Spark cannot keep tables in a folder whose path has any of "
+                f"{' '.join(sorted(_GLOB_CHARS))} (it reads a table's folder as a pattern); "
+                "set [warehouse.spark] warehouse_dir to another folder",
+                engine="spark",
+                path=warehouse_dir,
+            )
         settings = dict(_DEFAULT_CONF)
         settings["spark.sql.warehouse.dir"] = warehouse_dir
         settings.update(_metastore(master, warehouse_dir))
