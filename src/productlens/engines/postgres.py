@@ -89,6 +89,12 @@ _SQL_BY_ARROW: tuple[tuple[Callable[[pa.DataType], bool], Callable[[pa.DataType]
 
 _MASK = "***"
 _SESSION = ("SET TIME ZONE 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET extra_float_digits = 1")
+# A client killed mid-statement (kill -9 of a build) is noticed by the server only when
+# it next talks to it: a long CREATE TABLE ... AS ran on to its end, holding the swap's
+# transaction and locks, and the next build waited behind it. PostgreSQL 14+ can poll
+# the socket while a query runs and cancel a dead client's work.
+_CHECK_CLIENT = "SET client_connection_check_interval = '2s'"
+_CHECKS_CLIENT_SINCE = 140000
 
 
 class PostgresEngine(Transpiles):
@@ -127,6 +133,8 @@ class PostgresEngine(Transpiles):
         # the shortest text that reads back exactly, whatever the server's defaults.
         for setting in _SESSION:
             self._run(setting)
+        if self._con.info.server_version >= _CHECKS_CLIENT_SINCE:
+            self._run(_CHECK_CLIENT)
 
     # --- statements -------------------------------------------------------------------
 
