@@ -133,6 +133,8 @@ class SparkEngine(Transpiles):
             builder = builder.config(key, value)
         with _translated_errors(master=master):
             session = builder.getOrCreate()
+            if not remote:  # a Connect server owns its JVM and its logging
+                _quiet(session)
         return cls(session, owned=True)
 
     # --- statements -------------------------------------------------------------------
@@ -430,6 +432,21 @@ class SparkEngine(Transpiles):
         if where is not None:
             query = query.where(where)
         return {row[0] for row in self.fetch_all(query)}
+
+
+# Loggers whose WARNs are noise, kept at ERROR on the sessions this module starts. Spark
+# checks every path it reads for a streaming sink's `_spark_metadata` folder; a raw view
+# reads its folder by pattern (`*-rows.parquet`), which is no folder, so the check fails
+# and FileStreamSink logs the expected answer ("Assume no metadata directory") as a WARN
+# with a Java stack trace, once per view created or read. Its errors still show.
+_QUIET_LOGGERS = ("org.apache.spark.sql.execution.streaming.sinks.FileStreamSink",)
+
+
+def _quiet(session: Any) -> None:
+    jvm = session.sparkContext._jvm
+    error = jvm.org.apache.logging.log4j.Level.ERROR
+    for logger in _QUIET_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(logger, error)
 
 
 def _metastore(master: str, warehouse_dir: str) -> dict[str, str]:
