@@ -213,6 +213,27 @@ def test_a_failed_load_leaves_the_table_as_it_was(
     assert warehouse.fetch_all(exp.select("*").from_(table("ops", "raw_loaded"))) == []
 
 
+def test_a_listed_file_the_pattern_misses_stops_the_publish(
+    lake: LakeProcessor, tmp_path: Path, warehouse: DuckDBEngine
+) -> None:
+    """The views find a folder's files by name pattern: a listed file named otherwise
+    would be silently absent, so the publish stops and names it."""
+    (tmp_path / "a.csv").write_text(EVENTS_A)
+    ingest_paths(lake, [tmp_path / "a.csv"], table="events", now=NOW)
+    path = lake.fetch_all("SELECT path FROM ops.raw_files WHERE target_table = 'events'")[0][0]
+    listed = lake.raw_root.parent / path
+    renamed = listed.with_name("renamed.parquet")
+    listed.rename(renamed)
+    lake.execute(
+        "UPDATE ops.raw_files SET file_name = 'renamed.parquet', path = ? WHERE path = ?",
+        [str(Path(path).with_name("renamed.parquet")), path],
+    )
+    with pytest.raises(EngineError, match="not named as the lake names its files") as info:
+        publish_raw(lake, warehouse, strategy="views")
+    assert info.value.context["file"] == str(renamed)
+    assert info.value.context["table"] == "raw.events"
+
+
 def test_catalog_tables_are_copied(
     lake: LakeProcessor, world: Path, tmp_path: Path, warehouse: DuckDBEngine
 ) -> None:
