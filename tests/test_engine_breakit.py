@@ -1,6 +1,7 @@
-"""Breaking the PostgreSQL engine as a user would: a build killed (kill -9) in the middle
-of a table's swap never half-replaces the live table, its server-side work ends soon
-after instead of holding the swap's locks, and the next build succeeds."""
+"""Breaking the engines' swap as a user (or a machine) would: a build killed (kill -9) in
+the middle of a PostgreSQL swap never half-replaces the live table, its server-side work
+ends soon after instead of holding the swap's locks, and the next build succeeds; a
+failure between a swap's drop and its rename leaves the old table."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from sqlglot import exp
 
+from productlens.engines import Engine
 from productlens.engines.base import table
+from productlens.engines.duckdb import DuckDBEngine
 from productlens.engines.postgres import PostgresEngine
+from productlens.errors import EngineError
 from tests.conftest import q
 
 # A swap whose build runs for ten minutes: the test kills its process in the middle.
@@ -69,3 +76,37 @@ def test_kill_9_mid_swap_keeps_the_live_table(pg_dsn: str) -> None:
         assert pg.fetch_all(exp.select("a").from_(table("marts", "t"))) == [(3,)]
     finally:
         pg.close()
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def writer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine with transactions, its `core` schema made."""
+    if request.param == "duckdb":
+        engine: Engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
+    else:
+        engine = PostgresEngine(request.getfixturevalue("pg_dsn"))
+    engine.ensure_schema("core")
+    yield engine
+    engine.close()
+
+
+def test_a_failure_between_drop_and_rename_keeps_the_live_table(
+    writer: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap drops the old table and renames the new one in one transaction: a failure
+    between the two (a crash, injected here as the rename raising) leaves the old table,
+    never no table."""
+    writer.replace_table("core", "t", q("SELECT 1 AS a"))
+    execute = writer.execute
+
+    def rename_fails(statement: exp.Expr) -> None:
+        if isinstance(statement, exp.Alter):
+            raise EngineError("injected: the rename failed")
+        execute(statement)
+
+    monkeypatch.setattr(writer, "execute", rename_fails)
+    with pytest.raises(EngineError, match="injected"):
+        writer.replace_table("core", "t", q("SELECT 2 AS a"))
+    monkeypatch.undo()
+    assert writer.fetch_all(exp.select("a").from_(table("core", "t"))) == [(1,)]
+    assert writer.list_tables("core") == ["t"]  # and no half-built table
