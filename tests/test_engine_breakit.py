@@ -110,3 +110,14 @@ def test_a_failure_between_drop_and_rename_keeps_the_live_table(
     monkeypatch.undo()
     assert writer.fetch_all(exp.select("a").from_(table("core", "t"))) == [(1,)]
     assert writer.list_tables("core") == ["t"]  # and no half-built table
+
+
+def test_a_password_libpq_quotes_back_is_hidden() -> None:
+    """libpq quotes a bad option's value in its message: a password pasted into the
+    port's place is printed as *** with the rest of the line kept."""
+    dsn = "host=127.0.0.1 port=hunter2pw user=me password=hunter2pw dbname=x"
+    with pytest.raises(EngineError) as info:
+        PostgresEngine(dsn)
+    said = str(info.value)
+    assert "hunter2pw" not in said
+    assert 'invalid integer value "***" for connection option "port"' in said

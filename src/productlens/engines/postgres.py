@@ -671,7 +671,12 @@ def _masked_dsn(dsn: str) -> str:
         parts = conninfo_to_dict(dsn)
     except Exception:  # noqa: BLE001
         return "<unparsable>"
-    shown = {key: (_MASK if key == "password" else str(value)) for key, value in parts.items()}
+    # The password's value is hidden wherever it shows (pasted into another field too).
+    secret = str(parts.get("password") or "") or None
+    shown = {
+        key: (_MASK if key == "password" else _hide(str(value), secret))
+        for key, value in parts.items()
+    }
     return " ".join(f"{key}={value}" for key, value in shown.items())
 
 
