@@ -36,10 +36,16 @@ _LOCK_PAUSES_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 # `file_search_path` is a comma-separated list: the folder would be read as two).
 PathUse = Literal["database", "search"]
 _REFUSED: dict[PathUse, tuple[str, str]] = {
-    "database": ("?", "DuckDB cannot keep a database in a path with '?' (it takes it for "
-                 "the start of URL options)"),
-    "search": (",", "DuckDB cannot read the lake from a folder whose path has a ',' (its "
-               "file_search_path is a comma-separated list)"),
+    "database": (
+        "?",
+        "DuckDB cannot keep a database in a path with '?' (it takes it for "
+        "the start of URL options)",
+    ),
+    "search": (
+        ",",
+        "DuckDB cannot read the lake from a folder whose path has a ',' (its "
+        "file_search_path is a comma-separated list)",
+    ),
 }
 
 
