@@ -58,6 +58,8 @@ def test_postgres_dsn_from_the_environment_over_the_file(project_dir: Path) -> N
     project = load_project(project_dir)
     assert postgres_dsn(project, {}) == "host=filehost dbname=a"
     assert postgres_dsn(project, {POSTGRES_DSN_ENV: "host=envhost"}) == "host=envhost"
+    # A blank variable is unset, not libpq's "local server, defaults".
+    assert postgres_dsn(project, {POSTGRES_DSN_ENV: " \n"}) == "host=filehost dbname=a"
     assert "filehost" not in repr(project.config.warehouse)  # never printed with the config
 
 
@@ -65,6 +67,8 @@ def test_postgres_without_a_dsn_says_how_to_give_one(project_dir: Path) -> None:
     project = load_project(project_dir, engine="postgres")
     with pytest.raises(ConfigError, match=POSTGRES_DSN_ENV):
         open_engine(project, environ={})
+    with pytest.raises(ConfigError, match=POSTGRES_DSN_ENV):
+        open_engine(project, environ={POSTGRES_DSN_ENV: "  "})
 
 
 def test_spark_settings(project_dir: Path) -> None:

@@ -10,6 +10,7 @@ parameterized metrics and experiment queries run on the built warehouse.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from rich.console import Console
 from sqlglot import exp
 
-from productlens.app import open_engine
+from productlens.app import open_engine, raw_root
 from productlens.config import ProjectConfig, load_project
 from productlens.engines import Engine
 from productlens.engines.base import table
@@ -46,9 +47,19 @@ WORLDS = {
 }
 
 
+# Every run lives in a folder named with quotes, a space and glob characters, its raw
+# lake in a folder with a `?` as well (`[lake] root`): the input paths, the lake, the
+# catalog, and the raw layer's `_source_file` values all carry them, on every engine.
+# (A `?` in a DuckDB database's path, a `,` in the lake's or a glob character in Spark's
+# warehouse folder are refused instead: see test_engine_paths.)
+ODD = 'it\'s "odd" [a-b] *{c}'
+ODD_LAKE = "raw lake? [x] *{y}"
+SPARK_TABLES = 'it\'s "spark" tables'
+
+
 @pytest.fixture(scope="module", params=sorted(WORLDS))
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp(f"world-{request.param}")
+    folder = tmp_path_factory.mktemp(f"world-{request.param}") / ODD
     generate(WORLDS[request.param], folder / "data", workers=1)
     (folder / "scenario").write_text(request.param)
     return folder
@@ -56,8 +67,12 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 def _project(root: Path, scenario: str, engine: str) -> Any:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "productlens.toml").write_text(f'[simulate]\nscenario = "{scenario}"\n')
-    return load_project(root, engine=engine)  # type: ignore[arg-type]
+    lake = json.dumps(ODD_LAKE)  # a JSON string is a TOML basic string
+    text = f'[simulate]\nscenario = "{scenario}"\n[lake]\nroot = {lake}\n'
+    (root / "productlens.toml").write_text(text)
+    project = load_project(root, engine=engine)  # type: ignore[arg-type]
+    assert str(raw_root(project)) == str(root / ODD_LAKE)
+    return project
 
 
 def run_pipeline(project: Any, engine: Engine, data: Path | str) -> list[tuple[str, str, str]]:
@@ -196,8 +211,12 @@ def test_spark_builds_duckdbs_warehouse(
 ) -> None:
     from productlens.engines.spark import SparkEngine
 
+    # The run's session is shared: its layers start empty, here in a folder with quotes
+    # and a space (Spark refuses glob characters there: see test_engine_paths).
     for layer in (*LAYERS, "ops"):
         spark.sql(f"DROP DATABASE IF EXISTS `{layer}` CASCADE")
+        location = exp.Literal.string(str(world.parent / SPARK_TABLES / f"{layer}.db"))
+        spark.sql(f"CREATE DATABASE `{layer}` LOCATION {location.sql(dialect='spark')}")
     assert_same_warehouse(world, duckdb_side, SparkEngine(spark))
 
 

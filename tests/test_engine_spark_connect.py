@@ -45,6 +45,10 @@ CONNECT_SCRIPT = textwrap.dedent(
         "overwrite": conf.get("spark.sql.sources.partitionOverwriteMode"),
         "ui": session.sparkContext.uiWebUrl,
         "shuffle": conf.get("spark.sql.shuffle.partitions"),
+        # Its WARN (a stack trace per raw view read by pattern) is noise: errors only.
+        "sink_log": str(session.sparkContext._jvm.org.apache.logging.log4j.LogManager
+                        .getLogger("org.apache.spark.sql.execution.streaming.sinks"
+                                   ".FileStreamSink").getLevel()),
     }))
     engine.close()
     print(session.sparkContext._jsc is None)
@@ -65,6 +69,7 @@ def test_connect_builds_a_utc_session_it_owns_and_a_warehouse_that_lasts(tmp_pat
         "overwrite": "dynamic",
         "ui": None,
         "shuffle": "2",
+        "sink_log": "ERROR",
     }
     # The second process sees what the first built: the catalog is not in memory.
     for step in ("build", "read"):

@@ -25,7 +25,6 @@ from productlens.ingest.contracts import CONTRACTS
 from productlens.ingest.processor import LakeProcessor
 from productlens.lake import CATALOG, publish_raw
 from productlens.simulate import generate, preset
-from tests.conftest import open_lake
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 LATER = datetime(2026, 11, 23, tzinfo=UTC)
@@ -214,6 +213,27 @@ def test_a_failed_load_leaves_the_table_as_it_was(
     assert warehouse.fetch_all(exp.select("*").from_(table("ops", "raw_loaded"))) == []
 
 
+def test_a_listed_file_the_pattern_misses_stops_the_publish(
+    lake: LakeProcessor, tmp_path: Path, warehouse: DuckDBEngine
+) -> None:
+    """The views find a folder's files by name pattern: a listed file named otherwise
+    would be silently absent, so the publish stops and names it."""
+    (tmp_path / "a.csv").write_text(EVENTS_A)
+    ingest_paths(lake, [tmp_path / "a.csv"], table="events", now=NOW)
+    path = lake.fetch_all("SELECT path FROM ops.raw_files WHERE target_table = 'events'")[0][0]
+    listed = lake.raw_root.parent / path
+    renamed = listed.with_name("renamed.parquet")
+    listed.rename(renamed)
+    lake.execute(
+        "UPDATE ops.raw_files SET file_name = 'renamed.parquet', path = ? WHERE path = ?",
+        [str(Path(path).with_name("renamed.parquet")), path],
+    )
+    with pytest.raises(EngineError, match="not named as the lake names its files") as info:
+        publish_raw(lake, warehouse, strategy="views")
+    assert info.value.context["file"] == str(renamed)
+    assert info.value.context["table"] == "raw.events"
+
+
 def test_catalog_tables_are_copied(
     lake: LakeProcessor, world: Path, tmp_path: Path, warehouse: DuckDBEngine
 ) -> None:
@@ -278,13 +298,34 @@ def test_an_empty_lake_publishes_empty_tables(lake: LakeProcessor, warehouse: Du
             warehouse.drop("raw", name)  # the load strategy makes tables, not views
 
 
-def test_paths_with_quotes_publish(tmp_path: Path) -> None:
-    root = tmp_path / 'it\'s a "lake"'
-    lake = open_lake(root / "lake.duckdb")
+# A lake folder named with quotes, a space and every glob character of DuckDB and Hadoop:
+# the views read the folder through a name pattern, so its name must stay literal. (The
+# catalog is a DuckDB file elsewhere: DuckDB keeps no database under a `?`.)
+ODD_FOLDER = 'it\'s a "lake" [a-b] *?{c}'
+
+
+def odd_lake(tmp_path: Path, world: Path) -> LakeProcessor:
+    """A lake in ODD_FOLDER holding users and events (copied and rewritten files), beside
+    a decoy folder holding the same files that the name read as a pattern would also
+    match (`*?` as `xy`): a view reading it would count every row twice."""
+    root = tmp_path / ODD_FOLDER
+    decoy = tmp_path / ODD_FOLDER.replace("*?", "xy")
+    lake = LakeProcessor.open(
+        tmp_path / "catalog" / "lake.duckdb", root / "lake.raw", memory_limit="1GB", threads=1
+    )
+    (tmp_path / "users.csv").write_text(USERS_CSV)
+    (tmp_path / "a.csv").write_text(EVENTS_A)
+    ingest_paths(lake, [tmp_path / "users.csv", world / "users"], now=NOW)
+    ingest_paths(lake, [tmp_path / "a.csv"], table="events", now=NOW)
+    decoy.mkdir()
+    (decoy / "lake.raw").symlink_to(root / "lake.raw", target_is_directory=True)
+    return lake
+
+
+def test_paths_with_quotes_publish(tmp_path: Path, world: Path) -> None:
+    lake = odd_lake(tmp_path, world)
     engine = DuckDBEngine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)
     try:
-        (tmp_path / "users.csv").write_text(USERS_CSV)
-        ingest_paths(lake, [tmp_path / "users.csv"], now=NOW)
         publish_raw(lake, engine, strategy="views")
         assert_same_raw(lake, engine)
     finally:
@@ -328,6 +369,24 @@ def test_spark_reads_the_lake(lake: LakeProcessor, world: Path, tmp_path: Path, 
         for schema, name in CATALOG:
             engine.drop(schema, name)
         engine.close()
+
+
+@pytest.mark.xdist_group("spark")
+def test_spark_reads_a_lake_in_an_odd_folder(tmp_path: Path, world: Path, spark: Any) -> None:
+    from productlens.engines.spark import SparkEngine
+
+    lake = odd_lake(tmp_path, world)
+    engine = SparkEngine(spark)
+    try:
+        publish_raw(lake, engine)
+        assert_same_raw(lake, engine)
+    finally:  # the session is the run's: leave no raw layer for other tests
+        for name in CONTRACTS:
+            engine.drop("raw", name)
+        for schema, name in CATALOG:
+            engine.drop(schema, name)
+        engine.close()
+        lake.close()
 
 
 def test_only_the_processor_imports_a_database_driver() -> None:

@@ -173,8 +173,12 @@ def _duckdb(project: Project, environ: Mapping[str, str], read_only: bool) -> En
 
 
 def postgres_dsn(project: Project, environ: Mapping[str, str]) -> str:
-    """The PostgreSQL DSN: the environment's, else the project file's."""
-    dsn = environ.get(POSTGRES_DSN_ENV) or project.config.warehouse.postgres.dsn
+    """The PostgreSQL DSN: the environment's, else the project file's. A blank one counts
+    as unset: libpq would take it as "the local server's defaults" and reach whatever
+    server listens there."""
+    dsn = (environ.get(POSTGRES_DSN_ENV) or "").strip() or (
+        project.config.warehouse.postgres.dsn or ""
+    ).strip()
     if not dsn:
         raise ConfigError(
             f"the postgres engine needs a server: set {POSTGRES_DSN_ENV} "

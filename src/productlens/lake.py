@@ -31,6 +31,8 @@ the processor) there is nothing to publish.
 
 from __future__ import annotations
 
+import glob
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -63,6 +65,17 @@ _FILE_COLUMNS: dict[str, tuple[Callable[[], exp.Expr], Callable[[], exp.Expr]]] 
         lambda: exp.column("file_name", table="_metadata"),
         lambda: exp.column("row_index", table="_metadata"),
     ),
+}
+
+# Per dialect: a folder's name made literal in a file name pattern (the views read a
+# folder through one pattern, and a folder may be named `[draft] it's *new*`). DuckDB's
+# globs take no escape character, but a one-character class matches that character
+# (`[[]`, `[*]`), which `glob.escape` writes; `{` and `]` alone are literal there. Hadoop's
+# globs (Spark's paths) take a backslash before any character as that character
+# (GlobPattern, GlobExpander), braces included; a backslash itself is escaped first.
+_LITERAL_FOLDER: dict[str, Callable[[str], str]] = {
+    "duckdb": glob.escape,
+    "spark": lambda folder: re.sub(r"([\\*?\[\]{}])", r"\\\1", folder),
 }
 
 # The lake's catalog tables copied to the warehouse. Their nested columns (lists of
@@ -234,7 +247,8 @@ def _publish_view(engine: Engine, name: str, files: list[LakeFile]) -> None:
             )
         # One relation per folder the files are in: one, as the lake writes them.
         folders = sorted({f.path.rsplit("/", 1)[0] for f in group})
-        relation = engine.parquet_relation([f"{folder}/{pattern}" for folder in folders])
+        literal = _LITERAL_FOLDER[engine.dialect]
+        relation = engine.parquet_relation([f"{literal(folder)}/{pattern}" for folder in folders])
         listed = (
             exp.select("file_name", "batch_id", "source_file", "ingested_at")
             .from_(table("ops", "raw_files"))

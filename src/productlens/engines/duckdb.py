@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
@@ -27,6 +27,33 @@ _arrow_names = itertools.count()
 # report) to end, and the pauses between its tries.
 LOCK_WAIT_S = 5.0
 _LOCK_PAUSES_S = (0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+# A character DuckDB cannot take in a local path, by the use it makes of the path: a
+# database file (it reads `?` as the start of URL options and writes the write-ahead log
+# elsewhere, `a?b/w.duckdb` to `a.wal?b/w.duckdb`, so the first commit fails after work
+# was done: duckdb#13472), and a folder relative file paths are read from (its
+# `file_search_path` is a comma-separated list: the folder would be read as two).
+PathUse = Literal["database", "search"]
+_REFUSED: dict[PathUse, tuple[str, str]] = {
+    "database": (
+        "?",
+        "DuckDB cannot keep a database in a path with '?' (it takes it for "
+        "the start of URL options)",
+    ),
+    "search": (
+        ",",
+        "DuckDB cannot read the lake from a folder whose path has a ',' (its "
+        "file_search_path is a comma-separated list)",
+    ),
+}
+
+
+def check_path(path: Path, use: PathUse) -> None:
+    """Refuse, with a clear error naming it, a local path DuckDB would mishandle."""
+    char, reason = _REFUSED[use]
+    if char in str(path):
+        raise EngineError(f"{reason}; rename the folder or choose another path", path=path)
 
 
 def _connect(path: Path, read_only: bool, lock_wait: float) -> duckdb.DuckDBPyConnection:
@@ -82,6 +109,9 @@ class DuckDBEngine:
         lock_wait: float = LOCK_WAIT_S,
     ) -> None:
         self.path = path
+        check_path(path, "database")
+        if search_path is not None:
+            check_path(search_path.resolve(), "search")
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():

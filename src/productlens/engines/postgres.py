@@ -89,6 +89,12 @@ _SQL_BY_ARROW: tuple[tuple[Callable[[pa.DataType], bool], Callable[[pa.DataType]
 
 _MASK = "***"
 _SESSION = ("SET TIME ZONE 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET extra_float_digits = 1")
+# A client killed mid-statement (kill -9 of a build) is noticed by the server only when
+# it next talks to it: a long CREATE TABLE ... AS ran on to its end, holding the swap's
+# transaction and locks, and the next build waited behind it. PostgreSQL 14+ can poll
+# the socket while a query runs and cancel a dead client's work.
+_CHECK_CLIENT = "SET client_connection_check_interval = '2s'"
+_CHECKS_CLIENT_SINCE = 140000
 
 
 class PostgresEngine(Transpiles):
@@ -127,6 +133,8 @@ class PostgresEngine(Transpiles):
         # the shortest text that reads back exactly, whatever the server's defaults.
         for setting in _SESSION:
             self._run(setting)
+        if self._con.info.server_version >= _CHECKS_CLIENT_SINCE:
+            self._run(_CHECK_CLIENT)
 
     # --- statements -------------------------------------------------------------------
 
@@ -697,7 +705,12 @@ def _masked_dsn(dsn: str) -> str:
         parts = conninfo_to_dict(dsn)
     except Exception:  # noqa: BLE001
         return "<unparsable>"
-    shown = {key: (_MASK if key == "password" else str(value)) for key, value in parts.items()}
+    # The password's value is hidden wherever it shows (pasted into another field too).
+    secret = str(parts.get("password") or "") or None
+    shown = {
+        key: (_MASK if key == "password" else _hide(str(value), secret))
+        for key, value in parts.items()
+    }
     return " ".join(f"{key}={value}" for key, value in shown.items())
 
 

@@ -59,6 +59,10 @@ _DEFAULT_CONF = {
 _CONNECT_CONF = ("spark.sql.session.timeZone", "spark.sql.sources.partitionOverwriteMode")
 # Catalog table types (pyspark's Table.tableType) as the protocol's kinds.
 _views = count()
+# Spark reads a table by globbing its location when the location holds one of these
+# (SparkHadoopUtil.isGlobPath): a table in a folder named `[a-b]` is "not found" once
+# written. A warehouse directory holding one is refused before the session starts.
+_GLOB_CHARS = frozenset("{}[]*?\\")
 
 
 class SparkEngine(Transpiles):
@@ -99,6 +103,14 @@ class SparkEngine(Transpiles):
                 "pyspark is not installed: install productlens[spark]", engine="spark"
             ) from None
         remote = master.startswith("sc://")
+        if not remote and _GLOB_CHARS.intersection(warehouse_dir):
+            raise EngineError(
+                "Spark cannot keep tables in a folder whose path has any of "
+                f"{' '.join(sorted(_GLOB_CHARS))} (it reads a table's folder as a pattern); "
+                "set [warehouse.spark] warehouse_dir to another folder",
+                engine="spark",
+                path=warehouse_dir,
+            )
         settings = dict(_DEFAULT_CONF)
         settings["spark.sql.warehouse.dir"] = warehouse_dir
         settings.update(_metastore(master, warehouse_dir))
@@ -121,6 +133,8 @@ class SparkEngine(Transpiles):
             builder = builder.config(key, value)
         with _translated_errors(master=master):
             session = builder.getOrCreate()
+            if not remote:  # a Connect server owns its JVM and its logging
+                _quiet(session)
         return cls(session, owned=True)
 
     # --- statements -------------------------------------------------------------------
@@ -433,6 +447,21 @@ class SparkEngine(Transpiles):
         if where is not None:
             query = query.where(where)
         return {row[0] for row in self.fetch_all(query)}
+
+
+# Loggers whose WARNs are noise, kept at ERROR on the sessions this module starts. Spark
+# checks every path it reads for a streaming sink's `_spark_metadata` folder; a raw view
+# reads its folder by pattern (`*-rows.parquet`), which is no folder, so the check fails
+# and FileStreamSink logs the expected answer ("Assume no metadata directory") as a WARN
+# with a Java stack trace, once per view created or read. Its errors still show.
+_QUIET_LOGGERS = ("org.apache.spark.sql.execution.streaming.sinks.FileStreamSink",)
+
+
+def _quiet(session: Any) -> None:
+    jvm = session.sparkContext._jvm
+    error = jvm.org.apache.logging.log4j.Level.ERROR
+    for logger in _QUIET_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(logger, error)
 
 
 def _metastore(master: str, warehouse_dir: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
+from productlens.engines.duckdb import check_path
 from productlens.errors import EngineError
 from productlens.ingest.sql import fill, render
 from productlens.objects import FilePath, ObjectPath, ObjectStore, is_url
@@ -49,6 +50,8 @@ class LakeProcessor:
         owned: bool,
         objects: ObjectStore | None = None,
     ):
+        if isinstance(raw_root, Path):  # a shared connection's (see `open`)
+            check_path(raw_root.resolve().parent, "search")
         self._con = connection
         self.raw_root = raw_root
         self.objects = objects
@@ -90,6 +93,9 @@ class LakeProcessor:
     ) -> LakeProcessor:
         """A processor on a catalog file of its own (created if missing, unless
         `read_only`)."""
+        check_path(catalog, "database")
+        if isinstance(raw_root, Path):
+            check_path(raw_root.resolve().parent, "search")
         if read_only and not catalog.exists():
             raise EngineError("nothing ingested yet: run `productlens ingest` first", path=catalog)
         if not read_only:
