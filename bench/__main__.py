@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,14 +169,17 @@ def bench_pipeline(
     for size in sizes:
         data = ingestion.world(size)
         runs: dict[str | None, list[dict[str, Any]]] = {name: [] for name in names}
+        load = [_load()]
         try:
             for _ in range(repeats):  # alternating, so drift hits every variant alike
                 for name in names:
                     runs[name].append(pipeline.measure(data, name))
+                    load.append(_load())
         finally:
             import shutil
 
             shutil.rmtree(data, ignore_errors=True)
+        console.print(_load_line(load))
         first = _median_run(runs[names[0]])["seconds"]
         for name in names:
             result = _median_run(runs[name])
@@ -227,14 +231,17 @@ def bench_funnel(
     rows: list[dict[str, object]] = []
     for size in sizes:
         data = ingestion.world(size)
+        load = [_load()]
         try:
             result = funnel.measure(data, layouts)
         finally:
             import shutil
 
             shutil.rmtree(data, ignore_errors=True)
-        rows.append({"size": size, **result})
+        load.append(_load())
+        rows.append({"size": size, "load": load, **result})
         _print_funnel(size, result, console)
+        console.print(_load_line(load))
     return rows
 
 
@@ -300,6 +307,19 @@ def _agreement(name: str, got: list[int] | None, reference: list[int]) -> str:
     )
     note = " (windowFunnel is wrong on ties)" if name == "clickhouse" else ""
     return f"DIFFERS from reference: {off}{note}"
+
+
+def _load() -> float:
+    """The machine's 1-minute load average: on a shared machine only ratios within one
+    run mean much, and the load says how much the seconds are inflated."""
+    return os.getloadavg()[0]
+
+
+def _load_line(load: Sequence[float]) -> str:
+    return (
+        f"machine load (1-minute average) before and after each run: "
+        f"{', '.join(f'{x:.1f}' for x in load)} on {os.cpu_count()} cores"
+    )
 
 
 def _median(values: list[float]) -> float:
