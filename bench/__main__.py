@@ -159,6 +159,7 @@ def bench_pipeline(
         "(fct_events)",
         "check",
         "total",
+        "CPU s (ingest/build/check)",
         "vs first",
         "peak RSS",
         "target",
@@ -201,6 +202,7 @@ def bench_pipeline(
                 f"{fct:.1f}s",
                 f"{stages['check']:.1f}s",
                 _spread(runs[name]) if repeats > 1 else f"{total:.1f}s",
+                _cpu(result.get("cpu_seconds")),
                 f"{total / first:.2f}x",
                 f"{peak / 2**30:.2f} GiB",
                 verdict,
@@ -307,6 +309,13 @@ def _agreement(name: str, got: list[int] | None, reference: list[int]) -> str:
     )
     note = " (windowFunnel is wrong on ties)" if name == "clickhouse" else ""
     return f"DIFFERS from reference: {off}{note}"
+
+
+def _cpu(cpu: dict[str, float] | None) -> str:
+    if not cpu:
+        return "-"
+    parts = "/".join(f"{cpu[s]:.1f}" for s in ("ingest", "build", "check"))
+    return f"{sum(cpu.values()):.1f}s ({parts})"
 
 
 def _load() -> float:
