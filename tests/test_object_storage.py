@@ -64,9 +64,11 @@ def keys(s3: S3Server, bucket: str) -> list[str]:
 
 
 def s3_project(root: Path, scenario: str, engine: str, lake: str) -> Any:
+    """A parity project whose raw lake is `lake` (an s3:// URL) instead of a local folder."""
     _project(root, scenario, engine)
-    text = (root / "productlens.toml").read_text()
-    (root / "productlens.toml").write_text(f'{text}[lake]\nroot = "{lake}"\n')
+    (root / "productlens.toml").write_text(
+        f'[simulate]\nscenario = "{scenario}"\n[lake]\nroot = "{lake}"\n'
+    )
     return load_project(root, engine=engine)  # type: ignore[arg-type]
 
 
