@@ -306,3 +306,22 @@ def test_export_refuses_a_folder_that_is_not_empty(
     assert (out / "models" / "marts").is_dir()
     assert not stale.exists()  # the export's own folders are replaced whole
     assert (out / "keep.txt").read_text() == "mine"  # anything else is kept
+
+
+@pytest.mark.parametrize("where", [".", ".."])
+def test_export_never_replaces_the_projects_own_models(
+    tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--force` replaces the export's `models/`: pointed at the project folder (or one
+    above it) it would delete the project's own models. Refused, naming them."""
+    root = tmp_path / "proj"
+    own = root / "models" / "marts" / "my_model.sql"
+    own.parent.mkdir(parents=True)
+    own.write_text("select 1 as x\n")
+    (root / "productlens.toml").write_text("")
+    code = main(["--project", str(root), "export", "dbt", str(root / where), "--force"])
+    err = " ".join(capsys.readouterr().err.split())  # unwrapped
+    assert code == 2, err
+    assert "holds the project's models" in err
+    assert own.read_text() == "select 1 as x\n"
+    assert not (root / where / "dbt_project.yml").exists()

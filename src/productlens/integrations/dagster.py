@@ -35,7 +35,7 @@ import dagster as dg
 from rich.console import Console
 from sqlglot import exp
 
-from productlens import checks, modeling
+from productlens import checks, daily, modeling
 from productlens.app import landing_root, open_engine
 from productlens.config import Project, load_project
 from productlens.daily import landing_files
@@ -177,16 +177,18 @@ def _resource(project: Project) -> dg.ResourceDefinition:
         # A fresh copy per run: opening the engine may adopt the world a demo simulated
         # into the warehouse (its funnel steps), which changes the project's config.
         own = copy.deepcopy(project)
-        engine = open_engine(own)
-        try:
-            run_id = context.run.run_id if context.run is not None else None
-            runner = Runner(own, engine, Console(quiet=True), run_id=run_id)
+        # The run lock `productlens run` holds: never both at once on one warehouse.
+        with daily.run_lock(own.run_lock_path):
+            engine = open_engine(own)
             try:
-                yield Warehouse(runner, modeling.discover(own.config, own.model_dirs))
+                run_id = context.run.run_id if context.run is not None else None
+                runner = Runner(own, engine, Console(quiet=True), run_id=run_id)
+                try:
+                    yield Warehouse(runner, modeling.discover(own.config, own.model_dirs))
+                finally:
+                    runner.close()
             finally:
-                runner.close()
-        finally:
-            engine.close()
+                engine.close()
 
     return productlens
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -159,11 +159,19 @@ def export_dbt(
     return result
 
 
-def check_folder(out: Path, *, force: bool) -> None:
+def check_folder(out: Path, *, force: bool, keep: Collection[Path] = ()) -> None:
     """Refuse a folder that exists and is not empty (a file, too), unless `force`: then
-    its `models`, `tests` and `macros` are replaced and the rest is kept."""
+    its `models`, `tests` and `macros` are replaced and the rest is kept. `keep`: folders
+    (the project's own models) an export must never replace, so never write around."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file, not a folder")
+    target = out.resolve()
+    for folder in keep:
+        if folder.resolve().is_relative_to(target):
+            raise ConfigError(
+                f"{out} holds the project's models ({folder}), which the export would "
+                "replace; write the dbt project into a folder of its own"
+            )
     if out.exists() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out} exists and is not empty; choose a new folder or pass --force")
 
