@@ -325,3 +325,21 @@ def test_export_never_replaces_the_projects_own_models(
     assert "holds the project's models" in err
     assert own.read_text() == "select 1 as x\n"
     assert not (root / where / "dbt_project.yml").exists()
+
+
+def test_column_tests_hold_for_names_dbt_must_quote(tmp_path: Path) -> None:
+    """dbt pastes a column's name into its generic tests' SQL: a column alias with a space,
+    a quote or upper case is exported with `quote: true`, and dbt runs its tests."""
+    models = tmp_path / "models" / "marts"
+    models.mkdir(parents=True)
+    (models / "odd_names.sql").write_text(
+        'select * from (values (1, 2), (3, 4)) as t("n ev\'s", "Big N")\n'
+    )
+    (models / "_odd.yml").write_text(
+        "models:\n  - name: odd_names\n    grain: one row per pair\n    columns:\n"
+        '      "n ev\'s": [not_null, unique]\n      Big N: [not_null]\n'
+    )
+    graph = modeling.discover(load_project(tmp_path).config, [tmp_path / "models"], shipped=False)
+    export = dbt.export_dbt(graph, tmp_path / "dbt", schema=graph_schema(graph))
+    out = run_dbt(export.root, "build", warehouse=tmp_path / "w.duckdb", search_path=tmp_path)
+    assert "PASS=4 WARN=0 ERROR=0" in out  # the model and its three tests

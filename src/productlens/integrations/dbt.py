@@ -311,9 +311,18 @@ def _schema_yaml(
             assert test.column is not None
             columns.setdefault(test.column, []).append(mapped)
         if columns:
-            entry["columns"] = [{"name": c, "data_tests": t} for c, t in columns.items()]
+            entry["columns"] = [_column_entry(c, t) for c, t in columns.items()]
         entries.append(entry)
     return {"version": 2, "models": entries}
+
+
+def _column_entry(column: str, tests: list[dict[str, Any] | str]) -> dict[str, Any]:
+    """A column of schema.yml. dbt pastes a column's name into its tests' SQL as is: any
+    name but a plain lowercase one (a space, a quote, upper case) is quoted."""
+    entry: dict[str, Any] = {"name": column, "data_tests": tests}
+    if not MODEL_NAME.fullmatch(column):
+        entry["quote"] = True
+    return entry
 
 
 def _relation(target: str, graph: ModelGraph) -> str:
