@@ -5,13 +5,16 @@ records nothing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from productlens import daily
+from productlens.app import open_engine
 from productlens.config import load_project
-from productlens.errors import RunInProgress
+from productlens.errors import ModelError, RunInProgress
 from productlens.integrations import stages
 from productlens.integrations.dagster import productlens_assets
 from productlens.retry import is_transient
@@ -51,3 +54,22 @@ def test_a_dagster_run_refuses_while_a_productlens_run_holds_the_lock(tmp_path: 
         holder.communicate("")
     assert isinstance(raised.value.__cause__, RunInProgress)  # the resource refused
     assert not (root / "warehouse.duckdb").exists()
+
+
+def test_an_airflow_stage_with_a_model_error_ends_the_run_failed(tmp_path: Path) -> None:
+    """A broken model YAML fails the stage and ends the run `failed` with the reason (not
+    left `running`, later `interrupted`, as a killed run), and the hook is told."""
+    root = _project(tmp_path / "p", '\non_failure = "cat > hook.json"\n')
+    broken = root / "models" / "marts" / "_broken.yml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("models:\n  - name: nowhere\n    grain: one row\n")
+    with pytest.raises(ModelError):
+        stages.ingest(stages.StageJob(root, "airflow.run1"))
+    engine = open_engine(load_project(root), read_only=True)
+    try:
+        (run,) = daily.history(engine)
+    finally:
+        engine.close()
+    assert (run.run_id, run.status) == ("airflow.run1", "failed")
+    assert "nowhere" in (run.error or "")
+    assert json.loads((root / "hook.json").read_text())["run"]["run_id"] == "airflow.run1"

@@ -114,8 +114,12 @@ def _opened(job: StageJob, console: Console | None) -> Iterator[_Opened]:
             runner = Runner(project, engine, console or out, job.run_id)
             try:
                 record = _this_run(engine, job)
-                graph = modeling.discover(project.config, project.model_dirs)
-                yield _Opened(project, engine, runner, record, graph)
+                opened = _Opened(project, engine, runner, record, modeling.ModelGraph({}))
+                # A model or YAML error fails the run as any stage's error does.
+                opened.graph = _attempt(
+                    job, opened, lambda: modeling.discover(project.config, project.model_dirs)
+                )
+                yield opened
             finally:
                 runner.close()
         finally:
