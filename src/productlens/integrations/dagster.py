@@ -37,10 +37,10 @@ from sqlglot import exp
 
 from productlens import checks, daily, modeling
 from productlens.app import landing_root, open_engine
-from productlens.config import Project, load_project
+from productlens.config import PROJECT_FILE, Project, load_project
 from productlens.daily import landing_files
 from productlens.engines.base import table
-from productlens.errors import ModelError
+from productlens.errors import ConfigError, ModelError
 from productlens.ingest import CONTRACTS
 from productlens.objects import ObjectPath
 from productlens.pipeline import Runner
@@ -96,7 +96,11 @@ def productlens_definitions(project: Project | Path | str) -> dg.Definitions:
 def productlens_assets(project: Project | Path | str) -> ProductlensAssets:
     """One asset per raw table and per model, one check per data test (see the module)."""
     if not isinstance(project, Project):
-        project = load_project(Path(project))
+        folder = Path(project).resolve()
+        # A wrong folder fails as the definitions load, not as a run makes a warehouse there.
+        if not (folder / PROJECT_FILE).is_file():
+            raise ConfigError(f"no {PROJECT_FILE} in the productlens project folder", path=folder)
+        project = load_project(folder)
     graph = modeling.discover(project.config, project.model_dirs)
     tests = checks.compile_tests(graph)
     sources = {up for model in graph for up in model.upstreams if up.split(".")[0] != RAW}

@@ -1,7 +1,7 @@
 """The orchestrators' runs and `productlens run` (cron) never work on one warehouse at
 once: an Airflow stage or a Dagster run started while a `productlens run` holds the
 project's run lock refuses with `RunInProgress` (transient, so Airflow retries it) and
-records nothing."""
+records nothing; a stage that meets a model error ends its run failed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from productlens import daily
 from productlens.app import open_engine
 from productlens.config import load_project
-from productlens.errors import ModelError, RunInProgress
+from productlens.errors import ConfigError, ModelError, RunInProgress
 from productlens.integrations import stages
 from productlens.integrations.dagster import productlens_assets
 from productlens.retry import is_transient
@@ -73,3 +73,12 @@ def test_an_airflow_stage_with_a_model_error_ends_the_run_failed(tmp_path: Path)
     assert (run.run_id, run.status) == ("airflow.run1", "failed")
     assert "nowhere" in (run.error or "")
     assert json.loads((root / "hook.json").read_text())["run"]["run_id"] == "airflow.run1"
+
+
+def test_dagster_definitions_refuse_a_folder_that_is_not_a_project(tmp_path: Path) -> None:
+    """As the Airflow DAG does: a mistyped project folder fails as the definitions file
+    loads, naming the folder, and no warehouse is made there."""
+    with pytest.raises(ConfigError, match="no productlens.toml") as raised:
+        productlens_assets(tmp_path / "typo")
+    assert "typo" in str(raised.value)
+    assert not (tmp_path / "typo").exists()
