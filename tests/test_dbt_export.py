@@ -329,11 +329,12 @@ def test_export_never_replaces_the_projects_own_models(
 
 def test_column_tests_hold_for_names_dbt_must_quote(tmp_path: Path) -> None:
     """dbt pastes a column's name into its generic tests' SQL: a column alias with a space,
-    a quote or upper case is exported with `quote: true`, and dbt runs its tests."""
+    a quote or upper case is exported with `quote: true`, and dbt runs its tests; an alias
+    holding Jinja's marks is kept from Jinja."""
     models = tmp_path / "models" / "marts"
     models.mkdir(parents=True)
     (models / "odd_names.sql").write_text(
-        'select * from (values (1, 2), (3, 4)) as t("n ev\'s", "Big N")\n'
+        'select * from (values (1, 2, 5), (3, 4, 6)) as t("n ev\'s", "Big N", "{{ x }}")\n'
     )
     (models / "_odd.yml").write_text(
         "models:\n  - name: odd_names\n    grain: one row per pair\n    columns:\n"
@@ -343,3 +344,9 @@ def test_column_tests_hold_for_names_dbt_must_quote(tmp_path: Path) -> None:
     export = dbt.export_dbt(graph, tmp_path / "dbt", schema=graph_schema(graph))
     out = run_dbt(export.root, "build", warehouse=tmp_path / "w.duckdb", search_path=tmp_path)
     assert "PASS=4 WARN=0 ERROR=0" in out  # the model and its three tests
+    built = DuckDBEngine(tmp_path / "w.duckdb", read_only=True)
+    try:  # a name holding Jinja's marks is kept verbatim, not rendered
+        names = [c for c, _ in built.columns("marts", "odd_names")]
+    finally:
+        built.close()
+    assert names == ["n ev's", "Big N", "{{ x }}"]

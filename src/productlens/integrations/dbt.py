@@ -209,12 +209,16 @@ def _reference(table: exp.Table, graph: ModelGraph) -> str | None:
 
 
 def _sql(tree: exp.Query, target: Target) -> str:
-    """The tree as SQL text for the target; Jinja's marks in string literals escaped and
-    in comments broken up."""
+    """The tree as SQL text for the target; Jinja's marks in string literals and quoted
+    names escaped and in comments broken up."""
     for literal in list(tree.find_all(exp.Literal)):
         if literal.is_string and any(mark in literal.this for mark in JINJA_MARKS):
             text = literal.sql(dialect=target)
             literal.replace(exp.Var(this="{% raw %}" + text + "{% endraw %}"))
+    for name in list(tree.find_all(exp.Identifier)):  # a column alias `"{{ x }}"`, too
+        if any(mark in name.this for mark in JINJA_MARKS):
+            text = name.sql(dialect=target)
+            name.replace(exp.Var(this="{% raw %}" + text + "{% endraw %}"))
     for node in tree.walk():
         if node.comments:
             node.comments = [_without_marks(comment) for comment in node.comments]
