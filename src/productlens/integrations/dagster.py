@@ -37,7 +37,7 @@ from sqlglot import exp
 
 from productlens import checks, daily, modeling
 from productlens.app import landing_root, open_engine
-from productlens.config import PROJECT_FILE, Project, load_project
+from productlens.config import Project, load_project
 from productlens.daily import landing_files
 from productlens.engines.base import table
 from productlens.errors import ConfigError, ModelError
@@ -97,9 +97,10 @@ def productlens_assets(project: Project | Path | str) -> ProductlensAssets:
     """One asset per raw table and per model, one check per data test (see the module)."""
     if not isinstance(project, Project):
         folder = Path(project).resolve()
-        # A wrong folder fails as the definitions load, not as a run makes a warehouse there.
-        if not (folder / PROJECT_FILE).is_file():
-            raise ConfigError(f"no {PROJECT_FILE} in the productlens project folder", path=folder)
+        # A mistyped folder fails as the definitions load, not as a run makes a warehouse
+        # there. (A folder without productlens.toml is a project on the defaults.)
+        if not folder.is_dir():
+            raise ConfigError("the productlens project folder does not exist", path=folder)
         project = load_project(folder)
     graph = modeling.discover(project.config, project.model_dirs)
     tests = checks.compile_tests(graph)
