@@ -24,3 +24,24 @@ def hold_duckdb(path: Path, *, read_only: bool) -> subprocess.Popen[str]:
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "ready"
     return holder
+
+
+LOCK = (
+    "import sys; from pathlib import Path; from productlens.daily import run_lock\n"
+    "with run_lock(Path(sys.argv[1])):\n"
+    "    print('ready', flush=True); sys.stdin.read()\n"
+)
+
+
+def hold_run_lock(path: Path) -> subprocess.Popen[str]:
+    """Start a process that holds the project's run lock `path` (as a `productlens run`
+    under way does) until its stdin is closed."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "ready"
+    return holder

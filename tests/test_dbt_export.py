@@ -306,3 +306,47 @@ def test_export_refuses_a_folder_that_is_not_empty(
     assert (out / "models" / "marts").is_dir()
     assert not stale.exists()  # the export's own folders are replaced whole
     assert (out / "keep.txt").read_text() == "mine"  # anything else is kept
+
+
+@pytest.mark.parametrize("where", [".", ".."])
+def test_export_never_replaces_the_projects_own_models(
+    tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--force` replaces the export's `models/`: pointed at the project folder (or one
+    above it) it would delete the project's own models. Refused, naming them."""
+    root = tmp_path / "proj"
+    own = root / "models" / "marts" / "my_model.sql"
+    own.parent.mkdir(parents=True)
+    own.write_text("select 1 as x\n")
+    (root / "productlens.toml").write_text("")
+    code = main(["--project", str(root), "export", "dbt", str(root / where), "--force"])
+    err = " ".join(capsys.readouterr().err.split())  # unwrapped
+    assert code == 2, err
+    assert "holds the project's models" in err
+    assert own.read_text() == "select 1 as x\n"
+    assert not (root / where / "dbt_project.yml").exists()
+
+
+def test_column_tests_hold_for_names_dbt_must_quote(tmp_path: Path) -> None:
+    """dbt pastes a column's name into its generic tests' SQL: a column alias with a space,
+    a quote or upper case is exported with `quote: true`, and dbt runs its tests; an alias
+    holding Jinja's marks is kept from Jinja."""
+    models = tmp_path / "models" / "marts"
+    models.mkdir(parents=True)
+    (models / "odd_names.sql").write_text(
+        'select * from (values (1, 2, 5), (3, 4, 6)) as t("n ev\'s", "Big N", "{{ x }}")\n'
+    )
+    (models / "_odd.yml").write_text(
+        "models:\n  - name: odd_names\n    grain: one row per pair\n    columns:\n"
+        '      "n ev\'s": [not_null, unique]\n      Big N: [not_null]\n'
+    )
+    graph = modeling.discover(load_project(tmp_path).config, [tmp_path / "models"], shipped=False)
+    export = dbt.export_dbt(graph, tmp_path / "dbt", schema=graph_schema(graph))
+    out = run_dbt(export.root, "build", warehouse=tmp_path / "w.duckdb", search_path=tmp_path)
+    assert "PASS=4 WARN=0 ERROR=0" in out  # the model and its three tests
+    built = DuckDBEngine(tmp_path / "w.duckdb", read_only=True)
+    try:  # a name holding Jinja's marks is kept verbatim, not rendered
+        names = [c for c, _ in built.columns("marts", "odd_names")]
+    finally:
+        built.close()
+    assert names == ["n ev's", "Big N", "{{ x }}"]

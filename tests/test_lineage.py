@@ -119,6 +119,9 @@ def test_model_columns_are_known_without_a_warehouse(graph: modeling.ModelGraph)
         ("sales_daily.nope", "has no column 'nope' (columns: order_date, n_orders"),
         ("core.sales_daily.revenue", "sales_daily is a marts model, not core"),
         ("sales_daily.revenue.extra", "no model named"),
+        # A raw table's column is where lineage ends: named as such, with its readers.
+        ("raw.orders.total_amount", "raw.orders is a source table .* read it: stg_sales$"),
+        ("raw.users", "raw.users is a source table .* read it: fct_sales$"),
     ],
 )
 def test_bad_targets_are_named(graph: modeling.ModelGraph, target: str, message: str) -> None:

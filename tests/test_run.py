@@ -418,3 +418,40 @@ def test_a_landing_prefix_in_s3(
     assert [r["rows"]["in"] for r in history] == loaded[::-1]
     assert [r["status"] for r in history] == ["success", "success"]
     assert history[0]["dates"]["to"] == days[1].isoformat()
+
+
+def test_a_model_error_fails_the_run_and_calls_the_hook(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken model YAML fails the run as any error does: `runs` shows it failed with
+    the reason (not `interrupted`, as a killed run), and the on_failure hook is told."""
+    root = _project(tmp_path / "p", '\non_failure = "cat > hook.json"\n')
+    broken = root / "models" / "marts" / "_broken.yml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("models:\n  - name: nowhere\n    grain: one row\n")
+    code, out = _run(root, capsys=capsys)
+    assert code != 0, out
+    code, listed, err = _cli(root, "runs", "--json", capsys=capsys)
+    assert code == 0, err
+    (run,) = json.loads(listed)
+    assert run["status"] == "failed"
+    assert "nowhere" in run["error"]
+    assert json.loads((root / "hook.json").read_text())["run"]["run_id"] == run["run_id"]
+
+
+def test_a_wrong_project_folder_is_named_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--project` naming a folder with no productlens.toml (a typo): the error says so
+    and names the folder, rather than asking for a landing folder in the file."""
+    code, out = _run(tmp_path / "no_such_project", capsys=capsys)
+    flat = " ".join(out.split())
+    assert code == 2, out
+    assert "no productlens.toml in the project folder" in flat
+    assert "no_such_project" in "".join(out.split())  # the path, however wrapped
+    # A project file without a landing folder still gets the landing hint.
+    (tmp_path / "productlens.toml").write_text("")
+    code, out = _run(tmp_path, capsys=capsys)
+    assert code == 2
+    assert "[sources] landing" in out
+    assert not (tmp_path / "no_such_project").exists()

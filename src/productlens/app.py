@@ -19,7 +19,7 @@ from typing import Any
 from sqlglot import exp
 
 from productlens import ops
-from productlens.config import DEFAULT_FUNNELS, Project
+from productlens.config import DEFAULT_FUNNELS, PROJECT_FILE, Project
 from productlens.engines.base import LAYERS, Engine, table
 from productlens.engines.duckdb import DuckDBEngine
 from productlens.errors import ConfigError
@@ -67,6 +67,12 @@ def landing_root(project: Project, objects: ObjectStore | None = None) -> FilePa
     """Where `productlens run` finds new files: `[sources] landing`, a folder (relative to
     the project) or an `s3://` prefix."""
     landing = project.config.sources.landing
+    if landing is None and not (project.root / PROJECT_FILE).is_file():
+        # A mistyped --project (or the wrong folder): say so, not "set [sources] landing".
+        raise ConfigError(
+            f"no {PROJECT_FILE} in the project folder: is it the right one (--project)?",
+            path=project.root,
+        )
     if landing is None:
         raise ConfigError(
             "productlens run reads new files from a landing folder: set "

@@ -665,8 +665,9 @@ def export_dbt_cmd(
     from productlens.integrations.dbt import check_folder, export_dbt
     from productlens.lineage import graph_schema
 
-    check_folder(folder, force=force)  # before the models are read: it fails at once
     project = _state(ctx).project()
+    # Before the models are read: it fails at once.
+    check_folder(folder, force=force, keep=[project.root / "models", *project.model_dirs])
     graph = modeling.discover(project.config, project.model_dirs)
     result = export_dbt(graph, folder, target=target, schema=graph_schema(graph), force=force)
     console.print(

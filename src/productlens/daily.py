@@ -597,10 +597,11 @@ def _run_daily(
     owed = pending(attempt(lambda: history(runner.engine, live=False)))
     attempt(lambda: _record(runner.engine, record))
 
-    graph = modeling.discover(project.config, project.model_dirs)
     loaded: IngestResult | None = None
     error: BaseException | None = None
     try:
+        # Inside: a model or YAML error is this run's failure (recorded, the hook told).
+        graph = modeling.discover(project.config, project.model_dirs)
         with runner.progress():
             loaded = attempt(lambda: runner.ingest([_arg(f) for f in folders])) if folders else None
             touched = attempt(lambda: _note_loaded(runner.engine, graph, loaded, record))

@@ -23,7 +23,7 @@ from sqlglot.schema import MappingSchema
 from productlens.dialects import Schema
 from productlens.errors import ConfigError, ModelError
 from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS
-from productlens.modeling import MODEL_LAYERS, SOURCE_DIALECT, ModelGraph
+from productlens.modeling import MODEL_LAYERS, SOURCE_DIALECT, SOURCE_SCHEMAS, ModelGraph
 
 ColumnsBySchema = dict[str, dict[str, dict[str, exp.DataType | str]]]
 
@@ -175,6 +175,13 @@ def _column_sources(graph: ModelGraph, name: str, column: str, schema: Schema) -
 def _parse_target(target: str, graph: ModelGraph) -> tuple[str, str | None]:
     """`name`, `name.column`, `layer.name` or `layer.name.column`."""
     parts = target.split(".")
+    if parts[0] in SOURCE_SCHEMAS and len(parts) > 1:
+        source = ".".join(parts[:2])
+        readers = [m.name for m in graph if source in m.upstreams]
+        raise ConfigError(
+            f"{source} is a source table (loaded, not built from anything): lineage starts "
+            "at a model; the models that read it: " + (", ".join(readers) or "none")
+        )
     if parts[0] in MODEL_LAYERS and len(parts) > 1:
         layer, parts = parts[0], parts[1:]
         if parts[0] in graph.models and graph[parts[0]].layer != layer:

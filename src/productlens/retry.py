@@ -26,6 +26,9 @@ TRANSIENT: dict[tuple[str, str], re.Pattern[str] | None] = {
     # DuckDB: another process holds the database file's lock; a write-write conflict.
     ("duckdb", "IOException"): re.compile(r"Could not set lock|Conflicting lock", re.IGNORECASE),
     ("duckdb", "TransactionException"): re.compile(r"conflict", re.IGNORECASE),
+    # Another productlens run holds the project's run lock (an orchestrator's stage
+    # waits for it; `productlens run` itself takes the lock outside its retries).
+    ("productlens", "RunInProgress"): None,
     # psycopg: the server went away or refused; PostgreSQL asks for a retry.
     ("psycopg", "OperationalError"): None,
     ("psycopg", "SerializationFailure"): None,

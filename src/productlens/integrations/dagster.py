@@ -35,12 +35,12 @@ import dagster as dg
 from rich.console import Console
 from sqlglot import exp
 
-from productlens import checks, modeling
+from productlens import checks, daily, modeling
 from productlens.app import landing_root, open_engine
 from productlens.config import Project, load_project
 from productlens.daily import landing_files
 from productlens.engines.base import table
-from productlens.errors import ModelError
+from productlens.errors import ConfigError, ModelError
 from productlens.ingest import CONTRACTS
 from productlens.objects import ObjectPath
 from productlens.pipeline import Runner
@@ -96,7 +96,12 @@ def productlens_definitions(project: Project | Path | str) -> dg.Definitions:
 def productlens_assets(project: Project | Path | str) -> ProductlensAssets:
     """One asset per raw table and per model, one check per data test (see the module)."""
     if not isinstance(project, Project):
-        project = load_project(Path(project))
+        folder = Path(project).resolve()
+        # A mistyped folder fails as the definitions load, not as a run makes a warehouse
+        # there. (A folder without productlens.toml is a project on the defaults.)
+        if not folder.is_dir():
+            raise ConfigError("the productlens project folder does not exist", path=folder)
+        project = load_project(folder)
     graph = modeling.discover(project.config, project.model_dirs)
     tests = checks.compile_tests(graph)
     sources = {up for model in graph for up in model.upstreams if up.split(".")[0] != RAW}
@@ -177,16 +182,18 @@ def _resource(project: Project) -> dg.ResourceDefinition:
         # A fresh copy per run: opening the engine may adopt the world a demo simulated
         # into the warehouse (its funnel steps), which changes the project's config.
         own = copy.deepcopy(project)
-        engine = open_engine(own)
-        try:
-            run_id = context.run.run_id if context.run is not None else None
-            runner = Runner(own, engine, Console(quiet=True), run_id=run_id)
+        # The run lock `productlens run` holds: never both at once on one warehouse.
+        with daily.run_lock(own.run_lock_path):
+            engine = open_engine(own)
             try:
-                yield Warehouse(runner, modeling.discover(own.config, own.model_dirs))
+                run_id = context.run.run_id if context.run is not None else None
+                runner = Runner(own, engine, Console(quiet=True), run_id=run_id)
+                try:
+                    yield Warehouse(runner, modeling.discover(own.config, own.model_dirs))
+                finally:
+                    runner.close()
             finally:
-                runner.close()
-        finally:
-            engine.close()
+                engine.close()
 
     return productlens
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -159,11 +159,19 @@ def export_dbt(
     return result
 
 
-def check_folder(out: Path, *, force: bool) -> None:
+def check_folder(out: Path, *, force: bool, keep: Collection[Path] = ()) -> None:
     """Refuse a folder that exists and is not empty (a file, too), unless `force`: then
-    its `models`, `tests` and `macros` are replaced and the rest is kept."""
+    its `models`, `tests` and `macros` are replaced and the rest is kept. `keep`: folders
+    (the project's own models) an export must never replace, so never write around."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file, not a folder")
+    target = out.resolve()
+    for folder in keep:
+        if folder.resolve().is_relative_to(target):
+            raise ConfigError(
+                f"{out} holds the project's models ({folder}), which the export would "
+                "replace; write the dbt project into a folder of its own"
+            )
     if out.exists() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out} exists and is not empty; choose a new folder or pass --force")
 
@@ -201,12 +209,16 @@ def _reference(table: exp.Table, graph: ModelGraph) -> str | None:
 
 
 def _sql(tree: exp.Query, target: Target) -> str:
-    """The tree as SQL text for the target; Jinja's marks in string literals escaped and
-    in comments broken up."""
+    """The tree as SQL text for the target; Jinja's marks in string literals and quoted
+    names escaped and in comments broken up."""
     for literal in list(tree.find_all(exp.Literal)):
         if literal.is_string and any(mark in literal.this for mark in JINJA_MARKS):
             text = literal.sql(dialect=target)
             literal.replace(exp.Var(this="{% raw %}" + text + "{% endraw %}"))
+    for name in list(tree.find_all(exp.Identifier)):  # a column alias `"{{ x }}"`, too
+        if any(mark in name.this for mark in JINJA_MARKS):
+            text = name.sql(dialect=target)
+            name.replace(exp.Var(this="{% raw %}" + text + "{% endraw %}"))
     for node in tree.walk():
         if node.comments:
             node.comments = [_without_marks(comment) for comment in node.comments]
@@ -303,9 +315,18 @@ def _schema_yaml(
             assert test.column is not None
             columns.setdefault(test.column, []).append(mapped)
         if columns:
-            entry["columns"] = [{"name": c, "data_tests": t} for c, t in columns.items()]
+            entry["columns"] = [_column_entry(c, t) for c, t in columns.items()]
         entries.append(entry)
     return {"version": 2, "models": entries}
+
+
+def _column_entry(column: str, tests: list[dict[str, Any] | str]) -> dict[str, Any]:
+    """A column of schema.yml. dbt pastes a column's name into its tests' SQL as is: any
+    name but a plain lowercase one (a space, a quote, upper case) is quoted."""
+    entry: dict[str, Any] = {"name": column, "data_tests": tests}
+    if not MODEL_NAME.fullmatch(column):
+        entry["quote"] = True
+    return entry
 
 
 def _relation(target: str, graph: ModelGraph) -> str:

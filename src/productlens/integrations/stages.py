@@ -105,17 +105,25 @@ class _Opened:
 @contextmanager
 def _opened(job: StageJob, console: Console | None) -> Iterator[_Opened]:
     project = load_project(job.root)
-    engine = open_engine(project)
-    try:
-        runner = Runner(project, engine, console or Console(width=120, no_color=True), job.run_id)
+    # Each stage holds the run lock, as `productlens run` does: a cron run meanwhile exits
+    # 75, and a stage that finds one under way raises `RunInProgress` (transient: retried).
+    with daily.run_lock(project.run_lock_path):
+        engine = open_engine(project)
         try:
-            record = _this_run(engine, job)
-            graph = modeling.discover(project.config, project.model_dirs)
-            yield _Opened(project, engine, runner, record, graph)
+            out = Console(width=120, no_color=True)
+            runner = Runner(project, engine, console or out, job.run_id)
+            try:
+                record = _this_run(engine, job)
+                opened = _Opened(project, engine, runner, record, modeling.ModelGraph({}))
+                # A model or YAML error fails the run as any stage's error does.
+                opened.graph = _attempt(
+                    job, opened, lambda: modeling.discover(project.config, project.model_dirs)
+                )
+                yield opened
+            finally:
+                runner.close()
         finally:
-            runner.close()
-    finally:
-        engine.close()
+            engine.close()
 
 
 def _this_run(engine: Engine, job: StageJob) -> RunRecord:
