@@ -306,3 +306,49 @@ def test_export_refuses_a_folder_that_is_not_empty(
     assert (out / "models" / "marts").is_dir()
     assert not stale.exists()  # the export's own folders are replaced whole
     assert (out / "keep.txt").read_text() == "mine"  # anything else is kept
+
+
+def test_the_incremental_window_is_the_lookback_from_the_latest_date(tmp_path: Path) -> None:
+    """The exported incremental model, rendered as dbt would and run on DuckDB: the first
+    build reads every date; an incremental run reads from the table's latest date less
+    `lookback_days`, that date included, and nothing earlier."""
+    root = tmp_path / "p"
+    (root / "models" / "marts").mkdir(parents=True)
+    (root / "models" / "marts" / "daily_n.sql").write_text(
+        "select cast(event_ts as date) as event_date, count(*) as n from raw.events group by 1\n"
+    )
+    (root / "models" / "marts" / "_daily_n.yml").write_text(
+        "models:\n  - name: daily_n\n    grain: one row per day\n"
+        "    incremental: {date_column: event_date, lookback_days: 2}\n"
+    )
+    graph = modeling.discover(load_project(root).config, [root / "models"], shipped=False)
+    text = dbt.render_model(graph["daily_n"], graph, "duckdb", graph_schema(graph))
+    first = date(2026, 1, 1)
+    engine = DuckDBEngine(tmp_path / "w.duckdb")
+    try:
+        for statement in (
+            "CREATE SCHEMA raw",
+            "CREATE SCHEMA core",
+            "CREATE TABLE raw.events AS SELECT DATE '2026-01-01' + CAST(i AS INTEGER)"
+            " + INTERVAL 1 HOUR AS event_ts FROM range(10) AS t(i)",
+            # The table as an earlier run left it: up to the 6th.
+            "CREATE TABLE core.this_model AS SELECT DATE '2026-01-01' + CAST(i AS INTEGER)"
+            " AS event_date FROM range(6) AS t(i)",
+        ):
+            engine.execute(sqlglot.parse_one(statement, read="duckdb"))
+
+        def dates(incremental: bool) -> list[date]:
+            sql = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(text).render(
+                source=lambda schema, name: f"{schema}.{name}",
+                config=lambda **_: "",
+                is_incremental=lambda: incremental,
+                this="core.this_model",
+            )
+            query = exp.select("event_date").from_(sqlglot.parse_one(sql, read="duckdb").subquery())
+            return sorted(row[0] for row in engine.fetch_all(query))
+
+        assert dates(False) == [first + timedelta(days=i) for i in range(10)]
+        # Latest date the 6th, lookback 2: the 4th to the 10th.
+        assert dates(True) == [first + timedelta(days=i) for i in range(3, 10)]
+    finally:
+        engine.close()
