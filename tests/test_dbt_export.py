@@ -338,11 +338,15 @@ def test_the_incremental_window_is_the_lookback_from_the_latest_date(tmp_path: P
             engine.execute(sqlglot.parse_one(statement, read="duckdb"))
 
         def dates(incremental: bool) -> list[date]:
-            sql = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(text).render(
-                source=lambda schema, name: f"{schema}.{name}",
-                config=lambda **_: "",
-                is_incremental=lambda: incremental,
-                this="core.this_model",
+            sql = (
+                jinja2.Environment(undefined=jinja2.StrictUndefined)
+                .from_string(text)
+                .render(
+                    source=lambda schema, name: f"{schema}.{name}",
+                    config=lambda **_: "",
+                    is_incremental=lambda: incremental,
+                    this="core.this_model",
+                )
             )
             query = exp.select("event_date").from_(sqlglot.parse_one(sql, read="duckdb").subquery())
             return sorted(row[0] for row in engine.fetch_all(query))
