@@ -281,3 +281,43 @@ def test_two_tests_with_one_check_name_are_a_clear_error(tmp_path: Path) -> None
     )
     with pytest.raises(ModelError, match=r"'a_b' \('a-b' and 'a_b'\).*twice"):
         productlens_assets(root)
+
+
+def test_a_check_runs_after_every_table_it_reads(materialized: Materialized) -> None:
+    """Each check's query reads only its asset, tables upstream of it, or tables the check
+    depends on itself (a reconciliation's other side): it never runs before them."""
+    graph, found = materialized.graph, materialized.found
+    by_table = {m.table: m for m in graph}
+    built = {m.table for m in graph} | {
+        up for m in graph for up in m.upstreams if up.startswith("raw.")
+    }
+
+    def upstream(names: set[str]) -> set[str]:
+        seen: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(by_table[name].upstreams if name in by_table else [])
+        return seen
+
+    tests = {(t.model, check_name(t)): t for t in checks.compile_tests(graph)}
+    specs = [
+        s
+        for a in [*found.assets, *found.checks]
+        if not isinstance(a, dg.AssetSpec)
+        for s in a.check_specs
+    ]
+    assert sorted((".".join(s.asset_key.path), s.name) for s in specs) == sorted(tests)
+    assert any(s.additional_deps for s in specs)  # the demo has reconciliations
+    early = {}
+    for spec in specs:
+        model = ".".join(spec.asset_key.path)
+        deps = {".".join(d.asset_key.path) for d in spec.additional_deps}
+        test = tests[(model, spec.name)]
+        reads = {f"{t.db}.{t.name}" for t in test.query.find_all(exp.Table) if t.db} & built
+        missing = reads - upstream({model, *deps})
+        if missing:
+            early[spec.name] = missing
+    assert early == {}
