@@ -346,3 +346,55 @@ def test_a_run_ended_twice_shows_its_latest_end(tmp_path: Path) -> None:
         engine.close()
     latest = ("success", first + timedelta(minutes=9))
     assert shown == {"a": latest, "b": latest}
+
+
+def test_the_daily_schedule_runs_for_the_day_just_ended(airflow_home: Path, tmp_path: Path) -> None:
+    """A scheduled run's logical date (the `--date` its tasks work on) is the day before
+    the midnight it fires at: the run for 5 January starts once that day is over."""
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    from productlens.integrations.airflow import productlens_dag
+
+    dag = productlens_dag(_project(tmp_path / "p"), dag_id="scheduled")
+    earliest = datetime(2026, 1, 5, tzinfo=UTC)
+    info = coerce_to_core_timetable(dag.timetable).next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=earliest, latest=None, catchup=True),
+    )
+    assert info is not None
+    assert info.logical_date == earliest
+    assert info.run_after == datetime(2026, 1, 6, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("error", "last_attempt", "hooked"),
+    [
+        (ConnectionResetError("dropped"), False, False),  # transient: a retry follows
+        (ConnectionResetError("dropped"), True, True),  # transient, no retry left
+        (ValueError("bad data"), False, True),  # not transient: no retry will follow
+    ],
+)
+def test_the_failure_hook_runs_only_when_no_retry_follows(
+    tmp_path: Path, error: Exception, last_attempt: bool, hooked: bool
+) -> None:
+    """A stage's failure ends the run as failed every time; `[run] on_failure` runs only
+    when no retry follows (the last attempt, or an error no retry would cure)."""
+    from productlens import daily
+    from productlens.integrations import stages
+
+    root = _project(tmp_path / "p", '\non_failure = "cat > hook.json"\n')
+    job = stages.StageJob(root, "run-1", date(2026, 1, 5), last_attempt=last_attempt)
+
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(type(error)), stages._opened(job, None) as opened:
+        stages._attempt(job, opened, fail)
+    assert (root / "hook.json").exists() == hooked
+    engine = open_engine(load_project(root), read_only=True)
+    try:
+        (record,) = daily.history(engine)
+    finally:
+        engine.close()
+    assert (record.run_id, record.status, record.error) == ("run-1", "failed", str(error))
