@@ -320,4 +320,38 @@ def test_a_check_runs_after_every_table_it_reads(materialized: Materialized) -> 
         missing = reads - upstream({model, *deps})
         if missing:
             early[spec.name] = missing
+        # ...and depends on nothing more: a test of tables upstream runs in the model's step.
+        assert deps == reads - upstream({model}), spec.name
     assert early == {}
+
+
+def test_a_test_of_a_table_two_models_up_runs_in_the_models_step(tmp_path: Path) -> None:
+    """chain_b reads chain_a, which reads fct_events: a test of chain_b that reads
+    fct_events runs in chain_b's step (nothing to wait for), one that reads a table off
+    its lineage (dim_date) is a check step after that table."""
+    marts = tmp_path / "p" / "models" / "marts"
+    marts.mkdir(parents=True)
+    (marts / "chain_a.sql").write_text("select event_id, event_date from fct_events\n")
+    (marts / "chain_b.sql").write_text("select event_id, event_date from chain_a\n")
+    (marts / "_chain.yml").write_text(
+        "models:\n  - name: chain_a\n    grain: one row per event\n"
+        "  - name: chain_b\n    grain: one row per event\n    columns:\n"
+        "      event_id:\n        - relationships: {to: fct_events, field: event_id}\n"
+        "      event_date:\n        - relationships: {to: dim_date, field: date_day}\n"
+    )
+    found = productlens_assets(tmp_path / "p")
+    chain_b = dg.AssetKey(["marts", "chain_b"])
+    in_step = {
+        s.name
+        for a in found.assets
+        if not isinstance(a, dg.AssetSpec) and chain_b in a.keys
+        for s in a.check_specs
+    }
+    separate = {
+        s.name: {".".join(d.asset_key.path) for d in s.additional_deps}
+        for c in found.checks
+        for s in c.check_specs
+        if s.asset_key == chain_b
+    }
+    assert in_step == {"relationships__chain_b__event_id__fct_events"}
+    assert separate == {"relationships__chain_b__event_date__dim_date": {"core.dim_date"}}
