@@ -365,6 +365,8 @@ def test_the_daily_schedule_runs_for_the_day_just_ended(airflow_home: Path, tmp_
     assert info is not None
     assert info.logical_date == earliest
     assert info.run_after == datetime(2026, 1, 6, tzinfo=UTC)
+    # One run at a time (a run's stages share marts_next), no catch-up by default.
+    assert (dag.max_active_runs, dag.catchup) == (1, False)
 
 
 @pytest.mark.parametrize(
