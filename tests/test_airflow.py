@@ -400,3 +400,42 @@ def test_the_failure_hook_runs_only_when_no_retry_follows(
     finally:
         engine.close()
     assert (record.run_id, record.status, record.error) == ("run-1", "failed", str(error))
+
+
+PROBE_DAG = """import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, task
+
+from productlens.integrations.airflow import DAILY, _job
+
+with DAG("probe", schedule=DAILY, start_date=datetime(2026, 1, 1, tzinfo=UTC)) as dag:
+
+    @task(retries=1, retry_delay=timedelta(0))
+    def probe() -> None:
+        job = _job(Path({root!r}))
+        seen = Path({root!r}) / "jobs.jsonl"
+        with seen.open("a") as out:
+            out.write(json.dumps([job.run_id, job.day.isoformat(), job.last_attempt]) + "\\n")
+        if not job.last_attempt:
+            raise ConnectionResetError("dropped")  # transient: Airflow retries
+
+    probe()
+"""
+
+
+def test_each_try_knows_whether_it_is_the_last(airflow_home: Path, tmp_path: Path) -> None:
+    """The job a task's stage gets: the run's id and logical date on every try, and
+    `last_attempt` only on the try no retry follows (one retry: the second)."""
+    root = _project(tmp_path / "p")
+    (airflow_home / "dags" / "probe.py").write_text(PROBE_DAG.format(root=str(root)))
+    state, tasks = _run_dag(airflow_home, date(2026, 1, 5), "probe")
+    assert (state, tasks) == ("success", {"probe": ("success", 2)})
+    jobs = [json.loads(line) for line in (root / "jobs.jsonl").read_text().splitlines()]
+    assert [(day, last) for _run_id, day, last in jobs] == [
+        ("2026-01-05", False),
+        ("2026-01-05", True),
+    ]
+    assert jobs[0][0] == jobs[1][0]
+    assert jobs[0][0].startswith("probe.manual__")
