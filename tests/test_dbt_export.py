@@ -356,3 +356,25 @@ def test_the_incremental_window_is_the_lookback_from_the_latest_date(tmp_path: P
         assert dates(True) == [first + timedelta(days=i) for i in range(3, 10)]
     finally:
         engine.close()
+
+
+def test_postgres_target_transpiles_singular_tests_too(tmp_path: Path) -> None:
+    """A data test's query is transpiled for PostgreSQL as a model's is: DuckDB's
+    `isodow(d)` becomes `extract(isodow from d)` in the singular test."""
+    root = tmp_path / "p"
+    (root / "models" / "marts").mkdir(parents=True)
+    (root / "models" / "marts" / "days.sql").write_text(
+        "select distinct cast(event_ts as date) as d from raw.events\n"
+    )
+    (root / "models" / "marts" / "_days.yml").write_text(
+        "models:\n  - name: days\n    grain: one row per day\n    tests:\n"
+        '      - expression: "isodow(d) between 1 and 7"\n        name: weekday_known\n'
+    )
+    graph = modeling.discover(load_project(root).config, [root / "models"], shipped=False)
+    export = dbt.export_dbt(graph, tmp_path / "pg", target="postgres", schema=graph_schema(graph))
+    (relative,) = export.singular_tests
+    text = (export.root / relative).read_text()
+    assert "EXTRACT(ISODOW FROM" in text
+    assert "ISODOW(" not in text
+    sql = _render(text, {"days": "marts.days"})
+    assert isinstance(sqlglot.parse_one(sql, read="postgres"), exp.Query)
