@@ -378,3 +378,34 @@ def test_postgres_target_transpiles_singular_tests_too(tmp_path: Path) -> None:
     assert "ISODOW(" not in text
     sql = _render(text, {"days": "marts.days"})
     assert isinstance(sqlglot.parse_one(sql, read="postgres"), exp.Query)
+
+
+def test_accepted_numbers_are_compared_unquoted(tmp_path: Path) -> None:
+    """dbt's accepted_values quotes its values unless told not to: numbers go with
+    `quote: false` (quoted, `'1'` compared with an integer column fails on PostgreSQL),
+    text with `quote: true`; severity carried as dbt's config."""
+    root = tmp_path / "p"
+    (root / "models" / "marts").mkdir(parents=True)
+    (root / "models" / "marts" / "levels.sql").write_text(
+        "select 1 as level, 'a' as grade from raw.events\n"
+    )
+    (root / "models" / "marts" / "_levels.yml").write_text(
+        "models:\n  - name: levels\n    grain: one row per event\n    columns:\n"
+        "      level:\n        - accepted_values: [1, 2]\n"
+        "      grade:\n        - accepted_values: {values: [a, b], severity: warn}\n"
+    )
+    graph = modeling.discover(load_project(root).config, [root / "models"], shipped=False)
+    export = dbt.export_dbt(graph, tmp_path / "out", schema=graph_schema(graph))
+    marts = yaml.safe_load((export.root / "models" / "marts" / "schema.yml").read_text())
+    (model,) = marts["models"]
+    assert {c["name"]: c["data_tests"] for c in model["columns"]} == {
+        "level": [{"accepted_values": {"arguments": {"values": [1, 2], "quote": False}}}],
+        "grade": [
+            {
+                "accepted_values": {
+                    "arguments": {"values": ["a", "b"], "quote": True},
+                    "config": {"severity": "warn"},
+                }
+            }
+        ],
+    }
