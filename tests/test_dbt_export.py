@@ -382,8 +382,8 @@ def test_postgres_target_transpiles_singular_tests_too(tmp_path: Path) -> None:
 
 def test_accepted_numbers_are_compared_unquoted(tmp_path: Path) -> None:
     """dbt's accepted_values quotes its values unless told not to: numbers go with
-    `quote: false` (quoted, `'1'` compared with an integer column fails on PostgreSQL),
-    text with `quote: true`; severity carried as dbt's config."""
+    `quote: false` (compared as numbers, as productlens compares them), text with
+    `quote: true`; the severity is carried as dbt's config."""
     root = tmp_path / "p"
     (root / "models" / "marts").mkdir(parents=True)
     (root / "models" / "marts" / "levels.sql").write_text(
