@@ -237,6 +237,8 @@ def test_a_failed_data_test_fails_check_and_publish_never_runs(
     assert latest["status"] == "failed"
     assert latest["run_id"] != earlier["run_id"]
     assert latest["tests"]["failed_tests"] == ["no_planted_events"]
+    # Rebuilt from the first date owed (the planted rows' dates), before the run's own day.
+    assert latest["rebuild_from"] <= days[-1].isoformat()
     assert "no_planted_events" in latest["error"]
     assert "check" in latest["stages"]
     assert "publish marts" not in latest["stages"]
