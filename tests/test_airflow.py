@@ -441,3 +441,27 @@ def test_each_try_knows_whether_it_is_the_last(airflow_home: Path, tmp_path: Pat
     ]
     assert jobs[0][0] == jobs[1][0]
     assert jobs[0][0].startswith("probe.manual__")
+
+
+def test_a_run_for_a_past_day_rebuilds_from_that_day(
+    world: tuple[Path, list[date]], tmp_path: Path
+) -> None:
+    """Nothing new in the landing folder, but a run for an earlier day (an Airflow run
+    cleared, a backfill) rebuilds from that day; a run with nothing owed and no day of
+    its own builds nothing."""
+    from productlens.integrations import stages
+
+    data, days = world
+    root = _with_guard(_project(tmp_path / "p"), data)
+    first = stages.StageJob(root, "first", days[-1])
+    stages.ingest(first)
+    built = stages.build(first)
+    stages.publish(first, built, stages.check(first, built))
+    again = stages.StageJob(root, "again", days[0])
+    stages.ingest(again)
+    rebuilt = stages.build(again)
+    assert rebuilt == stages.Built(True, days[0], False)
+    stages.publish(again, rebuilt, stages.check(again, rebuilt))
+    idle = stages.StageJob(root, "idle", None)
+    stages.ingest(idle)
+    assert stages.build(idle) == stages.Built(False)
