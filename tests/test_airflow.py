@@ -465,3 +465,16 @@ def test_a_run_for_a_past_day_rebuilds_from_that_day(
     idle = stages.StageJob(root, "idle", None)
     stages.ingest(idle)
     assert stages.build(idle) == stages.Built(False)
+
+
+def test_a_test_that_could_not_run_counts_as_failed() -> None:
+    """The run's tally: a test that errored (its query could not run) is a failed test,
+    as `productlens runs` shows it for `productlens run`."""
+    from productlens import daily
+    from productlens.integrations import stages
+
+    record = daily.RunRecord("r")
+    outcomes = ["pass", "pass", "warn", "fail", "error"]
+    stages._tally(record, [{"name": f"t{i}", "status": s} for i, s in enumerate(outcomes)])
+    assert (record.tests_passed, record.tests_warned, record.tests_failed) == (2, 1, 2)
+    assert record.failed_tests == ["t3", "t4"]
