@@ -237,6 +237,8 @@ def test_a_failed_data_test_fails_check_and_publish_never_runs(
     assert latest["status"] == "failed"
     assert latest["run_id"] != earlier["run_id"]
     assert latest["tests"]["failed_tests"] == ["no_planted_events"]
+    # Rebuilt from the first date owed (the planted rows' dates), before the run's own day.
+    assert latest["rebuild_from"] <= days[-1].isoformat()
     assert "no_planted_events" in latest["error"]
     assert "check" in latest["stages"]
     assert "publish marts" not in latest["stages"]
@@ -346,3 +348,133 @@ def test_a_run_ended_twice_shows_its_latest_end(tmp_path: Path) -> None:
         engine.close()
     latest = ("success", first + timedelta(minutes=9))
     assert shown == {"a": latest, "b": latest}
+
+
+def test_the_daily_schedule_runs_for_the_day_just_ended(airflow_home: Path, tmp_path: Path) -> None:
+    """A scheduled run's logical date (the `--date` its tasks work on) is the day before
+    the midnight it fires at: the run for 5 January starts once that day is over."""
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    from productlens.integrations.airflow import productlens_dag
+
+    dag = productlens_dag(_project(tmp_path / "p"), dag_id="scheduled")
+    earliest = datetime(2026, 1, 5, tzinfo=UTC)
+    info = coerce_to_core_timetable(dag.timetable).next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=earliest, latest=None, catchup=True),
+    )
+    assert info is not None
+    assert info.logical_date == earliest
+    assert info.run_after == datetime(2026, 1, 6, tzinfo=UTC)
+    # One run at a time (a run's stages share marts_next), no catch-up by default.
+    assert (dag.max_active_runs, dag.catchup) == (1, False)
+
+
+@pytest.mark.parametrize(
+    ("error", "last_attempt", "hooked"),
+    [
+        (ConnectionResetError("dropped"), False, False),  # transient: a retry follows
+        (ConnectionResetError("dropped"), True, True),  # transient, no retry left
+        (ValueError("bad data"), False, True),  # not transient: no retry will follow
+    ],
+)
+def test_the_failure_hook_runs_only_when_no_retry_follows(
+    tmp_path: Path, error: Exception, last_attempt: bool, hooked: bool
+) -> None:
+    """A stage's failure ends the run as failed every time; `[run] on_failure` runs only
+    when no retry follows (the last attempt, or an error no retry would cure)."""
+    from productlens import daily
+    from productlens.integrations import stages
+
+    root = _project(tmp_path / "p", '\non_failure = "cat > hook.json"\n')
+    job = stages.StageJob(root, "run-1", date(2026, 1, 5), last_attempt=last_attempt)
+
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(type(error)), stages._opened(job, None) as opened:
+        stages._attempt(job, opened, fail)
+    assert (root / "hook.json").exists() == hooked
+    engine = open_engine(load_project(root), read_only=True)
+    try:
+        (record,) = daily.history(engine)
+    finally:
+        engine.close()
+    assert (record.run_id, record.status, record.error) == ("run-1", "failed", str(error))
+
+
+PROBE_DAG = """import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, task
+
+from productlens.integrations.airflow import DAILY, _job
+
+with DAG("probe", schedule=DAILY, start_date=datetime(2026, 1, 1, tzinfo=UTC)) as dag:
+
+    @task(retries=1, retry_delay=timedelta(0))
+    def probe() -> None:
+        job = _job(Path({root!r}))
+        seen = Path({root!r}) / "jobs.jsonl"
+        with seen.open("a") as out:
+            out.write(json.dumps([job.run_id, job.day.isoformat(), job.last_attempt]) + "\\n")
+        if not job.last_attempt:
+            raise ConnectionResetError("dropped")  # transient: Airflow retries
+
+    probe()
+"""
+
+
+def test_each_try_knows_whether_it_is_the_last(airflow_home: Path, tmp_path: Path) -> None:
+    """The job a task's stage gets: the run's id and logical date on every try, and
+    `last_attempt` only on the try no retry follows (one retry: the second)."""
+    root = _project(tmp_path / "p")
+    (airflow_home / "dags" / "probe.py").write_text(PROBE_DAG.format(root=str(root)))
+    state, tasks = _run_dag(airflow_home, date(2026, 1, 5), "probe")
+    assert (state, tasks) == ("success", {"probe": ("success", 2)})
+    jobs = [json.loads(line) for line in (root / "jobs.jsonl").read_text().splitlines()]
+    assert [(day, last) for _run_id, day, last in jobs] == [
+        ("2026-01-05", False),
+        ("2026-01-05", True),
+    ]
+    assert jobs[0][0] == jobs[1][0]
+    assert jobs[0][0].startswith("probe.manual__")
+
+
+def test_a_run_for_a_past_day_rebuilds_from_that_day(
+    world: tuple[Path, list[date]], tmp_path: Path
+) -> None:
+    """Nothing new in the landing folder, but a run for an earlier day (an Airflow run
+    cleared, a backfill) rebuilds from that day; a run with nothing owed and no day of
+    its own builds nothing."""
+    from productlens.integrations import stages
+
+    data, days = world
+    root = _with_guard(_project(tmp_path / "p"), data)
+    first = stages.StageJob(root, "first", days[-1])
+    stages.ingest(first)
+    built = stages.build(first)
+    stages.publish(first, built, stages.check(first, built))
+    again = stages.StageJob(root, "again", days[0])
+    stages.ingest(again)
+    rebuilt = stages.build(again)
+    assert rebuilt == stages.Built(True, days[0], False)
+    stages.publish(again, rebuilt, stages.check(again, rebuilt))
+    idle = stages.StageJob(root, "idle", None)
+    stages.ingest(idle)
+    assert stages.build(idle) == stages.Built(False)
+
+
+def test_a_test_that_could_not_run_counts_as_failed() -> None:
+    """The run's tally: a test that errored (its query could not run) is a failed test,
+    as `productlens runs` shows it for `productlens run`."""
+    from productlens import daily
+    from productlens.integrations import stages
+
+    record = daily.RunRecord("r")
+    outcomes = ["pass", "pass", "warn", "fail", "error"]
+    stages._tally(record, [{"name": f"t{i}", "status": s} for i, s in enumerate(outcomes)])
+    assert (record.tests_passed, record.tests_warned, record.tests_failed) == (2, 1, 2)
+    assert record.failed_tests == ["t3", "t4"]

@@ -281,3 +281,77 @@ def test_two_tests_with_one_check_name_are_a_clear_error(tmp_path: Path) -> None
     )
     with pytest.raises(ModelError, match=r"'a_b' \('a-b' and 'a_b'\).*twice"):
         productlens_assets(root)
+
+
+def test_a_check_runs_after_every_table_it_reads(materialized: Materialized) -> None:
+    """Each check's query reads only its asset, tables upstream of it, or tables the check
+    depends on itself (a reconciliation's other side): it never runs before them."""
+    graph, found = materialized.graph, materialized.found
+    by_table = {m.table: m for m in graph}
+    built = {m.table for m in graph} | {
+        up for m in graph for up in m.upstreams if up.startswith("raw.")
+    }
+
+    def upstream(names: set[str]) -> set[str]:
+        seen: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(by_table[name].upstreams if name in by_table else [])
+        return seen
+
+    tests = {(t.model, check_name(t)): t for t in checks.compile_tests(graph)}
+    specs = [
+        s
+        for a in [*found.assets, *found.checks]
+        if not isinstance(a, dg.AssetSpec)
+        for s in a.check_specs
+    ]
+    assert sorted((".".join(s.asset_key.path), s.name) for s in specs) == sorted(tests)
+    assert any(s.additional_deps for s in specs)  # the demo has reconciliations
+    early = {}
+    for spec in specs:
+        model = ".".join(spec.asset_key.path)
+        deps = {".".join(d.asset_key.path) for d in spec.additional_deps}
+        test = tests[(model, spec.name)]
+        reads = {f"{t.db}.{t.name}" for t in test.query.find_all(exp.Table) if t.db} & built
+        missing = reads - upstream({model, *deps})
+        if missing:
+            early[spec.name] = missing
+        # ...and depends on nothing more: a test of tables upstream runs in the model's step.
+        assert deps == reads - upstream({model}), spec.name
+    assert early == {}
+
+
+def test_a_test_of_a_table_two_models_up_runs_in_the_models_step(tmp_path: Path) -> None:
+    """chain_b reads chain_a, which reads fct_events: a test of chain_b that reads
+    fct_events runs in chain_b's step (nothing to wait for), one that reads a table off
+    its lineage (dim_date) is a check step after that table."""
+    marts = tmp_path / "p" / "models" / "marts"
+    marts.mkdir(parents=True)
+    (marts / "chain_a.sql").write_text("select event_id, event_date from fct_events\n")
+    (marts / "chain_b.sql").write_text("select event_id, event_date from chain_a\n")
+    (marts / "_chain.yml").write_text(
+        "models:\n  - name: chain_a\n    grain: one row per event\n"
+        "  - name: chain_b\n    grain: one row per event\n    columns:\n"
+        "      event_id:\n        - relationships: {to: fct_events, field: event_id}\n"
+        "      event_date:\n        - relationships: {to: dim_date, field: date_day}\n"
+    )
+    found = productlens_assets(tmp_path / "p")
+    chain_b = dg.AssetKey(["marts", "chain_b"])
+    in_step = {
+        s.name
+        for a in found.assets
+        if not isinstance(a, dg.AssetSpec) and chain_b in a.keys
+        for s in a.check_specs
+    }
+    separate = {
+        s.name: {".".join(d.asset_key.path) for d in s.additional_deps}
+        for c in found.checks
+        for s in c.check_specs
+        if s.asset_key == chain_b
+    }
+    assert in_step == {"relationships__chain_b__event_id__fct_events"}
+    assert separate == {"relationships__chain_b__event_date__dim_date": {"core.dim_date"}}

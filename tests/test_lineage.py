@@ -20,7 +20,7 @@ from tests.conftest import run_cli
 MODELS = {
     "staging/stg_sales.sql": """
         select order_id, user_id, cast(order_ts as date) as order_date,
-               total_amount * 100 as amount_cents
+               total_amount * 100 as amount_cents, order_id || '/' || user_id as order_key
         from raw.orders
     """,
     "core/fct_sales.sql": """
@@ -76,6 +76,11 @@ CASES = [
         ["raw.orders.order_ts"],
     ),
     ("sales_daily.n_orders", [("marts.sales_daily.n_orders", ())], []),  # count(*)
+    (
+        "stg_sales.order_key",  # computed from two columns: both are upstream
+        [("staging.stg_sales.order_key", ("raw.orders.order_id", "raw.orders.user_id"))],
+        ["raw.orders.order_id", "raw.orders.user_id"],
+    ),
 ]
 
 
@@ -98,6 +103,10 @@ def test_a_model_lists_its_parents_and_every_table_upstream(graph: modeling.Mode
     assert result.tables == ["staging.stg_sales", "core.fct_sales", "raw.orders", "raw.users"]
     assert result.column is None
     assert result.steps == []
+    # A source the model itself reads (not only its ancestors') is upstream too.
+    direct = lineage(graph, "core.fct_sales")
+    assert direct.parents == ["raw.users", "staging.stg_sales"]
+    assert direct.tables == ["staging.stg_sales", "raw.orders", "raw.users"]
 
 
 def test_model_columns_are_known_without_a_warehouse(graph: modeling.ModelGraph) -> None:
