@@ -144,7 +144,7 @@ def test_a_second_run_at_the_same_time_refuses_and_changes_nothing(
 ) -> None:
     """Two real processes: the first holds the run lock mid-run (stopped by SIGSTOP in
     its checks); the second exits 75 naming the holder, records nothing and touches
-    nothing; the first then finishes."""
+    nothing, and `runs` meanwhile says a run holds the warehouse; the first then finishes."""
     project, second, _full = deliveries
     root = _copy(project, tmp_path / "p")
     shutil.copytree(second, root / "landing", dirs_exist_ok=True)
@@ -172,6 +172,10 @@ def test_a_second_run_at_the_same_time_refuses_and_changes_nothing(
         assert other.returncode == 75, other.stdout + other.stderr
         assert "another productlens run is in progress" in other.stderr
         assert f"pid {first.pid}" in other.stderr
+        # Listing the runs meanwhile says a run holds the warehouse (not "in use").
+        code, _, err = _cli(root, "runs", capsys=capsys)
+        assert code == 75, err
+        assert "a productlens run is in progress and holds the warehouse" in " ".join(err.split())
     finally:
         (root / "paused").unlink(missing_ok=True)  # let the first run go on
     output, _ = first.communicate(timeout=300)

@@ -487,13 +487,23 @@ def runs(
     """List the runs of `productlens run`: dates, status, stage timings, rows and tests."""
     from productlens import daily
     from productlens.app import open_engine, warehouse_exists
+    from productlens.errors import EngineError, RunInProgress
 
     project = _state(ctx).project()
     records: list[daily.RunRecord] = []
     if warehouse_exists(project):
-        engine = open_engine(project, read_only=True)
+        live = daily.run_in_progress(project.run_lock_path)
         try:
-            live = daily.run_in_progress(project.run_lock_path)
+            engine = open_engine(project, read_only=True)
+        except EngineError:
+            if not live:
+                raise
+            # A DuckDB file has one writer and no reader beside it: say why, not "in use".
+            raise RunInProgress(
+                "a productlens run is in progress and holds the warehouse; "
+                "its history can be listed when it ends"
+            ) from None
+        try:
             records = daily.history(engine, live=live)[:limit]
         finally:
             engine.close()
