@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ from productlens.errors import ConfigError, RunInProgress
 from productlens.pipeline import Runner
 from productlens.retry import RetryPolicy, is_transient, retrying
 from productlens.simulate import generate, preset
+from tests.holders import hold_run_lock
 
 D1, D2, D3 = date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)
 
@@ -120,7 +120,7 @@ def dataclass_copy(record: RunRecord, **changes: object) -> RunRecord:
 def test_the_run_lock_refuses_a_second_holder_and_frees_on_exit(tmp_path: Path) -> None:
     lock = tmp_path / "runs" / ".lock"
     assert not run_in_progress(lock)
-    holder = _hold_in_another_process(lock)
+    holder = hold_run_lock(lock)
     try:
         assert run_in_progress(lock)
         with pytest.raises(RunInProgress, match=f"pid {holder.pid}"), run_lock(lock):
@@ -131,25 +131,6 @@ def test_the_run_lock_refuses_a_second_holder_and_frees_on_exit(tmp_path: Path) 
     assert not run_in_progress(lock)
     with run_lock(lock), run_lock(lock):  # re-entrant within one process
         assert lock.read_text().startswith("pid ")
-
-
-def _hold_in_another_process(lock: Path):  # type: ignore[no-untyped-def]
-    import subprocess
-
-    code = (
-        "import sys; from pathlib import Path; from productlens.daily import run_lock\n"
-        "with run_lock(Path(sys.argv[1])):\n"
-        "    print('ready', flush=True); sys.stdin.read()\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code, str(lock)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "ready"
-    return holder
 
 
 # --- the dates new rows touch ----------------------------------------------------------------
