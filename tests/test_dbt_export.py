@@ -352,20 +352,25 @@ def test_column_tests_hold_for_names_dbt_must_quote(tmp_path: Path) -> None:
     assert names == ["n ev's", "Big N", "{{ x }}"]
 
 
+def _one_model_graph(root: Path, name: str, sql: str, spec: str) -> modeling.ModelGraph:
+    """A project holding one mart of its own (`name`.sql and its YAML), discovered alone."""
+    (root / "models" / "marts").mkdir(parents=True)
+    (root / "models" / "marts" / f"{name}.sql").write_text(sql)
+    (root / "models" / "marts" / f"_{name}.yml").write_text(spec)
+    return modeling.discover(load_project(root).config, [root / "models"], shipped=False)
+
+
 def test_the_incremental_window_is_the_lookback_from_the_latest_date(tmp_path: Path) -> None:
     """The exported incremental model, rendered as dbt would and run on DuckDB: the first
     build reads every date; an incremental run reads from the table's latest date less
     `lookback_days`, that date included, and nothing earlier."""
-    root = tmp_path / "p"
-    (root / "models" / "marts").mkdir(parents=True)
-    (root / "models" / "marts" / "daily_n.sql").write_text(
-        "select cast(event_ts as date) as event_date, count(*) as n from raw.events group by 1\n"
-    )
-    (root / "models" / "marts" / "_daily_n.yml").write_text(
+    graph = _one_model_graph(
+        tmp_path / "p",
+        "daily_n",
+        "select cast(event_ts as date) as event_date, count(*) as n from raw.events group by 1\n",
         "models:\n  - name: daily_n\n    grain: one row per day\n"
-        "    incremental: {date_column: event_date, lookback_days: 2}\n"
+        "    incremental: {date_column: event_date, lookback_days: 2}\n",
     )
-    graph = modeling.discover(load_project(root).config, [root / "models"], shipped=False)
     text = dbt.render_model(graph["daily_n"], graph, "duckdb", graph_schema(graph))
     first = date(2026, 1, 1)
     engine = DuckDBEngine(tmp_path / "w.duckdb")
@@ -405,16 +410,13 @@ def test_the_incremental_window_is_the_lookback_from_the_latest_date(tmp_path: P
 def test_postgres_target_transpiles_singular_tests_too(tmp_path: Path) -> None:
     """A data test's query is transpiled for PostgreSQL as a model's is: DuckDB's
     `isodow(d)` becomes `extract(isodow from d)` in the singular test."""
-    root = tmp_path / "p"
-    (root / "models" / "marts").mkdir(parents=True)
-    (root / "models" / "marts" / "days.sql").write_text(
-        "select distinct cast(event_ts as date) as d from raw.events\n"
-    )
-    (root / "models" / "marts" / "_days.yml").write_text(
+    graph = _one_model_graph(
+        tmp_path / "p",
+        "days",
+        "select distinct cast(event_ts as date) as d from raw.events\n",
         "models:\n  - name: days\n    grain: one row per day\n    tests:\n"
-        '      - expression: "isodow(d) between 1 and 7"\n        name: weekday_known\n'
+        '      - expression: "isodow(d) between 1 and 7"\n        name: weekday_known\n',
     )
-    graph = modeling.discover(load_project(root).config, [root / "models"], shipped=False)
     export = dbt.export_dbt(graph, tmp_path / "pg", target="postgres", schema=graph_schema(graph))
     (relative,) = export.singular_tests
     text = (export.root / relative).read_text()
@@ -428,17 +430,14 @@ def test_accepted_numbers_are_compared_unquoted(tmp_path: Path) -> None:
     """dbt's accepted_values quotes its values unless told not to: numbers go with
     `quote: false` (compared as numbers, as productlens compares them), text with
     `quote: true`; the severity is carried as dbt's config."""
-    root = tmp_path / "p"
-    (root / "models" / "marts").mkdir(parents=True)
-    (root / "models" / "marts" / "levels.sql").write_text(
-        "select 1 as level, 'a' as grade from raw.events\n"
-    )
-    (root / "models" / "marts" / "_levels.yml").write_text(
+    graph = _one_model_graph(
+        tmp_path / "p",
+        "levels",
+        "select 1 as level, 'a' as grade from raw.events\n",
         "models:\n  - name: levels\n    grain: one row per event\n    columns:\n"
         "      level:\n        - accepted_values: [1, 2]\n"
-        "      grade:\n        - accepted_values: {values: [a, b], severity: warn}\n"
+        "      grade:\n        - accepted_values: {values: [a, b], severity: warn}\n",
     )
-    graph = modeling.discover(load_project(root).config, [root / "models"], shipped=False)
     export = dbt.export_dbt(graph, tmp_path / "out", schema=graph_schema(graph))
     marts = yaml.safe_load((export.root / "models" / "marts" / "schema.yml").read_text())
     (model,) = marts["models"]
