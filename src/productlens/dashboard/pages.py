@@ -8,7 +8,7 @@ a row.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import plotly.graph_objects as go
@@ -402,7 +402,6 @@ def revenue_page(view: View) -> None:
         insights.top_decile_share(section),
         insights.seasonality(section),
         insights.arr_latest(section),
-        insights.top_clv_segment(section),
         insights.first_purchase(section),
     )
     if section.daily is not None:
@@ -453,15 +452,102 @@ def revenue_page(view: View) -> None:
             yaxis_tickformat=".0%",
         )
         _chart(fig, "revenue_pareto")
-    if section.clv:
+    customer_value(section)
+
+
+def customer_value(section: RevenueSection) -> None:
+    """Predicted CLV by segment beside historical, churn-risk bands and P(alive) when the
+    fit is usable; otherwise the historical view and why there is no prediction."""
+    v = section.customer_value
+    if v is None and not section.clv:
+        return
+    st.subheader("Customer value")
+    st.caption("A snapshot of the whole warehouse: the date filter does not apply.")
+    fit = insights.customer_value_fit(section)
+    if v is not None and v.fitted:
+        assert v.expected_purchases is not None
+        assert v.predicted_clv is not None
+        a, b, c, d = st.columns(4)
+        a.metric("customers", fmt_count(v.n_customers))
+        b.metric("predicted value, next 52 weeks", fmt_money(v.predicted_clv))
+        c.metric("expected purchases, next 52 weeks", f"{v.expected_purchases:,.1f}")
+        d.metric("mean probability alive", fmt_rate(v.mean_probability_alive))
+        _insights(fit, insights.top_predicted_clv_segment(section))
+        labels = [s.segment or "(none)" for s in v.segments]
+        fig = go.Figure(
+            [
+                go.Bar(
+                    x=labels,
+                    y=[s.historical_clv_per_customer for s in v.segments],
+                    name="to date",
+                ),
+                go.Bar(
+                    x=labels,
+                    y=[s.predicted_clv_per_customer for s in v.segments],
+                    name="predicted, next 52 weeks",
+                ),
+            ]
+        )
+        fig.update_layout(title="Customer value per customer, by segment", barmode="group")
+        _chart(fig, "revenue_clv")
+        st.dataframe(
+            _table([asdict(s) for s in v.segments], SEGMENT_COLUMNS),
+            hide_index=True,
+            key="revenue_segments",
+        )
+    else:
+        if fit is not None:
+            st.info(fit.text, icon=":material/info:")
+        _insights(insights.top_clv_segment(section))
+        if section.clv:
+            fig = go.Figure(
+                go.Bar(
+                    x=[s.segment or "(none)" for s in section.clv],
+                    y=[s.clv_per_user for s in section.clv],
+                )
+            )
+            fig.update_layout(title="Net revenue per user to date, by segment")
+            _chart(fig, "revenue_clv")
+    if v is None:
+        return
+    churn = insights.churn_bands(section)
+    if churn is not None:
+        _insights(churn)
+        bands = [b for b in v.churn if b.basis != "no_orders"]
+        labels = list(dict.fromkeys(b.band for b in bands))
         fig = go.Figure(
             go.Bar(
-                x=[s.segment or "(none)" for s in section.clv],
-                y=[s.clv_per_user for s in section.clv],
+                x=[band.replace("_", " ") for band in labels],
+                y=[sum(b.n_users for b in bands if b.band == band) for band in labels],
             )
         )
-        fig.update_layout(title="Customer value per user, by segment")
-        _chart(fig, "revenue_clv")
+        basis = "probability alive" if v.fitted else "days since the last order"
+        fig.update_layout(title=f"Customers by churn risk ({basis})")
+        _chart(fig, "revenue_churn")
+    if v.alive_bins is not None:
+        _insights(insights.probability_alive(section))
+        width = 1 / len(v.alive_bins)
+        fig = go.Figure(
+            go.Bar(
+                x=[(k + 0.5) * width for k in range(len(v.alive_bins))],
+                y=list(v.alive_bins),
+                width=width * 0.95,
+            )
+        )
+        fig.update_layout(
+            title="Customers by probability of being still active", xaxis_tickformat=".0%"
+        )
+        _chart(fig, "revenue_alive")
+
+
+SEGMENT_COLUMNS = {
+    "segment": pa.string(),
+    "n_customers": pa.int64(),
+    "historical_clv_per_customer": pa.float64(),
+    "predicted_clv_per_customer": pa.float64(),
+    "expected_purchases_per_customer": pa.float64(),
+    "mean_probability_alive": pa.float64(),
+}
 
 
 # --- Products and Marketing ---------------------------------------------------------------

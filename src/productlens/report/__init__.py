@@ -24,6 +24,7 @@ from productlens.report.insights import Insight
 from productlens.report.sections import (
     SECTIONS,
     Filters,
+    RevenueSection,
     Sections,
     Settings,
     read_all,
@@ -277,18 +278,84 @@ def _revenue(s: Sections, out: Path) -> list[Block]:
                 _some(ins.top_decile_share(r)),
             )
         )
-    if r.clv:
+    return blocks + _customer_value(r, out)
+
+
+def _customer_value(r: RevenueSection, out: Path) -> list[Block]:
+    """CLV by segment (predicted beside historical when the fit is usable, else historical
+    with the reason there is no prediction), churn-risk bands and, fitted, P(alive)."""
+    v = r.customer_value
+    blocks = []
+    if v is not None and v.fitted and v.segments:
+        blocks.append(
+            Block(
+                "Customer lifetime value by segment",
+                charts.grouped_bars(
+                    "clv_by_segment",
+                    "Per customer: net revenue to date and predicted next 52 weeks",
+                    [s.segment or "(none)" for s in v.segments],
+                    {
+                        "to date": [s.historical_clv_per_customer for s in v.segments],
+                        "predicted, next 52 weeks": [
+                            s.predicted_clv_per_customer or 0.0 for s in v.segments
+                        ],
+                    },
+                    out,
+                ),
+                _some(
+                    ins.customer_value_fit(r),
+                    ins.top_predicted_clv_segment(r),
+                    ins.first_purchase(r),
+                ),
+            )
+        )
+    elif r.clv:
         blocks.append(
             Block(
                 "Customer lifetime value by segment",
                 charts.bars(
                     "clv_by_segment",
                     "Net revenue per user to date, by segment",
-                    [str(v.segment) for v in r.clv],
-                    [v.clv_per_user for v in r.clv],
+                    [str(s.segment) for s in r.clv],
+                    [s.clv_per_user for s in r.clv],
                     out,
                 ),
-                _some(ins.top_clv_segment(r), ins.first_purchase(r)),
+                _some(ins.customer_value_fit(r), ins.top_clv_segment(r), ins.first_purchase(r)),
+            )
+        )
+    churn = ins.churn_bands(r)
+    if v is not None and churn is not None:
+        bands = [b for b in v.churn if b.basis != "no_orders"]
+        labels = list(dict.fromkeys(b.band for b in bands))  # in the bands' order
+        blocks.append(
+            Block(
+                "Churn risk",
+                charts.bars(
+                    "churn_risk",
+                    "Customers by churn risk"
+                    + (" (probability alive)" if v.fitted else " (days since last order)"),
+                    [band.replace("_", " ") for band in labels],
+                    [float(sum(b.n_users for b in bands if b.band == band)) for band in labels],
+                    out,
+                ),
+                (churn,),
+            )
+        )
+    if v is not None and v.alive_bins is not None and v.n_customers:
+        edges = [k / len(v.alive_bins) for k in range(len(v.alive_bins) + 1)]
+        blocks.append(
+            Block(
+                "Probability alive",
+                charts.histogram(
+                    "probability_alive",
+                    "Customers by fitted probability of being still active",
+                    edges,
+                    list(v.alive_bins),
+                    out,
+                    xlabel="probability alive",
+                    percent=True,
+                ),
+                _some(ins.probability_alive(r)),
             )
         )
     return blocks
@@ -513,7 +580,7 @@ def classic_questions(s: Sections) -> list[tuple[str, Insight | None]]:
         ("Which products have the highest margins?", None if p is None else ins.top_products(p)),
         (
             "Which segments have the highest lifetime value?",
-            None if r is None else ins.top_clv_segment(r),
+            None if r is None else ins.top_predicted_clv_segment(r) or ins.top_clv_segment(r),
         ),
         ("How do sales move with the days of the week?", None if r is None else ins.seasonality(r)),
         ("Which campaigns return the most?", None if p is None else ins.campaign_roi(p)),

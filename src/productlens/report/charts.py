@@ -197,6 +197,64 @@ def bars(
     return _save(fig, name, title, out_dir)
 
 
+def grouped_bars(
+    name: str,
+    title: str,
+    labels: Sequence[str],
+    series: dict[str, Sequence[float]],
+    out_dir: Path,
+    *,
+    xlabel: str = "",
+) -> Chart:
+    """Horizontal bars, one group per label (first on top), one bar per series in each
+    group, each labelled with its value."""
+    n = max(1, len(series))
+    fig, ax = _figure(0.3 * n * len(labels) + 1.4)
+    height = 0.8 / n
+    positions = np.arange(len(labels))[::-1].astype(float)
+    top = max((max(v, default=0.0) for v in series.values()), default=0.0) or 1.0
+    for i, (label, values) in enumerate(series.items()):
+        y = positions + 0.4 - height * (i + 0.5)
+        ax.barh(y, values, height=height, color=PALETTE[i % len(PALETTE)], label=_short(label))
+        for pos, v in zip(y, values, strict=True):
+            text = f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+            ax.text(v + top * 0.01, pos, text, va="center", fontsize=7)
+    ax.set_yticks(positions, labels=_shorts(labels))
+    ax.set_xlim(0, top * 1.25)
+    ax.set_xlabel(xlabel)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.set_title(title, loc="left")
+    return _save(fig, name, title, out_dir)
+
+
+def histogram(
+    name: str,
+    title: str,
+    edges: Sequence[float],
+    counts: Sequence[int],
+    out_dir: Path,
+    *,
+    xlabel: str = "",
+    percent: bool = False,
+) -> Chart:
+    """Counts per bin as vertical bars; `edges` has one more value than `counts`."""
+    fig, ax = _figure()
+    left = np.asarray(edges[:-1], dtype=float)
+    widths = np.diff(np.asarray(edges, dtype=float))
+    ax.bar(left, counts, width=widths, align="edge", color=PALETTE[0], edgecolor="white")
+    top = max(counts, default=0) or 1
+    for x, w, n in zip(left, widths, counts, strict=True):
+        if n:
+            ax.text(x + w / 2, n + top * 0.01, f"{n:,}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, top * 1.15)
+    if percent:
+        ax.xaxis.set_major_formatter(_percent())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("customers")
+    ax.set_title(title, loc="left")
+    return _save(fig, name, title, out_dir)
+
+
 def lines(
     name: str,
     title: str,

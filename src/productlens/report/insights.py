@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from productlens.metrics.customer_value import ACTIVE_AT, AT_RISK_AT, BANDS, HORIZON_WEEKS
 from productlens.metrics.retention import Cohort
 from productlens.report.sections import (
     ExperimentSummary,
@@ -260,6 +261,141 @@ def top_clv_segment(r: RevenueSection) -> Insight | None:
         f"The {best.segment} segment has the highest lifetime value: "
         f"{_money(best.clv_per_user)} net revenue per user to date ({_n(best.n_users, 'user')}).",
         {"segment": best.segment, "clv_per_user": best.clv_per_user, "n_users": best.n_users},
+    )
+
+
+def customer_value_fit(r: RevenueSection) -> Insight | None:
+    """The fit in one sentence: what it expects over the next 52 weeks, or why there is
+    no prediction (the figures beside it are then historical)."""
+    v = r.customer_value
+    if v is None:
+        return None
+    values: dict[str, Value] = {
+        "fit_status": v.fit_status,
+        "n_customers": v.n_customers,
+        "n_repeat_buyers": v.n_repeat_buyers,
+        "history_weeks": v.history_weeks,
+    }
+    data = (
+        f"{_n(v.n_customers, 'customer')} ({v.n_repeat_buyers:,} repeat "
+        f"{'buyer' if v.n_repeat_buyers == 1 else 'buyers'}, {v.history_weeks:.1f} weeks "
+        "of orders)"
+    )
+    if not v.fitted:
+        return Insight(
+            "customer_value_fit",
+            f"No predicted lifetime value is shown for the {data}: {v.reason}. The customer "
+            "figures here are historical (net revenue to date, churn risk by days since the "
+            "last order).",
+            values,
+        )
+    assert v.expected_purchases is not None
+    assert v.predicted_clv is not None
+    return Insight(
+        "customer_value_fit",
+        f"Fitted on {data}, the models expect {v.expected_purchases:,.1f} purchases worth "
+        f"{_money(v.predicted_clv)} (discounted) over the next {HORIZON_WEEKS} weeks.",
+        values | {"expected_purchases": v.expected_purchases, "predicted_clv": v.predicted_clv},
+    )
+
+
+def top_predicted_clv_segment(r: RevenueSection) -> Insight | None:
+    """The segment whose customers are worth the most over the next 52 weeks (fitted only)."""
+    v = r.customer_value
+    if v is None or not v.fitted:
+        return None
+    rated = [s for s in v.segments if s.predicted_clv_per_customer is not None]
+    if not rated:
+        return None
+    best = max(rated, key=lambda s: (s.predicted_clv_per_customer or 0.0, str(s.segment or "")))
+    assert best.predicted_clv_per_customer is not None
+    return Insight(
+        "top_predicted_clv_segment",
+        f"The {best.segment or '(none)'} segment has the highest predicted lifetime value: "
+        f"{_money(best.predicted_clv_per_customer)} per customer over the next "
+        f"{HORIZON_WEEKS} weeks (discounted), against {_money(best.historical_clv_per_customer)} "
+        f"per customer to date ({_n(best.n_customers, 'customer')}).",
+        {
+            "segment": best.segment,
+            "predicted_clv_per_customer": best.predicted_clv_per_customer,
+            "historical_clv_per_customer": best.historical_clv_per_customer,
+            "n_customers": best.n_customers,
+        },
+    )
+
+
+# How each basis of the churn bands is said: the words before the counts, and each band's.
+CHURN_BASIS = {
+    "probability_alive": (
+        "",
+        (
+            f"likely active (probability alive {ACTIVE_AT:.0%} or more)",
+            f"at risk ({AT_RISK_AT:.0%} to {ACTIVE_AT:.0%})",
+            f"likely churned (below {AT_RISK_AT:.0%})",
+        ),
+    ),
+    "recency": (" by days since their last order", ("active", "at risk", "churned")),
+}
+
+
+def churn_bands(r: RevenueSection) -> Insight | None:
+    """Customers per churn-risk band, on the basis the mart used for buyers."""
+    v = r.customer_value
+    if v is None:
+        return None
+    buyers = [b for b in v.churn if b.basis != "no_orders"]
+    total = sum(b.n_users for b in buyers)
+    if not total:
+        return None
+    bases = sorted({b.basis for b in buyers})
+    basis = bases[0] if len(bases) == 1 else "mixed"
+    counts = {band: sum(b.n_users for b in buyers if b.band == band) for band in BANDS[:3]}
+    by, words = CHURN_BASIS.get(basis, ("", ("active", "at risk", "churned")))
+    parts = [
+        f"{counts[band]:,} ({_pct(counts[band] / total)}) {word}"
+        for band, word in zip(BANDS[:3], words, strict=True)
+    ]
+    never = sum(b.n_users for b in v.churn if b.basis == "no_orders")
+    values: dict[str, Value] = {"basis": basis, "n_customers": total, "n_never_bought": never}
+    for band, n in counts.items():
+        values[f"n_{band}"] = n
+        values[f"share_{band}"] = n / total
+    return Insight(
+        "churn_bands",
+        f"Of {_n(total, 'customer')}{by}: {parts[0]}, {parts[1]} and {parts[2]}; "
+        f"{_n(never, 'user')} never bought.",
+        values,
+    )
+
+
+def probability_alive(r: RevenueSection) -> Insight | None:
+    """Mean probability alive over all customers and over repeat buyers (fitted only)."""
+    v = r.customer_value
+    if v is None or v.mean_probability_alive is None:
+        return None
+    one_time = v.n_customers - v.n_repeat_buyers
+    repeat = (
+        ""
+        if v.mean_probability_alive_repeat is None
+        else f"; {_pct(v.mean_probability_alive_repeat)} over the {v.n_repeat_buyers:,} "
+        "repeat buyers"
+    )
+    one_time_note = (
+        ""
+        if not one_time
+        else f" The {_n(one_time, 'one-time buyer')} {'counts' if one_time == 1 else 'count'} "
+        "as active: the model lets a customer drop out only after a repeat purchase."
+    )
+    return Insight(
+        "probability_alive",
+        f"Customers are still active with probability {_pct(v.mean_probability_alive)} on "
+        f"average{repeat}.{one_time_note}",
+        {
+            "mean": v.mean_probability_alive,
+            "mean_repeat": v.mean_probability_alive_repeat,
+            "n_repeat_buyers": v.n_repeat_buyers,
+            "n_one_time": one_time,
+        },
     )
 
 

@@ -37,6 +37,7 @@ from productlens.experiments.data import list_experiments
 from productlens.experiments.metric_defs import DEFAULT_METRICS, MetricDef
 from productlens.metrics import revenue as revenue_metrics
 from productlens.metrics.activity import activity
+from productlens.metrics.customer_value import CustomerValue, customer_value
 from productlens.metrics.funnel import StepResult, counted_steps, funnel
 from productlens.metrics.lifecycle import STATUSES as LIFECYCLE_STATUSES
 from productlens.metrics.lifecycle import LifecyclePeriod, lifecycle
@@ -625,7 +626,8 @@ def _lifecycle_from_mart(
 @dataclass(frozen=True)
 class RevenueSection:
     """Net revenue (completed orders) per day, by weekday and by month; the ARR bridge;
-    concentration and its Pareto curve; CLV by segment; time to first purchase."""
+    concentration and its Pareto curve; CLV by segment; time to first purchase; customer
+    value (the fitted `marts.customer_value`, or why it did not fit, with churn risk)."""
 
     daily: pa.Table | None  # day, net_revenue, n_orders (None: no orders at all)
     by_weekday: pa.Table | None  # weekday (0 = Monday), n_days, net_revenue, per_day
@@ -635,6 +637,7 @@ class RevenueSection:
     pareto: pa.Table | None  # buyer_share, revenue_share (cumulative, buyers by revenue)
     clv: tuple[revenue_metrics.SegmentValue, ...] | None
     first_purchase: revenue_metrics.FirstPurchase | None
+    customer_value: CustomerValue | None = None  # a snapshot: the range does not apply
 
 
 _DAILY_SALES = """
@@ -733,6 +736,7 @@ def read_revenue(
         pareto,
         metrics.clv_by_segment,
         metrics.time_to_first_purchase,
+        customer_value(engine),
     )
 
 
