@@ -685,6 +685,8 @@ def export_dbt_cmd(
         f"{len(result.sources)} sources, {result.generic_tests} generic and "
         f"{len(result.singular_tests)} singular tests"
     )
+    for note in result.notes:
+        console.print(f"note: {escape(note)}")
 
 
 @app.command(name="lineage")
@@ -814,4 +816,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m productlens.cli`, this file is a second copy of the module
+    # (`__main__`): the commands registered from other modules (`productlens clv`) look the
+    # root options up in `productlens.cli`'s State and found none (`--project` was ignored).
+    # Run the one module every command shares.
+    from productlens.cli import main as shared_main
+
+    sys.exit(shared_main())

@@ -22,7 +22,12 @@ HorizonOpt = Annotated[
     str, typer.Option("--horizon", help="Weeks ahead for expected purchases and CLV (52w).")
 ]
 DiscountOpt = Annotated[
-    float, typer.Option("--discount-rate", help="Annual discount rate of the CLV (0.1 = 10%).")
+    float | None,
+    typer.Option(
+        "--discount-rate",
+        help="Annual discount rate of the CLV (0.1 = 10%). Default: the project's "
+        "[clv] discount_rate (0.1), as the customer_value mart uses.",
+    ),
 ]
 TOP_CUSTOMERS = 10
 
@@ -31,7 +36,7 @@ def command(
     ctx: typer.Context,
     calibration_end: CalibrationOpt = None,
     horizon: HorizonOpt = "52w",
-    discount_rate: DiscountOpt = 0.1,
+    discount_rate: DiscountOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Customer value: BG/NBD (purchases, P(alive)) and Gamma-Gamma (spend) fitted by
@@ -42,8 +47,9 @@ def command(
     project = project_of(ctx)
     end = _date(calibration_end) if calibration_end is not None else None
     weeks = clv.parse_horizon(horizon)
+    rate = project.config.clv.discount_rate if discount_rate is None else discount_rate
     with warehouse(project) as engine:
-        result = clv.analyze(engine, end, weeks, discount_rate)
+        result = clv.analyze(engine, end, weeks, rate)
     emit(result.to_dict(), as_json, _render)
 
 

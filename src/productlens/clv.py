@@ -71,7 +71,9 @@ days as (
     select
         user_id,
         order_date,
-        sum(net_revenue) as spend
+        -- Exact decimal sums: DuckDB's parallel double sums can differ in the last digit
+        -- from one run (or one query shape) to the next.
+        sum(cast(net_revenue as decimal(38, 9))) as spend
     from orders
     group by user_id, order_date
 ),
@@ -165,14 +167,24 @@ def _date_literal(value: date) -> exp.Expression:
 
 
 def _query(text: str, calibration_end: date, holdout_end: date) -> exp.Query:
+    return _query_at(text, _date_literal(calibration_end), _date_literal(holdout_end))
+
+
+def _query_at(text: str, calibration_end: exp.Expression, holdout_end: exp.Expression) -> exp.Query:
     parsed = sqlglot.parse_one(text, read="duckdb")
     query = exp.replace_placeholders(
-        parsed,
-        calibration_end=_date_literal(calibration_end),
-        holdout_end=_date_literal(holdout_end),
+        parsed, calibration_end=calibration_end.copy(), holdout_end=holdout_end.copy()
     )
     assert isinstance(query, exp.Query)
     return query
+
+
+def summary_to_date_query() -> exp.Query:
+    """The per-customer summary query (columns as `summarize` reads them) calibrated through
+    the last completed order's date, found by the query itself: the input of the
+    `customer_value` mart. The same SQL as `productlens clv` without --calibration-end."""
+    last = exp.Subquery(this=sqlglot.parse_one(_LAST_DATE, read="duckdb"))
+    return _query_at(_SUMMARY, last, last)
 
 
 # --- the summary ------------------------------------------------------------------------
@@ -225,7 +237,11 @@ def summarize(engine: Engine, calibration_end: date | None = None) -> Summary:
             f"the calibration end {end} is after the last order ({last})",
             option="--calibration-end",
         )
-    table = engine.fetch_arrow(_query(_SUMMARY, end, last))
+    return summary_from_table(engine.fetch_arrow(_query(_SUMMARY, end, last)), end, last)
+
+
+def summary_from_table(table: pa.Table, calibration_end: date, holdout_end: date) -> Summary:
+    """The summary from the summary query's rows (`summary_to_date_query`)."""
     frequency = table.column("frequency").to_numpy().astype(np.float64)
     repeat_spend = table.column("repeat_spend").to_numpy(zero_copy_only=False).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -238,8 +254,8 @@ def summarize(engine: Engine, calibration_end: date | None = None) -> Summary:
         mean_spend=mean_spend,
         first_date=table.column("first_date").to_numpy(zero_copy_only=False).astype("M8[D]"),
         holdout_frequency=table.column("holdout_frequency").to_numpy().astype(np.float64),
-        calibration_end=end,
-        holdout_end=last,
+        calibration_end=calibration_end,
+        holdout_end=holdout_end,
     )
 
 
@@ -535,7 +551,9 @@ def discounted_value(
     )
     per_week = np.diff(cumulative, axis=1)
     discount = (1 + annual_discount_rate) ** (-weeks[1:] / 52)
-    result: Array = spend * (per_week @ discount)
+    # A row sum, not a matrix product: BLAS splits a product differently by its thread
+    # count, which changed the last digits of a customer's CLV from machine to machine.
+    result: Array = spend * np.sum(per_week * discount, axis=1)
     return result
 
 
@@ -587,7 +605,8 @@ def tracking(engine: Engine, summary: Summary, params: tuple[float, ...]) -> lis
     starts, counts = np.unique((summary.first_date - origin).astype(int), return_counts=True)
     week_days = np.arange(n_weeks + 1, dtype=np.float64) * 7 - 1  # last day of week k-1
     cumulative = unconditional_purchases(params, (week_days[None, :] - starts[:, None]) / 7)
-    predicted = counts @ np.diff(cumulative, axis=1)
+    # A column sum, not `counts @ ...`: the same figures whatever BLAS's thread count.
+    predicted = np.sum(counts[:, None] * np.diff(cumulative, axis=1), axis=0)
     calibration_weeks = ((np.datetime64(summary.calibration_end) - origin).astype(int)) // 7
     return [
         TrackingWeek(
@@ -598,6 +617,18 @@ def tracking(engine: Engine, summary: Summary, params: tuple[float, ...]) -> lis
         )
         for k in range(n_weeks)  # one entry per week of the chart, not per customer
     ]
+
+
+def predicted_holdout_total(summary: Summary, params: tuple[float, ...]) -> float:
+    """E[repeat purchases after the calibration end up to the holdout end], summed over the
+    calibration customers: E[X(t1)] - E[X(t0)] per customer first buying on day s, with
+    t0 = (calibration end - s)/7 and t1 = (holdout end - s)/7, the tracking chart's sum
+    over exactly the holdout's days."""
+    starts, counts = np.unique(summary.first_date, return_counts=True)
+    t0 = (np.datetime64(summary.calibration_end) - starts).astype(np.float64) / 7
+    t1 = (np.datetime64(summary.holdout_end) - starts).astype(np.float64) / 7
+    gained = unconditional_purchases(params, t1) - unconditional_purchases(params, t0)
+    return float(np.sum(counts * gained))
 
 
 def by_frequency(summary: Summary, params: tuple[float, ...]) -> list[FrequencyBucket]:
@@ -642,6 +673,31 @@ class Customers:
         table = pa.table({k: pa.array(v, from_pandas=True) for k, v in columns.items()})
         rows: list[dict[str, Any]] = table.to_pylist()
         return rows
+
+
+def predict(
+    summary: Summary,
+    bgnbd: Fit,
+    gamma_gamma: Fit,
+    horizon_weeks: int,
+    discount_rate: float,
+) -> Customers:
+    """Every customer's figures from the two fits: expected purchases over the horizon,
+    P(alive), expected spend and discounted CLV (the one computation behind both
+    `productlens clv` and the `customer_value` mart)."""
+    x, t_x, big_t, m = summary.frequency, summary.recency, summary.age, summary.mean_spend
+    spend = expected_spend(gamma_gamma.params, x, m)
+    return Customers(
+        user_id=summary.user_id,
+        frequency=x,
+        recency_weeks=t_x,
+        age_weeks=big_t,
+        mean_spend=m,
+        expected_purchases=expected_purchases(bgnbd.params, float(horizon_weeks), x, t_x, big_t),
+        probability_alive=probability_alive(bgnbd.params, x, t_x, big_t),
+        expected_spend=spend,
+        clv=discounted_value(bgnbd.params, spend, x, t_x, big_t, horizon_weeks, discount_rate),
+    )
 
 
 USERS_TABLE = "core.dim_users"
@@ -753,21 +809,10 @@ def analyze(
     if not 0 <= discount_rate < 10:
         raise ClvInputError("the annual discount rate must be in [0, 10)", option="--discount-rate")
     summary = summarize(engine, calibration_end)
-    x, t_x, big_t, m = summary.frequency, summary.recency, summary.age, summary.mean_spend
-    bgnbd = fit_bgnbd(x, t_x, big_t)
+    x, m = summary.frequency, summary.mean_spend
+    bgnbd = fit_bgnbd(x, summary.recency, summary.age)
     gamma_gamma = fit_gamma_gamma(x, m)
-    spend = expected_spend(gamma_gamma.params, x, m)
-    customers = Customers(
-        user_id=summary.user_id,
-        frequency=x,
-        recency_weeks=t_x,
-        age_weeks=big_t,
-        mean_spend=m,
-        expected_purchases=expected_purchases(bgnbd.params, float(horizon_weeks), x, t_x, big_t),
-        probability_alive=probability_alive(bgnbd.params, x, t_x, big_t),
-        expected_spend=spend,
-        clv=discounted_value(bgnbd.params, spend, x, t_x, big_t, horizon_weeks, discount_rate),
-    )
+    customers = predict(summary, bgnbd, gamma_gamma, horizon_weeks, discount_rate)
     notes: list[str] = []
     n_zero = int(np.sum((x > 0) & ~(m > 0)))
     if n_zero:
@@ -790,8 +835,10 @@ def analyze(
             calibration_end=summary.calibration_end.isoformat(),
             holdout_end=summary.holdout_end.isoformat(),
             weeks=summary.holdout_weeks,
-            actual_total=sum(w.actual for w in track if w.is_holdout),
-            predicted_total=float(sum(w.predicted for w in track if w.is_holdout)),
+            # From the days after the calibration end, not from the chart's weeks: a
+            # calibration end in mid-week puts the rest of that week in the holdout.
+            actual_total=int(summary.holdout_frequency.sum()),
+            predicted_total=predicted_holdout_total(summary, bgnbd.params),
             tracking=track,
             by_frequency=by_frequency(summary, bgnbd.params),
         )
@@ -833,6 +880,10 @@ __all__ = [
     "fit_gamma_gamma",
     "gamma_gamma_log_likelihood",
     "parse_horizon",
+    "predict",
+    "predicted_holdout_total",
     "probability_alive",
     "summarize",
+    "summary_from_table",
+    "summary_to_date_query",
 ]

@@ -298,6 +298,13 @@ class ModelsConfig(Section):
     paths: list[Path] = Field(default_factory=lambda: [Path("models")])
 
 
+class ClvConfig(Section):
+    """Fitted customer value (`productlens clv` and the `customer_value` mart)."""
+
+    # The annual rate future purchases are discounted at in the 52-week CLV (0.1 = 10%).
+    discount_rate: float = Field(default=0.1, ge=0, lt=10)
+
+
 class ReportConfig(Section):
     """Where the HTML report and PNG charts are written."""
 
@@ -348,6 +355,7 @@ class ProjectConfig(Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    clv: ClvConfig = Field(default_factory=ClvConfig)
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     run: RunConfig = Field(default_factory=RunConfig)

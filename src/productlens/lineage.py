@@ -5,6 +5,10 @@ Columns come from SQLGlot's lineage (`sqlglot.lineage.lineage`) with the columns
 table known: the raw tables' from the ingestion contracts, each model's from its own query
 qualified in build order (`graph_schema`), so no warehouse needs to be built. A column is
 followed through each model it comes from down to the raw (or ops) columns it reads.
+
+A fitted model's columns are its SCHEMA's. One of them named like a column of its input
+query is traced through that column; any other (a fitted figure) is computed from the
+whole input, so it is traced through every column of the input query.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from sqlglot.schema import MappingSchema
 from productlens.dialects import Schema
 from productlens.errors import ConfigError, ModelError
 from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS
-from productlens.modeling import MODEL_LAYERS, SOURCE_DIALECT, SOURCE_SCHEMAS, ModelGraph
+from productlens.modeling import (
+    MODEL_LAYERS,
+    SOURCE_DIALECT,
+    SOURCE_SCHEMAS,
+    ModelGraph,
+    fitted_columns,
+)
 
 ColumnsBySchema = dict[str, dict[str, dict[str, exp.DataType | str]]]
 
@@ -65,6 +75,9 @@ def graph_schema(graph: ModelGraph, names: Collection[str] | None = None) -> Col
             ) from None
         assert isinstance(tree, exp.Query)
         columns: dict[str, exp.DataType | str] = {}
+        if model.fitted is not None:  # the table is fit()'s, not the input query's
+            found.setdefault(model.layer, {})[model.name] = dict(fitted_columns(model))
+            continue
         for select in tree.selects:
             dtype = select.type
             columns[select.alias_or_name] = (
@@ -156,20 +169,40 @@ def _column_sources(graph: ModelGraph, name: str, column: str, schema: Schema) -
     """The table columns (`schema.table.column`) one model column is computed from."""
     model = graph[name]
     mapping = {s: {t: dict(c) for t, c in tables.items()} for s, tables in schema.items()}
+    traced = [column]
+    if model.fitted is not None:
+        inputs = _output_names(model.expression, mapping)
+        traced = [column] if column in inputs else inputs
+    found: list[str] = []
+    for one in traced:
+        try:
+            node = sqlglot_lineage(
+                one, model.expression, schema=mapping, dialect=SOURCE_DIALECT, copy=True
+            )
+        except SqlglotError as exc:
+            raise ModelError(f"cannot trace {one!r}: {exc}", model=name) from None
+        for step in node.walk():
+            table = step.expression
+            if isinstance(table, exp.Table) and table.db:
+                qualified = f"{table.db}.{table.name}.{step.name.rsplit('.', 1)[-1]}"
+                if qualified not in found:
+                    found.append(qualified)
+    return sorted(found)
+
+
+def _output_names(query: exp.Query, mapping: dict[str, dict[str, dict[str, object]]]) -> list[str]:
+    """The names of a query's output columns (a `select *` expanded with the schema)."""
     try:
-        node = sqlglot_lineage(
-            column, model.expression, schema=mapping, dialect=SOURCE_DIALECT, copy=True
+        tree = qualify(
+            query.copy(),
+            dialect=SOURCE_DIALECT,
+            schema=MappingSchema(dict[str, object](mapping), dialect=SOURCE_DIALECT),
+            validate_qualify_columns=False,
         )
     except SqlglotError as exc:
-        raise ModelError(f"cannot trace {column!r}: {exc}", model=name) from None
-    found: list[str] = []
-    for step in node.walk():
-        table = step.expression
-        if isinstance(table, exp.Table) and table.db:
-            qualified = f"{table.db}.{table.name}.{step.name.rsplit('.', 1)[-1]}"
-            if qualified not in found:
-                found.append(qualified)
-    return sorted(found)
+        raise ModelError(f"cannot resolve the input query's columns: {exc}") from None
+    assert isinstance(tree, exp.Query)
+    return [select.alias_or_name for select in tree.selects]
 
 
 def _parse_target(target: str, graph: ModelGraph) -> tuple[str, str | None]:

@@ -9,6 +9,13 @@ by bare name (`from stg_events`) and raw or ops tables by qualified name
 (`from raw.events`). SQLGlot parses each model, finds the tables it reads, qualifies bare
 model names with their layer, and transpiles for the engine's dialect.
 
+A *fitted* model is a `.py` model that also defines `fit(ctx, inputs)` and a module-level
+`SCHEMA` (a `pyarrow.Schema`): `model(ctx)` is then its input query (upstreams and lineage
+are found from it as for any model), and its table is what `fit` returns for the input's
+rows (a statistical model fitted in Python, e.g. `marts.customer_value`). The result must
+match `SCHEMA`; it is loaded as a temporary table and swapped in like any other. A fitted
+model is always a table: never a view, never incremental.
+
 Each build hands the model's expression to the engine, which builds the table under
 another name and swaps it in atomically (`Engine.replace_table`): a failed or killed
 build leaves the previous table intact. Engines that build under `<name>__building`
@@ -28,6 +35,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
 import sqlglot
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -98,6 +106,7 @@ class ModelContext:
     retention_return: str | None = None  # None: any event
     retention_mode: str = "recurring"
     retention_grains: tuple[str, ...] = ("week", "month")
+    clv_discount_rate: float = 0.1  # annual, for the fitted customer value
 
     def scope(self) -> Scope:
         """The metrics scope of the marts: every event, in the configured zone and week."""
@@ -116,10 +125,24 @@ class ModelContext:
             retention_return=config.metrics.retention_return,
             retention_mode=config.metrics.retention_mode,
             retention_grains=tuple(config.metrics.retention_grains),
+            clv_discount_rate=config.clv.discount_rate,
         )
 
 
 MODEL_SUFFIXES = (".sql", ".py")
+
+# fit(ctx, inputs) of a fitted model: the input query's rows in, the table's rows out.
+FitFunction = Callable[[ModelContext, pa.Table], pa.Table]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What makes a model fitted: its fit function, the schema of its table, and the
+    context the fit reads."""
+
+    fit: FitFunction
+    schema: pa.Schema
+    context: ModelContext
 
 
 @dataclass
@@ -132,6 +155,7 @@ class Model:
     expression: exp.Query
     upstreams: tuple[str, ...] = ()
     spec: ModelSpec | None = None
+    fitted: Fitted | None = None  # a fitted model: `expression` is the fit's input query
 
     @cached_property
     def sql(self) -> str:
@@ -294,7 +318,7 @@ def _load_sql(path: Path) -> exp.Query:
     return statements[0]
 
 
-def _load_python(path: Path, context: ModelContext) -> exp.Query:
+def _load_python(path: Path, context: ModelContext) -> tuple[exp.Query, Fitted | None]:
     spec = importlib.util.spec_from_file_location(f"productlens_model_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise ModelError("cannot import the Python model", file=path)
@@ -311,7 +335,18 @@ def _load_python(path: Path, context: ModelContext) -> exp.Query:
         raise ModelError(f"the Python model failed: {exc}", file=path) from exc
     if not isinstance(query, exp.Query):
         raise ModelError("model(ctx) must return a SQLGlot query expression", file=path)
-    return query
+    fit = getattr(module, "fit", None)
+    if fit is None:
+        return query, None
+    schema = getattr(module, "SCHEMA", None)
+    if not callable(fit) or not isinstance(schema, pa.Schema):
+        raise ModelError(
+            "a fitted model must define fit(ctx, inputs) and a module-level SCHEMA "
+            "(a pyarrow.Schema of the table fit returns)",
+            model=path.stem,
+            file=path,
+        )
+    return query, Fitted(fit=fit, schema=schema, context=context)
 
 
 def _parse(
@@ -322,7 +357,20 @@ def _parse(
     spec: ModelSpec | None,
     context: ModelContext,
 ) -> Model:
-    tree = _load_python(path, context) if path.suffix == ".py" else _load_sql(path)
+    fitted = None
+    if path.suffix == ".py":
+        tree, fitted = _load_python(path, context)
+    else:
+        tree = _load_sql(path)
+    if fitted is not None and spec is not None:
+        if spec.materialized == "view" or spec.incremental is not None:
+            kind = "a view" if spec.materialized == "view" else "incremental"
+            raise ModelError(
+                f"a fitted model cannot be {kind}: its table is what fit() returns, built "
+                "whole each time",
+                model=name,
+                file=path,
+            )
     cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     upstreams: set[str] = set()
     for table in tree.find_all(exp.Table):
@@ -346,7 +394,10 @@ def _parse(
             )
     if f"{layer}.{name}" in upstreams:
         raise ModelError("a model cannot read itself", model=name, file=path)
-    return Model(name, layer, str(path), tree, tuple(sorted(upstreams)), spec)
+    model = Model(name, layer, str(path), tree, tuple(sorted(upstreams)), spec, fitted)
+    if fitted is not None:
+        fitted_columns(model)  # an unsupported SCHEMA type fails at discovery, not in a build
+    return model
 
 
 def _order(models: dict[str, Model]) -> list[str]:
@@ -405,8 +456,11 @@ def materialize(engine: Engine, model: Model) -> int:
 
     A table is built whole and swapped in for the previous one (a failed build leaves
     the previous table); an incremental model's table is partitioned by its date column.
-    A view (for light staging models) is replaced in one step.
+    A view (for light staging models) is replaced in one step. A fitted model's input
+    query is fetched, fitted, checked against its SCHEMA and swapped in the same way.
     """
+    if model.fitted is not None:
+        return _materialize_fitted(engine, model, model.fitted)
     if model.spec is not None and model.spec.materialized == "view":
         engine.replace_view(model.layer, model.name, model.expression)
         count = exp.select(exp.Count(this=exp.Star())).from_(quoted_table(model.layer, model.name))
@@ -418,6 +472,89 @@ def materialize(engine: Engine, model: Model) -> int:
         model.expression,
         partition_by=incremental.date_column if incremental else None,
     )
+
+
+# Arrow type -> the SQL type a fitted model's column is known by (lineage, dbt, transpiling).
+_ARROW_SQL_TYPES: dict[pa.DataType, str] = {
+    pa.string(): "varchar",
+    pa.large_string(): "varchar",
+    pa.bool_(): "boolean",
+    pa.int32(): "int",
+    pa.int64(): "bigint",
+    pa.float32(): "float",
+    pa.float64(): "double",
+    pa.date32(): "date",
+    pa.timestamp("us"): "timestamp",
+}
+
+
+def fitted_columns(model: Model) -> list[tuple[str, exp.DataType]]:
+    """A fitted model's columns and their SQL types, from its SCHEMA (decimals keep their
+    precision and scale)."""
+    assert model.fitted is not None
+    columns = []
+    for column in model.fitted.schema:
+        if pa.types.is_decimal(column.type):
+            sql = f"decimal({column.type.precision}, {column.type.scale})"
+        elif column.type in _ARROW_SQL_TYPES:
+            sql = _ARROW_SQL_TYPES[column.type]
+        else:
+            raise ModelError(
+                f"SCHEMA column {column.name!r} has a type fitted models do not support: "
+                f"{column.type}",
+                model=model.name,
+                file=model.path,
+            )
+        columns.append((column.name, exp.DataType.build(sql)))
+    return columns
+
+
+def _materialize_fitted(engine: Engine, model: Model, fitted: Fitted) -> int:
+    """Fit on the input query's rows and swap the result in atomically: a fit that raises
+    (or a process killed meanwhile) leaves the previous table as it was."""
+    inputs = engine.fetch_arrow(model.expression)
+    try:
+        result = fitted.fit(fitted.context, inputs)
+    except Exception as exc:
+        raise ModelError(f"the fit failed: {exc}", model=model.name, file=model.path) from exc
+    check_fitted(model, result)
+    columns = [exp.column(name, quoted=True) for name in fitted.schema.names]
+    with engine.temp_table(f"__productlens_fit_{model.name}", result) as rows:
+        return engine.replace_table(model.layer, model.name, exp.select(*columns).from_(rows))
+
+
+def check_fitted(model: Model, result: object) -> None:
+    """Refuse a fit's result that is not a table of exactly the model's SCHEMA (names,
+    order and types), naming the model and the first difference."""
+    assert model.fitted is not None
+    expected = model.fitted.schema
+    if not isinstance(result, pa.Table):
+        raise ModelError(
+            f"fit() returned {type(result).__name__}, not a pyarrow.Table",
+            model=model.name,
+            file=model.path,
+        )
+    if result.schema.names != expected.names:
+        raise ModelError(
+            f"fit() returned the columns {result.schema.names}; SCHEMA declares "
+            f"{expected.names}",
+            model=model.name,
+            file=model.path,
+        )
+    for got, want in zip(result.schema, expected, strict=True):
+        if got.type != want.type:
+            raise ModelError(
+                f"fit() returned column {got.name!r} as {got.type}; SCHEMA declares {want.type}",
+                model=model.name,
+                file=model.path,
+            )
+    for field_ in expected:
+        if not field_.nullable and result.column(field_.name).null_count:
+            raise ModelError(
+                f"fit() returned nulls in {field_.name!r}, which SCHEMA declares not null",
+                model=model.name,
+                file=model.path,
+            )
 
 
 def refresh_since(engine: Engine, model: Model, since: date) -> int:

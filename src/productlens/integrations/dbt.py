@@ -17,6 +17,11 @@
 - `tests/<layer>/<test>.sql`: every other data test (invariants, reconciliations,
   multi-column keys) as a singular test, the query productlens runs, refs rewritten.
 
+A fitted model (a Python fit, `productlens.modeling`) cannot run in dbt: it becomes a
+source `fitted_<layer>` (the table productlens builds, in the layer's schema), the models
+reading it `{{ source('fitted_<layer>', '<name>') }}`, its generic tests the source's, and
+the export says so in a note: build it with productlens before `dbt run`.
+
 An incremental model becomes a dbt incremental model with the `delete+insert` strategy
 keyed on its date column: a run rebuilds the rows from the latest date in the table less
 the lookback, and replaces those dates. Unlike `productlens build --since`, a date in that
@@ -76,6 +81,9 @@ PROFILE_OUTPUTS: dict[Target, dict[str, Any]] = {
     },
 }
 
+# A fitted model is the dbt source `fitted_<layer>`.
+FITTED_PREFIX = "fitted_"
+
 # The folders an export writes whole (replaced on --force; other files are left alone).
 WRITTEN_FOLDERS = ("models", "tests", "macros")
 
@@ -92,6 +100,7 @@ class DbtExport:
     generic_tests: int = 0
     singular_tests: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def export_dbt(
@@ -120,8 +129,17 @@ def export_dbt(
         Path("macros") / "generate_schema_name.sql": SCHEMA_MACRO,
     }
     result = DbtExport(root=out)
-    result.sources = sorted({up for model in graph for up in model.upstreams if _is_source(up)})
-    files[Path("models") / "sources.yml"] = _yaml(_sources_yaml(result.sources))
+    result.sources = sorted(
+        {up for model in graph if model.fitted is None for up in model.upstreams if _is_source(up)}
+    )
+    fitted = [model for model in graph if model.fitted is not None]
+    result.sources += [f"{FITTED_PREFIX}{model.table}" for model in fitted]
+    result.notes = [
+        f"{model.table} is a fitted model (a Python fit dbt cannot run): exported as the "
+        f"source {FITTED_PREFIX}{model.layer}.{model.name}; build it with `productlens build "
+        f"--select {model.name}` before `dbt run`"
+        for model in fitted
+    ]
 
     generic: dict[str, list[tuple[DataTest, dict[str, Any] | str]]] = {}
     singular: list[DataTest] = []
@@ -132,9 +150,10 @@ def export_dbt(
         else:
             generic.setdefault(test.model, []).append((test, mapped))
     result.generic_tests = sum(len(v) for v in generic.values())
+    files[Path("models") / "sources.yml"] = _yaml(_sources_yaml(result.sources, graph, generic))
 
     for layer in MODEL_LAYERS:
-        in_layer = [m for m in graph if m.layer == layer]
+        in_layer = [m for m in graph if m.layer == layer and m.fitted is None]
         if not in_layer:
             continue
         for model in in_layer:
@@ -200,6 +219,8 @@ def jinja_references(query: exp.Query, graph: ModelGraph) -> exp.Query:
 def _reference(table: exp.Table, graph: ModelGraph) -> str | None:
     schema, name = table.db, table.name
     if schema in MODEL_LAYERS and name in graph.models and graph[name].layer == schema:
+        if graph[name].fitted is not None:
+            return f"source('{FITTED_PREFIX}{schema}', '{name}')"
         return f"ref('{name}')"
     if schema in SOURCE_SCHEMAS:
         if not MODEL_NAME.fullmatch(name):
@@ -285,16 +306,39 @@ def _project_yaml() -> dict[str, Any]:
     }
 
 
-def _sources_yaml(sources: list[str]) -> dict[str, Any]:
-    by_schema: dict[str, list[str]] = {}
+def _sources_yaml(
+    sources: list[str],
+    graph: ModelGraph,
+    generic: Mapping[str, list[tuple[DataTest, dict[str, Any] | str]]],
+) -> dict[str, Any]:
+    """sources.yml: the raw and ops tables, and each fitted model as a table of the source
+    `fitted_<layer>` (in the layer's schema) with its description and generic tests."""
+    by_schema: dict[str, list[dict[str, Any]]] = {}
     for qualified in sources:
-        schema, name = qualified.split(".", 1)
-        by_schema.setdefault(schema, []).append(name)
+        source, name = qualified.split(".", 1)
+        entry: dict[str, Any] = {"name": name}
+        if source.startswith(FITTED_PREFIX):
+            model = graph[name]
+            entry["description"] = (
+                f"Grain: {model.grain}. Built by productlens (a fitted model: a Python fit "
+                "on its input query), not by dbt."
+            )
+            columns: dict[str, list[dict[str, Any] | str]] = {}
+            for test, mapped in generic.get(model.table, []):
+                assert test.column is not None
+                columns.setdefault(test.column, []).append(mapped)
+            if columns:
+                entry["columns"] = [_column_entry(c, t) for c, t in columns.items()]
+        by_schema.setdefault(source, []).append(entry)
     return {
         "version": 2,
         "sources": [
-            {"name": schema, "schema": schema, "tables": [{"name": n} for n in names]}
-            for schema, names in by_schema.items()
+            {
+                "name": source,
+                "schema": source.removeprefix(FITTED_PREFIX),
+                "tables": tables,
+            }
+            for source, tables in by_schema.items()
         ],
     }
 
@@ -333,6 +377,8 @@ def _relation(target: str, graph: ModelGraph) -> str:
     schema, dot, name = target.rpartition(".")
     if dot and schema in SOURCE_SCHEMAS:
         return f"source('{schema}', '{name}')"
+    if name in graph.models and graph[name].fitted is not None:
+        return f"source('{FITTED_PREFIX}{graph[name].layer}', '{name}')"
     return f"ref('{name}')"
 
 
