@@ -134,6 +134,28 @@ def saas_demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _demo_run(tmp_path_factory, "saas_demo", SAAS_WORLD)
 
 
+# A world whose orders show customers dropping out, so marts.customer_value fits (the demo's
+# two weeks of orders do not: no_dropout_seen). Generated, ingested and built in-process.
+FITTED_WORLD = ["--users", "300", "--days", "60", "--seed", "7"]
+
+
+@pytest.fixture(scope="session")
+def fitted_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One built e-commerce world of two months where the customer-value models fit."""
+    from productlens.cli import main
+
+    root = tmp_path_factory.mktemp("fitted")
+    data = root / "data"
+    steps = (
+        ("generate", *FITTED_WORLD, "--workers", "1", "--out", str(data)),
+        ("ingest", str(data)),
+        ("build",),
+    )
+    for step in steps:
+        assert main(["--project", str(root), *step]) == 0, step
+    return root
+
+
 def open_readonly(root: Path) -> DuckDBEngine:
     engine = open_engine(load_project(root), read_only=True)
     assert isinstance(engine, DuckDBEngine)

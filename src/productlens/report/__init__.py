@@ -7,7 +7,7 @@ the insights it supports. A section the warehouse has no data for is left out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -337,6 +337,7 @@ def _customer_value(r: RevenueSection, out: Path) -> list[Block]:
                     [band.replace("_", " ") for band in labels],
                     [float(sum(b.n_users for b in bands if b.band == band)) for band in labels],
                     out,
+                    counts=True,
                 ),
                 (churn,),
             )
@@ -607,11 +608,12 @@ def write_report(
     settings: Settings | None = None,
     filters: Filters | None = None,
     warehouse: str = "",
+    only: Sequence[str] | None = None,
 ) -> ReportResult:
-    """Read every section and render the report into `out_dir` (`ReportError` when the
-    warehouse has nothing to report)."""
+    """Read every section (or those named in `only`) and render the report into `out_dir`
+    (`ReportError` when the warehouse has nothing to report)."""
     _make_folder(out_dir)  # before the reading: a wrong --out is told at once
-    sections = read_all(engine, filters or Filters(), settings or Settings())
+    sections = read_all(engine, filters or Filters(), settings or Settings(), only)
     try:
         return _render(engine, out_dir, sections, warehouse)
     except OSError as exc:  # a full disk, a folder removed or locked meanwhile

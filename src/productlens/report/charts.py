@@ -169,16 +169,19 @@ def bars(
     out_dir: Path,
     *,
     percent: bool = False,
+    counts: bool = False,
     xlabel: str = "",
 ) -> Chart:
-    """Horizontal bars, first label on top, each labelled with its value."""
+    """Horizontal bars, first label on top, each labelled with its value (`counts`: as a
+    whole number)."""
     fig, ax = _figure(0.4 * len(labels) + 1.2)
     positions = list(range(len(labels)))[::-1]
     colours = [PALETTE[0] if v >= 0 else PALETTE[3] for v in values]
     ax.barh(positions, values, color=colours)
     span = max((abs(v) for v in values), default=1.0) or 1.0
     for pos, v in zip(positions, values, strict=True):
-        text = f"{v:.1%}" if percent else f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+        whole = counts or abs(v) >= 1000
+        text = f"{v:.1%}" if percent else f"{v:,.0f}" if whole else f"{v:,.2f}"
         ax.text(
             v + span * 0.01 if v >= 0 else v - span * 0.01,
             pos,
@@ -220,9 +223,9 @@ def grouped_bars(
             text = f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
             ax.text(v + top * 0.01, pos, text, va="center", fontsize=7)
     ax.set_yticks(positions, labels=_shorts(labels))
-    ax.set_xlim(0, top * 1.25)
+    ax.set_xlim(0, top * 1.6)  # room on the right for the legend, clear of every bar
     ax.set_xlabel(xlabel)
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.legend(frameon=False, fontsize=8, loc="upper right")
     ax.set_title(title, loc="left")
     return _save(fig, name, title, out_dir)
 
