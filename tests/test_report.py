@@ -102,6 +102,7 @@ EXPECTED = {
             "arr_bridge",
             "revenue_pareto",
             "clv_by_segment",
+            "churn_risk",
             "margin_by_category",
             "top_products",
             "campaign_roi",
@@ -120,6 +121,8 @@ EXPECTED = {
             "arr",
             "top_decile_share",
             "top_clv_segment",
+            "customer_value_fit",
+            "churn_bands",
             "first_purchase",
             "top_category",
             "top_products",
@@ -128,7 +131,13 @@ EXPECTED = {
             "quarantine",
             "data_tests",
         },
-        "absent_insights": {"usage_totals", "returning_share"},
+        # Two weeks of orders: no customer seen dropping out, so no fitted figure.
+        "absent_insights": {
+            "usage_totals",
+            "returning_share",
+            "top_predicted_clv_segment",
+            "probability_alive",
+        },
     },
     "saas": {
         "sections": {
@@ -177,6 +186,8 @@ EXPECTED = {
             "seasonality",
             "top_decile_share",
             "top_clv_segment",
+            "customer_value_fit",
+            "churn_bands",
             "first_purchase",
             "top_products",
             "top_category",

@@ -23,6 +23,7 @@ from productlens.report import ReportResult, classic_questions, write_report
 from productlens.report import insights as ins
 from productlens.report.sections import RevenueSection, Settings
 from tests.conftest import open_readonly, q
+from tests.test_report_sections import stated
 
 CLOSE = 1e-9
 MARTS_YML = Path(cv.__file__).parents[1] / "models" / "marts" / "_marts.yml"
@@ -235,6 +236,14 @@ def test_a_usable_fit_draws_the_probability_alive_histogram(fitted: World) -> No
     one_time = fitted.rows("select probability_alive from marts.customer_value where frequency = 0")
     assert one_time
     assert all(r["probability_alive"] == pytest.approx(1.0) for r in one_time)
+
+
+def test_every_sentence_states_the_numbers_it_holds(fitted: World, demo: World) -> None:
+    keys = ("customer_value_fit", "top_predicted_clv_segment", "churn_bands", "probability_alive")
+    for key in keys:
+        stated(fitted.result.insights()[key])
+    for key in ("customer_value_fit", "churn_bands"):
+        stated(demo.result.insights()[key])
 
 
 # --- no usable fit: the demo ------------------------------------------------------------------

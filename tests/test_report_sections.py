@@ -334,6 +334,31 @@ SAYS: dict[str, dict[str, Says | None]] = {
         "cancelled_arr": lambda x: f"{_money(x)} cancelled",
     },
     "top_clv_segment": {"clv_per_user": _money},
+    "customer_value_fit": {
+        "fit_status": None,  # said in words: checked in test_report_customer_value
+        "n_customers": lambda x: f"{x:,} customer",
+        "n_repeat_buyers": lambda x: f"({x:,} repeat",
+        "history_weeks": lambda x: f"{x:.1f} weeks of orders",
+        "expected_purchases": lambda x: f"expect {x:,.1f} purchases",
+        "predicted_clv": lambda x: f"worth {_money(x)}",
+    },
+    "top_predicted_clv_segment": {
+        "predicted_clv_per_customer": lambda x: f"value: {_money(x)} per customer",
+        "historical_clv_per_customer": lambda x: f"against {_money(x)} per customer",
+    },
+    "churn_bands": {
+        "basis": None,  # said in words: checked in test_report_customer_value
+        "n_customers": lambda x: f"Of {x:,} customer",
+        "n_never_bought": lambda x: f"; {x:,} user",
+        **{f"n_{b}": (lambda x: f"{x:,} (") for b in ("active", "at_risk", "churned")},
+        **{f"share_{b}": (lambda x: f"({_pct(x)})") for b in ("active", "at_risk", "churned")},
+    },
+    "probability_alive": {
+        "mean": lambda x: f"probability {_pct(x)} on average",
+        "mean_repeat": lambda x: f"{_pct(x)} over the",
+        "n_repeat_buyers": lambda x: f"the {x:,} repeat buyers",
+        "n_one_time": lambda x: f"The {x:,} one-time buyer",
+    },
     "first_purchase": {
         "mean_days": lambda x: f"{x:.1f} days on average",
         "median_days": lambda x: f"median {x:.1f}",
@@ -370,7 +395,8 @@ SAYS: dict[str, dict[str, Says | None]] = {
 }
 
 
-def _stated(insight: Insight) -> None:
+def stated(insight: Insight) -> None:
+    """Each value of the insight appears in its text, in the format SAYS gives."""
     says = next((v for k, v in SAYS.items() if insight.key.startswith(k)), {})
     for name, value in insight.values.items():
         if value is None:
@@ -405,7 +431,7 @@ def test_every_insight_states_its_own_numbers(
     found += [a for _, a in classic_questions(sections) if a is not None]
     assert len({i.key for i in found}) >= 12
     for insight in found:
-        _stated(insight)
+        stated(insight)
     # The concentration: the top 10% of buyers (not 1%), in the sentence and in the values.
     if sections.revenue is not None and sections.revenue.concentration is not None:
         share = ins.top_decile_share(sections.revenue)
