@@ -513,13 +513,9 @@ def customer_value(section: RevenueSection) -> None:
     churn = insights.churn_bands(section)
     if churn is not None:
         _insights(churn)
-        bands = [b for b in v.churn if b.basis != "no_orders"]
-        labels = list(dict.fromkeys(b.band for b in bands))
+        bands = v.buyer_bands()
         fig = go.Figure(
-            go.Bar(
-                x=[band.replace("_", " ") for band in labels],
-                y=[sum(b.n_users for b in bands if b.band == band) for band in labels],
-            )
+            go.Bar(x=[band.replace("_", " ") for band in bands], y=list(bands.values()))
         )
         basis = "probability alive" if v.fitted else "days since the last order"
         fig.update_layout(title=f"Customers by churn risk ({basis})")

@@ -44,6 +44,7 @@ BANDS = ("active", "at_risk", "churned", "never_bought")
 ACTIVE_AT = 0.7
 AT_RISK_AT = 0.3
 HORIZON_WEEKS = 52
+NO_ORDERS_BASIS = "no_orders"  # churn_risk_basis of users who never bought
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,19 @@ class CustomerValue:
     @property
     def fitted(self) -> bool:
         return self.fit_status == FITTED
+
+    def buyer_bands(self) -> dict[str, int]:
+        """Customers per churn band (users who never bought left out): active, at risk
+        and churned always, in that order, then any other band the mart holds."""
+        counts = dict.fromkeys(BANDS[:3], 0)
+        for b in self.churn:
+            if b.basis != NO_ORDERS_BASIS:
+                counts[b.band] = counts.get(b.band, 0) + b.n_users
+        return counts
+
+    @property
+    def never_bought(self) -> int:
+        return sum(b.n_users for b in self.churn if b.basis == NO_ORDERS_BASIS)
 
     @property
     def reason(self) -> str | None:

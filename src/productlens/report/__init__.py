@@ -325,8 +325,7 @@ def _customer_value(r: RevenueSection, out: Path) -> list[Block]:
         )
     churn = ins.churn_bands(r)
     if v is not None and churn is not None:
-        bands = [b for b in v.churn if b.basis != "no_orders"]
-        labels = list(dict.fromkeys(b.band for b in bands))  # in the bands' order
+        bands = v.buyer_bands()
         blocks.append(
             Block(
                 "Churn risk",
@@ -334,8 +333,8 @@ def _customer_value(r: RevenueSection, out: Path) -> list[Block]:
                     "churn_risk",
                     "Customers by churn risk"
                     + (" (probability alive)" if v.fitted else " (days since last order)"),
-                    [band.replace("_", " ") for band in labels],
-                    [float(sum(b.n_users for b in bands if b.band == band)) for band in labels],
+                    [band.replace("_", " ") for band in bands],
+                    [float(n) for n in bands.values()],
                     out,
                     counts=True,
                 ),

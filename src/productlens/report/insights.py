@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from productlens.metrics.customer_value import ACTIVE_AT, AT_RISK_AT, BANDS, HORIZON_WEEKS
+from productlens.metrics.customer_value import (
+    ACTIVE_AT,
+    AT_RISK_AT,
+    BANDS,
+    HORIZON_WEEKS,
+    NO_ORDERS_BASIS,
+)
 from productlens.metrics.retention import Cohort
 from productlens.report.sections import (
     ExperimentSummary,
@@ -343,27 +349,29 @@ def churn_bands(r: RevenueSection) -> Insight | None:
     v = r.customer_value
     if v is None:
         return None
-    buyers = [b for b in v.churn if b.basis != "no_orders"]
-    total = sum(b.n_users for b in buyers)
+    counts = v.buyer_bands()
+    total = sum(counts.values())
     if not total:
         return None
-    bases = sorted({b.basis for b in buyers})
+    bases = sorted({b.basis for b in v.churn if b.basis != NO_ORDERS_BASIS})
     basis = bases[0] if len(bases) == 1 else "mixed"
-    counts = {band: sum(b.n_users for b in buyers if b.band == band) for band in BANDS[:3]}
     by, words = CHURN_BASIS.get(basis, ("", ("active", "at risk", "churned")))
     parts = [
         f"{counts[band]:,} ({_pct(counts[band] / total)}) {word}"
         for band, word in zip(BANDS[:3], words, strict=True)
     ]
-    never = sum(b.n_users for b in v.churn if b.basis == "no_orders")
-    values: dict[str, Value] = {"basis": basis, "n_customers": total, "n_never_bought": never}
-    for band, n in counts.items():
-        values[f"n_{band}"] = n
-        values[f"share_{band}"] = n / total
+    values: dict[str, Value] = {
+        "basis": basis,
+        "n_customers": total,
+        "n_never_bought": v.never_bought,
+    }
+    for band in BANDS[:3]:
+        values[f"n_{band}"] = counts[band]
+        values[f"share_{band}"] = counts[band] / total
     return Insight(
         "churn_bands",
         f"Of {_n(total, 'customer')}{by}: {parts[0]}, {parts[1]} and {parts[2]}; "
-        f"{_n(never, 'user')} never bought.",
+        f"{_n(v.never_bought, 'user')} never bought.",
         values,
     )
 
