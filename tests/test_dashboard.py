@@ -4,6 +4,7 @@ here, or the brute-force funnel); a missing warehouse gets the guidance page."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import sys
@@ -22,6 +23,7 @@ from productlens.dashboard.pages import PAGES
 from productlens.engines import DuckDBEngine
 from productlens.errors import ConfigError
 from productlens.lineage import model_graph_dot
+from productlens.metrics.customer_value import REASONS
 from tests.conftest import open_readonly, q, run_cli
 from tests.funnel_reference import reference_funnel
 
@@ -54,6 +56,15 @@ def frame(at: AppTest, *columns: str) -> Any:
         if set(columns) <= set(df.value.columns):
             return df.value
     raise AssertionError(f"no table with columns {columns}")
+
+
+def plotly_charts(at: AppTest) -> dict[str, list[dict[str, Any]]]:
+    """Each Plotly chart's traces (as Plotly's JSON gives them), by the chart's title."""
+    found = {}
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        found[spec["layout"]["title"]["text"]] = spec["data"]
+    return found
 
 
 def count(n: int | float) -> str:
@@ -171,6 +182,31 @@ def test_every_page_shows_the_warehouse_numbers(
         == f"{one(warehouse, 'select sum(net_revenue) from marts.daily_sales'):,.2f}"
     )
     assert shown["orders"] == count(one(warehouse, "select sum(n_orders) from marts.daily_sales"))
+    # Customer value: two weeks of orders fit nothing; the page says why and shows history.
+    status = one(warehouse, "select min(fit_status) from marts.customer_value")
+    assert status == one(warehouse, "select max(fit_status) from marts.customer_value")
+    assert status == "no_dropout_seen"
+    (note,) = [i.value for i in at.info]
+    assert REASONS[status]() in note
+    assert "mean probability alive" not in shown
+    charts = plotly_charts(at)
+    assert "Customers by probability of being still active" not in charts
+    (bars,) = charts["Net revenue per user to date, by segment"]
+    clv = warehouse.fetch_all(
+        q("select segment, avg(historical_clv) from marts.customer_metrics group by segment")
+    )
+    assert dict(zip(bars["x"], bars["y"], strict=True)) == pytest.approx(dict(clv))
+    (bands,) = charts["Customers by churn risk (days since the last order)"]
+    churn = dict(
+        warehouse.fetch_all(
+            q(
+                "select churn_risk, count(*) from marts.customer_metrics "
+                "where churn_risk_basis = 'recency' group by churn_risk"
+            )
+        )
+    )
+    assert bands["x"] == ["active", "at risk", "churned"]
+    assert bands["y"] == [churn.get(b, 0) for b in ("active", "at_risk", "churned")]
 
     # Products and marketing: every product that sold, every campaign.
     at = open_page(at, "products")
@@ -219,6 +255,69 @@ def test_every_page_shows_the_warehouse_numbers(
     graph = modeling.discover(project.config, project.model_dirs)
     assert chart.proto.spec == model_graph_dot(graph)
     assert '"staging.stg_events" -> "core.fct_events";' in chart.proto.spec
+
+
+def test_the_revenue_page_shows_the_fitted_customer_value(
+    fitted_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_readonly(fitted_project)
+    try:
+        fit = engine.fetch_arrow(q("select * from marts.customer_value")).to_pylist()
+        segments = dict(
+            engine.fetch_all(q("select user_id, segment from core.dim_users where is_current"))
+        )
+        spent = dict(
+            engine.fetch_all(
+                q(
+                    "select user_id, sum(net_revenue) from core.int_order_revenue "
+                    "where is_recognized group by user_id"
+                )
+            )
+        )
+    finally:
+        engine.close()
+    assert {r["fit_status"] for r in fit} == {"fitted"}
+    monkeypatch.setattr(sys, "argv", [str(ENTRY), "--project", str(fitted_project)])
+    at = AppTest.from_file(str(ENTRY), default_timeout=TIMEOUT)
+    at.query_params["page"] = "revenue"  # straight to the page, as a shared link opens it
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == PAGES["revenue"].title
+    assert not at.info  # no why-not note: the fit is usable
+    shown = metrics(at)
+    alive = [r["probability_alive"] for r in fit]
+    assert shown["customers"] == count(len(fit))
+    assert shown["predicted value, next 52 weeks"] == f"{sum(r['clv_52w'] for r in fit):,.2f}"
+    purchases = sum(r["expected_purchases_52w"] for r in fit)
+    assert shown["expected purchases, next 52 weeks"] == f"{purchases:,.1f}"
+    assert shown["mean probability alive"] == f"{sum(alive) / len(alive):.1%}"
+    # Per segment, per customer: net revenue to date beside the predicted 52 weeks.
+    to_date: dict[str, list[float]] = {}
+    predicted: dict[str, list[float]] = {}
+    for r in fit:
+        segment = segments[r["user_id"]]
+        to_date.setdefault(segment, []).append(spent[r["user_id"]])
+        predicted.setdefault(segment, []).append(r["clv_52w"])
+    charts = plotly_charts(at)
+    history, prediction = charts["Customer value per customer, by segment"]
+    assert (history["name"], prediction["name"]) == ("to date", "predicted, next 52 weeks")
+    mean = {s: sum(v) / len(v) for s, v in to_date.items()}
+    assert dict(zip(history["x"], history["y"], strict=True)) == pytest.approx(mean)
+    mean = {s: sum(v) / len(v) for s, v in predicted.items()}
+    assert dict(zip(prediction["x"], prediction["y"], strict=True)) == pytest.approx(mean)
+    table = frame(at, "segment", "predicted_clv_per_customer")
+    assert dict(zip(table["segment"], table["n_customers"], strict=True)) == {
+        s: len(v) for s, v in to_date.items()
+    }
+    # Churn bands from the probability alive at 0.7 and 0.3; its histogram in tenths.
+    (bands,) = charts["Customers by churn risk (probability alive)"]
+    assert bands["y"] == [
+        sum(p >= 0.7 for p in alive),
+        sum(0.3 <= p < 0.7 for p in alive),
+        sum(p < 0.3 for p in alive),
+    ]
+    (histogram,) = charts["Customers by probability of being still active"]
+    assert histogram["y"] == [sum(min(int(p * 10), 9) == k for p in alive) for k in range(10)]
 
 
 def test_a_filter_changes_the_numbers_as_the_warehouse_says(
