@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from productlens.config import load_project
+from productlens.engines import Engine
 from productlens.engines.duckdb import DuckDBEngine
 from productlens.metrics import customer_value as cv
 from productlens.report import ReportResult, classic_questions, write_report
@@ -244,6 +245,87 @@ def test_every_sentence_states_the_numbers_it_holds(fitted: World, demo: World) 
         stated(fitted.result.insights()[key])
     for key in ("customer_value_fit", "churn_bands"):
         stated(demo.result.insights()[key])
+
+
+# --- the same reader on PostgreSQL and Spark --------------------------------------------------
+
+OTHER_ENGINES = ["postgres", pytest.param("spark", marks=pytest.mark.xdist_group("spark"))]
+# The columns the reader reads, copied from the fitted DuckDB warehouse.
+READ = {
+    "customer_value": (
+        "user_id",
+        "frequency",
+        "age_weeks",
+        "probability_alive",
+        "expected_purchases_52w",
+        "clv_52w",
+        "fit_status",
+    ),
+    "customer_metrics": (
+        "user_id",
+        "segment",
+        "n_orders",
+        "historical_clv",
+        "churn_risk",
+        "churn_risk_basis",
+    ),
+}
+
+
+def _engine(kind: str, request: pytest.FixtureRequest) -> Engine:
+    if kind == "postgres":
+        from productlens.engines.postgres import PostgresEngine
+
+        return PostgresEngine(request.getfixturevalue("pg_dsn"))
+    from productlens.engines.spark import SparkEngine
+
+    return SparkEngine(request.getfixturevalue("spark"))
+
+
+@pytest.mark.parametrize("kind", OTHER_ENGINES)
+def test_the_reader_gives_the_same_figures_on_every_engine(
+    kind: str, fitted: World, request: pytest.FixtureRequest
+) -> None:
+    here = fitted.revenue.customer_value
+    assert here is not None
+    engine = _engine(kind, request)
+    try:
+        engine.ensure_schema("marts")
+        for name, wanted in READ.items():
+            types = dict(fitted.engine.columns("marts", name))
+            engine.drop("marts", name)
+            engine.create_table("marts", name, [(c, types[c]) for c in wanted])
+            data = fitted.engine.fetch_arrow(q(f"select {', '.join(wanted)} from marts.{name}"))
+            assert engine.append_arrow("marts", name, data) == data.num_rows
+        there = cv.customer_value(engine)
+    finally:
+        if kind == "spark":  # the run's one Spark session: leave its catalog as found
+            for name in READ:
+                engine.drop("marts", name)
+        engine.close()
+    assert there is not None
+    exact = ("fit_status", "n_customers", "n_repeat_buyers", "churn", "alive_bins")
+    for field in exact:
+        assert getattr(there, field) == getattr(here, field), field
+    for field in (
+        "history_weeks",
+        "mean_probability_alive",
+        "mean_probability_alive_repeat",
+        "expected_purchases",
+        "predicted_clv",
+    ):
+        assert getattr(there, field) == pytest.approx(getattr(here, field), rel=CLOSE), field
+    assert {s.segment: s for s in there.segments}.keys() == {s.segment for s in here.segments}
+    for s in here.segments:
+        t = next(x for x in there.segments if x.segment == s.segment)
+        assert t.n_customers == s.n_customers
+        for field in (
+            "historical_clv_per_customer",
+            "predicted_clv_per_customer",
+            "expected_purchases_per_customer",
+            "mean_probability_alive",
+        ):
+            assert getattr(t, field) == pytest.approx(getattr(s, field), rel=CLOSE), field
 
 
 # --- no usable fit: the demo ------------------------------------------------------------------
