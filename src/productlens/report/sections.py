@@ -11,6 +11,7 @@ Where the data comes from, and which filters apply (`SECTIONS[name].filters`):
 - live metrics on `core.fct_events` (productlens.metrics: funnel, retention, activity,
   lifecycle) take the date range, devices and countries;
 - revenue (productlens.metrics.revenue and the `daily_sales` mart) takes the date range;
+  its customer value (productlens.metrics.customer_value) is a snapshot of the whole data;
 - products, campaigns and data health are snapshots of the whole warehouse;
 - experiments are the readouts of productlens.experiments (their own dates).
 Days are UTC days, like the marts; live metrics count in `[metrics] timezone`.
