@@ -356,7 +356,7 @@ SAYS: dict[str, dict[str, Says | None]] = {
     "probability_alive": {
         "mean": lambda x: f"probability {_pct(x)} on average",
         "mean_repeat": lambda x: f"{_pct(x)} over the",
-        "n_repeat_buyers": lambda x: f"the {x:,} repeat buyers",
+        "n_repeat_buyers": lambda x: f"the {x:,} repeat buyer",
         "n_one_time": lambda x: f"The {x:,} one-time buyer",
     },
     "first_purchase": {

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
+from productlens.metrics import customer_value as cv
 from productlens.metrics.funnel import StepResult
 from productlens.metrics.lifecycle import LifecyclePeriod
 from productlens.metrics.retention import Cohort
@@ -42,6 +43,25 @@ def revenue(n_users: int, n_buyers: int) -> RevenueSection:
     segment = SegmentValue("Regular", n_users, n_buyers, 10.0, 10.0 / n_users, None, 0.0)
     first = FirstPurchase(n_buyers, 1.0, 1.0)
     return RevenueSection(None, None, None, None, None, None, (segment,), first)
+
+
+def customers(n: int, repeat: int, never: int) -> RevenueSection:
+    """n customers (repeat of them repeat buyers, all active) under a usable fit."""
+    value = cv.CustomerValue(
+        fit_status="fitted",
+        n_customers=n,
+        n_repeat_buyers=repeat,
+        history_weeks=8.0,
+        segments=(cv.SegmentValue("Regular", n, 10.0, 12.0, 1.0, 0.9),),
+        churn=(cv.ChurnBand("active", "probability_alive", n),)
+        + ((cv.ChurnBand("never_bought", "no_orders", never),) if never else ()),
+        alive_bins=(0,) * 9 + (n,),
+        mean_probability_alive=0.9,
+        mean_probability_alive_repeat=0.8 if repeat else None,
+        expected_purchases=1.0,
+        predicted_clv=12.0,
+    )
+    return RevenueSection(None, None, None, None, None, None, None, None, value)
 
 
 def health(*held: int, tests: int = 1) -> HealthSection:
@@ -86,6 +106,38 @@ CASES: list[tuple[str, Callable[[], Insight | None], str]] = [
     ("one buyer", lambda: ins.first_purchase(revenue(1, 1)), "(median 1.0, 1 buyer)."),
     ("two buyers", lambda: ins.first_purchase(revenue(2, 2)), "(median 1.0, 2 buyers)."),
     (
+        "one customer fitted",
+        lambda: ins.customer_value_fit(customers(1, 1, 0)),
+        "Fitted on 1 customer (1 repeat buyer, 8.0 weeks",
+    ),
+    (
+        "two customers fitted",
+        lambda: ins.customer_value_fit(customers(2, 2, 0)),
+        "Fitted on 2 customers (2 repeat buyers, 8.0 weeks",
+    ),
+    (
+        "one customer's value",
+        lambda: ins.top_predicted_clv_segment(customers(1, 1, 0)),
+        "(1 customer).",
+    ),
+    (
+        "one customer banded",
+        lambda: ins.churn_bands(customers(1, 1, 1)),
+        "Of 1 customer: 1 (100.0%)",
+    ),
+    ("one never bought", lambda: ins.churn_bands(customers(2, 1, 1)), "; 1 user never bought."),
+    ("two never bought", lambda: ins.churn_bands(customers(2, 1, 2)), "; 2 users never bought."),
+    (
+        "one repeat buyer",
+        lambda: ins.probability_alive(customers(3, 1, 0)),
+        "80.0% over the 1 repeat buyer. The 2 one-time buyers count as active",
+    ),
+    (
+        "one one-time buyer",
+        lambda: ins.probability_alive(customers(3, 2, 0)),
+        "over the 2 repeat buyers. The 1 one-time buyer counts as active",
+    ),
+    (
         "one quarantined row",
         lambda: ins.quarantine_summary(health(1)),
         "1 row is held in quarantine; the most common reason is reason 0 (1 row of raw.events)",
@@ -108,5 +160,5 @@ def test_a_count_of_one_takes_the_singular(
     assert insight is not None, case
     assert said in insight.text, insight.text
     assert not re.search(
-        r"(?<![\d,.])1 [a-z ]*?(users|weeks|cohorts|buyers|rows|tests)\b", insight.text
+        r"(?<![\d,.])1 [a-z -]*?(users|weeks|cohorts|buyers|rows|tests|customers)\b", insight.text
     ), insight.text

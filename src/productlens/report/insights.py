@@ -283,9 +283,8 @@ def customer_value_fit(r: RevenueSection) -> Insight | None:
         "history_weeks": v.history_weeks,
     }
     data = (
-        f"{_n(v.n_customers, 'customer')} ({v.n_repeat_buyers:,} repeat "
-        f"{'buyer' if v.n_repeat_buyers == 1 else 'buyers'}, {v.history_weeks:.1f} weeks "
-        "of orders)"
+        f"{_n(v.n_customers, 'customer')} ({_n(v.n_repeat_buyers, 'repeat buyer')}, "
+        f"{v.history_weeks:.1f} weeks of orders)"
     )
     if not v.fitted:
         return Insight(
@@ -385,8 +384,8 @@ def probability_alive(r: RevenueSection) -> Insight | None:
     repeat = (
         ""
         if v.mean_probability_alive_repeat is None
-        else f"; {_pct(v.mean_probability_alive_repeat)} over the {v.n_repeat_buyers:,} "
-        "repeat buyers"
+        else f"; {_pct(v.mean_probability_alive_repeat)} over the "
+        f"{_n(v.n_repeat_buyers, 'repeat buyer')}"
     )
     one_time_note = (
         ""
