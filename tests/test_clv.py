@@ -453,7 +453,15 @@ def test_the_predicted_holdout_total_is_the_charts_on_a_week_boundary(
 
 def test_python_m_productlens_cli_honours_project(sample_project: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "productlens.cli", "--project", str(sample_project), "clv", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "productlens.cli",
+            "--project",
+            str(sample_project),
+            "clv",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,  # an empty folder: the project must come from --project

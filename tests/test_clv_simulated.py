@@ -157,4 +157,3 @@ def test_a_90_day_world_fits_the_customer_value_mart(world: Path) -> None:
     basis = dict(zip(*metrics.to_pydict().values(), strict=True))
     assert basis.get("recency", 0) == 0
     assert basis["probability_alive"] == known > 0
-

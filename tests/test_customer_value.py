@@ -208,7 +208,8 @@ def test_each_fit_status_with_its_reason(
         return
     if reason == "repeat buyers":
         assert summary.n >= clv.MIN_CUSTOMERS
-        assert int(np.sum(x > 0)) == 2 and int(np.sum((x > 0) & (m > 0))) == 1
+        assert int(np.sum(x > 0)) == 2
+        assert int(np.sum((x > 0) & (m > 0))) == 1
         with pytest.raises(ClvInputError, match="repeat buyers with spend above 0"):
             clv.analyze(orders_engine)
         return
@@ -311,7 +312,9 @@ def test_churn_bands_cut_at_exactly_0_7_and_0_3(
                 pa.array(alive, from_pandas=True),
             )
             .set_column(
-                rows.schema.get_field_index("clv_52w"), "clv_52w", pa.array(clv_52w, from_pandas=True)
+                rows.schema.get_field_index("clv_52w"),
+                "clv_52w",
+                pa.array(clv_52w, from_pandas=True),
             )
             .set_column(
                 rows.schema.get_field_index("expected_purchases_52w"),
@@ -345,12 +348,13 @@ def test_churn_bands_cut_at_exactly_0_7_and_0_3(
         assert row["predicted_clv_12m"] == 100.0 + planted_ids.index(user)
         assert row["expected_purchases_12m"] == 2.5
     others = [row for user, row in by_user.items() if user not in planted_ids]
-    assert others and {row["churn_risk_basis"] for row in others} == {"recency"}
+    assert others
+    assert {row["churn_risk_basis"] for row in others} == {"recency"}
 
 
 # --- fitted models ------------------------------------------------------------------------
 
-PROBE = '''
+PROBE = """
 import pyarrow as pa
 import sqlglot
 
@@ -363,7 +367,7 @@ def model(ctx):
 
 def fit(ctx, inputs):
     {body}
-'''
+"""
 
 
 def probe_graph(root: Path, body: str, spec: str = "") -> modeling.ModelGraph:
@@ -409,7 +413,8 @@ def test_a_failed_fit_names_the_model_and_keeps_the_previous_table(
     assert rows == [(1, "a"), (2, "b")]
     # A build records the failure and leaves the table too.
     result = modeling.build(engine, bad, RunLog(engine))
-    assert "probe" in result.failed and message in result.failed["probe"]
+    assert "probe" in result.failed
+    assert message in result.failed["probe"]
     assert engine.fetch_all(q("select count(*) from marts.probe")) == [(2,)]
 
 
@@ -468,10 +473,12 @@ def test_the_dbt_export_makes_a_fitted_model_a_source(
     assert not (tmp_path / "dbt" / "models" / "marts" / "customer_value.sql").exists()
     assert "models/marts/customer_metrics.sql" in export.models
     assert "fitted_marts.customer_value" in export.sources
-    assert len(export.notes) == 1 and "marts.customer_value is a fitted model" in export.notes[0]
+    assert len(export.notes) == 1
+    assert "marts.customer_value is a fitted model" in export.notes[0]
     sources = yaml.safe_load((tmp_path / "dbt" / "models" / "sources.yml").read_text())
     fitted = [s for s in sources["sources"] if s["name"] == "fitted_marts"]
-    assert len(fitted) == 1 and fitted[0]["schema"] == "marts"
+    assert len(fitted) == 1
+    assert fitted[0]["schema"] == "marts"
     (entry,) = fitted[0]["tables"]
     assert entry["name"] == "customer_value"
     tests = {c["name"]: c["data_tests"] for c in entry["columns"]}
@@ -483,7 +490,8 @@ def test_the_dbt_export_makes_a_fitted_model_a_source(
     singular = [
         (tmp_path / "dbt" / p).read_text() for p in export.singular_tests if "customer_value" in p
     ]
-    assert singular and all("source('fitted_marts', 'customer_value')" in s for s in singular)
+    assert singular
+    assert all("source('fitted_marts', 'customer_value')" in s for s in singular)
     schema_yml = yaml.safe_load((tmp_path / "dbt" / "models" / "marts" / "schema.yml").read_text())
     assert "customer_value" not in {m["name"] for m in schema_yml["models"]}
 
@@ -498,4 +506,3 @@ def test_the_discount_rate_is_validated(tmp_path: Path) -> None:
     (tmp_path / "productlens.toml").write_text("[clv]\ndiscount_rate = 0.25\n")
     config = load_project(tmp_path).config
     assert modeling.ModelContext.from_config(config).clv_discount_rate == 0.25
-

@@ -240,7 +240,6 @@ def test_the_comparison_sees_a_changed_value(
     assert differences(marts, marts.slice(1)) != []
 
 
-
 def test_the_comparison_covers_the_fitted_customer_value(
     world: Path, duckdb_side: tuple[Engine, list[tuple[str, str, str]]]
 ) -> None:
