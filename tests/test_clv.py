@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from datetime import date
@@ -378,3 +380,93 @@ def test_p_alive_and_expected_purchases_are_the_posterior_integrals(
     assert clv.expected_purchases(params, t, *one)[0] == pytest.approx(
         future_mass / (alive_mass + died_mass), rel=1e-7
     )
+
+
+def test_the_customer_value_mart_is_the_clv_analysis_exactly(
+    sample_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The mart (built by `productlens build`) and `productlens clv --json` on the same
+    # orders: the same fit and the same figures for every customer, to the last digit.
+    assert main(["--project", str(sample_project), "clv", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    engine = warehouse_engine(sample_project / "warehouse.duckdb", read_only=True)
+    try:
+        mart = engine.fetch_arrow(
+            sqlglot.parse_one("select * from marts.customer_value order by user_id")
+        )
+    finally:
+        engine.close()
+    customers = got["customers"]
+    assert mart.num_rows == len(customers) == 2357
+    assert set(mart.column("fit_status").to_pylist()) == {"fitted"}
+    assert mart.column("user_id").to_pylist() == [c["user_id"] for c in customers]
+    pairs = {
+        "frequency": "frequency",
+        "recency_weeks": "recency_weeks",
+        "age_weeks": "age_weeks",
+        "mean_spend": "mean_spend",
+        "expected_purchases_52w": "expected_purchases",
+        "probability_alive": "probability_alive",
+        "expected_spend": "expected_spend",
+        "clv_52w": "clv",
+    }
+    for column, key in pairs.items():
+        want = [c[key] for c in customers]
+        assert mart.column(column).to_pylist() == want, column
+    assert set(mart.column("as_of_date").to_pylist()) == {date(1998, 6, 30)}
+
+
+def test_the_holdout_after_a_mid_week_calibration_end_counts_every_day(
+    sample: DuckDBEngine,
+) -> None:
+    # 1997-09-27 is a Saturday in the chart's fourth day of a week: the rest of that week
+    # belongs to the holdout, and its purchases count in the holdout totals.
+    end = date(1997, 9, 27)
+    log = read_log("CDNOW_sample.txt")
+    day = pc.strptime(pa.array(log.date), format="%Y%m%d", unit="s").to_numpy().astype("M8[D]")
+    pairs = np.unique(np.column_stack([log.customer, day.astype(str)]), axis=0)
+    first_day = pairs[np.unique(pairs[:, 0], return_index=True)[1], 1]
+    customers = np.unique(pairs[:, 0])
+    calibration = np.isin(pairs[:, 0], customers[first_day.astype("M8[D]") <= end])
+    after = pairs[:, 1].astype("M8[D]") > np.datetime64(end)
+    result = clv.analyze(sample, end)
+    holdout = result.holdout
+    assert holdout is not None
+    assert holdout.actual_total == int(np.sum(calibration & after)) == 1908
+    # The chart's holdout weeks hold whole weeks only; the totals are the days after the end.
+    chart = sum(w.actual for w in holdout.tracking if w.is_holdout)
+    assert chart < holdout.actual_total
+    assert holdout.predicted_total == pytest.approx(holdout.actual_total, rel=0.15)
+
+
+def test_the_predicted_holdout_total_is_the_charts_on_a_week_boundary(
+    calibrated: clv.ClvResult,
+) -> None:
+    # 1997-09-30 ends a chart week: the closed-form total over the holdout's days equals
+    # the sum of the tracking chart's holdout weeks.
+    holdout = calibrated.holdout
+    assert holdout is not None
+    chart = sum(w.predicted for w in holdout.tracking if w.is_holdout)
+    assert holdout.predicted_total == pytest.approx(chart, rel=1e-12)
+    assert holdout.actual_total == sum(w.actual for w in holdout.tracking if w.is_holdout)
+
+
+def test_python_m_productlens_cli_honours_project(sample_project: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "productlens.cli",
+            "--project",
+            str(sample_project),
+            "clv",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # an empty folder: the project must come from --project
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["n_customers"] == 2357

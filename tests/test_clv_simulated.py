@@ -125,3 +125,35 @@ def test_clv_by_segment_adds_up_the_customers(
         assert s["mean_probability_alive"] == pytest.approx(alive / n, rel=1e-12)
     per_customer = [s["clv_per_customer"] for s in segments]
     assert per_customer == sorted(per_customer, reverse=True)
+
+
+def test_a_90_day_world_fits_the_customer_value_mart(world: Path) -> None:
+    # Ninety days of orders are long enough to see customers leave: the mart is fitted,
+    # figures the clv analysis gives, and customer_metrics bands churn by P(alive).
+    engine = warehouse_engine(world / "warehouse.duckdb", read_only=True)
+    try:
+        mart = engine.fetch_arrow(q("select * from marts.customer_value order by user_id"))
+        metrics = engine.fetch_arrow(
+            q(
+                "select churn_risk_basis, count(*) as n from marts.customer_metrics"
+                " group by churn_risk_basis"
+            )
+        )
+        known = engine.fetch_all(
+            q(
+                "select count(*) from marts.customer_value where user_id in"
+                " (select user_id from core.dim_users)"
+            )
+        )[0][0]
+        result = clv.analyze(engine)
+    finally:
+        engine.close()
+    assert set(mart.column("fit_status").to_pylist()) == {"fitted"}
+    assert mart.column("user_id").to_pylist() == result.customers.user_id.tolist()
+    np.testing.assert_array_equal(mart.column("clv_52w").to_numpy(), result.customers.clv)
+    np.testing.assert_array_equal(
+        mart.column("probability_alive").to_numpy(), result.customers.probability_alive
+    )
+    basis = dict(zip(*metrics.to_pydict().values(), strict=True))
+    assert basis.get("recency", 0) == 0
+    assert basis["probability_alive"] == known > 0

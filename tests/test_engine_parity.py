@@ -238,3 +238,29 @@ def test_the_comparison_sees_a_changed_value(
     assert differences(marts, with_stickiness(stickiness[index] * (1 + 1e-7))) != []
     assert differences(marts, with_stickiness(None)) != []
     assert differences(marts, marts.slice(1)) != []
+
+
+def test_the_comparison_covers_the_fitted_customer_value(
+    world: Path, duckdb_side: tuple[Engine, list[tuple[str, str, str]]]
+) -> None:
+    """marts.customer_value (a fitted model, loaded through a temp table on each engine) is
+    among the tables compared, with its status, its fitted figures and its NULLs (the mean
+    spend of one-time buyers): a changed status, a changed figure or a NULL where DuckDB has
+    a value are each a difference."""
+    engine = duckdb_side[0]
+    assert "customer_value" in engine.list_tables("marts")
+    value = engine.fetch_arrow(exp.select("*").from_(table("marts", "customer_value")))
+    if (world / "scenario").read_text() == "saas":
+        return  # the SaaS world's orders are compared all the same, whatever they hold
+    assert value.num_rows > 0
+    (status,) = set(value.column("fit_status").to_pylist())
+    print(f"customer_value on the parity world: {status}, {value.num_rows} customers")
+    assert value.column("mean_spend").null_count > 0
+    other = "degenerate_fit" if status == "fitted" else "fitted"
+    position = value.column_names.index("fit_status")
+    changed = value.set_column(position, "fit_status", pa.array([other] * value.num_rows))
+    assert differences(value, changed) != []
+    figure = value.column_names.index("probability_alive")
+    swapped = [None if v is not None else 0.5 for v in value.column(figure).to_pylist()]
+    nulled = value.set_column(figure, "probability_alive", pa.array(swapped, pa.float64()))
+    assert differences(value, nulled) != []

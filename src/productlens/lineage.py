@@ -190,7 +190,9 @@ def _column_sources(graph: ModelGraph, name: str, column: str, schema: Schema) -
     return sorted(found)
 
 
-def _output_names(query: exp.Query, mapping: dict[str, dict[str, dict[str, object]]]) -> list[str]:
+def _output_names(
+    query: exp.Query, mapping: dict[str, dict[str, dict[str, exp.DataType | str]]]
+) -> list[str]:
     """The names of a query's output columns (a `select *` expanded with the schema)."""
     try:
         tree = qualify(

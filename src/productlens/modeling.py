@@ -362,15 +362,8 @@ def _parse(
         tree, fitted = _load_python(path, context)
     else:
         tree = _load_sql(path)
-    if fitted is not None and spec is not None:
-        if spec.materialized == "view" or spec.incremental is not None:
-            kind = "a view" if spec.materialized == "view" else "incremental"
-            raise ModelError(
-                f"a fitted model cannot be {kind}: its table is what fit() returns, built "
-                "whole each time",
-                model=name,
-                file=path,
-            )
+    if fitted is not None:
+        _check_fitted_spec(name, path, spec)
     cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     upstreams: set[str] = set()
     for table in tree.find_all(exp.Table):
@@ -398,6 +391,19 @@ def _parse(
     if fitted is not None:
         fitted_columns(model)  # an unsupported SCHEMA type fails at discovery, not in a build
     return model
+
+
+def _check_fitted_spec(name: str, path: Path, spec: ModelSpec | None) -> None:
+    """A fitted model's table is what fit() returns, built whole: never a view, never
+    incremental."""
+    if spec is None or (spec.materialized != "view" and spec.incremental is None):
+        return
+    kind = "a view" if spec.materialized == "view" else "incremental"
+    raise ModelError(
+        f"a fitted model cannot be {kind}: its table is what fit() returns, built whole each time",
+        model=name,
+        file=path,
+    )
 
 
 def _order(models: dict[str, Model]) -> list[str]:
@@ -536,8 +542,7 @@ def check_fitted(model: Model, result: object) -> None:
         )
     if result.schema.names != expected.names:
         raise ModelError(
-            f"fit() returned the columns {result.schema.names}; SCHEMA declares "
-            f"{expected.names}",
+            f"fit() returned the columns {result.schema.names}; SCHEMA declares {expected.names}",
             model=model.name,
             file=model.path,
         )

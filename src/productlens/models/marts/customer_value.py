@@ -118,7 +118,9 @@ def _table(
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         "user_id": inputs.column("user_id").cast(pa.string()),
         "first_order_date": pa.array(first, type=pa.date32()),
-        "as_of_date": pa.array(np.full(n, np.datetime64(summary.calibration_end, "D")), type=pa.date32()),
+        "as_of_date": pa.array(
+            np.full(n, np.datetime64(summary.calibration_end, "D")), type=pa.date32()
+        ),
         "frequency": pa.array(summary.frequency.astype(np.int64)),
         "recency_weeks": pa.array(summary.recency),
         "age_weeks": pa.array(summary.age),
