@@ -374,6 +374,17 @@ def test_the_demo_shows_history_and_says_why_there_is_no_prediction(demo: World)
     assert found.key == "top_clv_segment"
 
 
+def test_a_warehouse_without_the_mart_says_to_build_it(demo: World) -> None:
+    """A warehouse built before customer_value was a mart: history, and what to run."""
+    before = replace(demo.revenue, customer_value=None)
+    fit = ins.customer_value_fit(before)
+    assert fit is not None
+    assert "run `productlens build`" in fit.text
+    assert fit.values == {}
+    assert ins.churn_bands(before) is None
+    assert ins.top_clv_segment(before) is not None
+
+
 def test_the_demo_bands_churn_risk_by_recency(demo: World) -> None:
     ref = reference(demo)
     counts, never = _churn_counts(ref)

@@ -275,7 +275,17 @@ def customer_value_fit(r: RevenueSection) -> Insight | None:
     no prediction (the figures beside it are then historical)."""
     v = r.customer_value
     if v is None:
-        return None
+        # Orders but no fit: a warehouse built before customer_value was a mart.
+        return (
+            None
+            if not r.clv
+            else Insight(
+                "customer_value_fit",
+                "No predicted lifetime value is shown: the warehouse has no "
+                "marts.customer_value yet (run `productlens build`). The customer figures "
+                "here are historical (net revenue to date).",
+            )
+        )
     values: dict[str, Value] = {
         "fit_status": v.fit_status,
         "n_customers": v.n_customers,
