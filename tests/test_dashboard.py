@@ -391,6 +391,10 @@ def test_the_saas_world_runs_every_page(
             assert not at.get("plotly_chart")
         if slug == "marketing":
             assert len(frame(at, "campaign_id", "roi")) == campaigns
+        if slug == "revenue":
+            # No orders, no customers: no customer-value part, no note about a fit.
+            assert not at.info
+            assert "Customer value" not in [h.value for h in at.subheader]
 
 
 def test_a_missing_warehouse_gets_the_guidance_page(

@@ -459,8 +459,8 @@ def customer_value(section: RevenueSection) -> None:
     """Predicted CLV by segment beside historical, churn-risk bands and P(alive) when the
     fit is usable; otherwise the historical view and why there is no prediction."""
     v = section.customer_value
-    if v is None and not section.clv:
-        return
+    if not section.clv and (v is None or not v.n_customers):
+        return  # no customer at all (a SaaS world sells no orders)
     st.subheader("Customer value")
     st.caption("A snapshot of the whole warehouse: the date filter does not apply.")
     fit = insights.customer_value_fit(section)
