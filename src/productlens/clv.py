@@ -155,10 +155,12 @@ select * from final order by order_date
 """
 )
 
+# Columns qualified: inside the mart's summary query this is a scalar subquery, and a bare
+# name there could be the outer query's (SQLGlot cannot qualify it without a schema).
 _LAST_DATE = """
-select max(order_date) as last_date
-from core.int_order_revenue
-where is_recognized and user_id is not null
+select max(last_orders.order_date) as last_date
+from core.int_order_revenue as last_orders
+where last_orders.is_recognized and last_orders.user_id is not null
 """
 
 
