@@ -553,7 +553,8 @@ def runs(
         console.print(f"{r.run_id}: failed {', '.join(r.failed_tests)}", highlight=False)
     for r in [r for r in records if r.rejected_files][:3]:
         for rejected in r.rejected_files:
-            console.print(f"{r.run_id}: rejected {escape(rejected['reason'])}", highlight=False)
+            line = f"{r.run_id}: rejected {escape(rejected['reason'])}"
+            console.print(line, highlight=False, soft_wrap=True)  # a path is not cut
 
 
 @app.command()
