@@ -32,6 +32,11 @@ dies with its process) from before it opens the engine; a second run refuses at 
 (`RunInProgress`, exit 75) and records nothing. So a history row that never finished,
 with no run holding the lock, is a killed run: `runs` shows it `interrupted`.
 
+A landing file that cannot be read is rejected, not the run's failure: it stays where it
+is, is recorded in `ops.rejected_files` with its checksum and the fingerprint of the ingest
+settings, and the run ends `completed_with_rejections` (exit 3, the hook told) once the
+rest is published. Later runs do not read the same bytes with the same settings again.
+
 Nothing is lost between runs: a run that fails after loading rows records the dates those
 rows touch (`ops.run_history`), and the next run rebuilds from the earliest date of every
 run since the last successful one.

@@ -1,5 +1,6 @@
-"""The `ops` schema's own tables (run log, data-test results, demo marker): their columns
-and the statements that write and read them, as SQLGlot expressions.
+"""The `ops` schema's own tables (run log, data-test results, run history, rejected
+landing files, demo marker): their columns and the statements that write and read them, as
+SQLGlot expressions.
 
 Ingestion's bookkeeping tables (`ops.raw_files`, `ops.ingested_files`, ...) belong to
 `productlens.ingest`, which defines them with its processor.
