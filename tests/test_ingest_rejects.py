@@ -34,6 +34,28 @@ def _truncated_parquet() -> bytes:
     return data[: len(data) // 2]  # the footer is cut off
 
 
+def corrupt_page_parquet() -> bytes:
+    """A users Parquet file whose footer reads but whose first data pages do not (bytes
+    of its compressed pages overwritten): found only when its rows are read."""
+    n = 2000
+    users = pa.table(
+        {
+            "user_id": [f"u{i}" for i in range(n)],
+            "signup_ts": pa.array([1_767_600_000_000_000] * n, pa.timestamp("us")),
+            **{c: ["x"] * n for c in ("country", "device", "acquisition_channel", "segment")},
+            "campaign_id": pa.array([None] * n, pa.string()),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(users, sink, compression="snappy", use_dictionary=False)
+    data = bytearray(sink.getvalue().to_pybytes())
+    data[64:1024] = b"\xab" * (1024 - 64)
+    pq.read_metadata(pa.BufferReader(bytes(data)))  # the footer is whole...
+    with pytest.raises(OSError, match=r"[Cc]orrupt"):  # ...the rows are not (pyarrow agrees)
+        pq.read_table(pa.BufferReader(bytes(data)))
+    return bytes(data)
+
+
 # (file name in users/, its bytes, what the one line says): one row per kind of bad file.
 BAD_FILES = [
     pytest.param("zero.parquet", b"", "Parquet file size is 0 bytes", id="zero-bytes"),
@@ -48,6 +70,7 @@ BAD_FILES = [
     pytest.param("empty.csv", b"", "the file is empty", id="empty-csv"),
     pytest.param("blank.csv", b"\n\n", "the file is empty", id="blank-csv"),
     pytest.param("array.jsonl", b'[{"user_id": "u4"}]\n', "not JSON Lines", id="not-json-lines"),
+    pytest.param("page.parquet", corrupt_page_parquet(), "Failed to read file", id="corrupt-page"),
 ]
 
 

@@ -25,6 +25,7 @@ from productlens.engines.base import table
 from productlens.pipeline import Runner
 from productlens.simulate import generate, preset
 from tests.cross_engine import differences
+from tests.test_ingest_rejects import corrupt_page_parquet
 from tests.test_run import _cli, _project, _tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -401,6 +402,7 @@ BAD_LANDING_FILES = [
     ("orders/latin1.csv", LATIN1_ORDER, "cannot read the file as utf-8"),
     ("campaigns/empty.csv", b"", "the file is empty"),
     ("experiments/array.jsonl", b"[1, 2]\n", "not JSON Lines"),
+    ("users/corrupt_page.parquet", corrupt_page_parquet(), "Failed to read file"),
 ]
 
 
@@ -455,7 +457,8 @@ def test_a_run_killed_with_unreadable_files_then_reruns_load_exactly_and_retry_f
     assert code == 3, out + err
     error_lines = [line for line in err.splitlines() if line.startswith("error")]
     assert len(error_lines) == 1, err
-    assert "6 landing file(s) could not be read and were left in place" in error_lines[0]
+    said = f"{len(bad)} landing file(s) could not be read and were left in place"
+    assert said in error_lines[0]
     rejected = _rejected(root)
     assert [r["path"] for r in rejected] == sorted(str(p) for p in bad)
     for row in rejected:
@@ -475,7 +478,7 @@ def test_a_run_killed_with_unreadable_files_then_reruns_load_exactly_and_retry_f
     code, listed, err = _cli(root, "runs", "--json", capsys=capsys)
     history = json.loads(listed)
     assert [r["status"] for r in history[:2]] == ["completed_with_rejections", "interrupted"]
-    assert history[0]["files_rejected"] == 6
+    assert history[0]["files_rejected"] == len(bad)
     assert history[0]["rows"]["in"] == history[0]["rows"]["loaded"] == new_rows
     code, shown, _ = _cli(root, "runs", capsys=capsys)
     for row in rejected:
@@ -485,8 +488,8 @@ def test_a_run_killed_with_unreadable_files_then_reruns_load_exactly_and_retry_f
     (root / "hook.json").unlink()
     code, out, err = _cli(root, "run", capsys=capsys)
     assert code == 0, out + err
-    assert "6 file(s) rejected before, not read again" in " ".join(out.split())
-    assert len(_rejected(root)) == 6
+    assert f"{len(bad)} file(s) rejected before, not read again" in " ".join(out.split())
+    assert len(_rejected(root)) == len(bad)
     assert not (root / "hook.json").exists()
     code, listed, _ = _cli(root, "runs", "--json", capsys=capsys)
     latest = json.loads(listed)[0]
@@ -498,7 +501,7 @@ def test_a_run_killed_with_unreadable_files_then_reruns_load_exactly_and_retry_f
         toml.write('\n[ingest.tables.orders]\nencoding = "latin-1"\n')
     code, out, err = _cli(root, "run", capsys=capsys)
     assert code == 0, out + err
-    assert len(_rejected(root)) == 6  # no new rejection
+    assert len(_rejected(root)) == len(bad)  # no new rejection
     code, listed, _ = _cli(root, "runs", "--json", capsys=capsys)
     rows = json.loads(listed)[0]["rows"]
     whole_rows = pq.ParquetFile(whole).metadata.num_rows

@@ -283,31 +283,61 @@ def ingest_paths(
         by_table.setdefault((table or infer_table(path, default), kind.format), []).append(path)
 
     _check_map_targets(mapping or {}, {t for t, _ in by_table} or {table or "events"})
-    result = IngestResult(ignored_files=expanded.ignored)
     moment = now or datetime.now(UTC)
     # Hashing releases the GIL: two threads halve the time for many files.
     with ThreadPoolExecutor(max_workers=2) as pool:
         hashed = dict(zip(files, pool.map(_checksum, files), strict=True))
     checksums = {p: digest for p, (digest, _) in hashed.items()}
     sizes = {p: size for p, (_, size) in hashed.items()}
-    readings: list[Reading] = []
-    try:
-        jobs = _plan(
-            lake,
-            by_table,
-            _Hashed(checksums, sizes),
-            config,
-            mapping or {},
-            force,
-            result,
-            readings,
-            screening,
-        )
-        _run_all(lake, store, jobs, config, moment, result, on_batch)
-    finally:
-        for reading in readings:
-            reading.close(lake)
-    return result
+    rejected: list[Rejection] = []
+    while True:
+        result = IngestResult(ignored_files=expanded.ignored)
+        readings: list[Reading] = []
+        try:
+            jobs = _plan(
+                lake,
+                by_table,
+                _Hashed(checksums, sizes),
+                config,
+                mapping or {},
+                force,
+                result,
+                readings,
+                screening,
+            )
+            _run_all(lake, store, jobs, config, moment, result, on_batch)
+        except UnreadableFile as exc:
+            # A file whose footer read but whose data does not fails its batch (all was
+            # rolled back): with screening, the command runs again without it.
+            found = _group_of(by_table, exc.path) if screening is not None else None
+            if found is None:
+                raise
+            (target, fmt), bad = found
+            settings = _settings(config, target, mapping or {})
+            fingerprint = settings_fingerprint(target, fmt, settings)
+            rejected += result.rejected
+            rejected.append(
+                Rejection(bad, target, checksums[bad], sizes[bad], str(exc), fingerprint)
+            )
+            gone = {r.path for r in rejected}
+            by_table = {k: [p for p in v if p not in gone] for k, v in by_table.items()}
+            continue
+        finally:
+            for reading in readings:
+                reading.close(lake)
+        result.rejected = rejected + result.rejected
+        return result
+
+
+def _group_of(
+    by_table: Mapping[tuple[str, str], list[FilePath]], path: object
+) -> tuple[tuple[str, str], FilePath] | None:
+    """The (table, format) group of the command's file `path` names, and the file."""
+    for key, group in by_table.items():
+        for p in group:
+            if path is p or str(path) in (str(p), str(p.resolve())):
+                return key, p
+    return None
 
 
 def _check_map_targets(mapping: Mapping[str, str], tables: set[str]) -> None:
