@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -35,7 +36,7 @@ from productlens.daily import (
     touched_dates,
 )
 from productlens.engines import DuckDBEngine
-from productlens.errors import ConfigError, RunInProgress
+from productlens.errors import ConfigError, EngineError, RunInProgress
 from productlens.pipeline import Runner
 from productlens.retry import RetryPolicy, is_transient, retrying
 from productlens.simulate import generate, preset
@@ -63,6 +64,16 @@ def test_pending_stops_at_the_last_success_and_takes_the_earliest_date() -> None
     assert pending(newest_first) == Touched(D2, None, False)
     assert pending([_rec("a", "success", D1)]) == Touched()
     assert pending([]) == Touched()
+
+
+def test_a_run_that_published_with_rejected_files_owes_nothing() -> None:
+    """`completed_with_rejections` published its marts, as `success` does."""
+    newest_first = [
+        _rec("b", "failed", D2),
+        _rec("a", "completed_with_rejections", D1),
+        _rec("0", "failed", None, full=True),
+    ]
+    assert pending(newest_first) == Touched(D2)
 
 
 def test_a_killed_run_with_no_dates_recorded_is_owed_a_full_rebuild() -> None:
@@ -217,6 +228,65 @@ def test_only_a_lock_or_a_conflict_is_transient_among_duckdb_errors() -> None:
     wrapped = RuntimeError("stage failed")
     wrapped.__cause__ = ConnectionResetError("reset by peer")
     assert is_transient(wrapped)
+
+
+def test_duckdb_running_out_of_its_memory_limit_is_not_retried(tmp_path: Path) -> None:
+    """A real out-of-memory error (DuckDB's own memory_limit, nowhere to spill): the same
+    query on the same data fails the same way, so it is not transient and runs once."""
+    engine = DuckDBEngine(tmp_path / "w.duckdb")
+    engine.connection.execute("SET memory_limit = '20MB'")
+    engine.connection.execute("SET temp_directory = ''")
+    calls: list[int] = []
+    waits: list[float] = []
+
+    def too_big() -> object:
+        calls.append(1)
+        return engine.fetch_all(exp.select("list(i)").from_("range(20000000) AS t(i)"))
+
+    try:
+        with pytest.raises(EngineError) as caught:
+            retrying(RetryPolicy(retries=2, backoff_seconds=1.0), too_big, sleep=waits.append)
+    finally:
+        engine.close()
+    assert isinstance(caught.value.__cause__, duckdb.OutOfMemoryException)
+    assert not is_transient(caught.value)
+    assert (calls, waits) == ([1], [])
+
+
+def _unavailable_rpc() -> BaseException:
+    """A real gRPC call to a port nothing listens on: status UNAVAILABLE."""
+    import grpc
+
+    with socket.socket() as probe:  # a free port, closed again
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/spark.connect.SparkConnectService/Config")
+        with pytest.raises(grpc.RpcError) as caught:
+            call(b"", timeout=10)
+    return caught.value
+
+
+def test_a_spark_connect_server_that_is_unavailable_is_transient() -> None:
+    """Spark Connect's client turns a gRPC error into SparkConnectGrpcException with the
+    call's status (its `_handle_rpc_error`, when the server sent no details), and the
+    Spark engine wraps that in an EngineError: UNAVAILABLE (the server is gone or not up)
+    is worth a retry; another status (a bad request) is an answer."""
+    import grpc
+    from pyspark.errors.exceptions.connect import SparkConnectGrpcException
+
+    rpc = _unavailable_rpc()
+    assert rpc.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert is_transient(rpc)
+    down = SparkConnectGrpcException(message=str(rpc), grpc_status_code=rpc.code())  # type: ignore[attr-defined]
+    wrapped = EngineError("cannot run the query", engine="spark")
+    wrapped.__cause__ = down
+    assert is_transient(wrapped)
+    refused = SparkConnectGrpcException(
+        message="UNAVAILABLE is a word in this message only",
+        grpc_status_code=grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert not is_transient(refused)
 
 
 def test_retrying_waits_doubling_then_gives_up() -> None:

@@ -5,6 +5,7 @@ repairs what a killed one left, and `runs` tells the truth about it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from productlens.engines.base import table
 from productlens.pipeline import Runner
 from productlens.simulate import generate, preset
 from tests.cross_engine import differences
+from tests.test_ingest_rejects import corrupt_page_parquet
 from tests.test_run import _cli, _project, _tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -383,5 +385,143 @@ def test_rows_only_whole_rebuilt_models_read_reach_the_warehouse(
         found = exp.select("campaign_id").from_(table("core", "dim_campaigns"))
         found = found.where(exp.column("campaign_id").eq(exp.Literal.string("new_one")))
         assert engine.fetch_all(found) == [("new_one",)]
+    finally:
+        engine.close()
+
+
+# --- landing files that cannot be read ---------------------------------------------------
+
+ORDER_HEADER = "order_id,user_id,order_ts,status,total_amount,campaign_id\n"
+# An order whose status ("payé", not an accepted one) holds a byte that is no UTF-8.
+LATIN1_ORDER = (ORDER_HEADER + "o-x,u-x,2026-01-05 10:00:00,payé,1.5,\n").encode("latin-1")
+# (folder/name, bytes, what the rejection's reason says): one row per kind of bad file.
+# Two are empty (the same checksum, other formats): each is rejected on its own.
+BAD_LANDING_FILES = [
+    ("events/zero.parquet", b"", "Parquet file size is 0 bytes"),
+    ("users/not_parquet.parquet", b"user_id,country\nu1,DE\n", "magic bytes not found"),
+    ("orders/latin1.csv", LATIN1_ORDER, "cannot read the file as utf-8"),
+    ("campaigns/empty.csv", b"", "the file is empty"),
+    ("experiments/array.jsonl", b"[1, 2]\n", "not JSON Lines"),
+    ("users/corrupt_page.parquet", corrupt_page_parquet(), "Failed to read file"),
+]
+
+
+def _rejected(root: Path) -> list[dict[str, object]]:
+    engine = open_engine(load_project(root), read_only=True)
+    try:
+        if engine.table_kind("ops", "rejected_files") is None:
+            return []
+        query = exp.select("*").from_(table("ops", "rejected_files")).order_by("path")
+        return engine.fetch_arrow(query).to_pylist()
+    finally:
+        engine.close()
+
+
+def test_a_run_killed_with_unreadable_files_then_reruns_load_exactly_and_retry_fixed_files(
+    tmp_path: Path,
+    deliveries: tuple[Path, Path, dict[str, pa.Table]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every kind of unreadable landing file, and one events file of the second delivery
+    truncated (its footer cut off). A run is killed (`kill -9`) mid-ingest; the next run
+    rejects each bad file (left in place, recorded with its checksum, size and reason),
+    loads every other row exactly once, ends `completed_with_rejections` with exit 3 and
+    tells the hook; the run after reads none of them again; then the truncated file
+    arrives whole (new bytes) and the CSV's encoding is declared (new settings): both are
+    read, and the warehouse equals one full build on both deliveries."""
+    project, second, full = deliveries
+    root = _copy(project, tmp_path / "p")
+    (root / "productlens.toml").write_text(
+        '[sources]\nlanding = "landing"\n\n[run]\nreport = false\nbackoff_seconds = 0\n'
+        'on_failure = "cat > hook.json"\n'
+    )
+    shutil.copytree(second, root / "landing", dirs_exist_ok=True)
+    whole = sorted((root / "landing" / "events").rglob("*.parquet"))[-1]
+    good_bytes = whole.read_bytes()
+    whole.write_bytes(good_bytes[: len(good_bytes) // 2])
+    bad = {root / "landing" / name: (data, said) for name, data, said in BAD_LANDING_FILES}
+    bad[whole] = (whole.read_bytes(), "magic bytes not found")
+    for path, (data, _) in bad.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    landed = [p for p in (root / "landing" / "events").rglob("*.parquet") if p not in bad]
+    good_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in landed)
+    arrived = [root / "landing" / p.relative_to(second) for p in second.rglob("*.parquet")]
+    new_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in arrived if p != whole)
+
+    killed = _killer("ingest", 1, root)
+    output, _ = killed.communicate(timeout=300)
+    assert killed.returncode == -9, output
+
+    code, out, err = _cli(root, "run", capsys=capsys)
+    assert code == 3, out + err
+    error_lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(error_lines) == 1, err
+    said = f"{len(bad)} landing file(s) could not be read and were left in place"
+    assert said in error_lines[0]
+    rejected = _rejected(root)
+    assert [r["path"] for r in rejected] == sorted(str(p) for p in bad)
+    for row in rejected:
+        data, said = bad[Path(str(row["path"]))]
+        assert row["checksum"] == hashlib.sha256(data).hexdigest()
+        assert row["size_bytes"] == len(data)
+        assert said in str(row["reason"]), row
+        assert str(row["path"]) in str(row["reason"])  # the reason names the file
+        assert row["settings_fingerprint"]
+    for path, (data, _) in bad.items():
+        assert path.read_bytes() == data  # left in place, untouched
+    # Every other file's rows loaded exactly once (the killed run's batch is not there).
+    assert _count(root, "raw", "events") == good_rows
+    hook = json.loads((root / "hook.json").read_text())
+    assert hook["run"]["status"] == "completed_with_rejections"
+    assert sorted(r["path"] for r in hook["run"]["rejected_files"]) == sorted(map(str, bad))
+    code, listed, err = _cli(root, "runs", "--json", capsys=capsys)
+    history = json.loads(listed)
+    assert [r["status"] for r in history[:2]] == ["completed_with_rejections", "interrupted"]
+    assert history[0]["files_rejected"] == len(bad)
+    assert history[0]["rows"]["in"] == history[0]["rows"]["loaded"] == new_rows
+    code, shown, _ = _cli(root, "runs", capsys=capsys)
+    for row in rejected:
+        assert f"{history[0]['run_id']}: rejected {row['reason']}" in shown.splitlines()
+
+    # The same bytes with the same settings are not read again.
+    (root / "hook.json").unlink()
+    code, out, err = _cli(root, "run", capsys=capsys)
+    assert code == 0, out + err
+    assert f"{len(bad)} file(s) rejected before, not read again" in " ".join(out.split())
+    assert len(_rejected(root)) == len(bad)
+    assert not (root / "hook.json").exists()
+    code, listed, _ = _cli(root, "runs", "--json", capsys=capsys)
+    latest = json.loads(listed)[0]
+    assert (latest["status"], latest["rows"]["in"], latest["files_rejected"]) == ("success", 0, 0)
+
+    # A fixed file (new bytes) and a file under new settings are read again.
+    whole.write_bytes(good_bytes)
+    with (root / "productlens.toml").open("a") as toml:
+        toml.write('\n[ingest.tables.orders]\nencoding = "latin-1"\n')
+    code, out, err = _cli(root, "run", capsys=capsys)
+    assert code == 0, out + err
+    assert len(_rejected(root)) == len(bad)  # no new rejection
+    code, listed, _ = _cli(root, "runs", "--json", capsys=capsys)
+    rows = json.loads(listed)[0]["rows"]
+    whole_rows = pq.ParquetFile(whole).metadata.num_rows
+    assert (rows["in"], rows["loaded"], rows["quarantined"]) == (whole_rows + 1, whole_rows, 1)
+    engine = open_engine(load_project(root), read_only=True)
+    try:
+        held = engine.fetch_all(
+            exp.select("raw_values").from_(table("raw", "quarantine")).where("row_number = 2")
+        )
+    finally:
+        engine.close()
+    assert any("payé" in str(v) for (v,) in held)  # read as latin-1: the text as written
+    repaired = _snapshot(root)
+    assert sorted(repaired) == sorted(full)
+    assert {k: d for k in full if (d := differences(full[k], repaired[k]))} == {}
+
+
+def _count(root: Path, schema: str, name: str) -> int:
+    engine = open_engine(load_project(root), read_only=True)
+    try:
+        return int(engine.fetch_all(exp.select("count(*)").from_(table(schema, name)))[0][0])
     finally:
         engine.close()

@@ -433,7 +433,10 @@ def run_cmd(
     """Ingest the landing folder's new files, rebuild the dates they touch, check, publish.
 
     Error-level data-test failures stop the run before the marts are published (the
-    previous marts stay live) and exit non-zero; `productlens runs` lists every run.
+    previous marts stay live) and exit non-zero. A landing file that cannot be read is
+    rejected and left in place (ops.rejected_files), the others load, and the run exits 3;
+    the same bytes are not read again until they or the ingest settings change.
+    `productlens runs` lists every run.
     """
     from productlens import daily
     from productlens.app import landing_root, open_engine
@@ -467,8 +470,10 @@ def run_cmd(
             if again is not None and again is not engine:
                 again.close()  # the engine a retry opened again
     print_summary(console, result.summary, title=f"productlens run ({result.record.status})")
-    if result.error is None:
+    if result.error is None and not result.record.files_rejected:
         return
+    # A failed run, or one that left landing files it could not read (exit 3): the hook
+    # is told either way.
     if settings.on_failure:
         problem = daily.run_hook(
             settings.on_failure, result.payload, project.root, settings.hook_timeout_seconds
@@ -484,7 +489,8 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Show the latest N runs.")] = 20,
 ) -> None:
-    """List the runs of `productlens run`: dates, status, stage timings, rows and tests."""
+    """List the runs of `productlens run`: dates, status, stage timings, rows, rejected
+    landing files and tests."""
     from productlens import daily
     from productlens.app import open_engine, warehouse_exists
     from productlens.errors import EngineError, RunInProgress
@@ -514,7 +520,10 @@ def runs(
         console.print("no runs yet: productlens run ingests the landing folder")
         return
     listing = Table(show_edge=False, pad_edge=False)
-    for column in ("run", "status", "dates", "seconds", "rows in", "loaded", "held", "tests"):
+    for column in (
+        *("run", "status", "dates", "seconds"),
+        *("rows in", "loaded", "held", "rejected", "tests"),
+    ):
         left = column in ("run", "status", "dates")
         listing.add_column(column, justify="left" if left else "right")
     for r in records:
@@ -530,13 +539,22 @@ def runs(
             f"{r.rows_in:,}",
             f"{r.rows_loaded:,}",
             f"{r.rows_quarantined:,}",
+            f"{r.files_rejected:,}",
             f"{r.tests_passed}/{r.tests_warned}/{r.tests_failed}",
         )
     console.print(listing)
-    console.print("held: rows quarantined; tests: passed/warned/failed", highlight=False)
+    console.print(
+        "held: rows quarantined; rejected: landing files that could not be read; "
+        "tests: passed/warned/failed",
+        highlight=False,
+    )
     failed = [r for r in records if r.failed_tests]
     for r in failed[:3]:
         console.print(f"{r.run_id}: failed {', '.join(r.failed_tests)}", highlight=False)
+    for r in [r for r in records if r.rejected_files][:3]:
+        for rejected in r.rejected_files:
+            line = f"{r.run_id}: rejected {escape(rejected['reason'])}"
+            console.print(line, highlight=False, soft_wrap=True)  # a path is not cut
 
 
 @app.command()
@@ -798,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             err_console.print_exception()
         message = f"[red]error[/] {escape(f'[{exc.stage}]')}: {escape(str(exc))}"
-        err_console.print(message, highlight=False)
+        err_console.print(message, highlight=False, soft_wrap=True)  # one line, unwrapped
         return exc.exit_code
     except typer.TyperException as exc:  # usage errors: bad options or arguments
         show = getattr(exc, "show", None)

@@ -32,6 +32,11 @@ dies with its process) from before it opens the engine; a second run refuses at 
 (`RunInProgress`, exit 75) and records nothing. So a history row that never finished,
 with no run holding the lock, is a killed run: `runs` shows it `interrupted`.
 
+A landing file that cannot be read is rejected, not the run's failure: it stays where it
+is, is recorded in `ops.rejected_files` with its checksum and the fingerprint of the ingest
+settings, and the run ends `completed_with_rejections` (exit 3, the hook told) once the
+rest is published. Later runs do not read the same bytes with the same settings again.
+
 Nothing is lost between runs: a run that fails after loading rows records the dates those
 rows touch (`ops.run_history`), and the next run rebuilds from the earliest date of every
 run since the last successful one.
@@ -60,14 +65,24 @@ from productlens import checks, modeling, ops
 from productlens.config import Project
 from productlens.engines import Engine
 from productlens.engines.base import table
-from productlens.errors import ConfigError, DataTestFailure, ProductLensError, RunInProgress
-from productlens.ingest import CONTRACTS, IngestResult
+from productlens.errors import (
+    ConfigError,
+    DataTestFailure,
+    FilesRejected,
+    IngestError,
+    ProductLensError,
+    RunInProgress,
+)
+from productlens.ingest import CONTRACTS, IngestResult, Screening
 from productlens.objects import FilePath, ObjectPath
 from productlens.pipeline import Runner, RunSummary
 from productlens.retry import RetryPolicy, retrying
 
 ASIDE = "marts_next"
 MARTS = "marts"
+# A run that published its marts but left landing files it could not read (exit 3).
+WITH_REJECTIONS = "completed_with_rejections"
+SUCCEEDED = ("success", WITH_REJECTIONS)  # the marts were published
 # Rows stamped with a UTC time may fall on the day before in the metrics time zone.
 ZONE_MARGIN = timedelta(days=1)
 
@@ -320,12 +335,15 @@ class RunRecord:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     rows_duplicate: int = 0  # exact copies of rows loaded before (a file landed again)
+    files_rejected: int = 0  # landing files this run could not read (ops.rejected_files)
     tests_passed: int = 0
     tests_warned: int = 0
     tests_failed: int = 0
     failed_tests: list[str] = field(default_factory=list)
     error: str | None = None
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # the files this run rejected, as ops.rejected_files lists them (not a history column)
+    rejected_files: list[dict[str, Any]] = field(default_factory=list)
 
     def row(self) -> list[ops.Value]:
         """The record as a row of `ops.run_history`."""
@@ -339,7 +357,13 @@ class RunRecord:
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
         fields: dict[str, Any] = {name: row.get(name) for name, _ in ops.RUN_HISTORY_COLUMNS}
         fields["failed_tests"] = json.loads(row.get("failed_tests") or "[]")
-        for count in ("rows_in", "rows_loaded", "rows_quarantined", "rows_duplicate"):
+        for count in (
+            "rows_in",
+            "rows_loaded",
+            "rows_quarantined",
+            "rows_duplicate",
+            "files_rejected",
+        ):
             fields[count] = int(fields[count] or 0)
         for count in ("tests_passed", "tests_warned", "tests_failed"):
             fields[count] = int(fields[count] or 0)
@@ -370,6 +394,8 @@ class RunRecord:
                 "failed": self.tests_failed,
                 "failed_tests": self.failed_tests,
             },
+            "files_rejected": self.files_rejected,
+            "rejected_files": self.rejected_files,
             "stages": {k: round(v, 4) for k, v in self.stages.items()},
             "error": self.error,
         }
@@ -410,7 +436,56 @@ def history(engine: Engine, *, live: bool = True) -> list[RunRecord]:
         if record.finished_at is None and (newer is not None or not live):
             record.status = "interrupted"  # a later run started, or none is live: killed
     _stage_times(engine, records)
+    _rejections(engine, records)
     return records
+
+
+REJECTION_FIELDS = ("path", "target_table", "size_bytes", "checksum", "reason")
+
+
+def _rejections(engine: Engine, records: list[RunRecord]) -> None:
+    """Each run's rejected landing files, from ops.rejected_files."""
+    if not records or engine.table_kind(*ops.REJECTED_FILES) is None:
+        return
+    query = (
+        exp.select(*(_column(c) for c in ("run_id", *REJECTION_FIELDS)))
+        .from_(table(*ops.REJECTED_FILES))
+        .where(_column("run_id").isin(*(exp.Literal.string(r.run_id) for r in records)))
+        .order_by(_column("path"))
+    )
+    by_id = {r.run_id: r for r in records}
+    for row in engine.fetch_arrow(query).to_pylist():
+        by_id[row.pop("run_id")].rejected_files.append(row)
+
+
+def rejected_before(engine: Engine) -> frozenset[tuple[str, str]]:
+    """(checksum, settings fingerprint) of every landing file a run rejected: the same
+    bytes with the same settings are not read again."""
+    if engine.table_kind(*ops.REJECTED_FILES) is None:
+        return frozenset()
+    query = exp.select(_column("checksum"), _column("settings_fingerprint")).from_(
+        table(*ops.REJECTED_FILES)
+    )
+    return frozenset((str(c), str(f)) for c, f in engine.fetch_all(query))
+
+
+def _note_rejected(engine: Engine, result: IngestResult | None, record: RunRecord) -> None:
+    """Record the landing files this ingest could not read (left in place) at once, so
+    that the next run does not read the same bytes with the same settings again."""
+    if result is None or not result.rejected:
+        return
+    now = _now()
+    rows: list[list[ops.Value]] = [
+        [str(r.path), r.table, r.checksum, r.size, r.reason, r.fingerprint, record.run_id, now]
+        for r in result.rejected
+    ]
+    ops.ensure(engine, ops.REJECTED_FILES, ops.REJECTED_FILES_COLUMNS)
+    engine.execute(ops.insert_rows(ops.REJECTED_FILES, ops.REJECTED_FILES_COLUMNS, rows))
+    record.files_rejected = len(rows)
+    record.rejected_files = [
+        dict(zip(REJECTION_FIELDS, (row[0], row[1], row[3], row[2], row[4]), strict=True))
+        for row in sorted(rows, key=lambda row: str(row[0]))
+    ]
 
 
 def _stage_times(engine: Engine, records: list[RunRecord]) -> None:
@@ -433,7 +508,7 @@ def pending(records: Sequence[RunRecord]) -> Touched:
     """What the runs since the last successful one loaded and did not publish."""
     owed = Touched()
     for record in records:  # newest first
-        if record.status == "success":
+        if record.status in SUCCEEDED:
             break
         if record.status == "interrupted" and record.rebuild_from is None:
             return Touched(full=True)  # killed after loading, perhaps: rebuild whole
@@ -603,17 +678,13 @@ def _run_daily(
         # Inside: a model or YAML error is this run's failure (recorded, the hook told).
         graph = modeling.discover(project.config, project.model_dirs)
         with runner.progress():
-            loaded = attempt(lambda: runner.ingest([_arg(f) for f in folders])) if folders else None
+            loaded = _ingest_landing(runner, folders, record, attempt) if folders else None
             touched = attempt(lambda: _note_loaded(runner.engine, graph, loaded, record))
             owed = owed.merge(touched)
             starts = _starts(request, owed)
             current = _marts_exist(runner.engine, graph)
             if not current and not _raw_exists(runner):
-                raise ConfigError(
-                    "no files in the landing folder and none loaded before: put each "
-                    f"table's files in its own folder ({', '.join(CONTRACTS)})",
-                    path=landing,
-                )
+                _nothing_to_build(landing, loaded)
             if not starts and not owed.full and current:
                 console.print("nothing new in the landing folder: the warehouse is current")
             else:
@@ -622,7 +693,7 @@ def _run_daily(
                 _build_and_publish(runner, graph, since, attempt)
                 if request.report:
                     attempt(runner.report)
-        record.status = "success"
+        record.status = WITH_REJECTIONS if record.files_rejected else "success"
     except KeyboardInterrupt as exc:
         record.status, record.error, error = "interrupted", "interrupted", exc
     except Exception as exc:  # noqa: BLE001 - recorded, reported and re-raised by the caller
@@ -643,6 +714,19 @@ def _run_daily(
     runner.runlog.write_json(project.run_results_path)
     runner.runlog.write_json(project.runs_dir / record.run_id / "run_results.json")
     return DailyRun(record, summary, payload, error, runner.engine)
+
+
+def _ingest_landing(
+    runner: Runner, folders: list[FilePath], record: RunRecord, attempt: _Attempts
+) -> IngestResult:
+    """Ingest the landing folders' new files. A file that cannot be read is rejected (left
+    in place, recorded at once), not the run's failure; one rejected before is not read
+    again unless its bytes or the ingest settings changed."""
+    screening = Screening(attempt(lambda: rejected_before(runner.engine)))
+    landed = [_arg(f) for f in folders]
+    loaded: IngestResult = attempt(lambda: runner.ingest(landed, screening=screening))
+    attempt(lambda: _note_rejected(runner.engine, loaded, record))
+    return loaded
 
 
 @dataclass
@@ -705,6 +789,22 @@ def _starts(request: RunRequest, owed: Touched) -> list[date]:
         # window, after today (the latest a row may be: ingestion holds back the future).
         starts = [_now().date() + ZONE_MARGIN]
     return starts
+
+
+def _nothing_to_build(landing: FilePath, loaded: IngestResult | None) -> None:
+    """Refuse a first run that has nothing loaded to build from, saying why."""
+    if loaded is not None and (loaded.rejected or loaded.held_back):
+        raise IngestError(
+            f"none of the landing files could be read: {len(loaded.rejected)} rejected now, "
+            f"{len(loaded.held_back)} rejected before; they are left in place (see "
+            "`productlens runs` and ops.rejected_files)",
+            path=landing,
+        )
+    raise ConfigError(
+        "no files in the landing folder and none loaded before: put each table's files in "
+        f"its own folder ({', '.join(CONTRACTS)})",
+        path=landing,
+    )
 
 
 def _raw_exists(runner: Runner) -> bool:
@@ -796,11 +896,21 @@ def run_hook(command: str, payload: dict[str, Any], cwd: Path, timeout: float) -
 
 
 def failure_message(run: DailyRun) -> ProductLensError | BaseException:
-    """The error the command reports for a failed run (naming the failed tests)."""
+    """The error the command reports for a failed run (naming the failed tests), or for a
+    run that completed with landing files rejected (`FilesRejected`, exit 3)."""
     error = run.error
     if isinstance(error, DataTestFailure):
         return DataTestFailure(
             f"run {run.record.run_id} stopped before publishing the marts (the previous "
             f"marts stay live): {error.message}"
+        )
+    if error is None and run.record.files_rejected:
+        listed = "; ".join(f"{r['reason']}" for r in run.record.rejected_files[:3])
+        more = run.record.files_rejected - 3
+        return FilesRejected(
+            f"run {run.record.run_id} published the marts, but {run.record.files_rejected} "
+            f"landing file(s) could not be read and were left in place (not read again "
+            f"until their bytes or the ingest settings change): {listed}"
+            + (f"; and {more} more (see `productlens runs`)" if more > 0 else "")
         )
     return error if error is not None else ProductLensError("run failed")

@@ -64,6 +64,23 @@ class IngestError(ProductLensError):
     stage = "ingest"
 
 
+class UnreadableFile(IngestError):
+    """One input file cannot be read at all (no Parquet footer, bytes that are no text in
+    the declared encoding, an empty CSV file, no JSON object on any line). `path` is the
+    file: `productlens run` rejects it and loads the others; `productlens ingest` stops."""
+
+    def __init__(self, message: str, *, file: object) -> None:
+        super().__init__(message, file=file)
+        self.path = file
+
+
+class FilesRejected(IngestError):
+    """`productlens run` completed, but rejected landing files it could not read (exit 3):
+    they are left in place and listed in `ops.rejected_files`."""
+
+    exit_code = 3
+
+
 class ModelError(ProductLensError):
     """A SQL model could not be discovered, ordered or built."""
 

@@ -1,5 +1,6 @@
-"""The `ops` schema's own tables (run log, data-test results, demo marker): their columns
-and the statements that write and read them, as SQLGlot expressions.
+"""The `ops` schema's own tables (run log, data-test results, run history, rejected
+landing files, demo marker): their columns and the statements that write and read them, as
+SQLGlot expressions.
 
 Ingestion's bookkeeping tables (`ops.raw_files`, `ops.ingested_files`, ...) belong to
 `productlens.ingest`, which defines them with its processor.
@@ -70,6 +71,21 @@ RUN_HISTORY_COLUMNS = _columns(
     ("failed_tests", "VARCHAR"),
     ("error", "VARCHAR"),
     ("rows_duplicate", "BIGINT"),  # added after the first release of run_history
+    ("files_rejected", "BIGINT"),  # added later still: see REJECTED_FILES
+)
+# Landing files `productlens run` could not read and left in place (append-only): one row
+# per file per rejection. A file whose (checksum, settings_fingerprint) is here is not read
+# again; new bytes or other ingest settings (another fingerprint) are.
+REJECTED_FILES = (SCHEMA, "rejected_files")
+REJECTED_FILES_COLUMNS = _columns(
+    ("path", "VARCHAR"),
+    ("target_table", "VARCHAR"),
+    ("checksum", "VARCHAR"),  # SHA-256 of the file's bytes
+    ("size_bytes", "BIGINT"),
+    ("reason", "VARCHAR"),  # names the file and what is wrong with it
+    ("settings_fingerprint", "VARCHAR"),  # productlens.ingest.settings_fingerprint
+    ("run_id", "VARCHAR"),
+    ("rejected_at", "TIMESTAMP"),
 )
 # Marks a warehouse the demo made (and may therefore delete).
 DEMO_WORLD = (SCHEMA, "demo_world")

@@ -32,6 +32,7 @@ from productlens.ingest import (
     CONTRACTS,
     BatchResult,
     IngestResult,
+    Screening,
     expand,
     infer_table,
     ingest_paths,
@@ -183,7 +184,10 @@ class Runner:
         mapping: dict[str, str] | None = None,
         preset: str | None = None,
         force: bool = False,
+        screening: Screening | None = None,
     ) -> IngestResult:
+        """Load files into the raw layer (`ingest_paths`) and show the lake to the
+        warehouse; with `screening`, files that cannot be read are rejected, not fatal."""
         expanded = expand(paths, self.lake.objects)
         files = expanded.files
         if expanded.ignored:
@@ -208,11 +212,23 @@ class Runner:
                 on_batch=on_batch,
                 preset=preset,
                 force=force,
+                screening=screening,
             )
+            for rejection in result.rejected:
+                self._say(f"  [red]rejected[/] {escape(rejection.reason)}; left in place")
+            if result.held_back:
+                self._say(
+                    f"  [yellow]still rejected[/] {len(result.held_back)} file(s) rejected "
+                    "before, not read again (same bytes, same settings): "
+                    + escape(", ".join(str(p) for p in result.held_back[:3]))
+                    + (" ..." if len(result.held_back) > 3 else "")
+                )
             skipped = len(result.skipped_files)
             detail = f"{result.total_rows:,} rows loaded, {result.quarantined:,} quarantined"
             if skipped:
                 detail += f", {skipped} files already loaded"
+            if result.rejected:
+                detail += f", {len(result.rejected)} files rejected"
             self._last_meta(rows=result.total_rows, detail=detail)
         self._published = False
         self.publish()

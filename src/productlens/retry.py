@@ -3,9 +3,15 @@
 An error is transient when something in its chain of causes is one of the kinds in
 `TRANSIENT` (by package and class name, so this module imports no database driver): a
 lock another process holds on a DuckDB file, a dropped or refused connection, a
-serialization failure or deadlock on PostgreSQL, a lost Spark gateway. Everything else (a
-contract violation, a failed data test, a SQL error in a model, a full disk) fails at
-once: running it again would give the same answer. The package matters: DuckDB's
+serialization failure or deadlock on PostgreSQL (a server starting up or shutting down,
+"cannot connect now", is one of psycopg's OperationalErrors), a lost Spark gateway, a Spark
+Connect server that is unavailable (gRPC status UNAVAILABLE, once the client's own retries
+are spent). Everything else (a contract violation, a failed data test, a SQL error in a
+model, a full disk) fails at once: running it again would give the same answer.
+
+DuckDB's out-of-memory error is not transient: DuckDB runs out of its own `memory_limit`,
+so the same query on the same data fails the same way; the fix is a setting (a higher
+limit, a temp directory to spill to), not a wait. The package matters: DuckDB's
 IOException and OutOfMemoryException derive from a DB-API `OperationalError` of its own,
 which is not psycopg's dropped connection.
 """
@@ -20,9 +26,24 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# (package, exception class name) -> a pattern its message must match (None: any
-# message). The most specific class of an error found here decides.
-TRANSIENT: dict[tuple[str, str], re.Pattern[str] | None] = {
+Test = re.Pattern[str] | Callable[[BaseException], bool] | None
+
+
+def _grpc_unavailable(error: BaseException) -> bool:
+    """A gRPC error whose status is UNAVAILABLE (the server is gone or not up yet). The
+    status is asked of the error (Spark Connect's `getGrpcStatusCode`, grpc's `code`): the
+    message is the server's and need not name it."""
+    status = getattr(error, "getGrpcStatusCode", None) or getattr(error, "code", None)
+    try:
+        code = status() if callable(status) else None
+    except Exception:  # noqa: BLE001 - an error that cannot say its status is not this one
+        return False
+    return getattr(code, "name", None) == "UNAVAILABLE"
+
+
+# (package, exception class name) -> a pattern its message must match, or a test of the
+# error (None: any). The most specific class of an error found here decides.
+TRANSIENT: dict[tuple[str, str], Test] = {
     # DuckDB: another process holds the database file's lock; a write-write conflict.
     ("duckdb", "IOException"): re.compile(r"Could not set lock|Conflicting lock", re.IGNORECASE),
     ("duckdb", "TransactionException"): re.compile(r"conflict", re.IGNORECASE),
@@ -37,6 +58,10 @@ TRANSIENT: dict[tuple[str, str], re.Pattern[str] | None] = {
     ("psycopg", "AdminShutdown"): None,
     # Spark (py4j gateway) and plain sockets.
     ("py4j", "Py4JNetworkError"): None,
+    # Spark Connect (and any gRPC client): the server is unavailable; other statuses (a
+    # bad plan, a failed query) are answers.
+    ("pyspark", "SparkConnectGrpcException"): _grpc_unavailable,
+    ("grpc", "RpcError"): _grpc_unavailable,
     ("builtins", "ConnectionRefusedError"): None,
     ("builtins", "ConnectionResetError"): None,
     ("builtins", "BrokenPipeError"): None,
@@ -71,8 +96,13 @@ def is_transient(exc: BaseException) -> bool:
         for kind in type(error).__mro__:
             key = (kind.__module__.split(".")[0].lstrip("_"), kind.__name__)
             if key in TRANSIENT:
-                pattern = TRANSIENT[key]
-                if pattern is None or pattern.search(str(error)):
+                test = TRANSIENT[key]
+                if test is None:
+                    return True
+                if isinstance(test, re.Pattern):
+                    if test.search(str(error)):
+                        return True
+                elif test(error):
                     return True
                 break  # the most specific kind listed decides for this error
     return False

@@ -17,6 +17,7 @@ replaces the rows its earlier loads gave (see `store.RawStore.supersede`).
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,9 @@ from datetime import UTC, datetime
 
 from sqlglot import exp
 
+from productlens import __version__
 from productlens.config import IngestConfig, TableIngestConfig
-from productlens.errors import EngineError, IngestError
+from productlens.errors import EngineError, IngestError, UnreadableFile
 from productlens.ingest import presets
 from productlens.ingest.batch import BatchResult, Plan, files_text, run_batch
 from productlens.ingest.contracts import CONTRACTS, LOAD_ORDER, Contract
@@ -41,6 +43,7 @@ from productlens.ingest.readers import (
     file_kind,
     parquet_source,
     read_files,
+    sweep_copies,
 )
 from productlens.ingest.sql import aliased, as_from, col, fill, query, string
 from productlens.ingest.sql import table as sql_table
@@ -52,6 +55,8 @@ __all__ = [
     "CONTRACTS",
     "BatchResult",
     "IngestResult",
+    "Rejection",
+    "Screening",
     "ensure_raw_tables",
     "expand",
     "ingest_paths",
@@ -130,6 +135,29 @@ CREATE TABLE IF NOT EXISTS ops.ingested_files (
 WHERE_COLUMN = "__where"  # the row filter's value, when its type is asked
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A file that could not be read, left out of the load (`Screening`): what it is, and
+    why. `fingerprint` names the settings it was read with (`settings_fingerprint`)."""
+
+    path: FilePath
+    table: str
+    checksum: str
+    size: int
+    reason: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Screening:
+    """How a landing run treats files it cannot read: each is rejected (left out and
+    reported in `IngestResult.rejected`) instead of failing the load, and a file rejected
+    before, with the same bytes and the same settings (`(checksum, fingerprint)` in
+    `rejected_before`), is not read again (`IngestResult.held_back`)."""
+
+    rejected_before: frozenset[tuple[str, str]] = frozenset()
+
+
 @dataclass
 class IngestResult:
     """Everything one ingest run did."""
@@ -137,6 +165,8 @@ class IngestResult:
     batches: list[BatchResult] = field(default_factory=list)
     skipped_files: list[FilePath] = field(default_factory=list)
     ignored_files: list[FilePath] = field(default_factory=list)  # files of other types in folders
+    rejected: list[Rejection] = field(default_factory=list)  # unreadable, left out (Screening)
+    held_back: list[FilePath] = field(default_factory=list)  # rejected before, not read again
 
     @property
     def rows(self) -> dict[str, int]:
@@ -226,11 +256,14 @@ def ingest_paths(
     on_batch: Callable[[BatchResult], None] | None = None,
     preset: str | None = None,
     force: bool = False,
+    screening: Screening | None = None,
 ) -> IngestResult:
     """Load files into their raw tables: one validated batch per table (and format), all
     committed together or none. A `preset` (else `config.preset`) maps another tool's
     export (see `presets`). `force`: load files even if loaded before, replacing the rows
-    of their earlier loads (same checksum or same path, same table)."""
+    of their earlier loads (same checksum or same path, same table). `screening`: a file
+    that cannot be read is left out and reported instead of stopping the load (see
+    `Screening`); without it, such a file fails the whole command, naming it."""
     config = presets.apply(config or IngestConfig(), preset, mapping)
     default = presets.default_table(config.preset) if config.preset else None
     if table is not None and table not in CONTRACTS:
@@ -240,6 +273,7 @@ def ingest_paths(
             raise IngestError(f"[ingest.tables.{t}]: no such raw table")
     store = ensure_raw_tables(lake)
     store.sweep()
+    sweep_copies()
     expanded = expand(paths, lake.objects)
     files = expanded.files
     by_table: dict[tuple[str, str], list[FilePath]] = {}
@@ -249,19 +283,61 @@ def ingest_paths(
         by_table.setdefault((table or infer_table(path, default), kind.format), []).append(path)
 
     _check_map_targets(mapping or {}, {t for t, _ in by_table} or {table or "events"})
-    result = IngestResult(ignored_files=expanded.ignored)
     moment = now or datetime.now(UTC)
     # Hashing releases the GIL: two threads halve the time for many files.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        checksums = dict(zip(files, pool.map(_checksum, files), strict=True))
-    readings: list[Reading] = []
-    try:
-        jobs = _plan(lake, by_table, checksums, config, mapping or {}, force, result, readings)
-        _run_all(lake, store, jobs, config, moment, result, on_batch)
-    finally:
-        for reading in readings:
-            reading.close(lake)
-    return result
+        hashed = dict(zip(files, pool.map(_checksum, files), strict=True))
+    checksums = {p: digest for p, (digest, _) in hashed.items()}
+    sizes = {p: size for p, (_, size) in hashed.items()}
+    rejected: list[Rejection] = []
+    while True:
+        result = IngestResult(ignored_files=expanded.ignored)
+        readings: list[Reading] = []
+        try:
+            jobs = _plan(
+                lake,
+                by_table,
+                _Hashed(checksums, sizes),
+                config,
+                mapping or {},
+                force,
+                result,
+                readings,
+                screening,
+            )
+            _run_all(lake, store, jobs, config, moment, result, on_batch)
+        except UnreadableFile as exc:
+            # A file whose footer read but whose data does not fails its batch (all was
+            # rolled back): with screening, the command runs again without it.
+            found = _group_of(by_table, exc.path) if screening is not None else None
+            if found is None:
+                raise
+            (target, fmt), bad = found
+            settings = _settings(config, target, mapping or {})
+            fingerprint = settings_fingerprint(target, fmt, settings)
+            rejected += result.rejected
+            rejected.append(
+                Rejection(bad, target, checksums[bad], sizes[bad], str(exc), fingerprint)
+            )
+            gone = {r.path for r in rejected}
+            by_table = {k: [p for p in v if p not in gone] for k, v in by_table.items()}
+            continue
+        finally:
+            for reading in readings:
+                reading.close(lake)
+        result.rejected = rejected + result.rejected
+        return result
+
+
+def _group_of(
+    by_table: Mapping[tuple[str, str], list[FilePath]], path: object
+) -> tuple[tuple[str, str], FilePath] | None:
+    """The (table, format) group of the command's file `path` names, and the file."""
+    for key, group in by_table.items():
+        for p in group:
+            if path is p or str(path) in (str(p), str(p.resolve())):
+                return key, p
+    return None
 
 
 def _check_map_targets(mapping: Mapping[str, str], tables: set[str]) -> None:
@@ -307,20 +383,44 @@ class _Job:
     resolution: Resolution | None = None
 
 
+@dataclass(frozen=True)
+class _Hashed:
+    """The files of one command: each one's checksum (SHA-256) and size in bytes."""
+
+    checksums: Mapping[FilePath, str]
+    sizes: Mapping[FilePath, int]
+
+
+def settings_fingerprint(table: str, fmt: str, settings: TableIngestConfig) -> str:
+    """A short digest of what decides how a file is read into `table`: its format, the
+    table's settings (mapping, encoding, delimiter, formats...) and the productlens
+    version. A rejected file is read again when any of them changes."""
+    described = {
+        "table": table,
+        "format": fmt,
+        "settings": settings.model_dump(mode="json"),
+        "version": __version__,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _plan(
     lake: LakeProcessor,
     by_table: Mapping[tuple[str, str], list[FilePath]],
-    checksums: Mapping[FilePath, str],
+    hashed: _Hashed,
     config: IngestConfig,
     mapping: Mapping[str, str],
     force: bool,
     result: IngestResult,
     readings: list[Reading],
+    screening: Screening | None = None,
 ) -> list[_Job]:
     """The batches of one command in load order, every new file read (text) or inspected
     (Parquet) and described before anything is written, so a file that cannot be read is
-    named before any commit. Files loaded before are skipped (recorded in `result`)
-    unless forced. Each reading is added to `readings`, for the caller to close."""
+    named before any commit (or, with `screening`, left out and recorded in `result`).
+    Files loaded before are skipped (recorded in `result`) unless forced. Each reading is
+    added to `readings`, for the caller to close."""
+    checksums = hashed.checksums
     loaded = _loaded_checksums(lake)
     jobs = []
     for name in LOAD_ORDER:
@@ -331,11 +431,24 @@ def _plan(
             seen = loaded.setdefault(target, set())
             new = list(group) if force else [p for p in group if checksums[p] not in seen]
             result.skipped_files += [p for p in group if p not in new]
-            seen.update(checksums[p] for p in new)
-            if not new:
-                continue
             contract = CONTRACTS[target]
-            reading = read_files(lake, new, fmt, settings, contract)
+            if screening is not None:
+                fingerprint = settings_fingerprint(target, fmt, settings)
+                held = [p for p in new if (checksums[p], fingerprint) in screening.rejected_before]
+                result.held_back += held
+                screened = _read_screened(
+                    lake, [p for p in new if p not in held], fmt, settings, contract, hashed,
+                    fingerprint,
+                )  # fmt: skip
+                result.rejected += screened.rejected
+                new, reading = screened.files, screened.reading
+            else:
+                reading = read_files(lake, new, fmt, settings, contract) if new else None
+            # Only files read count as loaded for the groups after (a rejected empty CSV
+            # has the checksum of an empty Parquet file).
+            seen.update(checksums[p] for p in new)
+            if reading is None:
+                continue
             readings.append(reading)
             _check_map_sources(mapping, contract, reading, new)
             job = _prepare(lake, contract, new, reading, checksums, settings)
@@ -343,6 +456,53 @@ def _plan(
                 job = replace(job, replaces=_earlier_loads(lake, target, job.plan.registry))
             jobs.append(job)
     return jobs
+
+
+@dataclass
+class _Screened:
+    """The files of one group that could be read (and their reading), and the rest."""
+
+    files: list[FilePath]
+    reading: Reading | None  # None: no file left to read
+    rejected: list[Rejection]
+
+
+def _read_screened(
+    lake: LakeProcessor,
+    files: list[FilePath],
+    fmt: str,
+    settings: TableIngestConfig,
+    contract: Contract,
+    hashed: _Hashed,
+    fingerprint: str,
+) -> _Screened:
+    """`read_files`, leaving out each file that cannot be read: the readers stop at the
+    first such file, so the group is read again without it until it reads (a bad file is
+    rare; the files read before it are read once more per bad file)."""
+    rejected: list[Rejection] = []
+    remaining = list(files)
+    by_name = {str(p.resolve()): p for p in files} | {str(p): p for p in files}
+    while remaining:
+        try:
+            reading = read_files(lake, remaining, fmt, settings, contract)
+        except UnreadableFile as exc:
+            bad = by_name.get(str(exc.path))
+            if bad is None or bad not in remaining:
+                raise  # not one of these files: no file to leave out
+            remaining.remove(bad)
+            rejected.append(
+                Rejection(
+                    bad,
+                    contract.table,
+                    hashed.checksums[bad],
+                    hashed.sizes[bad],
+                    str(exc),  # names the file, as `productlens ingest` would
+                    fingerprint,
+                )
+            )
+            continue
+        return _Screened(remaining, reading, rejected)
+    return _Screened([], None, rejected)
 
 
 def _run_all(
@@ -481,15 +641,18 @@ def _orphaned(lake: LakeProcessor, table: str, kept: Mapping[str, str]) -> list[
     return notes
 
 
-def _checksum(path: FilePath) -> str:
+def _checksum(path: FilePath) -> tuple[str, int]:
+    """A file's SHA-256 and its size in bytes."""
     digest = hashlib.sha256()
+    size = 0
     try:
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
+                size += len(chunk)
     except OSError as exc:
         raise IngestError(f"cannot read the file: {exc.strerror}", file=path) from None
-    return digest.hexdigest()
+    return digest.hexdigest(), size
 
 
 def _loaded_checksums(lake: LakeProcessor) -> dict[str, set[str]]:
@@ -726,6 +889,7 @@ def replay(
     config = presets.apply(config or IngestConfig(), preset, mapping)
     store = ensure_raw_tables(lake)
     store.sweep()
+    sweep_copies()
     result = IngestResult()
     waiting = {
         r[0]

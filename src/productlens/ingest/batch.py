@@ -11,6 +11,7 @@ check is evaluated twice.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from sqlglot import exp
 
 from productlens import __version__
 from productlens.config import IngestConfig, TableIngestConfig
-from productlens.errors import EngineError, IngestError
+from productlens.errors import EngineError, IngestError, UnreadableFile
 from productlens.ingest.contracts import Contract
 from productlens.ingest.processor import LakeProcessor
 from productlens.ingest.sql import fill, table, text_list
@@ -129,10 +130,11 @@ def run_batch(
         pool.shutdown(wait=True, cancel_futures=True)
         store.discard([*copies.values(), *(f.path for f in written)])
         where = files_text(batch.files) if batch.files else "the quarantine"
-        raise IngestError(
-            f"cannot load into raw.{contract.table}: {exc.message}; nothing was loaded",
-            file=where,
-        ) from None
+        message = f"cannot load into raw.{contract.table}: {exc.message}; nothing was loaded"
+        bad = _unreadable_file(exc.message, batch.files)
+        if bad is not None:  # a file whose footer read but whose data does not
+            raise UnreadableFile(message, file=bad) from None
+        raise IngestError(message, file=where) from None
     except BaseException:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -402,6 +404,18 @@ def _log(
             __version__,
         ],
     )
+
+
+# DuckDB's words for a source file whose bytes it cannot decode (a corrupt data page).
+FAILED_TO_READ = re.compile(r'Failed to read file "(?P<path>[^"]+)"')
+
+
+def _unreadable_file(message: str, files: Sequence[FilePath]) -> FilePath | None:
+    """The batch's file that DuckDB's error says it failed to read, if it names one."""
+    named = FAILED_TO_READ.search(message)
+    if named is None:
+        return None
+    return next((f for f in files if str(f.resolve()) == named.group("path")), None)
 
 
 def files_text(files: Sequence[FilePath]) -> str:

@@ -27,11 +27,15 @@ has, so a source column named `filename` or `__line` is data like any other.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import glob
+import os
+import re
+import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +43,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from productlens.config import TableIngestConfig
-from productlens.errors import EngineError, IngestError
+from productlens.errors import EngineError, IngestError, UnreadableFile
 from productlens.ingest.batch import files_text
 from productlens.ingest.contracts import Contract
 from productlens.ingest.mapping import json_key
@@ -262,6 +266,46 @@ def _describe(lake: LakeProcessor, query: exp.Expr, files: Sequence[FilePath]) -
 
 # --- text files ---------------------------------------------------------------------------
 
+# A text file DuckDB cannot read as it is gets a plain UTF-8 copy in a folder of the
+# system's temporary directory named for the process (`productlens-reader-<pid>-...`): a
+# process killed mid-read leaves its folder behind, and the next ingest removes the folders
+# of processes that are gone (`sweep_copies`).
+COPIES_PREFIX = "productlens-reader-"
+_COPIES_NAME = re.compile(rf"^{re.escape(COPIES_PREFIX)}(\d+)-")
+
+
+@contextlib.contextmanager
+def copies_dir() -> Iterator[Path]:
+    """A temporary folder for this process's copies, removed when the block ends."""
+    with tempfile.TemporaryDirectory(prefix=f"{COPIES_PREFIX}{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
+def sweep_copies() -> list[Path]:
+    """Remove the copy folders that killed processes left in the temporary directory (their
+    pid is no longer running); returns the folders removed. A folder of a live process, or
+    of another user's, is left alone."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{COPIES_PREFIX}*"):
+        named = _COPIES_NAME.match(folder.name)
+        if named is None or not folder.is_dir() or _alive(int(named.group(1))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs (another user's counts: it may not be ours)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 def _text_source(
     lake: LakeProcessor,
@@ -278,7 +322,7 @@ def _text_source(
     lake.execute(
         fill("CREATE TEMP TABLE __lines__ (f VARCHAR, n BIGINT, text VARCHAR)", lines=_t(lines))
     )
-    with tempfile.TemporaryDirectory(prefix="productlens-") as tmp:
+    with copies_dir() as tmp:
         for i, path in enumerate(files):
             plain = _plain(path, settings.encoding, table, Path(tmp) / f"{i}.txt")
             try:
@@ -293,7 +337,7 @@ def _text_source(
                     )
                 )
             except EngineError as exc:
-                raise IngestError(_unreadable(exc.message, settings, table), file=path) from None
+                raise UnreadableFile(_unreadable(exc.message, settings, table), file=path) from None
             if plain != path:
                 plain.unlink()
     # A byte order mark before the first line is no part of it.
@@ -359,14 +403,14 @@ def _plain(path: FilePath, encoding: str, table: str, target: Path) -> FilePath:
                 if not chunk:
                     break
     except UnicodeDecodeError as exc:
-        raise IngestError(
+        raise UnreadableFile(
             f"cannot read the file as {encoding}: byte {done + exc.start + 1} is no text in "
             f"that encoding ({_declare(table)})",
             file=path,
         ) from None
     except (OSError, pa.ArrowException) as exc:
         what = f"{kind.compression} data" if kind.compression else "the file"
-        raise IngestError(f"cannot read {what}: {exc}", file=path) from None
+        raise UnreadableFile(f"cannot read {what}: {exc}", file=path) from None
     return target
 
 
@@ -528,7 +572,7 @@ def _check_some_object(lake: LakeProcessor, checked: exp.Query) -> None:
     if rows:
         name, text, number = rows[0]
         shown = text if len(text) <= 60 else text[:60] + "..."
-        raise IngestError(
+        raise UnreadableFile(
             f"not JSON Lines: no line is one JSON object (line {number}: {shown!r}); a JSON "
             "Lines file holds one object per line",
             file=name,
@@ -563,7 +607,9 @@ def _csv_rows(
     }
     for path in files:
         if str(path.resolve()) not in headers:
-            raise IngestError("the file is empty: the first line must name the columns", file=path)
+            raise UnreadableFile(
+                "the file is empty: the first line must name the columns", file=path
+            )
     columns = list(dict.fromkeys(c for names in headers.values() for c in names))
     check_names(columns, files)
     internal = _internal_names(columns, (FILE_COLUMN, LINE_COLUMN, MALFORMED_COLUMN))
@@ -763,16 +809,16 @@ def _csv_header(path: FilePath, line: str, delimiter: str) -> list[str]:
     """The column names on a CSV file's first line."""
     line = line.removeprefix(BOM).removesuffix("\r")
     if not line.strip():
-        raise IngestError("the file is empty: the first line must name the columns", file=path)
+        raise UnreadableFile("the file is empty: the first line must name the columns", file=path)
     if "\x00" in line:
-        raise IngestError(
+        raise UnreadableFile(
             "the first line holds NUL bytes: the file is probably UTF-16 or UTF-32 without a "
             'byte order mark; declare its encoding (encoding = "utf-16-le", say, under '
             "[ingest.tables.TABLE])",
             file=path,
         )
     if "\r" in line:
-        raise IngestError(
+        raise UnreadableFile(
             "the lines end in a bare carriage return (an old Mac export): convert them to "
             "\\n or \\r\\n line endings",
             file=path,
@@ -780,8 +826,10 @@ def _csv_header(path: FilePath, line: str, delimiter: str) -> list[str]:
     try:
         header = next(csv.reader([line], delimiter=delimiter, strict=True), [])
     except csv.Error as exc:
-        raise IngestError(f"cannot read the header (line 1): {exc}", file=path) from None
+        raise UnreadableFile(f"cannot read the header (line 1): {exc}", file=path) from None
     names = [h.strip() for h in header]
     if not names or any(not n for n in names) or len(set(names)) != len(names):
-        raise IngestError(f"the first line must name every column once, got {header!r}", file=path)
+        raise UnreadableFile(
+            f"the first line must name every column once, got {header!r}", file=path
+        )
     return names

@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlglot import exp
 
-from productlens.errors import EngineError, IngestError
+from productlens.errors import EngineError, IngestError, UnreadableFile
 from productlens.ingest.contracts import CONTRACTS, LINEAGE_COLUMNS, Contract
 from productlens.ingest.processor import LakeProcessor
 from productlens.ingest.sql import aliased, fill, query, text_list
@@ -155,7 +155,7 @@ def inspect_parquet(
                 with f.open("rb") as fh:
                     pq.read_metadata(fh)
             except (OSError, ValueError) as bad:
-                raise IngestError(f"cannot read the file: {bad}", file=f) from None
+                raise UnreadableFile(f"cannot read the file: {bad}", file=f) from None
         raise IngestError(f"cannot read the files: {exc.message}", file=files[0]) from None
     wanted = sorted((c.name, c.type) for c in contract.columns)
     found = {r[0]: (int(r[1]), tuple(tuple(c) for c in r[2] or []), bool(r[3])) for r in rows}
