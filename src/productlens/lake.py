@@ -114,7 +114,8 @@ class PublishResult:
 @dataclass(frozen=True)
 class LakeFile:
     """One listed raw file: its absolute path, name, batch, source file (None for a
-    rewritten file, whose rows name their own), whether it is a copy, and when it came."""
+    rewritten file, whose rows name their own), whether it is a copy, when it came, and
+    its rows."""
 
     path: str
     name: str
@@ -122,6 +123,7 @@ class LakeFile:
     source: str | None
     copied: bool
     ingested_at: object  # a datetime, as the catalog gave it
+    rows: int
 
 
 def publish_raw(
@@ -276,7 +278,9 @@ def _publish_rows(
     batch_rows: int,
 ) -> None:
     """Load the files not loaded yet and delete the superseded rows, in one transaction:
-    a publish stopped half way leaves the table as it was."""
+    a publish stopped half way leaves the table as it was. The new files of each kind
+    (copied, rewritten) are read by one query of the processor and streamed to the
+    engine in one append (on PostgreSQL one COPY), not file by file."""
     engine.create_table("raw", name, _columns(name))
     engine.create_table(*LOADED, LOADED_COLUMNS)
     done = {
@@ -290,23 +294,34 @@ def _publish_rows(
     new = [f for f in files if f.name not in done]
     pairs = {pair for pair in gone if pair[0] in {f.batch for f in files}}
     with engine.transaction():
-        for f in new:
-            # The processor reads the file as DuckDB: the same relation the views use.
-            relation = exp.func("read_parquet", _text(f.path))
-            query = raw_relation(relation, "duckdb", name, f.copied, _lineage(f))
-            rows = 0
-            for batch in processor.fetch_batches(query, rows=batch_rows):
-                rows += engine.append_arrow("raw", name, pa.Table.from_batches([batch]))
+        for copied in (True, False):
+            group = [f for f in new if f.copied is copied]
+            if not group:
+                continue
+            # The processor reads the files as DuckDB: the relation the views use, over
+            # these files only (matched by column name, whatever a file's column order).
+            paths = exp.Array(expressions=[_text(f.path) for f in group])
+            relation = exp.Table(this=exp.Anonymous(this="read_parquet", expressions=[paths]))
+            query = raw_relation(relation, "duckdb", name, copied, _lineage(group))
+            rows = engine.append_arrow("raw", name, processor.fetch_batches(query, rows=batch_rows))
+            listed = sum(f.rows for f in group)
+            if rows != listed:  # a file changed since it was listed: load none of them
+                raise EngineError(
+                    f"the files hold {rows:,} rows where the lake lists {listed:,}",
+                    table=f"raw.{name}",
+                    file=group[0].path if len(group) == 1 else f"{len(group)} files",
+                )
+            result.files_loaded += len(group)
+            result.rows_loaded += rows
+        if new:
             loaded = pa.table(
                 {
-                    "target_table": [name],
-                    "file_name": [f.name],
-                    "row_count": pa.array([rows], pa.int64()),
+                    "target_table": [name] * len(new),
+                    "file_name": [f.name for f in new],
+                    "row_count": pa.array([f.rows for f in new], pa.int64()),
                 }
             )
             engine.append_arrow(*LOADED, loaded)
-            result.files_loaded += 1
-            result.rows_loaded += rows
         if pairs:
             target = table("raw", name)
             matches = _pair_in(exp.column("_batch_id"), exp.column("_source_file"), pairs)
@@ -344,11 +359,14 @@ def _listed(processor: LakeProcessor, name: str) -> list[LakeFile]:
     """The listed files of one raw table, oldest first, with absolute paths."""
     base = processor.raw_root.resolve().parent  # a folder, or a prefix in object storage
     rows = processor.fetch_all(
-        "SELECT path, file_name, batch_id, source_file, copied, ingested_at "
+        "SELECT path, file_name, batch_id, source_file, copied, ingested_at, row_count "
         "FROM ops.raw_files WHERE target_table = ? ORDER BY ingested_at, file_name",
         [name],
     )
-    return [LakeFile(str(_absolute(base, r[0])), r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+    return [
+        LakeFile(str(_absolute(base, r[0])), r[1], r[2], r[3], bool(r[4]), r[5], int(r[6]))
+        for r in rows
+    ]
 
 
 def _superseded(processor: LakeProcessor, name: str) -> set[tuple[str, str]]:
@@ -378,17 +396,17 @@ def _empty(name: str) -> exp.Select:
     return exp.select(*nulls).where(exp.false())
 
 
-def _lineage(f: LakeFile) -> exp.Expr:
-    """One file's lineage as a one-row relation `m`."""
-    source = _text(f.source) if f.source is not None else exp.null()
+def _lineage(files: list[LakeFile]) -> exp.Expr:
+    """The files' lineage as a relation `m`, one row per file."""
     return exp.values(
         [
             (
                 _text(f.name),
                 _text(f.batch),
-                exp.cast(source, "VARCHAR"),
+                exp.cast(_text(f.source) if f.source is not None else exp.null(), "VARCHAR"),
                 exp.cast(_text(str(f.ingested_at)), "TIMESTAMP"),
             )
+            for f in files
         ],
         alias="m",
         columns=["file_name", "batch_id", "source_file", "ingested_at"],
