@@ -533,7 +533,10 @@ def test_postgres_publish_killed_mid_copy_leaves_raw_as_it_was(
     lake = open_lake(catalog)
     engine = PostgresEngine(pg_dsn)
     try:
-        a_published_lake(lake, world, tmp_path, engine)
+        ingest_paths(lake, [world / "users"], now=NOW)
+        publish_raw(lake, engine)
+        # Two tables' new files: the kill comes in the second one's COPY.
+        ingest_paths(lake, [world / "events", world / "orders"], now=NOW)
         before = pg_raw(engine)
         lake.close()  # the killed process opens the lake's catalog
         marker = tmp_path / "mid-copy"
