@@ -210,6 +210,30 @@ def test_create_table_and_append_by_name(eng: Engine, schema: str) -> None:
     assert got == [(1, "it's", datetime(2024, 1, 1, 12)), (2, 'say "hi"', None)]
 
 
+def test_append_streams_a_reader_and_a_broken_stream_appends_nothing(
+    eng: Engine, schema: str
+) -> None:
+    columns = [("id", exp.DataType.build("BIGINT")), ("label", exp.DataType.build("VARCHAR"))]
+    eng.create_table(schema, "log", columns)
+    batches = [
+        pa.record_batch({"label": ["a", "b"], "id": pa.array([1, 2], pa.int64())}),
+        pa.record_batch({"label": ["c"], "id": pa.array([3], pa.int64())}),
+    ]
+    reader = pa.RecordBatchReader.from_batches(batches[0].schema, iter(batches))
+    assert eng.append_arrow(schema, "log", reader) == 3
+
+    def broken() -> Any:
+        yield from batches
+        raise OSError("the source went away")
+
+    with pytest.raises((OSError, EngineError), match="went away"):
+        eng.append_arrow(
+            schema, "log", pa.RecordBatchReader.from_batches(batches[0].schema, broken())
+        )
+    got = eng.fetch_all(exp.select("id", "label").from_(table(schema, "log")).order_by("id"))
+    assert got == [(1, "a"), (2, "b"), (3, "c")]
+
+
 def test_temp_table_is_readable_in_the_block(eng: Engine) -> None:
     data = pa.table({"k": [3, 1, 2], "v": ["c", "a", "b"]})
     with eng.temp_table("input_rows", data) as relation:

@@ -348,6 +348,60 @@ def test_columns_map_postgres_types(pg: PostgresEngine, pg_dsn: str) -> None:
     assert dict(pg.columns("raw", "kinds"))["l"].is_type(exp.DataType.Type.JSONB)
 
 
+def test_catalog_look_ups_are_not_transpiled(
+    pg: PostgresEngine, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog's queries are PostgreSQL's own, prepared once: with transpiling
+    broken, look-ups and appends still answer (and a model query does not)."""
+    from productlens import dialects
+
+    setup_sql(pg_dsn, 'CREATE TABLE raw."it\'s" (a numeric(12,2), b text)')
+    setup_sql(pg_dsn, "CREATE VIEW raw.v AS SELECT 1 AS x")
+
+    def broken(*args: object) -> exp.Expr:
+        raise AssertionError("transpiled")
+
+    monkeypatch.setattr(dialects, "for_engine", broken)
+    assert pg.table_kind("raw", "it's") == "table"
+    assert pg.table_kind("raw", "v") == "view"
+    assert pg.table_kind("raw", "absent") is None
+    assert pg.table_kind("no such schema", "t") is None
+    assert pg.list_tables("raw") == ["it's", "v"]
+    assert [(c, t.sql("duckdb")) for c, t in pg.columns("raw", "it's")] == [
+        ("a", "DECIMAL(12, 2)"),
+        ("b", "TEXT"),
+    ]
+    assert pg.columns("raw", "absent") == []
+    data = pa.table({"b": ["x"], "a": pa.array([Decimal("1.50")], pa.decimal128(12, 2))})
+    assert pg.append_arrow("raw", "it's", data) == 1
+    with pytest.raises(AssertionError, match="transpiled"):
+        pg.fetch_all(q('SELECT a FROM raw."it\'s"'))
+    monkeypatch.undo()
+    assert pg.fetch_all(q('SELECT a, b FROM raw."it\'s"')) == [(Decimal("1.50"), "x")]
+
+
+def test_a_streamed_append_is_one_copy_of_every_batch(pg: PostgresEngine, pg_dsn: str) -> None:
+    """A reader's batches go into one COPY, each cast as a table's would be; a refused
+    value in a later batch loads none of the earlier ones."""
+    make_table(pg, "edge", TYPES)
+    batches = EDGE_ROWS.to_batches(max_chunksize=1)
+    assert len(batches) == 4
+    reader = pa.RecordBatchReader.from_batches(EDGE_ROWS.schema, iter(batches))
+    assert pg.append_arrow("raw", "edge", reader) == 4
+    got = read_back(pg, "edge", list(TYPES))
+    expected = EDGE_ROWS.sort_by("i")
+    assert got.schema.types == expected.schema.types
+    assert got.to_pylist() == expected.to_pylist()
+    pg.create_table("raw", "small", [("v", exp.DataType.build("SMALLINT"))])
+    ok = pa.record_batch({"v": pa.array([1, 2], pa.int64())})
+    too_big = pa.record_batch({"v": pa.array([3, 2**20], pa.int64())})
+    with pytest.raises(EngineError, match="column 'v'"):
+        pg.append_arrow(
+            "raw", "small", pa.RecordBatchReader.from_batches(ok.schema, iter([ok, too_big]))
+        )
+    assert pg.fetch_all(q("SELECT count(*) FROM raw.small")) == [(0,)]
+
+
 def test_a_reader_during_the_swap_waits_and_reads_the_new_table(
     pg: PostgresEngine, pg_dsn: str
 ) -> None:
@@ -546,6 +600,7 @@ def test_exact_whatever_the_servers_defaults(pg_dsn: str) -> None:
             "extra_float_digits = 0",
             "DateStyle = 'SQL, DMY'",
             "TimeZone = 'Asia/Tokyo'",
+            "jit = on",
         ):
             con.execute(
                 psycopg.sql.SQL("ALTER DATABASE {} SET " + setting).format(
@@ -565,6 +620,8 @@ def test_exact_whatever_the_servers_defaults(pg_dsn: str) -> None:
         }
         assert engine.fetch_arrow(query).to_pylist() == [expected]
         assert engine.fetch_all(query) == [tuple(expected.values())]
+        # No JIT compilation (0.7 s of CPU per short analytic query): it changes no value.
+        assert engine.fetch_all(q("SELECT current_setting('jit')")) == [("off",)]
     finally:
         engine.close()
 

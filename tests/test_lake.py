@@ -6,13 +6,19 @@ from __future__ import annotations
 import ast
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset
+import pyarrow.parquet as pq
 import pytest
 from sqlglot import exp
 
@@ -23,8 +29,9 @@ from productlens.errors import EngineError
 from productlens.ingest import held, ingest_paths
 from productlens.ingest.contracts import CONTRACTS
 from productlens.ingest.processor import LakeProcessor
-from productlens.lake import CATALOG, publish_raw
+from productlens.lake import CATALOG, LOADED, publish_raw
 from productlens.simulate import generate, preset
+from tests.conftest import open_lake
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 LATER = datetime(2026, 11, 23, tzinfo=UTC)
@@ -213,6 +220,31 @@ def test_a_failed_load_leaves_the_table_as_it_was(
     assert warehouse.fetch_all(exp.select("*").from_(table("ops", "raw_loaded"))) == []
 
 
+def test_a_file_changed_after_ingestion_stops_the_load(
+    lake: LakeProcessor, tmp_path: Path, warehouse: DuckDBEngine
+) -> None:
+    """A raw file whose rows are not those the catalog lists (rewritten behind the lake's
+    back) loads nothing, and the error names it."""
+    (tmp_path / "a.csv").write_text(EVENTS_A)
+    (tmp_path / "b.csv").write_text(EVENTS_B)
+    ingest_paths(lake, [tmp_path / "b.csv"], table="events", now=NOW)
+    ingest_paths(lake, [tmp_path / "a.csv"], table="events", now=LATER)
+    path = lake.fetch_all(
+        "SELECT path FROM ops.raw_files WHERE target_table = 'events' ORDER BY ingested_at DESC"
+    )[0][0]
+    changed = lake.raw_root.parent / path
+    rows = pq.read_table(changed)
+    assert rows.num_rows == 2  # a.csv's loaded rows
+    os.chmod(changed, stat.S_IWUSR | stat.S_IRUSR)
+    pq.write_table(rows.slice(0, 1), changed)
+    with pytest.raises(EngineError, match="holds 1 rows where the lake lists 2") as info:
+        publish_raw(lake, warehouse, strategy="load")
+    assert info.value.context["file"] == str(changed)
+    assert info.value.context["table"] == "raw.events"
+    assert warehouse_rows(warehouse, "events") == []  # b.csv's file neither
+    assert warehouse.fetch_all(exp.select("*").from_(table("ops", "raw_loaded"))) == []
+
+
 def test_a_listed_file_the_pattern_misses_stops_the_publish(
     lake: LakeProcessor, tmp_path: Path, warehouse: DuckDBEngine
 ) -> None:
@@ -348,6 +380,220 @@ def test_postgres_loads_the_lake(
         assert result.strategy == "load"
         assert_same_raw(lake, engine)
         assert publish_raw(lake, engine).files_loaded == 0
+        assert_same_raw(lake, engine)
+    finally:
+        engine.close()
+
+
+def pg_raw(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """Every raw table's rows and the loaded-file list of a warehouse, as they stand."""
+    state = {name: warehouse_rows(engine, name) for name in CONTRACTS}
+    loaded = engine.fetch_arrow(exp.select("*").from_(table(*LOADED))).to_pylist()
+    state["ops.raw_loaded"] = sorted(loaded, key=lambda r: (r["target_table"], r["file_name"]))
+    return state
+
+
+def assert_loaded_once(lake: LakeProcessor, engine: Engine) -> None:
+    """ops.raw_loaded lists every listed file once, with the rows the lake lists for it."""
+    listed = lake.fetch_all(
+        "SELECT target_table, file_name, row_count FROM ops.raw_files ORDER BY ALL"
+    )
+    loaded = engine.fetch_all(
+        exp.select("target_table", "file_name", "row_count")
+        .from_(table(*LOADED))
+        .order_by("target_table", "file_name")
+    )
+    assert loaded == listed
+
+
+def a_published_lake(lake: LakeProcessor, world: Path, tmp_path: Path, engine: Engine) -> None:
+    """Users published, then every kind of new file (and reloads of loaded ones) waiting."""
+    ingest_paths(lake, [world / "users"], now=NOW)
+    assert publish_raw(lake, engine).files_loaded > 0
+    fill(lake, world, tmp_path / "more")
+
+
+def test_postgres_publish_failing_mid_stream_leaves_raw_as_it_was(
+    lake: LakeProcessor, world: Path, tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of the lake that fails after the COPY has taken rows (a store gone away):
+    the table keeps none of them, and the next publish loads every file exactly once."""
+    from productlens.engines.postgres import PostgresEngine
+
+    engine = PostgresEngine(pg_dsn)
+    try:
+        a_published_lake(lake, world, tmp_path, engine)
+        before = pg_raw(engine)
+        fetch = lake.fetch_batches
+        sent: list[int] = []
+
+        def failing(statement: Any, params: Any = None, *, rows: int = 1_000_000) -> Any:
+            """The publish's second stream breaks after its first batch (the first went
+            whole into its COPY, in the same transaction)."""
+            reader = fetch(statement, params, rows=rows)
+            sent.append(0)
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                for batch in reader:
+                    sent[-1] += batch.num_rows
+                    yield batch
+                    if len(sent) == 2:
+                        raise OSError("the lake's store went away")
+
+            return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+        monkeypatch.setattr(lake, "fetch_batches", failing)
+        with pytest.raises(OSError, match="went away"):
+            publish_raw(lake, engine, batch_rows=100)
+        assert len(sent) == 2  # one stream loaded, the next broken mid-COPY
+        assert sent[0] > 100  # the first COPY took several batches
+        assert sent[1] > 0  # the second had rows when the stream broke
+        assert pg_raw(engine) == before
+        monkeypatch.undo()
+        publish_raw(lake, engine)
+        assert_same_raw(lake, engine)
+        assert_loaded_once(lake, engine)
+    finally:
+        engine.close()
+
+
+# A publish whose read of the lake stops after a batch has gone into the COPY: the test
+# kills this process there (kill -9), mid-COPY.
+KILLED_PUBLISH = """
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from productlens.engines.postgres import PostgresEngine
+from productlens.ingest.processor import LakeProcessor
+from productlens.lake import publish_raw
+
+catalog, dsn, marker = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+lake = LakeProcessor.open(catalog, catalog.with_suffix(".raw"), memory_limit="1GB", threads=1)
+engine = PostgresEngine(dsn, application_name="killed publish")
+fetch = lake.fetch_batches
+
+
+streams = 0
+
+
+def stalled(statement, params=None, *, rows=1_000_000):
+    # The publish's second stream (the first went whole into its COPY, in the same
+    # transaction) stops after its first batch.
+    global streams
+    streams += 1
+    reader = fetch(statement, params, rows=rows)
+    second = streams == 2
+
+    def batches():
+        for batch in reader:
+            yield batch
+            if second:
+                marker.write_text("mid-COPY")
+                time.sleep(600)
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+lake.fetch_batches = stalled
+publish_raw(lake, engine, batch_rows=100)
+"""
+
+
+def _copying(engine: Engine, active: bool = True) -> int:
+    """The killed publish's server processes (those in its COPY, with `active`)."""
+    query = (
+        exp.select(exp.func("count", exp.Star()))
+        .from_("pg_stat_activity")
+        .where(exp.column("application_name").eq(exp.Literal.string("killed publish")))
+    )
+    if active:
+        query = query.where("state = 'active'").where(
+            exp.column("query").like(exp.Literal.string("COPY%"))
+        )
+    return int(engine.fetch_all(query)[0][0])
+
+
+def _until(condition: Any, what: str, seconds: float = 60) -> None:
+    """Wait for `condition()` (a deadline for a process to act, not a timing claim)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_postgres_publish_killed_mid_copy_leaves_raw_as_it_was(
+    world: Path, tmp_path: Path, pg_dsn: str
+) -> None:
+    from productlens.engines.postgres import PostgresEngine
+
+    catalog = tmp_path / "k.duckdb"
+    lake = open_lake(catalog)
+    engine = PostgresEngine(pg_dsn)
+    try:
+        ingest_paths(lake, [world / "users"], now=NOW)
+        publish_raw(lake, engine)
+        # Two tables' new files: the kill comes in the second one's COPY.
+        ingest_paths(lake, [world / "events", world / "orders"], now=NOW)
+        before = pg_raw(engine)
+        lake.close()  # the killed process opens the lake's catalog
+        marker = tmp_path / "mid-copy"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_PUBLISH, str(catalog), pg_dsn, str(marker)]
+        )
+        try:
+            _until(lambda: marker.exists() and _copying(engine) == 1, "no publish mid-COPY")
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()  # a no-op once killed; never leave it sleeping
+            proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        _until(lambda: _copying(engine, active=False) == 0, "the killed COPY's session lives on")
+        assert pg_raw(engine) == before
+        lake = open_lake(catalog)
+        publish_raw(lake, engine)
+        assert_same_raw(lake, engine)
+        assert_loaded_once(lake, engine)
+    finally:
+        lake.close()
+        engine.close()
+
+
+def test_postgres_loads_files_whose_columns_come_in_other_orders(
+    lake: LakeProcessor, world: Path, tmp_path: Path, pg_dsn: str
+) -> None:
+    """Copied files keep their source's column order; one stream reads several such files
+    into the right columns."""
+    from productlens.engines.postgres import PostgresEngine
+
+    columns = CONTRACTS["users"].column_names
+    schema = pa.schema(
+        (c, pa.timestamp("us") if c == "signup_ts" else pa.string()) for c in columns
+    )
+    users = pa.Table.from_pylist(
+        pa.dataset.dataset(world / "users").to_table().to_pylist()[:6], schema=schema
+    )
+    folder = tmp_path / "in"
+    folder.mkdir()
+    orders = [list(columns), list(reversed(columns)), [*columns[3:], *columns[:3]]]
+    for i, order in enumerate(orders):
+        pq.write_table(users.slice(2 * i, 2).select(order), folder / f"u{i}.parquet")
+        ingest_paths(lake, [folder / f"u{i}.parquet"], table="users", now=NOW)
+    raw = lake.fetch_all("SELECT path, copied FROM ops.raw_files WHERE target_table = 'users'")
+    assert [copied for _, copied in raw] == [True] * 3  # each file copied as it came
+    found = {tuple(pq.read_schema(lake.raw_root.parent / path).names) for path, _ in raw}
+    assert found == {tuple(order) for order in orders}
+    engine = PostgresEngine(pg_dsn)
+    try:
+        assert publish_raw(lake, engine).files_loaded == 3
+        got = engine.fetch_arrow(
+            exp.select(*(exp.column(c, quoted=True) for c in columns))
+            .from_(table("raw", "users"))
+            .order_by(exp.column("user_id", quoted=True))
+        )
+        assert got.to_pylist() == users.sort_by("user_id").to_pylist()
         assert_same_raw(lake, engine)
     finally:
         engine.close()

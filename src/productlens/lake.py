@@ -19,9 +19,11 @@ to the warehouse through the Engine protocol only:
   copy costs a read, and a file left half-written by a crash (until the next ingest
   sweeps it) fails the query rather than being skipped;
 - an engine that cannot (PostgreSQL) gets each committed file loaded once into the table
-  `raw.<table>` (its rows and lineage read by the processor as Arrow), recorded in the
-  warehouse's `ops.raw_loaded` in the same transaction, and the rows of superseded pairs
-  deleted. Publishing again loads only files listed since.
+  `raw.<table>`: the new files of one table and kind (copied, rewritten) read by one
+  query of the processor, the same relation the views use, and streamed as Arrow batches
+  into one append (one binary COPY on PostgreSQL), recorded in the warehouse's
+  `ops.raw_loaded`, and the rows of superseded pairs deleted, every table in one
+  transaction. Publishing again loads only files listed since.
 
 The lake's small catalog tables (the quarantine, the logs, the file list) are copied to
 the warehouse's `raw`/`ops` schemas on every publish, for the report and the checks.
@@ -114,7 +116,8 @@ class PublishResult:
 @dataclass(frozen=True)
 class LakeFile:
     """One listed raw file: its absolute path, name, batch, source file (None for a
-    rewritten file, whose rows name their own), whether it is a copy, and when it came."""
+    rewritten file, whose rows name their own), whether it is a copy, when it came, and
+    its rows."""
 
     path: str
     name: str
@@ -122,6 +125,7 @@ class LakeFile:
     source: str | None
     copied: bool
     ingested_at: object  # a datetime, as the catalog gave it
+    rows: int
 
 
 def publish_raw(
@@ -149,16 +153,23 @@ def publish_raw(
     result = PublishResult(chosen)
     if chosen == "views":  # the views read the file list: copied before them
         _copy_all_catalog(processor, engine, result)
+        for name in CONTRACTS:
+            _publish_view(engine, name, _listed(processor, name))
+            result.tables.append(name)
+        return result
     for name in CONTRACTS:
-        files = _listed(processor, name)
-        if chosen == "views":
-            _publish_view(engine, name, files)
-        else:
+        engine.create_table("raw", name, _columns(name))
+    engine.create_table(*LOADED, LOADED_COLUMNS)
+    # Every table's rows in one transaction: a publish stopped anywhere (an error, Ctrl-C,
+    # a kill) leaves the raw layer as it was, and the next one loads the same files.
+    with engine.transaction():
+        for name in CONTRACTS:
+            files = _listed(processor, name)
             gone = _superseded(processor, name)
             _publish_rows(processor, engine, name, files, gone, result, batch_rows)
-        result.tables.append(name)
-    if chosen == "load":  # after the rows, as before: a failed load leaves the old list
-        _copy_all_catalog(processor, engine, result)
+            result.tables.append(name)
+    # After the rows, as before: a failed load leaves the old list.
+    _copy_all_catalog(processor, engine, result)
     return result
 
 
@@ -275,10 +286,11 @@ def _publish_rows(
     result: PublishResult,
     batch_rows: int,
 ) -> None:
-    """Load the files not loaded yet and delete the superseded rows, in one transaction:
-    a publish stopped half way leaves the table as it was."""
-    engine.create_table("raw", name, _columns(name))
-    engine.create_table(*LOADED, LOADED_COLUMNS)
+    """Load one table's files not loaded yet and delete its superseded rows (inside the
+    publish's transaction). The new files of each kind (copied, rewritten) are read by
+    one query of the processor and streamed to the engine in one append (on PostgreSQL
+    one binary COPY), not file by file; the rows streamed must be the rows the lake
+    lists for those files."""
     done = {
         r[0]
         for r in engine.fetch_all(
@@ -289,30 +301,55 @@ def _publish_rows(
     }
     new = [f for f in files if f.name not in done]
     pairs = {pair for pair in gone if pair[0] in {f.batch for f in files}}
-    with engine.transaction():
-        for f in new:
-            # The processor reads the file as DuckDB: the same relation the views use.
-            relation = exp.func("read_parquet", _text(f.path))
-            query = raw_relation(relation, "duckdb", name, f.copied, _lineage(f))
-            rows = 0
-            for batch in processor.fetch_batches(query, rows=batch_rows):
-                rows += engine.append_arrow("raw", name, pa.Table.from_batches([batch]))
-            loaded = pa.table(
-                {
-                    "target_table": [name],
-                    "file_name": [f.name],
-                    "row_count": pa.array([rows], pa.int64()),
-                }
-            )
-            engine.append_arrow(*LOADED, loaded)
-            result.files_loaded += 1
-            result.rows_loaded += rows
-        if pairs:
-            target = table("raw", name)
-            matches = _pair_in(exp.column("_batch_id"), exp.column("_source_file"), pairs)
-            counted = exp.select(exp.func("count", exp.Star())).from_(target).where(matches)
-            result.rows_deleted += _int(engine.fetch_all(counted)[0][0])
-            engine.execute(exp.delete(target, where=matches))
+    for copied in (True, False):
+        group = [f for f in new if f.copied is copied]
+        if not group:
+            continue
+        # The processor reads the files as DuckDB: the relation the views use, over
+        # these files only (matched by column name, whatever a file's column order).
+        paths = exp.Array(expressions=[_text(f.path) for f in group])
+        relation = exp.Table(this=exp.Anonymous(this="read_parquet", expressions=[paths]))
+        query = raw_relation(relation, "duckdb", name, copied, _lineage(group))
+        rows = engine.append_arrow("raw", name, processor.fetch_batches(query, rows=batch_rows))
+        if rows != sum(f.rows for f in group):  # a file changed since it was listed
+            _refuse_changed(processor, relation, name, group)
+        result.files_loaded += len(group)
+        result.rows_loaded += rows
+    if new:
+        loaded = pa.table(
+            {
+                "target_table": [name] * len(new),
+                "file_name": [f.name for f in new],
+                "row_count": pa.array([f.rows for f in new], pa.int64()),
+            }
+        )
+        engine.append_arrow(*LOADED, loaded)
+    if pairs:
+        target = table("raw", name)
+        matches = _pair_in(exp.column("_batch_id"), exp.column("_source_file"), pairs)
+        counted = exp.select(exp.func("count", exp.Star())).from_(target).where(matches)
+        result.rows_deleted += _int(engine.fetch_all(counted)[0][0])
+        engine.execute(exp.delete(target, where=matches))
+
+
+def _refuse_changed(
+    processor: LakeProcessor, relation: exp.Table, name: str, group: list[LakeFile]
+) -> None:
+    """Stop the publish (its transaction loads nothing), naming a file whose rows are not
+    the rows the lake's catalog lists for it."""
+    file_name = exp.func("parse_filename", exp.column("filename"))
+    counted = dict(
+        processor.fetch_all(
+            exp.select(file_name, exp.func("count", exp.Star())).from_(relation).group_by(file_name)
+        )
+    )
+    changed = next((f for f in group if counted.get(f.name, 0) != f.rows), group[0])
+    raise EngineError(
+        f"the file holds {counted.get(changed.name, 0):,} rows where the lake lists "
+        f"{changed.rows:,}: it changed after it was ingested",
+        table=f"raw.{name}",
+        file=changed.path,
+    )
 
 
 def _copy_catalog(processor: LakeProcessor, engine: Engine, schema: str, name: str) -> None:
@@ -344,11 +381,14 @@ def _listed(processor: LakeProcessor, name: str) -> list[LakeFile]:
     """The listed files of one raw table, oldest first, with absolute paths."""
     base = processor.raw_root.resolve().parent  # a folder, or a prefix in object storage
     rows = processor.fetch_all(
-        "SELECT path, file_name, batch_id, source_file, copied, ingested_at "
+        "SELECT path, file_name, batch_id, source_file, copied, ingested_at, row_count "
         "FROM ops.raw_files WHERE target_table = ? ORDER BY ingested_at, file_name",
         [name],
     )
-    return [LakeFile(str(_absolute(base, r[0])), r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+    return [
+        LakeFile(str(_absolute(base, r[0])), r[1], r[2], r[3], bool(r[4]), r[5], int(r[6]))
+        for r in rows
+    ]
 
 
 def _superseded(processor: LakeProcessor, name: str) -> set[tuple[str, str]]:
@@ -378,17 +418,17 @@ def _empty(name: str) -> exp.Select:
     return exp.select(*nulls).where(exp.false())
 
 
-def _lineage(f: LakeFile) -> exp.Expr:
-    """One file's lineage as a one-row relation `m`."""
-    source = _text(f.source) if f.source is not None else exp.null()
+def _lineage(files: list[LakeFile]) -> exp.Expr:
+    """The files' lineage as a relation `m`, one row per file."""
     return exp.values(
         [
             (
                 _text(f.name),
                 _text(f.batch),
-                exp.cast(source, "VARCHAR"),
+                exp.cast(_text(f.source) if f.source is not None else exp.null(), "VARCHAR"),
                 exp.cast(_text(str(f.ingested_at)), "TIMESTAMP"),
             )
+            for f in files
         ],
         alias="m",
         columns=["file_name", "batch_id", "source_file", "ingested_at"],

@@ -106,8 +106,10 @@ class Engine(Protocol):
     ) -> None:
         """Create an empty table with these columns if it does not exist."""
 
-    def append_arrow(self, schema: str, name: str, data: pa.Table) -> int:
-        """Append rows to an existing table, columns matched by name; returns rows written."""
+    def append_arrow(self, schema: str, name: str, data: pa.Table | pa.RecordBatchReader) -> int:
+        """Append rows to an existing table, columns matched by name, in one statement;
+        returns rows written. A reader's batches are appended as they are read (on Spark, read
+        whole first), and an error while reading it appends nothing."""
 
     def temp_table(self, name: str, data: pa.Table) -> AbstractContextManager[exp.Table]:
         """Make an Arrow table readable by queries as the returned table for the block."""

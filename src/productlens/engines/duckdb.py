@@ -267,17 +267,17 @@ class DuckDBEngine:
         )
         self.execute(exp.Create(kind="TABLE", exists=True, this=definition))
 
-    def append_arrow(self, schema: str, name: str, data: pa.Table) -> int:
+    def append_arrow(self, schema: str, name: str, data: pa.Table | pa.RecordBatchReader) -> int:
+        # A registered reader is scanned once, by the INSERT, as it is read.
         with self.temp_table(f"__productlens_arrow_{next(_arrow_names)}", data) as rows:
-            self.execute(
-                exp.Insert(
-                    this=table(schema, name), expression=exp.select("*").from_(rows), by_name=True
-                )
+            insert = exp.Insert(
+                this=table(schema, name), expression=exp.select("*").from_(rows), by_name=True
             )
-        return int(data.num_rows)
+            written = self._rows(self.render(insert))  # an INSERT answers its row count
+        return int(written[0][0])
 
     @contextmanager
-    def temp_table(self, name: str, data: pa.Table) -> Iterator[exp.Table]:
+    def temp_table(self, name: str, data: pa.Table | pa.RecordBatchReader) -> Iterator[exp.Table]:
         # A registered Arrow table is read in place (no copy) by the queries of the block.
         with _translated_errors(self.name):
             self.connection.register(name, data)

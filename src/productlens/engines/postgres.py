@@ -15,6 +15,7 @@ error inside an inner block that the caller catches rolls back that block only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -88,13 +89,58 @@ _SQL_BY_ARROW: tuple[tuple[Callable[[pa.DataType], bool], Callable[[pa.DataType]
 )
 
 _MASK = "***"
-_SESSION = ("SET TIME ZONE 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET extra_float_digits = 1")
+# JIT compilation costs about 0.7 s of CPU per query on the short analytic queries a build
+# runs, more than it saves; it changes no result.
+_SESSION = (
+    "SET TIME ZONE 'UTC'",
+    "SET DateStyle = 'ISO, YMD'",
+    "SET extra_float_digits = 1",
+    "SET jit = off",
+)
 # A client killed mid-statement (kill -9 of a build) is noticed by the server only when
 # it next talks to it: a long CREATE TABLE ... AS ran on to its end, holding the swap's
 # transaction and locks, and the next build waited behind it. PostgreSQL 14+ can poll
 # the socket while a query runs and cancel a dead client's work.
 _CHECK_CLIENT = "SET client_connection_check_interval = '2s'"
 _CHECKS_CLIENT_SINCE = 140000
+
+
+def _regclass_of(parameter: exp.Expr) -> exp.Func:
+    # to_regclass resolves a quoted qualified name (pg_temp included) or gives NULL.
+    return exp.func("to_regclass", parameter)
+
+
+# The catalog's own queries, written for PostgreSQL and rendered once: they read
+# pg_catalog, which models never do, so they skip the transpiling (and the catalog
+# look-ups it makes) every other statement goes through. `%s`: a bound parameter.
+_KIND_SQL = (
+    exp.select("relkind")
+    .from_("pg_catalog.pg_class")
+    .where(exp.column("oid").eq(_regclass_of(exp.Placeholder())))
+    .sql(dialect="postgres")
+)
+_TABLES_SQL = (
+    exp.select("c.relname")
+    .from_("pg_catalog.pg_class AS c")
+    .join("pg_catalog.pg_namespace AS n", on="n.oid = c.relnamespace")
+    .where(exp.column("nspname", "n").eq(exp.Placeholder()))
+    .where(exp.column("relkind", "c").isin(*map(exp.Literal.string, _KINDS)))
+    .sql(dialect="postgres")
+)
+_COLUMNS_SQL = (
+    exp.select(
+        "a.attname",
+        "t.typname",
+        "a.atttypmod",
+        exp.func("format_type", exp.column("atttypid", "a"), exp.column("atttypmod", "a")),
+    )
+    .from_("pg_catalog.pg_attribute AS a")
+    .join("pg_catalog.pg_type AS t", on="t.oid = a.atttypid")
+    .where(exp.column("attrelid", "a").eq(_regclass_of(exp.Placeholder())))
+    .where("a.attnum > 0 AND NOT a.attisdropped")
+    .order_by("a.attnum")
+    .sql(dialect="postgres")
+)
 
 
 class PostgresEngine(Transpiles):
@@ -232,23 +278,11 @@ class PostgresEngine(Transpiles):
         )
 
     def table_kind(self, schema: str, name: str) -> TableKind | None:
-        query = (
-            exp.select("relkind")
-            .from_("pg_catalog.pg_class")
-            .where(exp.column("oid").eq(self._regclass(schema, name)))
-        )
-        rows = self.fetch_all(query)
+        rows = self._catalog(_KIND_SQL, self._qualified(schema, name))
         return _KINDS.get(str(rows[0][0])) if rows else None
 
     def list_tables(self, schema: str) -> list[str]:
-        query = (
-            exp.select("c.relname")
-            .from_("pg_catalog.pg_class AS c")
-            .join("pg_catalog.pg_namespace AS n", on="n.oid = c.relnamespace")
-            .where(exp.column("nspname", "n").eq(exp.Literal.string(schema)))
-            .where(exp.column("relkind", "c").isin(*map(exp.Literal.string, _KINDS)))
-        )
-        return sorted(str(row[0]) for row in self.fetch_all(query))
+        return sorted(str(row[0]) for row in self._catalog(_TABLES_SQL, schema))
 
     def columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]]:
         return [
@@ -369,16 +403,11 @@ class PostgresEngine(Transpiles):
             )
         )
 
-    def append_arrow(self, schema: str, name: str, data: pa.Table) -> int:
-        """A binary COPY of the rows, each column cast (safely: no overflow, no lost
-        digits) to its table column's type; JSON into jsonb is encoded as jsonb."""
-        from pgpq import ArrowToPostgresBinaryEncoder  # noqa: PLC0415 - optional extra
-        from pgpq.encoders import (  # noqa: PLC0415
-            LargeStringEncoderBuilder,
-            StringEncoderBuilder,
-        )
-        from pgpq.schema import Jsonb  # noqa: PLC0415
-
+    def append_arrow(self, schema: str, name: str, data: pa.Table | pa.RecordBatchReader) -> int:
+        """One binary COPY of the rows, streamed batch by batch from a table or a reader
+        (never held whole), each column cast (safely: no overflow, no lost digits) to its
+        table column's type; JSON into jsonb is encoded as jsonb. An error in the stream,
+        a refused value or Ctrl-C aborts the COPY: nothing of it is loaded."""
         where = f"{schema}.{name}"
         catalog = {
             col: (typname, typmod)
@@ -386,36 +415,19 @@ class PostgresEngine(Transpiles):
         }
         if not catalog:
             raise EngineError("no such table to append to", engine=self.name, table=where)
-        unknown = [col for col in data.column_names if col not in catalog]
-        if unknown or len(set(data.column_names)) != data.num_columns:
+        names = list(data.schema.names)
+        unknown = [col for col in names if col not in catalog]
+        if unknown or len(set(names)) != len(names):
             raise EngineError(
-                f"the rows' columns {data.column_names} do not match the table's {list(catalog)}",
+                f"the rows' columns {names} do not match the table's {list(catalog)}",
                 engine=self.name,
                 table=where,
             )
-        columns = [
-            _loadable(data.column(col), *catalog[col], column=col, table=where)
-            for col in data.column_names
-        ]
-        rows = pa.Table.from_arrays(columns, names=data.column_names)
-        jsonb_builders: dict[pa.DataType, Any] = {
-            pa.string(): StringEncoderBuilder,
-            pa.large_string(): LargeStringEncoderBuilder,
-        }
-        # pgpq wants an encoder for every field once one is given.
-        encoders = {
-            field.name: (
-                jsonb_builders[field.type].new_with_output(field, Jsonb())
-                if catalog[field.name][0] == "jsonb"
-                else ArrowToPostgresBinaryEncoder.infer_encoder(field)
-            )
-            for field in rows.schema
-        }
-        encoder = ArrowToPostgresBinaryEncoder.new_with_encoders(rows.schema, encoders)
+        batches = data.to_batches() if isinstance(data, pa.Table) else data
         copy = exp.Copy(
             this=exp.Schema(
                 this=table(schema, name),
-                expressions=[exp.to_identifier(col, quoted=True) for col in rows.column_names],
+                expressions=[exp.to_identifier(col, quoted=True) for col in names],
             ),
             kind=True,
             files=[exp.Var(this="STDIN")],
@@ -424,16 +436,34 @@ class PostgresEngine(Transpiles):
             ],
         )
         statement = copy.sql(dialect=self.dialect)
+
+        def loadable(rows: pa.RecordBatch | pa.Table) -> list[pa.Array | pa.ChunkedArray]:
+            return [
+                _loadable(rows.column(i), *catalog[col], column=col, table=where)
+                for i, col in enumerate(names)
+            ]
+
+        # The encoder takes the schema the rows are cast to (that of no rows, cast).
+        cast_schema = pa.schema(
+            pa.field(col, values.type)
+            for col, values in zip(names, loadable(data.schema.empty_table()), strict=True)
+        )
+        encoder = _encoder(cast_schema, catalog)
+        rows = 0
         with (
             self.transaction(),
             self._errors(table=where),
             self._con.cursor().copy(statement) as writer,
         ):
             writer.write(encoder.write_header())
-            for batch in rows.to_batches(max_chunksize=_COPY_BATCH_ROWS):
-                writer.write(encoder.write_batch(batch))
+            for batch in batches:
+                cast = pa.RecordBatch.from_arrays(loadable(batch), schema=cast_schema)
+                # Encoded a slice at a time: one buffer (~10 MB for events) in memory.
+                for offset in range(0, cast.num_rows, _COPY_BATCH_ROWS):
+                    writer.write(encoder.write_batch(cast.slice(offset, _COPY_BATCH_ROWS)))
+                rows += cast.num_rows
             writer.write(encoder.finish())
-        return int(data.num_rows)
+        return rows
 
     @contextmanager
     def _temp_table(self, name: str, data: pa.Table) -> Iterator[exp.Table]:
@@ -505,27 +535,24 @@ class PostgresEngine(Transpiles):
                 context["sql"] = _excerpt(context["sql"])
             raise EngineError(_first_line(exc), engine=self.name, **context) from exc
 
-    def _regclass(self, schema: str, name: str) -> exp.Func:
-        # to_regclass resolves a quoted qualified name (pg_temp included) or gives NULL.
-        quoted = table(schema, name).sql(dialect=self.dialect)
-        return exp.func("to_regclass", exp.Literal.string(quoted))
+    def _qualified(self, schema: str, name: str) -> str:
+        """`"schema"."name"`, quoted as to_regclass reads it."""
+        return table(schema, name).sql(dialect=self.dialect)
+
+    def _catalog(self, sql: str, parameter: str) -> list[tuple[Any, ...]]:
+        """One of the catalog's prepared queries (`_KIND_SQL`...) with its parameter."""
+        with self._errors(sql=sql):
+            return list(self._con.execute(sql, (parameter,)).fetchall())
 
     def _catalog_columns(self, schema: str, name: str) -> list[tuple[str, str, int, str]]:
-        """(column, typname, typmod, format_type) of a relation, in order."""
-        query = (
-            exp.select(
-                "a.attname",
-                "t.typname",
-                "a.atttypmod",
-                exp.func("format_type", exp.column("atttypid", "a"), exp.column("atttypmod", "a")),
-            )
-            .from_("pg_catalog.pg_attribute AS a")
-            .join("pg_catalog.pg_type AS t", on="t.oid = a.atttypid")
-            .where(exp.column("attrelid", "a").eq(self._regclass(schema, name)))
-            .where("a.attnum > 0 AND NOT a.attisdropped")
-            .order_by("a.attnum")
-        )
-        return [(str(c), str(t), int(m), str(f)) for c, t, m, f in self.fetch_all(query)]  # type: ignore[call-overload]
+        """(column, typname, typmod, format_type) of a relation, in order (none when it
+        does not exist)."""
+        rows = self._catalog(_COLUMNS_SQL, self._qualified(schema, name))
+        return [(str(c), str(t), int(m), str(f)) for c, t, m, f in rows]
+
+    def _known_columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]] | None:
+        # One catalog query: a relation that does not exist has no columns.
+        return self.columns(schema, name) or None
 
     def _column_type(self, column: psycopg.Column) -> tuple[str, pa.DataType | None]:
         """A result column's type name and Arrow type (None: unknown, or numeric without
@@ -540,9 +567,35 @@ class PostgresEngine(Transpiles):
         return typname, _ARROW_BY_TYPNAME.get(typname)
 
 
+def _encoder(schema: pa.Schema, catalog: Mapping[str, tuple[str, int]]) -> Any:
+    """pgpq's binary COPY encoder for rows of this (loadable) schema: JSON text into a
+    jsonb column is encoded as jsonb, every other column as pgpq infers it."""
+    from pgpq import ArrowToPostgresBinaryEncoder  # noqa: PLC0415 - optional extra
+    from pgpq.encoders import (  # noqa: PLC0415
+        LargeStringEncoderBuilder,
+        StringEncoderBuilder,
+    )
+    from pgpq.schema import Jsonb  # noqa: PLC0415
+
+    jsonb_builders: dict[pa.DataType, Any] = {
+        pa.string(): StringEncoderBuilder,
+        pa.large_string(): LargeStringEncoderBuilder,
+    }
+    # pgpq wants an encoder for every field once one is given.
+    encoders = {
+        field.name: (
+            jsonb_builders[field.type].new_with_output(field, Jsonb())
+            if catalog[field.name][0] == "jsonb"
+            else ArrowToPostgresBinaryEncoder.infer_encoder(field)
+        )
+        for field in schema
+    }
+    return ArrowToPostgresBinaryEncoder.new_with_encoders(schema, encoders)
+
+
 def _loadable(
-    values: pa.ChunkedArray, typname: str, typmod: int, *, column: str, table: str
-) -> pa.ChunkedArray:
+    values: pa.Array | pa.ChunkedArray, typname: str, typmod: int, *, column: str, table: str
+) -> pa.Array | pa.ChunkedArray:
     """A column cast to the Arrow type its table column loads from, refusing what would
     change a value."""
     target = _arrow_type(typname, typmod, values.type)
@@ -598,6 +651,12 @@ def _arrow_type(typname: str, typmod: int, source: pa.DataType) -> pa.DataType |
 
 def _sqlglot_type(typname: str, type_text: str) -> exp.DataType:
     """A catalog type as SQLGlot's (format_type's text, e.g. `numeric(12,2)`, `jsonb`)."""
+    return _parsed_type(typname, type_text).copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_type(typname: str, type_text: str) -> exp.DataType:
+    # Parsed once per type: every statement looks up the columns of the tables it reads.
     try:
         return exp.DataType.build(type_text, dialect="postgres")
     except SqlglotError:

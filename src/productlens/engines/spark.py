@@ -304,16 +304,19 @@ class SparkEngine(Transpiles):
         )
         self.execute(exp.Create(this=definition, kind="TABLE", exists=True, properties=_parquet()))
 
-    def append_arrow(self, schema: str, name: str, data: pa.Table) -> int:
+    def append_arrow(self, schema: str, name: str, data: pa.Table | pa.RecordBatchReader) -> int:
+        """One INSERT of the rows. A reader is read whole first: Spark makes a data frame
+        of rows in memory (the lake reaches Spark as files, not through here)."""
+        rows_in = data if isinstance(data, pa.Table) else data.read_all()
         target = self._storage(schema, name) or name
-        with self.temp_table(f"__productlens_append_{next(_views)}", data) as rows:
-            names = data.column_names
+        with self.temp_table(f"__productlens_append_{next(_views)}", rows_in) as rows:
+            names = rows_in.column_names
             insert = exp.Insert(
                 this=exp.Schema(this=table(schema, target), expressions=[_ident(n) for n in names]),
                 expression=_select_all(names, rows),
             )
             self.execute(insert)
-        return int(data.num_rows)
+        return int(rows_in.num_rows)
 
     @contextmanager
     def temp_table(self, name: str, data: pa.Table) -> Iterator[exp.Table]:

@@ -168,12 +168,14 @@ class LakeProcessor:
 
     def fetch_batches(
         self, statement: Statement, params: Sequence[Any] | None = None, *, rows: int = 1_000_000
-    ) -> Iterator[pa.RecordBatch]:
-        """Run one query; its result in Arrow batches of about `rows` rows, read as they
-        are consumed (a large result is never held whole)."""
+    ) -> pa.RecordBatchReader:
+        """Run one query; its result as a stream of Arrow batches of about `rows` rows,
+        computed as they are read (a large result is never held whole). Nothing else may
+        run on the processor until the stream is read or dropped. An error while reading
+        is an EngineError, as any other."""
         with _translated_errors():
             reader = self._con.sql(_rendered(statement), params=params).to_arrow_reader(rows)
-            yield from reader
+        return pa.RecordBatchReader.from_batches(reader.schema, _translated_batches(reader))
 
     def register(self, name: str, data: pa.Table) -> None:
         """Make an Arrow table readable as `name` until `unregister`."""
@@ -226,6 +228,15 @@ class LakeProcessor:
         """Close the catalog file (a shared connection is the warehouse engine's)."""
         if self._owned:
             self._con.close()
+
+
+def _translated_batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    with _translated_errors():
+        try:
+            yield from reader
+        except (pa.ArrowException, OSError) as exc:
+            # DuckDB's error in the middle of a stream comes through Arrow's C stream.
+            raise EngineError(_first_line(exc), engine="duckdb") from exc
 
 
 @contextmanager
