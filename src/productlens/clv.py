@@ -71,7 +71,9 @@ days as (
     select
         user_id,
         order_date,
-        sum(net_revenue) as spend
+        -- Summed exactly (a double sum's last digit follows the engine's order of
+        -- addition, and the fit's standard errors magnify it past 1e-9).
+        sum(cast(net_revenue as decimal(38, 9))) as spend
     from orders
     group by user_id, order_date
 ),
