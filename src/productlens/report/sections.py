@@ -19,7 +19,6 @@ Days are UTC days, like the marts; live metrics count in `[metrics] timezone`.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
