@@ -288,8 +288,9 @@ def _add_unknown_users(events: Path) -> None:
 
 
 def differences(expected: Any, actual: Any, where: str = "$") -> list[str]:
-    """Where two JSON answers differ (floats to 1e-9 relative, ints and text exactly, lists
-    in order, `PER_RUN` fields by what they keep); empty when they agree."""
+    """Where two JSON answers differ (floats to 1e-9 relative; ints, text and each value's
+    JSON type exactly: a count printed as 3.0 differs from 3; lists in order; `PER_RUN`
+    fields by what they keep); empty when they agree."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         if sorted(expected) != sorted(actual):
             return [f"{where}: keys {sorted(actual)} != {sorted(expected)}"]
@@ -307,8 +308,7 @@ def differences(expected: Any, actual: Any, where: str = "$") -> list[str]:
             for i, (e, a) in enumerate(zip(expected, actual, strict=True))
             for d in differences(e, a, f"{where}[{i}]")
         ]
-    floats = isinstance(expected, float) or isinstance(actual, float)
-    if floats and _number(expected) and _number(actual):
+    if isinstance(expected, float) and isinstance(actual, float):
         same = math.isclose(expected, actual, rel_tol=1e-9, abs_tol=1e-12) or (
             math.isnan(expected) and math.isnan(actual)
         )
@@ -453,3 +453,26 @@ def test_a_zoned_projects_active_users_count_local_days(built: Built) -> None:
         for row in shared:
             day = command[row["activity_date"].isoformat()]
             assert (row["dau"], row["wau"], row["mau"]) == (day["dau"], day["wau"], day["mau"])
+
+
+def test_the_comparison_sees_a_changed_answer() -> None:
+    """The JSON comparison is not blind: a float nudged past 1e-9, a number sent as text (a
+    Decimal printed by `default=str`), an integer become a float, a missing key, a list
+    reordered or shortened each differ; a nudge within 1e-9 and a run's own id do not."""
+    answer = {"run_id": "a", "rows": [{"n": 3, "rate": 0.25}, {"n": 1, "rate": None}]}
+
+    def changed(**row: Any) -> dict[str, Any]:
+        return {**answer, "rows": [{**answer["rows"][0], **row}, answer["rows"][1]]}
+
+    assert differences(answer, answer) == []
+    assert differences(answer, {**answer, "run_id": "b"}) == []
+    assert differences(answer, changed(rate=0.25 * (1 + 1e-12))) == []
+    assert differences(answer, changed(rate=0.25 * (1 + 1e-7))) != []
+    assert differences(answer, changed(rate="0.25")) != []
+    assert differences(answer, changed(n=3.5)) != []
+    assert differences(answer, changed(n=3.0)) != []
+    assert differences(answer, changed(n=True)) != []
+    assert differences(answer, {"rows": answer["rows"]}) != []
+    assert differences(answer, {**answer, "rows": answer["rows"][::-1]}) != []
+    assert differences(answer, {**answer, "rows": answer["rows"][:1]}) != []
+    assert differences(answer, {**answer, "run_id": None}) != []
