@@ -71,8 +71,8 @@ days as (
     select
         user_id,
         order_date,
-        -- Exact decimal sums: DuckDB's parallel double sums can differ in the last digit
-        -- from one run (or one query shape) to the next.
+        -- Summed exactly: a double sum's last digit follows the engine's order of addition
+        -- (DuckDB's parallel sums differ run to run), and the fit's standard errors magnify it.
         sum(cast(net_revenue as decimal(38, 9))) as spend
     from orders
     group by user_id, order_date

@@ -62,6 +62,23 @@ def float_division(node: exp.Expr) -> exp.Expr:
     return exp.Div(this=_double(node.this), expression=node.expression)
 
 
+def average_in_double(node: exp.Expr) -> exp.Expr:
+    """`avg` of integers or decimals is a double in DuckDB; PostgreSQL averages them in
+    numeric (a Decimal with 16 or more places reaches Python, and the columns built on it
+    are numeric). The argument is cast to double, as `avg(distinct x)`'s."""
+    assert isinstance(node, exp.Avg)
+    argument = node.this
+    if isinstance(argument, exp.Distinct):
+        values = argument.expressions
+        if len(values) == 1 and not _floating(values[0]):
+            argument.set("expressions", [exp.cast(values[0], T.DOUBLE)])
+        return node
+    if argument is None or _floating(argument):
+        return node
+    node.set("this", exp.cast(argument, T.DOUBLE))
+    return node
+
+
 def date_difference_in_days(node: exp.Expr) -> exp.Expr:
     """`date - date` is a whole number of days in DuckDB (and PostgreSQL); Spark gives an
     interval."""
@@ -169,6 +186,7 @@ OVERRIDES: dict[str, dict[type[exp.Expr], Rewrite]] = {
         exp.Window: window_nulls_last_bigquery,
     },
     "postgres": {
+        exp.Avg: average_in_double,
         exp.BitwiseLeftShift: parenthesized_shift,
         exp.BitwiseRightShift: parenthesized_shift,
         exp.ToDays: days_interval,

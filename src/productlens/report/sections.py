@@ -19,6 +19,7 @@ Days are UTC days, like the marts; live metrics count in `[metrics] timezone`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -993,7 +994,7 @@ def _quarantine(engine: Engine) -> pa.Table:
     if _has(engine, "raw.quarantine"):
         # One row per (table, set of reasons): a handful of groups, never one per row.
         for row in _rows(engine, _fill(_QUARANTINE)):
-            for reason in row["reasons"] or ["unknown"]:
+            for reason in _listed(row["reasons"]) or ["unknown"]:
                 key = (str(row["target_table"]), str(reason))
                 counts[key] = counts.get(key, 0) + int(row["n_rows"])
     keys = sorted(counts, key=lambda k: (-counts[k], k))
@@ -1004,6 +1005,18 @@ def _quarantine(engine: Engine) -> pa.Table:
             "n_rows": array([counts[k] for k in keys], pa.int64()),
         }
     )
+
+
+def _listed(value: object) -> list[str]:
+    """A quarantined row's reasons as a list, however the engine holds them: a list where
+    the warehouse is the lake's own DuckDB file, JSON text where the lake's catalog was
+    copied to another engine (`productlens.lake.CATALOG`)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        decoded = json.loads(value)
+        return [str(v) for v in decoded] if isinstance(decoded, list) else [str(decoded)]
+    return [str(v) for v in value]  # type: ignore[attr-defined]
 
 
 def _rows_per_layer(engine: Engine) -> pa.Table:
