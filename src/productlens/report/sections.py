@@ -14,7 +14,8 @@ Where the data comes from, and which filters apply (`SECTIONS[name].filters`):
   its customer value (productlens.metrics.customer_value) is a snapshot of the whole data;
 - products, campaigns and data health are snapshots of the whole warehouse;
 - experiments are the readouts of productlens.experiments (their own dates).
-Days are UTC days, like the marts; live metrics count in `[metrics] timezone`.
+The reader's date range is in UTC days; live metrics and the event marts count days in
+`[metrics] timezone` (the marts stand in for live queries only in a UTC project).
 """
 
 from __future__ import annotations
@@ -537,7 +538,8 @@ def read_retention(
         ).cohorts
         for grain, periods in grains
     }
-    # Without device or country filters, in UTC days, the marts hold the answer.
+    # Without device or country filters, in a UTC project (the range is in UTC days), the
+    # marts hold the answer.
     fast = not filters.where and settings.timezone == "UTC"
     daily = _activity_from_mart(engine, span) if fast else None
     # A week the range cuts counts only the range's days: the mart's weeks are whole.
