@@ -46,7 +46,7 @@ class DataTest:
     probe_table: exp.Table | None = None
     # A row fails when this holds (not_null, accepted_values, expression); or, for
     # unique, the rows of a group of these columns (all non-null) fail together.
-    probe_condition: exp.Expression | None = None
+    probe_condition: exp.Expr | None = None
     probe_key: tuple[str, ...] = ()
 
 
@@ -108,7 +108,7 @@ def _not_null(model: Model, column: str | None, _a: dict[str, Any], _g: ModelGra
     return exp.select("*").from_(_table(model)).where(_not_null_failing(column, {}))
 
 
-def _not_null_failing(column: str | None, _a: dict[str, Any]) -> exp.Expression:
+def _not_null_failing(column: str | None, _a: dict[str, Any]) -> exp.Expr:
     return _col(_need(column)).is_(exp.null())
 
 
@@ -118,7 +118,7 @@ def _accepted_values(
     return exp.select("*").from_(_table(model)).where(_accepted_values_failing(column, args))
 
 
-def _accepted_values_failing(column: str | None, args: dict[str, Any]) -> exp.Expression:
+def _accepted_values_failing(column: str | None, args: dict[str, Any]) -> exp.Expr:
     values = [exp.convert(v) for v in args["values"]]
     col = _col(_need(column))
     return exp.and_(col.is_(exp.null()).not_(), exp.not_(col.isin(*values)))
@@ -179,7 +179,7 @@ def _expression(
     return exp.select("*").from_(_table(model)).where(_expression_failing(column, args))
 
 
-def _expression_failing(_c: str | None, args: dict[str, Any]) -> exp.Expression:
+def _expression_failing(_c: str | None, args: dict[str, Any]) -> exp.Expr:
     condition = sqlglot.parse_one(str(args["expression"]), read="duckdb")
     return exp.not_(exp.paren(condition))
 
@@ -221,7 +221,7 @@ TEST_KINDS: dict[str, TestBuilder] = {
 
 # Kinds whose failing rows are one condition on the model's own rows: probed together,
 # in one scan of the table (the row-level condition of each).
-ROW_CONDITIONS: dict[str, Callable[[str | None, dict[str, Any]], exp.Expression]] = {
+ROW_CONDITIONS: dict[str, Callable[[str | None, dict[str, Any]], exp.Expr]] = {
     "not_null": _not_null_failing,
     "accepted_values": _accepted_values_failing,
     "expression": _expression_failing,
@@ -272,7 +272,10 @@ def _compile(model: Model, column: str | None, decl: Any, graph: ModelGraph) -> 
     )
     probe: dict[str, Any] = {}
     if kind in ROW_CONDITIONS:
-        probe = {"probe_table": _table(model), "probe_condition": ROW_CONDITIONS[kind](column, args)}
+        probe = {
+            "probe_table": _table(model),
+            "probe_condition": ROW_CONDITIONS[kind](column, args),
+        }
     elif kind == "unique":
         probe = {
             "probe_table": _table(model),
@@ -371,9 +374,9 @@ def _probe(engine: Engine, tests: list[tuple[int, DataTest]]) -> dict[int, int]:
     key = next((t.probe_key for _, t in tests if t.probe_key), ())
     conditions = [(i, t.probe_condition) for i, t in tests if t.probe_condition is not None]
     sums = [
-        exp.func(
-            "sum", exp.Case().when(condition, exp.convert(1)).else_(exp.convert(0))
-        ).as_(f"probe_{j}")
+        exp.func("sum", exp.Case().when(condition, exp.convert(1)).else_(exp.convert(0))).as_(
+            f"probe_{j}"
+        )
         for j, (_, condition) in enumerate(conditions)
     ]
     if key:
@@ -389,13 +392,11 @@ def _probe(engine: Engine, tests: list[tuple[int, DataTest]]) -> dict[int, int]:
             .subquery("probe_groups")
         )
         keyed = exp.and_(*[c.is_(exp.null()).not_() for c in cols], exp.column("probe_rows") > 1)
-        outer = [
-            exp.func("sum", exp.column(f"probe_{j}")) for j in range(len(conditions))
-        ] + [exp.func("sum", exp.Case().when(keyed, exp.convert(1)).else_(exp.convert(0)))]
-        query = exp.select(*outer).from_(grouped)
-        indexes = [i for i, _ in conditions] + [
-            next(i for i, t in tests if t.probe_key)
+        outer = [exp.func("sum", exp.column(f"probe_{j}")) for j in range(len(conditions))] + [
+            exp.func("sum", exp.Case().when(keyed, exp.convert(1)).else_(exp.convert(0)))
         ]
+        query = exp.select(*outer).from_(grouped)
+        indexes = [i for i, _ in conditions] + [next(i for i, t in tests if t.probe_key)]
     else:
         query = exp.select(*[s.this for s in sums]).from_(table.copy())
         indexes = [i for i, _ in conditions]

@@ -23,8 +23,8 @@ from productlens.metrics.funnel_sql import (
     FunnelSpec,
     Order,
     funnel_query,
-    units_query,
     units_counts_query,
+    units_query,
 )
 from productlens.metrics.scope import (
     EventsSpec,
