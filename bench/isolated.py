@@ -12,7 +12,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_isolated(function: str, *, source: Path | None = None, **kwargs: str | int) -> dict[str, Any]:
+def run_isolated(
+    function: str, *, source: Path | None = None, **kwargs: str | int
+) -> dict[str, Any]:
     """Call `function` ("bench.module.name") with `kwargs` in a new Python process and
     return the JSON it prints. `source`: a checkout of another version of the code
     (`bench/` and `src/`) to import instead of this one."""
