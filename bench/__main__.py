@@ -171,15 +171,22 @@ def bench_pipeline(
         data = ingestion.world(size)
         runs: dict[str | None, list[dict[str, Any]]] = {name: [] for name in names}
         load = [_load()]
+        sources = {
+            name: pipeline.checkout(name.removeprefix(pipeline.AGAINST))
+            for name in names
+            if name is not None and name.startswith(pipeline.AGAINST)
+        }
         try:
             for _ in range(repeats):  # alternating, so drift hits every variant alike
                 for name in names:
-                    runs[name].append(pipeline.measure(data, name))
+                    runs[name].append(pipeline.measure(data, name, sources.get(name)))
                     load.append(_load())
         finally:
             import shutil
 
             shutil.rmtree(data, ignore_errors=True)
+            for folder in sources.values():
+                shutil.rmtree(folder, ignore_errors=True)
         console.print(_load_line(load))
         first = _median_run(runs[names[0]])["seconds"]
         for name in names:
@@ -466,7 +473,8 @@ def main() -> None:
         "--variants",
         default=None,
         help="pipeline: layouts of core.fct_events to compare in one run, comma-separated "
-        f"(first is the baseline): {', '.join(pipeline.VARIANTS)}; funnel: 'sorted' also "
+        f"(first is the baseline): {', '.join(pipeline.VARIANTS)}, or @REF for git revision "
+        "REF's code as shipped (@main); funnel: 'sorted' also "
         "times the funnels on a copy of fct_events sorted by (user_id, event_ts)",
     )
     parser.add_argument(

@@ -5,13 +5,16 @@ it spills to disk beyond it).
 
 `--variants` compares layouts of the events fact (`core.fct_events`) in one run: each
 variant is written into the bench project's own models folder, where a model of the same
-name replaces the shipped one (SQL and YAML), and the runs alternate.
+name replaces the shipped one (SQL and YAML), and the runs alternate. A variant `@REF`
+(`@main`) runs git revision REF's code as shipped there, to measure a change of the
+code against the code before it in the same run.
 """
 
 from __future__ import annotations
 
 import resource
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from bench.isolated import run_isolated
+from bench.isolated import ROOT, run_isolated
 from bench.procmem import PeakMemory
 
 
@@ -133,11 +136,30 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(data: Path, variant: str | None = None) -> dict[str, object]:
+AGAINST = "@"  # a variant name `@REF`: the code of git revision REF, as shipped there
+
+
+def checkout(ref: str) -> Path:
+    """The code of git revision `ref` of this repository, in a new temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="productlens-bench-code-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "src", "bench"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def measure(
+    data: Path, variant: str | None = None, source: Path | None = None
+) -> dict[str, object]:
+    """One run of ingest + build + checks on `data`: with a fct_events `variant`, or (with
+    `source`, a `checkout`) another version's code as shipped."""
     scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
     try:
-        if variant is not None:
+        if variant is not None and source is None:
             write_variant(variant, scratch)
-        return run_isolated("bench.pipeline.run_one", data=str(data), project=str(scratch))
+        return run_isolated(
+            "bench.pipeline.run_one", source=source, data=str(data), project=str(scratch)
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -123,3 +123,61 @@ def test_bad_declarations(engine: DuckDBEngine, tmp_path: Path, decl: str, messa
     graph = setup(engine, tmp_path, f"models:\n  - name: stg_c\n    grain: g\n    {decl}\n")
     with pytest.raises(ModelError, match=message):
         checks.compile_tests(graph)
+
+
+# Every row-level case above and both unique cases, declared on one model: probed in one
+# scan, each must count (and sample) what it counts run alone.
+TOGETHER = (
+    "models:\n  - name: stg_c\n    grain: g\n"
+    "    columns:\n"
+    "      cid: [unique, not_null]\n"
+    "      pid: [not_null]\n"
+    "      qty:\n"
+    "        - accepted_values: [5, 7, 2]\n"
+    "        - accepted_values: {values: [5, 7, 2, -1]}\n"
+    "    tests:\n"
+    "      - expression: 'qty >= 0'\n"
+    "      - expression: 'qty < 7'\n"
+    "        severity: warn\n"
+    "      - unique: [cid, pid]\n"
+    "      - same_rows_as: stg_p\n"
+)
+
+
+def test_tests_of_one_table_probed_in_one_scan_count_as_alone(
+    engine: DuckDBEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = setup(engine, tmp_path, TOGETHER)
+    tests = checks.compile_tests(graph)
+    alone = [checks.run_tests(engine, [t], "alone")[0] for t in tests]
+    assert [o.n_failing for o in alone] == [1, 0, 1, 1, 0, 1, 1, 0, 1]
+    counted: list[str] = []
+    fetch_all = engine.fetch_all
+
+    def recorded(query: object) -> list[tuple[object, ...]]:
+        counted.append(str(query))
+        return fetch_all(query)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "fetch_all", recorded)
+    together = checks.run_tests(engine, tests, "together")
+    assert [(o.n_failing, o.sample, o.status, o.error) for o in together] == [
+        (o.n_failing, o.sample, o.status, o.error) for o in alone
+    ]
+    # One count for the seven probed tests (the second unique runs alone, as does the
+    # reconciliation), not one each.
+    assert len(counted) == 3
+
+
+def test_a_broken_test_in_a_probe_is_reported_alone(engine: DuckDBEngine, tmp_path: Path) -> None:
+    spec = (
+        "models:\n  - name: stg_c\n    grain: g\n"
+        "    columns: {pid: [not_null], nope: [not_null]}\n"
+        "    tests: [{expression: 'qty >= 0'}]\n"
+    )
+    outcomes = checks.run_tests(engine, checks.compile_tests(setup(engine, tmp_path, spec)), "r")
+    assert [(o.status, o.n_failing) for o in outcomes] == [
+        ("fail", 1),
+        ("error", 0),
+        ("fail", 1),
+    ]
+    assert "nope" in (outcomes[1].error or "")

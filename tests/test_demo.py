@@ -8,6 +8,8 @@ from pathlib import Path
 import duckdb
 
 from productlens.ingest.contracts import CONTRACTS
+from productlens.metrics.funnel import funnel_mart_query
+from productlens.metrics.scope import parse_duration
 from tests.conftest import SMALL_WORLD, open_readonly, q, run_cli
 
 EXPECTED_TABLES = {
@@ -141,5 +143,24 @@ def test_stages_run_one_by_one(tmp_path: Path) -> None:
     models = run_cli("--project", str(tmp_path), "models", "--json")
     listed = {m["name"]: m for m in json.loads(models.stdout)}
     assert listed["fct_events"]["rows"] > 0
-    assert listed["funnel_daily_metrics"]["upstreams"] == ["core.fct_events"]
+    assert listed["funnel_daily_metrics"]["upstreams"] == ["marts.int_funnel_entries"]
+    assert listed["int_funnel_entries"]["upstreams"] == ["core.fct_events"]
     assert (tmp_path / "reports" / "report.html").exists()
+    # Building one funnel mart after the funnel's steps change rebuilds the int_ model it
+    # counts: its rows are the new funnel's, not the stale table's.
+    steps = ["product_view", "purchase"]
+    (tmp_path / "productlens.toml").write_text(f"[metrics]\nfunnel_steps = {json.dumps(steps)}\n")
+    result = run_cli("--project", str(tmp_path), "build", "--select", "funnel_daily_metrics")
+    assert result.returncode == 0, result.stderr
+    engine = open_readonly(tmp_path)
+    try:
+        old = funnel_mart_query(steps, window=parse_duration("1d"), per="day").sql("duckdb")
+        columns = "step_no, step_name, n_users, avg_time_s, median_time_s"
+        want = engine.fetch_all(q(f"SELECT period, {columns} FROM ({old}) ORDER BY ALL"))
+        got = engine.fetch_all(
+            q(f"SELECT event_date, {columns} FROM marts.funnel_daily_metrics ORDER BY ALL")
+        )
+        assert got == want
+        assert {row[2] for row in got} == set(steps)
+    finally:
+        engine.close()

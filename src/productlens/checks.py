@@ -39,6 +39,15 @@ class DataTest:
     kind: str = ""
     column: str | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
+    # The table the test's query scans, for tests that can share one scan with the other
+    # such tests of the same table (`run_tests` probes them together): set when the test
+    # is compiled and moved with the query (`daily.aside_tests`), never looked up by the
+    # model's name. None: the test runs on its own.
+    probe_table: exp.Table | None = None
+    # A row fails when this holds (not_null, accepted_values, expression); or, for
+    # unique, the rows of a group of these columns (all non-null) fail together.
+    probe_condition: exp.Expr | None = None
+    probe_key: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,19 +105,23 @@ def _unique(model: Model, column: str | None, args: dict[str, Any], _g: ModelGra
 
 
 def _not_null(model: Model, column: str | None, _a: dict[str, Any], _g: ModelGraph) -> exp.Query:
-    return exp.select("*").from_(_table(model)).where(_col(_need(column)).is_(exp.null()))
+    return exp.select("*").from_(_table(model)).where(_not_null_failing(column, {}))
+
+
+def _not_null_failing(column: str | None, _a: dict[str, Any]) -> exp.Expr:
+    return _col(_need(column)).is_(exp.null())
 
 
 def _accepted_values(
     model: Model, column: str | None, args: dict[str, Any], _g: ModelGraph
 ) -> exp.Query:
+    return exp.select("*").from_(_table(model)).where(_accepted_values_failing(column, args))
+
+
+def _accepted_values_failing(column: str | None, args: dict[str, Any]) -> exp.Expr:
     values = [exp.convert(v) for v in args["values"]]
     col = _col(_need(column))
-    return (
-        exp.select("*")
-        .from_(_table(model))
-        .where(exp.and_(col.is_(exp.null()).not_(), exp.not_(col.isin(*values))))
-    )
+    return exp.and_(col.is_(exp.null()).not_(), exp.not_(col.isin(*values)))
 
 
 def _relationships(
@@ -163,8 +176,12 @@ def _same_rows_as(
 def _expression(
     model: Model, column: str | None, args: dict[str, Any], _g: ModelGraph
 ) -> exp.Query:
+    return exp.select("*").from_(_table(model)).where(_expression_failing(column, args))
+
+
+def _expression_failing(_c: str | None, args: dict[str, Any]) -> exp.Expr:
     condition = sqlglot.parse_one(str(args["expression"]), read="duckdb")
-    return exp.select("*").from_(_table(model)).where(exp.not_(exp.paren(condition)))
+    return exp.not_(exp.paren(condition))
 
 
 def _query(model: Model, column: str | None, args: dict[str, Any], graph: ModelGraph) -> exp.Query:
@@ -200,6 +217,14 @@ TEST_KINDS: dict[str, TestBuilder] = {
     "same_rows_as": _same_rows_as,
     "expression": _expression,
     "query": _query,
+}
+
+# Kinds whose failing rows are one condition on the model's own rows: probed together,
+# in one scan of the table (the row-level condition of each).
+ROW_CONDITIONS: dict[str, Callable[[str | None, dict[str, Any]], exp.Expr]] = {
+    "not_null": _not_null_failing,
+    "accepted_values": _accepted_values_failing,
+    "expression": _expression_failing,
 }
 
 # Shorthands: `- expression: "a >= b"` and `- unique: [a, b]` at model level.
@@ -245,6 +270,17 @@ def _compile(model: Model, column: str | None, decl: Any, graph: ModelGraph) -> 
     name = custom_name or "__".join(
         [kind, model.name, *([column] if column else []), *_name_hint(kind, args)]
     )
+    probe: dict[str, Any] = {}
+    if kind in ROW_CONDITIONS:
+        probe = {
+            "probe_table": _table(model),
+            "probe_condition": ROW_CONDITIONS[kind](column, args),
+        }
+    elif kind == "unique":
+        probe = {
+            "probe_table": _table(model),
+            "probe_key": (column,) if column else tuple(args["columns"]),
+        }
     return DataTest(
         name=name,
         model=model.table,
@@ -253,6 +289,7 @@ def _compile(model: Model, column: str | None, decl: Any, graph: ModelGraph) -> 
         kind=kind,
         column=column,
         args=dict(args),
+        **probe,
     )
 
 
@@ -280,9 +317,16 @@ def _name_hint(kind: str, args: dict[str, Any]) -> list[str]:
 
 
 def run_tests(engine: Engine, tests: list[DataTest], run_id: str) -> list[TestOutcome]:
-    """Run each test, record it in `ops.test_results`, and return the outcomes."""
+    """Run each test, record it in `ops.test_results`, and return the outcomes.
+
+    The row-level tests of one table (not_null, accepted_values, expression, and one
+    unique) are counted together in one scan of it; a test that fails is then sampled
+    with its own query, so counts and samples are those of the test run alone."""
     ops.ensure(engine, ops.TEST_RESULTS, ops.TEST_RESULTS_COLUMNS)
-    outcomes = [_run_one(engine, test) for test in tests]
+    counts: dict[int, int] = {}
+    for group in _probe_groups(tests):
+        counts.update(_probe(engine, [(i, tests[i]) for i in group]))
+    outcomes = [_run_one(engine, test, counts.get(i)) for i, test in enumerate(tests)]
     checked_at = datetime.now(UTC).replace(tzinfo=None)
     rows: list[list[ops.Value]] = [
         [
@@ -302,11 +346,74 @@ def run_tests(engine: Engine, tests: list[DataTest], run_id: str) -> list[TestOu
     return outcomes
 
 
-def _run_one(engine: Engine, test: DataTest) -> TestOutcome:
+def _probe_groups(tests: list[DataTest]) -> list[list[int]]:
+    """Indexes of the tests to probe together: per scanned table, its row-level tests and
+    its first unique test; only groups of two tests or more (one test runs alone)."""
+    groups: dict[str, list[int]] = {}
+    keyed: set[str] = set()
+    for i, test in enumerate(tests):
+        if test.probe_table is None:
+            continue
+        table = test.probe_table.sql("duckdb")
+        if test.probe_key:
+            if table in keyed:
+                continue
+            keyed.add(table)
+        groups.setdefault(table, []).append(i)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _probe(engine: Engine, tests: list[tuple[int, DataTest]]) -> dict[int, int]:
+    """Failing-row counts of tests of one table, in one scan: {index: count}. Rows failing
+    a condition are summed; with a unique test the table is grouped by its key first (the
+    groups of more than one row with a non-null key are its failing rows) and the
+    conditions' counts are summed per group, then over the groups. Empty when the probe
+    cannot run (each test then runs alone and reports its own error)."""
+    table = tests[0][1].probe_table
+    assert table is not None
+    key = next((t.probe_key for _, t in tests if t.probe_key), ())
+    conditions = [(i, t.probe_condition) for i, t in tests if t.probe_condition is not None]
+    sums = [
+        exp.func("sum", exp.Case().when(condition, exp.convert(1)).else_(exp.convert(0))).as_(
+            f"probe_{j}"
+        )
+        for j, (_, condition) in enumerate(conditions)
+    ]
+    if key:
+        cols = [_col(c) for c in key]
+        grouped = (
+            exp.select(
+                *cols,
+                exp.Count(this=exp.Star()).as_("probe_rows"),
+                *sums,
+            )
+            .from_(table.copy())
+            .group_by(*cols)
+            .subquery("probe_groups")
+        )
+        keyed = exp.and_(*[c.is_(exp.null()).not_() for c in cols], exp.column("probe_rows") > 1)
+        outer = [exp.func("sum", exp.column(f"probe_{j}")) for j in range(len(conditions))] + [
+            exp.func("sum", exp.Case().when(keyed, exp.convert(1)).else_(exp.convert(0)))
+        ]
+        query = exp.select(*outer).from_(grouped)
+        indexes = [i for i, _ in conditions] + [next(i for i, t in tests if t.probe_key)]
+    else:
+        query = exp.select(*[s.this for s in sums]).from_(table.copy())
+        indexes = [i for i, _ in conditions]
+    try:
+        row = engine.fetch_all(query)[0]
+    except Exception:  # noqa: BLE001 - each test then runs alone and reports its error
+        return {}
+    # An empty table sums to NULL: no failing rows.
+    return {i: int(value or 0) for i, value in zip(indexes, row, strict=True)}
+
+
+def _run_one(engine: Engine, test: DataTest, probed: int | None = None) -> TestOutcome:
+    """Run `test` (its count already known from a probe when `probed` is given)."""
     failing = test.query.subquery("failing")
     count = exp.select(exp.Count(this=exp.Star())).from_(failing)
     try:
-        n = int(engine.fetch_all(count)[0][0])
+        n = probed if probed is not None else int(engine.fetch_all(count)[0][0])
         sample: list[dict[str, Any]] = []
         if n:
             sample = engine.fetch_arrow(test.query.limit(SAMPLE_ROWS)).to_pylist()

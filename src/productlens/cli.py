@@ -381,7 +381,10 @@ def build(
     ctx: typer.Context,
     select: Annotated[
         list[str] | None,
-        typer.Option(help="Models to build: NAME, NAME+ (and downstream), +NAME (and upstream)."),
+        typer.Option(
+            help="Models to build: NAME, NAME+ (and downstream), +NAME (and upstream); "
+            "each with the int_ models it reads."
+        ),
     ] = None,
     since: Annotated[
         str | None,

@@ -279,11 +279,21 @@ def aside_tests(built_aside: modeling.ModelGraph) -> list[checks.DataTest]:
             node.set("db", exp.to_identifier(ASIDE, quoted=True))
         return node
 
+    # The probe's table and condition move with the query: a probe that scanned the live
+    # marts would pass a test the aside table fails.
     return [
         dataclasses.replace(
             test,
             query=cast(exp.Query, test.query.transform(moved)),
             model=test.model.replace(f"{ASIDE}.", f"{MARTS}.", 1),
+            probe_table=(
+                None
+                if test.probe_table is None
+                else cast(exp.Table, test.probe_table.transform(moved))
+            ),
+            probe_condition=(
+                None if test.probe_condition is None else test.probe_condition.transform(moved)
+            ),
         )
         for test in checks.compile_tests(built_aside)
     ]

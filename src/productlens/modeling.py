@@ -130,6 +130,7 @@ class ModelContext:
 
 
 MODEL_SUFFIXES = (".sql", ".py")
+INTERMEDIATE_PREFIX = "int_"  # a model holding a step of other models' computation
 
 # fit(ctx, inputs) of a fitted model: the input query's rows in, the table's rows out.
 FitFunction = Callable[[ModelContext, pa.Table], pa.Table]
@@ -226,8 +227,29 @@ class ModelGraph:
                     stack.append(up_name)
         return found
 
+    def intermediates(self, name: str) -> set[str]:
+        """The `int_` models `name` reads, directly or through other `int_` models."""
+        found: set[str] = set()
+        stack = [name]
+        while stack:
+            for up in self.models[stack.pop()].upstreams:
+                schema, up_name = up.split(".", 1)
+                if (
+                    schema in MODEL_LAYERS
+                    and up_name.startswith(INTERMEDIATE_PREFIX)
+                    and up_name in self.models
+                    and up_name not in found
+                ):
+                    found.add(up_name)
+                    stack.append(up_name)
+        return found
+
     def select(self, selectors: Iterable[str] | None) -> list[Model]:
-        """Models matching dbt-style selectors (`name`, `name+`, `+name`), in build order."""
+        """Models matching dbt-style selectors (`name`, `name+`, `+name`), in build order.
+
+        A selected model brings the `int_` models it reads: they hold a step of its own
+        computation (from settings such as `funnel_steps` too), so building the model
+        without them could count a stale table."""
         selectors = list(selectors or [])
         if not selectors:
             return list(self)
@@ -241,6 +263,8 @@ class ModelGraph:
                 chosen |= self.descendants(name)
             if selector.startswith("+"):
                 chosen |= self.ancestors(name)
+        for name in list(chosen):
+            chosen |= self.intermediates(name)
         return [m for m in self if m.name in chosen]
 
 

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlglot import exp
 
-from productlens.metrics.funnel_sql import Exclusion, FunnelSpec, Order, funnel_query
+from productlens.metrics.funnel_sql import (
+    Exclusion,
+    FunnelSpec,
+    Order,
+    funnel_query,
+    units_counts_query,
+    units_query,
+)
 from productlens.metrics.scope import (
     EventsSpec,
     MetricsInputError,
@@ -37,6 +44,8 @@ __all__ = [
     "TrendPeriod",
     "counted_steps",
     "funnel",
+    "funnel_entries_mart_query",
+    "funnel_entries_query",
     "funnel_mart_query",
 ]
 
@@ -291,7 +300,17 @@ def funnel_mart_query(
     `per`) (value of `by`, first touch, when given) and step (1-based `step_no`), with
     users, conversion from the first and the previous step, and mean and median seconds
     from the previous step. The same query as `funnel()`."""
-    spec = FunnelSpec(
+    query = funnel_query(scope or Scope(), _mart_spec(steps, window, per, by))
+    if by is not None:  # the buckets only, not the totals
+        query = exp.select("*").from_(query.subquery("q")).where("bucket IS NOT NULL")
+    return _mart_table(query, steps, per=per, by=by)
+
+
+def _mart_spec(
+    steps: Sequence[str], window: timedelta, per: Per | None, by: str | None
+) -> FunnelSpec:
+    """The marts' funnel: ordered, per user, first-touch breakdown, no exclusions."""
+    return FunnelSpec(
         steps=tuple(_check_steps(steps)),
         window_s=_check_window(window),
         order="ordered",
@@ -301,10 +320,98 @@ def funnel_mart_query(
         by=by,
         attribution="first_touch",
     )
-    query = funnel_query(scope or Scope(), spec)
+
+
+def funnel_entries_query(
+    steps: Sequence[str], *, window: timedelta, by: str, scope: Scope | None = None
+) -> exp.Query:
+    """Each user's ordered funnel per local day of entry, computed once for the marts:
+    one row per user and day on which an attempt started, with `steps_reached` (1 to
+    the number of steps) by the attempts starting that day, `step_1_ts`, ... the times
+    of the reporting attempt's steps (null past `steps_reached`), and the user's value
+    of `by` on their first funnel event ("" when missing), in a column named `by`.
+
+    `funnel_entries_mart_query` turns these rows into `funnel_mart_query`'s, per day or
+    per value of `by`: the same funnel (the furthest step over a user's days is the
+    user's furthest step; the reporting attempt is the earliest to reach it, then the
+    latest start, on any day)."""
+    spec = _mart_spec(steps, window, "day", by)
+    units = units_query(scope or Scope(), spec).subquery("units")
+    return exp.select(
+        exp.column("uid").as_("user_id"),
+        exp.column("period").as_("entry_date"),
+        exp.column("bucket").as_(by),
+        (exp.column("m") + 1).as_("steps_reached"),
+        *[exp.column(f"t{k}").as_(_step_ts(k)) for k in range(len(steps))],
+    ).from_(units)
+
+
+def funnel_entries_mart_query(
+    steps: Sequence[str],
+    entries: exp.Table,
+    *,
+    window: timedelta,
+    per: Per | None = None,
+    by: str | None = None,
+) -> exp.Query:
+    """`funnel_mart_query(steps, window=window, per=per, by=by)`'s rows counted from the
+    stored `funnel_entries_query` rows in `entries` (with `per="day"` or with `by`, the
+    column the entries were computed with)."""
+    if (per is None) == (by is None) or per not in (None, "day"):
+        raise MetricsInputError("the funnel entries give the funnel per day or per breakdown value")
+    spec = _mart_spec(steps, window, per, by)
+    n = len(steps)
+    times = [exp.column(_step_ts(k)).as_(f"t{k}") for k in range(n)]
+    m = (exp.column("steps_reached") - 1).as_("m")
+    if per is not None:
+        units: exp.Query = exp.select(
+            exp.column("user_id").as_("uid"), exp.column("entry_date").as_("period"), m, *times
+        ).from_(entries)
+    else:
+        # Per user over all days: the furthest step, and the attempt that reached it
+        # first, then the latest start (a user at step 0: the earliest start).
+        reached_at = exp.Case()
+        for k in range(n):
+            reached_at = reached_at.when(
+                exp.column("steps_reached").eq(k + 1), exp.column(_step_ts(k))
+            )
+        rank = exp.Window(
+            this=exp.func("row_number"),
+            partition_by=[exp.column("user_id")],
+            order=exp.Order(
+                expressions=[
+                    exp.Ordered(this=exp.column("steps_reached"), desc=True),
+                    exp.Ordered(this=reached_at),
+                    exp.Ordered(this=exp.column(_step_ts(0)), desc=True),
+                ]
+            ),
+        )
+        ranked = exp.select(
+            exp.column("user_id").as_("uid"),
+            exp.column(str(by)).as_("bucket"),
+            m,
+            *times,
+            rank.as_("rn"),
+        ).from_(entries)
+        units = (
+            exp.select("uid", "bucket", "m", *[f"t{k}" for k in range(n)])
+            .from_(ranked.subquery("ranked"))
+            .where(exp.column("rn").eq(1))
+        )
+    query = units_counts_query(spec, units, totals=False)
+    return _mart_table(query, steps, per=per, by=by)
+
+
+def _step_ts(k: int) -> str:
+    """The entries' column of step k's time (0-based k, 1-based name)."""
+    return f"step_{k + 1}_ts"
+
+
+def _mart_table(
+    query: exp.Query, steps: Sequence[str], *, per: Per | None, by: str | None
+) -> exp.Query:
+    """The funnel's rows (`funnel_query`'s columns) as the marts' table."""
     keys = [*(["period"] if per else []), *(["bucket"] if by else [])]
-    if by is not None:  # the buckets only, not the totals
-        query = exp.select("*").from_(query.subquery("q")).where("bucket IS NOT NULL")
     rows = query.subquery("f")
     names = exp.select("*").from_(
         exp.Values(

@@ -95,13 +95,41 @@ class FunnelSpec:
 def funnel_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
     """One row per (bucket, period, step): units reaching the step, and the mean and
     median seconds they took from the previous step."""
+    ctes = [*_attempt_ctes(spec, scope), *_pick_ctes(spec), _final_cte(spec)]
+    return _query(scope, spec, ctes, "final")
+
+
+def units_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
+    """One row per unit (and period of entry, with `per`): `m`, the furthest step
+    (0-based) the unit reached, and `t0`..`t(n-1)`, the times of the reporting attempt's
+    steps (null past `m`); with `by`, the unit's `bucket`. `funnel_query` counts these
+    rows; `units_counts_query` counts them when they are stored."""
+    ctes = [*_attempt_ctes(spec, scope), *_pick_ctes(spec)]
+    return _query(scope, spec, ctes, "units")
+
+
+def units_counts_query(spec: FunnelSpec, units: exp.Query, *, totals: bool = True) -> exp.Query:
+    """`funnel_query`'s rows from `units` (a query with `units_query`'s columns), counted
+    by the same SQL; with `by`, `totals=False` leaves out the rows of all buckets
+    together."""
+    query = sqlglot.parse_one(
+        f"with {_final_cte(spec, totals=totals)} select * from final", read="duckdb"
+    )
+    assert isinstance(query, exp.Query)
+    return _with_first(query, "units", units)
+
+
+def _attempt_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
+    """The CTEs ending in `ax`: one row per attempt."""
     attempts = {"ordered": _ordered_ctes, "strict": _strict_ctes, "unordered": _unordered_ctes}
     if spec.order == "ordered" and not spec.exclusions and spec.steps[0] != spec.steps[1]:
-        ctes = _ordered_fast_ctes(spec, scope)
-    else:
-        ctes = attempts[spec.order](spec, scope)
-    ctes += _result_ctes(spec)
-    text = "with " + ",\n".join(ctes) + "\nselect * from final"
+        return _ordered_fast_ctes(spec, scope)
+    return attempts[spec.order](spec, scope)
+
+
+def _query(scope: Scope, spec: FunnelSpec, ctes: list[str], last: str) -> exp.Query:
+    """The CTEs as one query selecting `last`, the events (`ev`) first, values filled in."""
+    text = "with " + ",\n".join(ctes) + f"\nselect * from {last}"
     query = sqlglot.parse_one(text, read="duckdb")
     values: dict[str, Any] = {f"name{i}": name for i, name in enumerate(spec.names)}
     values["window"] = spec.window_s
@@ -531,10 +559,9 @@ def _unordered_times(spec: FunnelSpec) -> list[str]:
     ]
 
 
-def _result_ctes(spec: FunnelSpec) -> list[str]:
-    """From `ax` (one row per attempt) to `final`: per unit (and period) the furthest step
-    and the reporting attempt's times; the unit's bucket; counts, mean and median times
-    per bucket, period and step."""
+def _pick_ctes(spec: FunnelSpec) -> list[str]:
+    """From `ax` (one row per attempt) to `units`: per unit (and period) the furthest step
+    and the reporting attempt's times, and the unit's bucket."""
     n = len(spec.steps)
     keys = [*spec.units, *(["period"] if spec.per else [])]
     klist = ", ".join(keys)
@@ -566,9 +593,14 @@ def _result_ctes(spec: FunnelSpec) -> list[str]:
         ctes += _unordered_times(spec)
     else:
         ctes.append("units0 as (select * from picked)")
-    ctes += _bucket_ctes(spec)
+    return ctes + _bucket_ctes(spec)
+
+
+def _final_cte(spec: FunnelSpec, *, totals: bool = True) -> str:
+    """`final` from `units`: counts, mean and median times per bucket, period and step."""
+    n = len(spec.steps)
     # With a breakdown, the totals come too (bucket null): times do not add up.
-    groupings = [["bucket"], []] if spec.by is not None else [[]]
+    groupings = ([["bucket"], []] if totals else [["bucket"]]) if spec.by is not None else [[]]
     parts = []
     for grouping in groupings:
         group = [*grouping, *(["period"] if spec.per else [])]
@@ -589,8 +621,7 @@ def _result_ctes(spec: FunnelSpec) -> list[str]:
                 f"avg({micros}) / 1000000.0 as avg_time_s, "
                 f"median({micros}) / 1000000.0 as median_time_s from units{group_by}"
             )
-    ctes.append("final as (" + " union all ".join(parts) + ")")
-    return ctes
+    return "final as (" + " union all ".join(parts) + ")"
 
 
 def _bucket_ctes(spec: FunnelSpec) -> list[str]:

@@ -2,21 +2,25 @@
 
 Each user counts once, in the device of their first funnel event (first touch), with
 the window `[metrics] funnel_window`. It is `productlens funnel --by device` over the
-configured steps (`productlens.metrics.funnel`).
+configured steps (`productlens.metrics.funnel`), counted from each user's funnel per
+day in `int_funnel_entries`.
 """
 
 from __future__ import annotations
 
 from sqlglot import exp
 
-from productlens.metrics.funnel import funnel_mart_query
+from productlens.metrics.funnel import funnel_entries_mart_query
 from productlens.metrics.scope import parse_duration
 from productlens.modeling import ModelContext
 
 
 def model(ctx: ModelContext) -> exp.Query:
-    query = funnel_mart_query(
-        ctx.funnel_steps, window=parse_duration(ctx.funnel_window), scope=ctx.scope(), by="device"
+    query = funnel_entries_mart_query(
+        ctx.funnel_steps,
+        exp.table_("int_funnel_entries", db="marts"),
+        window=parse_duration(ctx.funnel_window),
+        by="device",
     )
     return exp.select(
         exp.column("bucket").as_("device"),
