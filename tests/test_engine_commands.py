@@ -455,6 +455,37 @@ def test_a_zoned_projects_active_users_count_local_days(built: Built) -> None:
             assert (row["dau"], row["wau"], row["mau"]) == (day["dau"], day["wau"], day["mau"])
 
 
+def test_a_zoned_projects_lifecycle_mart_counts_local_weeks(built: Built) -> None:
+    """marts.user_lifecycle counts weeks in [metrics] timezone (and its week start), as
+    `productlens lifecycle --period week` does: every week both have agrees status by
+    status (in UTC days, users active near midnight moved between weeks)."""
+    for engine in ENGINES:
+        project = load_project(built.projects[engine])
+        assert project.config.metrics.timezone != "UTC"
+        with _environment(built.env[engine]):
+            warehouse = open_engine(project, read_only=True)
+        try:
+            mart = warehouse.fetch_arrow(
+                exp.select("week_start_date", "status", "n_users").from_(
+                    table("marts", "user_lifecycle")
+                )
+            ).to_pylist()
+        finally:
+            warehouse.close()
+        weeks: dict[str, dict[str, int]] = {}
+        for row in mart:
+            weeks.setdefault(row["week_start_date"].isoformat(), {})[row["status"]] = int(
+                row["n_users"]
+            )
+        command = built.invoke(engine, ["lifecycle", "--period", "week"])["periods"]
+        shared = [p for p in command if p["start"] in weeks]
+        assert len(shared) >= 2, engine
+        for period in shared:
+            got = weeks[period["start"]]
+            for status in ("new", "returning", "resurrecting", "dormant"):
+                assert got.get(status, 0) == period[status], (engine, period["start"], status)
+
+
 def test_the_comparison_sees_a_changed_answer() -> None:
     """The JSON comparison is not blind: a float nudged past 1e-9, a number sent as text (a
     Decimal printed by `default=str`), an integer become a float, a missing key, a list
