@@ -23,8 +23,8 @@ import pytest
 from rich.console import Console
 from sqlglot import exp
 
-from productlens.app import SPARK_MASTER_ENV, open_engine
 from productlens import cli
+from productlens.app import SPARK_MASTER_ENV, open_engine
 from productlens.config import load_project
 from productlens.engines import Engine
 from productlens.engines.base import table
@@ -58,8 +58,16 @@ class ConnectRun:
 
 
 def _cli(project: Path, master: str, *args: str) -> str:
+    # Spark's fixed cost per statement makes a build of the 38 models take minutes on a
+    # busy two-core machine, whatever the world's size.
     result = run_cli(
-        "--project", str(project), "--engine", "spark", *args, env={SPARK_MASTER_ENV: master}
+        "--project",
+        str(project),
+        "--engine",
+        "spark",
+        *args,
+        env={SPARK_MASTER_ENV: master},
+        timeout=1800,
     )
     assert result.returncode == 0, f"{args}: {result.stderr[-3000:]}{result.stdout[-2000:]}"
     return result.stdout
@@ -114,6 +122,7 @@ def connect_run(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Connect
     )
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("spark")
 def test_spark_connect_builds_duckdbs_warehouse(connect_run: ConnectRun, spark: Any) -> None:
     # No JVM in the client: the work ran in the server's (the run's own session).
@@ -142,6 +151,7 @@ def test_spark_connect_builds_duckdbs_warehouse(connect_run: ConnectRun, spark: 
     assert found == {}
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("spark")
 def test_a_server_lost_mid_build_stops_the_build_at_once(
     connect_run: ConnectRun, spark: Any
