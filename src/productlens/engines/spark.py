@@ -150,7 +150,7 @@ class SparkEngine(Transpiles):
             return cls(_remote_session(master, settings, connect_retry_seconds), owned=True)
         # The driver JVM is a child of this process and inherits its environment.
         os.environ["TZ"] = "UTC"
-        if not remote and SparkSession.getActiveSession() is not None:
+        if SparkSession.getActiveSession() is not None:
             # getOrCreate would hand back that session and silently ignore the warehouse
             # directory and JVM options: refuse instead.
             raise EngineError(
