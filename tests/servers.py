@@ -219,6 +219,51 @@ def spark_session(warehouse: Path) -> Any:
 
 
 @dataclass
+class ConnectService:
+    """A Spark Connect service served by a running session's own JVM; `url` reaches it."""
+
+    session: Any
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"sc://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Shut the service down now, cancelling the calls it is serving (a lost server,
+        as its clients see it). The session and its JVM keep running. Stopping twice is
+        a no-op."""
+        service = _connect_service(self.session)
+        none = getattr(getattr(self.session._jvm.scala, "None$"), "MODULE$")
+        service.stop(none, none)  # no grace period: shutdownNow
+
+
+def _connect_service(session: Any) -> Any:
+    return session._jvm.org.apache.spark.sql.connect.service.SparkConnectService
+
+
+def connect_service_in_session(session: Any) -> ConnectService:
+    """Start Spark Connect's gRPC service inside `session`'s JVM (the server plugin Spark
+    ships, `SparkConnectService.start`), on a free loopback port: no second JVM. Its
+    clients get sessions of their own on the same SparkContext, so they share its
+    catalog. The service reads its address and port from the context's conf when it
+    starts; it can be started again after `stop()`."""
+    context = session._jsc.sc()
+    conf = context.conf()  # the live SparkConf the service reads (SparkEnv's)
+    port = free_port()
+    conf.set("spark.connect.grpc.binding.address", "127.0.0.1")
+    conf.set("spark.connect.grpc.binding.port", str(port))
+    _connect_service(session).start(context)
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return ConnectService(session, port)
+        if time.monotonic() > deadline:
+            pytest.fail(f"Spark Connect did not listen on port {port} in 30 s", pytrace=False)
+        time.sleep(0.1)
+
+
+@dataclass
 class S3Server:
     endpoint: str
     access_key: str = "testing"

@@ -10,6 +10,7 @@ import pytest
 
 from productlens.app import (
     POSTGRES_DSN_ENV,
+    SPARK_MASTER_ENV,
     open_engine,
     postgres_dsn,
     raw_root,
@@ -76,15 +77,21 @@ def test_spark_settings(project_dir: Path) -> None:
         '[warehouse.spark]\nmaster = "sc://cluster:15002"\nwarehouse_dir = "tables"\n'
         '[warehouse.spark.conf]\n"spark.sql.shuffle.partitions" = "8"\n'
     )
-    settings = spark_settings(load_project(project_dir))
+    settings = spark_settings(load_project(project_dir), {})
     assert settings.master == "sc://cluster:15002"
     assert settings.warehouse_dir == str(project_dir / "tables")
     assert settings.conf == {"spark.sql.shuffle.partitions": "8"}
+    # The environment's master wins over the file's; a blank one counts as unset.
+    env = {SPARK_MASTER_ENV: "sc://other:443/;use_ssl=true"}
+    assert spark_settings(load_project(project_dir), env).master == env[SPARK_MASTER_ENV]
+    blank = {SPARK_MASTER_ENV: " "}
+    assert spark_settings(load_project(project_dir), blank).master == "sc://cluster:15002"
     (project_dir / "productlens.toml").write_text(
-        '[warehouse.spark]\nwarehouse_dir = "s3://bucket/wh"\n'
+        '[warehouse.spark]\nwarehouse_dir = "s3://bucket/wh"\nconnect_retry_seconds = 3.5\n'
     )
-    defaults = spark_settings(load_project(project_dir))
+    defaults = spark_settings(load_project(project_dir), {})
     assert defaults.master == "local[*]"
+    assert defaults.connect_retry_seconds == 3.5
     assert defaults.warehouse_dir == "s3://bucket/wh"  # a URL stays a URL
 
 

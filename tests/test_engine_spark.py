@@ -3,7 +3,7 @@ that keeps the model's column order, range overwrites that drop emptied days, ex
 types through Arrow, Parquet relations usable in permanent views, and session ownership.
 
 All tests use the run's one local Spark session; `connect()`, which starts Spark itself,
-is tested in test_engine_spark_connect.py (processes of its own, off the session's worker).
+is tested in test_engine_spark_session.py (processes of its own, off the session's worker).
 """
 
 from __future__ import annotations

@@ -22,11 +22,16 @@ from productlens import ops
 from productlens.config import DEFAULT_FUNNELS, PROJECT_FILE, Project
 from productlens.engines.base import LAYERS, Engine, table
 from productlens.engines.duckdb import DuckDBEngine
-from productlens.errors import ConfigError
+from productlens.errors import ConfigError, EngineError
 from productlens.ingest.processor import LakeProcessor
 from productlens.objects import FilePath, ObjectStore, S3Settings, is_url
 
 POSTGRES_DSN_ENV = "PRODUCTLENS_POSTGRES_DSN"
+# Overrides `[warehouse.spark] master`: a deployment points one project at its cluster or
+# Spark Connect server (`sc://host:15002`) without editing the file.
+SPARK_MASTER_ENV = "PRODUCTLENS_SPARK_MASTER"
+# YARN's client finds the ResourceManager through the Hadoop configuration these name.
+HADOOP_CONF_ENVS = ("HADOOP_CONF_DIR", "YARN_CONF_DIR")
 
 # How each engine is built: (project, environment, read_only) -> Engine.
 EngineFactory = Callable[[Project, Mapping[str, str], bool], Engine]
@@ -198,15 +203,26 @@ class SparkSettings:
     master: str
     warehouse_dir: str  # an absolute local folder or an object-store URL
     conf: dict[str, str]
+    connect_retry_seconds: float = 20.0
 
 
-def spark_settings(project: Project) -> SparkSettings:
-    """Spark's master, warehouse folder (a local one relative to the project) and conf."""
+def spark_settings(project: Project, environ: Mapping[str, str] | None = None) -> SparkSettings:
+    """Spark's master (PRODUCTLENS_SPARK_MASTER, else the project file's), warehouse
+    folder (a local one relative to the project) and conf. `yarn` without a Hadoop
+    configuration in the environment is refused here, before a JVM starts."""
+    env = os.environ if environ is None else environ
     settings = project.config.warehouse.spark
+    master = (env.get(SPARK_MASTER_ENV) or "").strip() or settings.master
+    if master == "yarn" and not any(env.get(name) for name in HADOOP_CONF_ENVS):
+        raise EngineError(
+            "the yarn master needs the cluster's Hadoop configuration: set HADOOP_CONF_DIR "
+            "(or YARN_CONF_DIR) to the folder holding yarn-site.xml",
+            engine="spark",
+        )
     folder = settings.warehouse_dir
     if "://" not in folder:
         folder = str(project.resolve(Path(folder)))
-    return SparkSettings(settings.master, folder, dict(settings.conf))
+    return SparkSettings(master, folder, dict(settings.conf), settings.connect_retry_seconds)
 
 
 def _engine_class(name: str, class_name: str) -> Any:
@@ -227,10 +243,13 @@ def _postgres(project: Project, environ: Mapping[str, str], _read_only: bool) ->
     return engine
 
 
-def _spark(project: Project, _environ: Mapping[str, str], _read_only: bool) -> Engine:
-    settings = spark_settings(project)
+def _spark(project: Project, environ: Mapping[str, str], _read_only: bool) -> Engine:
+    settings = spark_settings(project, environ)
     engine: Engine = _engine_class("spark", "SparkEngine").connect(
-        master=settings.master, warehouse_dir=settings.warehouse_dir, conf=settings.conf
+        master=settings.master,
+        warehouse_dir=settings.warehouse_dir,
+        conf=settings.conf,
+        connect_retry_seconds=settings.connect_retry_seconds,
     )
     return engine
 

@@ -19,7 +19,7 @@ from sqlglot import exp
 
 from productlens import ops
 from productlens.engines import Engine
-from productlens.errors import DataTestFailure, ModelError
+from productlens.errors import DataTestFailure, EngineUnavailable, ModelError
 from productlens.modeling import Model, ModelGraph
 
 Severity = Literal["error", "warn"]
@@ -417,6 +417,8 @@ def _run_one(engine: Engine, test: DataTest, probed: int | None = None) -> TestO
         sample: list[dict[str, Any]] = []
         if n:
             sample = engine.fetch_arrow(test.query.limit(SAMPLE_ROWS)).to_pylist()
+    except EngineUnavailable:
+        raise  # the engine is gone, not the test: no later test can run either
     except Exception as exc:  # noqa: BLE001 - a broken test is reported, not fatal
         return TestOutcome(test, 0, [], error=str(exc))
     return TestOutcome(test, n, sample)

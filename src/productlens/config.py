@@ -61,6 +61,9 @@ class SparkConfig(Section):
     # A local folder (relative to the project) or an object-store URL (s3://bucket/path)
     warehouse_dir: str = "spark-warehouse"
     conf: dict[str, str] = Field(default_factory=dict)  # extra Spark settings
+    # Spark Connect: how long to keep retrying a server that stopped answering before the
+    # run stops (pyspark's own default is about ten minutes).
+    connect_retry_seconds: float = Field(default=20.0, gt=0, le=600)
 
 
 class WarehouseConfig(Section):

@@ -46,6 +46,12 @@ class EngineError(ProductLensError):
     stage = "engine"
 
 
+class EngineUnavailable(EngineError):
+    """The warehouse engine cannot be reached: refused at the start, or lost mid-run (a
+    Spark Connect server stopped, a Spark driver gone). Nothing after it can succeed, so a
+    build or check stops at once instead of failing every remaining model in turn."""
+
+
 class StorageError(ProductLensError):
     """Object storage (an `s3://` URL) could not be reached, read or written."""
 

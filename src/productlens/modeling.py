@@ -45,7 +45,7 @@ from productlens import dialects
 from productlens.config import ProjectConfig, describe_validation_error
 from productlens.engines import Engine
 from productlens.engines.base import table as quoted_table
-from productlens.errors import ModelError
+from productlens.errors import EngineUnavailable, ModelError
 from productlens.metrics.scope import Scope
 from productlens.runlog import RunLog
 
@@ -639,6 +639,8 @@ def build(
                     record.rows = refresh_since(engine, model, since)
                 else:
                     record.rows = materialize(engine, model)
+        except EngineUnavailable:
+            raise  # no later model can be built either: stop the build now
         except Exception as exc:  # noqa: BLE001 - one failed model must not stop the others
             result.failed[model.name] = str(exc)
             result.errors[model.name] = exc

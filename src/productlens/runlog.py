@@ -19,6 +19,7 @@ from typing import Any
 
 from productlens import __version__, ops
 from productlens.engines import Engine
+from productlens.errors import EngineUnavailable
 
 
 @dataclass
@@ -70,7 +71,8 @@ class RunLog:
         except BaseException as exc:
             record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
             record.error = str(exc) or type(exc).__name__
-            self._finish(record)
+            if not isinstance(exc, EngineUnavailable):  # else there is no log to write to
+                self._finish(record)
             raise
         record.status = "success"
         self._finish(record)

@@ -27,6 +27,9 @@ pyspark is imported lazily: only this module may import it, and only when Spark 
 from __future__ import annotations
 
 import os
+import re
+import socket
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -39,7 +42,7 @@ import sqlglot
 from sqlglot import exp
 
 from productlens.engines.base import TableKind, Transpiles, table
-from productlens.errors import EngineError
+from productlens.errors import EngineError, EngineUnavailable
 
 # The physical, partitioned table behind a partitioned model's view: two names, used in
 # turn, so that a rebuild swaps the view from one to the other (see replace_table).
@@ -63,6 +66,21 @@ _views = count()
 # (SparkHadoopUtil.isGlobPath): a table in a folder named `[a-b]` is "not found" once
 # written. A warehouse directory holding one is refused before the session starts.
 _GLOB_CHARS = frozenset("{}[]*?\\")
+# The master URLs Spark accepts, checked before any JVM starts: a typo such as `local[abc]`
+# would otherwise cost a JVM start and end in a Java stack trace.
+_MASTERS = {
+    "local": r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?",
+    "local-cluster": r"local-cluster\[[1-9]\d*,[1-9]\d*,[1-9]\d*\]",
+    "standalone": r"spark://[^\s/,:]+:\d+(,[^\s/,:]+:\d+)*",
+    "yarn": r"yarn",
+    "kubernetes": r"k8s://\S+",
+    "connect": r"sc://[^\s/:;]+(:\d+)?(/;\S*)?",
+}
+CONNECT_PORT = 15002  # Spark Connect's default port, when `sc://host` names none
+REACH_SECONDS = 5.0  # how long a server named by the master URL gets to accept a connection
+# How long a Spark Connect client retries a server that stopped answering (gRPC's
+# UNAVAILABLE) before the run stops; pyspark's own default waits about ten minutes.
+CONNECT_RETRY_SECONDS = 20.0
 
 
 class SparkEngine(Transpiles):
@@ -83,6 +101,8 @@ class SparkEngine(Transpiles):
         self._kinds: dict[str, dict[str, TableKind]] = {}
         self._fields: dict[tuple[str, str], list[tuple[str, exp.DataType]]] = {}
         self._storages: dict[tuple[str, str], str | None] = {}
+        # Set when the session is lost (see `_errors`): later calls fail at once.
+        self._lost: EngineUnavailable | None = None
 
     @classmethod
     def connect(
@@ -91,18 +111,25 @@ class SparkEngine(Transpiles):
         *,
         warehouse_dir: str,
         conf: dict[str, str] | None = None,
+        connect_retry_seconds: float = CONNECT_RETRY_SECONDS,
     ) -> SparkEngine:
         """Start (or reach) Spark and own the session. `sc://host:port` is Spark Connect;
         anything else a master URL (`local[*]`, `spark://…`, `yarn`, `k8s://…`).
         `conf` is applied last, over the pinned settings (see `_metastore` for where the
-        catalog lives)."""
+        catalog lives). A malformed master, a server that does not accept a connection
+        and a warehouse folder that cannot be made are refused before any JVM starts; a
+        Spark Connect server that stops answering is retried for `connect_retry_seconds`,
+        then `EngineUnavailable`."""
         try:
             from pyspark.sql import SparkSession  # noqa: PLC0415
         except ImportError:
             raise EngineError(
                 "pyspark is not installed: install productlens[spark]", engine="spark"
             ) from None
-        remote = master.startswith("sc://")
+        kind = check_master(master)
+        remote = kind == "connect"
+        if kind in ("standalone", "connect"):
+            _reach(master)
         if not remote and _GLOB_CHARS.intersection(warehouse_dir):
             raise EngineError(
                 "Spark cannot keep tables in a folder whose path has any of "
@@ -111,15 +138,19 @@ class SparkEngine(Transpiles):
                 engine="spark",
                 path=warehouse_dir,
             )
+        if not remote and "://" not in warehouse_dir:
+            _make_folder(warehouse_dir)
         settings = dict(_DEFAULT_CONF)
         settings["spark.sql.warehouse.dir"] = warehouse_dir
         settings.update(_metastore(master, warehouse_dir))
         if remote:
             settings = {k: v for k, v in settings.items() if k in _CONNECT_CONF}
         settings.update(conf or {})
+        if remote:
+            return cls(_remote_session(master, settings, connect_retry_seconds), owned=True)
         # The driver JVM is a child of this process and inherits its environment.
         os.environ["TZ"] = "UTC"
-        if not remote and SparkSession.getActiveSession() is not None:
+        if SparkSession.getActiveSession() is not None:
             # getOrCreate would hand back that session and silently ignore the warehouse
             # directory and JVM options: refuse instead.
             raise EngineError(
@@ -127,14 +158,12 @@ class SparkEngine(Transpiles):
                 "pass it to SparkEngine(session) instead",
                 engine="spark",
             )
-        builder = SparkSession.builder.appName("productlens")
-        builder = builder.remote(master) if remote else builder.master(master)
+        builder = SparkSession.builder.appName("productlens").master(master)
         for key, value in settings.items():
             builder = builder.config(key, value)
         with _translated_errors(master=master):
             session = builder.getOrCreate()
-            if not remote:  # a Connect server owns its JVM and its logging
-                _quiet(session)
+            _quiet(session)
         return cls(session, owned=True)
 
     # --- statements -------------------------------------------------------------------
@@ -151,7 +180,7 @@ class SparkEngine(Transpiles):
 
     def fetch_arrow(self, query: exp.Expression) -> pa.Table:
         frame = self._sql(query)
-        with _translated_errors():
+        with self._errors():
             result: pa.Table = frame.toArrow()
         return result
 
@@ -180,7 +209,7 @@ class SparkEngine(Transpiles):
         cached = self._fields.get((schema, name))
         if cached is not None:
             return list(cached)
-        with _translated_errors(table=f"{schema}.{name}"):
+        with self._errors(table=f"{schema}.{name}"):
             fields = self._session.table(self.render(table(schema, name))).schema.fields
         found = [
             (field.name, exp.DataType.build(field.dataType.simpleString(), dialect="spark"))
@@ -325,12 +354,13 @@ class SparkEngine(Transpiles):
         # A naive Arrow timestamp is a wall-clock time: TIMESTAMP_NTZ keeps it as it is,
         # where Spark's default (TIMESTAMP) would read it in the session's time zone.
         schema = from_arrow_schema(data.schema, prefer_timestamp_ntz=True)
-        with _translated_errors(table=name):
+        with self._errors(table=name):
             self._session.createDataFrame(data, schema=schema).createOrReplaceTempView(name)
         try:
             yield exp.table_(name, quoted=True)
         finally:
-            self._session.catalog.dropTempView(name)
+            with self._errors(table=name):
+                self._session.catalog.dropTempView(name)
 
     def parquet_relation(self, paths: Sequence[str]) -> exp.Expression:
         """A subquery over the files: each file read as Spark's `parquet.`path`` relation,
@@ -341,7 +371,7 @@ class SparkEngine(Transpiles):
         Note: `_metadata.file_name`/`file_path` are URL-encoded (`b%20b.parquet`)."""
         if not paths:
             raise EngineError("no Parquet files to read", engine=self.name)
-        with _translated_errors(path=paths[0]):
+        with self._errors(path=paths[0]):
             names = self._session.read.parquet(*paths).columns
         branches = [
             _select_all(
@@ -366,9 +396,26 @@ class SparkEngine(Transpiles):
 
     # --- helpers ----------------------------------------------------------------------
 
+    @contextmanager
+    def _errors(self, **context: object) -> Iterator[None]:
+        """Spark's errors as EngineError (`_translated_errors`). Once the session is lost,
+        every later call (the run log's last rows, the closing counts) fails at once with
+        the same EngineUnavailable instead of waiting out the client's retries again."""
+        if self._lost is not None:
+            raise EngineUnavailable(self._lost.message, **self._lost.context)
+        try:
+            with _translated_errors(**context):
+                yield
+        except EngineUnavailable as exc:
+            self._lost = exc
+            client = getattr(self._session, "client", None)  # a Spark Connect session's
+            if client is not None:
+                client.set_retry_policies([])  # closing it must not retry a gone server
+            raise
+
     def _sql(self, statement: exp.Expr) -> Any:
         text = self.render(statement)
-        with _translated_errors():
+        with self._errors():
             return self._session.sql(text)
 
     def _catalog(self, schema: str) -> dict[str, TableKind]:
@@ -379,7 +426,7 @@ class SparkEngine(Transpiles):
         cached = self._kinds.get(schema)
         if cached is not None:
             return dict(cached)
-        with _translated_errors(schema=schema):
+        with self._errors(schema=schema):
             if not self._session.catalog.databaseExists(schema):
                 self._kinds[schema] = {}
                 return {}
@@ -458,6 +505,109 @@ class SparkEngine(Transpiles):
 # and FileStreamSink logs the expected answer ("Assume no metadata directory") as a WARN
 # with a Java stack trace, once per view created or read. Its errors still show.
 _QUIET_LOGGERS = ("org.apache.spark.sql.execution.streaming.sinks.FileStreamSink",)
+
+
+def check_master(master: str) -> str:
+    """The kind of a Spark master URL (a key of `_MASTERS`), or EngineError naming the
+    forms Spark accepts."""
+    for kind, pattern in _MASTERS.items():
+        if re.fullmatch(pattern, master):
+            return kind
+    raise EngineError(
+        f"not a Spark master URL: {master!r} (use local[*], local[N], spark://host:port, "
+        "yarn, k8s://https://host:port or sc://host:port for Spark Connect)",
+        engine="spark",
+    )
+
+
+def _endpoints(master: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs a `spark://` or `sc://` URL names."""
+    if master.startswith("sc://"):
+        host, _, port = master[len("sc://") :].split("/", 1)[0].partition(":")
+        return [(host, int(port or CONNECT_PORT))]
+    pairs = (item.rpartition(":") for item in master[len("spark://") :].split(","))
+    return [(host, int(port)) for host, _, port in pairs]
+
+
+def _reach(master: str) -> None:
+    """EngineUnavailable unless a server the master URL names accepts a TCP connection
+    within REACH_SECONDS: Spark's own clients retry an absent server for minutes."""
+    failures = []
+    for host, port in _endpoints(master):
+        try:
+            with socket.create_connection((host, port), timeout=REACH_SECONDS):
+                return
+        except OSError as exc:
+            failures.append(f"{host}:{port} ({exc.strerror or exc})")
+    raise EngineUnavailable(
+        f"cannot reach the Spark server at {', '.join(failures)}: is it running, and is "
+        "the master URL right?",
+        engine="spark",
+        master=master,
+    )
+
+
+def _make_folder(folder: str) -> None:
+    """Create the local warehouse folder now, so that a path that cannot hold one is
+    refused in a line before a JVM starts (Spark would fail at the first table)."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise EngineError(
+            f"cannot create the Spark warehouse folder: {reason}", engine="spark", path=folder
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise EngineError("cannot write to the Spark warehouse folder", engine="spark", path=folder)
+
+
+def _remote_session(master: str, settings: Mapping[str, str], retry_seconds: float) -> Any:
+    """A Spark Connect session on `master` whose client retries a server that stops
+    answering for at most `retry_seconds`; the session settings are applied after the
+    policy is in place (each is a call to the server)."""
+    with warnings.catch_warnings():
+        # pyspark's notice that pandas 3 is new to it: no part of this engine uses pandas.
+        warnings.simplefilter("ignore", FutureWarning)
+        from pyspark.sql.connect.session import (  # noqa: PLC0415
+            SparkSession as RemoteSession,
+        )
+    # The client warns before raising when it gives up; the error says it in one line.
+    warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
+    session = RemoteSession.builder.remote(master).create()  # no call to the server yet
+    session.client.set_retry_policies([connect_retry_policy(retry_seconds)])
+    try:
+        with _translated_errors(master=master):
+            for key, value in settings.items():
+                session.conf.set(key, value)
+    except BaseException:
+        session.client.set_retry_policies([])
+        session.stop()
+        raise
+    return session
+
+
+def connect_retry_policy(seconds: float) -> Any:
+    """pyspark's retry policy with waits of 0.1 s, doubling up to 5 s each, as many as fit
+    in `seconds` in all (no jitter, and no longer wait when the server asks for one)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # as in _remote_session
+        from pyspark.sql.connect.client.retries import DefaultPolicy  # noqa: PLC0415
+
+    retries, wait, total = 0, 100, 0
+    while total + wait <= seconds * 1000:
+        total += wait
+        retries += 1
+        wait = min(wait * 2, 5000)
+    return DefaultPolicy(
+        max_retries=retries,
+        initial_backoff=100,
+        backoff_multiplier=2.0,
+        max_backoff=5000,
+        jitter=0,
+        min_jitter_threshold=0,
+        recognize_server_retry_delay=False,
+    )
 
 
 def _quiet(session: Any) -> None:
@@ -573,20 +723,49 @@ def _translated_errors(**context: object) -> Iterator[None]:
         from py4j.protocol import (  # type: ignore[import-untyped]  # noqa: PLC0415
             Py4JError,
             Py4JJavaError,
+            Py4JNetworkError,
         )
     except ImportError:  # a Spark Connect client without the classic runtime
         py4j_errors: tuple[type[BaseException], ...] = ()
+        py4j_network: tuple[type[BaseException], ...] = ()
     else:
         py4j_errors = (Py4JJavaError, Py4JError)
+        py4j_network = (Py4JNetworkError,)
     try:
         yield
     except PySparkException as exc:
+        status = _lost_status(exc)
+        if status is not None:
+            raise EngineUnavailable(
+                f"lost the Spark Connect server (gRPC {status}): it stopped or cannot be reached",
+                engine="spark",
+                **context,
+            ) from exc
         raise EngineError(_first_line(exc), engine="spark", **context) from exc
+    except py4j_network as exc:  # the driver JVM of a classic session is gone
+        raise EngineUnavailable(
+            f"lost the Spark driver: {_first_line(exc)}", engine="spark", **context
+        ) from exc
     except py4j_errors as exc:
         java = getattr(exc, "java_exception", None)
         raise EngineError(
             _first_line(java if java is not None else exc), engine="spark", **context
         ) from exc
+
+
+# gRPC status codes of a Spark Connect call that mean the server is gone, not that it
+# refused the statement: UNAVAILABLE (nothing answers, after the client's retries) and
+# CANCELLED (the server shut down while the call ran).
+_LOST = ("UNAVAILABLE", "CANCELLED")
+
+
+def _lost_status(exc: Any) -> str | None:
+    """The gRPC status name when a Spark Connect error means the server was lost."""
+    status = getattr(exc, "getGrpcStatusCode", None)
+    if status is None or exc.getCondition() is not None:  # an error the server reported
+        return None
+    name = str(getattr(status(), "name", ""))
+    return name if name in _LOST else None
 
 
 def _first_line(exc: object) -> str:
