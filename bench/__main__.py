@@ -451,7 +451,9 @@ def _print_engines(size: int, result: dict[str, Any], repeats: int, console: Con
     console.print(
         "publish: the raw layer shown to the engine (PostgreSQL loads each raw file once; "
         "Spark reads the files as tables; DuckDB's warehouse is the lake's catalog); total: "
-        "the sum of the stages"
+        "the sum of the stages; cpu s: CPU seconds (user + system) of the run's processes "
+        "(Spark's JVM, PostgreSQL's server included) over the stages, steadier than wall "
+        "time on a busy machine"
         + (f", the median of {repeats} alternating runs" if repeats > 1 else "")
         + "; peak memory: PSS from /proc of the run's processes, PostgreSQL's server and "
         "Spark's JVM included; plain COPY: CSV COPY of the same tables' rows (lineage "

@@ -17,6 +17,7 @@ database's own bulk load.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.isolated import run_isolated
-from bench.procmem import PeakMemory
+from bench.procmem import PeakMemory, tree_cpu
 
 ENGINES = ("duckdb", "postgres", "spark")
 STAGES = (
@@ -51,9 +52,13 @@ def run_stages(project: Any, engine: Any, data: Path, also: Sequence[int] = ()) 
     try:
         with PeakMemory(also=also, proportional=True, interval=0.1) as memory:
             started = time.perf_counter()
+            marks = [process_cpu(also)]
             runner.ingest([data])
-            built = runner.build()
+            marks.append(process_cpu(also))
+            built = runner.build()  # publishes first
+            marks.append(process_cpu(also))
             runner.check()
+            marks.append(process_cpu(also))
             seconds = time.perf_counter() - started
     finally:
         summary = runner.finish()
@@ -68,8 +73,18 @@ def run_stages(project: Any, engine: Any, data: Path, also: Sequence[int] = ()) 
         "stages": {s.name: s.seconds for s in summary.stages},
         "models": len(built.built),
         "peak_memory": memory.peak,
+        # CPU seconds per stage; "build" includes publishing the raw layer.
+        "cpu": {
+            stage: marks[i + 1] - marks[i] for i, stage in enumerate(("ingest", "build", "check"))
+        },
         "rows": summary.layer_rows,
     }
+
+
+def process_cpu(also: Sequence[int] = ()) -> float:
+    """CPU seconds used so far by this process tree (Spark's JVM included) and `also`'s
+    (PostgreSQL's server)."""
+    return sum(tree_cpu(pid) for pid in [os.getpid(), *also])
 
 
 def run_one(engine: str, data: str, project: str, dsn: str, server_pid: int) -> dict[str, Any]:
@@ -327,6 +342,7 @@ COLUMNS = (
     "engine",
     *STAGES,
     "total",
+    "cpu s",
     "vs duckdb",
     "vs plain COPY",
     "peak memory",
@@ -362,13 +378,14 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                 name,
                 *(f"{stages[s]:.2f}" if s in stages else "-" for s in STAGES),
                 f"{seconds:.2f}",
+                f"{sum(run['cpu'].values()):.2f}" if "cpu" in run else "-",
                 f"{seconds / duck:.2f}x" if duck else "-",
                 versus_copy,
                 f"{run['peak_memory'] / 2**30:.2f} GiB",
             ]
         )
     for name in result.get("errors", {}):
-        rows.append([name, "failed", "-", "-", "-", "-", "-", "", "(error below)"])
+        rows.append([name, "failed", "-", "-", "-", "-", "-", "-", "", "(error below)"])
     if copied:
         rows.append(
             [
@@ -378,6 +395,7 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                 "-",
                 "-",
                 f"{copied['seconds']:.2f}",
+                "-",
                 f"{copied['seconds'] / duck:.2f}x" if duck else "-",
                 "1.00x",
                 f"{copied['peak_memory'] / 2**30:.2f} GiB",

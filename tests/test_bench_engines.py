@@ -85,6 +85,10 @@ def test_engines_bench_prints_one_row_per_engine(
         assert cells[column["total"]] == f"{exact:.2f}"
         assert cells[column["vs duckdb"]] == f"{exact / duckdb_total:.2f}x"
         assert re.fullmatch(r"\d+\.\d\d GiB", cells[column["peak memory"]]), cells
+        # CPU seconds per stage (publish counted in build), summed in the table.
+        assert sorted(runs[name]["cpu"]) == ["build", "check", "ingest"], name
+        assert all(seconds > 0 for seconds in runs[name]["cpu"].values()), runs[name]["cpu"]
+        assert cells[column["cpu s"]] == f"{sum(runs[name]['cpu'].values()):.2f}"
         assert runs[name]["peak_memory"] > 0
     assert rows["duckdb"][column["vs duckdb"]] == "1.00x"
     pg_stages = runs["postgres"]["stages"]

@@ -169,7 +169,13 @@ def test_materialized_models_equal_a_productlens_build(
     finally:
         engine.close()
     counts = {name: t.num_rows for name, t in actual.items()}
-    assert sorted(logged) == sorted((m.table, "success", counts[m.table]) for m in graph)
+    # A view's rows are not counted when it is built (that would run it whole).
+    views = {m.table for m in graph if m.spec is not None and m.spec.materialized == "view"}
+    assert views == {"staging.stg_events"}
+    assert sorted(logged, key=str) == sorted(
+        ((m.table, "success", None if m.table in views else counts[m.table]) for m in graph),
+        key=str,
+    )
 
 
 def test_the_asset_graph_is_the_model_graph(materialized: Materialized) -> None:

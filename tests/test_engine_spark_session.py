@@ -46,6 +46,7 @@ CONNECT_SCRIPT = textwrap.dedent(
         "overwrite": conf.get("spark.sql.sources.partitionOverwriteMode"),
         "ui": session.sparkContext.uiWebUrl,
         "shuffle": conf.get("spark.sql.shuffle.partitions"),
+        "adaptive": conf.get("spark.sql.adaptive.enabled"),
         # Its WARN (a stack trace per raw view read by pattern) is noise: errors only.
         "sink_log": str(session.sparkContext._jvm.org.apache.logging.log4j.LogManager
                         .getLogger("org.apache.spark.sql.execution.streaming.sinks"
@@ -69,7 +70,8 @@ def test_connect_builds_a_utc_session_it_owns_and_a_warehouse_that_lasts(tmp_pat
         "jvm_tz": "UTC",
         "overwrite": "dynamic",
         "ui": None,
-        "shuffle": "2",
+        "shuffle": "2",  # `conf` overrides the local default (2 per core: 2 on local[1])
+        "adaptive": "true",
         "sink_log": "ERROR",
     }
     # The second process sees what the first built: the catalog is not in memory.
@@ -167,3 +169,35 @@ def test_a_lake_of_many_files_publishes_to_a_derby_catalog(tmp_path: Path) -> No
     # 200 files of 2 users, the CSV's 2; the reloads replace, never add.
     assert len(report["lake"]) == 402
     assert report["warehouse"] == report["lake"]  # lineage included
+
+
+# A local master's defaults: shuffle partitions two per core (Spark's 200 are for a
+# cluster), adaptive execution on; any other master keeps Spark's and the cluster's.
+LOCAL_TUNING = [
+    ("local", 2),
+    ("local[1]", 2),
+    ("local[3]", 6),
+    ("local[4,2]", 8),
+    ("local[*]", 2 * (os.cpu_count() or 1)),
+    ("local[*, 3]", 2 * (os.cpu_count() or 1)),
+    ("local-cluster[2,1,1024]", None),
+    ("spark://host:7077", None),
+    ("yarn", None),
+    ("sc://localhost:15002", None),
+]
+
+
+@pytest.mark.parametrize(("master", "partitions"), LOCAL_TUNING)
+def test_a_local_master_gets_few_shuffle_partitions(master: str, partitions: int | None) -> None:
+    from productlens.engines.spark import _local_tuning
+
+    expected = (
+        {}
+        if partitions is None
+        else {
+            "spark.sql.shuffle.partitions": str(partitions),
+            "spark.sql.adaptive.enabled": "true",
+            "spark.sql.adaptive.coalescePartitions.enabled": "true",
+        }
+    )
+    assert _local_tuning(master) == expected

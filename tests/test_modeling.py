@@ -68,6 +68,27 @@ def test_build_materializes_in_order_and_logs(source: DuckDBEngine, tmp_path: Pa
     ]
 
 
+def test_a_view_model_is_created_not_run(source: DuckDBEngine, tmp_path: Path) -> None:
+    # A view that fails whenever it is read: building it must not read it (counting its
+    # rows ran it whole), and its rows are logged as not counted.
+    files = {
+        "staging/stg_a.sql": "select id, error('read') as v from raw.a",
+        "staging/_staging.yml": "models:\n  - name: stg_a\n    grain: one row per id\n"
+        "    materialized: view\n",
+    }
+    runlog = RunLog(source)
+    result = modeling.build(source, graph_for(write_models(tmp_path, files)), runlog)
+    assert result.ok, result.failed
+    assert result.built == {"stg_a": None}
+    assert source.table_kind("staging", "stg_a") == "view"
+    with pytest.raises(Exception, match="read"):
+        source.fetch_all(q("SELECT * FROM staging.stg_a"))
+    logged = source.fetch_all(
+        q("SELECT object, status, n_rows FROM ops.run_log WHERE run_id = ?", runlog.run_id)
+    )
+    assert logged == [("staging.stg_a", "success", None)]
+
+
 def test_failed_model_keeps_previous_table_and_skips_descendants(
     source: DuckDBEngine, tmp_path: Path
 ) -> None:

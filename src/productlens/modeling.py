@@ -44,7 +44,6 @@ from sqlglot import exp
 from productlens import dialects
 from productlens.config import ProjectConfig, describe_validation_error
 from productlens.engines import Engine
-from productlens.engines.base import table as quoted_table
 from productlens.errors import EngineUnavailable, ModelError
 from productlens.metrics.scope import Scope
 from productlens.runlog import RunLog
@@ -457,9 +456,10 @@ def _order(models: dict[str, Model]) -> list[str]:
 
 @dataclass
 class BuildResult:
-    """Outcome of one build: per model, rows or the error, and what was skipped."""
+    """Outcome of one build: per model, rows (None: a view, not counted) or the error,
+    and what was skipped."""
 
-    built: dict[str, int] = field(default_factory=dict)
+    built: dict[str, int | None] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     # The exception behind each failure (whether it was transient decides a retry).
@@ -481,20 +481,23 @@ def drop_leftovers(engine: Engine) -> list[str]:
     return dropped
 
 
-def materialize(engine: Engine, model: Model) -> int:
-    """Build one model and swap it in atomically; returns its row count.
+def materialize(engine: Engine, model: Model) -> int | None:
+    """Build one model and swap it in atomically; returns its row count, or None for a
+    view.
 
     A table is built whole and swapped in for the previous one (a failed build leaves
     the previous table); an incremental model's table is partitioned by its date column.
-    A view (for light staging models) is replaced in one step. A fitted model's input
-    query is fetched, fitted, checked against its SCHEMA and swapped in the same way.
+    A view (for light staging models) is replaced in one step. Its rows are not counted:
+    counting them ran the whole view (a full read of its source on Spark) for a number
+    that the view does not store; its data tests (`same_rows_as`) read them instead.
+    A fitted model's input query is fetched, fitted, checked against its SCHEMA and swapped
+    in like a table.
     """
     if model.fitted is not None:
         return _materialize_fitted(engine, model, model.fitted)
     if model.spec is not None and model.spec.materialized == "view":
         engine.replace_view(model.layer, model.name, model.expression)
-        count = exp.select(exp.Count(this=exp.Star())).from_(quoted_table(model.layer, model.name))
-        return int(engine.fetch_all(count)[0][0])
+        return None
     incremental = model.spec.incremental if model.spec else None
     return engine.replace_table(
         model.layer,
@@ -648,6 +651,6 @@ def build(
             blocked |= models.descendants(model.name)
             notify(model, "failed")
             continue
-        result.built[model.name] = record.rows or 0
+        result.built[model.name] = record.rows
         notify(model, "done")
     return result

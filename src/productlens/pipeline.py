@@ -284,10 +284,10 @@ class Runner:
                     return
                 took = time.perf_counter() - started.get(model.name, time.perf_counter())
                 if event == "done":
-                    rows = self.runlog.records[-1].rows or 0
-                    self._say(
-                        f"  [green]ok[/]      {model.table:<36} {rows:>12,} rows  {took:6.2f}s"
-                    )
+                    rows = self.runlog.records[-1].rows
+                    # A view stores no rows and is not run to count them.
+                    shown = "view" if rows is None else f"{rows:>12,} rows"
+                    self._say(f"  [green]ok[/]      {model.table:<36} {shown:>17}  {took:6.2f}s")
                 elif event == "failed":
                     self._say(f"  [red]failed[/]  {model.table}")
                 else:
@@ -298,7 +298,7 @@ class Runner:
                 self.engine, graph, self.runlog, select=select, since=since, on_model=on_model
             )
             self._last_meta(
-                rows=sum(result.built.values()),
+                rows=sum(rows or 0 for rows in result.built.values()),
                 detail=f"{len(result.built)} models built"
                 + (f", {len(result.failed)} failed" if result.failed else ""),
             )

@@ -141,6 +141,7 @@ class SparkEngine(Transpiles):
         if not remote and "://" not in warehouse_dir:
             _make_folder(warehouse_dir)
         settings = dict(_DEFAULT_CONF)
+        settings.update(_local_tuning(master))
         settings["spark.sql.warehouse.dir"] = warehouse_dir
         settings.update(_metastore(master, warehouse_dir))
         if remote:
@@ -615,6 +616,29 @@ def _quiet(session: Any) -> None:
     error = jvm.org.apache.logging.log4j.Level.ERROR
     for logger in _QUIET_LOGGERS:
         jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(logger, error)
+
+
+# A local master: `local` (one core), `local[N]`, `local[*]`, with `,F` (task retries) or not.
+_LOCAL = re.compile(r"local(?:\[(?P<cores>\*|\d+)(?:,\s*\d+)?\])?")
+
+
+def _local_tuning(master: str) -> dict[str, str]:
+    """Defaults for a local master, where one JVM on a few cores does all the work
+    (`[warehouse.spark] conf` overrides them). Spark's 200 shuffle partitions are sized
+    for a cluster: locally each shuffle ran 200 tiny tasks per stage and each table was
+    written as up to 200 small files, which every later read opened again. Two
+    partitions per core keep every core busy; adaptive execution (Spark's default, pinned
+    here) merges the small ones after each shuffle. Plans change, never answers."""
+    found = _LOCAL.fullmatch(master)
+    if found is None:
+        return {}
+    cores = found["cores"]
+    n = 1 if cores is None else (os.cpu_count() or 1) if cores == "*" else max(1, int(cores))
+    return {
+        "spark.sql.shuffle.partitions": str(2 * n),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    }
 
 
 def _metastore(master: str, warehouse_dir: str) -> dict[str, str]:

@@ -270,10 +270,10 @@ def _model_asset(model: modeling.Model, tests: list[checks.DataTest]) -> dg.Asse
         current = _current(warehouse, model.name)
         with runner.runlog.step("build", current.table) as record:
             record.rows = modeling.materialize(runner.engine, current)
-        yield dg.MaterializeResult(
-            asset_key=key,
-            metadata={"dagster/row_count": record.rows, "engine": runner.engine.dialect},
-        )
+        metadata: dict[str, Any] = {"engine": runner.engine.dialect}
+        if record.rows is not None:  # a view's rows are not counted
+            metadata["dagster/row_count"] = record.rows
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
         compiled = checks.compile_tests(warehouse.graph, [current])
         chosen = [test for test in compiled if test.name in names]
         missing = names - {test.name for test in chosen}
