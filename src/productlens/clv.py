@@ -56,6 +56,9 @@ ORDER_REVENUE_TABLE = "core.int_order_revenue"
 MIN_CUSTOMERS = 10  # fewer cannot identify four parameters
 MIN_REPEAT_BUYERS = 2  # Gamma-Gamma's three parameters need spread among repeat buyers
 FREQUENCY_BUCKETS = 8  # conditional expectations for x = 0..6 and 7+ (as the paper shows)
+# Ten years: beyond that the extrapolation means nothing, and the CLV's customers x weeks
+# matrix of a longer horizon (a typo such as 52000w) would exhaust memory.
+MAX_HORIZON_WEEKS = 520
 
 _DAYS = """
 with orders as (
@@ -239,7 +242,14 @@ def summarize(engine: Engine, calibration_end: date | None = None) -> Summary:
             f"the calibration end {end} is after the last order ({last})",
             option="--calibration-end",
         )
-    return summary_from_table(engine.fetch_arrow(_query(_SUMMARY, end, last)), end, last)
+    summary = summary_from_table(engine.fetch_arrow(_query(_SUMMARY, end, last)), end, last)
+    if summary.n == 0:
+        raise ClvInputError(
+            f"no completed order on or before the calibration end {end}: it is before the "
+            "first order",
+            option="--calibration-end",
+        )
+    return summary
 
 
 def summary_from_table(table: pa.Table, calibration_end: date, holdout_end: date) -> Summary:
@@ -527,10 +537,15 @@ def unconditional_purchases(params: tuple[float, ...], t: Array) -> Array:
 def expected_spend(params: tuple[float, ...], x: Array, m: Array) -> Array:
     """E[M | p, q, gamma, m, x] = p (gamma + m x) / (p x + q - 1): the expected mean spend per
     transaction, shrunk from the customer's mean toward the population's (p gamma / (q - 1)
-    for a customer without repeat purchases)."""
+    for a customer without repeat purchases). The posterior mean is finite only when
+    p x + q > 1: with q <= 1 (spend so heavy-tailed that it has no finite mean) a customer
+    without repeat purchases has no expected spend, and gets nan rather than the formula's
+    negative value."""
     p, q, gamma = params
     spend = np.where(x > 0, np.nan_to_num(m), 0.0)
-    result: Array = p * (gamma + spend * x) / (p * x + q - 1)
+    shape = p * x + q - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result: Array = np.where(shape > 0, p * (gamma + spend * x) / shape, np.nan)
     return result
 
 
@@ -789,13 +804,25 @@ class ClvResult:
             "totals": {
                 "expected_purchases": float(self.customers.expected_purchases.sum()),
                 "mean_probability_alive": float(self.customers.probability_alive.mean()),
-                "clv": float(self.customers.clv.sum()),
+                # None, not NaN (which is not JSON), when some customer has no CLV.
+                "clv": _finite_or_none({"v": float(self.customers.clv.sum())})["v"],
             },
-            "by_segment": [asdict(v) for v in self.segments] if self.segments is not None else None,
+            "by_segment": (
+                [_finite_or_none(asdict(v)) for v in self.segments]
+                if self.segments is not None
+                else None
+            ),
             "holdout": asdict(self.holdout) if self.holdout is not None else None,
             "notes": self.notes,
             "customers": self.customers.rows(),
         }
+
+
+def _finite_or_none(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with nan and infinite floats as None (JSON has no NaN)."""
+    return {
+        k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in row.items()
+    }
 
 
 def analyze(
@@ -806,8 +833,10 @@ def analyze(
 ) -> ClvResult:
     """Fit both models on the orders up to the calibration end, score every customer, and
     (with a calibration end before the last order) the holdout after it."""
-    if horizon_weeks < 1:
-        raise ClvInputError("the horizon must be at least one week", option="--horizon")
+    if not 1 <= horizon_weeks <= MAX_HORIZON_WEEKS:
+        raise ClvInputError(
+            f"the horizon must be 1 to {MAX_HORIZON_WEEKS} weeks", option="--horizon"
+        )
     if not 0 <= discount_rate < 10:
         raise ClvInputError("the annual discount rate must be in [0, 10)", option="--discount-rate")
     summary = summarize(engine, calibration_end)
@@ -821,6 +850,13 @@ def analyze(
         notes.append(
             f"Gamma-Gamma: {n_zero} repeat buyers whose repeat purchases total $0 are left out "
             "of the fit (the model's values are positive); their expected spend is still given."
+        )
+    n_no_spend = int(np.sum(~np.isfinite(customers.expected_spend)))
+    if n_no_spend:
+        notes.append(
+            f"Gamma-Gamma: q = {gamma_gamma.params[1]:.4g} is not above 1, so spend has no "
+            f"finite mean (a few very large orders); {n_no_spend} customers without enough "
+            "repeat purchases have no expected spend and no CLV, and the total CLV is not given."
         )
     for fit in (bgnbd, gamma_gamma):
         unknown = [n for n, e in zip(fit.names, fit.standard_errors, strict=True) if not e > 0]
@@ -862,9 +898,11 @@ def analyze(
 def parse_horizon(text: str) -> int:
     """`52w` or `52` -> 52 weeks."""
     value = text.strip().lower().removesuffix("w")
-    if not value.isdigit() or int(value) < 1:
+    if not value.isdigit() or not 1 <= int(value) <= MAX_HORIZON_WEEKS:
         raise ClvInputError(
-            f"cannot read the horizon {text!r}: give whole weeks, like 52w", option="--horizon"
+            f"cannot read the horizon {text!r}: give whole weeks from 1 to "
+            f"{MAX_HORIZON_WEEKS}, like 52w",
+            option="--horizon",
         )
     return int(value)
 

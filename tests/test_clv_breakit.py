@@ -1,0 +1,87 @@
+"""Customer value attacked as a demanding user would (issue 16): what broke, one test each.
+
+- Heavy-tailed spend (Gamma-Gamma q <= 1): `productlens clv` printed negative expected spend
+  and CLV for customers without repeat purchases and a total CLV in the hundreds of billions;
+  now those customers have none (null), the total is null and a note says why.
+- `--horizon 100000000w` allocated a customers x weeks matrix and died with a MemoryError
+  traceback; the horizon is now 1 to 520 weeks.
+- A calibration end before the first order said "BG/NBD needs at least 10 customers; the
+  orders have 0"; it now names --calibration-end and says it is before the first order.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import numpy as np
+import pytest
+
+from productlens import clv, modeling
+from productlens.engines import DuckDBEngine
+from productlens.errors import ClvInputError
+from tests.test_customer_value import (  # noqa: F401 - fixtures
+    _heavy_tailed_spend,
+    fit_orders,
+    graph,
+    orders_engine,
+)
+
+
+def test_expected_spend_is_the_posterior_mean_only_where_it_is_finite() -> None:
+    p, q, gamma = 2.0, 0.5, 10.0
+    x = np.array([0.0, 1.0, 3.0])
+    m = np.array([np.nan, 20.0, 30.0])
+    got = clv.expected_spend((p, q, gamma), x, m)
+    # E[p/nu] with nu ~ Gamma(p x + q, gamma + m x): p (gamma + m x) / (p x + q - 1), finite
+    # only for p x + q > 1; here x = 0 gives p x + q = 0.5.
+    assert np.isnan(got[0])
+    np.testing.assert_allclose(got[1:], [2 * (10 + 20) / 1.5, 2 * (10 + 90) / 5.5], rtol=1e-15)
+
+
+def test_heavy_tailed_spend_gives_no_negative_value_on_the_command(
+    orders_engine: DuckDBEngine,  # noqa: F811
+    graph: modeling.ModelGraph,  # noqa: F811
+) -> None:
+    users, days, amounts = _heavy_tailed_spend()
+    mart = fit_orders(orders_engine, graph, users, days, amounts)
+    assert set(mart.column("fit_status").to_pylist()) == {"degenerate_fit"}
+    result = clv.analyze(orders_engine)
+    p, q, gamma = result.gamma_gamma.params
+    assert q <= 1
+    x = result.customers.frequency
+    spend = result.customers.expected_spend
+    no_mean = p * x + q <= 1
+    assert no_mean.any()  # the case under attack: customers whose spend has no finite mean
+    assert np.isnan(spend[no_mean]).all() and np.isnan(result.customers.clv[no_mean]).all()
+    assert (spend[~no_mean] > 0).all() and (result.customers.clv[~no_mean] >= 0).all()
+    data = result.to_dict()
+    json.dumps(data, allow_nan=False)  # valid JSON: no NaN anywhere
+    assert data["totals"]["clv"] is None
+    assert any("no finite mean" in note for note in data["notes"])
+    assert all(c["clv"] is None for c, bad in zip(data["customers"], no_mean, strict=True) if bad)
+
+
+@pytest.mark.parametrize("horizon", ["521w", "100000000w"])
+def test_a_horizon_beyond_ten_years_is_refused_before_any_work(horizon: str) -> None:
+    with pytest.raises(ClvInputError, match="whole weeks from 1 to 520"):
+        clv.parse_horizon(horizon)
+    assert clv.parse_horizon("520w") == 520
+
+
+def test_analyze_refuses_a_huge_horizon_without_allocating(
+    orders_engine: DuckDBEngine,  # noqa: F811
+) -> None:
+    with pytest.raises(ClvInputError, match="1 to 520 weeks"):
+        clv.analyze(orders_engine, horizon_weeks=100_000_000)
+
+
+def test_a_calibration_end_before_the_first_order_names_the_option(
+    orders_engine: DuckDBEngine,  # noqa: F811
+    graph: modeling.ModelGraph,  # noqa: F811
+) -> None:
+    users, days, amounts = _heavy_tailed_spend()
+    fit_orders(orders_engine, graph, users, days, amounts)
+    with pytest.raises(ClvInputError, match="before the first order") as caught:
+        clv.analyze(orders_engine, date(2025, 12, 31))
+    assert "--calibration-end" in str(caught.value)
