@@ -5,6 +5,8 @@
   now those customers have none (null), the total is null and a note says why.
 - `--horizon 100000000w` allocated a customers x weeks matrix and died with a MemoryError
   traceback; the horizon is now 1 to 520 weeks.
+- A history too short to see anyone leave: the mart says no_dropout_seen and gives no CLV,
+  while `productlens clv` printed its extrapolation without a word; it now says so.
 - A calibration end before the first order said "BG/NBD needs at least 10 customers; the
   orders have 0"; it now names --calibration-end and says it is before the first order.
 """
@@ -22,6 +24,7 @@ from productlens.engines import DuckDBEngine
 from productlens.errors import ClvInputError
 from tests.test_customer_value import (  # noqa: F401 - fixtures
     _heavy_tailed_spend,
+    _no_dropout_seen,
     fit_orders,
     graph,
     orders_engine,
@@ -85,3 +88,16 @@ def test_a_calibration_end_before_the_first_order_names_the_option(
     with pytest.raises(ClvInputError, match="before the first order") as caught:
         clv.analyze(orders_engine, date(2025, 12, 31))
     assert "--calibration-end" in str(caught.value)
+
+
+def test_the_command_says_when_nobody_was_seen_leaving(
+    orders_engine: DuckDBEngine,  # noqa: F811
+    graph: modeling.ModelGraph,  # noqa: F811
+) -> None:
+    users, days, amounts = _no_dropout_seen()
+    mart = fit_orders(orders_engine, graph, users, days, amounts)
+    assert set(mart.column("fit_status").to_pylist()) == {"no_dropout_seen"}
+    result = clv.analyze(orders_engine)
+    _, _, a, b = result.bgnbd.params
+    assert a / (a + b) < clv.MIN_DROPOUT
+    assert any("no_dropout_seen" in note for note in result.notes), result.notes

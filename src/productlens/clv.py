@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 ORDER_REVENUE_TABLE = "core.int_order_revenue"
 MIN_CUSTOMERS = 10  # fewer cannot identify four parameters
 MIN_REPEAT_BUYERS = 2  # Gamma-Gamma's three parameters need spread among repeat buyers
+# BG/NBD's mean dropout probability a/(a+b) below this: nobody was seen leaving, and the
+# model extrapolates every customer buying forever (the mart's `no_dropout_seen`).
+MIN_DROPOUT = 1e-3
 FREQUENCY_BUCKETS = 8  # conditional expectations for x = 0..6 and 7+ (as the paper shows)
 # Ten years: beyond that the extrapolation means nothing, and the CLV's customers x weeks
 # matrix of a longer horizon (a typo such as 52000w) would exhaust memory.
@@ -850,6 +853,14 @@ def analyze(
         notes.append(
             f"Gamma-Gamma: {n_zero} repeat buyers whose repeat purchases total $0 are left out "
             "of the fit (the model's values are positive); their expected spend is still given."
+        )
+    _, _, a, b = bgnbd.params
+    if a / (a + b) < MIN_DROPOUT:
+        notes.append(
+            f"BG/NBD: the mean dropout probability a/(a+b) = {a / (a + b):.2g} is below "
+            f"{MIN_DROPOUT:g}: no customer was seen leaving (too short a history), so every "
+            "customer is extrapolated as buying forever and the CLV means little; the "
+            "customer_value mart gives no fit (no_dropout_seen)."
         )
     n_no_spend = int(np.sum(~np.isfinite(customers.expected_spend)))
     if n_no_spend:
