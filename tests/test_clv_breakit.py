@@ -7,6 +7,9 @@
   traceback; the horizon is now 1 to 520 weeks.
 - A history too short to see anyone leave: the mart says no_dropout_seen and gives no CLV,
   while `productlens clv` printed its extrapolation without a word; it now says so.
+- An order of $1e30 (loaded: the contract has no upper bound) failed the customer_value
+  build and `productlens clv` with a DuckDB cast error naming no order; both now name the
+  customer and the amount, and the previous mart stays.
 - A calibration end before the first order said "BG/NBD needs at least 10 customers; the
   orders have 0"; it now names --calibration-end and says it is before the first order.
 """
@@ -17,11 +20,13 @@ import json
 from datetime import date
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 
 from productlens import clv, modeling
 from productlens.engines import DuckDBEngine
-from productlens.errors import ClvInputError
+from productlens.errors import ClvInputError, ModelError
+from tests.conftest import q
 from tests.test_customer_value import (  # noqa: F401 - fixtures
     _heavy_tailed_spend,
     _no_dropout_seen,
@@ -101,3 +106,31 @@ def test_the_command_says_when_nobody_was_seen_leaving(
     _, _, a, b = result.bgnbd.params
     assert a / (a + b) < clv.MIN_DROPOUT
     assert any("no_dropout_seen" in note for note in result.notes), result.notes
+
+
+def test_an_order_too_large_to_add_up_exactly_is_refused_by_name(
+    orders_engine: DuckDBEngine,  # noqa: F811
+    graph: modeling.ModelGraph,  # noqa: F811
+) -> None:
+    users, days, amounts = _heavy_tailed_spend()
+    fit_orders(orders_engine, graph, users, days, amounts)  # a mart to keep
+    before = orders_engine.fetch_arrow(q("select * from marts.customer_value order by user_id"))
+    amounts = amounts.copy()
+    amounts[5] = 1e30  # beyond decimal(38, 9): the query itself used to fail on the cast
+    with pytest.raises(ModelError, match=f"customer '{users[5]}' has a completed order of 1e"):
+        fit_orders(orders_engine, graph, users, days, amounts)
+    after = orders_engine.fetch_arrow(q("select * from marts.customer_value order by user_id"))
+    assert after.equals(before)  # the previous table stays
+    with pytest.raises(ClvInputError, match="too large to add up exactly"):
+        clv.analyze(orders_engine)
+    amounts[5] = clv.MAX_AMOUNT / 10  # below the limit: summed exactly, fitted as any other
+    mart = fit_orders(orders_engine, graph, users, days, amounts)
+    row = mart.filter(pc.equal(mart.column("user_id"), users[5]))
+    mine = users == users[5]
+    day_values, at = np.unique(days[mine], return_inverse=True)
+    per_day = np.bincount(at, weights=amounts[mine])
+    assert row.column("frequency")[0].as_py() == day_values.size - 1
+    if day_values.size > 1:  # the mean spend of the repeat days, the huge order included
+        assert row.column("mean_spend")[0].as_py() == pytest.approx(
+            per_day[1:].mean(), rel=1e-12
+        )

@@ -58,6 +58,9 @@ MIN_REPEAT_BUYERS = 2  # Gamma-Gamma's three parameters need spread among repeat
 # BG/NBD's mean dropout probability a/(a+b) below this: nobody was seen leaving, and the
 # model extrapolates every customer buying forever (the mart's `no_dropout_seen`).
 MIN_DROPOUT = 1e-3
+# The largest order amount the summary adds up exactly: decimal(38, 9) holds 29 integer
+# digits, so a customer's day of up to a billion such orders still fits.
+MAX_AMOUNT = 1e20
 FREQUENCY_BUCKETS = 8  # conditional expectations for x = 0..6 and 7+ (as the paper shows)
 # Ten years: beyond that the extrapolation means nothing, and the CLV's customers x weeks
 # matrix of a longer horizon (a typo such as 52000w) would exhaust memory.
@@ -78,8 +81,13 @@ days as (
         user_id,
         order_date,
         -- Exact decimal sums: DuckDB's parallel double sums can differ in the last digit
-        -- from one run (or one query shape) to the next.
-        sum(cast(net_revenue as decimal(38, 9))) as spend
+        -- from one run (or one query shape) to the next. An amount too large for the
+        -- decimal is left out of the sum instead of failing the query: `largest` carries
+        -- it, and the summary refuses it by name (`check_amounts`).
+        sum(
+            cast(case when abs(net_revenue) < :max_amount then net_revenue end as decimal(38, 9))
+        ) as spend,
+        max(abs(net_revenue)) as largest
     from orders
     group by user_id, order_date
 ),
@@ -89,6 +97,7 @@ calibration as (
         user_id,
         order_date,
         spend,
+        largest,
         min(order_date) over (partition by user_id) as first_date
     from days
     where order_date <= :calibration_end
@@ -105,7 +114,8 @@ per_user as (
         date_diff('day', min(order_date), max(order_date)) as recency_days,
         date_diff('day', min(order_date), :calibration_end) as age_days,
         sum(case when order_date > first_date then spend else 0 end) as repeat_spend,
-        min(first_date) as first_date
+        min(first_date) as first_date,
+        max(largest) as largest_amount
     from calibration
     group by user_id
 ),
@@ -127,6 +137,7 @@ final as (
         per_user.age_days,
         per_user.repeat_spend,
         per_user.first_date,
+        per_user.largest_amount,
         coalesce(holdout.holdout_frequency, 0) as holdout_frequency
     from per_user
     left join holdout on per_user.user_id = holdout.user_id
@@ -181,7 +192,10 @@ def _query(text: str, calibration_end: date, holdout_end: date) -> exp.Query:
 def _query_at(text: str, calibration_end: exp.Expression, holdout_end: exp.Expression) -> exp.Query:
     parsed = sqlglot.parse_one(text, read="duckdb")
     query = exp.replace_placeholders(
-        parsed, calibration_end=calibration_end.copy(), holdout_end=holdout_end.copy()
+        parsed,
+        calibration_end=calibration_end.copy(),
+        holdout_end=holdout_end.copy(),
+        max_amount=exp.Literal.number(int(MAX_AMOUNT)),
     )
     assert isinstance(query, exp.Query)
     return query
@@ -255,8 +269,26 @@ def summarize(engine: Engine, calibration_end: date | None = None) -> Summary:
     return summary
 
 
+def check_amounts(table: pa.Table) -> None:
+    """Refuse a summary with an order amount too large to add up exactly, naming the
+    customer and the amount (the query leaves such an amount out of the sums)."""
+    largest = table.column("largest_amount").to_numpy(zero_copy_only=False).astype(np.float64)
+    too_large = np.flatnonzero(largest >= MAX_AMOUNT)
+    if too_large.size:
+        first = int(too_large[0])
+        raise ClvInputError(
+            f"customer {table.column('user_id')[first].as_py()!r} has a completed order of "
+            f"{largest[first]:.6g}, too large to add up exactly (the limit is "
+            f"{MAX_AMOUNT:.0e}); {too_large.size} customer(s) have such an order: correct "
+            "the order amounts in the source",
+            table=ORDER_REVENUE_TABLE,
+        )
+
+
 def summary_from_table(table: pa.Table, calibration_end: date, holdout_end: date) -> Summary:
-    """The summary from the summary query's rows (`summary_to_date_query`)."""
+    """The summary from the summary query's rows (`summary_to_date_query`); refuses an
+    order amount too large to add up exactly (`check_amounts`)."""
+    check_amounts(table)
     frequency = table.column("frequency").to_numpy().astype(np.float64)
     repeat_spend = table.column("repeat_spend").to_numpy(zero_copy_only=False).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
