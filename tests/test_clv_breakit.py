@@ -55,14 +55,16 @@ def test_heavy_tailed_spend_gives_no_negative_value_on_the_command(
     mart = fit_orders(orders_engine, graph, users, days, amounts)
     assert set(mart.column("fit_status").to_pylist()) == {"degenerate_fit"}
     result = clv.analyze(orders_engine)
-    p, q, gamma = result.gamma_gamma.params
+    p, q, _gamma = result.gamma_gamma.params
     assert q <= 1
     x = result.customers.frequency
     spend = result.customers.expected_spend
     no_mean = p * x + q <= 1
     assert no_mean.any()  # the case under attack: customers whose spend has no finite mean
-    assert np.isnan(spend[no_mean]).all() and np.isnan(result.customers.clv[no_mean]).all()
-    assert (spend[~no_mean] > 0).all() and (result.customers.clv[~no_mean] >= 0).all()
+    assert np.isnan(spend[no_mean]).all()
+    assert np.isnan(result.customers.clv[no_mean]).all()
+    assert (spend[~no_mean] > 0).all()
+    assert (result.customers.clv[~no_mean] >= 0).all()
     data = result.to_dict()
     json.dumps(data, allow_nan=False)  # valid JSON: no NaN anywhere
     assert data["totals"]["clv"] is None
@@ -131,6 +133,4 @@ def test_an_order_too_large_to_add_up_exactly_is_refused_by_name(
     per_day = np.bincount(at, weights=amounts[mine])
     assert row.column("frequency")[0].as_py() == day_values.size - 1
     if day_values.size > 1:  # the mean spend of the repeat days, the huge order included
-        assert row.column("mean_spend")[0].as_py() == pytest.approx(
-            per_day[1:].mean(), rel=1e-12
-        )
+        assert row.column("mean_spend")[0].as_py() == pytest.approx(per_day[1:].mean(), rel=1e-12)

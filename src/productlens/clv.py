@@ -855,9 +855,7 @@ class ClvResult:
 
 def _finite_or_none(row: dict[str, Any]) -> dict[str, Any]:
     """The row with nan and infinite floats as None (JSON has no NaN)."""
-    return {
-        k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in row.items()
-    }
+    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in row.items()}
 
 
 def analyze(
