@@ -10,6 +10,8 @@
 - An order of $1e30 (loaded: the contract has no upper bound) failed the customer_value
   build and `productlens clv` with a DuckDB cast error naming no order; both now name the
   customer and the amount, and the previous mart stays.
+- A users file without segments: the report said "The None segment has the highest lifetime
+  value"; it now says "Users without a segment".
 - A calibration end before the first order said "BG/NBD needs at least 10 customers; the
   orders have 0"; it now names --calibration-end and says it is before the first order.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.compute as pc
@@ -26,6 +29,8 @@ import pytest
 from productlens import clv, modeling
 from productlens.engines import DuckDBEngine
 from productlens.errors import ClvInputError, ModelError
+from productlens.metrics import revenue
+from productlens.report import insights
 from tests.conftest import q
 from tests.test_customer_value import (  # noqa: F401 - fixtures
     _heavy_tailed_spend,
@@ -134,3 +139,18 @@ def test_an_order_too_large_to_add_up_exactly_is_refused_by_name(
     assert row.column("frequency")[0].as_py() == day_values.size - 1
     if day_values.size > 1:  # the mean spend of the repeat days, the huge order included
         assert row.column("mean_spend")[0].as_py() == pytest.approx(per_day[1:].mean(), rel=1e-12)
+
+
+def test_users_without_a_segment_are_not_the_none_segment() -> None:
+    def group(segment: str | None, clv_per_user: float) -> revenue.SegmentValue:
+        return revenue.SegmentValue(segment, 4, 2, clv_per_user * 4, clv_per_user, None, 0.0)
+
+    section = SimpleNamespace(clv=[group(None, 50.0), group("smb", 20.0)])
+    best = insights.top_clv_segment(section)  # type: ignore[arg-type]
+    assert best is not None
+    assert best.text.startswith("Users without a segment have the highest lifetime value: 50.00 ")
+    assert "None" not in best.text
+    section = SimpleNamespace(clv=[group(None, 10.0), group("smb", 20.0)])
+    named = insights.top_clv_segment(section)  # type: ignore[arg-type]
+    assert named is not None
+    assert named.text.startswith("The smb segment has the highest lifetime value: 20.00 ")
