@@ -241,7 +241,7 @@ def test_expected_spend_shrinks_to_the_population_mean() -> None:
     [
         (["--calibration-end", "1997-13-01"], "cannot read '1997-13-01' as a date"),
         (["--calibration-end", "1998-07-01"], "is after the last order (1998-06-30)"),
-        (["--calibration-end", "1996-12-31"], "needs at least 10 customers; the orders have 0"),
+        (["--calibration-end", "1996-12-31"], "before the first order"),
         # Everyone seen by 1 January bought that day only (same-day purchases are one).
         (["--calibration-end", "1997-01-01"], "needs repeat buyers"),
         (["--horizon", "a year"], "cannot read the horizon 'a year'"),

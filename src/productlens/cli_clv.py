@@ -78,12 +78,15 @@ def _render(data: dict[str, Any]) -> None:
     ]
     console.print(table("Parameters", ("model", "parameter", "estimate", "std. error"), rows))
     totals = data["totals"]
+    value = "not given (see the notes)" if totals["clv"] is None else f"{totals['clv']:,.2f}"
     console.print(
         f"Next {data['horizon_weeks']} weeks: {totals['expected_purchases']:,.1f} expected "
         f"purchases, mean P(alive) {totals['mean_probability_alive']:.1%}, discounted CLV "
-        f"{totals['clv']:,.2f} at {data['discount_rate']:.1%} a year"
+        f"{value} at {data['discount_rate']:.1%} a year"
     )
-    top = sorted(data["customers"], key=lambda c: -c["clv"])[:TOP_CUSTOMERS]
+    # Customers without a CLV (null: see the notes) come last.
+    top = sorted(data["customers"], key=lambda c: (c["clv"] is None, -(c["clv"] or 0.0)))
+    top = top[:TOP_CUSTOMERS]
     console.print(
         table(
             f"Top {TOP_CUSTOMERS} customers by CLV (all in --json)",

@@ -55,7 +55,16 @@ if TYPE_CHECKING:
 ORDER_REVENUE_TABLE = "core.int_order_revenue"
 MIN_CUSTOMERS = 10  # fewer cannot identify four parameters
 MIN_REPEAT_BUYERS = 2  # Gamma-Gamma's three parameters need spread among repeat buyers
+# BG/NBD's mean dropout probability a/(a+b) below this: nobody was seen leaving, and the
+# model extrapolates every customer buying forever (the mart's `no_dropout_seen`).
+MIN_DROPOUT = 1e-3
+# The largest order amount the summary adds up exactly: decimal(38, 9) holds 29 integer
+# digits, so a customer's day of up to a billion such orders still fits.
+MAX_AMOUNT = 1e20
 FREQUENCY_BUCKETS = 8  # conditional expectations for x = 0..6 and 7+ (as the paper shows)
+# Ten years: beyond that the extrapolation means nothing, and the CLV's customers x weeks
+# matrix of a longer horizon (a typo such as 52000w) would exhaust memory.
+MAX_HORIZON_WEEKS = 520
 
 _DAYS = """
 with orders as (
@@ -72,8 +81,13 @@ days as (
         user_id,
         order_date,
         -- Summed exactly: a double sum's last digit follows the engine's order of addition
-        -- (DuckDB's parallel sums differ run to run), and the fit's standard errors magnify it.
-        sum(cast(net_revenue as decimal(38, 9))) as spend
+        -- (DuckDB's parallel sums differ run to run), and the fit's standard errors magnify it. An amount too large for the
+        -- decimal is left out of the sum instead of failing the query: `largest` carries
+        -- it, and the summary refuses it by name (`check_amounts`).
+        sum(
+            cast(case when abs(net_revenue) < :max_amount then net_revenue end as decimal(38, 9))
+        ) as spend,
+        max(abs(net_revenue)) as largest
     from orders
     group by user_id, order_date
 ),
@@ -83,6 +97,7 @@ calibration as (
         user_id,
         order_date,
         spend,
+        largest,
         min(order_date) over (partition by user_id) as first_date
     from days
     where order_date <= :calibration_end
@@ -99,7 +114,8 @@ per_user as (
         date_diff('day', min(order_date), max(order_date)) as recency_days,
         date_diff('day', min(order_date), :calibration_end) as age_days,
         sum(case when order_date > first_date then spend else 0 end) as repeat_spend,
-        min(first_date) as first_date
+        min(first_date) as first_date,
+        max(largest) as largest_amount
     from calibration
     group by user_id
 ),
@@ -121,6 +137,7 @@ final as (
         per_user.age_days,
         per_user.repeat_spend,
         per_user.first_date,
+        per_user.largest_amount,
         coalesce(holdout.holdout_frequency, 0) as holdout_frequency
     from per_user
     left join holdout on per_user.user_id = holdout.user_id
@@ -175,7 +192,10 @@ def _query(text: str, calibration_end: date, holdout_end: date) -> exp.Query:
 def _query_at(text: str, calibration_end: exp.Expression, holdout_end: exp.Expression) -> exp.Query:
     parsed = sqlglot.parse_one(text, read="duckdb")
     query = exp.replace_placeholders(
-        parsed, calibration_end=calibration_end.copy(), holdout_end=holdout_end.copy()
+        parsed,
+        calibration_end=calibration_end.copy(),
+        holdout_end=holdout_end.copy(),
+        max_amount=exp.Literal.number(int(MAX_AMOUNT)),
     )
     assert isinstance(query, exp.Query)
     return query
@@ -239,11 +259,36 @@ def summarize(engine: Engine, calibration_end: date | None = None) -> Summary:
             f"the calibration end {end} is after the last order ({last})",
             option="--calibration-end",
         )
-    return summary_from_table(engine.fetch_arrow(_query(_SUMMARY, end, last)), end, last)
+    summary = summary_from_table(engine.fetch_arrow(_query(_SUMMARY, end, last)), end, last)
+    if summary.n == 0:
+        raise ClvInputError(
+            f"no completed order on or before the calibration end {end}: it is before the "
+            "first order",
+            option="--calibration-end",
+        )
+    return summary
+
+
+def check_amounts(table: pa.Table) -> None:
+    """Refuse a summary with an order amount too large to add up exactly, naming the
+    customer and the amount (the query leaves such an amount out of the sums)."""
+    largest = table.column("largest_amount").to_numpy(zero_copy_only=False).astype(np.float64)
+    too_large = np.flatnonzero(largest >= MAX_AMOUNT)
+    if too_large.size:
+        first = int(too_large[0])
+        raise ClvInputError(
+            f"customer {table.column('user_id')[first].as_py()!r} has a completed order of "
+            f"{largest[first]:.6g}, too large to add up exactly (the limit is "
+            f"{MAX_AMOUNT:.0e}); {too_large.size} customer(s) have such an order: correct "
+            "the order amounts in the source",
+            table=ORDER_REVENUE_TABLE,
+        )
 
 
 def summary_from_table(table: pa.Table, calibration_end: date, holdout_end: date) -> Summary:
-    """The summary from the summary query's rows (`summary_to_date_query`)."""
+    """The summary from the summary query's rows (`summary_to_date_query`); refuses an
+    order amount too large to add up exactly (`check_amounts`)."""
+    check_amounts(table)
     frequency = table.column("frequency").to_numpy().astype(np.float64)
     repeat_spend = table.column("repeat_spend").to_numpy(zero_copy_only=False).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -527,10 +572,15 @@ def unconditional_purchases(params: tuple[float, ...], t: Array) -> Array:
 def expected_spend(params: tuple[float, ...], x: Array, m: Array) -> Array:
     """E[M | p, q, gamma, m, x] = p (gamma + m x) / (p x + q - 1): the expected mean spend per
     transaction, shrunk from the customer's mean toward the population's (p gamma / (q - 1)
-    for a customer without repeat purchases)."""
+    for a customer without repeat purchases). The posterior mean is finite only when
+    p x + q > 1: with q <= 1 (spend so heavy-tailed that it has no finite mean) a customer
+    without repeat purchases has no expected spend, and gets nan rather than the formula's
+    negative value."""
     p, q, gamma = params
     spend = np.where(x > 0, np.nan_to_num(m), 0.0)
-    result: Array = p * (gamma + spend * x) / (p * x + q - 1)
+    shape = p * x + q - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result: Array = np.where(shape > 0, p * (gamma + spend * x) / shape, np.nan)
     return result
 
 
@@ -789,13 +839,23 @@ class ClvResult:
             "totals": {
                 "expected_purchases": float(self.customers.expected_purchases.sum()),
                 "mean_probability_alive": float(self.customers.probability_alive.mean()),
-                "clv": float(self.customers.clv.sum()),
+                # None, not NaN (which is not JSON), when some customer has no CLV.
+                "clv": _finite_or_none({"v": float(self.customers.clv.sum())})["v"],
             },
-            "by_segment": [asdict(v) for v in self.segments] if self.segments is not None else None,
+            "by_segment": (
+                [_finite_or_none(asdict(v)) for v in self.segments]
+                if self.segments is not None
+                else None
+            ),
             "holdout": asdict(self.holdout) if self.holdout is not None else None,
             "notes": self.notes,
             "customers": self.customers.rows(),
         }
+
+
+def _finite_or_none(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with nan and infinite floats as None (JSON has no NaN)."""
+    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in row.items()}
 
 
 def analyze(
@@ -806,8 +866,10 @@ def analyze(
 ) -> ClvResult:
     """Fit both models on the orders up to the calibration end, score every customer, and
     (with a calibration end before the last order) the holdout after it."""
-    if horizon_weeks < 1:
-        raise ClvInputError("the horizon must be at least one week", option="--horizon")
+    if not 1 <= horizon_weeks <= MAX_HORIZON_WEEKS:
+        raise ClvInputError(
+            f"the horizon must be 1 to {MAX_HORIZON_WEEKS} weeks", option="--horizon"
+        )
     if not 0 <= discount_rate < 10:
         raise ClvInputError("the annual discount rate must be in [0, 10)", option="--discount-rate")
     summary = summarize(engine, calibration_end)
@@ -821,6 +883,21 @@ def analyze(
         notes.append(
             f"Gamma-Gamma: {n_zero} repeat buyers whose repeat purchases total $0 are left out "
             "of the fit (the model's values are positive); their expected spend is still given."
+        )
+    _, _, a, b = bgnbd.params
+    if a / (a + b) < MIN_DROPOUT:
+        notes.append(
+            f"BG/NBD: the mean dropout probability a/(a+b) = {a / (a + b):.2g} is below "
+            f"{MIN_DROPOUT:g}: no customer was seen leaving (too short a history), so every "
+            "customer is extrapolated as buying forever and the CLV means little; the "
+            "customer_value mart gives no fit (no_dropout_seen)."
+        )
+    n_no_spend = int(np.sum(~np.isfinite(customers.expected_spend)))
+    if n_no_spend:
+        notes.append(
+            f"Gamma-Gamma: q = {gamma_gamma.params[1]:.4g} is not above 1, so spend has no "
+            f"finite mean (a few very large orders); {n_no_spend} customers without enough "
+            "repeat purchases have no expected spend and no CLV, and the total CLV is not given."
         )
     for fit in (bgnbd, gamma_gamma):
         unknown = [n for n, e in zip(fit.names, fit.standard_errors, strict=True) if not e > 0]
@@ -862,9 +939,11 @@ def analyze(
 def parse_horizon(text: str) -> int:
     """`52w` or `52` -> 52 weeks."""
     value = text.strip().lower().removesuffix("w")
-    if not value.isdigit() or int(value) < 1:
+    if not value.isdigit() or not 1 <= int(value) <= MAX_HORIZON_WEEKS:
         raise ClvInputError(
-            f"cannot read the horizon {text!r}: give whole weeks, like 52w", option="--horizon"
+            f"cannot read the horizon {text!r}: give whole weeks from 1 to "
+            f"{MAX_HORIZON_WEEKS}, like 52w",
+            option="--horizon",
         )
     return int(value)
 

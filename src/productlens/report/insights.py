@@ -262,9 +262,15 @@ def top_clv_segment(r: RevenueSection) -> Insight | None:
     if not r.clv:
         return None
     best = max(r.clv, key=lambda s: (s.clv_per_user, str(s.segment)))
+    # Users without a segment (none in the users file) are a group too, not "the None segment".
+    who = (
+        "Users without a segment have"
+        if best.segment is None
+        else f"The {best.segment} segment has"
+    )
     return Insight(
         "top_clv_segment",
-        f"The {best.segment} segment has the highest lifetime value: "
+        f"{who} the highest lifetime value: "
         f"{_money(best.clv_per_user)} net revenue per user to date ({_n(best.n_users, 'user')}).",
         {"segment": best.segment, "clv_per_user": best.clv_per_user, "n_users": best.n_users},
     )

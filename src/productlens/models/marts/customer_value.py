@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from productlens.modeling import ModelContext
 
 HORIZON_WEEKS = 52
-MIN_DROPOUT = 1e-3  # a/(a+b) below this: no customer was seen dropping out
+MIN_DROPOUT = clv.MIN_DROPOUT  # a/(a+b) below this: no customer was seen dropping out
 
 FIT_STATUSES = (
     "fitted",
