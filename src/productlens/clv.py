@@ -81,9 +81,9 @@ days as (
         user_id,
         order_date,
         -- Summed exactly: a double sum's last digit follows the engine's order of addition
-        -- (DuckDB's parallel sums differ run to run), and the fit's standard errors magnify it. An amount too large for the
-        -- decimal is left out of the sum instead of failing the query: `largest` carries
-        -- it, and the summary refuses it by name (`check_amounts`).
+        -- (DuckDB's parallel sums differ run to run), and the fit's standard errors magnify it.
+        -- An amount too large for the decimal is left out of the sum instead of failing the
+        -- query: `largest` carries it, and the summary refuses it by name (`check_amounts`).
         sum(
             cast(case when abs(net_revenue) < :max_amount then net_revenue end as decimal(38, 9))
         ) as spend,
