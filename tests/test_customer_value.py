@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -226,6 +227,32 @@ def test_each_fit_status_with_its_reason(
     assert gamma_gamma.params[1] > 1
     figures = clv.predict(summary, bgnbd, gamma_gamma, 52, 0.1)
     assert not np.all(np.isfinite(figures.expected_purchases) & np.isfinite(figures.clv))
+
+
+def test_mean_spend_is_the_exact_decimal_sum_of_the_orders(
+    orders_engine: DuckDBEngine, graph: modeling.ModelGraph
+) -> None:
+    # Cent amounts whose double sums miss the exact total in the last digit, in different
+    # orders: ten 0.1s make 0.9999999999999999 summed in doubles, 0.7 + 0.1 + 0.2 too.
+    plan = {
+        "a": [(0, [5.0]), (3, [0.1] * 10), (7, [0.7, 0.1, 0.2])],
+        "b": [(1, [2.5]), (2, [0.2, 0.1, 0.7]), (4, [0.1] * 3 + [0.7]), (9, [0.3] * 3 + [0.1])],
+        "c": [(0, [1.0]), (5, [0.1] * 7 + [0.3]), (6, [0.1, 0.7, 0.1, 0.1])],
+    }
+    users = np.array([u for u, days in plan.items() for _, amounts in days for _ in amounts])
+    days = np.array([d for days in plan.values() for d, amounts in days for _ in amounts])
+    amounts = np.array([v for days in plan.values() for _, amounts in days for v in amounts])
+    mart = fit_orders(orders_engine, graph, users, days, amounts)
+    # Brute force: each repeat day's orders added as exact decimals, one float at the end.
+    want = {
+        user: float(sum(Decimal(repr(v)) for _, day in days[1:] for v in day)) / (len(days) - 1)
+        for user, days in plan.items()
+    }
+    assert want == {"a": 1.0, "b": 1.0, "c": 1.0}  # by hand: 2/2, 3/3, 2/2
+    users_got, spend_got = mart.column("user_id").to_pylist(), mart.column("mean_spend").to_pylist()
+    got = dict(zip(users_got, spend_got, strict=True))
+    assert got == want  # exactly: no last-digit error from double sums
+    assert mart.column("frequency").to_pylist() == [2, 3, 2]
 
 
 def test_no_orders_at_all_give_an_empty_mart(
