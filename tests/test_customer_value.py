@@ -255,6 +255,49 @@ def test_mean_spend_is_the_exact_decimal_sum_of_the_orders(
     assert mart.column("frequency").to_pylist() == [1, 1, 2]
 
 
+def _exactly_min_customers() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    users, days = simulated_orders(150, 30, seed=3)
+    keep = np.isin(users, np.unique(users)[: clv.MIN_CUSTOMERS])
+    return users[keep], days[keep], 20.0 + np.arange(int(keep.sum())) % 7 * 3.0
+
+
+def _exactly_min_repeat_buyers() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # The too-few case with one more repeat buyer with spend: two are enough.
+    users, days, amounts = _too_few_repeat_buyers()
+    return (
+        np.concatenate([users, ["r2", "r2"]]),
+        np.concatenate([days, [3, 6]]),
+        np.concatenate([amounts, [20.0, 50.0]]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("orders", "too_few"),
+    [
+        (_exactly_min_customers, "too_few_customers"),
+        (_exactly_min_repeat_buyers, "too_few_repeat_buyers"),
+    ],
+)
+def test_exactly_the_minimum_counts_are_enough(
+    orders_engine: DuckDBEngine, graph: modeling.ModelGraph, orders: object, too_few: str
+) -> None:
+    users, days, amounts = orders()  # type: ignore[operator]
+    mart = fit_orders(orders_engine, graph, users, days, amounts)
+    statuses = set(mart.column("fit_status").to_pylist())
+    assert len(statuses) == 1
+    assert too_few not in statuses
+    summary = clv.summarize(orders_engine)
+    x, m = summary.frequency, summary.mean_spend
+    if too_few == "too_few_customers":
+        assert summary.n == clv.MIN_CUSTOMERS
+    else:
+        assert summary.n >= clv.MIN_CUSTOMERS
+        assert int(np.sum((x > 0) & (m > 0))) == clv.MIN_REPEAT_BUYERS
+    # Both fits take exactly the minimum (they refuse one fewer: the case above).
+    assert clv.fit_bgnbd(x, summary.recency, summary.age).n == summary.n
+    assert clv.fit_gamma_gamma(x, m).n == int(np.sum((x > 0) & (m > 0)))
+
+
 def test_no_orders_at_all_give_an_empty_mart(
     orders_engine: DuckDBEngine, graph: modeling.ModelGraph
 ) -> None:
