@@ -174,6 +174,10 @@ def test_a_usable_fit_shows_predicted_beside_historical_clv_by_segment(fitted: W
         assert s.predicted_clv_per_customer == pytest.approx(_mean(ref.predicted[s.segment]))
     per_customer = {seg: _mean(values) for seg, values in ref.predicted.items()}
     best = max(per_customer, key=lambda seg: per_customer[seg])
+    # Highest predicted value per customer first (as the chart and the dashboard show them).
+    assert len(per_customer) > 1
+    ranked = sorted(per_customer, key=lambda seg: -per_customer[seg])
+    assert [s.segment for s in v.segments] == ranked
     top = fitted.insight("top_predicted_clv_segment")
     assert top["segment"] == best
     assert top["predicted_clv_per_customer"] == pytest.approx(per_customer[best])
