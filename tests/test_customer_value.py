@@ -229,7 +229,7 @@ def test_each_fit_status_with_its_reason(
     assert not np.all(np.isfinite(figures.expected_purchases) & np.isfinite(figures.clv))
 
 
-def test_mean_spend_is_the_exact_decimal_sum_of_the_orders(
+def test_the_observed_columns_by_hand_with_mean_spend_as_exact_decimal_sums(
     orders_engine: DuckDBEngine, graph: modeling.ModelGraph
 ) -> None:
     # Cent amounts whose double sums miss the exact total in the last digit, in different
@@ -253,6 +253,13 @@ def test_mean_spend_is_the_exact_decimal_sum_of_the_orders(
     got = dict(zip(users_got, spend_got, strict=True))
     assert got == want  # exactly: no last-digit error from double sums
     assert mart.column("frequency").to_pylist() == [1, 1, 2]
+    # The other observed columns by hand: the last order is on day 6.
+    last = (START + 6).astype(object)
+    assert mart.column("as_of_date").to_pylist() == [last] * 3
+    firsts = [(START + d).astype(object) for d in (0, 1, 0)]
+    assert mart.column("first_order_date").to_pylist() == firsts
+    assert mart.column("recency_weeks").to_pylist() == [3 / 7, 1 / 7, 6 / 7]
+    assert mart.column("age_weeks").to_pylist() == [6 / 7, 5 / 7, 6 / 7]
 
 
 def _exactly_min_customers() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
