@@ -7,6 +7,7 @@ or incremental; the dbt export makes it a source; lineage traces through its inp
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Iterator
 from decimal import Decimal
@@ -303,6 +304,39 @@ def test_exactly_the_minimum_counts_are_enough(
     # Both fits take exactly the minimum (they refuse one fewer: the case above).
     assert clv.fit_bgnbd(x, summary.recency, summary.age).n == summary.n
     assert clv.fit_gamma_gamma(x, m).n == int(np.sum((x > 0) & (m > 0)))
+
+
+@pytest.mark.parametrize(
+    ("b", "no_dropout"),
+    [(2000.0, True), (1998.0, False)],  # a/(a+b) = 2/2002 just below 1e-3, then 1e-3 itself
+)
+def test_no_dropout_seen_cuts_at_exactly_min_dropout(
+    orders_engine: DuckDBEngine,
+    graph: modeling.ModelGraph,
+    monkeypatch: pytest.MonkeyPatch,
+    b: float,
+    no_dropout: bool,
+) -> None:
+    # The real BG/NBD fit with its dropout parameters planted (a = 2): the mart's status
+    # turns on a/(a+b) against the documented threshold alone.
+    real = clv.fit_bgnbd
+
+    def planted(*args: np.ndarray) -> clv.Fit:
+        fit = real(*args)
+        r, alpha, _, _ = fit.params
+        return dataclasses.replace(fit, params=(r, alpha, 2.0, b))
+
+    monkeypatch.setattr(clv, "fit_bgnbd", planted)
+    users, days = simulated_orders(150, 30, seed=3)
+    amounts = 20.0 + np.arange(len(users)) % 7 * 3.0
+    mart = fit_orders(orders_engine, graph, users, days, amounts)
+    statuses = set(mart.column("fit_status").to_pylist())
+    assert 2.0 / (2.0 + b) < MIN_DROPOUT if no_dropout else 2.0 / (2.0 + b) == MIN_DROPOUT
+    if no_dropout:
+        assert statuses == {"no_dropout_seen"}
+    else:
+        assert len(statuses) == 1
+        assert "no_dropout_seen" not in statuses
 
 
 def test_no_orders_at_all_give_an_empty_mart(

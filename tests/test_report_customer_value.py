@@ -7,6 +7,7 @@ fitted figure. Every number an insight states is recomputed here from the wareho
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -216,6 +217,14 @@ def test_a_usable_fit_bands_churn_risk_by_probability_alive(fitted: World) -> No
     text = fitted.result.insights()["churn_bands"].text
     assert "probability alive 70% or more" in text
     assert "below 30%" in text
+    # Each count beside its own band's words (the counts differ, so a swap shows).
+    assert len({expected[band] for band in ("active", "at_risk", "churned")}) == 3
+    for band, words in (
+        ("active", "likely active"),
+        ("at_risk", "at risk"),
+        ("churned", "likely churned"),
+    ):
+        assert re.search(rf"\b{expected[band]:,} \([^)]*\) {words}", text), (band, text)
 
 
 def test_a_usable_fit_draws_the_probability_alive_histogram(fitted: World) -> None:
