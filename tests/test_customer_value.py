@@ -576,6 +576,24 @@ def test_lineage_traces_fitted_columns_through_the_input_query(
     assert "raw.orders.total_amount" in metrics.sources
 
 
+def test_the_column_types_lineage_and_dbt_see_are_the_built_tables(
+    orders_engine: DuckDBEngine, graph: modeling.ModelGraph
+) -> None:
+    fit_orders(orders_engine, graph, *_too_few_customers())
+    built = orders_engine.fetch_all(
+        q(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = 'marts' and table_name = 'customer_value'"
+            " order by ordinal_position"
+        )
+    )
+    seen = graph_schema(graph, {"customer_value"})["marts"]["customer_value"]
+    assert [(name, str(dtype)) for name, dtype in seen.items()] == [
+        (name, dtype.upper()) for name, dtype in built
+    ]
+    assert ("clv_52w", "DOUBLE") in built  # not a narrower float
+
+
 def test_the_dbt_export_makes_a_fitted_model_a_source(
     graph: modeling.ModelGraph, tmp_path: Path
 ) -> None:
