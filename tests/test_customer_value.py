@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -527,6 +530,45 @@ def test_a_failed_fit_names_the_model_and_keeps_the_previous_table(
     assert "probe" in result.failed
     assert message in result.failed["probe"]
     assert engine.fetch_all(q("select count(*) from marts.probe")) == [(2,)]
+
+
+KILLED_FIT = """
+import sys
+from pathlib import Path
+
+from productlens import modeling
+from productlens.config import ProjectConfig
+from productlens.engines import DuckDBEngine
+
+graph = modeling.discover(ProjectConfig(), [Path(sys.argv[1])], shipped=False)
+modeling.materialize(DuckDBEngine(Path(sys.argv[2])), graph["probe"])
+"""
+
+
+def test_a_fit_killed_mid_way_keeps_the_previous_table(tmp_path: Path) -> None:
+    database = tmp_path / "w.duckdb"
+    engine = warehouse_engine(database)
+    engine.ensure_schema("marts")
+    assert modeling.materialize(engine, probe_graph(tmp_path / "good", GOOD)["probe"]) == 2
+    engine.close()
+    # SIGKILL, as kill -9 does, from inside the fit: the process dies with its input fetched.
+    probe_graph(tmp_path / "killed", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_FIT, str(tmp_path / "killed"), str(database)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    engine = warehouse_engine(database, read_only=True)
+    try:
+        assert engine.fetch_all(q("select n, label from marts.probe order by n")) == [
+            (1, "a"),
+            (2, "b"),
+        ]
+    finally:
+        engine.close()
 
 
 @pytest.mark.parametrize(
