@@ -227,6 +227,23 @@ def test_a_usable_fit_bands_churn_risk_by_probability_alive(fitted: World) -> No
         assert re.search(rf"\b{expected[band]:,} \([^)]*\) {words}", text), (band, text)
 
 
+def test_customer_metrics_takes_its_predictions_from_the_fit(fitted: World) -> None:
+    # customer_metrics' predicted CLV, P(alive) and expected purchases are the mart's own.
+    rows = fitted.rows(
+        "select m.predicted_clv_12m, m.probability_alive as alive, m.expected_purchases_12m,"
+        " m.historical_clv, v.clv_52w, v.probability_alive, v.expected_purchases_52w"
+        " from marts.customer_metrics as m inner join marts.customer_value as v"
+        " on m.user_id = v.user_id where v.fit_status = 'fitted'"
+    )
+    assert len(rows) == reference(fitted).n_customers
+    assert [r["predicted_clv_12m"] for r in rows] == [r["clv_52w"] for r in rows]
+    assert [r["alive"] for r in rows] == [r["probability_alive"] for r in rows]
+    assert [r["expected_purchases_12m"] for r in rows] == [
+        r["expected_purchases_52w"] for r in rows
+    ]
+    assert [r["predicted_clv_12m"] for r in rows] != [float(r["historical_clv"]) for r in rows]
+
+
 def test_a_usable_fit_draws_the_probability_alive_histogram(fitted: World) -> None:
     ref = reference(fitted)
     v = fitted.revenue.customer_value
