@@ -586,6 +586,37 @@ def test_a_fitted_model_cannot_be_a_view_or_incremental(
     assert "probe" in str(failure.value)
 
 
+def test_a_fitted_decimal_column_keeps_its_precision_and_scale(
+    tmp_path: Path, engine: DuckDBEngine
+) -> None:
+    # The types lineage and the dbt export see (fitted_columns) are the built table's.
+    engine.ensure_schema("marts")
+    folder = tmp_path / "marts"
+    folder.mkdir()
+    text = (
+        PROBE.format(
+            body='return pa.table({"n": inputs.column("one"), "amount": pa.array('
+            '[Decimal("1.25"), Decimal("-3.50")], pa.decimal128(18, 2))}, schema=SCHEMA)'
+        )
+        .replace('("label", pa.string())', '("amount", pa.decimal128(18, 2))')
+        .replace("import sqlglot\n", "import sqlglot\nfrom decimal import Decimal\n")
+    )
+    (folder / "probe.py").write_text(text)
+    graph = modeling.discover(ProjectConfig(), [tmp_path], shipped=False)
+    assert modeling.materialize(engine, graph["probe"]) == 2
+    built = engine.fetch_all(
+        q(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = 'marts' and table_name = 'probe' order by ordinal_position"
+        )
+    )
+    assert built == [("n", "BIGINT"), ("amount", "DECIMAL(18,2)")]
+    seen = [(name, dtype.sql("duckdb")) for name, dtype in modeling.fitted_columns(graph["probe"])]
+    assert seen == [("n", "BIGINT"), ("amount", "DECIMAL(18, 2)")]
+    amounts = engine.fetch_all(q("select amount from marts.probe order by n"))
+    assert amounts == [(Decimal("1.25"),), (Decimal("-3.50"),)]
+
+
 def test_a_fitted_model_needs_a_schema(tmp_path: Path) -> None:
     folder = tmp_path / "marts"
     folder.mkdir()
