@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import subprocess
 import sys
 import warnings
@@ -22,6 +23,7 @@ from scipy.integrate import IntegrationWarning, dblquad, quad
 from scipy.special import betaln, gammaln
 from sqlglot import ErrorLevel, exp
 from statsmodels.tools.numdiff import approx_fprime
+from threadpoolctl import threadpool_limits
 
 from productlens import clv
 from productlens.cli import main
@@ -205,6 +207,32 @@ def test_discounted_value_is_the_weekly_sum() -> None:
     ]
     want = sum(spend * w / 1.1 ** (k / 52) for k, w in enumerate(by_week, start=1))
     np.testing.assert_allclose(clv.discounted_value(params, spend, x, t_x, big_t, 52, 0.1), want)
+
+
+def test_discounted_value_does_not_depend_on_blas_threads_or_the_batch() -> None:
+    # A customer's CLV must be the same figure on every machine: whatever BLAS's thread
+    # count, and alone or among thousands of customers (BLAS splits a product by its size).
+    rng = np.random.default_rng(16)
+    n = 3000
+    x = rng.integers(0, 12, n).astype(np.float64)
+    big_t = rng.uniform(1, 78, n)
+    t_x = np.where(x > 0, big_t * rng.uniform(0, 1, n), 0.0)
+    spend = rng.uniform(1, 300, n)
+    params = tuple(PARAMS)
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = clv.discounted_value(params, spend, x, t_x, big_t, 104, 0.1)
+    with threadpool_limits(limits=4, user_api="blas"):
+        four = clv.discounted_value(params, spend, x, t_x, big_t, 104, 0.1)
+    np.testing.assert_array_equal(one, four)
+    weeks = np.arange(105, dtype=np.float64)
+    discount = 1.1 ** (-weeks[1:] / 52)
+    for k in (0, 1, 1234, n - 1):  # a few customers: alone, and the weekly sum by hand
+        one_customer = (spend[k : k + 1], x[k : k + 1], t_x[k : k + 1], big_t[k : k + 1])
+        alone = clv.discounted_value(params, *one_customer, 104, 0.1)
+        assert alone[0] == one[k]
+        cumulative = clv.expected_purchases(params, weeks, *one_customer[1:])
+        want = spend[k] * math.fsum(np.diff(cumulative) * discount)
+        assert one[k] == pytest.approx(want, rel=1e-12)
 
 
 def test_expected_spend_shrinks_to_the_population_mean() -> None:

@@ -7,11 +7,13 @@ or incremental; the dbt export makes it a source; lineage traces through its inp
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +231,115 @@ def test_each_fit_status_with_its_reason(
     assert gamma_gamma.params[1] > 1
     figures = clv.predict(summary, bgnbd, gamma_gamma, 52, 0.1)
     assert not np.all(np.isfinite(figures.expected_purchases) & np.isfinite(figures.clv))
+
+
+def test_the_observed_columns_by_hand_with_mean_spend_as_exact_decimal_sums(
+    orders_engine: DuckDBEngine, graph: modeling.ModelGraph
+) -> None:
+    # Cent amounts whose double sums miss the exact total in the last digit, in different
+    # orders: ten 0.1s make 0.9999999999999999 in doubles, 0.2 + 0.1 0.30000000000000004.
+    plan = {
+        "a": [(0, [5.0]), (3, [0.1] * 10)],
+        "b": [(1, [2.5]), (2, [0.2, 0.1])],
+        "c": [(0, [1.0]), (5, [0.7, 0.1, 0.2]), (6, [0.1] * 10)],
+    }
+    users = np.array([u for u, days in plan.items() for _, amounts in days for _ in amounts])
+    days = np.array([d for days in plan.values() for d, amounts in days for _ in amounts])
+    amounts = np.array([v for days in plan.values() for _, amounts in days for v in amounts])
+    mart = fit_orders(orders_engine, graph, users, days, amounts)
+    # Brute force: each repeat day's orders added as exact decimals, one float at the end.
+    want = {
+        user: float(sum(Decimal(repr(v)) for _, day in days[1:] for v in day)) / (len(days) - 1)
+        for user, days in plan.items()
+    }
+    assert want == {"a": 1.0, "b": 0.3, "c": 1.0}  # by hand: 1/1, 0.3/1, 2/2
+    users_got, spend_got = mart.column("user_id").to_pylist(), mart.column("mean_spend").to_pylist()
+    got = dict(zip(users_got, spend_got, strict=True))
+    assert got == want  # exactly: no last-digit error from double sums
+    assert mart.column("frequency").to_pylist() == [1, 1, 2]
+    # The other observed columns by hand: the last order is on day 6.
+    last = (START + 6).astype(object)
+    assert mart.column("as_of_date").to_pylist() == [last] * 3
+    firsts = [(START + d).astype(object) for d in (0, 1, 0)]
+    assert mart.column("first_order_date").to_pylist() == firsts
+    assert mart.column("recency_weeks").to_pylist() == [3 / 7, 1 / 7, 6 / 7]
+    assert mart.column("age_weeks").to_pylist() == [6 / 7, 5 / 7, 6 / 7]
+
+
+def _exactly_min_customers() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    users, days = simulated_orders(150, 30, seed=3)
+    keep = np.isin(users, np.unique(users)[: clv.MIN_CUSTOMERS])
+    return users[keep], days[keep], 20.0 + np.arange(int(keep.sum())) % 7 * 3.0
+
+
+def _exactly_min_repeat_buyers() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # The too-few case with one more repeat buyer with spend: two are enough.
+    users, days, amounts = _too_few_repeat_buyers()
+    return (
+        np.concatenate([users, ["r2", "r2"]]),
+        np.concatenate([days, [3, 6]]),
+        np.concatenate([amounts, [20.0, 50.0]]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("orders", "too_few"),
+    [
+        (_exactly_min_customers, "too_few_customers"),
+        (_exactly_min_repeat_buyers, "too_few_repeat_buyers"),
+    ],
+)
+def test_exactly_the_minimum_counts_are_enough(
+    orders_engine: DuckDBEngine, graph: modeling.ModelGraph, orders: object, too_few: str
+) -> None:
+    users, days, amounts = orders()  # type: ignore[operator]
+    mart = fit_orders(orders_engine, graph, users, days, amounts)
+    statuses = set(mart.column("fit_status").to_pylist())
+    assert len(statuses) == 1
+    assert too_few not in statuses
+    summary = clv.summarize(orders_engine)
+    x, m = summary.frequency, summary.mean_spend
+    if too_few == "too_few_customers":
+        assert summary.n == clv.MIN_CUSTOMERS
+    else:
+        assert summary.n >= clv.MIN_CUSTOMERS
+        assert int(np.sum((x > 0) & (m > 0))) == clv.MIN_REPEAT_BUYERS
+    # Both fits take exactly the minimum (they refuse one fewer: the case above).
+    assert clv.fit_bgnbd(x, summary.recency, summary.age).n == summary.n
+    assert clv.fit_gamma_gamma(x, m).n == int(np.sum((x > 0) & (m > 0)))
+
+
+@pytest.mark.parametrize(
+    ("b", "no_dropout"),
+    [(2000.0, True), (1998.0, False)],  # a/(a+b) = 2/2002 just below 1e-3, then 1e-3 itself
+)
+def test_no_dropout_seen_cuts_at_exactly_min_dropout(
+    orders_engine: DuckDBEngine,
+    graph: modeling.ModelGraph,
+    monkeypatch: pytest.MonkeyPatch,
+    b: float,
+    no_dropout: bool,
+) -> None:
+    # The real BG/NBD fit with its dropout parameters planted (a = 2): the mart's status
+    # turns on a/(a+b) against the documented threshold alone.
+    real = clv.fit_bgnbd
+
+    def planted(*args: np.ndarray) -> clv.Fit:
+        fit = real(*args)
+        r, alpha, _, _ = fit.params
+        return dataclasses.replace(fit, params=(r, alpha, 2.0, b))
+
+    monkeypatch.setattr(clv, "fit_bgnbd", planted)
+    users, days = simulated_orders(150, 30, seed=3)
+    amounts = 20.0 + np.arange(len(users)) % 7 * 3.0
+    mart = fit_orders(orders_engine, graph, users, days, amounts)
+    statuses = set(mart.column("fit_status").to_pylist())
+    assert 2.0 / (2.0 + b) < MIN_DROPOUT if no_dropout else 2.0 / (2.0 + b) == MIN_DROPOUT
+    if no_dropout:
+        assert statuses == {"no_dropout_seen"}
+    else:
+        assert len(statuses) == 1
+        assert "no_dropout_seen" not in statuses
 
 
 def test_no_orders_at_all_give_an_empty_mart(
@@ -475,6 +586,37 @@ def test_a_fitted_model_cannot_be_a_view_or_incremental(
     assert "probe" in str(failure.value)
 
 
+def test_a_fitted_decimal_column_keeps_its_precision_and_scale(
+    tmp_path: Path, engine: DuckDBEngine
+) -> None:
+    # The types lineage and the dbt export see (fitted_columns) are the built table's.
+    engine.ensure_schema("marts")
+    folder = tmp_path / "marts"
+    folder.mkdir()
+    text = (
+        PROBE.format(
+            body='return pa.table({"n": inputs.column("one"), "amount": pa.array('
+            '[Decimal("1.25"), Decimal("-3.50")], pa.decimal128(18, 2))}, schema=SCHEMA)'
+        )
+        .replace('("label", pa.string())', '("amount", pa.decimal128(18, 2))')
+        .replace("import sqlglot\n", "import sqlglot\nfrom decimal import Decimal\n")
+    )
+    (folder / "probe.py").write_text(text)
+    graph = modeling.discover(ProjectConfig(), [tmp_path], shipped=False)
+    assert modeling.materialize(engine, graph["probe"]) == 2
+    built = engine.fetch_all(
+        q(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = 'marts' and table_name = 'probe' order by ordinal_position"
+        )
+    )
+    assert built == [("n", "BIGINT"), ("amount", "DECIMAL(18,2)")]
+    seen = [(name, dtype.sql("duckdb")) for name, dtype in modeling.fitted_columns(graph["probe"])]
+    assert seen == [("n", "BIGINT"), ("amount", "DECIMAL(18, 2)")]
+    amounts = engine.fetch_all(q("select amount from marts.probe order by n"))
+    assert amounts == [(Decimal("1.25"),), (Decimal("-3.50"),)]
+
+
 def test_a_fitted_model_needs_a_schema(tmp_path: Path) -> None:
     folder = tmp_path / "marts"
     folder.mkdir()
@@ -505,6 +647,24 @@ def test_lineage_traces_fitted_columns_through_the_input_query(
     metrics = lineage(graph, "customer_metrics.probability_alive")
     assert "marts.customer_value.probability_alive" in metrics.steps[0].upstream
     assert "raw.orders.total_amount" in metrics.sources
+
+
+def test_the_column_types_lineage_and_dbt_see_are_the_built_tables(
+    orders_engine: DuckDBEngine, graph: modeling.ModelGraph
+) -> None:
+    fit_orders(orders_engine, graph, *_too_few_customers())
+    built = orders_engine.fetch_all(
+        q(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = 'marts' and table_name = 'customer_value'"
+            " order by ordinal_position"
+        )
+    )
+    seen = graph_schema(graph, {"customer_value"})["marts"]["customer_value"]
+    assert [(name, str(dtype)) for name, dtype in seen.items()] == [
+        (name, dtype.upper()) for name, dtype in built
+    ]
+    assert ("clv_52w", "DOUBLE") in built  # not a narrower float
 
 
 def test_the_dbt_export_makes_a_fitted_model_a_source(

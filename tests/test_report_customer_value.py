@@ -7,6 +7,7 @@ fitted figure. Every number an insight states is recomputed here from the wareho
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -174,6 +175,10 @@ def test_a_usable_fit_shows_predicted_beside_historical_clv_by_segment(fitted: W
         assert s.predicted_clv_per_customer == pytest.approx(_mean(ref.predicted[s.segment]))
     per_customer = {seg: _mean(values) for seg, values in ref.predicted.items()}
     best = max(per_customer, key=lambda seg: per_customer[seg])
+    # Highest predicted value per customer first (as the chart and the dashboard show them).
+    assert len(per_customer) > 1
+    ranked = sorted(per_customer, key=lambda seg: -per_customer[seg])
+    assert [s.segment for s in v.segments] == ranked
     top = fitted.insight("top_predicted_clv_segment")
     assert top["segment"] == best
     assert top["predicted_clv_per_customer"] == pytest.approx(per_customer[best])
@@ -212,6 +217,31 @@ def test_a_usable_fit_bands_churn_risk_by_probability_alive(fitted: World) -> No
     text = fitted.result.insights()["churn_bands"].text
     assert "probability alive 70% or more" in text
     assert "below 30%" in text
+    # Each count beside its own band's words (the counts differ, so a swap shows).
+    assert len({expected[band] for band in ("active", "at_risk", "churned")}) == 3
+    for band, words in (
+        ("active", "likely active"),
+        ("at_risk", "at risk"),
+        ("churned", "likely churned"),
+    ):
+        assert re.search(rf"\b{expected[band]:,} \([^)]*\) {words}", text), (band, text)
+
+
+def test_customer_metrics_takes_its_predictions_from_the_fit(fitted: World) -> None:
+    # customer_metrics' predicted CLV, P(alive) and expected purchases are the mart's own.
+    rows = fitted.rows(
+        "select m.predicted_clv_12m, m.probability_alive as alive, m.expected_purchases_12m,"
+        " m.historical_clv, v.clv_52w, v.probability_alive, v.expected_purchases_52w"
+        " from marts.customer_metrics as m inner join marts.customer_value as v"
+        " on m.user_id = v.user_id where v.fit_status = 'fitted'"
+    )
+    assert len(rows) == reference(fitted).n_customers
+    assert [r["predicted_clv_12m"] for r in rows] == [r["clv_52w"] for r in rows]
+    assert [r["alive"] for r in rows] == [r["probability_alive"] for r in rows]
+    assert [r["expected_purchases_12m"] for r in rows] == [
+        r["expected_purchases_52w"] for r in rows
+    ]
+    assert [r["predicted_clv_12m"] for r in rows] != [float(r["historical_clv"]) for r in rows]
 
 
 def test_a_usable_fit_draws_the_probability_alive_histogram(fitted: World) -> None:
