@@ -561,7 +561,22 @@ def test_names_with_quotes_and_long_names_work(pg: PostgresEngine) -> None:
     assert pg.list_tables(schema) == [longest]
 
 
-def test_ctrl_c_cancels_the_query_on_the_server(pg: PostgresEngine, pg_dsn: str) -> None:
+@pytest.fixture
+def default_ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C (KeyboardInterrupt in the main thread) for the test: a library
+    that ran earlier in the same worker process (an in-process CLI run, Spark, Dagster)
+    may have left a SIGINT handler of its own, and then the signal never reached psycopg's
+    wait (the two tests below hung or did not raise, depending on what ran before)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_cancels_the_query_on_the_server(
+    pg: PostgresEngine, pg_dsn: str, default_ctrl_c: None
+) -> None:
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -578,7 +593,9 @@ def test_ctrl_c_cancels_the_query_on_the_server(pg: PostgresEngine, pg_dsn: str)
     assert pg.fetch_all(q("SELECT 1")) == [(1,)]  # the session is still usable
 
 
-def test_ctrl_c_during_a_load_cancels_it(pg: PostgresEngine, pg_dsn: str) -> None:
+def test_ctrl_c_during_a_load_cancels_it(
+    pg: PostgresEngine, pg_dsn: str, default_ctrl_c: None
+) -> None:
     pg.create_table("raw", "log", [("x", exp.DataType.build("BIGINT"))])
     with psycopg.connect(pg_dsn) as holder:
         holder.execute("LOCK TABLE raw.log")  # the COPY waits on the server for this lock
