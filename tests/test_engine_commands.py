@@ -430,23 +430,27 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _zoned_mart(built: Built, engine: str, name: str, *columns: str) -> list[dict[str, Any]]:
+    """The rows of `marts.<name>` on `engine`'s warehouse of a project in a zone."""
+    project = load_project(built.projects[engine])
+    assert project.config.metrics.timezone != "UTC"
+    with _environment(built.env[engine]):
+        warehouse = open_engine(project, read_only=True)
+    try:
+        query = exp.select(*columns).from_(table("marts", name))
+        return warehouse.fetch_arrow(query).to_pylist()
+    finally:
+        warehouse.close()
+
+
 def test_a_zoned_projects_active_users_count_local_days(built: Built) -> None:
     """marts.active_users_daily counts days in [metrics] timezone, as `productlens
     activity` does (in UTC days, a day's funnel entrants could outnumber its active users
     and a zoned project's data tests failed)."""
     for engine in ENGINES:
-        project = load_project(built.projects[engine])
-        assert project.config.metrics.timezone != "UTC"
-        with _environment(built.env[engine]):
-            warehouse = open_engine(project, read_only=True)
-        try:
-            mart = warehouse.fetch_arrow(
-                exp.select("activity_date", "dau", "wau", "mau").from_(
-                    table("marts", "active_users_daily")
-                )
-            ).to_pylist()
-        finally:
-            warehouse.close()
+        mart = _zoned_mart(
+            built, engine, "active_users_daily", "activity_date", "dau", "wau", "mau"
+        )
         command = {d["date"]: d for d in built.invoke(engine, ["activity"])["days"]}
         shared = [row for row in mart if row["activity_date"].isoformat() in command]
         assert len(shared) >= 14, engine
@@ -460,18 +464,7 @@ def test_a_zoned_projects_lifecycle_mart_counts_local_weeks(built: Built) -> Non
     `productlens lifecycle --period week` does: every week both have agrees status by
     status (in UTC days, users active near midnight moved between weeks)."""
     for engine in ENGINES:
-        project = load_project(built.projects[engine])
-        assert project.config.metrics.timezone != "UTC"
-        with _environment(built.env[engine]):
-            warehouse = open_engine(project, read_only=True)
-        try:
-            mart = warehouse.fetch_arrow(
-                exp.select("week_start_date", "status", "n_users").from_(
-                    table("marts", "user_lifecycle")
-                )
-            ).to_pylist()
-        finally:
-            warehouse.close()
+        mart = _zoned_mart(built, engine, "user_lifecycle", "week_start_date", "status", "n_users")
         weeks: dict[str, dict[str, int]] = {}
         for row in mart:
             weeks.setdefault(row["week_start_date"].isoformat(), {})[row["status"]] = int(
