@@ -323,12 +323,8 @@ def _sources_yaml(
                 f"Grain: {model.grain}. Built by productlens (a fitted model: a Python fit "
                 "on its input query), not by dbt."
             )
-            columns: dict[str, list[dict[str, Any] | str]] = {}
-            for test, mapped in generic.get(model.table, []):
-                assert test.column is not None
-                columns.setdefault(test.column, []).append(mapped)
-            if columns:
-                entry["columns"] = [_column_entry(c, t) for c, t in columns.items()]
+            if columns := _column_entries(generic.get(model.table, [])):
+                entry["columns"] = columns
         by_schema.setdefault(source, []).append(entry)
     return {
         "version": 2,
@@ -354,14 +350,19 @@ def _schema_yaml(
             description = f"Grain: {model.grain}. {description}".strip()
         if description:
             entry["description"] = description
-        columns: dict[str, list[dict[str, Any] | str]] = {}
-        for test, mapped in generic.get(model.table, []):
-            assert test.column is not None
-            columns.setdefault(test.column, []).append(mapped)
-        if columns:
-            entry["columns"] = [_column_entry(c, t) for c, t in columns.items()]
+        if columns := _column_entries(generic.get(model.table, [])):
+            entry["columns"] = columns
         entries.append(entry)
     return {"version": 2, "models": entries}
+
+
+def _column_entries(tests: list[tuple[DataTest, dict[str, Any] | str]]) -> list[dict[str, Any]]:
+    """A table's columns for schema.yml or sources.yml, each with its generic tests."""
+    columns: dict[str, list[dict[str, Any] | str]] = {}
+    for test, mapped in tests:
+        assert test.column is not None
+        columns.setdefault(test.column, []).append(mapped)
+    return [_column_entry(c, t) for c, t in columns.items()]
 
 
 def _column_entry(column: str, tests: list[dict[str, Any] | str]) -> dict[str, Any]:
