@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from productlens.experiments import ErrorCode, VariantStats, analyze
+from productlens.experiments.inference import Prior
 from productlens.experiments.srm import srm_test
+from productlens.experiments.stats import MetricType, arm_moments, difference
 
 GOOD = VariantStats("c", 1000, 100.0, 100.0, 0.5)
 RATIO_GOOD = VariantStats("c", 1000, 5000.0, 60000.0, 0.5, 1500.0, 3000.0, 9000.0)
@@ -159,3 +163,49 @@ def test_srm_assumes_an_equal_split_without_weights() -> None:
 
 def test_srm_users_in_a_zero_weight_variant_are_a_mismatch() -> None:
     assert srm_test([5000, 5000, 10], [0.5, 0.5, 0.0]).mismatch
+
+
+# --- a treatment arm with no conversions ----------------------------------------------
+
+
+@pytest.mark.filterwarnings("error")
+def test_no_conversions_in_treatment_gives_zero_relative_se_for_every_count() -> None:
+    # Treatment mean and Wald variance are 0, so the delta-method variance of the relative
+    # lift, Var(t)/c^2 + t^2 Var(c)/c^4, is exactly 0. Its general form cancels three
+    # terms and left about a quarter of these inputs at -1e-20: sqrt warned "invalid
+    # value" and the estimate became an out_of_range error instead of a -100% lift.
+    n = np.arange(2, 300, dtype=np.float64)
+    grid_n, grid_k = np.meshgrid(n, n)
+    mask = grid_k < grid_n
+    n_c, k_c = grid_n[mask], grid_k[mask]
+    control = arm_moments(MetricType.PROPORTION, n_c, k_c, k_c)
+    treatment = arm_moments(MetricType.PROPORTION, n_c + 3, np.zeros_like(n_c), 0.0)
+    d = difference(control, treatment, z_test=True)
+    p = k_c / n_c
+    np.testing.assert_array_equal(d.relative, -1.0)
+    np.testing.assert_array_equal(d.relative_se, 0.0)
+    np.testing.assert_allclose(d.absolute_se, np.sqrt(p * (1 - p) / n_c), rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("method", ["frequentist", "bayesian", "sequential"])
+def test_no_conversions_in_treatment_is_an_honest_minus_100_percent(method: str) -> None:
+    # 37/1000 against 0/1000 came out as out_of_range before (rounding made the
+    # variance negative); it is a real, significant -100% lift.
+    control, treatment = VariantStats("c", 1000, 37.0, 37.0), VariantStats("t", 1000, 0.0, 0.0)
+    prior = Prior(0.0, 0.3) if method == "bayesian" else None
+    cmp = analyze([control, treatment], "proportion", method, prior=prior).comparisons[0]
+    est = cmp.estimate
+    assert est.error is None
+    assert (est.absolute, est.relative, est.relative_se) == (-0.037, -1.0, 0.0)
+    assert est.absolute_se == pytest.approx(math.sqrt(0.037 * 0.963 / 1000), rel=1e-12)
+    pooled = 37 / 2000
+    assert est.null_se == pytest.approx(math.sqrt(pooled * (1 - pooled) * 2 / 1000), rel=1e-12)
+    # With no uncertainty in the relative lift its interval is the point itself (with a
+    # proper prior too: a likelihood of zero width outweighs any prior).
+    assert cmp.inference.ci_relative == (-1.0, -1.0)
+    assert cmp.inference.significant
+    if method == "frequentist":
+        z = -0.037 / est.null_se
+        assert cmp.inference.p_value == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-9)
+    json.dumps(cmp.estimate.to_dict(), allow_nan=False)

@@ -148,12 +148,12 @@ def bayesian_posterior(
     if prior_stddev is None:
         mean, sd = np.asarray(estimate, dtype=np.float64), np.asarray(se, dtype=np.float64)
     else:
-        prec = 1 / np.square(se) + 1 / np.square(prior_stddev)
-        mean = (
-            np.asarray(estimate) / np.square(se)
-            + np.asarray(prior_mean or 0.0) / np.square(prior_stddev)
-        ) / prec
-        sd = np.sqrt(1 / prec)
+        # The precision-weighted mean and 1 / (1/se^2 + 1/prior^2) as the equal ratios
+        # below, which stay defined at se = 0 (the data pin the lift: mean = estimate, sd 0)
+        # instead of dividing by zero.
+        v, pv = np.square(np.asarray(se, dtype=np.float64)), np.square(prior_stddev)
+        mean = (np.asarray(estimate) * pv + np.asarray(prior_mean or 0.0) * v) / (v + pv)
+        sd = np.sqrt(v * pv / (v + pv))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = mean / sd
         half = special.ndtri(1 - np.asarray(alpha) / 2) * sd

@@ -282,22 +282,54 @@ def difference(
         # Over |c|, so a relative lift has the sign of the change even when the control
         # mean is negative (net revenue); d(a/|c|)/dc = -a/(c|c|), so rel_var is unchanged.
         rel = abs_ / np.abs(c)
-        rel_var = abs_var / c**2 + abs_**2 * var_c / c**4 - 2 * abs_ * cov / c**3
+        rel_var = _relative_variance(
+            c, abs_, vt, abs_var, var_c, cov, plain=control_mean_covariance is None
+        )
         if z_test:
             df = np.full_like(abs_var, np.inf, dtype=np.float64)
         else:
             df = abs_var**2 / (
                 vc**2 / (np.asarray(control.n) - 1) + vt**2 / (np.asarray(treatment.n) - 1)
             )
+        relative_se = np.sqrt(rel_var)  # NaN only for a negative variance beyond rounding
     return Difference(
         control_mean=c,
         treatment_mean=c + abs_,
         absolute=abs_,
         absolute_se=np.sqrt(abs_var),
         relative=rel,
-        relative_se=np.sqrt(rel_var),
+        relative_se=relative_se,
         df=df,
     )
+
+
+def _relative_variance(
+    c: FloatArray,
+    abs_: FloatArray,
+    vt: FloatArray,
+    abs_var: FloatArray,
+    var_c: FloatArray,
+    cov: FloatArray,
+    *,
+    plain: bool,
+) -> FloatArray:
+    """Delta-method variance of abs_ / |c|, never negative from rounding alone.
+
+    It is a quadratic form of the covariance matrix of (abs_, c), so it is >= 0. The general
+    form Var(abs)/c^2 + abs^2 Var(c)/c^4 - 2 abs Cov/c^3 cancels: for a treatment arm with
+    no conversions (mean and Wald variance 0) its terms sum to exactly 0 and rounding left
+    about a quarter of such inputs at -1e-20, whose square root was NaN. A plain difference
+    (Cov = -Var(c), Var(abs) = Var(c) + vt) is therefore computed as the equal sum of
+    non-negative terms vt/c^2 + (c + abs)^2 Var(c)/c^4 (the treatment mean is c + abs).
+    The general form (CUPED) keeps a value below 0 by no more than the rounding of its
+    terms as 0; a larger negative value (a covariance that no data has) stays negative.
+    """
+    if plain:
+        return vt / c**2 + (c + abs_) ** 2 * var_c / c**4
+    terms = (abs_var / c**2, abs_**2 * var_c / c**4, -2 * abs_ * cov / c**3)
+    total = terms[0] + terms[1] + terms[2]
+    rounding = 1e-9 * (np.abs(terms[0]) + np.abs(terms[1]) + np.abs(terms[2]))
+    return np.where((total < 0) & (total >= -rounding), 0.0, total)
 
 
 def cuped_theta(control: VariantStats, treatment: VariantStats) -> float:
