@@ -340,6 +340,34 @@ def test_no_dropout_seen_cuts_at_exactly_min_dropout(
     else:
         assert len(statuses) == 1
         assert "no_dropout_seen" not in statuses
+    # `productlens clv` notes by the same rule on the same fit, on both sides of the cut.
+    notes = clv.analyze(orders_engine).notes
+    assert any("(no_dropout_seen)" in note for note in notes) is no_dropout, notes
+
+
+def test_the_mart_and_the_command_share_one_dropout_threshold(
+    orders_engine: DuckDBEngine,
+    graph: modeling.ModelGraph,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fit that saw plenty of dropout (a/(a+b) = 0.5) under a threshold raised above it:
+    # both read clv.MIN_DROPOUT through clv.no_dropout_seen, so both must now call it
+    # no_dropout_seen (the mart once kept its own copy of the constant and its own test).
+    real = clv.fit_bgnbd
+
+    def planted(*args: np.ndarray) -> clv.Fit:
+        fit = real(*args)
+        r, alpha, _, _ = fit.params
+        return dataclasses.replace(fit, params=(r, alpha, 2.0, 2.0))
+
+    monkeypatch.setattr(clv, "fit_bgnbd", planted)
+    monkeypatch.setattr(clv, "MIN_DROPOUT", 0.6)
+    users, days = simulated_orders(150, 30, seed=3)
+    amounts = 20.0 + np.arange(len(users)) % 7 * 3.0
+    mart = fit_orders(orders_engine, graph, users, days, amounts)
+    assert set(mart.column("fit_status").to_pylist()) == {"no_dropout_seen"}
+    notes = clv.analyze(orders_engine).notes
+    assert any("a/(a+b) = 0.5 is below 0.6" in note for note in notes), notes
 
 
 def test_no_orders_at_all_give_an_empty_mart(

@@ -498,6 +498,21 @@ def fit_bgnbd(x: Array, t_x: Array, big_t: Array) -> Fit:
     )
 
 
+def mean_dropout(bgnbd: Fit) -> float:
+    """BG/NBD's mean probability that a customer drops out after a purchase, a/(a+b)."""
+    _, _, a, b = bgnbd.params
+    return a / (a + b)
+
+
+def no_dropout_seen(bgnbd: Fit) -> bool:
+    """True when the fit saw nobody leave: a/(a+b) below MIN_DROPOUT (too short a history).
+
+    The one rule for `analyze`'s note and the customer_value mart's `no_dropout_seen`
+    status: the model then extrapolates every customer buying forever.
+    """
+    return mean_dropout(bgnbd) < MIN_DROPOUT
+
+
 def fit_gamma_gamma(x: Array, m: Array) -> Fit:
     """Gamma-Gamma by maximum likelihood on the repeat buyers whose mean repeat spend is
     above 0 (the model's values are positive; a $0 mean has likelihood 0 at any parameters)."""
@@ -884,10 +899,9 @@ def analyze(
             f"Gamma-Gamma: {n_zero} repeat buyers whose repeat purchases total $0 are left out "
             "of the fit (the model's values are positive); their expected spend is still given."
         )
-    _, _, a, b = bgnbd.params
-    if a / (a + b) < MIN_DROPOUT:
+    if no_dropout_seen(bgnbd):
         notes.append(
-            f"BG/NBD: the mean dropout probability a/(a+b) = {a / (a + b):.2g} is below "
+            f"BG/NBD: the mean dropout probability a/(a+b) = {mean_dropout(bgnbd):.2g} is below "
             f"{MIN_DROPOUT:g}: no customer was seen leaving (too short a history), so every "
             "customer is extrapolated as buying forever and the CLV means little; the "
             "customer_value mart gives no fit (no_dropout_seen)."

@@ -15,7 +15,8 @@ probability_alive, expected_spend (per purchase), clv_52w (discounted at the pro
 fit_status says why a fit is missing, checked in this order:
 - too_few_customers: fewer than `clv.MIN_CUSTOMERS` customers;
 - too_few_repeat_buyers: fewer than `clv.MIN_REPEAT_BUYERS` repeat buyers with spend above $0;
-- no_dropout_seen: BG/NBD's mean dropout probability a/(a+b) is below MIN_DROPOUT: nobody
+- no_dropout_seen: BG/NBD's mean dropout probability a/(a+b) is below `clv.MIN_DROPOUT`
+  (`clv.no_dropout_seen`, the rule `productlens clv` notes by): nobody
   was seen leaving (a few weeks of orders), so the model extrapolates every customer buying
   forever and its CLV is meaningless;
 - degenerate_fit: Gamma-Gamma's q <= 1 (no finite mean spend), or a fitted figure is not
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from productlens.modeling import ModelContext
 
 HORIZON_WEEKS = 52
-MIN_DROPOUT = clv.MIN_DROPOUT  # a/(a+b) below this: no customer was seen dropping out
 
 FIT_STATUSES = (
     "fitted",
@@ -87,8 +87,7 @@ def fit(ctx: ModelContext, inputs: pa.Table) -> pa.Table:
     if int(np.sum((x > 0) & (m > 0))) < clv.MIN_REPEAT_BUYERS:
         return _table(inputs, summary, None, "too_few_repeat_buyers")
     bgnbd = clv.fit_bgnbd(x, summary.recency, summary.age)
-    _, _, a, b = bgnbd.params
-    if a / (a + b) < MIN_DROPOUT:
+    if clv.no_dropout_seen(bgnbd):
         return _table(inputs, summary, None, "no_dropout_seen")
     gamma_gamma = clv.fit_gamma_gamma(x, m)
     if gamma_gamma.params[1] <= 1:
