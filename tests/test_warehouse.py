@@ -14,6 +14,7 @@ from productlens.config import ProjectConfig
 from productlens.engines import DuckDBEngine
 from productlens.errors import DataTestFailure
 from productlens.ingest import ingest_paths
+from productlens.report.sections import read_health
 from productlens.runlog import RunLog
 from productlens.simulate import generate, preset
 from tests.conftest import lake_of, q, warehouse_engine
@@ -734,3 +735,40 @@ def test_campaign_attribution_reconciles_on_a_simulated_world(simulated: DuckDBE
         "ON a.activity_date = f.event_date WHERE f.step_no = 1 AND f.n_users > a.dau",
     )
     assert funnel_vs_active == [(0,)]  # step-1 users never exceed active users
+
+
+def test_a_first_purchase_before_signup_warns_and_shows_in_data_health(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    # u3 signs up on 10 March but its first completed order is dated 8 March: possible
+    # data (a guest checkout), kept as the source says and flagged, like events before
+    # signup.
+    build_world(
+        engine,
+        tmp_path,
+        ProjectConfig(),
+        extra_rows={
+            "users": "u3,2026-03-10 09:00:00,US,web,organic,,Regular\n",
+            "orders": "o6,u3,2026-03-08 12:00:00,completed,12,\n",
+            "order_items": "o6,1,p1,1,12\n",
+        },
+    )
+    assert rows(
+        engine,
+        "SELECT user_id, days_to_first_purchase FROM marts.customer_metrics "
+        "WHERE n_orders > 0 ORDER BY user_id",  # u2 has no completed order
+    ) == [("u1", 1), ("u3", -2)]
+    graph = modeling.discover(ProjectConfig())
+    outcomes = checks.run_tests(engine, checks.compile_tests(graph), "r")
+    assert [o.test.name for o in outcomes if o.status in ("fail", "error")] == []
+    warned = {o.test.name: o.n_failing for o in outcomes if o.status == "warn"}
+    assert warned["first_purchase_after_signup"] == 1
+    health = read_health(engine)
+    assert health is not None
+    assert {
+        "test_name": "first_purchase_after_signup",
+        "model": "marts.customer_metrics",
+        "severity": "warn",
+        "status": "warn",
+        "n_failing": 1,
+    } in health.failing_tests.to_pylist()
