@@ -345,14 +345,32 @@ def test_column_tests_hold_for_names_dbt_must_quote(tmp_path: Path) -> None:
     (models / "odd_names.sql").write_text(
         'select * from (values (1, 2, 5), (3, 4, 6)) as t("n ev\'s", "Big N", "{{ x }}")\n'
     )
+    # Foreign keys onto those odd names: dbt pastes a relationships test's `field` into
+    # its SQL unquoted (and through Jinja), so the export quotes it itself. 7 is no
+    # "{{ x }}" of a parent: that warn-level test finds one row.
+    (models / "odd_children.sql").write_text(
+        "select * from (values (1, 5), (3, 7)) as t(parent_n, jinja_n)\n"
+    )
     (models / "_odd.yml").write_text(
         "models:\n  - name: odd_names\n    grain: one row per pair\n    columns:\n"
         '      "n ev\'s": [not_null, unique]\n      Big N: [not_null]\n'
+        "  - name: odd_children\n    grain: one row per child\n    columns:\n"
+        '      parent_n: [{relationships: {to: odd_names, field: "n ev\'s"}}]\n'
+        '      jinja_n: [{relationships: {to: odd_names, field: "{{ x }}"}, severity: warn}]\n'
     )
     graph = modeling.discover(load_project(tmp_path).config, [tmp_path / "models"], shipped=False)
     export = dbt.export_dbt(graph, tmp_path / "dbt", schema=graph_schema(graph))
     out = run_dbt(export.root, "build", warehouse=tmp_path / "w.duckdb", search_path=tmp_path)
-    assert "PASS=4 WARN=0 ERROR=0" in out  # the model and its three tests
+    assert "PASS=6 WARN=1 ERROR=0" in out  # the two models and their five tests
+    marts = yaml.safe_load((export.root / "models" / "marts" / "schema.yml").read_text())
+    fields = [
+        t["relationships"]["arguments"]["field"]
+        for m in marts["models"]
+        for c in m.get("columns", [])
+        for t in c["data_tests"]
+        if isinstance(t, dict) and "relationships" in t
+    ]
+    assert fields == ['"n ev\'s"', '{% raw %}"{{ x }}"{% endraw %}']
     built = DuckDBEngine(tmp_path / "w.duckdb", read_only=True)
     try:  # a name holding Jinja's marks is kept verbatim, not rendered
         names = [c for c, _ in built.columns("marts", "odd_names")]

@@ -144,7 +144,7 @@ def export_dbt(
     generic: dict[str, list[tuple[DataTest, dict[str, Any] | str]]] = {}
     singular: list[DataTest] = []
     for test in compile_tests(graph):
-        mapped = _generic_test(test, graph)
+        mapped = _generic_test(test, graph, target)
         if mapped is None:
             singular.append(test)
         else:
@@ -383,18 +383,32 @@ def _relation(target: str, graph: ModelGraph) -> str:
     return f"ref('{name}')"
 
 
-def _accepted_values(test: DataTest, _graph: ModelGraph) -> dict[str, Any]:
+def _accepted_values(test: DataTest, _graph: ModelGraph, _target: Target) -> dict[str, Any]:
     values = list(test.args["values"])
     return {"values": values, "quote": all(isinstance(v, str) for v in values)}
 
 
-def _relationships(test: DataTest, graph: ModelGraph) -> dict[str, Any]:
-    return {"to": _relation(str(test.args["to"]), graph), "field": str(test.args["field"])}
+def _relationships(test: DataTest, graph: ModelGraph, target: Target) -> dict[str, Any]:
+    return {"to": _relation(str(test.args["to"]), graph), "field": _field(test, target)}
+
+
+def _field(test: DataTest, target: Target) -> str:
+    """The parent column for dbt's relationships test, which pastes `field` into its SQL
+    as is (unlike the child column, no `quote: true` reaches it) and renders it with Jinja
+    first: any name but a plain lowercase one is quoted for the target, as productlens's
+    own check quotes it, and one holding Jinja's marks is kept from Jinja."""
+    name = str(test.args["field"])
+    if MODEL_NAME.fullmatch(name):
+        return name
+    quoted = exp.to_identifier(name, quoted=True).sql(dialect=target)
+    if any(mark in name for mark in JINJA_MARKS):
+        return "{% raw %}" + quoted + "{% endraw %}"
+    return quoted
 
 
 # Our kinds that are dbt's generic tests, column level, with the same semantics (NULLs
 # pass every one of them): kind -> its dbt arguments (None: none).
-GENERIC: dict[str, Callable[[DataTest, ModelGraph], dict[str, Any]] | None] = {
+GENERIC: dict[str, Callable[[DataTest, ModelGraph, Target], dict[str, Any]] | None] = {
     "not_null": None,
     "unique": None,
     "accepted_values": _accepted_values,
@@ -402,14 +416,14 @@ GENERIC: dict[str, Callable[[DataTest, ModelGraph], dict[str, Any]] | None] = {
 }
 
 
-def _generic_test(test: DataTest, graph: ModelGraph) -> dict[str, Any] | str | None:
+def _generic_test(test: DataTest, graph: ModelGraph, target: Target) -> dict[str, Any] | str | None:
     """The dbt generic test for one of ours, or None when it becomes a singular test."""
     if test.kind not in GENERIC or test.column is None or "columns" in test.args:
         return None
     arguments = GENERIC[test.kind]
     body: dict[str, Any] = {}
     if arguments is not None:
-        body["arguments"] = arguments(test, graph)
+        body["arguments"] = arguments(test, graph, target)
     if test.severity != "error":
         body["config"] = {"severity": test.severity}
     return {test.kind: body} if body else test.kind
