@@ -478,3 +478,42 @@ def test_a_test_that_could_not_run_counts_as_failed() -> None:
     stages._tally(record, [{"name": f"t{i}", "status": s} for i, s in enumerate(outcomes)])
     assert (record.tests_passed, record.tests_warned, record.tests_failed) == (2, 1, 2)
     assert record.failed_tests == ["t3", "t4"]
+
+
+def test_an_unreadable_landing_file_is_rejected_as_productlens_run_rejects_it(
+    world: tuple[Path, list[date]], tmp_path: Path
+) -> None:
+    """The stages load as `productlens run` does (`daily.ingest_landing`): a landing file
+    that cannot be read is rejected into ops.rejected_files and left in place, the others
+    load, the marts are published, and the run ends completed_with_rejections with the
+    hook told and the publish task failing as `run` exits 3."""
+    from productlens import daily
+    from productlens.errors import FilesRejected
+    from productlens.integrations import stages
+
+    data, days = world
+    root = _with_guard(_project(tmp_path / "p", '\non_failure = "cat > hook.json"\n'), data)
+    bad = root / "landing" / "users" / "not_parquet.parquet"
+    bad.write_bytes(b"user_id,country\nu1,DE\n")
+    job = stages.StageJob(root, "rejecting", days[-1])
+    ingested = stages.ingest(job)
+    assert (ingested["files_rejected"], ingested["rows"]["loaded"] > 0) == (1, True)
+    built = stages.build(job)
+    checked = stages.check(job, built)
+    with pytest.raises(FilesRejected, match="1 landing file"):
+        stages.publish(job, built, checked)
+    assert bad.exists()  # left in place
+    engine = open_engine(load_project(root), read_only=True)
+    try:
+        (record,) = daily.history(engine)
+        n_users = engine.fetch_all(q("select count(*) from marts.customer_metrics"))[0][0]
+    finally:
+        engine.close()
+    assert (record.status, record.files_rejected) == (daily.WITH_REJECTIONS, 1)
+    ((path, reason),) = [(r["path"], r["reason"]) for r in record.rejected_files]
+    assert path == str(bad)
+    assert "magic bytes not found" in str(reason)
+    assert n_users == pq.read_table(data / "users").num_rows  # the good users/ file loaded
+    hook = json.loads((root / "hook.json").read_text())
+    assert hook["run"]["status"] == daily.WITH_REJECTIONS
+    assert [r["path"] for r in hook["run"]["rejected_files"]] == [str(bad)]

@@ -361,3 +361,45 @@ def test_a_test_of_a_table_two_models_up_runs_in_the_models_step(tmp_path: Path)
     }
     assert in_step == {"relationships__chain_b__event_id__fct_events"}
     assert separate == {"relationships__chain_b__event_date__dim_date": {"core.dim_date"}}
+
+
+def test_an_unreadable_landing_file_is_rejected_and_the_others_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest step loads as `productlens run` does (`daily.ingest_landing`): a file that
+    cannot be read is rejected into ops.rejected_files under the Dagster run's id and left
+    in place, the readable one loads, and the step succeeds saying so in its metadata."""
+    landing = tmp_path / "landing"
+    (landing / "users").mkdir(parents=True)
+    (landing / "users" / "good.csv").write_text(
+        "user_id,signup_ts,country,device,acquisition_channel,campaign_id,segment\n"
+        "u1,2026-03-02 09:00:00,US,web,organic,,Regular\n"
+        "u2,2026-03-03 10:00:00,GB,mobile,paid_search,,Budget\n"
+    )
+    bad = landing / "users" / "not_parquet.parquet"
+    bad.write_bytes(b"user_id,country\nu1,DE\n")
+    root = _project(tmp_path / "project", landing)
+    found = productlens_assets(root)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # nothing of Dagster's outside tmp
+    with dg.DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
+        ingest_only = dg.AssetSelection.assets(dg.AssetKey(["raw", "users"]))
+        result = _materialize(found, instance, ingest_only.required_multi_asset_neighbors())
+    assert result.success
+    users = next(
+        m.materialization
+        for m in result.get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey(["raw", "users"])
+    )
+    assert users.metadata["rows_loaded"].value == 2
+    assert users.metadata["files_rejected"].value == 1
+    assert bad.exists()  # left in place
+    engine = open_readonly(root)
+    try:
+        rejected = engine.fetch_all(q("select path, run_id, reason from ops.rejected_files"))
+        loaded = engine.fetch_all(q("select user_id from raw.users order by user_id"))
+    finally:
+        engine.close()
+    ((path, run_id, reason),) = rejected
+    assert (path, run_id) == (str(bad), result.run_id)
+    assert "magic bytes not found" in reason
+    assert loaded == [("u1",), ("u2",)]

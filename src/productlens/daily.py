@@ -688,7 +688,7 @@ def _run_daily(
         # Inside: a model or YAML error is this run's failure (recorded, the hook told).
         graph = modeling.discover(project.config, project.model_dirs)
         with runner.progress():
-            loaded = _ingest_landing(runner, folders, record, attempt) if folders else None
+            loaded = ingest_landing(runner, folders, record, attempt) if folders else None
             touched = attempt(lambda: _note_loaded(runner.engine, graph, loaded, record))
             owed = owed.merge(touched)
             starts = _starts(request, owed)
@@ -726,12 +726,18 @@ def _run_daily(
     return DailyRun(record, summary, payload, error, runner.engine)
 
 
-def _ingest_landing(
-    runner: Runner, folders: list[FilePath], record: RunRecord, attempt: _Attempts
+def ingest_landing(
+    runner: Runner,
+    folders: list[FilePath],
+    record: RunRecord,
+    attempt: Callable[[Callable[[], Any]], Any] = lambda action: action(),
 ) -> IngestResult:
     """Ingest the landing folders' new files. A file that cannot be read is rejected (left
-    in place, recorded at once), not the run's failure; one rejected before is not read
-    again unless its bytes or the ingest settings changed."""
+    in place, recorded at once in ops.rejected_files and in `record`), not the run's
+    failure; one rejected before is not read again unless its bytes or the ingest settings
+    changed. `productlens run` and the orchestrators' ingest (Airflow's stages, Dagster's
+    asset) all load through here; `attempt` runs each step (`run`'s retries; by default
+    once: an orchestrator retries the task)."""
     screening = Screening(attempt(lambda: rejected_before(runner.engine)))
     landed = [_arg(f) for f in folders]
     loaded: IngestResult = attempt(lambda: runner.ingest(landed, screening=screening))
@@ -915,12 +921,17 @@ def failure_message(run: DailyRun) -> ProductLensError | BaseException:
             f"marts stay live): {error.message}"
         )
     if error is None and run.record.files_rejected:
-        listed = "; ".join(f"{r['reason']}" for r in run.record.rejected_files[:3])
-        more = run.record.files_rejected - 3
-        return FilesRejected(
-            f"run {run.record.run_id} published the marts, but {run.record.files_rejected} "
-            f"landing file(s) could not be read and were left in place (not read again "
-            f"until their bytes or the ingest settings change): {listed}"
-            + (f"; and {more} more (see `productlens runs`)" if more > 0 else "")
-        )
+        return files_rejected(run.record)
     return error if error is not None else ProductLensError("run failed")
+
+
+def files_rejected(record: RunRecord) -> FilesRejected:
+    """The error (exit 3) of a run that published the marts but rejected landing files."""
+    listed = "; ".join(f"{r['reason']}" for r in record.rejected_files[:3])
+    more = record.files_rejected - 3
+    return FilesRejected(
+        f"run {record.run_id} published the marts, but {record.files_rejected} "
+        f"landing file(s) could not be read and were left in place (not read again "
+        f"until their bytes or the ingest settings change): {listed}"
+        + (f"; and {more} more (see `productlens runs`)" if more > 0 else "")
+    )

@@ -10,8 +10,11 @@ Each task calls productlens's Python API (`productlens.integrations.stages`, the
 of `productlens run`) for the run's logical date, in the task's own process: the tasks
 share nothing but the warehouse and the small JSON values they pass on (XCom). The check
 task is the data-quality gate: an error-level data test that fails it leaves publish
-`upstream_failed`, so the previous marts stay live. One Airflow run is one productlens
-run (`productlens runs`), whatever its retries.
+`upstream_failed`, so the previous marts stay live. Ingest loads as `productlens run`
+does: a landing file that cannot be read is rejected (`ops.rejected_files`) and the others
+load; the run then ends `completed_with_rejections` after publish has swapped the marts in,
+and the publish task fails naming the files (`run` exits 3). One Airflow run is one
+productlens run (`productlens runs`), whatever its retries.
 
 Retries are for transient errors only (a warehouse file another process holds, a dropped
 connection: `productlens.retry.is_transient`), as many and as far apart as `[run]

@@ -3,7 +3,8 @@
 `productlens_definitions(project)` gives a `dagster.Definitions` with:
 
 - `ingest`: one step materialising every raw table (asset key `raw/<table>`): it loads the
-  landing folder's files not loaded before, as `productlens run` does (one ingest reads
+  landing folder's files not loaded before, as `productlens run` does (a file that cannot
+  be read is rejected into ops.rejected_files and listed in the metadata; one ingest reads
   every table's folder, so the raw tables are one multi-asset that is not subset).
 - one asset per model, key `<layer>/<model>` (the layer is the schema), depending on the
   tables its SQL reads (the graph's upstreams). A step builds its model with
@@ -42,7 +43,6 @@ from productlens.daily import landing_files
 from productlens.engines.base import table
 from productlens.errors import ConfigError, ModelError
 from productlens.ingest import CONTRACTS
-from productlens.objects import ObjectPath
 from productlens.pipeline import Runner
 
 RESOURCE = "productlens"
@@ -217,13 +217,21 @@ def _ingest_asset(raw: Sequence[str]) -> dg.AssetsDefinition:
         warehouse: Warehouse = context.resources.productlens
         runner = warehouse.runner
         folders = landing_files(landing_root(runner.project, runner.lake.objects))
-        paths = [str(f) if isinstance(f, ObjectPath) else f for f in folders]
         loaded: dict[str, int] = {}
         held: dict[str, int] = {}
-        if paths:
-            for batch in runner.ingest(paths).batches:
+        rejected: dict[str, list[str]] = {}
+        if folders:
+            # As `productlens run` loads: a file that cannot be read is rejected (left in
+            # place, in ops.rejected_files under this run's id) and the others load.
+            record = daily.RunRecord(runner.runlog.run_id, started_at=daily._now())
+            result = daily.ingest_landing(runner, folders, record)
+            for batch in result.batches:
                 loaded[batch.table] = loaded.get(batch.table, 0) + batch.rows_loaded
                 held[batch.table] = held.get(batch.table, 0) + batch.rows_quarantined
+            for r in record.rejected_files:
+                why = f"{r['path']}: {r['reason']}"
+                rejected.setdefault(str(r["target_table"]), []).append(why)
+                context.log.warning(f"landing file rejected (left in place): {why}")
         for name in raw:
             yield dg.MaterializeResult(
                 asset_key=dg.AssetKey([RAW, name]),
@@ -231,6 +239,8 @@ def _ingest_asset(raw: Sequence[str]) -> dg.AssetsDefinition:
                     "dagster/row_count": _rows(runner, RAW, name),
                     "rows_loaded": loaded.get(name, 0),
                     "rows_quarantined": held.get(name, 0),
+                    "files_rejected": len(rejected.get(name, [])),
+                    "rejected_files": rejected.get(name, []),
                 },
             )
 

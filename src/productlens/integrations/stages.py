@@ -2,9 +2,12 @@
 ingest -> build -> check -> publish.
 
 The stages are `productlens run` (`productlens.daily`) cut where a task boundary can fall:
-ingest loads the landing folder's new files and records the dates their rows touch;
+ingest loads the landing folder's new files as `run` does (`daily.ingest_landing`: one that
+cannot be read is rejected, the others load) and records the dates their rows touch;
 build rebuilds staging and core from that window and the marts aside (`marts_next`);
-check runs every data test on them; publish swaps the marts in and refreshes the report.
+check runs every data test on them; publish swaps the marts in and refreshes the report
+(and, when ingest rejected files, ends the run `completed_with_rejections`, tells the hook
+and raises `FilesRejected`, as `run` exits 3).
 A failed error-level test fails check, so publish never runs and the previous marts stay
 live.
 
@@ -154,14 +157,20 @@ def _attempt(
         _tally(record, outcomes or tests or [])
         daily._record(opened.engine, record)
         payload = _write_results(opened, outcomes or tests)
-        settings = opened.project.config.run
-        if settings.on_failure and (job.last_attempt or not is_transient(exc)):
-            problem = daily.run_hook(
-                settings.on_failure, payload, opened.project.root, settings.hook_timeout_seconds
-            )
-            if problem:
-                opened.runner.console.print(f"warning: {problem}", highlight=False)
+        if job.last_attempt or not is_transient(exc):
+            _hook(opened, payload)
         raise
+
+
+def _hook(opened: _Opened, payload: dict[str, Any]) -> None:
+    """Run the project's `[run] on_failure` command, if any, with the run's JSON."""
+    settings = opened.project.config.run
+    if settings.on_failure:
+        problem = daily.run_hook(
+            settings.on_failure, payload, opened.project.root, settings.hook_timeout_seconds
+        )
+        if problem:
+            opened.runner.console.print(f"warning: {problem}", highlight=False)
 
 
 # --- the stages ----------------------------------------------------------------------------
@@ -178,7 +187,8 @@ def ingest(job: StageJob, console: Console | None = None) -> dict[str, Any]:
             if not folders:
                 return
             try:
-                loaded = opened.runner.ingest([daily._arg(f) for f in folders])
+                # As `productlens run` loads: an unreadable file is rejected, the rest load.
+                loaded = daily.ingest_landing(opened.runner, folders, record)
             except Exception:
                 # Some batches may have loaded: their dates are unknown, so owed in full.
                 record.full_rebuild = True
@@ -191,7 +201,7 @@ def ingest(job: StageJob, console: Console | None = None) -> dict[str, Any]:
             record.date_to = record.date_to or touched.last or record.date_from
             owed = daily.Touched(record.rebuild_from, None, record.full_rebuild).merge(touched)
             record.rebuild_from, record.full_rebuild = owed.first, owed.full
-            if loaded.batches:
+            if loaded.batches or loaded.rejected:
                 daily._record(opened.engine, record)  # owed from here on (`daily.pending`)
 
         _attempt(job, opened, load)
@@ -246,7 +256,8 @@ def publish(
     job: StageJob, built: Built, checked: Checked, console: Console | None = None
 ) -> dict[str, Any]:
     """Swap the checked marts in, refresh the report, end the run as a success. Returns
-    the run's record as JSON."""
+    the run's record as JSON; when ingest rejected landing files, ends the run
+    `completed_with_rejections`, calls the `on_failure` hook and raises `FilesRejected`."""
     with _opened(job, console) as opened:
         record, runner = opened.record, opened.runner
         _carry(record, built)
@@ -263,9 +274,16 @@ def publish(
                 runner.report()
 
         _attempt(job, opened, swap, checked.tests)
-        record.status, record.finished_at = "success", daily._now()
+        rejected = record.files_rejected > 0
+        record.status = daily.WITH_REJECTIONS if rejected else "success"
+        record.finished_at = daily._now()
         daily._record(opened.engine, record)
-        _write_results(opened, checked.tests)
+        payload = _write_results(opened, checked.tests)
+        if rejected:
+            # As `productlens run` ends (exit 3): the marts are published, the hook is
+            # told, and the task fails naming the files (no retry reads them again).
+            _hook(opened, payload)
+            raise daily.files_rejected(record)
         return record.to_json()
 
 
