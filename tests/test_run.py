@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -313,6 +314,34 @@ def test_a_failed_data_test_keeps_the_previous_marts_and_is_recorded(
     assert hook["run"]["run_id"] == latest["run_id"]
     assert hook["run"]["status"] == "failed"
     assert [t["name"] for t in hook["tests"] if t["status"] == "fail"] == ["no_planted_events"]
+    # What the README's Alerts section says the hook gets: the record `runs --json` lists
+    # and the tests, in the shape of its example, which has this run's failed test.
+    # (its `stages` only those that finished: the failed check is not among them).
+    assert {**hook["run"], "stages": None} == {**latest, "stages": None}
+    assert list(hook["run"]["stages"]) == ["ingest", "build", "build marts"]
+    example = _readme_hook_example()
+    assert _shape(example) == _shape(hook)
+    failed = next(t for t in hook["tests"] if t["status"] == "fail")
+    assert example["tests"] == [failed]
+    assert example["run"]["error"].split(", e.g.")[0] == hook["run"]["error"].split(", e.g.")[0]
+
+
+def _readme_hook_example() -> dict[str, Any]:
+    """The JSON block of the README's Alerts section."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**Alerts.**", 1)[1]
+    block = section.split("```json\n", 1)[1].split("```", 1)[0]
+    example: dict[str, Any] = json.loads(block)
+    return example
+
+
+def _shape(value: Any) -> Any:
+    """The keys of every object, nested, the first item standing for a list."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value and isinstance(value[0], dict) else []
+    return None
 
 
 # --- retries -----------------------------------------------------------------------------
