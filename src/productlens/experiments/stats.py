@@ -282,9 +282,8 @@ def difference(
         # Over |c|, so a relative lift has the sign of the change even when the control
         # mean is negative (net revenue); d(a/|c|)/dc = -a/(c|c|), so rel_var is unchanged.
         rel = abs_ / np.abs(c)
-        rel_var = _relative_variance(
-            c, abs_, vt, abs_var, var_c, cov, plain=control_mean_covariance is None
-        )
+        plain = control_mean_covariance is None and control_mean_variance is None
+        rel_var = _relative_variance(c, abs_, vt, abs_var, var_c, cov, plain=plain)
         if z_test:
             df = np.full_like(abs_var, np.inf, dtype=np.float64)
         else:
