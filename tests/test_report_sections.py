@@ -362,6 +362,9 @@ SAYS: dict[str, dict[str, Says | None]] = {
     "first_purchase": {
         "mean_days": lambda x: f"{x:.1f} days on average",
         "median_days": lambda x: f"median {x:.1f}",
+        "n_before_signup": lambda x: (
+            f"{x:,} buyer{'' if x == 1 else 's'} with an order dated before signup left out"
+        ),
     },
     "top_products": {
         **{f"product_{i}": None for i in (1, 2, 3)},
