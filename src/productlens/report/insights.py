@@ -426,7 +426,7 @@ def first_purchase(r: RevenueSection) -> Insight | None:
     p = r.first_purchase
     if p is None:
         return None
-    values = {
+    values: dict[str, Value] = {
         "mean_days": p.mean_days,
         "median_days": p.median_days,
         "n_buyers": p.n_buyers,
