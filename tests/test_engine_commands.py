@@ -118,6 +118,10 @@ FORMS: dict[str, tuple[str, ...]] = {
         *("--return-where", "country=US,GB", "--from", "{d0}", "--to", "{d1}"),
     ),
     "retention_where": ("retention", "--start", "{s2}", "--where", "{key}=web"),
+    # signup cohorts picked by the users table's device and country
+    "retention_signup_where": (
+        *("retention", "--start", "signup", "--where", "{key}=mobile", "--where", "country=US,GB"),
+    ),
     # activity, lifecycle, paths
     "activity": ("activity",),
     "activity_by": ("activity", "--by", "{key}"),

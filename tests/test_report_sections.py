@@ -8,11 +8,12 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -179,6 +180,20 @@ def test_retention_and_activity_honour_a_device_filter(eco: Warehouse) -> None:
     }
     got = {row["day"]: row["dau"] for row in r.activity.to_pylist()}
     assert {d: n for d, n in got.items() if n} == dau
+    # Signup cohorts pick the users by their own device (the users table's, at signup):
+    # each day cohort's size is the number of mobile users who signed up that local day.
+    assert eco.settings.retention_start == "signup"
+    zone = ZoneInfo(eco.settings.timezone)
+    signups: Counter[str] = Counter(
+        row["signup_ts"].replace(tzinfo=UTC).astimezone(zone).date().isoformat()
+        for row in eco.rows(
+            "SELECT signup_ts FROM staging.stg_users "
+            "WHERE device = 'mobile' AND signup_ts IS NOT NULL"
+        )
+    )
+    sizes = {c.start: c.size for c in r.day_cohorts}
+    assert sizes == {day: signups[day] for day in sizes}
+    assert sum(sizes.values()) > 0
 
 
 def test_usage_honours_a_device_filter_and_a_date_range(saas: Warehouse) -> None:
@@ -362,6 +377,9 @@ SAYS: dict[str, dict[str, Says | None]] = {
     "first_purchase": {
         "mean_days": lambda x: f"{x:.1f} days on average",
         "median_days": lambda x: f"median {x:.1f}",
+        "n_before_signup": lambda x: (
+            f"{x:,} buyer{'' if x == 1 else 's'} with an order dated before signup left out"
+        ),
     },
     "top_products": {
         **{f"product_{i}": None for i in (1, 2, 3)},

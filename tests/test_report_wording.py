@@ -45,6 +45,10 @@ def revenue(n_users: int, n_buyers: int) -> RevenueSection:
     return RevenueSection(None, None, None, None, None, None, (segment,), first)
 
 
+def before_signup(first: FirstPurchase) -> RevenueSection:
+    return RevenueSection(None, None, None, None, None, None, None, first)
+
+
 def customers(n: int, repeat: int, never: int) -> RevenueSection:
     """n customers (repeat of them repeat buyers, all active) under a usable fit."""
     value = cv.CustomerValue(
@@ -105,6 +109,16 @@ CASES: list[tuple[str, Callable[[], Insight | None], str]] = [
     ("one user's value", lambda: ins.top_clv_segment(revenue(1, 1)), "to date (1 user)."),
     ("one buyer", lambda: ins.first_purchase(revenue(1, 1)), "(median 1.0, 1 buyer)."),
     ("two buyers", lambda: ins.first_purchase(revenue(2, 2)), "(median 1.0, 2 buyers)."),
+    (
+        "one buyer before signup",
+        lambda: ins.first_purchase(before_signup(FirstPurchase(2, 1.0, 1.0, 1))),
+        "(median 1.0, 2 buyers). 1 buyer with an order dated before signup left out.",
+    ),
+    (
+        "only a buyer before signup",
+        lambda: ins.first_purchase(before_signup(FirstPurchase(0, None, None, 1))),
+        "came on or after their signup. 1 buyer with an order dated before signup left out.",
+    ),
     (
         "one customer fitted",
         lambda: ins.customer_value_fit(customers(1, 1, 0)),

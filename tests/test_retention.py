@@ -46,7 +46,13 @@ def ev(user: str, type_: str, ts: str, device: str = "ios", **props: str) -> Ev:
     return Ev(user, type_, datetime.fromisoformat(ts), device, props)
 
 
-def load(engine: DuckDBEngine, events: list[Ev], users: dict[str, datetime | None]) -> None:
+def load(
+    engine: DuckDBEngine,
+    events: list[Ev],
+    users: dict[str, datetime | None],
+    devices: dict[str, str | None] | None = None,
+) -> None:
+    """The events, and the users table: signup time and device (`devices`, else none)."""
     engine.execute(q("DROP TABLE IF EXISTS core.fct_events"))
     engine.execute(
         q(
@@ -68,7 +74,10 @@ def load(engine: DuckDBEngine, events: list[Ev], users: dict[str, datetime | Non
         ),
     )
     engine.execute(q("DROP TABLE IF EXISTS staging.stg_users"))
-    engine.execute(q("CREATE TABLE staging.stg_users (user_id VARCHAR, signup_ts TIMESTAMP)"))
+    engine.execute(
+        q("CREATE TABLE staging.stg_users (user_id VARCHAR, signup_ts TIMESTAMP, device VARCHAR)")
+    )
+    device = devices or {}
     engine.append_arrow(
         "staging",
         "stg_users",
@@ -76,6 +85,7 @@ def load(engine: DuckDBEngine, events: list[Ev], users: dict[str, datetime | Non
             {
                 "user_id": pa.array(list(users), pa.string()),
                 "signup_ts": pa.array(list(users.values()), pa.timestamp("us")),
+                "device": pa.array([device.get(u) for u in users], pa.string()),
             }
         ),
     )
@@ -127,6 +137,7 @@ def reference(
     cumulative: bool = False,
     start_where: tuple[Filter, ...] = (),
     return_where: tuple[Filter, ...] = (),
+    devices: dict[str, str | None] | None = None,
 ) -> list[dict[str, Any]]:
     tz = ZoneInfo(zone)
 
@@ -153,7 +164,19 @@ def reference(
         starts.insert(0, _floor(day, period, week_start))
 
     members: dict[date, set[str]] = {c: set() for c in starts}
-    for user, ts in _cohort_times(events, scoped, users, start, mode, where, start_where):
+    cohort_times = _cohort_times(events, scoped, users, start, mode, where, start_where)
+    if start == "signup":
+        # A --where on a users-table column (device) filters the person by their
+        # users-table value; a user without a signup time has none and is left out.
+        person = [f for f in where if f.key == "device"]
+        device = devices or {}
+        cohort_times = [
+            (u, ts)
+            for u, ts in cohort_times
+            if not person
+            or (users.get(u) is not None and all(device.get(u) in f.values for f in person))
+        ]
+    for user, ts in cohort_times:
         members.get(period_of(ts), set()).add(user)
 
     returned: dict[str, set[date]] = {}
@@ -245,6 +268,8 @@ BASE_USERS: dict[str, datetime | None] = {
     "u2": datetime(2020, 6, 2, 8),
     "u5": datetime(2020, 6, 3),
 }
+# The users table's devices (at signup): u2 signed up on iOS though it starts once on Android.
+BASE_DEVICES: dict[str, str | None] = {"u1": "android", "u2": "ios", "u5": "android"}
 # LA is UTC-7 in June: 06-08 03:00 UTC is Sunday 06-07 20:00 there, 06-15 05:00 UTC is
 # Sunday 06-14 22:00.
 ZONE = [ev("u6", "s", "2020-06-08 03:00"), ev("u6", "r", "2020-06-15 05:00")]
@@ -382,6 +407,47 @@ CASES: list[tuple[str, list[Ev], dict[str, Any], list[tuple[str, int, list[int |
             ("2020-06-22", 0, [0, None, None, None, None]),
         ],
     ),
+    # device=android on signup cohorts filters the person by the users table's device:
+    # u1 (05-25) and u5 (W1); not u2 (signed up on iOS, though with an Android event), nor
+    # u3 and u4 (no signup, so no signup device). Returns are Android events: u1's in W4.
+    (
+        "signup cohorts: a users-table key filters the person, returns stay events",
+        BASE,
+        {
+            "start": "signup",
+            "return_event": None,
+            "periods": 5,
+            "date_to": TO,
+            "where": (Filter("device", ("android",)),),
+        },
+        [
+            ("2020-05-25", 1, [1, 0, 0, 0, 1]),
+            ("2020-06-01", 1, [1, 0, 0, 0, None]),
+            ("2020-06-08", 0, [0, 0, 0, None, None]),
+            ("2020-06-15", 0, [0, 0, None, None, None]),
+            ("2020-06-22", 0, [0, None, None, None, None]),
+        ],
+    ),
+    # An event property key (plan) is not a users-table column: signup cohorts as without
+    # it; returns only plan=late events: u1's W4 one.
+    (
+        "signup cohorts: an event property filters returns only",
+        BASE,
+        {
+            "start": "signup",
+            "return_event": None,
+            "periods": 5,
+            "date_to": TO,
+            "where": plan("late"),
+        },
+        [
+            ("2020-05-25", 1, [1, 0, 0, 0, 1]),
+            ("2020-06-01", 3, [3, 0, 0, 0, None]),
+            ("2020-06-08", 0, [0, 0, 0, None, None]),
+            ("2020-06-15", 1, [1, 0, None, None, None]),
+            ("2020-06-22", 0, [0, None, None, None, None]),
+        ],
+    ),
     # device=ios drops u2's W2 start and u1's W4 return.
     (
         "--where filters start and return events",
@@ -511,10 +577,12 @@ def test_hand_worked(
     kwargs: dict[str, Any],
     expected: list[tuple[str, int, list[int | None]]],
 ) -> None:
-    load(engine, events, BASE_USERS if events is BASE else {})
-    want = [{"start": s, "size": n, "counts": c} for s, n, c in expected]
     users = BASE_USERS if events is BASE else {}
-    assert reference(events, users, **kwargs) == want  # the reference agrees by hand too
+    devices = BASE_DEVICES if events is BASE else {}
+    load(engine, events, users, devices)
+    want = [{"start": s, "size": n, "counts": c} for s, n, c in expected]
+    # the reference agrees by hand too
+    assert reference(events, users, **kwargs, devices=devices) == want
     assert run(engine, **kwargs) == want
 
 
@@ -572,6 +640,8 @@ def worlds(draw: st.DrawFn) -> tuple[list[Ev], dict[str, datetime | None], dict[
             st.sampled_from(USERS), st.none() | st.sampled_from(instants), max_size=len(USERS)
         )
     )
+    # The users table's own device, which may differ from the events' devices.
+    devices = {u: draw(st.none() | st.sampled_from(DEVICES)) for u in users}
     start = draw(st.sampled_from([*TYPES, "signup"]))
     day = st.none() | st.integers(0, 50).map(lambda d: (base + timedelta(days=d)).date())
     date_from, date_to = draw(day), draw(day)
@@ -588,7 +658,16 @@ def worlds(draw: st.DrawFn) -> tuple[list[Ev], dict[str, datetime | None], dict[
         "cumulative": draw(st.booleans()),
         "date_from": date_from,
         "date_to": date_to,
-        "where": draw(st.sampled_from([(), (Filter("device", ("ios",)),)])),
+        "where": draw(
+            st.sampled_from(
+                [
+                    (),
+                    (Filter("device", ("ios",)),),
+                    (Filter("device", ("and'roid",)), *plan("free")),
+                ]
+            )
+        ),
+        "devices": devices,
         "start_where": () if start == "signup" else draw(st.sampled_from([(), plan("pro;$")])),
         "return_where": draw(st.sampled_from([(), plan("free", 'd"q')])),
     }
@@ -603,8 +682,10 @@ def test_agrees_with_the_reference(
     engine: DuckDBEngine, world: tuple[list[Ev], dict[str, datetime | None], dict[str, Any]]
 ) -> None:
     events, users, kwargs = world
-    load(engine, events, users)
-    assert run(engine, **kwargs) == reference(events, users, **kwargs)
+    load(engine, events, users, kwargs["devices"])
+    expected = reference(events, users, **kwargs)
+    del kwargs["devices"]
+    assert run(engine, **kwargs) == expected
 
 
 # --- portability: every query shape compiles for PostgreSQL and Spark ---------------------

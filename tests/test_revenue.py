@@ -140,7 +140,7 @@ def test_revenue_by_hand(project: Path) -> None:
         got = revenue(engine).to_dict()
     finally:
         engine.close()
-    first = {"n_buyers": 6, "mean_days": 42.5, "median_days": 47.0}
+    first = {"n_buyers": 6, "mean_days": 42.5, "median_days": 47.0, "n_before_signup": 0}
     assert got == expected_json(months=slice(None), first_purchase=first)
 
 
@@ -150,7 +150,7 @@ def test_cli_json_is_exact(project: Path) -> None:
     result = run_cli("--project", str(project), "revenue", "--from", "2026-04-01", "--json")
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
-    first = {"n_buyers": 4, "mean_days": 62.0, "median_days": 62.0}
+    first = {"n_buyers": 4, "mean_days": 62.0, "median_days": 62.0, "n_before_signup": 0}
     want = expected_json(months=slice(1, None), first_purchase=first)
     # In range: u3 50, u4 30, u5 0, u6 30 (its 20 April and 1 May orders); u9's order is
     # on 20 March. n = 4, total 110; top 1% and 10%: 1 buyer (u3, 50). Gini over 0, 30,
@@ -355,18 +355,26 @@ def load_customers(engine: DuckDBEngine, rows: list[tuple[int | None, int]]) -> 
     start=BOUND,
 )
 @example(rows=[(3, 0), (1, 0), (7, 0), (1, 0)], start=None)  # even count: (1 + 3) / 2
+@example(rows=[(-2, 0), (4, 0), (-1, 0)], start=None)  # mean 4, not 1/3; 2 before signup
+@example(rows=[(-2, 0)], start=None)  # only a buyer before signup: no mean
 def test_time_to_first_purchase_matches_statistics(
     engine: DuckDBEngine, rows: list[tuple[int | None, int]], start: int | None
 ) -> None:
     load_customers(engine, rows)
     scope = Scope(start=None if start is None else T0 + timedelta(hours=start))
     got = revenue(engine, scope).time_to_first_purchase
-    kept = [d for d, h in rows if d is not None and (start is None or h >= start)]
-    if not kept:
+    in_range = [d for d, h in rows if d is not None and (start is None or h >= start)]
+    if not in_range:
         assert got is None
         return
+    # Orders dated before signup (negative days) are counted apart, not averaged in.
+    kept = [d for d in in_range if d >= 0]
     assert got is not None
+    assert got.n_before_signup == len(in_range) - len(kept)
     assert got.n_buyers == len(kept)
+    if not kept:
+        assert (got.mean_days, got.median_days) == (None, None)
+        return
     assert got.mean_days == pytest.approx(statistics.mean(kept))
     assert got.median_days == statistics.median(kept)
 
@@ -433,5 +441,10 @@ def test_an_orders_only_project_checks_clean_and_has_revenue(tmp_path: Path) -> 
     }
     segment = got["clv_by_segment"]["segments"][0]
     assert (segment["n_users"], segment["n_buyers"], segment["net_revenue"]) == (3, 2, 20.0)
-    assert got["time_to_first_purchase"] == {"n_buyers": 2, "mean_days": 3.0, "median_days": 3.0}
+    assert got["time_to_first_purchase"] == {
+        "n_buyers": 2,
+        "mean_days": 3.0,
+        "median_days": 3.0,
+        "n_before_signup": 0,
+    }
     assert got["notes"][0] == "ARR bridge: no subscription months in the range (no subscriptions)."

@@ -146,3 +146,34 @@ def test_bad_input_names_the_field_and_exits_2(
     assert out == ""
     assert needle in " ".join(err.split())  # Rich may wrap the line
     assert "Traceback" not in err
+
+
+def test_impossible_cuped_covariance_names_the_fields_and_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # n = 3 with metric 0, 1, 2 and covariate 0, 1, 2: Sxx = Syy = 2, so |Sxy| <= 2 and
+    # the cross sum (Sxy + 3 * 3 / 3) lies in [1, 5]. 5 is allowed, 5.01 is not.
+    arm = {
+        "name": "c",
+        "n": 3,
+        "sum": 3,
+        "sum_squares": 5,
+        "covariate_sum": 3,
+        "covariate_sum_squares": 5,
+    }
+    doc = {
+        "metric_type": "mean",
+        "cuped": True,
+        "variants": [{**arm, "covariate_cross_sum": 5}, {**arm, "name": "t"}],
+    }
+    doc["variants"][1]["covariate_cross_sum"] = 5.01
+    code, out, err = run(json.dumps(doc), capsys, monkeypatch)
+    assert code == 2
+    assert out == ""
+    text = " ".join(err.split())
+    assert "variants[1].covariate_cross_sum 5.01" in text
+    for field in ("sum_squares", "covariate_sum", "covariate_sum_squares"):
+        assert field in text
+    doc["variants"][1]["covariate_cross_sum"] = 1  # the other bound: allowed
+    code, out, err = run(json.dumps(doc), capsys, monkeypatch)
+    assert code == 0, err

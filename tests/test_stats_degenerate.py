@@ -209,3 +209,53 @@ def test_no_conversions_in_treatment_is_an_honest_minus_100_percent(method: str)
         z = -0.037 / est.null_se
         assert cmp.inference.p_value == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-9)
     json.dumps(cmp.estimate.to_dict(), allow_nan=False)
+
+
+def _arm(name: str, n: int, var_y: float, var_x: float, r: float) -> VariantStats:
+    """An arm with exactly these sample moments (means 2 and 3): sums from closed forms."""
+    my, mx = 2.0, 3.0
+    cross = (n - 1) * r * math.sqrt(var_x * var_y) + n * mx * my
+    return VariantStats(
+        name,
+        n,
+        n * my,
+        (n - 1) * var_y + n * my * my,
+        None,
+        None,
+        None,
+        None,
+        n * mx,
+        (n - 1) * var_x + n * mx * mx,
+        cross,
+    )
+
+
+@pytest.mark.parametrize(
+    ("r", "impossible"),
+    [
+        (0.5, False),
+        (1.0, False),  # a covariate that is the metric up to scale: adjusted variance 0
+        (1 + 1e-13, False),  # rounding of the sums, well inside the 1e-9 slack
+        (1 + 1e-6, True),
+        (-1 - 1e-6, True),
+        (1.5, True),
+    ],
+)
+def test_cuped_covariance_beyond_cauchy_schwarz_is_invalid_input(
+    r: float, impossible: bool
+) -> None:
+    control, treatment = _arm("c", 400, 4.0, 9.0, r), _arm("t", 500, 5.0, 8.0, 0.3)
+    est = analyze([control, treatment], "mean", cuped=True).comparisons[0].estimate
+    if impossible:
+        assert est.error is ErrorCode.INVALID_INPUT
+        assert (est.absolute, est.absolute_se) == (0.0, 0.0)
+        return
+    assert est.error is None
+    # Closed form: theta = pooled Sxy / Sxx, adjusted per-user variance
+    # var_y + theta^2 var_x - 2 theta r sd_x sd_y in each arm (clamped at 0 only for rounding).
+    sxy = 399 * r * 6.0 + 499 * 0.3 * math.sqrt(40.0)
+    theta = sxy / (399 * 9.0 + 499 * 8.0)
+    var_c = max(4.0 + theta**2 * 9.0 - 2 * theta * r * 6.0, 0.0)
+    var_t = 5.0 + theta**2 * 8.0 - 2 * theta * 0.3 * math.sqrt(40.0)
+    assert est.theta == pytest.approx(theta, rel=1e-9)
+    assert est.absolute_se**2 == pytest.approx(var_c / 400 + var_t / 500, rel=1e-9)

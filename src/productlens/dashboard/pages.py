@@ -414,7 +414,7 @@ def revenue_page(view: View) -> None:
         first = section.first_purchase
         c.metric(
             "days from signup to first purchase (mean)",
-            "-" if first is None else f"{first.mean_days:.1f}",
+            "-" if first is None or first.mean_days is None else f"{first.mean_days:.1f}",
         )
         fig = go.Figure(go.Scatter(x=daily["day"].to_pylist(), y=daily["net_revenue"].to_pylist()))
         fig.update_layout(title="Net revenue per day")

@@ -137,7 +137,22 @@ def parse(text: str) -> dict[str, Any]:
             raise StatsInputError(f"variants[{i}].name {variant['name']!r} is not unique")
         names.add(variant["name"])
     _check_weights(variants)
+    _check_covariances(variants)
     return doc
+
+
+def _check_covariances(variants: list[dict[str, Any]]) -> None:
+    """A covariate cross sum no data can have (|correlation| > 1 beyond rounding) is bad
+    input, named here, rather than an `invalid_input` code in an otherwise fine readout."""
+    from productlens.experiments.stats import VariantStats, impossible_covariance
+
+    for i, variant in enumerate(variants):
+        if impossible_covariance(VariantStats(**variant)):
+            raise StatsInputError(
+                f"variants[{i}].covariate_cross_sum {json.dumps(variant['covariate_cross_sum'])} "
+                "is impossible with its sum, sum_squares, covariate_sum and "
+                "covariate_sum_squares: the metric-covariate correlation would exceed 1"
+            )
 
 
 def _check_weights(variants: list[dict[str, Any]]) -> None:

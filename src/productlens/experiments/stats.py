@@ -57,7 +57,9 @@ class ErrorCode(StrEnum):
 
     EMPTY_ARM = "empty_arm"  # a variant has no users
     TOO_FEW_USERS = "too_few_users"  # a variant has fewer than 2 users
-    INVALID_INPUT = "invalid_input"  # negative n, NaN/infinite sums, proportion sum outside [0, n]
+    # negative n, NaN/infinite sums, proportion sum outside [0, n], a negative variance or a
+    # CUPED covariance beyond Cauchy-Schwarz (see `impossible_covariance`)
+    INVALID_INPUT = "invalid_input"
     MISSING_FIELDS = "missing_fields"  # ratio metric without denominator sums / cross_sum
     MISSING_COVARIATE = "missing_covariate"  # CUPED requested without covariate sums
     ZERO_VARIANCE = "zero_variance"  # the lift's standard error is zero
@@ -473,6 +475,28 @@ def _impossible_spread(n: int, total: float | None, squares: float | None) -> bo
     return squares < floor and not _close(squares, floor)
 
 
+def impossible_covariance(s: VariantStats) -> bool:
+    """True when no data has this arm's metric and covariate sums: a centred cross product
+    larger than Cauchy-Schwarz allows (|Sxy| > sqrt(Sxx Syy), i.e. |correlation| > 1).
+
+    The centred sums come from subtracting sum x sum / n from an uncentred sum, so their
+    rounding error scales with the uncentred magnitudes, not the centred ones: the slack
+    is the 1e-9 relative tolerance of `_close` times sqrt(sum_squares x
+    covariate_sum_squares), which bounds |covariate_cross_sum| itself. A covariance beyond
+    that is not rounding; within it the adjusted variance is clamped at 0 as rounding.
+    """
+    values = (s.sum, s.sum_squares, s.covariate_sum, s.covariate_sum_squares)
+    cross = s.covariate_cross_sum
+    if s.n < 2 or cross is None or any(v is None for v in values):
+        return False
+    sx, qx, sy, qy = (float(v) for v in values)  # type: ignore[arg-type]
+    sxx = max(qx - sx * sx / s.n, 0.0)
+    syy = max(qy - sy * sy / s.n, 0.0)
+    sxy = cross - sx * sy / s.n
+    slack = 1e-9 * math.sqrt(abs(qx) * abs(qy))
+    return abs(sxy) > math.sqrt(sxx * syy) + slack
+
+
 def _moments(metric_type: MetricType, s: VariantStats) -> ArmMoments:
     return arm_moments(
         metric_type,
@@ -565,7 +589,9 @@ def _cuped_estimate(kind: MetricType, c: VariantStats, t: VariantStats) -> Estim
     if any(v is None for v in covariates):
         return neutral_estimate(kind, c, t, ErrorCode.MISSING_COVARIATE, cuped=True)
     if not all(math.isfinite(v) for v in covariates) or any(
-        _impossible_spread(s.n, s.covariate_sum, s.covariate_sum_squares) for s in (c, t)
+        _impossible_spread(s.n, s.covariate_sum, s.covariate_sum_squares)
+        or impossible_covariance(s)
+        for s in (c, t)
     ):
         return neutral_estimate(kind, c, t, ErrorCode.INVALID_INPUT, cuped=True)
     plain = estimate(c, t, kind)
@@ -579,6 +605,8 @@ def _cuped_estimate(kind: MetricType, c: VariantStats, t: VariantStats) -> Estim
         # Per-user variance of the metric itself (n - 1), even for a proportion: the
         # adjusted variance is a regression residual variance, not a binomial one.
         var = s.variance + theta**2 * s.covariate_variance - 2 * theta * s.covariate_covariance
+        # Var(Y - theta X) >= 0 for any theta once `impossible_covariance` has passed, so a
+        # negative value here is rounding (e.g. a covariate equal to the metric): 0.
         return ArmMoments(s.mean, max(var, 0.0), float(s.n))
 
     ac, at = adjusted(c), adjusted(t)

@@ -32,7 +32,10 @@ def command(
         typer.Option(
             "--start",
             help="The event that puts a user in a cohort, or 'signup' for the signup time "
-            "(users the users table does not know: their first event).",
+            "(users the users table does not know: their first event). With 'signup', "
+            "--where device=/country= also picks users by the users table's values at "
+            "signup (users without a signup time are then left out); other --where keys "
+            "filter returns only.",
         ),
     ],
     return_event: Annotated[

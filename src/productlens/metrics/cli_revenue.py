@@ -73,6 +73,7 @@ _FIRST_PURCHASE_COLUMNS = (
     ("buyers", "n_buyers"),
     ("mean days", "mean_days"),
     ("median days", "median_days"),
+    ("left out: ordered before signup", "n_before_signup"),
 )
 
 

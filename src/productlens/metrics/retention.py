@@ -15,7 +15,12 @@ return event in period cohort + k.
   cohorts are one per user in both modes and, being a user attribute, ignore the range.
 - Filters: `scope.where` applies to start and return events, `start_where` to start
   events, `return_where` to return events (column 0 is unaffected by it). A signup is not
-  an event: `start_where` is refused with `signup`, and `scope.where` filters returns only.
+  an event: `start_where` is refused with `signup`. With `signup`, a `scope.where` key the
+  users table has (`USER_COLUMNS`: device, country) also filters the person, as PostHog
+  does: a user is in a cohort only if their users-table row (the attributes at signup;
+  later country changes live in `stg_user_changes`, not there) matches, and a user
+  without a signup time then has no signup attributes and is left out. A key the users
+  table lacks (an event property) filters returns only, as for any return.
 - `cumulative`: a user counts in every column from 1 up to their last return.
 - Cohorts: the `periods` (N) periods ending with the period containing the scope's end
   (`--to`), or else the period of the last event in scope; columns 0..N-1. The range
@@ -69,6 +74,9 @@ MODES: tuple[Mode, ...] = ("recurring", "first_time")
 SIGNUP = "signup"  # the start that means "the user's signup", not an event
 MAX_PERIODS = 32  # PostHog: "during the next" at most 31 periods, plus the cohort's own
 USERS_TABLE = "staging.stg_users"
+# Columns of the users table (its values at signup) a `--where` on the same key filters
+# signup cohorts by; other keys are event-only (see the module docstring).
+USER_COLUMNS = ("device", "country")
 
 
 @dataclass(frozen=True)
@@ -350,12 +358,23 @@ def _signup_cohorts(
     in_bounds: exp.Condition | None,
     span: Span | None,
 ) -> exp.Select:
-    """Cohorts by signup time; a user without one joins the period it was first seen."""
+    """Cohorts by signup time; a user without one joins the period it was first seen.
+
+    `scope.where` filters on `USER_COLUMNS` select the signups by the users table's own
+    values; users without a signup time have none, so such a filter leaves them out.
+    """
+    person = [f for f in scope.where if f.key in USER_COLUMNS]
     signups = (
         exp.select(exp.column("user_id"), exp.column("signup_ts").as_("start_ts"))
         .from_(exp.to_table(users))
-        .where(exp.column("signup_ts").is_(exp.null()).not_())
+        .where(_and(exp.column("signup_ts").is_(exp.null()).not_(), where_condition(person)))
     )
+    if person:
+        return (
+            query.with_("signups", as_=signups)
+            .with_("starts", as_=exp.select("user_id", "start_ts").from_("signups"))
+            .with_("cohorts", as_=_cohorts_of_starts(scope, grain, in_bounds, span))
+        )
     first_seen = (
         exp.select(exp.column("user_id"), exp.Min(this=exp.column("event_ts")).as_("start_ts"))
         .from_(exp.to_table(scope.source))

@@ -19,7 +19,9 @@ the amount of completed orders (refunded, pending and cancelled orders count 0).
 - Time to first purchase: `customer_metrics.days_to_first_purchase` (calendar days from
   the signup date to the first completed order's date) of the buyers whose first
   purchase falls in the range; mean and median (the midpoint of the two middle values
-  for an even count).
+  for an even count). A buyer whose first order is dated before their signup (negative
+  days; the `first_purchase_after_signup` data test warns on them) is counted apart as
+  `n_before_signup` and left out of the mean and median (see `FirstPurchase`).
 
 A section is None, with a note saying why, when the warehouse has no table or no rows
 for it (a shop world has no subscriptions; a SaaS world no orders).
@@ -91,11 +93,20 @@ class SegmentValue:
 
 @dataclass(frozen=True)
 class FirstPurchase:
-    """Days from signup to first purchase over the buyers whose first purchase is in range."""
+    """Days from signup to first purchase over the buyers whose first purchase is in range.
+
+    `n_buyers`, `mean_days` and `median_days` are over the buyers who signed up on or
+    before their first order's date. `n_before_signup` counts the others apart: an order
+    dated before the signup contradicts the data (an imported order, a re-created account,
+    a clock), not a fast buyer, and averaging its negative days in would pull the mean
+    below what any real buyer took, silently. Without such buyers the mean and median are
+    None (only buyers before signup in range).
+    """
 
     n_buyers: int
-    mean_days: float
-    median_days: float
+    mean_days: float | None
+    median_days: float | None
+    n_before_signup: int = 0
 
 
 @dataclass(frozen=True)
@@ -192,9 +203,11 @@ ranked as (
         row_number() over (order by days) as days_rank,
         count(*) over () as n
     from buyers
+    where days >= 0
 )
 select
     count(*) as n_buyers,
+    (select count(*) from buyers where days < 0) as n_before_signup,
     avg(cast(days as double)) as mean_days,
     avg(case when 2 * days_rank between n and n + 2 then cast(days as double) end)
         as median_days
@@ -331,13 +344,15 @@ def clv_by_segment(engine: Engine, scope: Scope) -> tuple[SegmentValue, ...]:
 
 
 def time_to_first_purchase(engine: Engine, scope: Scope) -> FirstPurchase | None:
+    """Signup to first purchase in range (see `FirstPurchase`); None with no buyer at all."""
     row = _fetch(engine, first_purchase_query(scope))[0]
-    if not row["n_buyers"]:
+    if not row["n_buyers"] and not row["n_before_signup"]:
         return None
     return FirstPurchase(
         n_buyers=int(row["n_buyers"]),
-        mean_days=float(row["mean_days"]),
-        median_days=float(row["median_days"]),
+        mean_days=None if row["mean_days"] is None else float(row["mean_days"]),
+        median_days=None if row["median_days"] is None else float(row["median_days"]),
+        n_before_signup=int(row["n_before_signup"]),
     )
 
 

@@ -426,12 +426,22 @@ def first_purchase(r: RevenueSection) -> Insight | None:
     p = r.first_purchase
     if p is None:
         return None
-    return Insight(
-        "first_purchase",
-        f"Buyers take {p.mean_days:.1f} days on average from signup to their first purchase "
-        f"(median {p.median_days:.1f}, {_n(p.n_buyers, 'buyer')}).",
-        {"mean_days": p.mean_days, "median_days": p.median_days, "n_buyers": p.n_buyers},
-    )
+    values: dict[str, Value] = {
+        "mean_days": p.mean_days,
+        "median_days": p.median_days,
+        "n_buyers": p.n_buyers,
+        "n_before_signup": p.n_before_signup,
+    }
+    # Always said, 0 included: the reader should know the figure excludes such buyers.
+    apart = f" {_n(p.n_before_signup, 'buyer')} with an order dated before signup left out."
+    if p.mean_days is None or p.median_days is None:
+        text = "No buyer's first purchase in range came on or after their signup."
+    else:
+        text = (
+            f"Buyers take {p.mean_days:.1f} days on average from signup to their first "
+            f"purchase (median {p.median_days:.1f}, {_n(p.n_buyers, 'buyer')})."
+        )
+    return Insight("first_purchase", text + apart, values)
 
 
 # --- products and marketing -------------------------------------------------------------------
