@@ -371,10 +371,10 @@ def _probe(engine: Engine, tests: list[tuple[int, DataTest]]) -> dict[int, int]:
     A condition's failing rows are counted (`count(case when failing then 1 end)`). A
     unique test's key is counted twice, its non-null values and its distinct ones: equal,
     no value repeats and the test passes; else it is left out, to count its duplicated
-    keys with its own query. No grouping by the key here: a hash table of every key with
-    the conditions' counts beside it costs far more memory and time at 10M rows than the
-    plain scan and a count of distinct keys (measured, see the commit). Empty when the
-    probe cannot run (each test then runs alone and reports its own error)."""
+    keys with its own query. No grouping by the key here: at 10M events a hash table of
+    every event_id with the conditions' sums beside it took 2.0 GiB and more CPU than
+    each test alone; this scan takes 0.85 GiB and the least CPU of the three. Empty when
+    the probe cannot run (each test then runs alone and reports its own error)."""
     table = tests[0][1].probe_table
     assert table is not None
     conditions = [(i, t.probe_condition) for i, t in tests if t.probe_condition is not None]
