@@ -142,15 +142,38 @@ TOGETHER = (
     "      - unique: [cid, pid]\n"
     "      - same_rows_as: stg_p\n"
 )
+# A unique key whose non-null values do not repeat (one is null): it passes in the probe.
+UNIQUE_WITH_NULL = (
+    "models:\n  - name: stg_c\n    grain: g\n"
+    "    columns: {pid: [unique, not_null], qty: [not_null]}\n"
+    "    tests: [{expression: 'qty >= 0'}]\n"
+)
 
 
+@pytest.mark.parametrize(
+    ("spec", "n_failing", "n_counts"),
+    [
+        # Four counts: the probe; cid's unique again, as its key repeats (the probe
+        # knows only that it fails); the unique on two columns and the reconciliation,
+        # which run alone.
+        (TOGETHER, [1, 0, 1, 1, 0, 1, 1, 0, 1], 4),
+        # One count: the unique test passes in the probe, the failing ones are sampled.
+        (UNIQUE_WITH_NULL, [0, 1, 0, 1], 1),
+    ],
+    ids=["together", "unique_with_null"],
+)
 def test_tests_of_one_table_probed_in_one_scan_count_as_alone(
-    engine: DuckDBEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: DuckDBEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spec: str,
+    n_failing: list[int],
+    n_counts: int,
 ) -> None:
-    graph = setup(engine, tmp_path, TOGETHER)
+    graph = setup(engine, tmp_path, spec)
     tests = checks.compile_tests(graph)
     alone = [checks.run_tests(engine, [t], "alone")[0] for t in tests]
-    assert [o.n_failing for o in alone] == [1, 0, 1, 1, 0, 1, 1, 0, 1]
+    assert [o.n_failing for o in alone] == n_failing
     counted: list[str] = []
     fetch_all = engine.fetch_all
 
@@ -163,9 +186,9 @@ def test_tests_of_one_table_probed_in_one_scan_count_as_alone(
     assert [(o.n_failing, o.sample, o.status, o.error) for o in together] == [
         (o.n_failing, o.sample, o.status, o.error) for o in alone
     ]
-    # One count for the seven probed tests (the second unique runs alone, as does the
-    # reconciliation), not one each.
-    assert len(counted) == 3
+    assert len(counted) == n_counts
+    # The probe scans the table ungrouped: no hash table of every key.
+    assert "GROUP BY" not in counted[0]
 
 
 def test_a_broken_test_in_a_probe_is_reported_alone(engine: DuckDBEngine, tmp_path: Path) -> None:

