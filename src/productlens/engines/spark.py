@@ -748,7 +748,7 @@ def _rows_written(result: Any) -> int | None:
     """The rows an INSERT's write command wrote (its `numOutputRows` metric), from the
     executed plan of the classic DataFrame `spark.sql` returned for it; None when the plan
     holds no such metric."""
-    from py4j.protocol import Py4JError  # noqa: PLC0415
+    from py4j.protocol import Py4JError  # type: ignore[import-untyped]  # noqa: PLC0415
 
     try:
         plan = result._jdf.queryExecution().executedPlan()
@@ -805,7 +805,7 @@ def _translated_errors(**context: object) -> Iterator[None]:
     from pyspark.errors import PySparkException  # noqa: PLC0415
 
     try:
-        from py4j.protocol import (  # type: ignore[import-untyped]  # noqa: PLC0415
+        from py4j.protocol import (  # noqa: PLC0415
             Py4JError,
             Py4JJavaError,
             Py4JNetworkError,
