@@ -258,6 +258,12 @@ _WRITE_COUNTS = [
         "GROUP BY 1",
         None,
     ),
+    (  # two subqueries' CTEs of one name, as in retention_cohorts
+        "nested_ctes",
+        "SELECT * FROM (WITH a AS (SELECT 1 AS x) SELECT * FROM a) AS w "
+        "UNION ALL SELECT * FROM (WITH a AS (SELECT 2 AS x) SELECT * FROM a) AS m",
+        None,
+    ),
     (
         "partitioned",
         "SELECT CAST(d AS DATE) AS day, v FROM (VALUES ('2024-01-01', 1), ('2024-01-01', 2), "

@@ -292,17 +292,28 @@ class SparkEngine(Transpiles):
             if not _classic(self._session):
                 self.execute(_create_as(schema, name, query, partition_by))
                 return None
-            fields = self._sql(query).schema.fields  # analysed only
+            frame = self._sql(query)  # analysed only
             columns = [
                 (f.name, exp.DataType.build(f.dataType.simpleString(), dialect="spark"))
-                for f in fields
+                for f in frame.schema.fields
             ]
             self.execute(_create_empty(schema, name, columns, partition_by))
             # Spark stores a partition column last; the INSERT matches columns by position.
             physical = [c for c, _ in columns if c != partition_by]
             physical += [partition_by] if partition_by is not None else []
-            insert = exp.insert(_select_all(physical, query.subquery("q")), table(schema, name))
-            return _rows_written(self._sql(insert))  # an INSERT leaves the catalog as it was
+            # The INSERT reads the analysed query through a temporary view: SQLGlot writes
+            # an INSERT's CTEs, nested ones included, as one WITH before it, where two
+            # subqueries' CTEs of one name collide (retention_cohorts' week and month).
+            view = f"__productlens_build_{next(_views)}"
+            with self._errors(table=f"{schema}.{name}"):
+                frame.createOrReplaceTempView(view)
+            try:
+                source = exp.table_(view, quoted=True)
+                insert = exp.insert(_select_all(physical, source), table(schema, name))
+                return _rows_written(self._sql(insert))  # an INSERT leaves the catalog as is
+            finally:
+                with self._errors(table=view):
+                    self._session.catalog.dropTempView(view)
         except EngineError:
             self.execute(_drop(schema, name, "table"))
             raise
