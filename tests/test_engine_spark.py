@@ -287,13 +287,13 @@ def test_built_rows_are_the_writes_own_count(
     schema = f"spark_{next(_counter)}"
     eng.ensure_schema(schema)
     query = q(sql)
-    expected = eng.fetch_all(exp.select(exp.func("count", exp.Star())).from_(query.subquery()))
+    expected = len(eng.fetch_all(query))  # the query's own rows
     before = len(session.sent)
     built = eng.replace_table(schema, "t", query, partition_by=partition_by)
     # A count would read the table built (`t__building`, `t__parts_a`) back.
     reads = [t for t in session.sent[before:] if t.startswith("SELECT") and "`t__" in t]
     assert reads == []
-    assert built == expected[0][0]
+    assert built == expected
     counted = eng.fetch_all(exp.select(exp.func("count", exp.Star())).from_(table(schema, "t")))
     assert built == counted[0][0]
 
