@@ -448,6 +448,16 @@ def _print_engines(size: int, result: dict[str, Any], repeats: int, console: Con
     console.print(table)
     for name, error in result["errors"].items():
         console.print(f"{name} failed: {error}")
+    for name, runs in result["runs"].items():
+        if not runs or "finish" not in runs[0]:
+            continue
+        run = engines.median_run(runs)
+        slowest = sorted(run["model_seconds"].items(), key=lambda item: -item[1])[:8]
+        console.print(
+            f"{name}: finish (rows per layer) {run['finish']:.2f} s; models built "
+            f"{sum(run['model_seconds'].values()):.2f} s in all, slowest: "
+            + ", ".join(f"{model} {seconds:.2f}" for model, seconds in slowest)
+        )
     console.print(
         "publish: the raw layer shown to the engine (PostgreSQL loads each raw file once; "
         "Spark reads the files as tables; DuckDB's warehouse is the lake's catalog); total: "

@@ -61,7 +61,9 @@ def run_stages(project: Any, engine: Any, data: Path, also: Sequence[int] = ()) 
             marks.append(process_cpu(also))
             seconds = time.perf_counter() - started
     finally:
+        finishing = time.perf_counter()
         summary = runner.finish()
+        finish_seconds = time.perf_counter() - finishing
     from sqlglot import exp
 
     from productlens.engines.base import table
@@ -78,6 +80,12 @@ def run_stages(project: Any, engine: Any, data: Path, also: Sequence[int] = ()) 
             stage: marks[i + 1] - marks[i] for i, stage in enumerate(("ingest", "build", "check"))
         },
         "rows": summary.layer_rows,
+        # Outside the stages: the closing rows per layer, and each model's build (the
+        # run log's), for where a stage's time went.
+        "finish": finish_seconds,
+        "model_seconds": {
+            r.object: r.seconds for r in runner.runlog.records if r.stage == "build" and r.object
+        },
     }
 
 

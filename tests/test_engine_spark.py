@@ -22,7 +22,7 @@ import sqlglot
 from sqlglot import exp
 
 from productlens.engines.base import table
-from productlens.engines.spark import SparkEngine
+from productlens.engines.spark import SparkEngine, _create_as
 from productlens.errors import EngineError
 
 pytestmark = pytest.mark.xdist_group("spark")
@@ -246,3 +246,73 @@ def test_catalog_answers_follow_the_engines_own_changes(spark: Any) -> None:
     eng.drop(schema, "t")
     assert (eng.table_kind(schema, "t"), eng.list_tables(schema)) == (None, [])
     assert catalog(spark, schema) == []
+
+
+# Queries whose row counts a build must report exactly: none, a shuffle over several
+# tasks (a group by), and a partitioned table (one file per day).
+_WRITE_COUNTS = [
+    ("empty", "SELECT 1 AS x WHERE 1 = 0", None),
+    (
+        "shuffled",
+        "SELECT a % 7 AS k, count(*) AS n FROM (VALUES (1), (2), (3), (8), (9), (15)) AS v(a) "
+        "GROUP BY 1",
+        None,
+    ),
+    (  # two subqueries' CTEs of one name, as in retention_cohorts
+        "nested_ctes",
+        "SELECT * FROM (WITH a AS (SELECT 1 AS x) SELECT * FROM a) AS w "
+        "UNION ALL SELECT * FROM (WITH a AS (SELECT 2 AS x) SELECT * FROM a) AS m",
+        None,
+    ),
+    (
+        "partitioned",
+        "SELECT CAST(d AS DATE) AS day, v FROM (VALUES ('2024-01-01', 1), ('2024-01-01', 2), "
+        "('2024-01-02', 3), ('2024-01-03', 4)) AS t(d, v)",
+        "day",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("sql", "partition_by"), [c[1:] for c in _WRITE_COUNTS], ids=[c[0] for c in _WRITE_COUNTS]
+)
+def test_built_rows_are_the_writes_own_count(
+    spark: Any, sql: str, partition_by: str | None
+) -> None:
+    """On a classic session, a build's rows come from its write (numOutputRows), not from
+    a second pass over the table: they equal a count(*) of the table, and no count was
+    sent while building."""
+    session = _CountingSession(spark)
+    eng = SparkEngine(session)
+    schema = f"spark_{next(_counter)}"
+    eng.ensure_schema(schema)
+    query = q(sql)
+    expected = len(eng.fetch_all(query))  # the query's own rows
+    before = len(session.sent)
+    built = eng.replace_table(schema, "t", query, partition_by=partition_by)
+    # A count would read the table built (`t__building`, `t__parts_a`) back.
+    reads = [t for t in session.sent[before:] if t.startswith("SELECT") and "`t__" in t]
+    assert reads == []
+    assert built == expected
+    counted = eng.fetch_all(exp.select(exp.func("count", exp.Star())).from_(table(schema, "t")))
+    assert built == counted[0][0]
+
+
+def test_built_table_has_the_querys_columns_and_types(eng: SparkEngine, schema: str) -> None:
+    """The table a build creates (empty, from the query's analysed columns, then filled)
+    has the column names, order, types and nullability a CTAS of the query gives."""
+    sql = (
+        "SELECT 1 AS i, CAST(2 AS BIGINT) AS b, 1.5 AS dc, CAST(2.5 AS DOUBLE) AS d, "
+        "'x' AS s, CAST('2024-01-02' AS DATE) AS dt, "
+        "CAST('2024-01-02 03:04:05' AS TIMESTAMP) AS ts, true AS flag, [1, 2] AS arr"
+    )
+    query = q(sql)
+    eng.replace_table(schema, "typed", query)
+    # The table Spark's own CTAS makes of the same query (all columns nullable).
+    eng.execute(_create_as(schema, "ctas", query, None))
+    stored, made = (eng._session.table(f"`{schema}`.`{n}`").schema for n in ("typed", "ctas"))
+    assert [(f.name, f.dataType, f.nullable) for f in stored] == [
+        (f.name, f.dataType, f.nullable) for f in made
+    ]
+    values = eng.fetch_all(exp.select("i", "b", "dc", "s").from_(table(schema, "typed")))
+    assert values == [(1, 2, Decimal("1.5"), "x")]

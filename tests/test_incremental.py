@@ -167,3 +167,46 @@ def test_since_on_postgres_equals_a_full_build(
     finally:
         full.close()
         pg.close()
+
+
+def test_rows_per_layer_are_the_builds_counts_and_exact(
+    tmp_path: Path, batches: tuple[list[Path], list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run summary's rows per layer take each table the run built from its build's
+    record (a range refresh's too) and count the rest, and equal a count of every table
+    of the layer."""
+    first, later = batches
+    project = load_project(tmp_path / "p", engine="duckdb")
+    engine = open_engine(project)
+    try:
+        assert isinstance(engine, DuckDBEngine)
+        runner = Runner(project, engine, Console(quiet=True))
+        runner.ingest(first)
+        assert runner.build().ok
+        runner.finish()
+        # A second run refreshes one mart only (its record: the table's rows after the
+        # overwrite): the other tables are counted.
+        counted: list[str] = []
+        fetch_all = engine.fetch_all
+
+        def spy(query: exp.Expr) -> list[tuple[object, ...]]:
+            if isinstance(query, exp.Select) and query.find(exp.Count):
+                counted.extend(f"{t.db}.{t.name}" for t in query.find_all(exp.Table))
+            return fetch_all(query)
+
+        again = Runner(project, engine, Console(quiet=True))
+        again.ingest(later)
+        assert again.build(["daily_sales"], since=CUTOFF).ok
+        monkeypatch.setattr(engine, "fetch_all", spy)  # what finish() counts
+        summary = again.finish()
+        monkeypatch.undo()
+        assert ("marts", "daily_sales") in again.built_rows()
+        assert "marts.daily_sales" not in counted
+        assert "marts.funnel_daily_metrics" in counted  # built by the first run only
+        for layer in ("staging", "core", "marts"):
+            names = [n for n in engine.list_tables(layer) if engine.table_kind(layer, n) == "table"]
+            counts = [exp.select(exp.Count(this=exp.Star())).from_(table(layer, n)) for n in names]
+            expected = sum(int(engine.fetch_all(count)[0][0]) for count in counts)
+            assert summary.layer_rows[layer] == expected, layer
+    finally:
+        engine.close()

@@ -368,9 +368,26 @@ class Runner:
         stage_records = [r for r in self.runlog.records if r.object is None]
         stage_records[-1].meta.update(meta)
 
+    def built_rows(self) -> dict[tuple[str, str], int]:
+        """The rows of each table this run built, as its build recorded them (the engine's
+        count of the table swapped in), by (layer, name); the latest build of a table
+        wins. Views and failed builds record none."""
+        built: dict[tuple[str, str], int] = {}
+        for record in self.runlog.records:
+            if record.stage == "build" and record.object and record.status == "success":
+                layer, _, name = record.object.partition(".")
+                if record.rows is None:
+                    built.pop((layer, name), None)
+                else:
+                    built[(layer, name)] = record.rows
+        return built
+
     def finish(self) -> RunSummary:
-        """Count rows per layer, write run_results.json and release the lake."""
+        """Count rows per layer, write run_results.json and release the lake. A table
+        this run built is counted by its build's record (`built_rows`), not read again:
+        on Spark each count was a job over the whole table, 30-odd per run."""
         self.close()
+        built = self.built_rows()
         for layer in LAYERS[:4]:
             total = 0
             if layer == "raw":
@@ -385,6 +402,9 @@ class Runner:
                 for name in self.engine.list_tables(layer):
                     if self.engine.table_kind(layer, name) != "table":
                         continue  # a view's rows are its table's, counted there
+                    if (layer, name) in built:
+                        total += built[(layer, name)]
+                        continue
                     count = exp.select(exp.Count(this=exp.Star())).from_(table_of(layer, name))
                     total += int(self.engine.fetch_all(count)[0][0])
             self.summary.layer_rows[layer] = total

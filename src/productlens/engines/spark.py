@@ -234,8 +234,8 @@ class SparkEngine(Transpiles):
         if partition_by is not None:
             return self._replace_partitioned(schema, name, query, partition_by)
         building = name + BUILDING
-        self._build(schema, building, query, None)
-        rows = self._count(schema, building)
+        written = self._build(schema, building, query, None)
+        rows = self._count(schema, building) if written is None else written
         # No transactions: from the drop to the rename, `name` is briefly absent.
         self.drop(schema, name)
         self.execute(_rename(schema, building, name))
@@ -262,8 +262,8 @@ class SparkEngine(Transpiles):
         live = self._storage(schema, name)
         fresh = name + (PARTS[1] if live == name + PARTS[0] else PARTS[0])
         order = self._sql(query).columns  # analysed only: the model's column order
-        self._build(schema, fresh, query, partition_by)
-        rows = self._count(schema, fresh)
+        written = self._build(schema, fresh, query, partition_by)
+        rows = self._count(schema, fresh) if written is None else written
         if self._catalog(schema).get(name) == "table":
             self.drop(schema, name)  # a plain table of the name: briefly absent
         self.execute(_view(schema, name, _select_all(order, table(schema, fresh))))
@@ -271,13 +271,49 @@ class SparkEngine(Transpiles):
             self.execute(_drop(schema, live, "table"))
         return rows
 
-    def _build(self, schema: str, name: str, query: exp.Query, partition_by: str | None) -> None:
-        """Create `name` from the query; on failure leave no table of that name."""
+    def _build(
+        self, schema: str, name: str, query: exp.Query, partition_by: str | None
+    ) -> int | None:
+        """Create `name` from the query; on failure leave no table of that name. Returns
+        the rows written, as the write itself counted them, or None where the session does
+        not say (Spark Connect: the caller counts the table).
+
+        A classic session creates the empty table from the query's analysed columns, then
+        fills it with one INSERT, whose write command reports `numOutputRows` (the rows of
+        the committed tasks' files): a table's rows without a second pass over it, which
+        cost a Spark job per model. A CTAS would not do: it writes through a nested command
+        whose metrics it does not keep. A Spark Connect client sees no JVM plan (and the
+        server's metrics of a command stop at its result), so there the table is created
+        by one CTAS and counted."""
         kinds = self._catalog(schema)
         if name in kinds:  # left by a process killed mid-build
             self.execute(_drop(schema, name, kinds[name]))
         try:
-            self.execute(_create_as(schema, name, query, partition_by))
+            if not _classic(self._session):
+                self.execute(_create_as(schema, name, query, partition_by))
+                return None
+            frame = self._sql(query)  # analysed only
+            columns = [
+                (f.name, exp.DataType.build(f.dataType.simpleString(), dialect="spark"))
+                for f in frame.schema.fields
+            ]
+            self.execute(_create_empty(schema, name, columns, partition_by))
+            # Spark stores a partition column last; the INSERT matches columns by position.
+            physical = [c for c, _ in columns if c != partition_by]
+            physical += [partition_by] if partition_by is not None else []
+            # The INSERT reads the analysed query through a temporary view: SQLGlot writes
+            # an INSERT's CTEs, nested ones included, as one WITH before it, where two
+            # subqueries' CTEs of one name collide (retention_cohorts' week and month).
+            view = f"__productlens_build_{next(_views)}"
+            with self._errors(table=f"{schema}.{name}"):
+                frame.createOrReplaceTempView(view)
+            try:
+                source = exp.table_(view, quoted=True)
+                insert = exp.insert(_select_all(physical, source), table(schema, name))
+                return _rows_written(self._sql(insert))  # an INSERT leaves the catalog as is
+            finally:
+                with self._errors(table=view):
+                    self._session.catalog.dropTempView(view)
         except EngineError:
             self.execute(_drop(schema, name, "table"))
             raise
@@ -699,6 +735,42 @@ def _parquet(partition_by: str | None = None) -> exp.Properties:
     return exp.Properties(expressions=properties)
 
 
+def _create_empty(
+    schema: str,
+    name: str,
+    columns: Sequence[tuple[str, exp.DataType]],
+    partition_by: str | None,
+) -> exp.Create:
+    """An empty Parquet table of these columns (all nullable, as a CTAS makes them)."""
+    definition = exp.Schema(
+        this=table(schema, name),
+        expressions=[exp.ColumnDef(this=_ident(column), kind=dtype) for column, dtype in columns],
+    )
+    return exp.Create(this=definition, kind="TABLE", properties=_parquet(partition_by))
+
+
+def _classic(session: Any) -> bool:
+    """Whether the session is a classic one (a JVM in reach through py4j), not Spark
+    Connect's client."""
+    return getattr(session, "_jsparkSession", None) is not None
+
+
+def _rows_written(result: Any) -> int | None:
+    """The rows an INSERT's write command wrote (its `numOutputRows` metric), from the
+    executed plan of the classic DataFrame `spark.sql` returned for it; None when the plan
+    holds no such metric."""
+    from py4j.protocol import Py4JError  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    try:
+        plan = result._jdf.queryExecution().executedPlan()
+        # `spark.sql` runs a command at once; its plan is a CommandResultExec over the
+        # command's own physical plan (DataWritingCommandExec), which keeps the metrics.
+        metric = plan.commandPhysicalPlan().metrics().get("numOutputRows")
+        return None if metric.isEmpty() else int(metric.get().value())
+    except Py4JError:
+        return None
+
+
 def _create_as(schema: str, name: str, query: exp.Expr, partition_by: str | None) -> exp.Create:
     return exp.Create(
         this=table(schema, name),
@@ -744,7 +816,7 @@ def _translated_errors(**context: object) -> Iterator[None]:
     from pyspark.errors import PySparkException  # noqa: PLC0415
 
     try:
-        from py4j.protocol import (  # type: ignore[import-untyped]  # noqa: PLC0415
+        from py4j.protocol import (  # noqa: PLC0415
             Py4JError,
             Py4JJavaError,
             Py4JNetworkError,
