@@ -181,9 +181,7 @@ def events_warehouse(data: str, project: str) -> tuple[Any, Any, int]:
     return engine, project_obj, events
 
 
-def run_one(
-    data: str, project: str, layouts: int = 0, against: str = "{}"
-) -> dict[str, object]:
+def run_one(data: str, project: str, layouts: int = 0, against: str = "{}") -> dict[str, object]:
     """Build a warehouse from `data` in `project`, then time every query; return figures.
     With `layouts`, the funnels also run on a copy of fct_events stored sorted by
     (user_id, event_ts), swapped in under the same name. `against` (JSON: name -> a

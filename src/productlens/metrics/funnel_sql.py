@@ -243,9 +243,8 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     among them has the most time left, so it reaches furthest and reports the times. For
     each step-1 instant those starts are: a step-0 event at the same instant (f1 = 0),
     and the latest step-0 event after the previous step-1 instant and before this one
-    (f1 = 1). The intervals between step-1 instants do not overlap, so the join of the
-    step-0 events to them yields at most one row per step-0 event. Later steps are
-    looked up the same way among their own (few) instants."""
+    (f1 = 1), found through time buckets (below) with equality joins only. Later steps
+    are looked up among their own (few) instants."""
     u = list(spec.units)
     ulist = ", ".join(u)
     n = len(spec.steps)
@@ -253,9 +252,10 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     window = "interval (:window) second"
     keys = [*u, *(["period"] if spec.per else [])]
     su = " and ".join(f"s.{c} = p.{c}" for c in u)
+    width, reach = _buckets(spec.window_s)
     ctes = [
-        f"s0 as (select {ulist}, event_ts as t0{_period(spec, scope, 'event_ts')} from ev "
-        f"where event_type = :name{ni[0]})",
+        f"s0 as (select {ulist}, event_ts as t0, {_bucket('event_ts', width)} as d"
+        f"{_period(spec, scope, 'event_ts')} from ev where event_type = :name{ni[0]})",
     ]
     for i in sorted(set(ni[1:])):
         ctes.append(
@@ -271,14 +271,9 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     # (`bm`, one row per unit and bucket; `jb`). Only the latest start before p matters:
     # if it is not after the previous step-1 instant or not inside the window, no start
     # is.
-    width, reach = _buckets(spec.window_s)
     offsets = ", ".join(f"({k})" for k in range(1, reach + 1))
     kp = ", ".join(f"p.{c}" for c in u)
     ks = ", ".join([*(f"s.{c}" for c in u), *(["s.period"] if spec.per else [])])
-    ctes[0] = (
-        f"s0 as (select {ulist}, event_ts as t0, {_bucket('event_ts', width)} as d"
-        f"{_period(spec, scope, 'event_ts')} from ev where event_type = :name{ni[0]})"
-    )
     ctes += [
         # `c > 0` holds for every row: it tells DuckDB's planner that this side is the
         # smaller one, so the join below hashes the step-1 instants, not the step-0 events.
