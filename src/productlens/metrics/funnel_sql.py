@@ -252,7 +252,7 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     window = "interval (:window) second"
     keys = [*u, *(["period"] if spec.per else [])]
     su = " and ".join(f"s.{c} = p.{c}" for c in u)
-    width, reach = _buckets(spec.window_s)
+    width, back = _buckets(spec.window_s)
     ctes = [
         f"s0 as (select {ulist}, event_ts as t0, {_bucket('event_ts', width)} as d"
         f"{_period(spec, scope, 'event_ts')} from ev where event_type = :name{ni[0]})",
@@ -264,14 +264,14 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
         )
     period = ", s.period" if spec.per else ""
     # The latest start before each step-1 instant p, without sorting or range-joining the
-    # (many) step-0 events: time is cut into buckets of `width` microseconds, so the
-    # window spans at most `reach` of them. The latest start in p's own bucket comes from
-    # an equality join on the bucket (`ja`: each step-0 event meets only the step-1
-    # instants of its bucket); failing that, from the latest of the earlier buckets' maxima
-    # (`bm`, one row per unit and bucket; `jb`). Only the latest start before p matters:
-    # if it is not after the previous step-1 instant or not inside the window, no start
-    # is.
-    offsets = ", ".join(f"({k})" for k in range(1, reach + 1))
+    # (many) step-0 events: time is cut into buckets of `width` microseconds, so a window
+    # reaches at most `back` buckets before its own. The latest start in p's own bucket
+    # comes from an equality join on the bucket (`ja`: each step-0 event meets only the
+    # step-1 instants of its bucket); failing that, from the latest of the earlier
+    # buckets' maxima (`bm`, one row per unit and bucket; `jb`). Only the latest start
+    # before p matters: if it is not after the previous step-1 instant or not inside the
+    # window, no start is.
+    offsets = ", ".join(f"({k})" for k in range(1, back + 1))
     kp = ", ".join(f"p.{c}" for c in u)
     ks = ", ".join([*(f"s.{c}" for c in u), *(["s.period"] if spec.per else [])])
     ctes += [
