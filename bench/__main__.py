@@ -234,24 +234,47 @@ METRIC_TARGET_SECONDS = 1.0  # retention and DAU/WAU/MAU at 10M
 
 
 def bench_funnel(
-    sizes: list[int], console: Console, layouts: bool = False
+    sizes: list[int], console: Console, variants: list[str] | None = None
 ) -> list[dict[str, object]]:
+    """`variants`: 'sorted' also times the funnels on a copy of fct_events sorted by user
+    and time; `@REF` also times git revision REF's funnel query on the same warehouse."""
     funnel.ensure_chdb(console.print)
+    variants = variants or []
+    unknown = [v for v in variants if v != "sorted" and not v.startswith(pipeline.AGAINST)]
+    if unknown:
+        raise SystemExit(f"bench funnel --variants: unknown {', '.join(unknown)} (sorted, @REF)")
+    against = {
+        v: pipeline.checkout(v.removeprefix(pipeline.AGAINST))
+        for v in variants
+        if v.startswith(pipeline.AGAINST)
+    }
     rows: list[dict[str, object]] = []
-    for size in sizes:
-        data = ingestion.world(size)
-        load = [_load()]
-        try:
-            result = funnel.measure(data, layouts)
-        finally:
-            import shutil
+    try:
+        for size in sizes:
+            rows.append(_funnel_size(size, console, "sorted" in variants, against))
+    finally:
+        import shutil
 
-            shutil.rmtree(data, ignore_errors=True)
-        load.append(_load())
-        rows.append({"size": size, "load": load, **result})
-        _print_funnel(size, result, console)
-        console.print(_load_line(load))
+        for folder in against.values():
+            shutil.rmtree(folder, ignore_errors=True)
     return rows
+
+
+def _funnel_size(
+    size: int, console: Console, layouts: bool, against: dict[str, Path]
+) -> dict[str, object]:
+    data = ingestion.world(size)
+    load = [_load()]
+    try:
+        result = funnel.measure(data, layouts, against)
+    finally:
+        import shutil
+
+        shutil.rmtree(data, ignore_errors=True)
+    load.append(_load())
+    _print_funnel(size, result, console)
+    console.print(_load_line(load))
+    return {"size": size, "load": load, **result}
 
 
 def _print_funnel(size: int, result: dict[str, Any], console: Console) -> None:
@@ -487,7 +510,8 @@ def main() -> None:
         help="pipeline: layouts of core.fct_events to compare in one run, comma-separated "
         f"(first is the baseline): {', '.join(pipeline.VARIANTS)}, or @REF for git revision "
         "REF's code as shipped (@main); funnel: 'sorted' also "
-        "times the funnels on a copy of fct_events sorted by (user_id, event_ts)",
+        "times the funnels on a copy of fct_events sorted by (user_id, event_ts), @REF "
+        "also times git revision REF's funnel query on the same warehouse",
     )
     parser.add_argument(
         "--repeats", type=int, default=None, help="pipeline: runs per variant; engines: per engine"
@@ -514,7 +538,9 @@ def main() -> None:
             "10M",
         ),
         "funnel": (
-            lambda sizes, console: bench_funnel(sizes, console, args.variants == "sorted"),
+            lambda sizes, console: bench_funnel(
+                sizes, console, args.variants.split(",") if args.variants else None
+            ),
             "10M,50M",
         ),
         "metrics": (bench_metrics, "10M"),

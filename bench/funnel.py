@@ -22,6 +22,8 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -179,10 +181,12 @@ def events_warehouse(data: str, project: str) -> tuple[Any, Any, int]:
     return engine, project_obj, events
 
 
-def run_one(data: str, project: str, layouts: int = 0) -> dict[str, object]:
+def run_one(data: str, project: str, layouts: int = 0, against: str = "{}") -> dict[str, object]:
     """Build a warehouse from `data` in `project`, then time every query; return figures.
     With `layouts`, the funnels also run on a copy of fct_events stored sorted by
-    (user_id, event_ts), swapped in under the same name."""
+    (user_id, event_ts), swapped in under the same name. `against` (JSON: name -> a
+    `bench.pipeline.checkout` folder) times each other version's funnel query on the same
+    warehouse, in the same alternation."""
     chdb = importlib.import_module("chdb")  # installed by the parent (ensure_chdb)
     engine, project_obj, events = events_warehouse(data, project)
     parquet = Path(project) / "events.parquet"
@@ -217,6 +221,10 @@ def run_one(data: str, project: str, layouts: int = 0) -> dict[str, object]:
             int(v) for v in _rows(engine, self_join_sql("core.fct_events", STEPS, WINDOW))[0]
         ],
     }
+    for name, folder in json.loads(against).items():
+        queries[f"productlens {name}"] = functools.partial(
+            _counts_of, engine, other_funnel_sql(Path(folder))
+        )
     extra: dict[str, float] = {}
     if layouts:
         began = time.perf_counter()
@@ -268,6 +276,55 @@ def _on_sorted(engine: Any, query: Callable[[], list[int]]) -> list[int]:
     finally:
         for new, old in reversed(swap):
             _run(engine, f"ALTER TABLE core.{old} RENAME TO {new}")
+
+
+# Run with another version's code (`bench.pipeline.checkout`): the SQL its `funnel()`
+# sends to a DuckDB engine for the bench's funnel, caught at `fetch_arrow`.
+_CAPTURE = """
+import sys
+from bench.funnel import STEPS, WINDOW
+from productlens.metrics.funnel import funnel
+
+
+class Caught(Exception):
+    pass
+
+
+class Capture:
+    dialect = "duckdb"
+
+    def fetch_arrow(self, query):
+        raise Caught(query.sql(dialect="duckdb"))
+
+
+try:
+    funnel(Capture(), STEPS, window=WINDOW)
+except Caught as caught:
+    sys.stdout.write(caught.args[0])
+"""
+
+
+def other_funnel_sql(folder: Path) -> str:
+    """The DuckDB SQL of the bench's funnel as the code in `folder` (a checkout of
+    `src/` and `bench/`) builds it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder / "src"), str(folder)])}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CAPTURE],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=folder,
+        env=env,
+    )
+    if not proc.stdout.strip():
+        raise RuntimeError(f"the code in {folder} sent no funnel query: {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def _counts_of(engine: Any, sql: str) -> list[int]:
+    """Units per step from a funnel query's rows (step, n_units, ...)."""
+    rows = engine.connection.execute(sql).fetchall()
+    return [int(n) for _, n, *_ in sorted(rows)]
 
 
 def _productlens_funnel(engine: Any) -> list[int]:
@@ -330,14 +387,21 @@ def _rows(engine: Any, sql: str) -> list[tuple[Any, ...]]:
     return rows
 
 
-def measure(data: Path, layouts: bool = False) -> dict[str, object]:
-    """One run in a fresh process and warehouse."""
+def measure(
+    data: Path, layouts: bool = False, against: dict[str, Path] | None = None
+) -> dict[str, object]:
+    """One run in a fresh process and warehouse; `against`: other versions' code by
+    name (`bench.pipeline.checkout` folders), timed beside this one."""
     from bench.isolated import run_isolated
 
     scratch = Path(tempfile.mkdtemp(prefix="productlens-bench-"))
     try:
         return run_isolated(
-            "bench.funnel.run_one", data=str(data), project=str(scratch), layouts=int(layouts)
+            "bench.funnel.run_one",
+            data=str(data),
+            project=str(scratch),
+            layouts=int(layouts),
+            against=json.dumps({k: str(v) for k, v in (against or {}).items()}),
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
+import bench.funnel
 import pyarrow as pa
 from bench.funnel import reference_counts, reference_query, self_join_sql
+from bench.isolated import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -106,3 +108,40 @@ EVENTS = st.lists(
 def test_random_tie_heavy_events(engine: DuckDBEngine, rows: list[tuple[str, str, int]]) -> None:
     expected = brute_force(rows)
     assert bench_counts(engine, rows) == [expected, expected]
+
+
+def test_another_revisions_funnel_query_counts_as_funnel_does(engine: DuckDBEngine) -> None:
+    """`--variants @REF`: the SQL a checkout's funnel() sends (here this tree's) gives, on the
+    same table, the counts funnel() gives. HAND on the bench's steps, its seconds
+    stretched so that 10 s become the bench's 7-day window."""
+    from productlens.metrics.funnel import funnel
+
+    stretch = bench.funnel.WINDOW.total_seconds() / WINDOW_S
+    names = dict(zip(STEPS, bench.funnel.STEPS, strict=False))
+    engine.execute(
+        q(
+            "CREATE OR REPLACE TABLE core.fct_events "
+            "(event_id VARCHAR, user_id VARCHAR, event_type VARCHAR, event_ts TIMESTAMP)"
+        )
+    )
+    engine.append_arrow(
+        "core",
+        "fct_events",
+        pa.table(
+            {
+                "event_id": [f"e{i}" for i in range(len(HAND))],
+                "user_id": [r[0] for r in HAND],
+                "event_type": [names[r[1]] for r in HAND],
+                "event_ts": pa.array(
+                    [round(r[2] * stretch) * 10**6 for r in HAND], pa.timestamp("us")
+                ),
+            }
+        ),
+    )
+    # The working tree holds src/ and bench/ as a checkout does (bench.pipeline.checkout).
+    sql = bench.funnel.other_funnel_sql(ROOT)
+    expected = [*HAND_COUNTS, 0]  # nobody purchases
+    assert [
+        s.count for s in funnel(engine, bench.funnel.STEPS, window=bench.funnel.WINDOW).steps
+    ] == expected
+    assert bench.funnel._counts_of(engine, sql) == expected

@@ -122,9 +122,14 @@ def units_counts_query(spec: FunnelSpec, units: exp.Query, *, totals: bool = Tru
 def _attempt_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     """The CTEs ending in `ax`: one row per attempt."""
     attempts = {"ordered": _ordered_ctes, "strict": _strict_ctes, "unordered": _unordered_ctes}
-    if spec.order == "ordered" and not spec.exclusions and spec.steps[0] != spec.steps[1]:
+    if _fast(spec):
         return _ordered_fast_ctes(spec, scope)
     return attempts[spec.order](spec, scope)
+
+
+def _fast(spec: FunnelSpec) -> bool:
+    """Whether `_ordered_fast_ctes` computes the funnel."""
+    return spec.order == "ordered" and not spec.exclusions and spec.steps[0] != spec.steps[1]
 
 
 def _query(scope: Scope, spec: FunnelSpec, ctes: list[str], last: str) -> exp.Query:
@@ -151,8 +156,10 @@ def _events(scope: Scope, spec: FunnelSpec) -> exp.Select:
     return scoped_events(
         scope,
         EventsSpec(
-            # Strict funnels are broken by any event, so they read every event.
-            event_types=None if spec.order == "strict" else spec.names,
+            # Strict funnels are broken by any event, so they read every event. The fast
+            # path's every reader picks its own event name: a filter on all the names
+            # here would only be evaluated again on each of its rows.
+            event_types=None if spec.order == "strict" or _fast(spec) else spec.names,
             columns=("event_id", "event_ts", "event_type"),
             extra=extra,
         ),
@@ -189,6 +196,26 @@ def _period(spec: FunnelSpec, scope: Scope, column: str) -> str:
     return f", {_sql(value)} as period"
 
 
+DAY_US = 86_400 * 10**6
+
+
+def _buckets(window_s: int) -> tuple[int, int]:
+    """The width in microseconds of the time buckets the fast path cuts time into, and
+    how many buckets before its own a window can reach into: a seventh of the window up
+    to a day, a day up to 28 days, then a 28th of the window (at most 29 earlier
+    buckets, so the step-1 instants' copies stay few)."""
+    window_us = window_s * 10**6
+    width = max(-(-window_us // 28), min(DAY_US, -(-window_us // 7)), 1)
+    return width, -(-window_us // width) + 1
+
+
+def _bucket(column: str, width: int) -> str:
+    """The bucket of a timestamp: whole microseconds since 2000 divided by `width`
+    (towards zero on some engines: bucket 0 is then twice as wide, which only makes a
+    window reach fewer buckets)."""
+    return f"date_diff('microsecond', timestamp '2000-01-01 00:00:00', {column}) // {width}"
+
+
 def _lookup_ctes(spec: FunnelSpec) -> list[str]:
     """`inst` and `look`: per unit and instant, occurrences of each name and each name's
     next instant after it."""
@@ -216,9 +243,8 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     among them has the most time left, so it reaches furthest and reports the times. For
     each step-1 instant those starts are: a step-0 event at the same instant (f1 = 0),
     and the latest step-0 event after the previous step-1 instant and before this one
-    (f1 = 1). The intervals between step-1 instants do not overlap, so the join of the
-    step-0 events to them yields at most one row per step-0 event. Later steps are
-    looked up the same way among their own (few) instants."""
+    (f1 = 1), found through time buckets (below) with equality joins only. Later steps
+    are looked up among their own (few) instants."""
     u = list(spec.units)
     ulist = ", ".join(u)
     n = len(spec.steps)
@@ -226,9 +252,10 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     window = "interval (:window) second"
     keys = [*u, *(["period"] if spec.per else [])]
     su = " and ".join(f"s.{c} = p.{c}" for c in u)
+    width, back = _buckets(spec.window_s)
     ctes = [
-        f"s0 as (select {ulist}, event_ts as t0{_period(spec, scope, 'event_ts')} from ev "
-        f"where event_type = :name{ni[0]})",
+        f"s0 as (select {ulist}, event_ts as t0, {_bucket('event_ts', width)} as d"
+        f"{_period(spec, scope, 'event_ts')} from ev where event_type = :name{ni[0]})",
     ]
     for i in sorted(set(ni[1:])):
         ctes.append(
@@ -236,19 +263,51 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
             f"where event_type = :name{i} group by {ulist}, event_ts)"
         )
     period = ", s.period" if spec.per else ""
-    # The latest start of each step-1 instant, found with a join: the intervals between
-    # step-1 instants do not overlap, so each step-0 event meets at most one. (A sort of
-    # both together with running maxima was slower on DuckDB, whose framed window
-    # aggregates cost about a microsecond per row; but this join compares each step-0
-    # event with every step-1 instant of its user, which grows with both.)
+    # The latest start before each step-1 instant p, without sorting or range-joining the
+    # (many) step-0 events: time is cut into buckets of `width` microseconds, so a window
+    # reaches at most `back` buckets before its own. The latest start in p's own bucket
+    # comes from an equality join on the bucket (`ja`: each step-0 event meets only the
+    # step-1 instants of its bucket); failing that, from the latest of the earlier
+    # buckets' maxima (`bm`, one row per unit and bucket; `jb`). Only the latest start
+    # before p matters: if it is not after the previous step-1 instant or not inside the
+    # window, no start is.
+    offsets = ", ".join(f"({k})" for k in range(1, back + 1))
+    kp = ", ".join(f"p.{c}" for c in u)
+    ks = ", ".join([*(f"s.{c}" for c in u), *(["s.period"] if spec.per else [])])
     ctes += [
-        f"p1 as (select *, lag(ts) over (partition by {ulist} order by ts) as prev from i{ni[1]})",
-        f"j1 as (select {', '.join('p.' + c for c in u)}{period}, p.ts as t1, "
-        f"max(case when s.t0 < p.ts then s.t0 end) as before, "
+        # `c > 0` holds for every row: it tells DuckDB's planner that this side is the
+        # smaller one, so the join below hashes the step-1 instants, not the step-0 events.
+        f"p1 as (select *, lag(ts) over (partition by {ulist} order by ts) as prev, "
+        f"{_bucket('ts', width)} as d from i{ni[1]} where c > 0)",
+        f"ja as (select {kp}{period}, p.ts as t1, p.prev, "
+        f"max(case when s.t0 < p.ts then s.t0 end) as below, "
         f"max(case when s.t0 = p.ts then 1 else 0 end) as same from p1 as p "
-        f"inner join s0 as s on {su} and s.t0 <= p.ts and s.t0 >= p.ts - {window} "
-        f"and (p.prev is null or s.t0 > p.prev) group by "
-        f"{', '.join('p.' + c for c in u)}{period}, p.ts)",
+        f"inner join s0 as s on {su} and s.d = p.d and s.t0 <= p.ts "
+        f"group by {kp}{period}, p.ts, p.prev)",
+        f"bm as (select {ks}, s.d, max(s.t0) as mx, min(s.t0) as mn from s0 as s "
+        f"group by {ks}, s.d)",
+        # Without periods, only the step-1 instants with no earlier start in their own
+        # bucket look further back (with periods, each period's latest start counts).
+        f"pk as (select {kp}, p.ts, p.prev, p.d - o.k as d from p1 as p cross join "
+        f"(values {offsets}) as o(k) where p.d - o.k >= {_bucket(f'p.ts - {window}', width)} "
+        f"and (p.prev is null or p.d - o.k >= {_bucket('p.prev', width)})"
+        + (
+            ""
+            if spec.per
+            else " and not exists (select 1 from ja as a where "
+            + " and ".join(f"a.{c} = p.{c}" for c in u)
+            + " and a.t1 = p.ts and a.below is not null)"
+        )
+        + ")",
+        f"jb as (select {kp}{period}, p.ts as t1, p.prev, max(s.mx) as mx from pk as p "
+        f"inner join bm as s on {su} and s.d = p.d group by {kp}{period}, p.ts, p.prev)",
+        f"jl as (select {', '.join(keys)}, t1, prev, coalesce(max(below), max(mx)) as latest, "
+        f"max(same) as same from (select {', '.join(keys)}, t1, prev, below, "
+        f"cast(null as timestamp) as mx, same from ja union all select {', '.join(keys)}, "
+        f"t1, prev, cast(null as timestamp) as below, mx, 0 as same from jb) as x "
+        f"group by {', '.join(keys)}, t1, prev)",
+        f"j1 as (select {', '.join(keys)}, t1, case when latest >= t1 - {window} and "
+        f"(prev is null or latest > prev) then latest end as before, same from jl)",
     ]
     ctes += [
         f"g1 as (select {', '.join(keys)}, before as t0, t1, 1 as f1 from j1 "
@@ -281,8 +340,8 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
         f"ax as (select {', '.join(keys)}, t0, {times}, case {reach} else 0 end as reach, "
         f"false as spoiled from g{n - 1} "
         # Units that start the funnel whether or not any attempt goes further.
-        f"union all select {', '.join(keys)}, min(t0) as t0, {nulls}, 0 as reach, "
-        f"false as spoiled from s0 group by {', '.join(keys)})",
+        f"union all select {', '.join(keys)}, min(mn) as t0, {nulls}, 0 as reach, "
+        f"false as spoiled from bm group by {', '.join(keys)})",
     ]
     return ctes
 
