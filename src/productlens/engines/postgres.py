@@ -521,6 +521,9 @@ class PostgresEngine(Transpiles):
         """BEGIN ... COMMIT (a savepoint when nested); an exception rolls the block back."""
         return self._transaction()
 
+    def forget_catalog(self) -> None:
+        pass  # every catalog look-up asks the database
+
     def close(self) -> None:
         self._con.close()
 

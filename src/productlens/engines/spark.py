@@ -401,6 +401,11 @@ class SparkEngine(Transpiles):
         a failure leaves the ones before it done."""
         yield
 
+    def forget_catalog(self) -> None:
+        self._kinds.clear()
+        self._fields.clear()
+        self._storages.clear()
+
     def close(self) -> None:
         if not self._owned:
             return
@@ -478,9 +483,7 @@ class SparkEngine(Transpiles):
         ).upper() in ("SCHEMA", "DATABASE"):
             schemas.add(statement.this.name)
         if not schemas:
-            self._kinds.clear()
-            self._fields.clear()
-            self._storages.clear()
+            self.forget_catalog()
             return
         for schema in schemas:
             self._kinds.pop(schema, None)
