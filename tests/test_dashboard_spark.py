@@ -2,13 +2,15 @@
 build (`spark_warehouse`) through Spark Connect (the service started inside the run's own
 session, as in test_engine_spark_connect: no second JVM). The KPIs are Spark's own counts;
 one Spark Connect session serves every page; a lost server becomes the guidance page and
-the next run connects again.
+the next run connects again. And once end to end: `productlens dashboard` against the same
+service, every page in Chromium.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +29,7 @@ from tests import servers
 from tests.conftest import q
 from tests.cross_engine import SparkWarehouse
 from tests.test_dashboard import TIMEOUT, count, metrics, one, open_page
+from tests.test_dashboard_browser import chromium, dashboard, kpi, settled
 
 pytestmark = pytest.mark.xdist_group("spark")
 RETRY_SECONDS = 2  # how long the dashboard's client retries a server that went away
@@ -151,3 +154,61 @@ def test_every_page_on_a_spark_warehouse_shows_spark_s_numbers(
     active, closed = servers.connect_sessions(spark)
     assert again not in active
     assert again in closed
+
+
+@pytest.mark.slow
+def test_every_page_in_chromium_on_spark_connect(
+    spark_warehouse: SparkWarehouse,
+    spark: Any,
+    connect: servers.ConnectService,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """`productlens dashboard` as a Spark Connect client of the run's session, driven by
+    Chromium: every page without an error, the KPIs Spark's, one Spark Connect session for
+    all of them, and that session released when the dashboard stops."""
+    built = SparkEngine(spark)
+    spark_warehouse.check_intact(built)
+    kpis = spark_kpis(built)
+    shown_kpis = {
+        "overview": ("active users", "events"),
+        "funnel": ("entered (page_view)",),
+        "engagement": (f"DAU on {kpis.last}",),
+        "revenue": ("net revenue",),
+        "health": ("rows in quarantine",),
+    }
+    root = dashboard_project(spark_warehouse, tmp_path / "dashboard")
+    active_before, closed_before = servers.connect_sessions(spark)
+    timings: dict[str, float] = {}
+    log = tmp_path / "server.log"
+    with dashboard(root, log, ["--engine", "spark"], {SPARK_MASTER_ENV: connect.url}) as (
+        url,
+        proc,
+    ):
+        with chromium(tmp_path / "profile") as page:
+            began = time.monotonic()
+            page.goto(f"{url}/?page=overview")
+            settled(page, "Overview")
+            timings["overview (first load)"] = time.monotonic() - began
+            sidebar = page.get_by_test_id("stSidebar")
+            for slug, spec in PAGES.items():
+                began = time.monotonic()
+                sidebar.get_by_text(spec.title, exact=True).click()
+                settled(page, spec.title)
+                timings[slug] = time.monotonic() - began
+                assert page.get_by_test_id("stException").count() == 0, slug
+                assert page.get_by_test_id("stAlertContentError").count() == 0 or (
+                    slug == "experiments"  # a sample ratio mismatch banner is an error box
+                ), slug
+                kpis.check(slug, {label: kpi(page, label) for label in shown_kpis.get(slug, ())})
+        # One Spark Connect session served every page of the browser's session.
+        active, closed = servers.connect_sessions(spark)
+        (session,) = active - active_before
+        assert closed == closed_before
+        proc.terminate()  # as the test's own `finally` would: the dashboard stops cleanly
+        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+    active, closed = servers.connect_sessions(spark)
+    assert session not in active
+    assert session in closed  # released by the dashboard on its way out
+    report = "\n".join(f"{name}: {seconds:.2f} s" for name, seconds in timings.items())
+    record_property("measured", f"dashboard render times on Spark Connect:\n{report}")

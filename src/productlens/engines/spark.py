@@ -409,7 +409,7 @@ class SparkEngine(Transpiles):
     def close(self) -> None:
         if not self._owned:
             return
-        client = getattr(self._session, "client", None)  # a Spark Connect session's
+        client = _connect_client(self._session)
         if client is not None:
             # Releasing the session is best-effort (pyspark logs a failure): a server that
             # is gone is not retried for `connect_retry_seconds` at exit.
@@ -430,7 +430,7 @@ class SparkEngine(Transpiles):
                 yield
         except EngineUnavailable as exc:
             self._lost = exc
-            client = getattr(self._session, "client", None)  # a Spark Connect session's
+            client = _connect_client(self._session)
             if client is not None:
                 client.set_retry_policies([])  # closing it must not retry a gone server
             raise
@@ -815,6 +815,14 @@ def _lost_status(exc: Any) -> str | None:
         return None
     name = str(getattr(status(), "name", ""))
     return name if name in _LOST else None
+
+
+def _connect_client(session: Any) -> Any:
+    """A Spark Connect session's client; None for a classic session (whose `client`
+    attribute raises instead of being absent)."""
+    if not type(session).__module__.startswith("pyspark.sql.connect"):
+        return None
+    return session.client
 
 
 def _statement_kind(statement: exp.Expr) -> str:
