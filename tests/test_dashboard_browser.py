@@ -122,13 +122,11 @@ def chromium(profile: Path) -> Iterator[Page]:
             browser.close()
 
 
-def settled(page: Page, title: str) -> None:
+def settled(page: Page, title: str, timeout_ms: float = PAGE_TIMEOUT_MS) -> None:
     """Wait until the page's title is shown and its script has finished running."""
-    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(
-        timeout=PAGE_TIMEOUT_MS
-    )
+    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=timeout_ms)
     page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
-        timeout=PAGE_TIMEOUT_MS
+        timeout=timeout_ms
     )
 
 
