@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -22,7 +22,8 @@ from productlens.app import open_engine
 from productlens.config import load_project
 from productlens.engines import LAYERS, DuckDBEngine
 from productlens.ingest.processor import LakeProcessor
-from tests import servers
+from productlens.simulate import generate
+from tests import cross_engine, servers
 
 # Local runs explore new inputs each time; CI replays a fixed set, so a landing never
 # depends on what the fuzzer happened to draw. Inputs found locally are pinned with
@@ -233,6 +234,45 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     session = servers.spark_session(tmp_path_factory.mktemp("spark-warehouse"))
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def parity_world(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The engine parity test's world of a scenario (`cross_engine.WORLDS`), generated once
+    per run in an oddly named folder (`cross_engine.ODD`) and shared by its users."""
+    made: dict[str, Path] = {}
+
+    def world(scenario: str) -> Path:
+        if scenario not in made:
+            folder = tmp_path_factory.mktemp(f"world-{scenario}") / cross_engine.ODD
+            generate(cross_engine.WORLDS[scenario], folder / "data", workers=1)
+            (folder / "scenario").write_text(scenario)
+            made[scenario] = folder
+        return made[scenario]
+
+    return world
+
+
+@pytest.fixture(scope="session")
+def spark_warehouse(spark: Any, parity_world: Callable[[str], Path]) -> cross_engine.SparkWarehouse:
+    """The run's one Spark build: the e-commerce parity world through ingest, build and
+    check on the `spark` session, its layers in a folder with quotes and a space (Spark
+    refuses glob characters there: see test_engine_paths). The parity test compares it
+    with DuckDB's; the dashboard's Spark tests read it. Tests that drop the session's
+    layers (test_engine_spark_connect) run after both; `check_intact` says if not."""
+    from productlens.engines.spark import SparkEngine
+
+    world = parity_world("ecommerce")
+    for layer in LAYERS:  # the session's layers start empty
+        spark.sql(f"DROP DATABASE IF EXISTS `{layer}` CASCADE")
+        where = exp.Literal.string(str(world.parent / cross_engine.SPARK_TABLES / f"{layer}.db"))
+        spark.sql(f"CREATE DATABASE `{layer}` LOCATION {where.sql(dialect='spark')}")
+    project = cross_engine.parity_project(world / "spark", "ecommerce", "spark")
+    engine = SparkEngine(spark)
+    outcomes = cross_engine.run_pipeline(project, engine, world / "data")
+    return cross_engine.SparkWarehouse(
+        world, project.root, outcomes, cross_engine.fingerprint(engine)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,92 @@
 """Comparing result tables across engines: rows as multisets, floats to 1e-9 relative,
 timestamps exact, NULLs equal, types compared by kind (an engine's integer or decimal
-width may differ from DuckDB's)."""
+width may differ from DuckDB's); and the parity test's worlds and pipeline, which the
+run's one Spark build (conftest's `spark_warehouse`) shares."""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from rich.console import Console
+from sqlglot import exp
+
+from productlens.app import raw_root
+from productlens.config import Project, load_project
+from productlens.engines import Engine
+from productlens.engines.base import table
+from productlens.pipeline import Runner
+from productlens.simulate import preset
+
+WORLDS = {
+    "ecommerce": preset("ecommerce", users=250, days=21, seed=5),
+    "saas": preset("saas", users=250, days=35, seed=6),
+}
+# Every run lives in a folder named with quotes, a space and glob characters, its raw
+# lake in a folder with a `?` as well (`[lake] root`): the input paths, the lake, the
+# catalog, and the raw layer's `_source_file` values all carry them, on every engine.
+# (A `?` in a DuckDB database's path, a `,` in the lake's or a glob character in Spark's
+# warehouse folder are refused instead: see test_engine_paths.)
+ODD = 'it\'s "odd" [a-b] *{c}'
+ODD_LAKE = "raw lake? [x] *{y}"
+SPARK_TABLES = 'it\'s "spark" tables'
+
+
+def parity_project(root: Path, scenario: str, engine: str) -> Project:
+    """A project of the parity worlds: the scenario, the lake in an oddly named folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    lake = json.dumps(ODD_LAKE)  # a JSON string is a TOML basic string
+    text = f'[simulate]\nscenario = "{scenario}"\n[lake]\nroot = {lake}\n'
+    (root / "productlens.toml").write_text(text)
+    project = load_project(root, engine=engine)  # type: ignore[arg-type]
+    assert str(raw_root(project)) == str(root / ODD_LAKE)
+    return project
+
+
+def run_pipeline(project: Any, engine: Engine, data: Path | str) -> list[tuple[str, str, str]]:
+    """ingest -> publish -> build -> check on `engine`; the data tests' outcomes."""
+    runner = Runner(project, engine, Console(quiet=True))
+    try:
+        runner.ingest([data])
+        built = runner.build()
+        assert built.ok, built.failed
+        outcomes = runner.check()
+    finally:
+        runner.finish()
+    return sorted((o.test.name, o.status, str(o.n_failing)) for o in outcomes)
+
+
+@dataclass(frozen=True)
+class SparkWarehouse:
+    """The run's one Spark build of the e-commerce parity world, in the `spark` session's
+    catalog: its world folder, project folder, data-test outcomes and fingerprint."""
+
+    world: Path
+    project: Path
+    outcomes: list[tuple[str, str, str]]
+    fingerprint: tuple[Any, ...]
+
+    def check_intact(self, engine: Engine) -> None:
+        """Fail clearly when another test has rebuilt or emptied the shared catalog's
+        layers since the build (the Spark tests share one session)."""
+        assert fingerprint(engine) == self.fingerprint, (
+            "the Spark session's warehouse is no longer the spark_warehouse build: a test "
+            "that ran since dropped or rebuilt its layers"
+        )
+
+
+def fingerprint(engine: Engine) -> tuple[Any, ...]:
+    """The run log's steps and last finish, and the events' count: what a rebuild changes."""
+    log = exp.select(exp.Count(this=exp.Star()), exp.Max(this=exp.column("finished_at"))).from_(
+        table("ops", "run_log")
+    )
+    events = exp.select(exp.Count(this=exp.Star())).from_(table("core", "fct_events"))
+    return (*engine.fetch_all(log)[0], engine.fetch_all(events)[0][0])
 
 
 def _plain(value: Any) -> Any:

@@ -242,15 +242,28 @@ def _connect_service(session: Any) -> Any:
     return session._jvm.org.apache.spark.sql.connect.service.SparkConnectService
 
 
-def connect_service_in_session(session: Any) -> ConnectService:
+def connect_sessions(session: Any) -> tuple[set[str], set[str]]:
+    """The Spark Connect service's client session ids in `session`'s JVM: (active,
+    closed). A client's `stop()` releases its session: active to closed."""
+    package = session._jvm.org.apache.spark.sql.connect.service
+    # The Scala object itself: its session manager has no static forwarder.
+    manager = getattr(getattr(package, "SparkConnectService$"), "MODULE$").sessionManager()
+
+    def ids(seq: Any) -> set[str]:
+        return {str(seq.apply(i).sessionId()) for i in range(seq.size())}
+
+    return ids(manager.listActiveSessions()), ids(manager.listClosedSessions())
+
+
+def connect_service_in_session(session: Any, port: int | None = None) -> ConnectService:
     """Start Spark Connect's gRPC service inside `session`'s JVM (the server plugin Spark
-    ships, `SparkConnectService.start`), on a free loopback port: no second JVM. Its
-    clients get sessions of their own on the same SparkContext, so they share its
+    ships, `SparkConnectService.start`), on `port` or a free loopback port: no second JVM.
+    Its clients get sessions of their own on the same SparkContext, so they share its
     catalog. The service reads its address and port from the context's conf when it
-    starts; it can be started again after `stop()`."""
+    starts; it can be started again after `stop()` (on the same port: a server back)."""
     context = session._jsc.sc()
     conf = context.conf()  # the live SparkConf the service reads (SparkEnv's)
-    port = free_port()
+    port = free_port() if port is None else port
     conf.set("spark.connect.grpc.binding.address", "127.0.0.1")
     conf.set("spark.connect.grpc.binding.port", str(port))
     _connect_service(session).start(context)

@@ -12,7 +12,9 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
+import streamlit as st
 from scipy import stats
 from streamlit.testing.v1 import AppTest
 
@@ -418,6 +420,36 @@ def test_every_page_on_a_postgresql_warehouse_shows_its_numbers(
             assert shown["net revenue"] == f"{net:,.2f}"
         if slug == "health":
             assert shown["rows in quarantine"] == count(held)
+    # One connection served every page: kept from run to run, not opened per page.
+    (backend,) = dashboard_backends(pg_dsn)
+    try:
+        # The server ends that connection: the next run says so (no traceback), and the
+        # run after it connects again instead of reusing the dead connection.
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute("select pg_terminate_backend(%s)", (backend,))
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert [w.value for w in at.warning] == ["The warehouse cannot be reached"]
+        assert "lost the PostgreSQL connection" in at.markdown[0].value
+        assert not at.metric  # the page is replaced, not left half-drawn
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert metrics(at)["rows in quarantine"] == count(held)
+        (again,) = dashboard_backends(pg_dsn)
+        assert again != backend
+    finally:
+        st.cache_resource.clear()  # closes the kept connection (and any other test's)
+    assert dashboard_backends(pg_dsn) == []
+
+
+def dashboard_backends(dsn: str) -> list[int]:
+    """The server processes of the other sessions on the DSN's database (the dashboard's)."""
+    with psycopg.connect(dsn, autocommit=True) as con:
+        rows = con.execute(
+            "select pid from pg_stat_activity "
+            "where datname = current_database() and pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
 
 
 def test_experiments_engagement_and_a_country_show_the_warehouse_numbers(

@@ -282,3 +282,56 @@ def test_transaction_rolls_back_on_error(kind: str, tmp_path: Path, request: Any
 def test_errors_are_engine_errors(eng: Engine) -> None:
     with pytest.raises(EngineError):
         eng.fetch_all(q("SELECT * FROM no_schema.no_table"))
+
+
+# The writes a read-only engine must refuse, one row per method (or statement) that writes.
+READ_ONLY_WRITES: dict[str, Any] = {
+    "create_table": lambda e, s: e.create_table(s, "new", [("x", exp.DataType.build("INT"))]),
+    "replace_table": lambda e, s: e.replace_table(s, "t", q("SELECT 2 AS a")),
+    "replace_view": lambda e, s: e.replace_view(s, "v", exp.select("a").from_(table(s, "t"))),
+    "append_arrow": lambda e, s: e.append_arrow(s, "t", pa.table({"a": pa.array([9], pa.int32())})),
+    "drop": lambda e, s: e.drop(s, "t"),
+    "ensure_schema": lambda e, s: e.ensure_schema(f"{s}_more"),
+    "execute (insert)": lambda e, s: e.execute(exp.insert(q("SELECT 3"), table(s, "t"))),
+}
+
+
+def read_only_twin(eng: Engine, request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
+    """The same warehouse as `eng`, opened read-only as the dashboard opens it."""
+    if eng.name == "duckdb":
+        from productlens.engines.duckdb import DuckDBEngine
+
+        eng.close()  # one process holds a DuckDB file in one mode at a time
+        return DuckDBEngine(tmp_path / "w.duckdb", read_only=True)
+    if eng.name == "postgres":
+        from productlens.engines.postgres import PostgresEngine
+
+        return PostgresEngine(request.getfixturevalue("pg_dsn"), read_only=True)
+    from productlens.engines.spark import SparkEngine
+
+    return SparkEngine(request.getfixturevalue("spark"), read_only=True)
+
+
+def test_a_read_only_engine_refuses_every_write(
+    eng: Engine, schema: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """What the dashboard opens: each write is refused with an EngineError saying the
+    warehouse is read-only (DuckDB's read-only file, PostgreSQL's read-only session,
+    Spark's engine refusing any statement but a query), and nothing changed."""
+    eng.create_table(schema, "t", [("a", exp.DataType.build("INT"))])
+    eng.append_arrow(schema, "t", pa.table({"a": pa.array([1], pa.int32())}))
+    reader = read_only_twin(eng, request, tmp_path)
+    try:
+        refused = {}
+        for name, write in READ_ONLY_WRITES.items():
+            with pytest.raises(EngineError) as caught:
+                write(reader, schema)
+            refused[name] = str(caught.value)
+        assert {n: "read-only" in m for n, m in refused.items()} == dict.fromkeys(refused, True)
+        assert reader.fetch_all(exp.select("a").from_(table(schema, "t"))) == [(1,)]
+        assert reader.list_tables(schema) == ["t"]
+        assert reader.table_kind(schema, "new") is None
+    finally:
+        reader.close()
+    if eng.name == "spark":
+        assert refused["drop"].startswith("the warehouse is open read-only: DROP TABLE refused")

@@ -10,19 +10,17 @@ parameterized metrics and experiment queries run on the built warehouse.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from rich.console import Console
 from sqlglot import exp
 
-from productlens.app import open_engine, raw_root
-from productlens.config import ProjectConfig, load_project
+from productlens.app import open_engine
+from productlens.config import ProjectConfig
 from productlens.engines import Engine
 from productlens.engines.base import table
 from productlens.experiments.data import regression_query, stats_query
@@ -32,60 +30,27 @@ from productlens.metrics.funnel_sql import FunnelSpec, funnel_query
 from productlens.metrics.lifecycle import lifecycle_query
 from productlens.metrics.retention import RetentionSpec, cohort_query
 from productlens.metrics.scope import Scope
-from productlens.pipeline import Runner
-from productlens.simulate import generate, preset
-from tests.cross_engine import differences
+from tests.cross_engine import (
+    WORLDS,
+    SparkWarehouse,
+    differences,
+    run_pipeline,
+)
+from tests.cross_engine import parity_project as _project
+
+__all__ = ["_project", "run_pipeline"]  # shared with test_object_storage
 
 LAYERS = ("raw", "staging", "core", "marts")
 RUN_COLUMNS = {"_batch_id", "_ingested_at"}
 # Nested columns of the lake's catalog reach other engines as JSON text; test_lake parses
 # them back and compares them with the lake's values.
 NESTED = {"reasons", "reason_history"}
-WORLDS = {
-    "ecommerce": preset("ecommerce", users=250, days=21, seed=5),
-    "saas": preset("saas", users=250, days=35, seed=6),
-}
-
-
-# Every run lives in a folder named with quotes, a space and glob characters, its raw
-# lake in a folder with a `?` as well (`[lake] root`): the input paths, the lake, the
-# catalog, and the raw layer's `_source_file` values all carry them, on every engine.
-# (A `?` in a DuckDB database's path, a `,` in the lake's or a glob character in Spark's
-# warehouse folder are refused instead: see test_engine_paths.)
-ODD = 'it\'s "odd" [a-b] *{c}'
-ODD_LAKE = "raw lake? [x] *{y}"
-SPARK_TABLES = 'it\'s "spark" tables'
 
 
 @pytest.fixture(scope="module", params=sorted(WORLDS))
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp(f"world-{request.param}") / ODD
-    generate(WORLDS[request.param], folder / "data", workers=1)
-    (folder / "scenario").write_text(request.param)
-    return folder
-
-
-def _project(root: Path, scenario: str, engine: str) -> Any:
-    root.mkdir(parents=True, exist_ok=True)
-    lake = json.dumps(ODD_LAKE)  # a JSON string is a TOML basic string
-    text = f'[simulate]\nscenario = "{scenario}"\n[lake]\nroot = {lake}\n'
-    (root / "productlens.toml").write_text(text)
-    project = load_project(root, engine=engine)  # type: ignore[arg-type]
-    assert str(raw_root(project)) == str(root / ODD_LAKE)
-    return project
-
-
-def run_pipeline(project: Any, engine: Engine, data: Path | str) -> list[tuple[str, str, str]]:
-    """ingest -> publish -> build -> check on `engine`; the data tests' outcomes."""
-    runner = Runner(project, engine, Console(quiet=True))
-    try:
-        runner.ingest([data])
-        built = runner.build()
-        assert built.ok, built.failed
-        outcomes = runner.check()
-    finally:
-        runner.finish()
-    return sorted((o.test.name, o.status, str(o.n_failing)) for o in outcomes)
+def world(request: pytest.FixtureRequest, parity_world: Callable[[str], Path]) -> Path:
+    """The scenario's world, generated once per run (the Spark build shares it)."""
+    return parity_world(request.param)
 
 
 def downstream_queries(config: ProjectConfig, experiment_ids: list[str]) -> dict[str, exp.Query]:
@@ -133,9 +98,13 @@ def downstream_queries(config: ProjectConfig, experiment_ids: list[str]) -> dict
 
 
 @pytest.fixture(scope="module")
-def duckdb_side(world: Path) -> Iterator[tuple[Engine, list[tuple[str, str, str]]]]:
+def duckdb_side(
+    world: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Engine, list[tuple[str, str, str]]]]:
     scenario = (world / "scenario").read_text()
-    project = _project(world / "duckdb", scenario, "duckdb")
+    # A folder per test module: the world is the run's, and test_object_storage builds
+    # its own DuckDB side of it too.
+    project = _project(world / f"duckdb-{request.module.__name__}", scenario, "duckdb")
     engine = open_engine(project)
     outcomes = run_pipeline(project, engine, world / "data")
     yield engine, outcomes
@@ -203,21 +172,24 @@ def test_postgres_builds_duckdbs_warehouse(
 
 
 # Spark builds the demo's world only: each model costs it seconds whatever its size, and
-# the suite has one Spark session; the SaaS world is proven on PostgreSQL.
+# the suite has one Spark session; the SaaS world is proven on PostgreSQL. The build is
+# the run's `spark_warehouse` (conftest), which the dashboard's Spark tests read too.
 @pytest.mark.xdist_group("spark")
 @pytest.mark.parametrize("world", ["ecommerce"], indirect=True)
 def test_spark_builds_duckdbs_warehouse(
-    world: Path, duckdb_side: tuple[Engine, list[tuple[str, str, str]]], spark: Any
+    world: Path,
+    duckdb_side: tuple[Engine, list[tuple[str, str, str]]],
+    spark_warehouse: SparkWarehouse,
+    spark: Any,
 ) -> None:
     from productlens.engines.spark import SparkEngine
 
-    # The run's session is shared: its layers start empty, here in a folder with quotes
-    # and a space (Spark refuses glob characters there: see test_engine_paths).
-    for layer in (*LAYERS, "ops"):
-        spark.sql(f"DROP DATABASE IF EXISTS `{layer}` CASCADE")
-        location = exp.Literal.string(str(world.parent / SPARK_TABLES / f"{layer}.db"))
-        spark.sql(f"CREATE DATABASE `{layer}` LOCATION {location.sql(dialect='spark')}")
-    assert_same_warehouse(world, duckdb_side, SparkEngine(spark))
+    assert spark_warehouse.world == world
+    engine = SparkEngine(spark)
+    spark_warehouse.check_intact(engine)
+    reference, reference_outcomes = duckdb_side
+    assert compare(reference, engine, "ecommerce") == {}
+    assert spark_warehouse.outcomes == reference_outcomes
 
 
 def test_the_comparison_sees_a_changed_value(

@@ -124,7 +124,9 @@ def warehouse_exists(project: Project) -> bool:
 def open_engine(
     project: Project, *, read_only: bool = False, environ: Mapping[str, str] | None = None
 ) -> Engine:
-    """Open the project's warehouse engine; unless read-only, with every layer's schema."""
+    """Open the project's warehouse engine; unless read-only, with every layer's schema.
+    A read-only engine refuses writes on every engine (DuckDB opens its file read-only,
+    PostgreSQL's session is read-only, Spark's engine refuses any statement but a query)."""
     factory = ENGINES.get(project.engine)
     if factory is None:  # the config's Literal makes this a programming error
         raise ConfigError(f"unknown warehouse engine {project.engine!r}")
@@ -237,19 +239,20 @@ def _engine_class(name: str, class_name: str) -> Any:
     return getattr(module, class_name)
 
 
-def _postgres(project: Project, environ: Mapping[str, str], _read_only: bool) -> Engine:
+def _postgres(project: Project, environ: Mapping[str, str], read_only: bool) -> Engine:
     dsn = postgres_dsn(project, environ)
-    engine: Engine = _engine_class("postgres", "PostgresEngine")(dsn)
+    engine: Engine = _engine_class("postgres", "PostgresEngine")(dsn, read_only=read_only)
     return engine
 
 
-def _spark(project: Project, environ: Mapping[str, str], _read_only: bool) -> Engine:
+def _spark(project: Project, environ: Mapping[str, str], read_only: bool) -> Engine:
     settings = spark_settings(project, environ)
     engine: Engine = _engine_class("spark", "SparkEngine").connect(
         master=settings.master,
         warehouse_dir=settings.warehouse_dir,
         conf=settings.conf,
         connect_retry_seconds=settings.connect_retry_seconds,
+        read_only=read_only,
     )
     return engine
 

@@ -1,9 +1,11 @@
 """The dashboard's composition root: arguments -> project -> read-only engine -> page.
 
 Streamlit runs `entry.py`, which calls `main` with the arguments after `--`. Every rerun
-opens the warehouse read-only, reads its last run (the caches' version) and renders the
-page chosen in the sidebar (or by `?page=` in the address), under the sidebar's global
-filters. A warehouse that cannot be read gets a page saying what to run.
+opens the warehouse read-only (a DuckDB file for the run; a PostgreSQL connection or a
+Spark session kept from one run to the next), reads its last run (the caches' version)
+and renders the page chosen in the sidebar (or by `?page=` in the address), under the
+sidebar's global filters. A warehouse that cannot be read or reached gets a page saying
+what to do.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from productlens.dashboard.warehouse import (
     FilterOptions,
     Guidance,
     opened,
+    unavailable,
 )
 from productlens.engines.base import Engine
-from productlens.errors import ProductLensError
+from productlens.errors import EngineUnavailable, ProductLensError
 from productlens.report.sections import Filters, Settings
 
 PAGE_PARAM = "page"
@@ -49,8 +52,9 @@ def main(argv: Sequence[str]) -> None:
         show_guidance(Guidance("The project cannot be read", str(exc)))
         return
     page = choose_page()
+    body = st.empty()  # the page, replaced by the guidance if the engine is lost mid-way
     try:
-        with opened(project) as engine:
+        with opened(project, data.KEEPER) as engine, body.container():
             if isinstance(engine, Guidance):
                 show_guidance(engine)
                 return
@@ -59,6 +63,9 @@ def main(argv: Sequence[str]) -> None:
             view = build_view(project, engine, settings)
             st.title(page.title)
             page.render(view)
+    except EngineUnavailable as exc:  # a server gone: what to do, not a half-drawn page
+        body.empty()
+        show_guidance(unavailable(exc))
     except ProductLensError as exc:  # a query the engine refused: say so, no traceback
         st.error(f"The warehouse could not answer: {exc}")
 

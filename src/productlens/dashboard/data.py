@@ -1,5 +1,6 @@
 """The dashboard's reads, cached by Streamlit on their arguments and the warehouse's last
-run: a new run (build, ingest, check) changes the version and so every key.
+run: a new run (build, ingest, check) changes the version and so every key; and the
+engines kept open between runs (`KEEPER`).
 
 The engine is passed as `_engine` (Streamlit leaves parameters starting with `_` out of
 the key); the key is the warehouse, its version and the plain values of the request.
@@ -7,6 +8,9 @@ the key); the key is the warehouse, its version and the plain values of the requ
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,9 +20,11 @@ import streamlit as st
 from sqlglot import exp
 
 from productlens import ops
+from productlens.app import open_engine
 from productlens.config import Project
 from productlens.dashboard import warehouse
 from productlens.engines.base import Engine, table
+from productlens.errors import ProductLensError
 from productlens.metrics.funnel import FunnelResult, funnel
 from productlens.metrics.funnel_sql import Order
 from productlens.metrics.lifecycle import LifecycleResult, lifecycle
@@ -33,6 +39,51 @@ from productlens.report.sections import (
 
 CACHE_ENTRIES = 256  # per cached function: filter combinations kept
 RUN_LOG_ROWS = 200
+
+# --- kept engines ------------------------------------------------------------------------
+# One read-only engine per warehouse (`warehouse.engine_key`) for every run of every
+# browser session of this process, for the engines `warehouse.KEPT_ENGINES` names. Each is
+# closed when discarded (`Keeper.discard`, a lost engine), when Streamlit's resource cache
+# is cleared, and at the latest when the process exits (Streamlit does not promise to
+# release its cache then: `atexit`).
+_open: set[Engine] = set()
+_open_lock = threading.Lock()
+
+
+def _close(engine: Engine) -> None:
+    with _open_lock:
+        if engine not in _open:
+            return  # closed already (released, then the process exits)
+        _open.discard(engine)
+    with contextlib.suppress(ProductLensError):
+        engine.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    for engine in list(_open):
+        _close(engine)
+
+
+@st.cache_resource(show_spinner="Connecting to the warehouse...", on_release=_close)
+def _kept_engine(key: str, _project: Project) -> Engine:
+    engine = open_engine(_project, read_only=True)
+    with _open_lock:
+        _open.add(engine)
+    return engine
+
+
+class _Keeper:
+    """`warehouse.Keeper` on Streamlit's resource cache."""
+
+    def engine(self, project: Project) -> Engine:
+        return _kept_engine(warehouse.engine_key(project), project)
+
+    def discard(self, project: Project) -> None:
+        _kept_engine.clear(warehouse.engine_key(project), project)
+
+
+KEEPER: warehouse.Keeper = _Keeper()
 
 
 @dataclass(frozen=True)

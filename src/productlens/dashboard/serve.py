@@ -10,6 +10,7 @@ Streamlit's first element reads, made).
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from streamlit.web.cli import main
@@ -17,6 +18,27 @@ from streamlit.web.cli import main
 # `st.cache_data` checks its options where it decorates; with no server running yet it
 # says so (the caches themselves are made on the server's storage when first called).
 CACHE_LOGGER = "streamlit.runtime.caching.cache_data_api"
+# What the pages import on first use, each a cost to the first page that needs it (measured
+# in the served process, new modules per run, on the demo warehouse): Pillow, where
+# `st.set_page_config` draws the page icon (0.4-0.5 s of the overview's first load);
+# Plotly's figure serialisation (numpy.ma, plotly.io) and colour scales; pandas, through
+# which `st.dataframe` shows a table (1.3-2.3 s of the first page with one); SciPy's
+# special functions and optimisers (the experiment statistics, about 1.5 s); the fitted
+# customer-value model and statsmodels (the health page's model graph discovers it).
+LAZY_IMPORTS = (
+    "PIL.Image",
+    "PIL.ImageFile",
+    "numpy.ma",
+    "plotly.io",
+    "plotly.colors",
+    "plotly.offline",
+    "plotly.animation",
+    "pandas",
+    "scipy.special",
+    "scipy.optimize",
+    "productlens.clv",
+    "streamlit.material_icon_names",
+)
 
 
 def preload() -> None:
@@ -30,6 +52,8 @@ def preload() -> None:
 
         import productlens.dashboard.app  # noqa: F401, PLC0415
 
+        for name in LAZY_IMPORTS:
+            importlib.import_module(name)
         # A session's first element asks whether Streamlit runs in a REPL (`inspect.stack`),
         # whose first call maps every loaded module to its file: 0.2-0.3 s of the first
         # page. Asked here, the map is made before the server answers.

@@ -1,24 +1,33 @@
 """The dashboard's view of the warehouse: whether it can be read, its last run, the values
 its filters offer, and the filters as a metrics `Scope`.
 
-Nothing here imports Streamlit: the app caches these functions' results. The filters
+Nothing here imports Streamlit: the app caches these functions' results (and keeps the
+engines `KEPT_ENGINES` names open between runs, through a `Keeper`). The filters
 themselves are `report.sections.Filters`, which every section reader takes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from typing import Protocol
 
 from sqlglot import exp
 
 from productlens import ops
-from productlens.app import open_engine, warehouse_exists
+from productlens.app import (
+    adopt_demo_world,
+    open_engine,
+    postgres_dsn,
+    spark_settings,
+    warehouse_exists,
+)
 from productlens.config import Project
 from productlens.engines.base import Engine, table
-from productlens.errors import ProductLensError
+from productlens.errors import EngineUnavailable, ProductLensError
 from productlens.report.sections import data_days
 
 EVENTS = ("core", "fct_events")
@@ -50,10 +59,45 @@ def _demo_or_ingest(project: Project) -> tuple[str, ...]:
     )
 
 
+# Engines kept open from one run of the page to the next: a Spark session (a JVM, or a
+# Spark Connect session) and a PostgreSQL connection cost seconds to start and hold no
+# lock a writer waits for. DuckDB is opened for each run: its read-only connection holds
+# the file, and `productlens build` or `run` waits until no reader has it open.
+KEPT_ENGINES = frozenset({"postgres", "spark"})
+
+
+class Keeper(Protocol):
+    """Where the app keeps engines between runs (Streamlit's resource cache)."""
+
+    def engine(self, project: Project) -> Engine:
+        """The project's kept read-only engine, opened on first use."""
+
+    def discard(self, project: Project) -> None:
+        """Close and forget the project's kept engine: the next run opens a new one."""
+
+
+def engine_key(project: Project, environ: Mapping[str, str] | None = None) -> str:
+    """What a kept engine is for: the project folder and the engine's settings (another
+    DSN or master is another engine). A setting that is missing raises ConfigError, as
+    opening the engine would."""
+    env = os.environ if environ is None else environ
+    if project.engine == "postgres":
+        where: object = postgres_dsn(project, env)
+    elif project.engine == "spark":
+        where = spark_settings(project, env)
+    else:
+        where = project.warehouse_path
+    return f"{project.engine}:{project.root}:{where!r}"
+
+
 @contextmanager
-def opened(project: Project) -> Iterator[Engine | Guidance]:
+def opened(project: Project, keeper: Keeper | None = None) -> Iterator[Engine | Guidance]:
     """The project's warehouse opened read-only, or the guidance to show when it cannot be
-    read: no DuckDB file, an engine that refuses, no models built, no data at all."""
+    read: no DuckDB file, an engine that refuses, no models built, no data at all.
+
+    With a `keeper`, the engines of `KEPT_ENGINES` are kept open between runs, their
+    catalog read afresh each time; an engine lost on the way (EngineUnavailable, raised
+    from here or from the block) is discarded, so that the next run connects again."""
     if not warehouse_exists(project):
         yield Guidance(
             "No warehouse yet",
@@ -62,8 +106,19 @@ def opened(project: Project) -> Iterator[Engine | Guidance]:
             _demo_or_ingest(project),
         )
         return
+    kept = keeper if keeper is not None and project.engine in KEPT_ENGINES else None
     try:
-        engine = open_engine(project, read_only=True)
+        if kept is None:
+            engine = open_engine(project, read_only=True)
+        else:
+            engine = kept.engine(project)
+            engine.forget_catalog()  # a build since the last run may have changed it
+            adopt_demo_world(project, engine)  # as open_engine does: this run's project
+    except EngineUnavailable as exc:
+        if kept is not None:
+            kept.discard(project)
+        yield unavailable(exc)
+        return
     except ProductLensError as exc:
         yield Guidance(
             "The warehouse cannot be opened",
@@ -72,8 +127,22 @@ def opened(project: Project) -> Iterator[Engine | Guidance]:
         return
     try:
         yield _readiness(project, engine) or engine
+    except EngineUnavailable:
+        if kept is not None:
+            kept.discard(project)
+        raise
     finally:
-        engine.close()
+        if kept is None:
+            engine.close()
+
+
+def unavailable(exc: EngineUnavailable) -> Guidance:
+    """The page for a warehouse engine that cannot be reached (a Spark Connect server or
+    PostgreSQL server that stopped, a network that dropped the connection)."""
+    return Guidance(
+        "The warehouse cannot be reached",
+        f"{exc}. Check that the server is running; reloading this page connects again.",
+    )
 
 
 def _readiness(project: Project, engine: Engine) -> Guidance | None:

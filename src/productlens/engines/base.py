@@ -11,6 +11,7 @@ catalog never becomes SQL text of its own.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
@@ -124,6 +125,11 @@ class Engine(Protocol):
         """Run the statements inside the block atomically where the engine can; engines
         without transactions run them in order."""
 
+    def forget_catalog(self) -> None:
+        """Forget what the engine remembers of the catalog (Spark keeps its answers while it
+        is open): another process may have changed the warehouse since. A long-lived
+        reader (the dashboard) calls it before each read of the warehouse."""
+
     def close(self) -> None:
         """Release the connection (and any lock or session)."""
 
@@ -141,6 +147,10 @@ def split_name(name: str) -> tuple[str, str]:
     return schema, table_name
 
 
+# The engines whose catalog look-ups this thread is making (see Transpiles._portable).
+_RESOLVING = threading.local()
+
+
 class Transpiles:
     """For engines other than DuckDB: statements written in DuckDB's dialect have their
     queries transpiled (`productlens.dialects.for_engine`) with the columns of the tables
@@ -148,7 +158,6 @@ class Transpiles:
     engine's own queries and are left as they are."""
 
     dialect: str
-    _resolving = False
 
     def table_kind(self, schema: str, name: str) -> TableKind | None:
         raise NotImplementedError
@@ -157,13 +166,16 @@ class Transpiles:
         raise NotImplementedError
 
     def _portable(self, expression: exp.Expr) -> exp.Expr:
-        if self._resolving:
+        # Per thread: the dashboard shares one engine between the threads of its browser
+        # sessions, and one thread's look-up must not leave another's query untranspiled.
+        busy: set[int] = _RESOLVING.__dict__.setdefault("engines", set())
+        if id(self) in busy:
             return expression
-        self._resolving = True
+        busy.add(id(self))
         try:
             return dialects.for_engine(expression, self.dialect, self._known_columns)
         finally:
-            self._resolving = False
+            busy.discard(id(self))
 
     def _known_columns(self, schema: str, name: str) -> list[tuple[str, exp.DataType]] | None:
         if self.table_kind(schema, name) is None:

@@ -300,6 +300,9 @@ class DuckDBEngine:
             raise
         self._run("COMMIT")
 
+    def forget_catalog(self) -> None:
+        pass  # every catalog look-up asks the database
+
     def close(self) -> None:
         self.connection.close()
 

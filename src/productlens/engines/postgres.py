@@ -29,7 +29,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from productlens.engines.base import TableKind, Transpiles, table
-from productlens.errors import EngineError
+from productlens.errors import EngineError, EngineUnavailable
 
 if TYPE_CHECKING:
     import psycopg
@@ -102,6 +102,9 @@ _SESSION = (
 # transaction and locks, and the next build waited behind it. PostgreSQL 14+ can poll
 # the socket while a query runs and cancel a dead client's work.
 _CHECK_CLIENT = "SET client_connection_check_interval = '2s'"
+_READ_ONLY = "SET default_transaction_read_only = on"
+# SQLSTATE read_only_sql_transaction: a write refused by a read-only session.
+_READ_ONLY_REFUSED = "25006"
 _CHECKS_CLIENT_SINCE = 140000
 
 
@@ -145,12 +148,16 @@ _COLUMNS_SQL = (
 
 class PostgresEngine(Transpiles):
     """A PostgreSQL database reached by a DSN (`host=... dbname=...` or a
-    `postgresql://` URL). Sessions run in UTC."""
+    `postgresql://` URL). Sessions run in UTC. Read-only (`read_only=True`, as the
+    dashboard opens it), every transaction of the session is read-only
+    (`default_transaction_read_only`): the server refuses any write."""
 
     dialect = "postgres"
     name = "postgres"
 
-    def __init__(self, dsn: str, *, application_name: str = "productlens") -> None:
+    def __init__(
+        self, dsn: str, *, application_name: str = "productlens", read_only: bool = False
+    ) -> None:
         import psycopg  # noqa: PLC0415 - only this engine needs the driver
         from psycopg.types.string import TextLoader  # noqa: PLC0415
 
@@ -181,6 +188,8 @@ class PostgresEngine(Transpiles):
             self._run(setting)
         if self._con.info.server_version >= _CHECKS_CLIENT_SINCE:
             self._run(_CHECK_CLIENT)
+        if read_only:
+            self._run(_READ_ONLY)
 
     # --- statements -------------------------------------------------------------------
 
@@ -512,6 +521,9 @@ class PostgresEngine(Transpiles):
         """BEGIN ... COMMIT (a savepoint when nested); an exception rolls the block back."""
         return self._transaction()
 
+    def forget_catalog(self) -> None:
+        pass  # every catalog look-up asks the database
+
     def close(self) -> None:
         self._con.close()
 
@@ -533,7 +545,18 @@ class PostgresEngine(Transpiles):
                 context.pop("sql", None)
             elif "sql" in context:
                 context["sql"] = _excerpt(context["sql"])
-            raise EngineError(_first_line(exc), engine=self.name, **context) from exc
+            if self._con.broken:
+                # The server ended the session (restarted, or the backend was terminated)
+                # or the network dropped it: no later statement on it can succeed.
+                raise EngineUnavailable(
+                    f"lost the PostgreSQL connection: {_first_line(exc)}",
+                    engine=self.name,
+                    **context,
+                ) from exc
+            message = _first_line(exc)
+            if getattr(exc, "sqlstate", None) == _READ_ONLY_REFUSED:
+                message = f"the warehouse is open read-only: {message}"
+            raise EngineError(message, engine=self.name, **context) from exc
 
     def _qualified(self, schema: str, name: str) -> str:
         """`"schema"."name"`, quoted as to_regclass reads it."""

@@ -62,6 +62,9 @@ _DEFAULT_CONF = {
 _CONNECT_CONF = ("spark.sql.session.timeZone", "spark.sql.sources.partitionOverwriteMode")
 # Catalog table types (pyspark's Table.tableType) as the protocol's kinds.
 _views = count()
+# The statements a read-only engine runs: they read, never write or change the catalog
+# (Spark SQL has no data-changing CTE or SELECT).
+_READS = (exp.Query, exp.Describe)
 # Spark reads a table by globbing its location when the location holds one of these
 # (SparkHadoopUtil.isGlobPath): a table in a folder named `[a-b]` is "not found" once
 # written. A warehouse directory holding one is refused before the session starts.
@@ -85,14 +88,19 @@ CONNECT_RETRY_SECONDS = 20.0
 
 class SparkEngine(Transpiles):
     """A Spark session as a warehouse. Built from a session (which `close()` leaves
-    running: the caller owns it) or by `connect()` (which owns and stops it)."""
+    running: the caller owns it) or by `connect()` (which owns and stops it).
+
+    Read-only (`read_only=True`, as the dashboard opens it), the engine runs queries and
+    DESCRIBE only and refuses every other statement with an EngineError before Spark sees
+    it: Spark's default catalog has no read-only session of its own."""
 
     dialect = "spark"
     name = "spark"
 
-    def __init__(self, session: Any, *, owned: bool = False) -> None:
+    def __init__(self, session: Any, *, owned: bool = False, read_only: bool = False) -> None:
         self._session = session
         self._owned = owned
+        self.read_only = read_only
         # Catalog answers, kept until a statement of this engine changes their schema
         # (see `_forget`). Every statement is transpiled with the columns of the tables
         # it reads, and each look-up is a Spark command: uncached, a build asked the
@@ -112,6 +120,7 @@ class SparkEngine(Transpiles):
         warehouse_dir: str,
         conf: dict[str, str] | None = None,
         connect_retry_seconds: float = CONNECT_RETRY_SECONDS,
+        read_only: bool = False,
     ) -> SparkEngine:
         """Start (or reach) Spark and own the session. `sc://host:port` is Spark Connect;
         anything else a master URL (`local[*]`, `spark://…`, `yarn`, `k8s://…`).
@@ -119,7 +128,7 @@ class SparkEngine(Transpiles):
         catalog lives). A malformed master, a server that does not accept a connection
         and a warehouse folder that cannot be made are refused before any JVM starts; a
         Spark Connect server that stops answering is retried for `connect_retry_seconds`,
-        then `EngineUnavailable`."""
+        then `EngineUnavailable`. `read_only`: see the class."""
         try:
             from pyspark.sql import SparkSession  # noqa: PLC0415
         except ImportError:
@@ -148,7 +157,8 @@ class SparkEngine(Transpiles):
             settings = {k: v for k, v in settings.items() if k in _CONNECT_CONF}
         settings.update(conf or {})
         if remote:
-            return cls(_remote_session(master, settings, connect_retry_seconds), owned=True)
+            session = _remote_session(master, settings, connect_retry_seconds)
+            return cls(session, owned=True, read_only=read_only)
         # The driver JVM is a child of this process and inherits its environment.
         os.environ["TZ"] = "UTC"
         if SparkSession.getActiveSession() is not None:
@@ -165,7 +175,7 @@ class SparkEngine(Transpiles):
         with _translated_errors(master=master):
             session = builder.getOrCreate()
             _quiet(session)
-        return cls(session, owned=True)
+        return cls(session, owned=True, read_only=read_only)
 
     # --- statements -------------------------------------------------------------------
 
@@ -427,9 +437,20 @@ class SparkEngine(Transpiles):
         a failure leaves the ones before it done."""
         yield
 
+    def forget_catalog(self) -> None:
+        self._kinds.clear()
+        self._fields.clear()
+        self._storages.clear()
+
     def close(self) -> None:
-        if self._owned:
-            self._session.stop()
+        if not self._owned:
+            return
+        client = _connect_client(self._session)
+        if client is not None:
+            # Releasing the session is best-effort (pyspark logs a failure): a server that
+            # is gone is not retried for `connect_retry_seconds` at exit.
+            client.set_retry_policies([])
+        self._session.stop()
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -445,12 +466,18 @@ class SparkEngine(Transpiles):
                 yield
         except EngineUnavailable as exc:
             self._lost = exc
-            client = getattr(self._session, "client", None)  # a Spark Connect session's
+            client = _connect_client(self._session)
             if client is not None:
                 client.set_retry_policies([])  # closing it must not retry a gone server
             raise
 
     def _sql(self, statement: exp.Expr) -> Any:
+        if self.read_only and not isinstance(statement, _READS):
+            raise EngineError(
+                f"the warehouse is open read-only: {_statement_kind(statement)} refused",
+                engine=self.name,
+                table=next((f"{t.db}.{t.name}" for t in statement.find_all(exp.Table)), None),
+            )
         text = self.render(statement)
         with self._errors():
             return self._session.sql(text)
@@ -492,9 +519,7 @@ class SparkEngine(Transpiles):
         ).upper() in ("SCHEMA", "DATABASE"):
             schemas.add(statement.this.name)
         if not schemas:
-            self._kinds.clear()
-            self._fields.clear()
-            self._storages.clear()
+            self.forget_catalog()
             return
         for schema in schemas:
             self._kinds.pop(schema, None)
@@ -862,6 +887,21 @@ def _lost_status(exc: Any) -> str | None:
         return None
     name = str(getattr(status(), "name", ""))
     return name if name in _LOST else None
+
+
+def _connect_client(session: Any) -> Any:
+    """A Spark Connect session's client; None for a classic session (whose `client`
+    attribute raises instead of being absent)."""
+    if not type(session).__module__.startswith("pyspark.sql.connect"):
+        return None
+    return session.client
+
+
+def _statement_kind(statement: exp.Expr) -> str:
+    """`CREATE TABLE`, `DROP SCHEMA`, `INSERT`...: what a refused statement would do."""
+    kind = statement.args.get("kind")
+    words = [statement.key.upper(), str(kind).upper() if isinstance(kind, str) else ""]
+    return " ".join(w for w in words if w)
 
 
 def _first_line(exc: object) -> str:
