@@ -403,3 +403,36 @@ def test_an_unreadable_landing_file_is_rejected_and_the_others_load(
     assert (path, run_id) == (str(bad), result.run_id)
     assert "magic bytes not found" in reason
     assert loaded == [("u1",), ("u2",)]
+
+
+def test_every_landing_file_unreadable_rejects_them_all_and_loads_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no readable landing file at all, the ingest step still records each one in
+    ops.rejected_files (left in place) and loads nothing, saying so in its metadata."""
+    landing = tmp_path / "landing"
+    (landing / "users").mkdir(parents=True)
+    bad = [landing / "users" / name for name in ("a.parquet", "b.parquet")]
+    for path in bad:
+        path.write_bytes(b"user_id,country\nu1,DE\n")
+    root = _project(tmp_path / "project", landing)
+    found = productlens_assets(root)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with dg.DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
+        ingest_only = dg.AssetSelection.assets(dg.AssetKey(["raw", "users"]))
+        result = _materialize(found, instance, ingest_only.required_multi_asset_neighbors())
+    assert result.success
+    users = next(
+        m.materialization
+        for m in result.get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey(["raw", "users"])
+    )
+    assert users.metadata["rows_loaded"].value == 0
+    assert users.metadata["files_rejected"].value == 2
+    assert all(path.exists() for path in bad)
+    engine = open_readonly(root)
+    try:
+        rejected = engine.fetch_all(q("select path from ops.rejected_files order by path"))
+    finally:
+        engine.close()
+    assert rejected == [(str(p),) for p in bad]
