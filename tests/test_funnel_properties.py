@@ -21,6 +21,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from productlens.engines import DuckDBEngine
+from productlens.metrics.funnel_sql import _buckets
 from productlens.metrics.scope import MetricsInputError
 from tests.conftest import warehouse_engine
 from tests.funnel_reference import reference_funnel
@@ -230,3 +231,98 @@ def test_reference_counts_fall_along_steps_and_strict_le_ordered_le_unordered(
             for order in ORDERS
         }
     )
+
+
+# The ordered fast path cuts time into buckets of `_buckets(window)` microseconds from
+# 2000-01-01: windows whose buckets fall on whole seconds and days (7 s: 1 s; 7 d: a day;
+# 28 d: a day; 100 w: 25 days; 1 s: 1/7 s), events exactly on a bucket edge, a
+# microsecond either side, and exactly one window apart (in it) or a microsecond more.
+EDGE_WINDOWS = [timedelta(seconds=s) for s in (1, 7, 7 * 86_400, 28 * 86_400, 700 * 86_400)]
+
+
+@st.composite
+def bucket_edge_inputs(draw: st.DrawFn) -> tuple[list[Any], list[str], dict[str, Any]]:
+    window = draw(st.sampled_from(EDGE_WINDOWS))
+    width, back = _buckets(int(window.total_seconds()))
+    window_us = int(window.total_seconds()) * 10**6
+    # A bucket edge in 2000 or (the last one before 2026-01-04) in 2026.
+    edge_2026 = (9500 * 86_400 * 10**6) // width
+    k = draw(st.sampled_from([0, 1, -1])) + draw(st.sampled_from([0, edge_2026]))
+    base = datetime(2000, 1, 1) + timedelta(microseconds=width * k)
+    offsets = [0, 1, -1, width - 1, width, width + 1, back * width, window_us - 1, window_us]
+    offsets += [window_us + 1, window_us - width, window_us + width, -width]
+    event = st.tuples(
+        st.sampled_from(["u1", "u2"]),
+        st.sampled_from(["a", "b", "c", "a", "b", "x"]),
+        st.sampled_from(offsets),
+        st.sampled_from([0, 0, window_us]),
+    )
+    rows = [
+        (u, k, base + timedelta(microseconds=o + shift), S1)
+        for u, k, o, shift in draw(st.lists(event, min_size=1, max_size=10))
+    ]
+    steps = draw(st.sampled_from([["a", "b"], ["a", "b", "c"], ["a", "b", "a"], ["a", "b", "b"]]))
+    options = {
+        "window": window,
+        "per": draw(st.sampled_from([None, "day", "week"])),
+        "timezone": draw(st.sampled_from(["UTC", "America/Los_Angeles"])),
+    }
+    return rows, steps, options
+
+
+EDGE = datetime(2026, 1, 4)  # 9500 days after 2000-01-01: an edge of the 1 s, 1 d, 25 d buckets
+US = timedelta(microseconds=1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(inputs=bucket_edge_inputs())
+# A start one microsecond before a bucket edge and the next step exactly one window later:
+# the farthest bucket a window reaches back to (and, a microsecond later, out of it).
+@example(
+    inputs=(
+        [("u1", "a", EDGE - US, S1), ("u1", "b", EDGE + timedelta(days=7) - US, S1)],
+        ["a", "b"],
+        {"window": timedelta(days=7)},
+    )
+)
+@example(
+    inputs=(
+        [("u1", "a", EDGE - US, S1), ("u1", "b", EDGE + timedelta(days=7), S1)],
+        ["a", "b"],
+        {"window": timedelta(days=7)},
+    )
+)
+@example(
+    inputs=(
+        [("u1", "a", EDGE - US, S1), ("u1", "b", EDGE + timedelta(seconds=7) - US, S1)],
+        ["a", "b"],
+        {"window": timedelta(seconds=7), "per": "day", "timezone": "America/Los_Angeles"},
+    )
+)
+@example(
+    inputs=(
+        [("u1", "a", EDGE - US, S1), ("u1", "b", EDGE + timedelta(weeks=100) - US, S1)],
+        ["a", "b"],
+        {"window": timedelta(weeks=100)},
+    )
+)
+def test_ordered_fast_path_at_bucket_edges_equals_reference(
+    shared_engine: DuckDBEngine, inputs: tuple[list[Any], list[str], dict[str, Any]]
+) -> None:
+    rows, steps, options = inputs
+    events = make_events(rows)
+    expected = reference_funnel(events, steps, order="ordered", **options)
+    got = sql_funnel(shared_engine, events, steps, order="ordered", **options)
+    # Times are microseconds over up to 700 days: compare to 1e-4 s, not to the last bit.
+    assert rounded4(got) == rounded4(expected)
+
+
+def rounded4(value: Any) -> Any:
+    """`rounded` to 4 decimals (a mean of two times near 6e7 s differs in the 7th)."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: rounded4(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded4(v) for v in value]
+    return value
