@@ -27,6 +27,7 @@ from productlens.experiments.srm import DEFAULT_SRM_THRESHOLD
 from productlens.metrics.lifecycle import lifecycle
 from productlens.report import write_report
 from productlens.report.sections import Filters, Settings
+from tests import servers
 from tests.conftest import SMALL_WORLD, open_readonly, q, run_cli
 from tests.test_dashboard import (
     app_for,
@@ -440,6 +441,29 @@ def test_every_page_on_a_postgresql_warehouse_shows_its_numbers(
     finally:
         st.cache_resource.clear()  # closes the kept connection (and any other test's)
     assert dashboard_backends(pg_dsn) == []
+
+
+def test_a_postgresql_server_that_is_not_running_gets_the_cannot_be_reached_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opened while the server is down (or still down on the run after a lost
+    connection): the page says to check the server, as for a connection lost mid-way, not
+    that a run may be writing to the warehouse (DuckDB's file lock)."""
+    root = tmp_path / "pg_down"
+    root.mkdir()
+    (root / "productlens.toml").write_text('[warehouse]\nengine = "postgres"\n')
+    port = servers.free_port()  # nothing listens there
+    monkeypatch.setenv("PRODUCTLENS_POSTGRES_DSN", f"host=127.0.0.1 port={port} dbname=x")
+    try:
+        at = app_for(root, monkeypatch)
+        for _ in range(2):  # and again on the next run: nothing kept from the first
+            assert not at.exception, [e.value for e in at.exception]
+            assert [w.value for w in at.warning] == ["The warehouse cannot be reached"]
+            assert "cannot connect to PostgreSQL" in at.markdown[0].value
+            assert "Check that the server is running" in at.markdown[0].value
+            at.run()
+    finally:
+        st.cache_resource.clear()
 
 
 def dashboard_backends(dsn: str) -> list[int]:

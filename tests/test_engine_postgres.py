@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from productlens.engines.base import table
-from productlens.engines.postgres import PostgresEngine
-from productlens.errors import EngineError
+from productlens.engines.postgres import PostgresEngine, _unreachable
+from productlens.errors import EngineError, EngineUnavailable
 from tests import servers
 
 # The raw contract's and the marts' Arrow types, and the column type each is stored in.
@@ -505,13 +505,37 @@ def test_query_errors_carry_postgres_first_line_and_the_table(pg: PostgresEngine
 def test_server_down_is_one_line_without_the_password() -> None:
     port = servers.free_port()  # nothing listens there
     dsn = f"host=127.0.0.1 port={port} user=someone password=hunter2secret dbname=x"
-    with pytest.raises(EngineError) as caught:
+    # No server: unavailable (the dashboard says "cannot be reached", as for a lost one).
+    with pytest.raises(EngineUnavailable) as caught:
         PostgresEngine(dsn)
     message = str(caught.value)
     assert "cannot connect to PostgreSQL" in message
     assert "hunter2secret" not in message
     assert "password=***" in message
     assert "\n" not in message
+
+
+# libpq's text for failed connection attempts (it gives them no SQLSTATE): whether the
+# engine calls the server unavailable (EngineUnavailable) or the settings wrong.
+AT = 'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+CONNECT_FAILURES = [
+    (AT + "Connection refused", True),
+    (AT + "timeout expired", True),
+    ('connection failed: could not translate host name "nowhere" to address', True),
+    (AT + "FATAL:  the database system is starting up", True),
+    (AT + "FATAL:  the database system is shutting down", True),
+    (AT + "FATAL:  the database system is not yet accepting connections", True),
+    (AT + 'FATAL:  database "x" does not exist', False),
+    (AT + 'FATAL:  password authentication failed for user "u"', False),
+    (AT + "FATAL:  sorry, too many clients already", False),
+]
+
+
+@pytest.mark.parametrize(("message", "unavailable"), CONNECT_FAILURES)
+def test_a_failed_connection_is_unavailable_only_without_a_server_to_take_it(
+    message: str, unavailable: bool
+) -> None:
+    assert _unreachable(psycopg.OperationalError(message)) is unavailable
 
 
 def test_bad_dsn_and_unknown_database_are_clear(pg_server: servers.PostgresServer) -> None:
@@ -522,6 +546,8 @@ def test_bad_dsn_and_unknown_database_are_clear(pg_server: servers.PostgresServe
     with pytest.raises(EngineError, match='database "no_such_db" does not exist') as caught:
         PostgresEngine(url)
     assert "hunter2secret" not in str(caught.value)
+    # The server answered: a setting to fix, not a server to start.
+    assert not isinstance(caught.value, EngineUnavailable)
 
 
 def test_a_role_that_may_not_log_in_is_refused_clearly(
@@ -533,6 +559,7 @@ def test_a_role_that_may_not_log_in_is_refused_clearly(
         PostgresEngine(dsn)
     assert "hunter2secret" not in str(caught.value)
     assert "password=***" in str(caught.value)
+    assert not isinstance(caught.value, EngineUnavailable)
 
 
 def test_a_lost_connection_is_an_engine_error(pg: PostgresEngine, pg_dsn: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date
@@ -105,7 +106,22 @@ _CHECK_CLIENT = "SET client_connection_check_interval = '2s'"
 _READ_ONLY = "SET default_transaction_read_only = on"
 # SQLSTATE read_only_sql_transaction: a write refused by a read-only session.
 _READ_ONLY_REFUSED = "25006"
+# The server's messages for SQLSTATE 57P03 (cannot_connect_now) at connection time.
+_CANNOT_CONNECT_NOW = re.compile(
+    r"FATAL:\s+the database system (is starting up|is shutting down|is in recovery mode"
+    r"|is not yet accepting connections|is not accepting connections)"
+)
 _CHECKS_CLIENT_SINCE = 140000
+
+
+def _unreachable(exc: Exception) -> bool:
+    """Whether a failed connection attempt met no server to answer it (refused, timed
+    out, no such host) or one that cannot take connections now (starting up, shutting
+    down, in recovery: SQLSTATE 57P03). libpq gives a failed attempt no SQLSTATE, so a
+    server's answer is told by the severity it prefixes ("FATAL:  database ... does not
+    exist", a wrong password, a role that may not log in: settings to fix)."""
+    message = str(exc)
+    return "FATAL:" not in message or bool(_CANNOT_CONNECT_NOW.search(message))
 
 
 def _regclass_of(parameter: exp.Expr) -> exp.Func:
@@ -175,7 +191,11 @@ class PostgresEngine(Transpiles):
             ) from None
         except psycopg.Error as exc:
             reason = _hide(_first_line(exc), _password(dsn))
-            raise EngineError(
+            # No server answered (refused, unreachable) or it is starting or stopping:
+            # unavailable, as a connection lost later is. A server that answered with a
+            # refusal (no such database or role, a wrong password) is a setting to fix.
+            kind = EngineUnavailable if _unreachable(exc) else EngineError
+            raise kind(
                 f"cannot connect to PostgreSQL: {reason}", engine=self.name, dsn=where
             ) from None
         # JSON is kept as the text the source wrote; psycopg would parse it into objects.
