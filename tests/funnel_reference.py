@@ -77,6 +77,15 @@ def us(moment: datetime) -> int:
     return (moment - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
+def plus(moment: datetime, window: timedelta) -> datetime:
+    """`moment + window`, or the last datetime when that is past the year 9999 (no event
+    is later: a window that long has not closed)."""
+    try:
+        return moment + window
+    except OverflowError:
+        return datetime.max
+
+
 def event_text(event: Event, key: str) -> str | None:
     """An event's column or property as text; numbers as their text, null/missing None."""
     source = event.row if key in COLUMNS else (event.row.get("properties") or {})
@@ -137,7 +146,7 @@ def ordered_attempts(
             if not candidates:
                 break
             nxt = min(candidates, key=lambda e: e.key)
-            if nxt.ts > first.ts + window:
+            if nxt.ts > plus(first.ts, window):
                 break
             chain.append(nxt)
         attempts.append(_chain_attempt(steps, chain, events, window, exclusions, strict=False))
@@ -168,7 +177,7 @@ def strict_attempts(
                 and e not in chain
                 and e.ts >= prev.ts
                 and rank[e.ts] - rank[prev.ts] in (0, 1)
-                and e.ts <= chain[0].ts + window
+                and e.ts <= plus(chain[0].ts, window)
             ):
                 extend([*chain, e])
 
@@ -193,7 +202,7 @@ def _chain_attempt(
         exclusions,
         unit_events,
         lambda k: times[k] if k < len(times) else None,
-        times[0] + window,
+        plus(times[0], window),
     )
     # Reporting attempt: earliest t_m, then latest t_0, then (ordered) the smallest start
     # event_id / (strict) the earliest times lexicographically.
@@ -220,7 +229,7 @@ def unordered_attempts(
     step_events = [e for e in events if e.event_type in steps]
     attempts = []
     for start in sorted({e.ts for e in step_events}):
-        inside = [e for e in step_events if start <= e.ts <= start + window]
+        inside = [e for e in step_events if start <= e.ts <= plus(start, window)]
         by_step: list[Event | None] = [None] * len(steps)
         for name in dict.fromkeys(steps):
             occurrences = sorted((e for e in inside if e.event_type == name), key=lambda e: e.key)
@@ -237,7 +246,7 @@ def unordered_attempts(
             exclusions,
             events,
             lambda k, filled=filled: None if filled[k] is None else filled[k].ts,  # type: ignore[misc]
-            start + window,
+            plus(start, window),
         )
         attempts.append(
             Attempt(
@@ -424,7 +433,7 @@ def reference_funnel(
             trend.append(
                 {
                     "period": start.isoformat(),
-                    "complete": not period_end_utc(start, per, zone) + window > last,
+                    "complete": not window > last - period_end_utc(start, per, zone),
                     "steps": step_rows(steps, [o for o in period_outcomes if o is not None]),
                 }
             )

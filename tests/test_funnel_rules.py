@@ -625,6 +625,29 @@ CASES = [
         },
         {"per": "day", "window": timedelta(hours=1)},
     ),
+    # The same with a window of 3,000,000 days: no period's window has closed (its end
+    # would be past the year 9999; the check must not add it to a date).
+    Case(
+        "trend_window_past_year_9999",
+        [
+            ("u1", "a", 10 * 60), ("u1", "b", 10 * 60 + 30),
+            ("u2", "a", 23 * 60 + 50), ("u2", "b", DAY + 10), ("u2", "a", DAY + 12 * 60),
+            ("u3", "a", DAY + 23 * 60 + 30), ("u3", "x", DAY + 23 * 60 + 45),
+        ],
+        ["a", "b"],
+        {
+            "steps": rows(["a", "b"], [3, 2], {1: [30 * MIN, 20 * MIN]}),
+            "trend": [
+                {
+                    "period": "2026-03-02",
+                    "complete": False,
+                    "steps": rows(["a", "b"], [2, 2], {1: [30 * MIN, 20 * MIN]}),
+                },
+                {"period": "2026-03-03", "complete": False, "steps": rows(["a", "b"], [2, 0])},
+            ],
+        },
+        {"per": "day", "window": timedelta(days=3_000_000)},
+    ),
     # Strict trend per day (UTC), window 1h. u1 a0 b1 on 03-02 (1 min), a on 03-03 00:00
     # alone; u2 a0: 0. The last event (u3 x) is 03-03 01:00: day 03-02 closes at exactly
     # 03-03 00:00 + 1h, not after it: complete; day 03-03 closes 03-04 01:00: not.

@@ -224,7 +224,9 @@ def _trend(
     for start in sorted({r["period"] for r in rows}):
         end_local = datetime.combine(period_add(per, start, 1), datetime.min.time())
         end_utc = end_local.replace(tzinfo=scope.zone).astimezone(UTC).replace(tzinfo=None)
-        complete = last is not None and end_utc + window <= last
+        # `window <= last - end`, not `end + window <= last`: a window of millions of
+        # days ends past the year 9999, which no datetime holds (it has not closed).
+        complete = last is not None and window <= last - end_utc
         period_rows = [r for r in rows if r["period"] == start]
         out.append(TrendPeriod(start.isoformat(), complete, _steps(steps, period_rows)))
     return tuple(out)
