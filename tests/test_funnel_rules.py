@@ -20,7 +20,7 @@ import pytest
 
 from productlens.engines import DuckDBEngine
 from productlens.metrics.funnel import Exclusion, funnel
-from productlens.metrics.scope import MetricsInputError, Scope, parse_duration
+from productlens.metrics.scope import MAX_WINDOW_DAYS, MetricsInputError, Scope, parse_duration
 from tests.conftest import q
 from tests.funnel_reference import reference_funnel
 
@@ -903,6 +903,33 @@ def test_parse_duration_units(text: str, expected: timedelta) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(MetricsInputError, match="window"):
         parse_duration(text)
+
+
+def test_a_window_past_the_engines_range_is_refused_as_too_long(engine: DuckDBEngine) -> None:
+    """A window must keep an event's time plus the window a timestamp every engine holds
+    (DuckDB refused `interval 604799993952000 second`, beyond its 64-bit microseconds)."""
+    assert parse_duration(f"{MAX_WINDOW_DAYS}d") == timedelta(days=MAX_WINDOW_DAYS)
+    for text in (f"{MAX_WINDOW_DAYS + 1}d", "99999999w", "999999999999999999999d"):
+        with pytest.raises(MetricsInputError, match=f"too long .at most {MAX_WINDOW_DAYS:,} days"):
+            parse_duration(text)
+    with pytest.raises(MetricsInputError, match="too long"):
+        funnel(engine, ["a", "b"], window=timedelta(days=MAX_WINDOW_DAYS + 1))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"order": "ordered"}, {"order": "strict"}, {"order": "unordered"}, {"exclude": [("x", 0, 1)]}],
+    ids=["ordered", "strict", "unordered", "exclusion"],
+)
+def test_the_longest_window_runs_on_the_engine(
+    engine: DuckDBEngine, options: dict[str, Any]
+) -> None:
+    events = make_events([("u1", "a", 0), ("u1", "b", 10), ("u2", "a", 5), ("u2", "x", 6)])
+    window = timedelta(days=MAX_WINDOW_DAYS)
+    got = sql_funnel(engine, events, ["a", "b"], window=window, per="day", **options)
+    expected = reference_funnel(events, ["a", "b"], window=window, per="day", **options)
+    assert rounded(got) == rounded(expected)
+    assert got["steps"][1]["count"] == 1
 
 
 @pytest.mark.parametrize(

@@ -28,11 +28,13 @@ from productlens.metrics.funnel_sql import (
     units_query,
 )
 from productlens.metrics.scope import (
+    MAX_WINDOW_DAYS,
     EventsSpec,
     MetricsInputError,
     Scope,
     period_add,
     scoped_events,
+    too_long,
 )
 
 if TYPE_CHECKING:
@@ -246,6 +248,8 @@ def _check_window(window: timedelta) -> int:
         raise MetricsInputError(
             f"the window must be a positive whole number of seconds, not {window}"
         )
+    if window > timedelta(days=MAX_WINDOW_DAYS):
+        raise MetricsInputError(f"the window {window}: {too_long()}")
     return int(seconds)
 
 

@@ -52,6 +52,10 @@ EVENTS_TABLE = "core.fct_events"
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(mo|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "mo": 30 * 86400}
+# The longest window (about 10,000 years): an event's time plus it stays a timestamp every
+# engine holds (DuckDB's and Spark's 64-bit microseconds end in the year 294247; a window
+# past about 106 million days is not even an interval there).
+MAX_WINDOW_DAYS = 3_650_000
 
 
 class MetricsInputError(ConfigError):
@@ -197,12 +201,15 @@ def parse_duration(text: str) -> timedelta:
         raise MetricsInputError(
             f"window {text!r}: expected a positive N followed by s, m, h, d, w or mo (e.g. 7d)"
         )
-    try:
-        return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-    except OverflowError:
-        raise MetricsInputError(
-            f"window {text!r}: too long (at most {timedelta.max.days:,} days)"
-        ) from None
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_WINDOW_DAYS * 86400:
+        raise MetricsInputError(f"window {text!r}: {too_long()}")
+    return timedelta(seconds=seconds)
+
+
+def too_long() -> str:
+    """Why a window past `MAX_WINDOW_DAYS` is refused."""
+    return f"too long (at most {MAX_WINDOW_DAYS:,} days)"
 
 
 def event_value(key: str, table: str | None = None) -> exp.Expression:
