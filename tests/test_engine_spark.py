@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -319,11 +320,11 @@ def test_built_table_has_the_querys_columns_and_types(eng: SparkEngine, schema: 
 
 
 # CTEs read more than once (`a` by `b` and twice by the main query, `b` by `c` and twice
-# by the main query), one read once by a staged one (`k` by `b`), and aliases over the
-# readers.
+# by the main query), one read once by a staged one (`k` by `b`), aliases over the
+# readers, and a CTE naming its columns (`a`).
 STAGED = """
 WITH k AS (SELECT 2 AS m),
-a AS (SELECT x, x * x AS y FROM (VALUES (1), (2), (3), (4)) AS t(x)),
+a(x, y) AS (SELECT v, v * v FROM (VALUES (1), (2), (3), (4)) AS t(v)),
 b AS (SELECT a.x, a.y + k.m AS z FROM a CROSS JOIN k WHERE a.x > 1),
 c AS (SELECT max(z) AS top FROM b WHERE z > 2)
 SELECT p.x, p.y, q.z, c.top, (SELECT count(*) FROM a AS s WHERE s.x <= p.x) AS le
@@ -339,8 +340,6 @@ def stage_views(spark: Any) -> list[str]:
 def test_ctes_read_more_than_once_run_once_each_with_the_same_answer(
     eng: SparkEngine, spark: Any
 ) -> None:
-    import duckdb
-
     query = q(STAGED)
     with eng._staged(eng._portable(query)) as last:
         # `a` and `b` are computed first, each under a temporary view of its own (`b`'s

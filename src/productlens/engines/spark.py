@@ -514,7 +514,10 @@ class SparkEngine(Transpiles):
                 if sum(_reads(node, cte.alias) for node in later) < 2:
                     pending.append(cte)
                     continue
-                piece = exp.select("*").from_(cte.this.subquery("stage"))
+                # The CTE's own column names, if it lists them, stay with it.
+                alias = cte.args["alias"].copy()
+                alias.set("this", exp.to_identifier("stage"))
+                piece = exp.select("*").from_(exp.Subquery(this=cte.this.copy(), alias=alias))
                 if pending:
                     piece.set("with_", exp.With(expressions=[c.copy() for c in pending]))
                 view = f"__productlens_stage_{next(_views)}"
