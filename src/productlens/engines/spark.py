@@ -21,6 +21,10 @@ Layers are Spark databases; tables are Parquet files in the session's warehouse 
   drops the ones the new rows no longer have. `transaction()` runs statements in order
   and cannot roll back.
 
+Spark copies a CTE into every place that reads it, and plans the copies one by one: a
+query whose CTEs are read more than once (a funnel's are) is fetched in stages, each such
+CTE computed once into a local checkpoint that the rest reads (`_staged`).
+
 pyspark is imported lazily: only this module may import it, and only when Spark is used.
 """
 
