@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -316,3 +317,53 @@ def test_built_table_has_the_querys_columns_and_types(eng: SparkEngine, schema: 
     ]
     values = eng.fetch_all(exp.select("i", "b", "dc", "s").from_(table(schema, "typed")))
     assert values == [(1, 2, Decimal("1.5"), "x")]
+
+
+# CTEs read more than once (`a` by `b` and twice by the main query, `b` by `c` and twice
+# by the main query), one read once by a staged one (`k` by `b`), aliases over the
+# readers, and a CTE naming its columns (`a`).
+STAGED = """
+WITH k AS (SELECT 2 AS m),
+a(x, y) AS (SELECT v, v * v FROM (VALUES (1), (2), (3), (4)) AS t(v)),
+b AS (SELECT a.x, a.y + k.m AS z FROM a CROSS JOIN k WHERE a.x > 1),
+c AS (SELECT max(z) AS top FROM b WHERE z > 2)
+SELECT p.x, p.y, q.z, c.top, (SELECT count(*) FROM a AS s WHERE s.x <= p.x) AS le
+FROM a AS p LEFT JOIN b AS q ON q.x = p.x CROSS JOIN c CROSS JOIN b AS r
+WHERE r.x = 2 ORDER BY p.x
+"""
+
+
+def stage_views(spark: Any) -> list[str]:
+    return [t.name for t in spark.catalog.listTables() if t.name.startswith("__productlens_stage")]
+
+
+def test_ctes_read_more_than_once_run_once_each_with_the_same_answer(
+    eng: SparkEngine, spark: Any
+) -> None:
+    query = q(STAGED)
+    with eng._staged(eng._portable(query)) as last:
+        # `a` and `b` are computed first, each under a temporary view of its own (`b`'s
+        # with `k` as its CTE); `k` and `c`, read once each, stay CTEs.
+        assert len(stage_views(spark)) == 2
+        assert [cte.alias for cte in last.args["with_"].expressions] == ["k", "c"]
+    assert stage_views(spark) == []
+    expected = duckdb.sql(STAGED).fetchall()
+    assert expected == [
+        (1, 1, None, 18, 1),
+        (2, 4, 6, 18, 2),
+        (3, 9, 11, 18, 3),
+        (4, 16, 18, 18, 4),
+    ]
+    assert eng.fetch_all(query) == expected
+    assert stage_views(spark) == []
+
+
+def test_a_failing_stage_leaves_no_view(eng: SparkEngine, spark: Any) -> None:
+    query = q(
+        "WITH a AS (SELECT 1 AS x), b AS (SELECT x FROM a UNION ALL SELECT x FROM a), "
+        "c AS (SELECT raise_error('stage failed') AS y FROM b) "
+        "SELECT * FROM c AS one CROSS JOIN c AS two"
+    )
+    with pytest.raises(EngineError, match="stage failed"):
+        eng.fetch_all(query)
+    assert stage_views(spark) == []

@@ -21,6 +21,10 @@ Layers are Spark databases; tables are Parquet files in the session's warehouse 
   drops the ones the new rows no longer have. `transaction()` runs statements in order
   and cannot roll back.
 
+Spark copies a CTE into every place that reads it, and plans the copies one by one: a
+query whose CTEs are read more than once (a funnel's are) is fetched in stages, each such
+CTE computed once into a local checkpoint that the rest reads (`_staged`).
+
 pyspark is imported lazily: only this module may import it, and only when Spark is used.
 """
 
@@ -190,10 +194,20 @@ class SparkEngine(Transpiles):
             self._forget(statement)
 
     def fetch_arrow(self, query: exp.Expression) -> pa.Table:
-        frame = self._sql(query)
-        with self._errors():
-            result: pa.Table = frame.toArrow()
-        return result
+        """The query's rows. A query whose common table expressions are read more than once
+        runs in stages (`_staged`): Spark inlines every reference to a CTE, and a query
+        such as a funnel's (twenty CTEs, several read by several others) became one plan
+        of hundreds of stages whose planning, not its data, took minutes."""
+        if not isinstance(query, exp.Query):
+            frame = self._sql(query)
+            with self._errors():
+                result: pa.Table = frame.toArrow()
+            return result
+        # Staging only reads: its checkpoints and temporary views are the session's own,
+        # so a read-only engine stages too.
+        with self._staged(self._portable(query)) as last, self._errors():
+            staged: pa.Table = self._session.sql(_render(last)).toArrow()
+        return staged
 
     def fetch_all(self, query: exp.Expression) -> list[tuple[object, ...]]:
         result = self.fetch_arrow(query)
@@ -481,6 +495,49 @@ class SparkEngine(Transpiles):
         text = self.render(statement)
         with self._errors():
             return self._session.sql(text)
+
+    @contextmanager
+    def _staged(self, query: exp.Expr) -> Iterator[exp.Expr]:
+        """`query` (transpiled) with each top-level CTE that is read more than once
+        computed first, once, into a local checkpoint (a plan of its own, whose result the
+        later stages read as a leaf), under a temporary view of a name of its own; the
+        views are dropped on leaving. Queries whose CTE names are also defined in a
+        nested WITH, or recursive ones, are left whole."""
+        with_ = query.args.get("with_")
+        if not isinstance(with_, exp.With) or with_.recursive or not _repeated(query):
+            yield query
+            return
+        query = query.copy()
+        ctes = list(query.args["with_"].expressions)
+        query.set("with_", None)
+        pending: list[exp.CTE] = []
+        views: list[str] = []
+        try:
+            for index, cte in enumerate(ctes):
+                later = [*ctes[index + 1 :], query]
+                if sum(_reads(node, cte.alias) for node in later) < 2:
+                    pending.append(cte)
+                    continue
+                # The CTE's own column names, if it lists them, stay with it.
+                alias = cte.args["alias"].copy()
+                alias.set("this", exp.to_identifier("stage"))
+                piece = exp.select("*").from_(exp.Subquery(this=cte.this.copy(), alias=alias))
+                if pending:
+                    piece.set("with_", exp.With(expressions=[c.copy() for c in pending]))
+                view = f"__productlens_stage_{next(_views)}"
+                with self._errors():
+                    frame = self._session.sql(_render(piece)).localCheckpoint(eager=True)
+                    frame.createOrReplaceTempView(view)
+                views.append(view)
+                for node in later:
+                    _rename_reads(node, cte.alias, view)
+            if pending:
+                query.set("with_", exp.With(expressions=pending))
+            yield query
+        finally:
+            for view in views:
+                with self._errors(table=view):
+                    self._session.catalog.dropTempView(view)
 
     def _catalog(self, schema: str) -> dict[str, TableKind]:
         """The schema's tables and views by name (temporary views excluded)."""
@@ -772,6 +829,40 @@ def _create_empty(
         expressions=[exp.ColumnDef(this=_ident(column), kind=dtype) for column, dtype in columns],
     )
     return exp.Create(this=definition, kind="TABLE", properties=_parquet(partition_by))
+
+
+def _repeated(query: exp.Expr) -> bool:
+    """Whether a top-level CTE of `query` is read more than once, and no nested WITH
+    defines a name of a top-level one (which would make a name's readers ambiguous)."""
+    top = query.args["with_"].expressions
+    nested = {
+        cte.alias
+        for w in query.find_all(exp.With)
+        if w is not query.args["with_"]
+        for cte in w.expressions
+    }
+    if nested.intersection(cte.alias for cte in top):
+        return False
+    main = query.copy()
+    main.set("with_", None)
+    return any(
+        sum(_reads(node, cte.alias) for node in [*top[i + 1 :], main]) >= 2
+        for i, cte in enumerate(top)
+    )
+
+
+def _reads(node: exp.Expr, name: str) -> int:
+    """How many times `node` reads the table `name` (unqualified)."""
+    return sum(1 for t in node.find_all(exp.Table) if not t.db and t.name == name)
+
+
+def _rename_reads(node: exp.Expr, name: str, view: str) -> None:
+    """Point `node`'s reads of the table `name` at the temporary view `view`, under the
+    alias they had (or `name`), so that their columns' qualifiers still resolve."""
+    for t in list(node.find_all(exp.Table)):
+        if not t.db and t.name == name:
+            alias = t.alias or name
+            t.replace(exp.table_(view, quoted=True, alias=exp.to_identifier(alias, quoted=True)))
 
 
 def _classic(session: Any) -> bool:
