@@ -873,6 +873,26 @@ def test_a_start_one_window_back_in_the_furthest_bucket_is_found(
     assert rounded(sql_funnel(engine, made, ["a", "b"], window=w)) == rounded(expected)
 
 
+def test_a_start_in_an_earlier_bucket_counts_beside_one_at_the_same_instant(
+    engine: DuckDBEngine,
+) -> None:
+    """Steps a, b, a in a 1-minute window (time buckets of about 8.6 s on the fast path).
+    u1: a at 0 s, then a and b both at 10 s. From the a at 0 s: b (10 s), then the a at
+    10 s as step 2 (0 s after b): all three steps. From the a at 10 s: b, but no other a
+    after it. The start in an earlier bucket is found though a start shares b's instant."""
+    events = make_events(
+        [
+            ("u1", "a", T0),
+            ("u1", "a", T0 + timedelta(seconds=10)),
+            ("u1", "b", T0 + timedelta(seconds=10)),
+        ]
+    )
+    steps, window = ["a", "b", "a"], timedelta(minutes=1)
+    expected = {"steps": rows(steps, [1, 1, 1], {1: [10.0], 2: [0.0]})}
+    assert rounded(reference_funnel(events, steps, window=window)) == rounded(expected)
+    assert rounded(sql_funnel(engine, events, steps, window=window)) == rounded(expected)
+
+
 def test_the_expected_rows_are_plain_arithmetic() -> None:
     """The `rows` helper the table leans on, against a row written out by hand."""
     assert rows(["a", "b", "c"], [4, 2, 0], {1: [10.0, 30.0]}) == [
