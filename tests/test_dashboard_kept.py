@@ -105,10 +105,15 @@ def test_an_engine_lost_inside_the_run_is_discarded_and_the_error_raised(
 ) -> None:
     keeper = Keeper([Recorder(), Recorder()])
     lost = keeper.engines[0]
-    with pytest.raises(EngineUnavailable), warehouse.opened(project, keeper) as opened:  # type: ignore[arg-type]
-        assert opened is lost
-        lost.lose_at = "fetch_all"
-        lost.fetch_all("select 1")
+
+    def a_page_whose_read_loses_the_server() -> None:
+        with warehouse.opened(project, keeper) as opened:  # type: ignore[arg-type]
+            assert opened is lost
+            lost.lose_at = "fetch_all"
+            lost.fetch_all("select 1")
+
+    with pytest.raises(EngineUnavailable):
+        a_page_whose_read_loses_the_server()
     assert keeper.discards == 1
     with warehouse.opened(project, keeper) as again:  # type: ignore[arg-type]
         assert again is keeper.engines[1]
