@@ -191,6 +191,40 @@ def test_tests_of_one_table_probed_in_one_scan_count_as_alone(
     assert "GROUP BY" not in counted[0]
 
 
+# Two tables with the same columns and the same tests: stg_p passes them all, stg_q (a
+# null id, a repeated id, a kind outside the list) fails each once. Each table is probed on
+# its own; a probe of one table must not answer for the other's tests.
+SAME_COLUMNS = (
+    "models:\n"
+    "  - name: stg_p\n    grain: g\n"
+    "    columns: {id: [unique, not_null], kind: [{accepted_values: [a, b]}]}\n"
+    "  - name: stg_q\n    grain: g\n"
+    "    columns: {id: [unique, not_null], kind: [{accepted_values: [a, b]}]}\n"
+)
+
+
+def test_tests_of_two_tables_with_the_same_columns_are_probed_per_table(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging" / "stg_q.sql").write_text(
+        "select * from (values (1, 'a'), (1, 'b'), (null, 'c')) t(id, kind)"
+    )
+    tests = checks.compile_tests(setup(engine, tmp_path, SAME_COLUMNS))
+    together = checks.run_tests(engine, tests, "together")
+    by_name = {o.test.name: o.n_failing for o in together}
+    assert by_name == {
+        "unique__stg_p__id": 0,
+        "not_null__stg_p__id": 0,
+        "accepted_values__stg_p__kind": 0,
+        "unique__stg_q__id": 1,
+        "not_null__stg_q__id": 1,
+        "accepted_values__stg_q__kind": 1,
+    }
+    alone = [checks.run_tests(engine, [t], "alone")[0].n_failing for t in tests]
+    assert [o.n_failing for o in together] == alone
+
+
 def test_a_broken_test_in_a_probe_is_reported_alone(engine: DuckDBEngine, tmp_path: Path) -> None:
     spec = (
         "models:\n  - name: stg_c\n    grain: g\n"

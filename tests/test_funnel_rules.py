@@ -20,6 +20,7 @@ import pytest
 
 from productlens.engines import DuckDBEngine
 from productlens.metrics.funnel import Exclusion, funnel
+from productlens.metrics.funnel_sql import _buckets
 from productlens.metrics.scope import MAX_WINDOW_DAYS, MetricsInputError, Scope, parse_duration
 from tests.conftest import q
 from tests.funnel_reference import reference_funnel
@@ -843,6 +844,53 @@ def test_reference_gives_the_hand_worked_result(case: Case) -> None:
 def test_funnel_gives_the_hand_worked_result(case: Case, engine: DuckDBEngine) -> None:
     got = sql_funnel(engine, make_events(case.events), case.steps, **case.options)
     assert rounded(got) == rounded(case.expected)
+
+
+@pytest.mark.parametrize("window", ["1m", "1h", "1d", "14d", "60d"])
+def test_a_start_one_window_back_in_the_furthest_bucket_is_found(
+    engine: DuckDBEngine, window: str
+) -> None:
+    """The ordered fast path finds a step 1's latest start through time buckets of
+    `_buckets`' width (microseconds since 2000), looking a bounded number of buckets back.
+    Step 1 here is at the first or the last instant of its bucket, and step 0 exactly one
+    window before it (in the window), 1 us less (in) or 1 us more (out): a start exactly
+    one window back is in the furthest bucket a window reaches. User "p"'s previous step 1
+    is 1 us before its step 0, in the same bucket: that start still counts."""
+    w = parse_duration(window)
+    width, _ = _buckets(int(w.total_seconds()))
+    epoch, us = datetime(2000, 1, 1), timedelta(microseconds=1)
+    first = epoch + ((T0 - epoch) // us // width + 1) * width * us  # a bucket's first instant
+    events: list[tuple[Any, ...]] = []
+    for i, t1 in enumerate([first, first + (width - 1) * us]):
+        for j, back in enumerate([w, w - us, w + us]):
+            events += [(f"u{i}{j}", "a", t1 - back), (f"u{i}{j}", "b", t1)]
+        events += [(f"p{i}", "b", t1 - w - us), (f"p{i}", "a", t1 - w), (f"p{i}", "b", t1)]
+    seconds = w.total_seconds()
+    times = [seconds, seconds - 1e-6] * 2 + [seconds] * 2
+    expected = {"steps": rows(["a", "b"], [8, 6], {1: times})}
+    made = make_events(events)
+    assert rounded(reference_funnel(made, ["a", "b"], window=w)) == rounded(expected)
+    assert rounded(sql_funnel(engine, made, ["a", "b"], window=w)) == rounded(expected)
+
+
+def test_a_start_in_an_earlier_bucket_counts_beside_one_at_the_same_instant(
+    engine: DuckDBEngine,
+) -> None:
+    """Steps a, b, a in a 1-minute window (time buckets of about 8.6 s on the fast path).
+    u1: a at 0 s, then a and b both at 10 s. From the a at 0 s: b (10 s), then the a at
+    10 s as step 2 (0 s after b): all three steps. From the a at 10 s: b, but no other a
+    after it. The start in an earlier bucket is found though a start shares b's instant."""
+    events = make_events(
+        [
+            ("u1", "a", T0),
+            ("u1", "a", T0 + timedelta(seconds=10)),
+            ("u1", "b", T0 + timedelta(seconds=10)),
+        ]
+    )
+    steps, window = ["a", "b", "a"], timedelta(minutes=1)
+    expected = {"steps": rows(steps, [1, 1, 1], {1: [10.0], 2: [0.0]})}
+    assert rounded(reference_funnel(events, steps, window=window)) == rounded(expected)
+    assert rounded(sql_funnel(engine, events, steps, window=window)) == rounded(expected)
 
 
 def test_the_expected_rows_are_plain_arithmetic() -> None:

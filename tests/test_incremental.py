@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -20,7 +21,7 @@ from productlens.engines import DuckDBEngine
 from productlens.engines.base import table
 from productlens.ingest import ingest_paths
 from productlens.pipeline import Runner
-from productlens.runlog import RunLog
+from productlens.runlog import RunLog, StepRecord
 from productlens.simulate import generate, preset
 from tests.conftest import lake_of, q, warehouse_engine
 from tests.cross_engine import differences
@@ -210,3 +211,27 @@ def test_rows_per_layer_are_the_builds_counts_and_exact(
             assert summary.layer_rows[layer] == expected, layer
     finally:
         engine.close()
+
+
+def test_built_rows_take_each_tables_latest_successful_build() -> None:
+    """A table built twice in a run counts its last build's rows; a last build that
+    recorded none (a view now, or a count the engine did not give) leaves the table to be
+    counted; failed builds and other stages give nothing."""
+    at = datetime(2020, 1, 1, tzinfo=UTC)
+
+    def step(stage: str, obj: str | None, rows: int | None, status: str = "success") -> StepRecord:
+        return StepRecord(stage, obj, at, at, rows, status)
+
+    records = [
+        step("build", "staging.stg_a", 5),
+        step("build", "staging.stg_a", 7),
+        step("build", "marts.m", 3),
+        step("build", "marts.m", None),
+        step("build", "core.f", 9, status="error"),
+        step("ingest", "raw.events", 11),
+        step("build", None, 13),
+        step("build", "core.g", 2),
+    ]
+    runner = SimpleNamespace(runlog=SimpleNamespace(records=records))
+    built = Runner.built_rows(runner)  # type: ignore[arg-type]
+    assert built == {("staging", "stg_a"): 7, ("core", "g"): 2}

@@ -586,6 +586,46 @@ def test_hand_worked(
     assert run(engine, **kwargs) == want
 
 
+def test_signup_cohorts_filter_the_person_by_the_users_table_country(
+    engine: DuckDBEngine,
+) -> None:
+    """country is a users-table column as device is: a `--where country=` on signup
+    cohorts keeps the users who signed up there, whatever country their events say.
+    Both sign up on 06-01; u2 signed up in the US and comes back from DE on 06-09."""
+    engine.execute(
+        q(
+            "CREATE TABLE core.fct_events AS SELECT * FROM (VALUES "
+            "('u1', 'r', TIMESTAMP '2020-06-09 10:00', 'ios', 'DE', '{}'), "
+            "('u2', 'r', TIMESTAMP '2020-06-09 10:00', 'ios', 'DE', '{}')) "
+            "t(user_id, event_type, event_ts, device, country, properties)"
+        )
+    )
+    engine.execute(
+        q(
+            "CREATE TABLE staging.stg_users AS SELECT * FROM (VALUES "
+            "('u1', TIMESTAMP '2020-06-01 08:00', 'ios', 'DE'), "
+            "('u2', TIMESTAMP '2020-06-01 09:00', 'ios', 'US')) "
+            "t(user_id, signup_ts, device, country)"
+        )
+    )
+    kwargs: dict[str, Any] = {"start": "signup", "return_event": None, "periods": 2}
+    by_country = {
+        c: run(engine, date_to=date(2020, 6, 14), where=(Filter("country", (c,)),), **kwargs)
+        for c in ("DE", "US")
+    }
+    assert by_country == {
+        "DE": [
+            {"start": "2020-06-01", "size": 1, "counts": [1, 1]},
+            {"start": "2020-06-08", "size": 0, "counts": [0, None]},
+        ],
+        # u2 is in the US cohort; its return, a DE event, does not count under country=US.
+        "US": [
+            {"start": "2020-06-01", "size": 1, "counts": [1, 0]},
+            {"start": "2020-06-08", "size": 0, "counts": [0, None]},
+        ],
+    }
+
+
 def test_no_events_no_cohorts(engine: DuckDBEngine) -> None:
     load(engine, [], {})
     assert run(engine, **SR) == []

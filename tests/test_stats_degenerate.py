@@ -259,3 +259,17 @@ def test_cuped_covariance_beyond_cauchy_schwarz_is_invalid_input(
     var_t = 5.0 + theta**2 * 8.0 - 2 * theta * 0.3 * math.sqrt(40.0)
     assert est.theta == pytest.approx(theta, rel=1e-9)
     assert est.absolute_se**2 == pytest.approx(var_c / 400 + var_t / 500, rel=1e-9)
+
+
+def test_a_relative_variance_below_zero_beyond_rounding_stays_not_a_number() -> None:
+    """The general (CUPED) delta-method variance is clamped at 0 only within its terms'
+    rounding: a Cov(abs, c) no data has (|Cov| > sqrt(Var(abs) Var(c))) leaves it clearly
+    negative, and its standard error is NaN, not a confident 0."""
+    control = arm_moments(MetricType.MEAN, 100, 100.0, 199.0)  # mean 1, variance 1
+    treatment = arm_moments(MetricType.MEAN, 100, 200.0, 499.0)  # mean 2, variance 1
+    # Var(abs) = 0.02 and Var(c) = 0.01 allow |Cov| <= 0.0141; 1.0 gives 0.03 - 2 < 0.
+    bad = difference(control, treatment, control_mean_covariance=1.0, control_mean_variance=0.01)
+    assert math.isnan(float(bad.relative_se))
+    # Within the bound the same formula gives its closed-form value.
+    good = difference(control, treatment, control_mean_covariance=0.01, control_mean_variance=0.01)
+    assert float(good.relative_se) == pytest.approx(math.sqrt(0.02 + 0.01 - 2 * 0.01))
