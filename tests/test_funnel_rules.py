@@ -696,6 +696,28 @@ CASES = [
         },
         {"per": "day", "exclude": [("x", 0, 1)]},
     ),
+    # Unordered trend per day with x:0:1, window 1h: u1 x 03-02 23:50, a 03-03 00:10.
+    # Only an instant holding a step event starts a window, so u1 enters on 03-03 (at the
+    # a; the x before it spoils nothing) and 03-02 has no entry and no row. (A window
+    # started at the x reached the a and put u1 on 03-02: found by hypothesis.) Last
+    # event 03-03 00:10: the 03-03 window closes 03-04 01:00, not complete.
+    Case(
+        "unordered_trend_entry_is_a_step_event_not_an_excluded_one",
+        [("u1", "x", 23 * 60 + 50), ("u1", "a", DAY + 10)],
+        ["a", "b"],
+        {
+            "steps": rows(["a", "b"], [1, 0]),
+            "trend": [
+                {"period": "2026-03-03", "complete": False, "steps": rows(["a", "b"], [1, 0])},
+            ],
+        },
+        {
+            "order": "unordered",
+            "per": "day",
+            "exclude": [("x", 0, 1)],
+            "window": timedelta(hours=1),
+        },
+    ),
     # Trend per week in America/Los_Angeles with Sunday weeks, across the DST change
     # (Sunday 2026-03-08 02:00). Window 1d. u1 a 03-08 07:30 UTC = Sat 03-07 23:30 PST:
     # week of Sun 03-01; b 30 min later. u2 a 03-08 08:30 UTC = Sun 03-08 00:30 PST: week

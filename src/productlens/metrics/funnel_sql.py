@@ -579,8 +579,14 @@ def _unordered_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
         base = "judged"
     else:
         base = "inst"
+    # Only an instant holding a step event starts a window: with exclusions, `inst` also
+    # has instants holding only excluded events (whose step counts are 0, so leaving them
+    # out changes no window's sums), and a window starting there would be an entry at the
+    # excluded event's time (in the wrong period of a trend).
+    holds_step = " or ".join(f"c{i} > 0" for i in range(len(repeats)))
     ctes += [
-        f"win as (select {ulist}, ts as t0, {spoiled} as spoiled, {sums} from {base})",
+        f"win as (select {ulist}, ts as t0, {spoiled} as spoiled, {sums} from {base} "
+        f"where {holds_step})",
         f"ax as (select {ulist}, t0{nulls}, {filled} - 1 as reach, spoiled"
         f"{_period(spec, scope, 't0')} from win where {filled} > 0)",
     ]
