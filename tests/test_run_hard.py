@@ -329,7 +329,8 @@ def test_a_retry_after_a_lost_connection_carries_on_with_a_new_one(
     said = " ".join((out + err).split())
     assert code == 0, said
     assert "retry 1:" in said
-    assert "retry 1: the connection is closed" in said  # what the lost session left
+    # What the lost session left: the server ended it (EngineUnavailable names the cause).
+    assert "retry 1: lost the PostgreSQL connection: terminating connection" in said
     engine = PostgresEngine(pg_dsn)
     try:
         assert engine.fetch_all(exp.select("survived").from_(table("core", "kill_once"))) == [
