@@ -378,18 +378,7 @@ def test_an_unreadable_landing_file_is_rejected_and_the_others_load(
     )
     bad = landing / "users" / "not_parquet.parquet"
     bad.write_bytes(b"user_id,country\nu1,DE\n")
-    root = _project(tmp_path / "project", landing)
-    found = productlens_assets(root)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # nothing of Dagster's outside tmp
-    with dg.DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
-        ingest_only = dg.AssetSelection.assets(dg.AssetKey(["raw", "users"]))
-        result = _materialize(found, instance, ingest_only.required_multi_asset_neighbors())
-    assert result.success
-    users = next(
-        m.materialization
-        for m in result.get_asset_materialization_events()
-        if m.asset_key == dg.AssetKey(["raw", "users"])
-    )
+    root, result, users = _ingest_users(tmp_path, landing, monkeypatch)
     assert users.metadata["rows_loaded"].value == 2
     assert users.metadata["files_rejected"].value == 1
     assert bad.exists()  # left in place
@@ -405,6 +394,26 @@ def test_an_unreadable_landing_file_is_rejected_and_the_others_load(
     assert loaded == [("u1",), ("u2",)]
 
 
+def _ingest_users(
+    tmp_path: Path, landing: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, dg.ExecuteInProcessResult, dg.AssetMaterialization]:
+    """A project on `landing` whose raw.users asset alone is materialised: the project
+    root, the successful result and the users materialisation (its metadata)."""
+    root = _project(tmp_path / "project", landing)
+    found = productlens_assets(root)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # nothing of Dagster's outside tmp
+    with dg.DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
+        ingest_only = dg.AssetSelection.assets(dg.AssetKey(["raw", "users"]))
+        result = _materialize(found, instance, ingest_only.required_multi_asset_neighbors())
+    assert result.success
+    users = next(
+        m.materialization
+        for m in result.get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey(["raw", "users"])
+    )
+    return root, result, users
+
+
 def test_every_landing_file_unreadable_rejects_them_all_and_loads_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -415,18 +424,7 @@ def test_every_landing_file_unreadable_rejects_them_all_and_loads_none(
     bad = [landing / "users" / name for name in ("a.parquet", "b.parquet")]
     for path in bad:
         path.write_bytes(b"user_id,country\nu1,DE\n")
-    root = _project(tmp_path / "project", landing)
-    found = productlens_assets(root)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    with dg.DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
-        ingest_only = dg.AssetSelection.assets(dg.AssetKey(["raw", "users"]))
-        result = _materialize(found, instance, ingest_only.required_multi_asset_neighbors())
-    assert result.success
-    users = next(
-        m.materialization
-        for m in result.get_asset_materialization_events()
-        if m.asset_key == dg.AssetKey(["raw", "users"])
-    )
+    root, _, users = _ingest_users(tmp_path, landing, monkeypatch)
     assert users.metadata["rows_loaded"].value == 0
     assert users.metadata["files_rejected"].value == 2
     assert all(path.exists() for path in bad)
