@@ -253,6 +253,35 @@ def test_duckdb_running_out_of_its_memory_limit_is_not_retried(tmp_path: Path) -
     assert (calls, waits) == ([1], [])
 
 
+def test_a_postgresql_server_refusing_the_login_is_not_retried(pg_dsn: str) -> None:
+    """A real server answering "no such database" or "no such role" (a setting to fix)
+    fails at once; a port nothing listens on (a server not up yet) is retried."""
+    from productlens.engines.postgres import PostgresEngine
+    from productlens.errors import EngineUnavailable
+
+    with socket.socket() as probe:  # a free port, closed again
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    cases = {
+        re.sub(r"dbname=\S+", "dbname=no_such_db", pg_dsn): 1,
+        pg_dsn + " user=no_such_role": 1,
+        re.sub(r"port=\d+", f"port={free}", pg_dsn): 3,
+    }
+    for dsn, attempts in cases.items():
+        calls: list[int] = []
+        waits: list[float] = []
+
+        def connect(dsn: str = dsn) -> object:
+            calls.append(1)
+            return PostgresEngine(dsn)
+
+        with pytest.raises(EngineError) as caught:
+            retrying(RetryPolicy(retries=2, backoff_seconds=1.0), connect, sleep=waits.append)
+        assert len(calls) == attempts, (dsn, str(caught.value))
+        assert waits == [1.0, 2.0][: attempts - 1], dsn
+        assert isinstance(caught.value, EngineUnavailable) == (attempts > 1), dsn
+
+
 def _unavailable_rpc() -> BaseException:
     """A real gRPC call to a port nothing listens on: status UNAVAILABLE."""
     import grpc

@@ -41,6 +41,26 @@ def _grpc_unavailable(error: BaseException) -> bool:
     return getattr(code, "name", None) == "UNAVAILABLE"
 
 
+# A PostgreSQL server that answered a connection attempt with a refusal that only a
+# setting fixes: a wrong password, no such database or role, a role that may not log in,
+# no pg_hba.conf line for this client. libpq gives a failed attempt no SQLSTATE, so the
+# server's message tells (English server messages assumed, as engines/postgres.py does).
+_PG_REFUSED = re.compile(
+    r"FATAL:\s+(password authentication failed|\w+ authentication failed"
+    r"|(database|role) \".*\" does not exist|role \".*\" is not permitted to log in"
+    r"|no pg_hba\.conf entry|permission denied)",
+    re.IGNORECASE,
+)
+
+
+def _pg_transient(error: BaseException) -> bool:
+    """psycopg's OperationalError: the server went away, refused the socket, is starting
+    or shutting down, or has no free connection slot (transient), unless it answered with
+    a refusal only a setting fixes (see `_PG_REFUSED`): retrying a wrong password three
+    times with backoff only delays the message the user needs."""
+    return not _PG_REFUSED.search(str(error))
+
+
 # (package, exception class name) -> a pattern its message must match, or a test of the
 # error (None: any). The most specific class of an error found here decides.
 TRANSIENT: dict[tuple[str, str], Test] = {
@@ -51,7 +71,7 @@ TRANSIENT: dict[tuple[str, str], Test] = {
     # waits for it; `productlens run` itself takes the lock outside its retries).
     ("productlens", "RunInProgress"): None,
     # psycopg: the server went away or refused; PostgreSQL asks for a retry.
-    ("psycopg", "OperationalError"): None,
+    ("psycopg", "OperationalError"): _pg_transient,
     ("psycopg", "SerializationFailure"): None,
     ("psycopg", "DeadlockDetected"): None,
     ("psycopg", "LockNotAvailable"): None,
