@@ -679,3 +679,46 @@ def test_application_name_is_set(pg_dsn: str) -> None:
         assert engine.fetch_all(q("SELECT current_setting('TimeZone')")) == [("UTC",)]
     finally:
         engine.close()
+
+
+def test_a_read_only_role_keeps_reading_rebuilt_tables_with_default_privileges(
+    pg_dsn: str,
+) -> None:
+    """What README's Dashboard section tells a PostgreSQL admin: a build recreates each
+    table, so a plain GRANT SELECT is lost at the next build; default privileges for the
+    building role keep a read-only role (the dashboard's) reading every rebuilt table."""
+    database = pg_dsn.rsplit("dbname=", 1)[1]
+    builder, reader, plain = (f"{database}_{who}"[:60] for who in ("build", "read", "plain"))
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        for role in (builder, reader, plain):
+            admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{builder}"')
+        # The README's two statements, run once by an admin:
+        admin.execute(
+            f'ALTER DEFAULT PRIVILEGES FOR ROLE "{builder}" GRANT USAGE ON SCHEMAS TO "{reader}"'
+        )
+        admin.execute(
+            f'ALTER DEFAULT PRIVILEGES FOR ROLE "{builder}" GRANT SELECT ON TABLES TO "{reader}"'
+        )
+    build = PostgresEngine(f"{pg_dsn} user={builder}")
+    try:
+        build.ensure_schema("marts")
+        build.replace_table("marts", "kpis", q("SELECT 1 AS n"))
+        build.execute(q(f'GRANT USAGE ON SCHEMA marts TO "{plain}"'))
+        build.execute(q(f'GRANT SELECT ON ALL TABLES IN SCHEMA marts TO "{plain}"'))
+        build.replace_table("marts", "kpis", q("SELECT 2 AS n"))  # the next build
+        build.replace_view("marts", "kpis_view", q("SELECT n FROM marts.kpis"))
+    finally:
+        build.close()
+    read = PostgresEngine(f"{pg_dsn} user={reader}", read_only=True)
+    try:
+        assert read.fetch_all(q("SELECT n FROM marts.kpis")) == [(2,)]
+        assert read.fetch_all(q("SELECT n FROM marts.kpis_view")) == [(2,)]
+    finally:
+        read.close()
+    lost = PostgresEngine(f"{pg_dsn} user={plain}", read_only=True)
+    try:  # a grant on the tables of the day is gone with them
+        with pytest.raises(EngineError, match="permission denied"):
+            lost.fetch_all(q("SELECT n FROM marts.kpis"))
+    finally:
+        lost.close()
