@@ -150,9 +150,16 @@ class Runner:
                 progress.update(task, advance=steps, description=description or name)
 
         started = time.perf_counter()
-        with self.runlog.step(name) as record:
-            yield advance
-            record.rows = int(record.meta.get("rows", 0) or 0)
+        try:
+            with self.runlog.step(name) as record:
+                yield advance
+                record.rows = int(record.meta.get("rows", 0) or 0)
+        except BaseException as exc:
+            # The stage that failed is in the summary (and a hook's run.stages) too: it is
+            # the one the reader looks for.
+            ended = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self.summary.stages.append(StageSummary(name, time.perf_counter() - started, ended))
+            raise
         if progress is not None and task is not None:
             done = progress.tasks[task].total or 1
             progress.update(task, completed=done, description=name)
