@@ -271,7 +271,7 @@ def test_a_postgresql_server_refusing_the_login_is_not_retried(pg_dsn: str) -> N
         calls: list[int] = []
         waits: list[float] = []
 
-        def connect(dsn: str = dsn) -> object:
+        def connect(dsn: str = dsn, calls: list[int] = calls) -> object:
             calls.append(1)
             return PostgresEngine(dsn)
 
