@@ -19,6 +19,7 @@ def test_funnel_json_is_the_api_result(demo_project: Path) -> None:
         "--by", "device", "--where", "country=US,DE", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stderr  # exact column names
     data = json.loads(result.stdout)
     engine = open_readonly(demo_project)
     try:
@@ -74,3 +75,32 @@ def test_funnel_bad_options_say_what_is_wrong(demo_project: Path) -> None:
         result = run_cli("--project", str(demo_project), "funnel", "--steps", STEPS, *args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert message in " ".join(result.stderr.split()), (args, result.stderr)
+
+
+def test_a_key_that_is_a_column_in_another_case_gets_a_note(demo_project: Path) -> None:
+    """`Country`/`Device` are property names (keys are exact), which a user rarely means:
+    stderr says so and names the column; the JSON on stdout is still the property's
+    result (no event has those properties, so nobody is counted)."""
+    result = run_cli(
+        "--project", str(demo_project), "funnel", "--steps", STEPS,
+        "--where", " Country=US", "--by", "Device", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: --by 'Device' is not an event column, so it reads the property 'Device'; "
+        "the column is 'device'",
+        "note: --where 'Country' is not an event column, so it reads the property "
+        "'Country'; the column is 'country'",
+    ]
+    assert [s["count"] for s in json.loads(result.stdout)["steps"]] == [0, 0, 0, 0]
+    exact = run_cli(
+        "--project", str(demo_project), "retention", "--start", "signup",
+        "--return", "purchase", "--return-where", "DEVICE=ios", "--where", "country=US",
+        "--json",
+    )  # fmt: skip
+    assert exact.returncode == 0, exact.stderr
+    assert [line for line in exact.stderr.splitlines() if line.startswith("note:")] == [
+        "note: --return-where 'DEVICE' is not an event column, so it reads the property "
+        "'DEVICE'; the column is 'device'"
+    ]

@@ -9,7 +9,7 @@ are imported here, so `--help` stays fast; the engine and SQLGlot load inside co
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from productlens.metrics.scope import Scope
 
 console = Console()
+err_console = Console(stderr=True)
 
 FromOpt = Annotated[
     str | None,
@@ -54,6 +55,28 @@ def project_of(ctx: typer.Context) -> Project:
     return _state(ctx).project()
 
 
+def where_keys(texts: Sequence[str] | None) -> list[str]:
+    """The keys of `KEY=VALUE` filters, as `parse_where` reads them."""
+    return [text.partition("=")[0].strip() for text in texts or ()]
+
+
+def note_lookalikes(flag: str, keys: Iterable[str | None]) -> None:
+    """Say on stderr when a filter or breakdown key is an event column in another case:
+    it is read as a property of that name (keys are exact), which is rarely what is meant,
+    and a filter on a property no event has matches nothing without any other sign."""
+    from productlens.metrics.scope import column_lookalike
+
+    for key in keys:
+        column = column_lookalike(key) if key else None
+        if column is not None:
+            err_console.print(
+                f"note: {flag} {escape(repr(key))} is not an event column, so it reads the "
+                f"property {escape(repr(key))}; the column is {column!r}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
 def scope_of(
     project: Project,
     date_from: str | None,
@@ -66,6 +89,7 @@ def scope_of(
     from productlens.metrics.scope import Scope
 
     settings = project.config.metrics
+    note_lookalikes("--where", where_keys(where))
     return Scope.parse(
         timezone=settings.timezone,
         week_start=settings.week_start,

@@ -13,6 +13,7 @@ from productlens.metrics.cli import (
     WhereOpt,
     console,
     emit,
+    note_lookalikes,
     project_of,
     scope_of,
     table,
@@ -43,6 +44,7 @@ def command(
     from productlens.metrics.scope import parse_by
 
     by = parse_by(by)
+    note_lookalikes("--by", [by])
     project = project_of(ctx)
     scope = scope_of(project, date_from, date_to, where)
     with warehouse(project) as engine:

@@ -15,6 +15,7 @@ from productlens.metrics.cli import (
     console,
     duration,
     emit,
+    note_lookalikes,
     project_of,
     scope_of,
     table,
@@ -76,6 +77,7 @@ def command(
             f"--attribution {attribution!r}: needs --by (it picks the value of --by)"
         )
     by = parse_by(by)
+    note_lookalikes("--by", [by])
     project = project_of(ctx)
     scope = scope_of(project, date_from, date_to, where)
     names = [s.strip() for s in steps.split(",")]

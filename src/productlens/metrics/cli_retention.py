@@ -15,9 +15,11 @@ from productlens.metrics.cli import (
     console,
     emit,
     fmt,
+    note_lookalikes,
     project_of,
     scope_of,
     warehouse,
+    where_keys,
 )
 
 if TYPE_CHECKING:
@@ -81,6 +83,8 @@ def command(
     from productlens.metrics.scope import parse_where
 
     project = project_of(ctx)
+    for flag, texts in (("--start-where", start_where), ("--return-where", return_where)):
+        note_lookalikes(flag, where_keys(texts))
     scope = scope_of(project, date_from, date_to, where)
     with warehouse(project) as engine:
         result = retention(

@@ -187,6 +187,14 @@ def parse_where(texts: Iterable[str], flag: str = "--where") -> tuple[Filter, ..
     return tuple(filters)
 
 
+def column_lookalike(key: str) -> str | None:
+    """The event column `key` differs from only in case (`Device` for `device`), if any:
+    such a key is a property name like any other, which the user rarely means."""
+    if key in EVENT_COLUMNS:
+        return None
+    return next((c for c in EVENT_COLUMNS if c == key.strip().lower()), None)
+
+
 def parse_by(by: str | None) -> str | None:
     """A `--by` breakdown key (a column or a property name), or None without one."""
     if by is not None and not by.strip():
