@@ -10,6 +10,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import duckdb
 import pytest
 from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
@@ -96,6 +97,8 @@ def test_an_output_folder_that_cannot_be_made_is_a_clear_error_before_any_work(
 
 
 def test_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
+    # A warehouse file (empty) so that the bad --out, not the missing warehouse, is told.
+    duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
     (tmp_path / "a_file").write_text("mine")
     result = run_cli("--project", str(tmp_path), "report", "--out", str(tmp_path / "a_file"))
     assert result.returncode == 1
