@@ -26,7 +26,7 @@ from productlens.ops import (
     TEST_RESULTS_COLUMNS,
     insert_rows,
 )
-from productlens.report import _revenue
+from productlens.report import _health, _revenue
 from productlens.report import insights as ins
 from productlens.report.sections import (
     Filters,
@@ -67,6 +67,8 @@ def changed(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     steps = [
         ("r_later", "check", "data tests", later, later + timedelta(minutes=1), 1, "success", None),
         ("r_later", "build", "marts", later, later + timedelta(minutes=2), 1, "failed", "x"),
+        # Later still, a run whose one step has not ended: the report reading the log.
+        ("r_reading", "report", None, later + timedelta(hours=1), None, None, "running", None),
     ]
     engine.execute(insert_rows(RUN_EVENTS, RUN_LOG_COLUMNS, steps))
     run = engine.fetch_all(
@@ -91,6 +93,25 @@ def test_the_last_run_is_the_latest(changed: DuckDBEngine) -> None:
     assert health.last_run is not None
     assert health.last_run.run_id == "r_later"
     assert (health.last_run.n_steps, health.last_run.n_failed) == (2, 1)
+
+
+def test_a_run_with_no_step_ended_is_not_the_last_run(
+    changed: DuckDBEngine, tmp_path: Path
+) -> None:
+    """`productlens report` read its own run, whose one step (the report) was still
+    running, as the last run: the report showed "finished None" and "1 step". The last
+    run is the latest with a step that ended; its row shows no "None"."""
+    health = read_health(changed)
+    assert health is not None
+    assert health.last_run is not None
+    assert health.last_run.run_id == "r_later"
+    assert health.last_run.finished_at == datetime(2099, 1, 1) + timedelta(minutes=2)
+    sections = Sections(None, None, None, None, None, None, None, health)
+    (block,) = [b for b in _health(sections, tmp_path) if b.title == "Last run"]
+    assert block.table is not None
+    assert block.table[1] == (
+        ("r_later", "2099-01-01 00:00:00", "2099-01-01 00:02:00", "2", "1"),
+    )
 
 
 def test_a_warned_data_test_is_counted_as_warned(changed: DuckDBEngine) -> None:

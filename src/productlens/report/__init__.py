@@ -560,8 +560,8 @@ def _health(s: Sections, out: Path) -> list[Block]:
                     (
                         (
                             lr.run_id,
-                            str(lr.started_at)[:19],
-                            str(lr.finished_at)[:19],
+                            "-" if lr.started_at is None else str(lr.started_at)[:19],
+                            "-" if lr.finished_at is None else str(lr.finished_at)[:19],
                             str(lr.n_steps),
                             str(lr.n_failed),
                         ),

@@ -980,11 +980,16 @@ select test_name, model, severity, status, n_failing from ops.test_results
 where run_id = __run and status <> 'pass' order by status, model, test_name
 """
 
+# The latest run with a step that ended: a run none of whose steps has ended is the one
+# reading the log (`productlens report`'s own run, its one step still going).
 _LAST_RUN = """
 select run_id, min(started_at) as started_at, max(finished_at) as finished_at,
     count(*) as n_steps, count(case when status = 'failed' then 1 end) as n_failed
 from ops.run_log
-where run_id = (select run_id from ops.run_log order by started_at desc, run_id desc limit 1)
+where run_id = (
+    select run_id from ops.run_log where finished_at is not null
+    order by started_at desc, run_id desc limit 1
+)
 group by run_id
 """
 
