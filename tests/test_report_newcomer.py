@@ -4,11 +4,15 @@ the run log. Each case was found by running the commands by hand."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
 
-from tests.conftest import run_cli
+from productlens.config import load_project
+from productlens.report import CHART_NAMES, write_report
+from productlens.report.sections import Settings
+from tests.conftest import open_readonly, run_cli
 
 
 def test_a_folder_without_a_warehouse_is_told_and_left_untouched(tmp_path: Path) -> None:
@@ -37,3 +41,33 @@ def test_an_empty_warehouse_file_still_gets_the_build_first_error(tmp_path: Path
     result = run_cli("--project", str(tmp_path), "report")
     assert result.returncode == 1
     assert "run `productlens build` first" in result.stderr
+
+
+def test_a_chart_the_report_no_longer_draws_leaves_the_folder(
+    demo_project: Path, tmp_path: Path
+) -> None:
+    """A second report into the same folder (another world, or data that lost a section)
+    left the first one's PNGs beside it: revenue and product charts of a shop beside a SaaS
+    report. The report removes its own charts it did not draw this time, nothing else."""
+    # The demo's own report (written by `productlens demo`) is the earlier one.
+    earlier = sorted((demo_project / "reports").glob("*.png"))
+    for png in earlier:
+        shutil.copy(png, tmp_path / png.name)
+    (tmp_path / "notes.png").write_bytes(b"mine")  # the user's, beside the report
+    (tmp_path / "mine.txt").write_text("mine")
+    engine = open_readonly(demo_project)
+    settings = Settings.from_config(load_project(demo_project).config)
+    try:
+        part = write_report(engine, tmp_path, settings=settings, only=("overview", "health"))
+    finally:
+        engine.close()
+    drawn_now = {p.name for p in part.pngs}
+    assert {"funnel.png", "retention_week.png", "rows_per_layer.png"} <= {p.name for p in earlier}
+    assert drawn_now == {"rows_per_layer.png"}
+    assert {p.name for p in tmp_path.iterdir()} == drawn_now | {
+        "report.html",
+        "notes.png",
+        "mine.txt",
+    }
+    # Every chart the demo's report drew is one the report knows to remove.
+    assert {p.stem for p in earlier} <= set(CHART_NAMES)

@@ -32,6 +32,36 @@ from productlens.report.sections import (
 
 REPORT_FILE = "report.html"
 
+# Every chart the report can draw, by name (`NAME.png` in the report's folder). A chart of
+# these that a report does not draw is removed from the folder it writes: a second report
+# into the same folder (another world, a section gone) left the first one's charts beside
+# it, as if they were its own. Files of any other name are never touched.
+CHART_NAMES = (
+    "funnel",
+    "conversion_trend",
+    "conversion_by_device",
+    "time_to_convert",
+    "retention_day",
+    "retention_week",
+    "active_users",
+    "lifecycle",
+    "revenue_daily",
+    "revenue_by_weekday",
+    "arr_bridge",
+    "revenue_pareto",
+    "clv_by_segment",
+    "churn_risk",
+    "probability_alive",
+    "margin_by_category",
+    "top_products",
+    "campaign_roi",
+    "usage_events",
+    "new_vs_returning",
+    "experiments",
+    "quarantine",
+    "rows_per_layer",
+)
+
 
 @dataclass(frozen=True)
 class ReportResult:
@@ -655,4 +685,8 @@ def _render(engine: Engine, out_dir: Path, sections: Sections, warehouse: str) -
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     pngs = [b.chart.png for bs in blocks.values() for b in bs if b.chart is not None]
+    drawn = {png.name for png in pngs}
+    for name in CHART_NAMES:  # an earlier report's chart this one does not have
+        if f"{name}.png" not in drawn:
+            (out_dir / f"{name}.png").unlink(missing_ok=True)
     return ReportResult(html=path, pngs=pngs, sections=sections, blocks=blocks)
