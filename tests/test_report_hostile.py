@@ -178,17 +178,31 @@ def test_hostile_names_are_text_and_the_report_fetches_nothing_in_chromium(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
         )
         try:
-            page = browser.new_context(offline=True).new_page()
+            viewport = {"width": 1280, "height": 900}
+            page = browser.new_context(offline=True, viewport=viewport).new_page()
             page.on("request", lambda r: requests.append(r.url))
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(result.html.as_uri())
             page.wait_for_load_state("networkidle")
             top = page.locator("li[data-insight=top_products]").inner_text()
             n_svg = page.locator(".chart svg").count()
+            # The campaign and experiment tables (seven columns) stuck out of their section
+            # on a laptop's screen: squeezed into the insights' column beside a chart.
+            outside = page.evaluate(
+                """() => [...document.querySelectorAll('section table')].filter(
+                    t => t.getBoundingClientRect().right >
+                        t.closest('section').getBoundingClientRect().right + 1
+                ).map(t => t.closest('section').id)"""
+            )
+            sideways = page.evaluate(
+                "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
         finally:
             browser.close()
     assert requests == [result.html.as_uri()]
     assert dialogs == []
+    assert outside == []
+    assert sideways <= 0
     assert top == shown["top_products"].text
     assert n_svg == len(result.pngs)
 
