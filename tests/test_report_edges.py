@@ -26,7 +26,7 @@ from productlens.ops import (
     TEST_RESULTS_COLUMNS,
     insert_rows,
 )
-from productlens.report import _health, _revenue
+from productlens.report import _health, _products, _revenue
 from productlens.report import insights as ins
 from productlens.report.sections import (
     Filters,
@@ -38,6 +38,7 @@ from productlens.report.sections import (
     read_revenue,
 )
 from tests.conftest import q
+from tests.test_dashboard import app_for, open_page, plotly_charts
 from tests.test_report_sections import Warehouse
 
 
@@ -241,3 +242,34 @@ def test_the_filter_options_leave_out_a_missing_device_or_country(changed: DuckD
         assert len(changed.fetch_all(values.where(missing))) == 1  # the event without one
         expected = sorted(str(r[0]) for r in changed.fetch_all(values.where(exp.not_(missing))))
         assert offered == tuple(expected), column
+
+
+def test_campaigns_that_brought_no_revenue_get_their_table_and_no_roi_chart(
+    saas: Warehouse, saas_demo_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SaaS world's campaigns bring subscribers, no orders: the report and the
+    dashboard drew every campaign at -100% ROI (the insight already said nothing, ROI
+    saying nothing there). The campaigns' table stays, without the chart."""
+    attributed = saas.rows(
+        "select count(*) as n, sum(first_touch_revenue) as revenue "
+        "from marts.campaign_attribution"
+    )[0]
+    assert attributed["n"] > 0
+    assert attributed["revenue"] == 0
+    products = read_products(saas.engine)
+    assert products is not None
+    assert products.campaigns is not None
+    sections = Sections(None, None, None, None, products, None, None, None)
+    (block,) = [b for b in _products(sections, tmp_path) if b.title == "Campaign ROI"]
+    assert block.chart is None
+    assert block.insights == ()
+    assert block.table is not None
+    assert len(block.table[1]) == attributed["n"]
+    assert not list(tmp_path.glob("*.png"))
+
+    at = open_page(app_for(saas_demo_project, monkeypatch), "marketing")
+    assert not [t for t in plotly_charts(at) if t.startswith("Campaign ROI")]
+    assert [i.value for i in at.info] == [
+        "No campaign brought revenue (first touch): there is no return on investment to show."
+    ]
+    assert len(at.dataframe[0].value) == attributed["n"]

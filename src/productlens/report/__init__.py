@@ -425,6 +425,9 @@ def _products(s: Sections, out: Path) -> list[Block]:
         )
     if p.campaigns is not None:
         c = p.campaigns.filter(p.campaigns.column("roi").is_valid())
+        # No campaign brought revenue (the SaaS world's bring subscribers, no orders): every
+        # bar would say -100%, which says nothing; the table keeps spend and signups.
+        brought = any(p.campaigns.column("first_touch_revenue").to_pylist())
         blocks.append(
             Block(
                 "Campaign ROI",
@@ -435,7 +438,9 @@ def _products(s: Sections, out: Path) -> list[Block]:
                     c.column("roi").to_pylist(),
                     out,
                     percent=True,
-                ),
+                )
+                if brought
+                else None,
                 _some(ins.campaign_roi(p)),
                 (
                     (
