@@ -5,14 +5,15 @@ the run log. Each case was found by running the commands by hand."""
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
 
 from productlens.config import load_project
 from productlens.report import CHART_NAMES, write_report
-from productlens.report.sections import Settings
-from tests.conftest import open_readonly, run_cli
+from productlens.report.sections import Filters, Settings, read_retention
+from tests.conftest import open_readonly, q, run_cli
 
 
 def test_a_folder_without_a_warehouse_is_told_and_left_untouched(tmp_path: Path) -> None:
@@ -71,3 +72,29 @@ def test_a_chart_the_report_no_longer_draws_leaves_the_folder(
     }
     # Every chart the demo's report drew is one the report knows to remove.
     assert {p.stem for p in earlier} <= set(CHART_NAMES)
+
+
+def test_the_weekly_cohorts_are_the_weeks_the_range_touches(demo_project: Path) -> None:
+    """The weekly heatmap (report and dashboard) began with an empty row, a week before
+    the range: the reader asked for (days // 7 + 1) weeks, one too many for a range of
+    whole weeks (the 90-day demo's 13 weeks drew 14, the first before the data began). It
+    asks for the weeks the range's days touch."""
+    engine = open_readonly(demo_project)
+    try:
+        first, last = engine.fetch_all(
+            q("select min(event_date), max(event_date) from core.fct_events")
+        )[0]
+        settings = Settings.from_config(load_project(demo_project).config)
+        monday = first + timedelta(days=-first.weekday() % 7)  # the first Monday with data
+        sunday = monday + timedelta(days=13)  # two whole weeks
+        assert sunday <= last
+        section = read_retention(engine, Filters(monday, sunday), settings)
+    finally:
+        engine.close()
+    assert settings.week_start == "monday"
+    assert section is not None
+    assert [c.start for c in section.week_cohorts] == [
+        monday.isoformat(),
+        (monday + timedelta(weeks=1)).isoformat(),
+    ]
+    assert all(c.size > 0 for c in section.week_cohorts)

@@ -51,6 +51,7 @@ from productlens.metrics.scope import (
     Scope,
     WeekStart,
     parse_duration,
+    period_floor,
     range_condition,
     where_condition,
     zone_info,
@@ -526,7 +527,10 @@ def read_retention(
         return None
     n_days = (span[1] - span[0]).days + 1
     scope = Filters(span[0], span[1], filters.devices, filters.countries).scope(settings)
-    grains: tuple[tuple[Grain, int], ...] = (("day", n_days), ("week", n_days // 7 + 1))
+    # The weeks the range's days touch (days // 7 + 1 was one too many for whole weeks:
+    # an empty cohort before the range began).
+    n_weeks = (period_floor(scope, "week", span[1]) - period_floor(scope, "week", span[0])).days
+    grains: tuple[tuple[Grain, int], ...] = (("day", n_days), ("week", n_weeks // 7 + 1))
     cohorts = {
         grain: retention(
             engine,
