@@ -9,9 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from productlens.config import load_project
-from productlens.report import CHART_NAMES, write_report
+from productlens.engines.duckdb import DuckDBEngine
+from productlens.errors import ReportError
+from productlens.report import CHART_NAMES, REPORT_FILE, write_report
 from productlens.report.sections import Filters, Settings, read_retention
 from tests.conftest import open_readonly, q, run_cli
 
@@ -98,3 +101,17 @@ def test_the_weekly_cohorts_are_the_weeks_the_range_touches(demo_project: Path) 
         (monday + timedelta(weeks=1)).isoformat(),
     ]
     assert all(c.size > 0 for c in section.week_cohorts)
+
+
+def test_a_folder_the_report_cannot_write_into_is_told_before_any_reading(
+    engine: DuckDBEngine, tmp_path: Path
+) -> None:
+    """An existing folder the report cannot write into (read-only, full, or, here, its
+    working file's name taken by a folder) was found out at the first chart, after every
+    section had been read: seconds on DuckDB, many minutes on Spark. It is told at once:
+    the empty warehouse would otherwise be the error."""
+    out = tmp_path / "out"
+    (out / f".{REPORT_FILE}.partial").mkdir(parents=True)
+    with pytest.raises(ReportError, match=r"cannot write the report into .*out: "):
+        write_report(engine, out)
+    assert [p.name for p in out.iterdir()] == [f".{REPORT_FILE}.partial"]

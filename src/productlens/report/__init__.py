@@ -660,6 +660,16 @@ def _make_folder(out_dir: Path) -> None:
     except OSError as exc:  # a file of that name, a file above it, no permission
         reason = "a file of that name is in the way" if out_dir.is_file() else exc.strerror
         raise ReportError(f"cannot write the report into {out_dir}: {reason}") from None
+    # An existing folder may still refuse files (read-only, no permission): try the report's
+    # working file now rather than after reading every section.
+    probe = out_dir / f".{REPORT_FILE}.partial"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ReportError(
+            f"cannot write the report into {out_dir}: {exc.strerror or exc}"
+        ) from None
 
 
 def _render(engine: Engine, out_dir: Path, sections: Sections, warehouse: str) -> ReportResult:
