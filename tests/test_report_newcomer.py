@@ -10,11 +10,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from matplotlib.figure import Figure
 
 from productlens.config import load_project
 from productlens.engines.duckdb import DuckDBEngine
 from productlens.errors import ReportError
-from productlens.report import CHART_NAMES, REPORT_FILE, write_report
+from productlens.report import CHART_NAMES, REPORT_FILE, charts, write_report
 from productlens.report.sections import Filters, Settings, read_retention
 from tests.conftest import open_readonly, q, run_cli
 
@@ -115,3 +116,33 @@ def test_a_folder_the_report_cannot_write_into_is_told_before_any_reading(
     with pytest.raises(ReportError, match=r"cannot write the report into .*out: "):
         write_report(engine, out)
     assert [p.name for p in out.iterdir()] == [f".{REPORT_FILE}.partial"]
+
+
+def test_a_negative_bar_s_label_does_not_cover_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's campaign ROI chart wrote "-88.3%" over "Display 017": a negative bar's
+    label went left of the bar's end, onto the names when the positive bars set the scale.
+    No value label overlaps a name on the axis."""
+    drawn: list[Figure] = []
+    save = charts._save
+
+    def keep(fig: Figure, name: str, title: str, out_dir: Path) -> charts.Chart:
+        fig.tight_layout(pad=0.4)  # as `_save` lays it out
+        fig.canvas.draw()
+        drawn.append(fig)
+        labels = [t.get_window_extent() for t in fig.axes[0].texts]
+        names = [t.get_window_extent() for t in fig.axes[0].get_yticklabels()]
+        overlaps = [(a, b) for a in labels for b in names if a.overlaps(b)]
+        assert overlaps == [], name
+        inside = fig.axes[0].get_window_extent()
+        assert all(inside.x0 <= a.x0 and a.x1 <= inside.x1 for a in labels), name
+        return save(fig, name, title, out_dir)
+
+    monkeypatch.setattr(charts, "_save", keep)
+    names = [f"Campaign {i:03d}" for i in range(8)]
+    rois = [9.41, 4.16, 1.8, 0.05, -0.14, -0.47, -0.87, -0.883]
+    charts.bars("roi", "ROI", names, rois, tmp_path, percent=True)
+    charts.bars("money", "margin", names, [v * 10_000 for v in rois], tmp_path)
+    charts.bars("losses", "all lost", names[:3], [-5_000.0, -120.0, -0.5], tmp_path)
+    assert len(drawn) == 3
