@@ -110,9 +110,7 @@ def test_a_run_with_no_step_ended_is_not_the_last_run(
     sections = Sections(None, None, None, None, None, None, None, health)
     (block,) = [b for b in _health(sections, tmp_path) if b.title == "Last run"]
     assert block.table is not None
-    assert block.table[1] == (
-        ("r_later", "2099-01-01 00:00:00", "2099-01-01 00:02:00", "2", "1"),
-    )
+    assert block.table[1] == (("r_later", "2099-01-01 00:00:00", "2099-01-01 00:02:00", "2", "1"),)
 
 
 def test_a_warned_data_test_is_counted_as_warned(changed: DuckDBEngine) -> None:
@@ -251,8 +249,7 @@ def test_campaigns_that_brought_no_revenue_get_their_table_and_no_roi_chart(
     dashboard drew every campaign at -100% ROI (the insight already said nothing, ROI
     saying nothing there). The campaigns' table stays, without the chart."""
     attributed = saas.rows(
-        "select count(*) as n, sum(first_touch_revenue) as revenue "
-        "from marts.campaign_attribution"
+        "select count(*) as n, sum(first_touch_revenue) as revenue from marts.campaign_attribution"
     )[0]
     assert attributed["n"] > 0
     assert attributed["revenue"] == 0

@@ -593,8 +593,7 @@ def marketing_page(view: View) -> None:
     if not any(campaigns["first_touch_revenue"].to_pylist()):
         # Every bar would be -100% (the SaaS world's campaigns bring subscribers, no orders).
         st.info(
-            "No campaign brought revenue (first touch): there is no return on investment "
-            "to show."
+            "No campaign brought revenue (first touch): there is no return on investment to show."
         )
     else:
         fig = go.Figure(
@@ -602,8 +601,7 @@ def marketing_page(view: View) -> None:
                 x=campaigns["campaign_name"].to_pylist(),
                 y=campaigns["roi"].to_pylist(),
                 marker_color=[
-                    "#2ca02c" if (r or 0) >= 0 else "#d62728"
-                    for r in campaigns["roi"].to_pylist()
+                    "#2ca02c" if (r or 0) >= 0 else "#d62728" for r in campaigns["roi"].to_pylist()
                 ],
             )
         )
