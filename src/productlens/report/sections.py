@@ -271,6 +271,8 @@ from core.dim_users
 where is_current and __cond
 """
 
+_ANY_USER = "select 1 as found from core.dim_users limit 1"
+
 _ORDER_KPIS = """
 select
     count(case when is_kept and order_date between __s and __e then 1 end) as orders_now,
@@ -313,7 +315,9 @@ def read_overview(
         Kpi("active_users", "active users", "count", ev["users_now"], ev["users_before"], True)
     )
     kpis.append(Kpi("events", "events", "count", ev["events_now"], ev["events_before"], True))
-    if _has(engine, "core.dim_users"):
+    # Without a users table (an events-only project: dim_users built empty) there are no
+    # signups to count: "0" would contradict the new users the retention section counts.
+    if _has(engine, "core.dim_users") and _rows(engine, _fill(_ANY_USER)):
         users_cond = where_condition(filters.where) or _true()
         su = _rows(engine, _fill(_SIGNUP_KPIS, cond=users_cond, **bounds))[0]
         kpis.append(Kpi("signups", "new signups", "count", su["now"], su["before"], True))
