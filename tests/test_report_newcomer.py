@@ -146,3 +146,40 @@ def test_a_negative_bar_s_label_does_not_cover_its_name(
     charts.bars("money", "margin", names, [v * 10_000 for v in rois], tmp_path)
     charts.bars("losses", "all lost", names[:3], [-5_000.0, -120.0, -0.5], tmp_path)
     assert len(drawn) == 3
+
+
+def test_a_stacked_chart_s_legend_covers_no_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SaaS demo's ARR bridge drew its legend over the tallest month's bar (the
+    legend sat in the plot, the bars reached its top). No legend entry covers a bar."""
+    checked: list[str] = []
+    save = charts._save
+
+    def keep(fig: Figure, name: str, title: str, out_dir: Path) -> charts.Chart:
+        fig.tight_layout(pad=0.4)  # as `_save` lays it out
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent()
+        bars = [p.get_window_extent() for p in ax.patches if p.get_height() != 0]
+        assert bars
+        assert [b for b in bars if legend.overlaps(b)] == [], name
+        checked.append(name)
+        return save(fig, name, title, out_dir)
+
+    monkeypatch.setattr(charts, "_save", keep)
+    months = ["2026-01", "2026-02", "2026-03", "2026-04"]
+    charts.stacked(
+        "arr",
+        "ARR movements per month",
+        months,
+        {
+            "new": [48_000.0, 118_000.0, 148_000.0, 9_500.0],
+            "reactivation": [0.0, 2_000.0, 1_000.0, 0.0],
+            "expansion": [0.0, 88_000.0, 155_000.0, 36_000.0],
+            "contraction": [0.0, -1_500.0, -4_000.0, -1_100.0],
+            "cancelled": [0.0, -3_000.0, -21_000.0, -3_700.0],
+        },
+        tmp_path,
+    )
+    assert checked == ["arr"]

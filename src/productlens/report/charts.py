@@ -300,6 +300,11 @@ def stacked(
         up = up + np.where(v >= 0, v, 0)
         down = down + np.where(v < 0, v, 0)
     ax.axhline(0, color="#52606d", linewidth=0.8)
+    # Room above the tallest stack for the legend: without it the legend sat on the bars
+    # (the SaaS demo's ARR bridge).
+    top, bottom = float(up.max(initial=0.0)), float(down.min(initial=0.0))
+    if top > 0:
+        ax.set_ylim(bottom * 1.05, top + (top - bottom) * 0.4)
     step = max(1, len(labels) // 12)
     ax.set_xticks(x[::step], labels=_shorts(labels)[::step], rotation=45, ha="right", fontsize=8)
     ax.legend(frameon=False, fontsize=8, ncols=min(4, len(series)))
