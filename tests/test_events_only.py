@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from productlens.engines import DuckDBEngine
+from productlens.report.sections import read_overview
 from productlens.simulate import preset
 from tests.conftest import open_readonly, q, run_cli
 from tests.test_funnel import reference
@@ -210,3 +211,26 @@ def test_marts_over_missing_tables_are_built_empty(events_only: tuple[Path, list
     ) == [(preset(days=21).days, 0, 0.0)]
     for mart in EVENT_MARTS:
         assert marts(root, f"SELECT count(*) > 0 FROM marts.{mart}") == [(True,)], mart
+
+
+def test_the_overview_states_no_signups_without_a_users_table(
+    events_only: tuple[Path, list[Event]],
+) -> None:
+    """With no users file the overview (report and dashboard) said "new signups 0" beside
+    the retention section's new users (first seen): a count of a table that was never
+    loaded. The figure is left out, as orders are without orders; the rest stays."""
+    root, events = events_only
+    engine = open_readonly(root)
+    try:
+        assert engine.fetch_all(q("select count(*) from core.dim_users")) == [(0,)]
+        overview = read_overview(engine)
+    finally:
+        engine.close()
+    assert overview is not None
+    kpis = {k.key: k for k in overview.kpis}
+    assert "signups" not in kpis
+    assert "orders" not in kpis
+    last = max(e[2] for e in events).date()
+    assert overview.end == last
+    in_period = {e[0] for e in events if overview.start <= e[2].date() <= overview.end}
+    assert kpis["active_users"].current == len(in_period)

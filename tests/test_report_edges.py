@@ -26,7 +26,7 @@ from productlens.ops import (
     TEST_RESULTS_COLUMNS,
     insert_rows,
 )
-from productlens.report import _revenue
+from productlens.report import _health, _products, _revenue
 from productlens.report import insights as ins
 from productlens.report.sections import (
     Filters,
@@ -38,6 +38,7 @@ from productlens.report.sections import (
     read_revenue,
 )
 from tests.conftest import q
+from tests.test_dashboard import app_for, open_page, plotly_charts
 from tests.test_report_sections import Warehouse
 
 
@@ -67,6 +68,8 @@ def changed(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     steps = [
         ("r_later", "check", "data tests", later, later + timedelta(minutes=1), 1, "success", None),
         ("r_later", "build", "marts", later, later + timedelta(minutes=2), 1, "failed", "x"),
+        # Later still, a run whose one step has not ended: the report reading the log.
+        ("r_reading", "report", None, later + timedelta(hours=1), None, None, "running", None),
     ]
     engine.execute(insert_rows(RUN_EVENTS, RUN_LOG_COLUMNS, steps))
     run = engine.fetch_all(
@@ -91,6 +94,23 @@ def test_the_last_run_is_the_latest(changed: DuckDBEngine) -> None:
     assert health.last_run is not None
     assert health.last_run.run_id == "r_later"
     assert (health.last_run.n_steps, health.last_run.n_failed) == (2, 1)
+
+
+def test_a_run_with_no_step_ended_is_not_the_last_run(
+    changed: DuckDBEngine, tmp_path: Path
+) -> None:
+    """`productlens report` read its own run, whose one step (the report) was still
+    running, as the last run: the report showed "finished None" and "1 step". The last
+    run is the latest with a step that ended; its row shows no "None"."""
+    health = read_health(changed)
+    assert health is not None
+    assert health.last_run is not None
+    assert health.last_run.run_id == "r_later"
+    assert health.last_run.finished_at == datetime(2099, 1, 1) + timedelta(minutes=2)
+    sections = Sections(None, None, None, None, None, None, None, health)
+    (block,) = [b for b in _health(sections, tmp_path) if b.title == "Last run"]
+    assert block.table is not None
+    assert block.table[1] == (("r_later", "2099-01-01 00:00:00", "2099-01-01 00:02:00", "2", "1"),)
 
 
 def test_a_warned_data_test_is_counted_as_warned(changed: DuckDBEngine) -> None:
@@ -220,3 +240,33 @@ def test_the_filter_options_leave_out_a_missing_device_or_country(changed: DuckD
         assert len(changed.fetch_all(values.where(missing))) == 1  # the event without one
         expected = sorted(str(r[0]) for r in changed.fetch_all(values.where(exp.not_(missing))))
         assert offered == tuple(expected), column
+
+
+def test_campaigns_that_brought_no_revenue_get_their_table_and_no_roi_chart(
+    saas: Warehouse, saas_demo_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SaaS world's campaigns bring subscribers, no orders: the report and the
+    dashboard drew every campaign at -100% ROI (the insight already said nothing, ROI
+    saying nothing there). The campaigns' table stays, without the chart."""
+    attributed = saas.rows(
+        "select count(*) as n, sum(first_touch_revenue) as revenue from marts.campaign_attribution"
+    )[0]
+    assert attributed["n"] > 0
+    assert attributed["revenue"] == 0
+    products = read_products(saas.engine)
+    assert products is not None
+    assert products.campaigns is not None
+    sections = Sections(None, None, None, None, products, None, None, None)
+    (block,) = [b for b in _products(sections, tmp_path) if b.title == "Campaign ROI"]
+    assert block.chart is None
+    assert block.insights == ()
+    assert block.table is not None
+    assert len(block.table[1]) == attributed["n"]
+    assert not list(tmp_path.glob("*.png"))
+
+    at = open_page(app_for(saas_demo_project, monkeypatch), "marketing")
+    assert not [t for t in plotly_charts(at) if t.startswith("Campaign ROI")]
+    assert [i.value for i in at.info] == [
+        "No campaign brought revenue (first touch): there is no return on investment to show."
+    ]
+    assert len(at.dataframe[0].value) == attributed["n"]

@@ -10,6 +10,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import duckdb
 import pytest
 from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
@@ -96,6 +97,8 @@ def test_an_output_folder_that_cannot_be_made_is_a_clear_error_before_any_work(
 
 
 def test_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
+    # A warehouse file (empty) so that the bad --out, not the missing warehouse, is told.
+    duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
     (tmp_path / "a_file").write_text("mine")
     result = run_cli("--project", str(tmp_path), "report", "--out", str(tmp_path / "a_file"))
     assert result.returncode == 1
@@ -175,17 +178,31 @@ def test_hostile_names_are_text_and_the_report_fetches_nothing_in_chromium(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
         )
         try:
-            page = browser.new_context(offline=True).new_page()
+            viewport = {"width": 1280, "height": 900}
+            page = browser.new_context(offline=True, viewport=viewport).new_page()
             page.on("request", lambda r: requests.append(r.url))
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(result.html.as_uri())
             page.wait_for_load_state("networkidle")
             top = page.locator("li[data-insight=top_products]").inner_text()
             n_svg = page.locator(".chart svg").count()
+            # The campaign and experiment tables (seven columns) stuck out of their section
+            # on a laptop's screen: squeezed into the insights' column beside a chart.
+            outside = page.evaluate(
+                """() => [...document.querySelectorAll('section table')].filter(
+                    t => t.getBoundingClientRect().right >
+                        t.closest('section').getBoundingClientRect().right + 1
+                ).map(t => t.closest('section').id)"""
+            )
+            sideways = page.evaluate(
+                "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
         finally:
             browser.close()
     assert requests == [result.html.as_uri()]
     assert dialogs == []
+    assert outside == []
+    assert sideways <= 0
     assert top == shown["top_products"].text
     assert n_svg == len(result.pngs)
 

@@ -580,6 +580,17 @@ def report(
     ] = None,
 ) -> None:
     """Write the self-contained HTML report and a PNG per chart."""
+    from productlens.app import warehouse_exists
+    from productlens.errors import ReportError
+
+    project = _state(ctx).project()
+    if not warehouse_exists(project):
+        # Opening the engine would create an empty warehouse (and the run log, the report
+        # folder, run_results.json): a mistyped --project would become a project.
+        raise ReportError(
+            f"there is no warehouse at {project.warehouse_path}: run `productlens demo`, "
+            "or ingest your exports and run `productlens build` first"
+        )
     with _runner(ctx) as runner:
         runner.report(out)
 

@@ -590,17 +590,25 @@ def marketing_page(view: View) -> None:
         return
     _insights(insights.campaign_roi(section))
     campaigns = section.campaigns
-    fig = go.Figure(
-        go.Bar(
-            x=campaigns["campaign_name"].to_pylist(),
-            y=campaigns["roi"].to_pylist(),
-            marker_color=[
-                "#2ca02c" if (r or 0) >= 0 else "#d62728" for r in campaigns["roi"].to_pylist()
-            ],
+    if not any(campaigns["first_touch_revenue"].to_pylist()):
+        # Every bar would be -100% (the SaaS world's campaigns bring subscribers, no orders).
+        st.info(
+            "No campaign brought revenue (first touch): there is no return on investment to show."
         )
-    )
-    fig.update_layout(title="Campaign ROI (first-touch revenue over spend)", yaxis_tickformat=".0%")
-    _chart(fig, "marketing_roi")
+    else:
+        fig = go.Figure(
+            go.Bar(
+                x=campaigns["campaign_name"].to_pylist(),
+                y=campaigns["roi"].to_pylist(),
+                marker_color=[
+                    "#2ca02c" if (r or 0) >= 0 else "#d62728" for r in campaigns["roi"].to_pylist()
+                ],
+            )
+        )
+        fig.update_layout(
+            title="Campaign ROI (first-touch revenue over spend)", yaxis_tickformat=".0%"
+        )
+        _chart(fig, "marketing_roi")
     st.dataframe(campaigns, hide_index=True, key="marketing_table")
 
 

@@ -32,6 +32,36 @@ from productlens.report.sections import (
 
 REPORT_FILE = "report.html"
 
+# Every chart the report can draw, by name (`NAME.png` in the report's folder). A chart of
+# these that a report does not draw is removed from the folder it writes: a second report
+# into the same folder (another world, a section gone) left the first one's charts beside
+# it, as if they were its own. Files of any other name are never touched.
+CHART_NAMES = (
+    "funnel",
+    "conversion_trend",
+    "conversion_by_device",
+    "time_to_convert",
+    "retention_day",
+    "retention_week",
+    "active_users",
+    "lifecycle",
+    "revenue_daily",
+    "revenue_by_weekday",
+    "arr_bridge",
+    "revenue_pareto",
+    "clv_by_segment",
+    "churn_risk",
+    "probability_alive",
+    "margin_by_category",
+    "top_products",
+    "campaign_roi",
+    "usage_events",
+    "new_vs_returning",
+    "experiments",
+    "quarantine",
+    "rows_per_layer",
+)
+
 
 @dataclass(frozen=True)
 class ReportResult:
@@ -395,6 +425,9 @@ def _products(s: Sections, out: Path) -> list[Block]:
         )
     if p.campaigns is not None:
         c = p.campaigns.filter(p.campaigns.column("roi").is_valid())
+        # No campaign brought revenue (the SaaS world's bring subscribers, no orders): every
+        # bar would say -100%, which says nothing; the table keeps spend and signups.
+        brought = any(p.campaigns.column("first_touch_revenue").to_pylist())
         blocks.append(
             Block(
                 "Campaign ROI",
@@ -405,7 +438,9 @@ def _products(s: Sections, out: Path) -> list[Block]:
                     c.column("roi").to_pylist(),
                     out,
                     percent=True,
-                ),
+                )
+                if brought
+                else None,
                 _some(ins.campaign_roi(p)),
                 (
                     (
@@ -560,8 +595,8 @@ def _health(s: Sections, out: Path) -> list[Block]:
                     (
                         (
                             lr.run_id,
-                            str(lr.started_at)[:19],
-                            str(lr.finished_at)[:19],
+                            "-" if lr.started_at is None else str(lr.started_at)[:19],
+                            "-" if lr.finished_at is None else str(lr.finished_at)[:19],
                             str(lr.n_steps),
                             str(lr.n_failed),
                         ),
@@ -625,6 +660,16 @@ def _make_folder(out_dir: Path) -> None:
     except OSError as exc:  # a file of that name, a file above it, no permission
         reason = "a file of that name is in the way" if out_dir.is_file() else exc.strerror
         raise ReportError(f"cannot write the report into {out_dir}: {reason}") from None
+    # An existing folder may still refuse files (read-only, no permission): try the report's
+    # working file now rather than after reading every section.
+    probe = out_dir / f".{REPORT_FILE}.partial"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ReportError(
+            f"cannot write the report into {out_dir}: {exc.strerror or exc}"
+        ) from None
 
 
 def _render(engine: Engine, out_dir: Path, sections: Sections, warehouse: str) -> ReportResult:
@@ -655,4 +700,8 @@ def _render(engine: Engine, out_dir: Path, sections: Sections, warehouse: str) -
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     pngs = [b.chart.png for bs in blocks.values() for b in bs if b.chart is not None]
+    drawn = {png.name for png in pngs}
+    for name in CHART_NAMES:  # an earlier report's chart this one does not have
+        if f"{name}.png" not in drawn:
+            (out_dir / f"{name}.png").unlink(missing_ok=True)
     return ReportResult(html=path, pngs=pngs, sections=sections, blocks=blocks)

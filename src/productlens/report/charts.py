@@ -182,17 +182,15 @@ def bars(
     for pos, v in zip(positions, values, strict=True):
         whole = counts or abs(v) >= 1000
         text = f"{v:.1%}" if percent else f"{v:,.0f}" if whole else f"{v:,.2f}"
-        ax.text(
-            v + span * 0.01 if v >= 0 else v - span * 0.01,
-            pos,
-            text,
-            va="center",
-            ha="left" if v >= 0 else "right",
-            fontsize=8,
-        )
+        # Right of the bar's end, or of zero for a negative bar (its row is empty there):
+        # left of a negative bar's end the label ran over the names on the axis.
+        ax.text(max(v, 0.0) + span * 0.01, pos, text, va="center", ha="left", fontsize=8)
     ax.set_yticks(positions, labels=_shorts(labels))
     low = min(0.0, min(values, default=0.0))
-    ax.set_xlim(low * 1.3 if low < 0 else 0, max(0.0, max(values, default=0.0)) * 1.25 or 1.0)
+    high = max(0.0, max(values, default=0.0)) * 1.25
+    if low < 0:  # room right of zero for the negative bars' labels
+        high = max(high, span * 0.3)
+    ax.set_xlim(low * 1.3 if low < 0 else 0, high or 1.0)
     if percent:
         ax.xaxis.set_major_formatter(_percent())
     ax.set_xlabel(xlabel)
@@ -302,6 +300,11 @@ def stacked(
         up = up + np.where(v >= 0, v, 0)
         down = down + np.where(v < 0, v, 0)
     ax.axhline(0, color="#52606d", linewidth=0.8)
+    # Room above the tallest stack for the legend: without it the legend sat on the bars
+    # (the SaaS demo's ARR bridge).
+    top, bottom = float(up.max(initial=0.0)), float(down.min(initial=0.0))
+    if top > 0:
+        ax.set_ylim(bottom * 1.05, top + (top - bottom) * 0.4)
     step = max(1, len(labels) // 12)
     ax.set_xticks(x[::step], labels=_shorts(labels)[::step], rotation=45, ha="right", fontsize=8)
     ax.legend(frameon=False, fontsize=8, ncols=min(4, len(series)))

@@ -51,6 +51,7 @@ from productlens.metrics.scope import (
     Scope,
     WeekStart,
     parse_duration,
+    period_floor,
     range_condition,
     where_condition,
     zone_info,
@@ -270,6 +271,8 @@ from core.dim_users
 where is_current and __cond
 """
 
+_ANY_USER = "select 1 as found from core.dim_users limit 1"
+
 _ORDER_KPIS = """
 select
     count(case when is_kept and order_date between __s and __e then 1 end) as orders_now,
@@ -312,7 +315,9 @@ def read_overview(
         Kpi("active_users", "active users", "count", ev["users_now"], ev["users_before"], True)
     )
     kpis.append(Kpi("events", "events", "count", ev["events_now"], ev["events_before"], True))
-    if _has(engine, "core.dim_users"):
+    # Without a users table (an events-only project: dim_users built empty) there are no
+    # signups to count: "0" would contradict the new users the retention section counts.
+    if _has(engine, "core.dim_users") and _rows(engine, _fill(_ANY_USER)):
         users_cond = where_condition(filters.where) or _true()
         su = _rows(engine, _fill(_SIGNUP_KPIS, cond=users_cond, **bounds))[0]
         kpis.append(Kpi("signups", "new signups", "count", su["now"], su["before"], True))
@@ -526,7 +531,10 @@ def read_retention(
         return None
     n_days = (span[1] - span[0]).days + 1
     scope = Filters(span[0], span[1], filters.devices, filters.countries).scope(settings)
-    grains: tuple[tuple[Grain, int], ...] = (("day", n_days), ("week", n_days // 7 + 1))
+    # The weeks the range's days touch (days // 7 + 1 was one too many for whole weeks:
+    # an empty cohort before the range began).
+    n_weeks = (period_floor(scope, "week", span[1]) - period_floor(scope, "week", span[0])).days
+    grains: tuple[tuple[Grain, int], ...] = (("day", n_days), ("week", n_weeks // 7 + 1))
     cohorts = {
         grain: retention(
             engine,
@@ -980,11 +988,16 @@ select test_name, model, severity, status, n_failing from ops.test_results
 where run_id = __run and status <> 'pass' order by status, model, test_name
 """
 
+# The latest run with a step that ended: a run none of whose steps has ended is the one
+# reading the log (`productlens report`'s own run, its one step still going).
 _LAST_RUN = """
 select run_id, min(started_at) as started_at, max(finished_at) as finished_at,
     count(*) as n_steps, count(case when status = 'failed' then 1 end) as n_failed
 from ops.run_log
-where run_id = (select run_id from ops.run_log order by started_at desc, run_id desc limit 1)
+where run_id = (
+    select run_id from ops.run_log where finished_at is not null
+    order by started_at desc, run_id desc limit 1
+)
 group by run_id
 """
 
