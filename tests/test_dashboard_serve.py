@@ -99,3 +99,10 @@ def test_the_first_page_is_read_from_the_warmed_caches_and_a_build_after_is_seen
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert metrics(at)["events"] == count(fewer)
+
+
+def test_warming_a_folder_without_a_warehouse_leaves_it_to_the_page(tmp_path: Path) -> None:
+    """No warehouse: the warm-up reads nothing and writes nothing (the first page says
+    what to run)."""
+    serve.warm(["entry.py", "--", "--project", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
