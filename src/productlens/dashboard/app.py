@@ -99,15 +99,16 @@ def _source(project: Project, engine: Engine) -> data.Source:
 
 
 def warm(argv: Sequence[str]) -> None:
-    """Make the first page's cached reads before the server answers, as its first run
-    would with the sidebar's defaults (all days, devices and countries, `Filters()`): the
-    first visitor finds them in the caches, like every later one. They are kept under the
-    warehouse's last run, as every read is, so a build after this is read afresh.
+    """Make the first page's cached reads as its first run would, with the sidebar's
+    defaults (all days, devices and countries: `Filters()`), while the server starts
+    (`serve.py`): the first visitor finds them in the caches, like every later one. They
+    are kept under the warehouse's last run, as every read is, so a build after this is
+    read afresh.
 
-    Only for the engines opened for each run (DuckDB, a fraction of a second): a kept
-    engine (`KEPT_ENGINES`: a Spark session, a PostgreSQL server) may take many seconds to
-    start, and the server would not answer meanwhile. A warehouse that cannot be read is
-    left for the first page to explain."""
+    Only for the engines opened for each run (DuckDB): a kept engine (`KEPT_ENGINES`: a
+    Spark session, a PostgreSQL connection) would be opened and held by the process
+    before anyone asked for a page. A warehouse that cannot be read is left for the first
+    page to explain."""
     args = parse_args(argv)
     try:
         engine_name: EngineName | None = args.engine

@@ -1,5 +1,6 @@
 """`python -m productlens.dashboard.serve run entry.py ...`: Streamlit's own command line,
-after importing the app's modules and making the first page's reads (`warm`).
+after importing the app's modules, and making the first page's reads (`warm`) while it
+starts.
 
 Streamlit imports what the app imports when the first visitor's page runs: SQLGlot,
 DuckDB, Arrow, Plotly and productlens, about a second of CPU (several on a busy machine)
@@ -14,6 +15,7 @@ import contextlib
 import importlib
 import logging
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 
 from streamlit.web.cli import main
@@ -79,10 +81,10 @@ def preload() -> None:
 def warm(argv: Sequence[str]) -> None:
     """The first page's cached reads (`app.warm`) for the project named after `--`.
 
-    Made before the server exists, they land in the cache every session reads:
+    Made outside any page's run, they land in the cache every session reads:
     `st.cache_data` keeps one cache per function for the process, made on first use and
-    found by every later call with the same options (before the server, on memory, as
-    the server's own caches are)."""
+    found by every later call with the same options (made before the server, on memory,
+    as the server's own caches are)."""
     from productlens.dashboard import app  # noqa: PLC0415
 
     project_args = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -92,6 +94,9 @@ def warm(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     preload()
-    warm(sys.argv)
+    # Beside the server's start, not before it: the server answers meanwhile (a large
+    # warehouse's reads may take a while), and a visitor who comes first waits for the
+    # same reads rather than making them again (Streamlit computes a key once at a time).
+    threading.Thread(target=warm, args=(sys.argv,), name="warm", daemon=True).start()
     # The same program name as `python -m streamlit`, so the server sees the same command.
     main(prog_name="streamlit")
