@@ -123,7 +123,7 @@ def warm(argv: Sequence[str]) -> None:
             source = _source(project, engine)
             first.reads(pages.View(project, source, settings, Filters(), data.options(source)))
     except ProductLensError:
-        return
+        return  # the first page says what is wrong
 
 
 def sidebar_filters(options: FilterOptions) -> Filters:

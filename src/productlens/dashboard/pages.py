@@ -60,8 +60,8 @@ class View:
 
 @dataclass(frozen=True)
 class Page:
-    """A page: its title, its renderer, and the cached reads its render makes first (the
-    server makes them for the first page before it answers: `app.warm`)."""
+    """A page: its title, its renderer, and the cached reads its render makes first (made
+    for the first page while the server starts: `app.warm`)."""
 
     title: str
     render: Callable[[View], None]

@@ -21,7 +21,8 @@ from collections.abc import Iterator, Sequence
 from streamlit.web.cli import main
 
 # `st.cache_data` checks its options where it decorates, and a cached read's spinner looks
-# for its page; with no server running yet both say so (`warm` reads before it starts).
+# for its page; outside a page's run both say so (`preload` and `warm`, which quiet them
+# for the process while they run: a second or so, before any page is asked for).
 QUIET_LOGGERS = (
     "streamlit.runtime.caching.cache_data_api",
     "streamlit.runtime.scriptrunner_utils.script_run_context",
