@@ -22,7 +22,8 @@ from streamlit.web.cli import main
 
 # `st.cache_data` checks its options where it decorates, and a cached read's spinner looks
 # for its page; outside a page's run both say so (`preload` and `warm`, which quiet them
-# for the process while they run: a second or so, before any page is asked for).
+# for the process while they run: a second or so as the server starts; a page's run has
+# its context and never says it).
 QUIET_LOGGERS = (
     "streamlit.runtime.caching.cache_data_api",
     "streamlit.runtime.scriptrunner_utils.script_run_context",
