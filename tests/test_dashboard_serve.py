@@ -1,14 +1,26 @@
 """`python -m productlens.dashboard.serve` is Streamlit's command line with the app's
-modules imported first (the end-to-end browser test starts the dashboard through it)."""
+modules imported and the first page's reads made first (the end-to-end browser test
+starts the dashboard through it)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
+import pytest
+import streamlit as st
+
 from productlens.config import load_project
-from productlens.dashboard import ENTRY, streamlit_argv
+from productlens.dashboard import ENTRY, data, serve, streamlit_argv, warehouse
+from productlens.engines import DuckDBEngine
+from productlens.ops import RUN_EVENTS, RUN_LOG_COLUMNS, insert_rows
+from productlens.report.sections import SECTIONS
+from tests.conftest import open_readonly, q
+from tests.test_dashboard import app_for, count, metrics, one, overview_period
 
 
 def test_the_dashboard_starts_through_serve(tmp_path: Path) -> None:
@@ -37,3 +49,60 @@ def test_preload_imports_the_app_quietly() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
     assert "No runtime found" not in out.stderr, out.stderr
+
+
+def test_the_first_page_is_read_from_the_warmed_caches_and_a_build_after_is_seen(
+    demo_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve.warm` makes the overview's reads as its first run would (the same cache
+    keys: with every reader refusing, the page still shows the warehouse's numbers); a
+    build after the warm-up (the run log moves) is read afresh."""
+    root = tmp_path / "copied"
+    shutil.copytree(demo_project, root, ignore=shutil.ignore_patterns("data", "reports"))
+    engine = open_readonly(root)
+    try:
+        start, end = overview_period(engine)
+        window = "from core.fct_events where event_date between ? and ?"
+        events = one(engine, f"select count(*) {window}", start, end)
+        users = one(engine, f"select count(distinct user_id) {window}", start, end)
+    finally:
+        engine.close()
+    st.cache_data.clear()  # what other tests of this process read is not the warm-up's
+    serve.warm(["entry.py", "--flag=1", "--", "--project", str(root)])
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("read again: the warm-up's cache keys are not the page's")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(warehouse, "filter_options", refuse)
+        patched.setitem(SECTIONS, "overview", replace(SECTIONS["overview"], read=refuse))
+        patched.setattr(data, "read_funnel_counts", refuse)
+        at = app_for(root, monkeypatch)
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.title[0].value == "Overview"
+        assert metrics(at)["events"] == count(events)
+        assert metrics(at)["active users"] == count(users)
+
+    # A build that drops the last day's mobile events (and logs its step).
+    engine = DuckDBEngine(root / "warehouse.duckdb")
+    try:
+        engine.execute(
+            q("delete from core.fct_events where event_date = ? and device = ?", end, "mobile")
+        )
+        fewer = one(engine, f"select count(*) {window}", start, end)
+        when = datetime(2030, 1, 1)
+        step = ("r2", "build", "core.fct_events", when, when, 1, "success", None)
+        engine.execute(insert_rows(RUN_EVENTS, RUN_LOG_COLUMNS, [step]))
+    finally:
+        engine.close()
+    assert fewer < events
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert metrics(at)["events"] == count(fewer)
+
+
+def test_warming_a_folder_without_a_warehouse_leaves_it_to_the_page(tmp_path: Path) -> None:
+    """No warehouse: the warm-up reads nothing and writes nothing (the first page says
+    what to run)."""
+    serve.warm(["entry.py", "--", "--project", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []

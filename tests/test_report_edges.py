@@ -2,7 +2,8 @@
 a later run in the log, a warned data test, a warehouse with campaigns but no product
 mart, a revenue section without ARR, a chosen range's last day under a device filter,
 numbers the insights state (category turnover, cancelled ARR, campaign ROI), each read
-back from the warehouse, and the dashboard's filter options where an event has no device."""
+back from the warehouse, the dashboard's filter options where an event has no device, and
+the experiments section listing the experiments once."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ from productlens.app import open_engine
 from productlens.config import load_project
 from productlens.dashboard.warehouse import filter_options
 from productlens.engines.duckdb import DuckDBEngine
+from productlens.experiments import data as experiment_data
+from productlens.experiments.analysis import Settings as ExperimentSettings
+from productlens.experiments.analysis import analyze_experiment
+from productlens.experiments.data import list_experiments
 from productlens.ops import (
     RUN_EVENTS,
     RUN_LOG_COLUMNS,
@@ -32,6 +37,7 @@ from productlens.report.sections import (
     Filters,
     Sections,
     Settings,
+    read_experiments,
     read_health,
     read_products,
     read_retention,
@@ -270,3 +276,37 @@ def test_campaigns_that_brought_no_revenue_get_their_table_and_no_roi_chart(
         "No campaign brought revenue (first touch): there is no return on investment to show."
     ]
     assert len(at.dataframe[0].value) == attributed["n"]
+
+
+def test_the_experiments_section_lists_the_experiments_once(
+    demo_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each readout is given the experiment the list read (on Spark each list is a job of
+    a second or more), and is the readout of the experiment named by its id."""
+    engine = open_engine(load_project(demo_project), read_only=True)
+    settings = Settings.from_config(load_project(demo_project).config)
+    try:
+        by_id = {
+            e.experiment_id: analyze_experiment(
+                engine,
+                e.experiment_id,
+                settings.experiment_metrics,
+                ExperimentSettings(regression=False),
+            )
+            for e in list_experiments(engine)
+        }
+        listed: list[int] = []
+        listing = experiment_data.list_experiments
+        monkeypatch.setattr(
+            experiment_data,
+            "list_experiments",
+            lambda e: listed.append(1) or listing(e),
+        )
+        section = read_experiments(engine, Filters(), settings)
+    finally:
+        engine.close()
+    assert listed == []  # read_experiments' own list is the only one
+    assert section is not None
+    assert len(section.readouts) == len(by_id) >= 2
+    for readout in section.readouts:
+        assert readout == by_id[readout.experiment.experiment_id]

@@ -20,6 +20,7 @@ import streamlit as st
 from productlens.config import EngineName, Project, load_project
 from productlens.dashboard import data, pages
 from productlens.dashboard.warehouse import (
+    KEPT_ENGINES,
     FilterOptions,
     Guidance,
     opened,
@@ -83,7 +84,7 @@ def choose_page() -> pages.Page:
 
 def build_view(project: Project, engine: Engine, settings: Settings) -> pages.View:
     """The sidebar's filters over the warehouse's values, and what every page reads."""
-    source = data.Source(engine, data.warehouse_key(project), data.version(engine))
+    source = _source(project, engine)
     options = data.options(source)
     filters = sidebar_filters(options) if options is not None else Filters()
     # The stamp is "started|finished|steps", or a phrase when there is no run log.
@@ -91,6 +92,38 @@ def build_view(project: Project, engine: Engine, settings: Settings) -> pages.Vi
     finished = parts[1] if len(parts) == 3 else "unknown"
     st.sidebar.caption(f"{project.engine} warehouse · last run {finished}")
     return pages.View(project, source, settings, filters, options)
+
+
+def _source(project: Project, engine: Engine) -> data.Source:
+    return data.Source(engine, data.warehouse_key(project), data.version(engine))
+
+
+def warm(argv: Sequence[str]) -> None:
+    """Make the first page's cached reads as its first run would, with the sidebar's
+    defaults (all days, devices and countries: `Filters()`), while the server starts
+    (`serve.py`): the first visitor finds them in the caches, like every later one. They
+    are kept under the warehouse's last run, as every read is, so a build after this is
+    read afresh.
+
+    Only for the engines opened for each run (DuckDB): a kept engine (`KEPT_ENGINES`: a
+    Spark session, a PostgreSQL connection) would be opened and held by the process
+    before anyone asked for a page. A warehouse that cannot be read is left for the first
+    page to explain."""
+    args = parse_args(argv)
+    try:
+        engine_name: EngineName | None = args.engine
+        project = load_project(args.project, args.warehouse, engine_name)
+        first = next(iter(pages.PAGES.values()))
+        if project.engine in KEPT_ENGINES or first.reads is None:
+            return
+        with opened(project) as engine:
+            if isinstance(engine, Guidance):
+                return
+            settings = Settings.from_config(project.config)
+            source = _source(project, engine)
+            first.reads(pages.View(project, source, settings, Filters(), data.options(source)))
+    except ProductLensError:
+        return  # the first page says what is wrong
 
 
 def sidebar_filters(options: FilterOptions) -> Filters:

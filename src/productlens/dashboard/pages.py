@@ -33,6 +33,7 @@ from productlens.report.insights import Insight
 from productlens.report.sections import (
     ExperimentsSection,
     Filters,
+    FunnelSection,
     HealthSection,
     Overview,
     ProductsSection,
@@ -59,8 +60,12 @@ class View:
 
 @dataclass(frozen=True)
 class Page:
+    """A page: its title, its renderer, and the cached reads its render makes first (made
+    for the first page while the server starts: `app.warm`)."""
+
     title: str
     render: Callable[[View], None]
+    reads: Callable[[View], object] | None = None
 
 
 # --- formatting ---------------------------------------------------------------------------
@@ -127,8 +132,17 @@ def _filtered_by(view: View, honoured: Sequence[str]) -> None:
 # --- Overview -----------------------------------------------------------------------------
 
 
-def overview_page(view: View) -> None:
+def overview_reads(view: View) -> tuple[Overview | None, FunnelSection | None]:
+    """The overview's KPIs and its funnel counts (no step times: from the marts when
+    unfiltered); no funnel without events."""
     overview: Overview | None = view.section("overview")
+    if overview is None:
+        return None, None
+    return overview, data.funnel_counts(view.source, view.filters, view.settings)
+
+
+def overview_page(view: View) -> None:
+    overview, funnel = overview_reads(view)
     if overview is None:
         _none("events")
         return
@@ -150,8 +164,6 @@ def overview_page(view: View) -> None:
             delta=None if change is None else f"{change:+.1%}",
             help=None if kpi.filtered else "all devices and countries",
         )
-    # Counts only (no step times): from the marts when unfiltered.
-    funnel = data.funnel_counts(view.source, view.filters, view.settings)
     if funnel is not None:
         _insights(
             insights.funnel_conversion(funnel),
@@ -766,7 +778,7 @@ def _model_graph_dot(_project: Project, key: str) -> str:
 
 
 PAGES: dict[str, Page] = {
-    "overview": Page("Overview", overview_page),
+    "overview": Page("Overview", overview_page, overview_reads),
     "funnel": Page("Funnel", funnel_page),
     "retention": Page("Retention", retention_page),
     "engagement": Page("Engagement", engagement_page),

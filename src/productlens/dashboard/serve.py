@@ -1,5 +1,6 @@
 """`python -m productlens.dashboard.serve run entry.py ...`: Streamlit's own command line,
-after importing the app's modules.
+after importing the app's modules, and making the first page's reads (`warm`) while it
+starts.
 
 Streamlit imports what the app imports when the first visitor's page runs: SQLGlot,
 DuckDB, Arrow, Plotly and productlens, about a second of CPU (several on a busy machine)
@@ -10,14 +11,23 @@ Streamlit's first element reads, made).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import sys
+import threading
+from collections.abc import Iterator, Sequence
 
 from streamlit.web.cli import main
 
-# `st.cache_data` checks its options where it decorates; with no server running yet it
-# says so (the caches themselves are made on the server's storage when first called).
-CACHE_LOGGER = "streamlit.runtime.caching.cache_data_api"
+# `st.cache_data` checks its options where it decorates, and a cached read's spinner looks
+# for its page; outside a page's run both say so (`preload` and `warm`, which quiet them
+# for the process while they run: a second or so as the server starts; a page's run has
+# its context and never says it).
+QUIET_LOGGERS = (
+    "streamlit.runtime.caching.cache_data_api",
+    "streamlit.runtime.scriptrunner_utils.script_run_context",
+)
 # What the pages import on first use, each a cost to the first page that needs it (measured
 # in the served process, new modules per run, on the demo warehouse): Pillow, where
 # `st.set_page_config` draws the page icon (0.4-0.5 s of the overview's first load);
@@ -41,12 +51,22 @@ LAZY_IMPORTS = (
 )
 
 
+@contextlib.contextmanager
+def _quiet_caches() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def preload() -> None:
     """Import the app's modules (and Plotly's figures), quietly."""
-    quiet = logging.getLogger(CACHE_LOGGER)
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
+    with _quiet_caches():
         import plotly.graph_objects  # noqa: F401, PLC0415
         from streamlit import env_util  # noqa: PLC0415
 
@@ -58,11 +78,27 @@ def preload() -> None:
         # whose first call maps every loaded module to its file: 0.2-0.3 s of the first
         # page. Asked here, the map is made before the server answers.
         env_util.is_repl()
-    finally:
-        quiet.setLevel(level)
+
+
+def warm(argv: Sequence[str]) -> None:
+    """The first page's cached reads (`app.warm`) for the project named after `--`.
+
+    Made outside any page's run, they land in the cache every session reads:
+    `st.cache_data` keeps one cache per function for the process, made on first use and
+    found by every later call with the same options (made before the server, on memory,
+    as the server's own caches are)."""
+    from productlens.dashboard import app  # noqa: PLC0415
+
+    project_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    with _quiet_caches():
+        app.warm(project_args)
 
 
 if __name__ == "__main__":
     preload()
+    # Beside the server's start, not before it: the server answers meanwhile (a large
+    # warehouse's reads may take a while), and a visitor who comes first waits for the
+    # same reads rather than making them again (Streamlit computes a key once at a time).
+    threading.Thread(target=warm, args=(sys.argv,), name="warm", daemon=True).start()
     # The same program name as `python -m streamlit`, so the server sees the same command.
     main(prog_name="streamlit")

@@ -188,13 +188,15 @@ class ExperimentReadout:
 
 def analyze_experiment(
     engine: Engine,
-    experiment_id: str,
+    experiment: str | Experiment,
     metrics: Sequence[MetricDef],
     settings: Settings | None = None,
 ) -> ExperimentReadout:
-    """Read one experiment from the warehouse (module docstring)."""
+    """Read one experiment from the warehouse (module docstring): by its id or name, or as
+    `data.list_experiments` gave it (a caller reading every experiment lists them once)."""
     settings = settings or Settings()
-    experiment = data.find_experiment(engine, experiment_id)
+    if isinstance(experiment, str):
+        experiment = data.find_experiment(engine, experiment)
     guards = data.guards(engine, experiment)
     srm = srm_test(
         [guards.users_per_variant[v.name] for v in experiment.variants],

@@ -910,8 +910,7 @@ def read_experiments(
         return None
     how = ExperimentSettings(regression=False)  # the decision does not read the regression
     readouts = tuple(
-        analyze_experiment(engine, e.experiment_id, settings.experiment_metrics, how)
-        for e in experiments
+        analyze_experiment(engine, e, settings.experiment_metrics, how) for e in experiments
     )
     summaries = []
     for r in readouts:
