@@ -122,6 +122,13 @@ def test_every_page_shows_the_warehouse_numbers(
         end,
     )
     assert shown["net revenue"] == f"{revenue:,.2f}"
+    # The caption names both periods' days and how far the data goes into the last one.
+    latest = one(warehouse, "select max(event_ts) from core.fct_events")
+    length = end - start
+    assert at.caption[0].value == (
+        f"{start} to {end} (data until {latest:%H:%M} UTC), against "
+        f"{start - length - timedelta(days=1)} to {start - timedelta(days=1)} (UTC days)"
+    )
     assert at.get("plotly_chart"), "the daily conversion chart"
 
     # Funnel: the default steps over every event, against the brute-force reference.

@@ -128,13 +128,41 @@ def test_the_overview_table_shows_current_then_previous(eco: Warehouse, tmp_path
     (block,) = RENDERERS["overview"](sections, tmp_path)
     assert block.table is not None
     head, rows = block.table
-    assert head[1:3] == (f"{o.start} to {o.end}", f"{o.previous_start} to {o.previous_end}")
+    # The period reaches the data's end: the head says how far its last day goes.
+    latest = eco.rows("SELECT max(event_ts) AS t FROM core.fct_events")[0]["t"]
+    assert latest.date() == o.end
+    assert head[1:3] == (
+        f"{o.start} to {o.end} (data until {latest:%H:%M} UTC)",
+        f"{o.previous_start} to {o.previous_end}",
+    )
     users = next(r for r in rows if r[0] == "active users")
     active = o.kpi("active_users")
     assert active is not None
     assert active.current is not None
     assert active.previous is not None
     assert users[1:3] == (f"{active.current:,.0f}", f"{active.previous:,.0f}")
+
+
+def test_the_overview_says_how_far_the_data_goes_into_its_last_day(eco: Warehouse) -> None:
+    """An export cut mid-day leaves a partial last day: the period names the latest event
+    (of the filtered rows) when it reaches the data's end, and only then."""
+    first, last = eco.days()
+    mobile = eco.rows("SELECT max(event_ts) AS t FROM core.fct_events WHERE device = 'mobile'")[0][
+        "t"
+    ]
+    o = read_overview(eco.engine, Filters(devices=("mobile",)), eco.settings)
+    assert o is not None
+    assert o.data_until == mobile
+    # A range past the data: the latest event is on an earlier day, given in full.
+    later = last + timedelta(days=2)
+    o = read_overview(eco.engine, Filters(last - timedelta(days=3), later), eco.settings)
+    assert o is not None
+    latest = eco.rows("SELECT max(event_ts) AS t FROM core.fct_events")[0]["t"]
+    assert o.period == f"{o.start} to {later} (data until {latest:%Y-%m-%d %H:%M} UTC)"
+    # A range ending before the data's last day holds whole days only.
+    o = read_overview(eco.engine, Filters(first, last - timedelta(days=1)), eco.settings)
+    assert o is not None
+    assert (o.data_until, o.period) == (None, f"{first} to {last - timedelta(days=1)}")
 
 
 # --- the funnel and the event sections under a device filter -----------------------------------

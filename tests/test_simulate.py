@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -100,6 +102,23 @@ def test_default_size_is_the_checkout_test_scale(tmp_path: Path) -> None:
 
 
 # --- referential integrity and agreement between tables ---------------------------------
+
+
+@pytest.mark.parametrize("scenario", ["ecommerce", "saas"])
+def test_no_event_after_the_last_day(scenario: str, tmp_path: Path) -> None:
+    """A world of N days ends with its last day: a session started just before the end
+    is over by then (a tail day after it read as a drop in every "last week" figure).
+    A short, busy world: without the rule each has a dozen events past the end."""
+    params = preset(scenario, users=4000, days=7, seed=5)
+    generate(params, tmp_path, workers=1)
+    before, after, latest = one(
+        world_db(tmp_path),
+        f"SELECT count(*) FILTER (WHERE event_ts < TIMESTAMP '{params.start}'), "
+        f"count(*) FILTER (WHERE event_ts >= TIMESTAMP '{params.end}'), max(event_ts) FROM events",
+    )
+    assert (before, after) == (0, 0)
+    # Sessions still run up to the end: the last minutes are not left empty.
+    assert latest >= params.end - timedelta(minutes=10)
 
 
 def test_referential_integrity(db: duckdb.DuckDBPyConnection) -> None:
@@ -519,10 +538,13 @@ def test_dirty_mode_counts_equal_the_manifest(tmp_path: Path) -> None:
 
 def test_assignments_stay_inside_the_experiment_window(tmp_path: Path) -> None:
     """Exposure is decided per session, but the exposure event can land after the window
-    (a session running past the end) or before it (a clock running behind). With this
-    seed and block size two such exposures occur; they must not be logged, and the truth
-    must count exactly the users that were."""
-    generate(preset(users=40_000, days=90, seed=2024, users_per_block=20_000), tmp_path)
+    (a session running past its end) or before it (a clock running behind). The windows
+    here end ten days before the world does (a session cannot run past the world's end),
+    so such exposures occur; they must not be logged, and the truth must count exactly
+    the users that were."""
+    world = preset(users=40_000, days=90, seed=2024, users_per_block=20_000)
+    shorter = tuple(replace(e, duration_days=e.duration_days - 10) for e in world.experiments)
+    generate(replace(world, experiments=shorter), tmp_path)
     db = world_db(tmp_path)
     outside = one(
         db,
@@ -537,7 +559,7 @@ def test_assignments_stay_inside_the_experiment_window(tmp_path: Path) -> None:
         "SELECT count(*) FROM events e JOIN experiments x ON e.event_type = x.exposure_event "
         "WHERE e.event_ts >= x.end_ts AND e.event_ts < x.end_ts + INTERVAL 10 MINUTE",
     )
-    assert late_sessions[0] > 0  # exposure events just after the end do exist
+    assert late_sessions[0] > 0  # exposure events just after the window do exist
     truth = json.loads((tmp_path / "truth.json").read_text())
     logged = dict(
         db.execute("SELECT experiment_id, count(*) FROM assignments GROUP BY 1").fetchall()

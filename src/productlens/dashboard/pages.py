@@ -146,10 +146,7 @@ def overview_page(view: View) -> None:
     if overview is None:
         _none("events")
         return
-    st.caption(
-        f"{overview.start} to {overview.end}, against {overview.previous_start} to "
-        f"{overview.previous_end} (UTC days)"
-    )
+    st.caption(f"{overview.period}, against {overview.previous_period} (UTC days)")
     per_row = 3
     columns = [
         column

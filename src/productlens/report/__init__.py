@@ -115,7 +115,7 @@ def _overview(s: Sections, out: Path) -> list[Block]:
         )
         for k in o.kpis
     )
-    head = ("", f"{o.start} to {o.end}", f"{o.previous_start} to {o.previous_end}", "change")
+    head = ("", o.period, o.previous_period, "change")
     return [Block("Key figures against the previous period", table=(head, rows))]
 
 

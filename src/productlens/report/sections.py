@@ -209,6 +209,19 @@ def data_days(engine: Engine, filters: Filters = Filters()) -> tuple[date, date]
     return row["first_day"], row["last_day"]
 
 
+def _last_event(engine: Engine, filters: Filters) -> datetime | None:
+    """The latest event's time (UTC) of the filtered devices and countries."""
+    row = _rows(
+        engine,
+        _fill(
+            "select max(event_ts) as last_at from core.fct_events where __cond",
+            cond=_event_filter(filters),
+        ),
+    )[0]
+    last: datetime | None = row["last_at"]
+    return last
+
+
 def _span(engine: Engine, filters: Filters) -> tuple[date, date] | None:
     """The filters' range, its open ends closed by the data's first and last day."""
     days = data_days(engine, filters)
@@ -248,9 +261,27 @@ class Overview:
     previous_start: date
     previous_end: date
     kpis: tuple[Kpi, ...]
+    # The latest event (UTC) when the period reaches the data's last day, else None: an
+    # export cut mid-day leaves that day partial, and a reader must see how far it goes.
+    data_until: datetime | None = None
 
     def kpi(self, key: str) -> Kpi | None:
         return next((k for k in self.kpis if k.key == key), None)
+
+    @property
+    def period(self) -> str:
+        """The period's days, and where it reaches the end of the data, the time of the
+        latest event: "2026-03-30 to 2026-04-05 (data until 00:14 UTC)"."""
+        days = f"{self.start} to {self.end}"
+        if self.data_until is None:
+            return days
+        until = self.data_until
+        at = f"{until:%H:%M}" if until.date() == self.end else f"{until:%Y-%m-%d %H:%M}"
+        return f"{days} (data until {at} UTC)"
+
+    @property
+    def previous_period(self) -> str:
+        return f"{self.previous_start} to {self.previous_end}"
 
 
 _EVENT_KPIS = """
@@ -360,7 +391,8 @@ def read_overview(
                     False,
                 )
             )
-    return Overview(start, end, previous_start, previous_end, tuple(kpis))
+    until = _last_event(engine, filters) if end >= days[1] else None
+    return Overview(start, end, previous_start, previous_end, tuple(kpis), until)
 
 
 # --- funnel -----------------------------------------------------------------------------------

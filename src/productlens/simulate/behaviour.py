@@ -405,6 +405,7 @@ def _events(
     ts = s.start_us[session] + _group_cumsum(gaps.astype(np.int64), per_session)
     span = np.maximum(ts[np.cumsum(per_session) - 1] - s.start_us, 60 * US_PER_SECOND)
     ts[extra] += 1 + (rng.random(int(extra.sum())) * span[session[extra]]).astype(np.int64)
+    ts = _end_by_world_end(ts, session, per_session, s.start_us, world.end_us)
 
     # Products: each step-1 event views one (by the segment's taste); step-2 events put
     # the session's first viewed products in the cart.
@@ -424,12 +425,42 @@ def _events(
         first_view = group_start[session[carts] * width + 1]
         product[carts] = product[first_view + place[carts]]
 
-    # Clock noise: a few events arrive with a clock up to 90 s behind.
+    # Clock noise: a few events arrive with a clock up to 90 s behind (never before the
+    # world's first day, which has no day before it either).
     skewed = rng.integers(0, ts.size, rng.binomial(ts.size, params.p_out_of_order))
-    ts[skewed] -= (rng.random(skewed.size) * 90 * US_PER_SECOND).astype(np.int64)
+    behind = (rng.random(skewed.size) * 90 * US_PER_SECOND).astype(np.int64)
+    ts[skewed] = np.maximum(ts[skewed] - behind, world.start_us)
 
     order = _sort_events(ts - world.start_us)
     return Events(session[order], step[order], ts[order], product[order], place[order])
+
+
+def _end_by_world_end(
+    ts: np.ndarray, session: np.ndarray, per_session: np.ndarray, start_us: np.ndarray, end_us: int
+) -> np.ndarray:
+    """Event times with every session over by the world's end: a session that would run
+    past it (one started in its last minutes) does the same things faster, its events
+    drawn towards its start in proportion, so its last one falls just before the end.
+
+    A world of N days then has no event after its last day (a partial day there read as
+    a drop in every "last week" figure). Squeezing, rather than cutting the events past
+    the end, keeps every session's steps, order and products: the funnel, the orders and
+    the experiments' truth (timed by these same events) stay as they were decided.
+    """
+    if not ts.size:
+        return ts
+    # Events lie session by session (every session has at least its first step).
+    last = np.maximum.reduceat(ts, np.cumsum(per_session) - per_session)
+    over = last >= end_us
+    if not over.any():
+        return ts
+    # Scale factor per session (1 where it ends in time); `start_us < end_us` always.
+    scale = np.ones(start_us.size)
+    scale[over] = (end_us - 1 - start_us[over]) / (last[over] - start_us[over])
+    offset = ts - start_us[session]
+    squeezed = start_us[session] + np.floor(offset * scale[session]).astype(np.int64)
+    result: np.ndarray = np.where(over[session], np.minimum(squeezed, end_us - 1), ts)
+    return result
 
 
 def _sort_events(offset_us: np.ndarray) -> np.ndarray:
@@ -642,7 +673,7 @@ def _assignments(
         np.minimum.at(first_ts, ev.session[mask], ev.ts[mask])
         assigned_ts = first_ts[exposure_session[exposed]]
         # Exposure is decided by the session's start, but the exposure event itself can
-        # fall outside the window: a session running past the end, or a clock running
+        # fall outside the window: a session running past its end, or a clock running
         # behind at the start. Like a real platform, the experiment only logs exposures
         # inside its window, and the truth covers exactly the users it logged.
         window_start = world.start_us + e.start_day * US_PER_DAY
