@@ -286,5 +286,7 @@ def test_a_model_is_stored_in_its_sorted_by_order(engine: DuckDBEngine, tmp_path
     modeling.refresh_since(engine, graph["fct_a"], since=date(2024, 1, 15))
     rows = engine.fetch_all(q(stored_order))
     assert sorted(rows) == expected
-    recent = engine.fetch_all(q("SELECT kind, id FROM core.fct_a WHERE day >= DATE '2024-01-15' ORDER BY rowid"))
+    recent = engine.fetch_all(
+        q("SELECT kind, id FROM core.fct_a WHERE day >= DATE '2024-01-15' ORDER BY rowid")
+    )
     assert recent == sorted(recent)
