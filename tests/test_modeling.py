@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,32 @@ def test_a_run_log_table_of_an_earlier_version_keeps_its_history(source: DuckDBE
     assert source.table_kind("ops", "run_log") == "view"
     rows = source.fetch_all(q("SELECT run_id, object, n_rows, status FROM ops.run_log ORDER BY 2"))
     assert rows == [("old", "core.x", 5, "success"), (log.run_id, "core.y", 7, "success")]
+
+
+def test_a_model_is_stored_in_its_sorted_by_order(engine: DuckDBEngine, tmp_path: Path) -> None:
+    # Rows arrive in descending id order; the model stores them ascending by (kind, id),
+    # on a full build and on an incremental rewrite of its last days alike.
+    engine.execute(
+        q(
+            "CREATE TABLE raw.a AS SELECT 5000 - i AS id, i % 3 AS kind, "
+            "DATE '2024-01-01' + CAST(i % 20 AS INT) AS day FROM range(5000) t(i)"
+        )
+    )
+    files = {
+        "core/fct_a.sql": "select id, kind, day from raw.a",
+        "core/_core.yml": "models:\n  - name: fct_a\n    grain: one row per id\n"
+        "    incremental: {date_column: day, lookback_days: 0}\n"
+        "    sorted_by: [kind, id]\n",
+    }
+    graph = graph_for(write_models(tmp_path, files))
+    stored_order = "SELECT kind, id FROM core.fct_a ORDER BY rowid"
+    expected = sorted(engine.fetch_all(q("SELECT kind, id FROM raw.a")))
+    assert modeling.build(engine, graph, RunLog(engine)).ok
+    assert engine.fetch_all(q(stored_order)) == expected
+    modeling.refresh_since(engine, graph["fct_a"], since=date(2024, 1, 15))
+    rows = engine.fetch_all(q(stored_order))
+    assert sorted(rows) == expected
+    recent = engine.fetch_all(
+        q("SELECT kind, id FROM core.fct_a WHERE day >= DATE '2024-01-15' ORDER BY rowid")
+    )
+    assert recent == sorted(recent)

@@ -81,6 +81,9 @@ class ModelSpec(BaseModel):
     description: str = ""
     materialized: Literal["table", "view"] = "table"
     incremental: IncrementalSpec | None = None
+    # The order a table's rows are stored in, on engines whose scans skip blocks of rows
+    # by it (`KEEPS_ROW_ORDER`); a layout, never a meaning: readers still sort.
+    sorted_by: list[str] = Field(default_factory=list)
     columns: dict[str, list[TestDecl]] = Field(default_factory=dict)
     tests: list[TestDecl] = Field(default_factory=list)
 
@@ -502,8 +505,28 @@ def materialize(engine: Engine, model: Model) -> int | None:
     return engine.replace_table(
         model.layer,
         model.name,
-        model.expression,
+        stored(engine, model),
         partition_by=incremental.date_column if incremental else None,
+    )
+
+
+# Per dialect: whether a table keeps the order its rows were written in and its scans skip
+# blocks of rows by it (DuckDB's zone maps: a filter on the leading sort column reads only
+# its row groups, and rows of one user come together). Elsewhere a model's `sorted_by`
+# would cost a sort (a shuffle on Spark) for no gain, so it is left out.
+KEEPS_ROW_ORDER: dict[str, bool] = {"duckdb": True, "postgres": False, "spark": False}
+
+
+def stored(engine: Engine, model: Model) -> exp.Query:
+    """The model's query as its table is written: in its `sorted_by` order where the
+    engine keeps it, else as it is."""
+    order = model.spec.sorted_by if model.spec else []
+    if not order or not KEEPS_ROW_ORDER.get(engine.dialect, False):
+        return model.expression
+    return (
+        exp.select("*")
+        .from_(model.expression.subquery("stored"))
+        .order_by(*(exp.column(name, quoted=True) for name in order))
     )
 
 
@@ -600,7 +623,7 @@ def refresh_since(engine: Engine, model: Model, since: date) -> int:
         )
     start = since - timedelta(days=spec.lookback_days)
     return engine.overwrite_range(
-        model.layer, model.name, spec.date_column, start, model.expression
+        model.layer, model.name, spec.date_column, start, stored(engine, model)
     )
 
 

@@ -267,13 +267,20 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     # (many) step-0 events: time is cut into buckets of `width` microseconds, so a window
     # reaches at most `back` buckets before its own. The latest start in p's own bucket
     # comes from an equality join on the bucket (`ja`: each step-0 event meets only the
-    # step-1 instants of its bucket); failing that, from the latest of the earlier
-    # buckets' maxima (`bm`, one row per unit and bucket; `jb`). Only the latest start
-    # before p matters: if it is not after the previous step-1 instant or not inside the
-    # window, no start is.
+    # step-1 instants of its bucket); failing that, from the earlier buckets (`pk`: p's
+    # copies, one per earlier bucket in reach; `jb`). Only the latest start before p
+    # matters: if it is not after the previous step-1 instant or not inside the window, no
+    # start is. Without periods few step-1 instants look back (those with no earlier start
+    # in their own bucket), so `jb` joins their copies to the step-0 events themselves;
+    # with periods every instant looks back, and `jb` joins the buckets' maxima (`bm`, one
+    # row per unit, period and bucket) instead, so a copy meets one row, not a bucket's
+    # every event.
     offsets = ", ".join(f"({k})" for k in range(1, back + 1))
     kp = ", ".join(f"p.{c}" for c in u)
     ks = ", ".join([*(f"s.{c}" for c in u), *(["s.period"] if spec.per else [])])
+    earlier, latest = ("bm", "mx") if spec.per else ("s0", "t0")
+    if spec.per:
+        ctes.append(f"bm as (select {ks}, s.d, max(s.t0) as mx from s0 as s group by {ks}, s.d)")
     ctes += [
         # `c > 0` holds for every row: it tells DuckDB's planner that this side is the
         # smaller one, so the join below hashes the step-1 instants, not the step-0 events.
@@ -284,8 +291,6 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
         f"max(case when s.t0 = p.ts then 1 else 0 end) as same from p1 as p "
         f"inner join s0 as s on {su} and s.d = p.d and s.t0 <= p.ts "
         f"group by {kp}{period}, p.ts, p.prev)",
-        f"bm as (select {ks}, s.d, max(s.t0) as mx, min(s.t0) as mn from s0 as s "
-        f"group by {ks}, s.d)",
         # Without periods, only the step-1 instants with no earlier start in their own
         # bucket look further back (with periods, each period's latest start counts).
         f"pk as (select {kp}, p.ts, p.prev, p.d - o.k as d from p1 as p cross join "
@@ -299,8 +304,8 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
             + " and a.t1 = p.ts and a.below is not null)"
         )
         + ")",
-        f"jb as (select {kp}{period}, p.ts as t1, p.prev, max(s.mx) as mx from pk as p "
-        f"inner join bm as s on {su} and s.d = p.d group by {kp}{period}, p.ts, p.prev)",
+        f"jb as (select {kp}{period}, p.ts as t1, p.prev, max(s.{latest}) as mx from pk as p "
+        f"inner join {earlier} as s on {su} and s.d = p.d group by {kp}{period}, p.ts, p.prev)",
         f"jl as (select {', '.join(keys)}, t1, prev, coalesce(max(below), max(mx)) as latest, "
         f"max(same) as same from (select {', '.join(keys)}, t1, prev, below, "
         f"cast(null as timestamp) as mx, same from ja union all select {', '.join(keys)}, "
@@ -340,8 +345,8 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
         f"ax as (select {', '.join(keys)}, t0, {times}, case {reach} else 0 end as reach, "
         f"false as spoiled from g{n - 1} "
         # Units that start the funnel whether or not any attempt goes further.
-        f"union all select {', '.join(keys)}, min(mn) as t0, {nulls}, 0 as reach, "
-        f"false as spoiled from bm group by {', '.join(keys)})",
+        f"union all select {', '.join(keys)}, min(t0) as t0, {nulls}, 0 as reach, "
+        f"false as spoiled from s0 group by {', '.join(keys)})",
     ]
     return ctes
 
