@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlglot import exp
 
 from productlens import checks, modeling
 from productlens.config import ProjectConfig
@@ -153,9 +154,9 @@ UNIQUE_WITH_NULL = (
 @pytest.mark.parametrize(
     ("spec", "n_failing", "n_counts"),
     [
-        # Four counts: the probe; cid's unique again, as its key repeats (the probe
-        # knows only that it fails); the unique on two columns and the reconciliation,
-        # which run alone.
+        # Four counts: the probe (with stg_c's rows); stg_p's rows, for the
+        # reconciliation; cid's unique again, as its key repeats (the probe knows only
+        # that it fails); the unique on two columns, which runs alone.
         (TOGETHER, [1, 0, 1, 1, 0, 1, 1, 0, 1], 4),
         # One count: the unique test passes in the probe, the failing ones are sampled.
         (UNIQUE_WITH_NULL, [0, 1, 0, 1], 1),
@@ -238,3 +239,54 @@ def test_a_broken_test_in_a_probe_is_reported_alone(engine: DuckDBEngine, tmp_pa
         ("fail", 1),
     ]
     assert "nope" in (outcomes[1].error or "")
+
+
+# Reconciliations between four tables, each named by two tests (one of them naming a table
+# that does not exist): every table's rows are counted once, in its probe.
+RECONCILED = (
+    "models:\n"
+    "  - name: stg_p\n    grain: g\n"
+    "    columns: {id: [not_null]}\n"
+    "    tests: [{same_rows_as: raw.p}, {same_rows_as: stg_c, severity: warn}]\n"
+    "  - name: stg_c\n    grain: g\n"
+    "    tests: [{same_rows_as: raw.c}, {same_rows_as: stg_p}, {same_rows_as: raw.nope}]\n"
+)
+
+
+def test_reconciled_tables_are_counted_once_each(
+    engine: DuckDBEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tests = checks.compile_tests(setup(engine, tmp_path, RECONCILED))
+    alone = [checks.run_tests(engine, [t], "alone")[0] for t in tests]
+    assert [(o.test.name, o.status, o.n_failing) for o in alone] == [
+        ("same_rows_as__stg_c__raw_c", "pass", 0),
+        ("same_rows_as__stg_c__stg_p", "fail", 1),
+        ("same_rows_as__stg_c__raw_nope", "error", 0),
+        ("not_null__stg_p__id", "pass", 0),
+        ("same_rows_as__stg_p__raw_p", "pass", 0),
+        ("same_rows_as__stg_p__stg_c", "warn", 1),
+    ]
+    counted: list[exp.Expr] = []
+    fetch_all = engine.fetch_all
+
+    def recorded(query: exp.Expr) -> list[tuple[object, ...]]:
+        counted.append(query)
+        return fetch_all(query)
+
+    monkeypatch.setattr(engine, "fetch_all", recorded)
+    together = checks.run_tests(engine, tests, "together")
+    assert [(o.n_failing, o.sample, o.status, o.error) for o in together] == [
+        (o.n_failing, o.sample, o.status, o.error) for o in alone
+    ]
+    # One scan of each table (stg_p's with its not_null test; raw.nope's fails), then the
+    # test naming raw.nope alone, to report its error. Run alone, each reconciliation
+    # read two tables.
+    read = [sorted(f"{t.db}.{t.name}" for t in query.find_all(exp.Table)) for query in counted]
+    assert sorted(read[:-1]) == [
+        ["raw.c"],
+        ["raw.nope"],
+        ["raw.p"],
+        ["staging.stg_c"],
+        ["staging.stg_p"],
+    ]
+    assert read[-1] == ["raw.nope", "staging.stg_c"]

@@ -28,6 +28,7 @@ from productlens.daily import (
     Touched,
     _record,
     _tally_tests,
+    aside_tests,
     history,
     pending,
     run_hook,
@@ -400,3 +401,18 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in status
+
+
+def test_tests_of_marts_built_aside_count_the_aside_tables(tmp_path: Path) -> None:
+    """A mart's reconciliation run against `marts_next` counts the aside table's rows (its
+    probe's table moves with its query), and the table it names outside the marts stays."""
+    (tmp_path / "marts").mkdir()
+    (tmp_path / "marts" / "m.sql").write_text("select 1 as x")
+    (tmp_path / "marts" / "_m.yml").write_text(
+        "models:\n  - name: m\n    grain: g\n    tests: [{same_rows_as: raw.p}]\n"
+    )
+    graph = modeling.discover(load_project(tmp_path).config, [tmp_path], shipped=False)
+    (test,) = aside_tests(graph)
+    counted = [(t.db, t.name) for t in test.probe_counts]
+    assert counted == [("marts_next", "m"), ("raw", "p")]
+    assert {(t.db, t.name) for t in test.query.find_all(exp.Table)} == set(counted)

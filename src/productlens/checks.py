@@ -48,6 +48,10 @@ class DataTest:
     # unique, the rows of a group of these columns (all non-null) fail together.
     probe_condition: exp.Expr | None = None
     probe_key: tuple[str, ...] = ()
+    # same_rows_as: the two tables whose row counts must be equal (the model's, then the
+    # one it is built from). Each is counted once, in its table's probe, however many
+    # tests ask: on Spark each count was a job of its own, two per test.
+    probe_counts: tuple[exp.Table, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -281,6 +285,8 @@ def _compile(model: Model, column: str | None, decl: Any, graph: ModelGraph) -> 
             "probe_table": _table(model),
             "probe_key": (column,) if column else tuple(args["columns"]),
         }
+    elif kind == "same_rows_as":
+        probe = {"probe_counts": (_table(model), _resolve(str(args["to"]), graph))}
     return DataTest(
         name=name,
         model=model.table,
@@ -320,12 +326,24 @@ def run_tests(engine: Engine, tests: list[DataTest], run_id: str) -> list[TestOu
     """Run each test, record it in `ops.test_results`, and return the outcomes.
 
     The row-level tests of one table (not_null, accepted_values, expression, and one
-    single-column unique) are counted together in one scan of it; a test that fails is then
-    sampled with its own query, so counts and samples are those of the test run alone."""
+    single-column unique) are counted together in one scan of it, which also counts the
+    table's rows for the same_rows_as tests that name it (a table only they name is
+    counted alone); a test that fails is then sampled with its own query, so counts and
+    samples are those of the test run alone."""
     ops.ensure(engine, ops.TEST_RESULTS, ops.TEST_RESULTS_COLUMNS)
     counts: dict[int, int] = {}
-    for group in _probe_groups(tests):
-        counts.update(_probe(engine, [(i, tests[i]) for i in group]))
+    rows_of: dict[str, int] = {}
+    for probed, group in _probe_groups(tests).items():
+        found, n_rows = _probe(
+            engine, group.table, [(i, tests[i]) for i in group.tests], group.rows
+        )
+        counts.update(found)
+        if n_rows is not None:
+            rows_of[probed] = n_rows
+    for i, test in enumerate(tests):
+        sides = [rows_of.get(_key(t)) for t in test.probe_counts]
+        if sides and None not in sides:
+            counts[i] = int(sides[0] != sides[1])  # the test's query: one row if they differ
     outcomes = [_run_one(engine, test, counts.get(i)) for i, test in enumerate(tests)]
     checked_at = datetime.now(UTC).replace(tzinfo=None)
     rows: list[list[ops.Value]] = [
@@ -346,37 +364,55 @@ def run_tests(engine: Engine, tests: list[DataTest], run_id: str) -> list[TestOu
     return outcomes
 
 
-def _probe_groups(tests: list[DataTest]) -> list[list[int]]:
-    """Indexes of the tests to probe together: per scanned table, its row-level tests and
-    its first unique test on one column. A unique test on several columns (or a second one
-    on the table) runs alone: its own grouped query, as a count of distinct values of one
-    column is the only uniqueness probe that costs no more than that query."""
-    groups: dict[str, list[int]] = {}
+@dataclass
+class _ProbeGroup:
+    """One table's probe: the table, the tests it counts, and whether it counts the rows."""
+
+    table: exp.Table
+    tests: list[int] = field(default_factory=list)
+    rows: bool = False
+
+
+def _key(table: exp.Table) -> str:
+    return table.sql("duckdb")
+
+
+def _probe_groups(tests: list[DataTest]) -> dict[str, _ProbeGroup]:
+    """The probes to run, by table: per scanned table, its row-level tests and its first
+    unique test on one column, and its row count where a same_rows_as test names it. A
+    unique test on several columns (or a second one on the table) runs alone: its own
+    grouped query, as a count of distinct values of one column is the only uniqueness
+    probe that costs no more than that query."""
+    groups: dict[str, _ProbeGroup] = {}
     keyed: set[str] = set()
     for i, test in enumerate(tests):
+        for counted in test.probe_counts:
+            groups.setdefault(_key(counted), _ProbeGroup(counted)).rows = True
         if test.probe_table is None:
             continue
-        table = test.probe_table.sql("duckdb")
+        table = _key(test.probe_table)
         if test.probe_key:
             if len(test.probe_key) > 1 or table in keyed:
                 continue
             keyed.add(table)
-        groups.setdefault(table, []).append(i)
-    return list(groups.values())
+        groups.setdefault(table, _ProbeGroup(test.probe_table)).tests.append(i)
+    return groups
 
 
-def _probe(engine: Engine, tests: list[tuple[int, DataTest]]) -> dict[int, int]:
-    """Failing-row counts of tests of one table, in one ungrouped scan: {index: count}.
+def _probe(
+    engine: Engine, table: exp.Table, tests: list[tuple[int, DataTest]], rows: bool
+) -> tuple[dict[int, int], int | None]:
+    """Failing-row counts of tests of one table, in one ungrouped scan: ({index: count},
+    the table's rows when `rows`, else None).
 
     A condition's failing rows are counted (`count(case when failing then 1 end)`). A
     unique test's key is counted twice, its non-null values and its distinct ones: equal,
     no value repeats and the test passes; else it is left out, to count its duplicated
     keys with its own query. No grouping by the key here: at 10M events a hash table of
     every event_id with the conditions' sums beside it took 2.0 GiB and more CPU than
-    each test alone; this scan takes 0.85 GiB and the least CPU of the three. Empty when
-    the probe cannot run (each test then runs alone and reports its own error)."""
-    table = tests[0][1].probe_table
-    assert table is not None
+    each test alone; this scan takes 0.85 GiB and the least CPU of the three. Empty (and
+    None) when the probe cannot run (each test then runs alone and reports its own
+    error)."""
     conditions = [(i, t.probe_condition) for i, t in tests if t.probe_condition is not None]
     counted: list[exp.Expr] = [
         exp.Count(this=exp.Case().when(condition, exp.convert(1))) for _, condition in conditions
@@ -385,14 +421,18 @@ def _probe(engine: Engine, tests: list[tuple[int, DataTest]]) -> dict[int, int]:
     if unique is not None:
         key = unique[1]
         counted += [exp.Count(this=key), exp.Count(this=exp.Distinct(expressions=[key.copy()]))]
+    if rows:
+        counted.append(exp.Count(this=exp.Star()))
     try:
         row = engine.fetch_all(exp.select(*counted).from_(table.copy()))[0]
     except Exception:  # noqa: BLE001 - each test then runs alone and reports its error
-        return {}
+        return {}, None
     counts = {i: int(n) for (i, _), n in zip(conditions, row, strict=False)}
-    if unique is not None and row[-2] == row[-1]:
-        counts[unique[0]] = 0
-    return counts
+    if unique is not None:
+        n_keys, n_distinct = row[len(conditions)], row[len(conditions) + 1]
+        if n_keys == n_distinct:
+            counts[unique[0]] = 0
+    return counts, int(row[-1]) if rows else None
 
 
 def _run_one(engine: Engine, test: DataTest, probed: int | None = None) -> TestOutcome:

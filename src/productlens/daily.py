@@ -294,6 +294,9 @@ def aside_tests(built_aside: modeling.ModelGraph) -> list[checks.DataTest]:
             probe_condition=(
                 None if test.probe_condition is None else test.probe_condition.transform(moved)
             ),
+            probe_counts=tuple(
+                cast(exp.Table, counted.transform(moved)) for counted in test.probe_counts
+            ),
         )
         for test in checks.compile_tests(built_aside)
     ]
