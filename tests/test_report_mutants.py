@@ -1,18 +1,43 @@
 """What the mutation pass on the report and the dashboard found untested: an insight's
 sentence naming its steps, devices or campaigns in the wrong roles, the earliest step on a
-tie, the device gap's sign. Each case is a section of a few numbers, worked by hand, so a
-sentence is compared whole and each number with the arithmetic done here."""
+tie, the device gap's sign (sections of a few numbers worked by hand, each sentence compared
+whole); and numbers of the demo warehouse no other test read back: the experiment impact's
+interval, and on the dashboard the overview's change, the revenue page's top-10% share and
+mean days to a first purchase, the experiments table's users and forest bars, and the plan
+calculator against statsmodels."""
 
 from __future__ import annotations
 
+import math
+import statistics
 from datetime import timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.proportion import proportion_effectsize
 
+from productlens.config import load_project
 from productlens.metrics.funnel import counted_steps
 from productlens.report import insights as ins
-from productlens.report.sections import FunnelSection, ProductsSection
+from productlens.report.sections import (
+    Filters,
+    FunnelSection,
+    ProductsSection,
+    Settings,
+    read_experiments,
+)
+from tests.conftest import open_readonly, q
+from tests.test_dashboard import (
+    app_for,
+    frame,
+    metrics,
+    one,
+    open_page,
+    overview_period,
+    plotly_charts,
+)
 
 
 def funnel(
@@ -122,3 +147,131 @@ def test_the_best_and_worst_campaigns_are_named_in_their_roles() -> None:
 def test_campaigns_that_brought_no_revenue_say_nothing_of_roi() -> None:
     p = campaigns(("c1", "Spring", 100.0, 0.0, -1.0), ("c2", "Winter", 50.0, 0.0, -1.0))
     assert ins.campaign_roi(p) is None
+
+
+# --- numbers of the demo warehouse the other tests left unread ------------------------------------
+
+
+def test_the_experiment_sentence_states_the_impact_interval_low_then_high(
+    demo_project: Path,
+) -> None:
+    """The estimated monthly impact and its interval are the readout's, lower bound first."""
+    engine = open_readonly(demo_project)
+    try:
+        section = read_experiments(
+            engine, Filters(), Settings.from_config(load_project(demo_project).config)
+        )
+    finally:
+        engine.close()
+    assert section is not None
+    impacts = {
+        (r.experiment.experiment_id, c.variant): c.impact
+        for r in section.readouts
+        for c in r.metrics[0].readout.comparisons
+    }
+    for s in section.summaries:
+        impact = impacts[s.experiment_id, s.variant]
+        assert impact is not None
+        assert impact.lower < impact.upper
+        assert (s.monthly_impact, s.impact_low, s.impact_high) == (
+            impact.incremental,
+            impact.lower,
+            impact.upper,
+        )
+        said = ins.experiment_verdict(s).text
+        assert (
+            f"estimated impact at full rollout {impact.incremental:+,.1f} {s.metric} a month "
+            f"({impact.lower:+,.1f} to {impact.upper:+,.1f})."
+        ) in said, said
+
+
+def test_the_dashboard_shows_the_change_share_days_users_and_plan_the_warehouse_gives(
+    demo_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overview's change against the previous period, the revenue page's top-10% share
+    and mean days to a first purchase, the experiments table's users and its forest plot's
+    bars, and the plan calculator at a chosen alpha and power (statsmodels)."""
+    engine = open_readonly(demo_project)
+    try:
+        start, end = overview_period(engine)
+        length = (end - start).days + 1
+        active = (
+            "select count(distinct user_id) from core.fct_events where event_date between ? and ?"
+        )
+        now = one(engine, active, start, end)
+        before = one(engine, active, start - timedelta(days=length), start - timedelta(days=1))
+        spent = [
+            r[0]
+            for r in engine.fetch_all(
+                q(
+                    "select sum(net_revenue) as v from core.int_order_revenue "
+                    "where status = 'completed' group by user_id order by v desc"
+                )
+            )
+        ]
+        waits = [
+            r[0]
+            for r in engine.fetch_all(
+                q(
+                    "select min(o.order_date) - any_value(cast(u.signup_ts as date)) "
+                    "from core.int_order_revenue o join core.dim_users u "
+                    "on u.user_id = o.user_id and u.is_current "
+                    "where o.status = 'completed' group by o.user_id"
+                )
+            )
+        ]
+        exposed = {
+            (e, v): n
+            for e, v, n in engine.fetch_all(
+                q(
+                    "select experiment_id, variant, count(distinct user_id) "
+                    "from marts.experiment_exposures group by 1, 2"
+                )
+            )
+        }
+    finally:
+        engine.close()
+    at = open_page(app_for(demo_project, monkeypatch), "overview")
+    (users,) = [m for m in at.metric if m.label == "active users"]
+    assert before
+    assert now != before  # a change to state
+    assert users.proto.delta == f"{(now - before) / before:+.1%}"
+
+    at = open_page(at, "revenue")
+    top = math.ceil(len(spent) / 10)
+    shown = metrics(at)
+    assert shown["share of revenue from the top 10% of buyers"] == (
+        f"{sum(spent[:top]) / sum(spent):.1%}"
+    )
+    days = [d for d in waits if d >= 0]
+    assert statistics.mean(days) != statistics.median(days)
+    assert shown["days from signup to first purchase (mean)"] == f"{statistics.mean(days):.1f}"
+
+    at = open_page(at, "experiments")
+    table = frame(at, "experiment", "variant", "users", "lift", "low", "high")
+    arms: dict[str, int] = {}
+    for e, _ in exposed:
+        arms[e] = arms.get(e, 0) + 1
+    assert set(arms.values()) == {2}  # a control and one treatment: users are both arms
+    for e, users_shown in zip(table["experiment"], table["users"], strict=True):
+        assert users_shown == sum(n for (x, _), n in exposed.items() if x == e)
+    (forest,) = plotly_charts(at)["Lift on the primary metric, with its interval"]
+    assert forest["error_x"]["array"] == pytest.approx(list(table["high"] - table["lift"]))
+    assert forest["error_x"]["arrayminus"] == pytest.approx(list(table["lift"] - table["low"]))
+    assert all(x > 0 for x in forest["error_x"]["array"] + forest["error_x"]["arrayminus"])
+
+    # 0.2 -> 0.22 at alpha 1%, power 90%, 500 users a day (two arms): Cohen's h and the
+    # two-sided z-test's sample size from statsmodels.
+    for key, value in (
+        ("plan_baseline", 0.2),
+        ("plan_mde", 0.1),
+        ("plan_alpha", 0.01),
+        ("plan_power", 0.9),
+        ("plan_daily", 500),
+    ):
+        at.number_input(key=key).set_value(value).run()
+    h = proportion_effectsize(0.22, 0.2)
+    n = NormalIndPower().solve_power(h, alpha=0.01, power=0.9, ratio=1.0)
+    shown = metrics(at)
+    assert shown["users per arm"] == f"{math.ceil(n):,}"
+    assert shown["days at the daily traffic"] == f"{math.ceil(2 * n / 500):,}"
