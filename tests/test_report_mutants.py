@@ -24,6 +24,7 @@ from productlens.report import insights as ins
 from productlens.report.sections import (
     Filters,
     FunnelSection,
+    HealthSection,
     ProductsSection,
     Settings,
     read_experiments,
@@ -275,3 +276,23 @@ def test_the_dashboard_shows_the_change_share_days_users_and_plan_the_warehouse_
     shown = metrics(at)
     assert shown["users per arm"] == f"{math.ceil(n):,}"
     assert shown["days at the daily traffic"] == f"{math.ceil(2 * n / 500):,}"
+
+
+# --- data health ---------------------------------------------------------------------------------
+
+
+def test_the_checks_summary_counts_errors_as_failed_and_warnings_apart() -> None:
+    # The last check: 5 passed, 2 warned, 2 failed and 1 that could not run (an error).
+    tests = pa.table({"status": ["error", "fail", "pass", "warn"], "n_tests": [1, 2, 5, 2]})
+    empty = pa.table({})
+    quarantine = pa.table(
+        {
+            "target_table": pa.array([], pa.string()),
+            "reason": [],
+            "n_rows": pa.array([], pa.int64()),
+        }
+    )
+    got = ins.tests_summary(HealthSection(quarantine, tests, empty, empty, None))
+    assert got is not None
+    assert got.values == {"passed": 5, "warned": 2, "failed": 3}
+    assert got.text == "The last check ran 10 data tests: 5 passed, 2 warned, 3 failed."
