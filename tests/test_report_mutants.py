@@ -20,12 +20,14 @@ from statsmodels.stats.proportion import proportion_effectsize
 
 from productlens.config import load_project
 from productlens.metrics.funnel import counted_steps
+from productlens.metrics.revenue import ArrMonth
 from productlens.report import insights as ins
 from productlens.report.sections import (
     Filters,
     FunnelSection,
     HealthSection,
     ProductsSection,
+    RevenueSection,
     Settings,
     read_experiments,
 )
@@ -296,3 +298,29 @@ def test_the_checks_summary_counts_errors_as_failed_and_warnings_apart() -> None
     assert got is not None
     assert got.values == {"passed": 5, "warned": 2, "failed": 3}
     assert got.text == "The last check ran 10 data tests: 5 passed, 2 warned, 3 failed."
+
+
+# --- the ARR bridge ------------------------------------------------------------------------------
+
+
+def test_the_arr_sentence_states_the_latest_month_s_parts_in_their_places() -> None:
+    # February: 1,200 opening + 600 new + 240 expansion - 120 contraction - 360 cancelled
+    # + 60 reactivated = 1,620 closing (reactivation is drawn, not said).
+    january = ArrMonth("2026-01-01", 0.0, 1200.0, 0.0, 0.0, 0.0, 0.0, 1200.0, 1200.0, 10)
+    february = ArrMonth("2026-02-01", 1200.0, 600.0, 240.0, -120.0, -360.0, 60.0, 420.0, 1620.0, 13)
+    section = RevenueSection(None, None, None, (january, february), None, None, None, None)
+    got = ins.arr_latest(section)
+    assert got is not None
+    assert got.values == {
+        "month": "2026-02-01",
+        "closing_arr": 1620.0,
+        "new_arr": 600.0,
+        "expansion_arr": 240.0,
+        "contraction_arr": -120.0,
+        "cancelled_arr": -360.0,
+        "n_paying": 13,
+    }
+    assert got.text == (
+        "ARR closed 2026-02 at 1,620.00 (13 paying): 600.00 new, 240.00 expansion, "
+        "-120.00 contraction, -360.00 cancelled."
+    )
