@@ -30,6 +30,7 @@ from productlens.report.sections import (
     RevenueSection,
     Settings,
     read_experiments,
+    read_overview,
 )
 from tests.conftest import open_readonly, q
 from tests.test_dashboard import (
@@ -323,4 +324,28 @@ def test_the_arr_sentence_states_the_latest_month_s_parts_in_their_places() -> N
     assert got.text == (
         "ARR closed 2026-02 at 1,620.00 (13 paying): 600.00 new, 240.00 expansion, "
         "-120.00 contraction, -360.00 cancelled."
+    )
+
+
+# --- the overview's default period ---------------------------------------------------------------
+
+
+def test_a_long_world_s_overview_is_its_last_week_against_the_week_before(
+    saas_demo_project: Path,
+) -> None:
+    """Forty days of events: the overview's default is the last 7 days (the demo shop's
+    14 days are cut in halves of 7, so only a longer world tells 7 from "half the data")."""
+    engine = open_readonly(saas_demo_project)
+    try:
+        first = one(engine, "select min(event_date) from core.fct_events")
+        last = one(engine, "select max(event_date) from core.fct_events")
+        o = read_overview(engine, Filters(), Settings())
+    finally:
+        engine.close()
+    assert (last - first).days + 1 >= 28  # long enough that half the data is over a week
+    assert o is not None
+    assert (o.start, o.end) == (last - timedelta(days=6), last)
+    assert (o.previous_start, o.previous_end) == (
+        last - timedelta(days=13),
+        last - timedelta(days=7),
     )
