@@ -349,3 +349,61 @@ def test_a_long_world_s_overview_is_its_last_week_against_the_week_before(
         last - timedelta(days=13),
         last - timedelta(days=7),
     )
+
+
+def test_the_overview_under_a_device_and_a_country_counts_their_users_only(
+    demo_project: Path,
+) -> None:
+    """Signups are users whose current device and country are the chosen ones (a user's
+    version in dim_users), active users and events the events of that device and country;
+    orders and revenue are the whole shop's (marked unfiltered)."""
+    engine = open_readonly(demo_project)
+    try:
+        device, country = engine.fetch_all(
+            q(
+                "select device, country from core.dim_users where is_current "
+                "group by all order by count(*) desc, 1, 2 limit 1"
+            )
+        )[0]
+        o = read_overview(engine, Filters(devices=(device,), countries=(country,)), Settings())
+        assert o is not None
+        # The same days for everyone (the filtered default ends on the pair's last day).
+        unfiltered = read_overview(engine, Filters(o.start, o.end), Settings())
+        assert unfiltered is not None
+        for k, (first, last) in enumerate(((o.start, o.end), (o.previous_start, o.previous_end))):
+            kpis = {x.key: (x.current, x.previous)[k] for x in o.kpis}
+            signups = one(
+                engine,
+                "select count(*) from core.dim_users where is_current and device = ? "
+                "and country = ? and cast(signup_ts as date) between ? and ?",
+                device,
+                country,
+                first,
+                last,
+            )
+            users, events = engine.fetch_all(
+                q(
+                    "select count(distinct user_id), count(*) from core.fct_events "
+                    "where device = ? and country = ? and event_date between ? and ?",
+                    device,
+                    country,
+                    first,
+                    last,
+                )
+            )[0]
+            assert (kpis["signups"], kpis["active_users"], kpis["events"]) == (
+                signups,
+                users,
+                events,
+            )
+        everyone = one(engine, "select count(*) from core.dim_users where is_current")
+    finally:
+        engine.close()
+    signed = next(k for k in o.kpis if k.key == "signups")
+    assert signed.filtered
+    assert 0 < (signed.current or 0) + (signed.previous or 0) < everyone
+    whole = {k.key: k for k in unfiltered.kpis}
+    for key in ("orders", "net_revenue"):
+        kpi = next(k for k in o.kpis if k.key == key)
+        assert not kpi.filtered
+        assert (kpi.current, kpi.previous) == (whole[key].current, whole[key].previous)
