@@ -31,6 +31,7 @@ from productlens.report.sections import (
     Settings,
     read_experiments,
     read_overview,
+    read_retention,
 )
 from tests.conftest import open_readonly, q
 from tests.test_dashboard import (
@@ -407,3 +408,35 @@ def test_the_overview_under_a_device_and_a_country_counts_their_users_only(
         kpi = next(k for k in o.kpis if k.key == key)
         assert not kpi.filtered
         assert (kpi.current, kpi.previous) == (whole[key].current, whole[key].previous)
+
+
+def test_retention_cohorts_under_a_country_hold_that_country_s_signups(
+    demo_project: Path,
+) -> None:
+    """Each day cohort's size is the number of users of the chosen country (the users
+    table's) who signed up that day; the device test elsewhere cannot see a dropped
+    country."""
+    engine = open_readonly(demo_project)
+    try:
+        country = one(
+            engine,
+            "select country from staging.stg_users group by 1 order by count(*) desc, 1 limit 1",
+        )
+        r = read_retention(engine, Filters(countries=(country,)), Settings())
+        signups = dict(
+            engine.fetch_all(
+                q(
+                    "select cast(cast(signup_ts as date) as varchar), count(*) "
+                    "from staging.stg_users where country = ? and signup_ts is not null "
+                    "group by 1",
+                    country,
+                )
+            )
+        )
+        everyone = one(engine, "select count(*) from staging.stg_users")
+    finally:
+        engine.close()
+    assert r is not None
+    sizes = {c.start: c.size for c in r.day_cohorts}
+    assert sizes == {day: signups.get(day, 0) for day in sizes}
+    assert 0 < sum(sizes.values()) < everyone
