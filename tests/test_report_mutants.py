@@ -34,6 +34,7 @@ from productlens.report.sections import (
     read_retention,
 )
 from tests.conftest import open_readonly, q
+from tests.funnel_reference import reference_funnel
 from tests.test_dashboard import (
     app_for,
     frame,
@@ -194,8 +195,9 @@ def test_the_dashboard_shows_the_change_share_days_users_and_plan_the_warehouse_
     demo_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The overview's change against the previous period, the revenue page's top-10% share
-    and mean days to a first purchase, the experiments table's users and its forest plot's
-    bars, and the plan calculator at a chosen alpha and power (statsmodels)."""
+    and mean days to a first purchase, the funnel page's conversion, the experiments table's
+    users and its forest plot's bars, and the plan calculator at a chosen alpha and power
+    (statsmodels)."""
     engine = open_readonly(demo_project)
     try:
         start, end = overview_period(engine)
@@ -225,6 +227,11 @@ def test_the_dashboard_shows_the_change_share_days_users_and_plan_the_warehouse_
                 )
             )
         ]
+        steps = ["page_view", "product_view", "add_to_cart", "checkout_start", "purchase"]
+        rows = engine.fetch_arrow(q("select * from core.fct_events")).to_pylist()
+        reached = [
+            s["count"] for s in reference_funnel(rows, steps, window=timedelta(days=1))["steps"]
+        ]
         exposed = {
             (e, v): n
             for e, v, n in engine.fetch_all(
@@ -241,6 +248,12 @@ def test_the_dashboard_shows_the_change_share_days_users_and_plan_the_warehouse_
     assert before
     assert now != before  # a change to state
     assert users.proto.delta == f"{(now - before) / before:+.1%}"
+
+    # The funnel page's conversion is first step to last (not from the step before).
+    at = open_page(at, "funnel")
+    assert at.multiselect(key="funnel_steps").value == steps
+    assert reached[-2] != reached[0]
+    assert metrics(at)["conversion"] == f"{reached[-1] / reached[0]:.1%}"
 
     at = open_page(at, "revenue")
     top = math.ceil(len(spent) / 10)
