@@ -17,12 +17,16 @@ import pyarrow as pa
 import pytest
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
+from streamlit.testing.v1 import AppTest
 
 from productlens.config import load_project
+from productlens.dashboard.pages import View
 from productlens.metrics.funnel import counted_steps
 from productlens.metrics.revenue import ArrMonth
 from productlens.report import insights as ins
 from productlens.report.sections import (
+    ExperimentsSection,
+    ExperimentSummary,
     Filters,
     FunnelSection,
     HealthSection,
@@ -453,3 +457,66 @@ def test_retention_cohorts_under_a_country_hold_that_country_s_signups(
     sizes = {c.start: c.size for c in r.day_cohorts}
     assert sizes == {day: signups.get(day, 0) for day in sizes}
     assert 0 < sum(sizes.values()) < everyone
+
+
+# --- the SRM banner ------------------------------------------------------------------------------
+
+
+def summary(experiment_id: str, variant: str, *, srm: bool) -> ExperimentSummary:
+    return ExperimentSummary(
+        experiment_id=experiment_id,
+        name=None,
+        metric="conversion",
+        control="control",
+        variant=variant,
+        n_control=100,
+        n_variant=100,
+        lift=0.1,
+        ci_low=-0.05,
+        ci_high=0.25,
+        p_value=0.2,
+        significant=False,
+        srm_mismatch=srm,
+        srm_p_value=0.0001 if srm else 0.5,
+        verdict="inconclusive",
+        reasons=(),
+        monthly_impact=None,
+        impact_low=None,
+        impact_high=None,
+    )
+
+
+def _experiments_page() -> None:
+    from productlens.dashboard import pages
+    from productlens.report.sections import Filters, Settings
+
+    pages.experiments_page(pages.View(None, None, Settings(), Filters(), None))  # type: ignore[arg-type]
+
+
+def test_a_mismatched_experiment_of_two_treatments_gets_one_banner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The demo's experiments have one treatment each: here e1 has two (one summary per
+    treatment) and a mismatch, e2 none. One banner, naming e1; e2's table row says ok."""
+    section = ExperimentsSection(
+        (
+            summary("e1", "b", srm=True),
+            summary("e1", "c", srm=True),
+            summary("e2", "b", srm=False),
+        )
+    )
+    monkeypatch.setattr(View, "section", lambda self, name: section)
+    at = AppTest.from_function(_experiments_page, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    banners = [e.value for e in at.error]
+    assert banners == [
+        "Sample ratio mismatch in e1 (p = 0.0001): its assignment is broken; do not trust "
+        "its readout."
+    ]
+    table = frame(at, "experiment", "variant", "SRM")
+    assert list(zip(table["experiment"], table["variant"], table["SRM"], strict=True)) == [
+        ("e1", "b", "mismatch"),
+        ("e1", "c", "mismatch"),
+        ("e2", "b", "ok"),
+    ]
