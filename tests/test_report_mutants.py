@@ -487,6 +487,7 @@ def summary(experiment_id: str, variant: str, *, srm: bool) -> ExperimentSummary
 
 
 def _experiments_page() -> None:
+    # AppTest runs this function's body as the app's script: its imports are inside it.
     from productlens.dashboard import pages
     from productlens.report.sections import Filters, Settings
 
