@@ -788,6 +788,8 @@ class _RunnerContext:
 
     def __init__(self, ctx: typer.Context) -> None:
         self.project = _state(ctx).project()
+        # The summary names the command that ran (`productlens check`), not `run`.
+        self.title = f"productlens {ctx.info_name}"
 
     def __enter__(self) -> Runner:
         from productlens.app import open_engine
@@ -808,7 +810,7 @@ class _RunnerContext:
         if exc[0] is None:
             from productlens.pipeline import print_summary
 
-            print_summary(console, summary)
+            print_summary(console, summary, title=self.title)
 
 
 def _runner(ctx: typer.Context) -> _RunnerContext:

@@ -433,8 +433,9 @@ def _batch_line(batch: BatchResult) -> str:
     )
 
 
-def print_summary(console: Console, summary: RunSummary, title: str = "productlens run") -> None:
-    """The one-screen summary: seconds per stage, rows per layer, where the report is."""
+def print_summary(console: Console, summary: RunSummary, title: str) -> None:
+    """The one-screen summary under `title` (the command that ran): seconds per stage,
+    rows per layer, where the report is."""
     stages = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     stages.add_column("stage")
     stages.add_column("seconds", justify="right")
