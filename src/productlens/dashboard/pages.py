@@ -143,11 +143,14 @@ def overview_page(view: View) -> None:
         for column in st.columns(per_row)[: len(overview.kpis) - first]
     ]
     for column, kpi in zip(columns, overview.kpis, strict=True):
-        change = kpi.change
+        delta = None if kpi.change is None else insights.signed(kpi.change)
         column.metric(
             kpi.label,
             FORMATS[kpi.unit](kpi.current),
-            delta=None if change is None else f"{change:+.1%}",
+            delta=delta,
+            # A change that rounds to zero is neither up nor down: no arrow, no colour.
+            delta_color="normal" if delta is None or delta[0] in "+-" else "off",
+            delta_arrow="auto" if delta is None or delta[0] in "+-" else "off",
             help=None if kpi.filtered else "all devices and countries",
         )
     # Counts only (no step times): from the marts when unfiltered.

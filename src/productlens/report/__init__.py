@@ -111,7 +111,7 @@ def _overview(s: Sections, out: Path) -> list[Block]:
             k.label,
             _num(k.current, k.unit),
             _num(k.previous, k.unit),
-            "-" if k.change is None else f"{k.change:+.1%}",
+            "-" if k.change is None else ins.signed(k.change),
         )
         for k in o.kpis
     )
@@ -527,8 +527,8 @@ def _experiments(s: Sections, out: Path) -> list[Block]:
                         r.name or r.experiment_id,
                         r.variant,
                         f"{r.n_control:,} / {r.n_variant:,}",
-                        f"{r.lift:+.1%}",
-                        f"{r.ci_low:+.1%} to {r.ci_high:+.1%}",
+                        ins.signed(r.lift),
+                        f"{ins.signed(r.ci_low)} to {ins.signed(r.ci_high)}",
                         f"mismatch (p={r.srm_p_value:.3g})" if r.srm_mismatch else "ok",
                         r.verdict,
                     )
