@@ -246,6 +246,12 @@ def test_every_page_shows_the_warehouse_numbers(
     )
     total = one(warehouse, "select count(*) from ops.test_results where run_id = ?", run)
     assert shown["data tests passed"] == f"{passed:,} of {total:,}"
+    # The last run's time, to the second on the page and in the sidebar (the sidebar
+    # showed microseconds).
+    second = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    assert re.fullmatch(second, shown["last run"]), shown["last run"]
+    (caption,) = [c.value for c in at.sidebar.caption if "last run" in c.value]
+    assert re.fullmatch(rf"duckdb warehouse · last run {second}", caption), caption
     assert len(frame(at, "run_id", "stage")) == min(
         200, one(warehouse, "select count(*) from ops.run_log")
     )

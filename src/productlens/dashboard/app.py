@@ -27,7 +27,7 @@ from productlens.dashboard.warehouse import (
 )
 from productlens.engines.base import Engine
 from productlens.errors import EngineUnavailable, ProductLensError
-from productlens.report.sections import Filters, Settings
+from productlens.report.sections import Filters, Settings, run_time
 
 PAGE_PARAM = "page"
 
@@ -88,7 +88,7 @@ def build_view(project: Project, engine: Engine, settings: Settings) -> pages.Vi
     filters = sidebar_filters(options) if options is not None else Filters()
     # The stamp is "started|finished|steps", or a phrase when there is no run log.
     parts = source.stamp.split("|")
-    finished = parts[1] if len(parts) == 3 else "unknown"
+    finished = run_time(parts[1]) if len(parts) == 3 else "unknown"
     st.sidebar.caption(f"{project.engine} warehouse · last run {finished}")
     return pages.View(project, source, settings, filters, options)
 

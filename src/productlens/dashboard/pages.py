@@ -40,6 +40,7 @@ from productlens.report.sections import (
     RevenueSection,
     Settings,
     UsageSection,
+    run_time,
 )
 
 
@@ -729,7 +730,7 @@ def health_page(view: View) -> None:
     a.metric("rows in quarantine", fmt_count(held))
     b.metric("data tests passed", f"{tests.get('pass', 0):,} of {sum(tests.values()):,}")
     last = section.last_run
-    c.metric("last run", "-" if last is None else str(last.finished_at or last.started_at))
+    c.metric("last run", "-" if last is None else run_time(last.finished_at or last.started_at))
     if section.quarantine.num_rows:
         q = section.quarantine
         fig = go.Figure(

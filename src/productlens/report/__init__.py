@@ -28,6 +28,7 @@ from productlens.report.sections import (
     Sections,
     Settings,
     read_all,
+    run_time,
 )
 
 REPORT_FILE = "report.html"
@@ -595,8 +596,8 @@ def _health(s: Sections, out: Path) -> list[Block]:
                     (
                         (
                             lr.run_id,
-                            "-" if lr.started_at is None else str(lr.started_at)[:19],
-                            "-" if lr.finished_at is None else str(lr.finished_at)[:19],
+                            run_time(lr.started_at),
+                            run_time(lr.finished_at),
                             str(lr.n_steps),
                             str(lr.n_failed),
                         ),

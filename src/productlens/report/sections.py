@@ -955,6 +955,12 @@ class LastRun:
     n_failed: int
 
 
+def run_time(value: object) -> str:
+    """A run's time as a reader wants it: to the second (the run log keeps microseconds),
+    "-" when unknown."""
+    return "-" if value is None else str(value)[:19]
+
+
 @dataclass(frozen=True)
 class HealthSection:
     """Rows held in quarantine by reason, the last data-test results, rows per layer and
