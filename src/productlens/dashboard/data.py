@@ -33,8 +33,10 @@ from productlens.report.sections import (
     SECTIONS,
     Filters,
     FunnelSection,
+    LastRun,
     Settings,
     read_funnel_counts,
+    read_last_build,
 )
 
 CACHE_ENTRIES = 256  # per cached function: filter combinations kept
@@ -103,6 +105,16 @@ def warehouse_key(project: Project) -> str:
 
 def version(engine: Engine) -> str:
     return warehouse.last_run(engine)
+
+
+def last_build(source: Source) -> LastRun | None:
+    """The last run that built the warehouse, as the report's health section has it."""
+    return _last_build(source.engine, source.key, source.stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=CACHE_ENTRIES)
+def _last_build(_engine: Engine, key: str, stamp: str) -> LastRun | None:
+    return read_last_build(_engine)
 
 
 def options(source: Source) -> warehouse.FilterOptions | None:

@@ -730,7 +730,11 @@ def health_page(view: View) -> None:
     a.metric("rows in quarantine", fmt_count(held))
     b.metric("data tests passed", f"{tests.get('pass', 0):,} of {sum(tests.values()):,}")
     last = section.last_run
-    c.metric("last run", "-" if last is None else run_time(last.finished_at or last.started_at))
+    c.metric(
+        "last build",
+        "-" if last is None else run_time(last.finished_at or last.started_at),
+        help="the last run that built the warehouse (runs that only read it are left out)",
+    )
     if section.quarantine.num_rows:
         q = section.quarantine
         fig = go.Figure(

@@ -590,7 +590,7 @@ def _health(s: Sections, out: Path) -> list[Block]:
         lr = h.last_run
         blocks.append(
             Block(
-                "Last run",
+                "Last build",
                 table=(
                     ("run", "started", "finished", "steps", "failed"),
                     (

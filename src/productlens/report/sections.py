@@ -964,13 +964,13 @@ def run_time(value: object) -> str:
 @dataclass(frozen=True)
 class HealthSection:
     """Rows held in quarantine by reason, the last data-test results, rows per layer and
-    the last run."""
+    the last build (`read_last_build`)."""
 
     quarantine: pa.Table  # target_table, reason, n_rows (rows still held)
     tests: pa.Table  # status, n_tests (the latest run's results)
     failing_tests: pa.Table  # test_name, model, severity, status, n_failing
     rows_per_layer: pa.Table  # layer, n_tables, n_rows
-    last_run: LastRun | None
+    last_run: LastRun | None  # the last run that built
 
 
 _QUARANTINE = """
@@ -994,14 +994,16 @@ select test_name, model, severity, status, n_failing from ops.test_results
 where run_id = __run and status <> 'pass' order by status, model, test_name
 """
 
-# The latest run with a step that ended: a run none of whose steps has ended is the one
-# reading the log (`productlens report`'s own run, its one step still going).
+# The last build: the latest run with a build step that ended, all its steps. A reader
+# asks when the warehouse was last built; a run that only read it (`productlens report`,
+# `check`) changed none of the figures shown, so it is not "the last run" here, and the
+# report reading the log (its one step still going) is never it.
 _LAST_RUN = """
 select run_id, min(started_at) as started_at, max(finished_at) as finished_at,
     count(*) as n_steps, count(case when status = 'failed' then 1 end) as n_failed
 from ops.run_log
 where run_id = (
-    select run_id from ops.run_log where finished_at is not null
+    select run_id from ops.run_log where stage = 'build' and finished_at is not null
     order by started_at desc, run_id desc limit 1
 )
 group by run_id
@@ -1102,19 +1104,25 @@ def read_health(
         if run:
             tests = engine.fetch_arrow(_fill(_TESTS, run=run[0]["run_id"]))
             failing = engine.fetch_arrow(_fill(_FAILING, run=run[0]["run_id"]))
-    last = _rows(engine, _fill(_LAST_RUN))
-    last_run = (
-        LastRun(
-            str(last[0]["run_id"]),
-            last[0]["started_at"],
-            last[0]["finished_at"],
-            int(last[0]["n_steps"]),
-            int(last[0]["n_failed"]),
-        )
-        if last
-        else None
-    )
+    last_run = read_last_build(engine)
     return HealthSection(_quarantine(engine), tests, failing, _rows_per_layer(engine), last_run)
+
+
+def read_last_build(engine: Engine) -> LastRun | None:
+    """The last run that built the warehouse (report and dashboard show this one as the
+    last build); None without a run log or before the first build."""
+    if not _has(engine, "ops.run_log"):
+        return None
+    last = _rows(engine, _fill(_LAST_RUN))
+    if not last:
+        return None
+    return LastRun(
+        str(last[0]["run_id"]),
+        last[0]["started_at"],
+        last[0]["finished_at"],
+        int(last[0]["n_steps"]),
+        int(last[0]["n_failed"]),
+    )
 
 
 # --- all of them ------------------------------------------------------------------------------
