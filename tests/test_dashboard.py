@@ -24,6 +24,7 @@ from productlens.engines import DuckDBEngine
 from productlens.errors import ConfigError
 from productlens.lineage import model_graph_dot
 from productlens.metrics.customer_value import REASONS
+from productlens.report.sections import Settings, read_experiments
 from tests.conftest import open_readonly, q, run_cli
 from tests.funnel_reference import reference_funnel
 
@@ -223,7 +224,15 @@ def test_every_page_shows_the_warehouse_numbers(
         "select count(distinct (experiment_id, variant)) - count(distinct experiment_id) "
         "from marts.experiment_exposures",
     )
-    assert len(frame(at, "experiment", "lift")) == arms
+    table = frame(at, "experiment", "lift")
+    assert len(table) == arms
+    # Each user count is named by its arm (one "users" column did not say which was control).
+    settings = Settings.from_config(load_project(demo_project).config)
+    section = read_experiments(warehouse, settings=settings)
+    assert section is not None
+    expected = [(s.variant, s.n_variant, s.control, s.n_control) for s in section.summaries]
+    shown_arms = table[["variant", "users in variant", "control", "users in control"]]
+    assert [tuple(r) for r in shown_arms.itertuples(index=False)] == expected
     at.number_input(key="plan_baseline").set_value(0.2).run()
     at.number_input(key="plan_mde").set_value(0.1).run()
     from productlens.experiments.power import sample_size

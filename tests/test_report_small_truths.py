@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from productlens.report import _overview
+from productlens.report import _experiments, _overview
 from productlens.report.insights import signed
-from productlens.report.sections import Kpi, Overview, Sections
+from productlens.report.sections import (
+    ExperimentsSection,
+    ExperimentSummary,
+    Kpi,
+    Overview,
+    Sections,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,7 +35,9 @@ from productlens.report.sections import Kpi, Overview, Sections
         (1234.56, "+,.1f", "+1,234.6"),
     ],
 )
-def test_a_signed_figure_that_rounds_to_zero_has_no_sign(value: float, spec: str, shown: str) -> None:
+def test_a_signed_figure_that_rounds_to_zero_has_no_sign(
+    value: float, spec: str, shown: str
+) -> None:
     assert signed(value, spec) == shown
 
 
@@ -47,3 +55,18 @@ def test_the_report_s_key_figures_show_no_minus_zero(tmp_path: Path) -> None:
     assert block.table is not None
     changes = [row[3] for row in block.table[1]]
     assert changes == ["0.0%", "+10.0%"]
+
+
+def test_the_experiment_table_names_the_arm_of_each_user_count(tmp_path: Path) -> None:
+    """The users column said "1,204 / 1,190": which was the control? Each count now
+    carries its arm's name."""
+    summary = ExperimentSummary(
+        "exp_1", "Checkout copy", "purchase", "control", "new_copy", 1_204, 1_190,
+        0.05, -0.01, 0.11, 0.1, False, False, 0.7, "keep running", (), None, None, None,
+    )  # fmt: skip
+    sections = Sections(None, None, None, None, None, None, ExperimentsSection((summary,)), None)
+    [block] = _experiments(sections, tmp_path)
+    assert block.table is not None
+    head, rows = block.table
+    assert head[2] == "users per arm"
+    assert rows[0][1:3] == ("new_copy", "control 1,204 / new_copy 1,190")

@@ -522,12 +522,13 @@ def _experiments(s: Sections, out: Path) -> list[Block]:
             ),
             tuple(ins.experiment_verdict(r) for r in rows),
             (
-                ("experiment", "variant", "users", "lift", "interval", "SRM", "decision"),
+                ("experiment", "variant", "users per arm", "lift", "interval", "SRM", "decision"),
                 tuple(
                     (
                         r.name or r.experiment_id,
                         r.variant,
-                        f"{r.n_control:,} / {r.n_variant:,}",
+                        # Each count named by its arm: "a / b" did not say which was control.
+                        f"{r.control} {r.n_control:,} / {r.variant} {r.n_variant:,}",
                         ins.signed(r.lift),
                         f"{ins.signed(r.ci_low)} to {ins.signed(r.ci_high)}",
                         f"mismatch (p={r.srm_p_value:.3g})" if r.srm_mismatch else "ok",
