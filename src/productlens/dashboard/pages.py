@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import streamlit as st
 
-from productlens import modeling
+from productlens import layers, modeling
 from productlens.arrays import array
 from productlens.config import Project
 from productlens.dashboard import data
@@ -757,7 +757,7 @@ def health_page(view: View) -> None:
         _chart(fig, "health_quarantine")
     st.subheader("Data tests not passing")
     st.dataframe(section.failing_tests, hide_index=True, key="health_failing")
-    st.subheader("Rows per layer")
+    st.subheader(layers.LABEL[0].upper() + layers.LABEL[1:])
     st.dataframe(section.rows_per_layer, hide_index=True, key="health_layers")
     st.subheader("Run log")
     st.dataframe(data.run_log(view.source), hide_index=True, key="health_run_log")

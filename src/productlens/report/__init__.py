@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from productlens import __version__
+from productlens import __version__, layers
 from productlens.engines import Engine
 from productlens.errors import ReportError
 from productlens.report import charts
@@ -570,7 +570,7 @@ def _health(s: Sections, out: Path) -> list[Block]:
             "Data tests and layers",
             charts.bars(
                 "rows_per_layer",
-                "Rows per layer",
+                layers.LABEL[0].upper() + layers.LABEL[1:],
                 h.rows_per_layer.column("layer").to_pylist(),
                 [float(n) for n in h.rows_per_layer.column("n_rows").to_pylist()],
                 out,

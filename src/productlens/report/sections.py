@@ -31,6 +31,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
+from productlens import layers
 from productlens.arrays import array
 from productlens.engines.base import SOURCE_DIALECT, Engine, table
 from productlens.errors import ReportError
@@ -969,7 +970,7 @@ class HealthSection:
     quarantine: pa.Table  # target_table, reason, n_rows (rows still held)
     tests: pa.Table  # status, n_tests (the latest run's results)
     failing_tests: pa.Table  # test_name, model, severity, status, n_failing
-    rows_per_layer: pa.Table  # layer, n_tables, n_rows
+    rows_per_layer: pa.Table  # layer, n_tables, n_rows (`layers.stored_rows`)
     last_run: LastRun | None  # the last run that built
 
 
@@ -1009,8 +1010,6 @@ where run_id = (
 group by run_id
 """
 
-HEALTH_LAYERS = ("raw", "staging", "core", "marts")
-
 
 def _quarantine(engine: Engine) -> pa.Table:
     counts: dict[tuple[str, str], int] = {}
@@ -1043,40 +1042,13 @@ def _listed(value: object) -> list[str]:
 
 
 def _rows_per_layer(engine: Engine) -> pa.Table:
-    parts: list[exp.Query] = []
-    for layer in HEALTH_LAYERS:
-        for name in engine.list_tables(layer):
-            parts.append(
-                exp.select(
-                    exp.Literal.string(layer).as_("layer"),
-                    exp.Count(this=exp.Star()).as_("n_rows"),
-                ).from_(table(layer, name))
-            )
-    if not parts:
-        return pa.table(
-            {
-                "layer": array([], pa.string()),
-                "n_tables": array([], pa.int64()),
-                "n_rows": array([], pa.int64()),
-            }
-        )
-    union = parts[0] if len(parts) == 1 else exp.union(*parts, distinct=False)
-    query = (
-        exp.select(
-            "layer",
-            exp.Count(this=exp.Star()).as_("n_tables"),
-            exp.Sum(this=exp.column("n_rows")).as_("n_rows"),
-        )
-        .from_(union.subquery("t"))
-        .group_by("layer")
-    )
-    got = {r["layer"]: r for r in _rows(engine, query)}
-    present = [layer for layer in HEALTH_LAYERS if layer in got]
+    """Rows stored per layer, as the run summary counts them (`layers.stored_rows`)."""
+    stored = layers.stored_rows(engine)
     return pa.table(
         {
-            "layer": array(present, pa.string()),
-            "n_tables": array([int(got[x]["n_tables"]) for x in present], pa.int64()),
-            "n_rows": array([int(got[x]["n_rows"]) for x in present], pa.int64()),
+            "layer": array(list(stored), pa.string()),
+            "n_tables": array([n.n_tables for n in stored.values()], pa.int64()),
+            "n_rows": array([n.n_rows for n in stored.values()], pa.int64()),
         }
     )
 
