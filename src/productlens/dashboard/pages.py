@@ -104,21 +104,32 @@ def _table(rows: Sequence[dict[str, Any]], kinds: dict[str, pa.DataType]) -> pa.
     return pa.table({name: array([r.get(name) for r in rows], k) for name, k in kinds.items()})
 
 
-def _none(what: str) -> None:
-    st.info(f"The warehouse has no {what} for these filters.")
+FILTER_NAMES = ("dates", "device", "country")
+
+
+def _none(view: View, what: str, honoured: Sequence[str] = FILTER_NAMES) -> None:
+    """Say the page has nothing to show; "for these filters" only when a filter the page
+    honours is set (the experiments page said so though it honours none)."""
+    filtered = any(name in honoured for name in _set_filters(view))
+    st.info(f"The warehouse has no {what}{' for these filters' if filtered else ''}.")
+
+
+def _set_filters(view: View) -> list[str]:
+    """The sidebar filters that are set, by name."""
+    return [
+        name
+        for name, value in zip(
+            FILTER_NAMES,
+            (view.filters.start or view.filters.end, view.filters.devices, view.filters.countries),
+            strict=True,
+        )
+        if value
+    ]
 
 
 def _filtered_by(view: View, honoured: Sequence[str]) -> None:
     """A caption naming the sidebar filters this page ignores (its data has no such key)."""
-    ignored = [
-        name
-        for name, value in (
-            ("dates", view.filters.start or view.filters.end),
-            ("device", view.filters.devices),
-            ("country", view.filters.countries),
-        )
-        if value and name not in honoured
-    ]
+    ignored = [name for name in _set_filters(view) if name not in honoured]
     if ignored:
         st.caption(
             f"This page covers the whole warehouse: the {', '.join(ignored)} filter does not apply."
@@ -131,7 +142,7 @@ def _filtered_by(view: View, honoured: Sequence[str]) -> None:
 def overview_page(view: View) -> None:
     overview: Overview | None = view.section("overview")
     if overview is None:
-        _none("events")
+        _none(view, "events")
         return
     st.caption(
         f"{overview.start} to {overview.end}, against {overview.previous_start} to "
@@ -270,12 +281,12 @@ def _steps_table(steps: Sequence[StepResult]) -> pa.Table:
 def retention_page(view: View) -> None:
     section: RetentionSection | None = view.section("retention")
     if section is None:
-        _none("events")
+        _none(view, "events")
         return
     grain = st.radio("Cohorts by", ("week", "day"), horizontal=True, key="retention_grain")
     cohorts = section.week_cohorts if grain == "week" else section.day_cohorts
     if not cohorts:
-        _none("cohorts")
+        _none(view, "cohorts")
         return
     _insights(
         insights.retention_after(section, "day", 1), insights.retention_after(section, "week", 4)
@@ -330,7 +341,7 @@ LIFECYCLE_COLOURS = {
 def engagement_page(view: View) -> None:
     section: RetentionSection | None = view.section("retention")
     if section is None:
-        _none("events")
+        _none(view, "events")
         return
     _insights(insights.stickiness(section), insights.lifecycle_totals(section))
     activity = section.activity
@@ -400,7 +411,7 @@ def revenue_page(view: View) -> None:
     _filtered_by(view, ("dates",))
     section: RevenueSection | None = view.section("revenue")
     if section is None:
-        _none("orders or subscriptions")
+        _none(view, "orders or subscriptions", ("dates",))
         return
     _insights(
         insights.top_decile_share(section),
@@ -557,7 +568,7 @@ def products_page(view: View) -> None:
     _filtered_by(view, ())
     section: ProductsSection | None = view.section("products")
     if section is None or section.products is None:
-        _none("product sales")
+        _none(view, "product sales", ())
         return
     _insights(
         insights.top_products(section),
@@ -590,7 +601,7 @@ def marketing_page(view: View) -> None:
     _filtered_by(view, ())
     section: ProductsSection | None = view.section("products")
     if section is None or section.campaigns is None:
-        _none("campaigns")
+        _none(view, "campaigns", ())
         return
     _insights(insights.campaign_roi(section))
     campaigns = section.campaigns
@@ -623,7 +634,7 @@ def experiments_page(view: View) -> None:
     _filtered_by(view, ())
     section: ExperimentsSection | None = view.section("experiments")
     if section is None:
-        _none("experiments")
+        _none(view, "experiment with exposed users", ())
     else:
         mismatched = sorted({s.experiment_id for s in section.summaries if s.srm_mismatch})
         for s in section.summaries:
@@ -723,7 +734,7 @@ def health_page(view: View) -> None:
     _filtered_by(view, ())
     section: HealthSection | None = view.section("health")
     if section is None:
-        _none("run log")
+        _none(view, "run log", ())
         return
     _insights(insights.quarantine_summary(section), insights.tests_summary(section))
     held = sum(section.quarantine["n_rows"].to_pylist())
