@@ -195,7 +195,10 @@ BREAKDOWNS = (None, "device", "country")
 
 def funnel_page(view: View) -> None:
     known = data.event_types(view.source)
-    defaults = [s for s in (view.settings.funnel_steps or ()) if s in known] or list(known[:3])
+    chosen = data.funnel_defaults(view.source, view.settings)
+    if chosen.note():
+        st.info(chosen.note())
+    defaults = list(chosen.steps)
     left, middle, right, last = st.columns([3, 1, 1, 1])
     steps = left.multiselect("Steps, in order", known, default=defaults, key="funnel_steps")
     window_text = middle.text_input(

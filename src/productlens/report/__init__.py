@@ -128,7 +128,11 @@ def _funnel(s: Sections, out: Path) -> list[Block]:
         Block(
             "Funnel",
             charts.funnel_bars(names, [st.count for st in f.steps], out),
-            _some(ins.funnel_conversion(f), ins.biggest_dropoff(f)),
+            _some(
+                None if f.note is None else Insight("funnel_steps_missing", f.note),
+                ins.funnel_conversion(f),
+                ins.biggest_dropoff(f),
+            ),
         ),
         Block(
             "Daily conversion",

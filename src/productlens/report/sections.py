@@ -376,9 +376,11 @@ class FunnelSection:
     steps: tuple[StepResult, ...]
     by_device: dict[str, tuple[StepResult, ...]]
     daily: pa.Table  # day (date), entered, converted, conversion (first step to last)
+    note: str | None = None  # the configured steps the events lack (`FunnelSteps.note`)
 
 
-def _funnel_steps(engine: Engine, settings: Settings) -> tuple[str, ...]:
+def _configured_steps(engine: Engine, settings: Settings) -> tuple[str, ...]:
+    """The steps asked for: the settings', else the ones the funnel mart was built for."""
     if settings.funnel_steps:
         return settings.funnel_steps
     if not _has(engine, "marts.funnel_daily_metrics"):
@@ -390,6 +392,72 @@ def _funnel_steps(engine: Engine, settings: Settings) -> tuple[str, ...]:
         ),
     )
     return tuple(str(r["step_name"]) for r in rows)
+
+
+FALLBACK_STEPS = 3  # the most frequent event types a funnel falls back on
+
+
+@dataclass(frozen=True)
+class FunnelSteps:
+    """The funnel's steps and the configured steps the data does not have."""
+
+    steps: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    def note(self) -> str | None:
+        """What to tell the reader when the configured steps are not all in the data."""
+        if not self.missing:
+            return None
+        said = ", ".join(self.missing)
+        if not self.steps:
+            return f"The configured funnel steps {said} are not in the events."
+        return (
+            f"The configured funnel steps {said} are not in the events: the funnel shows "
+            f"{' > '.join(self.steps)} instead (set [metrics] funnel_steps in productlens.toml)."
+        )
+
+
+def choose_funnel_steps(configured: Sequence[str], frequent: Sequence[str]) -> FunnelSteps:
+    """The configured steps the events have (at least two), else the most frequent event
+    types (`frequent`: most frequent first, the order a funnel narrows in); no steps when
+    the events have fewer than two types. An events-only project without the configured
+    steps showed "conversion to purchase" with no number."""
+    known = set(frequent)
+    present = tuple(s for s in configured if s in known)
+    missing = tuple(s for s in configured if s not in known)
+    if len(present) >= 2:
+        return FunnelSteps(present, missing)
+    fallback = tuple(frequent[:FALLBACK_STEPS]) if len(frequent) >= 2 else ()
+    return FunnelSteps(fallback, missing)
+
+
+def event_types(engine: Engine) -> tuple[str, ...]:
+    """Every event type, most frequent first (ties by name): from the event counts mart
+    when it is built (a day per type, small), else from core.fct_events."""
+    if _has(engine, "marts.event_counts_daily"):
+        source, n = "marts.event_counts_daily", exp.Sum(this=exp.column("n_events"))
+    elif _has(engine, "core.fct_events"):
+        source, n = "core.fct_events", exp.Count(this=exp.Star())
+    else:
+        return ()
+    schema, name = source.split(".")
+    query = (
+        exp.select("event_type")
+        .from_(table(schema, name))
+        .where(exp.column("event_type").is_(exp.null()).not_())
+        .group_by("event_type")
+        .order_by(exp.Ordered(this=n, desc=True), "event_type")
+    )
+    return tuple(str(r[0]) for r in engine.fetch_all(query))
+
+
+def funnel_steps(engine: Engine, settings: Settings) -> FunnelSteps:
+    """The steps the report and the dashboard's funnel use (`choose_funnel_steps`)."""
+    return choose_funnel_steps(_configured_steps(engine, settings), event_types(engine))
+
+
+def _funnel_steps(engine: Engine, settings: Settings) -> tuple[str, ...]:
+    return funnel_steps(engine, settings).steps
 
 
 _FUNNEL_DAILY = """
@@ -430,7 +498,8 @@ def _daily_from_mart(engine: Engine, filters: Filters, n_steps: int) -> pa.Table
 def read_funnel(
     engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
 ) -> FunnelSection | None:
-    steps = _funnel_steps(engine, settings)
+    chosen = funnel_steps(engine, settings)
+    steps = chosen.steps
     if len(steps) < 2:
         return None
     # Unfiltered by device or country, in the project's steps, the daily trend is the
@@ -438,7 +507,7 @@ def read_funnel(
     from_mart = (
         not filters.where
         and _has(engine, "marts.funnel_daily_metrics")
-        and _funnel_steps(engine, Settings()) == steps
+        and _configured_steps(engine, Settings()) == steps
     )
     result = funnel(
         engine,
@@ -464,7 +533,9 @@ def read_funnel(
                 ),
             }
         )
-    return FunnelSection(settings.funnel_window, result.steps, dict(result.breakdown), daily)
+    return FunnelSection(
+        settings.funnel_window, result.steps, dict(result.breakdown), daily, chosen.note()
+    )
 
 
 _DEVICE_FUNNEL = """
@@ -485,7 +556,7 @@ def read_funnel_counts(
         filters != Filters()
         or len(steps) < 2
         or not _has(engine, "marts.device_metrics")
-        or _funnel_steps(engine, Settings()) != steps
+        or _configured_steps(engine, Settings()) != steps
     ):
         return None
     rows = engine.fetch_arrow(_fill(_DEVICE_FUNNEL))
