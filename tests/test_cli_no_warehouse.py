@@ -32,6 +32,7 @@ def test_a_reading_command_without_a_warehouse_is_told_and_writes_nothing(
     assert code == 1
     assert said.err.startswith("error [warehouse]: there is no warehouse at ")
     assert str(tmp_path / "warehouse.duckdb") in said.err
-    assert "productlens demo" in said.err and "productlens build" in said.err
+    assert "productlens demo" in said.err
+    assert "productlens build" in said.err
     assert "Catalog Error" not in said.err + said.out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]

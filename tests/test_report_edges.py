@@ -65,12 +65,12 @@ def changed(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     engine = open_engine(load_project(root))
     assert isinstance(engine, DuckDBEngine)
     later = datetime(2099, 1, 1)
+    read_end = later + timedelta(minutes=31)
     steps = [
         ("r_later", "check", "data tests", later, later + timedelta(minutes=1), 1, "success", None),
         ("r_later", "build", "marts", later, later + timedelta(minutes=2), 1, "failed", "x"),
         # Later, a report that ended: it read the warehouse and built nothing.
-        ("r_read", "report", None, later + timedelta(minutes=30), later + timedelta(minutes=31))
-        + (None, "success", None),
+        ("r_read", "report", None, later + timedelta(minutes=30), read_end, None, "success", None),
         # Later still, a run whose one step has not ended: the report reading the log.
         ("r_reading", "report", None, later + timedelta(hours=1), None, None, "running", None),
     ]

@@ -44,9 +44,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
-def signed(x: float, spec: str = "+.1%") -> str:
+def signed(x: float | None, spec: str = "+.1%") -> str:
     """`x` formatted with a sign (`spec`, a format spec with `+`), but a value that rounds
-    to zero unsigned: "-0.0%" read as a fall where there was none."""
+    to zero unsigned: "-0.0%" read as a fall where there was none. "-" when unknown."""
+    if x is None:
+        return "-"
     text = format(x, spec)
     zero = format(0.0, spec.replace("+", "", 1))
     return zero if text.lstrip("+-") == zero else text

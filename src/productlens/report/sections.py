@@ -434,6 +434,7 @@ def choose_funnel_steps(configured: Sequence[str], frequent: Sequence[str]) -> F
 def event_types(engine: Engine) -> tuple[str, ...]:
     """Every event type, most frequent first (ties by name): from the event counts mart
     when it is built (a day per type, small), else from core.fct_events."""
+    n: exp.Expr
     if _has(engine, "marts.event_counts_daily"):
         source, n = "marts.event_counts_daily", exp.Sum(this=exp.column("n_events"))
     elif _has(engine, "core.fct_events"):
