@@ -104,6 +104,11 @@ def test_check_exits_non_zero_when_an_error_level_test_fails(project_dir: Path) 
     for step in [("ingest", str(data)), ("build",), ("check",)]:
         result = run_cli("--project", str(project_dir), *step)
         assert result.returncode == 0, (step, result.stdout, result.stderr)
+        # The summary is titled with the command that ran (it said "productlens run",
+        # another command, after check and report).
+        titles = [line.strip() for line in result.stdout.splitlines()]
+        assert f"productlens {step[0]}" in titles, result.stdout
+        assert "productlens run" not in result.stdout
     # Plant a fault: a project model that inner-joins the users again, losing u9's event.
     shipped = Path(modeling.discover(ProjectConfig())["fct_events"].path).read_text()
     (project_dir / "models" / "core").mkdir(parents=True)

@@ -24,6 +24,7 @@ from productlens.engines import DuckDBEngine
 from productlens.errors import ConfigError
 from productlens.lineage import model_graph_dot
 from productlens.metrics.customer_value import REASONS
+from productlens.report.sections import Settings, read_experiments
 from tests.conftest import open_readonly, q, run_cli
 from tests.funnel_reference import reference_funnel
 
@@ -230,7 +231,15 @@ def test_every_page_shows_the_warehouse_numbers(
         "select count(distinct (experiment_id, variant)) - count(distinct experiment_id) "
         "from marts.experiment_exposures",
     )
-    assert len(frame(at, "experiment", "lift")) == arms
+    table = frame(at, "experiment", "lift")
+    assert len(table) == arms
+    # Each user count is named by its arm (one "users" column did not say which was control).
+    settings = Settings.from_config(load_project(demo_project).config)
+    section = read_experiments(warehouse, settings=settings)
+    assert section is not None
+    expected = [(s.variant, s.n_variant, s.control, s.n_control) for s in section.summaries]
+    shown_arms = table[["variant", "users in variant", "control", "users in control"]]
+    assert [tuple(r) for r in shown_arms.itertuples(index=False)] == expected
     at.number_input(key="plan_baseline").set_value(0.2).run()
     at.number_input(key="plan_mde").set_value(0.1).run()
     from productlens.experiments.power import sample_size
@@ -253,6 +262,16 @@ def test_every_page_shows_the_warehouse_numbers(
     )
     total = one(warehouse, "select count(*) from ops.test_results where run_id = ?", run)
     assert shown["data tests passed"] == f"{passed:,} of {total:,}"
+    # The last build's time, to the second on the page and in the sidebar (the sidebar
+    # showed microseconds), the same in both: the end of the latest run with a build step.
+    built = one(
+        warehouse,
+        "select max(finished_at) from ops.run_log where run_id = (select run_id from "
+        "ops.run_log where stage = 'build' order by started_at desc limit 1)",
+    )
+    assert shown["last build"] == built.strftime("%Y-%m-%d %H:%M:%S")
+    (caption,) = [c.value for c in at.sidebar.caption if "last build" in c.value]
+    assert caption == f"duckdb warehouse · last build {shown['last build']}"
     assert len(frame(at, "run_id", "stage")) == min(
         200, one(warehouse, "select count(*) from ops.run_log")
     )
@@ -394,7 +413,7 @@ def test_the_saas_world_runs_every_page(
             assert at.get("plotly_chart"), "usage charts"
         if slug == "products":
             # The SaaS world sells no products: said, not drawn.
-            assert at.info[0].value == "The warehouse has no product sales for these filters."
+            assert at.info[0].value == "The warehouse has no product sales."
             assert not at.get("plotly_chart")
         if slug == "marketing":
             assert len(frame(at, "campaign_id", "roi")) == campaigns

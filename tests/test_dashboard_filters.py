@@ -89,7 +89,7 @@ def test_a_warehouse_without_a_run_log_still_opens(
     demo_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Built by another tool (or its ops schema cleaned): no run log, no traceback; the
-    sidebar says the last run is unknown."""
+    sidebar says the last build is unknown."""
     copy = tmp_path / "copied"
     shutil.copytree(demo_project, copy, ignore=shutil.ignore_patterns("*.tmp"))
     engine = open_engine(load_project(copy))
@@ -97,7 +97,7 @@ def test_a_warehouse_without_a_run_log_still_opens(
     engine.drop(*RUN_EVENTS)
     engine.close()
     at = open_page(app_for(copy, monkeypatch), "overview")
-    assert any("last run unknown" in c.value for c in at.sidebar.caption)
+    assert any("last build unknown" in c.value for c in at.sidebar.caption)
 
 
 @pytest.mark.parametrize("by", [None, "device"])

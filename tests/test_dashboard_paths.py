@@ -39,7 +39,8 @@ from tests.test_dashboard import (
     overview_period,
 )
 
-NO_EVENTS = "The warehouse has no events for these filters."
+NO_EVENTS = "The warehouse has no events."
+NO_EVENTS_FILTERED = "The warehouse has no events for these filters."
 
 
 def texts(at: AppTest) -> list[str]:
@@ -103,6 +104,9 @@ def test_an_orders_only_project_opens_the_pages_that_have_data(
             assert metrics(at)["orders"] == count(orders)
         if slug == "health":
             assert len(frame(at, "run_id", "stage")) == runs
+        if slug == "experiments":
+            # No filter is set and the page honours none: it said "for these filters".
+            assert at.info[0].value == "The warehouse has no experiment with exposed users."
 
 
 def test_a_warehouse_of_users_alone_gets_the_guidance_page(
@@ -351,11 +355,16 @@ def test_filters_that_select_nothing_get_a_clear_empty_state(
         shown = texts(at)
         assert not [t for t in shown if NAN_OR_INF.search(t)], (slug, shown)
         if slug in ("retention", "engagement"):  # as the report reads the same filters
-            said_none = [i.value for i in at.info][:1] == [NO_EVENTS]
+            said_none = [i.value for i in at.info][:1] == [NO_EVENTS_FILTERED]
             assert said_none == (result.sections.retention is None), slug
         if slug == "overview":  # the chosen day, explicitly, as the report reads it: zeros
             assert metrics(at)["active users"] == "0"
             assert metrics(at)["events"] == "0"
+        if slug == "experiments":  # experiments ignore the filters, and say so
+            assert (
+                "This page covers the whole warehouse: the dates, device, country filter "
+                "does not apply."
+            ) in [c.value for c in at.main.caption]
         if slug == "funnel":
             assert metrics(at)["conversion"] == "-"
             assert all(v == "0" for k, v in metrics(at).items() if k != "conversion")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 
+from productlens import layers
 from productlens.ingest.contracts import CONTRACTS
 from productlens.metrics.funnel import funnel_mart_query
 from productlens.metrics.scope import parse_duration
@@ -106,7 +107,7 @@ def test_report_and_run_results_exist(demo_project: Path) -> None:
 
 def test_summary_is_printed(demo_project: Path) -> None:
     out = (demo_project / "demo_stdout.txt").read_text()
-    for word in ("simulate", "ingest", "build", "check", "report", "rows per layer", "report.html"):
+    for word in ("simulate", "ingest", "build", "check", "report", layers.TITLE, "report.html"):
         assert word in out
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from productlens import layers
 from productlens.config import IngestConfig, TableIngestConfig
 from productlens.errors import EngineError, IngestError
 from productlens.ingest import BatchResult, ingest_paths, replay
@@ -226,7 +227,7 @@ def batch_of(lake: LakeProcessor, path: Path) -> list[str]:
 def layer_rows(stdout: str) -> dict[str, int]:
     """The run summary's rows per layer, as printed."""
     lines = stdout.splitlines()
-    at = next(i for i, line in enumerate(lines) if line.strip() == "rows per layer")
+    at = next(i for i, line in enumerate(lines) if line.strip() == layers.TITLE)
     names = lines[at + 1].replace("┃", " ").split()
     values = lines[at + 3].replace("│", " ").replace(",", "").split()
     return dict(zip(names, map(int, values), strict=True))

@@ -71,9 +71,12 @@ def changed(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     engine = open_engine(load_project(root))
     assert isinstance(engine, DuckDBEngine)
     later = datetime(2099, 1, 1)
+    read_end = later + timedelta(minutes=31)
     steps = [
         ("r_later", "check", "data tests", later, later + timedelta(minutes=1), 1, "success", None),
         ("r_later", "build", "marts", later, later + timedelta(minutes=2), 1, "failed", "x"),
+        # Later, a report that ended: it read the warehouse and built nothing.
+        ("r_read", "report", None, later + timedelta(minutes=30), read_end, None, "success", None),
         # Later still, a run whose one step has not ended: the report reading the log.
         ("r_reading", "report", None, later + timedelta(hours=1), None, None, "running", None),
     ]
@@ -94,7 +97,9 @@ def changed(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     engine.close()
 
 
-def test_the_last_run_is_the_latest(changed: DuckDBEngine) -> None:
+def test_the_last_run_is_the_latest_that_built(changed: DuckDBEngine) -> None:
+    """A report-only run after the last build was shown as the last run: a reader asks when
+    the figures were last built. The last build is the latest run with a build step."""
     health = read_health(changed)
     assert health is not None
     assert health.last_run is not None
@@ -114,7 +119,7 @@ def test_a_run_with_no_step_ended_is_not_the_last_run(
     assert health.last_run.run_id == "r_later"
     assert health.last_run.finished_at == datetime(2099, 1, 1) + timedelta(minutes=2)
     sections = Sections(None, None, None, None, None, None, None, health)
-    (block,) = [b for b in _health(sections, tmp_path) if b.title == "Last run"]
+    (block,) = [b for b in _health(sections, tmp_path) if b.title == "Last build"]
     assert block.table is not None
     assert block.table[1] == (("r_later", "2099-01-01 00:00:00", "2099-01-01 00:02:00", "2", "1"),)
 

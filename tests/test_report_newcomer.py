@@ -27,7 +27,7 @@ def test_a_folder_without_a_warehouse_is_told_and_left_untouched(tmp_path: Path)
     typo = tmp_path / "typo"
     result = run_cli("--project", str(typo), "report")
     assert result.returncode == 1
-    assert "error [report]: there is no warehouse at" in result.stderr
+    assert "error [warehouse]: there is no warehouse at" in result.stderr
     assert "warehouse.duckdb" in result.stderr
     assert "productlens demo" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

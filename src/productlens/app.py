@@ -22,7 +22,7 @@ from productlens import ops
 from productlens.config import DEFAULT_FUNNELS, PROJECT_FILE, Project
 from productlens.engines.base import LAYERS, Engine, table
 from productlens.engines.duckdb import DuckDBEngine
-from productlens.errors import ConfigError, EngineError
+from productlens.errors import ConfigError, EngineError, NoWarehouse
 from productlens.ingest.processor import LakeProcessor
 from productlens.objects import FilePath, ObjectStore, S3Settings, is_url
 
@@ -119,6 +119,18 @@ def open_lake(
 def warehouse_exists(project: Project) -> bool:
     """Whether there is a warehouse to read: DuckDB's file; a server is assumed there."""
     return project.engine != "duckdb" or project.warehouse_path.exists()
+
+
+def require_warehouse(project: Project) -> None:
+    """Refuse, before the engine is opened, a command that only reads the warehouse when
+    there is none: opening the engine for writing would create an empty warehouse (and
+    the run log, run_results.json) in a mistyped --project folder, and the command would
+    then fail on a missing table."""
+    if not warehouse_exists(project):
+        raise NoWarehouse(
+            f"there is no warehouse at {project.warehouse_path}: run `productlens demo`, "
+            "or ingest your exports and run `productlens build` first"
+        )
 
 
 def open_engine(

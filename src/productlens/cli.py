@@ -321,12 +321,13 @@ def quarantine(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Show what ingestion held back and why: counts by table and reason, and sample rows."""
-    from productlens.app import open_engine, open_lake
+    from productlens.app import open_engine, open_lake, require_warehouse
     from productlens.ingest import held
     from productlens.ingest.contracts import REASONS
 
     kind = _LISTINGS[warnings]
     project = _state(ctx).project()
+    require_warehouse(project)
     engine = open_engine(project, read_only=True)
     try:
         lake = open_lake(project, engine, read_only=True)
@@ -568,6 +569,9 @@ def check(
     ] = None,
 ) -> None:
     """Run the data tests declared beside the models; error-level failures fail the run."""
+    from productlens.app import require_warehouse
+
+    require_warehouse(_state(ctx).project())
     with _runner(ctx) as runner:
         runner.check(select)
 
@@ -580,17 +584,9 @@ def report(
     ] = None,
 ) -> None:
     """Write the self-contained HTML report and a PNG per chart."""
-    from productlens.app import warehouse_exists
-    from productlens.errors import ReportError
+    from productlens.app import require_warehouse
 
-    project = _state(ctx).project()
-    if not warehouse_exists(project):
-        # Opening the engine would create an empty warehouse (and the run log, the report
-        # folder, run_results.json): a mistyped --project would become a project.
-        raise ReportError(
-            f"there is no warehouse at {project.warehouse_path}: run `productlens demo`, "
-            "or ingest your exports and run `productlens build` first"
-        )
+    require_warehouse(_state(ctx).project())
     with _runner(ctx) as runner:
         runner.report(out)
 
@@ -792,6 +788,8 @@ class _RunnerContext:
 
     def __init__(self, ctx: typer.Context) -> None:
         self.project = _state(ctx).project()
+        # The summary names the command that ran (`productlens check`), not `run`.
+        self.title = f"productlens {ctx.info_name}"
 
     def __enter__(self) -> Runner:
         from productlens.app import open_engine
@@ -812,7 +810,7 @@ class _RunnerContext:
         if exc[0] is None:
             from productlens.pipeline import print_summary
 
-            print_summary(console, summary)
+            print_summary(console, summary, title=self.title)
 
 
 def _runner(ctx: typer.Context) -> _RunnerContext:

@@ -52,6 +52,12 @@ class EngineUnavailable(EngineError):
     build or check stops at once instead of failing every remaining model in turn."""
 
 
+class NoWarehouse(ProductLensError):
+    """A command that reads the warehouse was run where there is none (no DuckDB file)."""
+
+    stage = "warehouse"
+
+
 class StorageError(ProductLensError):
     """Object storage (an `s3://` URL) could not be reached, read or written."""
 

@@ -20,13 +20,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlglot import exp
 
-from productlens import checks, modeling, ops
+from productlens import checks, layers, modeling, ops
 from productlens.app import lake_catalog, open_engine, open_lake, raw_root
 from productlens.config import Project
 from productlens.engines import LAYERS, Engine
-from productlens.engines.base import table as table_of
 from productlens.errors import ConfigError, ModelError
 from productlens.ingest import (
     CONTRACTS,
@@ -394,37 +392,10 @@ class Runner:
         this run built is counted by its build's record (`built_rows`), not read again:
         on Spark each count was a job over the whole table, 30-odd per run."""
         self.close()
-        built = self.built_rows()
-        for layer in LAYERS[:4]:
-            total = 0
-            if layer == "raw":
-                # Views over the raw layer's files, listed with their rows (the quarantine,
-                # the one table here, is not part of the layer's rows), less the rows that
-                # forced loads replaced (still in the files, left out of the views).
-                listed = _column_sum(self.engine, ("ops", "raw_files"), "row_count")
-                total = listed - _column_sum(
-                    self.engine, ("ops", "superseded_files"), "rows_loaded"
-                )
-            else:
-                for name in self.engine.list_tables(layer):
-                    if self.engine.table_kind(layer, name) != "table":
-                        continue  # a view's rows are its table's, counted there
-                    if (layer, name) in built:
-                        total += built[(layer, name)]
-                        continue
-                    count = exp.select(exp.Count(this=exp.Star())).from_(table_of(layer, name))
-                    total += int(self.engine.fetch_all(count)[0][0])
-            self.summary.layer_rows[layer] = total
+        stored = layers.stored_rows(self.engine, self.built_rows())
+        self.summary.layer_rows.update({name: n.n_rows for name, n in stored.items()})
         self.runlog.write_json(self.project.run_results_path)
         return self.summary
-
-
-def _column_sum(engine: Engine, name: tuple[str, str], column: str) -> int:
-    """The sum of one column of an ops table (0 when the table is absent or empty)."""
-    if engine.table_kind(*name) is None:
-        return 0
-    query = exp.select(exp.func("sum", exp.column(column, quoted=True))).from_(table_of(*name))
-    return int(engine.fetch_all(query)[0][0] or 0)
 
 
 def _batch_line(batch: BatchResult) -> str:
@@ -440,8 +411,9 @@ def _batch_line(batch: BatchResult) -> str:
     )
 
 
-def print_summary(console: Console, summary: RunSummary, title: str = "productlens run") -> None:
-    """The one-screen summary: seconds per stage, rows per layer, where the report is."""
+def print_summary(console: Console, summary: RunSummary, title: str) -> None:
+    """The one-screen summary under `title` (the command that ran): seconds per stage,
+    rows per layer, where the report is."""
     stages = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     stages.add_column("stage")
     stages.add_column("seconds", justify="right")
@@ -452,14 +424,13 @@ def print_summary(console: Console, summary: RunSummary, title: str = "productle
     console.print()
     console.print(stages)
     if summary.layer_rows:
-        layers = Table(
-            show_edge=False, pad_edge=False, title="rows per layer", title_justify="left"
-        )
+        per_layer = Table(show_edge=False, pad_edge=False, title=layers.TITLE, title_justify="left")
         for layer in summary.layer_rows:
-            layers.add_column(layer, justify="right")
-        layers.add_row(*[f"{n:,}" for n in summary.layer_rows.values()])
+            per_layer.add_column(layer, justify="right")
+        per_layer.add_row(*[f"{n:,}" for n in summary.layer_rows.values()])
         console.print()
-        console.print(layers)
+        console.print(per_layer)
+        console.print(layers.NOTE, highlight=False)  # a title this long wraps at the table
     if summary.report:
         console.print(f"\nreport: [bold]{shown(summary.report.html)}[/]")
         console.print(f"charts: {', '.join(str(p.name) for p in summary.report.pngs)}")

@@ -28,7 +28,7 @@ from productlens.dashboard.warehouse import (
 )
 from productlens.engines.base import Engine
 from productlens.errors import EngineUnavailable, ProductLensError
-from productlens.report.sections import Filters, Settings
+from productlens.report.sections import Filters, Settings, run_time
 
 PAGE_PARAM = "page"
 
@@ -87,10 +87,10 @@ def build_view(project: Project, engine: Engine, settings: Settings) -> pages.Vi
     source = _source(project, engine)
     options = data.options(source)
     filters = sidebar_filters(options) if options is not None else Filters()
-    # The stamp is "started|finished|steps", or a phrase when there is no run log.
-    parts = source.stamp.split("|")
-    finished = parts[1] if len(parts) == 3 else "unknown"
-    st.sidebar.caption(f"{project.engine} warehouse · last run {finished}")
+    # The last run that built, as the report and the data health page say it.
+    last = data.last_build(source)
+    when = "unknown" if last is None else run_time(last.finished_at or last.started_at)
+    st.sidebar.caption(f"{project.engine} warehouse · last build {when}")
     return pages.View(project, source, settings, filters, options)
 
 

@@ -33,9 +33,14 @@ from productlens.report.sections import (
     SECTIONS,
     Filters,
     FunnelSection,
+    FunnelSteps,
+    LastRun,
     Settings,
+    choose_funnel_steps,
     read_funnel_counts,
+    read_last_build,
 )
+from productlens.report.sections import event_types as event_types_by_frequency
 
 CACHE_ENTRIES = 256  # per cached function: filter combinations kept
 RUN_LOG_ROWS = 200
@@ -103,6 +108,16 @@ def warehouse_key(project: Project) -> str:
 
 def version(engine: Engine) -> str:
     return warehouse.last_run(engine)
+
+
+def last_build(source: Source) -> LastRun | None:
+    """The last run that built the warehouse, as the report's health section has it."""
+    return _last_build(source.engine, source.key, source.stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=CACHE_ENTRIES)
+def _last_build(_engine: Engine, key: str, stamp: str) -> LastRun | None:
+    return read_last_build(_engine)
 
 
 def options(source: Source) -> warehouse.FilterOptions | None:
@@ -220,16 +235,14 @@ def event_types(source: Source) -> tuple[str, ...]:
 
 @st.cache_data(show_spinner=False, max_entries=CACHE_ENTRIES)
 def _event_types(_engine: Engine, key: str, stamp: str) -> tuple[str, ...]:
-    """Every event type in core.fct_events, most frequent first."""
-    n = exp.Count(this=exp.Star())
-    query = (
-        exp.select("event_type")
-        .from_(table(*warehouse.EVENTS))
-        .where(exp.column("event_type").is_(exp.null()).not_())
-        .group_by("event_type")
-        .order_by(exp.Ordered(this=n, desc=True), "event_type")
-    )
-    return tuple(str(r[0]) for r in _engine.fetch_all(query))
+    """Every event type, most frequent first (`report.sections.event_types`)."""
+    return event_types_by_frequency(_engine)
+
+
+def funnel_defaults(source: Source, settings: Settings) -> FunnelSteps:
+    """The funnel page's first steps: as the report chooses them."""
+    configured = settings.funnel_steps or ()
+    return choose_funnel_steps(configured, event_types(source))
 
 
 def run_log(source: Source) -> pa.Table:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import streamlit as st
 
-from productlens import modeling
+from productlens import layers, modeling
 from productlens.arrays import array
 from productlens.config import Project
 from productlens.dashboard import data
@@ -41,6 +41,7 @@ from productlens.report.sections import (
     RevenueSection,
     Settings,
     UsageSection,
+    run_time,
 )
 
 
@@ -108,21 +109,32 @@ def _table(rows: Sequence[dict[str, Any]], kinds: dict[str, pa.DataType]) -> pa.
     return pa.table({name: array([r.get(name) for r in rows], k) for name, k in kinds.items()})
 
 
-def _none(what: str) -> None:
-    st.info(f"The warehouse has no {what} for these filters.")
+FILTER_NAMES = ("dates", "device", "country")
+
+
+def _none(view: View, what: str, honoured: Sequence[str] = FILTER_NAMES) -> None:
+    """Say the page has nothing to show; "for these filters" only when a filter the page
+    honours is set (the experiments page said so though it honours none)."""
+    filtered = any(name in honoured for name in _set_filters(view))
+    st.info(f"The warehouse has no {what}{' for these filters' if filtered else ''}.")
+
+
+def _set_filters(view: View) -> list[str]:
+    """The sidebar filters that are set, by name."""
+    return [
+        name
+        for name, value in zip(
+            FILTER_NAMES,
+            (view.filters.start or view.filters.end, view.filters.devices, view.filters.countries),
+            strict=True,
+        )
+        if value
+    ]
 
 
 def _filtered_by(view: View, honoured: Sequence[str]) -> None:
     """A caption naming the sidebar filters this page ignores (its data has no such key)."""
-    ignored = [
-        name
-        for name, value in (
-            ("dates", view.filters.start or view.filters.end),
-            ("device", view.filters.devices),
-            ("country", view.filters.countries),
-        )
-        if value and name not in honoured
-    ]
+    ignored = [name for name in _set_filters(view) if name not in honoured]
     if ignored:
         st.caption(
             f"This page covers the whole warehouse: the {', '.join(ignored)} filter does not apply."
@@ -144,7 +156,7 @@ def overview_reads(view: View) -> tuple[Overview | None, FunnelSection | None]:
 def overview_page(view: View) -> None:
     overview, funnel = overview_reads(view)
     if overview is None:
-        _none("events")
+        _none(view, "events")
         return
     st.caption(f"{overview.period}, against {overview.previous_period} (UTC days)")
     per_row = 3
@@ -154,11 +166,14 @@ def overview_page(view: View) -> None:
         for column in st.columns(per_row)[: len(overview.kpis) - first]
     ]
     for column, kpi in zip(columns, overview.kpis, strict=True):
-        change = kpi.change
+        delta = None if kpi.change is None else insights.signed(kpi.change)
         column.metric(
             kpi.label,
             FORMATS[kpi.unit](kpi.current),
-            delta=None if change is None else f"{change:+.1%}",
+            delta=delta,
+            # A change that rounds to zero is neither up nor down: no arrow, no colour.
+            delta_color="normal" if delta is None or delta[0] in "+-" else "off",
+            delta_arrow="auto" if delta is None or delta[0] in "+-" else "off",
             help=None if kpi.filtered else "all devices and countries",
         )
     if funnel is not None:
@@ -189,7 +204,10 @@ BREAKDOWNS = (None, "device", "country")
 
 def funnel_page(view: View) -> None:
     known = data.event_types(view.source)
-    defaults = [s for s in (view.settings.funnel_steps or ()) if s in known] or list(known[:3])
+    chosen = data.funnel_defaults(view.source, view.settings)
+    if chosen.note():
+        st.info(chosen.note())
+    defaults = list(chosen.steps)
     left, middle, right, last = st.columns([3, 1, 1, 1])
     steps = left.multiselect("Steps, in order", known, default=defaults, key="funnel_steps")
     window_text = middle.text_input(
@@ -275,12 +293,12 @@ def _steps_table(steps: Sequence[StepResult]) -> pa.Table:
 def retention_page(view: View) -> None:
     section: RetentionSection | None = view.section("retention")
     if section is None:
-        _none("events")
+        _none(view, "events")
         return
     grain = st.radio("Cohorts by", ("week", "day"), horizontal=True, key="retention_grain")
     cohorts = section.week_cohorts if grain == "week" else section.day_cohorts
     if not cohorts:
-        _none("cohorts")
+        _none(view, "cohorts")
         return
     _insights(
         insights.retention_after(section, "day", 1), insights.retention_after(section, "week", 4)
@@ -335,7 +353,7 @@ LIFECYCLE_COLOURS = {
 def engagement_page(view: View) -> None:
     section: RetentionSection | None = view.section("retention")
     if section is None:
-        _none("events")
+        _none(view, "events")
         return
     _insights(insights.stickiness(section), insights.lifecycle_totals(section))
     activity = section.activity
@@ -405,7 +423,7 @@ def revenue_page(view: View) -> None:
     _filtered_by(view, ("dates",))
     section: RevenueSection | None = view.section("revenue")
     if section is None:
-        _none("orders or subscriptions")
+        _none(view, "orders or subscriptions", ("dates",))
         return
     _insights(
         insights.top_decile_share(section),
@@ -562,7 +580,7 @@ def products_page(view: View) -> None:
     _filtered_by(view, ())
     section: ProductsSection | None = view.section("products")
     if section is None or section.products is None:
-        _none("product sales")
+        _none(view, "product sales", ())
         return
     _insights(
         insights.top_products(section),
@@ -595,7 +613,7 @@ def marketing_page(view: View) -> None:
     _filtered_by(view, ())
     section: ProductsSection | None = view.section("products")
     if section is None or section.campaigns is None:
-        _none("campaigns")
+        _none(view, "campaigns", ())
         return
     _insights(insights.campaign_roi(section))
     campaigns = section.campaigns
@@ -628,7 +646,7 @@ def experiments_page(view: View) -> None:
     _filtered_by(view, ())
     section: ExperimentsSection | None = view.section("experiments")
     if section is None:
-        _none("experiments")
+        _none(view, "experiment with exposed users", ())
     else:
         mismatched = sorted({s.experiment_id for s in section.summaries if s.srm_mismatch})
         for s in section.summaries:
@@ -663,7 +681,9 @@ def experiments_page(view: View) -> None:
                 "experiment": s.experiment_id,
                 "metric": s.metric,
                 "variant": s.variant,
-                "users": s.n_control + s.n_variant,
+                "users in variant": s.n_variant,
+                "control": s.control,
+                "users in control": s.n_control,
                 "lift": s.lift,
                 "low": s.ci_low,
                 "high": s.ci_high,
@@ -687,7 +707,9 @@ EXPERIMENT_COLUMNS = {
     "experiment": pa.string(),
     "metric": pa.string(),
     "variant": pa.string(),
-    "users": pa.int64(),
+    "users in variant": pa.int64(),
+    "control": pa.string(),
+    "users in control": pa.int64(),
     "lift": pa.float64(),
     "low": pa.float64(),
     "high": pa.float64(),
@@ -724,7 +746,7 @@ def health_page(view: View) -> None:
     _filtered_by(view, ())
     section: HealthSection | None = view.section("health")
     if section is None:
-        _none("run log")
+        _none(view, "run log", ())
         return
     _insights(insights.quarantine_summary(section), insights.tests_summary(section))
     held = sum(section.quarantine["n_rows"].to_pylist())
@@ -735,7 +757,11 @@ def health_page(view: View) -> None:
     a.metric("rows in quarantine", fmt_count(held))
     b.metric("data tests passed", f"{tests.get('pass', 0):,} of {sum(tests.values()):,}")
     last = section.last_run
-    c.metric("last run", "-" if last is None else str(last.finished_at or last.started_at))
+    c.metric(
+        "last build",
+        "-" if last is None else run_time(last.finished_at or last.started_at),
+        help="the last run that built the warehouse (runs that only read it are left out)",
+    )
     if section.quarantine.num_rows:
         q = section.quarantine
         fig = go.Figure(
@@ -754,7 +780,7 @@ def health_page(view: View) -> None:
         _chart(fig, "health_quarantine")
     st.subheader("Data tests not passing")
     st.dataframe(section.failing_tests, hide_index=True, key="health_failing")
-    st.subheader("Rows per layer")
+    st.subheader(layers.LABEL[0].upper() + layers.LABEL[1:])
     st.dataframe(section.rows_per_layer, hide_index=True, key="health_layers")
     st.subheader("Run log")
     st.dataframe(data.run_log(view.source), hide_index=True, key="health_run_log")

@@ -103,8 +103,9 @@ def scope_of(
 @contextmanager
 def warehouse(project: Project) -> Iterator[Engine]:
     """The project's warehouse, opened read-only (metrics never write)."""
-    from productlens.app import open_engine
+    from productlens.app import open_engine, require_warehouse
 
+    require_warehouse(project)
     engine = open_engine(project, read_only=True)
     try:
         yield engine

@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from productlens import __version__
+from productlens import __version__, layers
 from productlens.engines import Engine
 from productlens.errors import ReportError
 from productlens.report import charts
@@ -28,6 +28,7 @@ from productlens.report.sections import (
     Sections,
     Settings,
     read_all,
+    run_time,
 )
 
 REPORT_FILE = "report.html"
@@ -111,7 +112,7 @@ def _overview(s: Sections, out: Path) -> list[Block]:
             k.label,
             _num(k.current, k.unit),
             _num(k.previous, k.unit),
-            "-" if k.change is None else f"{k.change:+.1%}",
+            "-" if k.change is None else ins.signed(k.change),
         )
         for k in o.kpis
     )
@@ -127,7 +128,11 @@ def _funnel(s: Sections, out: Path) -> list[Block]:
         Block(
             "Funnel",
             charts.funnel_bars(names, [st.count for st in f.steps], out),
-            _some(ins.funnel_conversion(f), ins.biggest_dropoff(f)),
+            _some(
+                None if f.note is None else Insight("funnel_steps_missing", f.note),
+                ins.funnel_conversion(f),
+                ins.biggest_dropoff(f),
+            ),
         ),
         Block(
             "Daily conversion",
@@ -521,14 +526,15 @@ def _experiments(s: Sections, out: Path) -> list[Block]:
             ),
             tuple(ins.experiment_verdict(r) for r in rows),
             (
-                ("experiment", "variant", "users", "lift", "interval", "SRM", "decision"),
+                ("experiment", "variant", "users per arm", "lift", "interval", "SRM", "decision"),
                 tuple(
                     (
                         r.name or r.experiment_id,
                         r.variant,
-                        f"{r.n_control:,} / {r.n_variant:,}",
-                        f"{r.lift:+.1%}",
-                        f"{r.ci_low:+.1%} to {r.ci_high:+.1%}",
+                        # Each count named by its arm: "a / b" did not say which was control.
+                        f"{r.control} {r.n_control:,} / {r.variant} {r.n_variant:,}",
+                        ins.signed(r.lift),
+                        f"{ins.signed(r.ci_low)} to {ins.signed(r.ci_high)}",
                         f"mismatch (p={r.srm_p_value:.3g})" if r.srm_mismatch else "ok",
                         r.verdict,
                     )
@@ -568,7 +574,7 @@ def _health(s: Sections, out: Path) -> list[Block]:
             "Data tests and layers",
             charts.bars(
                 "rows_per_layer",
-                "Rows per layer",
+                layers.LABEL[0].upper() + layers.LABEL[1:],
                 h.rows_per_layer.column("layer").to_pylist(),
                 [float(n) for n in h.rows_per_layer.column("n_rows").to_pylist()],
                 out,
@@ -589,14 +595,14 @@ def _health(s: Sections, out: Path) -> list[Block]:
         lr = h.last_run
         blocks.append(
             Block(
-                "Last run",
+                "Last build",
                 table=(
                     ("run", "started", "finished", "steps", "failed"),
                     (
                         (
                             lr.run_id,
-                            "-" if lr.started_at is None else str(lr.started_at)[:19],
-                            "-" if lr.finished_at is None else str(lr.finished_at)[:19],
+                            run_time(lr.started_at),
+                            run_time(lr.finished_at),
                             str(lr.n_steps),
                             str(lr.n_failed),
                         ),

@@ -44,6 +44,16 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+def signed(x: float | None, spec: str = "+.1%") -> str:
+    """`x` formatted with a sign (`spec`, a format spec with `+`), but a value that rounds
+    to zero unsigned: "-0.0%" read as a fall where there was none. "-" when unknown."""
+    if x is None:
+        return "-"
+    text = format(x, spec)
+    zero = format(0.0, spec.replace("+", "", 1))
+    return zero if text.lstrip("+-") == zero else text
+
+
 def _n(count: int, noun: str) -> str:
     """The count and its noun, singular for exactly one: "1 user", "2 users"."""
     return f"{count:,} {noun if count == 1 else noun + 's'}"
@@ -502,9 +512,9 @@ def campaign_roi(p: ProductsSection) -> Insight | None:
     worst = min(rows, key=lambda r: (r["roi"], r["campaign_id"]))
     return Insight(
         "campaign_roi",
-        f"Best campaign by ROI: {best['campaign_name']} ({best['roi']:+.0%} on "
+        f"Best campaign by ROI: {best['campaign_name']} ({signed(best['roi'], '+.0%')} on "
         f"{_money(best['spend'])} spent); worst: {worst['campaign_name']} "
-        f"({worst['roi']:+.0%} on {_money(worst['spend'])}).",
+        f"({signed(worst['roi'], '+.0%')} on {_money(worst['spend'])}).",
         {
             "best_campaign": best["campaign_id"],
             "best_roi": best["roi"],
@@ -550,14 +560,14 @@ def experiment_verdict(s: ExperimentSummary) -> Insight:
     impact = (
         ""
         if s.monthly_impact is None
-        else f"; estimated impact at full rollout {s.monthly_impact:+,.1f} {s.metric} a "
-        f"month ({s.impact_low:+,.1f} to {s.impact_high:+,.1f})"
+        else f"; estimated impact at full rollout {signed(s.monthly_impact, '+,.1f')} {s.metric} a "
+        f"month ({signed(s.impact_low, '+,.1f')} to {signed(s.impact_high, '+,.1f')})"
     )
     srm = " Sample ratio mismatch: the assignment is broken." if s.srm_mismatch else ""
     return Insight(
         f"experiment_{s.experiment_id}_{s.variant}",
         f"{s.name or s.experiment_id}: {s.verdict}. {s.variant} vs {s.control} on {s.metric}: "
-        f"{s.lift:+.1%} (interval {s.ci_low:+.1%} to {s.ci_high:+.1%}){impact}.{srm}",
+        f"{signed(s.lift)} (interval {signed(s.ci_low)} to {signed(s.ci_high)}){impact}.{srm}",
         {
             "experiment_id": s.experiment_id,
             "verdict": s.verdict,

@@ -31,6 +31,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
+from productlens import layers
 from productlens.arrays import array
 from productlens.engines.base import SOURCE_DIALECT, Engine, table
 from productlens.errors import ReportError
@@ -407,9 +408,11 @@ class FunnelSection:
     steps: tuple[StepResult, ...]
     by_device: dict[str, tuple[StepResult, ...]]
     daily: pa.Table  # day (date), entered, converted, conversion (first step to last)
+    note: str | None = None  # the configured steps the events lack (`FunnelSteps.note`)
 
 
-def _funnel_steps(engine: Engine, settings: Settings) -> tuple[str, ...]:
+def _configured_steps(engine: Engine, settings: Settings) -> tuple[str, ...]:
+    """The steps asked for: the settings', else the ones the funnel mart was built for."""
     if settings.funnel_steps:
         return settings.funnel_steps
     if not _has(engine, "marts.funnel_daily_metrics"):
@@ -421,6 +424,73 @@ def _funnel_steps(engine: Engine, settings: Settings) -> tuple[str, ...]:
         ),
     )
     return tuple(str(r["step_name"]) for r in rows)
+
+
+FALLBACK_STEPS = 3  # the most frequent event types a funnel falls back on
+
+
+@dataclass(frozen=True)
+class FunnelSteps:
+    """The funnel's steps and the configured steps the data does not have."""
+
+    steps: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    def note(self) -> str | None:
+        """What to tell the reader when the configured steps are not all in the data."""
+        if not self.missing:
+            return None
+        said = ", ".join(self.missing)
+        if not self.steps:
+            return f"The configured funnel steps {said} are not in the events."
+        return (
+            f"The configured funnel steps {said} are not in the events: the funnel shows "
+            f"{' > '.join(self.steps)} instead (set [metrics] funnel_steps in productlens.toml)."
+        )
+
+
+def choose_funnel_steps(configured: Sequence[str], frequent: Sequence[str]) -> FunnelSteps:
+    """The configured steps the events have (at least two), else the most frequent event
+    types (`frequent`: most frequent first, the order a funnel narrows in); no steps when
+    the events have fewer than two types. An events-only project without the configured
+    steps showed "conversion to purchase" with no number."""
+    known = set(frequent)
+    present = tuple(s for s in configured if s in known)
+    missing = tuple(s for s in configured if s not in known)
+    if len(present) >= 2:
+        return FunnelSteps(present, missing)
+    fallback = tuple(frequent[:FALLBACK_STEPS]) if len(frequent) >= 2 else ()
+    return FunnelSteps(fallback, missing)
+
+
+def event_types(engine: Engine) -> tuple[str, ...]:
+    """Every event type, most frequent first (ties by name): from the event counts mart
+    when it is built (a day per type, small), else from core.fct_events."""
+    n: exp.Expr
+    if _has(engine, "marts.event_counts_daily"):
+        source, n = "marts.event_counts_daily", exp.Sum(this=exp.column("n_events"))
+    elif _has(engine, "core.fct_events"):
+        source, n = "core.fct_events", exp.Count(this=exp.Star())
+    else:
+        return ()
+    schema, name = source.split(".")
+    query = (
+        exp.select("event_type")
+        .from_(table(schema, name))
+        .where(exp.column("event_type").is_(exp.null()).not_())
+        .group_by("event_type")
+        .order_by(exp.Ordered(this=n, desc=True), "event_type")
+    )
+    return tuple(str(r[0]) for r in engine.fetch_all(query))
+
+
+def funnel_steps(engine: Engine, settings: Settings) -> FunnelSteps:
+    """The steps the report and the dashboard's funnel use (`choose_funnel_steps`)."""
+    return choose_funnel_steps(_configured_steps(engine, settings), event_types(engine))
+
+
+def _funnel_steps(engine: Engine, settings: Settings) -> tuple[str, ...]:
+    return funnel_steps(engine, settings).steps
 
 
 _FUNNEL_DAILY = """
@@ -461,7 +531,8 @@ def _daily_from_mart(engine: Engine, filters: Filters, n_steps: int) -> pa.Table
 def read_funnel(
     engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
 ) -> FunnelSection | None:
-    steps = _funnel_steps(engine, settings)
+    chosen = funnel_steps(engine, settings)
+    steps = chosen.steps
     if len(steps) < 2:
         return None
     # Unfiltered by device or country, in the project's steps, the daily trend is the
@@ -469,7 +540,7 @@ def read_funnel(
     from_mart = (
         not filters.where
         and _has(engine, "marts.funnel_daily_metrics")
-        and _funnel_steps(engine, Settings()) == steps
+        and _configured_steps(engine, Settings()) == steps
     )
     result = funnel(
         engine,
@@ -495,7 +566,9 @@ def read_funnel(
                 ),
             }
         )
-    return FunnelSection(settings.funnel_window, result.steps, dict(result.breakdown), daily)
+    return FunnelSection(
+        settings.funnel_window, result.steps, dict(result.breakdown), daily, chosen.note()
+    )
 
 
 _DEVICE_FUNNEL = """
@@ -516,7 +589,7 @@ def read_funnel_counts(
         filters != Filters()
         or len(steps) < 2
         or not _has(engine, "marts.device_metrics")
-        or _funnel_steps(engine, Settings()) != steps
+        or _configured_steps(engine, Settings()) != steps
     ):
         return None
     rows = engine.fetch_arrow(_fill(_DEVICE_FUNNEL))
@@ -986,16 +1059,22 @@ class LastRun:
     n_failed: int
 
 
+def run_time(value: object) -> str:
+    """A run's time as a reader wants it: to the second (the run log keeps microseconds),
+    "-" when unknown."""
+    return "-" if value is None else str(value)[:19]
+
+
 @dataclass(frozen=True)
 class HealthSection:
     """Rows held in quarantine by reason, the last data-test results, rows per layer and
-    the last run."""
+    the last build (`read_last_build`)."""
 
     quarantine: pa.Table  # target_table, reason, n_rows (rows still held)
     tests: pa.Table  # status, n_tests (the latest run's results)
     failing_tests: pa.Table  # test_name, model, severity, status, n_failing
-    rows_per_layer: pa.Table  # layer, n_tables, n_rows
-    last_run: LastRun | None
+    rows_per_layer: pa.Table  # layer, n_tables, n_rows (`layers.stored_rows`)
+    last_run: LastRun | None  # the last run that built
 
 
 _QUARANTINE = """
@@ -1019,20 +1098,20 @@ select test_name, model, severity, status, n_failing from ops.test_results
 where run_id = __run and status <> 'pass' order by status, model, test_name
 """
 
-# The latest run with a step that ended: a run none of whose steps has ended is the one
-# reading the log (`productlens report`'s own run, its one step still going).
+# The last build: the latest run with a build step that ended, all its steps. A reader
+# asks when the warehouse was last built; a run that only read it (`productlens report`,
+# `check`) changed none of the figures shown, so it is not "the last run" here, and the
+# report reading the log (its one step still going) is never it.
 _LAST_RUN = """
 select run_id, min(started_at) as started_at, max(finished_at) as finished_at,
     count(*) as n_steps, count(case when status = 'failed' then 1 end) as n_failed
 from ops.run_log
 where run_id = (
-    select run_id from ops.run_log where finished_at is not null
+    select run_id from ops.run_log where stage = 'build' and finished_at is not null
     order by started_at desc, run_id desc limit 1
 )
 group by run_id
 """
-
-HEALTH_LAYERS = ("raw", "staging", "core", "marts")
 
 
 def _quarantine(engine: Engine) -> pa.Table:
@@ -1066,40 +1145,13 @@ def _listed(value: object) -> list[str]:
 
 
 def _rows_per_layer(engine: Engine) -> pa.Table:
-    parts: list[exp.Query] = []
-    for layer in HEALTH_LAYERS:
-        for name in engine.list_tables(layer):
-            parts.append(
-                exp.select(
-                    exp.Literal.string(layer).as_("layer"),
-                    exp.Count(this=exp.Star()).as_("n_rows"),
-                ).from_(table(layer, name))
-            )
-    if not parts:
-        return pa.table(
-            {
-                "layer": array([], pa.string()),
-                "n_tables": array([], pa.int64()),
-                "n_rows": array([], pa.int64()),
-            }
-        )
-    union = parts[0] if len(parts) == 1 else exp.union(*parts, distinct=False)
-    query = (
-        exp.select(
-            "layer",
-            exp.Count(this=exp.Star()).as_("n_tables"),
-            exp.Sum(this=exp.column("n_rows")).as_("n_rows"),
-        )
-        .from_(union.subquery("t"))
-        .group_by("layer")
-    )
-    got = {r["layer"]: r for r in _rows(engine, query)}
-    present = [layer for layer in HEALTH_LAYERS if layer in got]
+    """Rows stored per layer, as the run summary counts them (`layers.stored_rows`)."""
+    stored = layers.stored_rows(engine)
     return pa.table(
         {
-            "layer": array(present, pa.string()),
-            "n_tables": array([int(got[x]["n_tables"]) for x in present], pa.int64()),
-            "n_rows": array([int(got[x]["n_rows"]) for x in present], pa.int64()),
+            "layer": array(list(stored), pa.string()),
+            "n_tables": array([n.n_tables for n in stored.values()], pa.int64()),
+            "n_rows": array([n.n_rows for n in stored.values()], pa.int64()),
         }
     )
 
@@ -1127,19 +1179,25 @@ def read_health(
         if run:
             tests = engine.fetch_arrow(_fill(_TESTS, run=run[0]["run_id"]))
             failing = engine.fetch_arrow(_fill(_FAILING, run=run[0]["run_id"]))
-    last = _rows(engine, _fill(_LAST_RUN))
-    last_run = (
-        LastRun(
-            str(last[0]["run_id"]),
-            last[0]["started_at"],
-            last[0]["finished_at"],
-            int(last[0]["n_steps"]),
-            int(last[0]["n_failed"]),
-        )
-        if last
-        else None
-    )
+    last_run = read_last_build(engine)
     return HealthSection(_quarantine(engine), tests, failing, _rows_per_layer(engine), last_run)
+
+
+def read_last_build(engine: Engine) -> LastRun | None:
+    """The last run that built the warehouse (report and dashboard show this one as the
+    last build); None without a run log or before the first build."""
+    if not _has(engine, "ops.run_log"):
+        return None
+    last = _rows(engine, _fill(_LAST_RUN))
+    if not last:
+        return None
+    return LastRun(
+        str(last[0]["run_id"]),
+        last[0]["started_at"],
+        last[0]["finished_at"],
+        int(last[0]["n_steps"]),
+        int(last[0]["n_failed"]),
+    )
 
 
 # --- all of them ------------------------------------------------------------------------------
