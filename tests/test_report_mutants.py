@@ -270,13 +270,24 @@ def test_the_dashboard_shows_the_change_share_days_users_and_plan_the_warehouse_
     assert shown["days from signup to first purchase (mean)"] == f"{statistics.mean(days):.1f}"
 
     at = open_page(at, "experiments")
-    table = frame(at, "experiment", "variant", "users", "lift", "low", "high")
+    table = frame(
+        at, "experiment", "variant", "users in variant", "control", "users in control", "lift",
+        "low", "high",
+    )  # fmt: skip
     arms: dict[str, int] = {}
     for e, _ in exposed:
         arms[e] = arms.get(e, 0) + 1
-    assert set(arms.values()) == {2}  # a control and one treatment: users are both arms
-    for e, users_shown in zip(table["experiment"], table["users"], strict=True):
-        assert users_shown == sum(n for (x, _), n in exposed.items() if x == e)
+    assert set(arms.values()) == {2}  # a control and one treatment: each row names both arms
+    for e, variant, n_variant, control, n_control in zip(
+        table["experiment"],
+        table["variant"],
+        table["users in variant"],
+        table["control"],
+        table["users in control"],
+        strict=True,
+    ):
+        assert variant != control
+        assert (n_variant, n_control) == (exposed[e, variant], exposed[e, control])
     (forest,) = plotly_charts(at)["Lift on the primary metric, with its interval"]
     assert forest["error_x"]["array"] == pytest.approx(list(table["high"] - table["lift"]))
     assert forest["error_x"]["arrayminus"] == pytest.approx(list(table["lift"] - table["low"]))
