@@ -110,6 +110,14 @@ def test_the_device_gap_names_the_best_device_first_and_is_positive() -> None:
     )
 
 
+def test_devices_that_convert_alike_have_no_gap_and_no_best() -> None:
+    # 1/4 and 2/8 both convert 25%: naming one device best and worst said nothing true.
+    got = ins.device_gap(funnel((12, 3), {"web": (4, 1), "ios": (8, 2)}))
+    assert got is not None
+    assert got.text == "Every device converts alike (25.0%): no gap."
+    assert got.values["gap"] == 0
+
+
 def test_a_device_no_user_entered_from_is_left_out_of_the_gap() -> None:
     f = funnel((4, 2), {"web": (4, 2), "tv": (0, 0)})
     assert ins.device_gap(f) is None  # one device left: no gap to state

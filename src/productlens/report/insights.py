@@ -118,6 +118,18 @@ def device_gap(f: FunnelSection) -> Insight | None:
     best = max(sorted(rates), key=lambda d: rates[d])
     worst = min(sorted(rates), key=lambda d: rates[d])
     gap = rates[best] - rates[worst]
+    if gap == 0:  # every device alike: no best and worst to name (it named one twice)
+        return Insight(
+            "device_gap",
+            f"Every device converts alike ({_pct(rates[best])}): no gap.",
+            {
+                "best_device": best,
+                "best_rate": rates[best],
+                "worst_device": worst,
+                "worst_rate": rates[worst],
+                "gap": gap,
+            },
+        )
     return Insight(
         "device_gap",
         f"{best} converts best ({_pct(rates[best])}), {worst} worst ({_pct(rates[worst])}): "
