@@ -4,6 +4,7 @@ starts the dashboard through it)."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from streamlit import logger as streamlit_logger
 
 from productlens.config import load_project
 from productlens.dashboard import ENTRY, data, serve, streamlit_argv, warehouse
+from productlens.dashboard import app as serve_app
 from productlens.engines import DuckDBEngine
 from productlens.ops import RUN_EVENTS, RUN_LOG_COLUMNS, insert_rows
 from productlens.report.sections import SECTIONS
@@ -106,3 +109,39 @@ def test_warming_a_folder_without_a_warehouse_leaves_it_to_the_page(tmp_path: Pa
     what to run)."""
     serve.warm(["entry.py", "--", "--project", str(tmp_path)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_warm_up_stays_quiet_when_the_server_reads_its_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server reads its config while the warm-up runs (a thread beside it), and
+    Streamlit then sets every one of its loggers to the configured level: the warnings the
+    warm-up quiets ("Thread 'warm': missing ScriptRunContext!") must stay quiet after
+    that too, and come back once it is done."""
+    seen: list[str] = []
+
+    class Kept(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    loggers = [streamlit_logger.get_logger(name) for name in serve.QUIET_LOGGERS]
+    handler = Kept()
+
+    def warm_while_the_server_starts(argv: object) -> None:
+        streamlit_logger.set_log_level("info")  # what the server's config parse does
+        for logger in loggers:
+            logger.warning("during the warm-up")
+
+    level = loggers[0].level
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        monkeypatch.setattr(serve_app, "warm", warm_while_the_server_starts)
+        serve.warm(["entry.py", "--", "--project", "somewhere"])
+        for logger in loggers:
+            logger.warning("after it")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        streamlit_logger.set_log_level(level)
+    assert seen == ["after it"] * len(loggers)

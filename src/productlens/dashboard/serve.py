@@ -51,17 +51,23 @@ LAZY_IMPORTS = (
 )
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 @contextlib.contextmanager
 def _quiet_caches() -> Iterator[None]:
+    # A filter, not a level: the server reads its config while the warm-up runs (a thread
+    # beside it) and then sets every Streamlit logger to the configured level, which let
+    # "Thread 'warm': missing ScriptRunContext!" through to the terminal.
     loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
-    levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.ERROR)
+        logger.addFilter(_errors_only)
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        for logger in loggers:
+            logger.removeFilter(_errors_only)
 
 
 def preload() -> None:
