@@ -202,6 +202,17 @@ def run_stats(
     return code, out, err
 
 
+@pytest.fixture(autouse=True)
+def _keep_main_module() -> Iterator[None]:
+    """Streamlit's AppTest runs a page as `__main__` (it replaces `sys.modules["__main__"]`
+    and leaves it so). A process pool started later in the same worker (the simulator's)
+    spawns children that re-run `__main__`'s file: a `from_function` page's temporary
+    script, which fails there, and the pool breaks. Each test gets the worker's own back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 # --- real servers, one per test process --------------------------------------------------
 # Spark tests carry `@pytest.mark.xdist_group("spark")`, and the suite runs with
 # `--dist loadgroup`, so one worker owns the one Spark session of a run (the `spark`
