@@ -560,3 +560,38 @@ def test_the_insights_and_charts_pick_the_right_rows(eco: Warehouse, tmp_path: P
         f"{n / c.size:.0%}" for c in r.day_cohorts if c.size for n in c.counts if n is not None
     }
     assert cells <= set(_svg_texts(heat.svg))
+
+
+def test_the_overview_period_is_the_data_s_whatever_the_filters(tmp_path: Path) -> None:
+    """A country whose last event is days before the data's last day: its overview is the
+    data's last week (as orders and revenue, which it does not filter, are), not a week of
+    its own; its active users are counted in that week."""
+    engine = DuckDBEngine(tmp_path / "w.duckdb")
+    try:
+        engine.execute(q("CREATE SCHEMA core"))
+        engine.execute(
+            q(
+                "CREATE TABLE core.fct_events AS "
+                "SELECT 'd' || i AS event_id, 'd' AS user_id, NULL::VARCHAR AS session_id, "
+                "'view' AS event_type, 'web' AS device, 'DE' AS country, "
+                "NULL::VARCHAR AS product_id, NULL::DOUBLE AS amount, "
+                "'{}'::JSON AS properties, "
+                "TIMESTAMP '2026-03-01 12:00' + INTERVAL (i) DAY AS event_ts, "
+                "CAST(TIMESTAMP '2026-03-01 12:00' + INTERVAL (i) DAY AS DATE) AS event_date "
+                "FROM range(0, 14) t(i) "
+                "UNION ALL "
+                "SELECT 'f' || i, CASE WHEN i = 5 THEN 'f2' ELSE 'f' END, NULL, 'view', 'web', "
+                "'FR', NULL, NULL, '{}'::JSON, TIMESTAMP '2026-03-01 12:00' + INTERVAL (i) DAY, "
+                "CAST(TIMESTAMP '2026-03-01 12:00' + INTERVAL (i) DAY AS DATE) "
+                "FROM range(0, 10) t(i)"
+            )
+        )
+        o = read_overview(engine, Filters(countries=("FR",)))
+    finally:
+        engine.close()
+    assert o is not None
+    # The data's last day is 03-14: its last week 03-08..03-14, the week before 03-01..03-07.
+    assert (o.start, o.end) == (date(2026, 3, 8), date(2026, 3, 14))
+    assert (o.previous_start, o.previous_end) == (date(2026, 3, 1), date(2026, 3, 7))
+    users = {k.key: (k.current, k.previous) for k in o.kpis}["active_users"]
+    assert users == (1, 2)  # f on 03-08..03-10; f and f2 (03-06) the week before

@@ -325,10 +325,13 @@ def read_overview(
     engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
 ) -> Overview | None:
     """Headline numbers of the range (default: the data's last week) against the period
-    of equal length before it."""
-    days = data_days(engine, filters)
-    if days is None:
+    of equal length before it. The calendar is the data's whatever the device and country
+    filters (orders and revenue, which they do not filter, share the period): a country
+    whose last event is days before the data's last day is not shown another week."""
+    if data_days(engine, filters) is None:
         return None
+    days = data_days(engine)
+    assert days is not None  # the filtered events are events
     if filters.start is None and filters.end is None:
         length = max(1, min(OVERVIEW_DAYS, ((days[1] - days[0]).days + 1) // 2))
         end = days[1]
