@@ -33,13 +33,21 @@ def slow_project(root: Path) -> Path:
 
 def interrupt_when(args: list[str], marker: str, sig: int) -> tuple[int, str]:
     """Start productlens, send `sig` once `marker` is printed, return (exit code, output)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "productlens", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "160"},
-    )
+    # Ctrl-C as a terminal gives it: a library that ran earlier in this test worker may
+    # have set SIGINT to ignored, which a child inherits (Python then never raises
+    # KeyboardInterrupt, and the run went on to its end). A handler of our own for the
+    # moment of the start is reset to the default in the child.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "productlens", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "COLUMNS": "160"},
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:
