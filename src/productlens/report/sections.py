@@ -328,10 +328,12 @@ def read_overview(
     of equal length before it. The calendar is the data's whatever the device and country
     filters (orders and revenue, which they do not filter, share the period): a country
     whose last event is days before the data's last day is not shown another week."""
-    if data_days(engine, filters) is None:
+    days = data_days(engine, filters)
+    if days is None:
         return None
-    days = data_days(engine)
-    assert days is not None  # the filtered events are events
+    if filters.where:
+        days = data_days(engine)
+        assert days is not None  # the filtered events are events
     if filters.start is None and filters.end is None:
         length = max(1, min(OVERVIEW_DAYS, ((days[1] - days[0]).days + 1) // 2))
         end = days[1]
