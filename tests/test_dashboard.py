@@ -20,7 +20,7 @@ from productlens import modeling
 from productlens.config import load_project
 from productlens.dashboard import ENTRY, check_address, exposure_note
 from productlens.dashboard.pages import PAGES
-from productlens.engines import DuckDBEngine
+from productlens.engines import DuckDBEngine, Engine
 from productlens.errors import ConfigError
 from productlens.lineage import model_graph_dot
 from productlens.metrics.customer_value import REASONS
@@ -72,7 +72,7 @@ def count(n: int | float) -> str:
     return f"{n:,.0f}"
 
 
-def one(engine: DuckDBEngine, sql: str, *params: object) -> Any:
+def one(engine: Engine, sql: str, *params: object) -> Any:
     return engine.fetch_all(q(sql, *params))[0][0]
 
 
@@ -83,7 +83,7 @@ def warehouse(demo_project: Path) -> Iterator[DuckDBEngine]:
     engine.close()
 
 
-def overview_period(engine: DuckDBEngine) -> tuple[date, date]:
+def overview_period(engine: Engine) -> tuple[date, date]:
     """The overview's default period: the data's last week (half the data if shorter),
     whatever the device and country filters."""
     first = one(engine, "select min(event_date) from core.fct_events")

@@ -387,10 +387,7 @@ def test_every_page_on_a_postgresql_warehouse_shows_its_numbers(
     engine = open_engine(load_project(root), read_only=True)
     try:
         assert engine.name == "postgres"
-        last = one(engine, "select max(event_date) from core.fct_events")
-        first = one(engine, "select min(event_date) from core.fct_events")
-        length = max(1, min(7, ((last - first).days + 1) // 2))
-        start = last - timedelta(days=length - 1)
+        start, last = overview_period(engine)
         users, events = engine.fetch_all(
             q(
                 "select count(distinct user_id), count(*) from core.fct_events "

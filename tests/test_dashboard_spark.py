@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from productlens.engines.spark import SparkEngine
 from tests import servers
 from tests.conftest import q
 from tests.cross_engine import SparkWarehouse
-from tests.test_dashboard import TIMEOUT, count, metrics, one
+from tests.test_dashboard import TIMEOUT, count, metrics, one, overview_period
 from tests.test_dashboard_browser import chromium, dashboard, kpi, settled
 
 pytestmark = pytest.mark.xdist_group("spark")
@@ -65,9 +64,7 @@ class Kpis:
 def spark_kpis(engine: Engine) -> Kpis:
     """The overview's last week (half the data if shorter), the last day's DAU, the daily
     sales mart's net revenue, the funnel's first step and the rows held in quarantine."""
-    last = one(engine, "select max(event_date) from core.fct_events")
-    first = one(engine, "select min(event_date) from core.fct_events")
-    start = last - timedelta(days=max(1, min(7, ((last - first).days + 1) // 2)) - 1)
+    start, last = overview_period(engine)
     users, events = engine.fetch_all(
         q(
             "select count(distinct user_id), count(*) from core.fct_events "

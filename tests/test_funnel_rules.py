@@ -154,6 +154,14 @@ class Case:
 
 ABC = ["a", "b", "c"]
 
+
+# The two trend cases' events (see the first of them for the hand-worked periods).
+TREND_EVENTS = [
+    ("u1", "a", 10 * 60), ("u1", "b", 10 * 60 + 30),
+    ("u2", "a", 23 * 60 + 50), ("u2", "b", DAY + 10), ("u2", "a", DAY + 12 * 60),
+    ("u3", "a", DAY + 23 * 60 + 30), ("u3", "x", DAY + 23 * 60 + 45),
+]  # fmt: skip
+
 CASES = [
     # Ordered: other events may come between steps; a later step before an earlier one
     # does not count. u1 a0 x1 b2 y3 c5: 3 steps, b after 2 min, c 3 min after b.
@@ -607,11 +615,7 @@ CASES = [
     # 03-04 01:00 > 23:45: not complete. Total: u1 1 (30 min), u2 1 (20 min), u3 0.
     Case(
         "trend_per_day",
-        [
-            ("u1", "a", 10 * 60), ("u1", "b", 10 * 60 + 30),
-            ("u2", "a", 23 * 60 + 50), ("u2", "b", DAY + 10), ("u2", "a", DAY + 12 * 60),
-            ("u3", "a", DAY + 23 * 60 + 30), ("u3", "x", DAY + 23 * 60 + 45),
-        ],
+        TREND_EVENTS,
         ["a", "b"],
         {
             "steps": rows(["a", "b"], [3, 2], {1: [30 * MIN, 20 * MIN]}),
@@ -630,11 +634,7 @@ CASES = [
     # would be past the year 9999; the check must not add it to a date).
     Case(
         "trend_window_past_year_9999",
-        [
-            ("u1", "a", 10 * 60), ("u1", "b", 10 * 60 + 30),
-            ("u2", "a", 23 * 60 + 50), ("u2", "b", DAY + 10), ("u2", "a", DAY + 12 * 60),
-            ("u3", "a", DAY + 23 * 60 + 30), ("u3", "x", DAY + 23 * 60 + 45),
-        ],
+        TREND_EVENTS,
         ["a", "b"],
         {
             "steps": rows(["a", "b"], [3, 2], {1: [30 * MIN, 20 * MIN]}),
