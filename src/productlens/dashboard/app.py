@@ -85,7 +85,7 @@ def choose_page() -> pages.Page:
 def build_view(project: Project, engine: Engine, settings: Settings) -> pages.View:
     """The sidebar's filters over the warehouse's values, and what every page reads."""
     source = _source(project, engine)
-    options = data.options(source)
+    options = data.options(source, settings)
     filters = sidebar_filters(options) if options is not None else Filters()
     # The last run that built, as the report and the data health page say it.
     last = data.last_build(source)
@@ -121,16 +121,18 @@ def warm(argv: Sequence[str]) -> None:
                 return
             settings = Settings.from_config(project.config)
             source = _source(project, engine)
-            first.reads(pages.View(project, source, settings, Filters(), data.options(source)))
+            options = data.options(source, settings)
+            first.reads(pages.View(project, source, settings, Filters(), options))
     except ProductLensError:
         return  # the first page says what is wrong
 
 
 def sidebar_filters(options: FilterOptions) -> Filters:
-    """Date range, devices and countries; the whole range and an empty choice mean all."""
+    """Date range (days in the project's zone, as every page counts them), devices and
+    countries; the whole range and an empty choice mean all."""
     st.sidebar.subheader("Filters")
     chosen = st.sidebar.date_input(
-        "Dates (UTC days)",
+        f"Dates ({options.days})",
         value=(options.first_day, options.last_day),
         min_value=options.first_day,
         max_value=options.last_day,

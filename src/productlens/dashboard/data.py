@@ -120,13 +120,16 @@ def _last_build(_engine: Engine, key: str, stamp: str) -> LastRun | None:
     return read_last_build(_engine)
 
 
-def options(source: Source) -> warehouse.FilterOptions | None:
-    return _options(source.engine, source.key, source.stamp)
+def options(source: Source, settings: Settings) -> warehouse.FilterOptions | None:
+    """The sidebar's choices, in the project's days (`warehouse.filter_options`)."""
+    return _options(source.engine, source.key, source.stamp, settings.timezone)
 
 
 @st.cache_data(show_spinner=False, max_entries=CACHE_ENTRIES)
-def _options(_engine: Engine, key: str, stamp: str) -> warehouse.FilterOptions | None:
-    return warehouse.filter_options(_engine)
+def _options(
+    _engine: Engine, key: str, stamp: str, timezone: str
+) -> warehouse.FilterOptions | None:
+    return warehouse.filter_options(_engine, timezone)
 
 
 def section(source: Source, name: str, filters: Filters, settings: Settings) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import date
 from typing import Any
 
 import plotly.graph_objects as go
@@ -58,6 +59,12 @@ class View:
     def section(self, name: str) -> Any:
         return data.section(self.source, name, self.filters, self.settings)
 
+    def partial_day(self, days: Sequence[date]) -> date | None:
+        """The last of a daily chart's `days` when the data end before it does
+        (`report.sections.DataEnd`)."""
+        end = None if self.options is None else self.options.end
+        return None if end is None else end.partial_day(days)
+
 
 @dataclass(frozen=True)
 class Page:
@@ -94,6 +101,46 @@ FORMATS: dict[str, Callable[[float | None], str]] = {
 def _chart(fig: go.Figure, key: str) -> None:
     fig.update_layout(margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=360)
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def _day_lines(
+    days: Sequence[date], series: dict[str, Sequence[Any]], partial: date | None, **line: Any
+) -> list[go.Scatter]:
+    """One line per series over days; with a `partial` last day, that day's segment is a
+    dashed trace of its own (named "... (partial day)"), the rest solid."""
+    traces = []
+    cut = 1 if partial is not None and days and days[-1] == partial else 0
+    for name, values in series.items():
+        whole = len(days) - cut
+        traces.append(go.Scatter(x=days[:whole], y=values[:whole], name=name, **line))
+        if cut:
+            traces.append(
+                go.Scatter(
+                    x=days[-2:],
+                    y=values[-2:],
+                    name=f"{name} (partial day)",
+                    line={"dash": "dash"},
+                    showlegend=False,
+                    **line,
+                )
+            )
+    return traces
+
+
+def _day_bars(
+    days: Sequence[date], values: Sequence[Any], partial: date | None, **bar: Any
+) -> go.Bar:
+    """Bars over days; a `partial` last day's bar hatched."""
+    cut = partial is not None and bool(days) and days[-1] == partial
+    shapes = [""] * (len(days) - 1) + ["/"] if cut else None
+    return go.Bar(x=days, y=values, marker_pattern_shape=shapes, **bar)
+
+
+def _partial_note(view: View, day: date | None) -> None:
+    """Under a daily chart whose last day is partial: how far the data go into it."""
+    end = None if view.options is None else view.options.end
+    if end is not None and day is not None:
+        st.caption(end.note(day))
 
 
 def _insights(*found: Insight | None) -> None:
@@ -158,7 +205,7 @@ def overview_page(view: View) -> None:
     if overview is None:
         _none(view, "events")
         return
-    st.caption(f"{overview.period}, against {overview.previous_period} (UTC days)")
+    st.caption(f"{overview.period}, against {overview.previous_period} ({overview.days})")
     per_row = 3
     columns = [
         column
@@ -184,16 +231,13 @@ def overview_page(view: View) -> None:
         )
     if funnel is not None and funnel.daily.num_rows:
         daily = funnel.daily
-        fig = go.Figure(
-            go.Scatter(
-                x=daily.column("day").to_pylist(),
-                y=daily.column("conversion").to_pylist(),
-                mode="lines+markers",
-                name="conversion",
-            )
-        )
+        days = daily.column("day").to_pylist()
+        partial = view.partial_day(days)
+        rates = {"conversion": daily.column("conversion").to_pylist()}
+        fig = go.Figure(_day_lines(days, rates, partial, mode="lines+markers"))
         fig.update_layout(title="Daily conversion (by day of entry)", yaxis_tickformat=".0%")
         _chart(fig, "overview_conversion")
+        _partial_note(view, partial)
 
 
 # --- Funnel -------------------------------------------------------------------------------
@@ -365,14 +409,12 @@ def engagement_page(view: View) -> None:
         c.metric("MAU", fmt_count(last["mau"]))
         d.metric("stickiness (DAU/MAU)", fmt_rate(last["stickiness"]))
         days = activity.column("day").to_pylist()
-        fig = go.Figure(
-            [
-                go.Scatter(x=days, y=activity.column(name).to_pylist(), name=name.upper())
-                for name in ("dau", "wau", "mau")
-            ]
-        )
+        partial = view.partial_day(days)
+        series = {name.upper(): activity.column(name).to_pylist() for name in ("dau", "wau", "mau")}
+        fig = go.Figure(_day_lines(days, series, partial))
         fig.update_layout(title="Active users")
         _chart(fig, "engagement_active")
+        _partial_note(view, partial)
     periods: tuple[Grain, ...] = ("week", "day", "month")
     period: Grain = st.radio("Lifecycle per", periods, horizontal=True, key="lifecycle")
     result = data.live_lifecycle(view.source, period, view.filters, view.settings)
@@ -397,23 +439,28 @@ def engagement_page(view: View) -> None:
         events = usage.events
         kinds = sorted(set(events.column("event_type").to_pylist()))  # a handful of types
         per_kind = {k: events.filter(pc.equal(events["event_type"], k)) for k in kinds}
+        partial = view.partial_day(sorted(set(events["day"].to_pylist())))
         fig = go.Figure(
             [
-                go.Bar(x=t["day"].to_pylist(), y=t["n_events"].to_pylist(), name=kind)
+                _day_bars(t["day"].to_pylist(), t["n_events"].to_pylist(), partial, name=kind)
                 for kind, t in per_kind.items()
             ]
         )
         fig.update_layout(title="Usage events per day", barmode="group")
         _chart(fig, "engagement_usage")
+        _partial_note(view, partial)
         nr = usage.new_vs_returning
+        nr_days = nr["day"].to_pylist()
+        partial = view.partial_day(nr_days)
         fig = go.Figure(
             [
-                go.Bar(x=nr["day"].to_pylist(), y=nr[name].to_pylist(), name=name.replace("_", " "))
+                _day_bars(nr_days, nr[name].to_pylist(), partial, name=name.replace("_", " "))
                 for name in ("new_users", "returning_users")
             ]
         )
         fig.update_layout(title="New and returning active users", barmode="stack")
         _chart(fig, "engagement_new_returning")
+        _partial_note(view, partial)
 
 
 # --- Revenue and customers ----------------------------------------------------------------
@@ -443,9 +490,13 @@ def revenue_page(view: View) -> None:
             "days from signup to first purchase (mean)",
             "-" if first is None or first.mean_days is None else f"{first.mean_days:.1f}",
         )
-        fig = go.Figure(go.Scatter(x=daily["day"].to_pylist(), y=daily["net_revenue"].to_pylist()))
+        days = daily["day"].to_pylist()
+        partial = view.partial_day(days)
+        revenue = {"net revenue": daily["net_revenue"].to_pylist()}
+        fig = go.Figure(_day_lines(days, revenue, partial))
         fig.update_layout(title="Net revenue per day")
         _chart(fig, "revenue_daily")
+        _partial_note(view, partial)
     if section.by_weekday is not None:
         names = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
         week = section.by_weekday

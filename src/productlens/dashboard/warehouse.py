@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Protocol
 
 from sqlglot import exp
@@ -28,7 +28,7 @@ from productlens.app import (
 from productlens.config import Project
 from productlens.engines.base import Engine, table
 from productlens.errors import EngineUnavailable, ProductLensError
-from productlens.report.sections import data_days
+from productlens.report.sections import DataEnd, Filters, event_bounds, local_day, zone_days
 
 EVENTS = ("core", "fct_events")
 # The tables whose rows some page shows: with none of them there is nothing to look at.
@@ -188,21 +188,34 @@ def last_run(engine: Engine) -> str:
 
 @dataclass(frozen=True)
 class FilterOptions:
-    """What the sidebar offers: the events' first and last UTC day (the days the marts and
-    `report.sections.Filters` count in), and every device and country seen."""
+    """What the sidebar offers: the events' first and last day in the project's zone (the
+    days `report.sections.Filters` and the metrics count in), and every device and country
+    seen; and where the data end (a daily chart's last day may be partial)."""
 
     first_day: date
     last_day: date
     devices: tuple[str, ...]
     countries: tuple[str, ...]
+    last_event: datetime | None = None  # naive UTC
+    timezone: str = "UTC"
+
+    @property
+    def days(self) -> str:
+        """Whose days the dates are: "UTC days", "America/Los_Angeles days"."""
+        return zone_days(self.timezone)
+
+    @property
+    def end(self) -> DataEnd | None:
+        return None if self.last_event is None else DataEnd(self.last_event, self.timezone)
 
 
-def filter_options(engine: Engine) -> FilterOptions | None:
-    """The range and the values of the filter columns over core.fct_events (None: no
-    events)."""
-    days = data_days(engine)
-    if days is None:
+def filter_options(engine: Engine, timezone: str = "UTC") -> FilterOptions | None:
+    """The range (local days in `timezone`) and the values of the filter columns over
+    core.fct_events (None: no events)."""
+    bounds = event_bounds(engine, Filters())
+    if bounds is None:
         return None
+    days = local_day(bounds[0], timezone), local_day(bounds[1], timezone)
     values: dict[str, tuple[str, ...]] = {}
     for column in FILTER_COLUMNS:
         rows = engine.fetch_all(
@@ -213,4 +226,4 @@ def filter_options(engine: Engine) -> FilterOptions | None:
             .order_by(exp.column(column))
         )
         values[column] = tuple(str(r[0]) for r in rows)
-    return FilterOptions(days[0], days[1], values["device"], values["country"])
+    return FilterOptions(days[0], days[1], values["device"], values["country"], bounds[1], timezone)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,16 @@ class Block:
     chart: charts.Chart | None = None
     insights: tuple[Insight, ...] = ()
     table: tuple[tuple[str, ...], tuple[tuple[str, ...], ...]] | None = None  # head, rows
+    note: str | None = None  # under the chart: its last day is partial (`DataEnd.note`)
+
+
+def _partial(s: Sections, days: Sequence[date]) -> date | None:
+    """The last of a daily chart's `days` when the data end before it does."""
+    return None if s.end is None else s.end.partial_day(days)
+
+
+def _note(s: Sections, day: date | None) -> str | None:
+    return None if s.end is None or day is None else s.end.note(day)
 
 
 def _some(*items: Insight | None) -> tuple[Insight, ...]:
@@ -117,13 +127,15 @@ def _overview(s: Sections, out: Path) -> list[Block]:
         for k in o.kpis
     )
     head = ("", o.period, o.previous_period, "change")
-    return [Block("Key figures against the previous period", table=(head, rows))]
+    return [Block(f"Key figures against the previous period ({o.days})", table=(head, rows))]
 
 
 def _funnel(s: Sections, out: Path) -> list[Block]:
     f = s.funnel
     assert f is not None
     names = [st.event for st in f.steps]
+    days = f.daily.column("day").to_pylist()
+    partial = _partial(s, days)
     blocks = [
         Block(
             "Funnel",
@@ -137,8 +149,9 @@ def _funnel(s: Sections, out: Path) -> list[Block]:
         Block(
             "Daily conversion",
             charts.conversion_trend(
-                f.daily.column("day").to_pylist(), f.daily.column("conversion").to_pylist(), out
+                days, f.daily.column("conversion").to_pylist(), out, partial=partial
             ),
+            note=_note(s, partial),
         ),
     ]
     if f.by_device:
@@ -185,6 +198,8 @@ def _retention(s: Sections, out: Path) -> list[Block]:
     r = s.retention
     assert r is not None
     a = r.activity
+    days = a.column("day").to_pylist()
+    partial = _partial(s, days)
     blocks = []
     if r.day_cohorts:
         blocks.append(
@@ -220,11 +235,13 @@ def _retention(s: Sections, out: Path) -> list[Block]:
             charts.lines(
                 "active_users",
                 "DAU, WAU and MAU",
-                a.column("day").to_pylist(),
+                days,
                 {k.upper(): a.column(k).to_pylist() for k in ("dau", "wau", "mau")},
                 out,
+                partial=partial,
             ),
             _some(ins.stickiness(r)),
+            note=_note(s, partial),
         )
     )
     if r.lifecycle:
@@ -254,16 +271,20 @@ def _revenue(s: Sections, out: Path) -> list[Block]:
     assert r is not None
     blocks = []
     if r.daily is not None and r.by_weekday is not None:
+        days = r.daily.column("day").to_pylist()
+        partial = _partial(s, days)
         blocks.append(
             Block(
                 "Revenue over time",
                 charts.lines(
                     "revenue_daily",
                     "Net revenue per day",
-                    r.daily.column("day").to_pylist(),
+                    days,
                     {"net revenue": r.daily.column("net_revenue").to_pylist()},
                     out,
+                    partial=partial,
                 ),
+                note=_note(s, partial),
             )
         )
         blocks.append(
@@ -485,25 +506,33 @@ def _usage(s: Sections, out: Path) -> list[Block]:
             row["n_events"]
         )
     nr = u.new_vs_returning
+    partial = _partial(s, days)
+    nr_days = nr.column("day").to_pylist()
+    nr_partial = _partial(s, nr_days)
     return [
         Block(
             "Usage events",
-            charts.lines("usage_events", "Usage events per day", days, dict(series), out),
+            charts.lines(
+                "usage_events", "Usage events per day", days, dict(series), out, partial=partial
+            ),
             _some(ins.usage_totals(u)),
+            note=_note(s, partial),
         ),
         Block(
             "New and returning users",
             charts.stacked(
                 "new_vs_returning",
                 "Active users per day: new and returning",
-                [str(d) for d in nr.column("day").to_pylist()],
+                [str(d) for d in nr_days],
                 {
                     "new": nr.column("new_users").to_pylist(),
                     "returning": nr.column("returning_users").to_pylist(),
                 },
                 out,
+                partial_last=nr_partial is not None,
             ),
             _some(ins.returning_share(u)),
+            note=_note(s, nr_partial),
         ),
     ]
 
@@ -691,7 +720,8 @@ def _render(engine: Engine, out_dir: Path, sections: Sections, warehouse: str) -
         autoescape=select_autoescape(["html", "j2"]),
     )
     html = env.get_template("report.html.j2").render(
-        period="" if o is None else f"{o.start} to {o.end}",
+        # The overview's period, how far its last day goes when partial, whose days.
+        period="" if o is None else f"{o.period} · {o.days}",
         engine=engine.name,
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,

@@ -140,11 +140,38 @@ def funnel_bars(steps: Sequence[str], users: Sequence[int], out_dir: Path) -> Ch
     return _save(fig, "funnel", "Funnel", out_dir)
 
 
-def conversion_trend(days: Sequence[date], rates: Sequence[float | None], out_dir: Path) -> Chart:
-    """Daily conversion from the first step to the last, as a line."""
+def _line(
+    ax: Any,
+    x: np.ndarray,
+    y: Sequence[float],
+    colour: str,
+    label: str | None,
+    *,
+    partial: bool = False,
+) -> None:
+    """A line over days; with `partial`, its last segment dashed and its last point an open
+    circle: the last day is partial (`report.sections.DataEnd`), its value not a fall."""
+    if not partial or len(y) < 1:
+        ax.plot(x, y, color=colour, linewidth=1.6, label=label)
+        return
+    ax.plot(x[:-1], y[:-1], color=colour, linewidth=1.6, label=label)
+    ax.plot(x[-2:], y[-2:], color=colour, linewidth=1.6, linestyle=(0, (3, 2)))
+    ax.plot(x[-1:], y[-1:], marker="o", markerfacecolor="white", color=colour, linestyle="none")
+
+
+def conversion_trend(
+    days: Sequence[date],
+    rates: Sequence[float | None],
+    out_dir: Path,
+    *,
+    partial: date | None = None,
+) -> Chart:
+    """Daily conversion from the first step to the last, as a line (a partial last day
+    `partial` dashed)."""
     fig, ax = _plt().subplots(figsize=(7.5, 3.0))
     values = [r if r is not None else float("nan") for r in rates]
-    ax.plot(np.array(days, dtype="datetime64[D]"), values, color=PALETTE[1], linewidth=1.6)
+    x = np.array(days, dtype="datetime64[D]")
+    _line(ax, x, values, PALETTE[1], None, partial=partial is not None and days[-1] == partial)
     ax.yaxis.set_major_formatter(_percent())
     ax.set_ylim(bottom=0)
     ax.set_title("Daily conversion, first step to last", loc="left")
@@ -264,13 +291,15 @@ def lines(
     out_dir: Path,
     *,
     percent: bool = False,
+    partial: date | None = None,
 ) -> Chart:
-    """One line per series over days."""
+    """One line per series over days; the last day, when it is `partial`, dashed."""
     fig, ax = _figure()
     x = _dates(days)
+    cut = partial is not None and bool(days) and days[-1] == partial
     for i, (label, values) in enumerate(series.items()):
         y = [v if v is not None else float("nan") for v in values]
-        ax.plot(x, y, color=PALETTE[i % len(PALETTE)], linewidth=1.6, label=_short(label))
+        _line(ax, x, y, PALETTE[i % len(PALETTE)], _short(label), partial=cut)
     if percent:
         ax.yaxis.set_major_formatter(_percent())
     ax.set_ylim(bottom=0)
@@ -287,8 +316,11 @@ def stacked(
     labels: Sequence[str],
     series: dict[str, Sequence[float]],
     out_dir: Path,
+    *,
+    partial_last: bool = False,
 ) -> Chart:
-    """Vertical stacked bars (negative parts stack downwards), one bar per label."""
+    """Vertical stacked bars (negative parts stack downwards), one bar per label; with
+    `partial_last`, the last bar hatched and pale (a partial last day)."""
     fig, ax = _figure(3.2)
     x = np.arange(len(labels))
     up = np.zeros(len(labels))
@@ -296,7 +328,12 @@ def stacked(
     for i, (label, values) in enumerate(series.items()):
         v = np.asarray(values, dtype=float)
         base = np.where(v >= 0, up, down)
-        ax.bar(x, v, bottom=base, color=PALETTE[i % len(PALETTE)], label=_short(label), width=0.7)
+        bars = ax.bar(
+            x, v, bottom=base, color=PALETTE[i % len(PALETTE)], label=_short(label), width=0.7
+        )
+        if partial_last and len(bars):
+            bars[-1].set_hatch("//")
+            bars[-1].set_alpha(0.45)
         up = up + np.where(v >= 0, v, 0)
         down = down + np.where(v < 0, v, 0)
     ax.axhline(0, color="#52606d", linewidth=0.8)

@@ -14,8 +14,15 @@ Where the data comes from, and which filters apply (`SECTIONS[name].filters`):
   its customer value (productlens.metrics.customer_value) is a snapshot of the whole data;
 - products, campaigns and data health are snapshots of the whole warehouse;
 - experiments are the readouts of productlens.experiments (their own dates).
-The reader's date range is in UTC days; live metrics and the event marts count days in
-`[metrics] timezone` (the marts stand in for live queries only in a UTC project).
+
+One meaning of "a day" everywhere: a calendar day in `[metrics] timezone`, the days the
+metrics count (`productlens.metrics.scope`). The reader's date range, the data's first and
+last day, the overview's periods and every daily table are such local days. Where a table
+holds UTC dates (`event_date`, `order_date`, the `daily_sales` and `event_counts_daily`
+marts) it answers only in a UTC project; in another zone the reader counts from the UTC
+instants (`event_ts`, `order_ts`, `signup_ts`) with the zone's midnights. The funnel,
+activity and lifecycle marts count local days already. The data's end (`DataEnd`) says
+whether a last day is partial.
 """
 
 from __future__ import annotations
@@ -51,9 +58,12 @@ from productlens.metrics.scope import (
     Grain,
     Scope,
     WeekStart,
+    local_ts,
     parse_duration,
     period_floor,
+    period_start,
     range_condition,
+    timestamp_literal,
     where_condition,
     zone_info,
 )
@@ -79,8 +89,9 @@ PARETO_POINTS = 200  # at most this many points of the Pareto curve
 
 @dataclass(frozen=True)
 class Filters:
-    """What the reader is asked about: UTC days `start`..`end` (inclusive; None: all
-    the data), and the devices and countries of events (empty: all)."""
+    """What the reader is asked about: days `start`..`end` (inclusive; None: all the
+    data), calendar days in the project's zone (`Settings.timezone`), and the devices and
+    countries of events (empty: all)."""
 
     start: date | None = None
     end: date | None = None
@@ -155,7 +166,8 @@ def _fill(template: str, **values: Any) -> exp.Query:
     def put(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Column) and node.name.startswith("__"):
             value = values[node.name[2:]]
-            return value if isinstance(value, exp.Expr) else exp.convert(value)
+            # A copy each time: a slot may appear more than once.
+            return value.copy() if isinstance(value, exp.Expr) else exp.convert(value)
         return node
 
     tree = sqlglot.parse_one(template, read=SOURCE_DIALECT).transform(put)
@@ -195,37 +207,100 @@ def _event_filter(filters: Filters) -> exp.Condition:
     return where_condition(filters.where) or _true()
 
 
-def data_days(engine: Engine, filters: Filters = Filters()) -> tuple[date, date] | None:
-    """The first and last UTC day with an event (of the filtered devices and countries)."""
+def local_day(instant: datetime, timezone: str) -> date:
+    """The calendar day in `timezone` of a naive UTC instant."""
+    return instant.replace(tzinfo=UTC).astimezone(zone_info(timezone)).date()
+
+
+def zone_days(timezone: str) -> str:
+    """How a caption names the days shown: "UTC days", "America/Los_Angeles days"."""
+    return f"{timezone} days"
+
+
+# A last day whose latest event is in its last minute (23:59 local or later) ran to its
+# end as far as a note to the minute can tell.
+LAST_MINUTE = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class DataEnd:
+    """Where the data stop: the latest event of all (naive UTC; the export's cut, whatever
+    the device and country filters: a device without events late in the day is not cut
+    short), and the zone the days are counted in.
+
+    A day is partial when the data end before it does: the latest event is on or before
+    that day and more than a minute before its end (the next local midnight). The day of
+    an export cut at 16:59 is partial; a day whose latest event is at 23:59 is whole; a
+    day after the latest event's day is partial (empty: the range runs past the data);
+    a day before it is whole."""
+
+    at: datetime
+    timezone: str = "UTC"
+
+    @property
+    def day(self) -> date:
+        """The local day of the latest event."""
+        return local_day(self.at, self.timezone)
+
+    def cuts(self, day: date) -> bool:
+        """Whether the local `day` is partial (see the class)."""
+        ends = _midnight(day + timedelta(days=1), self.timezone)
+        assert ends is not None  # a day's midnight
+        return self.at < ends - LAST_MINUTE
+
+    def until(self, day: date) -> str:
+        """ "data until 16:59 America/Los_Angeles": the latest event in local time, with its
+        date when it is not on `day`."""
+        local = self.at.replace(tzinfo=UTC).astimezone(zone_info(self.timezone))
+        at = f"{local:%H:%M}" if local.date() == day else f"{local:%Y-%m-%d %H:%M}"
+        return f"data until {at} {self.timezone}"
+
+    def partial_day(self, days: Sequence[date]) -> date | None:
+        """The last of `days` (a daily series, in order) when it is partial, else None."""
+        if not days or not self.cuts(days[-1]):
+            return None
+        return days[-1]
+
+    def note(self, day: date) -> str:
+        """What a daily chart says under itself when its last day is partial."""
+        return f"{day} is a partial day ({self.until(day)})."
+
+
+def event_bounds(engine: Engine, filters: Filters) -> tuple[datetime, datetime] | None:
+    """The first and last event's time (naive UTC) of the filtered devices and countries."""
     row = _rows(
         engine,
         _fill(
-            "select min(event_date) as first_day, max(event_date) as last_day "
+            "select min(event_ts) as first_at, max(event_ts) as last_at "
             "from core.fct_events where __cond",
             cond=_event_filter(filters),
         ),
     )[0]
-    if row["first_day"] is None:
+    if row["first_at"] is None:
         return None
-    return row["first_day"], row["last_day"]
+    return row["first_at"], row["last_at"]
 
 
-def _last_event(engine: Engine, filters: Filters) -> datetime | None:
-    """The latest event's time (UTC) of the filtered devices and countries."""
-    row = _rows(
-        engine,
-        _fill(
-            "select max(event_ts) as last_at from core.fct_events where __cond",
-            cond=_event_filter(filters),
-        ),
-    )[0]
-    last: datetime | None = row["last_at"]
-    return last
+def data_days(
+    engine: Engine, filters: Filters = Filters(), timezone: str = "UTC"
+) -> tuple[date, date] | None:
+    """The local days (in `timezone`) of the first and last event of the filtered devices
+    and countries; None without events."""
+    bounds = event_bounds(engine, filters)
+    if bounds is None:
+        return None
+    return local_day(bounds[0], timezone), local_day(bounds[1], timezone)
 
 
-def _span(engine: Engine, filters: Filters) -> tuple[date, date] | None:
+def data_end(engine: Engine, settings: Settings) -> DataEnd | None:
+    """Where the data stop (`DataEnd`): the latest of all events; None without events."""
+    bounds = event_bounds(engine, Filters())
+    return None if bounds is None else DataEnd(bounds[1], settings.timezone)
+
+
+def _span(engine: Engine, filters: Filters, timezone: str = "UTC") -> tuple[date, date] | None:
     """The filters' range, its open ends closed by the data's first and last day."""
-    days = data_days(engine, filters)
+    days = data_days(engine, filters, timezone)
     if days is None:
         return None
     first = filters.start or days[0]
@@ -262,23 +337,28 @@ class Overview:
     previous_start: date
     previous_end: date
     kpis: tuple[Kpi, ...]
-    # The latest event (UTC) when the period reaches the data's last day, else None: an
-    # export cut mid-day leaves that day partial, and a reader must see how far it goes.
+    # The latest event (naive UTC) when the period's last day is partial (`DataEnd`),
+    # else None: an export cut mid-day leaves that day partial, and a reader must see how
+    # far it goes.
     data_until: datetime | None = None
+    timezone: str = "UTC"  # the zone whose calendar days these are
 
     def kpi(self, key: str) -> Kpi | None:
         return next((k for k in self.kpis if k.key == key), None)
 
     @property
     def period(self) -> str:
-        """The period's days, and where it reaches the end of the data, the time of the
-        latest event: "2026-03-30 to 2026-04-05 (data until 00:14 UTC)"."""
+        """The period's days, and when its last day is partial, the time of the latest
+        event in the days' zone: "2026-03-30 to 2026-04-05 (data until 16:14 UTC)"."""
         days = f"{self.start} to {self.end}"
         if self.data_until is None:
             return days
-        until = self.data_until
-        at = f"{until:%H:%M}" if until.date() == self.end else f"{until:%Y-%m-%d %H:%M}"
-        return f"{days} (data until {at} UTC)"
+        return f"{days} ({DataEnd(self.data_until, self.timezone).until(self.end)})"
+
+    @property
+    def days(self) -> str:
+        """Whose days the periods are: "UTC days", "America/Los_Angeles days"."""
+        return zone_days(self.timezone)
 
     @property
     def previous_period(self) -> str:
@@ -287,18 +367,18 @@ class Overview:
 
 _EVENT_KPIS = """
 select
-    count(distinct case when event_date between __s and __e then user_id end) as users_now,
-    count(distinct case when event_date between __ps and __pe then user_id end) as users_before,
-    count(case when event_date between __s and __e then 1 end) as events_now,
-    count(case when event_date between __ps and __pe then 1 end) as events_before
+    count(distinct case when __now then user_id end) as users_now,
+    count(distinct case when __before then user_id end) as users_before,
+    count(case when __now then 1 end) as events_now,
+    count(case when __before then 1 end) as events_before
 from core.fct_events
-where event_date between __ps and __e and __cond
+where __both and __cond
 """
 
 _SIGNUP_KPIS = """
 select
-    count(case when cast(signup_ts as date) between __s and __e then 1 end) as now,
-    count(case when cast(signup_ts as date) between __ps and __pe then 1 end) as before
+    count(case when __now then 1 end) as now,
+    count(case when __before then 1 end) as before
 from core.dim_users
 where is_current and __cond
 """
@@ -307,12 +387,10 @@ _ANY_USER = "select 1 as found from core.dim_users limit 1"
 
 _ORDER_KPIS = """
 select
-    count(case when is_kept and order_date between __s and __e then 1 end) as orders_now,
-    count(case when is_kept and order_date between __ps and __pe then 1 end) as orders_before,
-    coalesce(sum(case when order_date between __s and __e then net_revenue end), 0)
-        as revenue_now,
-    coalesce(sum(case when order_date between __ps and __pe then net_revenue end), 0)
-        as revenue_before
+    count(case when is_kept and __now then 1 end) as orders_now,
+    count(case when is_kept and __before then 1 end) as orders_before,
+    coalesce(sum(case when __now then net_revenue end), 0) as revenue_now,
+    coalesce(sum(case when __before then net_revenue end), 0) as revenue_before
 from core.int_order_revenue
 """
 
@@ -321,19 +399,73 @@ def _dates(**days: date) -> dict[str, exp.Expression]:
     return {k: exp.cast(exp.Literal.string(v.isoformat()), "date") for k, v in days.items()}
 
 
+def _on_days(
+    first: date | None, last: date | None, timezone: str, ts: str, day: str | None = None
+) -> exp.Condition:
+    """Rows of the local days `first`..`last` (inclusive; None: open) in `timezone`: by
+    the UTC date column `day` in a UTC project (the same days; a partitioned table prunes
+    on it), else by the UTC instant `ts` between the zone's midnights, with `day` (when
+    the table has one) within a day of the range as well: every zone is less than a day
+    from UTC, and the date lets a partitioned table prune."""
+    conditions: list[exp.Expression] = []
+    if day is not None and timezone == "UTC":
+        if first is not None:
+            conditions.append(exp.column(day) >= _dates(d=first)["d"])
+        if last is not None:
+            conditions.append(exp.column(day) <= _dates(d=last)["d"])
+        return exp.and_(*conditions) if conditions else _true()
+    if first is not None:
+        start = _midnight(first, timezone)
+        assert start is not None
+        conditions.append(exp.column(ts) >= timestamp_literal(start))
+        if day is not None:
+            conditions.append(exp.column(day) >= _dates(d=first - timedelta(days=1))["d"])
+    if last is not None:
+        end = _midnight(last + timedelta(days=1), timezone)
+        assert end is not None
+        conditions.append(exp.column(ts) < timestamp_literal(end))
+        if day is not None:
+            conditions.append(exp.column(day) <= _dates(d=last + timedelta(days=1))["d"])
+    return exp.and_(*conditions) if conditions else _true()
+
+
+def _local_date(timezone: str, ts: str, day: str | None = None) -> exp.Expression:
+    """The local day (in `timezone`) of each row: the UTC date column `day` in a UTC
+    project, else the date of `ts` in the zone."""
+    if day is not None and timezone == "UTC":
+        return exp.column(day)
+    scope = Scope(timezone=timezone)
+    return period_start(scope, "day", local_ts(scope, exp.column(ts)))
+
+
+def _periods(
+    previous: tuple[date, date], current: tuple[date, date], timezone: str, ts: str, day: str | None
+) -> dict[str, exp.Condition]:
+    """The overview queries' slots: the period (`now`), the one before (`before`), both."""
+    return {
+        "now": _on_days(*current, timezone, ts, day),
+        "before": _on_days(*previous, timezone, ts, day),
+        "both": _on_days(previous[0], current[1], timezone, ts, day),
+    }
+
+
 def read_overview(
     engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
 ) -> Overview | None:
     """Headline numbers of the range (default: the data's last week) against the period
-    of equal length before it. The calendar is the data's whatever the device and country
-    filters (orders and revenue, which they do not filter, share the period): a country
-    whose last event is days before the data's last day is not shown another week."""
-    days = data_days(engine, filters)
-    if days is None:
+    of equal length before it, in local days (`Settings.timezone`) for every figure. The
+    calendar is the data's whatever the device and country filters (orders and revenue,
+    which they do not filter, share the period): a country whose last event is days
+    before the data's last day is not shown another week. When the period's last day is
+    partial (`DataEnd`), `data_until` is the latest event."""
+    tz = settings.timezone
+    bounds = event_bounds(engine, filters)
+    if bounds is None:
         return None
     if filters.where:
-        days = data_days(engine)
-        assert days is not None  # the filtered events are events
+        bounds = event_bounds(engine, Filters())
+        assert bounds is not None  # the filtered events are events
+    days = local_day(bounds[0], tz), local_day(bounds[1], tz)
     if filters.start is None and filters.end is None:
         length = max(1, min(OVERVIEW_DAYS, ((days[1] - days[0]).days + 1) // 2))
         end = days[1]
@@ -345,9 +477,10 @@ def read_overview(
         length = (end - start).days + 1
     previous_end = start - timedelta(days=1)
     previous_start = start - timedelta(days=length)
-    bounds = _dates(s=start, e=end, ps=previous_start, pe=previous_end)
+    previous, current = (previous_start, previous_end), (start, end)
     kpis: list[Kpi] = []
-    ev = _rows(engine, _fill(_EVENT_KPIS, cond=_event_filter(filters), **bounds))[0]
+    slots = _periods(previous, current, tz, "event_ts", "event_date")
+    ev = _rows(engine, _fill(_EVENT_KPIS, cond=_event_filter(filters), **slots))[0]
     kpis.append(
         Kpi("active_users", "active users", "count", ev["users_now"], ev["users_before"], True)
     )
@@ -356,7 +489,8 @@ def read_overview(
     # signups to count: "0" would contradict the new users the retention section counts.
     if _has(engine, "core.dim_users") and _rows(engine, _fill(_ANY_USER)):
         users_cond = where_condition(filters.where) or _true()
-        su = _rows(engine, _fill(_SIGNUP_KPIS, cond=users_cond, **bounds))[0]
+        slots = _periods(previous, current, tz, "signup_ts", None)
+        su = _rows(engine, _fill(_SIGNUP_KPIS, cond=users_cond, **slots))[0]
         kpis.append(Kpi("signups", "new signups", "count", su["now"], su["before"], True))
     steps = _funnel_steps(engine, settings)
     if steps:
@@ -375,7 +509,8 @@ def read_overview(
             Kpi("conversion", f"conversion to {steps[-1]}", "rate", rates[0], rates[1], True)
         )
     if _has(engine, "core.int_order_revenue"):
-        orders = _rows(engine, _fill(_ORDER_KPIS, **bounds))[0]
+        slots = _periods(previous, current, tz, "order_ts", "order_date")
+        orders = _rows(engine, _fill(_ORDER_KPIS, **slots))[0]
         if orders["orders_now"] or orders["orders_before"]:
             kpis.append(
                 Kpi(
@@ -397,8 +532,9 @@ def read_overview(
                     False,
                 )
             )
-    until = _last_event(engine, filters) if end >= days[1] else None
-    return Overview(start, end, previous_start, previous_end, tuple(kpis), until)
+    last = DataEnd(bounds[1], tz)
+    until = last.at if last.cuts(end) else None
+    return Overview(start, end, previous_start, previous_end, tuple(kpis), until, tz)
 
 
 # --- funnel -----------------------------------------------------------------------------------
@@ -636,7 +772,7 @@ class RetentionSection:
 def read_retention(
     engine: Engine, filters: Filters = Filters(), settings: Settings = Settings()
 ) -> RetentionSection | None:
-    span = _span(engine, filters)
+    span = _span(engine, filters, settings.timezone)
     if span is None:
         return None
     n_days = (span[1] - span[0]).days + 1
@@ -656,8 +792,9 @@ def read_retention(
         ).cohorts
         for grain, periods in grains
     }
-    # Without device or country filters, in a UTC project (the range is in UTC days), the
-    # marts hold the answer.
+    # Without device or country filters the marts hold the answer; read in a UTC project
+    # only (elsewhere the live query counts the local days: a mart built before the zone
+    # was set would hold other days).
     fast = not filters.where and settings.timezone == "UTC"
     daily = _activity_from_mart(engine, span) if fast else None
     # A week the range cuts counts only the range's days: the mart's weeks are whole.
@@ -767,6 +904,62 @@ select sales_date as day, net_revenue, n_orders from marts.daily_sales
 where __cond order by sales_date
 """
 
+# The same per local day (a project in another zone than UTC): from the orders, each on
+# its local day; the days without orders are filled in Python (`_local_daily_sales`).
+_DAILY_ORDERS = """
+with orders as (
+    select __day as day, net_revenue, is_kept from core.int_order_revenue where __range
+)
+select day, coalesce(sum(net_revenue), 0) as net_revenue,
+    count(case when is_kept then 1 end) as n_orders
+from orders
+group by day
+"""
+
+_ORDER_SPAN = """
+select min(order_ts) as first_at, max(order_ts) as last_at from core.int_order_revenue
+"""
+DAILY_SALES_SCHEMA = pa.schema(
+    [("day", pa.date32()), ("net_revenue", pa.float64()), ("n_orders", pa.int64())]
+)
+
+
+def _local_daily_sales(engine: Engine, filters: Filters, timezone: str) -> pa.Table:
+    """Net revenue and kept orders per local day, every day from the first to the last
+    local day of the orders and events (the data's days, as dim_date's calendar lists
+    them for the mart) within the filters' range; a day without orders 0, as the mart
+    lists it."""
+    orders = _rows(engine, _fill(_ORDER_SPAN))[0]
+    instants = [t for t in (orders["first_at"], orders["last_at"]) if t is not None]
+    instants += event_bounds(engine, Filters()) or ()
+    if not instants:
+        return DAILY_SALES_SCHEMA.empty_table()
+    first = max(local_day(min(instants), timezone), filters.start or date.min)
+    last = min(local_day(max(instants), timezone), filters.end or date.max)
+    days = [first + timedelta(days=k) for k in range(max(0, (last - first).days + 1))]
+    if not days:
+        return DAILY_SALES_SCHEMA.empty_table()
+    query = _fill(
+        _DAILY_ORDERS,
+        day=_local_date(timezone, "order_ts"),
+        range=_on_days(first, last, timezone, "order_ts", "order_date"),
+    )
+    # One row per day with orders: few rows, put on the calendar in Python.
+    found = {r["day"]: r for r in _rows(engine, query)}
+    return pa.table(
+        {
+            "day": array(days, pa.date32()),
+            "net_revenue": array(
+                [float(found[d]["net_revenue"]) if d in found else 0.0 for d in days],
+                pa.float64(),
+            ),
+            "n_orders": array(
+                [int(found[d]["n_orders"]) if d in found else 0 for d in days], pa.int64()
+            ),
+        }
+    )
+
+
 # The Pareto curve: buyers ranked by net revenue (completed orders in range), the
 # cumulative share of buyers and of revenue, thinned to about PARETO_POINTS points.
 _PARETO = """
@@ -826,13 +1019,13 @@ def read_revenue(
         return None
     scope = Filters(filters.start, filters.end).scope(settings)
     metrics = revenue_metrics.revenue(engine, scope)
-    daily: pa.Table | None = engine.fetch_arrow(
-        _fill(_DAILY_SALES, cond=_day_range("sales_date", filters))
-    )
+    daily: pa.Table | None
+    if settings.timezone == "UTC":  # the mart's days are the project's
+        query = _fill(_DAILY_SALES, cond=_day_range("sales_date", filters))
+        daily = engine.fetch_arrow(query).cast(DAILY_SALES_SCHEMA)
+    else:
+        daily = _local_daily_sales(engine, filters, settings.timezone)
     assert daily is not None
-    daily = daily.cast(
-        pa.schema([("day", pa.date32()), ("net_revenue", pa.float64()), ("n_orders", pa.int64())])
-    )
     weekday = month = None
     if sum(daily.column("n_orders").to_pylist()) == 0:
         daily = None
@@ -935,28 +1128,35 @@ class UsageSection:
 
 
 _USAGE = """
-select event_date as day, event_type, count(*) as n_events, count(distinct user_id) as n_users
-from core.fct_events
-where __types and __range and __cond
-group by event_date, event_type
-order by event_date, event_type
+with events as (
+    select __day as day, event_type, user_id
+    from core.fct_events
+    where __types and __range and __cond
+)
+select day, event_type, count(*) as n_events, count(distinct user_id) as n_users
+from events
+group by day, event_type
+order by day, event_type
 """
 
 _NEW_RETURNING = """
-with firsts as (
-    select user_id, min(event_date) as first_day from core.fct_events group by user_id
+with days as (
+    select __day as day, user_id, __in_range as in_range from core.fct_events
+),
+firsts as (
+    select user_id, min(day) as first_day from days group by user_id
 ),
 active as (
-    select distinct event_date, user_id from core.fct_events where __range and __cond
+    select distinct day, user_id from days where in_range
 )
 select
-    active.event_date as day,
-    count(case when firsts.first_day = active.event_date then 1 end) as new_users,
-    count(case when firsts.first_day < active.event_date then 1 end) as returning_users
+    active.day,
+    count(case when firsts.first_day = active.day then 1 end) as new_users,
+    count(case when firsts.first_day < active.day then 1 end) as returning_users
 from active
 inner join firsts on active.user_id = firsts.user_id
-group by active.event_date
-order by active.event_date
+group by active.day
+order by active.day
 """
 
 
@@ -965,13 +1165,17 @@ def read_usage(
 ) -> UsageSection | None:
     if not settings.usage_events:
         return None
-    cond, range_ = _event_filter(filters), _day_range("event_date", filters)
+    tz = settings.timezone
+    cond = _event_filter(filters)
+    range_ = _on_days(filters.start, filters.end, tz, "event_ts", "event_date")
+    day = _local_date(tz, "event_ts", "event_date")
     types = exp.column("event_type").isin(*[exp.Literal.string(t) for t in settings.usage_events])
-    query = _fill(_USAGE, types=types, range=range_, cond=cond)
+    query = _fill(_USAGE, day=day, types=types, range=range_, cond=cond)
     events = engine.fetch_arrow(query)
     if events.num_rows == 0:
         return None
-    new_returning = engine.fetch_arrow(_fill(_NEW_RETURNING, range=range_, cond=cond))
+    in_range = exp.and_(range_, cond)
+    new_returning = engine.fetch_arrow(_fill(_NEW_RETURNING, day=day, in_range=in_range))
     return UsageSection(events, new_returning)
 
 
@@ -1242,6 +1446,7 @@ class Sections:
     usage: UsageSection | None
     experiments: ExperimentsSection | None
     health: HealthSection | None
+    end: DataEnd | None = None  # where the events stop: a daily chart's last day may be partial
 
 
 def check_warehouse(engine: Engine) -> None:
@@ -1259,7 +1464,8 @@ def read_all(
     """Every section (or those named in `only`); a section without data is None. Without
     events (a shop's orders alone) the event sections are None and the others are read."""
     check_warehouse(engine)
-    has_events = data_days(engine) is not None
+    end = data_end(engine, settings)
+    has_events = end is not None
     wanted = {
         name
         for name, spec in SECTIONS.items()
@@ -1276,4 +1482,4 @@ def read_all(
         )
     if "health" in wanted:
         values["health"] = read_health(engine, filters, settings)
-    return Sections(**values)
+    return Sections(**values, end=end)
