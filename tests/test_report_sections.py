@@ -10,7 +10,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -128,13 +128,12 @@ def test_the_overview_table_shows_current_then_previous(eco: Warehouse, tmp_path
     (block,) = RENDERERS["overview"](sections, tmp_path)
     assert block.table is not None
     head, rows = block.table
-    # The period reaches the data's end: the head says how far its last day goes.
+    # The period reaches the data's end, a whole day (the simulated world ends with its
+    # last day): the head names the days only.
     latest = eco.rows("SELECT max(event_ts) AS t FROM core.fct_events")[0]["t"]
     assert latest.date() == o.end
-    assert head[1:3] == (
-        f"{o.start} to {o.end} (data until {latest:%H:%M} UTC)",
-        f"{o.previous_start} to {o.previous_end}",
-    )
+    assert latest >= datetime.combine(o.end, time(23, 59))
+    assert head[1:3] == (f"{o.start} to {o.end}", f"{o.previous_start} to {o.previous_end}")
     users = next(r for r in rows if r[0] == "active users")
     active = o.kpi("active_users")
     assert active is not None
@@ -144,21 +143,28 @@ def test_the_overview_table_shows_current_then_previous(eco: Warehouse, tmp_path
 
 
 def test_the_overview_says_how_far_the_data_goes_into_its_last_day(eco: Warehouse) -> None:
-    """An export cut mid-day leaves a partial last day: the period names the latest event
-    (of the filtered rows) when it reaches the data's end, and only then."""
+    """A partial last day (the data end before it does) gets the latest event in the
+    period; a whole one does not. The data's end is the latest event of all, whatever the
+    device filter: a device quiet late in the day is not an export cut short."""
     first, last = eco.days()
-    mobile = eco.rows("SELECT max(event_ts) AS t FROM core.fct_events WHERE device = 'mobile'")[0][
-        "t"
-    ]
-    o = read_overview(eco.engine, Filters(devices=("mobile",)), eco.settings)
+    latest = eco.rows("SELECT max(event_ts) AS t FROM core.fct_events")[0]["t"]
+    quiet = eco.rows(
+        "SELECT country, max(event_ts) AS t FROM core.fct_events "
+        "WHERE country IS NOT NULL GROUP BY country ORDER BY t, country LIMIT 1"
+    )[0]
+    assert quiet["t"] < latest  # a country whose last event comes earlier
+    o = read_overview(eco.engine, Filters(countries=(quiet["country"],)), eco.settings)
     assert o is not None
-    assert o.data_until == mobile
+    assert o.data_until is None  # the demo's last day runs to its last minute
     # A range past the data: the latest event is on an earlier day, given in full.
     later = last + timedelta(days=2)
-    o = read_overview(eco.engine, Filters(last - timedelta(days=3), later), eco.settings)
-    assert o is not None
-    latest = eco.rows("SELECT max(event_ts) AS t FROM core.fct_events")[0]["t"]
-    assert o.period == f"{o.start} to {later} (data until {latest:%Y-%m-%d %H:%M} UTC)"
+    for countries in ((), (quiet["country"],)):
+        o = read_overview(
+            eco.engine, Filters(last - timedelta(days=3), later, countries=countries), eco.settings
+        )
+        assert o is not None
+        assert o.data_until == latest
+        assert o.period == f"{o.start} to {later} (data until {latest:%Y-%m-%d %H:%M} UTC)"
     # A range ending before the data's last day holds whole days only.
     o = read_overview(eco.engine, Filters(first, last - timedelta(days=1)), eco.settings)
     assert o is not None

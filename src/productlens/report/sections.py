@@ -429,13 +429,20 @@ def _on_days(
     return exp.and_(*conditions) if conditions else _true()
 
 
-def _local_date(timezone: str, ts: str, day: str | None = None) -> exp.Expression:
+def _local_date(
+    timezone: str,
+    ts: str,
+    day: str | None = None,
+    span: tuple[datetime, datetime] | None = None,
+) -> exp.Expression:
     """The local day (in `timezone`) of each row: the UTC date column `day` in a UTC
-    project, else the date of `ts` in the zone."""
+    project, else the date of `ts` in the zone (with `span`, the first and last instant
+    the rows hold, by the zone's offsets over it: `metrics.scope.local_ts`)."""
     if day is not None and timezone == "UTC":
         return exp.column(day)
     scope = Scope(timezone=timezone)
-    return period_start(scope, "day", local_ts(scope, exp.column(ts)))
+    within = None if span is None else (span[0], span[1] + timedelta(microseconds=1))
+    return period_start(scope, "day", local_ts(scope, exp.column(ts), within))
 
 
 def _periods(
@@ -941,7 +948,7 @@ def _local_daily_sales(engine: Engine, filters: Filters, timezone: str) -> pa.Ta
         return DAILY_SALES_SCHEMA.empty_table()
     query = _fill(
         _DAILY_ORDERS,
-        day=_local_date(timezone, "order_ts"),
+        day=_local_date(timezone, "order_ts", span=(min(instants), max(instants))),
         range=_on_days(first, last, timezone, "order_ts", "order_date"),
     )
     # One row per day with orders: few rows, put on the calendar in Python.
@@ -1168,7 +1175,8 @@ def read_usage(
     tz = settings.timezone
     cond = _event_filter(filters)
     range_ = _on_days(filters.start, filters.end, tz, "event_ts", "event_date")
-    day = _local_date(tz, "event_ts", "event_date")
+    span = None if tz == "UTC" else event_bounds(engine, Filters())
+    day = _local_date(tz, "event_ts", "event_date", span)
     types = exp.column("event_type").isin(*[exp.Literal.string(t) for t in settings.usage_events])
     query = _fill(_USAGE, day=day, types=types, range=range_, cond=cond)
     events = engine.fetch_arrow(query)
