@@ -503,7 +503,9 @@ def test_an_empty_or_unbuilt_warehouse_is_a_clear_error(
 ) -> None:
     with pytest.raises(ReportError, match=r"run `productlens build`"):
         write_report(engine, tmp_path / "out")
-    engine.execute(q("CREATE TABLE core.fct_events (user_id VARCHAR, event_date DATE)"))
+    engine.execute(
+        q("CREATE TABLE core.fct_events (user_id VARCHAR, event_ts TIMESTAMP, event_date DATE)")
+    )
     engine.execute(q("CREATE TABLE marts.event_counts_daily (event_date DATE)"))
     with pytest.raises(ReportError, match=r"core\.fct_events is empty"):
         write_report(engine, tmp_path / "out")

@@ -1147,14 +1147,11 @@ order by day, event_type
 """
 
 _NEW_RETURNING = """
-with days as (
-    select __day as day, user_id, __in_range as in_range from core.fct_events
-),
-firsts as (
-    select user_id, min(day) as first_day from days group by user_id
+with firsts as (
+    select user_id, min(__day) as first_day from core.fct_events group by user_id
 ),
 active as (
-    select distinct day, user_id from days where in_range
+    select distinct __day as day, user_id from core.fct_events where __range and __cond
 )
 select
     active.day,
@@ -1182,8 +1179,7 @@ def read_usage(
     events = engine.fetch_arrow(query)
     if events.num_rows == 0:
         return None
-    in_range = exp.and_(range_, cond)
-    new_returning = engine.fetch_arrow(_fill(_NEW_RETURNING, day=day, in_range=in_range))
+    new_returning = engine.fetch_arrow(_fill(_NEW_RETURNING, day=day, range=range_, cond=cond))
     return UsageSection(events, new_returning)
 
 
