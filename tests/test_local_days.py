@@ -285,7 +285,7 @@ def test_the_report_says_how_far_a_partial_last_day_goes(cut: DuckDBEngine, tmp_
     """The header names the period, how far its last day goes and whose days they are;
     the daily charts ending on the partial day say so under themselves. A complete last
     day: neither."""
-    only = ("overview", "retention", "usage", "revenue")
+    only = ("overview", "funnel", "retention", "usage", "revenue")
     result = write_report(cut, tmp_path / "cut", settings=SETTINGS, only=only)
     html = result.html.read_text()
     until = f"data until 18:00 {LA}"
@@ -293,6 +293,7 @@ def test_the_report_says_how_far_a_partial_last_day_goes(cut: DuckDBEngine, tmp_
     note = f"{D3} is a partial day ({until})."
     titles = [b.title for bs in result.blocks.values() for b in bs if b.note == note]
     assert titles == [
+        "Daily conversion",
         "Active users",
         "Revenue over time",
         "Usage events",
@@ -319,6 +320,7 @@ def project(root: Path, last: datetime) -> Path:
     root.mkdir()
     (root / "productlens.toml").write_text(
         f'[metrics]\ntimezone = "{LA}"\nfunnel_steps = {json.dumps(list(STEPS))}\n'
+        'retention_start = "page_view"\n'  # the warehouse has no staging.stg_users
     )
     build(root / "warehouse.duckdb", last)
     return root
@@ -366,6 +368,21 @@ def test_the_dashboard_overview_uses_the_project_s_days(
     shown = {m.label: m.value for m in at.metric}
     assert shown["active users"] == f"{dau(cut, D1):,}" == "2"
     assert shown["net revenue"] == f"{net_revenue(cut, D1, D1):,.2f}" == "35.00"
+    # All the days again: the engagement and revenue pages' daily lines end dashed.
+    dates.set_value((D1, D3)).run()
+    note = f"{D3} is a partial day (data until 18:00 {LA})."
+    for slug, title, names in (
+        ("engagement", "Active users", ["DAU", "WAU", "MAU"]),
+        ("revenue", "Net revenue per day", ["net revenue"]),
+    ):
+        at.sidebar.radio(key="page").set_value(slug).run()
+        assert not at.exception, [e.value for e in at.exception]
+        got = traces(at, title)
+        assert [t["name"] for t in got] == [
+            n for name in names for n in (name, f"{name} (partial day)")
+        ]
+        assert [t["x"][-1] for t in got] == [str(D2), str(D3)] * len(names), slug
+        assert note in [c.value for c in at.caption], slug
 
 
 def test_the_dashboard_says_nothing_of_a_complete_last_day(
