@@ -97,8 +97,15 @@ def built(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert fitted  # customer_value
     for layer in modeling.MODEL_LAYERS:
         copy.execute(
-            exp.Drop(kind="SCHEMA", exists=True, cascade=True, this=exp.to_identifier(layer))
+            exp.Drop(
+                kind="SCHEMA",
+                exists=True,
+                cascade=True,
+                tables=[exp.Table(db=exp.to_identifier(layer))],
+            )
         )
+    # The layers really went: dbt builds every model from nothing.
+    assert set(copy.list_tables("core")) == set()
     for name, (layer, rows) in fitted.items():
         copy.ensure_schema(layer)
         with copy.temp_table("fitted_rows", rows) as source:
@@ -131,6 +138,38 @@ def test_dbt_builds_every_table_as_productlens_does(built: Built) -> None:
         theirs.close()
     assert len(problems) == len(built.graph) >= 30
     assert {table: p for table, p in problems.items() if p} == {}
+
+
+def _keys_in_stored_order(
+    engine: DuckDBEngine, model: modeling.Model, where: exp.Expr | None = None
+) -> pa.Table:
+    """The model's `sorted_by` columns of its table's rows, in the order they are stored."""
+    assert model.spec is not None
+    query = (
+        exp.select(*(exp.column(c, quoted=True) for c in model.spec.sorted_by))
+        .from_(exp.table_(model.name, db=model.layer, quoted=True))
+        .order_by("rowid")
+    )
+    return engine.fetch_arrow(query if where is None else query.where(where))
+
+
+def _is_sorted(keys: pa.Table) -> bool:
+    """Rows in ascending order of their columns, nulls last (DuckDB's ORDER BY)."""
+    return keys.num_rows > 0 and keys.equals(keys.sort_by([(c, "ascending") for c in keys.column_names]))
+
+
+def test_dbt_stores_a_sorted_by_model_in_its_order(built: Built) -> None:
+    """dbt builds a `sorted_by` model's DuckDB table in that order, as productlens does
+    (the funnels' zone-map skipping depends on it); the rows are the same either way."""
+    models = [m for m in built.graph if m.spec and m.spec.sorted_by]
+    assert "fct_events" in {m.name for m in models}
+    theirs = DuckDBEngine(built.theirs, read_only=True, search_path=built.search_path)
+    try:
+        for model in models:
+            assert _is_sorted(_keys_in_stored_order(theirs, model)), model.table
+            assert _is_sorted(_keys_in_stored_order(built.ours, model)), model.table
+    finally:
+        theirs.close()
 
 
 def test_dbt_runs_every_declared_test_and_they_pass(built: Built) -> None:
@@ -224,6 +263,14 @@ def test_incremental_models_refresh_only_their_window(built: Built) -> None:
     finally:
         theirs.close()
     ours = built.ours.fetch_arrow(exp.select("*").from_(events))
+    # The run inserted its window (from the latest date left, the 3rd last, less the
+    # lookback of 7) in the events' sorted_by order.
+    window = exp.column("event_date") >= day(last - timedelta(days=3 + 7))
+    theirs = DuckDBEngine(warehouse, read_only=True, search_path=built.search_path)
+    try:
+        assert _is_sorted(_keys_in_stored_order(theirs, built.graph["fct_events"], window))
+    finally:
+        theirs.close()
     first_day = pa.scalar(first, pa.date32())
     kept = after.filter(pc.equal(after["event_date"], first_day))
     assert kept.num_rows == ours.filter(pc.equal(ours["event_date"], first_day)).num_rows > 0
@@ -274,6 +321,9 @@ def test_postgres_target_sql_parses_as_postgresql(built: Built, tmp_path: Path) 
             assert read - {"core.this_model"} == set(model.upstreams), relative
             assert "staging." not in text
             assert "raw." not in text.replace("source('raw'", "")
+    # PostgreSQL keeps no row order: the events model has no ORDER BY there.
+    events = (export.root / "models" / "core" / "fct_events.sql").read_text()
+    assert "ORDER BY" not in events.upper()
     # PostgreSQL's spelling where DuckDB's differs: `isodow(d)` is extract(isodow from d).
     dim_date = (export.root / "models" / "core" / "dim_date.sql").read_text()
     assert "EXTRACT(ISODOW FROM" in dim_date

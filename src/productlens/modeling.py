@@ -28,7 +28,7 @@ import graphlib
 import importlib.resources
 import importlib.util
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cached_property
@@ -517,17 +517,29 @@ def materialize(engine: Engine, model: Model) -> int | None:
 KEEPS_ROW_ORDER: dict[str, bool] = {"duckdb": True, "postgres": False, "spark": False}
 
 
+def stored_order(model: Model, dialect: str) -> list[str]:
+    """The columns a model's table is stored in order of on the dialect: its `sorted_by`
+    where the dialect keeps row order, else none."""
+    order = model.spec.sorted_by if model.spec else []
+    return list(order) if KEEPS_ROW_ORDER.get(dialect, False) else []
+
+
+def in_order(query: exp.Query, order: Sequence[str]) -> exp.Query:
+    """`query` as a select of all its rows sorted by the `order` columns (as it is when
+    `order` is empty)."""
+    if not order:
+        return query
+    return (
+        exp.select("*")
+        .from_(query.subquery("stored"))
+        .order_by(*(exp.column(name, quoted=True) for name in order))
+    )
+
+
 def stored(engine: Engine, model: Model) -> exp.Query:
     """The model's query as its table is written: in its `sorted_by` order where the
     engine keeps it, else as it is."""
-    order = model.spec.sorted_by if model.spec else []
-    if not order or not KEEPS_ROW_ORDER.get(engine.dialect, False):
-        return model.expression
-    return (
-        exp.select("*")
-        .from_(model.expression.subquery("stored"))
-        .order_by(*(exp.column(name, quoted=True) for name in order))
-    )
+    return in_order(model.expression, stored_order(model, engine.dialect))
 
 
 # Arrow type -> the SQL type a fitted model's column is known by (lineage, dbt, transpiling).

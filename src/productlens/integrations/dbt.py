@@ -26,6 +26,12 @@ An incremental model becomes a dbt incremental model with the `delete+insert` st
 keyed on its date column: a run rebuilds the rows from the latest date in the table less
 the lookback, and replaces those dates. Unlike `productlens build --since`, a date in that
 window for which the new query returns no row at all keeps its old rows.
+
+A model declaring `sorted_by` ends with that ORDER BY on the DuckDB target, so that its table
+is stored in that order as productlens stores it (dbt-duckdb keeps insertion order; its own
+`sorted_by` config applies to DuckLake tables only). An incremental run inserts its window
+in order among itself; `dbt run --full-refresh` writes the whole table in order again. The
+PostgreSQL target keeps no row order and gets no ORDER BY.
 """
 
 from __future__ import annotations
@@ -43,7 +49,15 @@ from sqlglot import exp
 from productlens.checks import DataTest, compile_tests
 from productlens.dialects import Schema, transpile
 from productlens.errors import ConfigError, ModelError
-from productlens.modeling import MODEL_LAYERS, MODEL_NAME, SOURCE_SCHEMAS, Model, ModelGraph
+from productlens.modeling import (
+    MODEL_LAYERS,
+    MODEL_NAME,
+    SOURCE_SCHEMAS,
+    Model,
+    ModelGraph,
+    in_order,
+    stored_order,
+)
 
 Target = Literal["duckdb", "postgres"]
 TARGETS: tuple[Target, ...] = ("duckdb", "postgres")
@@ -256,8 +270,14 @@ def render_model(model: Model, graph: ModelGraph, target: Target, schema: Schema
     """One model's dbt SQL file: its config, then its query for the target."""
     query = jinja_references(transpile(model.expression, target, schema), graph)
     incremental = model.spec.incremental if model.spec else None
+    # A `sorted_by` model is written in that order where the target keeps row order, as
+    # productlens writes it (dbt-duckdb's own `sorted_by` config is for DuckLake tables
+    # only; a native DuckDB table keeps the order its rows were inserted in).
+    order = stored_order(model, target)
     if incremental is None:
         materialized = model.spec.materialized if model.spec else "table"
+        if materialized == "table":
+            query = in_order(query, order)
         return f"{{{{ config(materialized='{materialized}') }}}}\n\n{_sql(query, target)}\n"
     date_column = exp.column(incremental.date_column, quoted=True)
     wrapped = exp.select("*").from_(query.subquery("model"))
@@ -275,11 +295,14 @@ def render_model(model: Model, graph: ModelGraph, target: Target, schema: Schema
         "{{ config(materialized='incremental', incremental_strategy='delete+insert', "
         f"unique_key='{incremental.date_column}', on_schema_change='fail') }}}}"
     )
+    # The ORDER BY comes after the incremental filter: both the first build and each
+    # incremental run insert their rows in order.
+    order_by = exp.Order(expressions=[exp.Ordered(this=exp.column(c, quoted=True)) for c in order])
     return (
         f"{config}\n\n{_sql(wrapped, target)}\n"
         "{% if is_incremental() %}\n"
         f"WHERE {window.sql(dialect=target)}\n"
-        "{% endif %}\n"
+        "{% endif %}\n" + (f"{order_by.sql(dialect=target).strip()}\n" if order else "")
     )
 
 
