@@ -634,8 +634,84 @@ def refresh_since(engine: Engine, model: Model, since: date) -> int:
             "not an incremental model (declare incremental: in its YAML)", model=model.name
         )
     start = since - timedelta(days=spec.lookback_days)
-    return engine.overwrite_range(
+    rows = engine.overwrite_range(
         model.layer, model.name, spec.date_column, start, stored(engine, model)
+    )
+    order = stored_order(model, engine.dialect)
+    if order and layout_spread(engine, model.layer, model.name, order[0]) > RESORT_ABOVE:
+        rows = resort(engine, model, order)
+    return rows
+
+
+# An incremental rewrite appends its window sorted among itself, after the rows it kept:
+# each run adds a stretch of row groups spanning every value of the leading sort key,
+# which a filter on one value can no longer skip. Once a filter on the leading key would
+# read this many times the row groups it reads in a sorted table, the whole table is
+# written in order again. Measured at 10M events (fct_events, daily runs, 7-day
+# lookback): the incremental step takes ~1.6 s, rewriting the table in order ~4 s; the
+# spread passes 1.5 after about five daily runs.
+RESORT_ABOVE = 1.5
+ROW_GROUP_ROWS = 122_880  # DuckDB's row group: the block its zone maps skip
+
+# Per row group (by DuckDB's rowid: rows stored in one group are numbered together), the
+# leading key's range; the key's distinct values ranked. A row group admits every value
+# between its minimum and maximum; summed over the row groups, over what the rows sorted
+# would give (each value once, plus one per boundary between row groups).
+_SPREAD = """
+with blocks as (
+    select min(sort_key) as lo, max(sort_key) as hi, count(*) as n_rows
+    from sorted_table
+    group by rowid // :row_group_rows
+),
+key_ranks as (
+    select sort_key, dense_rank() over (order by sort_key) as key_rank
+    from (select distinct sort_key from sorted_table where sort_key is not null) as keys
+)
+select
+    (
+        select coalesce(sum(high.key_rank - low.key_rank + 1), 0)
+        from blocks
+        inner join key_ranks as low on blocks.lo = low.sort_key
+        inner join key_ranks as high on blocks.hi = high.sort_key
+    ) as admitted,
+    (select count(*) from key_ranks)
+    + ceil((select sum(n_rows) from blocks) / :row_group_rows) - 1 as ideal
+"""
+
+
+def layout_spread(engine: Engine, schema: str, name: str, column: str) -> float:
+    """How many times the row groups it would read in sorted order a filter on one value of
+    `column` (a table's leading sort key) reads in the table as stored, on average over the
+    column's values, by the row groups' minimum and maximum (DuckDB's zone maps): 1.0 for
+    a table sorted by the column, more as unsorted stretches are appended. A DuckDB query
+    (`rowid`): only for engines that keep row order."""
+
+    def named(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Table) and node.name == "sorted_table" and not node.db:
+            return exp.table_(name, db=schema, quoted=True)
+        if isinstance(node, exp.Identifier) and node.this == "sort_key":
+            return exp.to_identifier(column, quoted=True)
+        return node
+
+    query = exp.replace_placeholders(
+        sqlglot.parse_one(_SPREAD, read="duckdb").transform(named),
+        row_group_rows=exp.Literal.number(ROW_GROUP_ROWS),
+    )
+    admitted, ideal = engine.fetch_all(query)[0]
+    return float(admitted) / float(ideal) if ideal and ideal > 0 else 1.0
+
+
+def resort(engine: Engine, model: Model, order: Sequence[str]) -> int:
+    """Write a model's table again in `order`, every row as it is (one statement reading
+    the table whole), swapped in atomically: a failed rewrite leaves the table as it was.
+    Returns the table's row count."""
+    incremental = model.spec.incremental if model.spec else None
+    source = exp.select("*").from_(exp.table_(model.name, db=model.layer, quoted=True))
+    return engine.replace_table(
+        model.layer,
+        model.name,
+        in_order(source, order),
+        partition_by=incremental.date_column if incremental else None,
     )
 
 
