@@ -155,7 +155,8 @@ def _keys_in_stored_order(
 
 def _is_sorted(keys: pa.Table) -> bool:
     """Rows in ascending order of their columns, nulls last (DuckDB's ORDER BY)."""
-    return keys.num_rows > 0 and keys.equals(keys.sort_by([(c, "ascending") for c in keys.column_names]))
+    in_order = keys.sort_by([(column, "ascending") for column in keys.column_names])
+    return keys.num_rows > 0 and keys.equals(in_order)
 
 
 def test_dbt_stores_a_sorted_by_model_in_its_order(built: Built) -> None:
