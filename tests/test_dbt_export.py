@@ -31,6 +31,7 @@ from productlens.checks import compile_tests
 from productlens.cli import main
 from productlens.config import load_project
 from productlens.engines import DuckDBEngine
+from productlens.errors import ModelError
 from productlens.integrations import dbt
 from productlens.lineage import graph_schema
 from tests.conftest import run_cli
@@ -285,6 +286,33 @@ def test_incremental_models_refresh_only_their_window(built: Built) -> None:
     )
     assert differences(_rows(built.ours, "marts", "event_counts_daily"), after_counts) == []
 
+    # The post-hook left the table as it was (one row group: its spread is 1), sorted only
+    # in stretches; with the limit at 0 the next run writes it whole in order, every row
+    # kept.
+    model = built.graph["fct_events"]
+    theirs = DuckDBEngine(warehouse, read_only=True, search_path=built.search_path)
+    try:
+        assert not _is_sorted(_keys_in_stored_order(theirs, model))
+    finally:
+        theirs.close()
+    run_dbt(
+        built.export.root,
+        "run",
+        "--select",
+        "fct_events",
+        "--vars",
+        json.dumps({dbt.RESORT_VAR: 0}),
+        warehouse=warehouse,
+        search_path=built.search_path,
+    )
+    theirs = DuckDBEngine(warehouse, read_only=True, search_path=built.search_path)
+    try:
+        assert _is_sorted(_keys_in_stored_order(theirs, model))
+        resorted = theirs.fetch_arrow(exp.select("*").from_(events))
+    finally:
+        theirs.close()
+    assert differences(after, resorted) == []
+
 
 # --- PostgreSQL target -------------------------------------------------------------------
 
@@ -530,3 +558,39 @@ def test_accepted_numbers_are_compared_unquoted(tmp_path: Path) -> None:
             }
         ],
     }
+
+
+# (sorted_by columns, target) -> whether the model gets the re-sort post-hook and the
+# project its macro; None: the export is refused.
+RESORT_CASES = [
+    (["kind", "id"], "duckdb", True),
+    (["kind", "id"], "postgres", False),
+    (["Kind"], "duckdb", None),  # a name the hook's Jinja string would have to escape
+]
+
+
+@pytest.mark.parametrize(("order", "target", "hooked"), RESORT_CASES)
+def test_the_resort_hook_goes_where_row_order_is_kept(
+    tmp_path: Path, order: list[str], target: dbt.Target, hooked: bool | None
+) -> None:
+    columns = ", ".join(f'"{c}"' for c in order)
+    graph = _one_model_graph(
+        tmp_path / "p",
+        "daily_n",
+        f"select 1 as {columns.split(',')[0]}, 2 as id, current_date as event_date\n",
+        "models:\n  - name: daily_n\n    grain: one row per day\n"
+        "    incremental: {date_column: event_date, lookback_days: 2}\n"
+        f"    sorted_by: [{columns}]\n",
+    )
+    out = tmp_path / "dbt"
+    if hooked is None:
+        with pytest.raises(ModelError, match="plain lowercase"):
+            dbt.export_dbt(graph, out, target=target, schema=graph_schema(graph))
+        assert not out.exists()
+        return
+    dbt.export_dbt(graph, out, target=target, schema=graph_schema(graph))
+    model = (out / "models" / "marts" / "daily_n.sql").read_text()
+    hook = "post_hook=after_commit('{{ productlens_resort(this, [" + columns + "]) }}')"
+    assert (hook in model) is hooked
+    assert (out / "macros" / "productlens_resort.sql").exists() is hooked
+    assert ("ORDER BY " + columns) in model if hooked else "ORDER BY" not in model.upper()

@@ -679,23 +679,33 @@ select
 """
 
 
+def spread_query(source: exp.Expr, column: exp.Expr) -> exp.Query:
+    """The query `layout_spread` runs: the row groups' admitted values of `column` (an
+    identifier) in `source` (a table), and their number were the rows sorted."""
+
+    def named(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Table) and node.name == "sorted_table" and not node.db:
+            return source.copy()
+        if isinstance(node, exp.Identifier) and node.this == "sort_key":
+            return column.copy()
+        return node
+
+    query = exp.replace_placeholders(
+        sqlglot.parse_one(_SPREAD, read="duckdb").transform(named),
+        row_group_rows=exp.Literal.number(ROW_GROUP_ROWS),
+    )
+    assert isinstance(query, exp.Query)
+    return query
+
+
 def layout_spread(engine: Engine, schema: str, name: str, column: str) -> float:
     """How many times the row groups it would read in sorted order a filter on one value of
     `column` (a table's leading sort key) reads in the table as stored, on average over the
     column's values, by the row groups' minimum and maximum (DuckDB's zone maps): 1.0 for
     a table sorted by the column, more as unsorted stretches are appended. A DuckDB query
     (`rowid`): only for engines that keep row order."""
-
-    def named(node: exp.Expr) -> exp.Expr:
-        if isinstance(node, exp.Table) and node.name == "sorted_table" and not node.db:
-            return exp.table_(name, db=schema, quoted=True)
-        if isinstance(node, exp.Identifier) and node.this == "sort_key":
-            return exp.to_identifier(column, quoted=True)
-        return node
-
-    query = exp.replace_placeholders(
-        sqlglot.parse_one(_SPREAD, read="duckdb").transform(named),
-        row_group_rows=exp.Literal.number(ROW_GROUP_ROWS),
+    query = spread_query(
+        exp.table_(name, db=schema, quoted=True), exp.to_identifier(column, quoted=True)
     )
     admitted, ideal = engine.fetch_all(query)[0]
     return float(admitted) / float(ideal) if ideal and ideal > 0 else 1.0
