@@ -31,6 +31,7 @@ from productlens.checks import compile_tests
 from productlens.cli import main
 from productlens.config import load_project
 from productlens.engines import DuckDBEngine
+from productlens.errors import ModelError
 from productlens.integrations import dbt
 from productlens.lineage import graph_schema
 from tests.conftest import run_cli
@@ -97,8 +98,15 @@ def built(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert fitted  # customer_value
     for layer in modeling.MODEL_LAYERS:
         copy.execute(
-            exp.Drop(kind="SCHEMA", exists=True, cascade=True, this=exp.to_identifier(layer))
+            exp.Drop(
+                kind="SCHEMA",
+                exists=True,
+                cascade=True,
+                tables=[exp.Table(db=exp.to_identifier(layer))],
+            )
         )
+    # The layers really went: dbt builds every model from nothing.
+    assert set(copy.list_tables("core")) == set()
     for name, (layer, rows) in fitted.items():
         copy.ensure_schema(layer)
         with copy.temp_table("fitted_rows", rows) as source:
@@ -131,6 +139,39 @@ def test_dbt_builds_every_table_as_productlens_does(built: Built) -> None:
         theirs.close()
     assert len(problems) == len(built.graph) >= 30
     assert {table: p for table, p in problems.items() if p} == {}
+
+
+def _keys_in_stored_order(
+    engine: DuckDBEngine, model: modeling.Model, where: exp.Expr | None = None
+) -> pa.Table:
+    """The model's `sorted_by` columns of its table's rows, in the order they are stored."""
+    assert model.spec is not None
+    query = (
+        exp.select(*(exp.column(c, quoted=True) for c in model.spec.sorted_by))
+        .from_(exp.table_(model.name, db=model.layer, quoted=True))
+        .order_by("rowid")
+    )
+    return engine.fetch_arrow(query if where is None else query.where(where))
+
+
+def _is_sorted(keys: pa.Table) -> bool:
+    """Rows in ascending order of their columns, nulls last (DuckDB's ORDER BY)."""
+    in_order = keys.sort_by([(column, "ascending") for column in keys.column_names])
+    return keys.num_rows > 0 and keys.equals(in_order)
+
+
+def test_dbt_stores_a_sorted_by_model_in_its_order(built: Built) -> None:
+    """dbt builds a `sorted_by` model's DuckDB table in that order, as productlens does
+    (the funnels' zone-map skipping depends on it); the rows are the same either way."""
+    models = [m for m in built.graph if m.spec and m.spec.sorted_by]
+    assert "fct_events" in {m.name for m in models}
+    theirs = DuckDBEngine(built.theirs, read_only=True, search_path=built.search_path)
+    try:
+        for model in models:
+            assert _is_sorted(_keys_in_stored_order(theirs, model)), model.table
+            assert _is_sorted(_keys_in_stored_order(built.ours, model)), model.table
+    finally:
+        theirs.close()
 
 
 def test_dbt_runs_every_declared_test_and_they_pass(built: Built) -> None:
@@ -224,6 +265,14 @@ def test_incremental_models_refresh_only_their_window(built: Built) -> None:
     finally:
         theirs.close()
     ours = built.ours.fetch_arrow(exp.select("*").from_(events))
+    # The run inserted its window (from the latest date left, the 3rd last, less the
+    # lookback of 7) in the events' sorted_by order.
+    window = exp.column("event_date") >= day(last - timedelta(days=3 + 7))
+    theirs = DuckDBEngine(warehouse, read_only=True, search_path=built.search_path)
+    try:
+        assert _is_sorted(_keys_in_stored_order(theirs, built.graph["fct_events"], window))
+    finally:
+        theirs.close()
     first_day = pa.scalar(first, pa.date32())
     kept = after.filter(pc.equal(after["event_date"], first_day))
     assert kept.num_rows == ours.filter(pc.equal(ours["event_date"], first_day)).num_rows > 0
@@ -236,6 +285,33 @@ def test_incremental_models_refresh_only_their_window(built: Built) -> None:
         == []
     )
     assert differences(_rows(built.ours, "marts", "event_counts_daily"), after_counts) == []
+
+    # The post-hook left the table as it was (one row group: its spread is 1), sorted only
+    # in stretches; with the limit at 0 the next run writes it whole in order, every row
+    # kept.
+    model = built.graph["fct_events"]
+    theirs = DuckDBEngine(warehouse, read_only=True, search_path=built.search_path)
+    try:
+        assert not _is_sorted(_keys_in_stored_order(theirs, model))
+    finally:
+        theirs.close()
+    run_dbt(
+        built.export.root,
+        "run",
+        "--select",
+        "fct_events",
+        "--vars",
+        json.dumps({dbt.RESORT_VAR: 0}),
+        warehouse=warehouse,
+        search_path=built.search_path,
+    )
+    theirs = DuckDBEngine(warehouse, read_only=True, search_path=built.search_path)
+    try:
+        assert _is_sorted(_keys_in_stored_order(theirs, model))
+        resorted = theirs.fetch_arrow(exp.select("*").from_(events))
+    finally:
+        theirs.close()
+    assert differences(after, resorted) == []
 
 
 # --- PostgreSQL target -------------------------------------------------------------------
@@ -274,6 +350,9 @@ def test_postgres_target_sql_parses_as_postgresql(built: Built, tmp_path: Path) 
             assert read - {"core.this_model"} == set(model.upstreams), relative
             assert "staging." not in text
             assert "raw." not in text.replace("source('raw'", "")
+    # PostgreSQL keeps no row order: the events model has no ORDER BY there.
+    events = (export.root / "models" / "core" / "fct_events.sql").read_text()
+    assert "ORDER BY" not in events.upper()
     # PostgreSQL's spelling where DuckDB's differs: `isodow(d)` is extract(isodow from d).
     dim_date = (export.root / "models" / "core" / "dim_date.sql").read_text()
     assert "EXTRACT(ISODOW FROM" in dim_date
@@ -479,3 +558,39 @@ def test_accepted_numbers_are_compared_unquoted(tmp_path: Path) -> None:
             }
         ],
     }
+
+
+# (sorted_by columns, target) -> whether the model gets the re-sort post-hook and the
+# project its macro; None: the export is refused.
+RESORT_CASES = [
+    (["kind", "id"], "duckdb", True),
+    (["kind", "id"], "postgres", False),
+    (["Kind"], "duckdb", None),  # a name the hook's Jinja string would have to escape
+]
+
+
+@pytest.mark.parametrize(("order", "target", "hooked"), RESORT_CASES)
+def test_the_resort_hook_goes_where_row_order_is_kept(
+    tmp_path: Path, order: list[str], target: dbt.Target, hooked: bool | None
+) -> None:
+    columns = ", ".join(f'"{c}"' for c in order)
+    graph = _one_model_graph(
+        tmp_path / "p",
+        "daily_n",
+        f"select 1 as {columns.split(',')[0]}, 2 as id, current_date as event_date\n",
+        "models:\n  - name: daily_n\n    grain: one row per day\n"
+        "    incremental: {date_column: event_date, lookback_days: 2}\n"
+        f"    sorted_by: [{columns}]\n",
+    )
+    out = tmp_path / "dbt"
+    if hooked is None:
+        with pytest.raises(ModelError, match="plain lowercase"):
+            dbt.export_dbt(graph, out, target=target, schema=graph_schema(graph))
+        assert not out.exists()
+        return
+    dbt.export_dbt(graph, out, target=target, schema=graph_schema(graph))
+    model = (out / "models" / "marts" / "daily_n.sql").read_text()
+    hook = "post_hook=after_commit('{{ productlens_resort(this, [" + columns + "]) }}')"
+    assert (hook in model) is hooked
+    assert (out / "macros" / "productlens_resort.sql").exists() is hooked
+    assert ("ORDER BY " + columns) in model if hooked else "ORDER BY" not in model.upper()

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from productlens import checks, modeling
@@ -263,30 +264,109 @@ def test_a_run_log_table_of_an_earlier_version_keeps_its_history(source: DuckDBE
     assert rows == [("old", "core.x", 5, "success"), (log.run_id, "core.y", 7, "success")]
 
 
-def test_a_model_is_stored_in_its_sorted_by_order(engine: DuckDBEngine, tmp_path: Path) -> None:
-    # Rows arrive in descending id order; the model stores them ascending by (kind, id),
-    # on a full build and on an incremental rewrite of its last days alike.
+# A sorted_by model of 400,000 rows (four of DuckDB's row groups), 20 days, 3 kinds;
+# rows arrive in descending id order.
+SORTED_MODEL = {
+    "core/fct_a.sql": "select id, kind, day from raw.a",
+    "core/_core.yml": "models:\n  - name: fct_a\n    grain: one row per id\n"
+    "    incremental: {date_column: day, lookback_days: 0}\n"
+    "    sorted_by: [kind, id]\n",
+}
+SORTED_ROWS = 400_000
+
+
+@pytest.fixture
+def sorted_model(engine: DuckDBEngine, tmp_path: Path) -> modeling.Model:
     engine.execute(
         q(
-            "CREATE TABLE raw.a AS SELECT 5000 - i AS id, i % 3 AS kind, "
-            "DATE '2024-01-01' + CAST(i % 20 AS INT) AS day FROM range(5000) t(i)"
+            f"CREATE TABLE raw.a AS SELECT {SORTED_ROWS} - i AS id, i % 3 AS kind, "
+            f"DATE '2024-01-01' + CAST(i % 20 AS INT) AS day FROM range({SORTED_ROWS}) t(i)"
         )
     )
-    files = {
-        "core/fct_a.sql": "select id, kind, day from raw.a",
-        "core/_core.yml": "models:\n  - name: fct_a\n    grain: one row per id\n"
-        "    incremental: {date_column: day, lookback_days: 0}\n"
-        "    sorted_by: [kind, id]\n",
-    }
-    graph = graph_for(write_models(tmp_path, files))
-    stored_order = "SELECT kind, id FROM core.fct_a ORDER BY rowid"
-    expected = sorted(engine.fetch_all(q("SELECT kind, id FROM raw.a")))
+    graph = graph_for(write_models(tmp_path, SORTED_MODEL))
     assert modeling.build(engine, graph, RunLog(engine)).ok
-    assert engine.fetch_all(q(stored_order)) == expected
-    modeling.refresh_since(engine, graph["fct_a"], since=date(2024, 1, 15))
-    rows = engine.fetch_all(q(stored_order))
-    assert sorted(rows) == expected
-    recent = engine.fetch_all(
-        q("SELECT kind, id FROM core.fct_a WHERE day >= DATE '2024-01-15' ORDER BY rowid")
+    return graph["fct_a"]
+
+
+STORED_ORDER = "SELECT kind, id, day FROM core.fct_a ORDER BY rowid"
+SORTED_SOURCE = "SELECT kind, id, day FROM raw.a ORDER BY kind, id"
+
+
+def test_a_model_is_stored_in_its_sorted_by_order(
+    engine: DuckDBEngine, sorted_model: modeling.Model
+) -> None:
+    assert engine.fetch_arrow(q(STORED_ORDER)).equals(engine.fetch_arrow(q(SORTED_SOURCE)))
+    assert modeling.layout_spread(engine, "core", "fct_a", "kind") == 1.0
+
+
+def test_an_incremental_rewrite_past_the_spread_limit_writes_the_table_in_order(
+    engine: DuckDBEngine, sorted_model: modeling.Model
+) -> None:
+    """Rewriting the last 10 of 20 days appends half the rows sorted among themselves:
+    row groups admitting every kind, past the limit; the table is then written in order
+    again, every row kept."""
+    rows = modeling.refresh_since(engine, sorted_model, since=date(2024, 1, 11))
+    assert rows == SORTED_ROWS
+    assert engine.fetch_arrow(q(STORED_ORDER)).equals(engine.fetch_arrow(q(SORTED_SOURCE)))
+    assert modeling.layout_spread(engine, "core", "fct_a", "kind") == 1.0
+
+
+def test_an_incremental_rewrite_within_the_spread_limit_appends_in_order(
+    engine: DuckDBEngine, sorted_model: modeling.Model
+) -> None:
+    """Rewriting the last day only (a twentieth of the rows) stays within the limit: the
+    day is appended in order among itself and the table is not rewritten."""
+    assert modeling.refresh_since(engine, sorted_model, since=date(2024, 1, 20)) == SORTED_ROWS
+    stored = engine.fetch_arrow(q(STORED_ORDER))
+    expected = engine.fetch_arrow(q(SORTED_SOURCE))
+    assert not stored.equals(expected)
+    assert stored.sort_by([("kind", "ascending"), ("id", "ascending")]).equals(expected)
+    recent = engine.fetch_arrow(
+        q("SELECT kind, id, day FROM core.fct_a WHERE day = DATE '2024-01-20' ORDER BY rowid")
     )
-    assert recent == sorted(recent)
+    assert recent.equals(recent.sort_by([("kind", "ascending"), ("id", "ascending")]))
+    spread = modeling.layout_spread(engine, "core", "fct_a", "kind")
+    assert 1.0 < spread <= modeling.RESORT_ABOVE
+
+
+def _spread_by_hand(rowid: np.ndarray, key: np.ndarray, group: int) -> float:
+    """layout_spread's measure from each row's rowid and key (NaN: null), block by block:
+    per row group, the distinct keys between its minimum and maximum, summed, over the
+    distinct keys plus one per row group boundary of the rows sorted."""
+    keys = np.unique(key[~np.isnan(key)])
+    admitted = 0
+    for block in np.unique(rowid // group):
+        present = key[(rowid // group == block) & ~np.isnan(key)]
+        if present.size:
+            admitted += int(((keys >= present.min()) & (keys <= present.max())).sum())
+    ideal = keys.size + -(-rowid.size // group) - 1
+    return admitted / ideal
+
+
+def test_layout_spread_matches_a_count_by_hand(engine: DuckDBEngine) -> None:
+    """Sorted, appended in sorted stretches, shuffled, with nulls and deleted rows: the
+    measure equals the count done by hand from each row's rowid."""
+    engine.execute(q("CREATE SCHEMA IF NOT EXISTS core"))
+    engine.execute(
+        q(
+            "CREATE TABLE core.t AS SELECT CASE WHEN i % 97 = 0 THEN NULL ELSE i % 7 END AS k "
+            "FROM range(300000) t(i) ORDER BY k"
+        )
+    )
+    cases = [
+        "CHECKPOINT",  # sorted
+        "INSERT INTO core.t SELECT i % 7 FROM range(150000) t(i) ORDER BY 1",  # a stretch
+        "DELETE FROM core.t WHERE k = 3",
+        "INSERT INTO core.t SELECT (i * 5) % 11 FROM range(200000) t(i)",  # unsorted
+    ]
+    spreads = []
+    for statement in cases:
+        engine.execute(q(statement))
+        rows = engine.fetch_arrow(q("SELECT rowid, CAST(k AS DOUBLE) AS k FROM core.t"))
+        rowid = rows["rowid"].to_numpy()
+        key = rows["k"].to_numpy(zero_copy_only=False)
+        spread = modeling.layout_spread(engine, "core", "t", "k")
+        assert spread == pytest.approx(_spread_by_hand(rowid, key, modeling.ROW_GROUP_ROWS))
+        spreads.append(spread)
+    assert spreads[0] == 1.0
+    assert 1.0 < spreads[1] < spreads[3]

@@ -28,7 +28,7 @@ import graphlib
 import importlib.resources
 import importlib.util
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cached_property
@@ -517,17 +517,29 @@ def materialize(engine: Engine, model: Model) -> int | None:
 KEEPS_ROW_ORDER: dict[str, bool] = {"duckdb": True, "postgres": False, "spark": False}
 
 
+def stored_order(model: Model, dialect: str) -> list[str]:
+    """The columns a model's table is stored in order of on the dialect: its `sorted_by`
+    where the dialect keeps row order, else none."""
+    order = model.spec.sorted_by if model.spec else []
+    return list(order) if KEEPS_ROW_ORDER.get(dialect, False) else []
+
+
+def in_order(query: exp.Query, order: Sequence[str]) -> exp.Query:
+    """`query` as a select of all its rows sorted by the `order` columns (as it is when
+    `order` is empty)."""
+    if not order:
+        return query
+    return (
+        exp.select("*")
+        .from_(query.subquery("stored"))
+        .order_by(*(exp.column(name, quoted=True) for name in order))
+    )
+
+
 def stored(engine: Engine, model: Model) -> exp.Query:
     """The model's query as its table is written: in its `sorted_by` order where the
     engine keeps it, else as it is."""
-    order = model.spec.sorted_by if model.spec else []
-    if not order or not KEEPS_ROW_ORDER.get(engine.dialect, False):
-        return model.expression
-    return (
-        exp.select("*")
-        .from_(model.expression.subquery("stored"))
-        .order_by(*(exp.column(name, quoted=True) for name in order))
-    )
+    return in_order(model.expression, stored_order(model, engine.dialect))
 
 
 # Arrow type -> the SQL type a fitted model's column is known by (lineage, dbt, transpiling).
@@ -615,15 +627,105 @@ def check_fitted(model: Model, result: object) -> None:
 def refresh_since(engine: Engine, model: Model, since: date) -> int:
     """Rewrite an incremental model's rows from `since` minus its lookback, atomically;
     returns the table's row count. The model's query still reads all its upstream data,
-    so windowed measures come out exactly as in a full rebuild."""
+    so windowed measures come out exactly as in a full rebuild. A `sorted_by` table (on an
+    engine keeping row order) whose layout the appended window spread past `RESORT_ABOVE`
+    is then written whole in order again (`resort`)."""
     spec = model.spec.incremental if model.spec else None
     if spec is None:
         raise ModelError(
             "not an incremental model (declare incremental: in its YAML)", model=model.name
         )
     start = since - timedelta(days=spec.lookback_days)
-    return engine.overwrite_range(
+    rows = engine.overwrite_range(
         model.layer, model.name, spec.date_column, start, stored(engine, model)
+    )
+    order = stored_order(model, engine.dialect)
+    if order and layout_spread(engine, model.layer, model.name, order[0]) > RESORT_ABOVE:
+        rows = resort(engine, model, order)
+    return rows
+
+
+# An incremental rewrite appends its window sorted among itself, after the rows it kept:
+# each run adds a stretch of row groups spanning every value of the leading sort key,
+# which a filter on one value can no longer skip. Once a filter on the leading key would
+# read this many times the row groups it reads in a sorted table, the whole table is
+# written in order again. Measured at 10M events (fct_events, daily runs, 7-day
+# lookback, CPU seconds): the incremental step 3.5, measuring the spread 0.2, rewriting
+# the table in order 9.3 (always rewriting would make each step ~3.7 times dearer); the
+# spread passes 1.5 every three to five daily runs. After 15 runs unsorted (spread 2.0)
+# the funnel took 15% more CPU and a one-event-type count 2.5 times as much.
+RESORT_ABOVE = 1.5
+ROW_GROUP_ROWS = 122_880  # DuckDB's row group: the block its zone maps skip
+
+# Per row group (by DuckDB's rowid: rows stored in one group are numbered together), the
+# leading key's range; the key's distinct values ranked. A row group admits every value
+# between its minimum and maximum; summed over the row groups, over what the rows sorted
+# would give (each value once, plus one per boundary between row groups).
+_SPREAD = """
+with blocks as (
+    select min(sort_key) as lo, max(sort_key) as hi, count(*) as n_rows
+    from sorted_table
+    group by rowid // :row_group_rows
+),
+key_ranks as (
+    select sort_key, dense_rank() over (order by sort_key) as key_rank
+    from (select distinct sort_key from sorted_table where sort_key is not null) as keys
+)
+select
+    (
+        select coalesce(sum(high.key_rank - low.key_rank + 1), 0)
+        from blocks
+        inner join key_ranks as low on blocks.lo = low.sort_key
+        inner join key_ranks as high on blocks.hi = high.sort_key
+    ) as admitted,
+    (select count(*) from key_ranks)
+    + ceil((select sum(n_rows) from blocks) / :row_group_rows) - 1 as ideal
+"""
+
+
+def spread_query(source: exp.Expr, column: exp.Expr) -> exp.Query:
+    """The query `layout_spread` runs: the row groups' admitted values of `column` (an
+    identifier) in `source` (a table), and their number were the rows sorted."""
+
+    def named(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Table) and node.name == "sorted_table" and not node.db:
+            return source.copy()
+        if isinstance(node, exp.Identifier) and node.this == "sort_key":
+            return column.copy()
+        return node
+
+    query = exp.replace_placeholders(
+        sqlglot.parse_one(_SPREAD, read="duckdb").transform(named),
+        row_group_rows=exp.Literal.number(ROW_GROUP_ROWS),
+    )
+    assert isinstance(query, exp.Query)
+    return query
+
+
+def layout_spread(engine: Engine, schema: str, name: str, column: str) -> float:
+    """How many times the row groups it would read in sorted order a filter on one value of
+    `column` (a table's leading sort key) reads in the table as stored, on average over the
+    column's values, by the row groups' minimum and maximum (DuckDB's zone maps): 1.0 for
+    a table sorted by the column, more as unsorted stretches are appended. A DuckDB query
+    (`rowid`): only for engines that keep row order."""
+    query = spread_query(
+        exp.table_(name, db=schema, quoted=True), exp.to_identifier(column, quoted=True)
+    )
+    admitted, ideal = engine.fetch_all(query)[0]
+    return float(admitted) / float(ideal) if ideal and ideal > 0 else 1.0
+
+
+def resort(engine: Engine, model: Model, order: Sequence[str]) -> int:
+    """Write a model's table again in `order`, every row as it is (one statement reading
+    the table whole), swapped in atomically: a failed rewrite leaves the table as it was.
+    Returns the table's row count."""
+    incremental = model.spec.incremental if model.spec else None
+    source = exp.select("*").from_(exp.table_(model.name, db=model.layer, quoted=True))
+    return engine.replace_table(
+        model.layer,
+        model.name,
+        in_order(source, order),
+        partition_by=incremental.date_column if incremental else None,
     )
 
 

@@ -26,6 +26,14 @@ An incremental model becomes a dbt incremental model with the `delete+insert` st
 keyed on its date column: a run rebuilds the rows from the latest date in the table less
 the lookback, and replaces those dates. Unlike `productlens build --since`, a date in that
 window for which the new query returns no row at all keeps its old rows.
+
+A model declaring `sorted_by` ends with that ORDER BY on the DuckDB target, so that its table
+is stored in that order as productlens stores it (dbt-duckdb keeps insertion order; its own
+`sorted_by` config applies to DuckLake tables only). An incremental run inserts its window
+in order among itself; its post-hook (`macros/productlens_resort.sql`) then measures the
+table's layout as `productlens build --since` does (`modeling.layout_spread`) and, past the
+same limit (the dbt var `productlens_resort_above`), writes the whole table in order again.
+The PostgreSQL target keeps no row order and gets neither.
 """
 
 from __future__ import annotations
@@ -43,7 +51,17 @@ from sqlglot import exp
 from productlens.checks import DataTest, compile_tests
 from productlens.dialects import Schema, transpile
 from productlens.errors import ConfigError, ModelError
-from productlens.modeling import MODEL_LAYERS, MODEL_NAME, SOURCE_SCHEMAS, Model, ModelGraph
+from productlens.modeling import (
+    MODEL_LAYERS,
+    MODEL_NAME,
+    RESORT_ABOVE,
+    SOURCE_SCHEMAS,
+    Model,
+    ModelGraph,
+    in_order,
+    spread_query,
+    stored_order,
+)
 
 Target = Literal["duckdb", "postgres"]
 TARGETS: tuple[Target, ...] = ("duckdb", "postgres")
@@ -89,6 +107,32 @@ WRITTEN_FOLDERS = ("models", "tests", "macros")
 
 # Jinja's delimiters: a string literal holding one is wrapped in {% raw %}.
 JINJA_MARKS = ("{{", "{%", "{#")
+
+# The post-hook of an incremental sorted_by model on DuckDB: the table written in order
+# again once its layout spread passes the limit (`modeling.refresh_since`'s rule). Its
+# query is `modeling.spread_query`, rendered below with the relation and key as Jinja.
+RESORT_VAR = "productlens_resort_above"
+RESORT_MACRO = """\
+{%- macro productlens_resort(relation, columns) -%}
+{#- The table written in order again when a filter on its leading column reads more than
+    var('RESORT_VAR') times the row groups of the table sorted (productlens's rule). -#}
+{%- if execute -%}
+  {%- set quoted = [] -%}
+  {%- for column in columns -%}{%- do quoted.append(adapter.quote(column)) -%}{%- endfor -%}
+  {%- set key = quoted[0] -%}
+  {%- set spread_sql -%}
+SPREAD_SQL
+  {%- endset -%}
+  {%- set spread = run_query(spread_sql).rows[0] -%}
+  {%- set admitted = spread[0] | float -%}
+  {%- set ideal = spread[1] | float -%}
+  {%- if ideal > 0 and admitted / ideal > var('RESORT_VAR', RESORT_ABOVE) -%}
+create or replace table {{ relation }} as
+select * from {{ relation }} order by {{ quoted | join(', ') }}
+  {%- endif -%}
+{%- endif -%}
+{%- endmacro %}
+"""
 
 
 @dataclass
@@ -161,6 +205,9 @@ def export_dbt(
             files[path] = render_model(model, graph, target, schema)
             result.models.append(str(path))
         files[Path("models") / layer / "schema.yml"] = _yaml(_schema_yaml(in_layer, generic))
+
+    if target in RESORT_TARGETS and any(_resorted(model, target) for model in graph):
+        files[Path("macros") / "productlens_resort.sql"] = resort_macro()
 
     names = Counter[str]()
     for test in singular:
@@ -256,8 +303,14 @@ def render_model(model: Model, graph: ModelGraph, target: Target, schema: Schema
     """One model's dbt SQL file: its config, then its query for the target."""
     query = jinja_references(transpile(model.expression, target, schema), graph)
     incremental = model.spec.incremental if model.spec else None
+    # A `sorted_by` model is written in that order where the target keeps row order, as
+    # productlens writes it (dbt-duckdb's own `sorted_by` config is for DuckLake tables
+    # only; a native DuckDB table keeps the order its rows were inserted in).
+    order = stored_order(model, target)
     if incremental is None:
         materialized = model.spec.materialized if model.spec else "table"
+        if materialized == "table":
+            query = in_order(query, order)
         return f"{{{{ config(materialized='{materialized}') }}}}\n\n{_sql(query, target)}\n"
     date_column = exp.column(incremental.date_column, quoted=True)
     wrapped = exp.select("*").from_(query.subquery("model"))
@@ -271,15 +324,60 @@ def render_model(model: Model, graph: ModelGraph, target: Target, schema: Schema
         )
     ).from_(this)
     window = exp.GTE(this=date_column.copy(), expression=start.subquery())
+    hook = ""
+    if _resorted(model, target):
+        names = ", ".join(f'"{column}"' for column in order)
+        # After the commit: inside the run's transaction, the rows it inserted carry DuckDB's
+        # transaction-local row ids, not their place in the table.
+        hook = f", post_hook=after_commit('{{{{ productlens_resort(this, [{names}]) }}}}')"
     config = (
         "{{ config(materialized='incremental', incremental_strategy='delete+insert', "
-        f"unique_key='{incremental.date_column}', on_schema_change='fail') }}}}"
+        f"unique_key='{incremental.date_column}', on_schema_change='fail'{hook}) }}}}"
     )
+    # The ORDER BY comes after the incremental filter: both the first build and each
+    # incremental run insert their rows in order.
+    order_by = exp.Order(expressions=[exp.Ordered(this=exp.column(c, quoted=True)) for c in order])
     return (
         f"{config}\n\n{_sql(wrapped, target)}\n"
         "{% if is_incremental() %}\n"
         f"WHERE {window.sql(dialect=target)}\n"
-        "{% endif %}\n"
+        "{% endif %}\n" + (f"{order_by.sql(dialect=target).strip()}\n" if order else "")
+    )
+
+
+# Targets whose incremental sorted_by models get the re-sort post-hook (DuckDB's rowid and
+# zone maps).
+RESORT_TARGETS: tuple[Target, ...] = ("duckdb",)
+
+
+def _resorted(model: Model, target: Target) -> bool:
+    """Whether the model's export re-sorts its table after an incremental run: an
+    incremental sorted_by model on a target that keeps row order. Its sort columns go into
+    a Jinja string of the hook as they are: only plain lowercase names are taken."""
+    order = stored_order(model, target)
+    if target not in RESORT_TARGETS or not order or model.spec is None:
+        return False
+    if model.spec.incremental is None:
+        return False
+    plain = [column for column in order if MODEL_NAME.fullmatch(column)]
+    if plain != order:
+        raise ModelError(
+            f"sorted_by {order}: the dbt export re-sorts by plain lowercase column names "
+            "only (letters, digits, underscores)",
+            model=model.name,
+            file=model.path,
+        )
+    return True
+
+
+def resort_macro() -> str:
+    """macros/productlens_resort.sql: the re-sort post-hook, its spread query rendered
+    with the relation and the quoted key as Jinja."""
+    query = spread_query(exp.Table(this=exp.Var(this="{{ relation }}")), exp.Var(this="{{ key }}"))
+    return (
+        RESORT_MACRO.replace("SPREAD_SQL", query.sql(dialect="duckdb", pretty=True))
+        .replace("RESORT_VAR", RESORT_VAR)
+        .replace("RESORT_ABOVE", repr(RESORT_ABOVE))
     )
 
 
