@@ -270,7 +270,7 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
             f"i{i} as (select {ulist}, event_ts as ts, count(*) as c from ev "
             f"where event_type = :name{i} group by {ulist}, event_ts)"
         )
-    ctes += _first_step_ctes(spec, width, back) if spec.per else _start_ctes(spec, width, back)
+    ctes += _first_step_ctes(spec, width, back) if spec.per else _start_ctes(spec, width)
     for k in range(2, n):
         used = " + ".join(
             [
@@ -308,16 +308,14 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     return ctes
 
 
-def _start_ctes(spec: FunnelSpec, width: int, back: int) -> list[str]:
+def _start_ctes(spec: FunnelSpec, width: int) -> list[str]:
     """`g1` without periods: per step-1 instant, the attempts starting at the latest
     step-0 event before it in the window (f1 = 1) and at the instant itself (f1 = 0).
 
-    Time is cut into buckets of `width` microseconds, so a window reaches at most `back`
-    buckets before its own. The latest start in p's own bucket comes from an equality join
-    on the bucket (`ja`: each step-0 event meets only the step-1 instants of its bucket).
-    Only the few instants with no earlier start in their own bucket look further back
-    (`lb`): their copies, one per earlier bucket in reach (`pk`), meet those buckets'
-    step-0 events (`jb`).
+    Time is cut into buckets of `width` microseconds. The latest start in p's own bucket
+    comes from an equality join on the bucket (`ja`: each step-0 event meets only the
+    step-1 instants of its bucket). Only the few instants with no earlier start in their own bucket look further back
+    (`lb`), joined to their units' step-0 events by time (`jb`).
     """
     u = list(spec.units)
     ulist = ", ".join(u)
@@ -325,7 +323,6 @@ def _start_ctes(spec: FunnelSpec, width: int, back: int) -> list[str]:
     window = "interval (:window) second"
     kp = ", ".join(f"p.{c}" for c in u)
     su = " and ".join(f"s.{c} = p.{c}" for c in u)
-    offsets = ", ".join(f"({k})" for k in range(1, back + 1))
     return [
         # `c > 0` holds for every row: it tells DuckDB's planner that this side is the
         # smaller one, so the join below hashes the step-1 instants, not the step-0 events.
@@ -336,10 +333,10 @@ def _start_ctes(spec: FunnelSpec, width: int, back: int) -> list[str]:
         f"lb as (select p.* from p1 as p where not exists (select 1 from ja as a where "
         + " and ".join(f"a.{c} = p.{c}" for c in u)
         + " and a.t1 = p.ts and a.below is not null))",
-        f"pk as (select {kp}, p.ts, p.d - o.k as d from lb as p cross join "
-        f"(values {offsets}) as o(k) where p.d - o.k >= {_bucket(f'p.ts - {window}', width)})",
-        f"jb as (select {kp}, p.ts as t1, max(s.t0) as mx from pk as p "
-        f"inner join s0 as s on {su} and s.d = p.d group by {kp}, p.ts)",
+        # Their own bucket holds no start before them, so the latest start before them is
+        # the latest in the window at all.
+        f"jb as (select {kp}, p.ts as t1, max(s.t0) as mx from lb as p inner join s0 as s "
+        f"on {su} and s.t0 < p.ts and s.t0 >= p.ts - {window} group by {kp}, p.ts)",
         # Per start, its earliest step-1 instant: the rows of later instants that found
         # the same start are not attempts (see `_ordered_fast_ctes`).
         f"g1 as (select {ulist}, t0, min(t1) as t1, case when min(t1) = t0 then 0 else 1 end "
@@ -689,10 +686,10 @@ def _pick_ctes(spec: FunnelSpec, *, duckdb: bool = False) -> list[str]:
         # No attempt is spoiled here: each unit's reporting attempt is one aggregate
         # (the furthest, then the earliest there, then the latest start; a unit's
         # attempts have distinct starts) instead of a sort of the attempts.
-        rank = ", ".join(["-reach", f"epoch_us(case reach {tm} end)", "-epoch_us(t0)"])
+        rank = f"{{'a': -reach, 'b': case reach {tm} end, 'c': -epoch_us(t0)}}"
         fields = ", ".join(["m := reach", *(f"t{k} := t{k}" for k in range(n))])
         return [
-            f"chosen as (select {klist}, arg_min(struct_pack({fields}), [{rank}]) as r "
+            f"chosen as (select {klist}, arg_min(struct_pack({fields}), {rank}) as r "
             f"from ax group by {klist})",
             f"units0 as (select {klist}, r.m as m, "
             + ", ".join(f"r.t{k} as t{k}" for k in range(n))
