@@ -286,10 +286,13 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
         group = ", ".join(f"g.{c}" for c in [*keys, "t0", "t1"])
         carry = "".join(f", min(g.{c}) as {c}" for c in carried)
         on = " and ".join(f"x.{c} = g.{c}" for c in u)
+        # An instant holds at least one occurrence: with no earlier step of the same name,
+        # step k may always share step k-1's instant.
+        unused = "" if used == "0" else f" and (x.ts > g.t{k - 1} or x.c > {used})"
         ctes += [
             f"h{k} as (select {group}{carry}, min(x.ts) as t{k} from g{k - 1} as g left join "
-            f"i{ni[k]} as x on {on} and x.ts >= g.t{k - 1} and x.ts <= g.t0 + {window} "
-            f"and (x.ts > g.t{k - 1} or x.c > {used}) group by {group})",
+            f"i{ni[k]} as x on {on} and x.ts >= g.t{k - 1} and x.ts <= g.t0 + {window}"
+            f"{unused} group by {group})",
             f"g{k} as (select *, case when t{k} = t{k - 1} then f{k - 1} else {k} end as f{k} "
             f"from h{k})",
         ]
