@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlglot import exp
 
+from productlens.engines.base import freeze
 from productlens.metrics.funnel_sql import (
     Exclusion,
     FunnelSpec,
@@ -195,7 +196,7 @@ def _duckdb_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
     # DuckDB would copy the funnel's events once for all the parts that read them;
     # scanning the table again is faster. (Spark has no such hint.)
     query.args["with_"].expressions[0].set("materialized", False)
-    return query
+    return freeze(query)
 
 
 def _check_attribution(attribution: str, n_steps: int) -> None:
