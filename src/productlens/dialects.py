@@ -128,6 +128,15 @@ def plain_cte(node: exp.Expr) -> exp.Expr:
     return node
 
 
+def materialized_when_shared(node: exp.Expr) -> exp.Expr:
+    """`AS NOT MATERIALIZED` is a DuckDB choice (its tables' zone maps make scanning again
+    cheaper than a copy); PostgreSQL decides itself, and materializes a CTE read more
+    than once (a heap has no zone maps). Results are the same."""
+    if node.args.get("materialized") is False:
+        node.set("materialized", None)
+    return node
+
+
 def epoch_seconds_spark(node: exp.Expr) -> exp.Expr:
     """`epoch(ts)` keeps microseconds; Spark's unix_timestamp truncates to the second."""
     micros = exp.func("unix_micros", exp.cast(node.this, T.TIMESTAMPLTZ))
@@ -191,6 +200,7 @@ OVERRIDES: dict[str, dict[type[exp.Expr], Rewrite]] = {
         exp.BitwiseRightShift: parenthesized_shift,
         exp.ToDays: days_interval,
         exp.DayOfWeekIso: isodow_postgres,
+        exp.CTE: materialized_when_shared,
     },
     "spark": {
         exp.Div: float_division,

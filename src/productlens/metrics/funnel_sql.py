@@ -142,7 +142,12 @@ def _query(scope: Scope, spec: FunnelSpec, ctes: list[str], last: str) -> exp.Qu
     values["window"] = spec.window_s
     query = exp.replace_placeholders(query, **values)
     assert isinstance(query, exp.Query)
-    return _with_first(query, "ev", _events(scope, spec))
+    query = _with_first(query, "ev", _events(scope, spec))
+    # DuckDB would copy the funnel's events once for all the parts that read them;
+    # scanning the table again is faster (each part reads its event names' row groups).
+    # Other engines choose for themselves (`productlens.dialects`).
+    query.args["with_"].expressions[0].set("materialized", False)
+    return query
 
 
 def _events(scope: Scope, spec: FunnelSpec) -> exp.Select:
@@ -767,19 +772,19 @@ def _bucket_ctes(spec: FunnelSpec) -> list[str]:
         steps = ", ".join(f":name{spec.name_index(s)}" for s in dict.fromkeys(spec.steps))
         valued = f"bv is not null and event_type in ({steps})"
         on_e = " and ".join(f"e.{c} = t.{c}" for c in u)
+        eu = ", ".join("e." + c for c in u)
         return [
             f"touched as (select {ulist}, event_ts, event_id, bv from ev where {valued})",
             f"touch_ts as (select {ulist}, {pick}(event_ts) as event_ts from touched "
             f"group by {ulist})",
-            f"touch_id as (select {', '.join('e.' + c for c in u)}, e.event_ts, "
-            f"{pick}(e.event_id) as event_id from touched as e inner join touch_ts as t on "
-            f"{on_e} and e.event_ts = t.event_ts group by {', '.join('e.' + c for c in u)}, "
-            f"e.event_ts)",
+            # The unit's events at that instant (one pass over the events; few rows).
+            f"tie as (select {eu}, e.event_ts, e.event_id, e.bv from touched as e "
+            f"inner join touch_ts as t on {on_e} and e.event_ts = t.event_ts)",
+            f"touch_id as (select {ulist}, {pick}(event_id) as event_id from tie "
+            f"group by {ulist})",
             # An event id is unique after ingestion; min() keeps one row per unit anyway.
-            f"touch as (select {', '.join('e.' + c for c in u)}, min(e.bv) as bv "
-            f"from touched as e inner join touch_id as t on {on_e} and e.event_ts = t.event_ts "
-            f"and e.event_id = t.event_id "
-            f"group by {', '.join('e.' + c for c in u)})",
+            f"touch as (select {eu}, min(e.bv) as bv from tie as e inner join touch_id as t "
+            f"on {on_e} and e.event_id = t.event_id group by {eu})",
             f"units as (select x.*, coalesce(b.bv, '') as bucket from units0 as x "
             f"left join touch as b on {on})",
         ]
