@@ -6,7 +6,8 @@ per-dialect overrides in `OVERRIDES`: a dispatch table from dialect to expressio
 a rewrite. SQLGlot's generator does the rest when the engine renders the tree for its
 dialect. An override exists only where SQLGlot's own translation is wrong or missing,
 and each one is covered by the portability test (tests/test_portability.py), which runs
-the construct on DuckDB, PostgreSQL and Spark and compares the answers.
+the construct on DuckDB, PostgreSQL and Spark and compares the answers; one more
+(`materialized_when_shared`) keeps a DuckDB planner hint from steering PostgreSQL.
 """
 
 from __future__ import annotations
