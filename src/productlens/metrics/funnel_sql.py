@@ -716,12 +716,18 @@ def _pick_ctes(spec: FunnelSpec, *, duckdb: bool = False) -> list[str]:
         f"picked as (select {klist}, m, {all_t} from ranked where rn = 1 "
         f"union all select {klist}, 0 as m, min(t0) as t0"
         + "".join(f", cast(null as timestamp) as t{k}" for k in range(1, n))
-        + f" from cand where m = 0 group by {klist} "
-        f"union all select {klist}, -1 as m, "
-        + ", ".join(["cast(null as timestamp)"] * n)
-        + " from best as b where not exists (select 1 from cand as c where "
-        + " and ".join(f"c.{k} = b.{k}" for k in keys)
-        + "))",
+        + f" from cand where m = 0 group by {klist}"
+        # Without exclusions no attempt is spoiled: every unit has a candidate.
+        + (
+            f" union all select {klist}, -1 as m, "
+            + ", ".join(["cast(null as timestamp)"] * n)
+            + " from best as b where not exists (select 1 from cand as c where "
+            + " and ".join(f"c.{k} = b.{k}" for k in keys)
+            + ")"
+            if spec.exclusions
+            else ""
+        )
+        + ")",
     ]
     if spec.order == "unordered":
         ctes += _unordered_times(spec)
