@@ -6,7 +6,8 @@ per-dialect overrides in `OVERRIDES`: a dispatch table from dialect to expressio
 a rewrite. SQLGlot's generator does the rest when the engine renders the tree for its
 dialect. An override exists only where SQLGlot's own translation is wrong or missing,
 and each one is covered by the portability test (tests/test_portability.py), which runs
-the construct on DuckDB, PostgreSQL and Spark and compares the answers.
+the construct on DuckDB, PostgreSQL and Spark and compares the answers; one more
+(`materialized_when_shared`) keeps a DuckDB planner hint from steering PostgreSQL.
 """
 
 from __future__ import annotations
@@ -128,6 +129,15 @@ def plain_cte(node: exp.Expr) -> exp.Expr:
     return node
 
 
+def materialized_when_shared(node: exp.Expr) -> exp.Expr:
+    """`AS NOT MATERIALIZED` is a DuckDB choice (its tables' zone maps make scanning again
+    cheaper than a copy); PostgreSQL decides itself, and materializes a CTE read more
+    than once (a heap has no zone maps). Results are the same."""
+    if node.args.get("materialized") is False:
+        node.set("materialized", None)
+    return node
+
+
 def epoch_seconds_spark(node: exp.Expr) -> exp.Expr:
     """`epoch(ts)` keeps microseconds; Spark's unix_timestamp truncates to the second."""
     micros = exp.func("unix_micros", exp.cast(node.this, T.TIMESTAMPLTZ))
@@ -191,6 +201,7 @@ OVERRIDES: dict[str, dict[type[exp.Expr], Rewrite]] = {
         exp.BitwiseRightShift: parenthesized_shift,
         exp.ToDays: days_interval,
         exp.DayOfWeekIso: isodow_postgres,
+        exp.CTE: materialized_when_shared,
     },
     "spark": {
         exp.Div: float_division,

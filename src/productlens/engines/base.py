@@ -12,10 +12,11 @@ catalog never becomes SQL text of its own.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import pyarrow as pa
 from sqlglot import exp
@@ -28,6 +29,7 @@ LAYERS = ("raw", "staging", "core", "marts", "ops")
 SOURCE_DIALECT = "duckdb"
 
 TableKind = Literal["table", "view"]
+E = TypeVar("E", bound=exp.Expr)
 
 
 @runtime_checkable
@@ -132,6 +134,39 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release the connection (and any lock or session)."""
+
+
+# Rendered text of frozen expressions, per dialect, while the expression lives.
+_FROZEN: dict[int, tuple[weakref.ReferenceType[exp.Expr], dict[str, str]]] = {}
+_FROZEN_LOCK = threading.Lock()
+
+
+def freeze(expression: E) -> E:
+    """Promise that `expression` is never changed again, so an engine may render it once
+    and reuse the text (a large query takes SQLGlot milliseconds to render: a cached
+    interactive query pays it on every run otherwise)."""
+    key = id(expression)
+
+    def forget(_: object) -> None:
+        with _FROZEN_LOCK:
+            _FROZEN.pop(key, None)
+
+    with _FROZEN_LOCK:
+        _FROZEN[key] = (weakref.ref(expression, forget), {})
+    return expression
+
+
+def render_frozen(expression: exp.Expr, dialect: str) -> str:
+    """`expression.sql(dialect=dialect)`, kept for an expression `freeze` was given."""
+    with _FROZEN_LOCK:
+        entry = _FROZEN.get(id(expression))
+    if entry is None or entry[0]() is not expression:
+        return expression.sql(dialect=dialect)
+    texts = entry[1]
+    text = texts.get(dialect)
+    if text is None:
+        text = texts[dialect] = expression.sql(dialect=dialect)
+    return text
 
 
 def table(schema: str, name: str) -> exp.Table:

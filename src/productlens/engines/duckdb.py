@@ -15,7 +15,7 @@ import pyarrow as pa
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from productlens.engines.base import TableKind, table
+from productlens.engines.base import TableKind, render_frozen, table
 from productlens.errors import EngineError
 
 # A table is built under this name and renamed into place (a killed build leaves it; the
@@ -149,7 +149,7 @@ class DuckDBEngine:
     # --- statements -------------------------------------------------------------------
 
     def render(self, expression: exp.Expr) -> str:
-        return expression.sql(dialect=self.dialect)
+        return render_frozen(expression, self.dialect)
 
     def execute(self, statement: exp.Expr) -> None:
         self._run(self.render(statement))

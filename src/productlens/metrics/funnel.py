@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlglot import exp
 
+from productlens.engines.base import freeze
 from productlens.metrics.funnel_sql import (
     Exclusion,
     FunnelSpec,
@@ -191,11 +192,7 @@ def _duckdb_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
     text in about 50 ms, a sixth of the whole funnel at 10M events. Shared by every call
     with the same arguments, so nothing may change it (DuckDB's engine only renders it;
     other engines rewrite theirs, and get a query of their own)."""
-    query = funnel_query(scope, spec)
-    # DuckDB would copy the funnel's events once for all the parts that read them;
-    # scanning the table again is faster. (Spark has no such hint.)
-    query.args["with_"].expressions[0].set("materialized", False)
-    return query
+    return freeze(funnel_query(scope, spec, duckdb=True))
 
 
 def _check_attribution(attribution: str, n_steps: int) -> None:

@@ -92,10 +92,12 @@ class FunnelSpec:
         return ("uid",) if self.count_by == "user" and not self.cuts else ("uid", "sid")
 
 
-def funnel_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
+def funnel_query(scope: Scope, spec: FunnelSpec, *, duckdb: bool = False) -> exp.Query:
     """One row per (bucket, period, step): units reaching the step, and the mean and
-    median seconds they took from the previous step."""
-    ctes = [*_attempt_ctes(spec, scope), *_pick_ctes(spec), _final_cte(spec)]
+    median seconds they took from the previous step. `duckdb`: the query runs on DuckDB
+    as it is (some steps then use DuckDB's own functions; otherwise the query is portable
+    and the engine transpiles it)."""
+    ctes = [*_attempt_ctes(spec, scope), *_pick_ctes(spec, duckdb=duckdb), _final_cte(spec)]
     return _query(scope, spec, ctes, "final")
 
 
@@ -140,7 +142,12 @@ def _query(scope: Scope, spec: FunnelSpec, ctes: list[str], last: str) -> exp.Qu
     values["window"] = spec.window_s
     query = exp.replace_placeholders(query, **values)
     assert isinstance(query, exp.Query)
-    return _with_first(query, "ev", _events(scope, spec))
+    query = _with_first(query, "ev", _events(scope, spec))
+    # DuckDB would copy the funnel's events once for all the parts that read them;
+    # scanning the table again is faster (each part reads its event names' row groups).
+    # Other engines choose for themselves (`productlens.dialects`).
+    query.args["with_"].expressions[0].set("materialized", False)
+    return query
 
 
 def _events(scope: Scope, spec: FunnelSpec) -> exp.Select:
@@ -241,17 +248,23 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
 
     Attempts sharing a step-1 instant share the rest of their chain, and the latest start
     among them has the most time left, so it reaches furthest and reports the times. For
-    each step-1 instant those starts are: a step-0 event at the same instant (f1 = 0),
-    and the latest step-0 event after the previous step-1 instant and before this one
-    (f1 = 1), found through time buckets (below) with equality joins only. Later steps
-    are looked up among their own (few) instants."""
+    each step-1 instant p those starts are: a step-0 event at the same instant (f1 = 0),
+    and the latest step-0 event before p inside the window (f1 = 1), found through time
+    buckets (below) with equality joins only. Later steps are looked up among their own
+    (few) instants.
+
+    That latest start may come before the previous step-1 instant p', so its attempt has
+    t1 = p', not p. Telling such rows apart directly would need each unit's step-1
+    instants sorted; instead each start keeps its earliest step-1 instant, which is its
+    attempt's (that attempt's row is always there: no start lies between the start and p,
+    so none between it and p' either)."""
     u = list(spec.units)
     ulist = ", ".join(u)
     n = len(spec.steps)
     ni = [spec.name_index(s) for s in spec.steps]
     window = "interval (:window) second"
     keys = [*u, *(["period"] if spec.per else [])]
-    su = " and ".join(f"s.{c} = p.{c}" for c in u)
+    klist = ", ".join(keys)
     width, back = _buckets(spec.window_s)
     ctes = [
         f"s0 as (select {ulist}, event_ts as t0, {_bucket('event_ts', width)} as d"
@@ -262,63 +275,7 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
             f"i{i} as (select {ulist}, event_ts as ts, count(*) as c from ev "
             f"where event_type = :name{i} group by {ulist}, event_ts)"
         )
-    period = ", s.period" if spec.per else ""
-    # The latest start before each step-1 instant p, without sorting or range-joining the
-    # (many) step-0 events: time is cut into buckets of `width` microseconds, so a window
-    # reaches at most `back` buckets before its own. The latest start in p's own bucket
-    # comes from an equality join on the bucket (`ja`: each step-0 event meets only the
-    # step-1 instants of its bucket); failing that, from the earlier buckets (`pk`: p's
-    # copies, one per earlier bucket in reach; `jb`). Only the latest start before p
-    # matters: if it is not after the previous step-1 instant or not inside the window, no
-    # start is. Without periods few step-1 instants look back (those with no earlier start
-    # in their own bucket), so `jb` joins their copies to the step-0 events themselves;
-    # with periods every instant looks back, and `jb` joins the buckets' maxima (`bm`, one
-    # row per unit, period and bucket) instead, so a copy meets one row, not a bucket's
-    # every event.
-    offsets = ", ".join(f"({k})" for k in range(1, back + 1))
-    kp = ", ".join(f"p.{c}" for c in u)
-    ks = ", ".join([*(f"s.{c}" for c in u), *(["s.period"] if spec.per else [])])
-    earlier, latest = ("bm", "mx") if spec.per else ("s0", "t0")
-    if spec.per:
-        ctes.append(f"bm as (select {ks}, s.d, max(s.t0) as mx from s0 as s group by {ks}, s.d)")
-    ctes += [
-        # `c > 0` holds for every row: it tells DuckDB's planner that this side is the
-        # smaller one, so the join below hashes the step-1 instants, not the step-0 events.
-        f"p1 as (select *, lag(ts) over (partition by {ulist} order by ts) as prev, "
-        f"{_bucket('ts', width)} as d from i{ni[1]} where c > 0)",
-        f"ja as (select {kp}{period}, p.ts as t1, p.prev, "
-        f"max(case when s.t0 < p.ts then s.t0 end) as below, "
-        f"max(case when s.t0 = p.ts then 1 else 0 end) as same from p1 as p "
-        f"inner join s0 as s on {su} and s.d = p.d and s.t0 <= p.ts "
-        f"group by {kp}{period}, p.ts, p.prev)",
-        # Without periods, only the step-1 instants with no earlier start in their own
-        # bucket look further back (with periods, each period's latest start counts).
-        f"pk as (select {kp}, p.ts, p.prev, p.d - o.k as d from p1 as p cross join "
-        f"(values {offsets}) as o(k) where p.d - o.k >= {_bucket(f'p.ts - {window}', width)} "
-        f"and (p.prev is null or p.d - o.k >= {_bucket('p.prev', width)})"
-        + (
-            ""
-            if spec.per
-            else " and not exists (select 1 from ja as a where "
-            + " and ".join(f"a.{c} = p.{c}" for c in u)
-            + " and a.t1 = p.ts and a.below is not null)"
-        )
-        + ")",
-        f"jb as (select {kp}{period}, p.ts as t1, p.prev, max(s.{latest}) as mx from pk as p "
-        f"inner join {earlier} as s on {su} and s.d = p.d group by {kp}{period}, p.ts, p.prev)",
-        f"jl as (select {', '.join(keys)}, t1, prev, coalesce(max(below), max(mx)) as latest, "
-        f"max(same) as same from (select {', '.join(keys)}, t1, prev, below, "
-        f"cast(null as timestamp) as mx, same from ja union all select {', '.join(keys)}, "
-        f"t1, prev, cast(null as timestamp) as below, mx, 0 as same from jb) as x "
-        f"group by {', '.join(keys)}, t1, prev)",
-        f"j1 as (select {', '.join(keys)}, t1, case when latest >= t1 - {window} and "
-        f"(prev is null or latest > prev) then latest end as before, same from jl)",
-    ]
-    ctes += [
-        f"g1 as (select {', '.join(keys)}, before as t0, t1, 1 as f1 from j1 "
-        f"where before is not null union all select {', '.join(keys)}, t1 as t0, t1, 0 as f1 "
-        f"from j1 where same = 1)",
-    ]
+    ctes += _first_step_ctes(spec, width, back) if spec.per else _start_ctes(spec, width)
     for k in range(2, n):
         used = " + ".join(
             [
@@ -328,27 +285,120 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
             ]
             or ["0"]
         )
-        prev_cols = [*keys, "t0", *(f"t{j}" for j in range(1, k)), *(f"f{j}" for j in range(1, k))]
-        gcols = ", ".join(f"g.{c}" for c in prev_cols)
+        # A row of g(k-1) is one attempt: (keys, t0, t1) is unique, the other columns
+        # follow from it (min() carries them through the group).
+        carried = [*(f"t{j}" for j in range(2, k)), *(f"f{j}" for j in range(1, k))]
+        group = ", ".join(f"g.{c}" for c in [*keys, "t0", "t1"])
+        carry = "".join(f", min(g.{c}) as {c}" for c in carried)
         on = " and ".join(f"x.{c} = g.{c}" for c in u)
+        # An instant holds at least one occurrence: with no earlier step of the same name,
+        # step k may always share step k-1's instant.
+        unused = "" if used == "0" else f" and (x.ts > g.t{k - 1} or x.c > {used})"
         ctes += [
-            f"h{k} as (select {gcols}, min(x.ts) as t{k} from g{k - 1} as g left join "
-            f"i{ni[k]} as x on {on} and x.ts >= g.t{k - 1} and x.ts <= g.t0 + {window} "
-            f"and (x.ts > g.t{k - 1} or x.c > {used}) group by {gcols})",
+            f"h{k} as (select {group}{carry}, min(x.ts) as t{k} from g{k - 1} as g left join "
+            f"i{ni[k]} as x on {on} and x.ts >= g.t{k - 1} and x.ts <= g.t0 + {window}"
+            f"{unused} group by {group})",
             f"g{k} as (select *, case when t{k} = t{k - 1} then f{k - 1} else {k} end as f{k} "
             f"from h{k})",
         ]
     times = ", ".join(f"t{k}" for k in range(1, n))
     reach = " ".join(f"when t{k} is not null then {k}" for k in range(n - 1, 0, -1))
     nulls = ", ".join(["cast(null as timestamp)"] * (n - 1))
+    # Units that start the funnel whether or not any attempt goes further.
+    starts = (
+        f"select {klist}, min(t0) as t0, {nulls}, 0 as reach, false as spoiled from s0 "
+        f"group by {klist}"
+    )
     ctes += [
-        f"ax as (select {', '.join(keys)}, t0, {times}, case {reach} else 0 end as reach, "
-        f"false as spoiled from g{n - 1} "
-        # Units that start the funnel whether or not any attempt goes further.
-        f"union all select {', '.join(keys)}, min(t0) as t0, {nulls}, 0 as reach, "
-        f"false as spoiled from s0 group by {', '.join(keys)})",
+        f"ax as (select {klist}, t0, {times}, case {reach} else 0 end as reach, "
+        f"false as spoiled from g{n - 1} union all {starts})",
     ]
     return ctes
+
+
+def _start_ctes(spec: FunnelSpec, width: int) -> list[str]:
+    """`g1` without periods: per step-1 instant, the attempts starting at the latest
+    step-0 event before it in the window (f1 = 1) and at the instant itself (f1 = 0).
+
+    Time is cut into buckets of `width` microseconds. The latest start in p's own bucket
+    comes from an equality join on the bucket (`ja`: each step-0 event meets only the
+    step-1 instants of its bucket). Only the few instants with no earlier start in their own bucket look further back
+    (`lb`), joined to their units' step-0 events by time (`jb`).
+    """
+    u = list(spec.units)
+    ulist = ", ".join(u)
+    ni = [spec.name_index(s) for s in spec.steps]
+    window = "interval (:window) second"
+    kp = ", ".join(f"p.{c}" for c in u)
+    su = " and ".join(f"s.{c} = p.{c}" for c in u)
+    return [
+        # `c > 0` holds for every row: it tells DuckDB's planner that this side is the
+        # smaller one, so the join below hashes the step-1 instants, not the step-0 events.
+        f"p1 as (select {ulist}, ts, {_bucket('ts', width)} as d from i{ni[1]} where c > 0)",
+        f"ja as (select {kp}, p.ts as t1, max(case when s.t0 < p.ts then s.t0 end) as below, "
+        f"max(case when s.t0 = p.ts then 1 else 0 end) as same from p1 as p "
+        f"inner join s0 as s on {su} and s.d = p.d and s.t0 <= p.ts group by {kp}, p.ts)",
+        f"lb as (select p.* from p1 as p where not exists (select 1 from ja as a where "
+        + " and ".join(f"a.{c} = p.{c}" for c in u)
+        + " and a.t1 = p.ts and a.below is not null))",
+        # Their own bucket holds no start before them, so the latest start before them is
+        # the latest in the window at all.
+        f"jb as (select {kp}, p.ts as t1, max(s.t0) as mx from lb as p inner join s0 as s "
+        f"on {su} and s.t0 < p.ts and s.t0 >= p.ts - {window} group by {kp}, p.ts)",
+        # Per start, its earliest step-1 instant: the rows of later instants that found
+        # the same start are not attempts (see `_ordered_fast_ctes`).
+        f"g1 as (select {ulist}, t0, min(t1) as t1, case when min(t1) = t0 then 0 else 1 end "
+        f"as f1 from (select {ulist}, t1, max(t0) as t0 from (select {ulist}, t1, below as "
+        f"t0 from ja union all select {ulist}, t1, mx from jb) as x group by {ulist}, t1 "
+        f"having max(t0) >= t1 - {window} union all select {ulist}, t1 as t0, t1 from ja "
+        f"where same = 1) as y group by {ulist}, t0)",
+    ]
+
+
+def _first_step_ctes(spec: FunnelSpec, width: int, back: int) -> list[str]:
+    """`g1` with periods: per step-1 instant p and period, the attempts starting at the
+    latest step-0 event of the period after the previous step-1 instant and before p in
+    the window (f1 = 1) and at p itself (f1 = 0).
+
+    As in `_start_ctes`, through time buckets; with periods every instant looks back (each
+    period's latest start counts), and `jb` joins the buckets' maxima per period (`bm`,
+    one row per unit, period and bucket), so a copy meets one row, not a bucket's every
+    event."""
+    u = list(spec.units)
+    ulist = ", ".join(u)
+    ni = [spec.name_index(s) for s in spec.steps]
+    window = "interval (:window) second"
+    keys = [*u, "period"]
+    su = " and ".join(f"s.{c} = p.{c}" for c in u)
+    offsets = ", ".join(f"({k})" for k in range(1, back + 1))
+    kp = ", ".join(f"p.{c}" for c in u)
+    ks = ", ".join([*(f"s.{c}" for c in u), "s.period"])
+    klist = ", ".join(keys)
+    return [
+        f"bm as (select {ks}, s.d, max(s.t0) as mx from s0 as s group by {ks}, s.d)",
+        f"p1 as (select *, lag(ts) over (partition by {ulist} order by ts) as prev, "
+        f"{_bucket('ts', width)} as d from i{ni[1]} where c > 0)",
+        f"ja as (select {kp}, s.period, p.ts as t1, p.prev, "
+        f"max(case when s.t0 < p.ts then s.t0 end) as below, "
+        f"max(case when s.t0 = p.ts then 1 else 0 end) as same from p1 as p "
+        f"inner join s0 as s on {su} and s.d = p.d and s.t0 <= p.ts "
+        f"group by {kp}, s.period, p.ts, p.prev)",
+        f"pk as (select {kp}, p.ts, p.prev, p.d - o.k as d from p1 as p cross join "
+        f"(values {offsets}) as o(k) where p.d - o.k >= {_bucket(f'p.ts - {window}', width)} "
+        f"and (p.prev is null or p.d - o.k >= {_bucket('p.prev', width)}))",
+        f"jb as (select {kp}, s.period, p.ts as t1, p.prev, max(s.mx) as mx from pk as p "
+        f"inner join bm as s on {su} and s.d = p.d group by {kp}, s.period, p.ts, p.prev)",
+        f"jl as (select {klist}, t1, prev, coalesce(max(below), max(mx)) as latest, "
+        f"max(same) as same from (select {klist}, t1, prev, below, "
+        f"cast(null as timestamp) as mx, same from ja union all select {klist}, "
+        f"t1, prev, cast(null as timestamp) as below, mx, 0 as same from jb) as x "
+        f"group by {klist}, t1, prev)",
+        f"j1 as (select {klist}, t1, case when latest >= t1 - {window} and "
+        f"(prev is null or latest > prev) then latest end as before, same from jl)",
+        f"g1 as (select {klist}, before as t0, t1, 1 as f1 from j1 "
+        f"where before is not null union all select {klist}, t1 as t0, t1, 0 as f1 "
+        f"from j1 where same = 1)",
+    ]
 
 
 def _ordered_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
@@ -629,7 +679,7 @@ def _unordered_times(spec: FunnelSpec) -> list[str]:
     ]
 
 
-def _pick_ctes(spec: FunnelSpec) -> list[str]:
+def _pick_ctes(spec: FunnelSpec, *, duckdb: bool = False) -> list[str]:
     """From `ax` (one row per attempt) to `units`: per unit (and period) the furthest step
     and the reporting attempt's times, and the unit's bucket."""
     n = len(spec.steps)
@@ -640,6 +690,20 @@ def _pick_ctes(spec: FunnelSpec) -> list[str]:
     # The reporting attempt: the earliest to reach the furthest step, then the latest
     # start (unordered: the earliest window).
     order = "t0" if spec.order == "unordered" else "tm, t0 desc"
+    if duckdb and _fast(spec):
+        # No attempt is spoiled here: each unit's reporting attempt is one aggregate
+        # (the furthest, then the earliest there, then the latest start; a unit's
+        # attempts have distinct starts) instead of a sort of the attempts.
+        rank = f"{{'a': -reach, 'b': case reach {tm} end, 'c': -epoch_us(t0)}}"
+        fields = ", ".join(["m := reach", *(f"t{k} := t{k}" for k in range(n))])
+        return [
+            f"chosen as (select {klist}, arg_min(struct_pack({fields}), {rank}) as r "
+            f"from ax group by {klist})",
+            f"units0 as (select {klist}, r.m as m, "
+            + ", ".join(f"r.t{k} as t{k}" for k in range(n))
+            + " from chosen)",
+            *_bucket_ctes(spec),
+        ]
     ctes = [
         f"best as (select {klist}, max(reach) as m from ax group by {klist})",
         f"cand as (select ax.*, b.m, case b.m {tm} end as tm from ax inner join best as b "
@@ -652,12 +716,18 @@ def _pick_ctes(spec: FunnelSpec) -> list[str]:
         f"picked as (select {klist}, m, {all_t} from ranked where rn = 1 "
         f"union all select {klist}, 0 as m, min(t0) as t0"
         + "".join(f", cast(null as timestamp) as t{k}" for k in range(1, n))
-        + f" from cand where m = 0 group by {klist} "
-        f"union all select {klist}, -1 as m, "
-        + ", ".join(["cast(null as timestamp)"] * n)
-        + " from best as b where not exists (select 1 from cand as c where "
-        + " and ".join(f"c.{k} = b.{k}" for k in keys)
-        + "))",
+        + f" from cand where m = 0 group by {klist}"
+        # Without exclusions no attempt is spoiled: every unit has a candidate.
+        + (
+            f" union all select {klist}, -1 as m, "
+            + ", ".join(["cast(null as timestamp)"] * n)
+            + " from best as b where not exists (select 1 from cand as c where "
+            + " and ".join(f"c.{k} = b.{k}" for k in keys)
+            + ")"
+            if spec.exclusions
+            else ""
+        )
+        + ")",
     ]
     if spec.order == "unordered":
         ctes += _unordered_times(spec)
@@ -708,19 +778,19 @@ def _bucket_ctes(spec: FunnelSpec) -> list[str]:
         steps = ", ".join(f":name{spec.name_index(s)}" for s in dict.fromkeys(spec.steps))
         valued = f"bv is not null and event_type in ({steps})"
         on_e = " and ".join(f"e.{c} = t.{c}" for c in u)
+        eu = ", ".join("e." + c for c in u)
         return [
             f"touched as (select {ulist}, event_ts, event_id, bv from ev where {valued})",
             f"touch_ts as (select {ulist}, {pick}(event_ts) as event_ts from touched "
             f"group by {ulist})",
-            f"touch_id as (select {', '.join('e.' + c for c in u)}, e.event_ts, "
-            f"{pick}(e.event_id) as event_id from touched as e inner join touch_ts as t on "
-            f"{on_e} and e.event_ts = t.event_ts group by {', '.join('e.' + c for c in u)}, "
-            f"e.event_ts)",
+            # The unit's events at that instant (one pass over the events; few rows).
+            f"tie as (select {eu}, e.event_ts, e.event_id, e.bv from touched as e "
+            f"inner join touch_ts as t on {on_e} and e.event_ts = t.event_ts)",
+            f"touch_id as (select {ulist}, {pick}(event_id) as event_id from tie "
+            f"group by {ulist})",
             # An event id is unique after ingestion; min() keeps one row per unit anyway.
-            f"touch as (select {', '.join('e.' + c for c in u)}, min(e.bv) as bv "
-            f"from touched as e inner join touch_id as t on {on_e} and e.event_ts = t.event_ts "
-            f"and e.event_id = t.event_id "
-            f"group by {', '.join('e.' + c for c in u)})",
+            f"touch as (select {eu}, min(e.bv) as bv from tie as e inner join touch_id as t "
+            f"on {on_e} and e.event_id = t.event_id group by {eu})",
             f"units as (select x.*, coalesce(b.bv, '') as bucket from units0 as x "
             f"left join touch as b on {on})",
         ]
