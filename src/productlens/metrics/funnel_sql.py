@@ -376,16 +376,20 @@ def _first_step_ctes(spec: FunnelSpec, width: int, back: int) -> list[str]:
     klist = ", ".join(keys)
     return [
         f"bm as (select {ks}, s.d, max(s.t0) as mx from s0 as s group by {ks}, s.d)",
-        f"p1 as (select *, lag(ts) over (partition by {ulist} order by ts) as prev, "
-        f"{_bucket('ts', width)} as d from i{ni[1]} where c > 0)",
+        # `lo`: the earliest bucket a start may lie in (the window's, or the previous
+        # step-1 instant's), once per instant rather than once per copy below.
+        f"p1 as (select x.*, {_bucket('ts', width)} as d, case when prev is null or "
+        f"{_bucket(f'ts - {window}', width)} > {_bucket('prev', width)} then "
+        f"{_bucket(f'ts - {window}', width)} else {_bucket('prev', width)} end as lo from "
+        f"(select *, lag(ts) over (partition by {ulist} order by ts) as prev from i{ni[1]} "
+        f"where c > 0) as x)",
         f"ja as (select {kp}, s.period, p.ts as t1, p.prev, "
         f"max(case when s.t0 < p.ts then s.t0 end) as below, "
         f"max(case when s.t0 = p.ts then 1 else 0 end) as same from p1 as p "
         f"inner join s0 as s on {su} and s.d = p.d and s.t0 <= p.ts "
         f"group by {kp}, s.period, p.ts, p.prev)",
         f"pk as (select {kp}, p.ts, p.prev, p.d - o.k as d from p1 as p cross join "
-        f"(values {offsets}) as o(k) where p.d - o.k >= {_bucket(f'p.ts - {window}', width)} "
-        f"and (p.prev is null or p.d - o.k >= {_bucket('p.prev', width)}))",
+        f"(values {offsets}) as o(k) where p.d - o.k >= p.lo)",
         f"jb as (select {kp}, s.period, p.ts as t1, p.prev, max(s.mx) as mx from pk as p "
         f"inner join bm as s on {su} and s.d = p.d group by {kp}, s.period, p.ts, p.prev)",
         f"jl as (select {klist}, t1, prev, coalesce(max(below), max(mx)) as latest, "
