@@ -322,8 +322,9 @@ def _start_ctes(spec: FunnelSpec, width: int) -> list[str]:
 
     Time is cut into buckets of `width` microseconds. The latest start in p's own bucket
     comes from an equality join on the bucket (`ja`: each step-0 event meets only the
-    step-1 instants of its bucket). Only the few instants with no earlier start in their own bucket look further back
-    (`lb`), joined to their units' step-0 events by time (`jb`).
+    step-1 instants of its bucket). Only the few instants with no earlier start in their
+    own bucket look further back (`lb`), joined to their units' step-0 events by time
+    (`jb`).
     """
     u = list(spec.units)
     ulist = ", ".join(u)
@@ -338,7 +339,7 @@ def _start_ctes(spec: FunnelSpec, width: int) -> list[str]:
         f"ja as (select {kp}, p.ts as t1, max(case when s.t0 < p.ts then s.t0 end) as below, "
         f"max(case when s.t0 = p.ts then 1 else 0 end) as same from p1 as p "
         f"inner join s0 as s on {su} and s.d = p.d and s.t0 <= p.ts group by {kp}, p.ts)",
-        f"lb as (select p.* from p1 as p where not exists (select 1 from ja as a where "
+        "lb as (select p.* from p1 as p where not exists (select 1 from ja as a where "
         + " and ".join(f"a.{c} = p.{c}" for c in u)
         + " and a.t1 = p.ts and a.below is not null))",
         # Their own bucket holds no start before them, so the latest start before them is
@@ -790,8 +791,7 @@ def _bucket_ctes(spec: FunnelSpec) -> list[str]:
             # The unit's events at that instant (one pass over the events; few rows).
             f"tie as (select {eu}, e.event_ts, e.event_id, e.bv from touched as e "
             f"inner join touch_ts as t on {on_e} and e.event_ts = t.event_ts)",
-            f"touch_id as (select {ulist}, {pick}(event_id) as event_id from tie "
-            f"group by {ulist})",
+            f"touch_id as (select {ulist}, {pick}(event_id) as event_id from tie group by {ulist})",
             # An event id is unique after ingestion; min() keeps one row per unit anyway.
             f"touch as (select {eu}, min(e.bv) as bv from tie as e inner join touch_id as t "
             f"on {on_e} and e.event_id = t.event_id group by {eu})",
