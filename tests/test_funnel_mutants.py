@@ -1,0 +1,110 @@
+"""Cases a mutation pass over the ordered funnel's fast path (`_ordered_fast_ctes` and
+its helpers in productlens.metrics.funnel_sql) found no existing test for: each breaks
+when one small wrong change is made to that SQL.
+
+- The portable pick (`funnel_query` without `duckdb=True`: the marts, PostgreSQL and
+  Spark) over the fast path's attempts equals the brute-force reference, run here on
+  DuckDB (`funnel()` on DuckDB uses the DuckDB-only pick).
+- Hand-worked cases in the style of tests/test_funnel_rules.py (times are minutes after
+  T0 = Monday 2026-03-02 00:00 UTC; event ids follow the listed order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+
+from productlens.engines import DuckDBEngine
+from productlens.metrics import funnel as funnel_module
+from productlens.metrics.funnel_sql import funnel_query
+from tests.conftest import warehouse_engine
+from tests.funnel_reference import reference_funnel
+from tests.test_funnel_properties import funnel_inputs, to_events
+from tests.test_funnel_rules import MIN, T0, Case, make_events, rounded, rows, sql_funnel
+
+
+@pytest.fixture(scope="module")
+def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBEngine]:
+    """One engine for every example (hypothesis runs many inside one test)."""
+    path = Path(tmp_path_factory.mktemp("funnel_mutants")) / "w.duckdb"
+    eng = warehouse_engine(path, memory_limit="1GB", threads=1)
+    yield eng
+    eng.close()
+
+
+@settings(max_examples=15, deadline=None)
+@given(inputs=funnel_inputs())
+def test_portable_pick_over_the_fast_path_equals_reference(
+    shared_engine: DuckDBEngine, inputs: tuple[list[Any], list[str], dict[str, Any]]
+) -> None:
+    """Ordered funnels without exclusions whose first two steps differ (the fast path),
+    counted by the portable pick (`best`/`cand`/`ranked`/`picked`) instead of DuckDB's
+    `arg_min`, with periods, sessions and breakdowns."""
+    rows_, steps, options = inputs
+    assume(steps[0] != steps[1])
+    options = {**options, "exclude": []}
+    events = to_events(rows_)
+    expected = reference_funnel(events, steps, **options)
+    with pytest.MonkeyPatch.context() as patch:
+        # funnel() asks `_duckdb_query` for its query on DuckDB: give it the portable one.
+        patch.setattr(funnel_module, "_duckdb_query", lambda scope, spec: funnel_query(scope, spec))
+        got = sql_funnel(shared_engine, events, steps, **options)
+    assert rounded(got) == rounded(expected)
+
+
+US = timedelta(microseconds=1)
+T0_10M = T0 + timedelta(minutes=10)
+
+CASES = [
+    # The window bounds every later step, boundary inclusive, not only step 1. Steps a, b,
+    # c, window 10m. u1 a0 b5 c10: c exactly one window after a: 2 (5 min, 5 min).
+    # u2 a0 b5, c 1 us past the window: 1 (5 min).
+    Case(
+        "a_later_step_exactly_one_window_after_the_start_converts",
+        [
+            ("u1", "a", 0), ("u1", "b", 5), ("u1", "c", 10),
+            ("u2", "a", 0), ("u2", "b", 5), ("u2", "c", T0_10M + US),
+        ],
+        ["a", "b", "c"],
+        {"steps": rows(["a", "b", "c"], [2, 2, 1], {1: [5 * MIN, 5 * MIN], 2: [5 * MIN]})},
+        {"window": timedelta(minutes=10)},
+    ),
+    # step:0 of a unit that stops at step 0 is the value on its earliest start (the
+    # reporting attempt of step 0 is the one with the earliest t_0). Steps a, b.
+    # u1 a0 (ios), a5 (web), no b: 0, bucket ios. u2 a0 (web) b1: 1 (1 min), bucket web.
+    Case(
+        "step_0_of_a_unit_stopping_at_step_0_is_its_earliest_start",
+        [
+            ("u1", "a", 0, {"device": "ios"}), ("u1", "a", 5, {"device": "web"}),
+            ("u2", "a", 0, {"device": "web"}), ("u2", "b", 1),
+        ],
+        ["a", "b"],
+        {
+            "steps": rows(["a", "b"], [2, 1], {1: [MIN]}),
+            "breakdown": {
+                "ios": {"steps": rows(["a", "b"], [1, 0])},
+                "web": {"steps": rows(["a", "b"], [1, 1], {1: [MIN]})},
+            },
+        },
+        {"by": "device", "attribution": "step:0"},
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_hand_worked_fast_path_case(case: Case, shared_engine: DuckDBEngine) -> None:
+    """The reference gives the hand-worked result, and so do `funnel()` (DuckDB's pick)
+    and the portable pick."""
+    events = make_events(case.events)
+    expected = rounded(case.expected)
+    assert rounded(reference_funnel(events, case.steps, **case.options)) == expected
+    assert rounded(sql_funnel(shared_engine, events, case.steps, **case.options)) == expected
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(funnel_module, "_duckdb_query", lambda scope, spec: funnel_query(scope, spec))
+        got = sql_funnel(shared_engine, events, case.steps, **case.options)
+    assert rounded(got) == expected
