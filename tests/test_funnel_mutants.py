@@ -93,6 +93,32 @@ CASES = [
         },
         {"by": "device", "attribution": "step:0"},
     ),
+    # Several occurrences of a later step's name at one instant each fill a step. Steps
+    # a, b, b. u1 a0 b1 b1: both b at minute 1: 2 (1 min, 0 s). u2 a0 b1: 1 (1 min).
+    Case(
+        "two_occurrences_at_one_instant_fill_two_later_steps",
+        [("u1", "a", 0), ("u1", "b", 1), ("u1", "b", 1), ("u2", "a", 0), ("u2", "b", 1)],
+        ["a", "b", "b"],
+        {"steps": rows(["a", "b", "b"], [2, 2, 1], {1: [MIN, MIN], 2: [0.0]})},
+    ),
+    # Which occurrences a step used at an instant carries through a step of another name
+    # at that instant, and not past a later instant. Steps a, b, c, b.
+    # u1 a0 b1 c1: c at b's instant; the only b is used by step 1: 2 (1 min, 0 s).
+    # u2 a0 b1 c2 b2: c at a later instant, where nothing is used yet: the b at 2 fills
+    # step 3: 3 (1 min, 1 min, 0 s).
+    Case(
+        "used_occurrences_follow_the_chain_through_another_name",
+        [
+            ("u1", "a", 0), ("u1", "b", 1), ("u1", "c", 1),
+            ("u2", "a", 0), ("u2", "b", 1), ("u2", "c", 2), ("u2", "b", 2),
+        ],
+        ["a", "b", "c", "b"],
+        {
+            "steps": rows(
+                ["a", "b", "c", "b"], [2, 2, 2, 1], {1: [MIN, MIN], 2: [0.0, MIN], 3: [0.0]}
+            )
+        },
+    ),
 ]  # fmt: skip
 
 
