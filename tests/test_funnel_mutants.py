@@ -25,7 +25,7 @@ from productlens.metrics.funnel_sql import funnel_query
 from tests.conftest import warehouse_engine
 from tests.funnel_reference import reference_funnel
 from tests.test_funnel_properties import funnel_inputs, to_events
-from tests.test_funnel_rules import MIN, T0, Case, make_events, rounded, rows, sql_funnel
+from tests.test_funnel_rules import ABC, MIN, T0, Case, make_events, rounded, rows, sql_funnel
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +118,31 @@ CASES = [
                 ["a", "b", "c", "b"], [2, 2, 2, 1], {1: [MIN, MIN], 2: [0.0, MIN], 3: [0.0]}
             )
         },
+    ),
+    # A trend's attempts: each start has one attempt, whose step 1 is the earliest after
+    # it; a later step-1 instant does not start a second attempt from the same start.
+    # Steps a, b, c, window 1h, per day (UTC). u1 a0 b0 b5 c6: b0 (0 s), c6 (6 min).
+    # u2 a0 b1 b5 c6: b1 (1 min), c6 (5 min). (From a0 with b5 as step 1, c6 would be as
+    # early: times 5 and 1 min, but that chain is not the attempt.) One period, 03-02,
+    # not complete (00:00 next day + 1h is after the last event).
+    Case(
+        "trend_a_start_keeps_its_earliest_step_1",
+        [
+            ("u1", "a", 0), ("u1", "b", 0), ("u1", "b", 5), ("u1", "c", 6),
+            ("u2", "a", 0), ("u2", "b", 1), ("u2", "b", 5), ("u2", "c", 6),
+        ],
+        ABC,
+        {
+            "steps": rows(ABC, [2, 2, 2], {1: [0.0, MIN], 2: [6 * MIN, 5 * MIN]}),
+            "trend": [
+                {
+                    "period": "2026-03-02",
+                    "complete": False,
+                    "steps": rows(ABC, [2, 2, 2], {1: [0.0, MIN], 2: [6 * MIN, 5 * MIN]}),
+                }
+            ],
+        },
+        {"per": "day", "window": timedelta(hours=1)},
     ),
 ]  # fmt: skip
 
