@@ -18,13 +18,16 @@ from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
+from sqlglot import exp
 
 from productlens.engines import DuckDBEngine
 from productlens.metrics import funnel as funnel_module
-from productlens.metrics.funnel_sql import funnel_query
+from productlens.metrics.funnel_sql import FunnelSpec, funnel_query
+from productlens.metrics.scope import Scope
 from tests.conftest import warehouse_engine
 from tests.funnel_reference import reference_funnel
 from tests.test_funnel_properties import funnel_inputs, to_events
+from tests.test_funnel_rules import CASES as RULE_CASES
 from tests.test_funnel_rules import ABC, MIN, T0, Case, make_events, rounded, rows, sql_funnel
 
 
@@ -35,6 +38,11 @@ def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBEn
     eng = warehouse_engine(path, memory_limit="1GB", threads=1)
     yield eng
     eng.close()
+
+
+def _portable(scope: Scope, spec: FunnelSpec) -> exp.Query:
+    """What funnel() asks `_duckdb_query` for on DuckDB, with the portable pick."""
+    return funnel_query(scope, spec)
 
 
 @settings(max_examples=15, deadline=None)
@@ -51,8 +59,7 @@ def test_portable_pick_over_the_fast_path_equals_reference(
     events = to_events(rows_)
     expected = reference_funnel(events, steps, **options)
     with pytest.MonkeyPatch.context() as patch:
-        # funnel() asks `_duckdb_query` for its query on DuckDB: give it the portable one.
-        patch.setattr(funnel_module, "_duckdb_query", lambda scope, spec: funnel_query(scope, spec))
+        patch.setattr(funnel_module, "_duckdb_query", _portable)
         got = sql_funnel(shared_engine, events, steps, **options)
     assert rounded(got) == rounded(expected)
 
@@ -144,18 +151,62 @@ CASES = [
         },
         {"per": "day", "window": timedelta(hours=1)},
     ),
+    # A trend's attempt whose start comes before its step 1 has used no occurrence at
+    # step 1's instant but step 1's. Steps a, b, a, window 1h, per day (UTC).
+    # u1 a0 a1 b1: from a0, b1 (1 min), then the a at 1, unused (0 s): 2. One period,
+    # 03-02, not complete.
+    Case(
+        "trend_a_start_before_step_1_leaves_the_instants_other_names_unused",
+        [("u1", "a", 0), ("u1", "a", 1), ("u1", "b", 1)],
+        ["a", "b", "a"],
+        {
+            "steps": rows(["a", "b", "a"], [1, 1, 1], {1: [MIN], 2: [0.0]}),
+            "trend": [
+                {
+                    "period": "2026-03-02",
+                    "complete": False,
+                    "steps": rows(["a", "b", "a"], [1, 1, 1], {1: [MIN], 2: [0.0]}),
+                }
+            ],
+        },
+        {"per": "day", "window": timedelta(hours=1)},
+    ),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_hand_worked_fast_path_case(case: Case, shared_engine: DuckDBEngine) -> None:
-    """The reference gives the hand-worked result, and so do `funnel()` (DuckDB's pick)
-    and the portable pick."""
+    """The reference and `funnel()` (DuckDB's pick) give the hand-worked result."""
     events = make_events(case.events)
     expected = rounded(case.expected)
     assert rounded(reference_funnel(events, case.steps, **case.options)) == expected
     assert rounded(sql_funnel(shared_engine, events, case.steps, **case.options)) == expected
+
+
+def _fast(case: Case) -> bool:
+    """Whether the case's funnel takes the ordered fast path."""
+    ordered = case.options.get("order", "ordered") == "ordered"
+    return ordered and not case.options.get("exclude") and case.steps[0] != case.steps[1]
+
+
+FAST_CASES = [c for c in [*RULE_CASES, *CASES] if _fast(c)]
+
+
+@pytest.mark.parametrize("case", FAST_CASES, ids=lambda c: c.name)
+def test_portable_pick_gives_the_hand_worked_result(
+    case: Case, shared_engine: DuckDBEngine
+) -> None:
+    """Every hand-worked case on the fast path (these and tests/test_funnel_rules.py's),
+    counted by the portable pick."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(funnel_module, "_duckdb_query", lambda scope, spec: funnel_query(scope, spec))
-        got = sql_funnel(shared_engine, events, case.steps, **case.options)
-    assert rounded(got) == expected
+        patch.setattr(funnel_module, "_duckdb_query", _portable)
+        got = sql_funnel(shared_engine, make_events(case.events), case.steps, **case.options)
+    assert rounded(got) == rounded(case.expected)
+
+
+def test_the_table_holds_fast_path_cases_of_every_kind() -> None:
+    """The portable pick meets trends, breakdowns, sessions and later repeated names."""
+    assert len(FAST_CASES) >= 20
+    for option in ("per", "by", "count_by"):
+        assert any(option in c.options for c in FAST_CASES), option
+    assert any(len(set(c.steps)) < len(c.steps) for c in FAST_CASES)
