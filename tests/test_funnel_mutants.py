@@ -27,8 +27,8 @@ from productlens.metrics.scope import Scope
 from tests.conftest import warehouse_engine
 from tests.funnel_reference import reference_funnel
 from tests.test_funnel_properties import funnel_inputs, to_events
-from tests.test_funnel_rules import CASES as RULE_CASES
 from tests.test_funnel_rules import ABC, MIN, T0, Case, make_events, rounded, rows, sql_funnel
+from tests.test_funnel_rules import CASES as RULE_CASES
 
 
 @pytest.fixture(scope="module")
