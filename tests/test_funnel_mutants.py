@@ -12,7 +12,7 @@ when one small wrong change is made to that SQL.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlglot import exp
 
 from productlens.engines import DuckDBEngine
 from productlens.metrics import funnel as funnel_module
-from productlens.metrics.funnel_sql import FunnelSpec, funnel_query
+from productlens.metrics.funnel_sql import FunnelSpec, _buckets, funnel_query
 from productlens.metrics.scope import Scope
 from tests.conftest import warehouse_engine
 from tests.funnel_reference import reference_funnel
@@ -65,7 +65,19 @@ def test_portable_pick_over_the_fast_path_equals_reference(
 
 
 US = timedelta(microseconds=1)
-T0_10M = T0 + timedelta(minutes=10)
+MINUTE = timedelta(minutes=1)
+T0_10M = T0 + 10 * MINUTE
+
+
+def _bucket_start(window: timedelta) -> datetime:
+    """The first instant of the fast path's first time bucket after T0 (buckets of
+    `_buckets(window)` microseconds counted from 2000-01-01)."""
+    width, _ = _buckets(int(window.total_seconds()))
+    epoch = datetime(2000, 1, 1)
+    return epoch + ((T0 - epoch) // US // width + 1) * width * US
+
+
+B_1H = _bucket_start(timedelta(hours=1))
 
 CASES = [
     # The window bounds every later step, boundary inclusive, not only step 1. Steps a, b,
@@ -170,6 +182,45 @@ CASES = [
             ],
         },
         {"per": "day", "window": timedelta(hours=1)},
+    ),
+    # Per session, every step is looked up in the unit's own session. Steps a, b, c,
+    # window 1h, per session, per day (UTC). u1 s1: a0 b1: 1 (1 min); the c3 of s2 is
+    # not s1's. u1 s2: b2 c3, no a: not in the funnel. One period, 03-02, not complete.
+    Case(
+        "per_session_later_steps_come_from_the_same_session",
+        [
+            ("u1", "a", 0, {"session_id": "s1"}), ("u1", "b", 1, {"session_id": "s1"}),
+            ("u1", "b", 2, {"session_id": "s2"}), ("u1", "c", 3, {"session_id": "s2"}),
+        ],
+        ABC,
+        {
+            "steps": rows(ABC, [1, 1, 0], {1: [MIN]}),
+            "trend": [
+                {
+                    "period": "2026-03-02",
+                    "complete": False,
+                    "steps": rows(ABC, [1, 1, 0], {1: [MIN]}),
+                }
+            ],
+        },
+        {"count_by": "session", "per": "day", "window": timedelta(hours=1)},
+    ),
+    # Per session, a step-1 instant with no start before it in its own time bucket looks
+    # further back even when another session of the user has one there. Window 1h (time
+    # buckets of about 8.6 min on the fast path); B is the first instant of a bucket.
+    # u1 s1: a B+1m, b B+2m: 1 (1 min). u1 s2: a B-1m (the bucket before), b B+2m:
+    # 1 (3 min).
+    Case(
+        "per_session_a_start_in_an_earlier_bucket_is_found_beside_another_sessions",
+        [
+            ("u1", "a", B_1H + MINUTE, {"session_id": "s1"}),
+            ("u1", "b", B_1H + 2 * MINUTE, {"session_id": "s1"}),
+            ("u1", "a", B_1H - MINUTE, {"session_id": "s2"}),
+            ("u1", "b", B_1H + 2 * MINUTE, {"session_id": "s2"}),
+        ],
+        ["a", "b"],
+        {"steps": rows(["a", "b"], [2, 2], {1: [MIN, 3 * MIN]})},
+        {"count_by": "session", "window": timedelta(hours=1)},
     ),
 ]  # fmt: skip
 
