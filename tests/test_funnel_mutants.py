@@ -1,12 +1,15 @@
-"""Cases a mutation pass over the ordered funnel's fast path (`_ordered_fast_ctes` and
-its helpers in productlens.metrics.funnel_sql) found no existing test for: each breaks
-when one small wrong change is made to that SQL.
+"""The ordered funnel's fast path (`_ordered_fast_ctes`, `_start_ctes`,
+`_first_step_ctes` and DuckDB's `arg_min` pick in productlens.metrics.funnel_sql) against
+cases a mutation pass found no test for: each fails when one small wrong change is made
+to that SQL (a bound, a join key, the f rule, a period's previous step 1, the pick).
 
 - The portable pick (`funnel_query` without `duckdb=True`: the marts, PostgreSQL and
-  Spark) over the fast path's attempts equals the brute-force reference, run here on
-  DuckDB (`funnel()` on DuckDB uses the DuckDB-only pick).
+  Spark) over the fast path's attempts, run here on DuckDB (`funnel()` on DuckDB uses
+  DuckDB's own pick): against the brute-force reference on random data, and on every
+  hand-worked fast-path case of this file and of tests/test_funnel_rules.py.
 - Hand-worked cases in the style of tests/test_funnel_rules.py (times are minutes after
-  T0 = Monday 2026-03-02 00:00 UTC; event ids follow the listed order).
+  T0 = Monday 2026-03-02 00:00 UTC; event ids follow the listed order): the reference
+  and `funnel()` both give the result worked out in each case's comment.
 """
 
 from __future__ import annotations
