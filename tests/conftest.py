@@ -107,6 +107,18 @@ def warehouse_engine(
     return eng
 
 
+@pytest.fixture(scope="module")
+def shared_engine(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[DuckDBEngine]:
+    """One small warehouse per test module for every example (hypothesis runs many inside
+    one test)."""
+    path = Path(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])) / "w.duckdb"
+    eng = warehouse_engine(path, memory_limit="1GB", threads=1)
+    yield eng
+    eng.close()
+
+
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[DuckDBEngine]:
     eng = warehouse_engine(tmp_path / "w.duckdb", memory_limit="1GB", threads=1)

@@ -5,12 +5,10 @@ many ties and repeated step names, and on the demo's warehouse."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
@@ -23,21 +21,11 @@ from productlens.metrics.funnel import (
     funnel_mart_query,
 )
 from productlens.metrics.scope import Scope, parse_duration
-from tests.conftest import open_readonly, q, warehouse_engine
+from tests.conftest import open_readonly, q
 from tests.test_funnel_properties import WINDOWS, rows_strategy, steps_strategy, to_events
 from tests.test_funnel_rules import load_fct_events
 
 ENTRIES = exp.table_("int_funnel_entries", db="marts")
-
-
-@pytest.fixture(scope="module")
-def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBEngine]:
-    """One engine for every example (hypothesis runs many inside one test)."""
-    path = Path(tmp_path_factory.mktemp("funnel_entries")) / "w.duckdb"
-    eng = warehouse_engine(path, memory_limit="1GB", threads=1)
-    eng.ensure_schema("marts")
-    yield eng
-    eng.close()
 
 
 def rows_of(engine: DuckDBEngine, query: exp.Query) -> list[tuple[Any, ...]]:

@@ -14,9 +14,7 @@ to that SQL (a bound, a join key, the f rule, a period's previous step 1, the pi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,20 +25,10 @@ from productlens.engines import DuckDBEngine
 from productlens.metrics import funnel as funnel_module
 from productlens.metrics.funnel_sql import FunnelSpec, _buckets, funnel_query
 from productlens.metrics.scope import Scope
-from tests.conftest import warehouse_engine
 from tests.funnel_reference import reference_funnel
 from tests.test_funnel_properties import funnel_inputs, to_events
 from tests.test_funnel_rules import ABC, MIN, T0, Case, make_events, rounded, rows, sql_funnel
 from tests.test_funnel_rules import CASES as RULE_CASES
-
-
-@pytest.fixture(scope="module")
-def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBEngine]:
-    """One engine for every example (hypothesis runs many inside one test)."""
-    path = Path(tmp_path_factory.mktemp("funnel_mutants")) / "w.duckdb"
-    eng = warehouse_engine(path, memory_limit="1GB", threads=1)
-    yield eng
-    eng.close()
 
 
 def _portable(scope: Scope, spec: FunnelSpec) -> exp.Query:

@@ -10,10 +10,8 @@ repeated step names, non-step events between steps, exclusions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +21,6 @@ from hypothesis import strategies as st
 from productlens.engines import DuckDBEngine
 from productlens.metrics.funnel_sql import _buckets
 from productlens.metrics.scope import MetricsInputError
-from tests.conftest import warehouse_engine
 from tests.funnel_reference import reference_funnel
 from tests.test_funnel_rules import make_events, rounded, sql_funnel
 
@@ -72,15 +69,6 @@ def breakdowns(draw: st.DrawFn, n_steps: int) -> dict[str, Any]:
     if attribution is None:
         return {}
     return {"by": draw(st.sampled_from(["device", "plan"])), "attribution": attribution}
-
-
-@pytest.fixture(scope="module")
-def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBEngine]:
-    """One engine for every example (hypothesis runs many inside one test)."""
-    path = Path(tmp_path_factory.mktemp("funnel_properties")) / "w.duckdb"
-    eng = warehouse_engine(path, memory_limit="1GB", threads=1)
-    yield eng
-    eng.close()
 
 
 @st.composite

@@ -44,6 +44,7 @@ from sqlglot import exp
 from productlens import dialects
 from productlens.config import ProjectConfig, describe_validation_error
 from productlens.engines import Engine
+from productlens.engines.base import table as quoted_table
 from productlens.errors import EngineUnavailable, ModelError
 from productlens.metrics.scope import Scope
 from productlens.runlog import RunLog
@@ -708,9 +709,7 @@ def layout_spread(engine: Engine, schema: str, name: str, column: str) -> float:
     column's values, by the row groups' minimum and maximum (DuckDB's zone maps): 1.0 for
     a table sorted by the column, more as unsorted stretches are appended. A DuckDB query
     (`rowid`): only for engines that keep row order."""
-    query = spread_query(
-        exp.table_(name, db=schema, quoted=True), exp.to_identifier(column, quoted=True)
-    )
+    query = spread_query(quoted_table(schema, name), exp.to_identifier(column, quoted=True))
     admitted, ideal = engine.fetch_all(query)[0]
     return float(admitted) / float(ideal) if ideal and ideal > 0 else 1.0
 
@@ -720,7 +719,7 @@ def resort(engine: Engine, model: Model, order: Sequence[str]) -> int:
     the table whole), swapped in atomically: a failed rewrite leaves the table as it was.
     Returns the table's row count."""
     incremental = model.spec.incremental if model.spec else None
-    source = exp.select("*").from_(exp.table_(model.name, db=model.layer, quoted=True))
+    source = exp.select("*").from_(quoted_table(model.layer, model.name))
     return engine.replace_table(
         model.layer,
         model.name,

@@ -206,7 +206,7 @@ def export_dbt(
             result.models.append(str(path))
         files[Path("models") / layer / "schema.yml"] = _yaml(_schema_yaml(in_layer, generic))
 
-    if target in RESORT_TARGETS and any(_resorted(model, target) for model in graph):
+    if any(_resorted(model, target) for model in graph):
         files[Path("macros") / "productlens_resort.sql"] = resort_macro()
 
     names = Counter[str]()
@@ -345,19 +345,13 @@ def render_model(model: Model, graph: ModelGraph, target: Target, schema: Schema
     )
 
 
-# Targets whose incremental sorted_by models get the re-sort post-hook (DuckDB's rowid and
-# zone maps).
-RESORT_TARGETS: tuple[Target, ...] = ("duckdb",)
-
-
 def _resorted(model: Model, target: Target) -> bool:
     """Whether the model's export re-sorts its table after an incremental run: an
-    incremental sorted_by model on a target that keeps row order. Its sort columns go into
-    a Jinja string of the hook as they are: only plain lowercase names are taken."""
+    incremental sorted_by model on a target that keeps row order (DuckDB: the spread is
+    read by rowid). Its sort columns go into a Jinja string of the hook as they are: only
+    plain lowercase names are taken."""
     order = stored_order(model, target)
-    if target not in RESORT_TARGETS or not order or model.spec is None:
-        return False
-    if model.spec.incremental is None:
+    if not order or model.spec is None or model.spec.incremental is None:
         return False
     plain = [column for column in order if MODEL_NAME.fullmatch(column)]
     if plain != order:
