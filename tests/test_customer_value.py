@@ -498,6 +498,7 @@ def test_churn_bands_cut_at_exactly_0_7_and_0_3(
 
 PROBE = """
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlglot
 
 SCHEMA = pa.schema([pa.field("n", pa.int64(), nullable=False), ("label", pa.string())])
@@ -522,7 +523,12 @@ def probe_graph(root: Path, body: str, spec: str = "") -> modeling.ModelGraph:
     return modeling.discover(ProjectConfig(), [root], shipped=False)
 
 
-GOOD = 'return pa.table({"n": inputs.column("one"), "label": ["a", "b"]}, schema=SCHEMA)'
+# The input rows come in no set order (a union on a multi-threaded engine): the label
+# follows from n, not from the row's position.
+GOOD = (
+    'n = inputs.column("one"); '
+    'return pa.table({"n": n, "label": pc.if_else(pc.equal(n, 1), "a", "b")}, schema=SCHEMA)'
+)
 
 
 @pytest.mark.parametrize(
@@ -623,8 +629,10 @@ def test_a_fitted_decimal_column_keeps_its_precision_and_scale(
     folder.mkdir()
     text = (
         PROBE.format(
-            body='return pa.table({"n": inputs.column("one"), "amount": pa.array('
-            '[Decimal("1.25"), Decimal("-3.50")], pa.decimal128(18, 2))}, schema=SCHEMA)'
+            body='n = inputs.column("one"); amount = pa.decimal128(18, 2); '
+            'return pa.table({"n": n, "amount": pc.if_else(pc.equal(n, 1), '
+            'pa.scalar(Decimal("1.25"), amount), pa.scalar(Decimal("-3.50"), amount))}, '
+            "schema=SCHEMA)"
         )
         .replace('("label", pa.string())', '("amount", pa.decimal128(18, 2))')
         .replace("import sqlglot\n", "import sqlglot\nfrom decimal import Decimal\n")
