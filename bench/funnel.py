@@ -176,7 +176,7 @@ def events_warehouse(data: str, project: str) -> tuple[Any, Any, int]:
     engine = open_engine(project_obj)
     runner = Runner(project_obj, engine, Console(quiet=True))
     runner.ingest([data])
-    runner.build(["+fct_events", "+dim_date", "+stg_users"])
+    runner.build(["+fct_events", "+fct_user_event_days", "+dim_date", "+stg_users"])
     events = int(_rows(engine, "select count(*) from core.fct_events")[0][0])
     return engine, project_obj, events
 

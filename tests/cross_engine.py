@@ -115,6 +115,9 @@ def _kind(dtype: pa.DataType) -> str:
         return "timestamp"
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return "string"
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        # The child's name is each engine's own (DuckDB "l", Arrow "item", Spark "element").
+        return f"list<{_kind(dtype.value_type)}>"
     return str(dtype)
 
 

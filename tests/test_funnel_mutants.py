@@ -31,8 +31,9 @@ from tests.test_funnel_rules import ABC, MIN, T0, Case, make_events, rounded, ro
 from tests.test_funnel_rules import CASES as RULE_CASES
 
 
-def _portable(scope: Scope, spec: FunnelSpec) -> exp.Query:
-    """What funnel() asks `_duckdb_query` for on DuckDB, with the portable pick."""
+def _portable(scope: Scope, spec: FunnelSpec, day_index: bool = False) -> exp.Query:
+    """What funnel() asks `_duckdb_query` for on DuckDB, with the portable pick (and
+    without the day index, which only DuckDB's query reads)."""
     return funnel_query(scope, spec)
 
 

@@ -201,6 +201,11 @@ CONSTRUCTS: dict[str, tuple[str | exp.Query, Answer]] = {
         "digits as b) select count(*) as n, max(n) as top from numbers where n <= 79",
         (80, 79),
     ),
+    # a group's values as a sorted list (core.fct_user_event_days)
+    "sorted_list_of_a_group": (
+        "select list_sort(list(x)) as xs from (values (3), (1), (2), (1)) as t (x)",
+        ([1, 1, 2, 3],),
+    ),
     # FILTER with coalesce over an empty group (order_stats in experiment_outcomes)
     "coalesce_of_empty_sum": (
         "with t as (select 1.5 as x, false as keep) "
@@ -320,6 +325,7 @@ LOAD_BEARING = [
     ("postgres", exp.ToDays, "to_days"),
     ("postgres", exp.BitwiseLeftShift, "bitwise_and_of_a_shift"),
     ("postgres", exp.DayOfWeekIso, "isodow"),
+    ("postgres", exp.ArraySort, "sorted_list_of_a_group"),
     ("spark", exp.Div, "division"),
     ("spark", exp.Sub, "date_minus_date"),
     ("spark", exp.ToDays, "to_days"),

@@ -123,6 +123,18 @@ def isoyear_spark(node: exp.Expr) -> exp.Expr:
     return node
 
 
+def sorted_array_agg_postgres(node: exp.Expr) -> exp.Expr:
+    """`list_sort(list(x))`, a group's values sorted: PostgreSQL 15 has no `array_sort`;
+    `array_agg(x ORDER BY x)` is the same list (ascending, nulls last)."""
+    assert isinstance(node, exp.ArraySort)
+    agg = node.this
+    if not isinstance(agg, exp.ArrayAgg) or isinstance(agg.this, exp.Order) or node.expression:
+        return node
+    value = agg.this
+    ordered = exp.Ordered(this=value.copy(), nulls_first=False)
+    return exp.ArrayAgg(this=exp.Order(this=value, expressions=[ordered]))
+
+
 def plain_cte(node: exp.Expr) -> exp.Expr:
     """Spark has no `AS MATERIALIZED` (a planner hint; results are the same)."""
     node.set("materialized", None)
@@ -201,6 +213,7 @@ OVERRIDES: dict[str, dict[type[exp.Expr], Rewrite]] = {
         exp.BitwiseRightShift: parenthesized_shift,
         exp.ToDays: days_interval,
         exp.DayOfWeekIso: isodow_postgres,
+        exp.ArraySort: sorted_array_agg_postgres,
         exp.CTE: materialized_when_shared,
     },
     "spark": {

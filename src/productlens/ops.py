@@ -184,6 +184,25 @@ def interrupted_steps(run_id: str, now: datetime) -> exp.Insert:
     return exp.insert(ends, table(*RUN_EVENTS))
 
 
+def build_starts(objects: Sequence[str]) -> exp.Query:
+    """Per object among `objects` that has build steps: when its latest build step of any
+    outcome started (`any_start`: a step killed mid-way may have committed), and when its
+    latest successful one did (`success_start`, null if none)."""
+    started = exp.column("started_at", quoted=True)
+    succeeded = exp.Case().when(same("status", "success"), started)
+    return (
+        exp.select(
+            exp.column("object", quoted=True),
+            exp.Max(this=started).as_("any_start"),
+            exp.Max(this=succeeded).as_("success_start"),
+        )
+        .from_(table(*RUN_EVENTS))
+        .where(same("stage", "build"))
+        .where(exp.column("object", quoted=True).isin(*(value(o) for o in objects)))
+        .group_by(exp.column("object", quoted=True))
+    )
+
+
 def last_builds() -> exp.Query:
     """Per built object: rows and finish time of its last successful build."""
     latest = exp.Window(

@@ -30,6 +30,7 @@ import sqlglot
 from sqlglot import exp
 
 from productlens.metrics.scope import (
+    EVENTS_TABLE,
     EventsSpec,
     Grain,
     MetricsInputError,
@@ -92,13 +93,50 @@ class FunnelSpec:
         return ("uid",) if self.count_by == "user" and not self.cuts else ("uid", "sid")
 
 
-def funnel_query(scope: Scope, spec: FunnelSpec, *, duckdb: bool = False) -> exp.Query:
+# fct_events rolled up per user, event type and day (core/fct_user_event_days.sql).
+DAY_INDEX = "core.fct_user_event_days"
+
+
+def funnel_query(
+    scope: Scope, spec: FunnelSpec, *, duckdb: bool = False, day_index: bool = False
+) -> exp.Query:
     """One row per (bucket, period, step): units reaching the step, and the mean and
     median seconds they took from the previous step. `duckdb`: the query runs on DuckDB
     as it is (some steps then use DuckDB's own functions; otherwise the query is portable
-    and the engine transpiles it)."""
-    ctes = [*_attempt_ctes(spec, scope), *_pick_ctes(spec, duckdb=duckdb), _final_cte(spec)]
-    return _query(scope, spec, ctes, "final")
+    and the engine transpiles it). `day_index` (DuckDB, when `day_index_fits`): the first
+    two steps are read from `DAY_INDEX`, which the caller knows to hold the scope's events
+    as they are now."""
+    if day_index and not (duckdb and day_index_fits(scope, spec)):
+        raise ValueError("the day index answers plain ordered funnels on DuckDB only")
+    apart = duckdb and _starts_apart(spec)
+    ctes = [
+        *_attempt_ctes(spec, scope, day_index=day_index, starts_apart=apart),
+        *_pick_ctes(spec, duckdb=duckdb),
+        _final_cte(spec, starts="st" if apart else None),
+    ]
+    return _query(scope, spec, ctes, "final", inline=("r0",) if day_index else ())
+
+
+def _starts_apart(spec: FunnelSpec) -> bool:
+    """Whether the fast path counts the units that start apart from the pick: with
+    neither breakdown nor periods, a unit that only starts needs no row of its own, only
+    to be counted in step 0."""
+    return _fast(spec) and spec.by is None and spec.per is None
+
+
+def day_index_fits(scope: Scope, spec: FunnelSpec) -> bool:
+    """Whether `DAY_INDEX` can stand for the scope's step-0 and step-1 events: the fast
+    ordered path, counting users over all of `core.fct_events` (no filter, no range),
+    without periods."""
+    return (
+        _fast(spec)
+        and spec.per is None
+        and spec.units == ("uid",)
+        and scope.source == EVENTS_TABLE
+        and not scope.where
+        and scope.start is None
+        and scope.end is None
+    )
 
 
 def units_query(scope: Scope, spec: FunnelSpec) -> exp.Query:
@@ -121,11 +159,13 @@ def units_counts_query(spec: FunnelSpec, units: exp.Query, *, totals: bool = Tru
     return _with_first(query, "units", units)
 
 
-def _attempt_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
+def _attempt_ctes(
+    spec: FunnelSpec, scope: Scope, *, day_index: bool = False, starts_apart: bool = False
+) -> list[str]:
     """The CTEs ending in `ax`: one row per attempt."""
     attempts = {"ordered": _ordered_ctes, "strict": _strict_ctes, "unordered": _unordered_ctes}
     if _fast(spec):
-        return _ordered_fast_ctes(spec, scope)
+        return _ordered_fast_ctes(spec, scope, day_index=day_index, starts_apart=starts_apart)
     return attempts[spec.order](spec, scope)
 
 
@@ -134,8 +174,11 @@ def _fast(spec: FunnelSpec) -> bool:
     return spec.order == "ordered" and not spec.exclusions and spec.steps[0] != spec.steps[1]
 
 
-def _query(scope: Scope, spec: FunnelSpec, ctes: list[str], last: str) -> exp.Query:
-    """The CTEs as one query selecting `last`, the events (`ev`) first, values filled in."""
+def _query(
+    scope: Scope, spec: FunnelSpec, ctes: list[str], last: str, inline: tuple[str, ...] = ()
+) -> exp.Query:
+    """The CTEs as one query selecting `last`, the events (`ev`) first, values filled in;
+    the CTEs named in `inline` are not materialized either."""
     text = "with " + ",\n".join(ctes) + f"\nselect * from {last}"
     query = sqlglot.parse_one(text, read="duckdb")
     values: dict[str, Any] = {f"name{i}": name for i, name in enumerate(spec.names)}
@@ -147,6 +190,9 @@ def _query(scope: Scope, spec: FunnelSpec, ctes: list[str], last: str) -> exp.Qu
     # scanning the table again is faster (each part reads its event names' row groups).
     # Other engines choose for themselves (`productlens.dialects`).
     query.args["with_"].expressions[0].set("materialized", False)
+    for cte in query.args["with_"].expressions:
+        if cte.alias in inline:
+            cte.set("materialized", False)
     return query
 
 
@@ -242,7 +288,9 @@ def _lookup_ctes(spec: FunnelSpec) -> list[str]:
     ]
 
 
-def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
+def _ordered_fast_ctes(
+    spec: FunnelSpec, scope: Scope, *, day_index: bool = False, starts_apart: bool = False
+) -> list[str]:
     """`ax` for ordered funnels without exclusions whose first two steps differ: only the
     attempts that can matter, found without sorting the step-0 events.
 
@@ -257,7 +305,12 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     t1 = p', not p. Telling such rows apart directly would need each unit's step-1
     instants sorted; instead each start keeps its earliest step-1 instant, which is its
     attempt's (that attempt's row is always there: no start lies between the start and p,
-    so none between it and p' either)."""
+    so none between it and p' either).
+
+    With `day_index`, the step-0 events and the step-1 instants come from `DAY_INDEX`
+    (`_day_start_ctes`), whose days are the buckets. `st` holds one row per unit that
+    starts (its earliest start); `ax` has a row of reach 0 for each, unless
+    `starts_apart` (`_starts_apart`: step 0 then counts `st`)."""
     u = list(spec.units)
     ulist = ", ".join(u)
     n = len(spec.steps)
@@ -266,16 +319,30 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     keys = [*u, *(["period"] if spec.per else [])]
     klist = ", ".join(keys)
     width, back = _buckets(spec.window_s)
-    ctes = [
-        f"s0 as (select {ulist}, event_ts as t0, {_bucket('event_ts', width)} as d"
-        f"{_period(spec, scope, 'event_ts')} from ev where event_type = :name{ni[0]})",
-    ]
+    if day_index:
+        ctes = [
+            f"r0 as (select user_id as uid, event_date as d, first_ts, last_ts, event_times "
+            f"from {_sql(exp.to_table(DAY_INDEX))} where event_type = :name{ni[0]})"
+        ]
+        # The units that start the funnel, from the same rows.
+        first, starts_from = "min(first_ts)", "r0"
+    else:
+        ctes = [
+            f"s0 as (select {ulist}, event_ts as t0, {_bucket('event_ts', width)} as d"
+            f"{_period(spec, scope, 'event_ts')} from ev where event_type = :name{ni[0]})",
+        ]
+        first, starts_from = "min(t0)", "s0"
     for i in sorted(set(ni[1:])):
         ctes.append(
             f"i{i} as (select {ulist}, event_ts as ts, count(*) as c from ev "
             f"where event_type = :name{i} group by {ulist}, event_ts)"
         )
-    ctes += _first_step_ctes(spec, width, back) if spec.per else _start_ctes(spec, width)
+    if day_index:
+        ctes += _day_start_ctes(spec)
+    elif spec.per:
+        ctes += _first_step_ctes(spec, width, back)
+    else:
+        ctes += _start_ctes(spec, width)
     for k in range(2, n):
         used = " + ".join(
             [
@@ -306,12 +373,14 @@ def _ordered_fast_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     nulls = ", ".join(["cast(null as timestamp)"] * (n - 1))
     # Units that start the funnel whether or not any attempt goes further.
     starts = (
-        f"select {klist}, min(t0) as t0, {nulls}, 0 as reach, false as spoiled from s0 "
-        f"group by {klist}"
+        ""
+        if starts_apart
+        else f" union all select {klist}, t0, {nulls}, 0 as reach, false as spoiled from st"
     )
     ctes += [
+        f"st as (select {klist}, {first} as t0 from {starts_from} group by {klist})",
         f"ax as (select {klist}, t0, {times}, case {reach} else 0 end as reach, "
-        f"false as spoiled from g{n - 1} union all {starts})",
+        f"false as spoiled from g{n - 1}{starts})",
     ]
     return ctes
 
@@ -353,6 +422,38 @@ def _start_ctes(spec: FunnelSpec, width: int) -> list[str]:
         f"t0 from ja union all select {ulist}, t1, mx from jb) as x group by {ulist}, t1 "
         f"having max(t0) >= t1 - {window} union all select {ulist}, t1 as t0, t1 from ja "
         f"where same = 1) as y group by {ulist}, t0)",
+    ]
+
+
+def _day_start_ctes(spec: FunnelSpec) -> list[str]:
+    """`g1` from `DAY_INDEX` (users, no periods): as `_start_ctes`, with the index's days
+    as the buckets. A step-1 instant meets one row of its own day (`r0`: that day's
+    step-0 events), whose first and last instants settle most cases; only an instant
+    inside the span of its day's starts searches the day's instants. An instant with no
+    earlier start that day takes the latest of the earlier days inside the window: their
+    last instants (`jb`)."""
+    ni = [spec.name_index(s) for s in spec.steps]
+    window = "interval (:window) second"
+    index = _sql(exp.to_table(DAY_INDEX))
+    return [
+        # Each instant once, with its day.
+        f"p1 as (select user_id as uid, event_date as d, unnest(list_distinct(event_times)) "
+        f"as ts from {index} where event_type = :name{ni[1]})",
+        "ja as (select p.uid, p.ts as t1, case when r.last_ts < p.ts then r.last_ts "
+        "when r.first_ts >= p.ts then null "
+        "else list_max(list_filter(r.event_times, lambda x: x < p.ts)) end as below, "
+        "case when r.first_ts = p.ts or r.last_ts = p.ts or (r.first_ts < p.ts and "
+        "r.last_ts > p.ts and list_contains(r.event_times, p.ts)) then 1 else 0 end as same "
+        "from p1 as p left join r0 as r on r.uid = p.uid and r.d = p.d)",
+        f"jb as (select p.uid, p.t1, max(r.last_ts) as mx from ja as p inner join r0 as r "
+        f"on r.uid = p.uid and r.d < cast(p.t1 as date) and r.d >= cast(p.t1 - {window} as date) "
+        f"where p.below is null group by p.uid, p.t1)",
+        # As in `_start_ctes`.
+        f"g1 as (select uid, t0, min(t1) as t1, case when min(t1) = t0 then 0 else 1 end "
+        f"as f1 from (select uid, t1, max(t0) as t0 from (select uid, t1, below as t0 "
+        f"from ja union all select uid, t1, mx from jb) as x group by uid, t1 "
+        f"having max(t0) >= t1 - {window} union all select uid, t1 as t0, t1 from ja "
+        f"where same = 1) as y group by uid, t0)",
     ]
 
 
@@ -741,8 +842,9 @@ def _pick_ctes(spec: FunnelSpec, *, duckdb: bool = False) -> list[str]:
     return ctes + _bucket_ctes(spec)
 
 
-def _final_cte(spec: FunnelSpec, *, totals: bool = True) -> str:
-    """`final` from `units`: counts, mean and median times per bucket, period and step."""
+def _final_cte(spec: FunnelSpec, *, totals: bool = True, starts: str | None = None) -> str:
+    """`final` from `units`: counts, mean and median times per bucket, period and step;
+    with `starts` (neither breakdown nor periods), step 0 counts that CTE's rows."""
     n = len(spec.steps)
     # With a breakdown, the totals come too (bucket null): times do not add up.
     groupings = ([["bucket"], []] if totals else [["bucket"]]) if spec.by is not None else [[]]
@@ -760,9 +862,13 @@ def _final_cte(spec: FunnelSpec, *, totals: bool = True) -> str:
                 if k
                 else "cast(null as bigint)"
             )
+            count = (
+                f"(select count(*) from {starts})"
+                if starts is not None and k == 0
+                else f"sum(case when m >= {k} then 1 else 0 end)"
+            )
             parts.append(
-                f"select {bucket}{period}{k} as step, "
-                f"sum(case when m >= {k} then 1 else 0 end) as n_units, "
+                f"select {bucket}{period}{k} as step, {count} as n_units, "
                 f"avg({micros}) / 1000000.0 as avg_time_s, "
                 f"median({micros}) / 1000000.0 as median_time_s from units{group_by}"
             )

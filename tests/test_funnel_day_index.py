@@ -1,0 +1,306 @@
+"""The ordered funnel read through `core.fct_user_event_days` (the day index).
+
+On DuckDB a plain ordered funnel (users, no exclusions, filter, range or periods) reads its
+first two steps from the index when the run log shows the index was built after the
+events fact last changed. The answers must be the brute-force reference's, exactly as
+without the index; a stale or missing index must never be read.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from sqlglot import exp
+
+from productlens import modeling, ops
+from productlens.config import ProjectConfig
+from productlens.engines import DuckDBEngine
+from productlens.metrics import funnel as funnel_module
+from productlens.metrics.funnel import Exclusion, day_index_current, funnel
+from productlens.metrics.funnel_sql import DAY_INDEX, FunnelSpec
+from productlens.metrics.scope import EVENTS_TABLE, Scope
+from productlens.runlog import RunLog
+from tests.conftest import q
+from tests.funnel_reference import reference_funnel
+from tests.test_funnel_properties import (
+    EDGE_WINDOWS,
+    INSTANTS,
+    WINDOWS,
+    breakdowns,
+    event,
+    to_events,
+)
+from tests.test_funnel_rules import DAY, T0, load_fct_events, make_events, rounded
+
+GRAPH = modeling.discover(ProjectConfig())
+INDEX = DAY_INDEX.split(".")[1]
+
+
+def load_indexed(engine: DuckDBEngine, events: Sequence[dict[str, Any]]) -> None:
+    """`events` as core.fct_events and the index built from them, both in the run log as
+    a build records them."""
+    log = RunLog(engine)
+    with log.step("build", EVENTS_TABLE):
+        load_fct_events(engine, events)
+    result = modeling.build(engine, GRAPH, log, select=[INDEX])
+    assert result.ok, result.failed
+
+
+def reload_events(engine: DuckDBEngine, events: Sequence[dict[str, Any]]) -> None:
+    """A later build of core.fct_events alone (the index left as it was)."""
+    with RunLog(engine).step("build", EVENTS_TABLE):
+        load_fct_events(engine, events)
+
+
+class Spy:
+    """Records whether each funnel query `funnel()` asked for read the index."""
+
+    def __init__(self, original: Callable[..., exp.Query]) -> None:
+        self.original = original
+        self.indexed: list[bool] = []
+
+    def __call__(self, scope: Scope, spec: FunnelSpec, day_index: bool = False) -> exp.Query:
+        self.indexed.append(day_index)
+        return self.original(scope, spec, day_index)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    recorder = Spy(funnel_module._duckdb_query)
+    monkeypatch.setattr(funnel_module, "_duckdb_query", recorder)
+    return recorder
+
+
+def python_index(events: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The index worked out in Python: per (type, user, day) count, first, last, sorted
+    instants."""
+    days: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
+    for e in events:
+        days[(e["event_type"], e["user_id"], e["event_ts"].date())].append(e["event_ts"])
+    return sorted(
+        (*key, len(ts), min(ts), max(ts), sorted(ts)) for key, ts in days.items()
+    )
+
+
+def stored_index(engine: DuckDBEngine) -> list[tuple[Any, ...]]:
+    return sorted(
+        engine.fetch_all(
+            q(
+                "select event_type, user_id, event_date, n_events, first_ts, last_ts, "
+                f"event_times from {DAY_INDEX}"
+            )
+        )
+    )
+
+
+# The properties' instants (minutes after 07:30 UTC) and some around the next midnights,
+# so that steps fall on either side of a day's end.
+MIDNIGHT = 16 * 60 + 30
+DAY_INSTANTS = [*INSTANTS, MIDNIGHT - 1, MIDNIGHT, MIDNIGHT + 1, 2 * DAY + MIDNIGHT]
+day_event = event.map(lambda row: (row[0], row[1], row[2], row[3])) | st.tuples(
+    st.sampled_from(["u1", "u2"]),
+    st.sampled_from(["a", "b", "c"]),
+    st.sampled_from(DAY_INSTANTS),
+    st.fixed_dictionaries({"device": st.sampled_from([None, "ios", "web"])}),
+)
+
+
+@st.composite
+def indexed_inputs(draw: st.DrawFn) -> tuple[list[Any], list[str], dict[str, Any]]:
+    """Events, steps (first two different) and the options the index answers."""
+    steps = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=2, max_size=4))
+    assume(steps[0] != steps[1])
+    options: dict[str, Any] = {
+        "window": draw(st.sampled_from(WINDOWS + EDGE_WINDOWS)),
+        **draw(breakdowns(len(steps))),
+    }
+    return draw(st.lists(day_event, min_size=1, max_size=20)), steps, options
+
+
+@settings(max_examples=60, deadline=None)
+@given(inputs=indexed_inputs())
+def test_the_index_gives_the_reference_funnel(
+    shared_engine: DuckDBEngine, inputs: tuple[list[Any], list[str], dict[str, Any]]
+) -> None:
+    """Random events with many ties and repeats, over several days: through the index,
+    `funnel()` equals the brute-force reference, and the index holds exactly the
+    events' days."""
+    rows, steps, options = inputs
+    events = to_events(rows)
+    load_indexed(shared_engine, events)
+    assert stored_index(shared_engine) == python_index(events)
+    recorder = Spy(funnel_module._duckdb_query)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(funnel_module, "_duckdb_query", recorder)
+        got = funnel(shared_engine, steps, **options).to_dict()
+    assert recorder.indexed == [True]
+    assert rounded(got) == rounded(reference_funnel(events, steps, **options))
+
+
+# Hand-worked: each user's step-1 instant against the same day's starts (minutes after
+# T0 = 2026-03-02 00:00 UTC; window 2 days).
+#   u1: starts 10, 20, 30; b at 25 (inside the day's span: the latest start before it is 20)
+#   u2: start 10; b at 10 (same instant: the attempt starts at b's own instant, 0 s)
+#   u3: start 100; b at 50 that day (before every start), b at DAY + 5 the next day (no
+#       start that day: looks back to 100); c at DAY + 6
+#   u4: start at 60; b at 2 * DAY + 61 (outside the window), c after it
+#   u5: b at 5, no start at all
+DAYS = make_events(
+    [
+        ("u1", "a", 10),
+        ("u1", "a", 20),
+        ("u1", "a", 30),
+        ("u1", "b", 25),
+        ("u2", "a", 10),
+        ("u2", "b", 10),
+        ("u3", "a", 100),
+        ("u3", "b", 50),
+        ("u3", "b", DAY + 5),
+        ("u3", "c", DAY + 6),
+        ("u4", "a", 60),
+        ("u4", "b", 2 * DAY + 61),
+        ("u4", "c", 2 * DAY + 62),
+        ("u5", "b", 5),
+    ]
+)
+
+
+def test_step_one_against_its_days_starts(engine: DuckDBEngine, spy: Spy) -> None:
+    load_indexed(engine, DAYS)
+    result = funnel(engine, ["a", "b", "c"], window=timedelta(days=2))
+    assert spy.indexed == [True]
+    # Users u1..u4 start; u1 (20 -> 25: 5 min), u2 (0 s), u3 (100 -> DAY + 5) reach b;
+    # u3 reaches c a minute later. u4's b is 2 days and 1 minute after its start.
+    assert [s.count for s in result.steps] == [4, 3, 1]
+    assert result.steps[1].median_time_s == 5 * 60.0
+    assert result.steps[1].avg_time_s == pytest.approx((5 * 60 + 0 + (DAY + 5 - 100) * 60) / 3)
+    assert result.steps[2].avg_time_s == 60.0
+    assert result.to_dict() == reference_funnel(DAYS, ["a", "b", "c"], window=timedelta(days=2))
+
+
+def test_a_later_events_build_makes_the_index_stale(engine: DuckDBEngine, spy: Spy) -> None:
+    """Rebuilt events (say `build --select fct_events`) are read from the fact, never
+    from the index built before them."""
+    load_indexed(engine, DAYS)
+    assert day_index_current(engine)
+    changed = make_events([("u1", "a", 10), ("u1", "b", 11), ("u9", "a", 3)])
+    reload_events(engine, changed)
+    assert not day_index_current(engine)
+    result = funnel(engine, ["a", "b", "c"], window=timedelta(days=2))
+    assert spy.indexed == [False]
+    assert [s.count for s in result.steps] == [2, 1, 0]
+    # Built again, the index is read again and agrees.
+    result = modeling.build(engine, GRAPH, RunLog(engine), select=[INDEX])
+    assert result.ok
+    assert day_index_current(engine)
+    assert [s.count for s in funnel(engine, ["a", "b", "c"], window=timedelta(days=2)).steps] == [
+        2,
+        1,
+        0,
+    ]
+    assert spy.indexed == [False, True]
+
+
+def test_an_events_build_killed_after_its_commit_makes_the_index_stale(
+    engine: DuckDBEngine,
+) -> None:
+    """A build step with no end row may have swapped its table in before it died."""
+    load_indexed(engine, DAYS)
+    log = RunLog(engine)
+    with pytest.raises(KeyboardInterrupt), log.step("build", EVENTS_TABLE):
+        load_fct_events(engine, make_events([("u1", "a", 10)]))
+        raise KeyboardInterrupt
+    assert not day_index_current(engine)
+    # A step left `running` (the process killed outright) counts the same.
+    load_indexed(engine, DAYS)
+    record_only_a_start(engine)
+    assert not day_index_current(engine)
+
+
+def record_only_a_start(engine: DuckDBEngine) -> None:
+    # The run log's times are naive UTC.
+    now = datetime.now(UTC).replace(tzinfo=None)
+    engine.execute(
+        ops.insert_rows(
+            ops.RUN_EVENTS,
+            ops.RUN_LOG_COLUMNS,
+            [["killed", "build", EVENTS_TABLE, now, None, None, "running", None]],
+        )
+    )
+
+
+def test_no_index_without_its_record(engine: DuckDBEngine, spy: Spy) -> None:
+    """Events loaded without a run log, an index never built, or one whose build failed
+    are not read."""
+    load_fct_events(engine, DAYS)
+    assert not day_index_current(engine)
+    load_indexed(engine, DAYS)
+    assert day_index_current(engine)
+    engine.execute(q(f"drop table {DAY_INDEX}"))
+    assert not day_index_current(engine)
+    result = funnel(engine, ["a", "b", "c"], window=timedelta(days=2))
+    assert spy.indexed == [False]
+    assert [s.count for s in result.steps] == [4, 3, 1]
+
+
+@pytest.mark.parametrize(
+    ("scope", "options", "indexed"),
+    [
+        (Scope.parse(where=["device=ios"]), {}, [False]),
+        (Scope.parse(date_from="2026-03-02"), {}, [False]),
+        (Scope(), {"count_by": "session"}, [False]),
+        # The totals read the index; the trend's periods read the events.
+        (Scope(), {"per": "day"}, [True, False]),
+        (Scope(), {"exclude": [("x", 0, 1)]}, [False]),
+        (Scope(), {"order": "strict"}, [False]),
+    ],
+    ids=["where", "range", "sessions", "per", "exclusion", "strict"],
+)
+def test_what_the_index_does_not_answer_reads_the_events(
+    engine: DuckDBEngine,
+    spy: Spy,
+    scope: Scope,
+    options: dict[str, Any],
+    indexed: list[bool],
+) -> None:
+    load_indexed(engine, DAYS)
+    excluded = [Exclusion(*e) for e in options.get("exclude", [])]
+    got = funnel(
+        engine,
+        ["a", "b", "c"],
+        scope=scope,
+        window=timedelta(days=2),
+        **{**options, "exclude": excluded},
+    )
+    assert spy.indexed == indexed
+    expected = reference_funnel(
+        make_filtered(DAYS, scope), ["a", "b", "c"], window=timedelta(days=2), **options
+    )
+    assert rounded(got.to_dict()) == rounded(expected)
+
+
+def make_filtered(events: Sequence[dict[str, Any]], scope: Scope) -> list[dict[str, Any]]:
+    """The events the scope keeps (the cases above: one device, or from a start)."""
+    kept = [e for e in events if scope.start is None or e["event_ts"] >= scope.start]
+    if scope.where:
+        kept = [e for e in kept if e["device"] == "ios"]
+    return kept
+
+
+def test_the_index_keeps_equal_instants_and_every_day(engine: DuckDBEngine) -> None:
+    """Two events at one instant are two entries; a user's days stay apart."""
+    events = make_events(
+        [("u1", "a", 10), ("u1", "a", 10), ("u1", "a", DAY + 1), ("u2", "a", 10), ("u1", "b", 3)]
+    )
+    load_indexed(engine, events)
+    stored = stored_index(engine)
+    assert stored == python_index(events)
+    at = T0 + timedelta(minutes=10)
+    assert stored[0][:6] == ("a", "u1", T0.date(), 2, at, at)
+    assert stored[0][6] == [at, at]
