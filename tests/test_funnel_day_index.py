@@ -28,14 +28,7 @@ from productlens.metrics.scope import EVENTS_TABLE, Scope
 from productlens.runlog import RunLog
 from tests.conftest import q
 from tests.funnel_reference import reference_funnel
-from tests.test_funnel_properties import (
-    EDGE_WINDOWS,
-    INSTANTS,
-    WINDOWS,
-    breakdowns,
-    event,
-    to_events,
-)
+from tests.test_funnel_properties import breakdowns
 from tests.test_funnel_rules import DAY, T0, load_fct_events, make_events, rounded
 
 GRAPH = modeling.discover(ProjectConfig())
@@ -99,16 +92,24 @@ def stored_index(engine: DuckDBEngine) -> list[tuple[Any, ...]]:
     )
 
 
-# The properties' instants (minutes after 07:30 UTC) and some around the next midnights,
-# so that steps fall on either side of a day's end.
-MIDNIGHT = 16 * 60 + 30
-DAY_INSTANTS = [*INSTANTS, MIDNIGHT - 1, MIDNIGHT, MIDNIGHT + 1, 2 * DAY + MIDNIGHT]
-day_event = event.map(lambda row: (row[0], row[1], row[2], row[3])) | st.tuples(
+# Dense days: two users, a few names, minutes over three days with many ties and some
+# instants around midnight (T0 is a midnight), so that a step-1 instant meets starts
+# before, at and after it on its own day and on the days before.
+DAY_MINUTES = [0, 1, 5, 5, 30, 90, DAY - 1, DAY, DAY + 1, DAY + 30, 2 * DAY - 5, 2 * DAY + 2]
+day_event = st.tuples(
     st.sampled_from(["u1", "u2"]),
-    st.sampled_from(["a", "b", "c"]),
-    st.sampled_from(DAY_INSTANTS),
+    st.sampled_from(["a", "a", "b", "b", "c", "x"]),
+    st.sampled_from(DAY_MINUTES),
     st.fixed_dictionaries({"device": st.sampled_from([None, "ios", "web"])}),
 )
+DAY_WINDOWS = [
+    timedelta(minutes=4),
+    timedelta(minutes=30),
+    timedelta(hours=23),
+    timedelta(days=1),
+    timedelta(days=2),
+    timedelta(days=14),
+]
 
 
 @st.composite
@@ -117,13 +118,14 @@ def indexed_inputs(draw: st.DrawFn) -> tuple[list[Any], list[str], dict[str, Any
     steps = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=2, max_size=4))
     assume(steps[0] != steps[1])
     options: dict[str, Any] = {
-        "window": draw(st.sampled_from(WINDOWS + EDGE_WINDOWS)),
+        "window": draw(st.sampled_from(DAY_WINDOWS)),
         **draw(breakdowns(len(steps))),
     }
-    return draw(st.lists(day_event, min_size=1, max_size=20)), steps, options
+    rows = draw(st.lists(day_event, min_size=6, max_size=30))
+    return [(u, k, T0 + timedelta(minutes=m), extra) for u, k, m, extra in rows], steps, options
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(inputs=indexed_inputs())
 def test_the_index_gives_the_reference_funnel(
     shared_engine: DuckDBEngine, inputs: tuple[list[Any], list[str], dict[str, Any]]
@@ -132,7 +134,7 @@ def test_the_index_gives_the_reference_funnel(
     `funnel()` equals the brute-force reference, and the index holds exactly the
     events' days."""
     rows, steps, options = inputs
-    events = to_events(rows)
+    events = make_events(rows)
     load_indexed(shared_engine, events)
     assert stored_index(shared_engine) == python_index(events)
     recorder = Spy(funnel_module._duckdb_query)
@@ -151,6 +153,7 @@ def test_the_index_gives_the_reference_funnel(
 #       start that day: looks back to 100); c at DAY + 6
 #   u4: start at 60; b at 2 * DAY + 61 (outside the window), c after it
 #   u5: b at 5, no start at all
+#   u6: starts 10, 20; b at 40 (after all the day's starts: the latest, 20 minutes before)
 DAYS = make_events(
     [
         ("u1", "a", 10),
@@ -167,6 +170,9 @@ DAYS = make_events(
         ("u4", "b", 2 * DAY + 61),
         ("u4", "c", 2 * DAY + 62),
         ("u5", "b", 5),
+        ("u6", "a", 10),
+        ("u6", "a", 20),
+        ("u6", "b", 40),
     ]
 )
 
@@ -175,11 +181,14 @@ def test_step_one_against_its_days_starts(engine: DuckDBEngine, spy: Spy) -> Non
     load_indexed(engine, DAYS)
     result = funnel(engine, ["a", "b", "c"], window=timedelta(days=2))
     assert spy.indexed == [True]
-    # Users u1..u4 start; u1 (20 -> 25: 5 min), u2 (0 s), u3 (100 -> DAY + 5) reach b;
-    # u3 reaches c a minute later. u4's b is 2 days and 1 minute after its start.
-    assert [s.count for s in result.steps] == [4, 3, 1]
-    assert result.steps[1].median_time_s == 5 * 60.0
-    assert result.steps[1].avg_time_s == pytest.approx((5 * 60 + 0 + (DAY + 5 - 100) * 60) / 3)
+    # Users u1..u4 and u6 start; u1 (20 -> 25: 5 min), u2 (0 s), u3 (100 -> DAY + 5) and
+    # u6 (20 -> 40: 20 min) reach b; u3 reaches c a minute later. u4's b is 2 days and 1
+    # minute after its start.
+    assert [s.count for s in result.steps] == [5, 4, 1]
+    assert result.steps[1].median_time_s == (5 + 20) / 2 * 60.0
+    assert result.steps[1].avg_time_s == pytest.approx(
+        (5 + 0 + (DAY + 5 - 100) + 20) * 60 / 4
+    )
     assert result.steps[2].avg_time_s == 60.0
     assert result.to_dict() == reference_funnel(DAYS, ["a", "b", "c"], window=timedelta(days=2))
 
@@ -246,7 +255,7 @@ def test_no_index_without_its_record(engine: DuckDBEngine, spy: Spy) -> None:
     assert not day_index_current(engine)
     result = funnel(engine, ["a", "b", "c"], window=timedelta(days=2))
     assert spy.indexed == [False]
-    assert [s.count for s in result.steps] == [4, 3, 1]
+    assert [s.count for s in result.steps] == [5, 4, 1]
 
 
 @pytest.mark.parametrize(
@@ -304,3 +313,61 @@ def test_the_index_keeps_equal_instants_and_every_day(engine: DuckDBEngine) -> N
     at = T0 + timedelta(minutes=10)
     assert stored[0][:6] == ("a", "u1", T0.date(), 2, at, at)
     assert stored[0][6] == [at, at]
+
+
+# Hand-worked cases where the index's day rows decide the attempt (minutes after T0, a
+# midnight; window one day). Each gives (counts, seconds from the previous step per step
+# after the first, breakdown counts by device for attribution step:0 when given).
+DAY_CASES = {
+    # A start at b's own instant inside the day's span of starts (found by searching the
+    # day's instants): that attempt starts latest, 0 s to b (not 10 min from a@0).
+    "start_at_the_instant_inside_the_span": (
+        ["a", "b"],
+        [("u1", "a", 0), ("u1", "a", 10), ("u1", "b", 10), ("u1", "a", 20)],
+        [1, 1],
+        [0.0],
+    ),
+    # Steps a, b, a: the attempt from a@0 takes b@10 and the a@10 it has not used, so it
+    # reaches step 3 (the attempt starting at a@10 has used that a). The day's last start
+    # is b's instant.
+    "repeated_name_needs_the_earlier_start": (
+        ["a", "b", "a"],
+        [("u1", "a", 0), ("u1", "a", 10), ("u1", "b", 10)],
+        [1, 1, 1],
+        [600.0, 0.0],
+    ),
+    # As above with a later a: both attempts reach step 3; the one from a@0 gets there
+    # first (a@10, not a@20) and reports.
+    "repeated_name_inside_the_span": (
+        ["a", "b", "a"],
+        [("u1", "a", 0), ("u1", "a", 10), ("u1", "b", 10), ("u1", "a", 20)],
+        [1, 1, 1],
+        [600.0, 0.0],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAY_CASES))
+def test_day_rows_decide_the_attempt(engine: DuckDBEngine, spy: Spy, name: str) -> None:
+    steps, rows, counts, seconds = DAY_CASES[name]
+    events = make_events(rows)
+    load_indexed(engine, events)
+    result = funnel(engine, steps, window=timedelta(days=1))
+    assert spy.indexed == [True]
+    assert [s.count for s in result.steps] == counts
+    assert [s.avg_time_s for s in result.steps[1:]] == seconds
+    assert result.to_dict() == reference_funnel(events, steps, window=timedelta(days=1))
+
+
+def test_a_unit_that_only_starts_reports_its_earliest_start(
+    engine: DuckDBEngine, spy: Spy
+) -> None:
+    """Attribution step:0 of a user who never reaches step 1: the value on their first
+    start (ios), not on a later one (web)."""
+    events = make_events(
+        [("u1", "a", 0, {"device": "ios"}), ("u1", "a", DAY + 1, {"device": "web"})]
+    )
+    load_indexed(engine, events)
+    result = funnel(engine, ["a", "b"], by="device", attribution="step:0")
+    assert spy.indexed == [True]
+    assert {k: [s.count for s in v] for k, v in result.breakdown.items()} == {"ios": [1, 0]}
