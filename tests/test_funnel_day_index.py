@@ -76,9 +76,7 @@ def python_index(events: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
     days: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
     for e in events:
         days[(e["event_type"], e["user_id"], e["event_ts"].date())].append(e["event_ts"])
-    return sorted(
-        (*key, len(ts), min(ts), max(ts), sorted(ts)) for key, ts in days.items()
-    )
+    return sorted((*key, len(ts), min(ts), max(ts), sorted(ts)) for key, ts in days.items())
 
 
 def stored_index(engine: DuckDBEngine) -> list[tuple[Any, ...]]:
@@ -186,9 +184,7 @@ def test_step_one_against_its_days_starts(engine: DuckDBEngine, spy: Spy) -> Non
     # minute after its start.
     assert [s.count for s in result.steps] == [5, 4, 1]
     assert result.steps[1].median_time_s == (5 + 20) / 2 * 60.0
-    assert result.steps[1].avg_time_s == pytest.approx(
-        (5 + 0 + (DAY + 5 - 100) + 20) * 60 / 4
-    )
+    assert result.steps[1].avg_time_s == pytest.approx((5 + 0 + (DAY + 5 - 100) + 20) * 60 / 4)
     assert result.steps[2].avg_time_s == 60.0
     assert result.to_dict() == reference_funnel(DAYS, ["a", "b", "c"], window=timedelta(days=2))
 
@@ -222,9 +218,14 @@ def test_an_events_build_killed_after_its_commit_makes_the_index_stale(
     """A build step with no end row may have swapped its table in before it died."""
     load_indexed(engine, DAYS)
     log = RunLog(engine)
-    with pytest.raises(KeyboardInterrupt), log.step("build", EVENTS_TABLE):
-        load_fct_events(engine, make_events([("u1", "a", 10)]))
-        raise KeyboardInterrupt
+
+    def interrupted_build() -> None:
+        with log.step("build", EVENTS_TABLE):
+            load_fct_events(engine, make_events([("u1", "a", 10)]))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted_build()
     assert not day_index_current(engine)
     # A step left `running` (the process killed outright) counts the same.
     load_indexed(engine, DAYS)
@@ -359,9 +360,7 @@ def test_day_rows_decide_the_attempt(engine: DuckDBEngine, spy: Spy, name: str) 
     assert result.to_dict() == reference_funnel(events, steps, window=timedelta(days=1))
 
 
-def test_a_unit_that_only_starts_reports_its_earliest_start(
-    engine: DuckDBEngine, spy: Spy
-) -> None:
+def test_a_unit_that_only_starts_reports_its_earliest_start(engine: DuckDBEngine, spy: Spy) -> None:
     """Attribution step:0 of a user who never reaches step 1: the value on their first
     start (ios), not on a later one (web)."""
     events = make_events(

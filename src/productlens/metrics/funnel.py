@@ -32,9 +32,9 @@ from productlens.metrics.funnel_sql import (
     units_query,
 )
 from productlens.metrics.scope import (
+    EVENTS_TABLE,
     MAX_WINDOW_DAYS,
     EventsSpec,
-    EVENTS_TABLE,
     MetricsInputError,
     Scope,
     period_add,
@@ -211,13 +211,11 @@ def day_index_current(engine: Engine) -> bool:
     index = tuple(DAY_INDEX.split("."))
     if engine.table_kind(*ops.RUN_EVENTS) != "table" or engine.table_kind(*index) != "table":
         return False
-    starts = {row[0]: row[1:] for row in engine.fetch_all(ops.build_starts([EVENTS_TABLE, DAY_INDEX]))}
+    rows = engine.fetch_all(ops.build_starts([EVENTS_TABLE, DAY_INDEX]))
+    starts = {row[0]: row[1:] for row in rows}
     events, built = starts.get(EVENTS_TABLE), starts.get(DAY_INDEX)
     return (
-        events is not None
-        and built is not None
-        and built[1] is not None
-        and built[1] > events[0]
+        events is not None and built is not None and built[1] is not None and built[1] > events[0]
     )
 
 
