@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from productlens.engines import Engine
     from productlens.metrics.scope import Scope
 
-console = Console()
-err_console = Console(stderr=True)
+# Names and values are data: Rich would turn `:thumbs_up:` in an event name, a value or
+# an error message into an emoji (markup is escaped where text is printed).
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 FromOpt = Annotated[
     str | None,

@@ -1,0 +1,64 @@
+"""`productlens funnel` as a new user meets it: hostile names and values on a tiny
+warehouse, and the errors of wrong options (each names the option and the reason).
+
+The command runs in this process (`productlens.cli.main`) on a `core.fct_events` of a
+few hand-written rows, so each case costs a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from productlens.cli import main
+from tests.conftest import warehouse_engine
+from tests.funnel_reference import reference_funnel
+from tests.test_funnel_rules import load_fct_events, make_events
+
+
+def project_with(root: Path, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """A project folder in `root` whose warehouse holds these events (make_events rows)."""
+    events = make_events(rows)
+    engine = warehouse_engine(root / "warehouse.duckdb", memory_limit="1GB", threads=1)
+    try:
+        load_fct_events(engine, events)
+    finally:
+        engine.close()
+    return events
+
+
+def run(
+    capsys: pytest.CaptureFixture[str], root: Path, *args: str
+) -> tuple[int, str, str]:
+    """`productlens --project ROOT funnel ARGS` in this process: exit code, stdout, stderr."""
+    code = main(["--project", str(root), "funnel", *args])
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+def test_emoji_codes_in_names_and_values_are_printed_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich turned `:thumbs_up:` in an event name, a breakdown value or an error message
+    into an emoji: `a:thumbs_up:` printed as `a👍`, `--exclude x:-1:1` as `x👎1`."""
+    monkeypatch.setenv("COLUMNS", "200")
+    project_with(
+        tmp_path,
+        [
+            ("u1", "a:thumbs_up:", 0, {"device": ":smile:"}),
+            ("u1", "b", 1, {"device": ":smile:"}),
+        ],
+    )
+    code, out, err = run(capsys, tmp_path, "--steps", "a:thumbs_up:,b", "--by", "device")
+    assert code == 0, err
+    assert "0. a:thumbs_up:" in out
+    assert ":smile:" in out
+    assert "\N{THUMBS UP SIGN}" not in out and "\N{SMILING FACE WITH OPEN MOUTH}" not in out
+
+    code, out, err = run(capsys, tmp_path, "--steps", "a,b", "--exclude", "x:-1:1")
+    assert code == 2
+    assert "'x:-1:1'" in err, err
