@@ -62,3 +62,31 @@ def test_emoji_codes_in_names_and_values_are_printed_as_written(
     code, out, err = run(capsys, tmp_path, "--steps", "a,b", "--exclude", "x:-1:1")
     assert code == 2
     assert "'x:-1:1'" in err, err
+
+
+# One row per wrong option: the command line after `funnel`, and what the one-line error
+# must say (the option, the value as typed, the reason).
+WRONG_OPTIONS: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+    (("--steps", "a"), ("--steps 'a'", "at least two steps")),
+    (("--steps", "a,,b"), ("--steps 'a,,b'", "step 1 has no event name")),
+    (("--steps", ",a"), ("--steps ',a'", "step 0 has no event name")),
+    (("--steps", "a,b", "--window", "7x"), ("--window '7x'", "s, m, h, d, w or mo")),
+    (("--steps", "a,b", "--window", "0d"), ("--window '0d'", "positive")),
+    (("--steps", "a,b", "--window", "9" * 30 + "d"), ("--window", "too long")),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"), WRONG_OPTIONS, ids=[" ".join(args) for args, _ in WRONG_OPTIONS]
+)
+def test_a_wrong_option_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], said: tuple[str, ...]
+) -> None:
+    project_with(tmp_path, [("u1", "a", 0), ("u1", "b", 1)])
+    code, out, err = run(capsys, tmp_path, *args)
+    assert code == 2, err
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error [metrics]: "), err
+    for text in said:
+        assert text in err, err

@@ -81,16 +81,19 @@ def command(
     project = project_of(ctx)
     scope = scope_of(project, date_from, date_to, where)
     names = [s.strip() for s in steps.split(",")]
+    # Parsed before the warehouse is opened: a typo is told as such, warehouse or not.
+    span = parse_duration(window)
+    exclusions = [Exclusion.parse(x) for x in exclude or ()]
     with warehouse(project) as engine:
         result = funnel(
             engine,
             names,
             scope=scope,
-            window=parse_duration(window),
+            window=span,
             order=order,  # type: ignore[arg-type]
             by=by,
             attribution=attribution or "first_touch",
-            exclude=[Exclusion.parse(x) for x in exclude or ()],
+            exclude=exclusions,
             per=per,  # type: ignore[arg-type]
             count_by=count_by,  # type: ignore[arg-type]
         )
