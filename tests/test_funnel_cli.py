@@ -31,9 +31,7 @@ def project_with(root: Path, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, 
     return events
 
 
-def run(
-    capsys: pytest.CaptureFixture[str], root: Path, *args: str
-) -> tuple[int, str, str]:
+def run(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int, str, str]:
     """`productlens --project ROOT funnel ARGS` in this process: exit code, stdout, stderr."""
     code = main(["--project", str(root), "funnel", *args])
     said = capsys.readouterr()
@@ -90,3 +88,94 @@ def test_a_wrong_option_is_one_line_naming_it(
     assert err.startswith("error [metrics]: "), err
     for text in said:
         assert text in err, err
+
+
+def test_step_names_are_matched_as_the_warehouse_stores_event_types(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Staging stores event types lowercased and trimmed (`Sign Up` in an export is
+    `sign up` in core.fct_events), so `--steps 'Sign Up,Purchase'` as the export spells
+    them counted nobody, with no word why. The names are read as the warehouse stores
+    them, and a note on stderr says so."""
+    rows = [
+        ("u1", "sign up", 0), ("u1", "purchase", 1),
+        ("u2", "sign up", 0), ("u2", "x", 1),
+    ]  # fmt: skip
+    events = project_with(tmp_path, rows)
+    code, out, err = run(capsys, tmp_path, "--steps", "Sign Up,PURCHASE", "--json")
+    assert code == 0, err
+    expected = reference_funnel(events, ["sign up", "purchase"])
+    assert json.loads(out) == expected
+    assert [s["count"] for s in expected["steps"]] == [2, 1]
+    assert "'Sign Up' is read as 'sign up'" in err, err
+    assert "'PURCHASE' is read as 'purchase'" in err, err
+    # Exclusions too: u1's x between the steps now spoils its attempt.
+    code, out, err = run(
+        capsys, tmp_path, "--steps", "sign up,x", "--exclude", "PURCHASE:0:1", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out) == reference_funnel(
+        events, ["sign up", "x"], exclude=[("purchase", 0, 1)]
+    )
+    assert "'PURCHASE' is read as 'purchase'" in err, err
+    # Names already as stored: no note.
+    code, out, err = run(capsys, tmp_path, "--steps", "sign up,purchase", "--json")
+    assert code == 0 and err == "", err
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        (("paths", "--from", "Sign Up"), ("paths", "--from", "sign up")),
+        (("paths", "--to", "PURCHASE"), ("paths", "--to", "purchase")),
+        (
+            (
+                "retention",
+                "--start",
+                "Sign Up",
+                "--return",
+                "Purchase",
+                "--period",
+                "day",
+                "--periods",
+                "3",
+            ),
+            (
+                "retention",
+                "--start",
+                "sign up",
+                "--return",
+                "purchase",
+                "--period",
+                "day",
+                "--periods",
+                "3",
+            ),
+        ),
+    ],
+)
+def test_paths_and_retention_read_event_names_as_stored(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    typed: tuple[str, ...],
+    stored: tuple[str, ...],
+) -> None:
+    """The same folding in the other commands that take event names."""
+    rows = [("u1", "sign up", 0), ("u1", "purchase", DAY_MIN), ("u2", "sign up", 0)]
+    project_with(tmp_path, rows)
+    code = main(["--project", str(tmp_path), *stored, "--json"])
+    expected = capsys.readouterr()
+    assert code == 0 and expected.err == "", expected.err
+    # The stored names find the events (u1 and u2 signed up, u1 bought a day later).
+    assert any(
+        n in expected.out
+        for n in ('"users": 2', '"users": 1', '"counts": [\n        2,\n        1,')
+    )
+    code = main(["--project", str(tmp_path), *typed, "--json"])
+    got = capsys.readouterr()
+    assert code == 0, got.err
+    assert json.loads(got.out) == json.loads(expected.out)
+    assert "is read as 'sign up'" in got.err or "is read as 'purchase'" in got.err, got.err
+
+
+DAY_MIN = 24 * 60

@@ -79,6 +79,33 @@ def note_lookalikes(flag: str, keys: Iterable[str | None]) -> None:
             )
 
 
+def stored_event_names(engine: Engine, flag: str, names: Sequence[str]) -> list[str]:
+    """Event names as the warehouse stores event types: staging lowercases and trims them
+    (an export's `Sign Up` is `sign up` in core.fct_events), so a name typed as the export
+    spells it would match nothing. Folded by the warehouse's own engine (`lower(trim())`,
+    as the data was), with a note on stderr for each name that changes."""
+    from sqlglot import exp
+
+    if not names:
+        return []
+    folded = exp.select(
+        *[
+            exp.Lower(this=exp.Trim(this=exp.Literal.string(name))).as_(f"n{i}")
+            for i, name in enumerate(names)
+        ]
+    )
+    out = [str(value) for value in engine.fetch_all(folded)[0]]
+    for name, stored in zip(names, out, strict=True):
+        if stored != name:
+            err_console.print(
+                f"note: {flag} {escape(repr(name))} is read as {escape(repr(stored))}: event "
+                "types are stored lowercased and trimmed",
+                highlight=False,
+                soft_wrap=True,
+            )
+    return out
+
+
 def scope_of(
     project: Project,
     date_from: str | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +19,7 @@ from productlens.metrics.cli import (
     note_lookalikes,
     project_of,
     scope_of,
+    stored_event_names,
     table,
     warehouse,
 )
@@ -85,6 +87,9 @@ def command(
     span = parse_duration(window)
     exclusions = [Exclusion.parse(x) for x in exclude or ()]
     with warehouse(project) as engine:
+        names = stored_event_names(engine, "--steps", names)
+        events = stored_event_names(engine, "--exclude", [e.event for e in exclusions])
+        exclusions = [replace(e, event=name) for e, name in zip(exclusions, events, strict=True)]
         result = funnel(
             engine,
             names,

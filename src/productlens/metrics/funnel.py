@@ -235,8 +235,7 @@ def _check_steps(steps: Sequence[str]) -> Sequence[str]:
     shown = ",".join(steps)
     if len(steps) < 2:
         raise MetricsInputError(
-            f"--steps {shown!r}: a funnel needs at least two steps (event names, "
-            "comma-separated)"
+            f"--steps {shown!r}: a funnel needs at least two steps (event names, comma-separated)"
         )
     for k, name in enumerate(steps):
         if not name:
