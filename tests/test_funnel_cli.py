@@ -55,7 +55,8 @@ def test_emoji_codes_in_names_and_values_are_printed_as_written(
     assert code == 0, err
     assert "0. a:thumbs_up:" in out
     assert ":smile:" in out
-    assert "\N{THUMBS UP SIGN}" not in out and "\N{SMILING FACE WITH OPEN MOUTH}" not in out
+    assert "\N{THUMBS UP SIGN}" not in out
+    assert "\N{SMILING FACE WITH OPEN MOUTH}" not in out
 
     code, out, err = run(capsys, tmp_path, "--steps", "a,b", "--exclude", "x:-1:1")
     assert code == 2
@@ -120,7 +121,8 @@ def test_step_names_are_matched_as_the_warehouse_stores_event_types(
     assert "'PURCHASE' is read as 'purchase'" in err, err
     # Names already as stored: no note.
     code, out, err = run(capsys, tmp_path, "--steps", "sign up,purchase", "--json")
-    assert code == 0 and err == "", err
+    assert code == 0, err
+    assert err == ""
 
 
 @pytest.mark.parametrize(
@@ -165,7 +167,8 @@ def test_paths_and_retention_read_event_names_as_stored(
     project_with(tmp_path, rows)
     code = main(["--project", str(tmp_path), *stored, "--json"])
     expected = capsys.readouterr()
-    assert code == 0 and expected.err == "", expected.err
+    assert code == 0, expected.err
+    assert expected.err == ""
     # The stored names find the events (u1 and u2 signed up, u1 bought a day later).
     assert any(
         n in expected.out
