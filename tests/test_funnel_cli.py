@@ -125,6 +125,21 @@ def test_step_names_are_matched_as_the_warehouse_stores_event_types(
     assert err == ""
 
 
+def test_a_step_name_the_events_hold_as_typed_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A project may replace the staging model and keep the export's case: a name the
+    events hold exactly as typed is not folded (`Buy` is its own event beside `buy`)."""
+    rows = [("u1", "Buy", 0), ("u1", "Pay", 1), ("u2", "Buy", 0), ("u2", "pay", 1)]
+    events = project_with(tmp_path, rows)
+    code, out, err = run(capsys, tmp_path, "--steps", "Buy,Pay", "--json")
+    assert code == 0, err
+    assert err == ""
+    expected = reference_funnel(events, ["Buy", "Pay"])
+    assert json.loads(out) == expected
+    assert [s["count"] for s in expected["steps"]] == [2, 1]
+
+
 @pytest.mark.parametrize(
     ("typed", "stored"),
     [
