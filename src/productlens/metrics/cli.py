@@ -123,8 +123,9 @@ def stored_event_names(engine: Engine, flag: str, names: Sequence[str]) -> list[
                 highlight=False,
                 soft_wrap=True,
             )
-            name = form
-        out.append(name)
+            out.append(form)
+        else:
+            out.append(name)
     return out
 
 
