@@ -280,6 +280,30 @@ CASES = [
         {"steps": rows(ABC, [2, 2, 1], {1: [MIN, MIN], 2: [MIN]})},
         {"order": "strict"},
     ),
+    # Strict: two chains from one start reach the last step at the same instant; the
+    # reporting chain is the one with the earliest times, compared step by step (found by a
+    # fuzz run: the SQL took either, so the times differed from run to run).
+    # Steps b,a,a,c,c,a; seconds: b0 a1 a1 c59 c59 c60 a60 (consecutive instants).
+    # Chain 1: b0 a1 a1 c59 c59 a60; chain 2: b0 a1 a1 c59 c60 a60. Both end at 60 and
+    # start at 0; chain 1's step 4 (59) is earlier: times 1, 0, 58, 0, 1 s.
+    Case(
+        "strict_reporting_chain_has_the_earliest_times",
+        [
+            ("u1", "b", T0), ("u1", "a", T0 + timedelta(seconds=1)),
+            ("u1", "a", T0 + timedelta(seconds=1)), ("u1", "c", T0 + timedelta(seconds=59)),
+            ("u1", "c", T0 + timedelta(seconds=59)), ("u1", "c", T0 + timedelta(seconds=60)),
+            ("u1", "a", T0 + timedelta(seconds=60)),
+        ],
+        ["b", "a", "a", "c", "c", "a"],
+        {
+            "steps": rows(
+                ["b", "a", "a", "c", "c", "a"],
+                [1, 1, 1, 1, 1, 1],
+                {1: [1.0], 2: [0.0], 3: [58.0], 4: [0.0], 5: [1.0]},
+            )
+        },
+        {"order": "strict", "window": timedelta(seconds=60)},
+    ),
     # Unordered, window 10m: row i = at least i+1 distinct steps within one window.
     # u1 c0 a1 b2: all three in [0, 10]: times from the sorted matched times 0,1,2: 1, 1 min.
     # u2 b0 b1: one distinct step twice: row 0 only.

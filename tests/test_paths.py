@@ -89,7 +89,7 @@ def test_paths_from_an_event_by_hand(engine: DuckDBEngine) -> None:
         "steps": 2,
         "users": 3,  # u1, u2, u3
         "paths": [
-            # Equal counts: the shorter path first, then names in order.
+            # Equal counts: names step by step from the anchor, a path that ends first.
             {"path": ["view"], "count": 1, "share": 1 / 3},  # u3 did nothing after
             # u2's view and cart tie at one instant: event id e00006 puts view first.
             {"path": ["view", "cart", "buy"], "count": 1, "share": 1 / 3},  # u2

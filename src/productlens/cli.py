@@ -37,8 +37,10 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-console = Console()
-err_console = Console(stderr=True)
+# Names and values are data: Rich would turn `:thumbs_up:` in an event name, a value or
+# an error message into an emoji (markup is escaped where text is printed).
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 INTERRUPTED = 130  # the shell's exit code for a process stopped by Ctrl-C
 
 

@@ -263,7 +263,7 @@ def funnel_page(view: View) -> None:
         st.info("Choose at least two steps.")
         return
     try:
-        window = parse_duration(window_text)
+        window = parse_duration(window_text, flag="Window")
     except MetricsInputError as exc:
         st.error(str(exc))
         return

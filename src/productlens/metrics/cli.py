@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from productlens.engines import Engine
     from productlens.metrics.scope import Scope
 
-console = Console()
-err_console = Console(stderr=True)
+# Names and values are data: Rich would turn `:thumbs_up:` in an event name, a value or
+# an error message into an emoji (markup is escaped where text is printed).
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 FromOpt = Annotated[
     str | None,
@@ -75,6 +77,56 @@ def note_lookalikes(flag: str, keys: Iterable[str | None]) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+
+
+def stored_event_names(engine: Engine, flag: str, names: Sequence[str]) -> list[str]:
+    """Event names as the warehouse stores event types: staging lowercases and trims them
+    (an export's `Sign Up` is `sign up` in core.fct_events), so a name typed as the export
+    spells it would match nothing. A name that no event has, while its folded form
+    (`lower(trim())` by the warehouse's own engine, as the data was) is an event type, is
+    read as that form, with a note on stderr. A name the events hold as typed (a project
+    whose own staging model keeps case) stays as it is."""
+    from sqlglot import exp
+
+    from productlens.metrics.scope import EVENTS_TABLE
+
+    if not names:
+        return []
+    folded = exp.select(
+        *[
+            exp.Lower(this=exp.Trim(this=exp.Literal.string(name))).as_(f"n{i}")
+            for i, name in enumerate(names)
+        ]
+    )
+    stored = [str(value) for value in engine.fetch_all(folded)[0]]
+    changed = {name: form for name, form in zip(names, stored, strict=True) if form != name}
+    if not changed:
+        return list(names)
+    # Only for names that differ (rare): which of the two spellings the events hold.
+    wanted = [exp.Literal.string(n) for n in {*changed, *changed.values()}]
+    present = {
+        str(row[0])
+        for row in engine.fetch_all(
+            exp.select("event_type")
+            .distinct()
+            .from_(exp.to_table(EVENTS_TABLE))
+            .where(exp.column("event_type").isin(*wanted))
+        )
+    }
+    out = []
+    for name in names:
+        form = changed.get(name)
+        if form is not None and name not in present and form in present:
+            err_console.print(
+                f"note: {flag} {escape(repr(name))} is read as {escape(repr(form))}: event "
+                "types are stored lowercased and trimmed",
+                highlight=False,
+                soft_wrap=True,
+            )
+            out.append(form)
+        else:
+            out.append(name)
+    return out
 
 
 def scope_of(

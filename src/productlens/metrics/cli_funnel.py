@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +19,7 @@ from productlens.metrics.cli import (
     note_lookalikes,
     project_of,
     scope_of,
+    stored_event_names,
     table,
     warehouse,
 )
@@ -81,16 +83,22 @@ def command(
     project = project_of(ctx)
     scope = scope_of(project, date_from, date_to, where)
     names = [s.strip() for s in steps.split(",")]
+    # Parsed before the warehouse is opened: a typo is told as such, warehouse or not.
+    span = parse_duration(window)
+    exclusions = [Exclusion.parse(x) for x in exclude or ()]
     with warehouse(project) as engine:
+        names = stored_event_names(engine, "--steps", names)
+        events = stored_event_names(engine, "--exclude", [e.event for e in exclusions])
+        exclusions = [replace(e, event=name) for e, name in zip(exclusions, events, strict=True)]
         result = funnel(
             engine,
             names,
             scope=scope,
-            window=parse_duration(window),
+            window=span,
             order=order,  # type: ignore[arg-type]
             by=by,
             attribution=attribution or "first_touch",
-            exclude=[Exclusion.parse(x) for x in exclude or ()],
+            exclude=exclusions,
             per=per,  # type: ignore[arg-type]
             count_by=count_by,  # type: ignore[arg-type]
         )

@@ -13,6 +13,7 @@ from productlens.metrics.cli import (
     emit,
     project_of,
     scope_of,
+    stored_event_names,
     table,
     warehouse,
 )
@@ -57,6 +58,10 @@ def command(
     project = project_of(ctx)
     scope = scope_of(project, date_from, date_to, where, flags=("--since", "--until"))
     with warehouse(project) as engine:
+        if start is not None:
+            (start,) = stored_event_names(engine, "--from", [start])
+        if end is not None:
+            (end,) = stored_event_names(engine, "--to", [end])
         result = paths(engine, start=start, end=end, scope=scope, steps=steps, top=top)
     emit(result.to_dict(), as_json, _render)
 

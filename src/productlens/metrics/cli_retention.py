@@ -18,6 +18,7 @@ from productlens.metrics.cli import (
     note_lookalikes,
     project_of,
     scope_of,
+    stored_event_names,
     warehouse,
     where_keys,
 )
@@ -79,7 +80,7 @@ def command(
 ) -> None:
     """Cohort retention: column 0 is the cohort's size, column k the members who returned
     k periods later (- for periods not yet observed)."""
-    from productlens.metrics.retention import retention
+    from productlens.metrics.retention import SIGNUP, retention
     from productlens.metrics.scope import parse_where
 
     project = project_of(ctx)
@@ -87,6 +88,10 @@ def command(
         note_lookalikes(flag, where_keys(texts))
     scope = scope_of(project, date_from, date_to, where)
     with warehouse(project) as engine:
+        if start != SIGNUP:  # the word itself, not an event name
+            (start,) = stored_event_names(engine, "--start", [start])
+        if return_event is not None:
+            (return_event,) = stored_event_names(engine, "--return", [return_event])
         result = retention(
             engine,
             start=start,

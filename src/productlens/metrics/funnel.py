@@ -256,10 +256,14 @@ def _trend(
 
 
 def _check_steps(steps: Sequence[str]) -> Sequence[str]:
+    shown = ",".join(steps)
     if len(steps) < 2:
-        raise MetricsInputError("a funnel needs at least two steps")
-    if any(not s for s in steps):
-        raise MetricsInputError("a funnel step needs an event name")
+        raise MetricsInputError(
+            f"--steps {shown!r}: a funnel needs at least two steps (event names, comma-separated)"
+        )
+    for k, name in enumerate(steps):
+        if not name:
+            raise MetricsInputError(f"--steps {shown!r}: step {k} has no event name")
     return steps
 
 

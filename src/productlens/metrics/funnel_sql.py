@@ -794,8 +794,13 @@ def _pick_ctes(spec: FunnelSpec, *, duckdb: bool = False) -> list[str]:
     tm = " ".join(f"when {k} then t{k}" for k in range(n))
     all_t = ", ".join(f"t{k}" for k in range(n))
     # The reporting attempt: the earliest to reach the furthest step, then the latest
-    # start (unordered: the earliest window).
-    order = "t0" if spec.order == "unordered" else "tm, t0 desc"
+    # start (unordered: the earliest window); strict chains from one start may still tie
+    # there (other instants in between): then the earliest times, step by step.
+    order = {
+        "ordered": "tm, t0 desc",
+        "strict": ", ".join(["tm", "t0 desc", *(f"t{k}" for k in range(1, n))]),
+        "unordered": "t0",
+    }[spec.order]
     if duckdb and _fast(spec):
         # No attempt is spoiled here: each unit's reporting attempt is one aggregate
         # (the furthest, then the earliest there, then the latest start; a unit's

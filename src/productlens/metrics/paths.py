@@ -9,8 +9,11 @@
 - Events are ordered by `event_ts`, then `event_id` (as text): two events at the same
   instant follow each other in event-id order, so paths are deterministic on ties.
 - Each path: the users who took it and their share of every user who did the event;
-  the `top` most common, ties broken by the path itself (a shorter path first, then
-  names in order). A `top` beyond the number of paths lists them all.
+  the `top` most common, ties broken by the path: its events' names step by step
+  outward from the anchor (the next event first for `--from`, the previous one for
+  `--to`), a path that ends before sorting first (so `view` < `view > buy > x` <
+  `view > cart`: shorter first only among paths that share the steps before). A `top`
+  beyond the number of paths lists them all.
 - `steps` is 1 to `MAX_STEPS` (20, PostHog's longest path): the query has one window
   column per step, so the limit bounds its width; more is refused.
 

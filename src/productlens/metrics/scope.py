@@ -202,16 +202,17 @@ def parse_by(by: str | None) -> str | None:
     return by
 
 
-def parse_duration(text: str) -> timedelta:
-    """`N<unit>` with units s, m, h, d, w, mo (a month is 30 days)."""
+def parse_duration(text: str, flag: str = "--window") -> timedelta:
+    """`N<unit>` with units s, m, h, d, w, mo (a month is 30 days). `flag` names the
+    option (or field) in errors."""
     match = _DURATION.match(text)
     if not match or int(match.group(1)) == 0:
         raise MetricsInputError(
-            f"window {text!r}: expected a positive N followed by s, m, h, d, w or mo (e.g. 7d)"
+            f"{flag} {text!r}: expected a positive N followed by s, m, h, d, w or mo (e.g. 7d)"
         )
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds > MAX_WINDOW_DAYS * 86400:
-        raise MetricsInputError(f"window {text!r}: {too_long()}")
+        raise MetricsInputError(f"{flag} {text!r}: {too_long()}")
     return timedelta(seconds=seconds)
 
 
