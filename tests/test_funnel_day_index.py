@@ -119,8 +119,29 @@ def indexed_inputs(draw: st.DrawFn) -> tuple[list[Any], list[str], dict[str, Any
         "window": draw(st.sampled_from(DAY_WINDOWS)),
         **draw(breakdowns(len(steps))),
     }
+    if draw(st.booleans()):
+        # A time range, its ends on or between the events' instants (end exclusive).
+        bounds = sorted(draw(st.lists(st.sampled_from(RANGE_MINUTES), min_size=2, max_size=2)))
+        start, end = (draw(st.sampled_from([T0 + timedelta(minutes=m), None])) for m in bounds)
+        assume(start is None or end is None or start < end)
+        options["scope"] = Scope(start=start, end=end)
     rows = draw(st.lists(day_event, min_size=6, max_size=30))
     return [(u, k, T0 + timedelta(minutes=m), extra) for u, k, m, extra in rows], steps, options
+
+
+RANGE_MINUTES = [0, 1, 5, 6, 60, DAY - 1, DAY, DAY + 2, 2 * DAY - 5]
+
+
+def in_scope(events: Sequence[dict[str, Any]], scope: Scope | None) -> list[dict[str, Any]]:
+    """The events inside the scope's time range (start inclusive, end exclusive)."""
+    if scope is None:
+        return list(events)
+    return [
+        e
+        for e in events
+        if (scope.start is None or e["event_ts"] >= scope.start)
+        and (scope.end is None or e["event_ts"] < scope.end)
+    ]
 
 
 @settings(max_examples=80, deadline=None)
@@ -140,7 +161,9 @@ def test_the_index_gives_the_reference_funnel(
         patch.setattr(funnel_module, "_duckdb_query", recorder)
         got = funnel(shared_engine, steps, **options).to_dict()
     assert recorder.indexed == [True]
-    assert rounded(got) == rounded(reference_funnel(events, steps, **options))
+    scope = options.pop("scope", None)
+    expected = reference_funnel(in_scope(events, scope), steps, **options)
+    assert rounded(got) == rounded(expected)
 
 
 # Hand-worked: each user's step-1 instant against the same day's starts (minutes after
@@ -263,14 +286,13 @@ def test_no_index_without_its_record(engine: DuckDBEngine, spy: Spy) -> None:
     ("scope", "options", "indexed"),
     [
         (Scope.parse(where=["device=ios"]), {}, [False]),
-        (Scope.parse(date_from="2026-03-02"), {}, [False]),
         (Scope(), {"count_by": "session"}, [False]),
         # The totals read the index; the trend's periods read the events.
         (Scope(), {"per": "day"}, [True, False]),
         (Scope(), {"exclude": [("x", 0, 1)]}, [False]),
         (Scope(), {"order": "strict"}, [False]),
     ],
-    ids=["where", "range", "sessions", "per", "exclusion", "strict"],
+    ids=["where", "sessions", "per", "exclusion", "strict"],
 )
 def test_what_the_index_does_not_answer_reads_the_events(
     engine: DuckDBEngine,
@@ -296,11 +318,8 @@ def test_what_the_index_does_not_answer_reads_the_events(
 
 
 def make_filtered(events: Sequence[dict[str, Any]], scope: Scope) -> list[dict[str, Any]]:
-    """The events the scope keeps (the cases above: one device, or from a start)."""
-    kept = [e for e in events if scope.start is None or e["event_ts"] >= scope.start]
-    if scope.where:
-        kept = [e for e in kept if e["device"] == "ios"]
-    return kept
+    """The events the scope keeps (the cases above: one device)."""
+    return [e for e in events if not scope.where or e["device"] == "ios"]
 
 
 def test_the_index_keeps_equal_instants_and_every_day(engine: DuckDBEngine) -> None:
@@ -370,3 +389,47 @@ def test_a_unit_that_only_starts_reports_its_earliest_start(engine: DuckDBEngine
     result = funnel(engine, ["a", "b"], by="device", attribution="step:0")
     assert spy.indexed == [True]
     assert {k: [s.count for s in v] for k, v in result.breakdown.items()} == {"ios": [1, 0]}
+
+
+def test_a_time_range_cuts_the_index_days(engine: DuckDBEngine, spy: Spy) -> None:
+    """DAYS from minute 15 to DAY + 6 (exclusive): u2's events and u1's a@10 fall before
+    it, u3's c@DAY+6 and u4's b after it. Starters u1, u3, u4, u6; b by u1 (20 -> 25), u3
+    (100 -> DAY + 5) and u6 (20 -> 40); nobody reaches c."""
+    load_indexed(engine, DAYS)
+    scope = Scope(start=T0 + timedelta(minutes=15), end=T0 + timedelta(minutes=DAY + 6))
+    result = funnel(engine, ["a", "b", "c"], scope=scope, window=timedelta(days=2))
+    assert spy.indexed == [True]
+    assert [s.count for s in result.steps] == [4, 3, 0]
+    assert result.steps[1].avg_time_s == pytest.approx((5 + (DAY + 5 - 100) + 20) * 60 / 3)
+    expected = reference_funnel(in_scope(DAYS, scope), ["a", "b", "c"], window=timedelta(days=2))
+    assert result.to_dict() == expected
+
+
+def test_a_range_inside_a_day_keeps_only_its_instants(engine: DuckDBEngine, spy: Spy) -> None:
+    """Range [10, 20) minutes: u1's day of a (0 and 30) spans it with no instant inside,
+    so u1 does not start; u2 (a 12, b 13) starts and converts in a minute; u3's first a
+    (5, ios) is before the range, so its step-0 bucket is that of a 15 (web)."""
+    events = make_events(
+        [
+            ("u1", "a", 0),
+            ("u1", "a", 30),
+            ("u2", "a", 12),
+            ("u2", "b", 13),
+            ("u3", "a", 5, {"device": "ios"}),
+            ("u3", "a", 15, {"device": "web"}),
+        ]
+    )
+    load_indexed(engine, events)
+    scope = Scope(start=T0 + timedelta(minutes=10), end=T0 + timedelta(minutes=20))
+    result = funnel(engine, ["a", "b"], scope=scope, by="device", attribution="step:0")
+    assert spy.indexed == [True]
+    assert [s.count for s in result.steps] == [2, 1]
+    assert result.steps[1].avg_time_s == 60.0
+    assert {k: [s.count for s in v] for k, v in result.breakdown.items()} == {
+        "": [1, 1],
+        "web": [1, 0],
+    }
+    expected = reference_funnel(
+        in_scope(events, scope), ["a", "b"], by="device", attribution="step:0"
+    )
+    assert result.to_dict() == expected

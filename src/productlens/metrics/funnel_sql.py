@@ -38,6 +38,7 @@ from productlens.metrics.scope import (
     event_value,
     local_ts,
     period_start,
+    range_condition,
     scoped_events,
     timestamp_literal,
 )
@@ -126,16 +127,53 @@ def _starts_apart(spec: FunnelSpec) -> bool:
 
 def day_index_fits(scope: Scope, spec: FunnelSpec) -> bool:
     """Whether `DAY_INDEX` can stand for the scope's step-0 and step-1 events: the fast
-    ordered path, counting users over all of `core.fct_events` (no filter, no range),
-    without periods."""
+    ordered path, counting users over `core.fct_events` without a filter (a time range
+    is cut out of the index's days), without periods."""
     return (
         _fast(spec)
         and spec.per is None
         and spec.units == ("uid",)
         and scope.source == EVENTS_TABLE
         and not scope.where
-        and scope.start is None
-        and scope.end is None
+    )
+
+
+def _index_rows(scope: Scope, name: int) -> str:
+    """`DAY_INDEX`'s rows of event name `name` as (uid, d, first_ts, last_ts,
+    event_times), cut to the scope's time range: a day partly outside it keeps its
+    instants inside (and their first), a day with none is left out.
+
+    A cut day's `last_ts` stays the day's: a step-1 instant inside the range that lies
+    before it searches the day's instants anyway, and one after it is after every
+    instant kept."""
+    table = _sql(exp.to_table(DAY_INDEX))
+    rows = (
+        f"select user_id as uid, event_date as d, first_ts, last_ts, event_times from {table} "
+        f"where event_type = :name{name}"
+    )
+    inside = range_condition(scope, "x")
+    if inside is None:
+        return rows
+    # A day overlaps the range when its span does, and is cut when its span leaves it.
+    first, last = exp.column("first_ts"), exp.column("last_ts")
+    overlap: list[exp.Expr] = []
+    leaves: list[exp.Expr] = []
+    if scope.start is not None:
+        overlap.append(last >= timestamp_literal(scope.start))
+        leaves.append(first < timestamp_literal(scope.start))
+    if scope.end is not None:
+        overlap.append(first < timestamp_literal(scope.end))
+        leaves.append(last >= timestamp_literal(scope.end))
+    partial = _sql(exp.or_(*leaves))
+    cut = f"list_filter(event_times, lambda x: {_sql(inside)})"
+    return (
+        f"select uid, d, case when cut then list_min(ts) else first_ts end as first_ts, "
+        f"last_ts, ts as event_times "
+        f"from (select user_id as uid, event_date as d, first_ts, last_ts, "
+        f"{partial} as cut, case when {partial} then {cut} else event_times end "
+        f"as ts from {table} where event_type = :name{name} and {_sql(exp.and_(*overlap))}) "
+        f"as c "
+        f"where len(ts) > 0"
     )
 
 
@@ -236,7 +274,7 @@ def _with_first(query: exp.Query, name: str, cte: exp.Query) -> exp.Query:
     return query
 
 
-def _sql(expression: exp.Expression) -> str:
+def _sql(expression: exp.Expr) -> str:
     """An expression SQLGlot built (values quoted by it) as DuckDB text for a template."""
     return expression.sql(dialect="duckdb")
 
@@ -320,10 +358,7 @@ def _ordered_fast_ctes(
     klist = ", ".join(keys)
     width, back = _buckets(spec.window_s)
     if day_index:
-        ctes = [
-            f"r0 as (select user_id as uid, event_date as d, first_ts, last_ts, event_times "
-            f"from {_sql(exp.to_table(DAY_INDEX))} where event_type = :name{ni[0]})"
-        ]
+        ctes = [f"r0 as ({_index_rows(scope, ni[0])})"]
         # The units that start the funnel, from the same rows.
         first, starts_from = "min(first_ts)", "r0"
     else:
@@ -338,7 +373,7 @@ def _ordered_fast_ctes(
             f"where event_type = :name{i} group by {ulist}, event_ts)"
         )
     if day_index:
-        ctes += _day_start_ctes(spec)
+        ctes += _day_start_ctes(spec, scope)
     elif spec.per:
         ctes += _first_step_ctes(spec, width, back)
     else:
@@ -425,7 +460,7 @@ def _start_ctes(spec: FunnelSpec, width: int) -> list[str]:
     ]
 
 
-def _day_start_ctes(spec: FunnelSpec) -> list[str]:
+def _day_start_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     """`g1` from `DAY_INDEX` (users, no periods): as `_start_ctes`, with the index's days
     as the buckets. A step-1 instant meets one row of its own day (`r0`: that day's
     step-0 events), whose first and last instants settle most cases; only an instant
@@ -434,11 +469,10 @@ def _day_start_ctes(spec: FunnelSpec) -> list[str]:
     last instants (`jb`)."""
     ni = [spec.name_index(s) for s in spec.steps]
     window = "interval (:window) second"
-    index = _sql(exp.to_table(DAY_INDEX))
     return [
         # Each instant once, with its day.
-        f"p1 as (select user_id as uid, event_date as d, unnest(list_distinct(event_times)) "
-        f"as ts from {index} where event_type = :name{ni[1]})",
+        f"p1 as (select uid, d, unnest(list_distinct(event_times)) as ts "
+        f"from ({_index_rows(scope, ni[1])}) as x)",
         "ja as (select p.uid, p.ts as t1, case when r.last_ts < p.ts then r.last_ts "
         "when r.first_ts >= p.ts then null "
         "else list_max(list_filter(r.event_times, lambda x: x < p.ts)) end as below, "
