@@ -27,8 +27,10 @@ from tests import cross_engine, servers
 
 # Local runs explore new inputs each time; CI replays a fixed set, so a landing never
 # depends on what the fuzzer happened to draw. Inputs found locally are pinned with
-# @example in the tests themselves.
-settings.register_profile("ci", derandomize=True)
+# @example in the tests themselves. The profile is Hypothesis's own "ci" (no example
+# database, no too_slow health check on a loaded machine), derandomized; it is loaded
+# when CI is set or by `--hypothesis-profile=ci` (.ci/run passes it).
+settings.register_profile("ci", settings.get_profile("ci"), derandomize=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 

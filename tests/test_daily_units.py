@@ -8,7 +8,7 @@ import re
 import shutil
 import socket
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -212,7 +212,9 @@ def test_run_request_checks_its_dates() -> None:
         RunRequest(D2, D1)
     with pytest.raises(ConfigError, match="--to needs --from"):
         RunRequest(None, D1)
-    tomorrow = datetime.now().date() + timedelta(days=1)
+    # Today in UTC, as the check counts it (the machine's local date is a day ahead of
+    # UTC for part of every day east of Greenwich).
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
     assert RunRequest(tomorrow, tomorrow)  # may have begun east of UTC
     with pytest.raises(ConfigError, match="in the future"):
         RunRequest(tomorrow + timedelta(days=2))

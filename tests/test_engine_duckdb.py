@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -104,19 +102,8 @@ def test_errors_carry_the_engine(engine: DuckDBEngine) -> None:
 
 def test_second_writer_is_refused_clearly(tmp_path: Path) -> None:
     path = tmp_path / "locked.duckdb"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('ready', flush=True);"
-            " time.sleep(30)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_duckdb(path, read_only=False)  # until the test lets go, not for 30 s
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(EngineError, match="in use by another process"):
             DuckDBEngine(path, lock_wait=0.5)
     finally:

@@ -151,7 +151,8 @@ def test_temp_table_keeps_types_and_values_exactly(eng: SparkEngine) -> None:
         }
     )
     with eng.temp_table("typed_rows", data) as relation:
-        got = eng.fetch_arrow(exp.select("*").from_(relation))
+        # In the data's order (n ascending, its null last): Spark gives none without ORDER BY.
+        got = eng.fetch_arrow(exp.select("*").from_(relation).order_by("n NULLS LAST"))
     # A naive time is a wall-clock time: it comes back naive and unshifted.
     assert got.schema == data.schema
     assert got.to_pylist() == data.to_pylist()

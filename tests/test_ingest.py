@@ -27,6 +27,7 @@ from productlens.ingest.contracts import CONTRACTS
 from productlens.ingest.processor import LakeProcessor
 from productlens.simulate import generate, preset
 from tests.conftest import open_lake, run_cli
+from tests.holders import hold_duckdb
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -517,19 +518,10 @@ def test_kill_during_a_large_batch_then_rerun_equals_a_clean_run(tmp_path: Path)
 
 
 def test_a_second_run_on_a_busy_warehouse_is_refused(tmp_path: Path) -> None:
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, time; c = duckdb.connect("
-            f"{str(tmp_path / 'warehouse.duckdb')!r}); print('ready', flush=True); time.sleep(30)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    # Held until the test lets go, not for a fixed time: a CLI slow to start on a loaded
+    # machine found a 30-second hold over and loaded the file.
+    holder = hold_duckdb(tmp_path / "warehouse.duckdb", read_only=False)
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ready"
         (tmp_path / "users.csv").write_text("user_id,signup_ts\na,2026-01-01\n")
         result = run_cli("--project", str(tmp_path), "ingest", str(tmp_path / "users.csv"))
         assert result.returncode == 1

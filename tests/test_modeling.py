@@ -213,15 +213,20 @@ def test_python_model_reads_configuration(source: DuckDBEngine, tmp_path: Path) 
             "marts/steps.py": (
                 "from sqlglot import exp\n"
                 "def model(ctx):\n"
-                "    rows = [exp.tuple_(exp.convert(s)) for s in ctx.funnel_steps]\n"
-                "    return exp.select('*').from_(exp.Values(expressions=rows, alias='t'))\n"
+                "    rows = [exp.tuple_(exp.convert(i), exp.convert(s))\n"
+                "            for i, s in enumerate(ctx.funnel_steps)]\n"
+                "    values = exp.Values(expressions=rows, alias=exp.TableAlias(\n"
+                "        this=exp.to_identifier('t'), columns=['position', 'step']))\n"
+                "    return exp.select('*').from_(values)\n"
             )
         },
     )
     config = ProjectConfig.model_validate({"metrics": {"funnel_steps": ["open", "it's paid"]}})
     graph = modeling.discover(config, [root], shipped=False)
     modeling.build(source, graph, RunLog(source))
-    assert source.fetch_all(q("SELECT * FROM marts.steps")) == [("open",), ("it's paid",)]
+    # A table keeps no row order: the steps' order is read from their position.
+    got = source.fetch_all(q("SELECT step FROM marts.steps ORDER BY position"))
+    assert got == [("open",), ("it's paid",)]
 
 
 def test_project_models_extend_and_replace_shipped(tmp_path: Path) -> None:
