@@ -472,8 +472,7 @@ def _day_start_ctes(spec: FunnelSpec, scope: Scope) -> list[str]:
     return [
         # Each step-1 event's instant with its day. Events at one instant give equal
         # rows, which `jb` and `g1` group together (cheaper than list_distinct: 0.8x).
-        f"p1 as (select uid, d, unnest(event_times) as ts "
-        f"from ({_index_rows(scope, ni[1])}) as x)",
+        f"p1 as (select uid, d, unnest(event_times) as ts from ({_index_rows(scope, ni[1])}) as x)",
         "ja as (select p.uid, p.ts as t1, case when r.last_ts < p.ts then r.last_ts "
         "when r.first_ts >= p.ts then null "
         "else list_max(list_filter(r.event_times, lambda x: x < p.ts)) end as below, "
