@@ -433,3 +433,24 @@ def test_a_range_inside_a_day_keeps_only_its_instants(engine: DuckDBEngine, spy:
         in_scope(events, scope), ["a", "b"], by="device", attribution="step:0"
     )
     assert result.to_dict() == expected
+
+
+def test_an_index_rewritten_from_a_later_day_than_the_events_is_rebuilt_whole(
+    engine: DuckDBEngine, spy: Spy
+) -> None:
+    """`build --select fct_events` (late events of an old day), then
+    `build --select fct_user_event_days --since` a later day: the index's rewrite starts
+    after the events' change, so it must be built whole, not refreshed from that day."""
+    load_indexed(engine, DAYS)
+    # A late `a` of u5 on T0's day, a minute before its `b`: u5 now starts and reaches b.
+    late = [*DAYS, *make_events([("u5", "a", 1, {"event_id": "late"})])]
+    reload_events(engine, late)
+    since = (T0 + timedelta(days=30)).date()
+    result = modeling.build(engine, GRAPH, RunLog(engine), select=[INDEX], since=since)
+    assert result.ok, result.failed
+    assert stored_index(engine) == python_index(late)
+    window = timedelta(days=2)
+    answer = funnel(engine, ["a", "b", "c"], window=window)
+    assert [s.count for s in answer.steps] == [6, 5, 1]
+    assert answer.to_dict() == reference_funnel(late, ["a", "b", "c"], window=window)
+    assert spy.indexed == [True]
