@@ -454,3 +454,27 @@ def test_an_index_rewritten_from_a_later_day_than_the_events_is_rebuilt_whole(
     assert [s.count for s in answer.steps] == [6, 5, 1]
     assert answer.to_dict() == reference_funnel(late, ["a", "b", "c"], window=window)
     assert spy.indexed == [True]
+
+
+def test_an_index_refresh_with_nothing_new_upstream_stays_incremental(
+    engine: DuckDBEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole rebuild above is kept for an events fact changed by another run: with
+    the events as the index last saw them, `--since` rewrites only the recent days."""
+    load_indexed(engine, DAYS)
+    refreshed: list[str] = []
+    original = modeling.refresh_since
+
+    def counting(engine_: Any, model: modeling.Model, since: Any) -> int:
+        refreshed.append(model.name)
+        return original(engine_, model, since)
+
+    monkeypatch.setattr(modeling, "refresh_since", counting)
+    since = (T0 + timedelta(days=30)).date()
+    assert modeling.build(engine, GRAPH, RunLog(engine), select=[INDEX], since=since).ok
+    assert refreshed == [INDEX]
+    assert day_index_current(engine)
+    reload_events(engine, DAYS)
+    assert modeling.build(engine, GRAPH, RunLog(engine), select=[INDEX], since=since).ok
+    assert refreshed == [INDEX]  # built whole this time
+    assert stored_index(engine) == python_index(DAYS)

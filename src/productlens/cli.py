@@ -393,7 +393,8 @@ def build(
         str | None,
         typer.Option(
             help="Rebuild only rows from this date (YYYY-MM-DD) minus each model's lookback "
-            "in date-partitioned models; the others rebuild whole. Same tables as a full build."
+            "in date-partitioned models; the others (and one reading a date-partitioned model "
+            "built by another run since) rebuild whole. Same tables as a full build."
         ),
     ] = None,
 ) -> None:

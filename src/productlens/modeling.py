@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlglot import exp
 
-from productlens import dialects
+from productlens import dialects, ops
 from productlens.config import ProjectConfig, describe_validation_error
 from productlens.engines import Engine
 from productlens.engines.base import table as quoted_table
@@ -646,6 +646,34 @@ def refresh_since(engine: Engine, model: Model, since: date) -> int:
     return rows
 
 
+def _refresh_keeps_up(
+    engine: Engine, models: ModelGraph, model: Model, runlog: RunLog, whole: set[str]
+) -> bool:
+    """Whether rewriting `model`'s recent rows suffices: each incremental model it reads
+    changed since the model's last successful build only by rewrites of this build from
+    the same date. One built whole by this build, or built by another run after the
+    model's last successful build (`build --select` of it alone, or a run killed before
+    the model was rewritten), may have changed older rows: the model is built whole."""
+    found = ((up, models.models.get(up.split(".", 1)[1])) for up in model.upstreams)
+    parents = [
+        p
+        for up, p in found
+        if p is not None and p.table == up and p.spec is not None and p.spec.incremental
+    ]
+    if not parents:
+        return True
+    if any(p.name in whole for p in parents):
+        return False
+    names = [model.table, *(p.table for p in parents)]
+    rows = engine.fetch_all(ops.build_starts(names, other_than=runlog.run_id))
+    starts = {row[0]: row[1:] for row in rows}
+    built = starts.get(model.table, (None, None))[1]
+    others = [starts[p.table][0] for p in parents if p.table in starts]
+    if not others:
+        return True  # the parents were never built by another run (nothing to catch up)
+    return built is not None and all(start < built for start in others)
+
+
 # An incremental rewrite appends its window sorted among itself, after the rows it kept:
 # each run adds a stretch of row groups spanning every value of the leading sort key,
 # which a filter on one value can no longer skip. Once a filter on the leading key would
@@ -745,6 +773,7 @@ def build(
     drop_leftovers(engine)
     result = BuildResult()
     blocked: set[str] = set()
+    whole: set[str] = set()  # the models this build wrote whole
     chosen = models.select(select)
     for layer in dict.fromkeys(model.layer for model in chosen):
         engine.ensure_schema(layer)  # a new server database has none of the layers yet
@@ -762,10 +791,12 @@ def build(
                     since is not None
                     and incremental
                     and engine.table_kind(model.layer, model.name) == "table"
+                    and _refresh_keeps_up(engine, models, model, runlog, whole)
                 ):
                     record.rows = refresh_since(engine, model, since)
                 else:
                     record.rows = materialize(engine, model)
+                    whole.add(model.name)
         except EngineUnavailable:
             raise  # no later model can be built either: stop the build now
         except Exception as exc:  # noqa: BLE001 - one failed model must not stop the others

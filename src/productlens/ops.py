@@ -184,13 +184,14 @@ def interrupted_steps(run_id: str, now: datetime) -> exp.Insert:
     return exp.insert(ends, table(*RUN_EVENTS))
 
 
-def build_starts(objects: Sequence[str]) -> exp.Query:
+def build_starts(objects: Sequence[str], *, other_than: str | None = None) -> exp.Query:
     """Per object among `objects` that has build steps: when its latest build step of any
     outcome started (`any_start`: a step killed mid-way may have committed), and when its
-    latest successful one did (`success_start`, null if none)."""
+    latest successful one did (`success_start`, null if none); with `other_than`, among
+    the steps of the other runs only."""
     started = exp.column("started_at", quoted=True)
     succeeded = exp.Case().when(same("status", "success"), started)
-    return (
+    query = (
         exp.select(
             exp.column("object", quoted=True),
             exp.Max(this=started).as_("any_start"),
@@ -201,6 +202,7 @@ def build_starts(objects: Sequence[str]) -> exp.Query:
         .where(exp.column("object", quoted=True).isin(*(value(o) for o in objects)))
         .group_by(exp.column("object", quoted=True))
     )
+    return query if other_than is None else query.where(same("run_id", other_than).not_())
 
 
 def last_builds() -> exp.Query:
