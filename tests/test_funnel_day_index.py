@@ -478,3 +478,26 @@ def test_an_index_refresh_with_nothing_new_upstream_stays_incremental(
     assert modeling.build(engine, GRAPH, RunLog(engine), select=[INDEX], since=since).ok
     assert refreshed == [INDEX]  # built whole this time
     assert stored_index(engine) == python_index(DAYS)
+
+
+def test_a_project_whose_event_date_is_a_local_day(engine: DuckDBEngine, spy: Spy) -> None:
+    """A project's fct_events may date its events by a local day (here UTC-5): the index's
+    days are then those days, and the earlier days a step-1 instant searches must be
+    earlier by the index's own day, not by the instant's UTC date. Window 3 hours. u1's
+    `b` (01:00 UTC, 20:00 local) comes before its `a` (04:00 UTC, 23:00 local): one
+    local day, two UTC dates; u1 starts and never converts. u2's `a` (04:00 UTC, 23:00
+    local) is 2 hours before its `b` (06:00 UTC, 01:00 local the next day): u2 converts."""
+    events = make_events([("u1", "b", 60), ("u1", "a", 240), ("u2", "a", 240), ("u2", "b", 360)])
+    log = RunLog(engine)
+    with log.step("build", EVENTS_TABLE):
+        load_fct_events(engine, events)
+        engine.execute(
+            q("update core.fct_events set event_date = cast(event_ts - interval 5 hour as date)")
+        )
+    assert modeling.build(engine, GRAPH, log, select=[INDEX]).ok
+    window = timedelta(hours=3)
+    result = funnel(engine, ["a", "b"], window=window)
+    assert spy.indexed == [True]
+    assert [s.count for s in result.steps] == [2, 1]
+    assert result.steps[1].median_time_s == 2 * 3600.0
+    assert result.to_dict() == reference_funnel(events, ["a", "b"], window=window)
