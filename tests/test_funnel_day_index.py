@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -501,3 +502,32 @@ def test_a_project_whose_event_date_is_a_local_day(engine: DuckDBEngine, spy: Sp
     assert [s.count for s in result.steps] == [2, 1]
     assert result.steps[1].median_time_s == 2 * 3600.0
     assert result.to_dict() == reference_funnel(events, ["a", "b"], window=window)
+
+
+def test_a_project_model_replacing_the_index_is_not_read(
+    engine: DuckDBEngine, spy: Spy, tmp_path: Path
+) -> None:
+    """A project's own `fct_user_event_days` (here leaving out u1, say as internal) may
+    mean anything: the funnel reads the events, built whole or refreshed over the
+    shipped model's table, until the shipped model is built again."""
+    models = tmp_path / "models" / "core"
+    models.mkdir(parents=True)
+    shipped = modeling.shipped_models_dir() / "core" / f"{INDEX}.sql"
+    (models / f"{INDEX}.sql").write_text(
+        shipped.read_text().replace("from fct_events", "from fct_events where user_id <> 'u1'")
+    )
+    project = modeling.discover(ProjectConfig(), [tmp_path / "models"])
+    expected = [5, 4, 1]  # test_step_one_against_its_days_starts: u1 reaches b
+    load_indexed(engine, DAYS)
+    since = (T0 + timedelta(days=1)).date()
+    for build_since in (since, None):  # over the shipped table, then whole
+        assert modeling.build(engine, project, RunLog(engine), select=[INDEX], since=build_since).ok
+        assert engine.fetch_all(q(f"select count(*) from {DAY_INDEX} where user_id = 'u1'")) == [
+            (0,)
+        ]
+        assert not day_index_current(engine)
+        result = funnel(engine, ["a", "b", "c"], window=timedelta(days=2))
+        assert [s.count for s in result.steps] == expected
+    assert spy.indexed == [False, False]
+    assert modeling.build(engine, GRAPH, RunLog(engine), select=[INDEX]).ok
+    assert day_index_current(engine)

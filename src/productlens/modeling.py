@@ -646,6 +646,26 @@ def refresh_since(engine: Engine, model: Model, since: date) -> int:
     return rows
 
 
+def shipped_model(model: Model) -> bool:
+    """Whether the model is productlens's own (not a project's, nor one replacing it)."""
+    return Path(model.path).is_relative_to(shipped_models_dir())
+
+
+def _mark(engine: Engine, model: Model) -> None:
+    """On DuckDB, comment the model's table with where it comes from (`ops.SHIPPED_MODEL`
+    or the project's file): a table built whole is new and has no comment yet."""
+    if engine.dialect != "duckdb" or engine.table_kind(model.layer, model.name) != "table":
+        return
+    text = ops.SHIPPED_MODEL if shipped_model(model) else f"project model {model.path}"
+    engine.execute(
+        exp.Comment(
+            this=quoted_table(model.layer, model.name),
+            kind="TABLE",
+            expression=exp.Literal.string(text),
+        )
+    )
+
+
 def _refresh_keeps_up(
     engine: Engine, models: ModelGraph, model: Model, runlog: RunLog, whole: set[str]
 ) -> bool:
@@ -785,6 +805,10 @@ def build(
             continue
         notify(model, "start")
         try:
+            # A project's model never leaves a shipped model's mark on its table, even
+            # killed mid-way: the mark goes first (`_mark`).
+            if not shipped_model(model):
+                _mark(engine, model)
             with runlog.step("build", model.table) as record:
                 incremental = model.spec.incremental if model.spec else None
                 if (
@@ -797,6 +821,7 @@ def build(
                 else:
                     record.rows = materialize(engine, model)
                     whole.add(model.name)
+                _mark(engine, model)
         except EngineUnavailable:
             raise  # no later model can be built either: stop the build now
         except Exception as exc:  # noqa: BLE001 - one failed model must not stop the others

@@ -223,3 +223,21 @@ def last_builds() -> exp.Query:
         .from_(ranked.subquery("ranked"))
         .where(exp.column("latest").eq(1))
     )
+
+
+# The comment a DuckDB table built from a shipped model carries (a project's model of the
+# same name gets `project model <path>`): metrics that trust a shipped model's meaning
+# (the funnel's day index) read it only with this mark.
+SHIPPED_MODEL = "productlens shipped model"
+
+
+def table_comment(engine: Engine, schema: str, name: str) -> str | None:
+    """The DuckDB table's comment (None if there is none, or no such table)."""
+    query = (
+        exp.select("comment")
+        .from_(exp.func("duckdb_tables"))
+        .where(exp.column("schema_name").eq(value(schema)))
+        .where(exp.column("table_name").eq(value(name)))
+    )
+    rows = engine.fetch_all(query)
+    return rows[0][0] if rows else None

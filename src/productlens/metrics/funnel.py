@@ -207,9 +207,13 @@ def day_index_current(engine: Engine) -> bool:
     """Whether `core.fct_user_event_days` holds `core.fct_events` as it is now, by the run
     log: its latest successful build started after every build of the events fact began
     (a build killed after its commit leaves no success row, so any start counts). A
-    warehouse without that record (built by hand, or by dbt) is read without the index."""
+    warehouse without that record (built by hand, or by dbt), or whose index is a
+    project's own model of that name (without `ops.SHIPPED_MODEL`'s mark: its rows may
+    mean something else), is read without the index."""
     index = tuple(DAY_INDEX.split("."))
     if engine.table_kind(*ops.RUN_EVENTS) != "table" or engine.table_kind(*index) != "table":
+        return False
+    if ops.table_comment(engine, *index) != ops.SHIPPED_MODEL:
         return False
     rows = engine.fetch_all(ops.build_starts([EVENTS_TABLE, DAY_INDEX]))
     starts = {row[0]: row[1:] for row in rows}
