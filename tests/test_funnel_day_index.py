@@ -531,3 +531,21 @@ def test_a_project_model_replacing_the_index_is_not_read(
     assert spy.indexed == [False, False]
     assert modeling.build(engine, GRAPH, RunLog(engine), select=[INDEX]).ok
     assert day_index_current(engine)
+
+
+def test_an_events_fact_built_whole_in_the_same_run_rebuilds_the_index_whole(
+    engine: DuckDBEngine,
+) -> None:
+    """One run, two builds (the daily run's core, then its marts): the events fact written
+    whole by the first (as `build` records it) may have changed any day, so the index is
+    not refreshed from a date by the second."""
+    load_indexed(engine, DAYS)
+    log = RunLog(engine)
+    late = [*DAYS, *make_events([("u5", "a", 1, {"event_id": "late"})])]
+    with log.step("build", EVENTS_TABLE):
+        load_fct_events(engine, late)
+    log.built_whole.add(EVENTS_TABLE)
+    since = (T0 + timedelta(days=30)).date()
+    assert modeling.build(engine, GRAPH, log, select=[INDEX], since=since).ok
+    assert stored_index(engine) == python_index(late)
+    assert day_index_current(engine)

@@ -666,14 +666,12 @@ def _mark(engine: Engine, model: Model) -> None:
     )
 
 
-def _refresh_keeps_up(
-    engine: Engine, models: ModelGraph, model: Model, runlog: RunLog, whole: set[str]
-) -> bool:
+def _refresh_keeps_up(engine: Engine, models: ModelGraph, model: Model, runlog: RunLog) -> bool:
     """Whether rewriting `model`'s recent rows suffices: each incremental model it reads
-    changed since the model's last successful build only by rewrites of this build from
-    the same date. One built whole by this build, or built by another run after the
-    model's last successful build (`build --select` of it alone, or a run killed before
-    the model was rewritten), may have changed older rows: the model is built whole."""
+    changed since the model's last successful build only by this run's rewrites from the
+    same date. One this run built whole (`RunLog.built_whole`), or one another run built
+    after the model's last successful build (`build --select` of it alone, a run killed
+    before the model was rewritten), may have changed older rows: build the model whole."""
     found = ((up, models.models.get(up.split(".", 1)[1])) for up in model.upstreams)
     parents = [
         p
@@ -682,7 +680,7 @@ def _refresh_keeps_up(
     ]
     if not parents:
         return True
-    if any(p.name in whole for p in parents):
+    if any(p.table in runlog.built_whole for p in parents):
         return False
     names = [model.table, *(p.table for p in parents)]
     rows = engine.fetch_all(ops.build_starts(names, other_than=runlog.run_id))
@@ -793,7 +791,6 @@ def build(
     drop_leftovers(engine)
     result = BuildResult()
     blocked: set[str] = set()
-    whole: set[str] = set()  # the models this build wrote whole
     chosen = models.select(select)
     for layer in dict.fromkeys(model.layer for model in chosen):
         engine.ensure_schema(layer)  # a new server database has none of the layers yet
@@ -815,12 +812,12 @@ def build(
                     since is not None
                     and incremental
                     and engine.table_kind(model.layer, model.name) == "table"
-                    and _refresh_keeps_up(engine, models, model, runlog, whole)
+                    and _refresh_keeps_up(engine, models, model, runlog)
                 ):
                     record.rows = refresh_since(engine, model, since)
                 else:
                     record.rows = materialize(engine, model)
-                    whole.add(model.name)
+                    runlog.built_whole.add(model.table)
                 _mark(engine, model)
         except EngineUnavailable:
             raise  # no later model can be built either: stop the build now

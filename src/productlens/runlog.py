@@ -50,6 +50,9 @@ class RunLog:
         self.records: list[StepRecord] = []
         # Keys added to run_results.json beside the steps (a daily run's summary, tests).
         self.extra: dict[str, Any] = {}
+        # The tables this run's builds wrote whole (not only their recent rows): a model
+        # reading one is not refreshed from a date either (`modeling.build`).
+        self.built_whole: set[str] = set()
         ops.ensure_run_log(engine)
         # The warehouse file lock means no other run can be live: leftovers were killed.
         engine.execute(ops.interrupted_steps(self.run_id, _naive(_now())))
