@@ -211,9 +211,11 @@ def day_index_current(engine: Engine) -> bool:
     project's own model of that name (without `ops.SHIPPED_MODEL`'s mark: its rows may
     mean something else), is read without the index."""
     index = tuple(DAY_INDEX.split("."))
-    if engine.table_kind(*ops.RUN_EVENTS) != "table" or engine.table_kind(*index) != "table":
-        return False
+    # The mark is only on a table productlens built from the shipped model (no such
+    # table: no mark).
     if ops.table_comment(engine, *index) != ops.SHIPPED_MODEL:
+        return False
+    if engine.table_kind(*ops.RUN_EVENTS) != "table":
         return False
     rows = engine.fetch_all(ops.build_starts([EVENTS_TABLE, DAY_INDEX]))
     starts = {row[0]: row[1:] for row in rows}
