@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
-from productlens import modeling, ops
+from productlens import checks, modeling, ops
 from productlens.config import ProjectConfig
 from productlens.engines import DuckDBEngine
 from productlens.metrics import funnel as funnel_module
 from productlens.metrics.funnel import Exclusion, day_index_current, funnel
-from productlens.metrics.funnel_sql import DAY_INDEX, FunnelSpec
+from productlens.metrics.funnel_sql import DAY_INDEX, FunnelSpec, day_index_fits, funnel_query
 from productlens.metrics.scope import EVENTS_TABLE, Scope
 from productlens.runlog import RunLog
 from tests.conftest import q
@@ -549,3 +550,180 @@ def test_an_events_fact_built_whole_in_the_same_run_rebuilds_the_index_whole(
     assert modeling.build(engine, GRAPH, log, select=[INDEX], since=since).ok
     assert stored_index(engine) == python_index(late)
     assert day_index_current(engine)
+
+
+# The freshness rule on hand-written run-log histories, after a normal load (whose rows
+# are all older): each row is (object, stage, minutes after now, status) for one step
+# (a start row `running`, then its end row unless `running`).
+EVENTS_STEP, INDEX_STEP = (EVENTS_TABLE, "build"), (DAY_INDEX, "build")
+FRESHNESS_CASES = {
+    # Both builds started in the same instant: which one read the other is unknown.
+    "same_start": ([(*EVENTS_STEP, 1, "success"), (*INDEX_STEP, 1, "success")], False),
+    "index_after": ([(*EVENTS_STEP, 1, "success"), (*INDEX_STEP, 2, "success")], True),
+    # A later index build that failed left the table of the earlier success in place.
+    "index_failed_after_a_success": (
+        [(*EVENTS_STEP, 1, "success"), (*INDEX_STEP, 2, "success"), (*INDEX_STEP, 3, "failed")],
+        True,
+    ),
+    # Only the index's failed build started after the events': its table is older.
+    "index_failed_after_events": (
+        [(*EVENTS_STEP, 1, "success"), (*INDEX_STEP, 2, "failed")],
+        False,
+    ),
+    # A step of another stage naming the events table builds nothing.
+    "other_stage_on_events": (
+        [
+            (*EVENTS_STEP, 1, "success"),
+            (*INDEX_STEP, 2, "success"),
+            (EVENTS_TABLE, "check", 3, "success"),
+        ],
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FRESHNESS_CASES))
+def test_the_freshness_rule_on_run_log_histories(engine: DuckDBEngine, name: str) -> None:
+    history, current = FRESHNESS_CASES[name]
+    load_indexed(engine, DAYS)
+    assert day_index_current(engine)
+    # The run log's times are naive UTC.
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows: list[list[Any]] = []
+    for k, (obj, stage, minutes, status) in enumerate(history):
+        started = now + timedelta(minutes=minutes)
+        rows.append([f"r{k}", stage, obj, started, None, None, "running", None])
+        if status != "running":
+            ended = started + timedelta(seconds=1)
+            rows.append([f"r{k}", stage, obj, started, ended, 1, status, None])
+    engine.execute(ops.insert_rows(ops.RUN_EVENTS, ops.RUN_LOG_COLUMNS, rows))
+    assert day_index_current(engine) == current
+
+
+# A built index spoiled one way each (the first row: u1's a on T0's day, instants 10, 20
+# and 30), and the data tests that must then fail.
+UNIQUE = f"unique__{INDEX}__event_type_user_id_event_date"
+SPOILED = {
+    "a_day_twice": (
+        f"insert into {DAY_INDEX} select * from {DAY_INDEX} where user_id = 'u1' "
+        "and event_type = 'a'",
+        {UNIQUE, "user_event_days_hold_every_event"},
+    ),
+    "an_instant_more": (
+        f"update {DAY_INDEX} set event_times = list_append(event_times, first_ts) "
+        "where user_id = 'u1' and event_type = 'a'",
+        {"user_event_days_count_their_instants"},
+    ),
+    "first_after_last": (
+        f"update {DAY_INDEX} set first_ts = last_ts, last_ts = first_ts "
+        "where user_id = 'u1' and event_type = 'a'",
+        {"user_event_days_count_their_instants"},
+    ),
+    "another_day": (
+        f"update {DAY_INDEX} set event_date = event_date + 1 "
+        "where user_id = 'u1' and event_type = 'a'",
+        {"user_event_days_hold_their_day"},
+    ),
+    "a_day_lost": (
+        f"delete from {DAY_INDEX} where user_id = 'u1' and event_type = 'a'",
+        {"user_event_days_hold_every_event"},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPOILED))
+def test_the_data_tests_see_a_spoiled_index(engine: DuckDBEngine, name: str) -> None:
+    spoil, failing = SPOILED[name]
+    load_indexed(engine, DAYS)
+    tests = checks.compile_tests(GRAPH, [GRAPH[INDEX]])
+    assert {o.test.name for o in checks.run_tests(engine, tests, "clean") if o.n_failing} == set()
+    engine.execute(q(spoil))
+    outcomes = checks.run_tests(engine, tests, "spoiled")
+    assert all(o.error is None for o in outcomes)
+    assert {o.test.name for o in outcomes if o.n_failing} == failing
+
+
+def test_the_index_is_asked_for_only_where_it_fits() -> None:
+    """`day_index_fits` on one spec changed one way at a time; `funnel_query` refuses the
+    index where it does not fit or off DuckDB."""
+    plain = FunnelSpec(("a", "b"), 3600, "ordered", (), None, "user", None, "first_touch")
+    assert day_index_fits(Scope(), plain)
+    assert day_index_fits(Scope(start=T0), replace(plain, by="device"))
+    assert not day_index_fits(Scope.parse(where=["device=ios"]), plain)
+    assert not day_index_fits(replace(Scope(), source="marts.some_events"), plain)
+    assert not day_index_fits(Scope(), replace(plain, per="day"))
+    assert not day_index_fits(Scope(), replace(plain, count_by="session"))
+    assert not day_index_fits(Scope(), replace(plain, cuts=(T0,)))
+    assert not day_index_fits(Scope(), replace(plain, order="strict"))
+    assert not day_index_fits(Scope(), replace(plain, steps=("a", "a")))
+    with pytest.raises(ValueError, match="day index"):
+        funnel_query(Scope(), plain, day_index=True)
+    with pytest.raises(ValueError, match="day index"):
+        funnel_query(Scope(), replace(plain, per="day"), duckdb=True, day_index=True)
+
+
+def test_no_index_without_a_run_log(engine: DuckDBEngine, spy: Spy) -> None:
+    """A warehouse whose run log is gone (say copied without the ops schema) reads the
+    events, index or not."""
+    load_indexed(engine, DAYS)
+    engine.execute(q(f"drop view if exists {'.'.join(ops.RUN_LOG)}"))
+    engine.execute(q(f"drop table {'.'.join(ops.RUN_EVENTS)}"))
+    assert not day_index_current(engine)
+    result = funnel(engine, ["a", "b", "c"], window=timedelta(days=2))
+    assert spy.indexed == [False]
+    assert [s.count for s in result.steps] == [5, 4, 1]
+
+
+def test_no_index_when_the_events_have_no_build_record(engine: DuckDBEngine) -> None:
+    """Events loaded by hand, then the index built by productlens: when the events last
+    changed is unknown, so the index is not read."""
+    load_fct_events(engine, DAYS)
+    assert modeling.build(engine, GRAPH, RunLog(engine), select=[INDEX]).ok
+    assert stored_index(engine) == python_index(DAYS)
+    assert not day_index_current(engine)
+
+
+def test_a_range_starting_at_a_days_last_instant_keeps_it(engine: DuckDBEngine, spy: Spy) -> None:
+    """Range from minute 30: u1's day of a (0, 30) keeps its a@30, which b@40 follows
+    (10 min); u2's day of b (20, 30) keeps b@30, at the instant of its a@30 (0 s)."""
+    events = make_events(
+        [
+            ("u1", "a", 0),
+            ("u1", "a", 30),
+            ("u1", "b", 40),
+            ("u2", "a", 30),
+            ("u2", "b", 20),
+            ("u2", "b", 30),
+        ]
+    )
+    load_indexed(engine, events)
+    scope = Scope(start=T0 + timedelta(minutes=30))
+    result = funnel(engine, ["a", "b"], scope=scope)
+    assert spy.indexed == [True]
+    assert [s.count for s in result.steps] == [2, 2]
+    assert result.steps[1].avg_time_s == 5 * 60.0
+    assert result.to_dict() == reference_funnel(in_scope(events, scope), ["a", "b"])
+
+
+def test_a_unit_that_only_starts_reports_its_days_first_start(
+    engine: DuckDBEngine, spy: Spy
+) -> None:
+    """As above with both starts on one day: the day's first instant (ios), not its last
+    (web)."""
+    events = make_events([("u1", "a", 0, {"device": "ios"}), ("u1", "a", 10, {"device": "web"})])
+    load_indexed(engine, events)
+    result = funnel(engine, ["a", "b"], by="device", attribution="step:0")
+    assert spy.indexed == [True]
+    assert {k: [s.count for s in v] for k, v in result.breakdown.items()} == {"ios": [1, 0]}
+
+
+def test_step_one_takes_the_latest_of_the_earlier_days(engine: DuckDBEngine, spy: Spy) -> None:
+    """No start on b's own day (window 2 days): b@2*DAY+5 takes the latest start of the
+    two days before it, a@DAY+10 (a day less 5 minutes before), not a@10."""
+    events = make_events([("u1", "a", 10), ("u1", "a", DAY + 10), ("u1", "b", 2 * DAY + 5)])
+    load_indexed(engine, events)
+    result = funnel(engine, ["a", "b"], window=timedelta(days=2))
+    assert spy.indexed == [True]
+    assert [s.count for s in result.steps] == [1, 1]
+    assert result.steps[1].avg_time_s == (DAY - 5) * 60.0
+    assert result.to_dict() == reference_funnel(events, ["a", "b"], window=timedelta(days=2))
