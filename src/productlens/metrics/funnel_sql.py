@@ -168,12 +168,9 @@ def _index_rows(scope: Scope, name: int) -> str:
     cut = f"list_filter(event_times, lambda x: {_sql(inside)})"
     return (
         f"select uid, d, case when cut then list_min(ts) else first_ts end as first_ts, "
-        f"last_ts, ts as event_times "
-        f"from (select user_id as uid, event_date as d, first_ts, last_ts, "
-        f"{partial} as cut, case when {partial} then {cut} else event_times end "
-        f"as ts from {table} where event_type = :name{name} and {_sql(exp.and_(*overlap))}) "
-        f"as c "
-        f"where len(ts) > 0"
+        f"last_ts, ts as event_times from (select *, {partial} as cut, case when {partial} "
+        f"then {cut} else event_times end as ts from ({rows}) as r "
+        f"where {_sql(exp.and_(*overlap))}) as c where len(ts) > 0"
     )
 
 
